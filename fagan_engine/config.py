@@ -1,0 +1,289 @@
+"""The one configuration shared by the CLI, the Slicer modules, the trainer and checkpoint metadata.
+
+``FAGANConfig`` groups four sections. ``ModelConfig`` and ``NormalizationConfig`` are stored
+in every checkpoint, so a checkpoint alone is enough to rebuild the network and its intensity
+convention. ``DataConfig`` and ``TrainConfig`` describe a training run and are stored in the
+run folder and, summarised, in the checkpoint's training summary.
+
+All values are plain JSON types. ``from_dict`` rejects unknown keys and wrong types with a
+``ConfigError`` naming the offending key, so mistakes surface before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .errors import ConfigError
+
+SCALES = (2, 4, 8)
+PRESETS = (
+    "fagan",
+    "srgan",
+    "ca-srgan",
+    "sa-srgan",
+    "fagan-no-sa",
+    "fagan-no-ca",
+    "fagan-no-lffb",
+    "fagan-direct-fusion",
+)
+PLANES = ("auto", "axial", "coronal", "sagittal")
+ATTENTION_PLACEMENTS = ("lr", "hr")
+FUSIONS = ("weighted", "direct")
+
+
+@dataclass
+class ModelConfig:
+    """Generator/discriminator architecture. Presets are switch settings of this one class."""
+
+    preset: str = "fagan"
+    scale: int = 4
+    n_feats: int = 32
+    n_blocks: int = 4
+    use_lffb: bool = True
+    use_ca: bool = True
+    use_sa: bool = True
+    fusion: str = "weighted"
+    fusion_alpha: float = 0.5
+    fusion_beta: float = 0.5
+    fusion_eps: float = 1e-3
+    ca_reduction: int = 16
+    attention_placement: str = "lr"
+    attention_pool: bool = True
+    image_residual: bool = True
+    d_feats: int = 32
+    d_spectral_norm: bool = True
+
+    def validate(self) -> None:
+        """Raise ConfigError on impossible values."""
+        _check_choice("model.scale", self.scale, SCALES)
+        _check_choice("model.preset", self.preset, PRESETS)
+        _check_choice("model.fusion", self.fusion, FUSIONS)
+        _check_choice("model.attention_placement", self.attention_placement, ATTENTION_PLACEMENTS)
+        for name in ("n_feats", "n_blocks", "ca_reduction", "d_feats"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_feats < 8 and self.use_sa:
+            raise ConfigError("model.n_feats must be >= 8 when self-attention is on (f, g project to C/8)")
+        if self.fusion_eps <= 0:
+            raise ConfigError("model.fusion_eps must be > 0")
+
+
+@dataclass
+class NormalizationConfig:
+    """Per-volume robust intensity normalisation: percentiles of the volume map to [0, 1]."""
+
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+
+    def validate(self) -> None:
+        if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
+            raise ConfigError(
+                "normalization percentiles must satisfy 0 <= low < high <= 100, got "
+                f"{self.low_percentile}, {self.high_percentile}"
+            )
+
+
+@dataclass
+class DataConfig:
+    """Training data: volumes, split, slicing, patches and degradations."""
+
+    train: List[str] = field(default_factory=list)
+    manifest: Optional[str] = None
+    val_fraction: float = 0.2
+    plane: str = "auto"
+    patch_size: int = 64
+    foreground_threshold: float = 0.05
+    min_foreground_fraction: float = 0.1
+    blur_sigma: float = 0.0
+    rician_noise: float = 0.0
+    kspace_fraction: float = 1.0
+    augment: bool = True
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        _check_choice("data.plane", self.plane, PLANES)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patch_size < 8:
+            raise ConfigError(f"data.patch_size must be >= 8, got {self.patch_size}")
+        if not 0.0 < self.kspace_fraction <= 1.0:
+            raise ConfigError(f"data.kspace_fraction must be in (0, 1], got {self.kspace_fraction}")
+        if self.num_workers < 0:
+            raise ConfigError("data.num_workers must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, logging and checkpointing of a training run."""
+
+    output_dir: str = "runs/fagan"
+    iterations: int = 2000
+    pretrain_iterations: int = 500
+    batch_size: int = 16
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    lr_schedule: str = "constant"
+    lr_milestones: List[int] = field(default_factory=list)
+    lr_gamma: float = 0.5
+    pixel_loss: str = "l1"
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    adversarial_weight: float = 1e-3
+    vgg_weights: Optional[str] = None
+    ema_decay: float = 0.999
+    val_every: int = 250
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+    def validate(self) -> None:
+        _check_choice("train.lr_schedule", self.lr_schedule, ("constant", "multistep", "cosine"))
+        _check_choice("train.pixel_loss", self.pixel_loss, ("l1", "mse"))
+        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        for name in ("iterations", "batch_size", "val_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.pretrain_iterations <= self.iterations:
+            raise ConfigError("train.pretrain_iterations must be between 0 and train.iterations")
+        if self.lr <= 0:
+            raise ConfigError("train.lr must be > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("train.ema_decay must be in [0, 1)")
+
+
+@dataclass
+class FAGANConfig:
+    """Everything that defines a model and how it was (or will be) trained."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "FAGANConfig":
+        for section in (self.model, self.normalization, self.data, self.train):
+            section.validate()
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "FAGANConfig":
+        """Build and validate a config; unknown keys and wrong types raise ConfigError."""
+        return _from_dict(cls, data, "").validate()
+
+    def with_overrides(self, overrides: Sequence[str]) -> "FAGANConfig":
+        """Apply ``section.key=value`` strings (value parsed as JSON, else as a string)."""
+        data = self.to_dict()
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            parts = key.strip().split(".")
+            if not sep or len(parts) != 2 or parts[0] not in data:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            if parts[1] not in data[parts[0]]:
+                raise ConfigError(f"unknown config key {key.strip()!r}")
+            data[parts[0]][parts[1]] = _parse_value(raw)
+        return FAGANConfig.from_dict(data)
+
+
+def model_config_from_dict(data: Dict[str, Any]) -> ModelConfig:
+    """Parse and validate a ModelConfig (used for checkpoint metadata)."""
+    cfg = _from_dict(ModelConfig, data, "model.")
+    cfg.validate()
+    return cfg
+
+
+def normalization_from_dict(data: Dict[str, Any]) -> NormalizationConfig:
+    cfg = _from_dict(NormalizationConfig, data, "normalization.")
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str) -> FAGANConfig:
+    """Read a JSON or YAML config file into a validated FAGANConfig."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # parse errors of either library
+        raise ConfigError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections")
+    return FAGANConfig.from_dict(data)
+
+
+def _from_dict(cls: Any, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or 'root'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(key, value, next(a for a in args if a is not type(None)))
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r} must be a list, got {type(value).__name__}")
+        return [_coerce(key, v, args[0]) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key {key!r} has an unsupported type")
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
