@@ -1,0 +1,2 @@
+"""Engine version, stored in checkpoint metadata."""
+__version__ = "0.1.0"
