@@ -1,0 +1,27 @@
+"""``python -m fagan_engine {sr,train,eval,export,demo} ...``: the engine's subcommands."""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import List, Optional
+
+COMMANDS = {
+    "sr": "fagan_engine.cli.sr",
+    "train": "fagan_engine.cli.train",
+    "eval": "fagan_engine.cli.evaluate",
+    "export": "fagan_engine.cli.export",
+    "demo": "fagan_engine.demo",
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        sys.stderr.write(f"usage: python -m fagan_engine {{{','.join(COMMANDS)}}} [options]\n")
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]])
+    return int(module.main(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
