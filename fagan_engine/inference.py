@@ -1,0 +1,264 @@
+"""Slice-wise super-resolution of 3D volumes with exact geometry and bounded memory.
+
+The volume is cut into 2D slices along the through-plane axis, normalised with the
+checkpoint's robust percentile convention, pushed through a *runner* (a callable mapping a
+(B, 1, h, w) float32 batch in [0, 1] units to (B, 1, h·s, w·s)) in batches, optionally in
+overlapping tiles, mapped back to the input's intensity units and written into an output
+volume whose geometry comes from ``geometry.super_resolved_reference``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from .config import SCALES, NormalizationConfig
+from .errors import CheckpointError, InputError
+from .geometry import plane_axes, super_resolved_geometry
+from .normalization import IntensityNormalizer
+from .volume_io import validate_image
+
+Runner = Callable[[np.ndarray], np.ndarray]
+Progress = Callable[[int, int], None]
+Plane = Union[str, Tuple[int, int]]
+"""A plane name (auto/axial/coronal/sagittal) or the two in-plane SimpleITK index axes."""
+
+MIN_SLICE = 4
+"""Smallest in-plane LR size (pixels) the networks accept (2×2 attention pooling, 3×3 convs)."""
+DEFAULT_TILE_OVERLAP = 16
+OUTPUT_DTYPES = ("float32", "int16", "uint16")
+
+
+@dataclasses.dataclass
+class SliceLayout:
+    """How a volume array (z, y, x) maps to a stack of 2D slices (n, rows, cols) and back."""
+
+    through_axis: int
+    in_plane_axes: Tuple[int, int]
+
+    @classmethod
+    def for_axes(cls, sitk_axes: Sequence[int]) -> "SliceLayout":
+        np_axes = tuple(sorted(2 - a for a in sitk_axes))
+        through = ({0, 1, 2} - set(np_axes)).pop()
+        return cls(through, (np_axes[0], np_axes[1]))
+
+    def to_slices(self, array: np.ndarray) -> np.ndarray:
+        return np.moveaxis(array, self.through_axis, 0)
+
+    def from_slices(self, slices: np.ndarray) -> np.ndarray:
+        return np.moveaxis(slices, 0, self.through_axis)
+
+
+def super_resolve(
+    image: sitk.Image,
+    scale: int,
+    checkpoint: Union[str, Path, None] = None,
+    plane: Plane = "auto",
+    method: str = "fagan",
+    device: str = "auto",
+    batch_size: int = 8,
+    tile_size: Optional[int] = None,
+    progress: Optional[Progress] = None,
+    backend: str = "torch",
+    untrained: bool = False,
+    nan_policy: str = "error",
+    output_dtype: str = "float32",
+) -> sitk.Image:
+    """Super-resolve a 3D scalar image in-plane by ``scale`` (2, 4 or 8).
+
+    ``method="bicubic"`` gives the bicubic baseline through the same path. With
+    ``method="fagan"`` and no ``checkpoint``, the bundled default for ``scale`` is used;
+    ``untrained=True`` allows random weights when none ships (tests only).
+    """
+    check_scale(scale)
+    if method not in ("fagan", "bicubic"):
+        raise InputError(f"method must be 'fagan' or 'bicubic', got {method!r}")
+    image = validate_image(image, nan_policy)
+    if method == "bicubic":
+        return _run(image, scale, plane, bicubic_runner(scale), NormalizationConfig(), batch_size, None, progress, output_dtype)
+    runner, normalization = load_runner(scale, checkpoint, device, backend, untrained)
+    return _run(image, scale, plane, runner, normalization, batch_size, tile_size, progress, output_dtype)
+
+
+def super_resolve_with_model(
+    image: sitk.Image,
+    model: Any,
+    normalization: NormalizationConfig,
+    plane: Plane = "auto",
+    batch_size: int = 8,
+    tile_size: Optional[int] = None,
+) -> sitk.Image:
+    """Same path as ``super_resolve`` for an in-memory generator (trainer validation)."""
+    runner = torch_runner(model, _model_device(model))
+    return _run(validate_image(image), model.scale, plane, runner, normalization, batch_size, tile_size, None, "float32")
+
+
+def check_scale(scale: int) -> None:
+    if scale not in SCALES:
+        raise InputError(f"scale must be one of {', '.join(map(str, SCALES))}, got {scale}")
+
+
+def load_runner(
+    scale: int, checkpoint: Union[str, Path, None], device: str, backend: str, untrained: bool
+) -> Tuple[Runner, NormalizationConfig]:
+    """Resolve the checkpoint and backend into a runner and the checkpoint's normalisation."""
+    from .checkpoint import default_checkpoint
+
+    if checkpoint is None and not untrained:
+        checkpoint = default_checkpoint(scale)
+        if checkpoint is None:
+            raise CheckpointError(
+                f"no bundled FA-GAN checkpoint for x{scale}; pass --checkpoint PATH or use --method bicubic"
+            )
+    if backend == "onnx":
+        from .onnx_backend import onnx_runner
+
+        return onnx_runner(str(checkpoint), scale)
+    if backend not in ("torch", "auto"):
+        raise InputError(f"backend must be auto, torch or onnx, got {backend!r}")
+    if backend == "auto" and not _torch_available():
+        from .onnx_backend import onnx_runner
+
+        return onnx_runner(str(checkpoint), scale)
+    torch_device = resolve_device(device)
+    if checkpoint is None:
+        from .archs import build_generator, preset_config
+
+        model = build_generator(preset_config("fagan", scale)).to(torch_device).eval()
+        return torch_runner(model, torch_device), NormalizationConfig()
+    from .checkpoint import load_generator
+
+    model, metadata = load_generator(str(checkpoint), expected_scale=scale, device=torch_device)
+    return torch_runner(model, torch_device), metadata.normalization_config()
+
+
+def resolve_device(device: str) -> str:
+    """Map auto/cpu/cuda to a torch device string; asking for cuda without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is usable; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+def torch_runner(model: Any, device: str) -> Runner:
+    """Wrap a generator as a numpy → numpy runner without autograd."""
+    import torch
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(torch.from_numpy(batch).to(device))
+            return out.float().cpu().numpy()
+
+    return run
+
+
+def bicubic_runner(scale: int) -> Runner:
+    """Bicubic upsampling (a = -0.75, half-pixel centres), the same grid convention as the network."""
+    import torch
+    import torch.nn.functional as F
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return F.interpolate(torch.from_numpy(batch), scale_factor=scale, mode="bicubic", align_corners=False).numpy()
+
+    return run
+
+
+def tiled(runner: Runner, scale: int, tile: int, overlap: int = DEFAULT_TILE_OVERLAP) -> Runner:
+    """Run ``runner`` on overlapping LR tiles of ``tile``² and keep each tile's centre.
+
+    Exact for the convolutional parts when ``overlap`` covers their receptive field; the global
+    operations (channel attention pooling, self-attention) see one tile at a time.
+    """
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        n, c, height, width = batch.shape
+        if height <= tile and width <= tile:
+            return runner(batch)
+        out = np.empty((n, c, height * scale, width * scale), dtype=np.float32)
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                y0, x0 = max(0, top - overlap), max(0, left - overlap)
+                y1, x1 = min(height, top + tile + overlap), min(width, left + tile + overlap)
+                piece = runner(np.ascontiguousarray(batch[:, :, y0:y1, x0:x1]))
+                bottom, right = min(height, top + tile), min(width, left + tile)
+                out[:, :, top * scale : bottom * scale, left * scale : right * scale] = piece[
+                    :, :, (top - y0) * scale : (bottom - y0) * scale, (left - x0) * scale : (right - x0) * scale
+                ]
+        return out
+
+    return run
+
+
+def _run(
+    image: sitk.Image,
+    scale: int,
+    plane: Plane,
+    runner: Runner,
+    normalization: NormalizationConfig,
+    batch_size: int,
+    tile_size: Optional[int],
+    progress: Optional[Progress],
+    output_dtype: str,
+) -> sitk.Image:
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    if output_dtype not in OUTPUT_DTYPES:
+        raise InputError(f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {output_dtype!r}")
+    axes = plane_axes(image, plane) if isinstance(plane, str) else _explicit_axes(plane)
+    size = image.GetSize()
+    if min(size[a] for a in axes) < MIN_SLICE:
+        raise InputError(
+            f"in-plane slice is {size[axes[0]]}x{size[axes[1]]} voxels; the network needs at least {MIN_SLICE}x{MIN_SLICE}"
+        )
+    if tile_size is not None:
+        if tile_size < MIN_SLICE:
+            raise InputError(f"tile size must be >= {MIN_SLICE}, got {tile_size}")
+        runner = tiled(runner, scale, tile_size)
+    layout = SliceLayout.for_axes(axes)
+    volume = sitk.GetArrayViewFromImage(image)
+    normalizer = IntensityNormalizer.fit(volume, normalization)
+    slices = layout.to_slices(volume)
+    result = np.empty((slices.shape[0], slices.shape[1] * scale, slices.shape[2] * scale), dtype=np.float32)
+    total = slices.shape[0]
+    for start in range(0, total, batch_size):
+        batch = normalizer.forward(np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32))
+        result[start : start + batch_size] = normalizer.inverse(runner(batch[:, None])[:, 0])
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
+    out = sitk.GetImageFromArray(_cast(layout.from_slices(result), output_dtype), isVector=False)
+    return super_resolved_geometry(image, scale, axes).apply(out)
+
+
+def _explicit_axes(axes: Sequence[int]) -> Tuple[int, int]:
+    pair = tuple(sorted(int(a) for a in axes))
+    if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= {0, 1, 2}:
+        raise InputError(f"in-plane axes must be two different axes among 0, 1, 2; got {tuple(axes)}")
+    return pair[0], pair[1]
+
+
+def _cast(array: np.ndarray, output_dtype: str) -> np.ndarray:
+    """Cast the float32 result, rounding and clipping for integer outputs."""
+    dtype = np.dtype(output_dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(array), info.min, info.max).astype(dtype)
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _model_device(model: Any) -> str:
+    return str(next(model.parameters()).device)
+
+
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
