@@ -9,6 +9,7 @@ from typing import List, Optional
 from ..config import PLANES, SCALES
 from ..errors import InputError
 from ..protocol import emit
+from ..volume_io import NAN_POLICIES
 from . import run_cli, wants_json
 
 
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch")
     parser.add_argument("--tile-size", type=int, help="process slices in overlapping LR tiles of this size (bounds memory)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "int16", "uint16"), help="output voxel type")
-    parser.add_argument("--nan-policy", default="error", choices=("error", "zero"), help="non-finite input voxels: refuse, or treat as 0")
+    parser.add_argument("--nan-policy", default="error", choices=NAN_POLICIES, help="non-finite input voxels: refuse, or treat as 0")
+    parser.add_argument("--series-id", help="DICOM folder with several series: the SeriesInstanceUID to read")
     parser.add_argument("--force", action="store_true", help="allow overwriting an existing output file")
     parser.add_argument("--untrained", action="store_true", help="use random weights when no checkpoint exists (testing only)")
     parser.add_argument("--progress", default="bar", choices=("bar", "json", "none"))
@@ -51,7 +53,7 @@ def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     volume_io.check_output_path(args.input, args.output, args.force)
-    image = volume_io.read_volume(args.input, nan_policy=args.nan_policy)
+    image = volume_io.read_volume(args.input, nan_policy=args.nan_policy, series_id=args.series_id)
     report = ProgressReporter(args)
     if args.progress == "json":
         emit("start", input=args.input, output=args.output, scale=args.scale, method=args.method, device=args.device)
