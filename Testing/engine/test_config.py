@@ -1,0 +1,55 @@
+"""The shared configuration: strict parsing, overrides, files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fagan_engine.config import FAGANConfig, load_config
+from fagan_engine.errors import ConfigError
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = FAGANConfig()
+    assert FAGANConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"model": {"n_feat": 3}}, "unknown config key 'model.'n_feat''".replace("''", "'")),
+        ({"model": {"scale": 3}}, "model.scale must be one of"),
+        ({"model": {"n_blocks": "4"}}, "must be an integer"),
+        ({"train": {"bf16": 1}}, "must be true or false"),
+        ({"data": {"train": "a.nii"}}, "must be a list"),
+        ({"optimizer": {}}, "unknown config key"),
+        ({"train": {"pretrain_iterations": 10, "iterations": 5}}, "pretrain_iterations"),
+    ],
+)
+def test_bad_configs_are_refused_with_the_key_named(data: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        FAGANConfig.from_dict(data)
+    assert fragment.split("'")[0] in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_parse_json_values() -> None:
+    cfg = FAGANConfig().with_overrides(["model.scale=2", "train.lr=0.001", "data.train=[\"a.nii\"]", "train.output_dir=x/y"])
+    assert (cfg.model.scale, cfg.train.lr, cfg.data.train, cfg.train.output_dir) == (2, 0.001, ["a.nii"], "x/y")
+    with pytest.raises(ConfigError):
+        FAGANConfig().with_overrides(["model.nope=1"])
+    with pytest.raises(ConfigError):
+        FAGANConfig().with_overrides(["scale=2"])
+
+
+def test_load_yaml_and_json(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("model:\n  scale: 8\ntrain:\n  iterations: 3\n  pretrain_iterations: 1\n")
+    (tmp_path / "c.json").write_text(json.dumps({"model": {"scale": 2}}))
+    assert load_config(str(tmp_path / "c.yaml")).model.scale == 8
+    assert load_config(str(tmp_path / "c.json")).model.scale == 2
+    (tmp_path / "bad.yaml").write_text("model: [\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(str(tmp_path / "bad.yaml"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
