@@ -24,7 +24,6 @@ import zlib
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -86,7 +85,7 @@ def validate_image(image: sitk.Image, nan_policy: str = "error") -> sitk.Image:
     return _apply_nan_policy(image, nan_policy)
 
 
-def from_nibabel(nifti: nib.Nifti1Image) -> sitk.Image:
+def from_nibabel(nifti: "nibabel.Nifti1Image") -> sitk.Image:  # noqa: F821
     """Convert a nibabel image to SimpleITK, mapping its RAS affine exactly to LPS geometry.
 
     Affine columns need not be orthonormal: a sheared affine gives a non-orthogonal direction.
@@ -197,6 +196,8 @@ def _read_nifti(path: Path) -> sitk.Image:
     except RuntimeError as exc:
         sitk_detail = _itk_detail(exc)
     try:
+        import nibabel as nib
+
         return from_nibabel(nib.load(str(path)))
     except InputError:
         raise
@@ -207,6 +208,8 @@ def _read_nifti(path: Path) -> sitk.Image:
 def _nifti_data_complete(path: Path) -> bool:
     """False when the file is shorter than its header declares (ITK would silently pad with zeros)."""
     try:
+        import nibabel as nib
+
         header = nib.load(str(path)).header
     except Exception:  # unreadable header: SimpleITK reports the problem
         return True
