@@ -154,3 +154,10 @@ def test_spectral_norm_wraps_every_conv_and_linear_and_bounds_sigma() -> None:
 def test_discriminator_accepts_any_patch_size(size: int) -> None:
     disc = build_discriminator(preset_config("fagan", 4, d_feats=8))
     assert disc(torch.rand(3, 1, size, size)).shape == (3, 1)
+
+
+def test_generator_starts_at_the_bicubic_baseline() -> None:
+    model = build_generator(preset_config("fagan", 4, n_feats=16, n_blocks=1))
+    x = torch.rand(2, 1, 9, 11)
+    with torch.no_grad():
+        assert torch.allclose(model(x), F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False))

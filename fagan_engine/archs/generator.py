@@ -54,6 +54,9 @@ class Generator(nn.Module):
         self.upsample = nn.Sequential(*[UpsampleStage(c) for _ in range(int(math.log2(cfg.scale)))])
         self.gffb_hr = gffb if cfg.attention_placement == "hr" else None
         self.tail = conv(c, 1, 3)
+        if self.image_residual:  # start exactly at the bicubic baseline
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.head(x)
