@@ -70,7 +70,11 @@ class CheckpointMetadata:
 
 
 def save_checkpoint(path: str, state_dict: Dict[str, Any], metadata: CheckpointMetadata) -> Path:
-    """Write ``path`` (.safetensors) and its sidecar .json atomically; return the weights path."""
+    """Write ``path`` (.safetensors) and its sidecar .json atomically; return the weights path.
+
+    The weights carry the metadata in their header and load on their own, so the old sidecar is
+    removed first: a crash at any instant leaves a loadable checkpoint (old or new).
+    """
     from safetensors.torch import save
 
     target = _weights_path(path)
@@ -78,8 +82,11 @@ def save_checkpoint(path: str, state_dict: Dict[str, Any], metadata: CheckpointM
     placeholder = save(tensors, metadata={METADATA_KEY: "{}"})
     metadata = dataclasses.replace(metadata, weights_sha256=_data_digest(placeholder))
     blob = save(tensors, metadata={METADATA_KEY: metadata.to_json()})
+    sidecar = target.with_suffix(".json")
+    if sidecar.exists():  # a kill between the two renames must not pair new weights with an old sidecar
+        sidecar.unlink()
     atomic_write_bytes(target, blob)
-    atomic_write_bytes(target.with_suffix(".json"), (metadata.to_json() + "\n").encode("utf-8"))
+    atomic_write_bytes(sidecar, (metadata.to_json() + "\n").encode("utf-8"))
     return target
 
 

@@ -5,7 +5,7 @@ from .attention import GFFB, ChannelAttention, SelfAttention, direct_fusion, wei
 from .blocks import LFFB, ResidualBlock
 from .discriminator import Discriminator, build_discriminator
 from .generator import Generator, build_generator
-from .presets import preset_config
+from ..presets import preset_config
 
 __all__ = [
     "GFFB",

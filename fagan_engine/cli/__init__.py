@@ -22,15 +22,22 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
             emit("error", message=message, kind=type(exc).__name__)
         sys.stderr.write(f"error: {message}\n")
         return exc.exit_code
-    except MemoryError:
-        message = "out of memory: lower --batch-size or set --tile-size"
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        message = "out of memory: use a smaller batch (fagan-sr --batch-size or --tile-size; training train.batch_size or data.patch_size)"
         if json_progress:
-            emit("error", message=message, kind="MemoryError")
+            emit("error", message=message, kind="OutOfMemoryError")
         sys.stderr.write(f"error: {message}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CPU MemoryError or torch.cuda.OutOfMemoryError (matched by name: torch may be absent)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
 def wants_json(argv: Optional[list]) -> bool:

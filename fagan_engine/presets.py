@@ -1,11 +1,11 @@
-"""The paper's methods and ablations as switch settings of one ModelConfig."""
+"""The paper's methods and ablations as switch settings of one ModelConfig (no torch needed)."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Dict
 
-from ..config import PRESETS, ModelConfig
-from ..errors import ConfigError
+from .config import PRESETS, ModelConfig
+from .errors import ConfigError
 
 _SWITCHES: Dict[str, Dict[str, Any]] = {
     "fagan": {},
