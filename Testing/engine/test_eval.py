@@ -1,0 +1,73 @@
+"""fagan-eval: Markdown/JSON tables with a bicubic row per scale; FID only with Inception weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import save_untrained_checkpoint
+from fagan_engine.cli.evaluate import main
+from fagan_engine.training.inception import InceptionV3Features, frechet_distance
+from train_helpers import one_thread, write_crop  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory: pytest.TempPathFactory) -> "list[Path]":
+    folder = tmp_path_factory.mktemp("eval")
+    return [
+        write_crop(folder / "a.nii.gz", index=(66, 88, 70), size=(48, 48, 4)),
+        write_crop(folder / "b.nii.gz", index=(70, 96, 90), size=(40, 48, 4)),
+    ]
+
+
+def test_table_has_bicubic_rows_and_no_fid_without_weights(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    x4 = save_untrained_checkpoint(tmp_path / "x4.safetensors", 4)
+    out = tmp_path / "eval"
+    code = main(["--checkpoint", str(x2), str(x4), "--data", *map(str, volumes), "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    markdown = (out / "evaluation.md").read_text()
+    assert printed == markdown
+    assert "| scale | bicubic PSNR | bicubic SSIM | FA-GAN PSNR | FA-GAN SSIM |" in markdown
+    assert "×2" in markdown and "×4" in markdown and "2 test volumes" in markdown
+    assert "FID" not in markdown
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["std_over"] == "volumes" and report["fid"].startswith("absent")
+    rows = {(r["scale"], r["method"]): r for r in report["results"]}
+    assert set(rows) == {(2, "bicubic"), (2, "FA-GAN"), (4, "bicubic"), (4, "FA-GAN")}
+    assert all("fid" not in r and r["n"] == 2 and r["psnr"]["std"] >= 0 for r in rows.values())
+    assert rows[(2, "bicubic")]["psnr"]["mean"] > rows[(4, "bicubic")]["psnr"]["mean"]
+
+
+def test_single_volume_std_over_slices_and_fid_with_weights(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    weights = tmp_path / "inception.safetensors"
+    save_file(InceptionV3Features().state_dict(), str(weights))
+    x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    out = tmp_path / "eval"
+    code = main(["--checkpoint", str(x2), "--data", str(volumes[0]), "--output", str(out), "--inception-weights", str(weights)])
+    capsys.readouterr()
+    assert code == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["std_over"] == "slices" and report["fid"] == "computed"
+    assert all(np.isfinite(r["fid"]) and r["n"] == 4 for r in report["results"])
+    assert "| ×2 |" in (out / "evaluation.md").read_text() and "FID" in (out / "evaluation.md").read_text()
+
+
+def test_frechet_distance_matches_the_sqrtm_formula() -> None:
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(64, 8))
+    assert abs(frechet_distance(features, features)) < 1e-6
+    assert frechet_distance(features, features + 1.0) == pytest.approx(8.0, rel=1e-6)
+    few, other = rng.normal(size=(5, 16)), rng.normal(size=(6, 16)) * 1.5 + 0.3  # fewer samples than dimensions
+    c1, c2 = np.cov(few, rowvar=False), np.cov(other, rowvar=False)
+    expected = np.sum((few.mean(0) - other.mean(0)) ** 2) + np.trace(c1 + c2 - 2 * np.real(linalg.sqrtm(c1 @ c2)))
+    assert frechet_distance(few, other) == pytest.approx(expected, rel=1e-6)

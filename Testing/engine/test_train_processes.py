@@ -1,0 +1,108 @@
+"""fagan-train as a process: SIGTERM, kill -9 during checkpoint writes, DDP with 2 gloo processes."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fagan_engine.checkpoint import load_generator
+from fagan_engine.cli.train import main
+from fagan_engine.protocol import parse_line
+from fagan_engine.training.state import load_state
+from train_helpers import engine_command, events, one_thread, subprocess_env, tiny_args, write_crop  # noqa: F401
+
+WRITER = """
+import sys, torch
+from pathlib import Path
+from fagan_engine.archs import build_generator, preset_config
+from fagan_engine.checkpoint import CheckpointMetadata
+from fagan_engine.config import NormalizationConfig
+from fagan_engine.training.state import save_state
+from fagan_engine.checkpoint import save_checkpoint
+
+folder = Path(sys.argv[1])
+cfg = preset_config("fagan", 2)
+model = build_generator(cfg)
+step = 0
+while True:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    metadata = CheckpointMetadata.create(cfg, NormalizationConfig(), training={"iterations": step})
+    save_checkpoint(folder / "latest.safetensors", model.state_dict(), metadata)
+    save_state(folder / "state.safetensors", {"G": model.state_dict()}, {"iteration": step})
+    if step == 0:
+        print("ready", flush=True)
+    step += 1
+"""
+
+
+@pytest.fixture(scope="module")
+def crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_crop(tmp_path_factory.mktemp("proc") / "crop.nii.gz")
+
+
+def test_sigterm_saves_a_resumable_state_and_exits_0(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    argv = tiny_args(crop, run, "train.iterations=100000", "train.val_every=100000", "--progress", "json")
+    proc = subprocess.Popen(engine_command("train", *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        event = parse_line(line)
+        if event is not None and event["event"] == "progress":
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    last = events("".join(lines) + out)[-1]
+    assert last["event"] == "stopped" and last["iteration"] >= 1
+    _, state = load_state(Path(last["state"]))
+    assert state["iteration"] == last["iteration"]
+    load_generator(str(run / "checkpoints" / "latest.safetensors"))
+    target = last["iteration"] + 2
+    code = main(tiny_args(crop, run, f"train.iterations={target}", "train.val_every=100000", "--resume", "--progress", "json"))
+    resumed = events(capsys.readouterr().out)
+    assert code == 0
+    assert [e["iteration"] for e in resumed if e["event"] == "progress"] == [target - 1, target]
+    assert resumed[-1]["event"] == "finished" and resumed[-1]["iteration"] == target
+
+
+def test_kill_9_never_leaves_a_corrupt_latest_checkpoint_or_state(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    for trial in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=subprocess_env())
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.kill()
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, f"trial {trial}: the writer ended by itself"
+        model, _ = load_generator(str(tmp_path / "latest.safetensors"))
+        modules, structure = load_state(tmp_path / "state.safetensors")
+        assert set(modules["G"]) == set(model.state_dict()) and structure["iteration"] >= 0
+
+
+def test_ddp_two_gloo_processes_match_one_process(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ddp_run, single_run = tmp_path / "ddp", tmp_path / "single"
+    argv = tiny_args(crop, ddp_run, "train.device=cpu", "data.val_fraction=0", "--progress", "json")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fagan_engine", "train", *argv]
+    proc = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kinds = [e["event"] for e in events(proc.stdout)]
+    assert kinds.count("start") == 1 and kinds.count("finished") == 1 and kinds.count("progress") == 6  # rank 0 only
+    assert main(tiny_args(crop, single_run, "train.device=cpu", "data.val_fraction=0")) == 0
+    capsys.readouterr()
+    ddp_modules, ddp_state = load_state(ddp_run / "training_state.safetensors")
+    single_modules, _ = load_state(single_run / "training_state.safetensors")
+    assert ddp_state["iteration"] == 6
+    for key, tensor in single_modules["G"].items():  # same global batches: DDP averages equal shards
+        assert torch.allclose(tensor, ddp_modules["G"][key], atol=1e-5), key
+    load_generator(str(ddp_run / "checkpoints" / "latest.safetensors"))
+    assert json.loads((ddp_run / "config.json").read_text())["train"]["iterations"] == 6

@@ -1,0 +1,204 @@
+"""fagan-train in-process: end to end on a template crop, exact resume, VGG19 weights, bad configs."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+
+from fagan_engine.checkpoint import load_generator, read_metadata
+from fagan_engine.cli.train import main
+from fagan_engine.config import load_config
+from fagan_engine.errors import ConfigError
+from fagan_engine.training.data import IterationBatchSampler, PatchDataset, build_loader, prepare_data
+from fagan_engine.training.losses import CONTENT_PIXEL, CONTENT_VGG, VGG19Features, load_vgg19
+from fagan_engine.training.state import decode, encode, load_state
+from train_helpers import TINY_CONFIG, engine_command, events, one_thread, subprocess_env, tiny_args, write_crop  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_crop(tmp_path_factory.mktemp("train") / "crop.nii.gz")
+
+
+def train(argv: List[str], capsys: pytest.CaptureFixture) -> "tuple[int, list, str]":
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, events(captured.out), captured.err
+
+
+def test_end_to_end_run_folder_and_checkpoint_used_by_fagan_sr(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    code, evs, err = train(tiny_args(crop, run, "--progress", "json"), capsys)
+    assert code == 0, err
+    kinds = [e["event"] for e in evs]
+    assert kinds[0] == "start" and kinds[-1] == "finished" and "validation" in kinds
+    progress = [e for e in evs if e["event"] == "progress"]
+    assert [e["iteration"] for e in progress] == list(range(1, 7))
+    assert {e["phase"] for e in progress} == {"pretrain", "gan"}
+    assert {"epoch", "total", "losses", "lr", "throughput", "eta_s"} <= set(progress[-1])
+    assert {"adversarial", "content", "discriminator", "pixel"} <= set(progress[-1]["losses"])
+    saved = {(e["kind"], e["iteration"]) for e in evs if e["event"] == "checkpoint"}
+    assert {("latest", 6), ("periodic", 3), ("periodic", 6), ("best", 3)} <= saved
+    assert "falls back to pixel MSE" in err
+    for name in ("config.json", "split.json", "metrics.jsonl", "curves.png", "training_state.safetensors"):
+        assert (run / name).is_file(), name
+    split = json.loads((run / "split.json").read_text())
+    assert split["mode"] == "slabs" and split["caveat"]
+    best = Path(evs[-1]["best_checkpoint"])
+    _, metadata = load_generator(str(best), expected_scale=2)
+    assert metadata.training["content_loss"] == CONTENT_PIXEL
+    assert metadata.training["weights"] == "ema" and metadata.plane == "axial"
+    slab = metadata.training["validation_slab"]
+    assert 0 < slab["start"] < slab["stop"] < 24
+    out = tmp_path / "sr.nii.gz"
+    proc = subprocess.run(
+        engine_command("sr", str(crop), str(out), "--scale", "2", "--checkpoint", str(best), "--progress", "none"),
+        capture_output=True, text=True, env=subprocess_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file()
+
+
+def test_resume_continues_exactly(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert train(tiny_args(crop, full), capsys)[0] == 0
+    assert train(tiny_args(crop, split, "train.iterations=4"), capsys)[0] == 0
+    code, evs, err = train(tiny_args(crop, split, "--resume", "--progress", "json"), capsys)
+    assert code == 0, err
+    assert evs[0]["event"] == "start" and evs[0]["iteration"] == 4
+    assert [e["iteration"] for e in evs if e["event"] == "progress"] == [5, 6]
+    (a_modules, a_state), (b_modules, b_state) = load_state(full / "training_state.safetensors"), load_state(split / "training_state.safetensors")
+    assert a_state["iteration"] == b_state["iteration"] == 6
+    for name in ("G", "EMA", "D"):
+        assert a_modules[name].keys() == b_modules[name].keys()
+        for key, tensor in a_modules[name].items():
+            assert torch.equal(tensor, b_modules[name][key]), f"{name}/{key}"
+    for name in ("G", "D"):
+        for index, values in a_state["optimizers"][name]["state"].items():
+            for key, tensor in values.items():
+                assert torch.equal(tensor, b_state["optimizers"][name]["state"][index][key])
+    records = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == list(range(1, 7))
+
+
+def test_samples_depend_only_on_seed_and_index(crop: Path) -> None:
+    degradations = ["data.rician_noise=0.02", "data.blur_sigma=0.5", "data.kspace_fraction=0.8"]
+    cfg = load_config(str(TINY_CONFIG)).with_overrides([f'data.train=["{crop}"]', *degradations])
+    data = prepare_data(cfg)
+    first = PatchDataset(data.train, cfg.data, 2, seed=3)
+    second = PatchDataset(data.train, cfg.data, 2, seed=3)
+    for index in (0, 17, 12345):
+        hr_a, lr_a = first[index]
+        hr_b, lr_b = second[index]
+        assert torch.equal(hr_a, hr_b) and torch.equal(lr_a, lr_b)
+        assert hr_a.shape == (1, 16, 16) and lr_a.shape == (1, 8, 8)
+    assert not torch.equal(first[0][0], PatchDataset(data.train, cfg.data, 2, seed=4)[0][0])
+    ranks = [list(IterationBatchSampler(5, 7, 4, rank, 2)) for rank in (0, 1)]
+    assert ranks == [[[20, 21], [24, 25]], [[22, 23], [26, 27]]]
+    in_process, workers = (list(build_loader(first, IterationBatchSampler(0, 2, 4), n, False)) for n in (0, 2))
+    for (hr_a, lr_a), (hr_b, lr_b) in zip(in_process, workers):
+        assert torch.equal(hr_a, hr_b) and torch.equal(lr_a, lr_b) and hr_a.shape == (4, 1, 16, 16)
+
+
+def test_state_codec_round_trips_nested_structures() -> None:
+    value = {"a": (1, 2.5, None), 3: [torch.arange(4)], "b": {"__x": True}}
+    tensors: dict = {}
+    encoded = encode(value, "~", tensors)
+    json.dumps(encoded)
+    decoded = decode(json.loads(json.dumps(encoded)), tensors)
+    assert decoded["a"] == (1, 2.5, None) and decoded["b"] == {"__x": True}
+    assert torch.equal(decoded[3][0], torch.arange(4))
+
+
+class NotATensor:
+    pass
+
+
+def test_with_vgg19_weights_file(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import save_file
+
+    weights = VGG19Features().state_dict()
+    weights["classifier.6.bias"] = torch.zeros(1000)  # extra torchvision keys are ignored
+    safetensors_file, pth_file = tmp_path / "vgg19.safetensors", tmp_path / "vgg19.pth"
+    save_file(weights, str(safetensors_file))
+    torch.save(weights, str(pth_file))  # a plain state dict, read back with weights_only=True
+    from_pth = load_vgg19(str(pth_file)).state_dict()
+    for key, tensor in load_vgg19(str(safetensors_file)).state_dict().items():
+        assert torch.equal(tensor, from_pth[key])
+    run = tmp_path / "run"
+    code, _, err = train(tiny_args(crop, run, f"train.vgg_weights={safetensors_file}"), capsys)
+    assert code == 0, err
+    assert "falls back" not in err
+    assert read_metadata(str(run / "checkpoints" / "latest.safetensors")).training["content_loss"] == CONTENT_VGG
+    hostile = tmp_path / "hostile.pth"
+    torch.save({"features.0.weight": NotATensor()}, str(hostile))
+    with pytest.raises(ConfigError, match="cannot read weights"):
+        load_vgg19(str(hostile))
+
+
+def _bad_configs(tmp: Path, crop: Path) -> dict:
+    """name -> (extra arguments, expected message fragment)."""
+    empty = tmp / "empty"
+    empty.mkdir()
+    garbage = tmp / "garbage.nii.gz"
+    garbage.write_bytes(np.random.default_rng(0).bytes(3000))
+    thin = write_crop(tmp / "thin.nii.gz", size=(48, 48, 3))
+    manifest = tmp / "manifest.json"
+    manifest.write_text("{not json")
+    return {
+        "unknown key": (["train.colour=1"], "unknown config key"),
+        "wrong type": (["train.iterations=ten"], "must be an integer"),
+        "no data": (["data.train=[]"], "no training data"),
+        "missing volume": ([f'data.train=["{tmp / "nope.nii.gz"}"]'], "not found"),
+        "empty folder": ([f'data.train=["{empty}"]'], "empty"),
+        "unreadable volume": ([f'data.train=["{garbage}"]'], "garbage.nii.gz"),
+        "bad manifest": (["data.train=[]", f"data.manifest={manifest}"], "cannot parse manifest"),
+        "patch not a multiple of the scale": (["model.scale=4", "data.patch_size=18"], "not a multiple"),
+        "patch too small for the scale": (["model.scale=8", "data.patch_size=24"], "LR patches"),
+        "slices smaller than the patch": (["data.patch_size=64"], "smaller than data.patch_size"),
+        "volume too thin for a slab": ([f'data.train=["{thin}"]'], "too few"),
+    }
+
+
+def test_bad_configs_fail_before_training(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    for name, (overrides, fragment) in _bad_configs(tmp_path, crop).items():
+        code, _, err = train(tiny_args(crop, run, *overrides), capsys)
+        lines = err.strip().splitlines()
+        assert code == 2, name
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
+        assert fragment in lines[0], (name, lines[0])
+        assert not run.exists(), f"{name}: training started"
+
+
+def test_existing_run_needs_resume_and_same_recipe(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert train(tiny_args(crop, run, "train.iterations=3"), capsys)[0] == 0
+    code, _, err = train(tiny_args(crop, run), capsys)
+    assert code == 2 and "--resume" in err
+    code, _, err = train(tiny_args(crop, run, "train.lr=0.01", "--resume"), capsys)
+    assert code == 2 and "train.lr" in err
+
+
+def test_split_is_by_volume_for_folders_and_manifests(tmp_path: Path) -> None:
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    names = [write_crop(folder / f"v{i}.nii.gz", index=(60 + 4 * i, 88, 60), size=(40, 40, 8)) for i in range(3)]
+    (folder / "notes.txt").write_text("not a volume")
+    cfg = load_config(str(TINY_CONFIG)).with_overrides([f'data.train=["{folder}"]', "data.val_fraction=0.34"])
+    data = prepare_data(cfg)
+    assert data.split["mode"] == "volumes" and len(data.split["train"]) == 2 and len(data.split["val"]) == 1
+    assert sorted(data.split["train"] + data.split["val"]) == sorted(map(str, names))
+    assert [v.name for v in data.val] == data.split["val"] and data.val[0].hr.GetSize() == (40, 40, 8)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"train": ["volumes/v0.nii.gz", "volumes/v1.nii.gz"], "val": ["volumes/v2.nii.gz"]}))
+    data = prepare_data(cfg.with_overrides(["data.train=[]", f"data.manifest={manifest}"]))
+    assert data.split["mode"] == "manifest" and [Path(v.name).name for v in data.val] == ["v2.nii.gz"]
+    manifest.write_text(json.dumps({"train": ["volumes/v0.nii.gz"], "val": ["volumes/v0.nii.gz"]}))
+    with pytest.raises(ConfigError, match="both"):
+        prepare_data(cfg.with_overrides(["data.train=[]", f"data.manifest={manifest}"]))

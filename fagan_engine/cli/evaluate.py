@@ -1,0 +1,74 @@
+"""``fagan-eval``: PSNR/SSIM (and optional FID) tables of checkpoints against bicubic on test volumes."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from ..config import PLANES, SCALES
+from . import run_cli
+from .sr import OneLineParser
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="fagan-eval", description="Evaluate FA-GAN checkpoints against bicubic (HR → LR → SR).")
+    parser.add_argument("--checkpoint", nargs="+", required=True, help="checkpoints (.safetensors), each evaluated at its scale")
+    parser.add_argument("--data", nargs="+", required=True, help="test volumes: files, folders or icbm152:t1")
+    parser.add_argument("--scales", type=int, nargs="+", choices=SCALES, help="scales to evaluate (default: the checkpoints' scales)")
+    parser.add_argument("--output", default="fagan_eval", help="folder for evaluation.md and evaluation.json")
+    parser.add_argument("--inception-weights", help="torchvision inception_v3 state dict (.safetensors/.pth) to add FID")
+    parser.add_argument("--plane", default="auto", choices=PLANES)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--batch-size", type=int, default=8)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda: _main(args_list), json_progress=False)
+
+
+def _main(argv: List[str]) -> int:
+    from ..atomic import atomic_write_bytes
+    from ..checkpoint import read_metadata
+    from ..errors import InputError
+    from ..geometry import plane_axes
+    from ..inference import MIN_SLICE
+    from ..training.data import expand_entries, load_volume
+    from ..training.eval_table import evaluate, to_markdown
+
+    args = build_parser().parse_args(argv)
+    checkpoints = [(path, read_metadata(path)) for path in args.checkpoint]
+    scales = sorted(set(args.scales or [md.scale for _, md in checkpoints]))
+    for path, md in checkpoints:
+        if md.scale not in scales:
+            sys.stderr.write(f"note: {path} is x{md.scale}, not among --scales; skipped\n")
+    checkpoints = [(path, md) for path, md in checkpoints if md.scale in scales]
+    volumes = []
+    for name in expand_entries(args.data):
+        image = load_volume(name)
+        axes = plane_axes(image, args.plane)
+        if min(image.GetSize()[a] for a in axes) < MIN_SLICE * max(scales):
+            raise InputError(f"{name} is too small in-plane for x{max(scales)} (needs {MIN_SLICE * max(scales)} voxels)")
+        volumes.append((name, image, axes))
+        for path, md in checkpoints:
+            if name in md.training.get("train_data", []):
+                sys.stderr.write(f"note: {name} was training data of {path}; its scores are optimistic\n")
+    inception = None
+    if args.inception_weights:
+        from ..training.inception import load_inception
+
+        inception = load_inception(args.inception_weights)
+    report = evaluate(checkpoints, volumes, scales, args.device, args.batch_size, inception, log=lambda m: sys.stderr.write(m + "\n"))
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(report)
+    atomic_write_bytes(output / "evaluation.md", markdown.encode("utf-8"))
+    atomic_write_bytes(output / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    sys.stdout.write(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

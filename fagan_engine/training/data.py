@@ -1,0 +1,337 @@
+"""Training data: volume lists, the train/validation split, foreground slices and random patches.
+
+Volumes come from ``data.train`` (files, folders, the token ``icbm152:t1``) and/or a JSON
+manifest. The split is by volume, never by slice. With a single volume a central slab along the
+through-plane axis is held out, separated from the training slabs by a gap; neighbouring
+anatomy of the same subject still leaks across the gap (see docs/training.md).
+
+Every training sample is a pure function of ``(seed, sample index)``: the slice, patch position,
+augmentation and noise are drawn from a generator seeded with both, so an interrupted run that
+resumes at iteration ``t`` sees exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import DataConfig, FAGANConfig
+from ..degradation import crop_to_multiple, downsample, gaussian_blur, kspace_truncate, rician_noise
+from ..errors import ConfigError
+from ..geometry import plane_axes
+from ..inference import MIN_SLICE, SliceLayout
+from ..normalization import IntensityNormalizer
+from ..sample_data import ICBM152_T1, resolve_volume_path
+from ..volume_io import SUPPORTED_EXTENSIONS, read_volume
+
+PATCH_TRIES = 10
+"""Random patch positions tried per sample to find one with enough foreground."""
+INTENSITY_RANGE = (0.9, 1.1)
+"""Range of the random intensity scaling applied to HR (and so LR) patches."""
+SINGLE_VOLUME_CAVEAT = (
+    "single training volume: validation is a held-out slab of the same volume, separated from the "
+    "training slabs by a gap; anatomy and contrast are shared, so validation scores are optimistic"
+)
+
+
+@dataclass
+class TrainVolume:
+    """Normalised slices (n, rows, cols) of one training volume or slab, and its foreground slices."""
+
+    name: str
+    slices: np.ndarray
+    kept: np.ndarray
+
+
+@dataclass
+class ValVolume:
+    """A held-out HR volume (cropped in-plane to a multiple of the scale) and its in-plane axes."""
+
+    name: str
+    hr: sitk.Image
+    axes: Tuple[int, int]
+
+
+@dataclass
+class PreparedData:
+    train: List[TrainVolume]
+    val: List[ValVolume]
+    split: Dict[str, Any]
+
+    @property
+    def n_slices(self) -> int:
+        return int(sum(len(v.kept) for v in self.train))
+
+
+def expand_entries(entries: Sequence[str], base: Optional[Path] = None) -> List[str]:
+    """Expand data entries: files and ``icbm152:t1`` as they are, folders into their volume files.
+
+    A folder with no volume files but other files is taken as one DICOM series.
+    """
+    out: List[str] = []
+    for entry in entries:
+        if entry == ICBM152_T1:
+            out.append(entry)
+            continue
+        path = Path(entry)
+        if base is not None and not path.is_absolute():
+            path = base / path
+        if not path.exists():
+            raise ConfigError(f"data entry not found: {entry}")
+        if not path.is_dir():
+            out.append(str(path))
+            continue
+        children = sorted(path.iterdir())
+        volumes = [str(p) for p in children if p.is_file() and p.name.lower().endswith(SUPPORTED_EXTENSIONS)]
+        if volumes:
+            out.extend(volumes)
+        elif any(p.is_file() for p in children):
+            out.append(str(path))
+        else:
+            raise ConfigError(f"data folder is empty: {entry}")
+    return out
+
+
+def read_manifest(path: str) -> Tuple[List[str], Optional[List[str]]]:
+    """Read a JSON manifest: a list of volumes, or ``{"train": [...], "val": [...]}`` (val optional).
+
+    Relative paths are relative to the manifest's folder.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"data.manifest not found: {path}")
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse manifest {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, list):
+        data = {"train": data}
+    lists_ok = isinstance(data, dict) and all(
+        isinstance(v, list) and all(isinstance(e, str) for e in v) for v in data.values()
+    )
+    if not lists_ok or set(data) - {"train", "val"}:
+        raise ConfigError(f'manifest {path} must be a list of volumes or {{"train": [...], "val": [...]}}')
+    train = expand_entries(data.get("train", []), source.parent)
+    val = expand_entries(data["val"], source.parent) if "val" in data else None
+    return train, val
+
+
+def load_volume(entry: str) -> sitk.Image:
+    """Read one data entry (a path or ``icbm152:t1``) as a validated float32 volume."""
+    return read_volume(str(resolve_volume_path(entry)))
+
+
+def check_patch_size(cfg: FAGANConfig) -> None:
+    """The HR patch must divide by the scale and give LR patches the network accepts."""
+    patch, scale = cfg.data.patch_size, cfg.model.scale
+    if patch % scale:
+        raise ConfigError(f"data.patch_size {patch} is not a multiple of model.scale {scale}")
+    if patch // scale < MIN_SLICE:
+        raise ConfigError(
+            f"data.patch_size {patch} gives {patch // scale}-pixel LR patches at x{scale}; "
+            f"the network needs data.patch_size >= {MIN_SLICE * scale}"
+        )
+
+
+def prepare_data(cfg: FAGANConfig) -> PreparedData:
+    """Read, split, slice and check all data; every problem is a one-line error before training."""
+    check_patch_size(cfg)
+    train_entries = expand_entries(cfg.data.train)
+    val_entries: Optional[List[str]] = None
+    if cfg.data.manifest:
+        manifest_train, val_entries = read_manifest(cfg.data.manifest)
+        train_entries += manifest_train
+    if not train_entries:
+        raise ConfigError("no training data: set data.train (files, folders or icbm152:t1) or data.manifest")
+    if val_entries is not None:
+        overlap = sorted(set(map(_identity, train_entries)) & set(map(_identity, val_entries)))
+        if overlap:
+            raise ConfigError(f"volume {overlap[0]} is in both the training and the validation list")
+        data = _from_lists(cfg, train_entries, val_entries)
+    elif len(train_entries) == 1:
+        data = _single_volume_split(cfg, train_entries[0])
+    else:
+        data = _volume_split(cfg, train_entries)
+    if data.n_slices == 0:
+        raise ConfigError(
+            "no training slice has enough foreground (data.min_foreground_fraction "
+            f"{cfg.data.min_foreground_fraction} of voxels above data.foreground_threshold {cfg.data.foreground_threshold})"
+        )
+    return data
+
+
+def _identity(entry: str) -> str:
+    return str(resolve_volume_path(entry).resolve())
+
+
+def _from_lists(cfg: FAGANConfig, train: List[str], val: List[str]) -> PreparedData:
+    volumes = [_train_volume(name, _slices(load_volume(name), cfg.data.plane)[0], cfg) for name in train]
+    held_out = [_val_volume(name, load_volume(name), cfg) for name in val]
+    return PreparedData(volumes, held_out, {"mode": "manifest", "train": train, "val": val})
+
+
+def _volume_split(cfg: FAGANConfig, entries: List[str]) -> PreparedData:
+    """Hold out ``round(n * val_fraction)`` whole volumes (at least one when val_fraction > 0)."""
+    n = len(entries)
+    n_val = 0 if cfg.data.val_fraction == 0 else min(n - 1, max(1, round(n * cfg.data.val_fraction)))
+    order = np.random.default_rng(cfg.train.seed % 2**32).permutation(n)
+    val_ids = set(order[:n_val].tolist())
+    train = [e for i, e in enumerate(entries) if i not in val_ids]
+    val = [e for i, e in enumerate(entries) if i in val_ids]
+    data = _from_lists(cfg, train, val)
+    data.split["mode"] = "volumes"
+    return data
+
+
+def _single_volume_split(cfg: FAGANConfig, name: str) -> PreparedData:
+    """Hold out a central slab (around the foreground's centre) with a gap on both sides."""
+    image = load_volume(name)
+    slices, axes = _slices(image, cfg.data.plane)
+    if cfg.data.val_fraction == 0:
+        return PreparedData([_train_volume(name, slices, cfg)], [], {"mode": "none", "train": [name], "val": []})
+    n = slices.shape[0]
+    count = max(1, round(n * cfg.data.val_fraction))
+    gap = max(2, n // 20)
+    foreground = np.flatnonzero(_foreground_fraction(_normalise(slices, cfg), cfg.data) >= cfg.data.min_foreground_fraction)
+    centre = (foreground[0] + foreground[-1] + 1) // 2 if foreground.size else n // 2
+    start = int(min(max(centre - count // 2, 0), n - count))
+    stop = start + count
+    train_ranges = [r for r in ((0, start - gap), (stop + gap, n)) if r[1] > r[0]]
+    if not train_ranges:
+        raise ConfigError(
+            f"{name} has {n} slices along the through-plane axis: too few to hold out a {count}-slice slab "
+            f"with a {gap}-slice gap; set data.val_fraction=0 or add volumes"
+        )
+    through = 3 - sum(axes)
+    size, index = list(image.GetSize()), [0, 0, 0]
+    size[through], index[through] = count, start
+    train_slices = np.concatenate([slices[a:b] for a, b in train_ranges])
+    split = {
+        "mode": "slabs",
+        "train": [name],
+        "val": [f"{name}[slices {start}-{stop - 1}]"],
+        "through_plane_axis": through,
+        "validation_slab": {"start": start, "stop": stop},
+        "train_slabs": [list(r) for r in train_ranges],
+        "gap": gap,
+        "caveat": SINGLE_VOLUME_CAVEAT,
+    }
+    val = _val_volume(split["val"][0], sitk.RegionOfInterest(image, size, index), cfg, axes)
+    return PreparedData([_train_volume(name, train_slices, cfg)], [val], split)
+
+
+def _slices(image: sitk.Image, plane: str) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """The volume as a (n, rows, cols) float32 stack of in-plane slices, and the in-plane axes."""
+    axes = plane_axes(image, plane)
+    stack = SliceLayout.for_axes(axes).to_slices(sitk.GetArrayViewFromImage(image))
+    return np.ascontiguousarray(stack, dtype=np.float32), axes
+
+
+def _normalise(slices: np.ndarray, cfg: FAGANConfig) -> np.ndarray:
+    return IntensityNormalizer.fit(slices, cfg.normalization).forward(slices)
+
+
+def _foreground_fraction(normalised: np.ndarray, data: DataConfig) -> np.ndarray:
+    return (normalised > data.foreground_threshold).mean(axis=(1, 2))
+
+
+def _train_volume(name: str, slices: np.ndarray, cfg: FAGANConfig) -> TrainVolume:
+    rows, cols = slices.shape[1:]
+    if min(rows, cols) < cfg.data.patch_size:
+        raise ConfigError(
+            f"slices of {name} are {rows}x{cols} voxels, smaller than data.patch_size {cfg.data.patch_size}; "
+            "lower data.patch_size"
+        )
+    normalised = _normalise(slices, cfg)
+    kept = np.flatnonzero(_foreground_fraction(normalised, cfg.data) >= cfg.data.min_foreground_fraction)
+    return TrainVolume(name, normalised, kept)
+
+
+def _val_volume(name: str, image: sitk.Image, cfg: FAGANConfig, axes: Optional[Tuple[int, int]] = None) -> ValVolume:
+    axes = axes or plane_axes(image, cfg.data.plane)
+    scale = cfg.model.scale
+    size = image.GetSize()
+    if min(size[a] for a in axes) < MIN_SLICE * scale:
+        raise ConfigError(
+            f"validation volume {name} is {size[axes[0]]}x{size[axes[1]]} in-plane: too small for x{scale} "
+            f"(needs at least {MIN_SLICE * scale} voxels)"
+        )
+    return ValVolume(name, crop_to_multiple(image, scale, axes), axes)
+
+
+def make_lr(hr: torch.Tensor, scale: int, data: DataConfig, generator: torch.Generator) -> torch.Tensor:
+    """LR from HR (B, 1, H, W): optional blur, bicubic anti-aliased downsampling, k-space truncation, Rician noise."""
+    lr = downsample(gaussian_blur(hr, data.blur_sigma), scale)
+    lr = kspace_truncate(lr, data.kspace_fraction)
+    return rician_noise(lr, data.rician_noise, generator)
+
+
+class PatchDataset(Dataset):
+    """Index ``i`` → (HR patch (1, P, P), LR patch (1, P/s, P/s)), a pure function of (seed, i)."""
+
+    def __init__(self, volumes: List[TrainVolume], data: DataConfig, scale: int, seed: int) -> None:
+        self.volumes = volumes
+        self.pairs = np.array([(v, s) for v, vol in enumerate(volumes) for s in vol.kept], dtype=np.int64)
+        self.data = data
+        self.scale = scale
+        self.seed = seed % 2**32
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, int(index)])
+        volume, slice_index = self.pairs[rng.integers(len(self.pairs))]
+        patch = self._crop(self.volumes[volume].slices[slice_index], rng)
+        if self.data.augment:
+            patch = np.rot90(patch, int(rng.integers(4)))
+            if rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            patch = patch * np.float32(rng.uniform(*INTENSITY_RANGE))
+        hr = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None, None]
+        noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        return hr[0], make_lr(hr, self.scale, self.data, noise)[0]
+
+    def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A random patch; up to PATCH_TRIES positions are tried for one with enough foreground."""
+        size = self.data.patch_size
+        rows, cols = image.shape
+        for _ in range(PATCH_TRIES):
+            top, left = int(rng.integers(rows - size + 1)), int(rng.integers(cols - size + 1))
+            patch = image[top : top + size, left : left + size]
+            if (patch > self.data.foreground_threshold).mean() >= self.data.min_foreground_fraction:
+                break
+        return patch
+
+
+class IterationBatchSampler:
+    """Sample indices of iterations ``start..stop-1``: iteration t covers ``t*B .. t*B+B-1``.
+
+    Under DDP rank r takes its own contiguous shard of every global batch, so the ranks see
+    disjoint samples (the role of DistributedSampler) and the global batch does not depend on
+    the number of processes.
+    """
+
+    def __init__(self, start: int, stop: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.start, self.stop = start, stop
+        self.batch_size = batch_size
+        self.per_rank = batch_size // world_size
+        self.offset = rank * self.per_rank
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for iteration in range(self.start, self.stop):
+            first = iteration * self.batch_size + self.offset
+            yield list(range(first, first + self.per_rank))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def build_loader(
+    dataset: PatchDataset, sampler: IterationBatchSampler, num_workers: int, pin_memory: bool
+) -> DataLoader:
+    """DataLoader over ``sampler`` with worker processes and pinned memory (CUDA)."""
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory)

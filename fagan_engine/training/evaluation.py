@@ -1,0 +1,94 @@
+"""The evaluation protocol shared by trainer validation and ``fagan-eval``.
+
+HR volume → crop in-plane to a multiple of the scale → ``degradation.downsample_volume`` (LR)
+→ super-resolution through ``fagan_engine.inference`` (the same code path as ``fagan-sr``) →
+PSNR/SSIM against HR (``metrics`` convention: reference's robust [0, 1] normalisation,
+foreground mask, ``scale`` voxels cropped at each in-plane border).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..config import NormalizationConfig
+from ..degradation import crop_to_multiple, downsample_volume
+from ..inference import SliceLayout, super_resolve, super_resolve_with_model
+from ..metrics import foreground_mask, psnr, ssim, volume_metrics
+from ..normalization import IntensityNormalizer
+
+
+@dataclass
+class EvalCase:
+    """One test volume at one scale: HR (cropped to a multiple of the scale), its LR, the in-plane axes."""
+
+    name: str
+    hr: sitk.Image
+    lr: sitk.Image
+    axes: Tuple[int, int]
+    scale: int
+
+
+def make_case(name: str, hr: sitk.Image, scale: int, axes: Tuple[int, int]) -> EvalCase:
+    hr = crop_to_multiple(hr, scale, axes)
+    return EvalCase(name, hr, downsample_volume(hr, scale, axes), axes, scale)
+
+
+def _stacks(case: EvalCase, sr: sitk.Image) -> Tuple[np.ndarray, np.ndarray]:
+    layout = SliceLayout.for_axes(case.axes)
+    return layout.to_slices(sitk.GetArrayViewFromImage(case.hr)), layout.to_slices(sitk.GetArrayViewFromImage(sr))
+
+
+def volume_scores(case: EvalCase, sr: sitk.Image) -> Dict[str, float]:
+    """PSNR/SSIM of ``sr`` against the case's HR volume."""
+    reference, test = _stacks(case, sr)
+    return volume_metrics(reference, test, in_plane_axes=(1, 2), crop=case.scale)
+
+
+def normalised_stacks(case: EvalCase, sr: sitk.Image) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HR and SR slice stacks in the reference's [0, 1] units, border-cropped, and the foreground mask."""
+    reference, test = _stacks(case, sr)
+    normalizer = IntensityNormalizer.fit(reference, NormalizationConfig())
+    crop = (slice(None), slice(case.scale, -case.scale), slice(case.scale, -case.scale))
+    ref = np.clip(normalizer.forward(reference), 0.0, 1.0)[crop]
+    out = np.clip(normalizer.forward(test), 0.0, 1.0)[crop]
+    return ref, out, foreground_mask(ref)
+
+
+def slice_scores(case: EvalCase, sr: sitk.Image) -> List[Dict[str, float]]:
+    """PSNR/SSIM per slice with foreground, under the same normalisation, mask and crop as the volume scores."""
+    ref, out, mask = normalised_stacks(case, sr)
+    return [
+        {"psnr": psnr(ref[i], out[i], 1.0, mask[i]), "ssim": ssim(ref[i], out[i], 1.0, mask[i])}
+        for i in range(ref.shape[0])
+        if mask[i].any()
+    ]
+
+
+def bicubic(case: EvalCase) -> sitk.Image:
+    return super_resolve(case.lr, case.scale, plane=case.axes, method="bicubic")
+
+
+def generator_sr(case: EvalCase, model: Any, normalization: NormalizationConfig, batch_size: int = 8) -> sitk.Image:
+    """Super-resolve the case's LR with an in-memory generator (the inference code path)."""
+    return super_resolve_with_model(case.lr, model, normalization, plane=case.axes, batch_size=batch_size)
+
+
+def mean_scores(scores: List[Dict[str, float]]) -> Dict[str, float]:
+    return {key: float(np.mean([s[key] for s in scores])) for key in ("psnr", "ssim")}
+
+
+def validate(model: Any, normalization: NormalizationConfig, cases: List[EvalCase]) -> Dict[str, float]:
+    """Mean volume PSNR/SSIM of an in-memory generator over ``cases`` (model left in its mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return mean_scores([volume_scores(c, generator_sr(c, model, normalization)) for c in cases])
+    finally:
+        model.train(was_training)
+
+
+def bicubic_baseline(cases: List[EvalCase]) -> Dict[str, float]:
+    return mean_scores([volume_scores(c, bicubic(c)) for c in cases])

@@ -1,0 +1,131 @@
+"""Losses: VGG19 φ5,4 content loss (eq. 15), adversarial loss (eq. 16), pixel loss, discriminator loss.
+
+The VGG19 feature extractor is defined here with torchvision's layer indices, so a torchvision
+``vgg19`` state dict (``features.N.weight`` / ``features.N.bias``) loads into it directly.
+φ5,4 is the output of the ReLU after conv5_4 (``features.34`` + ``features.35``), the SRGAN
+definition ("the j-th convolution (after activation) before the i-th max-pooling layer");
+the network is truncated there. Without a weights file the content loss falls back to a pixel
+MSE, which the trainer logs and records in checkpoint metadata (``training.content_loss``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+VGG19_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+PHI54_END = 36
+"""``features[:36]`` ends with the ReLU after conv5_4 (torchvision index 34)."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CONTENT_VGG = "vgg19_phi54_mse"
+CONTENT_PIXEL = "pixel_mse_fallback_no_vgg_weights"
+
+
+class VGG19Features(nn.Module):
+    """VGG19 ``features`` truncated at φ5,4; input grey (B, 1, H, W) in [0, 1]."""
+
+    def __init__(self, end: int = PHI54_END) -> None:
+        super().__init__()
+        layers = []
+        in_ch = 3
+        for item in VGG19_LAYERS:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(in_ch, int(item), 3, padding=1), nn.ReLU(inplace=True)]
+                in_ch = int(item)
+        self.features = nn.Sequential(*layers[:end])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, grey: torch.Tensor) -> torch.Tensor:
+        """Replicate grey to RGB, apply ImageNet normalisation, return φ5,4 features."""
+        rgb = grey.expand(-1, 3, -1, -1)
+        return self.features((rgb - self.mean.to(rgb.dtype)) / self.std.to(rgb.dtype))
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Read a state dict without unpickling arbitrary objects.
+
+    ``.safetensors`` is read with safetensors; ``.pth``/``.pt`` with ``torch.load(weights_only=True)``,
+    which only accepts tensors and plain containers. Anything else is refused.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"weights file not found: {path}")
+    suffix = source.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(source))
+        elif suffix in (".pth", ".pt"):
+            tensors = torch.load(str(source), map_location="cpu", weights_only=True)
+        else:
+            raise ConfigError(f"weights file {source.name} must be .safetensors, .pth or .pt")
+    except ConfigError:
+        raise
+    except Exception as exc:  # safetensors/unpickler errors of any kind
+        raise ConfigError(f"cannot read weights file {source.name}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise ConfigError(f"weights file {source.name} is not a state dict of tensors")
+    return tensors
+
+
+def load_vgg19(path: str) -> VGG19Features:
+    """VGG19 φ5,4 with weights from a torchvision-format file; frozen, eval mode."""
+    model = VGG19Features()
+    tensors = read_state_dict(path)
+    wanted = model.state_dict()
+    missing = [k for k in wanted if k not in tensors]
+    if missing:
+        raise ConfigError(f"{Path(path).name} is not a torchvision vgg19 state dict (missing {missing[0]})")
+    bad = [k for k in wanted if tensors[k].shape != wanted[k].shape]
+    if bad:
+        raise ConfigError(f"{Path(path).name}: {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}")
+    model.load_state_dict({k: tensors[k].float() for k in wanted})
+    model.requires_grad_(False)
+    return model.eval()
+
+
+class ContentLoss(nn.Module):
+    """MSE between VGG19 φ5,4 features of SR and HR, or pixel MSE when ``vgg`` is None."""
+
+    def __init__(self, vgg: Optional[VGG19Features]) -> None:
+        super().__init__()
+        self.vgg = vgg
+        self.kind = CONTENT_VGG if vgg is not None else CONTENT_PIXEL
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        if self.vgg is None:
+            return F.mse_loss(sr.float(), hr.float())
+        with torch.no_grad():
+            target = self.vgg(hr)
+        return F.mse_loss(self.vgg(sr).float(), target.float())
+
+
+def pixel_loss(kind: str, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """``l1`` or ``mse`` between SR and HR, in float32."""
+    if kind == "l1":
+        return F.l1_loss(sr.float(), hr.float())
+    return F.mse_loss(sr.float(), hr.float())
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 16 per sample, averaged: −log D(G(LR)) = BCE-with-logits against 1."""
+    fake_logits = fake_logits.float()
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """−log D(HR) − log(1 − D(G(LR))), averaged over the batch."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake

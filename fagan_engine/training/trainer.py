@@ -1,0 +1,441 @@
+"""The FA-GAN training loop: pixel-loss pre-training, then the GAN phase; EMA, validation, checkpoints.
+
+Iteration ``t`` (0-based) is one optimisation step on the global batch of samples
+``t*B .. t*B+B-1`` (see ``data.PatchDataset``). Iterations ``t < pretrain_iterations`` train
+the generator on the pixel loss alone; later ones add the content loss and the adversarial
+loss (eq. 14) with the discriminator frozen (``requires_grad=False``) during the generator
+step, then update the discriminator. The learning-rate schedule is a pure function of ``t``
+(set on both optimisers before each step), so restoring ``t`` restores it exactly.
+
+On CUDA: bf16 autocast (fp16 + GradScaler on GPUs without bf16; bf16 has fp32's exponent
+range and needs no loss scaling), channels_last, cudnn.benchmark, optional torch.compile.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..archs import build_discriminator, build_generator
+from ..atomic import atomic_write_bytes
+from ..checkpoint import CheckpointMetadata, save_checkpoint
+from ..config import FAGANConfig, TrainConfig
+from ..errors import ConfigError, FAGANError
+from ..inference import resolve_device
+from .data import IterationBatchSampler, PatchDataset, PreparedData, build_loader
+from .ddp import Dist, any_rank, barrier, init_distributed, shutdown
+from .ema import EMA
+from .evaluation import EvalCase, bicubic_baseline, make_case, validate
+from .losses import CONTENT_VGG, ContentLoss, discriminator_loss, generator_adversarial_loss, load_vgg19, pixel_loss
+from .runlog import RunLog
+from .state import load_state, save_state
+
+STATE_FILE = "training_state.safetensors"
+CONFIG_FILE = "config.json"
+SPLIT_FILE = "split.json"
+CHECKPOINT_DIR = "checkpoints"
+RESUMABLE_CHANGES = (
+    "train.iterations",
+    "train.val_every",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.device",
+    "train.compile",
+    "data.num_workers",
+)
+"""Config keys a resumed run may change; any other difference is refused."""
+
+
+def schedule(train: TrainConfig) -> Callable[[int], float]:
+    """Learning-rate factor of iteration t: constant, multistep (× gamma per milestone passed) or cosine."""
+    if train.lr_schedule == "multistep":
+        return lambda t: train.lr_gamma ** sum(1 for m in train.lr_milestones if t >= m)
+    if train.lr_schedule == "cosine":
+        return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, train.iterations) / train.iterations))
+    return lambda t: 1.0
+
+
+def preflight(cfg: FAGANConfig, resume: bool) -> None:
+    """Checks before any data is read: the device, and the run folder.
+
+    A run's state is never overwritten without ``--resume``, nor resumed with another recipe.
+    """
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA GPU is usable; set train.device=auto or cpu")
+    state = Path(cfg.train.output_dir) / STATE_FILE
+    if not state.is_file():
+        return
+    if not resume:
+        raise ConfigError(
+            f"{cfg.train.output_dir} already holds a training state; pass --resume to continue it "
+            "or choose another train.output_dir"
+        )
+    saved = load_state(state)[1]["config"]
+    current = cfg.to_dict()
+    for section, values in current.items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            old = saved.get(section, {}).get(key)
+            if old != value and name not in RESUMABLE_CHANGES:
+                raise ConfigError(
+                    f"--resume: {name} is {value!r} but the run was started with {old!r}; "
+                    f"only {', '.join(RESUMABLE_CHANGES)} may change"
+                )
+
+
+class StopRequest:
+    """SIGTERM/SIGINT ask the loop to stop after the current step; a second signal acts as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Dict[int, Any] = {}
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signum, self.previous[signum])
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+class Trainer:
+    """One training run in ``cfg.train.output_dir``; ``run()`` returns the exit code (0)."""
+
+    def __init__(self, cfg: FAGANConfig, data: PreparedData, progress: str = "bar", resume: bool = False) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.progress_mode = progress
+        self.resume = resume
+        train = cfg.train
+        kind = resolve_device(train.device)
+        self.dist: Dist = init_distributed(kind)
+        if train.batch_size % self.dist.world_size:
+            raise ConfigError(f"train.batch_size {train.batch_size} must divide by the {self.dist.world_size} processes")
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if kind == "cuda" else "cpu")
+        self.cuda = kind == "cuda"
+        self.run_dir = Path(train.output_dir)
+        random.seed(train.seed)
+        np.random.seed(train.seed % 2**32)
+        torch.manual_seed(train.seed)
+        self.G = build_generator(cfg.model).to(self.device)
+        self.D = build_discriminator(cfg.model).to(self.device)
+        self.content = ContentLoss(load_vgg19(train.vgg_weights) if train.vgg_weights else None).to(self.device)
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True
+            if train.channels_last:
+                for module in (self.G, self.D, self.content):
+                    module.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.G, train.ema_decay)
+        betas = (train.beta1, train.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=train.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=train.lr, betas=betas)
+        self.lr_factor = schedule(train)
+        self.amp_dtype: Optional[torch.dtype] = None
+        if self.cuda and train.bf16:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.g_train: nn.Module = self.G
+        self.d_train: nn.Module = self.D
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.dist.local_rank] if self.cuda else None
+            self.g_train, self.d_train = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
+        if train.compile and self.cuda:
+            self.g_train = torch.compile(self.g_train)
+        self.iteration = 0
+        self.best_psnr: Optional[float] = None
+        self.last_validation: Optional[Dict[str, float]] = None
+        if resume and (self.run_dir / STATE_FILE).is_file():
+            self._load_state()
+        self.stop = StopRequest()
+        self.log: Optional[RunLog] = None
+        self.cases: List[EvalCase] = []
+        self.baseline: Dict[str, float] = {}
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> int:
+        train = self.cfg.train
+        started = time.perf_counter()
+        if self.dist.is_main:
+            self._open_run_folder()
+        self.stop.install()
+        try:
+            stopped = self._loop()
+        finally:
+            self.stop.restore()
+            if self.log is not None:
+                self.log.close()
+            barrier(self.dist)
+            shutdown(self.dist)
+        if self.log is not None:
+            if stopped:
+                self.log.log(f"stopped at iteration {self.iteration}; resume with --resume")
+                self.log.event("stopped", iteration=self.iteration, state=str(self.run_dir / STATE_FILE))
+            else:
+                best = self._checkpoint_path("best")
+                self.log.event(
+                    "finished",
+                    iteration=self.iteration,
+                    best_checkpoint=str(best) if best.is_file() else None,
+                    latest_checkpoint=str(self._checkpoint_path("latest")),
+                    seconds=round(time.perf_counter() - started, 3),
+                )
+                self.log.log(f"finished {train.iterations} iterations; checkpoints in {self.run_dir / CHECKPOINT_DIR}")
+        return 0
+
+    def _open_run_folder(self) -> None:
+        train = self.cfg.train
+        (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.run_dir / CONFIG_FILE, _json(self.cfg.to_dict()))
+        atomic_write_bytes(self.run_dir / SPLIT_FILE, _json(self.data.split))
+        self.log = RunLog(self.run_dir, self.progress_mode, train.iterations, self.iteration)
+        if self.resume and self.iteration == 0:
+            self.log.log(f"--resume: no training state in {self.run_dir}; starting a new run")
+        if self.content.kind != CONTENT_VGG:
+            self.log.log("no train.vgg_weights: the content loss falls back to pixel MSE (recorded in checkpoint metadata)")
+        if self.data.split.get("caveat"):
+            self.log.log(f"note: {self.data.split['caveat']}")
+        self.cases = [make_case(v.name, v.hr, self.cfg.model.scale, v.axes) for v in self.data.val]
+        if self.cases:
+            self.baseline = bicubic_baseline(self.cases)
+        self.log.event(
+            "start", run_dir=str(self.run_dir), iteration=self.iteration, total=train.iterations, config=self.cfg.to_dict()
+        )
+
+    def _loop(self) -> bool:
+        """Train until the last iteration (False) or a stop request (True)."""
+        train = self.cfg.train
+        dataset = PatchDataset(self.data.train, self.cfg.data, self.cfg.model.scale, train.seed)
+        sampler = IterationBatchSampler(self.iteration, train.iterations, train.batch_size, self.dist.rank, self.dist.world_size)
+        loader = build_loader(dataset, sampler, self.cfg.data.num_workers, pin_memory=self.cuda)
+        sums: Dict[str, torch.Tensor] = {}
+        count, window_start, saved_at = 0, time.perf_counter(), -1
+        for hr, lr in loader:
+            for name, value in self._step(hr, lr).items():
+                sums[name] = sums.get(name, 0.0) + value
+            count += 1
+            done = self.iteration
+            last = done == train.iterations
+            if done % train.log_every == 0 or last:
+                if self.log is not None:
+                    self._report(sums, count, time.perf_counter() - window_start)
+                sums, count = {}, 0
+            if self.log is not None:
+                validate_now = bool(self.cases) and (done % train.val_every == 0 or last)
+                periodic = done % train.checkpoint_every == 0
+                if validate_now:
+                    self._validate()
+                if validate_now or periodic or last:
+                    saved_at = self._save(periodic)
+            if count == 0:  # throughput leaves validation and checkpoint time out
+                window_start = time.perf_counter()
+            if any_rank(self.stop.requested, self.dist, self.device) and not last:
+                if self.log is not None and saved_at != done:
+                    self._save(periodic=False)
+                return True
+        return False
+
+    # ---------------------------------------------------------------- step
+    def _autocast(self) -> ContextManager[Any]:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device, non_blocking=True)
+        if self.cuda and self.cfg.train.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def _backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+
+    def _step(self, hr: torch.Tensor, lr: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """One iteration; returns the detached losses."""
+        train = self.cfg.train
+        hr, lr = self._to_device(hr), self._to_device(lr)
+        gan = self.iteration >= train.pretrain_iterations
+        for optimizer in (self.opt_g, self.opt_d):
+            for group in optimizer.param_groups:
+                group["lr"] = train.lr * self.lr_factor(self.iteration)
+        with self._autocast():
+            sr = self.g_train(lr)
+        pixel = pixel_loss(train.pixel_loss, sr, hr)
+        losses = {"pixel": pixel}
+        g_loss = train.pixel_weight * pixel
+        if gan:
+            self.D.requires_grad_(False)
+            with self._autocast():
+                fake_logits = self.D(sr)  # the bare module: D is not updated in this step
+                content = self.content(sr, hr)
+            adversarial = generator_adversarial_loss(fake_logits)
+            g_loss = g_loss + train.perceptual_weight * content + train.adversarial_weight * adversarial
+            losses.update(content=content, adversarial=adversarial)
+        self._backward(g_loss, self.opt_g)
+        if gan:
+            self.D.requires_grad_(True)
+            with self._autocast():
+                real_logits, fake_logits = self.d_train(torch.cat([hr, sr.detach()])).chunk(2)
+            d_loss = discriminator_loss(real_logits, fake_logits)
+            self._backward(d_loss, self.opt_d)
+            losses["discriminator"] = d_loss
+        if self.scaler is not None:
+            self.scaler.update()
+        self.iteration += 1
+        self.ema.update(self.G, self.iteration)
+        losses["generator"] = g_loss
+        return {name: value.detach().float() for name, value in losses.items()}
+
+    # ----------------------------------------------------------- reporting
+    def _phase(self, iteration: int) -> str:
+        return "pretrain" if iteration <= self.cfg.train.pretrain_iterations else "gan"
+
+    def _report(self, sums: Dict[str, torch.Tensor], count: int, seconds: float) -> None:
+        train = self.cfg.train
+        losses = {name: float(value) / count for name, value in sums.items()}
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FAGANError(f"training diverged at iteration {self.iteration} (non-finite loss); lower train.lr")
+        rate = count / max(seconds, 1e-9)
+        self.log.progress(
+            {
+                "epoch": round(self.iteration * train.batch_size / max(self.data.n_slices, 1), 3),
+                "iteration": self.iteration,
+                "total": train.iterations,
+                "losses": {k: round(v, 6) for k, v in losses.items()},
+                "lr": self.opt_g.param_groups[0]["lr"],
+                "throughput": round(rate * train.batch_size, 2),
+                "eta_s": round((train.iterations - self.iteration) / rate, 1),
+                "phase": self._phase(self.iteration),
+            }
+        )
+
+    def _validate(self) -> None:
+        scores = validate(self.ema.model, self.cfg.normalization, self.cases)
+        result = {
+            "iteration": self.iteration,
+            "psnr": round(scores["psnr"], 4),
+            "ssim": round(scores["ssim"], 5),
+            "bicubic_psnr": round(self.baseline["psnr"], 4),
+            "bicubic_ssim": round(self.baseline["ssim"], 5),
+        }
+        self.last_validation = result
+        self.log.record({"kind": "validation", **result})
+        self.log.event("validation", **result)
+        self.log.log(
+            f"validation it {self.iteration}: PSNR {result['psnr']:.2f} dB SSIM {result['ssim']:.4f} "
+            f"(bicubic {result['bicubic_psnr']:.2f} dB {result['bicubic_ssim']:.4f})"
+        )
+        self.log.plot()
+
+    # -------------------------------------------------------- checkpoints
+    def _checkpoint_path(self, name: str) -> Path:
+        return self.run_dir / CHECKPOINT_DIR / f"{name}.safetensors"
+
+    def _metadata(self) -> CheckpointMetadata:
+        cfg, split = self.cfg, self.data.split
+        training: Dict[str, Any] = {
+            "iterations": self.iteration,
+            "phase": self._phase(self.iteration),
+            "pretrain_iterations": cfg.train.pretrain_iterations,
+            "content_loss": self.content.kind,
+            "pixel_loss": cfg.train.pixel_loss,
+            "weights": "ema",
+            "ema_decay": cfg.train.ema_decay,
+            "seed": cfg.train.seed,
+            "batch_size": cfg.train.batch_size,
+            "patch_size": cfg.data.patch_size,
+            "degradation": {k: getattr(cfg.data, k) for k in ("blur_sigma", "rician_noise", "kspace_fraction")},
+            "split": split["mode"],
+            "train_data": split["train"],
+            "validation_data": split["val"],
+            "validation": self.last_validation,
+            "engine_version": __version__,
+        }
+        if "validation_slab" in split:
+            training["validation_slab"] = split["validation_slab"]
+            training["through_plane_axis"] = split["through_plane_axis"]
+        return CheckpointMetadata.create(cfg.model, cfg.normalization, plane=cfg.data.plane, training=training)
+
+    def _save(self, periodic: bool) -> int:
+        """Write latest (and best / periodic) EMA checkpoints and the resumable state; rank 0 only."""
+        metadata = self._metadata()
+        weights = self.ema.model.state_dict()
+        improved = self.last_validation is not None and self.last_validation["iteration"] == self.iteration and (
+            self.best_psnr is None or self.last_validation["psnr"] > self.best_psnr
+        )
+        if improved:
+            self.best_psnr = self.last_validation["psnr"]
+        kinds = ["latest"] + (["best"] if improved else []) + (["periodic"] if periodic else [])
+        for kind in kinds:
+            path = self._checkpoint_path(f"iter_{self.iteration:07d}" if kind == "periodic" else kind)
+            save_checkpoint(str(path), weights, metadata)
+            self.log.event("checkpoint", iteration=self.iteration, path=str(path), kind=kind)
+        self._save_state()
+        return self.iteration
+
+    def _save_state(self) -> None:
+        modules = {"G": self.G.state_dict(), "EMA": self.ema.model.state_dict(), "D": self.D.state_dict()}
+        numpy_state = np.random.get_state()
+        structure = {
+            "iteration": self.iteration,
+            "best_psnr": self.best_psnr,
+            "last_validation": self.last_validation,
+            "config": self.cfg.to_dict(),
+            "optimizers": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
+            "lr_schedule": {"name": self.cfg.train.lr_schedule, "factor": self.lr_factor(self.iteration)},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": {
+                "python": random.getstate(),
+                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.cuda else [],
+            },
+            "engine_version": __version__,
+        }
+        save_state(self.run_dir / STATE_FILE, modules, structure)
+
+    def _load_state(self) -> None:
+        modules, structure = load_state(self.run_dir / STATE_FILE)
+        self.G.load_state_dict(modules["G"])
+        self.ema.model.load_state_dict(modules["EMA"])
+        self.D.load_state_dict(modules["D"])
+        self.opt_g.load_state_dict(structure["optimizers"]["G"])
+        self.opt_d.load_state_dict(structure["optimizers"]["D"])
+        if self.scaler is not None and structure["scaler"] is not None:
+            self.scaler.load_state_dict(structure["scaler"])
+        rng = structure["rng"]
+        random.setstate(rng["python"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        torch.set_rng_state(rng["torch"])
+        if self.cuda and rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.iteration = int(structure["iteration"])
+        self.best_psnr = structure["best_psnr"]
+        self.last_validation = structure["last_validation"]
+
+
+def _json(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
