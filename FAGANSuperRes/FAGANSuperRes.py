@@ -1,0 +1,486 @@
+import logging
+import sys
+from typing import Annotated, Any, List, Optional
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from FAGANSuperResLib import engine
+from FAGANSuperResLib.checkpoints import (
+    availableCheckpoints,
+    readCheckpoint,
+    userCheckpointRegistry,
+)
+from FAGANSuperResLib.logic import (
+    DEVICES,
+    METHODS,
+    PLANES,
+    SCALES,
+    SuperResolutionJob,
+    SuperResolutionLogic,
+)
+from FAGANSuperResLib.process import EngineProcess
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import *
+from slicer.util import VTKObservationMixin
+
+BROWSE = "browse"
+POLL_INTERVAL_MS = 200
+
+
+#
+# FAGANSuperRes
+#
+
+
+class FAGANSuperRes(ScriptedLoadableModule):
+    """Module description; see ScriptedLoadableModule in Slicer's Base/Python/slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("FA-GAN Super-Resolution")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Image Synthesis")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["FA-GAN SuperRes team"]
+        self.parent.helpText = _("""
+Increase the in-plane resolution of an MRI volume by 2, 4 or 8 with FA-GAN (fused attentive GAN).
+The result covers the same physical region as the input. Computation runs in a background process;
+Slicer stays responsive and the run can be cancelled.
+See the <a href="https://github.com/fagan-superres/FAGANSuperResolution/blob/main/docs/user-guide.md">user guide</a>.
+""")
+        self.parent.acknowledgementText = _("""
+FA-GAN super-resolution extension by the FA-GAN SuperRes team. Module layout follows the Slicer
+scripted module template by Jean-Christophe Fillion-Robin (Kitware), Andras Lasso (PerkLab) and Steve Pieper (Isomics).
+""")
+
+
+#
+# FAGANSuperResParameterNode
+#
+
+
+@parameterNodeWrapper
+class FAGANSuperResParameterNode:
+    """Module state, saved with the scene.
+
+    checkpointPath - selected checkpoint file; empty: the bundled default for the scale.
+    tileSize - 0 processes whole slices.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    scale: Annotated[int, Choice(list(SCALES))] = 4
+    method: Annotated[str, Choice(list(METHODS))] = "fagan"
+    checkpointPath: str = ""
+    plane: Annotated[str, Choice(list(PLANES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    batchSize: Annotated[int, WithinRange(1, 256)] = 8
+    tileSize: Annotated[int, WithinRange(0, 4096)] = 0
+    outputVolume: vtkMRMLScalarVolumeNode
+
+
+#
+# FAGANSuperResWidget
+#
+
+
+class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Module GUI; see ScriptedLoadableModuleWidget in Slicer's Base/Python/slicer."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Optional[FAGANSuperResLogic] = None
+        self._parameterNode: Optional[FAGANSuperResParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._job: Optional[SuperResolutionJob] = None
+        self._deviceProbe: Optional[EngineProcess] = None
+        self._deviceInfo: Optional[engine.DeviceInfo] = None
+        self._checkpointScale: Optional[int] = None
+        self._checkpoints: List[Any] = []
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FAGANSuperRes.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = FAGANSuperResLogic()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self.onPollTimer)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.checkpointComboBox.connect("activated(int)", self.onCheckpointActivated)
+        self.ui.progressBar.setVisible(False)
+
+        self.initializeParameterNode()
+        self.startDeviceProbe()
+
+    def cleanup(self) -> None:
+        """Called when the application closes: stop background processes."""
+        if self._job:
+            self._job.cancel()
+        if self._deviceProbe:
+            self._deviceProbe.kill()
+        self._timer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._job:
+            self._job.cancel()
+            self._onJobDone()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onReload(self) -> None:
+        """Reload the Lib package too, so code changes take effect (developer mode)."""
+        for name in [m for m in sys.modules if m == "FAGANSuperResLib" or m.startswith("FAGANSuperResLib.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: Optional[FAGANSuperResParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+        self._parameterNode = inputParameterNode
+        self._checkpointScale = None
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+            self._updateDeviceLabels()
+            self._updateGUI()
+
+    def isRunning(self) -> bool:
+        return self._job is not None
+
+    #
+    # GUI state
+    #
+
+    def _updateGUI(self, caller=None, event=None) -> None:
+        """Refresh what the connected widgets cannot show by themselves."""
+        p = self._parameterNode
+        if not p:
+            return
+        if self._checkpointScale != p.scale:
+            self._refreshCheckpoints()
+        else:
+            self._showCheckpointSelection()
+        usesCheckpoint = p.method == "fagan"
+        self.ui.checkpointComboBox.enabled = usesCheckpoint and not self._job
+        self.ui.checkpointInfoLabel.setVisible(usesCheckpoint)
+        if self._job:
+            self.ui.applyButton.enabled = True
+            return
+        problem = self._applyProblem()
+        self.ui.applyButton.enabled = problem is None
+        self.ui.applyButton.toolTip = problem or _("Super-resolve the input volume in the background")
+
+    def _applyProblem(self) -> Optional[str]:
+        p = self._parameterNode
+        if not p.inputVolume:
+            return _("Select an input volume")
+        if p.outputVolume and p.outputVolume == p.inputVolume:
+            return _("The output volume must differ from the input volume")
+        if p.method == "fagan" and not p.checkpointPath:
+            return _("No checkpoint for x{scale}: use Browse... or the bicubic method").format(scale=p.scale)
+        return None
+
+    def _refreshCheckpoints(self) -> None:
+        """Fill the checkpoint selector with checkpoints made for the current scale, plus Browse..."""
+        p = self._parameterNode
+        self._checkpointScale = p.scale
+        try:
+            self._checkpoints = availableCheckpoints(p.scale, userCheckpointRegistry())
+        except Exception as exc:  # engine missing or broken: show why instead of failing setup
+            logging.error(f"Cannot list checkpoints: {exc}")
+            self._checkpoints = []
+        paths = [str(info.path) for info in self._checkpoints]
+        if p.checkpointPath not in paths:
+            wasModified = p.StartModify()
+            p.checkpointPath = paths[0] if paths else ""
+            p.EndModify(wasModified)
+        self._showCheckpointSelection()
+
+    def _showCheckpointSelection(self) -> None:
+        combo = self.ui.checkpointComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for info in self._checkpoints:
+            combo.addItem(info.label, str(info.path))
+        if not self._checkpoints:
+            combo.addItem(_("(no checkpoint for x{scale})").format(scale=self._parameterNode.scale), "")
+        combo.addItem(_("Browse..."), BROWSE)
+        index = combo.findData(self._parameterNode.checkpointPath)
+        combo.setCurrentIndex(max(index, 0))
+        combo.blockSignals(wasBlocked)
+        selected = [info for info in self._checkpoints if str(info.path) == self._parameterNode.checkpointPath]
+        self.ui.checkpointInfoLabel.text = selected[0].describe() if selected else ""
+
+    def onCheckpointActivated(self, index: int) -> None:
+        data = self.ui.checkpointComboBox.itemData(index)
+        if data != BROWSE:
+            self._parameterNode.checkpointPath = data or ""
+            return
+        path = qt.QFileDialog.getOpenFileName(
+            self.parent, _("Select an FA-GAN checkpoint"), "", _("FA-GAN checkpoint (*.safetensors)"))
+        if path:
+            self.selectCheckpointFile(path)
+        else:
+            self._showCheckpointSelection()
+
+    def selectCheckpointFile(self, path: str) -> None:
+        """Validate a user checkpoint, remember it, and select it (switching the scale to the checkpoint's)."""
+        try:
+            info = readCheckpoint(path)
+        except ValueError as exc:
+            slicer.util.errorDisplay(_("This file cannot be used as a checkpoint:\n{reason}").format(reason=exc))
+            self._showCheckpointSelection()
+            return
+        userCheckpointRegistry().add(info.path)
+        p = self._parameterNode
+        wasModified = p.StartModify()
+        p.scale = info.scale
+        p.checkpointPath = str(info.path.resolve())
+        p.EndModify(wasModified)
+        self._refreshCheckpoints()
+
+    #
+    # Devices
+    #
+
+    def startDeviceProbe(self) -> None:
+        """Find out in the background whether a GPU is usable (importing torch takes seconds)."""
+        try:
+            self._deviceProbe = EngineProcess(engine.deviceProbeCommand(), env=engine.engineEnvironment())
+            self._deviceProbe.start()
+        except Exception as exc:
+            logging.warning(f"Cannot check the available devices: {exc}")
+            self._deviceProbe = None
+            return
+        self._timer.start()
+
+    def _updateDeviceLabels(self) -> None:
+        combo = self.ui.deviceComboBox
+        gpu = self._deviceInfo.gpuLabel() if self._deviceInfo else _("GPU (checking...)")
+        labels = {"auto": _("Auto (GPU if usable, else CPU)"), "cuda": gpu, "cpu": _("CPU")}
+        for index, device in enumerate(DEVICES):
+            combo.setItemText(index, labels[device])
+
+    #
+    # Run
+    #
+
+    def onApplyButton(self) -> None:
+        """Apply starts a run; while running the same button cancels it."""
+        if self._job:
+            self._job.cancel()
+            self._onJobDone()
+            return
+        p = self._parameterNode
+        if p.device == "cuda" and self._deviceInfo and not self._deviceInfo.gpuUsable:
+            slicer.util.errorDisplay(self._deviceInfo.gpuLabel() + _(". Select Auto or CPU."))
+            return
+        if not self.logic.ensureDependencies(p.method):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start super-resolution."), waitCursor=True):
+            self._job = self.logic.process(
+                p.inputVolume, p.outputVolume, p.scale,
+                checkpointPath=p.checkpointPath or None, plane=p.plane, device=p.device, method=p.method,
+                waitForCompletion=False, batchSize=p.batchSize, tileSize=p.tileSize or None)
+        if not self._job:
+            return
+        self._setRunning(True)
+        self._timer.start()
+
+    def onPollTimer(self) -> None:
+        """Non-blocking poll of the background processes (device probe, super-resolution run)."""
+        if self._deviceProbe:
+            self._deviceProbe.poll()
+            if self._deviceProbe.finished:
+                self._deviceInfo = engine.parseDeviceProbe(self._deviceProbe.logLines)
+                self._deviceProbe = None
+                self._updateDeviceLabels()
+        if self._job:
+            self._job.poll()
+            self.ui.progressBar.value = round(100 * self._job.fraction)
+            self.ui.statusLabel.text = self._job.status
+            if self._job.done:
+                self._onJobDone()
+        if not self._job and not self._deviceProbe:
+            self._timer.stop()
+
+    def _onJobDone(self) -> None:
+        job, self._job = self._job, None
+        self._setRunning(False)
+        self.ui.statusLabel.text = job.status
+        if job.state == "succeeded":
+            self._parameterNode.outputVolume = job.outputVolumeNode
+            self.logic.showResult(job.outputVolumeNode)
+        elif job.state == "failed":
+            logging.error("FA-GAN engine output:\n" + "\n".join(job.process.logLines[-30:]))
+            slicer.util.errorDisplay(_("Super-resolution failed: {reason}").format(reason=job.error))
+
+    def _setRunning(self, running: bool) -> None:
+        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton, self.ui.outputsCollapsibleButton):
+            widget.enabled = not running
+        self.ui.progressBar.setVisible(running)
+        self.ui.progressBar.value = 0
+        self._updateGUI()
+
+
+#
+# FAGANSuperResLogic
+#
+
+
+class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
+    """Slicer-side logic: parameter node, dependencies, showing results. The computation is
+    FAGANSuperResLib.SuperResolutionLogic (Qt-free, usable from scripts)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self) -> FAGANSuperResParameterNode:
+        return FAGANSuperResParameterNode(super().getParameterNode())
+
+    def process(self, inputVolumeNode, outputVolumeNode, scale: int, checkpointPath: Optional[str] = None,
+                plane: str = "auto", device: str = "auto", method: str = "fagan", waitForCompletion: bool = True,
+                **kwargs: Any) -> SuperResolutionJob:
+        """See FAGANSuperResLib.SuperResolutionLogic.process; temporary files go to Slicer's temporary folder."""
+        lib = SuperResolutionLogic(temporaryDirectory=slicer.app.temporaryPath)
+        return lib.process(inputVolumeNode, outputVolumeNode, scale, checkpointPath, plane, device, method,
+                           waitForCompletion, **kwargs)
+
+    @staticmethod
+    def showResult(volumeNode) -> None:
+        slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
+
+    @staticmethod
+    def ensureDependencies(task: str = "fagan") -> bool:
+        """Install what the engine needs for ``task`` (fagan, bicubic or train), after asking.
+
+        torch comes from the PyTorch extension (PyTorchUtils); other packages from pip.
+        Returns False if the task cannot run.
+        """
+        missing = engine.missingRequirements()
+        if missing:
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("FA-GAN needs these Python packages, which are not installed yet:\n{packages}\n\n"
+                      "Install them now? (needs an internet connection)").format(packages=", ".join(missing))):
+                return False
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(" ".join(missing))
+        if engine.backendAvailable(task):
+            return True
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.errorDisplay(_(
+                "FA-GAN needs PyTorch. Install the \"PyTorch\" extension from the Extensions Manager, "
+                "restart Slicer, then try again."))
+            return False
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True, torchVersionRequirement=">=2.1")
+        return torch is not None
+
+
+#
+# FAGANSuperResTest
+#
+
+
+class FAGANSuperResTest(ScriptedLoadableModuleTest):
+    """Module self-test: super-resolve a synthetic oblique MR volume x2 with the bundled checkpoint on CPU."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SuperResolveBundledCheckpoint()
+        self.setUp()
+        self.test_FailureLeavesSceneUnchanged()
+
+    def test_SuperResolveBundledCheckpoint(self):
+        self.delayDisplay("Super-resolving a synthetic MR volume x2 on CPU")
+        inputNode = createSyntheticMRVolume()
+        logic = FAGANSuperResLogic()
+        self.assertTrue(logic.ensureDependencies("fagan"))
+        job = logic.process(inputNode, None, 2, device="cpu")
+        output = job.outputVolumeNode
+        self.assertEqual(job.state, "succeeded")
+
+        inDims = inputNode.GetImageData().GetDimensions()
+        self.assertEqual(output.GetImageData().GetDimensions(), (inDims[0] * 2, inDims[1] * 2, inDims[2]))
+        expectedSpacing = np.array(inputNode.GetSpacing()) / np.array([2, 2, 1])
+        np.testing.assert_allclose(output.GetSpacing(), expectedSpacing, atol=1e-6)
+        np.testing.assert_allclose(physicalBox(output), physicalBox(inputNode), atol=1e-4)
+
+        inArray = slicer.util.arrayFromVolume(inputNode).astype(float)
+        outArray = slicer.util.arrayFromVolume(output).astype(float)
+        self.assertTrue(np.isfinite(outArray).all())
+        downsampled = outArray.reshape(inDims[2], inDims[1], 2, inDims[0], 2).mean(axis=(2, 4))
+        correlation = np.corrcoef(downsampled.ravel(), inArray.ravel())[0, 1]
+        self.assertGreater(correlation, 0.9)
+        self.delayDisplay("Test passed")
+
+    def test_FailureLeavesSceneUnchanged(self):
+        self.delayDisplay("A bad checkpoint fails cleanly")
+        inputNode = createSyntheticMRVolume()
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        badCheckpoint = slicer.app.temporaryPath + "/not-a-checkpoint.safetensors"
+        with open(badCheckpoint, "wb") as stream:
+            stream.write(b"not a checkpoint")
+        with self.assertRaises(RuntimeError):
+            FAGANSuperResLogic().process(inputNode, None, 2, checkpointPath=badCheckpoint, device="cpu")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
+        self.delayDisplay("Test passed")
+
+
+def createSyntheticMRVolume(name: str = "SyntheticMR"):
+    """A smooth head-like phantom (ellipsoids) with anisotropic spacing and an oblique orientation."""
+    k, j, i = np.mgrid[0:12, 0:48, 0:40].astype(float)
+    shell = ((i - 20) / 17) ** 2 + ((j - 24) / 21) ** 2 + ((k - 6) / 7) ** 2
+    core = ((i - 18) / 8) ** 2 + ((j - 26) / 10) ** 2 + ((k - 6) / 5) ** 2
+    array = 400.0 * (shell < 1) + 300.0 * (core < 1) + 60.0 * np.sin(i / 3.0) * (shell < 1)
+    a, b = 0.35, -0.2  # rotations about S and R (radians)
+    rotation = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ np.array(
+        [[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    ijkToRas = np.eye(4)
+    ijkToRas[:3, :3] = rotation @ np.diag([0.95, 1.15, 2.9])
+    ijkToRas[:3, 3] = [10.5, -20.25, 35.125]
+    return slicer.util.addVolumeFromArray(array.astype(np.float32), ijkToRAS=ijkToRas, name=name)
+
+
+def physicalBox(volumeNode) -> List[List[float]]:
+    """RAS positions of the 8 outer voxel corners."""
+    from FAGANSuperResLib.volumes import physicalCornersRAS
+
+    return [list(corner) for corner in physicalCornersRAS(volumeNode)]

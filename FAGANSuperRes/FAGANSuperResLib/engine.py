@@ -1,0 +1,167 @@
+"""Where the engine is, which Python runs it, and what that Python still needs.
+
+The extension ships ``fagan_engine`` next to the modules (``qt-scripted-modules/fagan_engine``);
+in a source checkout it sits in the repository root. Background processes run
+``<python> -m fagan_engine ...`` with the folder holding ``fagan_engine`` first on PYTHONPATH.
+Inside Slicer ``<python>`` is PythonSlicer (the launcher that sets up Slicer's Python
+environment), elsewhere ``sys.executable``.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+# import name -> pip requirement, for the engine's packages that Slicer does not bundle.
+# torch is not listed: it comes from the PyTorch extension (PyTorchUtils), never from pip here.
+ENGINE_REQUIREMENTS: Dict[str, str] = {
+    "scipy": "scipy>=1.8",
+    "nibabel": "nibabel>=4.0",
+    "safetensors": "safetensors>=0.4",
+    "tqdm": "tqdm>=4.60",
+    "yaml": "pyyaml>=6.0",
+}
+
+
+def engineParentDir() -> Path:
+    """The folder that contains the ``fagan_engine`` package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent, here.parent.parent):
+        if (candidate / "fagan_engine" / "__init__.py").is_file():
+            return candidate
+    spec = importlib.util.find_spec("fagan_engine")
+    if spec is not None and spec.origin:
+        return Path(spec.origin).resolve().parent.parent
+    raise RuntimeError("the fagan_engine package was not found next to the FAGANSuperRes module")
+
+
+def ensureEngineImportable() -> None:
+    """Make ``import fagan_engine`` work in this Python (torch is not needed for that)."""
+    parent = str(engineParentDir())
+    if parent not in sys.path:
+        sys.path.insert(0, parent)
+
+
+def insideSlicer() -> bool:
+    """True when running in the Slicer application (not in a plain Python with slicer-core)."""
+    try:
+        import slicer
+
+        return hasattr(slicer, "app") and slicer.app is not None
+    except ImportError:
+        return False
+
+
+def pythonExecutable() -> str:
+    """PythonSlicer inside Slicer (found on PATH or next to the executable), else sys.executable."""
+    if insideSlicer():
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+        candidate = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
+        if candidate.is_file():
+            return str(candidate)
+        raise RuntimeError("PythonSlicer executable not found")
+    return sys.executable
+
+
+def engineEnvironment() -> Dict[str, str]:
+    """Environment for engine processes: Slicer's startup environment plus the engine on PYTHONPATH."""
+    if insideSlicer():
+        import slicer.util
+
+        env = dict(slicer.util.startupEnvironment())
+    else:
+        env = dict(os.environ)
+    paths = [str(engineParentDir())] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def engineCommand(subcommand: str, arguments: Sequence[str]) -> List[str]:
+    """``[python, -m, fagan_engine, subcommand, *arguments]``."""
+    return [pythonExecutable(), "-m", "fagan_engine", subcommand, *[str(a) for a in arguments]]
+
+
+def moduleAvailable(name: str) -> bool:
+    """True if ``name`` can be imported here (checked without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missingRequirements() -> List[str]:
+    """Pip requirements of the engine that are not installed (torch excluded)."""
+    return [req for name, req in ENGINE_REQUIREMENTS.items() if not moduleAvailable(name)]
+
+
+def backendAvailable(task: str = "fagan") -> bool:
+    """True if the engine can run ``task`` (fagan, bicubic or train) here: bicubic and training
+    need torch; fagan runs on torch or, without it, on ONNX Runtime (``--backend auto``)."""
+    return moduleAvailable("torch") or (task == "fagan" and moduleAvailable("onnxruntime"))
+
+
+@dataclass
+class DeviceInfo:
+    """What the engine's Python can compute with, as found by ``deviceProbeCommand``."""
+
+    torch: Optional[str] = None
+    cuda: bool = False
+    gpuName: str = ""
+    onnxruntime: Optional[str] = None
+
+    @property
+    def gpuUsable(self) -> bool:
+        """The engine uses a GPU through torch only (its ONNX Runtime backend runs on CPU)."""
+        return self.cuda
+
+    def gpuLabel(self) -> str:
+        """Text for the device selector's GPU entry."""
+        if self.cuda:
+            return f"GPU ({self.gpuName or 'CUDA'})"
+        if self.torch is None:
+            return "GPU (not usable: PyTorch is not installed)"
+        return "GPU (not usable: no CUDA device found)"
+
+
+_PROBE_CODE = """
+import json
+info = {}
+try:
+    import torch
+    info["torch"] = torch.__version__
+    info["cuda"] = bool(torch.cuda.is_available())
+    info["gpuName"] = torch.cuda.get_device_name(0) if info["cuda"] else ""
+except Exception:
+    pass
+try:
+    import onnxruntime
+    info["onnxruntime"] = onnxruntime.__version__
+except Exception:
+    pass
+print("FAGAN-DEVICES " + json.dumps(info))
+"""
+
+
+def deviceProbeCommand() -> List[str]:
+    """Command that prints the usable devices of the engine's Python (run it in the background:
+    importing torch takes seconds)."""
+    return [pythonExecutable(), "-c", _PROBE_CODE]
+
+
+def parseDeviceProbe(lines: Sequence[str]) -> DeviceInfo:
+    """Read the probe's output; an empty DeviceInfo if it printed nothing usable."""
+    for line in lines:
+        if line.startswith("FAGAN-DEVICES "):
+            try:
+                data = json.loads(line[len("FAGAN-DEVICES "):])
+                return DeviceInfo(**{k: v for k, v in data.items() if k in DeviceInfo.__dataclass_fields__})
+            except (ValueError, TypeError):
+                break
+    return DeviceInfo()

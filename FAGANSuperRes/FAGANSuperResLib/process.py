@@ -1,0 +1,180 @@
+"""A background engine process whose output is read by a thread and polled without blocking.
+
+The process gets its own process group (POSIX session / Windows process group) so that
+cancelling reaches the whole tree: PythonSlicer is a launcher whose child is the real
+Python, and training may start data-loader workers. ``poll()`` never blocks: call it from a
+``qt.QTimer`` in Slicer, or use ``wait()`` in scripts and tests.
+"""
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from .engine import ensureEngineImportable
+
+_EOF = object()
+LOG_LINES_KEPT = 2000
+
+
+class EngineProcess:
+    """Run a command, collect protocol events (``FAGAN {json}`` lines) and log lines."""
+
+    def __init__(self, command: Sequence[str], env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None) -> None:
+        self.command = [str(c) for c in command]
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.events: List[Dict[str, Any]] = []
+        self.logLines: List[str] = []
+        self._unreadLogLines: List[str] = []
+        self._unreadEvents: List[Dict[str, Any]] = []
+        self.returnCode: Optional[int] = None
+        self._popen: Optional[subprocess.Popen] = None
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._eof = False
+        ensureEngineImportable()  # the protocol parser
+
+    @property
+    def finished(self) -> bool:
+        """True once the output is exhausted and the process has exited."""
+        return self.returnCode is not None
+
+    def start(self) -> None:
+        """Launch the process and its output-reader thread."""
+        if self._popen is not None:
+            raise RuntimeError("process already started")
+        kwargs: Dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
+        else:
+            kwargs["start_new_session"] = True
+        self._popen = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            **kwargs,
+        )
+        threading.Thread(target=self._readOutput, args=(self._popen.stdout,), daemon=True).start()
+
+    def _readOutput(self, stream: Any) -> None:
+        """Reader thread: every output line into the queue, then an end marker."""
+        try:
+            for line in stream:
+                self._queue.put(line.rstrip("\r\n"))
+        finally:
+            stream.close()
+            self._queue.put(_EOF)
+
+    def poll(self) -> List[Dict[str, Any]]:
+        """Consume the output available now; return the protocol events not returned before.
+        Never blocks."""
+        self._drain()
+        events, self._unreadEvents = self._unreadEvents, []
+        return events
+
+    def _drain(self) -> None:
+        while not self._eof:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._consume(item)
+        if self._eof and self.returnCode is None and self._popen is not None:
+            # Output closes when the last process of the tree exits; the launcher follows at once.
+            self.returnCode = self._popen.wait()
+
+    def _consume(self, item: Any) -> None:
+        if item is _EOF:
+            self._eof = True
+            return
+        from fagan_engine.protocol import parse_line
+
+        event = parse_line(item)
+        if event is not None:
+            self.events.append(event)
+            self._unreadEvents.append(event)
+        elif item.strip():
+            self.logLines.append(item)
+            self._unreadLogLines.append(item)
+            del self.logLines[:-LOG_LINES_KEPT]
+            del self._unreadLogLines[:-LOG_LINES_KEPT]
+
+    def takeNewLogLines(self) -> List[str]:
+        """Log lines received since the last call (for a log view)."""
+        lines, self._unreadLogLines = self._unreadLogLines, []
+        return lines
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Block until the process finished (or ``timeout`` s passed); return the exit code or None.
+        Events read meanwhile are still returned by the next ``poll()``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            if self._popen is None:
+                raise RuntimeError("process not started")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                item = self._queue.get(timeout=0.1 if remaining is None else min(0.1, remaining))
+            except queue.Empty:
+                continue
+            self._consume(item)
+            self._drain()
+        return self.returnCode
+
+    def terminate(self) -> None:
+        """Ask the whole process tree to stop cleanly (SIGTERM to the process group).
+
+        Windows has no SIGTERM for console-less children (CTRL_BREAK needs a shared console,
+        which Slicer's GUI does not have), so there the tree is killed like ``kill()``.
+        """
+        if self._popen is None or self.finished:
+            return
+        if os.name == "nt":
+            self.kill()
+            return
+        try:
+            os.killpg(self._popen.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """Kill the whole process tree now and wait (up to ``timeout`` s) until it is gone."""
+        if self._popen is None or self.finished:
+            return
+        if os.name == "nt":
+            subprocess.run(
+                ["taskkill", "/F", "/T", "/PID", str(self._popen.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                creationflags=subprocess.CREATE_NO_WINDOW,
+                check=False,
+            )
+            self._popen.kill()
+        else:
+            try:
+                os.killpg(self._popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.wait(timeout)
+
+    def errorMessage(self) -> str:
+        """One line explaining a failure: the engine's ``error`` event, its ``error:`` line,
+        or the last line it printed (a traceback's last line)."""
+        for event in reversed(self.events):
+            if event.get("event") == "error" and event.get("message"):
+                return str(event["message"])
+        for line in reversed(self.logLines):
+            if line.startswith("error: "):
+                return line[len("error: "):]
+        if self.logLines:
+            return self.logLines[-1].strip()
+        return f"the engine process exited with code {self.returnCode}"

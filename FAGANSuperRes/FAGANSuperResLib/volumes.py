@@ -1,0 +1,96 @@
+"""Volume node <-> SimpleITK image conversion that keeps IJKToRAS exactly.
+
+MRML stores geometry in RAS, ITK/SimpleITK (and NRRD files written by them) in LPS: the
+first two world axes change sign both ways. Voxel arrays are shared in (k, j, i) order.
+"""
+from pathlib import Path
+from typing import Any, List
+
+import numpy as np
+import SimpleITK as sitk
+import slicer.util
+import vtk
+from vtk.util import numpy_support
+
+_RAS_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def checkScalarVolumeNode(volumeNode: Any) -> None:
+    """Raise ValueError unless ``volumeNode`` is a 3D single-component scalar volume with voxels."""
+    if volumeNode is None:
+        raise ValueError("no input volume selected")
+    if not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise ValueError(f"{volumeNode.GetName()} is not a scalar (grayscale) volume")
+    imageData = volumeNode.GetImageData()
+    if imageData is None or imageData.GetNumberOfPoints() == 0:
+        raise ValueError(f"{volumeNode.GetName()} has no voxels")
+    if imageData.GetNumberOfScalarComponents() != 1:
+        raise ValueError(f"{volumeNode.GetName()} has {imageData.GetNumberOfScalarComponents()} components; one is needed")
+
+
+def imageFromVolumeNode(volumeNode: Any) -> sitk.Image:
+    """Copy a scalar volume node into a SimpleITK image with the same voxels and LPS geometry.
+
+    The node's parent transform is not applied (the result lives in the node's local frame).
+    """
+    checkScalarVolumeNode(volumeNode)
+    image = sitk.GetImageFromArray(np.array(slicer.util.arrayFromVolume(volumeNode)))
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASDirectionMatrix(matrix)
+    directionRAS = np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])
+    image.SetDirection((_RAS_LPS @ directionRAS).ravel().tolist())
+    image.SetOrigin((_RAS_LPS @ np.array(volumeNode.GetOrigin())).tolist())
+    image.SetSpacing(volumeNode.GetSpacing())
+    return image
+
+
+def updateVolumeNodeFromImage(volumeNode: Any, image: sitk.Image) -> None:
+    """Replace the voxels and geometry of ``volumeNode`` by those of a 3D scalar ``image``.
+
+    Everything that can fail happens before the node is touched.
+    """
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError("only 3D single-component images can be stored in a scalar volume node")
+    array = np.ascontiguousarray(sitk.GetArrayFromImage(image))
+    if array.dtype == np.int64 or array.dtype == np.uint64:
+        array = array.astype(np.float64)
+    imageData = vtk.vtkImageData()
+    imageData.SetDimensions(*image.GetSize())
+    imageData.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True))
+    directionRAS = _RAS_LPS @ np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            matrix.SetElement(r, c, directionRAS[r, c])
+    origin = (_RAS_LPS @ np.asarray(image.GetOrigin(), dtype=float)).tolist()
+    wasModifying = volumeNode.StartModify()
+    volumeNode.SetIJKToRASDirectionMatrix(matrix)
+    volumeNode.SetOrigin(*origin)
+    volumeNode.SetSpacing(*image.GetSpacing())
+    volumeNode.SetAndObserveImageData(imageData)
+    volumeNode.EndModify(wasModifying)
+
+
+def writeVolumeNode(volumeNode: Any, path: Path) -> Path:
+    """Write a scalar volume node to ``path`` (.nrrd, .nii.gz, ...) with its exact geometry."""
+    sitk.WriteImage(imageFromVolumeNode(volumeNode), str(path), useCompression=str(path).endswith(".gz"))
+    return Path(path)
+
+
+def ijkToRasArray(volumeNode: Any) -> np.ndarray:
+    """The node's 4x4 IJKToRAS matrix as a numpy array."""
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def physicalCornersRAS(volumeNode: Any) -> List[np.ndarray]:
+    """RAS positions of the 8 outer voxel corners (the physical box covered by the volume)."""
+    dims = volumeNode.GetImageData().GetDimensions()
+    ijkToRas = ijkToRasArray(volumeNode)
+    corners = []
+    for i in (-0.5, dims[0] - 0.5):
+        for j in (-0.5, dims[1] - 0.5):
+            for k in (-0.5, dims[2] - 0.5):
+                corners.append((ijkToRas @ np.array([i, j, k, 1.0]))[:3])
+    return corners

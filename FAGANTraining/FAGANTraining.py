@@ -1,0 +1,407 @@
+import logging
+import sys
+import tempfile
+from typing import Annotated, Optional
+
+import qt
+import slicer
+import vtk
+from FAGANSuperResLib.checkpoints import userCheckpointRegistry
+from FAGANTrainingLib import (
+    PRESETS,
+    RunState,
+    TrainingPlots,
+    TrainingRun,
+    TrainingSettings,
+    formatEta,
+    prepareTraining,
+)
+from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import *
+from slicer.util import VTKObservationMixin
+
+POLL_INTERVAL_MS = 500
+# ctkPathLineEdit widgets synced by hand: the Path connector would show "." for an empty path.
+PATH_WIDGETS = {"dataFolderPathLineEdit": "dataFolder", "vggWeightsPathLineEdit": "vggWeights",
+                "outputFolderPathLineEdit": "outputFolder"}
+
+
+#
+# FAGANTraining
+#
+
+
+class FAGANTraining(ScriptedLoadableModule):
+    """Module description; see ScriptedLoadableModule in Slicer's Base/Python/slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("FA-GAN Training")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Image Synthesis")]
+        self.parent.dependencies = ["FAGANSuperRes"]
+        self.parent.contributors = ["FA-GAN SuperRes team"]
+        self.parent.helpText = _("""
+Train an FA-GAN super-resolution model on your own high-resolution MRI volumes, in a background
+process. Watch losses and validation PSNR, stop and resume. The best checkpoint of a finished run
+appears in the checkpoint list of the FA-GAN Super-Resolution module.
+See the <a href="https://github.com/fagan-superres/FAGANSuperResolution/blob/main/docs/user-guide.md">user guide</a>.
+""")
+        self.parent.acknowledgementText = _("""
+FA-GAN super-resolution extension by the FA-GAN SuperRes team. Module layout follows the Slicer
+scripted module template by Jean-Christophe Fillion-Robin (Kitware), Andras Lasso (PerkLab) and Steve Pieper (Isomics).
+""")
+
+
+#
+# FAGANTrainingParameterNode
+#
+
+
+@parameterNodeWrapper
+class FAGANTrainingParameterNode:
+    """Module state, saved with the scene.
+
+    dataFolder, vggWeights, outputFolder - paths; empty when unset.
+    trainingVolumes - scene volumes exported for training.
+    configPath - config of the last started run (Resume after a scene reload).
+    lossTable ... psnrChart - the run's MRML table and chart nodes.
+    """
+
+    dataFolder: str = ""
+    trainingVolumes: list[vtkMRMLScalarVolumeNode]
+    validationShare: Annotated[float, WithinRange(0.0, 0.9)] = 0.2
+    scale: Annotated[int, Choice([2, 4, 8])] = 4
+    preset: Annotated[str, Choice(list(PRESETS))] = "fagan"
+    iterations: Annotated[int, WithinRange(1, 1000000)] = 2000
+    patchSize: Annotated[int, WithinRange(8, 512)] = 64
+    batchSize: Annotated[int, WithinRange(1, 512)] = 16
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    vggWeights: str = ""
+    outputFolder: str = ""
+    configPath: str = ""
+    lossTable: vtkMRMLTableNode
+    validationTable: vtkMRMLTableNode
+    lossChart: vtkMRMLPlotChartNode
+    psnrChart: vtkMRMLPlotChartNode
+
+
+#
+# FAGANTrainingWidget
+#
+
+
+class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Module GUI; see ScriptedLoadableModuleWidget in Slicer's Base/Python/slicer."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Optional[FAGANTrainingLogic] = None
+        self._parameterNode: Optional[FAGANTrainingParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._run: Optional[TrainingRun] = None
+        self._plots: Optional[TrainingPlots] = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FAGANTraining.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = FAGANTrainingLogic()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self.onPollTimer)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.startButton.connect("clicked(bool)", self.onStartButton)
+        self.ui.stopButton.connect("clicked(bool)", self.onStopButton)
+        self.ui.resumeButton.connect("clicked(bool)", self.onResumeButton)
+        for widgetName, parameterName in PATH_WIDGETS.items():
+            getattr(self.ui, widgetName).connect(
+                "currentPathChanged(QString)", lambda path, name=parameterName: self._setParameter(name, path))
+        self.ui.trainingVolumesComboBox.connect("checkedNodesChanged()", self.onTrainingVolumesChanged)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        """Application exit: the trainer cannot outlive Slicer unnoticed, so kill it."""
+        if self._run and self._run.active:
+            self._run.kill()
+        self._timer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._run and self._run.active:
+            self._run.stop()
+        self._plots = None
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onReload(self) -> None:
+        """Reload the Lib packages too, so code changes take effect (developer mode)."""
+        for name in [m for m in sys.modules if m.split(".")[0] in ("FAGANTrainingLib", "FAGANSuperResLib")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        p = self._parameterNode
+        if not self._plots and p.lossTable and p.validationTable and p.lossChart and p.psnrChart:
+            # Charts of a run saved with the scene.
+            self._plots = TrainingPlots(slicer.mrmlScene, p.lossTable, p.validationTable, p.lossChart, p.psnrChart)
+            self._showCharts()
+
+    def setParameterNode(self, inputParameterNode: Optional[FAGANTrainingParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+            self._updateGUI()
+
+    def _setParameter(self, name: str, value) -> None:
+        if self._parameterNode and getattr(self._parameterNode, name) != value:
+            setattr(self._parameterNode, name, value)
+
+    def onTrainingVolumesChanged(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.trainingVolumes = list(self.ui.trainingVolumesComboBox.checkedNodes())
+
+    #
+    # GUI state
+    #
+
+    def _updateGUI(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if not p:
+            return
+        for widgetName, parameterName in PATH_WIDGETS.items():
+            widget = getattr(self.ui, widgetName)
+            if widget.currentPath != getattr(p, parameterName):
+                wasBlocked = widget.blockSignals(True)
+                widget.currentPath = getattr(p, parameterName)
+                widget.blockSignals(wasBlocked)
+        combo = self.ui.trainingVolumesComboBox
+        wasBlocked = combo.blockSignals(True)
+        for index in range(combo.nodeCount()):
+            node = combo.nodeFromIndex(index)
+            combo.setCheckState(node, qt.Qt.Checked if node in p.trainingVolumes else qt.Qt.Unchecked)
+        combo.blockSignals(wasBlocked)
+
+        state = self._run.state if self._run else RunState.IDLE
+        active = self._run is not None and self._run.active
+        for widget in (self.ui.dataCollapsibleButton, self.ui.modelCollapsibleButton, self.ui.outputCollapsibleButton):
+            widget.enabled = not active
+        self.ui.startButton.enabled = not active and bool(p.outputFolder) and bool(p.dataFolder or p.trainingVolumes)
+        self.ui.stopButton.enabled = state in (RunState.STARTING, RunState.RUNNING)
+        canResume = (self._run.canResume if self._run else bool(p.configPath)) and not active
+        self.ui.resumeButton.enabled = canResume
+
+    #
+    # Run
+    #
+
+    def onStartButton(self) -> None:
+        p = self._parameterNode
+        if not self.logic.ensureDependencies():
+            return
+        settings = TrainingSettings(
+            outputDir=p.outputFolder, dataFolder=p.dataFolder, valFraction=p.validationShare, scale=p.scale,
+            preset=p.preset, iterations=p.iterations, patchSize=p.patchSize, batchSize=p.batchSize,
+            device=p.device, vggWeights=p.vggWeights)
+        with slicer.util.tryWithErrorDisplay(_("Cannot start training."), waitCursor=True):
+            configPath = prepareTraining(settings, list(p.trainingVolumes))
+            p.configPath = str(configPath)
+            self._startRun(TrainingRun(configPath), resume=False)
+
+    def onResumeButton(self) -> None:
+        if not self.logic.ensureDependencies():
+            return
+        run = self._run or TrainingRun.stoppedEarlier(self._parameterNode.configPath)
+        with slicer.util.tryWithErrorDisplay(_("Cannot resume training."), waitCursor=True):
+            self._startRun(run, resume=True)
+
+    def onStopButton(self) -> None:
+        if self._run:
+            self._run.stop()
+            self.ui.statusLabel.text = _("Stopping: the trainer saves its state...")
+            self._updateGUI()
+
+    def _startRun(self, run: TrainingRun, resume: bool) -> None:
+        p = self._parameterNode
+        self._plots = TrainingPlots(slicer.mrmlScene, p.lossTable, p.validationTable, p.lossChart, p.psnrChart)
+        wasModified = p.StartModify()
+        p.lossTable, p.validationTable = self._plots.lossTable, self._plots.validationTable
+        p.lossChart, p.psnrChart = self._plots.lossChart, self._plots.psnrChart
+        p.EndModify(wasModified)
+        self._showCharts()
+        self._run = run
+        if resume:
+            run.resume()
+        else:
+            run.start()
+        self.ui.logTextEdit.appendPlainText(" ".join(run.process.command))
+        self._timer.start()
+        self._updateGUI()
+
+    def _showCharts(self) -> None:
+        for widget, chart, tag in ((self.ui.lossPlotWidget, self._plots.lossChart, "FAGANTrainingLoss"),
+                                   (self.ui.psnrPlotWidget, self._plots.psnrChart, "FAGANTrainingPSNR")):
+            viewNode = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
+            if viewNode is None:
+                viewNode = slicer.mrmlScene.CreateNodeByClass("vtkMRMLPlotViewNode")
+                viewNode.UnRegister(None)
+                viewNode.SetSingletonTag(tag)
+                viewNode.SetSaveWithScene(False)
+                viewNode = slicer.mrmlScene.AddNode(viewNode)
+            viewNode.SetPlotChartNodeID(chart.GetID())
+            widget.setMRMLPlotViewNode(viewNode)
+
+    def onPollTimer(self) -> None:
+        run = self._run
+        if run is None:
+            self._timer.stop()
+            return
+        if run.poll() and self._plots:
+            self._plots.update(run.history)
+        for line in run.process.takeNewLogLines():
+            self.ui.logTextEdit.appendPlainText(line)
+        self.ui.progressBar.value = round(100 * run.fraction)
+        self.ui.statusLabel.text = self._statusText(run)
+        if not run.active:
+            self._timer.stop()
+            self._onRunEnded(run)
+        self._updateGUI()
+
+    def _statusText(self, run: TrainingRun) -> str:
+        text = f"{run.state.value}: iteration {run.iteration}/{run.total or '?'}"
+        if run.phase:
+            text += f" ({run.phase})"
+        if run.active and run.etaSeconds:
+            text += _(", ETA {eta}").format(eta=formatEta(run.etaSeconds))
+        if run.history.lossRows:
+            losses = run.history.lossRows[-1]
+            text += "\n" + ", ".join(f"{k}: {v:.4g}" for k, v in losses.items() if k != "iteration")
+        if run.history.validationRows:
+            last = run.history.validationRows[-1]
+            text += "\n" + _("validation PSNR {psnr:.2f} dB (bicubic {bicubic:.2f} dB)").format(
+                psnr=last.get("psnr", float("nan")), bicubic=last.get("bicubic_psnr", float("nan")))
+        return text
+
+    def _onRunEnded(self, run: TrainingRun) -> None:
+        checkpoint = self.logic.registerBestCheckpoint(run)
+        if run.state == RunState.FAILED:
+            slicer.util.errorDisplay(_("Training failed: {reason}").format(reason=run.error))
+        elif checkpoint:
+            self.ui.statusLabel.text += "\n" + _("Best checkpoint added to FA-GAN Super-Resolution: {path}").format(path=checkpoint)
+
+
+#
+# FAGANTrainingLogic
+#
+
+
+class FAGANTrainingLogic(ScriptedLoadableModuleLogic):
+    """Slicer-side logic: parameter node, dependencies, checkpoint registration. Config writing,
+    command line, progress and the run state machine are in FAGANTrainingLib (Qt-free)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self) -> FAGANTrainingParameterNode:
+        return FAGANTrainingParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def ensureDependencies() -> bool:
+        """Training needs torch (from the PyTorch extension) and the engine's other packages."""
+        import FAGANSuperRes
+
+        return FAGANSuperRes.FAGANSuperResLogic.ensureDependencies("train")
+
+    @staticmethod
+    def registerBestCheckpoint(run: TrainingRun) -> Optional[str]:
+        """Offer the run's best checkpoint in FAGANSuperRes (user checkpoint registry)."""
+        checkpoint = run.bestCheckpoint or run.latestCheckpoint
+        if not checkpoint or run.state == RunState.FAILED:
+            return None
+        try:
+            userCheckpointRegistry().add(checkpoint)
+        except OSError as exc:
+            logging.warning(f"Cannot register checkpoint {checkpoint}: {exc}")
+            return None
+        return checkpoint
+
+
+#
+# FAGANTrainingTest
+#
+
+
+class FAGANTrainingTest(ScriptedLoadableModuleTest):
+    """Module self-test: a few training iterations on synthetic volumes on CPU, stop, resume, finish."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_TrainStopResume()
+
+    def test_TrainStopResume(self):
+        import FAGANSuperRes
+
+        self.assertTrue(FAGANTrainingLogic.ensureDependencies())
+        self.delayDisplay("Training a tiny model on synthetic volumes (CPU): start, stop, resume")
+        volumes = [FAGANSuperRes.createSyntheticMRVolume(f"Train{i}") for i in range(3)]
+        run, stoppedState = trainTinyModel(volumes)
+        self.assertEqual(stoppedState, RunState.STOPPED)
+        self.assertEqual(run.state, RunState.FINISHED, run.error)
+        self.assertEqual(run.iteration, run.total)
+        self.assertTrue(run.bestCheckpoint or run.latestCheckpoint)
+        plots = TrainingPlots(slicer.mrmlScene)
+        plots.update(run.history)
+        self.assertGreater(plots.lossTable.GetNumberOfRows(), 0)
+        self.delayDisplay("Test passed")
+
+
+def trainTinyModel(volumeNodes, iterations: int = 30, stopAt: int = 2):
+    """Train a tiny x2 model on CPU: start, stop at ``stopAt``, resume to the end.
+
+    Returns the run and its state right after the stop. Used by the self-tests.
+    """
+    runFolder = tempfile.mkdtemp(prefix="FAGANTrainingTest-", dir=slicer.app.temporaryPath)
+    settings = TrainingSettings(outputDir=runFolder, scale=2, iterations=iterations, patchSize=16, batchSize=2,
+                                device="cpu", valFraction=0.34,
+                                overrides=["model.n_feats=8", "model.n_blocks=1", "train.log_every=1",
+                                           "train.val_every=5", "train.checkpoint_every=2",
+                                           "train.perceptual_weight=0.0"])
+    run = TrainingRun(prepareTraining(settings, volumeNodes))
+    run.start()
+    while run.iteration < stopAt and run.active:
+        run.wait(0.2)
+    run.stop()
+    stoppedState = run.wait(120)
+    if run.canResume:
+        run.resume()
+        run.wait(600)
+    return run, stoppedState

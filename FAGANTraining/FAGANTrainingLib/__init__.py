@@ -1,0 +1,30 @@
+"""Qt-free logic of the FAGANTraining module: config writing, command line, run state machine,
+progress history and MRML plots."""
+from .history import TrainingHistory, TrainingPlots, formatEta
+from .run import RunState, TrainingRun
+from .training import (
+    PRESETS,
+    TrainingSettings,
+    buildTrainingConfig,
+    exportVolumeNodes,
+    prepareTraining,
+    trainingArguments,
+    trainingCommand,
+    trainingVolumeFiles,
+)
+
+__all__ = [
+    "PRESETS",
+    "RunState",
+    "TrainingHistory",
+    "TrainingPlots",
+    "TrainingRun",
+    "TrainingSettings",
+    "buildTrainingConfig",
+    "exportVolumeNodes",
+    "formatEta",
+    "prepareTraining",
+    "trainingArguments",
+    "trainingCommand",
+    "trainingVolumeFiles",
+]

@@ -1,0 +1,122 @@
+"""Training inputs: data files, scene volumes exported to NIfTI, the config file, the command line."""
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Sequence
+
+from FAGANSuperResLib.engine import engineCommand, ensureEngineImportable
+from FAGANSuperResLib.volumes import writeVolumeNode
+
+PRESETS = ("fagan", "srgan", "ca-srgan", "sa-srgan")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+CONFIG_FILENAME = "slicer_training_config.json"
+EXPORT_FOLDER = "scene_volumes"
+
+
+@dataclass
+class TrainingSettings:
+    """What the FAGANTraining module asks for. Empty strings mean "not set"."""
+
+    outputDir: str
+    dataFolder: str = ""
+    volumeFiles: List[str] = field(default_factory=list)
+    valFraction: float = 0.2
+    scale: int = 4
+    preset: str = "fagan"
+    iterations: int = 2000
+    patchSize: int = 64
+    batchSize: int = 16
+    device: str = "auto"
+    vggWeights: str = ""
+    overrides: List[str] = field(default_factory=list)  # extra "section.key=value" settings
+
+
+def trainingVolumeFiles(folder: Any) -> List[Path]:
+    """Volume files (NIfTI, NRRD, MetaImage) directly inside ``folder``, sorted by name."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"training data folder not found: {folder}")
+    return sorted(p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
+
+
+def exportPaths(volumeNodes: Sequence[Any], folder: Any) -> List[Path]:
+    """NIfTI file names for scene volumes: ``NNN_<sanitized node name>.nii.gz`` in ``folder``."""
+    names = [re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName()).strip("._") or "volume" for node in volumeNodes]
+    return [Path(folder) / f"{index:03d}_{name}.nii.gz" for index, name in enumerate(names)]
+
+
+def exportVolumeNodes(volumeNodes: Sequence[Any], folder: Any) -> List[Path]:
+    """Write scene volumes as NIfTI files (exact geometry) into ``folder``; return their paths."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return [writeVolumeNode(node, path) for node, path in zip(volumeNodes, exportPaths(volumeNodes, folder))]
+
+
+def buildTrainingConfig(settings: TrainingSettings, trainFiles: Sequence[Any]) -> Any:
+    """The validated FAGANConfig for ``settings`` (raises ValueError with a one-line reason).
+
+    Validation, checkpoint and pre-training intervals are shortened for short runs so the
+    chart gets points and the run can be resumed.
+    """
+    ensureEngineImportable()
+    from fagan_engine.presets import preset_config
+    from fagan_engine.config import FAGANConfig
+    from fagan_engine.errors import FAGANError
+
+    if settings.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {settings.preset!r}")
+    if not trainFiles:
+        raise ValueError("no training volumes: choose a data folder with volume files or select scene volumes")
+    iterations = int(settings.iterations)
+    defaults = FAGANConfig()
+    try:
+        model = preset_config(settings.preset, int(settings.scale))
+        data = {
+            "model": dataclasses.asdict(model),
+            "data": {"train": [str(Path(p).resolve()) for p in trainFiles], "val_fraction": float(settings.valFraction),
+                     "patch_size": int(settings.patchSize)},
+            "train": {
+                "output_dir": str(Path(settings.outputDir).resolve()),
+                "iterations": iterations,
+                "pretrain_iterations": min(defaults.train.pretrain_iterations, iterations // 4),
+                "batch_size": int(settings.batchSize),
+                "device": settings.device,
+                "vgg_weights": settings.vggWeights or None,
+                "val_every": max(1, min(defaults.train.val_every, iterations // 20)),
+                "checkpoint_every": max(1, min(defaults.train.checkpoint_every, iterations // 5)),
+            },
+        }
+        return FAGANConfig.from_dict(data).with_overrides(settings.overrides)
+    except FAGANError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def prepareTraining(settings: TrainingSettings, volumeNodes: Sequence[Any] = ()) -> Path:
+    """Collect the data (folder files + exported scene volumes), write the config into the run
+    folder and return the config path. Scene volumes are exported into the run folder so a run
+    can be resumed after Slicer restarts."""
+    runDir = Path(settings.outputDir)
+    if not settings.outputDir:
+        raise ValueError("choose an output run folder")
+    if settings.vggWeights and not Path(settings.vggWeights).is_file():
+        raise ValueError(f"VGG19 weights file not found: {settings.vggWeights}")
+    files: List[Path] = [Path(p) for p in settings.volumeFiles]
+    if settings.dataFolder:
+        files += trainingVolumeFiles(settings.dataFolder)
+    config = buildTrainingConfig(settings, files + exportPaths(volumeNodes, runDir / EXPORT_FOLDER))
+    exportVolumeNodes(volumeNodes, runDir / EXPORT_FOLDER)
+    runDir.mkdir(parents=True, exist_ok=True)
+    configPath = runDir / CONFIG_FILENAME
+    configPath.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return configPath
+
+
+def trainingArguments(configPath: Any, resume: bool = False) -> List[str]:
+    """Arguments of ``fagan_engine train`` (after the subcommand)."""
+    return ["--config", str(configPath), "--progress", "json"] + (["--resume"] if resume else [])
+
+
+def trainingCommand(configPath: Any, resume: bool = False) -> List[str]:
+    """``<python> -m fagan_engine train --config FILE --progress json [--resume]``."""
+    return engineCommand("train", trainingArguments(configPath, resume))

@@ -1,0 +1,147 @@
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import slicer
+from slicer.ScriptedLoadableModule import *
+
+RUN_TIMEOUT_S = 600
+
+
+#
+# FAGANSelfTest
+#
+
+
+class FAGANSelfTest(ScriptedLoadableModule):
+    """End-to-end test of the FAGANSuperResolution extension through its GUI (clinical scenario)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "FAGANSelfTest"
+        self.parent.categories = ["Testing.TestCases"]
+        self.parent.dependencies = ["FAGANSuperRes", "FAGANTraining"]
+        self.parent.contributors = ["FA-GAN SuperRes team"]
+        self.parent.helpText = """
+Runs the clinical scenario of the FAGANSuperResolution extension through the module GUI: load an MR
+volume, pick scale and checkpoint, Apply, check the result and its geometry; cancel a run; reject a bad
+checkpoint; train a tiny model, stop, resume, and find its checkpoint in the super-resolution module.
+Works offline (synthetic volume, bundled checkpoint, CPU).
+"""
+        self.parent.acknowledgementText = "FA-GAN SuperRes team."
+
+
+class FAGANSelfTestWidget(ScriptedLoadableModuleWidget):
+    """Only the Reload and Test buttons of the base class."""
+
+
+class FAGANSelfTestLogic(ScriptedLoadableModuleLogic):
+    """No logic: the test drives the FAGANSuperRes and FAGANTraining modules."""
+
+
+class FAGANSelfTestTest(ScriptedLoadableModuleTest):
+    """The clinical scenario, step by step, through the module widgets."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_ApplyProducesExactGeometry()
+        self.setUp()
+        self.test_CancelLeavesSceneUnchanged()
+        self.setUp()
+        self.test_BadCheckpointIsRejected()
+        self.setUp()
+        self.test_TrainedCheckpointIsOffered()
+
+    def superResWidget(self):
+        slicer.util.selectModule("FAGANSuperRes")
+        return slicer.util.getModuleWidget("FAGANSuperRes")
+
+    def waitUntilIdle(self, widget) -> None:
+        start = time.monotonic()
+        while widget.isRunning():
+            self.assertLess(time.monotonic() - start, RUN_TIMEOUT_S, "super-resolution did not finish in time")
+            slicer.app.processEvents()
+            time.sleep(0.05)
+
+    def test_ApplyProducesExactGeometry(self):
+        import FAGANSuperRes
+
+        self.delayDisplay("Clinician: select a volume, x2, bundled checkpoint, CPU, Apply")
+        inputNode = FAGANSuperRes.createSyntheticMRVolume()
+        widget = self.superResWidget()
+        self.assertTrue(FAGANSuperRes.FAGANSuperResLogic.ensureDependencies("fagan"))
+        p = widget._parameterNode
+        p.inputVolume = inputNode
+        p.scale = 2
+        p.method = "fagan"
+        p.device = "cpu"
+        p.outputVolume = None
+        self.assertTrue(p.checkpointPath, "a bundled x2 checkpoint is expected")
+        self.assertTrue(widget.ui.applyButton.enabled)
+
+        widget.ui.applyButton.click()
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+        self.waitUntilIdle(widget)
+        self.assertEqual(widget.ui.applyButton.text, "Apply")
+
+        output = p.outputVolume
+        self.assertIsNotNone(output, widget.ui.statusLabel.text)
+        inDims = inputNode.GetImageData().GetDimensions()
+        self.assertEqual(output.GetImageData().GetDimensions(), (2 * inDims[0], 2 * inDims[1], inDims[2]))
+        np.testing.assert_allclose(FAGANSuperRes.physicalBox(output), FAGANSuperRes.physicalBox(inputNode), atol=1e-4)
+        background = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode().GetBackgroundVolumeID()
+        self.assertEqual(background, output.GetID())
+        self.delayDisplay("Result shown with exact geometry")
+
+    def test_CancelLeavesSceneUnchanged(self):
+        import FAGANSuperRes
+
+        self.delayDisplay("Clinician: Apply, then Cancel")
+        inputNode = FAGANSuperRes.createSyntheticMRVolume()
+        widget = self.superResWidget()
+        p = widget._parameterNode
+        p.inputVolume, p.scale, p.device, p.outputVolume = inputNode, 2, "cpu", None
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        widget.ui.applyButton.click()
+        self.assertTrue(widget.isRunning())
+        widget.ui.applyButton.click()
+        self.assertFalse(widget.isRunning())
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+        self.assertIsNone(p.outputVolume)
+
+    def test_BadCheckpointIsRejected(self):
+        import FAGANSuperRes
+
+        self.delayDisplay("Clinician: Browse... to a file that is not a checkpoint")
+        FAGANSuperRes.createSyntheticMRVolume()
+        widget = self.superResWidget()
+        before = widget._parameterNode.checkpointPath
+        badFile = Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath)) / "bad.safetensors"
+        badFile.write_bytes(b"not a checkpoint")
+        widget.selectCheckpointFile(str(badFile))
+        self.assertEqual(widget._parameterNode.checkpointPath, before)
+
+    def test_TrainedCheckpointIsOffered(self):
+        from FAGANSuperResLib.checkpoints import (
+            availableCheckpoints,
+            userCheckpointRegistry,
+        )
+
+        import FAGANSuperRes
+        import FAGANTraining
+
+        self.delayDisplay("Researcher: train, stop, resume; clinician: the new checkpoint is offered")
+        volumes = [FAGANSuperRes.createSyntheticMRVolume(f"Train{i}") for i in range(3)]
+        run, stoppedState = FAGANTraining.trainTinyModel(volumes)
+        self.assertEqual(stoppedState.value, "stopped")
+        self.assertEqual(run.state.value, "finished", run.error)
+        registered = FAGANTraining.FAGANTrainingLogic.registerBestCheckpoint(run)
+        self.assertIsNotNone(registered)
+        offered = [info.path.resolve() for info in availableCheckpoints(2, userCheckpointRegistry())]
+        self.assertIn(Path(registered).resolve(), offered)
+        userCheckpointRegistry().remove(registered)
+        self.delayDisplay("Test passed")

@@ -1,0 +1,279 @@
+"""Contracts between the Slicer-side files that no Slicer application checks for us in CI:
+.ui widgets vs widget code and parameter nodes, CMake lists vs files, import rules, Python 3.9,
+and the extension index entry vs CMake."""
+import ast
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = {"FAGANSuperRes": ROOT / "FAGANSuperRes", "FAGANTraining": ROOT / "FAGANTraining",
+           "FAGANSelfTest": ROOT / "Testing" / "FAGANSelfTest"}
+UI_MODULES = ("FAGANSuperRes", "FAGANTraining")
+LIB_PACKAGES = {"FAGANSuperResLib", "FAGANTrainingLib"}
+SLICER_SIDE = [ROOT / "FAGANSuperRes", ROOT / "FAGANTraining", ROOT / "Testing" / "FAGANSelfTest"]
+FILE_SCOPE_ALLOWED = {"slicer", "vtk", "qt", "ctk", "SimpleITK", "numpy", "scipy"} | LIB_PACKAGES
+QT_MODULES = {"qt", "ctk"}
+
+# What widget code may do with each widget class (members and signals).
+WIDGET_API: Dict[str, Set[str]] = {
+    "QPushButton": {"connect", "enabled", "text", "toolTip", "click", "clicked(bool)"},
+    "QComboBox": {"connect", "enabled", "clear", "addItem", "findData", "setCurrentIndex", "itemData",
+                  "blockSignals", "setItemText", "activated(int)"},
+    "QLabel": {"text", "setVisible"},
+    "QProgressBar": {"value", "setVisible"},
+    "QPlainTextEdit": {"appendPlainText"},
+    "ctkCollapsibleButton": {"enabled", "collapsed"},
+    "ctkPathLineEdit": {"connect", "currentPath", "blockSignals", "currentPathChanged(QString)"},
+    "qMRMLCheckableNodeComboBox": {"connect", "checkedNodes", "nodeCount", "nodeFromIndex", "setCheckState",
+                                   "blockSignals", "checkedNodesChanged()"},
+    "qMRMLPlotWidget": {"setMRMLPlotViewNode"},
+}
+
+
+def uiWidgets(module: str) -> Dict[str, str]:
+    """name -> class of every widget in the module's .ui file."""
+    tree = ET.parse(MODULES[module] / "Resources" / "UI" / f"{module}.ui")
+    return {w.get("name"): w.get("class") for w in tree.iter("widget")}
+
+
+def uiParameterWidgets(module: str) -> Dict[str, str]:
+    """SlicerParameterName -> widget class."""
+    tree = ET.parse(MODULES[module] / "Resources" / "UI" / f"{module}.ui")
+    found = {}
+    for widget in tree.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                found[prop.find("string").text] = widget.get("class")
+    return found
+
+
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def slicerSideFiles() -> List[Path]:
+    return sorted(p for folder in SLICER_SIDE for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+# ---------------------------------------------------------------- .ui files and widget code
+
+
+@pytest.mark.parametrize("module", UI_MODULES)
+def test_ui_file_parses_and_connects_the_scene(module):
+    tree = ET.parse(MODULES[module] / "Resources" / "UI" / f"{module}.ui")
+    top = tree.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == module
+    mrmlWidgets = {n for n, c in uiWidgets(module).items() if c.startswith("qMRML") and c != "qMRMLWidget"}
+    connected = {c.findtext("receiver") for c in tree.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert mrmlWidgets == connected
+    customs = {c.findtext("class") for c in tree.iter("customwidget")}
+    assert {c for c in uiWidgets(module).values() if c.startswith(("qMRML", "ctk"))} <= customs
+
+
+def uiUsages(tree: ast.Module):
+    """(widget name, member or signal) for every ``<x>.ui.<name>[.<member>]`` in the code."""
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui":
+            parent = parents.get(node)
+            member = parent.attr if isinstance(parent, ast.Attribute) else None
+            yield node.attr, member
+            call = parents.get(parent)
+            if member == "connect" and isinstance(call, ast.Call) and isinstance(call.args[0], ast.Constant):
+                yield node.attr, call.args[0].value
+
+
+def widgetNameTables(tree: ast.Module) -> Dict[str, str]:
+    """Module-level ``*_WIDGETS = {"widgetName": ...}`` tables (widgets reached with getattr)."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id.endswith("_WIDGETS"):
+            for key in ast.literal_eval(node.value):
+                found[key] = node.targets[0].id
+    return found
+
+
+@pytest.mark.parametrize("module", list(MODULES))
+def test_every_ui_widget_used_exists_with_a_fitting_class(module):
+    tree = parse(MODULES[module] / f"{module}.py")
+    widgets = uiWidgets(module) if module in UI_MODULES else {k: v for m in UI_MODULES for k, v in uiWidgets(m).items()}
+    usages = list(uiUsages(tree))
+    assert usages or module == "FAGANSelfTest"
+    for name, member in usages:
+        assert name in widgets, f"self.ui.{name} is not in the .ui file"
+        if member is not None:
+            assert member in WIDGET_API[widgets[name]], f"{name} ({widgets[name]}) has no {member}"
+    for name in widgetNameTables(tree):
+        assert widgets.get(name) == "ctkPathLineEdit", name
+
+
+def parameterAnnotations(module: str) -> Dict[str, str]:
+    """Parameter name -> annotation source of the module's @parameterNodeWrapper class."""
+    tree = parse(MODULES[module] / f"{module}.py")
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and any(getattr(d, "id", "") == "parameterNodeWrapper" for d in node.decorator_list):
+            return {s.target.id: ast.unparse(s.annotation) for s in node.body if isinstance(s, ast.AnnAssign)}
+    raise AssertionError(f"{module} has no @parameterNodeWrapper class")
+
+
+def fittingWidget(annotation: str) -> str:
+    if annotation.startswith("vtkMRML"):
+        return "qMRMLNodeComboBox"
+    if "Choice(" in annotation:
+        return "QComboBox"
+    if annotation.startswith("Annotated[int") or annotation == "int":
+        return "QSpinBox"
+    if annotation.startswith("Annotated[float") or annotation == "float":
+        return "QDoubleSpinBox"
+    return {"bool": "QCheckBox", "str": "QLineEdit", "pathlib.Path": "ctkPathLineEdit"}.get(annotation, "?")
+
+
+@pytest.mark.parametrize("module", UI_MODULES)
+def test_parameter_widgets_fit_the_parameter_node(module):
+    annotations = parameterAnnotations(module)
+    connected = uiParameterWidgets(module)
+    assert connected
+    for name, widgetClass in connected.items():
+        assert name in annotations, f"SlicerParameterName {name} is not a parameter"
+        assert widgetClass == fittingWidget(annotations[name]), f"{name}: {annotations[name]} in a {widgetClass}"
+    tree = parse(MODULES[module] / f"{module}.py")
+    for table in widgetNameTables(tree).values():
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == table:
+                for parameter in ast.literal_eval(node.value).values():
+                    assert annotations[parameter] == "str"
+
+
+@pytest.mark.parametrize("module", list(MODULES))
+def test_module_has_the_template_classes(module):
+    classes = {n.name: n for n in parse(MODULES[module] / f"{module}.py").body if isinstance(n, ast.ClassDef)}
+    for suffix, base in (("", "ScriptedLoadableModule"), ("Widget", "ScriptedLoadableModuleWidget"),
+                         ("Logic", "ScriptedLoadableModuleLogic"), ("Test", "ScriptedLoadableModuleTest")):
+        assert base in [ast.unparse(b) for b in classes[module + suffix].bases]
+    assert "runTest" in {f.name for f in classes[module + "Test"].body if isinstance(f, ast.FunctionDef)}
+
+
+# ---------------------------------------------------------------- import rules and Python 3.9
+
+
+def fileScopeImports(tree: ast.Module) -> List[str]:
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.append(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", slicerSideFiles(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_file_scope_imports_are_slicer_safe(path):
+    """Third-party packages (torch, fagan_engine, nibabel, ...) are imported inside functions only;
+    Lib packages are Qt-free."""
+    isLib = any(part in LIB_PACKAGES for part in path.parts)
+    allowed = FILE_SCOPE_ALLOWED - (QT_MODULES if isLib else set())
+    for name in fileScopeImports(parse(path)):
+        assert name in sys.stdlib_module_names or name in allowed, f"{name} imported at file scope"
+    if isLib:
+        source = path.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(import|from)\s+(qt|ctk)\b", source, re.MULTILINE), "Lib packages must not use Qt"
+
+
+@pytest.mark.parametrize("module", list(MODULES))
+def test_module_file_runs_nothing_at_import(module):
+    """Only imports, definitions, decorators (template hooks) and literal constants at file scope."""
+    for node in parse(MODULES[module] / f"{module}.py").body:
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        assert isinstance(node, ast.Assign), f"line {node.lineno}: {ast.unparse(node)[:60]}"
+        ast.literal_eval(node.value)  # raises for anything but a literal
+
+
+def test_python_3_9_compatible():
+    vermin = Path(sys.executable).with_name("vermin")
+    proc = subprocess.run([str(vermin), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations",
+                           *map(str, SLICER_SIDE)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- CMake
+
+
+def cmakeLists(path: Path) -> Dict[str, List[str]]:
+    """``set(NAME items...)`` blocks of a CMakeLists.txt, with ${MODULE_NAME} expanded."""
+    text = re.sub(r"#[^\n]*", "", path.read_text(encoding="utf-8"))
+    moduleName = re.search(r"set\(MODULE_NAME\s+(\S+)\)", text)
+    if moduleName:
+        text = text.replace("${MODULE_NAME}", moduleName.group(1))
+    return {m.group(1): m.group(2).split() for m in re.finditer(r"set\((\w+)\s+([^)]*)\)", text)}
+
+
+def relativeFiles(folder: Path, patterns: List[str]) -> Set[str]:
+    return {str(p.relative_to(folder)).replace("\\", "/") for pattern in patterns for p in folder.glob(pattern)
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.mark.parametrize("module", list(MODULES))
+def test_module_cmake_lists_exactly_the_files(module):
+    folder = MODULES[module]
+    lists = cmakeLists(folder / "CMakeLists.txt")
+    assert set(lists["MODULE_PYTHON_SCRIPTS"]) == relativeFiles(folder, ["*.py", "*Lib/*.py"])
+    assert set(lists.get("MODULE_PYTHON_RESOURCES", [])) == relativeFiles(folder, ["Resources/UI/*.ui", "Resources/Icons/*.png"])
+    text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "slicerMacroBuildScriptedModule(" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+    for icon in folder.glob("Resources/Icons/*.png"):
+        assert icon.read_bytes()[16:24] == (128).to_bytes(4, "big") * 2, f"{icon.name} must be 128x128"
+
+
+def test_top_level_cmake_ships_the_engine_and_all_modules():
+    lists = cmakeLists(ROOT / "CMakeLists.txt")
+    engine = ROOT / "fagan_engine"
+    assert set(lists["FAGAN_ENGINE_PYTHON_SCRIPTS"]) == {"fagan_engine/" + p for p in relativeFiles(engine, ["**/*.py"])}
+    bundled = relativeFiles(engine, ["checkpoints/*.safetensors", "checkpoints/*.json", "checkpoints/*.onnx", "configs/*.yaml"])
+    assert set(lists.get("FAGAN_ENGINE_PYTHON_RESOURCES", [])) == {"fagan_engine/" + p for p in bundled}
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    subdirs = re.findall(r"add_subdirectory\(([^)]+)\)", text)
+    assert subdirs == ["FAGANSuperRes", "FAGANTraining", "Testing/FAGANSelfTest"]
+    assert all((ROOT / d / "CMakeLists.txt").is_file() for d in subdirs)
+    assert re.search(r"project\(FAGANSuperResolution\)", text)
+    assert lists["EXTENSION_DEPENDS"] == ['"PyTorch"']
+
+
+def cmakeValue(name: str) -> str:
+    match = re.search(rf'set\({name}\s+"([^"]*)"\)', (ROOT / "CMakeLists.txt").read_text(encoding="utf-8"))
+    assert match, name
+    return match.group(1)
+
+
+def test_extension_metadata_and_images():
+    home = cmakeValue("EXTENSION_HOMEPAGE")
+    assert home == "https://github.com/fagan-superres/FAGANSuperResolution"
+    assert cmakeValue("EXTENSION_CONTRIBUTORS") and len(cmakeValue("EXTENSION_DESCRIPTION")) > 40
+    raw = "https://raw.githubusercontent.com/fagan-superres/FAGANSuperResolution/main/"
+    urls = [cmakeValue("EXTENSION_ICONURL")] + cmakeValue("EXTENSION_SCREENSHOTURLS").split()
+    for url in urls:
+        assert url.startswith(raw + "docs/images/") and url.endswith((".png", ".jpg"))
+    icon = ROOT / cmakeValue("EXTENSION_ICONURL")[len(raw):]
+    assert icon.read_bytes()[16:24] == (128).to_bytes(4, "big") * 2
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License\n                           Version 2.0")
+
+
+def test_index_entry_agrees_with_cmake():
+    entry = json.loads((ROOT / "FAGANSuperResolution.json").read_text(encoding="utf-8"))
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}  # schema v1.0.2
+    assert set(entry) <= allowed and entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert entry["category"] == cmakeValue("EXTENSION_CATEGORY") == "Image Synthesis"
+    assert entry["build_dependencies"] == cmakeValue("EXTENSION_DEPENDS").split()
+    assert entry["scm_url"] in (cmakeValue("EXTENSION_HOMEPAGE"), cmakeValue("EXTENSION_HOMEPAGE") + ".git")
+    assert entry["build_subdirectory"] == "." and 1 <= entry["tier"] <= 5

@@ -1,0 +1,286 @@
+"""FAGANSuperResLib against a real MRML scene (slicer-core) and the real engine process."""
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicer.util
+from FAGANSuperResLib import engine
+from FAGANSuperResLib.checkpoints import (
+    CheckpointRegistry,
+    availableCheckpoints,
+    readCheckpoint,
+)
+from FAGANSuperResLib.logic import (
+    SuperResolutionError,
+    SuperResolutionLogic,
+    superResolutionArguments,
+)
+from FAGANSuperResLib.process import EngineProcess
+from FAGANSuperResLib.volumes import (
+    imageFromVolumeNode,
+    physicalCornersRAS,
+    updateVolumeNodeFromImage,
+)
+from mrml_helpers import addVolumeNode, ijkToRas, smoothArray
+
+# ---------------------------------------------------------------- node <-> image
+
+
+def test_node_image_round_trip_keeps_ijk_to_ras_exactly(scene, obliqueNode):
+    image = imageFromVolumeNode(obliqueNode)
+    # RAS -> LPS: a voxel's physical point in ITK is the node's RAS point with x, y negated.
+    ras = ijkToRas(obliqueNode) @ np.array([3.0, 7.0, 2.0, 1.0])
+    lps = image.TransformContinuousIndexToPhysicalPoint((3.0, 7.0, 2.0))
+    np.testing.assert_allclose(lps, ras[:3] * [-1, -1, 1], atol=1e-12)
+
+    copy = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "copy")
+    updateVolumeNodeFromImage(copy, image)
+    np.testing.assert_allclose(ijkToRas(copy), ijkToRas(obliqueNode), atol=1e-12)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(copy), slicer.util.arrayFromVolume(obliqueNode))
+
+
+def test_non_scalar_inputs_are_refused(scene, obliqueNode):
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(label, np.zeros((2, 3, 4), np.uint8))
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    logic = SuperResolutionLogic()
+    for node, reason in ((None, "no input"), (label, "not a scalar"), (empty, "no voxels")):
+        with pytest.raises(ValueError, match=reason):
+            logic.process(node, None, 2, method="bicubic")
+    with pytest.raises(ValueError, match="differ"):
+        logic.process(obliqueNode, obliqueNode, 2, method="bicubic")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_command_line(tmp_path):
+    args = superResolutionArguments("in.nrrd", "out.nrrd", 4, "/c/x4.safetensors", "coronal", "cpu", "fagan", 2, 64)
+    assert args[:2] == ["in.nrrd", "out.nrrd"]
+    joined = " ".join(args)
+    for part in ("--scale 4", "--plane coronal", "--device cpu", "--method fagan", "--backend auto",
+                 "--progress json", "--checkpoint /c/x4.safetensors", "--batch-size 2", "--tile-size 64"):
+        assert part in joined
+    assert "--checkpoint" not in superResolutionArguments("a", "b", 2, "/c.safetensors", method="bicubic")
+    for bad in ({"scale": 3}, {"plane": "oblique"}, {"device": "gpu"}, {"method": "nearest"}):
+        with pytest.raises(ValueError):
+            superResolutionArguments("a", "b", **{"scale": 2, **bad})
+    command = engine.engineCommand("sr", ["a"])
+    assert command[:4] == [sys.executable, "-m", "fagan_engine", "sr"]  # outside Slicer: this Python
+
+
+def test_engine_environment_puts_the_engine_first():
+    env = engine.engineEnvironment()
+    first = env["PYTHONPATH"].split(os.pathsep)[0]
+    assert (Path(first) / "fagan_engine" / "__init__.py").is_file()
+    assert engine.missingRequirements() == []
+    assert engine.backendAvailable("fagan") and engine.backendAvailable("train")
+
+
+# ---------------------------------------------------------------- node -> SR -> node
+
+
+def assertSuperResolvedGeometry(inputNode, outputNode, scale, inPlane=(0, 1)):
+    inDims = inputNode.GetImageData().GetDimensions()
+    expectedDims = tuple(d * scale if a in inPlane else d for a, d in enumerate(inDims))
+    assert outputNode.GetImageData().GetDimensions() == expectedDims
+    expectedSpacing = [s / scale if a in inPlane else s for a, s in enumerate(inputNode.GetSpacing())]
+    np.testing.assert_allclose(outputNode.GetSpacing(), expectedSpacing, atol=1e-9)
+    np.testing.assert_allclose(ijkToRas(outputNode)[:3, :3] / expectedSpacing, ijkToRas(inputNode)[:3, :3] / inputNode.GetSpacing(), atol=1e-9)
+    # Same physical box (outer voxel corners), to 1e-4 mm.
+    np.testing.assert_allclose(physicalCornersRAS(outputNode), physicalCornersRAS(inputNode), atol=1e-4)
+
+
+def test_bicubic_node_to_node_keeps_oblique_anisotropic_geometry(scene, obliqueNode):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "T")
+    obliqueNode.SetAndObserveTransformNodeID(transform.GetID())
+    before = ijkToRas(obliqueNode)
+    inputArray = slicer.util.arrayFromVolume(obliqueNode).copy()
+    logic = SuperResolutionLogic(temporaryDirectory=None)
+    job = logic.process(obliqueNode, None, 2, method="bicubic", device="cpu")
+    assert job.state == "succeeded" and job.fraction == 1.0
+    output = job.outputVolumeNode
+    assert output.GetName() == "Oblique_SRx2" and output.GetScene() is scene
+    assert output.GetDisplayNode() is not None
+    assert output.GetTransformNodeID() == transform.GetID()
+    assertSuperResolvedGeometry(obliqueNode, output, 2)
+    np.testing.assert_array_equal(ijkToRas(obliqueNode), before)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(obliqueNode), inputArray)
+    # Intensities: 2x2 block means of the bicubic result are close to the input.
+    out = slicer.util.arrayFromVolume(output).astype(float)
+    blocks = out.reshape(out.shape[0], out.shape[1] // 2, 2, out.shape[2] // 2, 2).mean(axis=(2, 4))
+    assert np.abs(blocks - inputArray).mean() < 2.0
+    assert job.process.events[0]["event"] == "start"
+    assert job.process.events[-1]["event"] == "finished"
+    assert not job.workDir.exists()
+
+
+def test_fagan_into_existing_node_with_explicit_plane(scene, obliqueNode, tinyCheckpoints):
+    from fagan_engine.geometry import through_plane_axis
+
+    # A named plane whose slices cut across index axis 0 or 1, so the in-plane axes are not (i, j).
+    image = imageFromVolumeNode(obliqueNode)
+    plane = next(p for p in ("axial", "coronal", "sagittal") if through_plane_axis(image, p) != 2)
+    inPlane = tuple(a for a in range(3) if a != through_plane_axis(image, plane))
+    existing = addVolumeNode(scene, np.zeros((2, 2, 2), np.float32), name="Existing")
+    nodeCount = scene.GetNumberOfNodes()
+    job = SuperResolutionLogic().process(obliqueNode, existing, 4, checkpointPath=str(tinyCheckpoints[4]),
+                                         plane=plane, device="cpu")
+    assert job.outputVolumeNode is existing and scene.GetNumberOfNodes() == nodeCount
+    assertSuperResolvedGeometry(obliqueNode, existing, 4, inPlane)
+    assert np.isfinite(slicer.util.arrayFromVolume(existing)).all()
+
+
+def test_bad_checkpoint_leaves_scene_unchanged(scene, obliqueNode, tmp_path):
+    existing = addVolumeNode(scene, np.ones((2, 3, 4), np.float32), name="Existing")
+    existingMatrix, existingArray = ijkToRas(existing), slicer.util.arrayFromVolume(existing).copy()
+    nodeCount = scene.GetNumberOfNodes()
+    logic = SuperResolutionLogic(temporaryDirectory=str(tmp_path))
+    with pytest.raises(ValueError, match="not found"):
+        logic.process(obliqueNode, None, 2, checkpointPath=str(tmp_path / "missing.safetensors"))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    for output in (None, existing):
+        with pytest.raises(SuperResolutionError) as info:
+            logic.process(obliqueNode, output, 2, checkpointPath=str(corrupt), device="cpu")
+        assert "\n" not in str(info.value) and str(info.value)
+    assert scene.GetNumberOfNodes() == nodeCount
+    np.testing.assert_array_equal(ijkToRas(existing), existingMatrix)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(existing), existingArray)
+    assert list(tmp_path.iterdir()) == [corrupt]  # temporary folders removed
+
+
+def test_cancel_kills_the_run_and_leaves_scene_unchanged(scene, tmp_path):
+    node = addVolumeNode(scene, smoothArray((8, 64, 64)))
+    nodeCount = scene.GetNumberOfNodes()
+    job = SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
+        node, None, 8, method="bicubic", device="cpu", waitForCompletion=False)
+    started = time.monotonic()
+    assert job.poll() is False  # non-blocking while the engine starts
+    assert time.monotonic() - started < 0.5
+    job.cancel()
+    assert job.state == "cancelled" and job.process.finished
+    assert job.poll() is True and job.outputVolumeNode is None
+    assert scene.GetNumberOfNodes() == nodeCount
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_polled_job_reports_progress(scene, obliqueNode):
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, method="bicubic", device="cpu", waitForCompletion=False)
+    seen = []
+    job.onProgress = lambda j: seen.append(j.fraction)
+    deadline = time.monotonic() + 60
+    while not job.poll():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.state == "succeeded" and seen and seen[-1] == 1.0
+    assert job.outputVolumeNode.GetImageData().GetDimensions()[:2] == (40, 32)
+
+
+# ---------------------------------------------------------------- process tree
+
+
+def test_kill_reaches_the_whole_process_tree():
+    """PythonSlicer is a launcher whose child is the real Python: cancel must kill both."""
+    launcher = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import os, time; print(os.getpid(), flush=True); time.sleep(60)'])\n"
+        "child.wait()\n"
+    )
+    process = EngineProcess([sys.executable, "-c", launcher])
+    process.start()
+    deadline = time.monotonic() + 20
+    while not process.logLines:
+        assert time.monotonic() < deadline
+        process.wait(0.1)
+    childPid = int(process.logLines[0])
+    process.kill()
+    assert process.finished and process.returnCode != 0
+    deadline = time.monotonic() + 5
+    while processAlive(childPid):
+        assert time.monotonic() < deadline, "the launcher's child survived the cancel"
+        time.sleep(0.05)
+
+
+def processAlive(pid: int) -> bool:
+    """True if ``pid`` runs (a killed orphan may stay a zombie until init reaps it: not alive)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_error_message_prefers_the_protocol_event():
+    script = ("import sys; print('FAGAN {\"event\": \"error\", \"message\": \"bad input\", \"kind\": \"InputError\"}');"
+              "sys.stderr.write('error: bad input\\n'); sys.exit(2)")
+    process = EngineProcess([sys.executable, "-c", script])
+    process.start()
+    assert process.wait(30) == 2
+    assert process.errorMessage() == "bad input"
+    assert process.takeNewLogLines() == ["error: bad input"] and process.takeNewLogLines() == []
+
+
+# ---------------------------------------------------------------- checkpoints and devices
+
+
+def test_checkpoint_registry_and_listing(tmp_path, tinyCheckpoints):
+    registry = CheckpointRegistry(tmp_path / "settings" / "user-checkpoints.json")
+    assert registry.paths() == []
+    registry.add(tinyCheckpoints[2])
+    registry.add(tinyCheckpoints[4])
+    registry.add(tinyCheckpoints[2])  # no duplicates
+    assert registry.paths() == [tinyCheckpoints[4].resolve(), tinyCheckpoints[2].resolve()]
+    x2 = [info for info in availableCheckpoints(2, registry) if not info.bundled]
+    assert [info.path for info in x2] == [tinyCheckpoints[2].resolve()]
+    assert "x2" in x2[0].label and "user" in x2[0].label
+    assert "note: test" in x2[0].describe()
+    assert all(info.scale == 8 for info in availableCheckpoints(8, registry))
+    registry.remove(tinyCheckpoints[4])
+    assert registry.paths() == [tinyCheckpoints[2].resolve()]
+    (tmp_path / "settings" / "user-checkpoints.json").write_text("{not json")
+    assert registry.paths() == []
+
+
+def test_read_checkpoint_validates(tmp_path, tinyCheckpoints):
+    info = readCheckpoint(tinyCheckpoints[4].with_suffix(".json"))  # the sidecar selects its weights
+    assert info.scale == 4 and info.metadata.model["preset"] == "fagan"
+    with pytest.raises(ValueError, match="not x2"):
+        readCheckpoint(tinyCheckpoints[4], expectedScale=2)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"garbage")
+    with pytest.raises(ValueError) as excinfo:
+        readCheckpoint(corrupt)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_device_probe_reports_cpu_only_here():
+    probe = EngineProcess(engine.deviceProbeCommand(), env=engine.engineEnvironment())
+    probe.start()
+    assert probe.wait(60) == 0
+    info = engine.parseDeviceProbe(probe.logLines)
+    assert info.torch and not info.cuda and not info.gpuUsable
+    assert "not usable" in info.gpuLabel()
+    assert engine.parseDeviceProbe(["garbage"]) == engine.DeviceInfo()
+
+
+def test_engine_result_file_geometry_matches_node(scene, obliqueNode, tmp_path):
+    """The temporary NRRD carries the node geometry exactly (what the engine reads)."""
+    from FAGANSuperResLib.volumes import writeVolumeNode
+
+    path = writeVolumeNode(obliqueNode, tmp_path / "input.nrrd")
+    image = sitk.ReadImage(str(path))
+    expected = imageFromVolumeNode(obliqueNode)
+    np.testing.assert_allclose(image.GetDirection(), expected.GetDirection(), atol=1e-15)
+    np.testing.assert_allclose(image.GetOrigin(), expected.GetOrigin(), atol=1e-12)
+    np.testing.assert_allclose(image.GetSpacing(), expected.GetSpacing(), atol=1e-15)

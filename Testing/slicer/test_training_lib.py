@@ -1,0 +1,257 @@
+"""FAGANTrainingLib: config writing, command line, NIfTI export, run state machine, MRML plots."""
+import json
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicer.util
+from FAGANSuperResLib.volumes import imageFromVolumeNode
+from FAGANTrainingLib import (
+    RunState,
+    TrainingHistory,
+    TrainingPlots,
+    TrainingRun,
+    TrainingSettings,
+    buildTrainingConfig,
+    formatEta,
+    prepareTraining,
+    trainingArguments,
+    trainingCommand,
+    trainingVolumeFiles,
+)
+from mrml_helpers import addVolumeNode, smoothArray
+
+# A stand-in trainer speaking the protocol, so the state machine is tested against a real
+# process, real SIGTERM delivery to the process group and a real resume, in a fraction of a second.
+FAKE_TRAINER = textwrap.dedent('''
+    import json, signal, sys, time
+    from pathlib import Path
+    from fagan_engine.protocol import emit
+    config = json.loads(Path(sys.argv[sys.argv.index("--config") + 1]).read_text())
+    run = Path(config["train"]["output_dir"]); total = config["train"]["iterations"]
+    state = run / "state.json"
+    start = json.loads(state.read_text())["iteration"] if "--resume" in sys.argv else 0
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    emit("start", run_dir=str(run), iteration=start, total=total, config={})
+    for it in range(start + 1, total + 1):
+        time.sleep(0.05)
+        emit("progress", epoch=0, iteration=it, total=total, losses={"pixel": 1.0 / it, "adv": 0.1}, lr=1e-4,
+             throughput=10.0, eta_s=0.05 * (total - it), phase="gan")
+        if it % 5 == 0:
+            emit("validation", iteration=it, psnr=30.0 + it / 10, ssim=0.9, bicubic_psnr=29.0, bicubic_ssim=0.88)
+            (run / "best.safetensors").write_bytes(b"x")
+            emit("checkpoint", iteration=it, path=str(run / "best.safetensors"), kind="best")
+        if stop:
+            state.write_text(json.dumps({"iteration": it}))
+            emit("stopped", iteration=it, state=str(state))
+            sys.exit(0)
+        if it == config["train"].get("fail_at", -1):
+            emit("error", message="out of memory", kind="MemoryError")
+            sys.exit(2)
+    emit("finished", iteration=total, best_checkpoint=str(run / "best.safetensors"),
+         latest_checkpoint=str(run / "latest.safetensors"), seconds=1.0)
+''')
+
+
+@pytest.fixture
+def dataFolder(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("b.nii.gz", "a.nrrd", "notes.txt", "c.mha"):
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def waitForIteration(run: TrainingRun, iteration: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while run.iteration < iteration:
+        assert run.active, run.error
+        assert time.monotonic() < deadline, "no progress from the trainer"
+        run.wait(0.05)
+
+
+def settingsFor(tmp_path, **changes) -> TrainingSettings:
+    values = dict(outputDir=str(tmp_path / "run"), dataFolder="", valFraction=0.25, scale=2, preset="srgan",
+                  iterations=40, patchSize=32, batchSize=4, device="cpu")
+    values.update(changes)
+    return TrainingSettings(**values)
+
+
+# ---------------------------------------------------------------- config and command line
+
+
+def test_data_folder_lists_volume_files(dataFolder):
+    assert [p.name for p in trainingVolumeFiles(dataFolder)] == ["a.nrrd", "b.nii.gz", "c.mha"]
+    with pytest.raises(ValueError, match="not found"):
+        trainingVolumeFiles(dataFolder / "missing")
+
+
+def test_config_follows_the_settings(tmp_path, dataFolder):
+    files = trainingVolumeFiles(dataFolder)
+    cfg = buildTrainingConfig(settingsFor(tmp_path, overrides=["train.log_every=1"]), files)
+    assert cfg.model.preset == "srgan" and cfg.model.scale == 2
+    assert not (cfg.model.use_lffb or cfg.model.use_ca or cfg.model.use_sa)  # the preset's switches
+    assert cfg.data.train == [str(p.resolve()) for p in files]
+    assert (cfg.data.val_fraction, cfg.data.patch_size) == (0.25, 32)
+    assert (cfg.train.iterations, cfg.train.batch_size, cfg.train.device) == (40, 4, "cpu")
+    assert cfg.train.pretrain_iterations == 10 and cfg.train.val_every == 2 and cfg.train.checkpoint_every == 8
+    assert cfg.train.vgg_weights is None and cfg.train.log_every == 1
+    for bad, reason in (({"preset": "unet"}, "preset"), ({"patchSize": 4}, "patch_size"),
+                        ({"overrides": ["train.nope=1"]}, "nope")):
+        with pytest.raises(ValueError, match=reason):
+            buildTrainingConfig(settingsFor(tmp_path, **bad), files)
+    with pytest.raises(ValueError, match="no training volumes"):
+        buildTrainingConfig(settingsFor(tmp_path), [])
+
+
+def test_prepare_exports_scene_volumes_with_geometry(tmp_path, scene, dataFolder):
+    from fagan_engine.config import load_config
+
+    nodes = [addVolumeNode(scene, smoothArray(seed=i), name=f"T1 scan/{i}") for i in range(2)]
+    configPath = prepareTraining(settingsFor(tmp_path, dataFolder=str(dataFolder)), nodes)
+    cfg = load_config(str(configPath))
+    exported = [p for p in cfg.data.train if "scene_volumes" in p]
+    assert len(cfg.data.train) == 5 and [p.split("/")[-1] for p in exported] == ["000_T1_scan_0.nii.gz", "001_T1_scan_1.nii.gz"]
+    image, expected = sitk.ReadImage(exported[1]), imageFromVolumeNode(nodes[1])
+    np.testing.assert_allclose(image.GetOrigin(), expected.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(image.GetDirection(), expected.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(image), slicer.util.arrayFromVolume(nodes[1]), rtol=1e-6)
+
+
+def test_prepare_refuses_incomplete_settings(tmp_path):
+    with pytest.raises(ValueError, match="run folder"):
+        prepareTraining(settingsFor(tmp_path, outputDir=""))
+    with pytest.raises(ValueError, match="VGG19"):
+        prepareTraining(settingsFor(tmp_path, vggWeights=str(tmp_path / "vgg.pth")))
+    with pytest.raises(ValueError, match="no training volumes"):
+        prepareTraining(settingsFor(tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_command_line():
+    assert trainingArguments("c.json") == ["--config", "c.json", "--progress", "json"]
+    assert trainingArguments("c.json", resume=True)[-1] == "--resume"
+    assert trainingCommand("c.json")[:4] == [sys.executable, "-m", "fagan_engine", "train"]
+
+
+# ---------------------------------------------------------------- run state machine
+
+
+@pytest.fixture
+def fakeRun(tmp_path, scene):
+    script = tmp_path / "fake_trainer.py"
+    script.write_text(FAKE_TRAINER)
+    node = addVolumeNode(scene, smoothArray())
+
+    def make(**changes):
+        configPath = prepareTraining(settingsFor(tmp_path, **changes), [node])
+        return TrainingRun(configPath, lambda config, resume: [sys.executable, str(script), "--config", str(config)]
+                           + (["--resume"] if resume else []))
+    return make
+
+
+def test_run_stops_on_sigterm_and_resumes_to_the_end(fakeRun):
+    run = fakeRun(iterations=30)
+    assert run.state == RunState.IDLE and not run.canResume
+    run.start()
+    assert run.state == RunState.STARTING
+    with pytest.raises(RuntimeError):
+        run.start()
+    waitForIteration(run, 7)
+    assert run.state == RunState.RUNNING and run.etaSeconds is not None and run.phase == "gan"
+    run.stop()
+    assert run.state == RunState.STOPPING
+    assert run.wait(20) == RunState.STOPPED and run.canResume
+    stoppedAt = run.iteration
+    assert 7 <= stoppedAt < 30 and run.bestCheckpoint
+    run.resume()
+    assert run.wait(20) == RunState.FINISHED and run.iteration == 30 and run.fraction == 1.0
+    assert run.bestCheckpoint.endswith("best.safetensors")
+    iterations = [row["iteration"] for row in run.history.lossRows]
+    assert iterations == sorted(iterations) and iterations[-1] == 30 and len(iterations) == 30
+    with pytest.raises(RuntimeError):
+        run.resume()
+
+
+def test_run_reports_engine_errors(fakeRun):
+    run = fakeRun(iterations=30, overrides=[])
+    cfg = json.loads(run.configPath.read_text())
+    cfg["train"]["fail_at"] = 3
+    run.configPath.write_text(json.dumps(cfg))
+    run.start()
+    assert run.wait(20) == RunState.FAILED
+    assert run.error == "out of memory" and run.canResume
+
+
+def test_run_killed_without_final_event_fails(fakeRun):
+    run = fakeRun(iterations=200)
+    run.start()
+    waitForIteration(run, 1)
+    run.kill()
+    assert run.state == RunState.FAILED and run.error
+
+
+def test_resume_a_run_stopped_in_an_earlier_session(fakeRun):
+    first = fakeRun(iterations=20)
+    first.start()
+    waitForIteration(first, 3)
+    first.stop()
+    assert first.wait(20) == RunState.STOPPED
+    later = TrainingRun.stoppedEarlier(first.configPath)
+    later.commandFactory = first.commandFactory
+    later.resume()
+    assert later.wait(20) == RunState.FINISHED and later.history.lossRows[0]["iteration"] > 3
+
+
+# ---------------------------------------------------------------- history and MRML plots
+
+
+def test_history_truncates_on_resume_and_plots_follow(scene):
+    history = TrainingHistory()
+    for it in (10, 20, 30):
+        history.add({"event": "progress", "iteration": it, "losses": {"pixel": 1.0 / it, "adv": 0.5}})
+    history.add({"event": "validation", "iteration": 20, "psnr": 31.5, "ssim": 0.9, "bicubic_psnr": 30.0, "bicubic_ssim": 0.88})
+    history.add({"event": "validation", "iteration": 30, "psnr": 32.0, "ssim": 0.91, "bicubic_psnr": 30.0, "bicubic_ssim": 0.88})
+    assert history.add({"event": "start", "iteration": 20}) is True  # resumed from the iteration-20 state
+    assert [r["iteration"] for r in history.lossRows] == [10, 20]
+    assert history.add({"event": "checkpoint", "iteration": 20, "path": "x", "kind": "best"}) is False
+
+    plots = TrainingPlots(scene)
+    plots.update(history)
+    plots.update(history)
+    assert plots.lossTable.GetNumberOfRows() == 2 and plots.validationTable.GetNumberOfRows() == 1
+    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(plots.lossTable, "pixel"), [0.1, 0.05])
+    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(plots.validationTable, "psnr"), [31.5])
+    assert plots.lossChart.GetNumberOfPlotSeriesNodes() == 2 and plots.psnrChart.GetNumberOfPlotSeriesNodes() == 2
+    series = plots.psnrChart.GetNthPlotSeriesNode(0)
+    assert series.GetTableNode() is plots.validationTable and series.GetXColumnName() == "iteration"
+    # Nodes from a saved scene are reused, not duplicated.
+    count = scene.GetNumberOfNodes()
+    again = TrainingPlots(scene, *plots.nodes())
+    again.update(history)
+    assert scene.GetNumberOfNodes() == count
+
+
+def test_format_eta():
+    assert [formatEta(s) for s in (None, -1, 12, 245, 3720)] == ["", "", "12s", "4m 05s", "1h 02m"]
+
+
+def test_real_trainer_accepts_the_config_and_reports_progress(tmp_path, scene):
+    """One short run of the engine's trainer on exported scene volumes (stop/resume of the real
+    trainer is covered by the module self-test in Slicer)."""
+    nodes = [addVolumeNode(scene, smoothArray((6, 40, 48), seed=i), name=f"HR{i}") for i in range(3)]
+    settings = settingsFor(tmp_path, preset="fagan", iterations=2, patchSize=16, batchSize=2, valFraction=0.34,
+                           overrides=["model.n_feats=8", "model.n_blocks=1", "model.d_feats=8", "train.log_every=1",
+                                      "train.val_every=2", "train.checkpoint_every=2"])
+    run = TrainingRun(prepareTraining(settings, nodes))
+    run.start()
+    assert run.wait(240) == RunState.FINISHED, run.error
+    assert run.iteration == run.total == 2 and run.runDir == settings.outputDir
+    assert run.history.lossColumns and run.history.validationRows
+    from FAGANSuperResLib.checkpoints import readCheckpoint
+
+    assert readCheckpoint(run.bestCheckpoint, expectedScale=2).metadata.model["n_feats"] == 8
