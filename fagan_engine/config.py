@@ -20,16 +20,21 @@ from typing import Any, Dict, List, Optional, Sequence
 from .errors import ConfigError
 
 SCALES = (2, 4, 8)
-PRESETS = (
-    "fagan",
-    "srgan",
-    "ca-srgan",
-    "sa-srgan",
-    "fagan-no-sa",
-    "fagan-no-ca",
-    "fagan-no-lffb",
-    "fagan-direct-fusion",
-)
+PRESET_SWITCHES: Dict[str, Dict[str, Any]] = {
+    name: {"use_lffb": True, "use_ca": True, "use_sa": True, "fusion": "weighted", **switches}
+    for name, switches in (
+        ("fagan", {}),
+        ("srgan", {"use_lffb": False, "use_ca": False, "use_sa": False}),
+        ("ca-srgan", {"use_lffb": False, "use_sa": False}),
+        ("sa-srgan", {"use_lffb": False, "use_ca": False}),
+        ("fagan-no-sa", {"use_sa": False}),
+        ("fagan-no-ca", {"use_ca": False}),
+        ("fagan-no-lffb", {"use_lffb": False}),
+        ("fagan-direct-fusion", {"fusion": "direct"}),
+    )
+}
+"""The switches each preset fixes: the paper's methods and ablations are one architecture."""
+PRESETS = tuple(PRESET_SWITCHES)
 PLANES = ("auto", "axial", "coronal", "sagittal")
 ATTENTION_PLACEMENTS = ("lr", "hr")
 FUSIONS = ("weighted", "direct")
@@ -61,6 +66,11 @@ class ModelConfig:
         """Raise ConfigError on impossible values."""
         _check_choice("model.scale", self.scale, SCALES)
         _check_choice("model.preset", self.preset, PRESETS)
+        for key, value in PRESET_SWITCHES[self.preset].items():
+            if getattr(self, key) != value:
+                raise ConfigError(
+                    f"model.{key}={getattr(self, key)!r} contradicts preset {self.preset!r}, which sets {key}={value!r}"
+                )
         _check_choice("model.fusion", self.fusion, FUSIONS)
         _check_choice("model.attention_placement", self.attention_placement, ATTENTION_PLACEMENTS)
         for name in ("n_feats", "n_blocks", "ca_reduction", "d_feats"):
@@ -185,7 +195,7 @@ class FAGANConfig:
     def with_overrides(self, overrides: Sequence[str]) -> "FAGANConfig":
         """Apply ``section.key=value`` strings (value parsed as JSON, else as a string)."""
         data = self.to_dict()
-        for item in overrides:
+        for item in sorted(overrides, key=lambda o: not o.strip().startswith("model.preset=")):
             key, sep, raw = item.partition("=")
             parts = key.strip().split(".")
             if not sep or len(parts) != 2 or parts[0] not in data:
@@ -193,6 +203,8 @@ class FAGANConfig:
             if parts[1] not in data[parts[0]]:
                 raise ConfigError(f"unknown config key {key.strip()!r}")
             data[parts[0]][parts[1]] = _parse_value(raw)
+            if key.strip() == "model.preset" and data["model"]["preset"] in PRESET_SWITCHES:
+                data["model"].update(PRESET_SWITCHES[data["model"]["preset"]])
         return FAGANConfig.from_dict(data)
 
 
@@ -237,6 +249,8 @@ def _from_dict(cls: Any, data: Any, prefix: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    if cls is ModelConfig and data.get("preset") in PRESET_SWITCHES:  # unspecified switches follow the preset
+        data = {**PRESET_SWITCHES[data["preset"]], **data}
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]

@@ -53,3 +53,12 @@ def test_load_yaml_and_json(tmp_path: Path) -> None:
         load_config(str(tmp_path / "bad.yaml"))
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_the_preset_decides_the_architecture_switches() -> None:
+    cfg = FAGANConfig.from_dict({"model": {"preset": "srgan"}})
+    assert (cfg.model.use_lffb, cfg.model.use_ca, cfg.model.use_sa) == (False, False, False)
+    assert FAGANConfig().with_overrides(["model.preset=ca-srgan"]).model.use_ca is True
+    assert FAGANConfig().with_overrides(["model.preset=ca-srgan"]).model.use_sa is False
+    with pytest.raises(ConfigError, match="contradicts preset 'srgan'"):
+        FAGANConfig.from_dict({"model": {"preset": "srgan", "use_lffb": True}})
