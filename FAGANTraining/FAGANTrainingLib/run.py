@@ -9,6 +9,7 @@ trainer saves a resumable state and reports ``stopped``), ``poll`` (from a timer
 protocol events and moves the state.
 """
 import enum
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -39,6 +40,10 @@ _TRANSITIONS = {
     RunState.FAILED: (RunState.STARTING,),
     RunState.FINISHED: (),
 }
+
+
+STOP_FILE = "STOP"
+"""Must match fagan_engine.training.trainer.STOP_FILE (imported there; this module stays torch-free)."""
 
 
 class TrainingRun:
@@ -91,11 +96,19 @@ class TrainingRun:
         self._launch(resume=True)
 
     def stop(self) -> None:
-        """Ask the trainer to save its state and exit (SIGTERM to the process group)."""
+        """Ask the trainer to save its state and exit.
+
+        The engine's portable stop is a ``STOP`` file in the run folder (checked every
+        iteration); POSIX also gets SIGTERM to the process group. On Windows, before the run
+        folder is known, the only way left is to end the process.
+        """
         if self.state not in (RunState.STARTING, RunState.RUNNING):
             return
         self._setState(RunState.STOPPING)
-        self.process.terminate()
+        if self.runDir:
+            (self.configPath.parent / self.runDir / STOP_FILE).touch()
+        if os.name == "posix" or not self.runDir:
+            self.process.terminate()
 
     def kill(self) -> None:
         """Kill the process tree at once (application exit); progress since the last checkpoint is lost."""

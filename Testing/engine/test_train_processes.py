@@ -75,6 +75,28 @@ def test_sigterm_saves_a_resumable_state_and_exits_0(crop: Path, tmp_path: Path,
     assert resumed[-1]["event"] == "finished" and resumed[-1]["iteration"] == target
 
 
+def test_a_stop_file_stops_like_sigterm_and_a_stale_one_is_ignored(crop: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "STOP").touch()  # left over from an earlier run: must not stop the new one at once
+    argv = tiny_args(crop, run, "train.iterations=100000", "train.val_every=100000", "--progress", "json")
+    proc = subprocess.Popen(engine_command("train", *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        event = parse_line(line)
+        if event is not None and event["event"] == "progress":
+            (run / "STOP").touch()
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    progress = [e for e in events("".join(lines) + out) if e["event"] == "progress"]
+    last = events("".join(lines) + out)[-1]
+    assert progress[0]["iteration"] == 1 and last["event"] == "stopped"
+    _, state = load_state(Path(last["state"]))
+    assert state["iteration"] == last["iteration"]
+
+
 def test_kill_9_never_leaves_a_corrupt_latest_checkpoint_or_state(tmp_path: Path) -> None:
     rng = random.Random(0)
     for trial in range(4):

@@ -12,12 +12,12 @@ range and needs no loss scaling), channels_last, cudnn.benchmark, optional torch
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import signal
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional
 
@@ -93,19 +93,31 @@ def preflight(cfg: FAGANConfig, resume: bool) -> None:
                 )
 
 
-class StopRequest:
-    """SIGTERM/SIGINT ask the loop to stop after the current step; a second signal acts as usual."""
+STOP_FILE = "STOP"
+"""Creating this file in the run folder stops the run like SIGTERM (portable, e.g. Windows)."""
 
-    def __init__(self) -> None:
-        self.requested = False
+
+class StopRequest:
+    """SIGTERM/SIGINT, or a ``STOP`` file in the run folder, ask the loop to stop after the current
+    step; a second signal acts as usual. A stale ``STOP`` file is removed when the run starts."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.signalled = False
+        self.stop_file = run_dir / STOP_FILE
         self.previous: Dict[int, Any] = {}
 
+    @property
+    def requested(self) -> bool:
+        return self.signalled or self.stop_file.exists()
+
     def install(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.stop_file.unlink()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+        self.signalled = True
         signal.signal(signum, self.previous[signum])
 
     def restore(self) -> None:
@@ -163,7 +175,7 @@ class Trainer:
         self.last_validation: Optional[Dict[str, float]] = None
         if resume and (self.run_dir / STATE_FILE).is_file():
             self._load_state()
-        self.stop = StopRequest()
+        self.stop = StopRequest(self.run_dir)
         self.log: Optional[RunLog] = None
         self.cases: List[EvalCase] = []
         self.baseline: Dict[str, float] = {}
@@ -254,7 +266,7 @@ class Trainer:
     # ---------------------------------------------------------------- step
     def _autocast(self) -> ContextManager[Any]:
         if self.amp_dtype is None:
-            return nullcontext()
+            return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
