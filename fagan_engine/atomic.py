@@ -34,9 +34,9 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_current_umask())
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         _remove_quietly(tmp)
         raise OutputError(describe_os_error(exc, target)) from None
@@ -61,17 +61,24 @@ def describe_os_error(exc: OSError, target: PathLike) -> str:
     return f"cannot write {target}: {exc.strerror or exc}"
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk."""
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Persist renames in ``folder`` on POSIX; best effort, as some file systems refuse it."""
     if os.name != "posix":
         return
-    fd = os.open(str(folder), os.O_RDONLY)
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 

@@ -27,6 +27,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import fsync_dir, fsync_file
 from .errors import ConfigError, InputError, OutputError
 
 SUPPORTED_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -164,7 +165,7 @@ def write_volume(
         raise _write_error(target, exc.strerror, exc.errno) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _fsync_folder(target.parent)
+    fsync_dir(target.parent)
 
 
 def _check_nan_policy(nan_policy: str) -> None:
@@ -321,7 +322,7 @@ def _write_staged(image: sitk.Image, staging: Path, target: Path, compress: bool
         raise _write_error(target, "the written file is incomplete")
     files = sorted(staging.iterdir(), key=lambda f: f == staged)
     for written in files:
-        _fsync_file(written)
+        fsync_file(written)
     return files
 
 
@@ -342,28 +343,6 @@ def _free_bytes(folder: Path) -> int:
         return shutil.disk_usage(str(folder)).free
     except OSError:
         return _LOW_SPACE_BYTES
-
-
-def _fsync_file(path: Path) -> None:
-    descriptor = os.open(str(path), os.O_RDWR)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Persist the renames on POSIX; best effort, as some file systems refuse fsync on folders."""
-    if os.name != "posix":
-        return
-    try:
-        descriptor = os.open(str(folder), os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-    except OSError:
-        pass
 
 
 def _itk_detail(exc: RuntimeError) -> str:
