@@ -1,0 +1,180 @@
+"""ONNX export and the ONNX Runtime backend: fidelity against torch, use without torch, CLIs."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import onnx  # noqa: E402
+
+from benchmarks.common import save_active_checkpoint  # noqa: E402
+from fagan_engine.checkpoint import load_generator  # noqa: E402
+from fagan_engine.cli.export import main as export_main  # noqa: E402
+from fagan_engine.cli.sr import main as sr_main  # noqa: E402
+from fagan_engine.errors import CheckpointError  # noqa: E402
+from fagan_engine.inference import torch_runner  # noqa: E402
+from fagan_engine.onnx_backend import export_onnx, onnx_runner, sidecar_path  # noqa: E402
+from fagan_engine.protocol import parse_line  # noqa: E402
+
+SMALL = {"n_feats": 16, "n_blocks": 1}
+CASES = {
+    "x2-lr-pooled": (2, {}),
+    "x4-lr-pooled": (4, {}),
+    "x2-hr-unpooled": (2, {"attention_placement": "hr", "attention_pool": False, **SMALL}),
+}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Automatic exports go to a per-test cache, not ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Tuple[Path, Path]]:
+    """name → (checkpoint, its sibling .onnx) for every case, exported with fagan-export's code."""
+    folder = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for name, (scale, overrides) in CASES.items():
+        checkpoint = save_active_checkpoint(folder / f"{name}.safetensors", scale, **overrides)
+        out[name] = (checkpoint, export_onnx(str(checkpoint), str(checkpoint.with_suffix(".onnx"))))
+    return out
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("x2-lr-pooled", (3, 1, 19, 26)),
+        ("x4-lr-pooled", (3, 1, 19, 26)),
+        ("x4-lr-pooled", (1, 1, 4, 4)),
+        ("x2-hr-unpooled", (2, 1, 40, 40)),  # 3 query chunks of the attention loop, last one padded
+    ],
+)
+def test_torch_and_onnx_agree_within_1e_4_on_unit_range_data(exported: Dict, name: str, shape: tuple) -> None:
+    checkpoint, onnx_path = exported[name]
+    scale = CASES[name][0]
+    batch = np.random.default_rng(0).random(shape, dtype=np.float32)
+    model, _ = load_generator(str(checkpoint))
+    reference = torch_runner(model, "cpu")(batch)
+    runner, _ = onnx_runner(str(onnx_path), scale)
+    result = runner(batch)
+    assert result.shape == (shape[0], 1, shape[2] * scale, shape[3] * scale)
+    assert np.abs(reference - np.repeat(np.repeat(batch, scale, 2), scale, 3)).max() > 0.05  # not bicubic alone
+    assert np.abs(result - reference).max() < 1e-4
+
+
+def test_bundled_checkpoint_exports_faithfully(tmp_path: Path) -> None:
+    """The shipped ×4 model (×2 has the same architecture; the active models above cover it)."""
+    from fagan_engine.checkpoint import default_checkpoint
+
+    scale = 4
+    checkpoint = default_checkpoint(scale)
+    if checkpoint is None:
+        pytest.skip("no bundled x4 checkpoint")
+    batch = np.random.default_rng(1).random((2, 1, 24, 20), dtype=np.float32)
+    reference = torch_runner(load_generator(str(checkpoint))[0], "cpu")(batch)
+    runner, _ = onnx_runner(str(export_onnx(str(checkpoint), str(tmp_path / "bundled.onnx"))), scale)
+    assert np.abs(runner(batch) - reference).max() < 1e-4
+
+
+def test_export_has_no_softmax_matrix_and_carries_the_checkpoint_metadata(exported: Dict) -> None:
+    checkpoint, onnx_path = exported["x4-lr-pooled"]
+    model = onnx.load(str(onnx_path))
+    ops = {n.op_type for n in model.graph.node}
+    assert "Loop" in ops and not {"Softmax", "MatMul"} & ops
+    body_ops = {n.op_type for n in model.graph.node if n.op_type == "Loop" for n in n.attribute[0].g.node}
+    assert "MultiHeadAttention" in body_ops and "Softmax" not in body_ops
+    embedded = json.loads({p.key: p.value for p in model.metadata_props}["fagan"])
+    assert embedded == json.loads(checkpoint.with_suffix(".json").read_text())
+    assert json.loads(sidecar_path(onnx_path).read_text()) == embedded
+
+
+def test_runner_checks_scale_and_sidecar(exported: Dict, tmp_path: Path) -> None:
+    _, onnx_path = exported["x2-lr-pooled"]
+    with pytest.raises(CheckpointError, match="is for x2, but x4"):
+        onnx_runner(str(onnx_path), 4)
+    copy = tmp_path / "copy.onnx"
+    shutil.copy(onnx_path, copy)
+    sidecar = json.loads(sidecar_path(onnx_path).read_text())
+    sidecar["normalization"]["high_percentile"] = 99.0
+    sidecar_path(copy).write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="disagrees"):
+        onnx_runner(str(copy), 2)
+
+
+def test_onnx_backend_runs_without_torch(exported: Dict, tmp_path: Path) -> None:
+    checkpoint, onnx_path = exported["x4-lr-pooled"]
+    lonely = tmp_path / "lonely" / checkpoint.name
+    lonely.parent.mkdir()
+    shutil.copy(checkpoint, lonely)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # as in a Slicer without the PyTorch extension
+        import numpy as np, SimpleITK as sitk
+        from fagan_engine.errors import CheckpointError
+        from fagan_engine.inference import super_resolve
+        image = sitk.GetImageFromArray(np.random.default_rng(0).random((2, 12, 10)).astype(np.float32))
+        direct = super_resolve(image, 4, checkpoint={str(onnx_path)!r}, backend="onnx")
+        sibling = super_resolve(image, 4, checkpoint={str(checkpoint)!r}, backend="auto")
+        assert direct.GetSize() == sibling.GetSize() == (40, 48, 2)
+        assert np.array_equal(sitk.GetArrayFromImage(direct), sitk.GetArrayFromImage(sibling))
+        try:
+            super_resolve(image, 4, checkpoint={str(lonely)!r}, backend="onnx")
+        except CheckpointError as exc:
+            print("ERROR", exc)
+        print("TORCH", any(m.split(".")[0] == "torch" for m, v in sys.modules.items() if v is not None))
+        """
+    )
+    env = {"XDG_CACHE_HOME": str(tmp_path / "empty-cache"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH False" in proc.stdout
+    assert "ERROR no ONNX export of" in proc.stdout and "fagan-export" in proc.stdout
+
+
+def test_fagan_sr_onnx_backend_end_to_end(icbm_crop_file: Path, tmp_path: Path, private_cache: Path, capsys: pytest.CaptureFixture) -> None:
+    """No sibling export: with torch installed the checkpoint is exported once into the cache."""
+    checkpoint = save_active_checkpoint(tmp_path / "tiny.safetensors", 2, n_feats=8, n_blocks=1)
+    outputs = {}
+    for backend in ("onnx", "torch"):
+        outputs[backend] = tmp_path / f"{backend}.nrrd"
+        argv = [icbm_crop_file, outputs[backend], "--scale", 2, "--checkpoint", checkpoint, "--backend", backend, "--progress", "json"]
+        assert sr_main([str(a) for a in argv]) == 0
+        stdout = capsys.readouterr().out
+        assert all(parse_line(line) is not None for line in stdout.splitlines()), stdout  # exporter kept stdout clean
+    assert len(list(private_cache.rglob("*.onnx"))) == 1
+    onnx_result, torch_result = (sitk.GetArrayFromImage(sitk.ReadImage(str(outputs[b]))) for b in ("onnx", "torch"))
+    assert onnx_result.shape == (6, 112, 96)
+    assert np.abs(onnx_result - torch_result).max() < 1e-4 * np.ptp(torch_result)
+
+
+def test_fagan_export_cli(exported: Dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    checkpoint, onnx_path = exported["x2-lr-pooled"]
+    assert export_main([str(checkpoint), str(onnx_path)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert export_main([str(checkpoint), str(tmp_path / "model.onx")]) == 2
+    assert "must end with .onnx" in capsys.readouterr().err
+    assert export_main([str(tmp_path / "missing.safetensors"), str(tmp_path / "m.onnx")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_onnx_backend_needs_a_checkpoint() -> None:
+    from fagan_engine.errors import InputError
+    from fagan_engine.inference import super_resolve
+
+    image = sitk.GetImageFromArray(np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(InputError, match="needs a checkpoint"):
+        super_resolve(image, 2, backend="onnx", untrained=True)

@@ -1,0 +1,1 @@
+"""FA-GAN benchmark suite: ``python -m benchmarks.run`` (see docs/performance.md)."""

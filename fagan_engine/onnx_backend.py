@@ -1,0 +1,211 @@
+"""ONNX export of the generator, and an ONNX Runtime runner that needs no torch.
+
+``export_onnx`` writes ``NAME.onnx`` (dynamic batch, height and width) with the checkpoint's
+metadata inside (``metadata_props["fagan"]``) and beside it as ``NAME.onnx.json``.
+``onnx_runner`` loads such a file with onnxruntime only, so a Slicer without PyTorch can
+super-resolve; given a ``.safetensors`` checkpoint it uses the sibling ``.onnx`` exported from it.
+
+Self-attention never materialises the N×N matrix: the exporter would lower
+``scaled_dot_product_attention`` to MatMul + Softmax + MatMul, so each call is replaced by
+``onnx_attention.chunked_attention`` (a Loop over query chunks around ONNX Runtime's
+``com.microsoft::MultiHeadAttention``, whose CPU kernel is flash attention). See
+docs/performance.md for the memory measurements.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional, Tuple
+
+import numpy as np
+
+from ._version import __version__
+from .atomic import atomic_write_bytes
+from .checkpoint import METADATA_KEY, CheckpointMetadata, _parse_metadata, read_metadata
+from .config import NormalizationConfig
+from .errors import CheckpointError, InputError, OutputError
+
+Runner = Callable[[np.ndarray], np.ndarray]
+OPSET = 18
+INPUT_NAME = "lr"
+OUTPUT_NAME = "sr"
+MAX_OUTPUT_PIXELS = 1 << 19
+"""Output pixels per ONNX Runtime call (8 slices of 256²). ORT's working set is about 800 bytes
+per output pixel and its speed does not depend on the batch size, so larger batches are split:
+about 400 MiB whatever the slice size and batch (docs/performance.md)."""
+
+
+def export_onnx(checkpoint_path: str, output_path: str) -> Path:
+    """Export the checkpoint's generator to ``output_path`` (.onnx) plus ``output_path + '.json'``."""
+    from .checkpoint import load_generator
+
+    target = Path(output_path)
+    if target.suffix != ".onnx":
+        raise OutputError(f"ONNX output must end with .onnx, got {target.name}")
+    if not target.parent.is_dir():
+        raise OutputError(f"output folder does not exist: {target.parent}")
+    model, metadata = load_generator(checkpoint_path)
+    proto = generator_to_onnx(model, metadata)
+    atomic_write_bytes(target, proto.SerializeToString())
+    atomic_write_bytes(sidecar_path(target), (metadata.to_json() + "\n").encode("utf-8"))
+    return target
+
+
+def generator_to_onnx(model: Any, metadata: CheckpointMetadata, trim_key_padding: bool = True) -> Any:
+    """Trace ``model`` (a Generator) into a checked ``onnx.ModelProto`` carrying ``metadata``."""
+    import onnx
+    import torch
+
+    proto = trace_to_onnx(model, torch.rand(2, 1, 24, 20), trim_key_padding)
+    onnx.helper.set_model_props(proto, {METADATA_KEY: metadata.to_json()})
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def trace_to_onnx(module: Any, example: Any, trim_key_padding: bool = True) -> Any:
+    """Export an NCHW → NCHW module with dynamic batch, height and width (height, width ≥ 4);
+    every attention call becomes the chunked MultiHeadAttention loop of ``onnx_attention``.
+
+    ``example`` needs a batch ≥ 2 (size 1 would be specialised). ``trim_key_padding`` drops the
+    zero channels SelfAttention pads q and k with (False only to measure what that saves).
+    """
+    import torch
+
+    from .onnx_attention import replace_placeholders, sdpa_translation
+
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=4), 3: torch.export.Dim("width", min=4)}
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # the exporter logs optional-dependency notices at WARNING
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module.float().eval(),
+                (example,),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=(dims,),
+                custom_translation_table={torch.ops.aten.scaled_dot_product_attention.default: sdpa_translation},
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
+    return replace_placeholders(program.model_proto, _key_channels(module) if trim_key_padding else None)
+
+
+def _key_channels(module: Any) -> Optional[int]:
+    """The C/8 projection width shared by every SelfAttention in ``module`` (None if none or mixed)."""
+    from .archs import SelfAttention
+
+    widths = {m.key_channels for m in module.modules() if isinstance(m, SelfAttention)}
+    return widths.pop() if len(widths) == 1 else None
+
+
+def onnx_runner(checkpoint_or_onnx_path: str, scale: int) -> Tuple[Runner, NormalizationConfig]:
+    """A (B, 1, h, w) → (B, 1, h·s, w·s) float32 runner on ONNX Runtime's CPU provider.
+
+    Accepts an exported ``.onnx`` or a ``.safetensors`` checkpoint; for the latter the sibling
+    ``NAME.onnx`` is used if it was exported from these weights, else (torch installed) the
+    checkpoint is exported once into the user cache, else a CheckpointError says to export it.
+    """
+    path = Path(checkpoint_or_onnx_path)
+    if path.suffix == ".onnx":
+        onnx_path = path
+    elif path.suffix in (".safetensors", ".json"):
+        onnx_path = _onnx_for_checkpoint(path)
+    else:
+        raise CheckpointError(f"{path.name} is neither an exported .onnx model nor a .safetensors checkpoint")
+    session, metadata = _open_session(onnx_path)
+    if metadata.scale != scale:
+        raise CheckpointError(f"model {onnx_path.name} is for x{metadata.scale}, but x{scale} was asked for")
+    input_name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        step = max(1, MAX_OUTPUT_PIXELS // (batch.shape[2] * batch.shape[3] * scale * scale))
+        parts = [np.ascontiguousarray(batch[i : i + step], dtype=np.float32) for i in range(0, len(batch), step)]
+        outputs = [session.run(None, {input_name: part})[0] for part in parts]
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    return run, metadata.normalization_config()
+
+
+def sidecar_path(onnx_path: Path) -> Path:
+    """``NAME.onnx`` → ``NAME.onnx.json``."""
+    return onnx_path.with_name(onnx_path.name + ".json")
+
+
+def _onnx_for_checkpoint(checkpoint: Path) -> Path:
+    """The exported model of ``checkpoint``: its sibling, a cached export, or a fresh one."""
+    wanted = read_metadata(str(checkpoint))
+    sibling = checkpoint.with_suffix(".onnx")
+    if sibling.is_file() and _read_embedded_metadata(sibling).weights_sha256 == wanted.weights_sha256:
+        return sibling
+    cached = _cache_dir() / f"{wanted.weights_sha256[:32]}-{__version__}.onnx"
+    if cached.is_file():
+        return cached
+    if importlib.util.find_spec("torch") is None:
+        stale = " (the sibling .onnx was exported from other weights)" if sibling.is_file() else ""
+        raise CheckpointError(
+            f"no ONNX export of {checkpoint.name}{stale}; run `fagan-export {checkpoint} {sibling}` "
+            "where PyTorch is installed, or install PyTorch"
+        )
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    return export_onnx(str(checkpoint), str(cached))
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fagan_engine" / "onnx"
+
+
+def _open_session(onnx_path: Path) -> Tuple[Any, CheckpointMetadata]:
+    """An inference session and the checked metadata of an exported model.
+
+    Worker threads park instead of spinning between ops: on a busy machine (Slicer's UI, other
+    jobs) spinning threads steal the cores the computing ones need (docs/performance.md).
+    """
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session, metadata = _load(onnx_path, options)
+    sidecar = sidecar_path(onnx_path)
+    if sidecar.is_file() and _parse_metadata(sidecar.read_text(encoding="utf-8"), sidecar) != metadata:
+        raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {onnx_path.name}")
+    return session, metadata
+
+
+def _read_embedded_metadata(onnx_path: Path) -> CheckpointMetadata:
+    """Metadata of an exported model (its graph is loaded but not optimised)."""
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return _load(onnx_path, options)[1]
+
+
+def _load(onnx_path: Path, options: Any) -> Tuple[Any, CheckpointMetadata]:
+    ort = _import_onnxruntime()
+    if not onnx_path.is_file():
+        raise CheckpointError(f"ONNX model not found: {onnx_path}")
+    try:
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        raise CheckpointError(f"cannot load ONNX model {onnx_path.name}: {str(exc).splitlines()[0]}") from None
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise CheckpointError(f"{onnx_path.name} is an ONNX model but not an FA-GAN export (no metadata)")
+    return session, _parse_metadata(raw, onnx_path)
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise InputError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
+    return onnxruntime
+
