@@ -98,11 +98,11 @@ def read_metadata(path: str) -> CheckpointMetadata:
     raw = header.get("__metadata__", {}).get(METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{target.name} is a safetensors file but not an FA-GAN checkpoint (no metadata)")
-    metadata = _parse_metadata(raw, target)
+    metadata = parse_metadata(raw, target)
     if _data_digest(blob) != metadata.weights_sha256:
         raise CheckpointError(f"checkpoint {target.name} is corrupt or was modified: weights checksum mismatch")
     sidecar = target.with_suffix(".json")
-    if sidecar.is_file() and _parse_metadata(sidecar.read_text(encoding="utf-8"), sidecar) != metadata:
+    if sidecar.is_file() and parse_metadata(sidecar.read_text(encoding="utf-8"), sidecar) != metadata:
         raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {target.name}")
     return metadata
 
@@ -186,7 +186,8 @@ def _data_digest(blob: bytes) -> str:
     return hashlib.sha256(blob[8 + length :]).hexdigest()
 
 
-def _parse_metadata(raw: str, source: Path) -> CheckpointMetadata:
+def parse_metadata(raw: str, source: Path) -> CheckpointMetadata:
+    """Parse and check metadata JSON (from a checkpoint header or a sidecar)."""
     try:
         data = json.loads(raw)
         fields = {f.name for f in dataclasses.fields(CheckpointMetadata)}

@@ -29,6 +29,10 @@ Plane = Union[str, Tuple[int, int]]
 MIN_SLICE = 4
 """Smallest in-plane LR size (pixels) the networks accept (2×2 attention pooling, 3×3 convs)."""
 DEFAULT_TILE_OVERLAP = 16
+MAX_OUTPUT_PIXELS = 1 << 19
+"""Most output pixels per network call (8 slices of 256²): torch and ONNX Runtime need roughly 1 KiB of
+working memory per output pixel and their speed does not depend on batch size, so larger batches are
+split, bounding memory whatever the slice size (docs/performance.md)."""
 OUTPUT_DTYPES = ("float32", "int16", "uint16")
 
 
@@ -62,7 +66,7 @@ def super_resolve(
     batch_size: int = 8,
     tile_size: Optional[int] = None,
     progress: Optional[Progress] = None,
-    backend: str = "torch",
+    backend: str = "auto",
     untrained: bool = False,
     nan_policy: str = "error",
     output_dtype: str = "float32",
@@ -151,8 +155,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def capped(call: Runner, scale: int) -> Runner:
+    """Split a batch so no call produces more than MAX_OUTPUT_PIXELS (one slice at least)."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        step = max(1, MAX_OUTPUT_PIXELS // (batch.shape[2] * batch.shape[3] * scale * scale))
+        if step >= len(batch):
+            return call(batch)
+        return np.concatenate([call(np.ascontiguousarray(batch[i : i + step])) for i in range(0, len(batch), step)])
+
+    return run
+
+
 def torch_runner(model: Any, device: str) -> Runner:
-    """Wrap a generator as a numpy → numpy runner without autograd."""
+    """Wrap a generator as a numpy → numpy runner without autograd, memory-capped per call."""
     import torch
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -160,17 +176,38 @@ def torch_runner(model: Any, device: str) -> Runner:
             out = model(torch.from_numpy(batch).to(device))
             return out.float().cpu().numpy()
 
-    return run
+    return capped(run, model.scale)
+
+
+def bicubic_matrix(size: int, scale: int) -> np.ndarray:
+    """(size·scale, size) bicubic interpolation matrix: a = -0.75, half-pixel centres, clamped edges.
+
+    Identical to PyTorch's ``interpolate(mode="bicubic", align_corners=False)``, without torch.
+    """
+    out = np.arange(size * scale)
+    position = (out + 0.5) / scale - 0.5
+    base = np.floor(position).astype(int)
+    t = position - base
+    a = -0.75
+    weights = [
+        ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+        ((a + 2) * t - (a + 3)) * t * t + 1,
+        ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+        ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+    ]
+    matrix = np.zeros((size * scale, size))
+    for offset, weight in zip(range(-1, 3), weights):
+        np.add.at(matrix, (out, np.clip(base + offset, 0, size - 1)), weight)
+    return matrix
 
 
 def bicubic_runner(scale: int) -> Runner:
-    """Bicubic upsampling (a = -0.75, half-pixel centres), the same grid convention as the network."""
-    import torch
-    import torch.nn.functional as F
+    """Bicubic upsampling with the network's grid convention, as two matrix products per slice."""
 
     def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return F.interpolate(torch.from_numpy(batch), scale_factor=scale, mode="bicubic", align_corners=False).numpy()
+        rows = bicubic_matrix(batch.shape[2], scale)
+        cols = bicubic_matrix(batch.shape[3], scale)
+        return np.einsum("ij,bcjk,lk->bcil", rows, batch, cols, optimize=True).astype(np.float32)
 
     return run
 

@@ -24,20 +24,15 @@ import numpy as np
 
 from ._version import __version__
 from .atomic import atomic_write_bytes
-from .checkpoint import METADATA_KEY, CheckpointMetadata, _parse_metadata, read_metadata
+from .checkpoint import METADATA_KEY, CheckpointMetadata, parse_metadata, read_metadata
 from .config import NormalizationConfig
 from .errors import CheckpointError, InputError, OutputError
+from .inference import capped
 
 Runner = Callable[[np.ndarray], np.ndarray]
 OPSET = 18
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
-MAX_OUTPUT_PIXELS = 1 << 19
-"""Output pixels per ONNX Runtime call (8 slices of 256²). ORT's working set is about 800 bytes
-per output pixel and its speed does not depend on the batch size, so larger batches are split:
-about 400 MiB whatever the slice size and batch (docs/performance.md)."""
-
-
 def export_onnx(checkpoint_path: str, output_path: str) -> Path:
     """Export the checkpoint's generator to ``output_path`` (.onnx) plus ``output_path + '.json'``."""
     from .checkpoint import load_generator
@@ -127,12 +122,9 @@ def onnx_runner(checkpoint_or_onnx_path: str, scale: int) -> Tuple[Runner, Norma
     input_name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:
-        step = max(1, MAX_OUTPUT_PIXELS // (batch.shape[2] * batch.shape[3] * scale * scale))
-        parts = [np.ascontiguousarray(batch[i : i + step], dtype=np.float32) for i in range(0, len(batch), step)]
-        outputs = [session.run(None, {input_name: part})[0] for part in parts]
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        return session.run(None, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
-    return run, metadata.normalization_config()
+    return capped(run, scale), metadata.normalization_config()
 
 
 def sidecar_path(onnx_path: Path) -> Path:
@@ -175,7 +167,7 @@ def _open_session(onnx_path: Path) -> Tuple[Any, CheckpointMetadata]:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session, metadata = _load(onnx_path, options)
     sidecar = sidecar_path(onnx_path)
-    if sidecar.is_file() and _parse_metadata(sidecar.read_text(encoding="utf-8"), sidecar) != metadata:
+    if sidecar.is_file() and parse_metadata(sidecar.read_text(encoding="utf-8"), sidecar) != metadata:
         raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {onnx_path.name}")
     return session, metadata
 
@@ -199,7 +191,7 @@ def _load(onnx_path: Path, options: Any) -> Tuple[Any, CheckpointMetadata]:
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{onnx_path.name} is an ONNX model but not an FA-GAN export (no metadata)")
-    return session, _parse_metadata(raw, onnx_path)
+    return session, parse_metadata(raw, onnx_path)
 
 
 def _import_onnxruntime() -> Any:

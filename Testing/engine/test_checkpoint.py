@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import save_untrained_checkpoint
+from engine_helpers import save_untrained_checkpoint
 from fagan_engine.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
 from fagan_engine.errors import CheckpointError
 

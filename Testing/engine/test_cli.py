@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import save_untrained_checkpoint
+from engine_helpers import save_untrained_checkpoint
 from fagan_engine.cli.sr import main
 from fagan_engine.geometry import physical_corners
 from fagan_engine.protocol import parse_line

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import save_untrained_checkpoint
+from engine_helpers import save_untrained_checkpoint
 from fagan_engine.cli.evaluate import main
 from fagan_engine.training.inception import InceptionV3Features, frechet_distance
 from train_helpers import one_thread, write_crop  # noqa: F401

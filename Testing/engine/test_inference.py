@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import oblique_volume, save_untrained_checkpoint
+from engine_helpers import oblique_volume, save_untrained_checkpoint
 from fagan_engine.degradation import downsample_volume
 from fagan_engine.errors import CheckpointError, InputError
 from fagan_engine.geometry import physical_corners, plane_axes
@@ -121,3 +121,43 @@ def test_downsample_then_bicubic_lands_on_the_hr_grid(icbm_crop: sitk.Image) -> 
     assert np.allclose(out.GetSpacing(), icbm_crop.GetSpacing(), atol=1e-9)
     metrics = volume_metrics(sitk.GetArrayFromImage(icbm_crop), sitk.GetArrayFromImage(out), crop=2)
     assert metrics["psnr"] > 20 and 0.5 < metrics["ssim"] <= 1.0
+
+
+def test_numpy_bicubic_equals_torch_bicubic() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    batch = np.random.default_rng(3).random((2, 1, 7, 13), dtype=np.float32)
+    for scale in (2, 4, 8):
+        expected = F.interpolate(torch.from_numpy(batch), scale_factor=scale, mode="bicubic", align_corners=False).numpy()
+        assert np.abs(bicubic_runner(scale)(batch) - expected).max() < 1e-5
+
+
+def test_bundled_models_and_bicubic_work_without_torch(icbm_crop_file: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import SimpleITK as sitk\n"
+        "from fagan_engine import super_resolve\n"
+        f"image = sitk.ReadImage({str(icbm_crop_file)!r})\n"
+        "print(super_resolve(image, 2, plane='axial').GetSize(), super_resolve(image, 4, method='bicubic').GetSize())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(96, 112, 6) (192, 224, 6)"
+
+
+def test_large_batches_are_split_to_bound_memory() -> None:
+    from fagan_engine.inference import MAX_OUTPUT_PIXELS, capped
+
+    calls = []
+
+    def record(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return bicubic_runner(4)(batch)
+
+    batch = np.zeros((10, 1, 256, 256), dtype=np.float32)  # 1024² outputs: 2 slices exceed the cap
+    out = capped(record, 4)(batch)
+    assert out.shape == (10, 1, 1024, 1024) and max(calls) * 1024 * 1024 <= max(MAX_OUTPUT_PIXELS, 1024 * 1024)

@@ -1,11 +1,17 @@
 """FA-GAN network architectures: generator, discriminator and the blocks they are built from."""
 from __future__ import annotations
 
-from .attention import GFFB, ChannelAttention, SelfAttention, direct_fusion, weighted_fusion
+from ..presets import preset_config
+from .attention import (
+    GFFB,
+    ChannelAttention,
+    SelfAttention,
+    direct_fusion,
+    weighted_fusion,
+)
 from .blocks import LFFB, ResidualBlock
 from .discriminator import Discriminator, build_discriminator
 from .generator import Generator, build_generator
-from ..presets import preset_config
 
 __all__ = [
     "GFFB",

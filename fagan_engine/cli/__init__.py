@@ -1,11 +1,25 @@
 """Command-line entry points. ``run_cli`` gives every command the same error contract."""
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
-from ..errors import FAGANError
+from ..errors import FAGANError, InputError
 from ..protocol import emit
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage mistakes as one ``error: ...`` line (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(message)
+
+
+def entry_point(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
+    """Run a command's ``body(args)`` under ``run_cli`` (``argv`` defaults to sys.argv)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_cli(lambda: body(args), wants_json(args))
 
 
 def run_cli(body: Callable[[], int], json_progress: bool) -> int:

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..config import PLANES, SCALES
-from . import run_cli
-from .sr import OneLineParser
+from . import OneLineParser, entry_point
 
 
 def build_parser() -> OneLineParser:
@@ -25,8 +24,7 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args_list = sys.argv[1:] if argv is None else list(argv)
-    return run_cli(lambda: _main(args_list), json_progress=False)
+    return entry_point(_main, argv)
 
 
 def _main(argv: List[str]) -> int:

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import OutputError
-from . import run_cli
-from .sr import OneLineParser
+from . import OneLineParser, entry_point
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args_list = sys.argv[1:] if argv is None else list(argv)
-    return run_cli(lambda: _main(args_list), json_progress=False)
+    return entry_point(_main, argv)
 
 
 def _main(argv: List[str]) -> int:

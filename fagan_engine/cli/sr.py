@@ -7,17 +7,9 @@ import time
 from typing import List, Optional
 
 from ..config import PLANES, SCALES
-from ..errors import InputError
 from ..protocol import emit
 from ..volume_io import NAN_POLICIES
-from . import run_cli, wants_json
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports usage mistakes as one ``error: ...`` line (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(message)
+from . import OneLineParser, entry_point
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args_list = sys.argv[1:] if argv is None else list(argv)
-    return run_cli(lambda: _main(args_list), wants_json(args_list))
+    return entry_point(_main, argv)
 
 
 def _main(argv: List[str]) -> int:

@@ -5,8 +5,7 @@ import sys
 from typing import List, Optional
 
 from ..config import load_config
-from . import run_cli, wants_json
-from .sr import OneLineParser
+from . import OneLineParser, entry_point
 
 
 def build_parser() -> OneLineParser:
@@ -22,8 +21,7 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args_list = sys.argv[1:] if argv is None else list(argv)
-    return run_cli(lambda: _main(args_list), wants_json(args_list))
+    return entry_point(_main, argv)
 
 
 def _main(argv: List[str]) -> int:
