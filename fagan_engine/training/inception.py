@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 
-from ..errors import ConfigError
-from .losses import read_state_dict
+from .losses import load_frozen
 
 Size = Union[int, Tuple[int, int]]
 
@@ -192,17 +191,7 @@ class InceptionV3Features(nn.Module):
 
 def load_inception(path: str) -> InceptionV3Features:
     """Inception-v3 features with weights from a torchvision-format file (eval mode, frozen)."""
-    model = InceptionV3Features()
-    tensors = read_state_dict(path)
-    wanted = model.state_dict()
-    missing = [k for k in wanted if k not in tensors]
-    if missing:
-        raise ConfigError(f"{path} is not a torchvision inception_v3 state dict (missing {missing[0]})")
-    bad = [k for k in wanted if tensors[k].shape != wanted[k].shape]
-    if bad:
-        raise ConfigError(f"{path}: {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}")
-    model.load_state_dict({k: tensors[k] for k in wanted})
-    return model.eval().requires_grad_(False)
+    return load_frozen(InceptionV3Features(), path, "inception_v3")
 
 
 @torch.no_grad()

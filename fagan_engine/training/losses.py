@@ -78,20 +78,23 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     return tensors
 
 
-def load_vgg19(path: str) -> VGG19Features:
-    """VGG19 φ5,4 with weights from a torchvision-format file; frozen, eval mode."""
-    model = VGG19Features()
+def load_frozen(model: nn.Module, path: str, kind: str) -> nn.Module:
+    """Load a torchvision-format state dict of ``kind`` (e.g. "vgg19") into ``model``; frozen, eval mode."""
     tensors = read_state_dict(path)
     wanted = model.state_dict()
     missing = [k for k in wanted if k not in tensors]
     if missing:
-        raise ConfigError(f"{Path(path).name} is not a torchvision vgg19 state dict (missing {missing[0]})")
+        raise ConfigError(f"{Path(path).name} is not a torchvision {kind} state dict (missing {missing[0]})")
     bad = [k for k in wanted if tensors[k].shape != wanted[k].shape]
     if bad:
         raise ConfigError(f"{Path(path).name}: {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}")
     model.load_state_dict({k: tensors[k].float() for k in wanted})
-    model.requires_grad_(False)
-    return model.eval()
+    return model.eval().requires_grad_(False)
+
+
+def load_vgg19(path: str) -> VGG19Features:
+    """VGG19 φ5,4 with weights from a torchvision-format file; frozen, eval mode."""
+    return load_frozen(VGG19Features(), path, "vgg19")
 
 
 class ContentLoss(nn.Module):
