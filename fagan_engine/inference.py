@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -202,11 +202,19 @@ def bicubic_matrix(size: int, scale: int) -> np.ndarray:
 
 
 def bicubic_runner(scale: int) -> Runner:
-    """Bicubic upsampling with the network's grid convention, as two matrix products per slice."""
+    """Bicubic upsampling with the network's grid convention, as two matrix products per slice.
+
+    The matrices depend only on the slice size, so they are built once per size, not per batch.
+    """
+    matrices: Dict[int, np.ndarray] = {}
+
+    def matrix(size: int) -> np.ndarray:
+        if size not in matrices:
+            matrices[size] = bicubic_matrix(size, scale)
+        return matrices[size]
 
     def run(batch: np.ndarray) -> np.ndarray:
-        rows = bicubic_matrix(batch.shape[2], scale)
-        cols = bicubic_matrix(batch.shape[3], scale)
+        rows, cols = matrix(batch.shape[2]), matrix(batch.shape[3])
         return np.einsum("ij,bcjk,lk->bcil", rows, batch, cols, optimize=True).astype(np.float32)
 
     return run

@@ -8,15 +8,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
+from train_helpers import engine_command, events, one_thread, subprocess_env, tiny_args, write_crop  # noqa: F401
 
 from fagan_engine.checkpoint import load_generator
 from fagan_engine.cli.train import main
 from fagan_engine.protocol import parse_line
 from fagan_engine.training.state import load_state
-from train_helpers import engine_command, events, one_thread, subprocess_env, tiny_args, write_crop  # noqa: F401
 
 WRITER = """
 import sys, torch
@@ -49,18 +50,24 @@ def crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_crop(tmp_path_factory.mktemp("proc") / "crop.nii.gz")
 
 
-def test_sigterm_saves_a_resumable_state_and_exits_0(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    run = tmp_path / "run"
-    argv = tiny_args(crop, run, "train.iterations=100000", "train.val_every=100000", "--progress", "json")
+def train_until_first_progress(argv: list, stop: "Callable[[subprocess.Popen], object]") -> tuple:
+    """Start a training process, call ``stop(process)`` at its first progress event, and wait for it."""
     proc = subprocess.Popen(engine_command("train", *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     lines = []
     for line in proc.stdout:
         lines.append(line)
         event = parse_line(line)
         if event is not None and event["event"] == "progress":
-            proc.send_signal(signal.SIGTERM)
+            stop(proc)
             break
     out, err = proc.communicate(timeout=120)
+    return proc, lines, out, err
+
+
+def test_sigterm_saves_a_resumable_state_and_exits_0(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    argv = tiny_args(crop, run, "train.iterations=100000", "train.val_every=100000", "--progress", "json")
+    proc, lines, out, err = train_until_first_progress(argv, lambda p: p.send_signal(signal.SIGTERM))
     assert proc.returncode == 0, err
     last = events("".join(lines) + out)[-1]
     assert last["event"] == "stopped" and last["iteration"] >= 1
@@ -80,15 +87,7 @@ def test_a_stop_file_stops_like_sigterm_and_a_stale_one_is_ignored(crop: Path, t
     run.mkdir()
     (run / "STOP").touch()  # left over from an earlier run: must not stop the new one at once
     argv = tiny_args(crop, run, "train.iterations=100000", "train.val_every=100000", "--progress", "json")
-    proc = subprocess.Popen(engine_command("train", *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        event = parse_line(line)
-        if event is not None and event["event"] == "progress":
-            (run / "STOP").touch()
-            break
-    out, err = proc.communicate(timeout=120)
+    proc, lines, out, err = train_until_first_progress(argv, lambda p: (run / "STOP").touch())
     assert proc.returncode == 0, err
     progress = [e for e in events("".join(lines) + out) if e["event"] == "progress"]
     last = events("".join(lines) + out)[-1]
