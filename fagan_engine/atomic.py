@@ -6,7 +6,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, List, Tuple, Union
 
 from .errors import OutputError
 
@@ -86,3 +86,75 @@ def fsync_dir(folder: Path) -> None:
 def _remove_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def publish_files(moves: List[Tuple[Path, Path]], force: bool, target: PathLike) -> None:
+    """Move each staged file onto its final name, in order, without ever replacing a file unless ``force``.
+
+    Without ``force`` each file is hard-linked to its final name, which fails atomically if the
+    name exists (another process may have created it since the output check); on any failure
+    the names published so far are removed again. With ``force`` files are ``os.replace``d.
+    Raises OutputError.
+    """
+    published: List[Path] = []
+    try:
+        for source, destination in moves:
+            if force:
+                os.replace(source, destination)
+                continue
+            _link_exclusive(source, destination)
+            published.append(destination)
+    except FileExistsError as exc:
+        _unpublish(published)
+        raise OutputError(f"output {exc.filename or target} already exists (created meanwhile); pass --force to overwrite it") from None
+    except OSError as exc:
+        _unpublish(published)
+        raise OutputError(describe_os_error(exc, target)) from None
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this id runs on this machine (or cannot be checked)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":
+        return _windows_process_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
+
+
+def _windows_process_alive(pid: int) -> bool:
+    import ctypes
+
+    handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    ctypes.windll.kernel32.CloseHandle(handle)
+    return True
+
+
+def _link_exclusive(source: Path, destination: Path) -> None:
+    """Hard-link ``source`` to ``destination`` (FileExistsError if it exists), then drop ``source``.
+
+    Where hard links are unsupported, the name is reserved with O_EXCL and then replaced.
+    """
+    try:
+        os.link(source, destination)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
+            raise
+        os.close(os.open(destination, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.replace(source, destination)
+        return
+    os.unlink(source)
+
+
+def _unpublish(paths: List[Path]) -> None:
+    for path in paths:
+        _remove_quietly(path)

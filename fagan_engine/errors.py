@@ -22,3 +22,7 @@ class ConfigError(FAGANError):
 
 class OutputError(FAGANError):
     """The output cannot be written (same as input, unwritable folder, full disk)."""
+
+
+class FAGANWarning(UserWarning):
+    """Something the user should know that does not stop the work; CLIs print ``warning: ...``."""

@@ -13,22 +13,27 @@ I/O error) never leaves a partial output and never destroys an existing file. Se
 """
 from __future__ import annotations
 
+import contextlib
 import errno
-import gzip
 import os
 import re
 import shutil
-import struct
+import stat
 import tempfile
-import zlib
+import warnings
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic import fsync_dir, fsync_file
-from .errors import ConfigError, InputError, OutputError
+from .atomic import fsync_dir, fsync_file, process_alive, publish_files
+from .dicom_series import read_dicom_series
+from .errors import ConfigError, FAGANWarning, InputError, OutputError
+from .geometry import direction_matrix
+from .nifti_checks import inspect_nifti, is_sheared, nifti_complete
+from .stdio_capture import captured_stderr
+from .text_header_checks import check_metaimage, check_nrrd
 
 SUPPORTED_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 """File extensions that can be read and written; a DICOM series folder can also be read."""
@@ -37,8 +42,14 @@ DETACHED_EXTENSIONS = (".nhdr", ".mhd")
 """Header-only formats whose voxels live in a separate data file next to the header."""
 
 NAN_POLICIES = ("error", "zero")
+MAX_ABS_VALUE = 1e37
+"""Larger voxel magnitudes are refused: float32 (max 3.4e38) arithmetic on them could overflow."""
 
 _NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+_IMAGE_IO = {
+    ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
+    ".mha": "MetaImageIO", ".mhd": "MetaImageIO",
+}
 _DATA_FILE_SUFFIXES = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
 _SCALAR_PIXEL_IDS = frozenset(
     (
@@ -60,16 +71,24 @@ def split_extension(path: str) -> Tuple[str, str]:
     return stem, ext.lower()
 
 
-def read_volume(path: str, nan_policy: str = "error", series_id: Optional[str] = None) -> sitk.Image:
+def read_volume(
+    path: str, nan_policy: str = "error", series_id: Optional[str] = None, dicom_gaps: str = "error"
+) -> sitk.Image:
     """Read a volume file or DICOM series folder as a validated 3D float32 image.
 
-    ``series_id`` picks one series when a DICOM folder holds several.
+    ``series_id`` picks one series when a DICOM folder holds several; ``dicom_gaps="resample"``
+    interpolates a series with missing slices onto a uniform grid instead of refusing it.
     """
     _check_nan_policy(nan_policy)
     source = Path(path)
-    if not source.exists():
+    if not os.path.lexists(source):
         raise InputError(f"input not found: {path}")
-    image = _read_dicom_series(source, series_id) if source.is_dir() else _read_file(source)
+    if source.is_dir():
+        image = read_dicom_series(source, series_id, dicom_gaps)
+    elif series_id is not None:
+        raise InputError(f"a DICOM series id only applies to a DICOM folder, and {path} is a file")
+    else:
+        image = _read_file(source, nan_policy)
     return validate_image(image, nan_policy)
 
 
@@ -77,10 +96,13 @@ def validate_image(image: sitk.Image, nan_policy: str = "error") -> sitk.Image:
     """Check that ``image`` is a 3D scalar real-valued volume and return it as float32.
 
     Non-finite voxels raise InputError (``nan_policy="error"``) or become 0 (``"zero"``).
+    Non-finite or non-positive geometry and values beyond ±MAX_ABS_VALUE are refused.
     Origin, spacing and direction are kept; the input itself is returned when nothing changes.
     """
     _check_nan_policy(nan_policy)
     _check_shape_and_type(image)
+    _check_geometry(image)
+    _check_value_range(image)
     if image.GetPixelID() != sitk.sitkFloat32:
         image = sitk.Cast(image, sitk.sitkFloat32)
     return _apply_nan_policy(image, nan_policy)
@@ -101,17 +123,20 @@ def from_nibabel(nifti: "nibabel.Nifti1Image") -> sitk.Image:  # noqa: F821
     spacing = np.linalg.norm(matrix, axis=0)
     image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
     image.SetSpacing(spacing.tolist())
-    image.SetDirection((matrix / spacing).ravel().tolist())
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero column is refused by validate_image
+        image.SetDirection((matrix / spacing).ravel().tolist())
     image.SetOrigin((_LPS_FROM_RAS @ nifti.affine[:3, 3]).tolist())
     return image
+
+
 
 
 def check_output_path(input_path: Optional[str], output_path: str, force: bool = False) -> None:
     """Raise OutputError unless ``output_path`` can be written without losing data.
 
-    Refused: unsupported extension, missing or unwritable folder, an output that is a folder,
-    and, unless ``force``, an output that is the input or any other existing file (for
-    ``.nhdr``/``.mhd`` also the data file next to the header).
+    Refused: unsupported extension (any letter case is accepted), missing or unwritable folder,
+    an output that is a folder, and, unless ``force``, an output that is the input or any other
+    existing file the writer would create (for ``.nhdr``/``.mhd`` also the data file).
     """
     ext = split_extension(output_path)[1]
     if ext not in SUPPORTED_EXTENSIONS:
@@ -133,7 +158,7 @@ def check_output_path(input_path: Optional[str], output_path: str, force: bool =
         raise OutputError(
             f"output {output_path} is the input file; choose another output or pass --force to replace it"
         )
-    existing = [p for p in _output_files(target) if os.path.lexists(p)]
+    existing = [p for p in output_files(target) if os.path.lexists(p)]
     if existing:
         raise OutputError(f"output {existing[0]} already exists; pass --force to overwrite it")
 
@@ -147,25 +172,50 @@ def write_volume(
 ) -> None:
     """Write ``image`` to ``path`` atomically; on failure raise OutputError and leave no file behind.
 
-    The image is written into a hidden ``.<name>.tmp-XXXX`` folder beside ``path``, fsynced,
-    checked complete, then each file is moved into place with ``os.replace`` (for
-    ``.nhdr``/``.mhd`` the data file first, the header last).
+    The image is written into a hidden ``.<name>.tmp-<pid>-XXXX`` folder beside ``path``, fsynced,
+    checked complete, then published (for ``.nhdr``/``.mhd`` the data file first, the header
+    last). Without ``force`` publishing is a hard link, which fails if another process created
+    the name meanwhile; with ``force`` it is ``os.replace``. NIfTI cannot hold a sheared
+    (non-orthogonal) direction, so such an image is refused for ``.nii``/``.nii.gz``.
     """
     check_output_path(input_path, path, force)
     target = Path(path)
+    if split_extension(path)[1] in _NIFTI_EXTENSIONS and is_sheared(direction_matrix(image)):
+        raise OutputError(
+            f"cannot write {target}: its direction is sheared (not orthogonal), which NIfTI cannot store exactly; "
+            "write .nrrd or .mha instead"
+        )
     stem = os.path.basename(split_extension(path)[0])
+    remove_stale_staging(target.parent, stem)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=str(target.parent)))
+        staging = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-{os.getpid()}-", dir=str(target.parent)))
     except OSError as exc:
         raise _write_error(target, exc.strerror, exc.errno) from None
     try:
-        for written in _write_staged(image, staging, target, compress):
-            os.replace(written, target.parent / written.name)
-    except OSError as exc:
-        raise _write_error(target, exc.strerror, exc.errno) from None
+        staged = _write_staged(image, staging, target, compress)
+        publish_files([(f, target if f == staged[-1] else target.parent / f.name) for f in staged], force, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(target.parent)
+
+
+def output_files(target: Path) -> List[Path]:
+    """The header/image file and, for detached formats, every data file name the writer may use."""
+    stem, ext = split_extension(str(target))
+    return [target] + [Path(stem + suffix) for suffix in _DATA_FILE_SUFFIXES.get(ext, ())]
+
+
+def remove_stale_staging(folder: Path, stem: str) -> None:
+    """Remove ``.<stem>.tmp-<pid>-*`` staging folders whose writing process no longer runs."""
+    for entry in folder.glob(f".{glob_escape(stem)}.tmp-*"):
+        match = re.fullmatch(r"\.(.*)\.tmp-(\d+)-\w+", entry.name)
+        if match and match.group(1) == stem and entry.is_dir() and not process_alive(int(match.group(2))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _check_nan_policy(nan_policy: str) -> None:
@@ -173,87 +223,97 @@ def _check_nan_policy(nan_policy: str) -> None:
         raise ConfigError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}; got {nan_policy!r}")
 
 
-def _read_file(path: Path) -> sitk.Image:
+def _read_file(path: Path, nan_policy: str) -> sitk.Image:
     ext = split_extension(str(path))[1]
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(
             f"unsupported input format {ext or '(no extension)'!r} for {path}; "
             f"supported: {', '.join(SUPPORTED_EXTENSIONS)} or a DICOM series folder"
         )
-    if ext in _NIFTI_EXTENSIONS:
-        return _read_nifti(path)
     try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise InputError(f"cannot read {path}: {_itk_detail(exc)}") from None
-
-
-def _read_nifti(path: Path) -> sitk.Image:
-    """SimpleITK first; nibabel when SimpleITK refuses the file."""
-    if not _nifti_data_complete(path):
-        raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"input {path} is not a regular file (a FIFO, device or socket cannot be read)")
     try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        sitk_detail = _itk_detail(exc)
-    try:
-        import nibabel as nib
-
-        return from_nibabel(nib.load(str(path)))
-    except InputError:
-        raise
-    except Exception:  # nibabel raises many types; SimpleITK's reason is the one to report
-        raise InputError(f"cannot read {path}: {sitk_detail}") from None
-
-
-def _nifti_data_complete(path: Path) -> bool:
-    """False when the file is shorter than its header declares (ITK would silently pad with zeros)."""
-    try:
-        import nibabel as nib
-
-        header = nib.load(str(path)).header
-    except Exception:  # unreadable header: SimpleITK reports the problem
-        return True
-    shape = header.get_data_shape()
-    expected = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
-    if split_extension(str(path))[1] == ".nii":
-        return path.stat().st_size >= expected
-    return _gzip_trailer_size(path) == expected % (1 << 32) or _gunzipped_size(path) >= expected
+        if ext in _NIFTI_EXTENSIONS:
+            with _lower_case_alias(path, ext) as alias:
+                try:
+                    return _read_nifti(alias, nan_policy)
+                except InputError as exc:
+                    raise InputError(str(exc).replace(str(alias), str(path))) from None
+        if ext in (".mha", ".mhd"):
+            check_metaimage(path)
+        else:
+            check_nrrd(path)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    return _itk_read(path, ext)
 
 
-def _gzip_trailer_size(path: Path) -> int:
-    """The uncompressed size modulo 2**32 stored in the last gzip member's trailer."""
-    with open(path, "rb") as handle:
-        handle.seek(-4, os.SEEK_END)
-        return struct.unpack("<I", handle.read(4))[0]
+@contextlib.contextmanager
+def _lower_case_alias(path: Path, ext: str) -> Iterator[Path]:
+    """``path``, or a link to it with a lower-case extension (nibabel and ITK's NIfTI reader match
+    ``.nii.gz`` case-sensitively) in a temporary folder."""
+    if path.name.endswith(ext):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="fagan-read-") as folder:
+        alias = Path(folder) / ("volume" + ext)
+        try:
+            os.symlink(os.path.abspath(path), alias)
+        except OSError:  # no symlinks (Windows without the privilege): a copy
+            shutil.copyfile(path, alias)
+        yield alias
 
 
-def _gunzipped_size(path: Path) -> int:
-    """Decompressed size of a (possibly multi-member) gzip file, or -1 when the stream is broken."""
-    total = 0
-    try:
-        with gzip.open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                total += len(chunk)
-    except (EOFError, OSError, zlib.error):
-        return -1
-    return total
+def _itk_read(path: Path, ext: str) -> sitk.Image:
+    """Read with the ImageIO of ``ext`` (so the letter case of the name does not matter).
+
+    The C libraries' stderr is captured: a read during which one of them reported an error is
+    refused (ITK may return zeros), other messages become one FAGANWarning.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO(_IMAGE_IO[ext])
+    reader.SetFileName(str(path))
+    failure = None
+    with captured_stderr() as noise:
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            failure = _itk_detail(exc)
+    complaint = noise.first_message()
+    if failure is not None or "error" in complaint.lower():
+        raise InputError(f"cannot read {path}: {failure or complaint}")
+    if complaint:
+        warnings.warn(f"{path.name}: {complaint}", FAGANWarning, stacklevel=3)
+    return image
 
 
-def _read_dicom_series(folder: Path, series_id: Optional[str]) -> sitk.Image:
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not ids:
-        raise InputError(f"no DICOM series found in folder {folder}")
-    if series_id is None and len(ids) > 1:
-        raise InputError(f"folder {folder} holds {len(ids)} DICOM series; pass one as series_id: {', '.join(ids)}")
-    if series_id is not None and series_id not in ids:
-        raise InputError(f"DICOM series {series_id} not found in {folder}; available: {', '.join(ids)}")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id or ids[0]))
-    try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series in {folder}: {_itk_detail(exc)}") from None
+def _read_nifti(path: Path, nan_policy: str) -> sitk.Image:
+    """SimpleITK, unless the sform is sheared (ITK would coerce it) or ITK refuses: then nibabel.
+
+    NaN/Inf voxels are counted in the file's own data, since ITK turns them into 0.
+    """
+    facts = inspect_nifti(path)
+    if facts is not None and facts.non_finite and nan_policy == "error":
+        raise _non_finite_error(facts.non_finite)
+    if facts is None or not facts.sheared:
+        try:
+            return _itk_read(path, ".nii")
+        except InputError:
+            if facts is None:
+                raise
+    import nibabel as nib
+
+    with captured_stderr():
+        try:
+            return from_nibabel(nib.load(str(path)))
+        except InputError:
+            raise
+        except Exception as exc:  # nibabel raises many types for damaged files
+            raise InputError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def _check_shape_and_type(image: sitk.Image) -> None:
@@ -271,6 +331,29 @@ def _check_shape_and_type(image: sitk.Image) -> None:
         raise InputError(f"input has an empty axis (size {size})")
 
 
+def _check_geometry(image: sitk.Image) -> None:
+    spacing, origin, direction = (np.asarray(v, dtype=float) for v in (image.GetSpacing(), image.GetOrigin(), image.GetDirection()))
+    if not (np.all(np.isfinite(spacing)) and np.all(np.isfinite(origin)) and np.all(np.isfinite(direction))):
+        raise InputError("input geometry (origin, spacing or direction) holds NaN or Inf")
+    if np.any(spacing <= 0):
+        raise InputError(f"input spacing {tuple(spacing)} must be positive")
+    if abs(np.linalg.det(direction.reshape(3, 3))) < 1e-6:
+        raise InputError("input direction matrix is singular (two axes point the same way)")
+
+
+def _check_value_range(image: sitk.Image) -> None:
+    values = sitk.GetArrayViewFromImage(image)
+    if values.dtype.kind != "f" or values.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        largest = float(np.nanmax(np.abs(np.where(np.isfinite(values), values, 0))))
+    if largest > MAX_ABS_VALUE:
+        raise InputError(
+            f"input holds values up to {largest:.3g} in magnitude; beyond ±{MAX_ABS_VALUE:.0e} float32 arithmetic "
+            "would overflow, rescale the volume first"
+        )
+
+
 def _dimension_error(dim: int, size: Tuple[int, ...]) -> InputError:
     if dim == 2:
         return InputError(
@@ -282,6 +365,13 @@ def _dimension_error(dim: int, size: Tuple[int, ...]) -> InputError:
     )
 
 
+def _non_finite_error(count: int, total: Optional[int] = None) -> InputError:
+    of = f" of {total}" if total is not None else ""
+    return InputError(
+        f"input has {count} non-finite (NaN or Inf) voxels{of}; use the 'zero' NaN policy to replace them with 0"
+    )
+
+
 def _apply_nan_policy(image: sitk.Image, nan_policy: str) -> sitk.Image:
     values = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(values)
@@ -289,10 +379,7 @@ def _apply_nan_policy(image: sitk.Image, nan_policy: str) -> sitk.Image:
     if bad == 0:
         return image
     if nan_policy == "error":
-        raise InputError(
-            f"input has {bad} non-finite (NaN or Inf) voxels of {values.size}; "
-            "use the 'zero' NaN policy to replace them with 0"
-        )
+        raise _non_finite_error(bad, values.size)
     cleaned = sitk.GetImageFromArray(np.where(finite, values, np.float32(0)))
     cleaned.CopyInformation(image)
     return cleaned
@@ -305,24 +392,27 @@ def _same_file(first: str, second: str) -> bool:
         return os.path.realpath(first) == os.path.realpath(second)
 
 
-def _output_files(target: Path) -> List[Path]:
-    """The header/image file and, for detached formats, every data file name it may use."""
-    stem, ext = split_extension(str(target))
-    return [target] + [Path(stem + suffix) for suffix in _DATA_FILE_SUFFIXES.get(ext, ())]
-
-
 def _write_staged(image: sitk.Image, staging: Path, target: Path, compress: bool) -> List[Path]:
-    """Write ``target``'s files into ``staging``, sync and check them; return them, header last."""
-    staged = staging / target.name
+    """Write ``target``'s files into ``staging`` under the writer's lower-case extension, sync and
+    check them; return them, header (the file named like the target) last."""
+    stem, ext = split_extension(target.name)
+    staged = staging / (stem + ext)
+    with captured_stderr() as noise:
+        try:
+            sitk.WriteImage(image, str(staged), compress)
+            failure = None
+        except RuntimeError as exc:
+            failure = _itk_detail(exc)
+    if failure is not None:
+        raise _write_error(target, noise.first_message() or failure)
     try:
-        sitk.WriteImage(image, str(staged), compress)
-    except RuntimeError as exc:
-        raise _write_error(target, _itk_detail(exc)) from None
-    if split_extension(str(staged))[1] in _NIFTI_EXTENSIONS and not _nifti_data_complete(staged):
-        raise _write_error(target, "the written file is incomplete")
-    files = sorted(staging.iterdir(), key=lambda f: f == staged)
-    for written in files:
-        fsync_file(written)
+        if ext in _NIFTI_EXTENSIONS and not nifti_complete(staged):
+            raise _write_error(target, "the written file is incomplete")
+        files = sorted(staging.iterdir(), key=lambda f: f == staged)
+        for written in files:
+            fsync_file(written)
+    except OSError as exc:
+        raise _write_error(target, exc.strerror, exc.errno) from None
     return files
 
 

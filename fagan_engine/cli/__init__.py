@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from typing import Callable, List, Optional
+import warnings
+from typing import Any, Callable, List, Optional, Set
 
 from ..errors import FAGANError, InputError
 from ..protocol import emit
@@ -16,20 +18,39 @@ class OneLineParser(argparse.ArgumentParser):
         raise InputError(message)
 
 
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM, so that cleanup (``finally``) runs as for Ctrl-C."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """SIGTERM handler: unwind like KeyboardInterrupt."""
+    raise Terminated()
+
+
 def entry_point(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
-    """Run a command's ``body(args)`` under ``run_cli`` (``argv`` defaults to sys.argv)."""
+    """Run a command's ``body(args)`` under ``run_cli`` (``argv`` defaults to sys.argv).
+
+    SIGTERM unwinds like Ctrl-C (staging files are removed) and exits 143.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    return run_cli(lambda: body(args), wants_json(args))
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        return run_cli(lambda: body(args), wants_json(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_cli(body: Callable[[], int], json_progress: bool) -> int:
     """Run ``body``; turn user errors into one ``error: ...`` line (and an ``error`` event) + exit 2.
 
     Unexpected exceptions keep their traceback (a bug to report) and exit 1; KeyboardInterrupt
-    exits 130. No command leaves partial output behind: writers are atomic.
+    exits 130 and SIGTERM 143. Python warnings become one ``warning: ...`` line each (repeats
+    dropped). No command leaves partial output behind: writers are atomic.
     """
     try:
-        return body()
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(set())
+            return body()
     except FAGANError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if json_progress:
@@ -47,6 +68,21 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    except Terminated:
+        sys.stderr.write("error: terminated\n")
+        return 143
+
+
+def _one_line_warning(seen: Set[str]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints ``warning: <first line>`` once per message."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        if text not in seen:
+            seen.add(text)
+            sys.stderr.write(f"warning: {text}\n")
+
+    return show
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -1,0 +1,53 @@
+"""Capture what C libraries (ITK, GDCM, NIfTI, MetaIO, teem) print on file descriptor 2.
+
+Those libraries write straight to the process's stderr, below Python's ``sys.stderr``, so
+their messages would reach the user raw, before or instead of the one ``error:`` line. Inside
+``captured_stderr()`` descriptor 2 points at a temporary file; the text is handed back so the
+caller can turn what matters into its one ``error:`` or ``warning:`` line.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+from typing import Iterator, List
+
+_LOCK = threading.Lock()
+
+
+class CapturedText:
+    """The lines a C library printed while captured (filled in when the block ends)."""
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+
+    def first_message(self) -> str:
+        """The most informative line: the first one that mentions an error, else the first."""
+        for line in self.lines:
+            if "error" in line.lower():
+                return line
+        return self.lines[0] if self.lines else ""
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[CapturedText]:
+    """Redirect descriptor 2 to a temporary file for the block; yield the captured lines."""
+    captured = CapturedText()
+    with _LOCK:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError):
+            pass
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield captured
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                text = sink.read().decode("utf-8", errors="replace")
+                captured.lines[:] = [line.strip() for line in text.splitlines() if line.strip()]
