@@ -6,6 +6,7 @@ from .checkpoints import (
     readCheckpoint,
     userCheckpointRegistry,
 )
+from .dependencies import DependencyError, ensureDependencies, missingDependencies, selfTestSkipReason
 from .engine import (
     DeviceInfo,
     engineCommand,
@@ -15,23 +16,35 @@ from .engine import (
 )
 from .logic import SuperResolutionError, SuperResolutionJob, SuperResolutionLogic
 from .process import EngineProcess
-from .volumes import imageFromVolumeNode, updateVolumeNodeFromImage, writeVolumeNode
+from .volumes import (
+    defaultInputVolume,
+    imageFromVolumeNode,
+    isUsableInput,
+    updateVolumeNodeFromImage,
+    writeVolumeNode,
+)
 
 __all__ = [
     "CheckpointInfo",
     "CheckpointRegistry",
+    "DependencyError",
     "DeviceInfo",
     "EngineProcess",
     "SuperResolutionError",
     "SuperResolutionJob",
     "SuperResolutionLogic",
     "availableCheckpoints",
+    "defaultInputVolume",
     "engineCommand",
     "engineEnvironment",
+    "ensureDependencies",
     "ensureEngineImportable",
     "imageFromVolumeNode",
+    "isUsableInput",
+    "missingDependencies",
     "pythonExecutable",
     "readCheckpoint",
+    "selfTestSkipReason",
     "updateVolumeNodeFromImage",
     "userCheckpointRegistry",
     "writeVolumeNode",

@@ -9,7 +9,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .engine import ensureEngineImportable, insideSlicer
 
@@ -44,21 +44,52 @@ class CheckpointInfo:
         return "\n".join(lines)
 
 
-def readCheckpoint(path: Any, expectedScale: Optional[int] = None, bundled: bool = False) -> CheckpointInfo:
-    """Validate a checkpoint file; raise ValueError with a one-line reason if it cannot be used."""
-    ensureEngineImportable()
+FileStamp = Tuple[str, int, int]
+_metadataCache: Dict[Tuple[FileStamp, Optional[FileStamp]], Any] = {}
+
+
+def _stamp(path: Path) -> Optional[FileStamp]:
+    """(resolved path, size, mtime in ns) of a file, or None if it does not exist."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), status.st_size, status.st_mtime_ns
+
+
+def _cachedMetadata(target: Path) -> Any:
+    """The engine's ``read_metadata(target)`` (which hashes the weights), cached by path, size and
+    modification time of the weights and their sidecar: re-validated only when a file changed.
+    A failure is cached too (as the ValueError to raise)."""
     from fagan_engine.checkpoint import read_metadata
     from fagan_engine.errors import FAGANError
 
+    key = (_stamp(target), _stamp(target.with_suffix(".json")))
+    if key not in _metadataCache:
+        for stale in [k for k in _metadataCache if k[0] and key[0] and k[0][0] == key[0][0]]:
+            del _metadataCache[stale]  # one entry per file: the previous version is gone
+        try:
+            _metadataCache[key] = read_metadata(str(target))
+        except FAGANError as exc:
+            _metadataCache[key] = ValueError(str(exc))
+    cached = _metadataCache[key]
+    if isinstance(cached, ValueError):
+        raise ValueError(str(cached))
+    return cached
+
+
+def readCheckpoint(path: Any, expectedScale: Optional[int] = None, bundled: bool = False) -> CheckpointInfo:
+    """Validate a checkpoint file; raise ValueError with a one-line reason if it cannot be used.
+
+    Unchanged files are not read again (see ``_cachedMetadata``).
+    """
+    ensureEngineImportable()
     target = Path(path)
     if target.suffix == ".json":
         target = target.with_suffix(".safetensors")
     if not target.is_file():
         raise ValueError(f"checkpoint file not found: {target}")
-    try:
-        metadata = read_metadata(str(target))
-    except FAGANError as exc:
-        raise ValueError(str(exc)) from None
+    metadata = _cachedMetadata(target)
     if expectedScale is not None and metadata.scale != expectedScale:
         raise ValueError(f"checkpoint {target.name} is for x{metadata.scale}, not x{expectedScale}")
     return CheckpointInfo(target, int(metadata.scale), bundled, metadata)

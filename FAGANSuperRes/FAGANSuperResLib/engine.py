@@ -96,14 +96,27 @@ def moduleAvailable(name: str) -> bool:
         return False
 
 
-def missingRequirements() -> List[str]:
-    """Pip requirements of the engine that are not installed (torch excluded)."""
+TASKS = ("fagan", "bicubic", "train")
+
+
+def missingRequirements(task: str = "fagan") -> List[str]:
+    """Pip requirements of the engine that ``task`` needs and that are not installed (torch excluded).
+
+    Bicubic needs none: it runs on numpy and SimpleITK, which Slicer bundles.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    if task == "bicubic":
+        return []
     return [req for name, req in ENGINE_REQUIREMENTS.items() if not moduleAvailable(name)]
 
 
 def backendAvailable(task: str = "fagan") -> bool:
-    """True if the engine can run ``task`` (fagan, bicubic or train) here: bicubic and training
-    need torch; fagan runs on torch or, without it, on ONNX Runtime (``--backend auto``)."""
+    """True if the engine can compute ``task`` (fagan, bicubic or train) here: bicubic runs on
+    numpy alone; fagan runs on torch or, without it, on ONNX Runtime (``--backend auto``);
+    training needs torch."""
+    if task == "bicubic":
+        return True
     return moduleAvailable("torch") or (task == "fagan" and moduleAvailable("onnxruntime"))
 
 

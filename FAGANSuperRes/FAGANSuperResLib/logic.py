@@ -59,7 +59,8 @@ def superResolutionArguments(
     return args
 
 
-def _oneLine(exc: BaseException) -> str:
+def oneLine(exc: BaseException) -> str:
+    """The last non-empty line of an exception's message (its type name if it has none)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 
@@ -107,6 +108,7 @@ class SuperResolutionJob:
         at the end it reads the result file and updates the output node).
         """
         if self.done:
+            self.process.poll()  # collects the exit code of a cancelled engine that was still exiting
             return True
         for event in self.process.poll():
             self._handleEvent(event)
@@ -124,7 +126,8 @@ class SuperResolutionJob:
         return self
 
     def cancel(self) -> None:
-        """Kill the engine's whole process tree; the scene stays unchanged."""
+        """Kill the engine's whole process tree (waiting at most a few hundred ms for it to exit;
+        later ``poll()`` calls collect the rest); the scene stays unchanged."""
         if self.done:
             return
         self.process.kill()
@@ -156,7 +159,7 @@ class SuperResolutionJob:
                 raise SuperResolutionError(self.process.errorMessage())
             self._storeResult(sitk.ReadImage(str(self.outputPath)))
         except Exception as exc:  # any failure becomes the job's one-line error
-            self._fail(_oneLine(exc))
+            self._fail(oneLine(exc))
             return
         finally:
             self._cleanup()

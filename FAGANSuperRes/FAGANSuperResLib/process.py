@@ -3,7 +3,17 @@
 The process gets its own process group (POSIX session / Windows process group) so that
 cancelling reaches the whole tree: PythonSlicer is a launcher whose child is the real
 Python, and training may start data-loader workers. ``poll()`` never blocks: call it from a
-``qt.QTimer`` in Slicer, or use ``wait()`` in scripts and tests.
+``qt.QTimer`` in Slicer, or use ``wait()`` in scripts and tests. Methods meant for the GUI
+thread (``poll``, ``kill``) wait at most ``GUI_WAIT_S``; a process that is still exiting then
+is reaped by a later ``poll()``.
+
+Why not ``qt.QProcess`` with ``readyReadStandardOutput`` in the modules: Slicer 5.6 to 5.10 are
+built with Qt 5, whose QProcess cannot start the child in a new process group or session
+(``setChildProcessModifier`` is Qt 6 only). Killing the QProcess would end the launcher and
+orphan the real Python and its workers, and signalling their group would hit Slicer itself.
+The reader thread only has to keep up with a few protocol lines per second; the module's timer
+drains what it queued (PythonQt holds the GIL on the main thread, so the thread mostly runs
+during those callbacks, which is enough: the pipe buffers the rest).
 """
 import os
 import queue
@@ -17,6 +27,8 @@ from .engine import ensureEngineImportable
 
 _EOF = object()
 LOG_LINES_KEPT = 2000
+GUI_WAIT_S = 0.3
+"""Longest wait of ``kill()`` by default: a few hundred ms, so the GUI thread never stalls."""
 
 
 class EngineProcess:
@@ -88,8 +100,9 @@ class EngineProcess:
                 break
             self._consume(item)
         if self._eof and self.returnCode is None and self._popen is not None:
-            # Output closes when the last process of the tree exits; the launcher follows at once.
-            self.returnCode = self._popen.wait()
+            # Output closes when the last process of the tree exits; the launcher follows at once,
+            # so a later poll() collects its exit code if it is not there yet.
+            self.returnCode = self._popen.poll()
 
     def _consume(self, item: Any) -> None:
         if item is _EOF:
@@ -123,8 +136,9 @@ class EngineProcess:
             if remaining is not None and remaining <= 0:
                 return None
             try:
-                item = self._queue.get(timeout=0.1 if remaining is None else min(0.1, remaining))
+                item = self._queue.get(timeout=0.05 if remaining is None else min(0.05, remaining))
             except queue.Empty:
+                self._drain()  # the output may be closed while the exit code is still coming
                 continue
             self._consume(item)
             self._drain()
@@ -146,8 +160,9 @@ class EngineProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def kill(self, timeout: float = 10.0) -> None:
-        """Kill the whole process tree now and wait (up to ``timeout`` s) until it is gone."""
+    def kill(self, timeout: float = GUI_WAIT_S) -> None:
+        """Kill the whole process tree now and wait up to ``timeout`` s until it is gone (if it is
+        not gone by then, ``finished`` becomes True at a later ``poll()`` or ``wait()``)."""
         if self._popen is None or self.finished:
             return
         if os.name == "nt":

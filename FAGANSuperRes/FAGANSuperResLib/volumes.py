@@ -28,6 +28,27 @@ def checkScalarVolumeNode(volumeNode: Any) -> None:
         raise ValueError(f"{volumeNode.GetName()} has {imageData.GetNumberOfScalarComponents()} components; one is needed")
 
 
+def isUsableInput(volumeNode: Any) -> bool:
+    """True for what the input selector offers and Apply accepts: a plain scalar volume node (no
+    label map or other subclass) with one-component voxels."""
+    if volumeNode is None or volumeNode.GetClassName() != "vtkMRMLScalarVolumeNode":
+        return False
+    try:
+        checkScalarVolumeNode(volumeNode)
+    except ValueError:
+        return False
+    return True
+
+
+def defaultInputVolume(scene: Any) -> Any:
+    """The first volume of ``scene`` that can be super-resolved (label maps skipped), or None."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if isUsableInput(node):
+            return node
+    return None
+
+
 def imageFromVolumeNode(volumeNode: Any) -> sitk.Image:
     """Copy a scalar volume node into a SimpleITK image with the same voxels and LPS geometry.
 
@@ -63,12 +84,11 @@ def updateVolumeNodeFromImage(volumeNode: Any, image: sitk.Image) -> None:
         for c in range(3):
             matrix.SetElement(r, c, directionRAS[r, c])
     origin = (_RAS_LPS @ np.asarray(image.GetOrigin(), dtype=float)).tolist()
-    wasModifying = volumeNode.StartModify()
-    volumeNode.SetIJKToRASDirectionMatrix(matrix)
-    volumeNode.SetOrigin(*origin)
-    volumeNode.SetSpacing(*image.GetSpacing())
-    volumeNode.SetAndObserveImageData(imageData)
-    volumeNode.EndModify(wasModifying)
+    with slicer.util.NodeModify(volumeNode):
+        volumeNode.SetIJKToRASDirectionMatrix(matrix)
+        volumeNode.SetOrigin(*origin)
+        volumeNode.SetSpacing(*image.GetSpacing())
+        volumeNode.SetAndObserveImageData(imageData)
 
 
 def writeVolumeNode(volumeNode: Any, path: Path) -> Path:

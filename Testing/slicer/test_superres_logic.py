@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer.util
-from FAGANSuperResLib import engine
+import subprocess
+
+from FAGANSuperResLib import dependencies, engine
 from FAGANSuperResLib.checkpoints import (
     CheckpointRegistry,
     availableCheckpoints,
@@ -21,7 +23,9 @@ from FAGANSuperResLib.logic import (
 )
 from FAGANSuperResLib.process import EngineProcess
 from FAGANSuperResLib.volumes import (
+    defaultInputVolume,
     imageFromVolumeNode,
+    isUsableInput,
     physicalCornersRAS,
     updateVolumeNodeFromImage,
 )
@@ -38,7 +42,10 @@ def test_node_image_round_trip_keeps_ijk_to_ras_exactly(scene, obliqueNode):
     np.testing.assert_allclose(lps, ras[:3] * [-1, -1, 1], atol=1e-12)
 
     copy = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "copy")
+    modified = []
+    copy.AddObserver("ModifiedEvent", lambda caller, event: modified.append(event))
     updateVolumeNodeFromImage(copy, image)
+    assert copy.GetDisableModifiedEvent() == 0 and len(modified) == 1  # one NodeModify block, closed
     np.testing.assert_allclose(ijkToRas(copy), ijkToRas(obliqueNode), atol=1e-12)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(copy), slicer.util.arrayFromVolume(obliqueNode))
 
@@ -53,6 +60,19 @@ def test_non_scalar_inputs_are_refused(scene, obliqueNode):
             logic.process(node, None, 2, method="bicubic")
     with pytest.raises(ValueError, match="differ"):
         logic.process(obliqueNode, obliqueNode, 2, method="bicubic")
+
+
+def test_default_input_skips_label_maps_and_other_volume_kinds(scene):
+    assert defaultInputVolume(scene) is None
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(label, np.zeros((2, 8, 8), np.uint8))
+    vector = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    slicer.util.updateVolumeFromArray(vector, np.zeros((2, 8, 8, 3), np.uint8))
+    scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    assert defaultInputVolume(scene) is None
+    usable = addVolumeNode(scene, smoothArray(), name="T1")
+    assert defaultInputVolume(scene) is usable
+    assert [isUsableInput(n) for n in (label, vector, usable, None)] == [False, False, True, False]
 
 
 # ---------------------------------------------------------------- command line
@@ -162,9 +182,15 @@ def test_cancel_kills_the_run_and_leaves_scene_unchanged(scene, tmp_path):
     started = time.monotonic()
     assert job.poll() is False  # non-blocking while the engine starts
     assert time.monotonic() - started < 0.5
+    started = time.monotonic()
     job.cancel()
-    assert job.state == "cancelled" and job.process.finished
-    assert job.poll() is True and job.outputVolumeNode is None
+    assert time.monotonic() - started < 1.0  # bounded: the GUI thread waits a few hundred ms at most
+    assert job.state == "cancelled"
+    deadline = time.monotonic() + 10
+    while not job.process.finished:  # later polls (the module's timer) collect the exit code
+        assert job.poll() is True and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.process.returnCode != 0 and job.outputVolumeNode is None
     assert scene.GetNumberOfNodes() == nodeCount
     assert list(tmp_path.iterdir()) == []
 
@@ -198,8 +224,10 @@ def test_kill_reaches_the_whole_process_tree():
         assert time.monotonic() < deadline
         process.wait(0.1)
     childPid = int(process.logLines[0])
+    started = time.monotonic()
     process.kill()
-    assert process.finished and process.returnCode != 0
+    assert time.monotonic() - started < 1.0
+    assert process.wait(10) is not None and process.finished and process.returnCode != 0
     deadline = time.monotonic() + 5
     while processAlive(childPid):
         assert time.monotonic() < deadline, "the launcher's child survived the cancel"
@@ -252,6 +280,33 @@ def test_checkpoint_registry_and_listing(tmp_path, tinyCheckpoints):
     assert registry.paths() == []
 
 
+def test_checkpoint_metadata_is_cached_by_path_size_and_mtime(tmp_path, tinyCheckpoints, monkeypatch):
+    """Module entry lists every checkpoint: unchanged files are not read and hashed again."""
+    import shutil
+
+    import fagan_engine.checkpoint
+
+    reads = []
+    original = fagan_engine.checkpoint.read_metadata
+    monkeypatch.setattr(fagan_engine.checkpoint, "read_metadata", lambda path: reads.append(path) or original(path))
+    target = tmp_path / "copy.safetensors"
+    shutil.copy(tinyCheckpoints[2], target)
+    first = readCheckpoint(target)
+    assert readCheckpoint(target, expectedScale=2).metadata is first.metadata and len(reads) == 1
+    with pytest.raises(ValueError, match="not x4"):
+        readCheckpoint(target, expectedScale=4)
+    assert len(reads) == 1
+    stamp = target.stat()
+    os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # same size, newer
+    readCheckpoint(target)
+    assert len(reads) == 2
+    target.write_bytes(target.read_bytes()[:-1] + b"\x00")  # damaged: the failure is cached too
+    for _ in range(2):
+        with pytest.raises(ValueError, match="checksum"):
+            readCheckpoint(target)
+    assert len(reads) == 3
+
+
 def test_read_checkpoint_validates(tmp_path, tinyCheckpoints):
     info = readCheckpoint(tinyCheckpoints[4].with_suffix(".json"))  # the sidecar selects its weights
     assert info.scale == 4 and info.metadata.model["preset"] == "fagan"
@@ -284,3 +339,82 @@ def test_engine_result_file_geometry_matches_node(scene, obliqueNode, tmp_path):
     np.testing.assert_allclose(image.GetDirection(), expected.GetDirection(), atol=1e-15)
     np.testing.assert_allclose(image.GetOrigin(), expected.GetOrigin(), atol=1e-12)
     np.testing.assert_allclose(image.GetSpacing(), expected.GetSpacing(), atol=1e-15)
+
+
+# ---------------------------------------------------------------- dependencies
+
+
+class Installers:
+    """Stand-ins for Slicer's confirmation dialog, pip_install and PyTorchUtils."""
+
+    def __init__(self, answer=True, pipError=None, torchResult="torch", torchError=None):
+        self.answer, self.pipError, self.torchResult, self.torchError = answer, pipError, torchResult, torchError
+        self.questions, self.pip, self.torchCalls = [], [], 0
+
+    def confirm(self, question):
+        self.questions.append(question)
+        return self.answer
+
+    def pipInstall(self, requirements):
+        self.pip.append(requirements)
+        if self.pipError:
+            raise self.pipError
+
+    def installTorch(self):
+        self.torchCalls += 1
+        if self.torchError:
+            raise self.torchError
+        return self.torchResult
+
+    def ensure(self, task):
+        return dependencies.ensureDependencies(task, self.confirm, self.pipInstall, self.installTorch)
+
+
+def test_bicubic_needs_nothing_to_install(monkeypatch):
+    monkeypatch.setattr(engine, "moduleAvailable", lambda name: False)  # no torch, no packages
+    installers = Installers()
+    assert installers.ensure("bicubic") is True
+    assert installers.questions == [] and installers.pip == [] and installers.torchCalls == 0
+    assert dependencies.missingDependencies("bicubic") is None
+    assert dependencies.missingDependencies("train").startswith("missing Python packages: scipy")
+
+
+def test_dependency_install_failures_become_one_line_errors(monkeypatch):
+    missing = {"nibabel", "torch"}
+    monkeypatch.setattr(engine, "moduleAvailable", lambda name: name not in missing)
+    declined = Installers(answer=False)
+    assert declined.ensure("fagan") is False and declined.pip == [] and "nibabel>=4.0" in declined.questions[0]
+
+    offline = subprocess.CalledProcessError(1, ["pip", "install"], output="ERROR: network unreachable")
+    with pytest.raises(dependencies.DependencyError) as info:
+        Installers(pipError=offline).ensure("train")
+    assert "nibabel>=4.0" in str(info.value) and "\n" not in str(info.value)
+
+    missing.discard("nibabel")
+    noExtension = Installers(torchError=ImportError("No module named 'PyTorchUtils'"))
+    with pytest.raises(dependencies.DependencyError, match='"PyTorch" extension'):
+        noExtension.ensure("train")
+    with pytest.raises(dependencies.DependencyError, match="installing PyTorch failed") as info:
+        Installers(torchError=subprocess.CalledProcessError(1, ["ltt"])).ensure("train")
+    assert "\n" not in str(info.value)
+    assert Installers(torchResult=None).ensure("train") is False  # declined in PyTorchUtils' dialog
+    installed = Installers()
+    assert installed.ensure("train") is True and installed.torchCalls == 1 and installed.pip == []
+
+
+def test_onnx_runtime_is_enough_for_fagan_but_not_for_training(monkeypatch):
+    monkeypatch.setattr(engine, "moduleAvailable", lambda name: name != "torch")
+    installers = Installers()
+    assert installers.ensure("fagan") is True and installers.torchCalls == 0
+    assert dependencies.missingDependencies("train") == "PyTorch is not installed"
+
+
+def test_self_test_skip_reason(monkeypatch):
+    monkeypatch.delenv(dependencies.SELFTEST_INSTALL_VARIABLE, raising=False)
+    assert dependencies.selfTestSkipReason("fagan") is None  # everything is importable here
+    monkeypatch.setattr(engine, "moduleAvailable", lambda name: name not in ("torch", "onnxruntime"))
+    reason = dependencies.selfTestSkipReason("fagan")
+    assert "PyTorch is not installed" in reason and dependencies.SELFTEST_INSTALL_VARIABLE in reason
+    assert dependencies.selfTestSkipReason("bicubic") is None
+    monkeypatch.setenv(dependencies.SELFTEST_INSTALL_VARIABLE, "1")
+    assert dependencies.selfTestSkipReason("train") is None
