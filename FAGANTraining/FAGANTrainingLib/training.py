@@ -41,6 +41,12 @@ def trainingVolumeFiles(folder: Any) -> List[Path]:
     return sorted(p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
 
 
+def nodesInScene(volumeNodes: Sequence[Any]) -> List[Any]:
+    """The nodes that are still in their scene (a checked node may have been deleted since)."""
+    return [node for node in volumeNodes
+            if node is not None and node.GetScene() is not None and node.GetScene().IsNodePresent(node)]
+
+
 def exportPaths(volumeNodes: Sequence[Any], folder: Any) -> List[Path]:
     """NIfTI file names for scene volumes: ``NNN_<sanitized node name>.nii.gz`` in ``folder``."""
     names = [re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName()).strip("._") or "volume" for node in volumeNodes]
@@ -95,7 +101,8 @@ def buildTrainingConfig(settings: TrainingSettings, trainFiles: Sequence[Any]) -
 def prepareTraining(settings: TrainingSettings, volumeNodes: Sequence[Any] = ()) -> Path:
     """Collect the data (folder files + exported scene volumes), write the config into the run
     folder and return the config path. Scene volumes are exported into the run folder so a run
-    can be resumed after Slicer restarts."""
+    can be resumed after Slicer restarts; nodes no longer in the scene are left out."""
+    volumeNodes = nodesInScene(volumeNodes)
     runDir = Path(settings.outputDir)
     if not settings.outputDir:
         raise ValueError("choose an output run folder")

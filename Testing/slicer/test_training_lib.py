@@ -17,6 +17,7 @@ from FAGANTrainingLib import (
     TrainingSettings,
     buildTrainingConfig,
     formatEta,
+    nodesInScene,
     prepareTraining,
     trainingArguments,
     trainingCommand,
@@ -120,6 +121,23 @@ def test_prepare_exports_scene_volumes_with_geometry(tmp_path, scene, dataFolder
     np.testing.assert_allclose(image.GetOrigin(), expected.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(image.GetDirection(), expected.GetDirection(), atol=1e-6)
     np.testing.assert_allclose(sitk.GetArrayFromImage(image), slicer.util.arrayFromVolume(nodes[1]), rtol=1e-6)
+
+
+def test_deleted_scene_volume_is_not_exported(tmp_path, scene, dataFolder):
+    """A checked volume deleted from the scene (checkedNodesChanged does not fire) is left out."""
+    from fagan_engine.config import load_config
+
+    nodes = [addVolumeNode(scene, smoothArray(seed=i), name=f"scan{i}") for i in range(3)]
+    scene.RemoveNode(nodes[1])
+    assert nodesInScene(nodes + [None]) == [nodes[0], nodes[2]]
+    configPath = prepareTraining(settingsFor(tmp_path, dataFolder=str(dataFolder)), nodes)
+    exported = [p.split("/")[-1] for p in load_config(str(configPath)).data.train if "scene_volumes" in p]
+    assert exported == ["000_scan0.nii.gz", "001_scan2.nii.gz"]
+    assert sorted(p.name for p in (configPath.parent / "scene_volumes").iterdir()) == exported
+    other = type(scene)()  # a node of another scene that was deleted there
+    moved = addVolumeNode(other, smoothArray(), name="elsewhere")
+    other.RemoveNode(moved)
+    assert nodesInScene([moved]) == []
 
 
 def test_prepare_refuses_incomplete_settings(tmp_path):
