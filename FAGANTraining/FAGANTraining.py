@@ -14,6 +14,7 @@ from FAGANTrainingLib import (
     TrainingRun,
     TrainingSettings,
     formatEta,
+    nodesInScene,
     prepareTraining,
 )
 from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
@@ -24,9 +25,16 @@ from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
 POLL_INTERVAL_MS = 500
-# ctkPathLineEdit widgets synced by hand: the Path connector would show "." for an empty path.
-PATH_WIDGETS = {"dataFolderPathLineEdit": "dataFolder", "vggWeightsPathLineEdit": "vggWeights",
-                "outputFolderPathLineEdit": "outputFolder"}
+REPOSITORY_URL = "https://github.com/fagan-superres/SlicerFAGANSuperResolution"
+CONTRIBUTORS = ["FA-GAN SuperRes team (fagan-superres)"]
+# Parameter -> widget, connected with connectParametersToGui (which returns its tag on every
+# Slicer version; connectGui returns None before 5.10, so its connection could not be removed).
+PARAMETER_WIDGETS = {"validationShare": "validationShareSpinBox", "scale": "scaleComboBox",
+                     "preset": "presetComboBox", "iterations": "iterationsSpinBox", "patchSize": "patchSizeSpinBox",
+                     "batchSize": "batchSizeSpinBox", "device": "deviceComboBox"}
+# Parameter -> ctkPathLineEdit synced by hand: the Path connector would show "." for an empty path.
+PATH_WIDGETS = {"dataFolder": "dataFolderPathLineEdit", "vggWeights": "vggWeightsPathLineEdit",
+                "outputFolder": "outputFolderPathLineEdit"}
 
 
 #
@@ -42,13 +50,13 @@ class FAGANTraining(ScriptedLoadableModule):
         self.parent.title = _("FA-GAN Training")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Image Synthesis")]
         self.parent.dependencies = ["FAGANSuperRes"]
-        self.parent.contributors = ["FA-GAN SuperRes team"]
+        self.parent.contributors = list(CONTRIBUTORS)
         self.parent.helpText = _("""
 Train an FA-GAN super-resolution model on your own high-resolution MRI volumes, in a background
 process. Watch losses and validation PSNR, stop and resume. The best checkpoint of a finished run
 appears in the checkpoint list of the FA-GAN Super-Resolution module.
-See the <a href="https://github.com/fagan-superres/FAGANSuperResolution/blob/main/docs/user-guide.md">user guide</a>.
-""")
+See the <a href="{url}/blob/main/docs/user-guide.md">user guide</a>.
+""").format(url=REPOSITORY_URL)
         self.parent.acknowledgementText = _("""
 FA-GAN super-resolution extension by the FA-GAN SuperRes team. Module layout follows the Slicer
 scripted module template by Jean-Christophe Fillion-Robin (Kitware), Andras Lasso (PerkLab) and Steve Pieper (Isomics).
@@ -119,10 +127,11 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
         self.ui.startButton.connect("clicked(bool)", self.onStartButton)
         self.ui.stopButton.connect("clicked(bool)", self.onStopButton)
         self.ui.resumeButton.connect("clicked(bool)", self.onResumeButton)
-        for widgetName, parameterName in PATH_WIDGETS.items():
+        for parameterName, widgetName in PATH_WIDGETS.items():
             getattr(self.ui, widgetName).connect(
                 "currentPathChanged(QString)", lambda path, name=parameterName: self._setParameter(name, path))
         self.ui.trainingVolumesComboBox.connect("checkedNodesChanged()", self.onTrainingVolumesChanged)
@@ -140,10 +149,7 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+        self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._run and self._run.active:
@@ -154,6 +160,12 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+
+    def onNodeRemoved(self, caller, event) -> None:
+        """checkedNodesChanged does not fire when a checked node is deleted: drop it here."""
+        p = self._parameterNode
+        if p and len(nodesInScene(p.trainingVolumes)) != len(p.trainingVolumes):
+            p.trainingVolumes = nodesInScene(p.trainingVolumes)
 
     def onReload(self) -> None:
         """Reload the Lib packages too, so code changes take effect (developer mode)."""
@@ -170,14 +182,21 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showCharts()
 
     def setParameterNode(self, inputParameterNode: Optional[FAGANTrainingParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(
+                {name: getattr(self.ui, widget) for name, widget in PARAMETER_WIDGETS.items()})
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
             self._updateGUI()
+
+    def _disconnectParameterNode(self) -> None:
+        """Remove the GUI connection (by its tag) and the observer of the current parameter node."""
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNodeGuiTag = None
+        if self._parameterNode:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
 
     def _setParameter(self, name: str, value) -> None:
         if self._parameterNode and getattr(self._parameterNode, name) != value:
@@ -195,7 +214,7 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not p:
             return
-        for widgetName, parameterName in PATH_WIDGETS.items():
+        for parameterName, widgetName in PATH_WIDGETS.items():
             widget = getattr(self.ui, widgetName)
             if widget.currentPath != getattr(p, parameterName):
                 wasBlocked = widget.blockSignals(True)
@@ -223,20 +242,22 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onStartButton(self) -> None:
         p = self._parameterNode
-        if not self.logic.ensureDependencies():
-            return
+        with slicer.util.tryWithErrorDisplay(_("Training cannot run yet.")):
+            if not self.logic.ensureDependencies():
+                return
         settings = TrainingSettings(
             outputDir=p.outputFolder, dataFolder=p.dataFolder, valFraction=p.validationShare, scale=p.scale,
             preset=p.preset, iterations=p.iterations, patchSize=p.patchSize, batchSize=p.batchSize,
             device=p.device, vggWeights=p.vggWeights)
         with slicer.util.tryWithErrorDisplay(_("Cannot start training."), waitCursor=True):
-            configPath = prepareTraining(settings, list(p.trainingVolumes))
+            configPath = prepareTraining(settings, nodesInScene(p.trainingVolumes))
             p.configPath = str(configPath)
             self._startRun(TrainingRun(configPath), resume=False)
 
     def onResumeButton(self) -> None:
-        if not self.logic.ensureDependencies():
-            return
+        with slicer.util.tryWithErrorDisplay(_("Training cannot run yet.")):
+            if not self.logic.ensureDependencies():
+                return
         run = self._run or TrainingRun.stoppedEarlier(self._parameterNode.configPath)
         with slicer.util.tryWithErrorDisplay(_("Cannot resume training."), waitCursor=True):
             self._startRun(run, resume=True)
@@ -250,10 +271,9 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _startRun(self, run: TrainingRun, resume: bool) -> None:
         p = self._parameterNode
         self._plots = TrainingPlots(slicer.mrmlScene, p.lossTable, p.validationTable, p.lossChart, p.psnrChart)
-        wasModified = p.StartModify()
-        p.lossTable, p.validationTable = self._plots.lossTable, self._plots.validationTable
-        p.lossChart, p.psnrChart = self._plots.lossChart, self._plots.psnrChart
-        p.EndModify(wasModified)
+        with slicer.util.NodeModify(p):
+            p.lossTable, p.validationTable = self._plots.lossTable, self._plots.validationTable
+            p.lossChart, p.psnrChart = self._plots.lossChart, self._plots.psnrChart
         self._showCharts()
         self._run = run
         if resume:
@@ -332,11 +352,12 @@ class FAGANTrainingLogic(ScriptedLoadableModuleLogic):
         return FAGANTrainingParameterNode(super().getParameterNode())
 
     @staticmethod
-    def ensureDependencies() -> bool:
-        """Training needs torch (from the PyTorch extension) and the engine's other packages."""
+    def ensureDependencies(askConfirmation: bool = True) -> bool:
+        """Training needs torch (from the PyTorch extension) and the engine's other packages.
+        Raises DependencyError (one line) if an install failed."""
         import FAGANSuperRes
 
-        return FAGANSuperRes.FAGANSuperResLogic.ensureDependencies("train")
+        return FAGANSuperRes.FAGANSuperResLogic.ensureDependencies("train", askConfirmation)
 
     @staticmethod
     def registerBestCheckpoint(run: TrainingRun) -> Optional[str]:
@@ -358,19 +379,36 @@ class FAGANTrainingLogic(ScriptedLoadableModuleLogic):
 
 
 class FAGANTrainingTest(ScriptedLoadableModuleTest):
-    """Module self-test: a few training iterations on synthetic volumes on CPU, stop, resume, finish."""
+    """Module self-test on synthetic volumes (CPU). Preparing a run always runs; training (start,
+    stop, resume, finish) runs when PyTorch and the engine's packages are importable, or when
+    FAGAN_SELFTEST_INSTALL_DEPENDENCIES=1 allows installing them."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
+        self.test_DeletedVolumeIsNotExported()
+        self.setUp()
         self.test_TrainStopResume()
+
+    def test_DeletedVolumeIsNotExported(self):
+        import FAGANSuperRes
+
+        self.delayDisplay("A volume deleted after it was checked is not exported for training")
+        volumes = [FAGANSuperRes.createSyntheticMRVolume(f"Train{i}") for i in range(2)]
+        slicer.mrmlScene.RemoveNode(volumes[1])
+        runFolder = tempfile.mkdtemp(prefix="FAGANTrainingTest-", dir=slicer.app.temporaryPath)
+        configPath = prepareTraining(TrainingSettings(outputDir=runFolder, scale=2, iterations=10), volumes)
+        exported = sorted(path.name for path in (configPath.parent / "scene_volumes").iterdir())
+        self.assertEqual(exported, ["000_Train0.nii.gz"])
+        self.delayDisplay("Test passed")
 
     def test_TrainStopResume(self):
         import FAGANSuperRes
 
-        self.assertTrue(FAGANTrainingLogic.ensureDependencies())
+        if FAGANSuperRes.skipUnlessReady(self, "train"):
+            return
         self.delayDisplay("Training a tiny model on synthetic volumes (CPU): start, stop, resume")
         volumes = [FAGANSuperRes.createSyntheticMRVolume(f"Train{i}") for i in range(3)]
         run, stoppedState = trainTinyModel(volumes)
