@@ -43,15 +43,12 @@ def uiWidgets(module: str) -> Dict[str, str]:
     return {w.get("name"): w.get("class") for w in tree.iter("widget")}
 
 
-def uiParameterWidgets(module: str) -> Dict[str, str]:
-    """SlicerParameterName -> widget class."""
-    tree = ET.parse(MODULES[module] / "Resources" / "UI" / f"{module}.ui")
-    found = {}
-    for widget in tree.iter("widget"):
-        for prop in widget.findall("property"):
-            if prop.get("name") == "SlicerParameterName":
-                found[prop.find("string").text] = widget.get("class")
-    return found
+def moduleTable(module: str, name: str) -> Dict[str, str]:
+    """A module-level literal dict of the module file (e.g. PARAMETER_WIDGETS); empty if absent."""
+    for node in parse(MODULES[module] / f"{module}.py").body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == name:
+            return ast.literal_eval(node.value)
+    return {}
 
 
 def parse(path: Path) -> ast.Module:
@@ -92,12 +89,13 @@ def uiUsages(tree: ast.Module):
 
 
 def widgetNameTables(tree: ast.Module) -> Dict[str, str]:
-    """Module-level ``*_WIDGETS = {"widgetName": ...}`` tables (widgets reached with getattr)."""
+    """Widget name -> table name, for module-level ``*_WIDGETS = {"parameter": "widgetName"}`` tables
+    (widgets reached with getattr)."""
     found = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id.endswith("_WIDGETS"):
-            for key in ast.literal_eval(node.value):
-                found[key] = node.targets[0].id
+            for widget in ast.literal_eval(node.value).values():
+                found[widget] = node.targets[0].id
     return found
 
 
@@ -111,8 +109,10 @@ def test_every_ui_widget_used_exists_with_a_fitting_class(module):
         assert name in widgets, f"self.ui.{name} is not in the .ui file"
         if member is not None:
             assert member in WIDGET_API[widgets[name]], f"{name} ({widgets[name]}) has no {member}"
-    for name in widgetNameTables(tree):
-        assert widgets.get(name) == "ctkPathLineEdit", name
+    for name, table in widgetNameTables(tree).items():
+        assert name in widgets, f"{table}: {name} is not in the .ui file"
+        if table == "PATH_WIDGETS":
+            assert widgets[name] == "ctkPathLineEdit", name
 
 
 def parameterAnnotations(module: str) -> Dict[str, str]:
@@ -138,18 +138,58 @@ def fittingWidget(annotation: str) -> str:
 
 @pytest.mark.parametrize("module", UI_MODULES)
 def test_parameter_widgets_fit_the_parameter_node(module):
+    """PARAMETER_WIDGETS (connected with connectParametersToGui) and PATH_WIDGETS (synced by hand)
+    name parameters and widgets that exist and fit; every parameter without its own code path is
+    connected; the .ui carries no SlicerParameterName (it is used by connectGui only)."""
     annotations = parameterAnnotations(module)
-    connected = uiParameterWidgets(module)
+    widgets = uiWidgets(module)
+    connected = moduleTable(module, "PARAMETER_WIDGETS")
     assert connected
-    for name, widgetClass in connected.items():
-        assert name in annotations, f"SlicerParameterName {name} is not a parameter"
-        assert widgetClass == fittingWidget(annotations[name]), f"{name}: {annotations[name]} in a {widgetClass}"
-    tree = parse(MODULES[module] / f"{module}.py")
-    for table in widgetNameTables(tree).values():
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == table:
-                for parameter in ast.literal_eval(node.value).values():
-                    assert annotations[parameter] == "str"
+    for name, widget in connected.items():
+        assert name in annotations, f"{name} is not a parameter"
+        assert widgets[widget] == fittingWidget(annotations[name]), f"{name}: {annotations[name]} in a {widgets[widget]}"
+    for name in moduleTable(module, "PATH_WIDGETS"):
+        assert annotations[name] == "str"
+    byHand = {"checkpointPath", "trainingVolumes", "configPath", "lossTable", "validationTable", "lossChart", "psnrChart"}
+    assert set(annotations) == set(connected) | set(moduleTable(module, "PATH_WIDGETS")) | (byHand & set(annotations))
+    assert "SlicerParameterName" not in (MODULES[module] / "Resources" / "UI" / f"{module}.ui").read_text(encoding="utf-8")
+
+
+def calls(tree: ast.AST, name: str) -> List[ast.Call]:
+    """Calls of ``<anything>.name(...)`` or ``name(...)``."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and (getattr(node.func, "attr", None) == name or getattr(node.func, "id", None) == name)]
+
+
+def nodeModifyBlocks(tree: ast.AST) -> List[ast.With]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.With)
+            and any(isinstance(item.context_expr, ast.Call) and ast.unparse(item.context_expr.func).endswith("NodeModify")
+                    for item in node.items)]
+
+
+@pytest.mark.parametrize("path", slicerSideFiles(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_connect_gui_and_no_bare_start_modify(path):
+    """connectGui returns None before Slicer 5.10 (its connection cannot be removed): use
+    connectParametersToGui and keep its tag. StartModify/EndModify leave a node in modify state
+    when something raises between them: use ``with slicer.util.NodeModify(node):``."""
+    tree = parse(path)
+    assert not calls(tree, "connectGui"), "use connectParametersToGui and keep its tag"
+    inside = {id(call) for block in nodeModifyBlocks(tree) for call in calls(block, "StartModify")}
+    for call in calls(tree, "StartModify") + calls(tree, "EndModify"):
+        assert id(call) in inside, f"line {call.lineno}: {ast.unparse(call)} outside a NodeModify block"
+    for call in calls(tree, "connectParametersToGui"):
+        parent = [n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.value is call]
+        assert parent and ast.unparse(parent[0].targets[0]).endswith("GuiTag"), f"line {call.lineno}: keep the tag"
+    for call in calls(tree, "disconnectGui"):
+        assert call.args and ast.unparse(call.args[0]).endswith("GuiTag"), f"line {call.lineno}: disconnect by tag"
+
+
+def test_contract_check_catches_violations():
+    """The helpers of the check above see connectGui and a bare StartModify, and NodeModify blocks."""
+    bad = ast.parse("tag = node.connectGui(self.ui)\nw = n.StartModify()\nn.EndModify(w)\n")
+    assert calls(bad, "connectGui") and calls(bad, "StartModify") and not nodeModifyBlocks(bad)
+    good = ast.parse("with slicer.util.NodeModify(n):\n    n.x = 1\n")
+    assert len(nodeModifyBlocks(good)) == 1
 
 
 @pytest.mark.parametrize("module", list(MODULES))
@@ -255,11 +295,15 @@ def cmakeValue(name: str) -> str:
     return match.group(1)
 
 
+REPOSITORY = "https://github.com/fagan-superres/SlicerFAGANSuperResolution"
+CONTRIBUTOR = re.compile(r"^[^(),]+ \([^()]+\)$")  # "Firstname Lastname (Organisation)"
+
+
 def test_extension_metadata_and_images():
-    home = cmakeValue("EXTENSION_HOMEPAGE")
-    assert home == "https://github.com/fagan-superres/FAGANSuperResolution"
-    assert cmakeValue("EXTENSION_CONTRIBUTORS") and len(cmakeValue("EXTENSION_DESCRIPTION")) > 40
-    raw = "https://raw.githubusercontent.com/fagan-superres/FAGANSuperResolution/main/"
+    assert cmakeValue("EXTENSION_HOMEPAGE") == REPOSITORY
+    assert REPOSITORY.rsplit("/", 1)[1].startswith("Slicer")  # extension index naming rule
+    assert len(cmakeValue("EXTENSION_DESCRIPTION")) > 40
+    raw = REPOSITORY.replace("github.com", "raw.githubusercontent.com") + "/main/"
     urls = [cmakeValue("EXTENSION_ICONURL")] + cmakeValue("EXTENSION_SCREENSHOTURLS").split()
     for url in urls:
         assert url.startswith(raw + "docs/images/") and url.endswith((".png", ".jpg"))
@@ -273,7 +317,30 @@ def test_index_entry_agrees_with_cmake():
     allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                "dicom_support_rule", "build_subdirectory", "enabled", "tier"}  # schema v1.0.2
     assert set(entry) <= allowed and entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
-    assert entry["category"] == cmakeValue("EXTENSION_CATEGORY") == "Image Synthesis"
+    assert entry["category"] == "Image Synthesis"
     assert entry["build_dependencies"] == cmakeValue("EXTENSION_DEPENDS").split()
     assert entry["scm_url"] in (cmakeValue("EXTENSION_HOMEPAGE"), cmakeValue("EXTENSION_HOMEPAGE") + ".git")
     assert entry["build_subdirectory"] == "." and 1 <= entry["tier"] <= 5
+
+
+def test_cmake_follows_the_5_10_extension_template():
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)" in text
+    assert "EXTENSION_CATEGORY" not in re.sub(r"#[^\n]*", "", text)  # the catalog entry has it (Slicer >= 5.8)
+    assert re.search(r"if\(BUILD_TESTING\)\s*add_subdirectory\(Testing/FAGANSelfTest\)\s*endif\(\)", text)
+
+
+def test_contributors_and_repository_name_agree_everywhere():
+    cmakeContributors = [c.strip() for c in cmakeValue("EXTENSION_CONTRIBUTORS").split(",")]
+    assert cmakeContributors and all(CONTRIBUTOR.match(c) for c in cmakeContributors), cmakeContributors
+    for module in UI_MODULES:
+        tree = parse(MODULES[module] / f"{module}.py")
+        values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body
+                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") in ("CONTRIBUTORS", "REPOSITORY_URL")}
+        assert values["CONTRIBUTORS"] == cmakeContributors and values["REPOSITORY_URL"] == REPOSITORY
+    for path in [ROOT / "FAGANSuperResolution.json", ROOT / "docs" / "user-guide.md", *slicerSideFiles()]:
+        text = path.read_text(encoding="utf-8")
+        assert "fagan-superres/FAGANSuperResolution" not in text, f"{path.name}: old repository name"
+        assert 'SuperRes team"' not in text, f"{path.name}: contributor without organisation"
+    entry = json.loads((ROOT / "FAGANSuperResolution.json").read_text(encoding="utf-8"))
+    assert entry["scm_url"] == REPOSITORY + ".git"
