@@ -158,3 +158,15 @@ def _link_exclusive(source: Path, destination: Path) -> None:
 def _unpublish(paths: List[Path]) -> None:
     for path in paths:
         _remove_quietly(path)
+
+
+def remove_stale_temp_files(folder: Path, older_than: float) -> None:
+    """Remove ``atomic_path`` temporaries (``.<name>.<random>.tmp*``) in ``folder`` last modified
+    before ``older_than`` (a time.time()); the caller holds the folder's lock, so they are orphans."""
+    if not Path(folder).is_dir():
+        return
+    for entry in Path(folder).iterdir():
+        if entry.name.startswith(".") and ".tmp" in entry.name and entry.is_file():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < older_than:
+                    entry.unlink()

@@ -14,7 +14,7 @@ import tempfile
 import threading
 from typing import Iterator, List
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a captured block may call code that captures too
 
 
 class CapturedText:

@@ -100,7 +100,7 @@ def _check_finite(path: Path, key: str, value: Optional[str]) -> None:
 def _check_regular(path: Path, what: str) -> None:
     try:
         mode = path.stat().st_mode
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
         raise InputError(f"{what} not found") from None
     if not stat.S_ISREG(mode):
         raise InputError(f"{what} is not a regular file")

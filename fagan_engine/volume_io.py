@@ -59,6 +59,7 @@ _SCALAR_PIXEL_IDS = frozenset(
 )
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 _LOW_SPACE_BYTES = 1 << 20  # a failed write with less free space than this is reported as a full disk
+_FAILURE_WORDS = re.compile(r"error|fail|cannot|could not|unable|not read", re.IGNORECASE)
 _ITK_PREFIX = re.compile(r"^(ITK ERROR: \w+\(0x[0-9a-fA-F]+\): |sitk::ERROR: )")
 
 
@@ -96,7 +97,7 @@ def validate_image(image: sitk.Image, nan_policy: str = "error") -> sitk.Image:
     """Check that ``image`` is a 3D scalar real-valued volume and return it as float32.
 
     Non-finite voxels raise InputError (``nan_policy="error"``) or become 0 (``"zero"``).
-    Non-finite or non-positive geometry and values beyond ±MAX_ABS_VALUE are refused.
+    Non-finite or non-positive geometry and values beyond +-MAX_ABS_VALUE are refused.
     Origin, spacing and direction are kept; the input itself is returned when nothing changes.
     """
     _check_nan_policy(nan_policy)
@@ -284,7 +285,7 @@ def _itk_read(path: Path, ext: str) -> sitk.Image:
         except RuntimeError as exc:
             failure = _itk_detail(exc)
     complaint = noise.first_message()
-    if failure is not None or "error" in complaint.lower():
+    if failure is not None or _FAILURE_WORDS.search(complaint):
         raise InputError(f"cannot read {path}: {failure or complaint}")
     if complaint:
         warnings.warn(f"{path.name}: {complaint}", FAGANWarning, stacklevel=3)
@@ -349,7 +350,7 @@ def _check_value_range(image: sitk.Image) -> None:
         largest = float(np.nanmax(np.abs(np.where(np.isfinite(values), values, 0))))
     if largest > MAX_ABS_VALUE:
         raise InputError(
-            f"input holds values up to {largest:.3g} in magnitude; beyond ±{MAX_ABS_VALUE:.0e} float32 arithmetic "
+            f"input holds values up to {largest:.3g} in magnitude; beyond +/-{MAX_ABS_VALUE:.0e} float32 arithmetic "
             "would overflow, rescale the volume first"
         )
 
@@ -436,7 +437,11 @@ def _free_bytes(folder: Path) -> int:
 
 
 def _itk_detail(exc: RuntimeError) -> str:
-    """The informative last line of a SimpleITK exception, without file/line and object prefixes."""
+    """The informative line of a SimpleITK exception, without file/line and object prefixes:
+    the last ``ITK ERROR`` line (later lines may be matrix rows), else the last line."""
     lines = [line.strip() for line in str(exc).splitlines()]
-    useful = [_ITK_PREFIX.sub("", line) for line in lines[1:] if line and not line.startswith("Reason:")]
+    flagged = [_ITK_PREFIX.sub("", line) for line in lines[1:] if _ITK_PREFIX.match(line)]
+    if flagged:
+        return flagged[-1]
+    useful = [line for line in lines[1:] if line and not line.startswith("Reason:")]
     return useful[-1] if useful else (lines[0] if lines and lines[0] else type(exc).__name__)

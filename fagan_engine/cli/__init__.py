@@ -5,7 +5,7 @@ import argparse
 import signal
 import sys
 import warnings
-from typing import Any, Callable, List, Optional, Set
+from typing import Any, Callable, List, Optional
 
 from ..errors import FAGANError, InputError
 from ..protocol import emit
@@ -30,14 +30,17 @@ def raise_terminated(signum: int, frame: Any) -> None:
 def entry_point(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
     """Run a command's ``body(args)`` under ``run_cli`` (``argv`` defaults to sys.argv).
 
-    SIGTERM unwinds like Ctrl-C (staging files are removed) and exits 143.
+    SIGTERM unwinds like Ctrl-C (staging files are removed) and exits 143, unless the command
+    installed its own handler already (``fagan-train`` stops gracefully).
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return run_cli(lambda: body(args), wants_json(args))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def run_cli(body: Callable[[], int], json_progress: bool) -> int:
@@ -45,12 +48,16 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
 
     Unexpected exceptions keep their traceback (a bug to report) and exit 1; KeyboardInterrupt
     exits 130 and SIGTERM 143. Python warnings become one ``warning: ...`` line each (repeats
-    dropped). No command leaves partial output behind: writers are atomic.
+    dropped), printed at the end of a successful run only. No command leaves partial output behind: writers are atomic.
     """
+    notes: List[str] = []
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning(set())
-            return body()
+            warnings.showwarning = _collect_warning(notes)
+            code = body()
+        for note in notes:  # only on success: a failure prints its one error line alone
+            sys.stderr.write(f"warning: {note}\n")
+        return code
     except FAGANError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if json_progress:
@@ -73,14 +80,13 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
         return 143
 
 
-def _one_line_warning(seen: Set[str]) -> Callable[..., None]:
-    """A ``warnings.showwarning`` that prints ``warning: <first line>`` once per message."""
+def _collect_warning(notes: List[str]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that keeps the first line of each distinct warning in ``notes``."""
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-        if text not in seen:
-            seen.add(text)
-            sys.stderr.write(f"warning: {text}\n")
+        if text not in notes:
+            notes.append(text)
 
     return show
 

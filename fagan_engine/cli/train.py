@@ -1,11 +1,17 @@
 """``fagan-train``: train an FA-GAN generator from a JSON/YAML config (see docs/training.md)."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from pathlib import Path
 from typing import List, Optional
 
+from ..atomic import remove_stale_temp_files
 from ..config import load_config
-from . import OneLineParser, entry_point
+from ..locking import RunFolderLock
+from ..training.stop import StopRequest
+from . import OneLineParser, entry_point, raise_terminated
 
 
 def build_parser() -> OneLineParser:
@@ -21,18 +27,36 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return entry_point(_main, argv)
+    """A first SIGTERM/SIGINT stops gracefully (even during start-up: a ``stopped`` event follows),
+    a second one unwinds at once (exit 143 / 130)."""
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    stop = StopRequest().install()
+    try:
+        return entry_point(lambda args: _main(args, stop), argv)
+    finally:
+        stop.restore()
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _main(argv: List[str]) -> int:
+def _main(argv: List[str], stop: StopRequest) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config).with_overrides(args.overrides)
-    from ..training.data import prepare_data
-    from ..training.trainer import Trainer, preflight
+    run_dir = Path(cfg.train.output_dir)
+    lock = RunFolderLock(run_dir, "train.output_dir") if int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None:  # DDP: rank 0 owns the folder
+        lock.acquire()
+        remove_stale_temp_files(run_dir, lock.acquired_at)
+        remove_stale_temp_files(run_dir / "checkpoints", lock.acquired_at)
+    try:
+        from ..training.data import prepare_data
+        from ..training.trainer import Trainer, preflight
 
-    preflight(cfg, args.resume)
-    data = prepare_data(cfg)
-    return Trainer(cfg, data, progress=args.progress, resume=args.resume).run()
+        preflight(cfg, args.resume)
+        data = prepare_data(cfg)
+        return Trainer(cfg, data, progress=args.progress, resume=args.resume, stop=stop).run()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

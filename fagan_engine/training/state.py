@@ -6,6 +6,10 @@ by ``{"__tensor__": key}``; tuples become ``{"__tuple__": [...]}`` and dicts wit
 (optimizer state is keyed by parameter index) ``{"__items__": [[key, value], ...]}``. The JSON
 goes into the safetensors header under ``fagan_train_state``. One file, written atomically,
 so a kill at any instant leaves either the previous state or the new one.
+
+``fagan_train_state_sha256`` holds ``tensor_digest.content_digest`` of the tensors and the JSON,
+so a damaged or edited state (swapped tensor offsets included) is refused before use, and
+``decode`` refuses references to tensors that do not exist.
 """
 from __future__ import annotations
 
@@ -17,9 +21,11 @@ import torch
 
 from ..atomic import atomic_write_bytes
 from ..errors import CheckpointError
+from ..tensor_digest import SafetensorsFormatError, content_digest, split_safetensors
 
 STATE_FORMAT = "fagan-train-state/1"
 STATE_KEY = "fagan_train_state"
+DIGEST_KEY = "fagan_train_state_sha256"
 
 
 def encode(value: Any, prefix: str, tensors: Dict[str, torch.Tensor]) -> Any:
@@ -42,17 +48,29 @@ def encode(value: Any, prefix: str, tensors: Dict[str, torch.Tensor]) -> Any:
 
 
 def decode(value: Any, tensors: Dict[str, torch.Tensor]) -> Any:
-    """Inverse of ``encode``."""
+    """Inverse of ``encode``; ValueError on a malformed structure (unknown tensor, bad item pair)."""
     if isinstance(value, list):
         return [decode(v, tensors) for v in value]
     if isinstance(value, dict):
         if "__tensor__" in value:
-            return tensors[value["__tensor__"]]
+            key = value["__tensor__"]
+            if not isinstance(key, str) or key not in tensors:
+                raise ValueError(f"reference to a missing tensor {key!r}")
+            return tensors[key]
         if "__tuple__" in value:
-            return tuple(decode(v, tensors) for v in value["__tuple__"])
+            return tuple(decode(v, tensors) for v in _list(value["__tuple__"]))
         if "__items__" in value:
-            return {k: decode(v, tensors) for k, v in value["__items__"]}
+            pairs = _list(value["__items__"])
+            if not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], (str, int, float, bool)) for p in pairs):
+                raise ValueError("malformed __items__")
+            return {k: decode(v, tensors) for k, v in pairs}
         return {k: decode(v, tensors) for k, v in value.items()}
+    return value
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
     return value
 
 
@@ -66,28 +84,48 @@ def save_state(path: Path, modules: Dict[str, Dict[str, torch.Tensor]], structur
             tensors[f"{name}/{key}"] = tensor.detach().cpu().clone().contiguous()
     header = encode(structure, "~", tensors)
     header["format"] = STATE_FORMAT
-    blob = save(tensors, metadata={STATE_KEY: json.dumps(header, allow_nan=False)})
+    text = json.dumps(header, allow_nan=False)
+    entries, _, data = split_safetensors(save(tensors, metadata={STATE_KEY: text}))
+    blob = save(tensors, metadata={STATE_KEY: text, DIGEST_KEY: content_digest(entries, data, text)})
     atomic_write_bytes(path, blob)
 
 
 def load_state(path: Path) -> Tuple[Dict[str, Dict[str, torch.Tensor]], Dict[str, Any]]:
-    """Read a state written by ``save_state``: (module state dicts by name, decoded structure)."""
-    from safetensors import safe_open
+    """Read a state written by ``save_state``: (module state dicts by name, decoded structure).
+
+    CheckpointError (one line) if the file is unreadable, not a training state, fails its
+    integrity check or holds a malformed structure; nothing is unpickled.
+    """
+    from safetensors.torch import load
 
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            raw = (handle.metadata() or {}).get(STATE_KEY)
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:  # safetensors raises several error types for damaged files
-        raise CheckpointError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read training state {path}: {exc.strerror}") from None
+    try:
+        entries, metadata, data = split_safetensors(blob)
+    except SafetensorsFormatError as exc:
+        raise CheckpointError(f"training state {path} is damaged: {exc}") from None
+    raw = metadata.get(STATE_KEY)
     if raw is None:
         raise CheckpointError(f"{path} is not an FA-GAN training state")
-    header = json.loads(raw)
-    if header.pop("format", None) != STATE_FORMAT:
-        raise CheckpointError(f"{path} has an unsupported training state format")
+    if metadata.get(DIGEST_KEY) != content_digest(entries, data, raw):
+        raise CheckpointError(f"training state {path} is corrupt or was modified: checksum mismatch")
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict) or header.pop("format", None) != STATE_FORMAT:
+            raise CheckpointError(f"{path} has an unsupported training state format")
+        tensors = load(blob)
+        structure = decode(header, tensors)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"training state {path} is malformed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    except Exception as exc:  # safetensors raises its own error type for damaged files
+        raise CheckpointError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
     modules: Dict[str, Dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         name, sep, sub = key.partition("/")
         if sep:  # structure tensors are named "~#n", without "/"
             modules.setdefault(name, {})[sub] = tensor
-    return modules, decode(header, tensors)
+    return modules, structure

@@ -13,6 +13,7 @@ range and needs no loss scaling), channels_last, cudnn.benchmark, optional torch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -30,15 +31,17 @@ from ..archs import build_discriminator, build_generator
 from ..atomic import atomic_write_bytes
 from ..checkpoint import CheckpointMetadata, save_checkpoint
 from ..config import FAGANConfig, TrainConfig
-from ..errors import ConfigError, FAGANError
+from ..errors import CheckpointError, ConfigError, FAGANError
 from ..inference import resolve_device
-from .data import IterationBatchSampler, PatchDataset, PreparedData, build_loader
+from .data import IterationBatchSampler, PatchDataset, PreparedData, build_loader, build_synthesizer
 from .ddp import Dist, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
-from .evaluation import EvalCase, bicubic_baseline, make_case, validate
+from ..forward_model import AcquisitionConfig
+from .evaluation import EvalCase, baseline, make_case, validate
 from .losses import CONTENT_VGG, ContentLoss, discriminator_loss, generator_adversarial_loss, load_vgg19, pixel_loss
 from .runlog import RunLog
 from .state import load_state, save_state
+from .stop import STOP_FILE, StopRequest  # noqa: F401  (STOP_FILE: the Slicer module's contract)
 
 STATE_FILE = "training_state.safetensors"
 CONFIG_FILE = "config.json"
@@ -51,9 +54,24 @@ RESUMABLE_CHANGES = (
     "train.log_every",
     "train.device",
     "train.compile",
+    "train.output_dir",
     "data.num_workers",
 )
-"""Config keys a resumed run may change; any other difference is refused."""
+"""Config keys a resumed run may change; any other difference is refused. The run folder may be
+named differently (relative, absolute) or moved: the state describes the run, not its path."""
+
+
+def initial_weights(path: str, cfg: FAGANConfig) -> Dict[str, torch.Tensor]:
+    """Generator weights to fine-tune from (``train.init_checkpoint``): same architecture required.
+
+    A resumed run restores its own state afterwards, so this only matters at iteration 0.
+    """
+    from ..checkpoint import load_generator
+
+    model, metadata = load_generator(path, expected_scale=cfg.model.scale)
+    if metadata.model_config() != cfg.model:
+        raise ConfigError(f"train.init_checkpoint {Path(path).name} has another architecture than model: {metadata.model}")
+    return model.state_dict()
 
 
 def schedule(train: TrainConfig) -> Callable[[int], float]:
@@ -80,7 +98,18 @@ def preflight(cfg: FAGANConfig, resume: bool) -> None:
             f"{cfg.train.output_dir} already holds a training state; pass --resume to continue it "
             "or choose another train.output_dir"
         )
-    saved = load_state(state)[1]["config"]
+    structure = load_state(state)[1]
+    saved = structure.get("config")
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+        raise CheckpointError(f"training state {state} is malformed: no valid config")
+    iteration = structure.get("iteration")
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise CheckpointError(f"training state {state} is malformed: invalid iteration {iteration!r}")
+    if iteration > cfg.train.iterations:
+        raise ConfigError(
+            f"--resume: the state is at iteration {iteration}, beyond train.iterations={cfg.train.iterations}; "
+            "raise train.iterations to continue"
+        )
     current = cfg.to_dict()
     for section, values in current.items():
         for key, value in values.items():
@@ -93,42 +122,17 @@ def preflight(cfg: FAGANConfig, resume: bool) -> None:
                 )
 
 
-STOP_FILE = "STOP"
-"""Creating this file in the run folder stops the run like SIGTERM (portable, e.g. Windows)."""
-
-
-class StopRequest:
-    """SIGTERM/SIGINT, or a ``STOP`` file in the run folder, ask the loop to stop after the current
-    step; a second signal acts as usual. A stale ``STOP`` file is removed when the run starts."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.signalled = False
-        self.stop_file = run_dir / STOP_FILE
-        self.previous: Dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signalled or self.stop_file.exists()
-
-    def install(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.stop_file.unlink()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self.previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signalled = True
-        signal.signal(signum, self.previous[signum])
-
-    def restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
 class Trainer:
     """One training run in ``cfg.train.output_dir``; ``run()`` returns the exit code (0)."""
 
-    def __init__(self, cfg: FAGANConfig, data: PreparedData, progress: str = "bar", resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: FAGANConfig,
+        data: PreparedData,
+        progress: str = "bar",
+        resume: bool = False,
+        stop: Optional[StopRequest] = None,
+    ) -> None:
         self.cfg = cfg
         self.data = data
         self.progress_mode = progress
@@ -145,6 +149,8 @@ class Trainer:
         np.random.seed(train.seed % 2**32)
         torch.manual_seed(train.seed)
         self.G = build_generator(cfg.model).to(self.device)
+        if train.init_checkpoint:
+            self.G.load_state_dict(initial_weights(train.init_checkpoint, cfg))
         self.D = build_discriminator(cfg.model).to(self.device)
         self.content = ContentLoss(load_vgg19(train.vgg_weights) if train.vgg_weights else None).to(self.device)
         if self.cuda:
@@ -175,7 +181,8 @@ class Trainer:
         self.last_validation: Optional[Dict[str, float]] = None
         if resume and (self.run_dir / STATE_FILE).is_file():
             self._load_state()
-        self.stop = StopRequest(self.run_dir)
+        self.stop = stop or StopRequest()
+        self.stop.watch(self.run_dir)
         self.log: Optional[RunLog] = None
         self.cases: List[EvalCase] = []
         self.baseline: Dict[str, float] = {}
@@ -197,8 +204,9 @@ class Trainer:
             shutdown(self.dist)
         if self.log is not None:
             if stopped:
+                state = self.run_dir / STATE_FILE
                 self.log.log(f"stopped at iteration {self.iteration}; resume with --resume")
-                self.log.event("stopped", iteration=self.iteration, state=str(self.run_dir / STATE_FILE))
+                self.log.event("stopped", iteration=self.iteration, state=str(state) if state.is_file() else None)
             else:
                 best = self._checkpoint_path("best")
                 self.log.event(
@@ -223,9 +231,10 @@ class Trainer:
             self.log.log("no train.vgg_weights: the content loss falls back to pixel MSE (recorded in checkpoint metadata)")
         if self.data.split.get("caveat"):
             self.log.log(f"note: {self.data.split['caveat']}")
-        self.cases = [make_case(v.name, v.hr, self.cfg.model.scale, v.axes) for v in self.data.val]
+        primary = AcquisitionConfig(model=self.cfg.data.degradation.primary)
+        self.cases = [make_case(v.name, v.hr, self.cfg.model.scale, v.axes, primary) for v in self.data.val]
         if self.cases:
-            self.baseline = bicubic_baseline(self.cases)
+            self.baseline = baseline(self.cases, "bicubic")
         self.log.event(
             "start", run_dir=str(self.run_dir), iteration=self.iteration, total=train.iterations, config=self.cfg.to_dict()
         )
@@ -233,11 +242,14 @@ class Trainer:
     def _loop(self) -> bool:
         """Train until the last iteration (False) or a stop request (True)."""
         train = self.cfg.train
-        dataset = PatchDataset(self.data.train, self.cfg.data, self.cfg.model.scale, train.seed)
+        synthesizer = build_synthesizer(self.cfg, self.data)
+        dataset = PatchDataset(self.data.train, self.cfg.data, self.cfg.model.scale, train.seed, synthesizer)
         sampler = IterationBatchSampler(self.iteration, train.iterations, train.batch_size, self.dist.rank, self.dist.world_size)
         loader = build_loader(dataset, sampler, self.cfg.data.num_workers, pin_memory=self.cuda)
         sums: Dict[str, torch.Tensor] = {}
         count, window_start, saved_at = 0, time.perf_counter(), -1
+        if any_rank(self.stop.requested, self.dist, self.device):  # e.g. SIGTERM while data was loading
+            return True
         for hr, lr in loader:
             for name, value in self._step(hr, lr).items():
                 sums[name] = sums.get(name, 0.0) + value
@@ -372,13 +384,16 @@ class Trainer:
             "phase": self._phase(self.iteration),
             "pretrain_iterations": cfg.train.pretrain_iterations,
             "content_loss": self.content.kind,
+            "init_checkpoint": Path(cfg.train.init_checkpoint).name if cfg.train.init_checkpoint else None,
+            "synthetic_fraction": cfg.data.synthetic_fraction,
+            "synthesis": dataclasses.asdict(cfg.data.synthesis),
             "pixel_loss": cfg.train.pixel_loss,
             "weights": "ema",
             "ema_decay": cfg.train.ema_decay,
             "seed": cfg.train.seed,
             "batch_size": cfg.train.batch_size,
             "patch_size": cfg.data.patch_size,
-            "degradation": {k: getattr(cfg.data, k) for k in ("blur_sigma", "rician_noise", "kspace_fraction")},
+            "degradation": dataclasses.asdict(cfg.data.degradation),
             "split": split["mode"],
             "train_data": split["train"],
             "validation_data": split["val"],
@@ -388,7 +403,9 @@ class Trainer:
         if "validation_slab" in split:
             training["validation_slab"] = split["validation_slab"]
             training["through_plane_axis"] = split["through_plane_axis"]
-        return CheckpointMetadata.create(cfg.model, cfg.normalization, plane=cfg.data.plane, training=training)
+        return CheckpointMetadata.create(
+            cfg.model, cfg.normalization, plane=cfg.data.plane, training=training, acquisitions=cfg.data.degradation.acquisitions()
+        )
 
     def _save(self, periodic: bool) -> int:
         """Write latest (and best / periodic) EMA checkpoints and the resumable state; rank 0 only."""
@@ -429,7 +446,23 @@ class Trainer:
         save_state(self.run_dir / STATE_FILE, modules, structure)
 
     def _load_state(self) -> None:
-        modules, structure = load_state(self.run_dir / STATE_FILE)
+        """Restore a saved state; any missing or mistyped part is a one-line CheckpointError."""
+        path = self.run_dir / STATE_FILE
+        modules, structure = load_state(path)
+        try:
+            self._restore(modules, structure)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"training state {path} does not fit this run: {detail[:200]}") from None
+
+    def _restore(self, modules: Dict[str, Dict[str, torch.Tensor]], structure: Dict[str, Any]) -> None:
+        iteration = structure["iteration"]
+        if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+            raise ValueError(f"invalid iteration {iteration!r}")
+        if structure["best_psnr"] is not None and not isinstance(structure["best_psnr"], (int, float)):
+            raise TypeError("best_psnr is not a number")
+        if structure["last_validation"] is not None and not isinstance(structure["last_validation"], dict):
+            raise TypeError("last_validation is not a record")
         self.G.load_state_dict(modules["G"])
         self.ema.model.load_state_dict(modules["EMA"])
         self.D.load_state_dict(modules["D"])
