@@ -54,7 +54,7 @@ def make_step(device: str, precision: str, batch: int, patch: int, vgg: bool, tr
     import torch
 
     from fagan_engine.archs import build_discriminator, build_generator, preset_config
-    from fagan_engine.degradation import downsample
+    from fagan_engine.forward_model import AcquisitionConfig, degrade
     from fagan_engine.training.losses import (
         ContentLoss,
         VGG19Features,
@@ -71,7 +71,8 @@ def make_step(device: str, precision: str, batch: int, patch: int, vgg: bool, tr
     opt_g = torch.optim.Adam(G.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     hr = torch.rand(batch, 1, patch, patch, device=device).contiguous(memory_format=memory_format)
-    lr = downsample(hr, 4).contiguous(memory_format=memory_format)
+    lr_array = degrade(hr.cpu().numpy(), 4, AcquisitionConfig(model="kspace"))
+    lr = torch.from_numpy(lr_array).to(device).contiguous(memory_format=memory_format)
     bf16 = precision == "bf16"
 
     def autocast() -> Any:

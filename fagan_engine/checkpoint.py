@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ._version import __version__
 from .atomic import atomic_write_bytes
-from .config import ModelConfig, NormalizationConfig, model_config_from_dict, normalization_from_dict
+from .config import ACQUISITIONS, ModelConfig, NormalizationConfig, model_config_from_dict, normalization_from_dict
 from .errors import CheckpointError, ConfigError
 
 FORMAT = "fagan-checkpoint/1"
@@ -35,6 +35,7 @@ class CheckpointMetadata:
     model: Dict[str, Any]
     normalization: Dict[str, Any]
     plane: str = "auto"
+    acquisitions: List[str] = dataclasses.field(default_factory=lambda: ["bicubic"])
     training: Dict[str, Any] = dataclasses.field(default_factory=dict)
     engine_version: str = __version__
     created: str = ""
@@ -57,6 +58,7 @@ class CheckpointMetadata:
         normalization: NormalizationConfig,
         plane: str = "auto",
         training: Optional[Dict[str, Any]] = None,
+        acquisitions: Optional[List[str]] = None,
     ) -> "CheckpointMetadata":
         """Metadata for a freshly trained generator."""
         return cls(
@@ -64,6 +66,7 @@ class CheckpointMetadata:
             model=dataclasses.asdict(model),
             normalization=dataclasses.asdict(normalization),
             plane=plane,
+            acquisitions=list(acquisitions or ["bicubic"]),
             training=dict(training or {}),
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
@@ -141,10 +144,26 @@ def bundled_checkpoints() -> List[Path]:
     return sorted(BUNDLED_DIR.glob("*.safetensors"))
 
 
-def default_checkpoint(scale: int) -> Optional[Path]:
-    """The bundled FA-GAN checkpoint for ``scale``, or None if none ships."""
-    candidate = BUNDLED_DIR / f"fagan_x{scale}.safetensors"
-    return candidate if candidate.is_file() else None
+def default_checkpoint(scale: int, acquisition: str = "kspace") -> Optional[Path]:
+    """The bundled FA-GAN checkpoint for ``scale`` made for ``acquisition``, or None if none ships.
+
+    Among the bundled ``fagan_x<scale>*`` checkpoints, one whose primary acquisition (the first
+    listed in its sidecar) matches wins, then one trained with it in its mix, then any (the
+    caller warns about the mismatch). Only the small JSON sidecars are read here; the chosen
+    checkpoint is verified when it is loaded.
+    """
+    candidates = sorted(BUNDLED_DIR.glob(f"fagan_x{scale}*.safetensors"))
+
+    def rank(path: Path) -> int:
+        try:
+            listed = json.loads(path.with_suffix(".json").read_text(encoding="utf-8")).get("acquisitions", ["bicubic"])
+        except (OSError, ValueError, AttributeError):
+            return 3
+        if listed and listed[0] == acquisition:
+            return 0
+        return 1 if acquisition in listed else 2
+
+    return min(candidates, key=rank) if candidates else None
 
 
 def _weights_path(path: str) -> Path:
@@ -203,6 +222,8 @@ def parse_metadata(raw: str, source: Path) -> CheckpointMetadata:
         metadata.normalization_config()
     except ConfigError as exc:
         raise CheckpointError(f"{source.name} has invalid metadata: {exc}") from None
+    if not isinstance(metadata.acquisitions, list) or not metadata.acquisitions or not set(metadata.acquisitions) <= set(ACQUISITIONS):
+        raise CheckpointError(f"{source.name} has invalid metadata: acquisitions must list some of {', '.join(ACQUISITIONS)}")
     if metadata.model.get("scale") != metadata.scale:
         raise CheckpointError(f"{source.name}: metadata scale and architecture scale disagree")
     return metadata

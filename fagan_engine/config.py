@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -36,6 +37,10 @@ PRESET_SWITCHES: Dict[str, Dict[str, Any]] = {
 """The switches each preset fixes: the paper's methods and ablations are one architecture."""
 PRESETS = tuple(PRESET_SWITCHES)
 PLANES = ("auto", "axial", "coronal", "sagittal")
+ACQUISITIONS = ("kspace", "bicubic", "gaussian")
+"""The in-plane acquisition models of ``forward_model``."""
+WINDOWS = ("none", "hamming", "tukey", "fermi")
+"""The k-space apodisation filters of ``forward_model``."""
 ATTENTION_PLACEMENTS = ("lr", "hr")
 FUSIONS = ("weighted", "direct")
 
@@ -98,6 +103,116 @@ class NormalizationConfig:
 
 
 @dataclass
+class DegradationConfig:
+    """How each training pair's LR is made: a random acquisition drawn per sample (``forward_model``).
+
+    ``primary`` is the acquisition the model is made for; the checkpoint lists it first, followed by
+    the other acquisitions with a non-zero weight. Ranges are ``[low, high]`` pairs drawn uniformly.
+    """
+
+    primary: str = "kspace"
+    kspace_weight: float = 1.0
+    bicubic_weight: float = 0.0
+    gaussian_weight: float = 0.0
+    windows: List[str] = field(default_factory=lambda: ["none"])
+    window_strength: List[float] = field(default_factory=lambda: [0.5, 0.5])
+    partial_fourier_probability: float = 0.0
+    partial_fourier_min: float = 0.625
+    noise_probability: float = 0.0
+    noise: List[float] = field(default_factory=lambda: [0.0, 0.0])
+    psf_fwhm: List[float] = field(default_factory=lambda: [1.0, 1.0])
+
+    def weights(self) -> Dict[str, float]:
+        return {"kspace": self.kspace_weight, "bicubic": self.bicubic_weight, "gaussian": self.gaussian_weight}
+
+    def acquisitions(self) -> List[str]:
+        """The primary acquisition, then the others the mix trains for."""
+        return [self.primary] + [name for name, weight in self.weights().items() if weight > 0 and name != self.primary]
+
+    def validate(self) -> None:
+        _check_choice("data.degradation.primary", self.primary, ACQUISITIONS)
+        weights = self.weights()
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ConfigError("data.degradation weights must be >= 0 and not all 0")
+        if weights[self.primary] <= 0:
+            raise ConfigError(f"data.degradation.primary {self.primary!r} has weight 0 in the mix")
+        if not self.windows:
+            raise ConfigError("data.degradation.windows must list at least one window")
+        for window in self.windows:
+            _check_choice("data.degradation.windows", window, WINDOWS)
+        _check_range_pair("data.degradation.window_strength", self.window_strength, 0.0, 1.0)
+        _check_range_pair("data.degradation.noise", self.noise, 0.0, 0.5)
+        _check_range_pair("data.degradation.psf_fwhm", self.psf_fwhm, 0.1, 8.0)
+        for name in ("partial_fourier_probability", "noise_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"data.degradation.{name} must be in [0, 1]")
+        if not 0.5 < self.partial_fourier_min <= 1.0:
+            raise ConfigError("data.degradation.partial_fourier_min must be in (0.5, 1]")
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class SynthesisConfig:
+    """The synthetic training-data mixture and augmentation strengths (plain JSON types only).
+
+    ``template_weight``/``brain_weight``/``shapes_weight`` are relative (normalised by their sum).
+    ``bias_field``: the bias field is ``1 + a * u`` with ``u`` smooth, ``max |u| = 1`` and
+    ``a ~ U(0, bias_field)``. ``gamma_range``: ``log(gamma) ~ U(-gamma_range, +gamma_range)`` (a
+    half range). ``texture``: the relative within-tissue texture std of each class is
+    ``U(0, 2 * texture)``. ``deform``: rotation up to ``150 * deform`` degrees, scale
+    ``exp(U(-1.5, 1.5) * deform)``, shear up to ``deform``, elastic displacement std up to
+    ``30 * deform`` px.
+    """
+
+    template_weight: float = 0.25
+    brain_weight: float = 0.5
+    shapes_weight: float = 0.25
+    bias_field: float = 0.3
+    gamma_range: float = 0.3
+    texture: float = 0.05
+    deform: float = 0.1
+
+    _LIMITS = {  # key: (low, high, high inclusive)
+        "bias_field": (0.0, 1.0, False),
+        "gamma_range": (0.0, 2.0, True),
+        "texture": (0.0, 0.5, True),
+        "deform": (0.0, 1.0, True),
+    }
+
+    def validate(self) -> None:
+        """Raise ConfigError (one line, naming the key) on a wrong type or an impossible value."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _is_finite_number(value):
+                raise ConfigError(f"data.synthesis.{f.name} must be a finite number, got {value!r}")
+        for key in ("template_weight", "brain_weight", "shapes_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.synthesis.{key} must be >= 0, got {getattr(self, key)}")
+        if self.template_weight + self.brain_weight + self.shapes_weight <= 0:
+            raise ConfigError(
+                "data.synthesis.template_weight, brain_weight and shapes_weight "
+                "must not all be 0"
+            )
+        for key, (low, high, inclusive) in self._LIMITS.items():
+            value = getattr(self, key)
+            if not (low <= value and (value <= high if inclusive else value < high)):
+                bracket = "]" if inclusive else ")"
+                raise ConfigError(f"data.synthesis.{key} must be in [{low:g}, {high:g}{bracket}, got {value}")
+
+    @property
+    def weights(self) -> Dict[str, float]:
+        total = self.template_weight + self.brain_weight + self.shapes_weight
+        return {
+            "template": self.template_weight / total,
+            "brain": self.brain_weight / total,
+            "shapes": self.shapes_weight / total,
+        }
+
+
+@dataclass
 class DataConfig:
     """Training data: volumes, split, slicing, patches and degradations."""
 
@@ -108,9 +223,9 @@ class DataConfig:
     patch_size: int = 64
     foreground_threshold: float = 0.05
     min_foreground_fraction: float = 0.1
-    blur_sigma: float = 0.0
-    rician_noise: float = 0.0
-    kspace_fraction: float = 1.0
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    synthetic_fraction: float = 0.0
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     augment: bool = True
     num_workers: int = 0
 
@@ -120,10 +235,12 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patch_size < 8:
             raise ConfigError(f"data.patch_size must be >= 8, got {self.patch_size}")
-        if not 0.0 < self.kspace_fraction <= 1.0:
-            raise ConfigError(f"data.kspace_fraction must be in (0, 1], got {self.kspace_fraction}")
         if self.num_workers < 0:
             raise ConfigError("data.num_workers must be >= 0")
+        if not 0.0 <= self.synthetic_fraction <= 1.0:
+            raise ConfigError(f"data.synthetic_fraction must be in [0, 1], got {self.synthetic_fraction}")
+        self.degradation.validate()
+        self.synthesis.validate()
 
 
 @dataclass
@@ -145,6 +262,7 @@ class TrainConfig:
     perceptual_weight: float = 1.0
     adversarial_weight: float = 1e-3
     vgg_weights: Optional[str] = None
+    init_checkpoint: Optional[str] = None
     ema_decay: float = 0.999
     val_every: int = 250
     checkpoint_every: int = 1000
@@ -193,16 +311,21 @@ class FAGANConfig:
         return _from_dict(cls, data, "").validate()
 
     def with_overrides(self, overrides: Sequence[str]) -> "FAGANConfig":
-        """Apply ``section.key=value`` strings (value parsed as JSON, else as a string)."""
+        """Apply ``section.key=value`` (or ``section.sub.key=value``) strings; values parse as JSON, else strings."""
         data = self.to_dict()
         for item in sorted(overrides, key=lambda o: not o.strip().startswith("model.preset=")):
             key, sep, raw = item.partition("=")
             parts = key.strip().split(".")
-            if not sep or len(parts) != 2 or parts[0] not in data:
+            if not sep or len(parts) < 2 or parts[0] not in data:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
-            if parts[1] not in data[parts[0]]:
+            target = data
+            for part in parts[:-1]:
+                target = target.get(part) if isinstance(target, dict) else None
+                if not isinstance(target, dict):
+                    raise ConfigError(f"unknown config key {key.strip()!r}")
+            if parts[-1] not in target:
                 raise ConfigError(f"unknown config key {key.strip()!r}")
-            data[parts[0]][parts[1]] = _parse_value(raw)
+            target[parts[-1]] = _parse_value(raw)
             if key.strip() == "model.preset" and data["model"]["preset"] in PRESET_SWITCHES:
                 data["model"].update(PRESET_SWITCHES[data["model"]["preset"]])
         return FAGANConfig.from_dict(data)
@@ -296,6 +419,11 @@ def _parse_value(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+def _check_range_pair(key: str, pair: Sequence[float], low: float, high: float) -> None:
+    if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
+        raise ConfigError(f"{key} must be [low, high] with {low:g} <= low <= high <= {high:g}, got {list(pair)}")
 
 
 def _check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:

@@ -1,7 +1,9 @@
-"""The README demo: super-resolve the ICBM152 T1 template at ×2 and ×4 from bicubic-downsampled input.
+"""The README demo: super-resolve the ICBM152 T1 template at ×2 and ×4 from a simulated acquisition.
 
-Writes, per scale, the HR/LR/bicubic/FA-GAN volumes, a PNG comparing crops of one slice, and a
-JSON of PSNR/SSIM per method (docs/metrics.md). When no trained checkpoint is bundled for a
+The LR input comes from the forward model (``--acquisition``, default ``kspace``: a smaller
+acquisition matrix, as a real faster scan loses resolution). Writes, per scale, the
+HR/LR/bicubic/Lanczos/FA-GAN volumes, a PNG comparing crops of one slice, and a JSON of PSNR/SSIM
+per method (docs/metrics.md). When no trained checkpoint is bundled for a
 scale, the network runs with random weights and everything it writes says "untrained".
 """
 from __future__ import annotations
@@ -17,7 +19,8 @@ import SimpleITK as sitk
 
 from .checkpoint import default_checkpoint, read_metadata
 from .cli import run_cli
-from .degradation import crop_to_multiple, downsample_volume
+from .config import ACQUISITIONS
+from .forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
 from .geometry import plane_axes
 from .inference import SliceLayout, super_resolve
 from .metrics import volume_metrics
@@ -30,17 +33,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", default="demo_output", help="folder for volumes, figure and metrics")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4], choices=(2, 4, 8))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--acquisition", default="kspace", choices=ACQUISITIONS, help="how the LR input is simulated")
     args = parser.parse_args(argv)
-    return run_cli(lambda: run_demo(Path(args.output), args.scales, args.device), json_progress=False)
+    return run_cli(lambda: run_demo(Path(args.output), args.scales, args.device, args.acquisition), json_progress=False)
 
 
-def run_demo(output: Path, scales: List[int], device: str = "auto") -> int:
+def run_demo(output: Path, scales: List[int], device: str = "auto", acquisition: str = "kspace") -> int:
     output.mkdir(parents=True, exist_ok=True)
     hr_full = read_volume(str(icbm152_t1_path()))
-    report: Dict[str, Any] = {"data": "ICBM152 2009a T1 template (nilearn), 1 mm", "scales": {}}
+    report: Dict[str, Any] = {
+        "data": "ICBM152 2009a T1 template (nilearn), 1 mm",
+        "acquisition": AcquisitionConfig(model=acquisition).to_dict(),
+        "scales": {},
+    }
     panels = []
     for scale in scales:
-        entry, panel = _demo_scale(hr_full, scale, output / f"x{scale}", device)
+        entry, panel = _demo_scale(hr_full, scale, output / f"x{scale}", device, acquisition)
         report["scales"][f"x{scale}"] = entry
         panels.append(panel)
         _print_summary(scale, entry)
@@ -50,17 +58,22 @@ def run_demo(output: Path, scales: List[int], device: str = "auto") -> int:
     return 0
 
 
-def _demo_scale(hr_full: sitk.Image, scale: int, folder: Path, device: str) -> "tuple[Dict[str, Any], Dict[str, Any]]":
+def _demo_scale(
+    hr_full: sitk.Image, scale: int, folder: Path, device: str, acquisition: str
+) -> "tuple[Dict[str, Any], Dict[str, Any]]":
     folder.mkdir(parents=True, exist_ok=True)
     axes = plane_axes(hr_full, "axial")
     hr = crop_to_multiple(hr_full, scale, axes)
-    lr = downsample_volume(hr, scale, axes)
-    checkpoint = default_checkpoint(scale)
+    lr = degrade_volume(hr, scale, axes, AcquisitionConfig(model=acquisition))
+    checkpoint = default_checkpoint(scale, acquisition)
     trained = checkpoint is not None
     label = "FA-GAN" if trained else "FA-GAN (UNTRAINED, random weights)"
     outputs = {
         "bicubic": super_resolve(lr, scale, plane=axes, method="bicubic"),
-        "fagan": super_resolve(lr, scale, plane=axes, checkpoint=checkpoint, untrained=not trained, device=device),
+        "lanczos": super_resolve(lr, scale, plane=axes, method="lanczos"),
+        "fagan": super_resolve(
+            lr, scale, plane=axes, checkpoint=checkpoint, untrained=not trained, device=device, acquisition=acquisition
+        ),
     }
     for name, image in (("hr", hr), ("lr", lr), *outputs.items()):
         write_volume(image, str(folder / f"{name}.nii.gz"), force=True)
@@ -85,8 +98,9 @@ def _demo_scale(hr_full: sitk.Image, scale: int, folder: Path, device: str) -> "
         "metrics": entry["methods"],
         "images": {
             "HR": layout.to_slices(hr_array)[middle],
-            f"LR (x{scale} down)": np.kron(layout.to_slices(sitk.GetArrayFromImage(lr))[middle], np.ones((scale, scale))),
+            f"LR (x{scale} {acquisition})": np.kron(layout.to_slices(sitk.GetArrayFromImage(lr))[middle], np.ones((scale, scale))),
             "bicubic": layout.to_slices(sitk.GetArrayFromImage(outputs["bicubic"]))[middle],
+            "lanczos": layout.to_slices(sitk.GetArrayFromImage(outputs["lanczos"]))[middle],
             label: layout.to_slices(sitk.GetArrayFromImage(outputs["fagan"]))[middle],
         },
     }
@@ -119,7 +133,7 @@ def _save_figure(panels: List[Dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, grid = plt.subplots(len(panels), 4, figsize=(13, 3.6 * len(panels)), squeeze=False)
+    fig, grid = plt.subplots(len(panels), 5, figsize=(16, 3.6 * len(panels)), squeeze=False)
     for row, panel in zip(grid, panels):
         reference = panel["images"]["HR"]
         height, width = reference.shape

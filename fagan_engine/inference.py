@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from .config import SCALES, NormalizationConfig
+from .config import NormalizationConfig
 from .errors import CheckpointError, InputError
 from .geometry import plane_axes, super_resolved_geometry
+from .interpolation import bicubic_matrix, lanczos_matrix
 from .normalization import IntensityNormalizer
+from .options import RunOptions
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointMetadata
 from .volume_io import validate_image
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -33,7 +38,6 @@ MAX_OUTPUT_PIXELS = 1 << 19
 """Most output pixels per network call (8 slices of 256²): torch and ONNX Runtime need roughly 1 KiB of
 working memory per output pixel and their speed does not depend on batch size, so larger batches are
 split, bounding memory whatever the slice size (docs/performance.md)."""
-OUTPUT_DTYPES = ("float32", "int16", "uint16")
 
 
 @dataclasses.dataclass
@@ -56,35 +60,67 @@ class SliceLayout:
         return np.moveaxis(slices, 0, self.through_axis)
 
 
+class SuperResolver:
+    """A loaded model (or interpolation baseline) for one ``RunOptions``, reused across volumes.
+
+    Batch mode builds one and calls it for every case, so the checkpoint is read and the backend
+    session created once. ``warnings`` collects one-line notices (e.g. an acquisition the
+    checkpoint was not made for) for the CLI, the JSON report and Slicer.
+    """
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options.validate()
+        self.warnings: List[str] = []
+        self.checkpoint: Optional[Path] = None
+        self.metadata: Optional["CheckpointMetadata"] = None
+        if options.method != "fagan":
+            self.runner: Runner = interpolation_runner(options.method, options.scale)
+            self.normalization = NormalizationConfig()
+            return
+        self.checkpoint = resolve_checkpoint(options)
+        self.runner, self.normalization = load_runner(
+            options.scale, self.checkpoint, options.device, options.backend, options.untrained
+        )
+        if self.checkpoint is not None:
+            self.metadata = checkpoint_metadata(self.checkpoint)
+            self.warnings.extend(acquisition_warnings(self.checkpoint.name, self.metadata.acquisitions, options.acquisition))
+
+    def __call__(self, image: sitk.Image, progress: Optional[Progress] = None, plane: Optional[Plane] = None) -> sitk.Image:
+        """Super-resolve one volume; ``plane`` overrides the options' plane (a name or two sitk axes)."""
+        options = self.options
+        image = validate_image(image, options.nan_policy)
+        tile = options.tile_size if options.method == "fagan" else None
+        return _run(
+            image, options.scale, plane or options.plane, self.runner, self.normalization,
+            options.batch_size, tile, progress, options.output_dtype,
+        )
+
+
 def super_resolve(
     image: sitk.Image,
-    scale: int,
-    checkpoint: Union[str, Path, None] = None,
-    plane: Plane = "auto",
-    method: str = "fagan",
-    device: str = "auto",
-    batch_size: int = 8,
-    tile_size: Optional[int] = None,
+    scale: Optional[int] = None,
+    *,
+    options: Optional[RunOptions] = None,
     progress: Optional[Progress] = None,
-    backend: str = "auto",
-    untrained: bool = False,
-    nan_policy: str = "error",
-    output_dtype: str = "float32",
+    **overrides: Any,
 ) -> sitk.Image:
-    """Super-resolve a 3D scalar image in-plane by ``scale`` (2, 4 or 8).
+    """Super-resolve a 3D scalar image in-plane by ``scale`` (2, 4 or 8); returns the SR image.
 
-    ``method="bicubic"`` gives the bicubic baseline through the same path. With
-    ``method="fagan"`` and no ``checkpoint``, the bundled default for ``scale`` is used;
-    ``untrained=True`` allows random weights when none ships (tests only).
+    Options come from ``options`` (a ``RunOptions``) and/or keyword overrides of its fields
+    (``checkpoint=``, ``method="lanczos"``, ``acquisition="bicubic"``, ...). ``plane`` may also
+    be two SimpleITK in-plane axes. With ``method="fagan"`` and no checkpoint, the bundled model
+    for ``scale`` and ``acquisition`` is used; ``untrained=True`` allows random weights (tests).
     """
-    check_scale(scale)
-    if method not in ("fagan", "bicubic"):
-        raise InputError(f"method must be 'fagan' or 'bicubic', got {method!r}")
-    image = validate_image(image, nan_policy)
-    if method == "bicubic":
-        return _run(image, scale, plane, bicubic_runner(scale), NormalizationConfig(), batch_size, None, progress, output_dtype)
-    runner, normalization = load_runner(scale, checkpoint, device, backend, untrained)
-    return _run(image, scale, plane, runner, normalization, batch_size, tile_size, progress, output_dtype)
+    plane = overrides.pop("plane", None)
+    fields = dict(options.to_dict() if options is not None else {}, **overrides)
+    if scale is not None:
+        fields["scale"] = scale
+    if isinstance(plane, str):
+        fields["plane"] = plane
+    if "checkpoint" in fields and fields["checkpoint"] is not None:
+        fields["checkpoint"] = str(fields["checkpoint"])
+    resolver = SuperResolver(RunOptions.from_dict(fields))
+    return resolver(image, progress, plane if plane is not None and not isinstance(plane, str) else None)
 
 
 def super_resolve_with_model(
@@ -100,25 +136,51 @@ def super_resolve_with_model(
     return _run(validate_image(image), model.scale, plane, runner, normalization, batch_size, tile_size, None, "float32")
 
 
-def check_scale(scale: int) -> None:
-    if scale not in SCALES:
-        raise InputError(f"scale must be one of {', '.join(map(str, SCALES))}, got {scale}")
+def resolve_checkpoint(options: RunOptions) -> Optional[Path]:
+    """The checkpoint to load: the user's, or the bundled one for the scale and acquisition."""
+    from .checkpoint import default_checkpoint
+
+    if options.checkpoint is not None:
+        return Path(options.checkpoint)
+    if options.untrained:
+        return None
+    found = default_checkpoint(options.scale, options.acquisition)
+    if found is None:
+        raise CheckpointError(
+            f"no bundled FA-GAN checkpoint for x{options.scale}; pass --checkpoint PATH or use --method lanczos"
+        )
+    return found
+
+
+def checkpoint_metadata(path: Path) -> "CheckpointMetadata":
+    """The metadata of a ``.safetensors`` checkpoint or of an exported ``.onnx`` model (its sidecar)."""
+    from .checkpoint import parse_metadata, read_metadata
+
+    if path.suffix != ".onnx":
+        return read_metadata(str(path))
+    sidecar = path.with_name(path.name + ".json")
+    try:
+        return parse_metadata(sidecar.read_text(encoding="utf-8"), sidecar)
+    except (OSError, UnicodeDecodeError):
+        raise CheckpointError(f"cannot read {sidecar.name}, the metadata of {path.name}") from None
+
+
+def acquisition_warnings(name: str, trained: List[str], acquisition: str) -> List[str]:
+    """One line when the checkpoint was not trained for the selected acquisition model."""
+    if acquisition in trained:
+        return []
+    return [
+        f"checkpoint {name} was trained for {'/'.join(trained)} acquisition, not {acquisition}: "
+        "the result may show artefacts; see docs/model-card.md"
+    ]
 
 
 def load_runner(
     scale: int, checkpoint: Union[str, Path, None], device: str, backend: str, untrained: bool
 ) -> Tuple[Runner, NormalizationConfig]:
-    """Resolve the checkpoint and backend into a runner and the checkpoint's normalisation."""
-    from .checkpoint import default_checkpoint
-
+    """Turn a checkpoint (None: random weights, tests only) and backend into a runner and its normalisation."""
     if checkpoint is None and not untrained:
-        checkpoint = default_checkpoint(scale)
-        if checkpoint is None:
-            raise CheckpointError(
-                f"no bundled FA-GAN checkpoint for x{scale}; pass --checkpoint PATH or use --method bicubic"
-            )
-    if backend not in ("torch", "auto", "onnx"):
-        raise InputError(f"backend must be auto, torch or onnx, got {backend!r}")
+        raise CheckpointError("no checkpoint given")
     if backend == "onnx" or (backend == "auto" and not _torch_available()):
         if checkpoint is None:
             raise InputError("the ONNX backend needs a checkpoint; random weights (--untrained) need PyTorch")
@@ -179,30 +241,8 @@ def torch_runner(model: Any, device: str) -> Runner:
     return capped(run, model.scale)
 
 
-def bicubic_matrix(size: int, scale: int) -> np.ndarray:
-    """(size·scale, size) bicubic interpolation matrix: a = -0.75, half-pixel centres, clamped edges.
-
-    Identical to PyTorch's ``interpolate(mode="bicubic", align_corners=False)``, without torch.
-    """
-    out = np.arange(size * scale)
-    position = (out + 0.5) / scale - 0.5
-    base = np.floor(position).astype(int)
-    t = position - base
-    a = -0.75
-    weights = [
-        ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
-        ((a + 2) * t - (a + 3)) * t * t + 1,
-        ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
-        ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
-    ]
-    matrix = np.zeros((size * scale, size))
-    for offset, weight in zip(range(-1, 3), weights):
-        np.add.at(matrix, (out, np.clip(base + offset, 0, size - 1)), weight)
-    return matrix
-
-
-def bicubic_runner(scale: int) -> Runner:
-    """Bicubic upsampling with the network's grid convention, as two matrix products per slice.
+def interpolation_runner(method: str, scale: int) -> Runner:
+    """Bicubic or Lanczos-3 upsampling with the network's grid convention, as two matrix products per slice.
 
     The matrices depend only on the slice size, so they are built once per size, not per batch.
     """
@@ -210,7 +250,7 @@ def bicubic_runner(scale: int) -> Runner:
 
     def matrix(size: int) -> np.ndarray:
         if size not in matrices:
-            matrices[size] = bicubic_matrix(size, scale)
+            matrices[size] = bicubic_matrix(size, scale) if method == "bicubic" else lanczos_matrix(size, size * scale)
         return matrices[size]
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -218,6 +258,11 @@ def bicubic_runner(scale: int) -> Runner:
         return np.einsum("ij,bcjk,lk->bcil", rows, batch, cols, optimize=True).astype(np.float32)
 
     return run
+
+
+def bicubic_runner(scale: int) -> Runner:
+    """The bicubic baseline runner (see ``interpolation_runner``)."""
+    return interpolation_runner("bicubic", scale)
 
 
 def tiled(runner: Runner, scale: int, tile: int, overlap: int = DEFAULT_TILE_OVERLAP) -> Runner:
@@ -257,10 +302,6 @@ def _run(
     progress: Optional[Progress],
     output_dtype: str,
 ) -> sitk.Image:
-    if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
-    if output_dtype not in OUTPUT_DTYPES:
-        raise InputError(f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {output_dtype!r}")
     axes = plane_axes(image, plane) if isinstance(plane, str) else _explicit_axes(plane)
     size = image.GetSize()
     if min(size[a] for a in axes) < MIN_SLICE:

@@ -10,7 +10,7 @@ import sys
 from typing import Any, Dict, Optional, TextIO
 
 PREFIX = "FAGAN "
-EVENTS = ("start", "progress", "validation", "checkpoint", "stopped", "finished", "error")
+EVENTS = ("start", "progress", "validation", "checkpoint", "warning", "stopped", "finished", "error")
 
 
 def format_event(event: str, **fields: Any) -> str:

@@ -40,6 +40,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy import ndimage as ndi
 
+from .config import SynthesisConfig
 from .errors import ConfigError
 
 KINDS = ("template", "brain", "shapes")
@@ -67,82 +68,6 @@ HEAD_SOFTNESS = 0.6
 """Gaussian sigma (px) that turns the T1's binary head mask into a partial-volume mask."""
 
 PlaneSpec = Union[str, Tuple[int, int], Sequence[int]]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass
-class SynthesisConfig:
-    """The synthetic training-data mixture and augmentation strengths (plain JSON types only).
-
-    ``template_weight``/``brain_weight``/``shapes_weight`` are relative (normalised by their sum).
-    ``bias_field``: the bias field is ``1 + a * u`` with ``u`` smooth, ``max |u| = 1`` and
-    ``a ~ U(0, bias_field)``. ``gamma_range``: ``log(gamma) ~ U(-gamma_range, +gamma_range)`` (a
-    half range). ``texture``: the relative within-tissue texture std of each class is
-    ``U(0, 2 * texture)``. ``deform``: rotation up to ``150 * deform`` degrees, scale
-    ``exp(U(-1.5, 1.5) * deform)``, shear up to ``deform``, elastic displacement std up to
-    ``30 * deform`` px.
-    """
-
-    template_weight: float = 0.25
-    brain_weight: float = 0.5
-    shapes_weight: float = 0.25
-    bias_field: float = 0.3
-    gamma_range: float = 0.3
-    texture: float = 0.05
-    deform: float = 0.1
-
-    _LIMITS = {  # key: (low, high, high inclusive)
-        "bias_field": (0.0, 1.0, False),
-        "gamma_range": (0.0, 2.0, True),
-        "texture": (0.0, 0.5, True),
-        "deform": (0.0, 1.0, True),
-    }
-
-    def validate(self) -> None:
-        """Raise ConfigError (one line, naming the key) on a wrong type or an impossible value."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not _is_number(value):
-                raise ConfigError(f"synthesis.{f.name} must be a finite number, got {value!r}")
-        for key in ("template_weight", "brain_weight", "shapes_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"synthesis.{key} must be >= 0, got {getattr(self, key)}")
-        if self.template_weight + self.brain_weight + self.shapes_weight <= 0:
-            raise ConfigError(
-                "synthesis.template_weight, synthesis.brain_weight and synthesis.shapes_weight "
-                "must not all be 0"
-            )
-        for key, (low, high, inclusive) in self._LIMITS.items():
-            value = getattr(self, key)
-            if not (low <= value and (value <= high if inclusive else value < high)):
-                bracket = "]" if inclusive else ")"
-                raise ConfigError(f"synthesis.{key} must be in [{low:g}, {high:g}{bracket}, got {value}")
-
-    @property
-    def weights(self) -> Dict[str, float]:
-        total = self.template_weight + self.brain_weight + self.shapes_weight
-        return {
-            "template": self.template_weight / total,
-            "brain": self.brain_weight / total,
-            "shapes": self.shapes_weight / total,
-        }
-
-    def to_dict(self) -> Dict[str, float]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "SynthesisConfig":
-        """Build and validate from a mapping; unknown keys are a ConfigError."""
-        known = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ConfigError(f"synthesis.{key} is not a synthesis setting (known: {', '.join(sorted(known))})")
-        config = cls(**dict(values))
-        config.validate()
-        return config
 
 
 # --------------------------------------------------------------------------- smooth random fields

@@ -23,7 +23,7 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> "list[Path]":
     ]
 
 
-def test_table_has_bicubic_rows_and_no_fid_without_weights(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_table_has_bicubic_and_lanczos_rows_and_no_fid_without_weights(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
     x4 = save_untrained_checkpoint(tmp_path / "x4.safetensors", 4)
     out = tmp_path / "eval"
@@ -32,13 +32,13 @@ def test_table_has_bicubic_rows_and_no_fid_without_weights(volumes: "list[Path]"
     assert code == 0
     markdown = (out / "evaluation.md").read_text()
     assert printed == markdown
-    assert "| scale | bicubic PSNR | bicubic SSIM | FA-GAN PSNR | FA-GAN SSIM |" in markdown
+    assert "| scale | bicubic PSNR | bicubic SSIM | lanczos PSNR | lanczos SSIM | FA-GAN PSNR | FA-GAN SSIM |" in markdown
     assert "×2" in markdown and "×4" in markdown and "2 test volumes" in markdown
     assert "FID" not in markdown
     report = json.loads((out / "evaluation.json").read_text())
     assert report["std_over"] == "volumes" and report["fid"].startswith("absent")
     rows = {(r["scale"], r["method"]): r for r in report["results"]}
-    assert set(rows) == {(2, "bicubic"), (2, "FA-GAN"), (4, "bicubic"), (4, "FA-GAN")}
+    assert set(rows) == {(s, m) for s in (2, 4) for m in ("bicubic", "lanczos", "FA-GAN")}
     assert all("fid" not in r and r["n"] == 2 and r["psnr"]["std"] >= 0 for r in rows.values())
     assert rows[(2, "bicubic")]["psnr"]["mean"] > rows[(4, "bicubic")]["psnr"]["mean"]
 

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from engine_helpers import oblique_volume, save_untrained_checkpoint
-from fagan_engine.degradation import downsample_volume
+from fagan_engine.forward_model import AcquisitionConfig, degrade_volume
 from fagan_engine.errors import CheckpointError, InputError
 from fagan_engine.geometry import physical_corners, plane_axes
 from fagan_engine.inference import bicubic_runner, super_resolve, tiled
@@ -112,9 +112,10 @@ def test_integer_output_dtype_is_rounded_and_clipped() -> None:
     assert sitk.GetArrayFromImage(out).max() == 32767
 
 
-def test_downsample_then_bicubic_lands_on_the_hr_grid(icbm_crop: sitk.Image) -> None:
+@pytest.mark.parametrize("acquisition", ["kspace", "bicubic", "gaussian"])
+def test_acquisition_then_bicubic_lands_on_the_hr_grid(icbm_crop: sitk.Image, acquisition: str) -> None:
     axes = plane_axes(icbm_crop, "axial")
-    lr = downsample_volume(icbm_crop, 2, axes)
+    lr = degrade_volume(icbm_crop, 2, axes, AcquisitionConfig(model=acquisition))
     out = super_resolve(lr, 2, plane=axes, method="bicubic")
     assert out.GetSize() == icbm_crop.GetSize()
     assert np.allclose(out.GetOrigin(), icbm_crop.GetOrigin(), atol=1e-6)

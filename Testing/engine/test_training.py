@@ -87,7 +87,14 @@ def test_resume_continues_exactly(crop: Path, tmp_path: Path, capsys: pytest.Cap
 
 
 def test_samples_depend_only_on_seed_and_index(crop: Path) -> None:
-    degradations = ["data.rician_noise=0.02", "data.blur_sigma=0.5", "data.kspace_fraction=0.8"]
+    degradations = [
+        "data.degradation.bicubic_weight=1",
+        "data.degradation.gaussian_weight=1",
+        'data.degradation.windows=["none", "hamming", "fermi"]',
+        "data.degradation.partial_fourier_probability=0.5",
+        "data.degradation.noise_probability=0.5",
+        "data.degradation.noise=[0.01, 0.05]",
+    ]
     cfg = load_config(str(TINY_CONFIG)).with_overrides([f'data.train=["{crop}"]', *degradations])
     data = prepare_data(cfg)
     first = PatchDataset(data.train, cfg.data, 2, seed=3)

@@ -5,9 +5,15 @@ manifest. The split is by volume, never by slice. With a single volume a central
 through-plane axis is held out, separated from the training slabs by a gap; neighbouring
 anatomy of the same subject still leaks across the gap (see docs/training.md).
 
-Every training sample is a pure function of ``(seed, sample index)``: the slice, patch position,
-augmentation and noise are drawn from a generator seeded with both, so an interrupted run that
-resumes at iteration ``t`` sees exactly the batches an uninterrupted run would have seen.
+Every training sample is a pure function of ``(seed, sample index)``: the source (a data slice or,
+with ``data.synthetic_fraction``, a synthetic slice from ``synthesis``), augmentation, the random
+acquisition (``forward_model.random_acquisition`` over ``data.degradation``), its noise and the
+patch position are drawn from a generator seeded with both, so an interrupted run that resumes at
+iteration ``t`` sees exactly the batches an uninterrupted run would have seen.
+
+The LR of a sample is made from the whole (augmented) HR slice by the forward model, then the
+patch is cut from both at matching positions: a k-space acquisition of a patch alone would wrap
+its borders around.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig, FAGANConfig
-from ..degradation import crop_to_multiple, downsample, gaussian_blur, kspace_truncate, rician_noise
+from ..forward_model import crop_to_multiple, degrade, random_acquisition
 from ..errors import ConfigError
 from ..geometry import plane_axes
 from ..inference import MIN_SLICE, SliceLayout
@@ -265,46 +271,82 @@ def _val_volume(name: str, image: sitk.Image, cfg: FAGANConfig, axes: Optional[T
     return ValVolume(name, crop_to_multiple(image, scale, axes), axes)
 
 
-def make_lr(hr: torch.Tensor, scale: int, data: DataConfig, generator: torch.Generator) -> torch.Tensor:
-    """LR from HR (B, 1, H, W): optional blur, bicubic anti-aliased downsampling, k-space truncation, Rician noise."""
-    lr = downsample(gaussian_blur(hr, data.blur_sigma), scale)
-    lr = kspace_truncate(lr, data.kspace_fraction)
-    return rician_noise(lr, data.rician_noise, generator)
+def build_synthesizer(cfg: FAGANConfig, data: PreparedData) -> Optional[Any]:
+    """The synthetic-slice source for ``data.synthetic_fraction > 0``, kept off any held-out template slab.
+
+    The synthesizer draws from the ICBM152 template and its tissue maps. When the template is
+    itself the (single) training volume, its validation slab and the gaps around it are excluded;
+    a run that validates on the whole template cannot use synthetic data.
+    """
+    if cfg.data.synthetic_fraction <= 0:
+        return None
+    from ..synthesis import SliceSynthesizer
+
+    axes = plane_axes(load_volume(ICBM152_T1), cfg.data.plane)
+    if any(entry.startswith(ICBM152_T1) for entry in data.split.get("val", [])) and "validation_slab" not in data.split:
+        raise ConfigError("data.synthetic_fraction > 0 synthesises from the ICBM152 template, which is a validation volume here")
+    indices = None
+    if "validation_slab" in data.split and data.split["train"] == [ICBM152_T1]:
+        indices = [i for start, stop in data.split["train_slabs"] for i in range(start, stop)]
+    return SliceSynthesizer(cfg.data.synthesis, axes, indices)
+
+
+def make_pair(
+    image: np.ndarray, scale: int, data: DataConfig, rng: np.random.Generator
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(HR patch (P, P), LR patch (P/s, P/s)) from one normalised 2D slice under a random acquisition."""
+    size = data.patch_size
+    rows, cols = (max(n, size) for n in image.shape)
+    if (rows, cols) != image.shape:  # pad small slices with background
+        image = np.pad(image, ((0, rows - image.shape[0]), (0, cols - image.shape[1])))
+    hr = np.ascontiguousarray(image[: rows - rows % scale, : cols - cols % scale], dtype=np.float32)
+    lr = degrade(hr, scale, random_acquisition(rng, data.degradation), rng)
+    top, left = _patch_position(hr, size, scale, data, rng)
+    hr_patch = hr[top : top + size, left : left + size]
+    lr_patch = lr[top // scale : (top + size) // scale, left // scale : (left + size) // scale]
+    return hr_patch, lr_patch
+
+
+def _patch_position(hr: np.ndarray, size: int, scale: int, data: DataConfig, rng: np.random.Generator) -> Tuple[int, int]:
+    """A random patch corner on the LR grid; up to PATCH_TRIES positions are tried for enough foreground."""
+    rows, cols = hr.shape
+    top = left = 0
+    for _ in range(PATCH_TRIES):
+        top = int(rng.integers((rows - size) // scale + 1)) * scale
+        left = int(rng.integers((cols - size) // scale + 1)) * scale
+        patch = hr[top : top + size, left : left + size]
+        if (patch > data.foreground_threshold).mean() >= data.min_foreground_fraction:
+            break
+    return top, left
 
 
 class PatchDataset(Dataset):
     """Index ``i`` → (HR patch (1, P, P), LR patch (1, P/s, P/s)), a pure function of (seed, i)."""
 
-    def __init__(self, volumes: List[TrainVolume], data: DataConfig, scale: int, seed: int) -> None:
+    def __init__(
+        self, volumes: List[TrainVolume], data: DataConfig, scale: int, seed: int, synthesizer: Optional[Any] = None
+    ) -> None:
         self.volumes = volumes
         self.pairs = np.array([(v, s) for v, vol in enumerate(volumes) for s in vol.kept], dtype=np.int64)
         self.data = data
         self.scale = scale
         self.seed = seed % 2**32
+        self.synthesizer = synthesizer
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(index)])
-        volume, slice_index = self.pairs[rng.integers(len(self.pairs))]
-        patch = self._crop(self.volumes[volume].slices[slice_index], rng)
+        if self.synthesizer is not None and rng.random() < self.data.synthetic_fraction:
+            image = self.synthesizer.sample(rng)[0]
+        else:
+            volume, slice_index = self.pairs[rng.integers(len(self.pairs))]
+            image = self.volumes[volume].slices[slice_index]
         if self.data.augment:
-            patch = np.rot90(patch, int(rng.integers(4)))
+            image = np.rot90(image, int(rng.integers(4)))
             if rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            patch = patch * np.float32(rng.uniform(*INTENSITY_RANGE))
-        hr = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None, None]
-        noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        return hr[0], make_lr(hr, self.scale, self.data, noise)[0]
-
-    def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A random patch; up to PATCH_TRIES positions are tried for one with enough foreground."""
-        size = self.data.patch_size
-        rows, cols = image.shape
-        for _ in range(PATCH_TRIES):
-            top, left = int(rng.integers(rows - size + 1)), int(rng.integers(cols - size + 1))
-            patch = image[top : top + size, left : left + size]
-            if (patch > self.data.foreground_threshold).mean() >= self.data.min_foreground_fraction:
-                break
-        return patch
+                image = image[:, ::-1]
+            image = image * np.float32(rng.uniform(*INTENSITY_RANGE))
+        hr, lr = make_pair(np.asarray(image, dtype=np.float32), self.scale, self.data, rng)
+        return torch.from_numpy(np.ascontiguousarray(hr))[None], torch.from_numpy(np.ascontiguousarray(lr))[None]
 
 
 class IterationBatchSampler:

@@ -1,4 +1,4 @@
-"""``fagan-eval`` tables: PSNR ± std and SSIM ± std per method and scale, bicubic always a row.
+"""``fagan-eval`` tables: PSNR ± std and SSIM ± std per method and scale; bicubic and Lanczos always rows.
 
 The standard deviation is across test volumes when there are several, and across the slices
 with foreground of the single volume otherwise (population std, ddof = 0); the tables say which.
@@ -14,7 +14,10 @@ import SimpleITK as sitk
 
 from ..checkpoint import CheckpointMetadata
 from ..inference import super_resolve
-from .evaluation import EvalCase, bicubic, make_case, normalised_stacks, slice_scores, volume_scores
+from ..forward_model import AcquisitionConfig
+from .evaluation import EvalCase, interpolated, make_case, normalised_stacks, slice_scores, volume_scores
+
+BASELINES = ("bicubic", "lanczos")
 
 PRESET_LABELS = {"fagan": "FA-GAN", "srgan": "SRGAN", "ca-srgan": "CA-SR-GAN", "sa-srgan": "SA-SR-GAN"}
 Checkpoint = Tuple[str, CheckpointMetadata]
@@ -38,21 +41,26 @@ def evaluate(
     batch_size: int = 8,
     inception: Optional[Any] = None,
     log: Callable[[str], None] = print,
+    acquisition: Optional[AcquisitionConfig] = None,
 ) -> Dict[str, Any]:
-    """Evaluate bicubic and every checkpoint at its scale on ``volumes`` (name, HR image, in-plane axes)."""
+    """Evaluate bicubic, Lanczos and every checkpoint at its scale on ``volumes`` (name, HR image, in-plane axes).
+
+    The LR volumes come from the forward model under ``acquisition`` (default: noise-free k-space).
+    """
+    acquisition = acquisition or AcquisitionConfig()
     std_over = "volumes" if len(volumes) > 1 else "slices"
     labels = method_labels(checkpoints)
     rows = []
     for scale in scales:
-        cases = [make_case(name, image, scale, axes) for name, image, axes in volumes]
-        methods = [("bicubic", None)] + [(lab, path) for lab, (path, md) in zip(labels, checkpoints) if md.scale == scale]
+        cases = [make_case(name, image, scale, axes, acquisition) for name, image, axes in volumes]
+        methods: List[Tuple[str, Optional[str]]] = [(b, None) for b in BASELINES] + [(lab, path) for lab, (path, md) in zip(labels, checkpoints) if md.scale == scale]
         reference_features = None
         for label, path in methods:
             log(f"x{scale} {label}: {len(cases)} volume(s)")
             scores: List[Dict[str, float]] = []
             pairs: List[Tuple[np.ndarray, np.ndarray]] = []
             for case in cases:
-                sr = bicubic(case) if path is None else _checkpoint_sr(case, path, device, batch_size)
+                sr = interpolated(case, label) if path is None else _checkpoint_sr(case, path, device, batch_size)
                 scores += [volume_scores(case, sr)] if std_over == "volumes" else slice_scores(case, sr)
                 if inception is not None:
                     pairs.append(_foreground_slices(case, sr))
@@ -71,6 +79,7 @@ def evaluate(
         "data": [name for name, _, _ in volumes],
         "std_over": std_over,
         "fid": "computed" if inception is not None else "absent (no --inception-weights)",
+        "acquisition": acquisition.to_dict(),
         "results": rows,
     }
 
@@ -107,8 +116,8 @@ def to_markdown(report: Dict[str, Any]) -> str:
     lines += [
         "",
         f"Mean ± standard deviation across {spread}. PSNR (dB) and SSIM on the reference's robust [0, 1] "
-        "normalisation, foreground mask, scale-voxel border crop (docs/metrics.md); LR = bicubic anti-aliased "
-        "downsampling of the HR volume.",
+        "normalisation, foreground mask, scale-voxel border crop (docs/metrics.md); LR made from the HR volume "
+        f"by the forward model: {AcquisitionConfig(**report['acquisition']).describe()}.",
     ]
     if report["fid"] == "computed":
         lines += ["", "| scale | " + " | ".join(f"{m} FID" for m in methods) + " |", "|" + "---|" * (len(methods) + 1)]

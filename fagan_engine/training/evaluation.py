@@ -1,6 +1,7 @@
 """The evaluation protocol shared by trainer validation and ``fagan-eval``.
 
-HR volume → crop in-plane to a multiple of the scale → ``degradation.downsample_volume`` (LR)
+HR volume → crop in-plane to a multiple of the scale → ``forward_model.degrade_volume`` (LR, under
+the acquisition the model is made for: k-space for the bundled models)
 → super-resolution through ``fagan_engine.inference`` (the same code path as ``fagan-sr``) →
 PSNR/SSIM against HR (``metrics`` convention: reference's robust [0, 1] normalisation,
 foreground mask, ``scale`` voxels cropped at each in-plane border).
@@ -8,13 +9,13 @@ foreground mask, ``scale`` voxels cropped at each in-plane border).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..config import NormalizationConfig
-from ..degradation import crop_to_multiple, downsample_volume
+from ..forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
 from ..inference import SliceLayout, super_resolve, super_resolve_with_model
 from ..metrics import foreground_mask, psnr, ssim, volume_metrics
 from ..normalization import IntensityNormalizer
@@ -31,9 +32,14 @@ class EvalCase:
     scale: int
 
 
-def make_case(name: str, hr: sitk.Image, scale: int, axes: Tuple[int, int]) -> EvalCase:
+def make_case(
+    name: str, hr: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: Optional[AcquisitionConfig] = None
+) -> EvalCase:
+    """Crop HR to a multiple of the scale and make its LR with the forward model (default: noise-free k-space)."""
     hr = crop_to_multiple(hr, scale, axes)
-    return EvalCase(name, hr, downsample_volume(hr, scale, axes), axes, scale)
+    acquisition = acquisition or AcquisitionConfig()
+    rng = np.random.default_rng(0) if acquisition.noise > 0 else None
+    return EvalCase(name, hr, degrade_volume(hr, scale, axes, acquisition, rng), axes, scale)
 
 
 def _stacks(case: EvalCase, sr: sitk.Image) -> Tuple[np.ndarray, np.ndarray]:
@@ -67,8 +73,9 @@ def slice_scores(case: EvalCase, sr: sitk.Image) -> List[Dict[str, float]]:
     ]
 
 
-def bicubic(case: EvalCase) -> sitk.Image:
-    return super_resolve(case.lr, case.scale, plane=case.axes, method="bicubic")
+def interpolated(case: EvalCase, method: str) -> sitk.Image:
+    """The case's LR upsampled by an interpolation baseline (``bicubic`` or ``lanczos``)."""
+    return super_resolve(case.lr, case.scale, plane=case.axes, method=method)
 
 
 def generator_sr(case: EvalCase, model: Any, normalization: NormalizationConfig, batch_size: int = 8) -> sitk.Image:
@@ -90,5 +97,6 @@ def validate(model: Any, normalization: NormalizationConfig, cases: List[EvalCas
         model.train(was_training)
 
 
-def bicubic_baseline(cases: List[EvalCase]) -> Dict[str, float]:
-    return mean_scores([volume_scores(c, bicubic(c)) for c in cases])
+def baseline(cases: List[EvalCase], method: str) -> Dict[str, float]:
+    """Mean volume PSNR/SSIM of an interpolation baseline over ``cases``."""
+    return mean_scores([volume_scores(c, interpolated(c, method)) for c in cases])

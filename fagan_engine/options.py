@@ -1,0 +1,96 @@
+"""``RunOptions``: how a volume is super-resolved, shared by the CLI, the Python API, batch mode and Slicer.
+
+One dataclass of plain JSON types. ``fagan-sr`` builds it from its arguments, the Slicer module from
+its panel, batch mode per case from the manifest, and ``super_resolve`` from keyword arguments.
+It needs no torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from .config import ACQUISITIONS, PLANES, SCALES
+from .errors import InputError
+from .volume_io import NAN_POLICIES
+
+METHODS = ("fagan", "bicubic", "lanczos")
+MODES = ("in-plane", "through-plane")
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "onnx")
+OUTPUT_DTYPES = ("float32", "int16", "uint16")
+
+
+@dataclass
+class RunOptions:
+    """Everything that decides how one volume is processed (not where it is read from or written to)."""
+
+    scale: int = 2
+    mode: str = "in-plane"
+    method: str = "fagan"
+    acquisition: str = "kspace"
+    checkpoint: Optional[str] = None
+    plane: str = "auto"
+    device: str = "auto"
+    backend: str = "auto"
+    batch_size: int = 8
+    tile_size: Optional[int] = None
+    nan_policy: str = "error"
+    output_dtype: str = "float32"
+    untrained: bool = False
+    adapt_iterations: int = 0
+    target_spacing: Optional[float] = None
+    slice_thickness: Optional[float] = None
+    fit_iterations: Optional[int] = None
+    enforce_consistency: bool = False
+    uncertainty: bool = False
+
+    def validate(self) -> "RunOptions":
+        """Raise InputError (one line) on an impossible combination; return self."""
+        _choice("mode", self.mode, MODES)
+        if self.mode == "in-plane":
+            _choice("scale", self.scale, SCALES)
+        _choice("method", self.method, METHODS)
+        _choice("acquisition", self.acquisition, ACQUISITIONS)
+        _choice("plane", self.plane, PLANES)
+        _choice("device", self.device, DEVICES)
+        _choice("backend", self.backend, BACKENDS)
+        _choice("nan policy", self.nan_policy, NAN_POLICIES)
+        _choice("output dtype", self.output_dtype, OUTPUT_DTYPES)
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.adapt_iterations < 0:
+            raise InputError(f"adapt iterations must be >= 0, got {self.adapt_iterations}")
+        if self.fit_iterations is not None and self.fit_iterations < 0:
+            raise InputError(f"fit iterations must be >= 0, got {self.fit_iterations}")
+        for name in ("target_spacing", "slice_thickness"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"{name.replace('_', ' ')} must be a positive number of mm, got {value}")
+        if self.method != "fagan" and self.checkpoint is not None:
+            raise InputError(f"--checkpoint is used only by --method fagan, not {self.method}")
+        if self.method != "fagan" and self.adapt_iterations:
+            raise InputError("per-scan adaptation (--adapt) needs --method fagan")
+        return self
+
+    def replace(self, **changes: Any) -> "RunOptions":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "RunOptions":
+        """Build from keyword values (API, manifest rows); unknown names are an InputError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
+        return cls(**data).validate()
+
+
+def _choice(name: str, value: Any, choices: Any) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
