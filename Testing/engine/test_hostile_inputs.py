@@ -4,6 +4,8 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -307,3 +309,16 @@ def test_c_library_stderr_is_captured_at_the_descriptor_level():
 
 def test_fagan_warning_is_a_user_warning():
     assert issubclass(FAGANWarning, UserWarning)
+
+
+def test_two_processes_racing_for_one_output_never_both_succeed(tmp_path):
+    source = tmp_path / "in.nii.gz"
+    write_volume(oblique_volume(), str(source))
+    for trial in range(3):
+        target = tmp_path / f"race{trial}.nrrd"
+        command = [sys.executable, "-m", "fagan_engine", "sr", str(source), str(target), "--scale", "2", "--method", "bicubic", "--progress", "none"]
+        procs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = sorted((p.wait(timeout=60), p.stderr.read()) for p in procs)
+        assert [code for code, _ in results] == [0, 2], results
+        assert "already exists" in results[1][1] and results[1][1].count("\n") == 1, results
+    assert_no_leftovers(tmp_path)

@@ -127,3 +127,49 @@ def test_ddp_two_gloo_processes_match_one_process(crop: Path, tmp_path: Path, ca
         assert torch.allclose(tensor, ddp_modules["G"][key], atol=1e-5), key
     load_generator(str(ddp_run / "checkpoints" / "latest.safetensors"))
     assert json.loads((ddp_run / "config.json").read_text())["train"]["iterations"] == 6
+
+
+def test_sigterm_during_start_up_ends_with_a_stopped_event(crop: Path, tmp_path: Path) -> None:
+    argv = tiny_args(crop, tmp_path / "run", "train.iterations=100000", "--progress", "json")
+    proc = subprocess.Popen(engine_command("train", *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    time.sleep(1.0)  # past the interpreter start, well before the first iteration (torch import, data)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    kinds = [e["event"] for e in events(out)]
+    assert kinds[-1] == "stopped" and "progress" not in kinds, kinds
+
+
+def test_kill_9_loop_during_training_then_resume_finishes_consistently(crop: Path, tmp_path: Path) -> None:
+    """kill -9 at random instants (checkpoint and state writes included), resuming each time."""
+    run = tmp_path / "run"
+    total = 60
+    argv = tiny_args(crop, run, f"train.iterations={total}", "train.checkpoint_every=1", "train.val_every=8", "--progress", "json")
+    rng = random.Random(12)
+    kills = 0
+    for trial in range(3):
+        proc = subprocess.Popen(
+            engine_command("train", *argv, *(["--resume"] if trial else [])),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+        )
+        for line in proc.stdout:
+            event = parse_line(line)
+            if event is not None and event["event"] in ("progress", "finished"):
+                break
+        time.sleep(rng.uniform(0.0, 0.8))
+        proc.kill()
+        proc.communicate(timeout=60)
+        if proc.returncode != -signal.SIGKILL:  # a very fast machine finished first
+            assert proc.returncode == 0 and kills >= 1
+            break
+        kills += 1
+        _, state = load_state(run / "training_state.safetensors")  # never corrupt
+        load_generator(str(run / "checkpoints" / "latest.safetensors"))
+    done = subprocess.run(engine_command("train", *argv, "--resume"), capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert events(done.stdout)[-1]["event"] == "finished"
+    _, state = load_state(run / "training_state.safetensors")
+    assert state["iteration"] == total
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == list(range(1, total + 1))
+    assert not [p.name for p in [*run.iterdir(), *(run / "checkpoints").iterdir()] if ".tmp" in p.name]
