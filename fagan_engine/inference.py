@@ -90,7 +90,7 @@ class SuperResolver:
         options = self.options
         image = validate_image(image, options.nan_policy)
         tile = options.tile_size if options.method == "fagan" else None
-        return _run(
+        return run_slices(
             image, options.scale, plane or options.plane, self.runner, self.normalization,
             options.batch_size, tile, progress, options.output_dtype,
         )
@@ -133,7 +133,7 @@ def super_resolve_with_model(
 ) -> sitk.Image:
     """Same path as ``super_resolve`` for an in-memory generator (trainer validation)."""
     runner = torch_runner(model, _model_device(model))
-    return _run(validate_image(image), model.scale, plane, runner, normalization, batch_size, tile_size, None, "float32")
+    return run_slices(validate_image(image), model.scale, plane, runner, normalization, batch_size, tile_size, None, "float32")
 
 
 def resolve_checkpoint(options: RunOptions) -> Optional[Path]:
@@ -291,7 +291,7 @@ def tiled(runner: Runner, scale: int, tile: int, overlap: int = DEFAULT_TILE_OVE
     return run
 
 
-def _run(
+def run_slices(
     image: sitk.Image,
     scale: int,
     plane: Plane,
@@ -302,6 +302,8 @@ def _run(
     progress: Optional[Progress],
     output_dtype: str,
 ) -> sitk.Image:
+    """Run ``runner`` over the volume's in-plane slices (normalised, batched, optionally tiled) and
+    return the SR volume on the exact SR grid, in the input's intensity units."""
     axes = plane_axes(image, plane) if isinstance(plane, str) else _explicit_axes(plane)
     size = image.GetSize()
     if min(size[a] for a in axes) < MIN_SLICE:
