@@ -3,8 +3,12 @@
 A checkpoint is ``NAME.safetensors`` whose header carries the metadata JSON under the key
 ``fagan``, plus a human-readable copy ``NAME.json`` beside it. The metadata records the
 architecture (ModelConfig), scale, intensity normalisation, in-plane convention, a training
-summary, the engine version and the SHA-256 of the tensor data, so a tampered or truncated
-file is refused. ``read_metadata`` needs neither torch nor numpy (the Slicer UI uses it).
+summary and the engine version. ``content_sha256`` (format 2) hashes what defines the model:
+every tensor's name, dtype, shape and bytes plus the metadata itself (``tensor_digest``), so
+swapped tensor offsets, edited metadata, truncation or corruption are refused. Format 1 files
+(``weights_sha256`` over the data section only) are still read, with the header checked for
+well-formed, non-overlapping tensors. ``read_metadata`` needs neither torch nor numpy (the
+Slicer UI uses it); the architecture is compared with the tensors before any weight is allocated.
 """
 from __future__ import annotations
 
@@ -12,19 +16,20 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import struct
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._version import __version__
 from .atomic import atomic_write_bytes
-from .config import ACQUISITIONS, ModelConfig, NormalizationConfig, model_config_from_dict, normalization_from_dict
+from .config import ACQUISITIONS, PLANES, SCALES, ModelConfig, NormalizationConfig, model_config_from_dict, normalization_from_dict
 from .errors import CheckpointError, ConfigError
+from .tensor_digest import SafetensorsFormatError, content_digest, split_safetensors
 
-FORMAT = "fagan-checkpoint/1"
+FORMAT = "fagan-checkpoint/2"
+LEGACY_FORMAT = "fagan-checkpoint/1"
 METADATA_KEY = "fagan"
 BUNDLED_DIR = Path(__file__).resolve().parent / "checkpoints"
-_MAX_HEADER = 100 * 1024 * 1024
+_TEXT_FIELDS = ("engine_version", "created", "weights_sha256", "content_sha256", "format")
 
 
 @dataclasses.dataclass
@@ -40,6 +45,7 @@ class CheckpointMetadata:
     engine_version: str = __version__
     created: str = ""
     weights_sha256: str = ""
+    content_sha256: str = ""
     format: str = FORMAT
 
     def model_config(self) -> ModelConfig:
@@ -50,6 +56,10 @@ class CheckpointMetadata:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def digest_text(self) -> str:
+        """The metadata as hashed into ``content_sha256`` (that field itself blank)."""
+        return dataclasses.replace(self, content_sha256="").to_json()
 
     @classmethod
     def create(
@@ -82,8 +92,9 @@ def save_checkpoint(path: str, state_dict: Dict[str, Any], metadata: CheckpointM
 
     target = _weights_path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    placeholder = save(tensors, metadata={METADATA_KEY: "{}"})
-    metadata = dataclasses.replace(metadata, weights_sha256=_data_digest(placeholder))
+    entries, _, data = split_safetensors(save(tensors, metadata={METADATA_KEY: "{}"}))
+    metadata = dataclasses.replace(metadata, format=FORMAT, weights_sha256=hashlib.sha256(data).hexdigest(), content_sha256="")
+    metadata = dataclasses.replace(metadata, content_sha256=content_digest(entries, data, metadata.digest_text()))
     blob = save(tensors, metadata={METADATA_KEY: metadata.to_json()})
     sidecar = target.with_suffix(".json")
     if sidecar.exists():  # a kill between the two renames must not pair new weights with an old sidecar
@@ -94,48 +105,46 @@ def save_checkpoint(path: str, state_dict: Dict[str, Any], metadata: CheckpointM
 
 
 def read_metadata(path: str) -> CheckpointMetadata:
-    """Read and check a checkpoint's metadata without loading weights (no torch needed)."""
-    target = _weights_path(path)
-    blob = _read_file(target)
-    header, _ = _split(blob, target)
-    raw = header.get("__metadata__", {}).get(METADATA_KEY)
-    if raw is None:
-        raise CheckpointError(f"{target.name} is a safetensors file but not an FA-GAN checkpoint (no metadata)")
-    metadata = parse_metadata(raw, target)
-    if _data_digest(blob) != metadata.weights_sha256:
-        raise CheckpointError(f"checkpoint {target.name} is corrupt or was modified: weights checksum mismatch")
-    sidecar = target.with_suffix(".json")
-    if sidecar.is_file() and parse_metadata(sidecar.read_text(encoding="utf-8"), sidecar) != metadata:
-        raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {target.name}")
-    return metadata
+    """Read and check a checkpoint's metadata and integrity without loading weights (no torch needed)."""
+    return _verified(path)[0]
 
 
 def load_generator(path: str, expected_scale: Optional[int] = None, device: str = "cpu") -> Tuple[Any, CheckpointMetadata]:
-    """Build the generator described by the checkpoint and load its weights (eval mode)."""
+    """Build the generator described by the checkpoint and load its weights (eval mode).
+
+    The architecture is first built on torch's ``meta`` device (no memory) and its parameter
+    names and shapes compared with the file's tensors, so a crafted size is refused before
+    anything is allocated.
+    """
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
     from .archs import build_generator
 
-    metadata = read_metadata(path)
+    metadata, entries, blob = _verified(path)
+    name = Path(path).name
     if expected_scale is not None and metadata.scale != expected_scale:
-        raise CheckpointError(
-            f"checkpoint {Path(path).name} is for x{metadata.scale}, but x{expected_scale} was asked for"
-        )
+        raise CheckpointError(f"checkpoint {name} is for x{metadata.scale}, but x{expected_scale} was asked for")
     try:
-        model = build_generator(metadata.model_config())
+        with torch.device("meta"):
+            skeleton = build_generator(metadata.model_config())
     except ConfigError as exc:
-        raise CheckpointError(f"checkpoint {Path(path).name} has an invalid architecture: {exc}") from None
-    try:
-        tensors = load_tensors(_read_file(_weights_path(path)))
-    except SafetensorError as exc:
-        raise CheckpointError(f"cannot read weights of {Path(path).name}: {exc}") from None
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError:
+        raise CheckpointError(f"checkpoint {name} has an invalid architecture: {exc}") from None
+    declared = {key: list(value.shape) for key, value in skeleton.state_dict().items()}
+    stored = {key: entry["shape"] for key, entry in entries.items()}
+    if declared != stored:
+        count = sum(_numel(shape) for shape in declared.values())
         raise CheckpointError(
-            f"checkpoint {Path(path).name}: metadata and weights disagree (architecture does not match the tensors)"
-        ) from None
+            f"checkpoint {name}: metadata and weights disagree (the architecture has {count} parameters "
+            f"in {len(declared)} tensors, the file {sum(_numel(shape) for shape in stored.values())} in {len(stored)})"
+        )
+    model = build_generator(metadata.model_config())
+    try:
+        tensors = load_tensors(blob)
+        model.load_state_dict(tensors, strict=True)
+    except (SafetensorError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot load weights of {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return model.to(device).eval(), metadata
 
 
@@ -184,25 +193,50 @@ def _read_file(target: Path) -> bytes:
         raise CheckpointError(f"cannot read checkpoint {target}: {exc.strerror}") from None
 
 
-def _split(blob: bytes, target: Path) -> Tuple[Dict[str, Any], int]:
-    """Parse the safetensors header; return it and the offset of the data section."""
-    if len(blob) < 8:
-        raise CheckpointError(f"{target.name} is not a safetensors file (too short)")
-    (length,) = struct.unpack("<Q", blob[:8])
-    if length > _MAX_HEADER or 8 + length > len(blob):
-        raise CheckpointError(f"{target.name} is not a safetensors file or is truncated")
+def _verified(path: str) -> Tuple[CheckpointMetadata, Dict[str, Any], bytes]:
+    """(metadata, tensor entries, file bytes) of a checkpoint whose header, checksum and sidecar check out."""
+    target = _weights_path(path)
+    blob = _read_file(target)
     try:
-        header = json.loads(blob[8 : 8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise CheckpointError(f"{target.name} is not a safetensors file (bad header)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{target.name} is not a safetensors file (bad header)")
-    return header, 8 + length
+        entries, strings, data = split_safetensors(blob)
+    except SafetensorsFormatError as exc:
+        raise CheckpointError(f"{target.name} is not a safetensors file or is damaged: {exc}") from None
+    raw = strings.get(METADATA_KEY)
+    if raw is None:
+        raise CheckpointError(f"{target.name} is a safetensors file but not an FA-GAN checkpoint (no metadata)")
+    metadata = parse_metadata(raw, target)
+    if metadata.format == FORMAT:
+        intact = metadata.content_sha256 == content_digest(entries, data, metadata.digest_text())
+    else:
+        intact = _tiles(entries, len(data)) and metadata.weights_sha256 == hashlib.sha256(data).hexdigest()
+    if not intact:
+        raise CheckpointError(f"checkpoint {target.name} is corrupt or was modified: checksum mismatch")
+    sidecar = target.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            text = sidecar.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise CheckpointError(f"cannot read {sidecar.name} (not UTF-8 text?); delete it or restore it") from None
+        if parse_metadata(text, sidecar) != metadata:
+            raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {target.name}")
+    return metadata, entries, blob
 
 
-def _data_digest(blob: bytes) -> str:
-    (length,) = struct.unpack("<Q", blob[:8])
-    return hashlib.sha256(blob[8 + length :]).hexdigest()
+def _tiles(entries: Dict[str, Any], length: int) -> bool:
+    """True when the tensors' byte ranges cover the data section exactly once (no shared bytes)."""
+    position = 0
+    for begin, end in sorted(tuple(entry["data_offsets"]) for entry in entries.values()):
+        if begin != position:
+            return False
+        position = end
+    return position == length
+
+
+def _numel(shape: List[int]) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count
 
 
 def parse_metadata(raw: str, source: Path) -> CheckpointMetadata:
@@ -215,7 +249,8 @@ def parse_metadata(raw: str, source: Path) -> CheckpointMetadata:
         metadata = CheckpointMetadata(**data)
     except (ValueError, TypeError):
         raise CheckpointError(f"{source.name} has unreadable FA-GAN metadata") from None
-    if metadata.format != FORMAT:
+    _check_types(metadata, source)
+    if metadata.format not in (FORMAT, LEGACY_FORMAT):
         raise CheckpointError(f"{source.name} has unsupported checkpoint format {metadata.format!r}")
     try:
         metadata.model_config()
@@ -227,3 +262,20 @@ def parse_metadata(raw: str, source: Path) -> CheckpointMetadata:
     if metadata.model.get("scale") != metadata.scale:
         raise CheckpointError(f"{source.name}: metadata scale and architecture scale disagree")
     return metadata
+
+
+def _check_types(metadata: CheckpointMetadata, source: Path) -> None:
+    """One-line CheckpointError unless every metadata field has its documented type and range."""
+    problems = []
+    if isinstance(metadata.scale, bool) or metadata.scale not in SCALES:
+        problems.append(f"scale must be one of {SCALES}")
+    for name in ("model", "normalization", "training"):
+        if not isinstance(getattr(metadata, name), dict):
+            problems.append(f"{name} must be a mapping")
+    if metadata.plane not in PLANES:
+        problems.append(f"plane must be one of {', '.join(PLANES)}")
+    for name in _TEXT_FIELDS:
+        if not isinstance(getattr(metadata, name), str):
+            problems.append(f"{name} must be text")
+    if problems:
+        raise CheckpointError(f"{source.name} has invalid metadata: {problems[0]}")

@@ -37,6 +37,8 @@ PRESET_SWITCHES: Dict[str, Dict[str, Any]] = {
 """The switches each preset fixes: the paper's methods and ablations are one architecture."""
 PRESETS = tuple(PRESET_SWITCHES)
 PLANES = ("auto", "axial", "coronal", "sagittal")
+MODEL_SIZE_LIMITS = {"n_feats": 1024, "n_blocks": 256, "ca_reduction": 1024, "d_feats": 1024}
+"""Upper bounds (64x and more above the defaults): a crafted checkpoint cannot ask for a 150 GB model."""
 ACQUISITIONS = ("kspace", "bicubic", "gaussian")
 """The in-plane acquisition models of ``forward_model``."""
 WINDOWS = ("none", "hamming", "tukey", "fermi")
@@ -79,8 +81,8 @@ class ModelConfig:
         _check_choice("model.fusion", self.fusion, FUSIONS)
         _check_choice("model.attention_placement", self.attention_placement, ATTENTION_PLACEMENTS)
         for name in ("n_feats", "n_blocks", "ca_reduction", "d_feats"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= MODEL_SIZE_LIMITS[name]:
+                raise ConfigError(f"model.{name} must be in [1, {MODEL_SIZE_LIMITS[name]}], got {getattr(self, name)}")
         if self.n_feats < 8 and self.use_sa:
             raise ConfigError("model.n_feats must be >= 8 when self-attention is on (f, g project to C/8)")
         if self.fusion_eps <= 0:
@@ -349,7 +351,12 @@ def load_config(path: str) -> FAGANConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -406,6 +413,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

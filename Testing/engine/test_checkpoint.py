@@ -1,14 +1,19 @@
 """Checkpoints: safetensors + JSON metadata, integrity checks, never unpickling."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import pickle
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from engine_helpers import save_untrained_checkpoint
@@ -97,7 +102,7 @@ def test_edited_sidecar_or_header_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="scale"):
         read_metadata(str(path))
     path.write_bytes(blob[:8] + header.replace(b'\\"scale\\": 2', b'\\"scale\\": 4') + blob[8 + length :])
-    with pytest.raises(CheckpointError, match="disagree"):
+    with pytest.raises(CheckpointError, match="checksum mismatch"):  # the metadata is hashed too
         load_generator(str(path))
 
 
@@ -110,3 +115,137 @@ def test_read_metadata_needs_no_torch(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "2"
+
+
+# --- issue #12: the checksum covers names, shapes, dtypes, bytes and metadata; crafted files ---------
+
+
+def edit_header(path: Path, change) -> None:
+    """Rewrite a safetensors header in place (data section kept), as an attacker would."""
+    blob = path.read_bytes()
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + length])
+    change(header)
+    text = json.dumps(header).encode("utf-8")
+    path.write_bytes(struct.pack("<Q", len(text)) + text + blob[8 + length :])
+
+
+def same_shape_pair(header: dict) -> "tuple[str, str]":
+    names = [k for k in header if k != "__metadata__"]
+    for first in names:
+        for second in names:
+            if first < second and header[first]["shape"] == header[second]["shape"] and header[first]["shape"]:
+                return first, second
+    raise AssertionError("no two tensors of one shape")
+
+
+def swap_offsets(header: dict) -> None:
+    a, b = same_shape_pair(header)
+    header[a]["data_offsets"], header[b]["data_offsets"] = header[b]["data_offsets"], header[a]["data_offsets"]
+
+
+def alias_offsets(header: dict) -> None:
+    a, b = same_shape_pair(header)
+    header[a]["data_offsets"] = header[b]["data_offsets"]
+
+
+def edit_normalization(header: dict) -> None:
+    metadata = json.loads(header["__metadata__"]["fagan"])
+    metadata["normalization"]["high_percentile"] = 90.0
+    header["__metadata__"]["fagan"] = json.dumps(metadata)
+
+
+@pytest.mark.parametrize("tamper", [swap_offsets, alias_offsets, edit_normalization])
+def test_header_tampering_is_caught_by_the_checksum(tmp_path: Path, tamper) -> None:
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    edit_header(path, tamper)
+    if tamper is edit_normalization:  # the attacker edits the sidecar to match
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        sidecar["normalization"]["high_percentile"] = 90.0
+        path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="checksum mismatch") as excinfo:
+        load_generator(str(path))
+    assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("metadata", ['"a string"', '["a", "list"]', "42"])
+def test_metadata_that_is_not_a_map_is_refused_in_one_line(tmp_path: Path, metadata: str) -> None:
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    edit_header(path, lambda h: h.update(__metadata__=json.loads(metadata)))
+    with pytest.raises(CheckpointError, match="not a safetensors file or is damaged: __metadata__"):
+        read_metadata(str(path))
+
+
+def test_sidecar_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    path.with_suffix(".json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(CheckpointError, match="not UTF-8"):
+        read_metadata(str(path))
+
+
+def resealed(path: Path, **changes) -> Path:
+    """Re-save ``path``'s tensors with edited metadata and a valid checksum (a careful attacker)."""
+    from safetensors.torch import load_file
+
+    metadata = read_metadata(str(path))
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            getattr(metadata, key).update(value)
+        else:
+            setattr(metadata, key, value)
+    return save_checkpoint(str(path), load_file(str(path)), metadata)
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"model": {"n_feats": 65536}}, "n_feats must be in"),
+        ({"model": {"n_blocks": 200000}}, "n_blocks must be in"),
+        ({"model": {"n_feats": 64}}, "metadata and weights disagree"),
+        ({"plane": "diagonal"}, "plane must be one of"),
+        ({"training": ["not", "a", "dict"]}, "training must be a mapping"),
+        ({"scale": "2"}, "scale must be one of"),
+    ],
+)
+def test_crafted_metadata_is_refused_before_building_a_model(tmp_path: Path, changes, fragment) -> None:
+    path = resealed(save_untrained_checkpoint(tmp_path / "m.safetensors", 2), **changes)
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=fragment) as excinfo:
+        load_generator(str(path))
+    assert time.perf_counter() - started < 5 and "\n" not in str(excinfo.value)
+
+
+def test_legacy_format_1_still_loads_but_not_with_shared_bytes(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save
+
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    tensors = load_file(str(path))
+    placeholder = save(tensors, metadata={"fagan": "{}"})
+    (length,) = struct.unpack("<Q", placeholder[:8])
+    legacy = dataclasses.replace(
+        read_metadata(str(path)), format="fagan-checkpoint/1", content_sha256="",
+        weights_sha256=hashlib.sha256(placeholder[8 + length :]).hexdigest(),
+    )
+    path.write_bytes(save(tensors, metadata={"fagan": legacy.to_json()}))
+    path.with_suffix(".json").unlink()
+    load_generator(str(path))
+    edit_header(path, alias_offsets)
+    with pytest.raises(CheckpointError, match="checksum mismatch|damaged"):
+        load_generator(str(path))
+
+
+@pytest.mark.parametrize("command", ["sr", "export", "eval"])
+def test_every_command_refuses_a_tampered_checkpoint_in_one_line(tmp_path: Path, command: str) -> None:
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    edit_header(path, swap_offsets)
+    volume = tmp_path / "v.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((4, 24, 24)).astype(np.float32)), str(volume))
+    argv = {
+        "sr": [str(volume), str(tmp_path / "o.nrrd"), "--scale", "2", "--checkpoint", str(path), "--progress", "none"],
+        "export": [str(path), str(tmp_path / "o.onnx")],
+        "eval": ["--checkpoint", str(path), "--data", str(volume), "--output", str(tmp_path / "eval")],
+    }[command]
+    proc = subprocess.run([sys.executable, "-m", "fagan_engine", command, *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and "checksum mismatch" in proc.stderr
+    assert not (tmp_path / "o.nrrd").exists() and not (tmp_path / "o.onnx").exists()
