@@ -1,9 +1,11 @@
 """ONNX export of the generator, and an ONNX Runtime runner that needs no torch.
 
 ``export_onnx`` writes ``NAME.onnx`` (dynamic batch, height and width) with the checkpoint's
-metadata inside (``metadata_props["fagan"]``) and beside it as ``NAME.onnx.json``.
-``onnx_runner`` loads such a file with onnxruntime only, so a Slicer without PyTorch can
-super-resolve; given a ``.safetensors`` checkpoint it uses the sibling ``.onnx`` exported from it.
+metadata inside (``metadata_props["fagan"]``) and beside it as ``NAME.onnx.json``, plus
+``NAME.onnx.sha256``, the SHA-256 of the ONNX bytes. ``onnx_runner`` loads such a file with
+onnxruntime only, so a Slicer without PyTorch can super-resolve; the bytes must match their
+``.sha256`` file, and given a ``.safetensors`` checkpoint it uses the sibling ``.onnx`` only when
+the export's embedded metadata (which includes the checkpoint's checksum) equals the checkpoint's.
 
 Self-attention never materialises the N×N matrix: the exporter would lower
 ``scaled_dot_product_attention`` to MatMul + Softmax + MatMul, so each call is replaced by
@@ -13,6 +15,7 @@ docs/performance.md for the memory measurements.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -43,9 +46,13 @@ def export_onnx(checkpoint_path: str, output_path: str) -> Path:
     if not target.parent.is_dir():
         raise OutputError(f"output folder does not exist: {target.parent}")
     model, metadata = load_generator(checkpoint_path)
-    proto = generator_to_onnx(model, metadata)
-    atomic_write_bytes(target, proto.SerializeToString())
+    blob = generator_to_onnx(model, metadata).SerializeToString()
+    checksum = checksum_path(target)
+    if checksum.exists():  # a kill between the writes must never pair new bytes with an old checksum
+        checksum.unlink()
+    atomic_write_bytes(target, blob)
     atomic_write_bytes(sidecar_path(target), (metadata.to_json() + "\n").encode("utf-8"))
+    atomic_write_bytes(checksum, f"{hashlib.sha256(blob).hexdigest()}  {target.name}\n".encode("ascii"))
     return target
 
 
@@ -132,14 +139,38 @@ def sidecar_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
+def checksum_path(onnx_path: Path) -> Path:
+    """``NAME.onnx`` → ``NAME.onnx.sha256`` (``sha256sum`` format)."""
+    return onnx_path.with_name(onnx_path.name + ".sha256")
+
+
+def verified_onnx_bytes(onnx_path: Path) -> bytes:
+    """The bytes of an exported model, checked against its ``.sha256`` file (CheckpointError if not)."""
+    checksum = checksum_path(onnx_path)
+    try:
+        blob = onnx_path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read ONNX model {onnx_path}: {exc.strerror}") from None
+    try:
+        expected = checksum.read_text(encoding="ascii").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise CheckpointError(
+            f"{onnx_path.name} has no readable checksum file {checksum.name}; re-export it with fagan-export"
+        ) from None
+    if hashlib.sha256(blob).hexdigest() != expected.lower():
+        raise CheckpointError(f"ONNX model {onnx_path.name} is corrupt or was modified: checksum mismatch")
+    return blob
+
+
 def _onnx_for_checkpoint(checkpoint: Path) -> Path:
     """The exported model of ``checkpoint``: its sibling, a cached export, or a fresh one."""
     wanted = read_metadata(str(checkpoint))
     sibling = checkpoint.with_suffix(".onnx")
-    if sibling.is_file() and _read_embedded_metadata(sibling).weights_sha256 == wanted.weights_sha256:
+    if sibling.is_file() and _read_embedded_metadata(sibling) == wanted:
         return sibling
-    cached = _cache_dir() / f"{wanted.weights_sha256[:32]}-{__version__}.onnx"
-    if cached.is_file():
+    key = wanted.content_sha256 or wanted.weights_sha256
+    cached = _cache_dir() / f"{key[:32]}-{__version__}.onnx"
+    if cached.is_file() and _cached_export_matches(cached, wanted):
         return cached
     if importlib.util.find_spec("torch") is None:
         stale = " (the sibling .onnx was exported from other weights)" if sibling.is_file() else ""
@@ -149,6 +180,14 @@ def _onnx_for_checkpoint(checkpoint: Path) -> Path:
         )
     cached.parent.mkdir(parents=True, exist_ok=True)
     return export_onnx(str(checkpoint), str(cached))
+
+
+def _cached_export_matches(cached: Path, wanted: CheckpointMetadata) -> bool:
+    """True when the cached export is intact and made from ``wanted``'s checkpoint (else re-export)."""
+    try:
+        return _read_embedded_metadata(cached) == wanted
+    except CheckpointError:
+        return False
 
 
 def _cache_dir() -> Path:
@@ -167,7 +206,11 @@ def _open_session(onnx_path: Path) -> Tuple[Any, CheckpointMetadata]:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session, metadata = _load(onnx_path, options)
     sidecar = sidecar_path(onnx_path)
-    if sidecar.is_file() and parse_metadata(sidecar.read_text(encoding="utf-8"), sidecar) != metadata:
+    try:
+        text = sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        raise CheckpointError(f"cannot read {sidecar.name} (not UTF-8 text?); delete it or re-export") from None
+    if text is not None and parse_metadata(text, sidecar) != metadata:
         raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {onnx_path.name}")
     return session, metadata
 
@@ -181,11 +224,13 @@ def _read_embedded_metadata(onnx_path: Path) -> CheckpointMetadata:
 
 
 def _load(onnx_path: Path, options: Any) -> Tuple[Any, CheckpointMetadata]:
+    """A session on the verified bytes (read once: no swap between the check and the use)."""
     ort = _import_onnxruntime()
     if not onnx_path.is_file():
         raise CheckpointError(f"ONNX model not found: {onnx_path}")
+    blob = verified_onnx_bytes(onnx_path)
     try:
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
         raise CheckpointError(f"cannot load ONNX model {onnx_path.name}: {str(exc).splitlines()[0]}") from None
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)

@@ -24,7 +24,7 @@ from fagan_engine.cli.export import main as export_main  # noqa: E402
 from fagan_engine.cli.sr import main as sr_main  # noqa: E402
 from fagan_engine.errors import CheckpointError  # noqa: E402
 from fagan_engine.inference import torch_runner  # noqa: E402
-from fagan_engine.onnx_backend import export_onnx, onnx_runner, sidecar_path  # noqa: E402
+from fagan_engine.onnx_backend import checksum_path, export_onnx, onnx_runner, sidecar_path  # noqa: E402
 from fagan_engine.protocol import parse_line  # noqa: E402
 
 SMALL = {"n_feats": 16, "n_blocks": 1}
@@ -107,6 +107,7 @@ def test_runner_checks_scale_and_sidecar(exported: Dict, tmp_path: Path) -> None
         onnx_runner(str(onnx_path), 4)
     copy = tmp_path / "copy.onnx"
     shutil.copy(onnx_path, copy)
+    shutil.copy(checksum_path(onnx_path), checksum_path(copy))
     sidecar = json.loads(sidecar_path(onnx_path).read_text())
     sidecar["normalization"]["high_percentile"] = 99.0
     sidecar_path(copy).write_text(json.dumps(sidecar))
@@ -178,3 +179,29 @@ def test_onnx_backend_needs_a_checkpoint() -> None:
     image = sitk.GetImageFromArray(np.zeros((2, 8, 8), np.float32))
     with pytest.raises(InputError, match="needs a checkpoint"):
         super_resolve(image, 2, backend="onnx", untrained=True)
+
+
+def test_a_tampered_or_unchecksummed_onnx_is_refused(exported: Dict, tmp_path: Path) -> None:
+    """The ONNX bytes are bound to their export by SHA-256; a sibling is used only for its own checkpoint."""
+    checkpoint, onnx_path = exported["x2-lr-pooled"]
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    for source in (checkpoint, checkpoint.with_suffix(".json"), onnx_path, sidecar_path(onnx_path), checksum_path(onnx_path)):
+        shutil.copy(source, folder / source.name)
+    sibling = folder / onnx_path.name
+    blob = bytearray(sibling.read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # one weight bit
+    sibling.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        onnx_runner(str(folder / checkpoint.name), 2)
+    checksum_path(sibling).unlink()
+    with pytest.raises(CheckpointError, match="no readable checksum file"):
+        onnx_runner(str(sibling), 2)
+
+
+def test_bundled_onnx_exports_carry_valid_checksums() -> None:
+    from fagan_engine.checkpoint import BUNDLED_DIR
+    from fagan_engine.onnx_backend import verified_onnx_bytes
+
+    for onnx_path in sorted(BUNDLED_DIR.glob("*.onnx")):
+        assert verified_onnx_bytes(onnx_path)
