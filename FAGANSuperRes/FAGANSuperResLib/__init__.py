@@ -14,7 +14,9 @@ from .engine import (
     ensureEngineImportable,
     pythonExecutable,
 )
-from .logic import SuperResolutionError, SuperResolutionJob, SuperResolutionLogic
+from .isotropic import formatSpacing, isotropicName, throughPlaneDefaults
+from .logic import SuperResolutionError, SuperResolutionJob, SuperResolutionLogic, SuperResolutionOptions
+from .provenance import NOTICE
 from .process import EngineProcess
 from .volumes import (
     defaultInputVolume,
@@ -30,21 +32,26 @@ __all__ = [
     "DependencyError",
     "DeviceInfo",
     "EngineProcess",
+    "NOTICE",
     "SuperResolutionError",
     "SuperResolutionJob",
     "SuperResolutionLogic",
+    "SuperResolutionOptions",
     "availableCheckpoints",
     "defaultInputVolume",
     "engineCommand",
     "engineEnvironment",
+    "formatSpacing",
     "ensureDependencies",
     "ensureEngineImportable",
     "imageFromVolumeNode",
     "isUsableInput",
+    "isotropicName",
     "missingDependencies",
     "pythonExecutable",
     "readCheckpoint",
     "selfTestSkipReason",
+    "throughPlaneDefaults",
     "updateVolumeNodeFromImage",
     "userCheckpointRegistry",
     "writeVolumeNode",

@@ -98,6 +98,34 @@ def moduleAvailable(name: str) -> bool:
 
 TASKS = ("fagan", "bicubic", "train")
 
+_srOptionsCache: Dict[str, frozenset] = {}
+
+
+def engineSrOptions() -> frozenset:
+    """The option strings ``fagan_engine sr`` accepts (``--scale``, ``--through-plane``, ...), read from
+    the shipped engine's argument parser (no torch import). Features of the panel whose flag the
+    engine does not offer are disabled, so a module never passes a flag its engine rejects."""
+    key = str(engineParentDir())
+    if key not in _srOptionsCache:
+        ensureEngineImportable()
+        from fagan_engine.cli.sr import build_parser
+
+        _srOptionsCache[key] = frozenset(o for action in build_parser()._actions for o in action.option_strings)
+    return _srOptionsCache[key]
+
+
+def engineSupports(*flags: str) -> bool:
+    """True if ``fagan_engine sr`` accepts every one of ``flags``."""
+    return set(flags) <= engineSrOptions()
+
+
+def engineVersion() -> str:
+    """Version of the shipped engine (recorded on every result node)."""
+    ensureEngineImportable()
+    from fagan_engine._version import __version__
+
+    return str(__version__)
+
 
 def missingRequirements(task: str = "fagan") -> List[str]:
     """Pip requirements of the engine that ``task`` needs and that are not installed (torch excluded).

@@ -11,25 +11,118 @@ Example (Slicer Python console)::
     job = SuperResolutionLogic().process(getNode("MRHead"), None, scale=2, device="cpu")
     outputNode = job.outputVolumeNode
 """
+import dataclasses
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import SimpleITK as sitk
 
-from .engine import engineCommand, engineEnvironment
+from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion, ensureEngineImportable
+from .isotropic import isotropicName, throughPlaneAxis
+from .maps import MAP_KINDS, checkSameGrid, overlayLayers, showAsMap
 from .process import EngineProcess
+from .provenance import (
+    NOTICE,
+    RunReport,
+    fillSummaryTable,
+    localIdentity,
+    mergeWarnings,
+    stampResultNode,
+    summaryRows,
+)
 from .volumes import checkScalarVolumeNode, updateVolumeNodeFromImage, writeVolumeNode
 
 SCALES = (2, 4, 8)
 PLANES = ("auto", "axial", "coronal", "sagittal")
 DEVICES = ("auto", "cuda", "cpu")
-METHODS = ("fagan", "bicubic")
+METHODS = ("fagan", "bicubic", "lanczos")
+ACQUISITIONS = ("kspace", "bicubic", "gaussian")
+MODES = ("in-plane", "through-plane")
+MAP_FLAGS = {"consistency": "--consistency-map", "uncertainty": "--uncertainty-map"}
 
 
 class SuperResolutionError(RuntimeError):
     """The engine failed or was cancelled; the message is one line for the user."""
+
+
+@dataclass
+class SuperResolutionOptions:
+    """What one run computes (the panel's settings). ``mode`` is ``in-plane`` (``scale``, ``method``,
+    ``acquisition``, ``checkpointPath``, ``plane``) or ``through-plane`` (thick slices to isotropic:
+    ``targetSpacing``, ``sliceThickness``, ``fitIterations``; None lets the engine choose).
+    ``consistencyMap`` and ``uncertaintyMap`` add map volumes; ``enforceConsistency`` projects the
+    result onto the images that reproduce the input."""
+
+    scale: int = 2
+    mode: str = "in-plane"
+    method: str = "fagan"
+    acquisition: str = "kspace"
+    checkpointPath: Optional[str] = None
+    plane: str = "auto"
+    device: str = "auto"
+    batchSize: Optional[int] = None
+    tileSize: Optional[int] = None
+    targetSpacing: Optional[float] = None
+    sliceThickness: Optional[float] = None
+    fitIterations: Optional[int] = None
+    consistencyMap: bool = False
+    uncertaintyMap: bool = False
+    enforceConsistency: bool = False
+
+    @property
+    def throughPlane(self) -> bool:
+        return self.mode == "through-plane"
+
+    def validate(self) -> "SuperResolutionOptions":
+        """Raise ValueError (one line) for a bad value or a feature this engine does not offer."""
+        checkChoice("mode", self.mode, MODES)
+        checkChoice("method", self.method, METHODS)
+        checkChoice("acquisition", self.acquisition, ACQUISITIONS)
+        checkChoice("plane", self.plane, PLANES)
+        checkChoice("device", self.device, DEVICES)
+        if self.throughPlane:
+            if self.method != "fagan":
+                raise ValueError("thick slices -> isotropic runs the FA-GAN fit only (method fagan)")
+            for name in ("targetSpacing", "sliceThickness"):
+                value = getattr(self, name)
+                if value is not None and not value > 0:
+                    raise ValueError(f"{name} must be a positive number of mm, got {value}")
+            if self.fitIterations is not None and self.fitIterations < 0:
+                raise ValueError(f"fitIterations must be >= 0, got {self.fitIterations}")
+        else:
+            checkChoice("scale", self.scale, SCALES)
+        for flag in self.engineFlags():
+            if not engineSupports(flag):
+                raise ValueError(f"this version of the FA-GAN engine has no {flag} option yet")
+        return self
+
+    def engineFlags(self) -> List[str]:
+        """The optional engine flags this run needs."""
+        flags = ["--through-plane"] if self.throughPlane else []
+        flags += [MAP_FLAGS[kind] for kind in self.mapKinds()]
+        return flags + (["--enforce-consistency"] if self.enforceConsistency else [])
+
+    def mapKinds(self) -> List[str]:
+        return [kind for kind in MAP_KINDS if getattr(self, kind + "Map")]
+
+    def settings(self) -> Dict[str, str]:
+        """The run settings recorded on the result (attribute name -> text)."""
+        values = {"mode": self.mode, "method": self.method}
+        if self.throughPlane:
+            values.update(targetSpacing=_mm(self.targetSpacing) or "finest in-plane spacing",
+                          sliceThickness=_mm(self.sliceThickness) or "from the header")
+        else:
+            values.update(scale=f"x{self.scale}", acquisition=self.acquisition)
+        if self.enforceConsistency:
+            values["enforceConsistency"] = "yes"
+        return values
+
+
+def _mm(value: Optional[float]) -> str:
+    return f"{value:g} mm" if value else ""
 
 
 def superResolutionArguments(
@@ -42,20 +135,48 @@ def superResolutionArguments(
     method: str = "fagan",
     batchSize: Optional[int] = None,
     tileSize: Optional[int] = None,
+    *,
+    options: Optional[SuperResolutionOptions] = None,
+    mapPaths: Optional[Dict[str, Any]] = None,
+    reportPath: Optional[Any] = None,
 ) -> List[str]:
-    """Arguments of ``fagan_engine sr`` (after the subcommand) for one run."""
-    checkChoice("scale", scale, SCALES)
-    checkChoice("plane", plane, PLANES)
-    checkChoice("device", device, DEVICES)
-    checkChoice("method", method, METHODS)
-    args = [str(inputPath), str(outputPath), "--scale", str(scale), "--plane", plane, "--method", method,
-            "--device", device, "--backend", "auto", "--progress", "json"]
-    if checkpointPath and method == "fagan":
-        args += ["--checkpoint", str(checkpointPath)]
-    if batchSize:
-        args += ["--batch-size", str(int(batchSize))]
-    if tileSize:
-        args += ["--tile-size", str(int(tileSize))]
+    """Arguments of ``fagan_engine sr`` (after the subcommand) for one run. ``options``, when
+    given, replaces the positional settings; ``mapPaths`` (kind -> file) and ``reportPath`` name
+    the extra outputs."""
+    if options is None:
+        options = SuperResolutionOptions(scale=scale, checkpointPath=checkpointPath, plane=plane, device=device,
+                                         method=method, batchSize=batchSize, tileSize=tileSize)
+    checkChoice("mode", options.mode, MODES)
+    checkChoice("device", options.device, DEVICES)
+    args = [str(inputPath), str(outputPath)]
+    if options.throughPlane:
+        args.append("--through-plane")
+        if options.targetSpacing:
+            args += ["--target-spacing", repr(float(options.targetSpacing))]
+        if options.sliceThickness:
+            args += ["--slice-thickness", repr(float(options.sliceThickness))]
+        if options.fitIterations:
+            args += ["--iterations", str(int(options.fitIterations))]
+    else:
+        checkChoice("scale", options.scale, SCALES)
+        checkChoice("plane", options.plane, PLANES)
+        checkChoice("method", options.method, METHODS)
+        checkChoice("acquisition", options.acquisition, ACQUISITIONS)
+        args += ["--scale", str(options.scale), "--plane", options.plane, "--method", options.method,
+                 "--acquisition", options.acquisition]
+        if options.checkpointPath and options.method == "fagan":
+            args += ["--checkpoint", str(options.checkpointPath)]
+    args += ["--device", options.device, "--backend", "auto", "--progress", "json"]
+    if options.batchSize:
+        args += ["--batch-size", str(int(options.batchSize))]
+    if options.tileSize and not options.throughPlane:
+        args += ["--tile-size", str(int(options.tileSize))]
+    for kind, path in (mapPaths or {}).items():
+        args += [MAP_FLAGS[kind], str(path)]
+    if options.enforceConsistency:
+        args.append("--enforce-consistency")
+    if reportPath is not None:
+        args += ["--report", str(reportPath)]
     return args
 
 
@@ -73,22 +194,36 @@ def checkChoice(name: str, value: Any, choices: Any) -> None:
 class SuperResolutionJob:
     """One running super-resolution: poll it (non-blocking), wait for it, or cancel it.
 
-    ``state`` is ``running``, ``succeeded``, ``failed`` or ``cancelled``; ``fraction`` and
-    ``status`` describe progress; ``error`` holds the one-line reason of a failure.
+    ``state`` is ``running``, ``succeeded``, ``failed`` or ``cancelled``; ``fraction``, ``phase``
+    (``fit``/``inference`` in through-plane mode) and ``status`` describe progress; ``error`` holds
+    the one-line reason of a failure; ``warnings`` the engine's one-line warnings so far. On success
+    ``outputVolumeNode``, ``mapNodes`` (kind -> volume node), ``summaryTableNode``, ``summary`` and
+    ``identity`` describe the result; nothing is added to the scene before that.
     """
 
     def __init__(self, inputVolumeNode: Any, outputVolumeNode: Any, scale: int, command: List[str],
-                 workDir: Path, outputPath: Path, env: Optional[Dict[str, str]] = None) -> None:
+                 workDir: Path, outputPath: Path, env: Optional[Dict[str, str]] = None,
+                 options: Optional[SuperResolutionOptions] = None, mapPaths: Optional[Dict[str, Path]] = None,
+                 reportPath: Optional[Path] = None, identity: Optional[Dict[str, str]] = None) -> None:
         self.inputVolumeNode = inputVolumeNode
         self.outputVolumeNode = outputVolumeNode
         self.scale = scale
+        self.options = options or SuperResolutionOptions(scale=scale)
         self.workDir = workDir
         self.outputPath = outputPath
+        self.mapPaths = dict(mapPaths or {})
+        self.reportPath = reportPath
         self.process = EngineProcess(command, env=env, cwd=str(workDir))
         self.state = "running"
         self.fraction = 0.0
+        self.phase = ""
         self.status = "Starting the engine..."
         self.error: Optional[str] = None
+        self.warnings: List[str] = []
+        self.summary: Dict[str, Any] = {}
+        self.identity: Dict[str, str] = dict(identity or {})
+        self.mapNodes: Dict[str, Any] = {}
+        self.summaryTableNode: Any = None
         self.onProgress: Optional[Callable[["SuperResolutionJob"], None]] = None
 
     @property
@@ -105,13 +240,14 @@ class SuperResolutionJob:
         """Handle the engine output available now; finish the job when the engine ended.
 
         Returns True when the job is done. Call this from a timer (it never blocks for long;
-        at the end it reads the result file and updates the output node).
+        at the end it reads the result files and updates the scene).
         """
         if self.done:
             self.process.poll()  # collects the exit code of a cancelled engine that was still exiting
             return True
         for event in self.process.poll():
             self._handleEvent(event)
+        self._collectLogWarnings()
         if self.process.finished:
             self._complete()
         return self.done
@@ -136,29 +272,67 @@ class SuperResolutionJob:
         self.status = "Cancelled."
         self._cleanup()
 
+    def _collectLogWarnings(self) -> None:
+        """``warning: ...`` lines (Python warnings the engine prints at the end) count as warnings."""
+        for line in self.process.takeNewLogLines():
+            if line.startswith("warning: "):
+                self.warnings = mergeWarnings(self.warnings, [line[len("warning: "):]])
+
     def _handleEvent(self, event: Dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "start":
-            self.status = f"Super-resolving x{self.scale} on {event.get('device', 'auto')}..."
+            options = event.get("options") if isinstance(event.get("options"), dict) else {}
+            device = options.get("device") or event.get("device") or self.options.device
+            what = "thick slices -> isotropic" if self.options.throughPlane else f"x{self.scale}"
+            self.status = f"Super-resolving {what} on {device}..."
         elif kind == "progress":
-            total = event.get("total") or 0
-            if "fraction" in event:
-                self.fraction = float(event["fraction"])
-            elif total:
-                self.fraction = float(event.get("done", 0)) / total
-            self.status = f"Slice {event.get('done', '?')} of {total or '?'}"
+            self._progress(event)
+        elif kind == "warning" and event.get("message"):
+            self.warnings = mergeWarnings(self.warnings, [str(event["message"])])
         elif kind == "finished":
             self.fraction = 1.0
             self.status = "Loading the result..."
         if self.onProgress:
             self.onProgress(self)
 
+    def _progress(self, event: Dict[str, Any]) -> None:
+        total = event.get("total") or 0
+        if isinstance(event.get("fraction"), (int, float)):
+            self.fraction = float(event["fraction"])
+        elif total:
+            self.fraction = float(event.get("done", 0)) / total
+        self.phase = str(event.get("phase") or self.phase)
+        done = event.get("done", event.get("iteration", "?"))
+        if self.phase == "fit":
+            loss = event.get("loss")
+            lossText = f", loss {loss:.4g}" if isinstance(loss, (int, float)) else ""
+            self.status = f"Step 1/2, fitting to this scan: iteration {done} of {total or '?'}{lossText}"
+        elif self.phase == "inference" and self.options.throughPlane:
+            self.status = f"Step 2/2, super-resolving: slice {done} of {total or '?'}"
+        else:
+            self.status = f"Slice {done} of {total or '?'}"
+
     def _complete(self) -> None:
+        created: List[Any] = []
         try:
             if self.process.returnCode != 0 or not self.outputPath.is_file():
                 raise SuperResolutionError(self.process.errorMessage())
-            self._storeResult(sitk.ReadImage(str(self.outputPath)))
-        except Exception as exc:  # any failure becomes the job's one-line error
+            image = sitk.ReadImage(str(self.outputPath))
+            maps = {}
+            for kind, path in self.mapPaths.items():
+                if not path.is_file():
+                    raise SuperResolutionError(f"the engine wrote no {kind} map")
+                maps[kind] = sitk.ReadImage(str(path))
+                checkSameGrid(maps[kind], image, f"{kind} map")
+            report = RunReport.read(self.reportPath) if self.reportPath is not None else RunReport()
+            self.summary = report.summary
+            self.warnings = mergeWarnings(self.warnings, report.warnings)
+            self.identity.update(report.identity)
+            self._storeResult(image, maps, created)
+        except Exception as exc:  # any failure becomes the job's one-line error; the scene is restored
+            for node in reversed(created):
+                if node.GetScene() is not None:
+                    node.GetScene().RemoveNode(node)
             self._fail(oneLine(exc))
             return
         finally:
@@ -167,24 +341,57 @@ class SuperResolutionJob:
         self.fraction = 1.0
         self.status = f"Done: {self.outputVolumeNode.GetName()}"
 
-    def _storeResult(self, image: Any) -> None:
-        """Put the result into the output node, creating it only now (scene untouched before)."""
+    def resultName(self, image: Any) -> str:
+        """``<input>_SRx<scale>``, or ``<input>_iso<spacing>mm`` for thick slices -> isotropic
+        (the result's spacing along the input's slice axis, see ``isotropic.formatSpacing``)."""
+        inputName = self.inputVolumeNode.GetName()
+        if self.options.throughPlane:
+            return isotropicName(inputName, image.GetSpacing()[throughPlaneAxis(self.inputVolumeNode)])
+        return f"{inputName}_SRx{self.scale}"
+
+    def _newNode(self, name: str, created: List[Any], className: str = "vtkMRMLScalarVolumeNode") -> Any:
         scene = self.inputVolumeNode.GetScene()
-        created = self.outputVolumeNode is None
+        node = scene.AddNewNodeByClass(className, scene.GenerateUniqueName(name))
+        created.append(node)
+        return node
+
+    def _storeResult(self, image: Any, maps: Dict[str, Any], created: List[Any]) -> None:
+        """Put the result (and maps, summary table, provenance) into the scene, creating nodes only
+        now; ``created`` lists the new nodes, removed again by the caller if anything fails."""
         node = self.outputVolumeNode
-        if created:
-            name = scene.GenerateUniqueName(f"{self.inputVolumeNode.GetName()}_SRx{self.scale}")
-            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-        try:
-            updateVolumeNodeFromImage(node, image)
-        except Exception:
-            if created:
-                scene.RemoveNode(node)
-            raise
-        node.SetAndObserveTransformNodeID(self.inputVolumeNode.GetTransformNodeID())
+        if node is None:
+            node = self._newNode(self.resultName(image), created)
+        if node.GetScene() is None:
+            raise SuperResolutionError("the output volume was deleted during the run")
+        updateVolumeNodeFromImage(node, image)
+        transformID = self.inputVolumeNode.GetTransformNodeID()
+        node.SetAndObserveTransformNodeID(transformID)
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
-        self.outputVolumeNode = node
+        inputName = self.inputVolumeNode.GetName()
+        settings = self.options.settings()
+        stampResultNode(node, inputName, settings, self.identity, self.warnings)
+        mapNodes = {}
+        for kind, mapImage in maps.items():
+            mapNode = self._newNode(f"{node.GetName()}_{kind}", created)
+            updateVolumeNodeFromImage(mapNode, mapImage)
+            mapNode.SetAndObserveTransformNodeID(transformID)
+            stampResultNode(mapNode, inputName, dict(settings, map=kind, resultVolume=node.GetName()),
+                            self.identity, self.warnings, role=f"{kind} map")
+            legend = showAsMap(mapNode, kind)
+            if legend is not None:
+                created.append(legend)
+            mapNodes[kind] = mapNode
+        table = self._newNode(f"{node.GetName()}_summary", created, "vtkMRMLTableNode")
+        fillSummaryTable(table, summaryRows(inputName, settings, self.identity, self.summary, self.warnings))
+        table.SetAttribute("FAGAN.Notice", NOTICE)
+        table.SetAttribute("FAGAN.ResultVolume", node.GetName())
+        self.outputVolumeNode, self.mapNodes, self.summaryTableNode = node, mapNodes, table
+
+    def overlayLayers(self) -> Dict[str, Any]:
+        """Keyword arguments for ``slicer.util.setSliceViewerLayers``: the result with its trust map
+        as a colour overlay."""
+        return overlayLayers(self.outputVolumeNode, self.mapNodes)
 
     def _fail(self, message: str) -> None:
         self.state = "failed"
@@ -215,30 +422,45 @@ class SuperResolutionLogic:
         *,
         batchSize: Optional[int] = None,
         tileSize: Optional[int] = None,
+        **options: Any,
     ) -> SuperResolutionJob:
         """Super-resolve ``inputVolumeNode`` in-plane by ``scale`` into ``outputVolumeNode``.
 
-        ``outputVolumeNode=None`` creates a new node (named ``<input>_SRx<scale>``) on success.
-        ``checkpointPath=None`` uses the bundled default checkpoint for ``scale``.
+        ``outputVolumeNode=None`` creates a new node (named ``<input>_SRx<scale>``, or
+        ``<input>_iso<spacing>mm`` for ``mode="through-plane"``) on success.
+        ``checkpointPath=None`` uses the bundled default checkpoint for ``scale`` and ``acquisition``.
+        Further keywords are fields of ``SuperResolutionOptions`` (``acquisition``, ``mode``,
+        ``targetSpacing``, ``sliceThickness``, ``fitIterations``, ``consistencyMap``,
+        ``uncertaintyMap``, ``enforceConsistency``).
         With ``waitForCompletion`` the call blocks and raises SuperResolutionError on failure;
         otherwise it returns the running job at once: call ``job.poll()`` periodically.
         Invalid arguments raise ValueError before anything starts.
         """
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(SuperResolutionOptions)})
+        if unknown:
+            raise ValueError(f"unknown option {unknown[0]!r}")
+        settings = SuperResolutionOptions(scale=scale, checkpointPath=checkpointPath, plane=plane, device=device,
+                                          method=method, batchSize=batchSize, tileSize=tileSize, **options).validate()
         checkScalarVolumeNode(inputVolumeNode)
         if outputVolumeNode is not None and outputVolumeNode is inputVolumeNode:
             raise ValueError("the output volume must differ from the input volume")
         if outputVolumeNode is not None and outputVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
             raise ValueError("the output volume cannot be a label map")
-        if method == "fagan" and checkpointPath and not Path(checkpointPath).is_file():
+        if settings.method == "fagan" and checkpointPath and not Path(checkpointPath).is_file():
             raise ValueError(f"checkpoint file not found: {checkpointPath}")
+        identity = runIdentity(settings)
         workDir = Path(tempfile.mkdtemp(prefix="FAGANSuperRes-", dir=self.temporaryDirectory))
         try:
             inputPath = writeVolumeNode(inputVolumeNode, workDir / "input.nrrd")
             outputPath = workDir / "output.nrrd"
-            arguments = superResolutionArguments(inputPath, outputPath, scale, checkpointPath, plane, device,
-                                                 method, batchSize, tileSize)
+            mapPaths = {kind: workDir / f"{kind}_map.nrrd" for kind in settings.mapKinds()}
+            # One volume's JSON report is part of the engine's trust features (with the maps).
+            reportPath = workDir / "report.json" if engineSupports("--report", "--consistency-map") else None
+            arguments = superResolutionArguments(inputPath, outputPath, scale, options=settings, mapPaths=mapPaths,
+                                                 reportPath=reportPath)
             job = SuperResolutionJob(inputVolumeNode, outputVolumeNode, scale, engineCommand("sr", arguments),
-                                     workDir, outputPath, env=engineEnvironment())
+                                     workDir, outputPath, env=engineEnvironment(), options=settings,
+                                     mapPaths=mapPaths, reportPath=reportPath, identity=identity)
         except Exception:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
@@ -246,3 +468,23 @@ class SuperResolutionLogic:
         if waitForCompletion:
             job.wait()
         return job
+
+
+def runIdentity(options: SuperResolutionOptions) -> Dict[str, str]:
+    """Checkpoint identity and engine version known before the run (the engine's report, when it
+    writes one, completes it). A checkpoint that cannot be read is left to the engine to refuse."""
+    from .checkpoints import readCheckpoint
+
+    ensureEngineImportable()
+    info = None
+    if options.method == "fagan" and not options.throughPlane:
+        path = options.checkpointPath
+        if not path:
+            from fagan_engine.checkpoint import default_checkpoint
+
+            path = default_checkpoint(options.scale, options.acquisition)
+        try:
+            info = readCheckpoint(path) if path else None
+        except ValueError:
+            info = None
+    return localIdentity(info, options.method, options.acquisition, engineVersion(), options.throughPlane)

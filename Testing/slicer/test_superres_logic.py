@@ -150,7 +150,8 @@ def test_fagan_into_existing_node_with_explicit_plane(scene, obliqueNode, tinyCh
     nodeCount = scene.GetNumberOfNodes()
     job = SuperResolutionLogic().process(obliqueNode, existing, 4, checkpointPath=str(tinyCheckpoints[4]),
                                          plane=plane, device="cpu")
-    assert job.outputVolumeNode is existing and scene.GetNumberOfNodes() == nodeCount
+    assert job.outputVolumeNode is existing and scene.GetNumberOfNodes() == nodeCount + 1  # + the summary table
+    assert job.summaryTableNode.GetScene() is scene and job.mapNodes == {}
     assertSuperResolvedGeometry(obliqueNode, existing, 4, inPlane)
     assert np.isfinite(slicer.util.arrayFromVolume(existing)).all()
 

@@ -1,0 +1,58 @@
+"""Thick slices -> isotropic (issue 9): defaults taken from the input node, and result naming.
+
+The through-plane axis is the coarsest-spaced voxel axis (as in the engine). The target spacing
+defaults to the finest in-plane spacing. The slice thickness comes from the DICOM Slice Thickness
+(0018,0050) of the series the node was loaded from, when Slicer's DICOM database knows it (the
+caller passes ``slicer.dicomDatabase.instanceValue``), else it is the slice spacing.
+"""
+import math
+from typing import Any, Callable, Optional, Tuple
+
+SLICE_THICKNESS_TAG = "0018,0050"
+InstanceValue = Callable[[str, str], str]
+
+
+def throughPlaneAxis(volumeNode: Any) -> int:
+    """Index axis (0, 1, 2 = i, j, k) with the coarsest spacing (the last one on a tie)."""
+    spacing = volumeNode.GetSpacing()
+    return max(range(3), key=lambda axis: (spacing[axis], axis))
+
+
+def finestInPlaneSpacing(volumeNode: Any) -> float:
+    through = throughPlaneAxis(volumeNode)
+    return float(min(s for axis, s in enumerate(volumeNode.GetSpacing()) if axis != through))
+
+
+def dicomSliceThickness(volumeNode: Any, instanceValue: Optional[InstanceValue]) -> Optional[float]:
+    """Slice Thickness of the node's first DICOM instance (attribute ``DICOM.instanceUIDs``, set by
+    Slicer's DICOM scalar volume plugin), or None when unknown."""
+    uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if not uids or instanceValue is None:
+        return None
+    try:
+        value = float(str(instanceValue(uids[0], SLICE_THICKNESS_TAG)).split("\\")[0])
+    except (ValueError, TypeError, RuntimeError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def throughPlaneDefaults(volumeNode: Any, instanceValue: Optional[InstanceValue] = None) -> Tuple[float, float, str]:
+    """(target spacing, slice thickness, where the thickness came from: ``DICOM`` or ``slice spacing``)."""
+    thickness = dicomSliceThickness(volumeNode, instanceValue)
+    source = "DICOM"
+    if thickness is None:
+        thickness = float(volumeNode.GetSpacing()[throughPlaneAxis(volumeNode)])
+        source = "slice spacing"
+    return finestInPlaneSpacing(volumeNode), thickness, source
+
+
+def formatSpacing(spacing: float) -> str:
+    """Spacing for a node name: rounded to 0.01 mm, trailing zeros dropped, one decimal kept
+    (1 -> ``1.0``, 0.5 -> ``0.5``, 0.9968 -> ``1.0``, 0.625 -> ``0.62``, 1.25 -> ``1.25``)."""
+    text = f"{round(float(spacing), 2):.2f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def isotropicName(inputName: str, spacing: float) -> str:
+    """``<input>_iso<spacing>mm``, e.g. ``t2_iso1.0mm``."""
+    return f"{inputName}_iso{formatSpacing(spacing)}mm"

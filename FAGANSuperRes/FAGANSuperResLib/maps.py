@@ -1,0 +1,119 @@
+"""Trust maps (issue 10) as volume nodes: the data-consistency map and the uncertainty map.
+
+The engine writes them on the super-resolved grid (``--consistency-map``, ``--uncertainty-map``).
+Before anything enters the scene, ``checkSameGrid`` verifies that a map's grid is the result's
+(same size, outer corners within 1e-4 mm). Each map gets a colour table that is transparent
+where the map is near zero, a fixed display range and a colour legend, so it can be shown as the
+foreground layer over the result (``overlayLayers``).
+"""
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import slicer.util
+
+GEOMETRY_TOLERANCE_MM = 1e-4
+MAP_KINDS = ("consistency", "uncertainty")
+MAP_TITLES = {"consistency": "Data consistency residual", "uncertainty": "Uncertainty (TTA std)"}
+COLOR_NODE_NAMES = {"consistency": "FA-GAN residual (diverging)", "uncertainty": "FA-GAN uncertainty"}
+COLOR_ATTRIBUTE = "FAGAN.ColorMap"
+OVERLAY_OPACITY = 0.6
+_COLORS = 256
+
+
+def imageCornersLPS(image: Any) -> np.ndarray:
+    """The 8 outer voxel corners of a SimpleITK image (LPS, mm)."""
+    size = image.GetSize()
+    corners = []
+    for i in (-0.5, size[0] - 0.5):
+        for j in (-0.5, size[1] - 0.5):
+            for k in (-0.5, size[2] - 0.5):
+                corners.append(image.TransformContinuousIndexToPhysicalPoint((i, j, k)))
+    return np.array(corners)
+
+
+def checkSameGrid(mapImage: Any, resultImage: Any, what: str) -> None:
+    """Raise ValueError unless ``mapImage`` lies on the grid of ``resultImage`` (1e-4 mm)."""
+    if mapImage.GetDimension() != 3 or mapImage.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"the {what} is not a 3D scalar volume")
+    if tuple(mapImage.GetSize()) != tuple(resultImage.GetSize()):
+        raise ValueError(f"the {what} has {mapImage.GetSize()} voxels, the result {resultImage.GetSize()}")
+    error = np.abs(imageCornersLPS(mapImage) - imageCornersLPS(resultImage)).max()
+    if error > GEOMETRY_TOLERANCE_MM:
+        raise ValueError(f"the {what} is not on the result's grid (corners {error:.2g} mm apart)")
+
+
+def _rampColors(kind: str, index: int) -> Tuple[float, float, float, float]:
+    """RGBA of entry ``index``: consistency blue (negative) - transparent (0) - red (positive);
+    uncertainty transparent (0) - yellow - red."""
+    t = index / (_COLORS - 1)
+    if kind == "consistency":
+        x = 2.0 * t - 1.0  # -1 .. 1
+        alpha = min(1.0, abs(x) * 1.5)
+        return (1.0, 1.0 - abs(x), 1.0 - abs(x), alpha) if x >= 0 else (1.0 - abs(x), 1.0 - abs(x), 1.0, alpha)
+    return (1.0, 1.0 - 0.8 * t, 0.2 * (1.0 - t), min(1.0, 1.5 * t))
+
+
+def colorNode(scene: Any, kind: str) -> Any:
+    """The scene's colour table for ``kind`` (created once, saved with the scene)."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
+        if node.GetAttribute(COLOR_ATTRIBUTE) == kind:
+            return node
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_NODE_NAMES[kind])
+    node.SetTypeToUser()
+    node.SetNumberOfColors(_COLORS)
+    for index in range(_COLORS):
+        node.SetColor(index, str(index), *_rampColors(kind, index))
+    node.SetAttribute(COLOR_ATTRIBUTE, kind)
+    return node
+
+
+def displayRange(kind: str, array: np.ndarray) -> Tuple[float, float]:
+    """Colour range: symmetric about 0 for the signed residual, from 0 for the uncertainty; the
+    99th percentile of the magnitude, so a few outliers do not wash the map out."""
+    finite = np.abs(array[np.isfinite(array)])
+    top = float(np.percentile(finite, 99)) if finite.size else 0.0
+    top = top if top > 0 else (float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
+    return (-top, top) if kind == "consistency" else (0.0, top)
+
+
+def showAsMap(mapNode: Any, kind: str) -> Optional[Any]:
+    """Give ``mapNode`` its colour table, display range and colour legend; return the legend
+    display node (None where the Colors module's legend node is not registered in the scene)."""
+    scene = mapNode.GetScene()
+    if mapNode.GetDisplayNode() is None:
+        mapNode.CreateDefaultDisplayNodes()
+    display = mapNode.GetDisplayNode()
+    low, high = displayRange(kind, slicer.util.arrayFromVolume(mapNode))
+    with slicer.util.NodeModify(display):
+        display.SetAndObserveColorNodeID(colorNode(scene, kind).GetID())
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(low, high)
+        display.SetInterpolate(False)
+    return addColorLegend(mapNode, MAP_TITLES[kind])
+
+
+def addColorLegend(volumeNode: Any, title: str) -> Optional[Any]:
+    """A colour legend for ``volumeNode`` (Colors module logic, Slicer 5.x), titled ``title``."""
+    logic = getattr(slicer, "vtkSlicerColorLogic", None)
+    if logic is None:
+        return None
+    legend = logic.GetColorLegendDisplayNode(volumeNode) or logic.AddDefaultColorLegendDisplayNode(volumeNode)
+    if legend is not None:
+        legend.SetTitleText(title)
+        legend.SetVisibility(True)
+    return legend
+
+
+def colorLegend(volumeNode: Any) -> Optional[Any]:
+    logic = getattr(slicer, "vtkSlicerColorLogic", None)
+    return logic.GetColorLegendDisplayNode(volumeNode) if logic is not None else None
+
+
+def overlayLayers(resultNode: Any, mapNodes: Dict[str, Any]) -> Dict[str, Any]:
+    """Slice-view layers that show a result with its trust map on top: the consistency map when
+    there is one, else the uncertainty map (keyword arguments of ``slicer.util.setSliceViewerLayers``)."""
+    foreground = mapNodes.get("consistency") or mapNodes.get("uncertainty")
+    layers: Dict[str, Any] = {"background": resultNode, "foreground": foreground}
+    layers["foregroundOpacity"] = OVERLAY_OPACITY if foreground is not None else 0.0
+    return layers

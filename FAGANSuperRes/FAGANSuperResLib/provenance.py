@@ -1,0 +1,208 @@
+"""What every result carries: the research-use notice, the checkpoint identity, the engine version,
+the run's summary figures and warnings (issue 10).
+
+The identity is known before the run from the checkpoint's metadata (``localIdentity``) and is
+completed by the engine's JSON report (``--report``: ``summary``, ``warnings``, ``identity``) when
+the engine writes one. ``stampResultNode`` writes it into node attributes and the node
+description, which MRML saves with the scene (``.mrml`` / ``.mrb``) and restores on load.
+"""
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import vtk
+
+NOTICE = "research use, not for diagnosis"
+ATTRIBUTE_PREFIX = "FAGAN."
+IDENTITY_KEYS = ("checkpoint", "sha256", "training_data", "acquisition", "engine_version")
+# Names the engine's report may use for the identity fields (first match wins).
+_IDENTITY_SYNONYMS = {
+    "checkpoint": ("checkpoint", "checkpoint_name", "name"),
+    "sha256": ("sha256", "checkpoint_sha256", "content_sha256", "weights_sha256"),
+    "training_data": ("training_data", "training", "data"),
+    "acquisition": ("acquisition", "acquisitions", "checkpoint_acquisition"),
+    "engine_version": ("engine_version", "version"),
+}
+
+
+def _text(value: Any) -> str:
+    """A one-line text for an identity or summary value (lists joined, dicts as compact JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return " ".join(str(value).split())
+
+
+def trainingDataSummary(training: Any) -> str:
+    """One line about a checkpoint's training data, from its metadata ``training`` dict."""
+    if not isinstance(training, dict):
+        return _text(training)
+    for key in ("data", "training_data", "dataset", "train"):
+        if training.get(key):
+            return _text(training[key])
+    simple = {k: v for k, v in training.items() if not isinstance(v, (dict, list))}
+    return ", ".join(f"{k}: {simple[k]}" for k in sorted(simple))
+
+
+def localIdentity(checkpointInfo: Any, method: str, acquisition: str, engineVersion: str,
+                  throughPlane: bool = False) -> Dict[str, str]:
+    """The identity known before the run. ``checkpointInfo`` is a CheckpointInfo or None (an
+    interpolation method, or the engine's own through-plane weights)."""
+    if method != "fagan":
+        return {"checkpoint": f"none ({method} interpolation)", "sha256": "", "training_data": "",
+                "acquisition": acquisition, "engine_version": engineVersion}
+    if checkpointInfo is None:
+        name = "bundled through-plane weights" if throughPlane else "bundled default"
+        return {"checkpoint": name, "sha256": "", "training_data": "", "acquisition": "" if throughPlane else acquisition,
+                "engine_version": engineVersion}
+    md = checkpointInfo.metadata
+    return {
+        "checkpoint": checkpointInfo.path.name,
+        "sha256": getattr(md, "content_sha256", "") or getattr(md, "weights_sha256", "") or "",
+        "training_data": trainingDataSummary(getattr(md, "training", None)),
+        "acquisition": _text(getattr(md, "acquisitions", "")),
+        "engine_version": engineVersion,
+    }
+
+
+def identityFromReport(identity: Any) -> Dict[str, str]:
+    """The report's ``identity`` with our key names (unknown or empty values left out)."""
+    if not isinstance(identity, dict):
+        return {}
+    found = {}
+    for key, names in _IDENTITY_SYNONYMS.items():
+        for name in names:
+            if identity.get(name) not in (None, "", [], {}):
+                value = identity[name]
+                found[key] = Path(value).name if key == "checkpoint" and isinstance(value, str) else _text(value)
+                break
+    return found
+
+
+class RunReport:
+    """The engine's JSON report, read defensively: a missing or malformed part is just empty."""
+
+    def __init__(self, summary: Optional[Dict[str, Any]] = None, warnings: Optional[List[str]] = None,
+                 identity: Optional[Dict[str, str]] = None) -> None:
+        self.summary = summary or {}
+        self.warnings = warnings or []
+        self.identity = identity or {}
+
+    @classmethod
+    def read(cls, path: Any) -> "RunReport":
+        """Parse ``path``; raise ValueError (one line) if it exists but is not a JSON object."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"the engine's report {Path(path).name} is unreadable ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"the engine's report {Path(path).name} is not a JSON object")
+        summary = data.get("summary") if isinstance(data.get("summary"), dict) else {}
+        warnings = [_text(w) for w in data.get("warnings", []) if _text(w)] if isinstance(data.get("warnings"), list) else []
+        return cls(summary, warnings, identityFromReport(data.get("identity")))
+
+
+def mergeWarnings(*lists: List[str]) -> List[str]:
+    """Warnings in order of first appearance, without repeats."""
+    seen: List[str] = []
+    for lines in lists:
+        for line in lines:
+            text = _text(line)
+            if text and text not in seen:
+                seen.append(text)
+    return seen
+
+
+def formatFigure(value: Any) -> str:
+    """Summary figure for display: 4 significant digits for numbers, text as it is."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    return _text(value)
+
+
+def figureLabel(key: str) -> str:
+    """``relative_rms_residual`` -> ``Relative rms residual``."""
+    words = str(key).replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def describeRun(inputName: str, settings: Dict[str, str], identity: Dict[str, str], warnings: List[str]) -> str:
+    """The description text of a result node (saved with the scene)."""
+    lines = [f"FA-GAN super-resolution result: {NOTICE}.", f"Input: {inputName}"]
+    lines += [f"{figureLabel(k)}: {v}" for k, v in settings.items() if v]
+    lines.append(f"Checkpoint: {identity.get('checkpoint', '')}")
+    if identity.get("sha256"):
+        lines.append(f"Checkpoint SHA-256: {identity['sha256']}")
+    if identity.get("training_data"):
+        lines.append(f"Training data: {identity['training_data']}")
+    if identity.get("acquisition"):
+        lines.append(f"Checkpoint acquisition: {identity['acquisition']}")
+    lines.append(f"Engine version: {identity.get('engine_version', '')}")
+    lines += [f"Warning: {w}" for w in warnings]
+    return "\n".join(lines)
+
+
+def stampResultNode(node: Any, inputName: str, settings: Dict[str, str], identity: Dict[str, str],
+                    warnings: List[str], role: str = "result") -> None:
+    """Write the notice, identity, run settings and warnings into ``node``'s attributes
+    (``FAGAN.*``, replacing those of an earlier run) and its description."""
+    for name in list(node.GetAttributeNames() or []):
+        if name.startswith(ATTRIBUTE_PREFIX):
+            node.RemoveAttribute(name)
+    values = {
+        "Notice": NOTICE,
+        "Role": role,
+        "InputVolume": inputName,
+        "Checkpoint": identity.get("checkpoint", ""),
+        "CheckpointSHA256": identity.get("sha256", ""),
+        "TrainingData": identity.get("training_data", ""),
+        "CheckpointAcquisition": identity.get("acquisition", ""),
+        "EngineVersion": identity.get("engine_version", ""),
+        "Warnings": " | ".join(warnings),
+    }
+    values.update({key[:1].upper() + key[1:]: value for key, value in settings.items()})
+    for key, value in values.items():
+        if value:
+            node.SetAttribute(ATTRIBUTE_PREFIX + key, value)
+    node.SetDescription(describeRun(inputName, settings, identity, warnings))
+
+
+def isFAGANResult(node: Any) -> bool:
+    """True for nodes this extension created (results and maps carry the notice)."""
+    return node is not None and bool(node.GetAttribute(ATTRIBUTE_PREFIX + "Notice"))
+
+
+def summaryRows(inputName: str, settings: Dict[str, str], identity: Dict[str, str], summary: Dict[str, Any],
+                warnings: List[str]) -> List[List[str]]:
+    """(item, value) rows of the summary table and panel."""
+    rows = [["Notice", NOTICE], ["Input", inputName]]
+    rows += [[figureLabel(k), v] for k, v in settings.items() if v]
+    rows += [["Checkpoint", identity.get("checkpoint", "")], ["Checkpoint SHA-256", identity.get("sha256", "")],
+             ["Training data", identity.get("training_data", "")],
+             ["Checkpoint acquisition", identity.get("acquisition", "")],
+             ["Engine version", identity.get("engine_version", "")]]
+    rows += [[figureLabel(k), formatFigure(summary[k])] for k in summary]
+    rows += [["Warning", w] for w in warnings]
+    return [row for row in rows if row[1] != ""]
+
+
+def fillSummaryTable(tableNode: Any, rows: List[List[str]]) -> None:
+    """Two text columns, Item and Value."""
+    table = vtk.vtkTable()
+    for index, name in enumerate(("Item", "Value")):
+        column = vtk.vtkStringArray()
+        column.SetName(name)
+        for row in rows:
+            column.InsertNextValue(row[index])
+        table.AddColumn(column)
+    tableNode.SetAndObserveTable(table)
