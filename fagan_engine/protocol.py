@@ -10,7 +10,10 @@ import sys
 from typing import Any, Dict, Optional, TextIO
 
 PREFIX = "FAGAN "
-EVENTS = ("start", "progress", "validation", "checkpoint", "warning", "stopped", "finished", "error")
+EVENTS = (
+    "start", "progress", "validation", "checkpoint", "warning", "stopped", "finished", "error",
+    "batch_start", "case_start", "case_end",
+)
 
 
 def format_event(event: str, **fields: Any) -> str:

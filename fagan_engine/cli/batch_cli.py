@@ -1,0 +1,150 @@
+"""``fagan-sr`` batch mode: ``fagan-sr INPUT... --output-dir D`` or ``fagan-sr --manifest CSV``.
+
+Builds the case list (``batch.py``), keeps this process's shard, runs it (``batch_runner.py``)
+and reports: a progress bar over cases with one bar per case, or protocol events
+(``batch_start``, ``case_start``, ``progress``, ``warning``, ``case_end``, ``finished``); one
+``error: <input>: ...`` line per failed case, a summary line, exit 2 if any case failed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Optional
+
+from ..batch import (
+    Case,
+    cases_from_inputs,
+    default_report_path,
+    parse_shard,
+    read_manifest,
+    select_shard,
+)
+from ..batch_runner import BatchEvents, BatchRunner, CaseRecord
+from ..errors import InputError
+from ..protocol import emit
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from .sr import MAP_FLAGS, run_options
+
+    started = time.perf_counter()
+    if args.series_id is not None:
+        raise InputError("--series-id applies to one volume; in a batch give a series_id column in the --manifest")
+    options = run_options(args)
+    maps = [kind for kind in MAP_FLAGS if getattr(args, kind + "_map", None) is not None]
+    for kind in maps:
+        if getattr(args, kind + "_map") is not True:
+            raise InputError(
+                f"in batch mode --{kind.replace('_lr', '').replace('_', '-')}-map{'-lr' if kind.endswith('_lr') else ''} takes no PATH: "
+                "each map is written beside its output"
+            )
+    if args.manifest is not None:
+        if args.paths:
+            raise InputError("give either inputs with --output-dir or a --manifest, not both")
+        if args.output_format is not None:
+            raise InputError("--output-format does not apply to a --manifest: each output's extension (none: a DICOM folder) picks its format")
+        required = ["scale"] if args.scale is None and options.mode == "in-plane" else []
+        cases = read_manifest(args.manifest, options, maps, required)
+    else:
+        if not args.paths:
+            raise InputError("batch mode needs inputs (files or folders) before --output-dir, or a --manifest")
+        cases = cases_from_inputs(args.paths, args.output_dir, options, args.output_format, maps)
+    shard = parse_shard(args.shard)
+    mine = select_shard(cases, *shard)
+    report = args.report or default_report_path(args.output_dir, args.manifest, shard)
+    events = CliEvents(args.progress)
+    runner = BatchRunner(
+        mine, force=args.force, events=events, prefetch=args.prefetch, report_path=report,
+        report_extra={"shard": f"{shard[0]}/{shard[1]}", "all_cases": len(cases)},
+    )
+    try:
+        records = runner.run()
+    finally:
+        events.close()
+    totals = runner.totals()
+    seconds = time.perf_counter() - started
+    failed = [r for r in records if r.status == "failed"]
+    shard_text = f" (shard {shard[0]}/{shard[1]}: {len(mine)} of {len(cases)} cases)" if shard[1] > 1 else ""
+    if args.progress == "json":
+        emit("finished", report=report, seconds=round(seconds, 3), **{k: totals[k] for k in ("done", "skipped", "failed", "cases")})
+    sys.stderr.write(
+        f"batch{shard_text}: {totals['done']} done, {totals['skipped']} skipped (output exists), {totals['failed']} failed; "
+        f"report {report} ({seconds:.1f} s)\n"
+    )
+    return 2 if failed else 0
+
+
+class CliEvents(BatchEvents):
+    """Batch events as a progress bar (stderr), protocol events (stdout), or nothing; per-case
+    errors and warnings are always one stderr line each."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.outer: Any = None
+        self.inner: Any = None
+        self.pending = 0
+        self.finished = 0
+
+    def _line(self, text: str) -> None:
+        if self.outer is not None:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        else:
+            sys.stderr.write(text + "\n")
+
+    def batch_start(self, cases: int, pending: int) -> None:
+        self.pending = pending
+        if self.mode == "json":
+            emit("batch_start", cases=cases, pending=pending, skipped=cases - pending)
+        elif self.mode == "bar" and pending:
+            from tqdm import tqdm
+
+            self.outer = tqdm(total=pending, unit="case", file=sys.stderr, desc="batch", position=0)
+
+    def case_start(self, index: int, total: int, case: Case) -> None:
+        if self.mode == "json":
+            emit("case_start", case=index, cases=total, input=case.input, output=case.output, position=self.finished, pending=self.pending)
+
+    def case_progress(self, index: int, total: int, done: int, steps: int, phase: Optional[str], loss: Optional[float]) -> None:
+        fraction = done / steps if steps else 0.0
+        if self.mode == "json":
+            extra = {k: v for k, v in (("phase", phase), ("loss", loss)) if v is not None}
+            overall = (self.finished + fraction) / self.pending if self.pending else 1.0
+            emit("progress", case=index, cases=total, done=done, total=steps, fraction=round(fraction, 4), overall=round(overall, 4), **extra)
+        elif self.mode == "bar":
+            from tqdm import tqdm
+
+            if self.inner is None:
+                self.inner = tqdm(total=steps, unit="slice", file=sys.stderr, desc=phase or "super-resolving", position=1, leave=False)
+            if phase is not None and self.inner.desc != phase:
+                self.inner.set_description(phase)
+            self.inner.total = steps
+            self.inner.update(done - self.inner.n)
+
+    def warning(self, case: Optional[Case], message: str) -> None:
+        if self.mode == "json":
+            emit("warning", message=message, input=case.input if case else None)
+        else:
+            self._line(f"warning: {case.input + ': ' if case else ''}{message}")
+
+    def case_end(self, index: int, total: int, case: Case, record: CaseRecord) -> None:
+        if self.inner is not None:
+            self.inner.close()
+            self.inner = None
+        self.finished += 1
+        if self.outer is not None:
+            self.outer.update(1)
+        if self.mode == "json":
+            emit("case_end", case=index, cases=total, input=case.input, output=case.output, status=record.status,
+                 seconds=record.seconds, error=record.error or None, warnings=record.warnings, summary=record.summary or None,
+                 overall=round(self.finished / self.pending, 4) if self.pending else 1.0)
+        if record.status == "failed":
+            self._line(f"error: {case.input}: {record.error}")
+
+    def close(self) -> None:
+        for bar in (self.inner, self.outer):
+            if bar is not None:
+                bar.close()
+        self.inner = self.outer = None
