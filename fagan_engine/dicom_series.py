@@ -28,8 +28,11 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
     if gaps not in GAP_POLICIES:
         raise ConfigError(f"DICOM gap policy must be one of {', '.join(GAP_POLICIES)}; got {gaps!r}")
     _check_no_symlink_loop(folder)
-    with captured_stderr():
-        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    with captured_stderr() as noise:
+        try:
+            ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        except RuntimeError as exc:  # GDCM throws on some damaged headers while grouping
+            raise InputError(f"cannot read DICOM folder {folder}: {_last_line(exc, noise.first_message())}") from None
     if not ids:
         raise InputError(f"no DICOM series found in folder {folder}")
     if series_id is None and len(ids) > 1:
@@ -38,19 +41,26 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
         raise InputError(f"DICOM series {series_id} not found in {folder}; available: {', '.join(ids)}")
     reader = sitk.ImageSeriesReader()
     with captured_stderr() as noise:
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id or ids[0])
-        reader.SetFileNames(files)
-        reader.MetaDataDictionaryArrayUpdateOn()
         try:
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id or ids[0])
+            reader.SetFileNames(files)
+            reader.MetaDataDictionaryArrayUpdateOn()
             image = reader.Execute()
         except RuntimeError as exc:
-            image, failure = None, str(exc).strip().splitlines()[-1]
+            image, failure = None, _last_line(exc, "")
     if image is None:
         raise InputError(f"cannot read DICOM series in {folder}: {noise.first_message() or failure}")
     if image.GetDimension() != 3 or image.GetSize()[2] != len(files) or len(files) < 2:
         return image
     positions = _slice_positions(reader, image, files)
     return _checked_grid(image, positions, files, gaps)
+
+
+def _last_line(exc: RuntimeError, fallback: str) -> str:
+    """The last non-empty line of an ITK exception (without its ``ITK ERROR: ...:`` prefix)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else fallback
+    return text.split("): ", 1)[-1] if text.startswith("ITK ERROR") else (text or fallback or type(exc).__name__)
 
 
 def _check_no_symlink_loop(folder: Path) -> None:

@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .errors import InputError
+from .stdio_capture import captured_stderr
 
 _ORTHOGONAL_TOL = 1e-6
 
@@ -35,7 +36,8 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
     try:
         import nibabel as nib
 
-        image = nib.load(str(path))
+        with captured_stderr():  # nibabel logs header fix-ups ("sizeof_hdr should be 348") on stderr
+            image = nib.load(str(path))
         header = image.header
         dims = [int(d) for d in header["dim"]]
     except Exception:  # nibabel raises many types for unparsable headers
@@ -49,7 +51,8 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
         raise InputError(f"cannot read {path}: its geometry (sform/qform) holds NaN or Inf")
     if not data_complete(path, _data_end(image)):
         raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
-    return NiftiFacts(_non_finite(image), is_sheared(image.affine[:3, :3]))
+    with captured_stderr():
+        return NiftiFacts(_non_finite(image), is_sheared(image.affine[:3, :3]))
 
 
 def nifti_complete(path: Path) -> bool:
@@ -57,7 +60,8 @@ def nifti_complete(path: Path) -> bool:
     try:
         import nibabel as nib
 
-        return data_complete(path, _data_end(nib.load(str(path))))
+        with captured_stderr():
+            return data_complete(path, _data_end(nib.load(str(path))))
     except Exception:  # unparsable: not a complete NIfTI
         return False
 

@@ -20,8 +20,8 @@ class IntensityNormalizer:
         low, high = np.percentile(array, [cfg.low_percentile, cfg.high_percentile])
         if not high > low:  # constant or near-constant volume: fall back to min/max, then identity
             low, high = float(array.min()), float(array.max())
-            if not high > low:
-                high = low + 1.0
+            if not high > low:  # a span relative to the value: low + 1.0 == low beyond 2**53
+                high = low + max(1.0, abs(low))
         return cls(float(low), float(high))
 
     def forward(self, array: np.ndarray) -> np.ndarray:

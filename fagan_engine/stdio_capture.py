@@ -36,18 +36,23 @@ def captured_stderr() -> Iterator[CapturedText]:
     """Redirect descriptor 2 to a temporary file for the block; yield the captured lines."""
     captured = CapturedText()
     with _LOCK:
-        try:
-            sys.stderr.flush()
-        except (AttributeError, ValueError):
-            pass
+        _flush_python_stderr()
         saved = os.dup(2)
         with tempfile.TemporaryFile() as sink:
             os.dup2(sink.fileno(), 2)
             try:
                 yield captured
             finally:
+                _flush_python_stderr()  # what Python code (e.g. a logging handler) wrote goes to the sink too
                 os.dup2(saved, 2)
                 os.close(saved)
                 sink.seek(0)
                 text = sink.read().decode("utf-8", errors="replace")
                 captured.lines[:] = [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _flush_python_stderr() -> None:
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        pass
