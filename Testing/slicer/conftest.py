@@ -19,7 +19,12 @@ from slicer import vtkMRMLScene
 
 @pytest.fixture
 def scene() -> Any:
-    return vtkMRMLScene()
+    """A real scene with the node classes Slicer's Colors module registers (the colour legend)."""
+    import slicer
+
+    scene = vtkMRMLScene()
+    scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    return scene
 
 
 @pytest.fixture

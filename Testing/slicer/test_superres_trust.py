@@ -1,0 +1,294 @@
+"""Issues 8, 9, 10 in FAGANSuperResLib, on a real MRML scene (slicer-core): acquisition and Lanczos with
+the real engine; trust maps, report, provenance and thick slices -> isotropic against the engine's
+CLI contract (a stand-in engine process, fake_engine.py, until the real flags exist; the same tests
+run against the real engine once it offers them)."""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+import slicer.util
+
+import FAGANSuperResLib.logic as logicModule
+from FAGANSuperResLib import engine
+from FAGANSuperResLib.isotropic import formatSpacing, isotropicName, throughPlaneDefaults
+from FAGANSuperResLib.logic import (
+    SuperResolutionError,
+    SuperResolutionLogic,
+    SuperResolutionOptions,
+    superResolutionArguments,
+)
+from FAGANSuperResLib.maps import colorLegend
+from FAGANSuperResLib.provenance import NOTICE
+from FAGANSuperResLib.volumes import physicalCornersRAS
+from mrml_helpers import addVolumeNode, ijkToRas, smoothArray
+
+FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+
+
+@pytest.fixture
+def fakeEngine(monkeypatch):
+    """Route the Lib's engine command to the stand-in engine, which offers every flag."""
+    monkeypatch.setattr(logicModule, "engineCommand", lambda sub, args: [sys.executable, str(FAKE_ENGINE), *args])
+    monkeypatch.setattr(logicModule, "engineSupports", lambda *flags: True)
+    monkeypatch.delenv("FAKE_ENGINE_FAIL", raising=False)
+    return monkeypatch
+
+
+def sceneNodes(scene):
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_command_line_for_acquisition_lanczos_and_through_plane():
+    options = SuperResolutionOptions(scale=4, method="lanczos", acquisition="gaussian", checkpointPath="/c.safetensors")
+    args = superResolutionArguments("in.nrrd", "out.nrrd", 4, options=options)
+    joined = " ".join(args)
+    assert "--method lanczos" in joined and "--acquisition gaussian" in joined and "--checkpoint" not in joined
+    tp = SuperResolutionOptions(mode="through-plane", targetSpacing=1.0, sliceThickness=4.5, fitIterations=50,
+                                consistencyMap=True, enforceConsistency=True)
+    args = superResolutionArguments("in.nrrd", "out.nrrd", 2, options=tp, mapPaths={"consistency": "c.nrrd"},
+                                    reportPath="r.json")
+    assert args[:3] == ["in.nrrd", "out.nrrd", "--through-plane"]
+    assert "--scale" not in args and "--plane" not in args and "--acquisition" not in args
+    joined = " ".join(args)
+    for part in ("--target-spacing 1.0", "--slice-thickness 4.5", "--iterations 50", "--consistency-map c.nrrd",
+                 "--enforce-consistency", "--report r.json", "--progress json"):
+        assert part in joined
+    with pytest.raises(ValueError, match="acquisition"):
+        SuperResolutionOptions(acquisition="radial").validate()
+    with pytest.raises(ValueError, match="method fagan"):
+        SuperResolutionOptions(mode="through-plane", method="bicubic").validate()
+
+
+def test_features_the_engine_lacks_are_refused_before_anything_starts(scene, obliqueNode, monkeypatch, tmp_path):
+    monkeypatch.setattr(logicModule, "engineSupports", lambda *flags: False)
+    before = sceneNodes(scene)
+    for option in ({"mode": "through-plane"}, {"consistencyMap": True}, {"uncertaintyMap": True}, {"enforceConsistency": True}):
+        with pytest.raises(ValueError, match="no --"):
+            SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(obliqueNode, None, 2, **option)
+    with pytest.raises(ValueError, match="unknown option"):
+        SuperResolutionLogic().process(obliqueNode, None, 2, colour="red")
+    assert sceneNodes(scene) == before and list(tmp_path.iterdir()) == []
+
+
+def test_engine_flags_are_read_from_the_engine_parser():
+    assert engine.engineSupports("--scale", "--acquisition", "--method")
+    assert not engine.engineSupports("--no-such-flag")
+    assert engine.engineVersion()
+
+
+# ---------------------------------------------------------------- real engine: Lanczos, acquisition warning, provenance
+
+
+def test_lanczos_with_the_real_engine_carries_the_notice(scene, obliqueNode):
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, method="lanczos", device="cpu")
+    node = job.outputVolumeNode
+    assert node.GetName() == "Oblique_SRx2"
+    np.testing.assert_allclose(physicalCornersRAS(node), physicalCornersRAS(obliqueNode), atol=1e-4)
+    assert node.GetAttribute("FAGAN.Notice") == NOTICE and NOTICE in node.GetDescription()
+    assert node.GetAttribute("FAGAN.Checkpoint") == "none (lanczos interpolation)"
+    assert node.GetAttribute("FAGAN.EngineVersion") == engine.engineVersion()
+    assert node.GetAttribute("FAGAN.Method") == "lanczos"
+
+
+def test_acquisition_mismatch_warning_reaches_the_job_and_the_node(scene, obliqueNode, tinyCheckpoints):
+    """The tiny checkpoint was made for bicubic acquisition; asking for k-space gives the engine's warning."""
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, checkpointPath=str(tinyCheckpoints[2]), device="cpu",
+                                         acquisition="kspace")
+    assert job.state == "succeeded"
+    assert any("kspace" in w for w in job.warnings), job.warnings
+    node = job.outputVolumeNode
+    assert node.GetAttribute("FAGAN.Checkpoint") == "tiny_x2.safetensors"
+    assert len(node.GetAttribute("FAGAN.CheckpointSHA256")) == 64
+    assert node.GetAttribute("FAGAN.Acquisition") == "kspace"
+    assert "kspace" in node.GetAttribute("FAGAN.Warnings") and "Warning: " in node.GetDescription()
+    rows = tableRows(job.summaryTableNode)
+    assert ["Notice", NOTICE] in rows and any(r[0] == "Warning" and "kspace" in r[1] for r in rows)
+    quiet = SuperResolutionLogic().process(obliqueNode, None, 2, checkpointPath=str(tinyCheckpoints[2]), device="cpu",
+                                           acquisition="bicubic")
+    assert quiet.warnings == []
+
+
+def tableRows(tableNode):
+    table = tableNode.GetTable()
+    return [[table.GetValue(r, c).ToString() for c in range(table.GetNumberOfColumns())] for r in range(table.GetNumberOfRows())]
+
+
+# ---------------------------------------------------------------- trust maps (engine contract)
+
+
+def test_trust_maps_become_overlay_nodes_on_the_exact_grid(scene, obliqueNode, fakeEngine):
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, device="cpu", consistencyMap=True, uncertaintyMap=True)
+    result = job.outputVolumeNode
+    assert set(job.mapNodes) == {"consistency", "uncertainty"}
+    for kind, mapNode in job.mapNodes.items():
+        assert mapNode.GetName() == f"Oblique_SRx2_{kind}"
+        assert mapNode.GetImageData().GetDimensions() == result.GetImageData().GetDimensions()
+        np.testing.assert_allclose(physicalCornersRAS(mapNode), physicalCornersRAS(result), atol=1e-4)
+        np.testing.assert_allclose(ijkToRas(mapNode), ijkToRas(result), atol=1e-9)
+        display = mapNode.GetDisplayNode()
+        assert display.GetColorNode().GetAttribute("FAGAN.ColorMap") == kind and not display.GetAutoWindowLevel()
+        legend = colorLegend(mapNode)
+        assert legend is not None and legend.GetVisibility() and legend.GetTitleText()
+        assert mapNode.GetAttribute("FAGAN.Notice") == NOTICE and mapNode.GetAttribute("FAGAN.Role") == f"{kind} map"
+    low, high = job.mapNodes["consistency"].GetDisplayNode().GetWindowLevelMin(), job.mapNodes["consistency"].GetDisplayNode().GetWindowLevelMax()
+    assert low == pytest.approx(-high) and high > 0
+    layers = job.overlayLayers()
+    assert layers["background"] is result and layers["foreground"] is job.mapNodes["consistency"]
+    assert 0 < layers["foregroundOpacity"] <= 1
+    # Report: figures, warnings (event + report, without repeats), identity completed by the engine.
+    assert job.summary == {"relative_rms_residual": 0.0123, "fraction_above_3sigma": 0.004}
+    assert len(job.warnings) == 2 and len(set(job.warnings)) == 2
+    assert result.GetAttribute("FAGAN.EngineVersion") == "9.9.9"
+    assert result.GetAttribute("FAGAN.Checkpoint") == "fagan_x2.safetensors"
+    assert result.GetAttribute("FAGAN.CheckpointSHA256") == "ab" * 32
+    assert result.GetAttribute("FAGAN.TrainingData") == "ICBM152 2009a template"
+    rows = tableRows(job.summaryTableNode)
+    assert ["Relative rms residual", "0.0123"] in rows and sum(r[0] == "Warning" for r in rows) == 2
+    # Colour tables are shared by later runs, not duplicated.
+    colors = scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")
+    SuperResolutionLogic().process(obliqueNode, None, 2, device="cpu", consistencyMap=True)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == colors
+
+
+def test_provenance_survives_saving_and_reloading_the_scene(scene, obliqueNode, fakeEngine, tmp_path):
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, device="cpu", consistencyMap=True)
+    expected = {node.GetName(): (dict((n, node.GetAttribute(n)) for n in node.GetAttributeNames()), node.GetDescription())
+                for node in (job.outputVolumeNode, job.mapNodes["consistency"])}
+    bundle = tmp_path / "scene"
+    bundle.mkdir()
+    applicationLogic = slicer.vtkMRMLApplicationLogic()
+    applicationLogic.SetMRMLScene(scene)
+    assert applicationLogic.SaveSceneToSlicerDataBundleDirectory(str(bundle), None)  # the .mrb folder layout
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    reloaded.SetURL(str(bundle / "scene.mrml"))
+    assert reloaded.Connect()
+    for name, (attributes, description) in expected.items():
+        node = reloaded.GetFirstNodeByName(name)
+        assert node is not None and node.GetImageData() is not None, name
+        assert {n: node.GetAttribute(n) for n in attributes} == attributes
+        assert node.GetAttribute("FAGAN.Notice") == NOTICE and node.GetAttribute("FAGAN.EngineVersion")
+        assert node.GetDescription() == description and "research use, not for diagnosis" in description
+    original = job.mapNodes["consistency"]
+    reloadedMap = reloaded.GetFirstNodeByName(original.GetName())
+    np.testing.assert_allclose(physicalCornersRAS(reloadedMap), physicalCornersRAS(original), atol=1e-4)
+    assert reloadedMap.GetDisplayNode().GetColorNode().GetAttribute("FAGAN.ColorMap") == "consistency"
+    assert reloaded.GetNumberOfNodesByClass("vtkMRMLColorLegendDisplayNode") == 1
+    table = reloaded.GetFirstNodeByName(job.summaryTableNode.GetName())
+    assert table.GetAttribute("FAGAN.Notice") == NOTICE and table.GetNumberOfRows() == job.summaryTableNode.GetNumberOfRows()
+
+
+@pytest.mark.parametrize("failure", ["exit", "grid"])
+def test_a_failed_run_creates_nothing(scene, obliqueNode, fakeEngine, failure, tmp_path):
+    fakeEngine.setenv("FAKE_ENGINE_FAIL", failure)
+    existing = addVolumeNode(scene, np.ones((2, 3, 4), np.float32), name="Existing")
+    matrix, array = ijkToRas(existing), slicer.util.arrayFromVolume(existing).copy()
+    before = sceneNodes(scene)
+    for output in (None, existing):
+        with pytest.raises(SuperResolutionError, match="simulated failure" if failure == "exit" else "not on the result's grid"):
+            SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
+                obliqueNode, output, 2, device="cpu", consistencyMap=True, uncertaintyMap=True)
+    assert sceneNodes(scene) == before
+    np.testing.assert_array_equal(ijkToRas(existing), matrix)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(existing), array)
+    assert existing.GetAttribute("FAGAN.Notice") is None
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- thick slices -> isotropic
+
+
+def test_through_plane_defaults_come_from_the_node(scene):
+    node = addVolumeNode(scene, smoothArray(), spacing=(0.9, 1.3, 3.5))
+    assert throughPlaneDefaults(node) == (0.9, 3.5, "slice spacing")
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
+    asked = []
+
+    def instanceValue(uid, tag):
+        asked.append((uid, tag))
+        return "4.0"
+
+    assert throughPlaneDefaults(node, instanceValue) == (0.9, 4.0, "DICOM")
+    assert asked == [("1.2.3.1", "0018,0050")]
+    assert throughPlaneDefaults(node, lambda uid, tag: "")[1:] == (3.5, "slice spacing")  # tag missing
+    sagittal = addVolumeNode(scene, smoothArray(), spacing=(5.0, 0.5, 0.6))
+    assert throughPlaneDefaults(sagittal)[:2] == (0.5, 5.0)
+
+
+def test_isotropic_result_names():
+    assert [formatSpacing(s) for s in (1, 0.5, 0.9968, 1.25, 0.75, 2.0004, 0.3333)] == [
+        "1.0", "0.5", "1.0", "1.25", "0.75", "2.0", "0.33"]
+    assert isotropicName("t2", 1.0) == "t2_iso1.0mm"
+
+
+def test_through_plane_run_reports_both_phases_and_names_the_result(scene, fakeEngine):
+    node = addVolumeNode(scene, smoothArray((6, 16, 20)), spacing=(1.0, 1.0, 4.0), name="t2")
+    job = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", targetSpacing=1.0,
+                                         sliceThickness=4.0, fitIterations=3, waitForCompletion=False)
+    statuses = []
+    job.onProgress = lambda j: statuses.append((j.phase, j.status))
+    deadline = time.monotonic() + 60
+    while not job.poll():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.state == "succeeded", job.error
+    assert "--through-plane" in job.process.command and "--scale" not in job.process.command
+    assert ("fit", "Step 1/2, fitting to this scan: iteration 3 of 3, loss 0.3333") in statuses
+    assert any(phase == "inference" and status.startswith("Step 2/2") for phase, status in statuses)
+    result = job.outputVolumeNode
+    assert result.GetName() == "t2_iso1.0mm"
+    assert result.GetImageData().GetDimensions() == (20, 16, 24)
+    np.testing.assert_allclose(result.GetSpacing(), (1.0, 1.0, 1.0), atol=1e-9)
+    np.testing.assert_allclose(physicalCornersRAS(result), physicalCornersRAS(node), atol=1e-4)
+    assert result.GetAttribute("FAGAN.Mode") == "through-plane" and result.GetAttribute("FAGAN.TargetSpacing") == "1 mm"
+
+
+def test_cancel_during_the_fit_leaves_the_scene_unchanged(scene, fakeEngine, tmp_path):
+    fakeEngine.setenv("FAKE_ENGINE_FAIL", "slow")
+    node = addVolumeNode(scene, smoothArray((6, 16, 20)), spacing=(1.0, 1.0, 4.0), name="t2")
+    before = sceneNodes(scene)
+    job = SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
+        node, None, 2, device="cpu", mode="through-plane", fitIterations=50, waitForCompletion=False)
+    deadline = time.monotonic() + 30
+    while job.phase != "fit":
+        assert time.monotonic() < deadline
+        job.poll()
+        time.sleep(0.05)
+    started = time.monotonic()
+    job.cancel()
+    assert time.monotonic() - started < 1.0 and job.state == "cancelled"
+    while not job.process.finished:
+        job.poll()
+        time.sleep(0.05)
+    assert sceneNodes(scene) == before and list(tmp_path.iterdir()) == []
+
+
+def throughPlaneReady() -> bool:
+    """The engine offers --through-plane and ships its pretrained through-plane weights."""
+    checkpoints = engine.engineParentDir() / "fagan_engine" / "checkpoints"
+    return engine.engineSupports("--through-plane") and any(checkpoints.glob("*through_plane*.safetensors"))
+
+
+@pytest.mark.skipif(not throughPlaneReady(), reason="the engine has no --through-plane (or its weights) yet")
+def test_through_plane_with_the_real_engine(scene):
+    node = addVolumeNode(scene, smoothArray((8, 32, 32)), spacing=(1.0, 1.0, 3.0), name="thick")
+    job = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", fitIterations=2)
+    result = job.outputVolumeNode
+    assert result.GetName().startswith("thick_iso") and result.GetName().endswith("mm")
+    np.testing.assert_allclose(physicalCornersRAS(result), physicalCornersRAS(node), atol=1e-4)
+    assert any(e.get("phase") == "fit" for e in job.process.events)
+
+
+@pytest.mark.skipif(not engine.engineSupports("--consistency-map", "--uncertainty-map"), reason="the engine has no trust maps yet")
+def test_trust_maps_with_the_real_engine(scene, obliqueNode):
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, method="bicubic", device="cpu",
+                                         consistencyMap=True, uncertaintyMap=True)
+    for mapNode in job.mapNodes.values():
+        np.testing.assert_allclose(physicalCornersRAS(mapNode), physicalCornersRAS(job.outputVolumeNode), atol=1e-4)
+    assert job.outputVolumeNode.GetAttribute("FAGAN.Notice") == NOTICE
