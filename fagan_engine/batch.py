@@ -218,10 +218,10 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
         raise InputError(f"manifest {path} is empty; its first line must name the columns input,output[,...]")
     header = [cell.strip() for cell in rows[0]]
     fields = {f.name: f for f in dataclasses.fields(RunOptions)}
-    for required in ("input", "output"):
-        if required not in header:
+    for column in ("input", "output"):
+        if column not in header:
             raise InputError(
-                f"manifest {path} has no {required!r} column (its columns: {', '.join(header) or 'none'}); "
+                f"manifest {path} has no {column!r} column (its columns: {', '.join(header) or 'none'}); "
                 "the first line must name the columns input,output[,scale,acquisition,...]"
             )
     for column in header:
@@ -249,6 +249,9 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
                 continue
             name = column.replace("-", "_")
             changes[name] = _parse_cell(cell, str(fields[name].type), name, f"manifest {path} line {number}")
+        if changes.get("method", "fagan") != "fagan":  # a baseline row drops the command line's FA-GAN-only options
+            changes.setdefault("checkpoint", None)
+            changes.setdefault("adapt_iterations", 0)
         try:
             row_options = options.replace(**changes) if changes else options
         except InputError as exc:

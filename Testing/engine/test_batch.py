@@ -1,0 +1,301 @@
+"""Batch mode of fagan-sr (issue #13 items 1-2): discovery and naming, per-case failures, resume,
+report, protocol events, one model per distinct options, manifests, shards, and the bad inputs."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from dicom_test_series import oblique_image, write_mr_series
+from engine_helpers import save_untrained_checkpoint
+from fagan_engine.batch import parse_shard, select_shard, shard_of
+from fagan_engine.cli.sr import main
+from fagan_engine.errors import InputError
+from fagan_engine.protocol import parse_line
+
+BICUBIC = ["--scale", "2", "--method", "bicubic"]
+
+
+def run(argv: List[object], capsys: pytest.CaptureFixture) -> Tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def listing(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def make_tree(root: Path) -> Path:
+    """in/a.nii.gz, in/sub/b.nrrd, in/sub/deeper/c.mha, in/sub/broken.nii.gz, in/dicom/t1/ (a series), in/notes.txt."""
+    (root / "in" / "sub" / "deeper").mkdir(parents=True)
+    sitk.WriteImage(oblique_image(seed=1), str(root / "in" / "a.nii.gz"))
+    sitk.WriteImage(oblique_image(seed=2), str(root / "in" / "sub" / "b.nrrd"))
+    sitk.WriteImage(oblique_image(seed=3), str(root / "in" / "sub" / "deeper" / "c.mha"))
+    (root / "in" / "sub" / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip" * 50)
+    write_mr_series(oblique_image(seed=4), root / "in" / "dicom" / "t1")
+    (root / "in" / "notes.txt").write_text("ignored")
+    return root / "in"
+
+
+def read_report(path: Path) -> List[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_folder_batch_mirrors_names_goes_on_after_a_failure_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = make_tree(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none"], capsys)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {source / 'sub' / 'broken.nii.gz'}: ")
+    assert "4 done, 0 skipped (output exists), 1 failed" in err
+    made = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert made == ["a.nii.gz", "batch-report.csv", "dicom/t1.nrrd", "sub/b.nrrd", "sub/deeper/c.mha"]
+    image = sitk.ReadImage(str(out / "dicom" / "t1.nrrd"))
+    assert image.GetSize() == (32, 24, 4)
+    rows = {Path(r["input"]).name: r for r in read_report(out / "batch-report.csv")}
+    assert rows["broken.nii.gz"]["status"] == "failed" and "cannot read" in rows["broken.nii.gz"]["error"]
+    assert rows["a.nii.gz"]["status"] == "done" and float(rows["a.nii.gz"]["seconds"]) > 0
+    assert list(read_report(out / "batch-report.csv")[0])[:6] == ["input", "output", "status", "seconds", "warnings", "error"]
+    # rerun: finished cases are skipped and left untouched; --force redoes them
+    before = listing(out / "sub")
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none"], capsys)
+    assert code == 2 and "0 done, 4 skipped" in err and listing(out / "sub") == before
+    (source / "sub" / "broken.nii.gz").unlink()
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none", "--force", "--report", out / "r.json"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "r.json").read_text())
+    assert report["totals"]["done"] == 4 and {c["status"] for c in report["cases"]} == {"done"}
+
+
+def test_output_format_and_explicit_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = make_tree(tmp_path)
+    out = tmp_path / "out"
+    inputs = [source / "a.nii.gz", source / "sub" / "b.nrrd", source / "dicom" / "t1"]
+    code, _, err = run([*inputs, "--output-dir", out, *BICUBIC, "--output-format", "dicom", "--progress", "none"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "batch-report.csv", "t1"]
+    assert len(list((out / "t1").iterdir())) == 4
+    code, _, err = run([*inputs, "--output-dir", out / "nii", *BICUBIC, "--output-format", "nifti", "--progress", "none"], capsys)
+    assert code == 0 and sorted(p.name for p in (out / "nii").iterdir()) == ["a.nii.gz", "b.nii.gz", "batch-report.csv", "t1.nii.gz"]
+
+
+def test_json_protocol_reports_overall_and_per_case_progress(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for seed in range(3):
+        sitk.WriteImage(oblique_image(seed=seed), str(source / f"v{seed}.nrrd"))
+    code, out, _ = run([source, "--output-dir", tmp_path / "out", *BICUBIC, "--progress", "json"], capsys)
+    assert code == 0
+    events = [parse_line(line) for line in out.splitlines()]
+    assert all(events)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "batch_start" and kinds[-1] == "finished" and kinds.count("case_start") == kinds.count("case_end") == 3
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and all({"case", "cases", "done", "total", "fraction", "overall"} <= set(e) for e in progress)
+    assert [e["overall"] for e in events if e["event"] == "case_end"] == [pytest.approx(1 / 3, abs=1e-3), pytest.approx(2 / 3, abs=1e-3), 1.0]
+    assert events[-1]["done"] == 3 and events[-1]["failed"] == 0
+
+
+def test_the_model_is_loaded_once_per_distinct_options(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fagan_engine.inference as inference
+
+    built = []
+    original = inference.SuperResolver.__init__
+
+    def counting(self, options):
+        built.append(options.scale)
+        original(self, options)
+
+    monkeypatch.setattr(inference.SuperResolver, "__init__", counting)
+    checkpoint = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    source = tmp_path / "in"
+    source.mkdir()
+    rows = ["input,output,scale,method"]
+    for seed in range(4):
+        sitk.WriteImage(oblique_image(size=(8, 8, 3), seed=seed), str(source / f"v{seed}.nrrd"))
+        rows.append(f"in/v{seed}.nrrd,out/v{seed}.nrrd,,")
+    rows.append("in/v0.nrrd,out/v0_x4.nrrd,4,bicubic")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    code, _, err = run(["--manifest", manifest, "--scale", 2, "--checkpoint", checkpoint, "--progress", "none"], capsys)
+    assert code == 0, err
+    assert sorted(built) == [2, 4]
+    assert sitk.ReadImage(str(tmp_path / "out" / "v0_x4.nrrd")).GetSize() == (32, 32, 3)
+    assert (tmp_path / "cases.report.csv").is_file()
+
+
+def test_manifest_with_series_id_and_relative_paths(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "data" / "two"
+    write_mr_series(oblique_image(seed=5), folder, series_uid="1.2.826.0.1.3680043.8.498.201", prefix="a")
+    write_mr_series(oblique_image(seed=6), folder, series_uid="1.2.826.0.1.3680043.8.498.202", prefix="b")
+    manifest = tmp_path / "data" / "m.csv"
+    manifest.write_text("input,output,series_id\ntwo,../out/first.nrrd,1.2.826.0.1.3680043.8.498.201\n")
+    code, _, err = run(["--manifest", manifest, *BICUBIC, "--progress", "none"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "first.nrrd").is_file()
+
+
+def bad_batches(tmp: Path) -> dict:
+    """name -> (argv, fragment of the one error line)."""
+    source = make_tree(tmp)
+    (tmp / "other").mkdir()
+    sitk.WriteImage(oblique_image(seed=9), str(tmp / "other" / "a.nii.gz"))
+    no_output = tmp / "no_output.csv"
+    no_output.write_text("input,scale\nin/a.nii.gz,2\n")
+    bad_value = tmp / "bad_value.csv"
+    bad_value.write_text("input,output,scale\nin/a.nii.gz,x.nrrd,two\n")
+    unknown = tmp / "unknown.csv"
+    unknown.write_text("input,output,colour\nin/a.nii.gz,x.nrrd,red\n")
+    duplicate = tmp / "duplicate.csv"
+    duplicate.write_text("input,output\nin/a.nii.gz,x.nrrd\nin/sub/b.nrrd,x.nrrd\n")
+    out = tmp / "results"
+    return {
+        "output dir inside the input dir": ([source, "--output-dir", source / "results", *BICUBIC], "inside the input folder"),
+        "two inputs, one output name": ([source / "a.nii.gz", tmp / "other" / "a.nii.gz", "--output-dir", out, *BICUBIC], "both map to"),
+        "manifest without an output column": (["--manifest", no_output, *BICUBIC], "no 'output' column"),
+        "manifest with a bad value": (["--manifest", bad_value, *BICUBIC], "line 2: scale must be an integer"),
+        "manifest with an unknown column": (["--manifest", unknown, *BICUBIC], "unknown column 'colour'"),
+        "manifest with a duplicate output": (["--manifest", duplicate, *BICUBIC], "both map to"),
+        "missing manifest": (["--manifest", tmp / "nope.csv", *BICUBIC], "manifest not found"),
+        "bad shard": ([source, "--output-dir", out, *BICUBIC, "--shard", "3/3"], "0 <= K < N"),
+        "inputs and a manifest": ([source, "--manifest", duplicate, *BICUBIC], "not both"),
+        "one path, no output dir": ([source / "a.nii.gz", *BICUBIC], "give INPUT and OUTPUT"),
+    }
+
+
+def test_every_bad_batch_gives_one_error_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for name, (argv, fragment) in bad_batches(tmp_path).items():
+        before = listing(tmp_path)
+        code, _, err = run([*argv, "--progress", "none"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, err)
+        assert fragment in lines[0], (name, lines[0])
+        assert listing(tmp_path) == before, f"{name} changed files"
+
+
+def test_a_folder_with_two_series_fails_alone_and_finished_outputs_are_kept(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "in"
+    write_mr_series(oblique_image(seed=1), source / "good")
+    two = source / "mixed"
+    write_mr_series(oblique_image(seed=2), two, series_uid="1.2.826.0.1.3680043.8.498.401", prefix="a")
+    write_mr_series(oblique_image(seed=3), two, series_uid="1.2.826.0.1.3680043.8.498.402", prefix="b")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user file")
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "holds 2 DICOM series" in errors[0] and str(two) in errors[0]
+    assert (out / "good.nrrd").is_file() and not (out / "mixed.nrrd").exists() and (out / "keep.txt").read_text() == "user file"
+
+
+def test_shard_selection_from_flag_and_environment() -> None:
+    assert parse_shard("1/3", {}) == (1, 3)
+    assert parse_shard(None, {"RANK": "2", "WORLD_SIZE": "4"}) == (2, 4)
+    assert parse_shard(None, {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_COUNT": "3"}) == (1, 3)
+    assert parse_shard(None, {}) == (0, 1)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(InputError):
+            parse_shard(bad, {})
+    from fagan_engine.batch import Case
+    from fagan_engine.options import RunOptions
+
+    cases = [Case(f"i{n}", f"o{n}", RunOptions(), key=f"o{n}.nrrd") for n in range(60)]
+    parts = [select_shard(cases, k, 3) for k in range(3)]
+    assert sorted(c.key for part in parts for c in part) == sorted(c.key for c in cases)
+    assert all(10 <= len(part) <= 30 for part in parts)
+    assert shard_of("o1.nrrd", 3) == shard_of("o1.nrrd", 3)
+
+
+def test_three_shard_processes_do_every_case_exactly_once(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    rows = ["input,output"]
+    for n in range(9):
+        sitk.WriteImage(oblique_image(size=(8, 8, 3), seed=n), str(source / f"v{n}.nrrd"))
+        rows.append(f"in/v{n}.nrrd,out/v{n}.nrrd")
+    manifest = tmp_path / "all.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fagan_engine", "sr", "--manifest", str(manifest), *BICUBIC, "--progress", "none"],
+            env=dict(env, RANK=str(k), WORLD_SIZE="3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for k in range(3)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    done = []
+    for k in range(3):
+        rows_k = read_report(tmp_path / f"all.report.shard-{k}-of-3.csv")
+        done += [Path(r["output"]).name for r in rows_k if r["status"] == "done"]
+    assert sorted(done) == sorted(f"v{n}.nrrd" for n in range(9))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(done)
+    for n in range(9):
+        assert sitk.ReadImage(str(tmp_path / "out" / f"v{n}.nrrd")).GetSize() == (16, 16, 3)
+
+
+def test_kill_9_mid_batch_leaves_only_complete_outputs_and_a_rerun_finishes(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for n in range(8):
+        values = np.random.default_rng(n).random((24, 64, 64)).astype(np.float32)
+        sitk.WriteImage(sitk.GetImageFromArray(values), str(source / f"v{n}.nii.gz"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "fagan_engine", "sr", str(source), "--output-dir", str(out), "--scale", "4",
+               "--method", "bicubic", "--progress", "none"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.is_dir() and any(p.suffix == ".gz" for p in out.iterdir())):
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    visible = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+    for path in visible:
+        assert sitk.ReadImage(str(path)).GetSize() == (256, 256, 24), path  # complete, never partial
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert f"{8 - len(visible)} done, {len(visible)} skipped" in finished.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["batch-report.csv"] + [f"v{n}.nii.gz" for n in range(8)]
+
+
+def test_sigterm_stops_between_cases_with_a_report(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for n in range(6):
+        values = np.random.default_rng(n).random((24, 64, 64)).astype(np.float32)
+        sitk.WriteImage(sitk.GetImageFromArray(values), str(source / f"v{n}.nii.gz"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fagan_engine", "sr", str(source), "--output-dir", str(out), "--scale", "4", "--method", "bicubic",
+         "--progress", "none"], env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.is_dir() and any(p.suffix == ".gz" for p in out.iterdir())):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the batch finished before SIGTERM arrived")
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "error: terminated"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "staging left behind"
+    statuses = [r["status"] for r in read_report(out / "batch-report.csv")]
+    assert "done" in statuses and "not run" in statuses

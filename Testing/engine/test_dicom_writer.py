@@ -1,0 +1,122 @@
+"""DICOM series output: geometry read back by SimpleITK and pydicom, new UIDs, copied patient/study
+tags, values within 0.1 % of the range, atomic per series, input never modified (issue #13 item 3)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from dicom_test_series import FRAME_UID, PATIENT_STUDY, SOURCE_SERIES_UID, folder_digest, oblique_image, read_series, write_mr_series
+from engine_helpers import save_untrained_checkpoint
+from fagan_engine.cli.sr import main
+from fagan_engine.dicom_writer import quantize, write_dicom_series
+from fagan_engine.errors import OutputError
+from fagan_engine.geometry import physical_corners
+
+pydicom = pytest.importorskip("pydicom")
+
+
+def corners(image: sitk.Image) -> np.ndarray:
+    """The physical corners as a sorted set (a reversed slice axis lists them in another order)."""
+    return np.array(sorted(map(tuple, np.round(physical_corners(image), 6))))
+
+
+def datasets(folder: Path) -> list:
+    return [pydicom.dcmread(str(p)) for p in sorted(folder.iterdir())]
+
+
+def test_quantize_keeps_integers_exactly_and_floats_within_the_tolerance() -> None:
+    integers = np.array([-1000.0, 0.0, 2999.0])
+    stored, slope, intercept = quantize(integers)
+    assert (slope, intercept) == (1.0, 0.0) and np.array_equal(stored, integers)
+    values = np.random.default_rng(0).normal(1e5, 3e4, 10000)
+    stored, slope, intercept = quantize(values)
+    error = np.abs(stored * slope + intercept - values).max()
+    assert error <= 1e-3 * np.ptp(values) and error <= slope  # in fact range / 65000
+    flat = quantize(np.full(5, 3.25))
+    assert np.allclose(flat[0] * flat[1] + flat[2], 3.25)
+
+
+@pytest.mark.parametrize("left_handed", [False, True])
+def test_oblique_series_reads_back_with_the_same_geometry_and_values(tmp_path: Path, left_handed: bool) -> None:
+    image = oblique_image(integers=False)
+    if left_handed:
+        direction = np.asarray(image.GetDirection()).reshape(3, 3)
+        direction[:, 2] *= -1
+        image.SetDirection(direction.ravel().tolist())
+    out = write_dicom_series(image, str(tmp_path / "new" / "series"), description="x FA-GAN SR x2", derivation="test")
+    back = read_series(out)
+    assert back.GetSize() == image.GetSize()
+    assert np.abs(corners(back) - corners(image)).max() < 1e-4
+    values = sitk.GetArrayFromImage(image)
+    read = sitk.GetArrayFromImage(back)[::-1] if left_handed else sitk.GetArrayFromImage(back)
+    assert np.abs(read - values).max() <= 1e-3 * np.ptp(values)
+    files = datasets(out)
+    assert len({ds.SOPInstanceUID for ds in files}) == len(files) and len({ds.SeriesInstanceUID for ds in files}) == 1
+    first = files[0]
+    assert list(first.ImageType) == ["DERIVED", "SECONDARY"] and first.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
+    assert float(first.SliceThickness) == pytest.approx(0.0 + image.GetSpacing()[2]) == float(first.SpacingBetweenSlices)
+    assert [float(v) for v in first.PixelSpacing] == pytest.approx([image.GetSpacing()[1], image.GetSpacing()[0]])
+    pixels = first.pixel_array.astype(float) * float(first.RescaleSlope) + float(first.RescaleIntercept)
+    assert pixels.shape == (image.GetSize()[1], image.GetSize()[0])
+    assert not [p.name for p in (tmp_path / "new").iterdir() if p.name != "series"], "staging left behind"
+
+
+def test_existing_series_is_kept_unless_force_and_sheared_volumes_are_refused(tmp_path: Path) -> None:
+    out = write_dicom_series(oblique_image(seed=1), str(tmp_path / "s"))
+    before = folder_digest(out)
+    with pytest.raises(OutputError, match="already exists"):
+        write_dicom_series(oblique_image(seed=2), str(out))
+    assert folder_digest(out) == before
+    write_dicom_series(oblique_image(seed=2), str(out), force=True)
+    assert folder_digest(out) != before and len(list(out.iterdir())) == 4
+    sheared = oblique_image()
+    sheared.SetDirection((1, 0, 0, 0.3, 1, 0, 0, 0, 1))
+    with pytest.raises(OutputError, match="sheared"):
+        write_dicom_series(sheared, str(tmp_path / "sheared"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_cli_dicom_in_dicom_out_copies_patient_and_study(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = oblique_image(size=(12, 10, 4))
+    series = write_mr_series(source, tmp_path / "in" / "t1")
+    before = folder_digest(series)
+    checkpoint = save_untrained_checkpoint(tmp_path / "tiny.safetensors", 2)
+    out = tmp_path / "out" / "t1_sr"
+    code = main([str(series), str(out), "--scale", "2", "--checkpoint", str(checkpoint), "--output-format", "dicom", "--progress", "none"])
+    assert code == 0, capsys.readouterr().err
+    assert folder_digest(series) == before, "the input series was modified"
+    back = read_series(out)
+    assert back.GetSize() == (24, 20, 4)
+    assert np.abs(corners(back) - corners(read_series(series))).max() < 1e-4
+    files = datasets(out)
+    sources = datasets(series)
+    new_uids = {ds.SOPInstanceUID for ds in files}
+    assert len(new_uids) == 4 and not new_uids & {ds.SOPInstanceUID for ds in sources}
+    first = files[0]
+    assert first.SeriesInstanceUID != SOURCE_SERIES_UID and first.FrameOfReferenceUID == FRAME_UID
+    for keyword, value in PATIENT_STUDY.items():
+        assert str(first.data_element(keyword).value) == value, keyword
+    assert first.SeriesDescription == "T1 axial FA-GAN SR x2"
+    assert "tiny.safetensors" in first.DerivationDescription and "fagan_engine" in first.DerivationDescription
+    assert first.ScanningSequence == "GR" and float(first.EchoTime) == pytest.approx(3.7)
+    # the float result of the same run, written as NRRD, agrees within 0.1 % of its range
+    nrrd = tmp_path / "out" / "t1_sr.nrrd"
+    assert main([str(series), str(nrrd), "--scale", "2", "--checkpoint", str(checkpoint), "--progress", "none"]) == 0
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(nrrd)))
+    assert np.abs(sitk.GetArrayFromImage(back) - expected).max() <= 1e-3 * np.ptp(expected)
+
+
+def test_cli_dicom_output_of_a_file_input_gets_new_study(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    volume = tmp_path / "v.nrrd"
+    sitk.WriteImage(oblique_image(seed=3, integers=False), str(volume))
+    out = tmp_path / "v_dicom"
+    assert main([str(volume), str(out), "--scale", "2", "--method", "bicubic", "--output-format", "dicom", "--progress", "none"]) == 0
+    first = datasets(out)[0]
+    assert first.StudyInstanceUID and first.StudyInstanceUID != PATIENT_STUDY["StudyInstanceUID"]
+    assert first.SeriesDescription == "bicubic SR x2" and first.PatientName == ""
+    code = main([str(volume), str(tmp_path / "v.nii.gz"), "--scale", "2", "--method", "bicubic", "--output-format", "dicom"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "series folder" in err[0]
