@@ -42,6 +42,8 @@ class CheckpointMetadata:
     plane: str = "auto"
     acquisitions: List[str] = dataclasses.field(default_factory=lambda: ["bicubic"])
     training: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_profile: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What the model saw in training (``training_profile``); empty = unknown (no range warnings)."""
     engine_version: str = __version__
     created: str = ""
     weights_sha256: str = ""
@@ -55,7 +57,10 @@ class CheckpointMetadata:
         return normalization_from_dict(self.normalization)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        data = dataclasses.asdict(self)
+        if not data["data_profile"]:  # omitted when unknown, so checkpoints saved before the field still verify
+            del data["data_profile"]
+        return json.dumps(data, indent=2, sort_keys=True)
 
     def digest_text(self) -> str:
         """The metadata as hashed into ``content_sha256`` (that field itself blank)."""
@@ -269,7 +274,7 @@ def _check_types(metadata: CheckpointMetadata, source: Path) -> None:
     problems = []
     if isinstance(metadata.scale, bool) or metadata.scale not in SCALES:
         problems.append(f"scale must be one of {SCALES}")
-    for name in ("model", "normalization", "training"):
+    for name in ("model", "normalization", "training", "data_profile"):
         if not isinstance(getattr(metadata, name), dict):
             problems.append(f"{name} must be a mapping")
     if metadata.plane not in PLANES:

@@ -420,3 +420,51 @@ def degrade_volume(
     out.SetDirection(image.GetDirection())
     out.SetOrigin(tuple(np.array(image.GetOrigin()) + direction @ shift))
     return out
+
+
+# ---- inverse-problem primitives (trust maps, --enforce-consistency) ---------------------------------
+
+
+def separable_matrices(height: int, width: int, scale: int, acquisition: AcquisitionConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """The (H/s, H) and (W/s, W) matrices of a noise-free ``bicubic`` or ``gaussian`` acquisition,
+    so that ``degrade(hr) == apply_separable(hr, rows, cols)``."""
+    if acquisition.model == "bicubic":
+        return bicubic_aa_matrix(height, scale), bicubic_aa_matrix(width, scale)
+    if acquisition.model == "gaussian":
+        fwhm = acquisition.psf_fwhm * scale
+        return gaussian_matrix(height, scale, fwhm), gaussian_matrix(width, scale, fwhm)
+    raise ValueError(f"the {acquisition.model} acquisition is not a separable image-space kernel")
+
+
+def replace_lr_spectrum(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
+    """``hr`` (…, H, W) with the LR-matrix part of its spectrum replaced by that of the real image ``lr``.
+
+    The adjoint of ``lr_spectrum``'s crop (same crop position, centring ramp and 1/s² scaling), so
+    that the noise-free, unfiltered k-space acquisition of the result is ``lr`` exactly:
+    ``kspace_image(result, scale) == lr`` (and ``degrade`` returns ``|lr|``). Frequencies outside
+    the LR matrix are kept. The result stays real: where a replaced frequency's Hermitian partner
+    lies outside the LR matrix (the LR Nyquist row and column of even sizes), the partner receives
+    the conjugate change. float64.
+    """
+    hr = np.asarray(hr, dtype=np.float64)
+    height, width = hr.shape[-2:]
+    rows, cols = lr.shape[-2:]
+    if (rows * scale, cols * scale) != (height, width):
+        raise ValueError(f"LR {rows}x{cols} times {scale} is not the HR size {height}x{width}")
+    top, left = height // 2 - rows // 2, width // 2 - cols // 2
+    measured = np.fft.fftshift(np.fft.fft2(np.asarray(lr, dtype=np.float64)), axes=(-2, -1))
+    wanted = measured * scale * scale / centring_ramp(rows, cols, scale, height, width)
+    change = np.zeros(hr.shape, dtype=np.complex128)
+    change[..., top : top + rows, left : left + cols] = wanted - lr_spectrum(hr, scale) * scale * scale / centring_ramp(
+        rows, cols, scale, height, width
+    )
+    # Hermitian partners outside the matrix: centred index p ↔ (2·(n // 2) − p) mod n
+    partner_rows = (2 * (height // 2) - np.arange(top, top + rows)) % height
+    partner_cols = (2 * (width // 2) - np.arange(left, left + cols)) % width
+    outside = ~(
+        ((partner_rows >= top) & (partner_rows < top + rows))[:, None] & ((partner_cols >= left) & (partner_cols < left + cols))[None, :]
+    )
+    block = change[..., top : top + rows, left : left + cols]
+    target_rows, target_cols = np.nonzero(outside)
+    change[..., partner_rows[target_rows], partner_cols[target_cols]] += np.conj(block[..., target_rows, target_cols])
+    return hr + np.fft.ifft2(np.fft.ifftshift(change, axes=(-2, -1))).real
