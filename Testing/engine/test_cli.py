@@ -73,6 +73,7 @@ def _bad_inputs(tmp: Path, good: Path) -> dict:
     tampered.write_bytes(bytes(blob))
     locked = tmp / "locked"
     locked.mkdir()
+    (tmp / "taken.zraw").write_bytes(b"someone else's data")
     out = tmp / "out.nrrd"
     return {
         "missing file": ([tmp / "nope.nii.gz", out, "--scale", 2, "--method", "bicubic"], "not found"),
@@ -88,6 +89,10 @@ def _bad_inputs(tmp: Path, good: Path) -> dict:
         "tampered checkpoint": ([good, out, "--scale", 2, "--checkpoint", tampered], "checksum"),
         "output equals input": ([good, good, "--scale", 2, "--method", "bicubic"], "input"),
         "unwritable folder": ([good, tmp / "missing-dir" / "o.nrrd", "--scale", 2, "--method", "bicubic"], "folder"),
+        "checkpoint with bicubic": ([good, out, "--scale", 2, "--method", "bicubic", "--checkpoint", tmp / "gone.safetensors"], "checkpoint"),
+        "checkpoint with lanczos": ([good, out, "--scale", 2, "--method", "lanczos", "--checkpoint", x2], "checkpoint"),
+        "series id for a file": ([good, out, "--scale", 2, "--method", "bicubic", "--series-id", "1.2.3"], "DICOM"),
+        "upper-case data file taken": ([good, tmp / "taken.MHD", "--scale", 2, "--method", "bicubic"], "already exists"),
     }
 
 
@@ -111,3 +116,27 @@ def test_error_event_in_json_mode(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert code == 2
     event = parse_line(stdout.strip().splitlines()[-1])
     assert event["event"] == "error" and "not found" in event["message"]
+
+
+def test_sigterm_during_a_run_cleans_up_and_exits_143(tmp_path: Path) -> None:
+    """issue #12: SIGTERM unwinds like Ctrl-C: no staging folder, no output, exit 143, one line."""
+    import signal
+    import time
+
+    source = tmp_path / "big.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((48, 160, 160)).astype(np.float32)), str(source))
+    out = tmp_path / "out" / "sr.nii"
+    out.parent.mkdir()
+    command = [sys.executable, "-m", "fagan_engine", "sr", str(source), str(out), "--scale", "4", "--method", "bicubic",
+               "--progress", "json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if '"progress"' in line:
+            break
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived")
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "error: terminated", err
+    assert list(out.parent.iterdir()) == []
