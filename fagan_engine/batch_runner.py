@@ -132,8 +132,9 @@ class BatchRunner:
             record.status = "failed"
         finally:
             record.seconds = round(time.perf_counter() - started, 3)
-        for line in record.warnings:
-            self.events.warning(case, line)
+        if record.status == "done":  # warnings are about a result; a failed case prints its error line alone
+            for line in record.warnings:
+                self.events.warning(case, line)
         self.events.case_end(index, total, case, record)
 
     def _resolver(self, case: Case) -> Any:

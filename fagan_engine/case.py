@@ -185,7 +185,10 @@ class StagedOutputs:
         staged = self._folder(path) / path.name
         if staged.exists():
             raise OutputError(f"two outputs of one case are named {path.name} in {path.parent}")
-        write_volume(image, str(staged))
+        try:
+            write_volume(image, str(staged))
+        except OutputError as exc:  # name the real target, not the staging folder
+            raise OutputError(str(exc).replace(str(staged), str(path))) from None
         self.items.append(("file", staged, path, self.force if replace is None else replace))
 
     def add_bytes(self, data: bytes, target: str) -> None:

@@ -110,13 +110,13 @@ def _single(args: argparse.Namespace) -> int:
         outcome = super_resolve_case(source.image, options, resolver, report, tuple(maps))
     finally:
         report.close()
-    for line in outcome.warnings:
-        if line not in getattr(resolver, "warnings", []):
-            warn(args, line)
     if plain:
         volume_io.write_volume(outcome.image, args.output, force=args.force, input_path=args.input)
     else:
         write_outputs(outcome, args.output, maps, args.force, options, resolver, source.dicom_tags, report_path=args.report)
+    for line in outcome.warnings:  # about the result: only once it is written (a failure prints its error line alone)
+        if line not in getattr(resolver, "warnings", []):
+            warn(args, line)
     seconds = time.perf_counter() - started
     if args.progress == "json":
         extra = {"summary": outcome.summary} if outcome.summary else {}
