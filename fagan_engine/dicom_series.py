@@ -106,7 +106,7 @@ def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], ga
         raise InputError(
             f"DICOM series has a gap of {steps[first]:.3f} mm between slices {Path(files[first]).name} and "
             f"{Path(files[first + 1]).name} (nominal spacing {nominal:.3f} mm: a slice is missing or unreadable); "
-            "pass --dicom-gaps resample to interpolate onto a uniform grid"
+            "read_volume(..., dicom_gaps='resample') interpolates it onto a uniform grid instead"
         )
     return _resampled(image, positions, nominal)
 

@@ -322,3 +322,33 @@ def test_two_processes_racing_for_one_output_never_both_succeed(tmp_path):
         assert [code for code, _ in results] == [0, 2], results
         assert "already exists" in results[1][1] and results[1][1].count("\n") == 1, results
     assert_no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz"])
+def test_geometry_survives_the_cli_for_every_output_format(tmp_path, ext):
+    """Oblique input: every format keeps the physical box; sheared input: NIfTI output is refused."""
+    from fagan_engine.cli.sr import main
+    from fagan_engine.geometry import physical_corners
+
+    for name, image in (("oblique", oblique_volume()), ("sheared", sheared_image())):
+        source = tmp_path / f"{name}.nrrd"
+        write_volume(image, str(source))
+        target = tmp_path / f"{name}_sr{ext}"
+        code = main([str(source), str(target), "--scale", "2", "--method", "bicubic", "--progress", "none"])
+        if name == "sheared" and ext.startswith(".nii"):
+            assert code == 2 and not target.exists()
+            continue
+        assert code == 0
+        result = read_volume(str(target))
+        assert result.GetSize()[2] == image.GetSize()[2]
+        np.testing.assert_allclose(physical_corners(result), physical_corners(image), atol=1e-3)
+
+
+def test_fifo_detached_data_file_is_refused(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("needs FIFOs")
+    path = tmp_path / "v.mhd"
+    write_volume(small_volume(), str(path), compress=False)
+    (tmp_path / "v.raw").unlink()
+    os.mkfifo(tmp_path / "v.raw")
+    refused(path, "not a regular file")

@@ -169,3 +169,21 @@ def test_unwritable_output_dir_fails_before_reading_data(crop, tmp_path, capsys)
     finally:
         parent.chmod(0o755)
     assert_one_error(code, err, "is not writable")
+
+
+def test_read_only_file_system_is_one_line(tmp_path, monkeypatch) -> None:
+    """Portable stand-in for a read-only mount (root ignores permissions): EROFS on creating the lock."""
+    import errno
+
+    from fagan_engine.errors import ConfigError
+
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(LOCK_FILE):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(ConfigError, match="is not writable"):
+        RunFolderLock(tmp_path / "run", "train.output_dir").acquire()
