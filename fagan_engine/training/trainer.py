@@ -37,6 +37,7 @@ from .data import IterationBatchSampler, PatchDataset, PreparedData, build_loade
 from .ddp import Dist, any_rank, barrier, init_distributed, shutdown
 from .ema import EMA
 from ..forward_model import AcquisitionConfig
+from ..training_profile import data_profile
 from .evaluation import EvalCase, baseline, make_case, validate
 from .losses import CONTENT_VGG, ContentLoss, discriminator_loss, generator_adversarial_loss, load_vgg19, pixel_loss
 from .runlog import RunLog
@@ -403,9 +404,9 @@ class Trainer:
         if "validation_slab" in split:
             training["validation_slab"] = split["validation_slab"]
             training["through_plane_axis"] = split["through_plane_axis"]
-        return CheckpointMetadata.create(
+        return dataclasses.replace(CheckpointMetadata.create(
             cfg.model, cfg.normalization, plane=cfg.data.plane, training=training, acquisitions=cfg.data.degradation.acquisitions()
-        )
+        ), data_profile=data_profile(cfg, self.data))
 
     def _save(self, periodic: bool) -> int:
         """Write latest (and best / periodic) EMA checkpoints and the resumable state; rank 0 only."""
