@@ -1,4 +1,5 @@
 """Qt-free logic of the FAGANSuperRes module: usable from the Python console, scripts and tests."""
+from .batch import BatchJob, BatchLogic, batchInputVolumes
 from .checkpoints import (
     CheckpointInfo,
     CheckpointRegistry,
@@ -27,6 +28,9 @@ from .volumes import (
 )
 
 __all__ = [
+    "BatchJob",
+    "BatchLogic",
+    "batchInputVolumes",
     "CheckpointInfo",
     "CheckpointRegistry",
     "DependencyError",

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import SimpleITK as sitk
 
@@ -146,9 +146,21 @@ def superResolutionArguments(
     if options is None:
         options = SuperResolutionOptions(scale=scale, checkpointPath=checkpointPath, plane=plane, device=device,
                                          method=method, batchSize=batchSize, tileSize=tileSize)
+    args = [str(inputPath), str(outputPath)] + optionArguments(options)
+    for kind, path in (mapPaths or {}).items():
+        args += [MAP_FLAGS[kind], str(path)]
+    if options.enforceConsistency:
+        args.append("--enforce-consistency")
+    if reportPath is not None:
+        args += ["--report", str(reportPath)]
+    return args
+
+
+def optionArguments(options: SuperResolutionOptions) -> List[str]:
+    """The engine flags of ``options`` (without inputs, outputs, maps and report)."""
     checkChoice("mode", options.mode, MODES)
     checkChoice("device", options.device, DEVICES)
-    args = [str(inputPath), str(outputPath)]
+    args: List[str] = []
     if options.throughPlane:
         args.append("--through-plane")
         if options.targetSpacing:
@@ -171,12 +183,6 @@ def superResolutionArguments(
         args += ["--batch-size", str(int(options.batchSize))]
     if options.tileSize and not options.throughPlane:
         args += ["--tile-size", str(int(options.tileSize))]
-    for kind, path in (mapPaths or {}).items():
-        args += [MAP_FLAGS[kind], str(path)]
-    if options.enforceConsistency:
-        args.append("--enforce-consistency")
-    if reportPath is not None:
-        args += ["--report", str(reportPath)]
     return args
 
 
@@ -317,22 +323,14 @@ class SuperResolutionJob:
         try:
             if self.process.returnCode != 0 or not self.outputPath.is_file():
                 raise SuperResolutionError(self.process.errorMessage())
-            image = sitk.ReadImage(str(self.outputPath))
-            maps = {}
-            for kind, path in self.mapPaths.items():
-                if not path.is_file():
-                    raise SuperResolutionError(f"the engine wrote no {kind} map")
-                maps[kind] = sitk.ReadImage(str(path))
-                checkSameGrid(maps[kind], image, f"{kind} map")
+            image, maps = readResultFiles(self.outputPath, self.mapPaths)
             report = RunReport.read(self.reportPath) if self.reportPath is not None else RunReport()
             self.summary = report.summary
             self.warnings = mergeWarnings(self.warnings, report.warnings)
             self.identity.update(report.identity)
             self._storeResult(image, maps, created)
         except Exception as exc:  # any failure becomes the job's one-line error; the scene is restored
-            for node in reversed(created):
-                if node.GetScene() is not None:
-                    node.GetScene().RemoveNode(node)
+            removeNodes(created)
             self._fail(oneLine(exc))
             return
         finally:
@@ -341,51 +339,9 @@ class SuperResolutionJob:
         self.fraction = 1.0
         self.status = f"Done: {self.outputVolumeNode.GetName()}"
 
-    def resultName(self, image: Any) -> str:
-        """``<input>_SRx<scale>``, or ``<input>_iso<spacing>mm`` for thick slices -> isotropic
-        (the result's spacing along the input's slice axis, see ``isotropic.formatSpacing``)."""
-        inputName = self.inputVolumeNode.GetName()
-        if self.options.throughPlane:
-            return isotropicName(inputName, image.GetSpacing()[throughPlaneAxis(self.inputVolumeNode)])
-        return f"{inputName}_SRx{self.scale}"
-
-    def _newNode(self, name: str, created: List[Any], className: str = "vtkMRMLScalarVolumeNode") -> Any:
-        scene = self.inputVolumeNode.GetScene()
-        node = scene.AddNewNodeByClass(className, scene.GenerateUniqueName(name))
-        created.append(node)
-        return node
-
     def _storeResult(self, image: Any, maps: Dict[str, Any], created: List[Any]) -> None:
-        """Put the result (and maps, summary table, provenance) into the scene, creating nodes only
-        now; ``created`` lists the new nodes, removed again by the caller if anything fails."""
-        node = self.outputVolumeNode
-        if node is None:
-            node = self._newNode(self.resultName(image), created)
-        if node.GetScene() is None:
-            raise SuperResolutionError("the output volume was deleted during the run")
-        updateVolumeNodeFromImage(node, image)
-        transformID = self.inputVolumeNode.GetTransformNodeID()
-        node.SetAndObserveTransformNodeID(transformID)
-        if node.GetDisplayNode() is None:
-            node.CreateDefaultDisplayNodes()
-        inputName = self.inputVolumeNode.GetName()
-        settings = self.options.settings()
-        stampResultNode(node, inputName, settings, self.identity, self.warnings)
-        mapNodes = {}
-        for kind, mapImage in maps.items():
-            mapNode = self._newNode(f"{node.GetName()}_{kind}", created)
-            updateVolumeNodeFromImage(mapNode, mapImage)
-            mapNode.SetAndObserveTransformNodeID(transformID)
-            stampResultNode(mapNode, inputName, dict(settings, map=kind, resultVolume=node.GetName()),
-                            self.identity, self.warnings, role=f"{kind} map")
-            legend = showAsMap(mapNode, kind)
-            if legend is not None:
-                created.append(legend)
-            mapNodes[kind] = mapNode
-        table = self._newNode(f"{node.GetName()}_summary", created, "vtkMRMLTableNode")
-        fillSummaryTable(table, summaryRows(inputName, settings, self.identity, self.summary, self.warnings))
-        table.SetAttribute("FAGAN.Notice", NOTICE)
-        table.SetAttribute("FAGAN.ResultVolume", node.GetName())
+        node, mapNodes, table = addResultToScene(self.inputVolumeNode, self.outputVolumeNode, image, maps, self.options,
+                                                 self.identity, self.warnings, self.summary, created)
         self.outputVolumeNode, self.mapNodes, self.summaryTableNode = node, mapNodes, table
 
     def overlayLayers(self) -> Dict[str, Any]:
@@ -401,6 +357,79 @@ class SuperResolutionJob:
 
     def _cleanup(self) -> None:
         shutil.rmtree(self.workDir, ignore_errors=True)
+
+
+def resultName(inputVolumeNode: Any, options: SuperResolutionOptions, image: Any) -> str:
+    """``<input>_SRx<scale>``, or ``<input>_iso<spacing>mm`` for thick slices -> isotropic (the
+    result's spacing along the input's slice axis, see ``isotropic.formatSpacing``)."""
+    inputName = inputVolumeNode.GetName()
+    if options.throughPlane:
+        return isotropicName(inputName, image.GetSpacing()[throughPlaneAxis(inputVolumeNode)])
+    return f"{inputName}_SRx{options.scale}"
+
+
+def addResultToScene(inputVolumeNode: Any, outputVolumeNode: Any, image: Any, maps: Dict[str, Any],
+                     options: SuperResolutionOptions, identity: Dict[str, str], warnings: List[str],
+                     summary: Dict[str, Any], created: List[Any], summaryTable: bool = True) -> Tuple[Any, Dict[str, Any], Any]:
+    """Put a result (and its maps, summary table and provenance) into the input's scene, creating
+    nodes only now. Every new node is appended to ``created`` so that the caller can remove them
+    again if anything fails. Returns (result node, kind -> map node, summary table node or None)."""
+    scene = inputVolumeNode.GetScene()
+
+    def newNode(name: str, className: str = "vtkMRMLScalarVolumeNode") -> Any:
+        node = scene.AddNewNodeByClass(className, scene.GenerateUniqueName(name))
+        created.append(node)
+        return node
+
+    node = outputVolumeNode
+    if node is None:
+        node = newNode(resultName(inputVolumeNode, options, image))
+    if node.GetScene() is None:
+        raise SuperResolutionError("the output volume was deleted during the run")
+    updateVolumeNodeFromImage(node, image)
+    transformID = inputVolumeNode.GetTransformNodeID()
+    node.SetAndObserveTransformNodeID(transformID)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    inputName = inputVolumeNode.GetName()
+    settings = options.settings()
+    stampResultNode(node, inputName, settings, identity, warnings)
+    mapNodes = {}
+    for kind, mapImage in maps.items():
+        mapNode = newNode(f"{node.GetName()}_{kind}")
+        updateVolumeNodeFromImage(mapNode, mapImage)
+        mapNode.SetAndObserveTransformNodeID(transformID)
+        stampResultNode(mapNode, inputName, dict(settings, map=kind, resultVolume=node.GetName()),
+                        identity, warnings, role=f"{kind} map")
+        legend = showAsMap(mapNode, kind)
+        if legend is not None:
+            created.append(legend)
+        mapNodes[kind] = mapNode
+    table = None
+    if summaryTable:
+        table = newNode(f"{node.GetName()}_summary", "vtkMRMLTableNode")
+        fillSummaryTable(table, summaryRows(inputName, settings, identity, summary, warnings))
+        table.SetAttribute("FAGAN.Notice", NOTICE)
+        table.SetAttribute("FAGAN.ResultVolume", node.GetName())
+    return node, mapNodes, table
+
+
+def readResultFiles(outputPath: Path, mapPaths: Dict[str, Path]) -> Tuple[Any, Dict[str, Any]]:
+    """The result image and its maps, each map checked to lie on the result's grid (1e-4 mm)."""
+    image = sitk.ReadImage(str(outputPath))
+    maps = {}
+    for kind, path in mapPaths.items():
+        if not Path(path).is_file():
+            raise SuperResolutionError(f"the engine wrote no {kind} map")
+        maps[kind] = sitk.ReadImage(str(path))
+        checkSameGrid(maps[kind], image, f"{kind} map")
+    return image, maps
+
+
+def removeNodes(nodes: List[Any]) -> None:
+    for node in reversed(nodes):
+        if node.GetScene() is not None:
+            node.GetScene().RemoveNode(node)
 
 
 class SuperResolutionLogic:

@@ -292,3 +292,73 @@ def test_trust_maps_with_the_real_engine(scene, obliqueNode):
     for mapNode in job.mapNodes.values():
         np.testing.assert_allclose(physicalCornersRAS(mapNode), physicalCornersRAS(job.outputVolumeNode), atol=1e-4)
     assert job.outputVolumeNode.GetAttribute("FAGAN.Notice") == NOTICE
+
+
+# ---------------------------------------------------------------- apply to all volumes (batch)
+
+
+def test_batch_input_volumes_skip_results_label_maps_and_other_folders(scene):
+    from FAGANSuperResLib.batch import batchInputVolumes
+
+    a = addVolumeNode(scene, smoothArray(seed=1), name="a")
+    b = addVolumeNode(scene, smoothArray(seed=2), name="b")
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(label, np.zeros((2, 8, 8), np.uint8))
+    result = addVolumeNode(scene, smoothArray(seed=3), name="a_SRx2")
+    result.SetAttribute("FAGAN.Notice", NOTICE)
+    assert batchInputVolumes(scene) == [a, b]
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = shNode.CreateFolderItem(shNode.GetSceneItemID(), "Study 2")
+    sub = shNode.CreateFolderItem(folder, "Series")
+    item = shNode.GetItemByDataNode(b) or shNode.CreateItem(shNode.GetSceneItemID(), b)
+    shNode.SetItemParent(item, sub)
+    assert batchInputVolumes(scene, folder) == [b]
+
+
+def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(scene, tmp_path):
+    from FAGANSuperResLib.batch import BatchLogic, batchInputVolumes
+
+    if not engine.engineSupports("--output-dir"):
+        pytest.skip("the engine has no batch mode yet")
+    nodes = [addVolumeNode(scene, smoothArray(seed=i), name=f"case {i}") for i in range(3)]
+    broken = slicer.util.arrayFromVolume(nodes[1])
+    broken[0, 0, 0] = np.nan  # the engine refuses non-finite voxels: this case fails, the others go on
+    slicer.util.arrayFromVolumeModified(nodes[1])
+    job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
+        batchInputVolumes(scene), SuperResolutionOptions(scale=2, method="lanczos", device="cpu"), waitForCompletion=False)
+    fractions = []
+    job.onProgress = lambda j: fractions.append(j.fraction)
+    deadline = time.monotonic() + 120
+    while not job.poll():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert sum(1 for part in job.process.command if part.endswith(".nrrd")) == 3  # one process for all
+    assert job.state == "partial" and "case 1" in job.error
+    assert [case.status for case in job.cases] == ["loaded", "failed", "loaded"]
+    for case in (job.cases[0], job.cases[2]):
+        node = case.outputVolumeNode
+        assert node.GetName() == f"{case.node.GetName()}_SRx2" and node.GetAttribute("FAGAN.Notice") == NOTICE
+        np.testing.assert_allclose(physicalCornersRAS(node), physicalCornersRAS(case.node), atol=1e-4)
+    assert fractions and max(fractions) <= 1.0
+    rows = tableRows(job.tableNode)
+    assert [row[2] for row in rows] == ["done", "failed", "done"] and rows[1][5]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_cancel_leaves_the_scene_unchanged_when_nothing_finished(scene, tmp_path):
+    from FAGANSuperResLib.batch import BatchLogic
+
+    if not engine.engineSupports("--output-dir"):
+        pytest.skip("the engine has no batch mode yet")
+    nodes = [addVolumeNode(scene, smoothArray((8, 64, 64), seed=i), name=f"big {i}") for i in range(2)]
+    before = sceneNodes(scene)
+    job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
+        nodes, SuperResolutionOptions(scale=8, method="bicubic", device="cpu"), waitForCompletion=False)
+    started = time.monotonic()
+    job.cancel()
+    assert time.monotonic() - started < 1.0
+    assert job.state == "cancelled" and sceneNodes(scene) == before
+    while not job.process.finished:
+        job.poll()
+        time.sleep(0.05)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,300 @@
+"""Apply to all volumes (issue 13): one engine process for many volume nodes, the model loaded once.
+
+The volumes are written to ``<work>/inputs/NNN_<name>.nrrd`` and the engine's batch mode runs
+``fagan_engine sr IN1 IN2 ... --output-dir <work>/outputs --report <work>/batch-report.json
+--progress json``. Its events (``batch_start``, ``case_start``, ``progress`` with ``case`` and
+``overall``, ``warning`` with ``input``, ``case_end`` with ``status``, ``warnings`` and ``summary``,
+``finished``) drive the progress and say which cases are complete. Each finished case becomes a
+result node (and its maps) with the same provenance as a single run; one table node lists every
+case. A failed case does not stop the others. Cancel kills the process; the cases finished before
+it are still loaded (the engine publishes each output atomically), nothing else enters the scene.
+"""
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import vtk
+
+from .engine import engineCommand, engineEnvironment, engineSupports
+from .logic import (
+    MAP_FLAGS,
+    SuperResolutionOptions,
+    addResultToScene,
+    oneLine,
+    optionArguments,
+    readResultFiles,
+    removeNodes,
+    runIdentity,
+)
+from .process import EngineProcess
+from .provenance import NOTICE, mergeWarnings
+from .volumes import isUsableInput, writeVolumeNode
+
+BATCH_TABLE_COLUMNS = ("Input", "Result", "Status", "Seconds", "Warnings", "Error")
+
+
+def batchInputVolumes(scene: Any, folderItemID: Optional[int] = None) -> List[Any]:
+    """The volumes "Apply to all" processes: every usable scalar volume of the scene (or, with
+    ``folderItemID``, of that subject-hierarchy folder and its sub-folders), in scene order,
+    leaving out label maps and this extension's own results and maps."""
+    from .provenance import isFAGANResult
+
+    allowed = None
+    if folderItemID:
+        import slicer
+
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+        children = vtk.vtkIdList()
+        shNode.GetItemChildren(folderItemID, children, True)
+        allowed = {shNode.GetItemDataNode(children.GetId(i)).GetID() for i in range(children.GetNumberOfIds())
+                   if shNode.GetItemDataNode(children.GetId(i)) is not None}
+    volumes = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if isUsableInput(node) and not isFAGANResult(node) and (allowed is None or node.GetID() in allowed):
+            volumes.append(node)
+    return volumes
+
+
+def caseFileName(index: int, node: Any) -> str:
+    """``NNN_<sanitised node name>.nrrd``: unique per case, safe on every file system."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName()).strip("._") or "volume"
+    return f"{index:03d}_{name}.nrrd"
+
+
+class BatchCase:
+    """One volume of a batch: its files, state and result."""
+
+    def __init__(self, node: Any, inputPath: Path, outputPath: Path, mapPaths: Dict[str, Path]) -> None:
+        self.node = node
+        self.inputPath = inputPath
+        self.outputPath = outputPath
+        self.mapPaths = mapPaths
+        self.status = "pending"  # pending, running, done, failed, loaded
+        self.seconds: Optional[float] = None
+        self.error = ""
+        self.warnings: List[str] = []
+        self.summary: Dict[str, Any] = {}
+        self.outputVolumeNode: Any = None
+        self.mapNodes: Dict[str, Any] = {}
+
+
+class BatchJob:
+    """A running batch: ``poll()`` from a timer, ``wait()``, or ``cancel()``.
+
+    ``state`` is ``running``, ``succeeded`` (every case done), ``partial`` (some failed or the batch
+    was cancelled after some finished), ``failed`` (none done) or ``cancelled`` (none done);
+    ``fraction`` is the overall progress; ``cases`` the BatchCase list; ``tableNode`` the summary.
+    """
+
+    def __init__(self, cases: List[BatchCase], options: SuperResolutionOptions, command: List[str], workDir: Path,
+                 env: Optional[Dict[str, str]] = None, identity: Optional[Dict[str, str]] = None) -> None:
+        self.cases = cases
+        self.options = options
+        self.workDir = workDir
+        self.identity = dict(identity or {})
+        self.process = EngineProcess(command, env=env, cwd=str(workDir))
+        self.state = "running"
+        self.fraction = 0.0
+        self.status = f"Starting the engine for {len(cases)} volumes..."
+        self.error: Optional[str] = None
+        self.warnings: List[str] = []
+        self.current: Optional[BatchCase] = None
+        self.tableNode: Any = None
+        self.onProgress: Optional[Callable[["BatchJob"], None]] = None
+        self._byName = {case.inputPath.name: case for case in cases}
+
+    @property
+    def done(self) -> bool:
+        return self.state != "running"
+
+    @property
+    def outputVolumeNodes(self) -> List[Any]:
+        return [case.outputVolumeNode for case in self.cases if case.outputVolumeNode is not None]
+
+    def start(self) -> None:
+        try:
+            self.process.start()
+        except OSError as exc:
+            self._finish(f"cannot start the engine ({exc})")
+
+    def poll(self) -> bool:
+        if self.done:
+            self.process.poll()
+            return True
+        for event in self.process.poll():
+            self._handleEvent(event)
+        if self.process.finished:
+            self._finish(None if self.process.returnCode == 0 else self.process.errorMessage())
+        return self.done
+
+    def wait(self) -> "BatchJob":
+        while not self.done:
+            self.process.wait(timeout=0.2)
+            self.poll()
+        return self
+
+    def cancel(self) -> None:
+        """Kill the engine (bounded wait); cases finished before are loaded, the rest dropped."""
+        if self.done:
+            return
+        self.process.kill()
+        for event in self.process.poll():  # case_end events that arrived before the kill
+            self._handleEvent(event)
+        self._finish("cancelled by the user", cancelled=True)
+
+    def _case(self, event: Dict[str, Any]) -> Optional[BatchCase]:
+        return self._byName.get(Path(str(event.get("input") or "")).name)
+
+    def _handleEvent(self, event: Dict[str, Any]) -> None:
+        kind = event.get("event")
+        case = self._case(event)
+        if kind == "case_start" and case is not None:
+            case.status = "running"
+            self.current = case
+            self.status = self._caseText(event, "starting")
+        elif kind == "progress":
+            if isinstance(event.get("overall"), (int, float)):
+                self.fraction = float(event["overall"])
+            phase = event.get("phase")
+            step = "fitting" if phase == "fit" else "slice"
+            self.status = self._caseText(event, f"{step} {event.get('done', '?')} of {event.get('total', '?')}")
+        elif kind == "warning" and event.get("message"):
+            message = str(event["message"])
+            if case is not None:
+                case.warnings = mergeWarnings(case.warnings, [message])
+            label = f"{case.node.GetName()}: " if case is not None else ""
+            self.warnings = mergeWarnings(self.warnings, [label + message])
+        elif kind == "case_end" and case is not None:
+            case.status = "done" if event.get("status") == "done" else "failed"
+            case.seconds = event.get("seconds")
+            case.error = str(event.get("error") or "")
+            case.warnings = mergeWarnings(case.warnings, [str(w) for w in event.get("warnings") or []])
+            case.summary = event.get("summary") if isinstance(event.get("summary"), dict) else {}
+            if isinstance(event.get("overall"), (int, float)):
+                self.fraction = float(event["overall"])
+        if self.onProgress:
+            self.onProgress(self)
+
+    def _caseText(self, event: Dict[str, Any], what: str) -> str:
+        case = self._case(event)
+        position = self.cases.index(case) + 1 if case is not None else "?"
+        name = case.node.GetName() if case is not None else "?"
+        return f"Volume {position} of {len(self.cases)} ({name}): {what}"
+
+    def _finish(self, error: Optional[str], cancelled: bool = False) -> None:
+        """Load every finished case into the scene, add the summary table, remove the work folder."""
+        created: List[Any] = []
+        try:
+            for case in self.cases:
+                if case.status == "running":
+                    case.status = "failed" if not cancelled else "cancelled"
+                    case.error = case.error or (error or "")
+                elif case.status == "pending":
+                    case.status = "cancelled" if cancelled else "failed"
+                    case.error = case.error or ("" if cancelled else (error or "not processed"))
+                if case.status == "done":
+                    self._load(case, created)
+            self._addTable(created)
+        except Exception as exc:  # loading failed: nothing of this batch stays in the scene
+            removeNodes(created)
+            for case in self.cases:
+                case.outputVolumeNode, case.mapNodes = None, {}
+            error = oneLine(exc)
+        finally:
+            shutil.rmtree(self.workDir, ignore_errors=True)
+        loaded = [case for case in self.cases if case.outputVolumeNode is not None]
+        failed = [case for case in self.cases if case.status == "failed"]
+        if not loaded:
+            self.state = "cancelled" if cancelled else "failed"
+        elif failed or cancelled:
+            self.state = "partial"
+        else:
+            self.state = "succeeded"
+        if failed:
+            self.error = "; ".join(f"{case.node.GetName()}: {case.error}" for case in failed)
+        else:
+            self.error = error if self.state in ("failed", "cancelled") else None
+        self.fraction = 1.0 if self.state == "succeeded" else self.fraction
+        self.status = f"{len(loaded)} of {len(self.cases)} volumes done" + (
+            f", {len(failed)} failed" if failed else "") + (", cancelled" if cancelled else "") + "."
+
+    def _load(self, case: BatchCase, created: List[Any]) -> None:
+        image, maps = readResultFiles(case.outputPath, case.mapPaths)
+        node, mapNodes, _ = addResultToScene(case.node, None, image, maps, self.options, self.identity, case.warnings,
+                                             case.summary, created, summaryTable=False)
+        node.SetAttribute("FAGAN.Batch", "yes")
+        case.outputVolumeNode, case.mapNodes = node, mapNodes
+        case.status = "loaded"
+
+    def _addTable(self, created: List[Any]) -> None:
+        scene = self.cases[0].node.GetScene()
+        if not any(case.outputVolumeNode is not None for case in self.cases):
+            return
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName("FA-GAN batch summary"))
+        created.append(table)
+        data = vtk.vtkTable()
+        columns = []
+        for name in BATCH_TABLE_COLUMNS:
+            column = vtk.vtkStringArray()
+            column.SetName(name)
+            data.AddColumn(column)
+            columns.append(column)
+        for case in self.cases:
+            values = [case.node.GetName(), case.outputVolumeNode.GetName() if case.outputVolumeNode else "",
+                      "done" if case.status == "loaded" else case.status,
+                      f"{case.seconds:.1f}" if isinstance(case.seconds, (int, float)) else "",
+                      " | ".join(case.warnings), case.error]
+            for column, value in zip(columns, values):
+                column.InsertNextValue(value)
+        table.SetAndObserveTable(data)
+        table.SetAttribute("FAGAN.Notice", NOTICE)
+        self.tableNode = table
+
+
+class BatchLogic:
+    """Qt-free entry point of "Apply to all volumes"."""
+
+    def __init__(self, temporaryDirectory: Optional[str] = None) -> None:
+        self.temporaryDirectory = temporaryDirectory
+
+    def process(self, volumeNodes: List[Any], options: SuperResolutionOptions,
+                waitForCompletion: bool = True) -> BatchJob:
+        """Super-resolve ``volumeNodes`` with ``options`` in one engine process (new result nodes,
+        named as single runs name them). Raises ValueError before anything starts if there is
+        nothing to do or the engine has no batch mode."""
+        nodes = [node for node in volumeNodes if isUsableInput(node)]
+        if not nodes:
+            raise ValueError("no volume to process: the scene (or folder) has no grayscale volume")
+        options.validate()
+        if not engineSupports("--output-dir"):
+            raise ValueError("this version of the FA-GAN engine has no batch mode (--output-dir)")
+        identity = runIdentity(options)
+        workDir = Path(tempfile.mkdtemp(prefix="FAGANBatch-", dir=self.temporaryDirectory))
+        try:
+            inputs, outputs = workDir / "inputs", workDir / "outputs"
+            inputs.mkdir()
+            cases = []
+            for index, node in enumerate(nodes):
+                name = caseFileName(index, node)
+                output = outputs / name
+                stem = output.name[: -len(".nrrd")]
+                mapPaths = {kind: outputs / f"{stem}_{kind}.nrrd" for kind in options.mapKinds()}
+                cases.append(BatchCase(node, writeVolumeNode(node, inputs / name), output, mapPaths))
+            arguments = [str(case.inputPath) for case in cases] + ["--output-dir", str(outputs)]
+            arguments += [MAP_FLAGS[kind] for kind in options.mapKinds()]  # batch: maps beside each output
+            if options.enforceConsistency:
+                arguments.append("--enforce-consistency")
+            arguments += optionArguments(options) + ["--report", str(workDir / "batch-report.json")]
+            job = BatchJob(cases, options, engineCommand("sr", arguments), workDir, env=engineEnvironment(),
+                           identity=identity)
+        except Exception:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+        job.start()
+        if waitForCompletion:
+            job.wait()
+        return job
+
