@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .batch_bench import batch_section
 from .common import FULL, SMOKE, Sizes, export_padded_onnx, export_to, prepare_checkpoint, worker_env
 from .machine import REPO, load_average, machine_info, machine_name
 from .worker import run_task
@@ -64,6 +65,7 @@ def run_suite(sizes: Sizes, device: str, smoke: bool) -> Dict[str, Any]:
             "tiling": tiling_section(sizes, device, tmp),
             "memory": memory_section(sizes, device, tmp),
             "cpu_variants": variants_section(sizes, tmp) if sizes.variants and device == "cpu" else [],
+            "batch": batch_section(smoke, device, tmp),
         }
     results["machine"]["load_average_after"] = load_average()
     return results

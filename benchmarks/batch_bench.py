@@ -1,0 +1,109 @@
+"""Batch mode against separate calls: N small volumes in one ``fagan-sr --output-dir`` process
+versus N ``fagan-sr INPUT OUTPUT`` processes (import, checkpoint load and backend set-up paid
+N times), and the batch with and without ``--prefetch`` (reading the next volume meanwhile).
+
+``python -m benchmarks.batch_bench [--count 20] [--size 64 64 16] [--scale 2] [--device cpu]
+[--threads N] [--smoke] [--output FILE.json]``. Every run is a fresh ``python -m fagan_engine sr``
+process with the bundled checkpoint; wall-clock times include process start-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def make_volumes(folder: Path, count: int, size: Sequence[int], seed: int = 0) -> List[Path]:
+    """``count`` smooth random float32 NIfTI volumes of ``size`` (x, y, z), 1×1×3 mm."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    rng = np.random.default_rng(seed)
+    for n in range(count):
+        noise = rng.random(tuple(size[::-1])).astype(np.float32)
+        image = sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(noise * 1000), 1.5)
+        image.SetSpacing((1.0, 1.0, 3.0))
+        path = folder / f"case{n:03d}.nii.gz"
+        sitk.WriteImage(image, str(path))
+        paths.append(path)
+    return paths
+
+
+def _sr(args: List[str], threads: Optional[int]) -> float:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "fagan_engine", "sr", *args, "--progress", "none"], env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"fagan-sr failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    return seconds
+
+
+def run_batch_bench(count: int, size: Sequence[int], scale: int, device: str, threads: Optional[int], folder: Path) -> Dict[str, Any]:
+    inputs = make_volumes(folder / "in", count, size)
+    common = ["--scale", str(scale), "--device", device]
+    (folder / "separate").mkdir()
+    separate = [_sr([str(p), str(folder / "separate" / p.name), *common], threads) for p in inputs]
+    batch = _sr([str(folder / "in"), "--output-dir", str(folder / "batch"), *common], threads)
+    prefetch = _sr([str(folder / "in"), "--output-dir", str(folder / "prefetch"), "--prefetch", *common], threads)
+    batch_again = _sr([str(folder / "in"), "--output-dir", str(folder / "batch2"), *common], threads)
+    one_call = float(np.median(separate))
+    best_batch = min(batch, batch_again)
+    return {
+        "count": count, "size": list(size), "scale": scale, "device": device, "threads": threads,
+        "separate_total_s": round(sum(separate), 3), "separate_median_call_s": round(one_call, 3),
+        "batch_s": round(batch, 3), "batch_repeat_s": round(batch_again, 3), "batch_prefetch_s": round(prefetch, 3),
+        "batch_per_case_s": round(best_batch / count, 3),
+        "speedup": round(sum(separate) / best_batch, 2),
+        "prefetch_gain": round(best_batch / prefetch, 3),
+    }
+
+
+def batch_section(smoke: bool, device: str, tmp: Path) -> List[Dict[str, Any]]:
+    """The suite's "batch" section (benchmarks/run.py): 20 volumes of 64×64×16 (smoke: 2 of 16×16×4)."""
+    count, size = (2, (16, 16, 4)) if smoke else (20, (64, 64, 16))
+    try:
+        return [run_batch_bench(count, size, 2, device, 1 if smoke else None, tmp / "batch_bench")]
+    except RuntimeError as exc:
+        return [{"error": str(exc)}]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.batch_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--size", type=int, nargs=3, default=(64, 64, 16), metavar=("X", "Y", "Z"))
+    parser.add_argument("--scale", type=int, default=2, choices=(2, 4))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every fagan-sr process")
+    parser.add_argument("--smoke", action="store_true", help="2 volumes of 16×16×4")
+    parser.add_argument("--output", help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    count, size = (2, (16, 16, 4)) if args.smoke else (args.count, tuple(args.size))
+    with tempfile.TemporaryDirectory(prefix="fagan-batch-bench-") as folder:
+        result = run_batch_bench(count, size, args.scale, args.device, args.threads, Path(folder))
+    from .machine import load_average, machine_info
+
+    result["machine"] = machine_info(args.device)
+    result["load_average_after"] = load_average()
+    result["command"] = " ".join(["python -m benchmarks.batch_bench"] + list(sys.argv[1:] if argv is None else argv))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
