@@ -1,0 +1,126 @@
+"""Out-of-distribution warnings (each triggered and not), the training data profile and its checkpoint field."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from engine_helpers import save_untrained_checkpoint
+from fagan_engine.checkpoint import CheckpointMetadata, load_generator, parse_metadata, read_metadata, save_checkpoint
+from fagan_engine.config import NormalizationConfig, load_config
+from fagan_engine.errors import CheckpointError
+from fagan_engine.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
+from fagan_engine.inference import SliceLayout, super_resolve
+from fagan_engine.normalization import IntensityNormalizer
+from fagan_engine.ood import histogram_distance, nyquist_ratio, ood_warnings
+from fagan_engine.sample_data import icbm152_t1_path
+from fagan_engine.training_profile import data_profile, histogram
+
+AXES = (0, 1)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def template_lr() -> sitk.Image:
+    """Held-out-slab-like axial slices of the template, acquired at ×2 (2 mm) by noise-free k-space."""
+    hr = sitk.ReadImage(str(icbm152_t1_path()), sitk.sitkFloat32)[:, :, 80:86]
+    return degrade_volume(crop_to_multiple(hr, 2, AXES), 2, AXES, AcquisitionConfig())
+
+
+@pytest.fixture(scope="module")
+def profile(template_lr: sitk.Image) -> dict:
+    """A profile like the bundled ×2 recipe's, its histogram taken from the template's own LR slices."""
+    array = sitk.GetArrayFromImage(template_lr)
+    normalised = IntensityNormalizer.fit(array, NormalizationConfig()).forward(array)
+    return {"lr_spacing_mm": [2.0, 2.0], "lr_slice_size": [64, 128], "max_noise": 0.04, "histogram": histogram(normalised)}
+
+
+def lines(image: sitk.Image, profile: dict, word: str) -> list:
+    return [line for line in ood_warnings(image, AXES, profile, checkpoint_name="m.safetensors") if word in line]
+
+
+def with_array(image: sitk.Image, array: np.ndarray) -> sitk.Image:
+    out = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    out.CopyInformation(image)
+    return out
+
+
+def test_in_distribution_input_gives_no_warning(template_lr: sitk.Image, profile: dict) -> None:
+    assert ood_warnings(template_lr, AXES, profile) == []
+
+
+def test_spacing_outside_the_training_range_warns(template_lr: sitk.Image, profile: dict) -> None:
+    four_times = sitk.Image(template_lr)
+    four_times.SetSpacing((8.0, 8.0, 1.0))  # 4x the 2 mm training spacing
+    assert len(lines(four_times, profile, "in-plane spacing 8x8 mm")) == 1
+    assert "outside the 2 mm that m.safetensors was trained on" in lines(four_times, profile, "spacing")[0]
+    slightly = sitk.Image(template_lr)
+    slightly.SetSpacing((2.5, 1.8, 1.0))
+    assert lines(slightly, profile, "spacing") == []
+    assert ood_warnings(four_times, AXES, {}) == []  # no profile: unknown range, no range warning
+
+
+def test_slice_size_outside_the_training_range_warns(template_lr: sitk.Image, profile: dict) -> None:
+    assert lines(template_lr, profile, "slice size") == []
+    big = sitk.Image([300, 40, 2], sitk.sitkFloat32)
+    big.SetSpacing((2.0, 2.0, 1.0))
+    assert len(lines(big, profile, "slice size 300x40 pixels")) == 1
+
+
+def test_noise_above_the_training_noise_warns(template_lr: sitk.Image, profile: dict) -> None:
+    hr = crop_to_multiple(sitk.ReadImage(str(icbm152_t1_path()), sitk.sitkFloat32)[:, :, 80:86], 2, AXES)
+    noisy = degrade_volume(hr, 2, AXES, AcquisitionConfig(noise=0.12), np.random.default_rng(0))
+    assert len(lines(noisy, profile, "estimated noise level")) == 1
+    trained = degrade_volume(hr, 2, AXES, AcquisitionConfig(noise=0.04), np.random.default_rng(0))
+    assert lines(trained, profile, "noise") == []
+
+
+def test_far_intensity_histogram_warns(template_lr: sitk.Image, profile: dict) -> None:
+    array = sitk.GetArrayFromImage(template_lr)
+    assert histogram_distance(SliceLayout.for_axes(AXES).to_slices(array), profile["histogram"]) < 0.02
+    mask = with_array(template_lr, (array > 0.3 * array.max()) * 100.0)  # a binary image: nothing like an MRI
+    assert len(lines(mask, profile, "intensity histogram is far")) == 1
+    assert lines(template_lr, profile, "histogram") == []
+
+
+def test_already_upsampled_input_warns(template_lr: sitk.Image, profile: dict) -> None:
+    """A bicubic ×2 upsampling and an SR result of the native input, against the native input itself."""
+    assert lines(template_lr, profile, "Nyquist") == []
+    bicubic = super_resolve(template_lr, 2, method="bicubic", plane=AXES)
+    assert len(lines(bicubic, {}, "already upsampled")) == 1
+    lr4 = degrade_volume(crop_to_multiple(sitk.ReadImage(str(icbm152_t1_path()), sitk.sitkFloat32)[:, :, 80:86], 4, AXES), 4, AXES, AcquisitionConfig())
+    twice = super_resolve(lr4, 4, method="lanczos", plane=AXES)
+    assert len(lines(twice, {}, "already upsampled")) == 1
+    assert nyquist_ratio(np.zeros((1, 8, 8))) is None  # too small to tell
+
+
+def test_acquisition_warning_is_the_inference_line(template_lr: sitk.Image) -> None:
+    other = ood_warnings(template_lr, AXES, None, checkpoint_name="m.safetensors", acquisition=(["kspace"], "bicubic"))
+    assert other == ["checkpoint m.safetensors was trained for kspace acquisition, not bicubic: the result may show artefacts; see docs/model-card.md"]
+    assert ood_warnings(template_lr, AXES, None, acquisition=(["kspace", "bicubic"], "bicubic")) == []
+
+
+def test_training_profile_of_a_recipe() -> None:
+    cfg = load_config(str(REPO / "configs" / "tiny_smoke.yaml"))
+    found = data_profile(cfg, samples=16)
+    assert found["lr_spacing_mm"] == [2.0, 2.0] and found["max_noise"] == 0.0
+    assert found["lr_slice_size"] == [98, 116]  # the template's 197x233 axial slices at x2
+    assert sum(found["histogram"]) == pytest.approx(1.0, abs=1e-4) and found["samples"] == 16
+    assert data_profile(cfg, samples=16) == found  # cached and deterministic
+
+
+def test_data_profile_is_stored_checked_and_optional(tmp_path: Path) -> None:
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    metadata = read_metadata(str(path))
+    assert metadata.data_profile == {} and "data_profile" not in json.loads(metadata.to_json())
+    model, _ = load_generator(str(path))
+    profile = {"lr_spacing_mm": [2.0, 2.0], "max_noise": 0.04}
+    save_checkpoint(str(tmp_path / "p.safetensors"), model.state_dict(), CheckpointMetadata(**{**vars(metadata), "data_profile": profile}))
+    assert read_metadata(str(tmp_path / "p.safetensors")).data_profile == profile
+    bad = json.loads(metadata.to_json())
+    bad["data_profile"] = [1, 2]
+    with pytest.raises(CheckpointError, match="data_profile must be a mapping"):
+        parse_metadata(json.dumps(bad), tmp_path / "x.json")
