@@ -8,18 +8,23 @@ import qt
 import slicer
 import vtk
 from FAGANSuperResLib import dependencies, engine
+from FAGANSuperResLib.batch import BatchLogic, batchInputVolumes
 from FAGANSuperResLib.checkpoints import (
     availableCheckpoints,
     readCheckpoint,
     userCheckpointRegistry,
 )
+from FAGANSuperResLib.isotropic import throughPlaneDefaults
 from FAGANSuperResLib.logic import (
+    ACQUISITIONS,
     DEVICES,
     METHODS,
+    MODES,
     PLANES,
     SCALES,
     SuperResolutionJob,
     SuperResolutionLogic,
+    SuperResolutionOptions,
 )
 from FAGANSuperResLib.process import EngineProcess
 from FAGANSuperResLib.volumes import defaultInputVolume
@@ -36,9 +41,21 @@ REPOSITORY_URL = "https://github.com/fagan-superres/SlicerFAGANSuperResolution"
 CONTRIBUTORS = ["FA-GAN SuperRes team (fagan-superres)"]
 # Parameter -> widget, connected with connectParametersToGui (which returns its tag on every
 # Slicer version; connectGui returns None before 5.10, so its connection could not be removed).
-PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "scale": "scaleComboBox", "method": "methodComboBox",
-                     "plane": "planeComboBox", "device": "deviceComboBox", "batchSize": "batchSizeSpinBox",
-                     "tileSize": "tileSizeSpinBox", "outputVolume": "outputSelector"}
+PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "mode": "modeComboBox", "scale": "scaleComboBox",
+                     "method": "methodComboBox", "acquisition": "acquisitionComboBox", "plane": "planeComboBox",
+                     "device": "deviceComboBox", "targetSpacing": "targetSpacingSpinBox",
+                     "sliceThickness": "sliceThicknessSpinBox", "batchSize": "batchSizeSpinBox",
+                     "tileSize": "tileSizeSpinBox", "fitIterations": "fitIterationsSpinBox",
+                     "consistencyMap": "consistencyMapCheckBox", "uncertaintyMap": "uncertaintyMapCheckBox",
+                     "enforceConsistency": "enforceConsistencyCheckBox", "applyToAll": "applyToAllCheckBox",
+                     "outputVolume": "outputSelector"}
+MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slices → isotropic"}
+# Widgets (with their labels) used by one mode only.
+IN_PLANE_ROWS = ("scale", "method", "acquisition", "checkpoint", "plane")
+THROUGH_PLANE_ROWS = ("targetSpacing", "sliceThickness")
+# Trust checkbox -> the engine flag it needs (disabled while the engine lacks it).
+TRUST_FLAGS = {"consistencyMapCheckBox": "--consistency-map", "uncertaintyMapCheckBox": "--uncertainty-map",
+               "enforceConsistencyCheckBox": "--enforce-consistency"}
 
 
 #
@@ -56,9 +73,12 @@ class FAGANSuperRes(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = list(CONTRIBUTORS)
         self.parent.helpText = _("""
-Increase the in-plane resolution of an MRI volume by 2, 4 or 8 with FA-GAN (fused attentive GAN).
-The result covers the same physical region as the input. Computation runs in a background process;
-Slicer stays responsive and the run can be cancelled.
+Increase the in-plane resolution of an MRI volume by 2, 4 or 8 with FA-GAN (fused attentive GAN), or
+turn a thick-slice scan into an isotropic volume (FA-GAN fitted to the scan itself). The result covers the
+same physical region as the input, with a data-consistency map (and optionally an uncertainty map) shown
+as a colour overlay. Results are for research use, not for diagnosis. Computation runs in a background
+process; Slicer stays responsive and the run can be cancelled. "Apply to all volumes" processes every
+volume of the scene (or of a folder) in one process.
 See the <a href="{url}/blob/main/docs/user-guide.md">user guide</a>.
 """).format(url=REPOSITORY_URL)
         self.parent.acknowledgementText = _("""
@@ -76,18 +96,30 @@ scripted module template by Jean-Christophe Fillion-Robin (Kitware), Andras Lass
 class FAGANSuperResParameterNode:
     """Module state, saved with the scene.
 
-    checkpointPath - selected checkpoint file; empty: the bundled default for the scale.
-    tileSize - 0 processes whole slices.
+    checkpointPath - selected checkpoint file; empty: the bundled default for the scale and acquisition.
+    targetSpacing, sliceThickness - thick slices -> isotropic, in mm; prefilled from the input volume
+      (0: let the engine take them from the volume).
+    tileSize, fitIterations - 0: whole slices, the engine's default iteration count.
+    applyToAll - Apply processes every volume of the scene (or of the selected folder).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    mode: Annotated[str, Choice(list(MODES))] = "in-plane"
     scale: Annotated[int, Choice(list(SCALES))] = 4
     method: Annotated[str, Choice(list(METHODS))] = "fagan"
+    acquisition: Annotated[str, Choice(list(ACQUISITIONS))] = "kspace"
     checkpointPath: str = ""
     plane: Annotated[str, Choice(list(PLANES))] = "auto"
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    targetSpacing: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
+    sliceThickness: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
     batchSize: Annotated[int, WithinRange(1, 256)] = 8
     tileSize: Annotated[int, WithinRange(0, 4096)] = 0
+    fitIterations: Annotated[int, WithinRange(0, 100000)] = 0
+    consistencyMap: bool = True
+    uncertaintyMap: bool = False
+    enforceConsistency: bool = False
+    applyToAll: bool = False
     outputVolume: vtkMRMLScalarVolumeNode
 
 
@@ -108,9 +140,10 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job: Optional[SuperResolutionJob] = None
         self._deviceProbe: Optional[EngineProcess] = None
         self._deviceInfo: Optional[engine.DeviceInfo] = None
-        self._checkpointScale: Optional[int] = None
+        self._checkpointKey: Optional[Any] = None
         self._checkpoints: List[Any] = []
-        self._exitingJobs: List[SuperResolutionJob] = []  # cancelled, engine still exiting
+        self._exitingJobs: List[Any] = []  # cancelled, engine still exiting
+        self._prefilledInputID: Optional[str] = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -150,7 +183,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._job:
-            self._job.cancel()
+            self._job.cancel(keepFinished=False)
             self._onJobDone()
         self.setParameterNode(None)
 
@@ -174,12 +207,16 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode: Optional[FAGANSuperResParameterNode]) -> None:
         self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
-        self._checkpointScale = None
+        self._checkpointKey = None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(
                 {name: getattr(self.ui, widget) for name, widget in PARAMETER_WIDGETS.items()})
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+            # Values saved with the scene were prefilled (or edited) for this input already.
+            input = self._parameterNode.inputVolume
+            self._prefilledInputID = input.GetID() if input and self._parameterNode.targetSpacing > 0 else None
             self._updateDeviceLabels()
+            self._updateModeLabels()
             self._updateGUI()
 
     def _disconnectParameterNode(self) -> None:
@@ -202,44 +239,113 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not p:
             return
-        if self._checkpointScale != p.scale:
+        self._prefillThroughPlane()
+        if self._checkpointKey != (p.scale, p.acquisition):
             self._refreshCheckpoints()
         else:
             self._showCheckpointSelection()
-        usesCheckpoint = p.method == "fagan"
+        throughPlane = p.mode == "through-plane"
+        for name in IN_PLANE_ROWS:
+            self._showRow(name, not throughPlane)
+        for name in THROUGH_PLANE_ROWS:
+            self._showRow(name, throughPlane)
+        self.ui.fitIterationsSpinBox.enabled = throughPlane
+        usesCheckpoint = p.method == "fagan" and not throughPlane
         self.ui.checkpointComboBox.enabled = usesCheckpoint and not self._job
         self.ui.checkpointInfoLabel.setVisible(usesCheckpoint)
+        self.ui.acquisitionComboBox.enabled = p.method == "fagan"
+        for widgetName, flag in TRUST_FLAGS.items():
+            widget = getattr(self.ui, widgetName)
+            widget.enabled = self._engineSupports(flag)
+            if not widget.enabled:
+                widget.toolTip = _("Needs a newer FA-GAN engine (no {flag} option)").format(flag=flag)
+        self.ui.batchFolderComboBox.enabled = p.applyToAll
+        self.ui.outputSelector.enabled = not p.applyToAll
         if self._job:
             self.ui.applyButton.enabled = True
             return
         problem = self._applyProblem()
         self.ui.applyButton.enabled = problem is None
-        self.ui.applyButton.toolTip = problem or _("Super-resolve the input volume in the background")
+        self.ui.applyButton.toolTip = problem or _("Super-resolve in the background")
+
+    def _showRow(self, name: str, visible: bool) -> None:
+        """Show or hide a form row: the ``<name>Label`` and its field."""
+        for suffix in ("Label", "ComboBox", "SpinBox"):
+            widget = getattr(self.ui, name + suffix, None)
+            if widget is not None:
+                widget.setVisible(visible)
+
+    @staticmethod
+    def _engineSupports(*flags: str) -> bool:
+        try:
+            return engine.engineSupports(*flags)
+        except Exception:  # engine missing or broken: the run itself will say why
+            return False
+
+    def _prefillThroughPlane(self) -> None:
+        """Target spacing and slice thickness from a newly selected input (finest in-plane spacing;
+        DICOM Slice Thickness when Slicer's DICOM database knows the series, else the slice spacing)."""
+        p = self._parameterNode
+        node = p.inputVolume
+        if not node or node.GetID() == self._prefilledInputID or node.GetImageData() is None:
+            return
+        self._prefilledInputID = node.GetID()
+        database = getattr(slicer, "dicomDatabase", None)
+        instanceValue = database.instanceValue if database is not None and database.isOpen else None
+        target, thickness, source = throughPlaneDefaults(node, instanceValue)
+        with slicer.util.NodeModify(p):
+            p.targetSpacing = round(target, 3)
+            p.sliceThickness = round(thickness, 3)
+        self.ui.sliceThicknessSpinBox.toolTip = _("Acquired slice thickness (here from the {source}).").format(source=source)
 
     def _applyProblem(self) -> Optional[str]:
         p = self._parameterNode
-        if not p.inputVolume:
+        if p.applyToAll:
+            if not self._engineSupports("--output-dir"):
+                return _("This FA-GAN engine has no batch mode")
+            if not batchInputVolumes(slicer.mrmlScene, self.ui.batchFolderComboBox.currentItem() or None):
+                return _("No grayscale volume to process in the scene or folder")
+        elif not p.inputVolume:
             return _("Select an input volume")
-        if p.outputVolume and p.outputVolume == p.inputVolume:
+        elif p.outputVolume and p.outputVolume == p.inputVolume:
             return _("The output volume must differ from the input volume")
-        if p.method == "fagan" and not p.checkpointPath:
-            return _("No checkpoint for x{scale}: use Browse... or the bicubic method").format(scale=p.scale)
+        if p.mode == "through-plane":
+            if not self._engineSupports("--through-plane"):
+                return _("This FA-GAN engine has no thick-slice mode yet")
+        elif p.method == "fagan" and not p.checkpointPath:
+            return _("No checkpoint for x{scale}: use Browse... or an interpolation method").format(scale=p.scale)
         return None
 
     def _refreshCheckpoints(self) -> None:
-        """Fill the checkpoint selector with checkpoints made for the current scale, plus Browse..."""
+        """Fill the checkpoint selector with checkpoints made for the current scale, plus Browse...
+        A new scale or acquisition selects its bundled default (the engine's choice for them)."""
         p = self._parameterNode
-        self._checkpointScale = p.scale
+        acquisitionChanged = self._checkpointKey is not None and self._checkpointKey[1] != p.acquisition
+        self._checkpointKey = (p.scale, p.acquisition)
         try:
             self._checkpoints = availableCheckpoints(p.scale, userCheckpointRegistry())
         except Exception as exc:  # engine missing or broken: show why instead of failing setup
             logging.error(f"Cannot list checkpoints: {exc}")
             self._checkpoints = []
         paths = [str(info.path) for info in self._checkpoints]
-        if p.checkpointPath not in paths:
+        selected = [info for info in self._checkpoints if str(info.path) == p.checkpointPath]
+        if not selected or (acquisitionChanged and selected[0].bundled):
             with slicer.util.NodeModify(p):
-                p.checkpointPath = paths[0] if paths else ""
+                p.checkpointPath = self._defaultCheckpoint(p.scale, p.acquisition, paths)
         self._showCheckpointSelection()
+
+    @staticmethod
+    def _defaultCheckpoint(scale: int, acquisition: str, paths: List[str]) -> str:
+        """The engine's bundled default for the scale and acquisition, if listed; else the first."""
+        try:
+            from fagan_engine.checkpoint import default_checkpoint
+
+            default = default_checkpoint(scale, acquisition)
+        except Exception:
+            default = None
+        if default is not None and str(default) in paths:
+            return str(default)
+        return paths[0] if paths else ""
 
     def _showCheckpointSelection(self) -> None:
         combo = self.ui.checkpointComboBox
@@ -297,6 +403,10 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._timer.start()
 
+    def _updateModeLabels(self) -> None:
+        for index, mode in enumerate(MODES):
+            self.ui.modeComboBox.setItemText(index, _(MODE_LABELS[mode]))
+
     def _updateDeviceLabels(self) -> None:
         combo = self.ui.deviceComboBox
         gpu = self._deviceInfo.gpuLabel() if self._deviceInfo else _("GPU (checking...)")
@@ -319,17 +429,33 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(self._deviceInfo.gpuLabel() + _(". Select Auto or CPU."))
             return
         with slicer.util.tryWithErrorDisplay(_("FA-GAN cannot run yet."), waitCursor=False):
-            if not self.logic.ensureDependencies(p.method):
+            if not self.logic.ensureDependencies(dependencyTask(p.mode, p.method)):
                 return
+        self.ui.warningsLabel.text = ""
+        self.ui.summaryLabel.text = ""
         with slicer.util.tryWithErrorDisplay(_("Failed to start super-resolution."), waitCursor=True):
-            self._job = self.logic.process(
-                p.inputVolume, p.outputVolume, p.scale,
-                checkpointPath=p.checkpointPath or None, plane=p.plane, device=p.device, method=p.method,
-                waitForCompletion=False, batchSize=p.batchSize, tileSize=p.tileSize or None)
+            options = self.runOptions()
+            if p.applyToAll:
+                volumes = batchInputVolumes(slicer.mrmlScene, self.ui.batchFolderComboBox.currentItem() or None)
+                self._job = self.logic.processAll(volumes, options, waitForCompletion=False)
+            else:
+                self._job = self.logic.processWithOptions(p.inputVolume, p.outputVolume, options, waitForCompletion=False)
         if not self._job:
             return
         self._setRunning(True)
         self._timer.start()
+
+    def runOptions(self) -> SuperResolutionOptions:
+        """The run's settings from the panel; trust features the engine lacks are left out."""
+        p = self._parameterNode
+        return SuperResolutionOptions(
+            scale=p.scale, mode=p.mode, method=p.method if p.mode == "in-plane" else "fagan", acquisition=p.acquisition,
+            checkpointPath=p.checkpointPath or None, plane=p.plane, device=p.device, batchSize=p.batchSize,
+            tileSize=p.tileSize or None, targetSpacing=p.targetSpacing or None, sliceThickness=p.sliceThickness or None,
+            fitIterations=p.fitIterations or None,
+            consistencyMap=p.consistencyMap and self._engineSupports(TRUST_FLAGS["consistencyMapCheckBox"]),
+            uncertaintyMap=p.uncertaintyMap and self._engineSupports(TRUST_FLAGS["uncertaintyMapCheckBox"]),
+            enforceConsistency=p.enforceConsistency and self._engineSupports(TRUST_FLAGS["enforceConsistencyCheckBox"]))
 
     def onPollTimer(self) -> None:
         """Non-blocking poll of the background processes (device probe, super-resolution run)."""
@@ -343,6 +469,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.poll()
             self.ui.progressBar.value = round(100 * self._job.fraction)
             self.ui.statusLabel.text = self._job.status
+            self.ui.warningsLabel.text = "\n".join(_("Warning: {line}").format(line=w) for w in self._job.warnings)
             if self._job.done:
                 self._onJobDone()
         for job in self._exitingJobs:
@@ -358,16 +485,20 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.start()
         self._setRunning(False)
         self.ui.statusLabel.text = job.status
-        if job.state == "succeeded":
-            self._parameterNode.outputVolume = job.outputVolumeNode
-            self.logic.showResult(job.outputVolumeNode)
-        elif job.state == "failed":
+        self.ui.warningsLabel.text = "\n".join(_("Warning: {line}").format(line=w) for w in job.warnings)
+        if job.state in ("succeeded", "partial"):
+            self.ui.summaryLabel.text = job.summaryText()
+            if isinstance(job, SuperResolutionJob):
+                self._parameterNode.outputVolume = job.outputVolumeNode
+            self.logic.showResult(job)
+        if job.state in ("failed", "partial"):
             logging.error("FA-GAN engine output:\n" + "\n".join(job.process.logLines[-30:]))
             slicer.util.errorDisplay(_("Super-resolution failed: {reason}").format(reason=job.error))
 
     def _setRunning(self, running: bool) -> None:
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton, self.ui.outputsCollapsibleButton):
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton, self.ui.trustCollapsibleButton,
+                       self.ui.batchCollapsibleButton, self.ui.outputsCollapsibleButton):
             widget.enabled = not running
         self.ui.progressBar.setVisible(running)
         self.ui.progressBar.value = 0
@@ -397,9 +528,26 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
         return lib.process(inputVolumeNode, outputVolumeNode, scale, checkpointPath, plane, device, method,
                            waitForCompletion, **kwargs)
 
+    def processWithOptions(self, inputVolumeNode, outputVolumeNode, options: SuperResolutionOptions,
+                           waitForCompletion: bool = True) -> SuperResolutionJob:
+        """``process`` with the panel's SuperResolutionOptions."""
+        fields = {name: getattr(options, name) for name in options.__dataclass_fields__}
+        positional = {name: fields.pop(name) for name in ("scale", "checkpointPath", "plane", "device", "method")}
+        return self.process(inputVolumeNode, outputVolumeNode, positional["scale"], positional["checkpointPath"],
+                            positional["plane"], positional["device"], positional["method"], waitForCompletion, **fields)
+
     @staticmethod
-    def showResult(volumeNode) -> None:
-        slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
+    def processAll(volumeNodes, options: SuperResolutionOptions, waitForCompletion: bool = True):
+        """Apply to all volumes: one background engine process for ``volumeNodes`` (see BatchLogic)."""
+        return BatchLogic(temporaryDirectory=slicer.app.temporaryPath).process(volumeNodes, options, waitForCompletion)
+
+    @staticmethod
+    def showResult(job) -> None:
+        """Show a finished job's result in the slice views, with its trust map as a colour overlay
+        (and its colour legend) when there is one."""
+        layers = job.overlayLayers()
+        if layers:
+            slicer.util.setSliceViewerLayers(**layers, fit=True)
 
     @staticmethod
     def ensureDependencies(task: str = "fagan", askConfirmation: bool = True) -> bool:
@@ -446,9 +594,13 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_BicubicKeepsGeometry()
         self.setUp()
+        self.test_LanczosCarriesProvenance()
+        self.setUp()
         self.test_FailureLeavesSceneUnchanged()
         self.setUp()
         self.test_SuperResolveBundledCheckpoint()
+        self.setUp()
+        self.test_ThickSlicesToIsotropic()
 
     def test_BicubicKeepsGeometry(self):
         self.delayDisplay("Bicubic x2 of a synthetic MR volume (no PyTorch needed)")
@@ -457,6 +609,34 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
         job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu", method="bicubic")
         self.assertEqual(job.state, "succeeded")
         checkSuperResolved(self, inputNode, job.outputVolumeNode, 2)
+        self.delayDisplay("Test passed")
+
+    def test_LanczosCarriesProvenance(self):
+        self.delayDisplay("Lanczos x2 (no PyTorch needed): the result carries the research-use notice")
+        inputNode = createSyntheticMRVolume()
+        job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu", method="lanczos")
+        checkSuperResolved(self, inputNode, job.outputVolumeNode, 2)
+        self.assertEqual(job.outputVolumeNode.GetAttribute("FAGAN.Notice"), "research use, not for diagnosis")
+        self.assertTrue(job.outputVolumeNode.GetAttribute("FAGAN.EngineVersion"))
+        self.assertIsNotNone(job.summaryTableNode)
+        self.delayDisplay("Test passed")
+
+    def test_ThickSlicesToIsotropic(self):
+        if skipUnlessReady(self, "train"):
+            return
+        if not engine.engineSupports("--through-plane"):
+            self.delayDisplay("Skipped (through-plane): this engine has no --through-plane")
+            return
+        self.delayDisplay("Thick slices -> isotropic on a small synthetic volume (CPU, a few fit iterations)")
+        inputNode = createSyntheticMRVolume("thick")
+        job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu", mode="through-plane", fitIterations=2)
+        self.assertEqual(job.state, "succeeded")
+        output = job.outputVolumeNode
+        self.assertTrue(output.GetName().startswith("thick_iso") and output.GetName().endswith("mm"))
+        np.testing.assert_allclose(physicalBox(output), physicalBox(inputNode), atol=1e-4)
+        spacing = output.GetSpacing()
+        self.assertLess(max(spacing) / min(spacing), 1.5, "nearly isotropic")
+        self.assertTrue(any(event.get("phase") == "fit" for event in job.process.events))
         self.delayDisplay("Test passed")
 
     def test_SuperResolveBundledCheckpoint(self):
@@ -480,6 +660,14 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
             FAGANSuperResLogic().process(inputNode, None, 2, checkpointPath=badCheckpoint, device="cpu")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Test passed")
+
+
+def dependencyTask(mode: str, method: str) -> str:
+    """What a run needs installed: the thick-slice fit trains (torch), FA-GAN inference needs torch
+    or ONNX Runtime, interpolation (bicubic, Lanczos) needs nothing beyond Slicer."""
+    if mode == "through-plane":
+        return "train"
+    return "fagan" if method == "fagan" else "bicubic"
 
 
 def skipUnlessReady(test: ScriptedLoadableModuleTest, task: str) -> bool:

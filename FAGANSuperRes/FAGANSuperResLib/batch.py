@@ -48,8 +48,8 @@ def batchInputVolumes(scene: Any, folderItemID: Optional[int] = None) -> List[An
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
         children = vtk.vtkIdList()
         shNode.GetItemChildren(folderItemID, children, True)
-        allowed = {shNode.GetItemDataNode(children.GetId(i)).GetID() for i in range(children.GetNumberOfIds())
-                   if shNode.GetItemDataNode(children.GetId(i)) is not None}
+        items = [folderItemID] + [children.GetId(i) for i in range(children.GetNumberOfIds())]
+        allowed = {shNode.GetItemDataNode(item).GetID() for item in items if shNode.GetItemDataNode(item) is not None}
     volumes = []
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
         node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
@@ -136,14 +136,36 @@ class BatchJob:
             self.poll()
         return self
 
-    def cancel(self) -> None:
-        """Kill the engine (bounded wait); cases finished before are loaded, the rest dropped."""
+    def cancel(self, keepFinished: bool = True) -> None:
+        """Kill the engine (bounded wait). With ``keepFinished`` the cases finished before are
+        loaded; without (the scene is closing) nothing enters the scene."""
         if self.done:
             return
         self.process.kill()
         for event in self.process.poll():  # case_end events that arrived before the kill
             self._handleEvent(event)
+        if not keepFinished:
+            for case in self.cases:
+                if case.status == "done":
+                    case.status = "cancelled"
         self._finish("cancelled by the user", cancelled=True)
+
+    def summaryText(self) -> str:
+        """One line per volume (result or failure), then the notice and the warnings."""
+        lines = [self.status]
+        for case in self.cases:
+            outcome = case.outputVolumeNode.GetName() if case.outputVolumeNode is not None else f"{case.status} {case.error}".strip()
+            lines.append(f"{case.node.GetName()}: {outcome}")
+        lines.append(f"Notice: {NOTICE}")
+        lines += [f"Warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def overlayLayers(self) -> Dict[str, Any]:
+        """Slice-view layers showing the first result (with its trust map, if any)."""
+        from .maps import overlayLayers
+
+        first = next((case for case in self.cases if case.outputVolumeNode is not None), None)
+        return overlayLayers(first.outputVolumeNode, first.mapNodes) if first else {}
 
     def _case(self, event: Dict[str, Any]) -> Optional[BatchCase]:
         return self._byName.get(Path(str(event.get("input") or "")).name)

@@ -267,9 +267,10 @@ class SuperResolutionJob:
             raise SuperResolutionError(self.error or self.state)
         return self
 
-    def cancel(self) -> None:
+    def cancel(self, keepFinished: bool = True) -> None:
         """Kill the engine's whole process tree (waiting at most a few hundred ms for it to exit;
-        later ``poll()`` calls collect the rest); the scene stays unchanged."""
+        later ``poll()`` calls collect the rest); the scene stays unchanged. (``keepFinished`` is
+        for the batch job's interface: a single run has nothing finished to keep.)"""
         if self.done:
             return
         self.process.kill()
@@ -343,6 +344,12 @@ class SuperResolutionJob:
         node, mapNodes, table = addResultToScene(self.inputVolumeNode, self.outputVolumeNode, image, maps, self.options,
                                                  self.identity, self.warnings, self.summary, created)
         self.outputVolumeNode, self.mapNodes, self.summaryTableNode = node, mapNodes, table
+
+    def summaryText(self) -> str:
+        """The result's notice, identity, summary figures and warnings, one ``item: value`` per line."""
+        rows = summaryRows(self.inputVolumeNode.GetName(), self.options.settings(), self.identity, self.summary,
+                           self.warnings)
+        return "\n".join(f"{item}: {value}" for item, value in rows)
 
     def overlayLayers(self) -> Dict[str, Any]:
         """Keyword arguments for ``slicer.util.setSliceViewerLayers``: the result with its trust map

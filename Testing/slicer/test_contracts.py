@@ -27,6 +27,11 @@ WIDGET_API: Dict[str, Set[str]] = {
     "QComboBox": {"connect", "enabled", "clear", "addItem", "findData", "setCurrentIndex", "itemData",
                   "blockSignals", "setItemText", "activated(int)"},
     "QLabel": {"text", "setVisible"},
+    "QSpinBox": {"enabled"},
+    "QDoubleSpinBox": {"toolTip"},
+    "QCheckBox": {"enabled", "toolTip"},
+    "qMRMLNodeComboBox": {"enabled"},
+    "qMRMLSubjectHierarchyComboBox": {"enabled", "currentItem"},
     "QProgressBar": {"value", "setVisible"},
     "QPlainTextEdit": {"appendPlainText"},
     "ctkCollapsibleButton": {"enabled", "collapsed"},
@@ -113,6 +118,12 @@ def test_every_ui_widget_used_exists_with_a_fitting_class(module):
         assert name in widgets, f"{table}: {name} is not in the .ui file"
         if table == "PATH_WIDGETS":
             assert widgets[name] == "ctkPathLineEdit", name
+    for table in ("IN_PLANE_ROWS", "THROUGH_PLANE_ROWS"):  # form rows shown per mode: <name>Label + its field
+        for row in moduleTable(module, table):
+            assert widgets.get(row + "Label") == "QLabel", f"{table}: no {row}Label"
+            assert [w for w in widgets if w.startswith(row) and w != row + "Label" and w.endswith(("ComboBox", "SpinBox"))], row
+    for widget in moduleTable(module, "TRUST_FLAGS"):
+        assert widgets[widget] == "QCheckBox", widget
 
 
 def parameterAnnotations(module: str) -> Dict[str, str]:
