@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .batch_bench import batch_section
+from .through_plane_bench import through_plane_section
 from .common import FULL, SMOKE, Sizes, export_padded_onnx, export_to, prepare_checkpoint, worker_env
 from .machine import REPO, load_average, machine_info, machine_name
 from .worker import run_task
@@ -66,6 +67,7 @@ def run_suite(sizes: Sizes, device: str, smoke: bool) -> Dict[str, Any]:
             "memory": memory_section(sizes, device, tmp),
             "cpu_variants": variants_section(sizes, tmp) if sizes.variants and device == "cpu" else [],
             "batch": batch_section(smoke, device, tmp),
+            "through_plane": through_plane_section(smoke, device, tmp),
         }
     results["machine"]["load_average_after"] = load_average()
     return results

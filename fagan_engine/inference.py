@@ -78,17 +78,67 @@ class SuperResolver:
             self.normalization = NormalizationConfig()
             return
         self.checkpoint = resolve_checkpoint(options)
-        self.runner, self.normalization = load_runner(
-            options.scale, self.checkpoint, options.device, options.backend, options.untrained
-        )
+        if options.adapt_iterations > 0:
+            self.base_model, self.normalization = load_model(
+                options.scale, self.checkpoint, options.device, options.backend, options.untrained
+            )
+            self.runner = torch_runner(self.base_model, _model_device(self.base_model))
+        else:
+            self.runner, self.normalization = load_runner(
+                options.scale, self.checkpoint, options.device, options.backend, options.untrained
+            )
         if self.checkpoint is not None:
             self.metadata = checkpoint_metadata(self.checkpoint)
             self.warnings.extend(acquisition_warnings(self.checkpoint.name, self.metadata.acquisitions, options.acquisition))
 
-    def __call__(self, image: sitk.Image, progress: Optional[Progress] = None, plane: Optional[Plane] = None) -> sitk.Image:
-        """Super-resolve one volume; ``plane`` overrides the options' plane (a name or two sitk axes)."""
+    base_model: Any = None
+    """The loaded generator when ``adapt_iterations > 0`` (never changed: each image adapts a copy)."""
+    adapted_model: Any = None
+    """The generator adapted to the last image (``adapt``), or None."""
+
+    def adapt(
+        self,
+        image: sitk.Image,
+        progress: Optional[Callable[..., None]] = None,
+        stop: Optional[Callable[[], bool]] = None,
+        plane: Optional[Plane] = None,
+    ) -> Runner:
+        """Fine-tune a fresh copy of the loaded model on ``image`` (``options.adapt_iterations`` steps).
+
+        Sets and returns ``self.runner`` (the adapted runner, which ``__call__`` then uses and the
+        trust maps can reuse for the same image); ``progress(done, total, phase="adapt", loss=...)``.
+        """
+        from .adaptation import adapt_generator
+
+        if self.base_model is None:
+            raise InputError("per-scan adaptation needs method fagan with adapt_iterations > 0 and the PyTorch backend")
+        self.adapted_model = adapt_generator(
+            image, self.options, progress, model=self.base_model, normalization=self.normalization, stop=stop, plane=plane
+        )
+        self.runner = torch_runner(self.adapted_model, _model_device(self.adapted_model))
+        return self.runner
+
+    def __call__(
+        self,
+        image: sitk.Image,
+        progress: Optional[Progress] = None,
+        plane: Optional[Plane] = None,
+        adapt_progress: Optional[Callable[..., None]] = None,
+        stop: Optional[Callable[[], bool]] = None,
+    ) -> sitk.Image:
+        """Super-resolve one volume; ``plane`` overrides the options' plane (a name or two sitk axes).
+
+        With ``options.adapt_iterations > 0`` the model is first adapted to this image (``adapt``);
+        ``adapt_progress`` (default: ``progress`` when it accepts ``phase=``) reports that phase.
+        """
         options = self.options
         image = validate_image(image, options.nan_policy)
+        if self.base_model is not None:
+            from .adaptation import accepts_phase
+
+            if adapt_progress is None and accepts_phase(progress):
+                adapt_progress = progress
+            self.adapt(image, adapt_progress, stop, plane)
         tile = options.tile_size if options.method == "fagan" else None
         return run_slices(
             image, options.scale, plane or options.plane, self.runner, self.normalization,
@@ -202,6 +252,25 @@ def load_runner(
         normalization = metadata.normalization_config()
     # channels_last: oneDNN/cuDNN's fast layout for these 32-channel convs (docs/performance.md)
     return torch_runner(model.to(memory_format=torch.channels_last), torch_device), normalization
+
+
+def load_model(
+    scale: int, checkpoint: Union[str, Path, None], device: str, backend: str, untrained: bool
+) -> Tuple[Any, NormalizationConfig]:
+    """The PyTorch generator of a checkpoint (None: random weights, tests only) and its normalisation (adaptation)."""
+    if backend == "onnx" or (checkpoint is not None and Path(checkpoint).suffix == ".onnx"):
+        raise InputError("per-scan adaptation (--adapt) needs the PyTorch backend and a .safetensors checkpoint, not ONNX")
+    if checkpoint is None and not untrained:
+        raise CheckpointError("no checkpoint given")
+    torch_device = resolve_device(device)
+    if checkpoint is None:
+        from .archs import build_generator, preset_config
+
+        return build_generator(preset_config("fagan", scale)).to(torch_device).eval(), NormalizationConfig()
+    from .checkpoint import load_generator
+
+    model, metadata = load_generator(str(checkpoint), expected_scale=scale, device=torch_device)
+    return model, metadata.normalization_config()
 
 
 def resolve_device(device: str) -> str:

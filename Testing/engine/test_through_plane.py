@@ -1,0 +1,195 @@
+"""Through-plane SR: planning, exact output geometry, slice-profile pairs, tiny fits, cancel, bad input."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from fagan_engine.errors import InputError
+from fagan_engine.forward_model import slice_profile_matrix
+from fagan_engine.geometry import physical_corners, same_physical_extent
+from fagan_engine.through_plane import FitCancelled, fuse, super_resolve_through_plane
+from fagan_engine.through_plane_fit import Direction, FitConfig, PairSampler, bundled_weights, load_weights, scan_directions
+from fagan_engine.through_plane_plan import (
+    bspline_matrix,
+    interpolate_through_plane,
+    output_geometry,
+    plan_through_plane,
+)
+
+TINY = FitConfig(iterations=2, batch_size=2, lr_rows=4, patch_cols=16)
+
+
+def _oblique(size=(20, 18, 7), spacing=(0.9, 0.8, 3.3), seed=0) -> sitk.Image:
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.random(size[::-1]).astype(np.float32) * 100)
+    image.SetSpacing(spacing)
+    angle = 0.3
+    rotation = np.array([[1, 0, 0], [0, math.cos(angle), -math.sin(angle)], [0, math.sin(angle), math.cos(angle)]])
+    tilt = np.array([[math.cos(0.2), 0, math.sin(0.2)], [0, 1, 0], [-math.sin(0.2), 0, math.cos(0.2)]])
+    image.SetDirection(tuple((rotation @ tilt).ravel()))
+    image.SetOrigin((-12.5, 40.25, 7.0))
+    return image
+
+
+def test_plan_picks_coarsest_axis_and_target_defaults_to_finest_in_plane() -> None:
+    plan = plan_through_plane(_oblique())
+    assert plan.axis == 2 and plan.n_in == 7 and plan.thickness == pytest.approx(3.3)
+    assert plan.target_spacing == pytest.approx(0.8)
+    assert plan.n_out == round(7 * 3.3 / 0.8)
+    assert plan.output_spacing == pytest.approx(7 * 3.3 / plan.n_out)
+    permuted = _oblique(size=(6, 20, 18), spacing=(4.0, 1.0, 1.0))
+    assert plan_through_plane(permuted).axis == 0
+
+
+@pytest.mark.parametrize("target", [1.0, 0.7, 1.37])
+def test_output_geometry_keeps_the_corners_on_oblique_volumes(target: float) -> None:
+    image = _oblique()
+    plan = plan_through_plane(image, target_spacing=target)
+    reference = output_geometry(image, plan).apply(sitk.Image(list(output_geometry(image, plan).size), sitk.sitkFloat32))
+    assert np.allclose(physical_corners(reference), physical_corners(image), atol=1e-4, rtol=0)
+    assert reference.GetSpacing()[2] == pytest.approx(plan.n_in * 3.3 / plan.n_out)
+    assert plan.n_out == round(plan.extent / target)  # the spacing closest to the target that tiles the extent
+
+
+def test_thickness_from_argument_dicom_header_or_spacing() -> None:
+    image = _oblique()
+    assert plan_through_plane(image).thickness_source == "spacing"
+    image.SetMetaData("0018|0050", "2.5 ")
+    plan = plan_through_plane(image)
+    assert (plan.thickness, plan.thickness_source, round(plan.gap, 6)) == (2.5, "dicom", 0.8)
+    assert plan_through_plane(image, slice_thickness=3.0).thickness == 3.0
+
+
+def test_bad_input_one_clear_line() -> None:
+    iso = sitk.Image([16, 16, 16], sitk.sitkFloat32)
+    with pytest.raises(InputError, match="already .*isotropic.*in-plane mode"):
+        plan_through_plane(iso)
+    one = sitk.Image([16, 16, 1], sitk.sitkFloat32)
+    one.SetSpacing((1, 1, 5))
+    with pytest.raises(InputError, match="single slice"):
+        plan_through_plane(one)
+    thick = sitk.Image([16, 16, 6], sitk.sitkFloat32)
+    thick.SetSpacing((1, 1, 4))
+    with pytest.raises(InputError, match="target spacing 5 mm is not smaller than the slice spacing 4 mm"):
+        plan_through_plane(thick, target_spacing=5.0)
+    for error in (pytest.raises(InputError),):
+        with error as caught:
+            super_resolve_through_plane(iso, iterations=1, device="cpu")
+        assert "\n" not in str(caught.value)
+
+
+def _box_average(hr: np.ndarray, centre: float, thickness: float, sub: int = 2000) -> float:
+    """Direct computation: the piecewise-constant HR row integrated over [centre ± thickness/2]."""
+    x = (np.arange(len(hr) * sub) + 0.5) / sub
+    inside = np.abs(x - centre) <= thickness / 2
+    return float(np.repeat(hr, sub)[inside].mean())
+
+
+@pytest.mark.parametrize("ratio,thickness", [(4.0, 4.0), (3.3, 2.3), (2.5, 2.5)])
+def test_training_pairs_follow_the_slice_profile(ratio: float, thickness: float) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.random((3, 40, 24)).astype(np.float32)
+    direction = Direction(images, ratio, thickness, 0.0).prepare(lr_rows=6, max_hr_rows=40)
+    effective = direction.hr_rows / direction.n_lr
+    assert abs(effective - ratio) <= 0.5 / direction.n_lr + 1e-9
+    column = images[0, : direction.hr_rows, 0].astype(np.float64)
+    direct = [_box_average(column, (j + 0.5) * effective, thickness) for j in range(direction.n_lr)]
+    assert np.allclose(direction.profile @ column, direct, atol=2e-3)
+    sampler = PairSampler([direction], FitConfig(batch_size=2, lr_rows=6, patch_cols=8), rng)
+    lr, base, hr = sampler.batch()
+    assert lr.shape == (2, 1, direction.n_lr, 8) and hr.shape == (2, 1, direction.hr_rows, 8) and base.shape == hr.shape
+    assert np.allclose(lr[:, 0], np.einsum("ij,bjk->bik", direction.profile, hr[:, 0]), atol=1e-5)
+
+
+def test_gaussian_edged_profile_matches_a_direct_convolution() -> None:
+    sigma, thickness, ratio = 0.7, 3.0, 3.5
+    profile = slice_profile_matrix(28, 8, ratio, thickness, sigma)
+    x = (np.arange(28 * 400) + 0.5) / 400
+    for j in (0, 3, 7):
+        c = (j + 0.5) * ratio
+        from scipy.special import ndtr
+
+        density = ndtr((x - c + thickness / 2) / sigma) - ndtr((x - c - thickness / 2) / sigma)
+        direct = density.reshape(28, 400).sum(axis=1)
+        assert np.allclose(profile[j], direct / direct.sum(), atol=1e-4)
+
+
+def test_scan_directions_use_both_in_plane_axes_in_pixels_of_each() -> None:
+    image = _oblique(size=(24, 20, 6), spacing=(0.5, 1.0, 4.0))
+    plan = plan_through_plane(image)
+    directions = scan_directions(sitk.GetArrayFromImage(image) / 100.0, plan)
+    assert sorted(d.ratio for d in directions) == [4.0, 8.0]
+    assert sorted(d.images.shape[1] for d in directions) == [20, 24]
+
+
+def test_bspline_matrix_reproduces_linear_ramps_and_input_samples() -> None:
+    matrix = bspline_matrix(9, 27)
+    ramp = np.arange(9, dtype=float)
+    positions = (np.arange(27) + 0.5) / 3 - 0.5
+    inner = (positions >= 3) & (positions <= 5)  # mirror boundaries bend a ramp near the ends only
+    assert np.allclose((matrix @ ramp)[inner], positions[inner], atol=1e-2)
+    assert np.allclose(matrix[1::3], np.eye(9), atol=1e-9)
+    assert np.allclose(matrix.sum(axis=1), 1.0)
+
+
+def test_interpolation_baseline_has_the_output_geometry() -> None:
+    image = _oblique()
+    plan = plan_through_plane(image, target_spacing=1.0)
+    out = interpolate_through_plane(image, plan, "lanczos")
+    assert out.GetSize()[2] == plan.n_out and same_physical_extent(image, out)
+
+
+def test_fourier_fusion_of_equal_results_is_identity() -> None:
+    a = np.random.default_rng(0).random((5, 12, 10)).astype(np.float32)
+    assert np.allclose(fuse(a, a, "fourier"), a, atol=1e-5)
+    assert np.allclose(fuse(a, 3 * a, "average"), 2 * a)
+
+
+def test_tiny_fit_on_an_oblique_32x32x8_volume_gives_a_valid_output() -> None:
+    image = _oblique(size=(32, 32, 8), spacing=(1.0, 1.0, 3.5))
+    image.SetMetaData("0018|0050", "2.5")  # 1 mm gaps
+    calls = []
+    out = super_resolve_through_plane(
+        image, iterations=2, device="cpu", progress=lambda d, t, phase, loss=None: calls.append((phase, d, t)),
+        fit_config=TINY,
+    )
+    assert out.GetSize() == (32, 32, 28) and out.GetSpacing()[2] == pytest.approx(1.0)
+    assert same_physical_extent(image, out, tol=1e-4)
+    array = sitk.GetArrayFromImage(out)
+    assert np.isfinite(array).all() and out.GetPixelID() == sitk.sitkFloat32
+    assert calls[:2] == [("fit", 1, 2), ("fit", 2, 2)]
+    assert calls[-1] == ("inference", 64, 64)
+
+
+def test_fit_from_scratch_non_integer_ratio() -> None:
+    image = _oblique(size=(32, 30, 8), spacing=(1.0, 1.1, 3.3))
+    out = super_resolve_through_plane(image, target_spacing=1.2, iterations=1, device="cpu", pretrained=False, fit_config=TINY)
+    assert out.GetSize()[2] == round(8 * 3.3 / 1.2) and same_physical_extent(image, out)
+
+
+def test_cancel_during_the_fit_raises_and_returns_nothing() -> None:
+    image = _oblique(size=(32, 32, 8), spacing=(1.0, 1.0, 4.0))
+    seen = []
+    with pytest.raises(FitCancelled) as caught:
+        super_resolve_through_plane(
+            image, iterations=50, device="cpu", fit_config=TINY,
+            progress=lambda d, t, phase, loss=None: seen.append(d), stop=lambda: len(seen) >= 2,
+        )
+    assert isinstance(caught.value, KeyboardInterrupt) and seen == [1, 2]
+
+
+def test_bundled_weights_load_and_detect_tampering(tmp_path) -> None:
+    from fagan_engine.errors import CheckpointError
+
+    model, metadata = load_weights()
+    assert metadata["model"]["upsampler"] in ("axis", "preinterp")
+    assert bundled_weights().stat().st_size < 4 << 20
+    blob = bytearray(bundled_weights().read_bytes())
+    blob[-5] ^= 0xFF
+    broken = tmp_path / "tp.safetensors"
+    broken.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_weights(broken)
