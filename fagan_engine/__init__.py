@@ -9,7 +9,7 @@ from typing import Any
 
 from ._version import __version__
 
-__all__ = ["__version__", "super_resolve"]
+__all__ = ["__version__", "super_resolve", "super_resolve_report", "SRResult"]
 
 
 def super_resolve(image: Any, scale: int, checkpoint: Any = None, **kwargs: Any) -> Any:
@@ -17,3 +17,12 @@ def super_resolve(image: Any, scale: int, checkpoint: Any = None, **kwargs: Any)
     from .inference import super_resolve as _super_resolve
 
     return _super_resolve(image, scale, checkpoint=checkpoint, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``SRResult`` and ``super_resolve_report`` (``fagan_engine.sr_result``), imported on first use."""
+    if name in ("SRResult", "super_resolve_report"):
+        from . import sr_result
+
+        return getattr(sr_result, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

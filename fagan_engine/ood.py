@@ -67,21 +67,23 @@ def ood_warnings(
 ) -> List[str]:
     """All warnings for an input ``image`` whose in-plane axes are ``axes``.
 
-    ``profile``: the checkpoint's ``data_profile`` (None or empty: those checks are skipped);
+    ``profile``: the checkpoint's ``data_profile`` (None, empty, or a missing or malformed entry:
+    that check is skipped, so a profile can never make this raise);
     ``normalization``: the checkpoint's; ``acquisition``: (trained acquisitions, selected one) to
     add the acquisition line (leave None when ``SuperResolver.warnings`` already has it).
     """
     slices = SliceLayout.for_axes(axes).to_slices(sitk.GetArrayViewFromImage(image)).astype(np.float32)
     lines: List[str] = []
-    if profile:
-        spacing = [image.GetSpacing()[a] for a in axes]
-        sides = [image.GetSize()[a] for a in axes]
-        lines += [
-            spacing_warning(spacing, profile["lr_spacing_mm"], checkpoint_name),
-            size_warning(sides, profile["lr_slice_size"], checkpoint_name),
-            noise_warning(relative_noise(slices), profile["max_noise"], checkpoint_name),
-            histogram_warning(histogram_distance(slices, profile["histogram"], normalization), checkpoint_name),
-        ]
+    profile = profile or {}
+    if _pair(profile.get("lr_spacing_mm")):
+        lines.append(spacing_warning([image.GetSpacing()[a] for a in axes], profile["lr_spacing_mm"], checkpoint_name))
+    if _pair(profile.get("lr_slice_size")):
+        lines.append(size_warning([image.GetSize()[a] for a in axes], profile["lr_slice_size"], checkpoint_name))
+    if _number(profile.get("max_noise")):
+        lines.append(noise_warning(relative_noise(slices), profile["max_noise"], checkpoint_name))
+    trained = profile.get("histogram")
+    if isinstance(trained, list) and len(trained) == len(HISTOGRAM_EDGES) - 1 and all(map(_number, trained)):
+        lines.append(histogram_warning(histogram_distance(slices, trained, normalization), checkpoint_name))
     lines.append(upsampled_warning(nyquist_ratio(slices)))
     if acquisition is not None:
         lines += acquisition_warnings(checkpoint_name, *acquisition)
@@ -169,3 +171,12 @@ def upsampled_warning(ratio: Optional[float]) -> str:
 
 def _range(lo: float, hi: float) -> str:
     return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _pair(value: Any) -> bool:
+    """A [low, high] range of positive numbers."""
+    return isinstance(value, list) and len(value) == 2 and all(_number(v) and v > 0 for v in value) and value[0] <= value[1]

@@ -61,6 +61,8 @@ def test_spacing_outside_the_training_range_warns(template_lr: sitk.Image, profi
     slightly.SetSpacing((2.5, 1.8, 1.0))
     assert lines(slightly, profile, "spacing") == []
     assert ood_warnings(four_times, AXES, {}) == []  # no profile: unknown range, no range warning
+    malformed = {"lr_spacing_mm": "2 mm", "lr_slice_size": [128, 64], "max_noise": None, "histogram": [1.0]}
+    assert ood_warnings(four_times, AXES, malformed) == []  # a malformed entry skips its check, never raises
 
 
 def test_slice_size_outside_the_training_range_warns(template_lr: sitk.Image, profile: dict) -> None:

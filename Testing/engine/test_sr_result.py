@@ -1,0 +1,131 @@
+"""``super_resolve_report``: the image, maps with exact geometry, summary, warnings, identity and JSON report."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from engine_helpers import oblique_volume, save_untrained_checkpoint
+from fagan_engine.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
+from fagan_engine.config import ACQUISITIONS
+from fagan_engine.consistency import SliceProfile, profile_matrix, redegrade, relative_rms
+from fagan_engine.forward_model import AcquisitionConfig, apply_along_axis, degrade_volume
+from fagan_engine.geometry import physical_corners
+from fagan_engine.inference import SuperResolver, super_resolve
+from fagan_engine.options import RunOptions
+from fagan_engine.sr_result import NOTICE, SRResult, super_resolve_report
+
+AXES = (0, 1)
+
+
+def assert_same_grid(image: sitk.Image, grid: sitk.Image) -> None:
+    assert image.GetSize() == grid.GetSize() and image.GetDirection() == grid.GetDirection()
+    assert np.allclose(physical_corners(image), physical_corners(grid), rtol=0, atol=1e-4)
+
+
+def test_bicubic_report_on_an_oblique_anisotropic_volume() -> None:
+    image = oblique_volume(size=(20, 16, 5), spacing=(0.9, 1.3, 3.0))
+    options = RunOptions(method="bicubic", scale=2)
+    result = super_resolve_report(image, options)
+    expected = super_resolve(image, 2, method="bicubic")
+    assert np.array_equal(sitk.GetArrayFromImage(result.image), sitk.GetArrayFromImage(expected))
+    assert_same_grid(result.image, expected)
+    assert_same_grid(result.consistency, expected)
+    assert_same_grid(result.consistency_lr, image)
+    assert result.uncertainty is None
+    assert set(result.summary) == {"relative_rms_residual", "fraction_above_3sigma", "noise_sigma", "foreground_voxels"}
+    report = json.loads(json.dumps(result.report()))
+    assert report["notice"] == NOTICE == "research use, not for diagnosis"
+    assert report["identity"]["notice"] == NOTICE and report["identity"]["options"]["method"] == "bicubic"
+    assert report["identity"]["checkpoint"] is None and report["engine_version"]
+    bare = super_resolve_report(image, options, consistency=False)
+    assert bare.consistency is None and bare.consistency_lr is None and bare.summary == {}
+
+
+def profiled_checkpoint(tmp_path: Path) -> Path:
+    """An untrained ×2 checkpoint whose data profile says: 2 mm LR spacing, 64-128 px slices, noise up to 0.04."""
+    path = save_untrained_checkpoint(tmp_path / "raw.safetensors", 2)
+    model, _ = load_generator(str(path))
+    metadata = read_metadata(str(path))
+    profile = {"lr_spacing_mm": [2.0, 2.0], "lr_slice_size": [8, 128], "max_noise": 0.04, "histogram": []}
+    fields = {**vars(metadata), "data_profile": profile, "acquisitions": ["kspace"]}
+    return save_checkpoint(str(tmp_path / "m.safetensors"), model.state_dict(), CheckpointMetadata(**fields))
+
+
+def test_fagan_report_identity_uncertainty_and_the_four_times_spacing_warning(tmp_path: Path, icbm_crop: sitk.Image) -> None:
+    checkpoint = profiled_checkpoint(tmp_path)
+    lr = degrade_volume(icbm_crop[:, :, :3], 2, AXES, AcquisitionConfig())
+    lr.SetSpacing((8.0, 8.0, 1.0))  # 4x the training spacing
+    options = RunOptions(checkpoint=str(checkpoint), scale=2, uncertainty=True, plane="axial")
+    calls = []
+    result = super_resolve_report(lr, options, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (24, 24) and all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))  # 8 passes of 3 slices
+    assert_same_grid(result.uncertainty, result.image)
+    assert "mean_uncertainty" in result.summary
+    assert any("in-plane spacing 8x8 mm is outside the 2 mm" in line for line in result.warnings)
+    checkpoint_id = result.identity["checkpoint"]
+    assert checkpoint_id["name"] == "m.safetensors"
+    assert checkpoint_id["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert checkpoint_id["acquisitions"] == ["kspace"] and checkpoint_id["data_profile_known"]
+    quiet = sitk.Image(lr)
+    quiet.SetSpacing((2.0, 2.0, 1.0))
+    resolver = SuperResolver(options.replace(uncertainty=False))  # batch mode: one resolver for many inputs
+    assert not any("spacing" in line for line in super_resolve_report(quiet, resolver.options, resolver).warnings)
+
+
+def test_acquisition_mismatch_is_reported_once(tmp_path: Path, icbm_crop: sitk.Image) -> None:
+    options = RunOptions(checkpoint=str(profiled_checkpoint(tmp_path)), scale=2, acquisition="gaussian")
+    warnings = super_resolve_report(icbm_crop, options, consistency=False).warnings
+    assert len([line for line in warnings if "was trained for kspace acquisition, not gaussian" in line]) == 1
+
+
+def test_an_input_super_resolved_already_warns(icbm_crop: sitk.Image) -> None:
+    once = super_resolve(degrade_volume(icbm_crop, 4, AXES, AcquisitionConfig()), 4, method="bicubic", plane=AXES)
+    warnings = super_resolve_report(once, RunOptions(method="bicubic", scale=2, plane="axial")).warnings
+    assert any("already upsampled" in line for line in warnings)
+
+
+@pytest.mark.parametrize("acquisition", ACQUISITIONS)
+def test_enforce_consistency_option_reproduces_the_input(acquisition: str, icbm_crop: sitk.Image) -> None:
+    lr = degrade_volume(icbm_crop, 2, AXES, AcquisitionConfig(model=acquisition, noise=0.01), np.random.default_rng(0))
+    options = RunOptions(method="lanczos", scale=2, acquisition=acquisition, enforce_consistency=True, plane="axial")
+    result = super_resolve_report(lr, options)
+    assert relative_rms(redegrade(result.image, 2, AXES, acquisition), sitk.GetArrayFromImage(lr)) <= 1e-3
+    assert result.summary["relative_rms_residual"] <= 1e-3
+    assert_same_grid(result.image, super_resolve(lr, 2, method="lanczos", plane=AXES))
+
+
+def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wiring only (the through-plane SR is another module): a stand-in returns the true volume."""
+    plan = SliceProfile(axis=2, n_in=4, n_out=12, input_spacing=3.0, output_spacing=1.0, thickness=3.0)
+    truth = np.random.default_rng(0).random((12, 10, 10)).astype(np.float32) * 100
+    image = sitk.GetImageFromArray(apply_along_axis(truth, profile_matrix(plan), 0).astype(np.float32))
+    image.SetSpacing((1.0, 1.0, 3.0))
+    sr = sitk.GetImageFromArray(truth)
+    sr.SetOrigin((0.0, 0.0, -1.0))
+    module = types.ModuleType("fagan_engine.through_plane")
+    module.plan_through_plane = lambda image, target_spacing=None, slice_thickness=None: plan
+    module.super_resolve_through_plane = lambda image, options, progress=None: sr
+    monkeypatch.setitem(sys.modules, "fagan_engine.through_plane", module)
+    result = super_resolve_report(image, RunOptions(mode="through-plane", method="bicubic", uncertainty=True))
+    assert result.image is sr and result.summary["relative_rms_residual"] < 1e-6
+    assert_same_grid(result.consistency, sr)
+    assert_same_grid(result.consistency_lr, image)
+    assert result.uncertainty is None and any("in-plane results only" in line for line in result.warnings)
+
+
+def test_package_exports_are_lazy() -> None:
+    code = (
+        "import sys, fagan_engine; assert 'fagan_engine.sr_result' not in sys.modules; "
+        "from fagan_engine import SRResult, super_resolve_report; print(SRResult.__module__, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["fagan_engine.sr_result", "False"]
+    assert SRResult.__module__ == "fagan_engine.sr_result"
