@@ -29,7 +29,7 @@ FORMAT = "fagan-checkpoint/2"
 LEGACY_FORMAT = "fagan-checkpoint/1"
 METADATA_KEY = "fagan"
 BUNDLED_DIR = Path(__file__).resolve().parent / "checkpoints"
-_TEXT_FIELDS = ("engine_version", "created", "weights_sha256", "content_sha256", "format")
+_TEXT_FIELDS = ("engine_version", "created", "weights_sha256", "content_sha256", "onnx_sha256", "format")
 
 
 @dataclasses.dataclass
@@ -48,6 +48,8 @@ class CheckpointMetadata:
     created: str = ""
     weights_sha256: str = ""
     content_sha256: str = ""
+    onnx_sha256: str = ""
+    """Set only in an ONNX export's sidecar (``NAME.onnx.json``): the SHA-256 of the ``.onnx`` bytes."""
     format: str = FORMAT
 
     def model_config(self) -> ModelConfig:

@@ -1,11 +1,11 @@
 """ONNX export of the generator, and an ONNX Runtime runner that needs no torch.
 
 ``export_onnx`` writes ``NAME.onnx`` (dynamic batch, height and width) with the checkpoint's
-metadata inside (``metadata_props["fagan"]``) and beside it as ``NAME.onnx.json``, plus
-``NAME.onnx.sha256``, the SHA-256 of the ONNX bytes. ``onnx_runner`` loads such a file with
-onnxruntime only, so a Slicer without PyTorch can super-resolve; the bytes must match their
-``.sha256`` file, and given a ``.safetensors`` checkpoint it uses the sibling ``.onnx`` only when
-the export's embedded metadata (which includes the checkpoint's checksum) equals the checkpoint's.
+metadata inside (``metadata_props["fagan"]``) and beside it as ``NAME.onnx.json``, whose
+``onnx_sha256`` is the SHA-256 of the ONNX bytes. ``onnx_runner`` loads such a file with
+onnxruntime only, so a Slicer without PyTorch can super-resolve; the bytes must match that
+checksum, and given a ``.safetensors`` checkpoint it uses the sibling ``.onnx`` only when the
+export's embedded metadata (which includes the checkpoint's checksum) equals the checkpoint's.
 
 Self-attention never materialises the N×N matrix: the exporter would lower
 ``scaled_dot_product_attention`` to MatMul + Softmax + MatMul, so each call is replaced by
@@ -15,6 +15,7 @@ docs/performance.md for the memory measurements.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import logging
@@ -47,12 +48,12 @@ def export_onnx(checkpoint_path: str, output_path: str) -> Path:
         raise OutputError(f"output folder does not exist: {target.parent}")
     model, metadata = load_generator(checkpoint_path)
     blob = generator_to_onnx(model, metadata).SerializeToString()
-    checksum = checksum_path(target)
-    if checksum.exists():  # a kill between the writes must never pair new bytes with an old checksum
-        checksum.unlink()
+    sidecar = sidecar_path(target)
+    if sidecar.exists():  # a kill between the writes must never pair new bytes with an old checksum
+        sidecar.unlink()
     atomic_write_bytes(target, blob)
-    atomic_write_bytes(sidecar_path(target), (metadata.to_json() + "\n").encode("utf-8"))
-    atomic_write_bytes(checksum, f"{hashlib.sha256(blob).hexdigest()}  {target.name}\n".encode("ascii"))
+    described = dataclasses.replace(metadata, onnx_sha256=hashlib.sha256(blob).hexdigest())
+    atomic_write_bytes(sidecar, (described.to_json() + "\n").encode("utf-8"))
     return target
 
 
@@ -139,27 +140,29 @@ def sidecar_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def checksum_path(onnx_path: Path) -> Path:
-    """``NAME.onnx`` → ``NAME.onnx.sha256`` (``sha256sum`` format)."""
-    return onnx_path.with_name(onnx_path.name + ".sha256")
-
-
 def verified_onnx_bytes(onnx_path: Path) -> bytes:
-    """The bytes of an exported model, checked against its ``.sha256`` file (CheckpointError if not)."""
-    checksum = checksum_path(onnx_path)
+    """The bytes of an exported model, checked against its sidecar's ``onnx_sha256`` (CheckpointError if not)."""
     try:
         blob = onnx_path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read ONNX model {onnx_path}: {exc.strerror}") from None
-    try:
-        expected = checksum.read_text(encoding="ascii").split()[0]
-    except (OSError, UnicodeDecodeError, IndexError):
-        raise CheckpointError(
-            f"{onnx_path.name} has no readable checksum file {checksum.name}; re-export it with fagan-export"
-        ) from None
+    expected = _sidecar_metadata(onnx_path).onnx_sha256
+    if not expected:
+        raise CheckpointError(f"{sidecar_path(onnx_path).name} records no checksum of {onnx_path.name}; re-export it with fagan-export")
     if hashlib.sha256(blob).hexdigest() != expected.lower():
         raise CheckpointError(f"ONNX model {onnx_path.name} is corrupt or was modified: checksum mismatch")
     return blob
+
+
+def _sidecar_metadata(onnx_path: Path) -> CheckpointMetadata:
+    sidecar = sidecar_path(onnx_path)
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{onnx_path.name} has no metadata sidecar {sidecar.name}; re-export it with fagan-export") from None
+    except (OSError, UnicodeDecodeError):
+        raise CheckpointError(f"cannot read {sidecar.name} (not UTF-8 text?); re-export {onnx_path.name}") from None
+    return parse_metadata(text, sidecar)
 
 
 def _onnx_for_checkpoint(checkpoint: Path) -> Path:
@@ -205,13 +208,9 @@ def _open_session(onnx_path: Path) -> Tuple[Any, CheckpointMetadata]:
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session, metadata = _load(onnx_path, options)
-    sidecar = sidecar_path(onnx_path)
-    try:
-        text = sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        raise CheckpointError(f"cannot read {sidecar.name} (not UTF-8 text?); delete it or re-export") from None
-    if text is not None and parse_metadata(text, sidecar) != metadata:
-        raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {onnx_path.name}")
+    sidecar = _sidecar_metadata(onnx_path)
+    if dataclasses.replace(sidecar, onnx_sha256="") != metadata:
+        raise CheckpointError(f"{sidecar_path(onnx_path).name} disagrees with the metadata inside {onnx_path.name}")
     return session, metadata
 
 

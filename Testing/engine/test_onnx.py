@@ -1,6 +1,7 @@
 """ONNX export and the ONNX Runtime backend: fidelity against torch, use without torch, CLIs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ from fagan_engine.cli.export import main as export_main  # noqa: E402
 from fagan_engine.cli.sr import main as sr_main  # noqa: E402
 from fagan_engine.errors import CheckpointError  # noqa: E402
 from fagan_engine.inference import torch_runner  # noqa: E402
-from fagan_engine.onnx_backend import checksum_path, export_onnx, onnx_runner, sidecar_path  # noqa: E402
+from fagan_engine.onnx_backend import export_onnx, onnx_runner, sidecar_path  # noqa: E402
 from fagan_engine.protocol import parse_line  # noqa: E402
 
 SMALL = {"n_feats": 16, "n_blocks": 1}
@@ -98,7 +99,9 @@ def test_export_has_no_softmax_matrix_and_carries_the_checkpoint_metadata(export
     assert "MultiHeadAttention" in body_ops and "Softmax" not in body_ops
     embedded = json.loads({p.key: p.value for p in model.metadata_props}["fagan"])
     assert embedded == json.loads(checkpoint.with_suffix(".json").read_text())
-    assert json.loads(sidecar_path(onnx_path).read_text()) == embedded
+    sidecar = json.loads(sidecar_path(onnx_path).read_text())
+    assert sidecar.pop("onnx_sha256") == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    assert {**sidecar, "onnx_sha256": ""} == embedded
 
 
 def test_runner_checks_scale_and_sidecar(exported: Dict, tmp_path: Path) -> None:
@@ -107,7 +110,6 @@ def test_runner_checks_scale_and_sidecar(exported: Dict, tmp_path: Path) -> None
         onnx_runner(str(onnx_path), 4)
     copy = tmp_path / "copy.onnx"
     shutil.copy(onnx_path, copy)
-    shutil.copy(checksum_path(onnx_path), checksum_path(copy))
     sidecar = json.loads(sidecar_path(onnx_path).read_text())
     sidecar["normalization"]["high_percentile"] = 99.0
     sidecar_path(copy).write_text(json.dumps(sidecar))
@@ -182,11 +184,11 @@ def test_onnx_backend_needs_a_checkpoint() -> None:
 
 
 def test_a_tampered_or_unchecksummed_onnx_is_refused(exported: Dict, tmp_path: Path) -> None:
-    """The ONNX bytes are bound to their export by SHA-256; a sibling is used only for its own checkpoint."""
+    """The ONNX bytes are bound to their export by the sidecar's SHA-256; a sibling is used only for its own checkpoint."""
     checkpoint, onnx_path = exported["x2-lr-pooled"]
     folder = tmp_path / "pair"
     folder.mkdir()
-    for source in (checkpoint, checkpoint.with_suffix(".json"), onnx_path, sidecar_path(onnx_path), checksum_path(onnx_path)):
+    for source in (checkpoint, checkpoint.with_suffix(".json"), onnx_path, sidecar_path(onnx_path)):
         shutil.copy(source, folder / source.name)
     sibling = folder / onnx_path.name
     blob = bytearray(sibling.read_bytes())
@@ -194,8 +196,13 @@ def test_a_tampered_or_unchecksummed_onnx_is_refused(exported: Dict, tmp_path: P
     sibling.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="checksum mismatch"):
         onnx_runner(str(folder / checkpoint.name), 2)
-    checksum_path(sibling).unlink()
-    with pytest.raises(CheckpointError, match="no readable checksum file"):
+    sidecar = json.loads(sidecar_path(sibling).read_text())
+    sidecar["onnx_sha256"] = ""
+    sidecar_path(sibling).write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="records no checksum"):
+        onnx_runner(str(sibling), 2)
+    sidecar_path(sibling).unlink()
+    with pytest.raises(CheckpointError, match="no metadata sidecar"):
         onnx_runner(str(sibling), 2)
 
 
