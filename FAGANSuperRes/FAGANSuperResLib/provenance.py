@@ -21,7 +21,7 @@ _IDENTITY_SYNONYMS = {
     "checkpoint": ("checkpoint", "checkpoint_name", "name"),
     "sha256": ("sha256", "checkpoint_sha256", "content_sha256", "weights_sha256"),
     "training_data": ("training_data", "training", "data"),
-    "acquisition": ("acquisition", "acquisitions", "checkpoint_acquisition"),
+    "acquisition": ("acquisitions", "checkpoint_acquisition", "acquisition"),
     "engine_version": ("engine_version", "version"),
 }
 
@@ -69,17 +69,31 @@ def localIdentity(checkpointInfo: Any, method: str, acquisition: str, engineVers
     }
 
 
-def identityFromReport(identity: Any) -> Dict[str, str]:
-    """The report's ``identity`` with our key names (unknown or empty values left out)."""
+def identityFromReport(identity: Any, engineVersion: Any = None) -> Dict[str, str]:
+    """The report's ``identity`` with our key names (unknown or empty values left out).
+
+    The engine nests the checkpoint's identity (``checkpoint: {name, sha256, training_data,
+    acquisitions, ...}``) beside the run's own ``acquisition``; a flat form is read as well.
+    """
     if not isinstance(identity, dict):
         return {}
     found = {}
+    checkpoint = identity.get("checkpoint")
+    if isinstance(checkpoint, dict):
+        flat = dict(checkpoint)
+        flat["checkpoint"] = checkpoint.get("name") or checkpoint.get("path")
+        flat.setdefault("engine_version", identity.get("engine_version"))
+        flat.pop("acquisition", None)  # only the checkpoint's own acquisitions
+    else:
+        flat = identity
     for key, names in _IDENTITY_SYNONYMS.items():
         for name in names:
-            if identity.get(name) not in (None, "", [], {}):
-                value = identity[name]
+            if flat.get(name) not in (None, "", [], {}):
+                value = flat[name]
                 found[key] = Path(value).name if key == "checkpoint" and isinstance(value, str) else _text(value)
                 break
+    if "engine_version" not in found and engineVersion:
+        found["engine_version"] = _text(engineVersion)
     return found
 
 
@@ -105,7 +119,7 @@ class RunReport:
             raise ValueError(f"the engine's report {Path(path).name} is not a JSON object")
         summary = data.get("summary") if isinstance(data.get("summary"), dict) else {}
         warnings = [_text(w) for w in data.get("warnings", []) if _text(w)] if isinstance(data.get("warnings"), list) else []
-        return cls(summary, warnings, identityFromReport(data.get("identity")))
+        return cls(summary, warnings, identityFromReport(data.get("identity"), data.get("engine_version")))
 
 
 def mergeWarnings(*lists: List[str]) -> List[str]:

@@ -81,9 +81,11 @@ def main():
         report = {"summary": {"relative_rms_residual": 0.0123, "fraction_above_3sigma": 0.004},
                   "warnings": ["the estimated noise level is above the training data's",
                                "checkpoint fagan_x2.safetensors was trained for bicubic acquisition, not kspace"],
-                  "identity": {"checkpoint": "/bundle/fagan_x2.safetensors", "sha256": "ab" * 32,
-                               "training_data": "ICBM152 2009a template", "acquisition": ["bicubic"],
-                               "engine_version": "9.9.9"}}
+                  "notice": "research use, not for diagnosis", "engine_version": "9.9.9",
+                  "identity": {"engine_version": "9.9.9", "method": "fagan", "acquisition": "kspace",
+                               "checkpoint": {"name": "fagan_x2.safetensors", "sha256": "ab" * 32,
+                                              "training_data": ["ICBM152 2009a template"],
+                                              "acquisitions": ["bicubic"], "engine_version": "9.9.9"}}}
         with open(args.report, "w", encoding="utf-8") as stream:
             json.dump(report, stream)
     if fail == "exit":
