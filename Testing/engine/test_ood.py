@@ -126,3 +126,16 @@ def test_data_profile_is_stored_checked_and_optional(tmp_path: Path) -> None:
     bad["data_profile"] = [1, 2]
     with pytest.raises(CheckpointError, match="data_profile must be a mapping"):
         parse_metadata(json.dumps(bad), tmp_path / "x.json")
+
+
+def test_add_data_profile_script_updates_a_checkpoint_in_place(tmp_path: Path) -> None:
+    import runpy
+
+    main = runpy.run_path(str(REPO / "scripts" / "add_data_profile.py"))["main"]
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    before = read_metadata(str(path))
+    assert main([str(path), str(REPO / "configs" / "tiny_smoke.yaml")]) == 0
+    after = read_metadata(str(path))
+    assert after.data_profile["lr_spacing_mm"] == [2.0, 2.0] and after.weights_sha256 == before.weights_sha256
+    assert json.loads(path.with_suffix(".json").read_text())["data_profile"] == after.data_profile
+    assert main([str(path), str(REPO / "configs" / "fagan_x4_acquisition.yaml")]) == 2  # not its recipe
