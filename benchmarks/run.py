@@ -2,9 +2,10 @@
 
 Writes ``DIR/<machine>.json`` and ``DIR/<machine>.md`` (``<machine>-smoke.*`` with --smoke).
 Sections: measured peak, volume inference (bicubic yardstick, torch, ONNX Runtime; on CUDA
-fp32, bf16, bf16 + torch.compile), self-attention, training step, ×8 tiling, and on CPU peak
-RSS against slice size and the CPU variants tried for speed. Each timed configuration runs in a
-fresh worker process, so its peak RSS is its own.
+fp32, bf16, bf16 + torch.compile), self-attention, training step, ×8 tiling, on CPU peak
+RSS against slice size and the CPU variants tried for speed, and the trust outputs' cost
+(``trust_bench``, in this process). Each other timed configuration runs in a fresh worker
+process, so its peak RSS is its own.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .batch_bench import batch_section
 from .through_plane_bench import through_plane_section
 from .common import FULL, SMOKE, Sizes, export_padded_onnx, export_to, prepare_checkpoint, worker_env
 from .machine import REPO, load_average, machine_info, machine_name
+from .trust_bench import trust_section
 from .worker import run_task
 
 
@@ -66,6 +68,7 @@ def run_suite(sizes: Sizes, device: str, smoke: bool) -> Dict[str, Any]:
             "tiling": tiling_section(sizes, device, tmp),
             "memory": memory_section(sizes, device, tmp),
             "cpu_variants": variants_section(sizes, tmp) if sizes.variants and device == "cpu" else [],
+            "trust": trust_section(sizes, device, tmp),
             "batch": batch_section(smoke, device, tmp),
             "through_plane": through_plane_section(smoke, device, tmp),
         }
