@@ -32,6 +32,7 @@ from .checkpoint import METADATA_KEY, CheckpointMetadata, parse_metadata, read_m
 from .config import NormalizationConfig
 from .errors import CheckpointError, InputError, OutputError
 from .inference import capped
+from .stdio_capture import captured_stderr
 
 Runner = Callable[[np.ndarray], np.ndarray]
 OPSET = 18
@@ -229,7 +230,8 @@ def _load(onnx_path: Path, options: Any) -> Tuple[Any, CheckpointMetadata]:
         raise CheckpointError(f"ONNX model not found: {onnx_path}")
     blob = verified_onnx_bytes(onnx_path)
     try:
-        session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+        with captured_stderr():  # ONNX Runtime logs graph notes on descriptor 2
+            session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
         raise CheckpointError(f"cannot load ONNX model {onnx_path.name}: {str(exc).splitlines()[0]}") from None
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)

@@ -187,3 +187,17 @@ def test_read_only_file_system_is_one_line(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(os, "open", read_only)
     with pytest.raises(ConfigError, match="is not writable"):
         RunFolderLock(tmp_path / "run", "train.output_dir").acquire()
+
+
+@pytest.mark.parametrize("override", ["train.lr=NaN", "train.lr=Infinity", "model.fusion_eps=-Infinity"])
+def test_non_finite_config_numbers_are_refused(crop, tmp_path, capsys, override) -> None:
+    code, _, err = train(tiny_args(crop, tmp_path / "run", override), capsys)
+    assert_one_error(code, err, "must be a finite number")
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_that_is_not_utf8_is_one_line(tmp_path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(b"train:\n  lr: 0.001 # \xff\xfe\n")
+    code, _, err = train(["--config", config], capsys)
+    assert_one_error(code, err, "is not UTF-8")
