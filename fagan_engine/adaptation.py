@@ -14,7 +14,6 @@ into the next.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from typing import Any, Callable, Optional, Tuple
 
@@ -25,33 +24,13 @@ from .errors import InputError
 from .forward_model import AcquisitionConfig, degrade
 from .normalization import IntensityNormalizer
 from .options import RunOptions
+from .through_plane_fit import accepts_phase, call_progress  # noqa: F401  (re-exported)
 
 ADAPT_LR = 2e-5
 """Fine-tuning learning rate: 1/25 of the first-wave training rate, so a few hundred steps cannot undo the checkpoint."""
 ADAPT_BATCH = 8
 ADAPT_PATCH = 64
 """HR patch side (pixels of the scan), LR patch = ADAPT_PATCH / scale."""
-
-
-def accepts_phase(progress: Optional[Callable[..., None]]) -> bool:
-    """True when ``progress`` takes ``phase=``/``loss=`` keywords (else it gets ``(done, total)`` only)."""
-    if progress is None:
-        return False
-    try:
-        parameters = inspect.signature(progress).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.kind is p.VAR_KEYWORD or p.name == "phase" for p in parameters)
-
-
-def call_progress(progress: Optional[Callable[..., None]], done: int, total: int, phase: str, loss: Optional[float] = None) -> None:
-    """Report ``(done, total)`` with ``phase=``/``loss=`` keywords when ``progress`` accepts them."""
-    if progress is None:
-        return
-    if accepts_phase(progress):
-        progress(done, total, phase=phase, loss=loss)
-    else:
-        progress(done, total)
 
 
 def adaptation_pairs(slices01: np.ndarray, scale: int, acquisition: AcquisitionConfig, rng: np.random.Generator, batch: int, patch: int) -> Tuple[np.ndarray, np.ndarray]:

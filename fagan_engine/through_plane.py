@@ -6,7 +6,8 @@ the bundled pretrained through-plane generator on pairs made from the scan's own
 through-plane axis (e.g. coronal and sagittal for an axial scan) and averages the two results
 (docs/decisions.md, "Through-plane SR"). The output covers exactly the input's physical extent.
 
-Progress: ``progress(done, total, phase="fit"|"inference", loss=None)``. Cancellation: pass
+Progress: ``progress(done, total, phase="fit"|"inference", loss=None)`` when the callback takes a
+``phase`` keyword, else ``progress(done, total)``. Cancellation: pass
 ``stop`` (a callable returning True to stop) or raise from ``progress``; the fit checks ``stop``
 before every iteration and inference before every batch, raising ``FitCancelled`` (a
 ``KeyboardInterrupt``); nothing is returned or written.
@@ -22,7 +23,7 @@ import SimpleITK as sitk
 from .config import NormalizationConfig
 from .errors import InputError
 from .normalization import IntensityNormalizer
-from .through_plane_fit import FitCancelled, FitConfig, PairSampler, build_model, fit, load_weights, scan_directions
+from .through_plane_fit import FitCancelled, FitConfig, PairSampler, build_model, call_progress, fit, load_weights, scan_directions
 from .through_plane_plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane
 from .volume_io import validate_image
 
@@ -63,13 +64,22 @@ def super_resolve_through_plane(
 ) -> sitk.Image:
     """Make a thick-slice volume isotropic along its coarsest axis; returns a float32 SimpleITK image.
 
-    ``target_spacing`` defaults to the finest in-plane spacing, ``slice_thickness`` to the header's
+    The second argument may also be a ``RunOptions`` (``mode="through-plane"``): its
+    ``target_spacing``, ``slice_thickness``, ``fit_iterations``, ``device``, ``nan_policy`` and
+    ``output_dtype`` are used. ``target_spacing`` defaults to the finest in-plane spacing, ``slice_thickness`` to the header's
     (DICOM Slice Thickness) or the slice spacing. ``iterations`` (default ``DEFAULT_ITERATIONS``)
     is the per-scan fit length; 0 applies the pretrained network as it is. ``pretrained=False``
     fits from random weights (evaluation only); ``weights`` selects another through-plane checkpoint.
     """
-    from .inference import resolve_device
+    from .inference import _cast, resolve_device
+    from .options import RunOptions
 
+    output_dtype = "float32"
+    if isinstance(target_spacing, RunOptions):  # super_resolve_through_plane(image, options, progress=...)
+        options = target_spacing.validate()
+        target_spacing, slice_thickness = options.target_spacing, options.slice_thickness
+        iterations = options.fit_iterations if iterations is None else iterations
+        device, nan_policy, output_dtype = options.device, options.nan_policy, options.output_dtype
     image = validate_image(image, nan_policy)
     plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
     if fusion not in FUSIONS:
@@ -103,7 +113,7 @@ def super_resolve_through_plane(
             fit(model, PairSampler(directions, cfg, np.random.default_rng(seed)), cfg, torch_device, progress, stop)
     model.eval()
     result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop)
-    out = sitk.GetImageFromArray(normalizer.inverse(result))
+    out = sitk.GetImageFromArray(_cast(normalizer.inverse(result), output_dtype))
     return output_geometry(image, plan).apply(out)
 
 
@@ -125,7 +135,7 @@ def apply_through_plane(
     through = 2 - plan.axis
     moved = np.moveaxis(volume01, through, 0)  # (n_in, A, B)
     matrix = torch.from_numpy(bspline_matrix(plan.n_in, plan.n_out).astype(np.float32)).to(device)
-    outputs: List[np.ndarray] = []
+    outputs: List[np.ndarray] = []  # (n_out, A, B) per orientation
     totals = [moved.shape[1], moved.shape[2]]
     done, total = 0, sum(totals)
     for orientation in (0, 1):
@@ -142,8 +152,7 @@ def apply_through_plane(
                 out = model(batch, torch.matmul(matrix, batch))
             result[start : start + step] = out[:, 0].float().cpu().numpy()
             done += min(step, count - start)
-            if progress is not None:
-                progress(done, total, phase="inference")
+            call_progress(progress, done, total, "inference")
         # back to (n_out, A, B)
         outputs.append(np.moveaxis(result, 0, 1 + orientation) if orientation == 1 else np.moveaxis(result, 1, 0))
     fused = fuse(outputs[0], outputs[1], fusion)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -152,6 +153,28 @@ def scan_directions(volume01: np.ndarray, plan: ThroughPlanePlan) -> List[Direct
 # ---------------------------------------------------------------------------- the fit
 
 
+def accepts_phase(progress: Optional[Callable[..., None]]) -> bool:
+    """True when ``progress`` takes ``phase=``/``loss=`` keywords (else it gets ``(done, total)`` only)."""
+    if progress is None:
+        return False
+    try:
+        parameters = inspect.signature(progress).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "phase" for p in parameters)
+
+
+def call_progress(progress: Optional[Callable[..., None]], done: int, total: int, phase: str, loss: Optional[float] = None) -> None:
+    """Report ``(done, total)`` with ``phase=``/``loss=`` keywords when ``progress`` accepts them."""
+    if progress is None:
+        return
+    if accepts_phase(progress):
+        progress(done, total, phase=phase, loss=loss)
+    else:
+        progress(done, total)
+
+
+
 def cosine_lr(cfg: FitConfig, step: int, total: int) -> float:
     t = step / max(total - 1, 1)
     floor = cfg.lr_final_fraction
@@ -194,8 +217,7 @@ def fit(
         running = value if running is None else 0.9 * running + 0.1 * value
         if log is not None:
             log.append({"iteration": step + 1, "loss": value})
-        if progress is not None:
-            progress(step + 1, total, phase="fit", loss=running)
+        call_progress(progress, step + 1, total, "fit", running)
     model.eval()
     return model
 

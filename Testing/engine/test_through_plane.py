@@ -193,3 +193,14 @@ def test_bundled_weights_load_and_detect_tampering(tmp_path) -> None:
     broken.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="checksum"):
         load_weights(broken)
+
+
+def test_run_options_second_argument_and_two_argument_progress() -> None:
+    from fagan_engine.options import RunOptions
+
+    image = _oblique(size=(32, 32, 8), spacing=(1.0, 1.0, 4.0))
+    options = RunOptions(mode="through-plane", target_spacing=2.0, fit_iterations=0, device="cpu", output_dtype="int16")
+    seen = []
+    out = super_resolve_through_plane(image, options, progress=lambda done, total: seen.append((done, total)))
+    assert out.GetSize() == (32, 32, 16) and out.GetPixelID() == sitk.sitkInt16 and same_physical_extent(image, out)
+    assert seen[-1] == (64, 64)
