@@ -11,7 +11,7 @@ import re
 import stat
 import zlib
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from .errors import InputError
 

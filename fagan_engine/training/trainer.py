@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import random
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional
