@@ -8,6 +8,8 @@ import slicer
 import vtk
 from FAGANSuperResLib.checkpoints import userCheckpointRegistry
 from FAGANTrainingLib import (
+    ACQUISITIONS,
+    BUNDLED,
     PRESETS,
     RunState,
     TrainingPlots,
@@ -31,10 +33,17 @@ CONTRIBUTORS = ["FA-GAN SuperRes team (fagan-superres)"]
 # Slicer version; connectGui returns None before 5.10, so its connection could not be removed).
 PARAMETER_WIDGETS = {"validationShare": "validationShareSpinBox", "scale": "scaleComboBox",
                      "preset": "presetComboBox", "iterations": "iterationsSpinBox", "patchSize": "patchSizeSpinBox",
-                     "batchSize": "batchSizeSpinBox", "device": "deviceComboBox"}
+                     "batchSize": "batchSizeSpinBox", "device": "deviceComboBox",
+                     "acquisition": "acquisitionComboBox", "kspaceWeight": "kspaceWeightSpinBox",
+                     "bicubicWeight": "bicubicWeightSpinBox", "gaussianWeight": "gaussianWeightSpinBox",
+                     "partialFourierProbability": "partialFourierProbabilitySpinBox",
+                     "noiseProbability": "noiseProbabilitySpinBox", "noiseMin": "noiseMinSpinBox",
+                     "noiseMax": "noiseMaxSpinBox", "syntheticFraction": "syntheticFractionSpinBox",
+                     "templateWeight": "templateWeightSpinBox", "brainWeight": "brainWeightSpinBox",
+                     "shapesWeight": "shapesWeightSpinBox", "fineTune": "fineTuneCheckBox"}
 # Parameter -> ctkPathLineEdit synced by hand: the Path connector would show "." for an empty path.
 PATH_WIDGETS = {"dataFolder": "dataFolderPathLineEdit", "vggWeights": "vggWeightsPathLineEdit",
-                "outputFolder": "outputFolderPathLineEdit"}
+                "outputFolder": "outputFolderPathLineEdit", "initCheckpoint": "initCheckpointPathLineEdit"}
 
 
 #
@@ -52,7 +61,8 @@ class FAGANTraining(ScriptedLoadableModule):
         self.parent.dependencies = ["FAGANSuperRes"]
         self.parent.contributors = list(CONTRIBUTORS)
         self.parent.helpText = _("""
-Train an FA-GAN super-resolution model on your own high-resolution MRI volumes, in a background
+Train or fine-tune an FA-GAN super-resolution model on your own high-resolution MRI volumes and on
+synthetic slices degraded by a chosen acquisition model (k-space, bicubic, Gaussian), in a background
 process. Watch losses and validation PSNR, stop and resume. The best checkpoint of a finished run
 appears in the checkpoint list of the FA-GAN Super-Resolution module.
 See the <a href="{url}/blob/main/docs/user-guide.md">user guide</a>.
@@ -72,7 +82,8 @@ scripted module template by Jean-Christophe Fillion-Robin (Kitware), Andras Lass
 class FAGANTrainingParameterNode:
     """Module state, saved with the scene.
 
-    dataFolder, vggWeights, outputFolder - paths; empty when unset.
+    dataFolder, vggWeights, outputFolder, initCheckpoint - paths; empty when unset.
+    fineTune - start from initCheckpoint (empty: the bundled checkpoint for scale and acquisition).
     trainingVolumes - scene volumes exported for training.
     configPath - config of the last started run (Resume after a scene reload).
     lossTable ... psnrChart - the run's MRML table and chart nodes.
@@ -88,6 +99,22 @@ class FAGANTrainingParameterNode:
     batchSize: Annotated[int, WithinRange(1, 512)] = 16
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     vggWeights: str = ""
+    # Acquisition model and synthetic data: the defaults are the bundled recipe
+    # (configs/fagan_x2_acquisition.yaml; a test keeps them equal).
+    acquisition: Annotated[str, Choice(list(ACQUISITIONS))] = "kspace"
+    kspaceWeight: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
+    bicubicWeight: Annotated[float, WithinRange(0.0, 1.0)] = 0.25
+    gaussianWeight: Annotated[float, WithinRange(0.0, 1.0)] = 0.15
+    partialFourierProbability: Annotated[float, WithinRange(0.0, 1.0)] = 0.25
+    noiseProbability: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    noiseMin: Annotated[float, WithinRange(0.0, 0.5)] = 0.005
+    noiseMax: Annotated[float, WithinRange(0.0, 0.5)] = 0.04
+    syntheticFraction: Annotated[float, WithinRange(0.0, 1.0)] = 1.0
+    templateWeight: Annotated[float, WithinRange(0.0, 1.0)] = 0.25
+    brainWeight: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    shapesWeight: Annotated[float, WithinRange(0.0, 1.0)] = 0.25
+    fineTune: bool = True
+    initCheckpoint: str = ""
     outputFolder: str = ""
     configPath: str = ""
     lossTable: vtkMRMLTableNode
@@ -229,8 +256,10 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         state = self._run.state if self._run else RunState.IDLE
         active = self._run is not None and self._run.active
-        for widget in (self.ui.dataCollapsibleButton, self.ui.modelCollapsibleButton, self.ui.outputCollapsibleButton):
+        for widget in (self.ui.dataCollapsibleButton, self.ui.modelCollapsibleButton,
+                       self.ui.acquisitionCollapsibleButton, self.ui.outputCollapsibleButton):
             widget.enabled = not active
+        self.ui.initCheckpointPathLineEdit.enabled = p.fineTune
         self.ui.startButton.enabled = not active and bool(p.outputFolder) and bool(p.dataFolder or p.trainingVolumes)
         self.ui.stopButton.enabled = state in (RunState.STARTING, RunState.RUNNING)
         canResume = (self._run.canResume if self._run else bool(p.configPath)) and not active
@@ -248,7 +277,12 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings = TrainingSettings(
             outputDir=p.outputFolder, dataFolder=p.dataFolder, valFraction=p.validationShare, scale=p.scale,
             preset=p.preset, iterations=p.iterations, patchSize=p.patchSize, batchSize=p.batchSize,
-            device=p.device, vggWeights=p.vggWeights)
+            device=p.device, vggWeights=p.vggWeights, acquisition=p.acquisition, kspaceWeight=p.kspaceWeight,
+            bicubicWeight=p.bicubicWeight, gaussianWeight=p.gaussianWeight,
+            partialFourierProbability=p.partialFourierProbability, noiseProbability=p.noiseProbability,
+            noiseMin=p.noiseMin, noiseMax=p.noiseMax, syntheticFraction=p.syntheticFraction,
+            templateWeight=p.templateWeight, brainWeight=p.brainWeight, shapesWeight=p.shapesWeight,
+            initCheckpoint=(p.initCheckpoint or BUNDLED) if p.fineTune else "")
         with slicer.util.tryWithErrorDisplay(_("Cannot start training."), waitCursor=True):
             configPath = prepareTraining(settings, nodesInScene(p.trainingVolumes))
             p.configPath = str(configPath)
@@ -429,7 +463,7 @@ def trainTinyModel(volumeNodes, iterations: int = 30, stopAt: int = 2):
     """
     runFolder = tempfile.mkdtemp(prefix="FAGANTrainingTest-", dir=slicer.app.temporaryPath)
     settings = TrainingSettings(outputDir=runFolder, scale=2, iterations=iterations, patchSize=16, batchSize=2,
-                                device="cpu", valFraction=0.34,
+                                device="cpu", valFraction=0.34, syntheticFraction=0.0,
                                 overrides=["model.n_feats=8", "model.n_blocks=1", "train.log_every=1",
                                            "train.val_every=5", "train.checkpoint_every=2",
                                            "train.perceptual_weight=0.0"])

@@ -3,6 +3,8 @@ progress history and MRML plots."""
 from .history import TrainingHistory, TrainingPlots, formatEta
 from .run import RunState, TrainingRun
 from .training import (
+    ACQUISITIONS,
+    BUNDLED,
     PRESETS,
     TrainingSettings,
     buildTrainingConfig,
@@ -15,6 +17,8 @@ from .training import (
 )
 
 __all__ = [
+    "ACQUISITIONS",
+    "BUNDLED",
     "PRESETS",
     "RunState",
     "TrainingHistory",

@@ -10,8 +10,18 @@ from FAGANSuperResLib.engine import engineCommand, ensureEngineImportable
 from FAGANSuperResLib.volumes import writeVolumeNode
 
 PRESETS = ("fagan", "srgan", "ca-srgan", "sa-srgan")
+ACQUISITIONS = ("kspace", "bicubic", "gaussian")
+BUNDLED = "bundled"
+"""``TrainingSettings.initCheckpoint`` value: fine-tune from the bundled checkpoint for the scale and acquisition."""
+# The bundled recipe (configs/fagan_x2_acquisition.yaml, fagan_x4_acquisition.yaml): the values the
+# panel does not expose are written as they are there; the exposed ones are TrainingSettings' defaults.
+RECIPE_DEGRADATION = {"windows": ["none", "hamming", "tukey", "fermi"], "window_strength": [0.2, 0.8],
+                      "partial_fourier_min": 0.625, "psf_fwhm": [0.8, 1.5]}
+RECIPE_SYNTHESIS = {"bias_field": 0.3, "gamma_range": 0.3, "texture": 0.05, "deform": 0.1}
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 CONFIG_FILENAME = "slicer_training_config.json"
+ROOT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+"""The recipes in a source checkout (the tests compare the defaults with them; not shipped)."""
 EXPORT_FOLDER = "scene_volumes"
 
 
@@ -30,6 +40,22 @@ class TrainingSettings:
     batchSize: int = 16
     device: str = "auto"
     vggWeights: str = ""
+    # Acquisition model of the LR inputs (data.degradation.*): primary acquisition and the mix.
+    acquisition: str = "kspace"
+    kspaceWeight: float = 0.6
+    bicubicWeight: float = 0.25
+    gaussianWeight: float = 0.15
+    partialFourierProbability: float = 0.25
+    noiseProbability: float = 0.5
+    noiseMin: float = 0.005
+    noiseMax: float = 0.04
+    # Synthetic training data (data.synthetic_fraction, data.synthesis.*).
+    syntheticFraction: float = 1.0
+    templateWeight: float = 0.25
+    brainWeight: float = 0.5
+    shapesWeight: float = 0.25
+    # train.init_checkpoint: "" trains from scratch, BUNDLED the bundled checkpoint, else a file.
+    initCheckpoint: str = ""
     overrides: List[str] = field(default_factory=list)  # extra "section.key=value" settings
 
 
@@ -72,16 +98,22 @@ def buildTrainingConfig(settings: TrainingSettings, trainFiles: Sequence[Any]) -
 
     if settings.preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {settings.preset!r}")
+    if settings.acquisition not in ACQUISITIONS:
+        raise ValueError(f"acquisition must be one of {', '.join(ACQUISITIONS)}; got {settings.acquisition!r}")
     if not trainFiles:
         raise ValueError("no training volumes: choose a data folder with volume files or select scene volumes")
     iterations = int(settings.iterations)
     defaults = FAGANConfig()
     try:
-        model = preset_config(settings.preset, int(settings.scale))
+        initCheckpoint = initCheckpointPath(settings)
+        model = dataclasses.asdict(preset_config(settings.preset, int(settings.scale)))
+        if initCheckpoint:
+            model = fineTunedModel(initCheckpoint, settings)
         data = {
-            "model": dataclasses.asdict(model),
+            "model": model,
             "data": {"train": [str(Path(p).resolve()) for p in trainFiles], "val_fraction": float(settings.valFraction),
-                     "patch_size": int(settings.patchSize)},
+                     "patch_size": int(settings.patchSize), "degradation": degradationConfig(settings),
+                     "synthetic_fraction": float(settings.syntheticFraction), "synthesis": synthesisConfig(settings)},
             "train": {
                 "output_dir": str(Path(settings.outputDir).resolve()),
                 "iterations": iterations,
@@ -91,11 +123,58 @@ def buildTrainingConfig(settings: TrainingSettings, trainFiles: Sequence[Any]) -
                 "vgg_weights": settings.vggWeights or None,
                 "val_every": max(1, min(defaults.train.val_every, iterations // 20)),
                 "checkpoint_every": max(1, min(defaults.train.checkpoint_every, iterations // 5)),
+                "init_checkpoint": initCheckpoint or None,
             },
         }
         return FAGANConfig.from_dict(data).with_overrides(settings.overrides)
     except FAGANError as exc:
         raise ValueError(str(exc)) from None
+
+
+def degradationConfig(settings: TrainingSettings) -> dict:
+    """``data.degradation``: the acquisition model of the training LR images."""
+    return dict(RECIPE_DEGRADATION, primary=settings.acquisition, kspace_weight=float(settings.kspaceWeight),
+                bicubic_weight=float(settings.bicubicWeight), gaussian_weight=float(settings.gaussianWeight),
+                partial_fourier_probability=float(settings.partialFourierProbability),
+                noise_probability=float(settings.noiseProbability),
+                noise=[float(settings.noiseMin), float(settings.noiseMax)])
+
+
+def synthesisConfig(settings: TrainingSettings) -> dict:
+    """``data.synthesis``: the mixture of synthetic training slices."""
+    return dict(RECIPE_SYNTHESIS, template_weight=float(settings.templateWeight),
+                brain_weight=float(settings.brainWeight), shapes_weight=float(settings.shapesWeight))
+
+
+def initCheckpointPath(settings: TrainingSettings) -> str:
+    """The checkpoint to fine-tune from (absolute path), or "" to train from scratch."""
+    if not settings.initCheckpoint:
+        return ""
+    if settings.initCheckpoint == BUNDLED:
+        from fagan_engine.checkpoint import default_checkpoint
+
+        found = default_checkpoint(int(settings.scale), settings.acquisition)
+        if found is None:
+            raise ValueError(f"no bundled checkpoint for x{settings.scale} to fine-tune from: choose a file or train from scratch")
+        return str(found)
+    path = Path(settings.initCheckpoint)
+    if not path.is_file():
+        raise ValueError(f"checkpoint to fine-tune from not found: {settings.initCheckpoint}")
+    return str(path.resolve())
+
+
+def fineTunedModel(checkpoint: str, settings: TrainingSettings) -> dict:
+    """The model section for fine-tuning: the checkpoint's architecture, which must fit the
+    chosen scale and preset (the trainer loads its weights as they are)."""
+    from FAGANSuperResLib.checkpoints import readCheckpoint
+
+    info = readCheckpoint(checkpoint)
+    model = dict(info.metadata.model)
+    if info.scale != int(settings.scale):
+        raise ValueError(f"{info.path.name} is a x{info.scale} model: set the scale to {info.scale} to fine-tune it")
+    if model.get("preset") != settings.preset:
+        raise ValueError(f"{info.path.name} is a {model.get('preset')} model: choose that preset to fine-tune it")
+    return model
 
 
 def prepareTraining(settings: TrainingSettings, volumeNodes: Sequence[Any] = ()) -> Path:

@@ -35,7 +35,7 @@ WIDGET_API: Dict[str, Set[str]] = {
     "QProgressBar": {"value", "setVisible"},
     "QPlainTextEdit": {"appendPlainText"},
     "ctkCollapsibleButton": {"enabled", "collapsed"},
-    "ctkPathLineEdit": {"connect", "currentPath", "blockSignals", "currentPathChanged(QString)"},
+    "ctkPathLineEdit": {"connect", "currentPath", "blockSignals", "currentPathChanged(QString)", "enabled"},
     "qMRMLCheckableNodeComboBox": {"connect", "checkedNodes", "nodeCount", "nodeFromIndex", "setCheckState",
                                    "blockSignals", "checkedNodesChanged()"},
     "qMRMLPlotWidget": {"setMRMLPlotViewNode"},
@@ -193,6 +193,31 @@ def test_no_connect_gui_and_no_bare_start_modify(path):
         assert parent and ast.unparse(parent[0].targets[0]).endswith("GuiTag"), f"line {call.lineno}: keep the tag"
     for call in calls(tree, "disconnectGui"):
         assert call.args and ast.unparse(call.args[0]).endswith("GuiTag"), f"line {call.lineno}: disconnect by tag"
+
+
+def test_training_panel_defaults_are_the_bundled_recipe():
+    """The FAGANTraining parameter node shows the bundled recipe's acquisition model and synthetic
+    data mix (configs/fagan_x2_acquisition.yaml), the same values as TrainingSettings' defaults."""
+    import yaml
+
+    from FAGANTrainingLib import TrainingSettings
+
+    defaults = {}
+    for node in parse(MODULES["FAGANTraining"] / "FAGANTraining.py").body:
+        if isinstance(node, ast.ClassDef) and node.name == "FAGANTrainingParameterNode":
+            defaults = {s.target.id: ast.literal_eval(s.value) for s in node.body if isinstance(s, ast.AnnAssign) and s.value}
+    data = yaml.safe_load((ROOT / "configs" / "fagan_x2_acquisition.yaml").read_text(encoding="utf-8"))["data"]
+    degradation, synthesis = data["degradation"], data["synthesis"]
+    expected = {"acquisition": degradation["primary"], "kspaceWeight": degradation["kspace_weight"],
+                "bicubicWeight": degradation["bicubic_weight"], "gaussianWeight": degradation["gaussian_weight"],
+                "partialFourierProbability": degradation["partial_fourier_probability"],
+                "noiseProbability": degradation["noise_probability"], "noiseMin": degradation["noise"][0],
+                "noiseMax": degradation["noise"][1], "syntheticFraction": data["synthetic_fraction"],
+                "templateWeight": synthesis["template_weight"], "brainWeight": synthesis["brain_weight"],
+                "shapesWeight": synthesis["shapes_weight"]}
+    settings = TrainingSettings(outputDir="")
+    for name, value in expected.items():
+        assert defaults[name] == value == getattr(settings, name), name
 
 
 def test_contract_check_catches_violations():

@@ -263,6 +263,7 @@ def test_real_trainer_accepts_the_config_and_reports_progress(tmp_path, scene):
     trainer is covered by the module self-test in Slicer)."""
     nodes = [addVolumeNode(scene, smoothArray((6, 40, 48), seed=i), name=f"HR{i}") for i in range(3)]
     settings = settingsFor(tmp_path, preset="fagan", iterations=2, patchSize=16, batchSize=2, valFraction=0.34,
+                           syntheticFraction=0.5,
                            overrides=["model.n_feats=8", "model.n_blocks=1", "model.d_feats=8", "train.log_every=1",
                                       "train.val_every=2", "train.checkpoint_every=2"])
     run = TrainingRun(prepareTraining(settings, nodes))
@@ -273,3 +274,60 @@ def test_real_trainer_accepts_the_config_and_reports_progress(tmp_path, scene):
     from FAGANSuperResLib.checkpoints import readCheckpoint
 
     assert readCheckpoint(run.bestCheckpoint, expectedScale=2).metadata.model["n_feats"] == 8
+
+
+# ---------------------------------------------------------------- acquisition model, synthetic data, fine-tuning (issue 8)
+
+
+def recipe(scale=2):
+    import yaml
+
+    from FAGANTrainingLib.training import ROOT_CONFIGS
+
+    return yaml.safe_load((ROOT_CONFIGS / f"fagan_x{scale}_acquisition.yaml").read_text())
+
+
+def test_defaults_are_the_bundled_recipe(tmp_path, dataFolder):
+    """TrainingSettings (and so the panel, see test_contracts) default to the bundled recipe."""
+    cfg = buildTrainingConfig(settingsFor(tmp_path), trainingVolumeFiles(dataFolder))
+    for scale in (2, 4):
+        data = recipe(scale)["data"]
+        assert {k: v for k, v in cfg.to_dict()["data"]["degradation"].items()} == data["degradation"]
+        assert cfg.to_dict()["data"]["synthesis"] == data["synthesis"]
+        assert cfg.data.synthetic_fraction == data["synthetic_fraction"]
+    assert cfg.train.init_checkpoint is None
+
+
+def test_acquisition_mix_and_synthesis_reach_the_config(tmp_path, dataFolder):
+    settings = settingsFor(tmp_path, acquisition="gaussian", kspaceWeight=0.0, bicubicWeight=0.3, gaussianWeight=0.7,
+                           partialFourierProbability=0.0, noiseProbability=1.0, noiseMin=0.01, noiseMax=0.02,
+                           syntheticFraction=0.4, templateWeight=0.0, brainWeight=1.0, shapesWeight=0.0)
+    cfg = buildTrainingConfig(settings, trainingVolumeFiles(dataFolder))
+    d = cfg.data.degradation
+    assert (d.primary, d.kspace_weight, d.bicubic_weight, d.gaussian_weight) == ("gaussian", 0.0, 0.3, 0.7)
+    assert (d.partial_fourier_probability, d.noise_probability, d.noise) == (0.0, 1.0, [0.01, 0.02])
+    assert d.acquisitions() == ["gaussian", "bicubic"]
+    assert cfg.data.synthetic_fraction == 0.4 and cfg.data.synthesis.brain_weight == 1.0
+    for bad, reason in (({"acquisition": "radial"}, "acquisition"), ({"gaussianWeight": 0.0, "acquisition": "gaussian"}, "weight 0"),
+                        ({"syntheticFraction": 1.5}, "synthetic_fraction"), ({"noiseMin": 0.3, "noiseMax": 0.1}, "noise")):
+        with pytest.raises(ValueError, match=reason):
+            buildTrainingConfig(settingsFor(tmp_path, **bad), trainingVolumeFiles(dataFolder))
+
+
+def test_fine_tuning_takes_the_checkpoint_architecture(tmp_path, dataFolder, tinyCheckpoints):
+    from FAGANTrainingLib import BUNDLED
+    from fagan_engine.checkpoint import default_checkpoint
+
+    files = trainingVolumeFiles(dataFolder)
+    cfg = buildTrainingConfig(settingsFor(tmp_path, preset="fagan", initCheckpoint=str(tinyCheckpoints[2])), files)
+    assert cfg.train.init_checkpoint == str(tinyCheckpoints[2].resolve()) and cfg.model.n_feats == 8
+    bundled = buildTrainingConfig(settingsFor(tmp_path, preset="fagan", initCheckpoint=BUNDLED), files)
+    assert bundled.train.init_checkpoint == str(default_checkpoint(2, "kspace"))
+    with pytest.raises(ValueError, match="choose that preset"):
+        buildTrainingConfig(settingsFor(tmp_path, preset="srgan", initCheckpoint=str(tinyCheckpoints[2])), files)
+    with pytest.raises(ValueError, match="set the scale to 4"):
+        buildTrainingConfig(settingsFor(tmp_path, preset="fagan", initCheckpoint=str(tinyCheckpoints[4])), files)
+    with pytest.raises(ValueError, match="no bundled checkpoint for x8"):
+        buildTrainingConfig(settingsFor(tmp_path, preset="fagan", scale=8, initCheckpoint=BUNDLED), files)
+    with pytest.raises(ValueError, match="not found"):
+        buildTrainingConfig(settingsFor(tmp_path, preset="fagan", initCheckpoint=str(tmp_path / "none.safetensors")), files)
