@@ -25,8 +25,10 @@ class FAGANSelfTest(ScriptedLoadableModule):
         self.parent.contributors = ["FA-GAN SuperRes team (fagan-superres)"]
         self.parent.helpText = """
 Runs the clinical scenario of the FAGANSuperResolution extension through the module GUI: load an MR
-volume, pick scale and checkpoint, Apply, check the result and its geometry; cancel a run; reject a bad
-checkpoint; train a tiny model, stop, resume, and find its checkpoint in the super-resolution module.
+volume, pick scale and checkpoint, Apply, check the result, its geometry, its research-use notice and its
+consistency-map overlay; cancel a run; reject a bad checkpoint; apply to all volumes of the scene; turn a
+thick-slice volume isotropic; train a tiny model, stop, resume, and find its checkpoint in the
+super-resolution module.
 Works offline (synthetic volume, bundled checkpoint, CPU). Without PyTorch (or ONNX Runtime) the scenario
 uses the bicubic method and skips training, unless FAGAN_SELFTEST_INSTALL_DEPENDENCIES=1 allows installing them.
 """
@@ -55,6 +57,10 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         self.test_CancelLeavesSceneUnchanged()
         self.setUp()
         self.test_BadCheckpointIsRejected()
+        self.setUp()
+        self.test_ApplyToAllVolumes()
+        self.setUp()
+        self.test_ThickSlicesToIsotropic()
         self.setUp()
         self.test_TrainedCheckpointIsOffered()
 
@@ -99,8 +105,18 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         inDims = inputNode.GetImageData().GetDimensions()
         self.assertEqual(output.GetImageData().GetDimensions(), (2 * inDims[0], 2 * inDims[1], inDims[2]))
         np.testing.assert_allclose(FAGANSuperRes.physicalBox(output), FAGANSuperRes.physicalBox(inputNode), atol=1e-4)
-        background = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode().GetBackgroundVolumeID()
-        self.assertEqual(background, output.GetID())
+        composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertEqual(composite.GetBackgroundVolumeID(), output.GetID())
+        self.assertEqual(output.GetAttribute("FAGAN.Notice"), "research use, not for diagnosis")
+        self.assertIn("research use, not for diagnosis", output.GetDescription())
+        self.assertIn("research use", widget.ui.summaryLabel.text)
+        if widget.ui.consistencyMapCheckBox.enabled and p.consistencyMap:
+            self.delayDisplay("The consistency map is the colour overlay, with a colour legend")
+            consistency = slicer.mrmlScene.GetFirstNodeByName(output.GetName() + "_consistency")
+            self.assertIsNotNone(consistency)
+            self.assertEqual(composite.GetForegroundVolumeID(), consistency.GetID())
+            self.assertIsNotNone(slicer.modules.colors.logic().GetColorLegendDisplayNode(consistency))
+            np.testing.assert_allclose(FAGANSuperRes.physicalBox(consistency), FAGANSuperRes.physicalBox(output), atol=1e-4)
         self.delayDisplay("Result shown with exact geometry")
 
     def test_CancelLeavesSceneUnchanged(self):
@@ -118,6 +134,55 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         self.assertFalse(widget.isRunning())
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
         self.assertIsNone(p.outputVolume)
+
+    def test_ApplyToAllVolumes(self):
+        import FAGANSuperRes
+
+        self.delayDisplay("Clinician: Apply to all volumes in the scene (one engine process)")
+        inputs = [FAGANSuperRes.createSyntheticMRVolume(f"Case{i}") for i in range(2)]
+        widget = self.superResWidget()
+        p = widget._parameterNode
+        p.mode, p.scale, p.method, p.device, p.applyToAll = "in-plane", 2, "bicubic", "cpu", True
+        if not widget.ui.applyButton.enabled:
+            self.delayDisplay(f"Skipped: {widget.ui.applyButton.toolTip}")
+            p.applyToAll = False
+            return
+        widget.ui.applyButton.click()
+        self.waitUntilIdle(widget)
+        p.applyToAll = False
+        for node in inputs:
+            result = slicer.mrmlScene.GetFirstNodeByName(node.GetName() + "_SRx2")
+            self.assertIsNotNone(result, widget.ui.statusLabel.text)
+            np.testing.assert_allclose(FAGANSuperRes.physicalBox(result), FAGANSuperRes.physicalBox(node), atol=1e-4)
+            self.assertEqual(result.GetAttribute("FAGAN.Batch"), "yes")
+        self.delayDisplay("Every volume super-resolved")
+
+    def test_ThickSlicesToIsotropic(self):
+        import FAGANSuperRes
+
+        if FAGANSuperRes.skipUnlessReady(self, "train"):
+            return
+        self.delayDisplay("Clinician: thick slices -> isotropic; spacing and thickness prefilled from the volume")
+        inputNode = FAGANSuperRes.createSyntheticMRVolume("Thick")
+        widget = self.superResWidget()
+        p = widget._parameterNode
+        p.inputVolume, p.outputVolume, p.device, p.mode, p.applyToAll = inputNode, None, "cpu", "through-plane", False
+        self.assertAlmostEqual(p.targetSpacing, 0.95, places=3)  # finest in-plane spacing
+        self.assertAlmostEqual(p.sliceThickness, 2.9, places=3)  # no DICOM: the slice spacing
+        if not widget.ui.applyButton.enabled:
+            self.delayDisplay(f"Skipped: {widget.ui.applyButton.toolTip}")
+            p.mode = "in-plane"
+            return
+        p.fitIterations = 2
+        widget.ui.applyButton.click()
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+        self.waitUntilIdle(widget)
+        p.mode, p.fitIterations = "in-plane", 0
+        output = p.outputVolume
+        self.assertIsNotNone(output, widget.ui.statusLabel.text)
+        self.assertRegex(output.GetName(), r"^Thick_iso\d+\.\d+mm$")  # 34.8 mm / 37 slices: Thick_iso0.94mm
+        np.testing.assert_allclose(FAGANSuperRes.physicalBox(output), FAGANSuperRes.physicalBox(inputNode), atol=1e-4)
+        self.delayDisplay("Isotropic result with exact geometry")
 
     def test_BadCheckpointIsRejected(self):
         import FAGANSuperRes
