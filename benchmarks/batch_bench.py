@@ -3,7 +3,7 @@ versus N ``fagan-sr INPUT OUTPUT`` processes (import, checkpoint load and backen
 N times), and the batch with and without ``--prefetch`` (reading the next volume meanwhile).
 
 ``python -m benchmarks.batch_bench [--count 20] [--size 64 64 16] [--scale 2] [--device cpu]
-[--threads N] [--smoke] [--output FILE.json]``. Every run is a fresh ``python -m fagan_engine sr``
+[--threads N] [--method fagan|bicubic|lanczos] [--no-separate] [--smoke] [--output FILE.json]``. Every run is a fresh ``python -m fagan_engine sr``
 process with the bundled checkpoint; wall-clock times include process start-up.
 """
 from __future__ import annotations
@@ -38,44 +38,62 @@ def make_volumes(folder: Path, count: int, size: Sequence[int], seed: int = 0) -
     return paths
 
 
-def _sr(args: List[str], threads: Optional[int]) -> float:
+def _sr(args: List[str], threads: Optional[int], cpu: List[float]) -> float:
+    """Run one ``fagan-sr`` process; return its wall seconds and append its CPU seconds (user + system) to ``cpu``."""
+    import resource
+
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "fagan_engine", "sr", *args, "--progress", "none"], env=env,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"fagan-sr failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
     return seconds
 
 
-def run_batch_bench(count: int, size: Sequence[int], scale: int, device: str, threads: Optional[int], folder: Path) -> Dict[str, Any]:
+def run_batch_bench(count: int, size: Sequence[int], scale: int, device: str, threads: Optional[int], folder: Path,
+                    prefetch: bool = True, method: str = "fagan", separate: bool = True) -> Dict[str, Any]:
+    """Separate calls, then the batch, then the batch with --prefetch (unless ``prefetch`` is False).
+
+    Wall and CPU seconds (user + system of the process) are both recorded: on a shared machine the
+    wall time depends on the other jobs, the CPU time much less."""
     inputs = make_volumes(folder / "in", count, size)
-    common = ["--scale", str(scale), "--device", device]
+    common = ["--scale", str(scale), "--method", method] + (["--device", device] if method == "fagan" else [])
     (folder / "separate").mkdir()
-    separate = [_sr([str(p), str(folder / "separate" / p.name), *common], threads) for p in inputs]
-    batch = _sr([str(folder / "in"), "--output-dir", str(folder / "batch"), *common], threads)
-    prefetch = _sr([str(folder / "in"), "--output-dir", str(folder / "prefetch"), "--prefetch", *common], threads)
-    batch_again = _sr([str(folder / "in"), "--output-dir", str(folder / "batch2"), *common], threads)
-    one_call = float(np.median(separate))
-    best_batch = min(batch, batch_again)
-    return {
-        "count": count, "size": list(size), "scale": scale, "device": device, "threads": threads,
-        "separate_total_s": round(sum(separate), 3), "separate_median_call_s": round(one_call, 3),
-        "batch_s": round(batch, 3), "batch_repeat_s": round(batch_again, 3), "batch_prefetch_s": round(prefetch, 3),
-        "batch_per_case_s": round(best_batch / count, 3),
-        "speedup": round(sum(separate) / best_batch, 2),
-        "prefetch_gain": round(best_batch / prefetch, 3),
+    separate_cpu: List[float] = []
+    calls = [_sr([str(p), str(folder / "separate" / p.name), *common], threads, separate_cpu) for p in inputs] if separate else []
+    batch_cpu: List[float] = []
+    batch = _sr([str(folder / "in"), "--output-dir", str(folder / "batch"), *common], threads, batch_cpu)
+    result: Dict[str, Any] = {
+        "count": count, "size": list(size), "scale": scale, "method": method, "device": device, "threads": threads,
+        "separate_total_s": round(sum(calls), 3) if calls else None,
+        "separate_median_call_s": round(float(np.median(calls)), 3) if calls else None,
+        "separate_cpu_s": round(sum(separate_cpu), 3) if calls else None,
+        "batch_s": round(batch, 3), "batch_cpu_s": round(batch_cpu[0], 3),
+        "batch_per_case_s": round(batch / count, 3),
+        "speedup": round(sum(calls) / batch, 2) if calls else None,
+        "cpu_speedup": round(sum(separate_cpu) / batch_cpu[0], 2) if calls else None,
     }
+    if prefetch:
+        prefetch_cpu: List[float] = []
+        result["batch_prefetch_s"] = round(_sr([str(folder / "in"), "--output-dir", str(folder / "prefetch"), "--prefetch", *common],
+                                               threads, prefetch_cpu), 3)
+        result["batch_prefetch_cpu_s"] = round(prefetch_cpu[0], 3)
+        result["prefetch_gain"] = round(batch / result["batch_prefetch_s"], 3)
+    return result
 
 
 def batch_section(smoke: bool, device: str, tmp: Path) -> List[Dict[str, Any]]:
     """The suite's "batch" section (benchmarks/run.py): 20 volumes of 64×64×16 (smoke: 2 of 16×16×4)."""
     count, size = (2, (16, 16, 4)) if smoke else (20, (64, 64, 16))
     try:
-        return [run_batch_bench(count, size, 2, device, 1 if smoke else None, tmp / "batch_bench")]
+        return [run_batch_bench(count, size, 2, device, 1 if smoke else None, tmp / "batch_bench", prefetch=not smoke)]
     except RuntimeError as exc:
         return [{"error": str(exc)}]
 
@@ -86,13 +104,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--size", type=int, nargs=3, default=(64, 64, 16), metavar=("X", "Y", "Z"))
     parser.add_argument("--scale", type=int, default=2, choices=(2, 4))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--method", default="fagan", choices=("fagan", "bicubic", "lanczos"))
+    parser.add_argument("--no-separate", action="store_true", help="skip the separate calls (prefetch measurement only)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every fagan-sr process")
     parser.add_argument("--smoke", action="store_true", help="2 volumes of 16×16×4")
     parser.add_argument("--output", help="also write the result as JSON here")
     args = parser.parse_args(argv)
     count, size = (2, (16, 16, 4)) if args.smoke else (args.count, tuple(args.size))
     with tempfile.TemporaryDirectory(prefix="fagan-batch-bench-") as folder:
-        result = run_batch_bench(count, size, args.scale, args.device, args.threads, Path(folder))
+        result = run_batch_bench(count, size, args.scale, args.device, args.threads, Path(folder), method=args.method,
+                                 separate=not args.no_separate)
     from .machine import load_average, machine_info
 
     result["machine"] = machine_info(args.device)

@@ -76,10 +76,12 @@ class BatchRunner:
     def run(self) -> List[CaseRecord]:
         """Process every case; returns the records (also in the report)."""
         pending = [i for i, case in enumerate(self.cases) if self.force or not is_done(case.output)]
+        waiting = set(pending)
         for i, case in enumerate(self.cases):
-            if i not in pending:
+            if i not in waiting:
                 self.records[i].status = "skipped"
                 self.records[i].error = "output exists (pass --force to redo it)"
+                _remove_stale_staging(case)
         self.events.batch_start(len(self.cases), len(pending))
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fagan-prefetch") if self.prefetch else None
         upcoming: Dict[int, "Future[Source]"] = {}
@@ -161,6 +163,18 @@ class BatchRunner:
     def write_report(self) -> None:
         if self.report_path is not None:
             write_report(self.report_path, [r.to_dict() for r in self.records], self.totals())
+
+
+def _remove_stale_staging(case: Case) -> None:
+    """Staging folders of a finished case left by a process killed just after publishing."""
+    from pathlib import Path
+
+    from .volume_io import remove_stale_staging, split_extension
+
+    for path in case.paths():
+        target = Path(path.rstrip("/\\"))
+        if target.parent.is_dir():
+            remove_stale_staging(target.parent, split_extension(target.name)[0])
 
 
 class _Repeated(FAGANError):

@@ -70,17 +70,8 @@ def trust_available() -> bool:
 def super_resolve_case(
     image: sitk.Image, options: RunOptions, resolver: Any, progress: Optional[Progress], want_maps: Tuple[str, ...] = ()
 ) -> Outcome:
-    """Super-resolve ``image``: through-plane, through the trust report when available, else the resolver."""
-    if options.mode == "through-plane":
-        from .through_plane import super_resolve_through_plane
-
-        result = super_resolve_through_plane(
-            image, target_spacing=options.target_spacing, slice_thickness=options.slice_thickness,
-            iterations=options.fit_iterations, device=options.device, progress=progress,
-        )
-        if want_maps:
-            raise InputError("trust maps are not available in through-plane mode")
-        return Outcome(result)
+    """Super-resolve ``image``: through the trust report (sr_result) when the engine has it, which
+    handles both modes; else with the through-plane module or the resolver directly."""
     if trust_available():
         from .sr_result import super_resolve_report
 
@@ -88,10 +79,17 @@ def super_resolve_case(
         maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}
         missing = [kind for kind in want_maps if maps.get(kind) is None]
         if missing:
-            raise InputError(f"the {missing[0].replace('_', ' ')} map was not computed (the uncertainty map needs --uncertainty)")
+            raise InputError(f"the {missing[0].replace('_', ' ')} map was not computed (the uncertainty map needs in-plane mode)")
         return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
     if want_maps:
-        raise InputError("trust maps need fagan_engine.sr_result, which this engine does not have yet")
+        raise InputError("trust maps need fagan_engine.sr_result, which this engine does not have")
+    if options.mode == "through-plane":
+        from .through_plane import super_resolve_through_plane
+
+        return Outcome(super_resolve_through_plane(
+            image, target_spacing=options.target_spacing, slice_thickness=options.slice_thickness,
+            iterations=options.fit_iterations, device=options.device, progress=progress,
+        ))
     return Outcome(resolver(image, progress))
 
 

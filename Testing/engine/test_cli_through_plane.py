@@ -21,6 +21,14 @@ def thick_volume(seed: int = 0) -> sitk.Image:
     return image
 
 
+def call_progress(progress, done, total, phase, loss):
+    """Report a phase where the callback takes one (the CLI's does; sr_result's shares do not)."""
+    try:
+        progress(done, total, phase=phase, loss=loss)
+    except TypeError:
+        progress(done, total)
+
+
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
     """Replace the fit by linear resampling to the target spacing, recording each call's arguments."""
@@ -29,14 +37,20 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
     calls: List[Dict[str, Any]] = []
 
     def fake(image, target_spacing=None, slice_thickness=None, iterations=None, device="auto", progress=None, **_):
+        from fagan_engine.options import RunOptions
+        from fagan_engine.through_plane_plan import output_geometry, plan_through_plane
+
+        if isinstance(target_spacing, RunOptions):  # the form sr_result uses
+            options = target_spacing
+            target_spacing, slice_thickness, iterations, device = (
+                options.target_spacing, options.slice_thickness, options.fit_iterations, options.device)
         calls.append(dict(target_spacing=target_spacing, slice_thickness=slice_thickness, iterations=iterations, device=device))
         for done in (1, 2):
-            progress(done, 2, phase="fit", loss=0.5 / done)
-        spacing = target_spacing or 1.0
-        size = [image.GetSize()[0], image.GetSize()[1], int(round(image.GetSize()[2] * image.GetSpacing()[2] / spacing))]
-        out = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), (*image.GetSpacing()[:2], spacing),
-                            image.GetDirection())
-        progress(1, 1, phase="inference")
+            call_progress(progress, done, 2, "fit", 0.5 / done)
+        geometry = output_geometry(image, plan_through_plane(image, target_spacing, slice_thickness))
+        reference = geometry.apply(sitk.Image(list(geometry.size), sitk.sitkFloat32))
+        out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear)
+        call_progress(progress, 1, 1, "inference", None)
         return out
 
     monkeypatch.setattr(through_plane, "super_resolve_through_plane", fake)
@@ -74,12 +88,10 @@ def test_through_plane_batch_to_dicom_says_iso(stand_in: List[Dict[str, Any]], t
 
 
 def test_scale_is_not_needed_and_the_real_fit_runs_when_weights_exist(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from fagan_engine.through_plane_fit import load_weights
+    from fagan_engine.through_plane_fit import bundled_weights
 
-    try:
-        load_weights(None, device="cpu")
-    except Exception as exc:  # the bundled weights are produced by the through-plane engineer's training run
-        pytest.skip(f"through-plane weights not available: {exc}")
+    if not bundled_weights().is_file():  # produced by the through-plane engineer's training run
+        pytest.skip(f"through-plane weights not available: {bundled_weights()}")
     source = tmp_path / "thick.nrrd"
     sitk.WriteImage(thick_volume(), str(source))
     code = main([str(source), str(tmp_path / "iso.nrrd"), "--through-plane", "--iterations", "1", "--device", "cpu", "--progress", "none"])

@@ -92,6 +92,10 @@ def _single(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     options = run_options(args)
+    if args.report is not None and not feature_available("sr_result"):
+        raise InputError("--report for one volume writes the trust report, which needs fagan_engine.sr_result (not in this engine)")
+    if args.report is not None and not args.report.lower().endswith(".json"):
+        raise InputError(f"--report for one volume writes the JSON trust report; {args.report} does not end in .json")
     maps = single_map_paths(args)
     output_is_dicom = check_single_output(args)
     plain = not (maps or output_is_dicom or args.report)
