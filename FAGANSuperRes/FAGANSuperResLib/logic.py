@@ -418,7 +418,25 @@ def addResultToScene(inputVolumeNode: Any, outputVolumeNode: Any, image: Any, ma
         fillSummaryTable(table, summaryRows(inputName, settings, identity, summary, warnings))
         table.SetAttribute("FAGAN.Notice", NOTICE)
         table.SetAttribute("FAGAN.ResultVolume", node.GetName())
+    placeBesideInput(inputVolumeNode, [node] + list(mapNodes.values()) + ([table] if table is not None else []))
     return node, mapNodes, table
+
+
+def placeBesideInput(inputVolumeNode: Any, nodes: List[Any]) -> None:
+    """Put ``nodes`` in the input's subject-hierarchy folder (its DICOM study, when it came from
+    DICOM), so that DICOM export finds their patient and study. Scenes without a subject
+    hierarchy (plain MRML) are left as they are."""
+    scene = inputVolumeNode.GetScene()
+    shNode = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+    if shNode is None:
+        return
+    inputItem = shNode.GetItemByDataNode(inputVolumeNode)
+    if not inputItem:
+        return
+    parent = shNode.GetItemParent(inputItem)
+    for node in nodes:
+        item = shNode.GetItemByDataNode(node) or shNode.CreateItem(parent, node)
+        shNode.SetItemParent(item, parent)
 
 
 def readResultFiles(outputPath: Path, mapPaths: Dict[str, Path]) -> Tuple[Any, Dict[str, Any]]:

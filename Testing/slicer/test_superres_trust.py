@@ -369,3 +369,15 @@ def test_batch_cancel_leaves_the_scene_unchanged_when_nothing_finished(scene, tm
         job.poll()
         time.sleep(0.05)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_results_join_the_input_study_in_the_subject_hierarchy(scene, obliqueNode, fakeEngine):
+    """So that Slicer's DICOM export finds the patient and study of a result and its maps."""
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = shNode.CreateSubjectItem(shNode.GetSceneItemID(), "Patient")
+    study = shNode.CreateStudyItem(patient, "Study")
+    item = shNode.GetItemByDataNode(obliqueNode) or shNode.CreateItem(study, obliqueNode)
+    shNode.SetItemParent(item, study)
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, device="cpu", consistencyMap=True)
+    for node in (job.outputVolumeNode, job.mapNodes["consistency"], job.summaryTableNode):
+        assert shNode.GetItemParent(shNode.GetItemByDataNode(node)) == study, node.GetName()
