@@ -132,7 +132,7 @@ def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_ch
         block["checkpoint"] = {
             "name": resolver.checkpoint.name,
             "sha256": file_sha256(resolver.checkpoint),
-            "content_sha256": getattr(metadata, "content_sha256", "") or metadata.weights_sha256,
+            "content_sha256": metadata.content_sha256 or metadata.weights_sha256,
             "acquisitions": list(metadata.acquisitions),
             "training_data": metadata.training.get("train_data"),
             "validation_data": metadata.training.get("validation_data"),
