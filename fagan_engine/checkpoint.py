@@ -60,8 +60,9 @@ class CheckpointMetadata:
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
-        if not data["data_profile"]:  # omitted when unknown, so checkpoints saved before the field still verify
-            del data["data_profile"]
+        for name in ("data_profile", "onnx_sha256"):  # fields added after format 2: omitted when empty, so the
+            if not data[name]:  # content_sha256 of checkpoints saved before they existed still verifies
+                del data[name]
         return json.dumps(data, indent=2, sort_keys=True)
 
     def digest_text(self) -> str:
