@@ -169,9 +169,9 @@ def _through_plane(
     if options.enforce_consistency:
         sr = _cast(enforce_through_plane(image, sr, plan), options.output_dtype)
     maps = through_plane_consistency(image, sr, plan) if consistency else None
-    warnings = ood_warnings(image, tuple(a for a in range(3) if a != plan.axis))  # type: ignore[arg-type]
-    if want_uncertainty:
-        warnings.append("no uncertainty map: test-time augmentation is implemented for in-plane results only")
+    # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
+    # through-plane model is fitted to each scan
+    warnings = ["no uncertainty map: test-time augmentation is implemented for in-plane results only"] if want_uncertainty else []
     return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, warnings, identity(options, None))
 
 
