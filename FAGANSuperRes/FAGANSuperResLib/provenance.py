@@ -8,6 +8,7 @@ description, which MRML saves with the scene (``.mrml`` / ``.mrb``) and restores
 """
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -84,6 +85,8 @@ def identityFromReport(identity: Any, engineVersion: Any = None) -> Dict[str, st
         flat["checkpoint"] = checkpoint.get("name") or checkpoint.get("path")
         flat.setdefault("engine_version", identity.get("engine_version"))
         flat.pop("acquisition", None)  # only the checkpoint's own acquisitions
+    elif "checkpoint" in identity and not checkpoint:
+        flat = {"engine_version": identity.get("engine_version")}  # no checkpoint (interpolation, or not reported)
     else:
         flat = identity
     for key, names in _IDENTITY_SYNONYMS.items():
@@ -145,8 +148,8 @@ def formatFigure(value: Any) -> str:
 
 
 def figureLabel(key: str) -> str:
-    """``relative_rms_residual`` -> ``Relative rms residual``."""
-    words = str(key).replace("_", " ").strip()
+    """``relative_rms_residual`` -> ``Relative rms residual``, ``targetSpacing`` -> ``Target spacing``."""
+    words = re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: " " + m.group(1).lower(), str(key)).replace("_", " ").strip()
     return words[:1].upper() + words[1:]
 
 

@@ -332,7 +332,9 @@ def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(
     broken[0, 0, 0] = np.nan  # the engine refuses non-finite voxels: this case fails, the others go on
     slicer.util.arrayFromVolumeModified(nodes[1])
     job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
-        batchInputVolumes(scene), SuperResolutionOptions(scale=2, method="lanczos", device="cpu"), waitForCompletion=False)
+        batchInputVolumes(scene), SuperResolutionOptions(scale=2, method="lanczos", device="cpu",
+                                                         consistencyMap=engine.engineSupports("--consistency-map")),
+        waitForCompletion=False)
     fractions = []
     job.onProgress = lambda j: fractions.append(j.fraction)
     deadline = time.monotonic() + 120
@@ -346,6 +348,10 @@ def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(
         node = case.outputVolumeNode
         assert node.GetName() == f"{case.node.GetName()}_SRx2" and node.GetAttribute("FAGAN.Notice") == NOTICE
         np.testing.assert_allclose(physicalCornersRAS(node), physicalCornersRAS(case.node), atol=1e-4)
+        for mapNode in case.mapNodes.values():
+            np.testing.assert_allclose(physicalCornersRAS(mapNode), physicalCornersRAS(node), atol=1e-4)
+            assert mapNode.GetAttribute("FAGAN.Role") == "consistency map"
+        assert len(case.mapNodes) == int(job.options.consistencyMap)
     assert fractions and max(fractions) <= 1.0
     rows = tableRows(job.tableNode)
     assert [row[2] for row in rows] == ["done", "failed", "done"] and rows[1][5]
@@ -381,3 +387,18 @@ def test_results_join_the_input_study_in_the_subject_hierarchy(scene, obliqueNod
     job = SuperResolutionLogic().process(obliqueNode, None, 2, device="cpu", consistencyMap=True)
     for node in (job.outputVolumeNode, job.mapNodes["consistency"], job.summaryTableNode):
         assert shNode.GetItemParent(shNode.GetItemByDataNode(node)) == study, node.GetName()
+
+
+def test_report_identity_forms():
+    from FAGANSuperResLib.provenance import figureLabel, identityFromReport
+
+    nested = {"engine_version": "1.2", "acquisition": "kspace",
+              "checkpoint": {"name": "x.safetensors", "sha256": "f" * 64, "training_data": ["icbm152:t1"], "acquisitions": ["bicubic", "kspace"]}}
+    assert identityFromReport(nested) == {"checkpoint": "x.safetensors", "sha256": "f" * 64, "training_data": "icbm152:t1",
+                                          "acquisition": "bicubic, kspace", "engine_version": "1.2"}
+    # No checkpoint block (interpolation; the through-plane weights are not reported yet): the run's
+    # acquisition is not taken for the checkpoint's.
+    assert identityFromReport({"engine_version": "1.2", "acquisition": "kspace", "checkpoint": None}) == {"engine_version": "1.2"}
+    assert identityFromReport({"checkpoint": None}, "0.9") == {"engine_version": "0.9"}
+    assert identityFromReport("garbage") == {}
+    assert [figureLabel(k) for k in ("relative_rms_residual", "targetSpacing", "mode")] == ["Relative rms residual", "Target spacing", "Mode"]
