@@ -541,4 +541,27 @@ def runIdentity(options: SuperResolutionOptions) -> Dict[str, str]:
             info = readCheckpoint(path) if path else None
         except ValueError:
             info = None
-    return localIdentity(info, options.method, options.acquisition, engineVersion(), options.throughPlane)
+    identity = localIdentity(info, options.method, options.acquisition, engineVersion(), options.throughPlane)
+    if options.throughPlane:
+        identity.update(throughPlaneWeightsIdentity())
+    return identity
+
+
+def throughPlaneWeightsIdentity() -> Dict[str, str]:
+    """Name, SHA-256 and training summary of the engine's bundled through-plane weights, from their
+    JSON sidecar (empty if the engine ships none)."""
+    import json
+
+    from .engine import engineParentDir
+    from .provenance import trainingDataSummary
+
+    for sidecar in sorted((engineParentDir() / "fagan_engine" / "checkpoints").glob("*through_plane*.json")):
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return {"checkpoint": sidecar.with_suffix(".safetensors").name,
+                    "sha256": str(data.get("tensors_sha256") or data.get("content_sha256") or ""),
+                    "training_data": trainingDataSummary(data.get("training"))}
+    return {}

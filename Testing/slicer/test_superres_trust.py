@@ -283,6 +283,8 @@ def test_through_plane_with_the_real_engine(scene):
     assert result.GetName().startswith("thick_iso") and result.GetName().endswith("mm")
     np.testing.assert_allclose(physicalCornersRAS(result), physicalCornersRAS(node), atol=1e-4)
     assert any(e.get("phase") == "fit" for e in job.process.events)
+    assert result.GetAttribute("FAGAN.Checkpoint") == "fagan_through_plane.safetensors"
+    assert len(result.GetAttribute("FAGAN.CheckpointSHA256")) == 64 and result.GetAttribute("FAGAN.Mode") == "through-plane"
 
 
 @pytest.mark.skipif(not engine.engineSupports("--consistency-map", "--uncertainty-map"), reason="the engine has no trust maps yet")
