@@ -4,10 +4,11 @@ The volumes are written to ``<work>/inputs/NNN_<name>.nrrd`` and the engine's ba
 ``fagan_engine sr IN1 IN2 ... --output-dir <work>/outputs --report <work>/batch-report.json
 --progress json``. Its events (``batch_start``, ``case_start``, ``progress`` with ``case`` and
 ``overall``, ``warning`` with ``input``, ``case_end`` with ``status``, ``warnings`` and ``summary``,
-``finished``) drive the progress and say which cases are complete. Each finished case becomes a
-result node (and its maps) with the same provenance as a single run; one table node lists every
-case. A failed case does not stop the others. Cancel kills the process; the cases finished before
-it are still loaded (the engine publishes each output atomically), nothing else enters the scene.
+``finished``) drive the progress and say which cases are complete. Each case becomes a result node
+(and its maps), with the same provenance as a single run, as soon as it finishes; at the end one
+table node lists every case. A failed case does not stop the others. Cancel kills the process; the
+cases finished before it stay (the engine publishes each output atomically), nothing else enters
+the scene.
 """
 import re
 import shutil
@@ -137,17 +138,14 @@ class BatchJob:
         return self
 
     def cancel(self, keepFinished: bool = True) -> None:
-        """Kill the engine (bounded wait). With ``keepFinished`` the cases finished before are
-        loaded; without (the scene is closing) nothing enters the scene."""
+        """Kill the engine (bounded wait). The cases loaded so far stay; with ``keepFinished`` the
+        ones whose end arrived just before the kill are loaded too (not while the scene closes)."""
         if self.done:
             return
         self.process.kill()
-        for event in self.process.poll():  # case_end events that arrived before the kill
-            self._handleEvent(event)
-        if not keepFinished:
-            for case in self.cases:
-                if case.status == "done":
-                    case.status = "cancelled"
+        if keepFinished:
+            for event in self.process.poll():  # case_end events that arrived before the kill
+                self._handleEvent(event)
         self._finish("cancelled by the user", cancelled=True)
 
     def summaryText(self) -> str:
@@ -197,6 +195,8 @@ class BatchJob:
             case.summary = event.get("summary") if isinstance(event.get("summary"), dict) else {}
             if isinstance(event.get("overall"), (int, float)):
                 self.fraction = float(event["overall"])
+            if case.status == "done":
+                self._load(case)
         if self.onProgress:
             self.onProgress(self)
 
@@ -207,24 +207,16 @@ class BatchJob:
         return f"Volume {position} of {len(self.cases)} ({name}): {what}"
 
     def _finish(self, error: Optional[str], cancelled: bool = False) -> None:
-        """Load every finished case into the scene, add the summary table, remove the work folder."""
-        created: List[Any] = []
+        """Settle the cases still open, add the summary table, remove the work folder."""
         try:
             for case in self.cases:
-                if case.status == "running":
-                    case.status = "failed" if not cancelled else "cancelled"
-                    case.error = case.error or (error or "")
-                elif case.status == "pending":
+                if case.status in ("running", "pending", "done"):  # done: finished but not loaded (scene closing)
                     case.status = "cancelled" if cancelled else "failed"
                     case.error = case.error or ("" if cancelled else (error or "not processed"))
-                if case.status == "done":
-                    self._load(case, created)
-            self._addTable(created)
-        except Exception as exc:  # loading failed: nothing of this batch stays in the scene
-            removeNodes(created)
-            for case in self.cases:
-                case.outputVolumeNode, case.mapNodes = None, {}
-            error = oneLine(exc)
+            try:
+                self._addTable([])
+            except Exception as exc:  # the results stay; only the table is missing
+                self.warnings = mergeWarnings(self.warnings, [f"no batch summary table: {oneLine(exc)}"])
         finally:
             shutil.rmtree(self.workDir, ignore_errors=True)
         loaded = [case for case in self.cases if case.outputVolumeNode is not None]
@@ -243,11 +235,19 @@ class BatchJob:
         self.status = f"{len(loaded)} of {len(self.cases)} volumes done" + (
             f", {len(failed)} failed" if failed else "") + (", cancelled" if cancelled else "") + "."
 
-    def _load(self, case: BatchCase, created: List[Any]) -> None:
-        image, maps = readResultFiles(case.outputPath, case.mapPaths)
-        node, mapNodes, _ = addResultToScene(case.node, None, image, maps, self.options, self.identity, case.warnings,
-                                             case.summary, created, summaryTable=False)
-        node.SetAttribute("FAGAN.Batch", "yes")
+    def _load(self, case: BatchCase) -> None:
+        """Add a finished case to the scene at once (results appear one by one); a case whose files
+        cannot be loaded fails alone, leaving nothing of it in the scene."""
+        created: List[Any] = []
+        try:
+            image, maps = readResultFiles(case.outputPath, case.mapPaths)
+            node, mapNodes, _ = addResultToScene(case.node, None, image, maps, self.options, self.identity,
+                                                 case.warnings, case.summary, created, summaryTable=False)
+            node.SetAttribute("FAGAN.Batch", "yes")
+        except Exception as exc:
+            removeNodes(created)
+            case.status, case.error = "failed", oneLine(exc)
+            return
         case.outputVolumeNode, case.mapNodes = node, mapNodes
         case.status = "loaded"
 

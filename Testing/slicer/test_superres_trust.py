@@ -404,3 +404,29 @@ def test_report_identity_forms():
     assert identityFromReport({"checkpoint": None}, "0.9") == {"engine_version": "0.9"}
     assert identityFromReport("garbage") == {}
     assert [figureLabel(k) for k in ("relative_rms_residual", "targetSpacing", "mode")] == ["Relative rms residual", "Target spacing", "Mode"]
+
+
+def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path):
+    from FAGANSuperResLib.batch import BatchLogic
+
+    if not engine.engineSupports("--output-dir"):
+        pytest.skip("the engine has no batch mode yet")
+    nodes = [addVolumeNode(scene, smoothArray((4, 16, 20)), name="small")]
+    nodes += [addVolumeNode(scene, smoothArray((40, 128, 128), seed=i), name=f"large {i}") for i in range(2)]
+    job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
+        nodes, SuperResolutionOptions(scale=8, method="lanczos", device="cpu"), waitForCompletion=False)
+    deadline = time.monotonic() + 120
+    while job.cases[0].status != "loaded":
+        assert not job.poll() and time.monotonic() < deadline, job.status
+        time.sleep(0.05)
+    first = job.cases[0].outputVolumeNode
+    assert first.GetScene() is scene and first.GetName() == "small_SRx8"  # in the scene while the batch runs
+    job.cancel()
+    assert job.state == "partial" and job.cases[0].status == "loaded"
+    assert [case.status for case in job.cases[1:]] == ["cancelled", "cancelled"]
+    assert [row[2] for row in tableRows(job.tableNode)] == ["done", "cancelled", "cancelled"]
+    assert first.GetScene() is scene
+    while not job.process.finished:
+        job.poll()
+        time.sleep(0.05)
+    assert list(tmp_path.iterdir()) == []
