@@ -491,7 +491,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if isinstance(job, SuperResolutionJob):
                 self._parameterNode.outputVolume = job.outputVolumeNode
             self.logic.showResult(job)
-        if job.state in ("failed", "partial"):
+        if job.state in ("failed", "partial") and job.error:
             logging.error("FA-GAN engine output:\n" + "\n".join(job.process.logLines[-30:]))
             slicer.util.errorDisplay(_("Super-resolution failed: {reason}").format(reason=job.error))
 
