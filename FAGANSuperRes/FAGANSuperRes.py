@@ -169,7 +169,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         """Called when the application closes: stop background processes."""
         if self._job:
-            self._job.cancel()
+            self._job.cancel(keepFinished=False)
         if self._deviceProbe:
             self._deviceProbe.kill()
         self._timer.stop()

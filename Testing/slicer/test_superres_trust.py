@@ -430,3 +430,22 @@ def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path):
         job.poll()
         time.sleep(0.05)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not throughPlaneReady(), reason="the engine has no --through-plane (or its weights) yet")
+def test_cancel_during_the_real_fit(scene, tmp_path):
+    node = addVolumeNode(scene, smoothArray((8, 48, 48)), spacing=(1.0, 1.0, 4.0), name="thick")
+    before = sceneNodes(scene)
+    job = SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
+        node, None, 2, device="cpu", mode="through-plane", fitIterations=5000, waitForCompletion=False)
+    deadline = time.monotonic() + 120
+    while job.phase != "fit":
+        assert not job.poll() and time.monotonic() < deadline, job.status
+        time.sleep(0.05)
+    assert job.status.startswith("Step 1/2")
+    job.cancel()
+    assert job.state == "cancelled"
+    while not job.process.finished:
+        job.poll()
+        time.sleep(0.05)
+    assert job.process.returnCode != 0 and sceneNodes(scene) == before and list(tmp_path.iterdir()) == []
