@@ -184,7 +184,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         if self._job:
             self._job.cancel(keepFinished=False)
-            self._onJobDone()
+            self._onJobDone(sceneClosing=True)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -478,13 +478,15 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._job and not self._deviceProbe and not self._exitingJobs:
             self._timer.stop()
 
-    def _onJobDone(self) -> None:
+    def _onJobDone(self, sceneClosing: bool = False) -> None:
         job, self._job = self._job, None
         if not job.process.finished:
             self._exitingJobs.append(job)
             self._timer.start()
         self._setRunning(False)
         self.ui.statusLabel.text = job.status
+        if sceneClosing:
+            return
         self.ui.warningsLabel.text = "\n".join(_("Warning: {line}").format(line=w) for w in job.warnings)
         if job.state in ("succeeded", "partial"):
             self.ui.summaryLabel.text = job.summaryText()
