@@ -115,7 +115,9 @@ class SuperResolutionOptions:
             values.update(targetSpacing=_mm(self.targetSpacing) or "finest in-plane spacing",
                           sliceThickness=_mm(self.sliceThickness) or "from the header")
         else:
-            values.update(scale=f"x{self.scale}", acquisition=self.acquisition)
+            values["scale"] = f"x{self.scale}"
+            if self.method == "fagan":
+                values["acquisition"] = self.acquisition
         if self.enforceConsistency:
             values["enforceConsistency"] = "yes"
         return values

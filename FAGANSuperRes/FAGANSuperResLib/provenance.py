@@ -55,7 +55,7 @@ def localIdentity(checkpointInfo: Any, method: str, acquisition: str, engineVers
     interpolation method, or the engine's own through-plane weights)."""
     if method != "fagan":
         return {"checkpoint": f"none ({method} interpolation)", "sha256": "", "training_data": "",
-                "acquisition": acquisition, "engine_version": engineVersion}
+                "acquisition": "", "engine_version": engineVersion}
     if checkpointInfo is None:
         name = "bundled through-plane weights" if throughPlane else "bundled default"
         return {"checkpoint": name, "sha256": "", "training_data": "", "acquisition": "" if throughPlane else acquisition,
