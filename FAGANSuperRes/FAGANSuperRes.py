@@ -161,6 +161,9 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.checkpointComboBox.connect("activated(int)", self.onCheckpointActivated)
+        self.ui.batchFolderComboBox.connect("currentItemChanged(vtkIdType)", lambda item: self._updateApplyButton())
+        for event in (slicer.mrmlScene.NodeAddedEvent, slicer.mrmlScene.NodeRemovedEvent):
+            self.addObserver(slicer.mrmlScene, event, lambda caller, event: self._updateApplyButton())
         self.ui.progressBar.setVisible(False)
 
         self.initializeParameterNode()
@@ -261,6 +264,12 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 widget.toolTip = _("Needs a newer FA-GAN engine (no {flag} option)").format(flag=flag)
         self.ui.batchFolderComboBox.enabled = p.applyToAll
         self.ui.outputSelector.enabled = not p.applyToAll
+        self._updateApplyButton()
+
+    def _updateApplyButton(self) -> None:
+        """Apply is enabled when the settings can run (its tooltip says why not); Cancel while running."""
+        if not self._parameterNode:
+            return
         if self._job:
             self.ui.applyButton.enabled = True
             return

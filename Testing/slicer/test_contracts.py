@@ -31,7 +31,7 @@ WIDGET_API: Dict[str, Set[str]] = {
     "QDoubleSpinBox": {"toolTip"},
     "QCheckBox": {"enabled", "toolTip"},
     "qMRMLNodeComboBox": {"enabled"},
-    "qMRMLSubjectHierarchyComboBox": {"enabled", "currentItem"},
+    "qMRMLSubjectHierarchyComboBox": {"enabled", "currentItem", "connect", "currentItemChanged(vtkIdType)"},
     "QProgressBar": {"value", "setVisible"},
     "QPlainTextEdit": {"appendPlainText"},
     "ctkCollapsibleButton": {"enabled", "collapsed"},
