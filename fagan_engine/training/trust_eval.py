@@ -1,10 +1,11 @@
 """Does the uncertainty map predict the error, and what does hard consistency do to PSNR?
 
-``python -m fagan_engine.training.trust_eval [--scales 2 4] [--acquisition kspace] [--noise 0]
-[--output trust_eval.json]``: for each bundled checkpoint (``checkpoint.default_checkpoint``), the
-ICBM152 template's held-out slab recorded in its metadata (``training.validation_slab`` along
-``training.through_plane_axis``) goes through the evaluation protocol (``evaluation.make_case``:
-crop, LR by the forward model) and ``super_resolve_report`` with the TTA uncertainty. Then, in
+``python -m fagan_engine.training.trust_eval [--scales 2 4 | --checkpoints C ...] [--acquisition kspace]
+[--noise 0] [--output trust_eval.json]``: for each bundled checkpoint (``checkpoint.default_checkpoint``)
+or each given one, the ICBM152 template's held-out slab recorded in its metadata
+(``training.validation_slab`` along ``training.through_plane_axis``) goes through the evaluation
+protocol (``evaluation.make_case``: crop, LR by the forward model) and ``super_resolve_report``
+with the TTA uncertainty. Then, in
 the reference's robust [0, 1] units with its foreground mask and the border crop of
 ``evaluation.normalised_stacks``:
 
@@ -153,19 +154,18 @@ def _score(scores: Dict[str, float]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fagan_engine.training.trust_eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4], help="bundled checkpoints to evaluate")
+    parser.add_argument("--checkpoints", nargs="+", help="evaluate these checkpoints instead (each at its scale)")
     parser.add_argument("--acquisition", default="kspace", choices=("kspace", "bicubic", "gaussian"))
     parser.add_argument("--noise", type=float, default=0.0, help="Rician noise of the LR (forward_model convention)")
     parser.add_argument("--output", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     acquisition = AcquisitionConfig(model=args.acquisition, noise=args.noise).validate()
-    rows = []
-    for scale in args.scales:
-        checkpoint = default_checkpoint(scale, args.acquisition)
-        if checkpoint is None:
-            print(f"error: no bundled checkpoint for x{scale}", file=sys.stderr)
-            return 2
-        rows.append(evaluate_checkpoint(str(checkpoint), scale, acquisition))
+    checkpoints = args.checkpoints or [default_checkpoint(scale, args.acquisition) for scale in args.scales]
+    if None in checkpoints:
+        print(f"error: no bundled checkpoint for x{args.scales[checkpoints.index(None)]}", file=sys.stderr)
+        return 2
+    rows = [evaluate_checkpoint(str(path), read_metadata(str(path)).scale, acquisition) for path in checkpoints]
     print(to_markdown(rows))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
