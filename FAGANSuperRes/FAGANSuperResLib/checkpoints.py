@@ -27,7 +27,13 @@ class CheckpointInfo:
     def label(self) -> str:
         preset = self.metadata.model.get("preset", "?")
         origin = "bundled" if self.bundled else "user"
-        return f"{self.path.stem} (x{self.scale}, {preset}, {origin})"
+        return f"{self.path.stem} (x{self.scale}, {preset}, {self.acquisition}, {origin})"
+
+    @property
+    def acquisition(self) -> str:
+        """The acquisition model the checkpoint was made for (the first it lists)."""
+        acquisitions = getattr(self.metadata, "acquisitions", None) or ["bicubic"]
+        return str(acquisitions[0])
 
     def describe(self) -> str:
         """Multi-line summary of the metadata for a tooltip or info label."""
@@ -36,6 +42,7 @@ class CheckpointInfo:
         lines = [
             f"File: {self.path}",
             f"Scale: x{md.scale}   preset: {md.model.get('preset', '?')}   plane: {md.plane}",
+            f"Acquisition: {', '.join(getattr(md, 'acquisitions', None) or ['bicubic'])}",
             f"Engine version: {md.engine_version}   created: {md.created or 'unknown'}",
         ]
         summary = ", ".join(f"{k}: {training[k]}" for k in sorted(training) if not isinstance(training[k], (dict, list)))

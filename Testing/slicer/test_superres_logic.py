@@ -272,7 +272,8 @@ def test_checkpoint_registry_and_listing(tmp_path, tinyCheckpoints):
     assert registry.paths() == [tinyCheckpoints[4].resolve(), tinyCheckpoints[2].resolve()]
     x2 = [info for info in availableCheckpoints(2, registry) if not info.bundled]
     assert [info.path for info in x2] == [tinyCheckpoints[2].resolve()]
-    assert "x2" in x2[0].label and "user" in x2[0].label
+    assert "x2" in x2[0].label and "user" in x2[0].label and "bicubic" in x2[0].label
+    assert x2[0].acquisition == "bicubic" and "Acquisition: bicubic" in x2[0].describe()
     assert "note: test" in x2[0].describe()
     assert all(info.scale == 8 for info in availableCheckpoints(8, registry))
     registry.remove(tinyCheckpoints[4])
