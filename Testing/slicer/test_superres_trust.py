@@ -156,19 +156,37 @@ def test_trust_maps_become_overlay_nodes_on_the_exact_grid(scene, obliqueNode, f
     assert scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == colors
 
 
-def test_provenance_survives_saving_and_reloading_the_scene(scene, obliqueNode, fakeEngine, tmp_path):
+def savedAndReloaded(scene, tmp_path, form):
+    """The scene written by MRML's own storage, as a ``.mrb`` file or a ``.mrml`` with data files,
+    and read back into a new scene (with the node classes Slicer's Colors module registers)."""
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    if form == "mrb":
+        path = tmp_path / "scene.mrb"
+        assert scene.WriteToMRB(str(path)) and path.stat().st_size > 0
+        cache = slicer.vtkCacheManager()  # the application sets these up; ReadFromMRB unpacks into the cache
+        cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+        dataIO = slicer.vtkDataIOManager()
+        dataIO.SetCacheManager(cache)
+        reloaded.SetDataIOManager(dataIO)
+        assert reloaded.ReadFromMRB(str(path))
+    else:
+        bundle = tmp_path / "scene"
+        bundle.mkdir()
+        applicationLogic = slicer.vtkMRMLApplicationLogic()
+        applicationLogic.SetMRMLScene(scene)
+        assert applicationLogic.SaveSceneToSlicerDataBundleDirectory(str(bundle), None)
+        reloaded.SetURL(str(bundle / "scene.mrml"))
+        assert reloaded.Connect()
+    return reloaded
+
+
+@pytest.mark.parametrize("form", ["mrb", "mrml"])
+def test_provenance_survives_saving_and_reloading_the_scene(scene, obliqueNode, fakeEngine, tmp_path, form):
     job = SuperResolutionLogic().process(obliqueNode, None, 2, device="cpu", consistencyMap=True)
     expected = {node.GetName(): (dict((n, node.GetAttribute(n)) for n in node.GetAttributeNames()), node.GetDescription())
                 for node in (job.outputVolumeNode, job.mapNodes["consistency"])}
-    bundle = tmp_path / "scene"
-    bundle.mkdir()
-    applicationLogic = slicer.vtkMRMLApplicationLogic()
-    applicationLogic.SetMRMLScene(scene)
-    assert applicationLogic.SaveSceneToSlicerDataBundleDirectory(str(bundle), None)  # the .mrb folder layout
-    reloaded = slicer.vtkMRMLScene()
-    reloaded.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
-    reloaded.SetURL(str(bundle / "scene.mrml"))
-    assert reloaded.Connect()
+    reloaded = savedAndReloaded(scene, tmp_path, form)
     for name, (attributes, description) in expected.items():
         node = reloaded.GetFirstNodeByName(name)
         assert node is not None and node.GetImageData() is not None, name
