@@ -262,6 +262,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.enabled = self._engineSupports(flag)
             if not widget.enabled:
                 widget.toolTip = _("Needs a newer FA-GAN engine (no {flag} option)").format(flag=flag)
+        if throughPlane:  # test-time augmentation is defined for in-plane slices only
+            self.ui.uncertaintyMapCheckBox.enabled = False
         self.ui.batchFolderComboBox.enabled = p.applyToAll
         self.ui.outputSelector.enabled = not p.applyToAll
         self._updateApplyButton()
@@ -463,7 +465,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             tileSize=p.tileSize or None, targetSpacing=p.targetSpacing or None, sliceThickness=p.sliceThickness or None,
             fitIterations=p.fitIterations or None,
             consistencyMap=p.consistencyMap and self._engineSupports(TRUST_FLAGS["consistencyMapCheckBox"]),
-            uncertaintyMap=p.uncertaintyMap and self._engineSupports(TRUST_FLAGS["uncertaintyMapCheckBox"]),
+            uncertaintyMap=(p.uncertaintyMap and p.mode == "in-plane"
+                            and self._engineSupports(TRUST_FLAGS["uncertaintyMapCheckBox"])),
             enforceConsistency=p.enforceConsistency and self._engineSupports(TRUST_FLAGS["enforceConsistencyCheckBox"]))
 
     def onPollTimer(self) -> None:

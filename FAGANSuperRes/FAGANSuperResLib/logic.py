@@ -92,6 +92,8 @@ class SuperResolutionOptions:
                     raise ValueError(f"{name} must be a positive number of mm, got {value}")
             if self.fitIterations is not None and self.fitIterations < 0:
                 raise ValueError(f"fitIterations must be >= 0, got {self.fitIterations}")
+            if self.uncertaintyMap:
+                raise ValueError("the uncertainty map needs in-plane mode (test-time augmentation of in-plane slices)")
         else:
             checkChoice("scale", self.scale, SCALES)
         for flag in self.engineFlags():

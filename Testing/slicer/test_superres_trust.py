@@ -63,6 +63,8 @@ def test_command_line_for_acquisition_lanczos_and_through_plane():
         SuperResolutionOptions(acquisition="radial").validate()
     with pytest.raises(ValueError, match="method fagan"):
         SuperResolutionOptions(mode="through-plane", method="bicubic").validate()
+    with pytest.raises(ValueError, match="uncertainty map needs in-plane"):  # as the engine says
+        SuperResolutionOptions(mode="through-plane", uncertaintyMap=True).validate()
 
 
 def test_features_the_engine_lacks_are_refused_before_anything_starts(scene, obliqueNode, monkeypatch, tmp_path):
