@@ -469,3 +469,12 @@ def test_cancel_during_the_real_fit(scene, tmp_path):
         job.poll()
         time.sleep(0.05)
     assert job.process.returnCode != 0 and sceneNodes(scene) == before and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not engine.engineSupports("--enforce-consistency", "--consistency-map"), reason="the engine has no trust features yet")
+def test_enforced_consistency_with_the_real_engine(scene, obliqueNode):
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, method="lanczos", device="cpu", enforceConsistency=True,
+                                         consistencyMap=True)
+    assert job.summary["relative_rms_residual"] < 1e-3  # re-degrading the result reproduces the input
+    assert job.outputVolumeNode.GetAttribute("FAGAN.EnforceConsistency") == "yes"
+    assert ["Enforce consistency", "yes"] in tableRows(job.summaryTableNode)
