@@ -1,9 +1,12 @@
 """Super-resolve a volume node with the FA-GAN engine in a background process (Qt-free).
 
 Flow: input node -> temporary NRRD (exact geometry) -> ``python -m fagan_engine sr ...
---progress json`` -> output NRRD -> output node. The scene is modified only after the engine
-succeeded and its result was read back; on failure or cancel nothing in the scene changes and
-the temporary folder is removed in every case.
+--progress json`` (plus the options of ``SuperResolutionOptions``: acquisition, thick slices ->
+isotropic, trust maps, report) -> output NRRD (and maps, report) -> output node, map nodes,
+summary table, provenance attributes. The scene is modified only after the engine succeeded and
+every result file was read back and checked; on failure or cancel nothing in the scene changes and
+the temporary folder is removed in every case. Options whose flag the shipped engine lacks are
+refused before anything starts (``engine.engineSupports``).
 
 Example (Slicer Python console)::
 
