@@ -3,7 +3,7 @@ versus N ``fagan-sr INPUT OUTPUT`` processes (import, checkpoint load and backen
 N times), and the batch with and without ``--prefetch`` (reading the next volume meanwhile).
 
 ``python -m benchmarks.batch_bench [--count 20] [--size 64 64 16] [--scale 2] [--device cpu]
-[--threads N] [--method fagan|bicubic|lanczos] [--no-separate] [--smoke] [--output FILE.json]``. Every run is a fresh ``python -m fagan_engine sr``
+[--threads N] [--method fagan|bicubic|lanczos] [--separate N] [--smoke] [--output FILE.json]``. Every run is a fresh ``python -m fagan_engine sr``
 process with the bundled checkpoint; wall-clock times include process start-up.
 """
 from __future__ import annotations
@@ -58,28 +58,34 @@ def _sr(args: List[str], threads: Optional[int], cpu: List[float]) -> float:
 
 
 def run_batch_bench(count: int, size: Sequence[int], scale: int, device: str, threads: Optional[int], folder: Path,
-                    prefetch: bool = True, method: str = "fagan", separate: bool = True) -> Dict[str, Any]:
+                    prefetch: bool = True, method: str = "fagan", separate: Optional[int] = None) -> Dict[str, Any]:
     """Separate calls, then the batch, then the batch with --prefetch (unless ``prefetch`` is False).
 
     Wall and CPU seconds (user + system of the process) are both recorded: on a shared machine the
-    wall time depends on the other jobs, the CPU time much less."""
+    wall time depends on the other jobs, the CPU time much less. ``separate``: how many of the
+    volumes get a separate call (default all); the separate totals are then the median call × count."""
     inputs = make_volumes(folder / "in", count, size)
     common = ["--scale", str(scale), "--method", method] + (["--device", device] if method == "fagan" else [])
     (folder / "separate").mkdir()
     separate_cpu: List[float] = []
-    calls = [_sr([str(p), str(folder / "separate" / p.name), *common], threads, separate_cpu) for p in inputs] if separate else []
+    measured = count if separate is None else max(0, min(separate, count))
+    calls = [_sr([str(p), str(folder / "separate" / p.name), *common], threads, separate_cpu) for p in inputs[:measured]]
     batch_cpu: List[float] = []
     batch = _sr([str(folder / "in"), "--output-dir", str(folder / "batch"), *common], threads, batch_cpu)
+    call, call_cpu = (float(np.median(calls)), float(np.median(separate_cpu))) if calls else (None, None)
     result: Dict[str, Any] = {
         "count": count, "size": list(size), "scale": scale, "method": method, "device": device, "threads": threads,
-        "separate_total_s": round(sum(calls), 3) if calls else None,
-        "separate_median_call_s": round(float(np.median(calls)), 3) if calls else None,
-        "separate_cpu_s": round(sum(separate_cpu), 3) if calls else None,
+        "separate_calls_measured": measured,
+        "separate_median_call_s": round(call, 3) if call else None,
+        "separate_median_call_cpu_s": round(call_cpu, 3) if call_cpu else None,
+        "separate_total_s": round(call * count if measured < count else sum(calls), 3) if call else None,
+        "separate_total_cpu_s": round(call_cpu * count if measured < count else sum(separate_cpu), 3) if call_cpu else None,
         "batch_s": round(batch, 3), "batch_cpu_s": round(batch_cpu[0], 3),
-        "batch_per_case_s": round(batch / count, 3),
-        "speedup": round(sum(calls) / batch, 2) if calls else None,
-        "cpu_speedup": round(sum(separate_cpu) / batch_cpu[0], 2) if calls else None,
+        "batch_per_case_s": round(batch / count, 3), "batch_per_case_cpu_s": round(batch_cpu[0] / count, 3),
     }
+    if call:
+        result["speedup"] = round(result["separate_total_s"] / batch, 2)
+        result["cpu_speedup"] = round(result["separate_total_cpu_s"] / batch_cpu[0], 2)
     if prefetch:
         prefetch_cpu: List[float] = []
         result["batch_prefetch_s"] = round(_sr([str(folder / "in"), "--output-dir", str(folder / "prefetch"), "--prefetch", *common],
@@ -105,7 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--scale", type=int, default=2, choices=(2, 4))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--method", default="fagan", choices=("fagan", "bicubic", "lanczos"))
-    parser.add_argument("--no-separate", action="store_true", help="skip the separate calls (prefetch measurement only)")
+    parser.add_argument("--separate", type=int, metavar="N", help="separate calls for only N of the volumes (totals: median × count)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every fagan-sr process")
     parser.add_argument("--smoke", action="store_true", help="2 volumes of 16×16×4")
     parser.add_argument("--output", help="also write the result as JSON here")
@@ -113,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     count, size = (2, (16, 16, 4)) if args.smoke else (args.count, tuple(args.size))
     with tempfile.TemporaryDirectory(prefix="fagan-batch-bench-") as folder:
         result = run_batch_bench(count, size, args.scale, args.device, args.threads, Path(folder), method=args.method,
-                                 separate=not args.no_separate)
+                                 separate=args.separate)
     from .machine import load_average, machine_info
 
     result["machine"] = machine_info(args.device)
