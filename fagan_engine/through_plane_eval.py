@@ -142,8 +142,14 @@ def run_methods(
             result = inplane_through_plane(image, int(round(ratio)))
         elif method == "pretrained0":
             result = sitk.GetArrayFromImage(super_resolve_through_plane(image, iterations=0, device="cpu"))
+        elif method == "fit" and "fourier" in methods:  # one fit, both fusions
+            average, fourier = fit_both_fusions(image, iterations, seed)
+            rows["fourier"] = dict(score(truth, fourier, np_axis), seconds=0.0)
+            result = average
         elif method == "fit":
             result = sitk.GetArrayFromImage(super_resolve_through_plane(image, iterations=iterations, device="cpu", seed=seed))
+        elif method == "fourier":
+            continue
         elif method == "scratch":
             result = sitk.GetArrayFromImage(
                 super_resolve_through_plane(image, iterations=iterations, device="cpu", pretrained=False, seed=seed)
@@ -152,6 +158,28 @@ def run_methods(
             raise ValueError(method)
         rows[method] = dict(score(truth, result, np_axis), seconds=round(time.time() - started, 1))
     return rows
+
+
+def fit_both_fusions(image: sitk.Image, iterations: Optional[int], seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """The default fit once, applied with averaging and with Fourier fusion (input units)."""
+    import torch
+
+    from .config import NormalizationConfig
+    from .normalization import IntensityNormalizer
+    from .through_plane import DEFAULT_ITERATIONS, apply_through_plane
+    from .through_plane_fit import FitConfig, PairSampler, fit, load_weights, scan_directions
+    from .through_plane_plan import plan_through_plane
+
+    plan = plan_through_plane(image)
+    volume = sitk.GetArrayFromImage(image)
+    normalizer = IntensityNormalizer.fit(volume, NormalizationConfig())
+    volume01 = normalizer.forward(volume)
+    cfg = FitConfig(iterations=DEFAULT_ITERATIONS if iterations is None else iterations, seed=seed)
+    model, _ = load_weights()
+    torch.manual_seed(seed)
+    fit(model, PairSampler(scan_directions(volume01, plan), cfg, np.random.default_rng(seed)), cfg)
+    both = [normalizer.inverse(apply_through_plane(model, volume01, plan, "cpu", fusion)) for fusion in ("average", "fourier")]
+    return both[0], both[1]
 
 
 AXIS_NAMES = {0: "z (axial slices)", 1: "y (coronal slices)", 2: "x (sagittal slices)"}
@@ -250,9 +278,60 @@ def emit(row: Dict[str, Any], args: argparse.Namespace) -> None:
             handle.write(line + "\n")
 
 
+METHOD_NAMES = {
+    "bspline": "cubic B-spline",
+    "lanczos": "Lanczos-3",
+    "inplane": "in-plane FA-GAN x4",
+    "pretrained0": "pretrained, no fit",
+    "fit": "FA-GAN fit (pretrained start)",
+    "scratch": "FA-GAN fit from scratch",
+    "fourier": "fit, Fourier fusion",
+}
+
+
+def render(path: Path) -> str:
+    """Markdown tables of a JSON-lines results file (the rows this module prints)."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    out: List[str] = []
+    cases = [r for r in rows if "methods" in r]
+    if cases:
+        methods = [m for m in METHOD_NAMES if any(m in r["methods"] for r in cases)]
+        out.append("| case | n_in | " + " | ".join(METHOD_NAMES[m] for m in methods) + " |")
+        out.append("| --- | --- |" + " --- |" * len(methods))
+        for r in cases:
+            if "factor" in r:
+                label = f"{r['volume']} {r['voxel']:g} mm, x{r['factor']} along {'zyx'[r['axis']]}"
+            else:
+                gap = f" + {r['gap']:g} gap" if r["gap"] else ""
+                label = f"{r['volume']} {r['thickness']:g} mm{gap} along {'zyx'[r['axis']]}"
+            cells = []
+            for m in methods:
+                v = r["methods"].get(m)
+                cells.append(f"{v['psnr']:.2f} / {v['ssim']:.4f}" if v else "-")
+            out.append(f"| {label} | {r['n_in']} | " + " | ".join(cells) + " |")
+        gains = [r["methods"]["fit"]["psnr"] - r["methods"]["bspline"]["psnr"] for r in cases if "fit" in r["methods"] and "bspline" in r["methods"]]
+        if gains:
+            out.append("")
+            out.append(f"Mean gain of the fit over cubic B-spline: {np.mean(gains):+.2f} dB over {len(gains)} cases (min {min(gains):+.2f}, max {max(gains):+.2f}).")
+    curve = [r for r in rows if "iterations" in r and "case" in r]
+    if curve:
+        out.append("| case | start | iterations | PSNR | SSIM | seconds |")
+        out.append("| --- | --- | --- | --- | --- | --- |")
+        for r in curve:
+            out.append(f"| {r['case']} | {'pretrained' if r['pretrained'] else 'scratch'} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['seconds']} |")
+    adapt = [r for r in rows if "adapt_iterations" in r]
+    if adapt:
+        out.append("| contrast | adapt iterations | PSNR | SSIM | seconds |")
+        out.append("| --- | --- | --- | --- | --- |")
+        for r in adapt:
+            out.append(f"| {r['volume']} | {r['adapt_iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['seconds']} |")
+    return "\n".join(out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fagan_engine.through_plane_eval")
-    parser.add_argument("suite", choices=("template", "contrasts", "small", "curve", "adapt"))
+    parser.add_argument("suite", choices=("template", "contrasts", "small", "curve", "adapt", "table"))
+    parser.add_argument("results", nargs="?", type=Path, help="table: the JSON-lines file to render")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None, help="fit iterations (default: the engine default)")
     parser.add_argument("--axes", type=int, nargs="+", default=[0, 1, 2], help="numpy axes (0 = z)")
@@ -265,11 +344,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--adapt", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.suite == "table":
+        print(render(args.results))
+        return 0
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    default_names = {"template": ["t1"], "contrasts": ["t2", "pd", "flair"], "small": ["t1", "t2", "pd", "flair"], "curve": ["t1"], "adapt": ["t1", "t2", "pd", "flair"]}
+    default_names = {"table": [], "template": ["t1"], "contrasts": ["t2", "pd", "flair"], "small": ["t1", "t2", "pd", "flair"], "curve": ["t1"], "adapt": ["t1", "t2", "pd", "flair"]}
     names = args.volumes or default_names[args.suite]
     suite = {"template": suite_template, "contrasts": suite_template, "small": suite_small, "curve": suite_curve, "adapt": suite_adapt}[args.suite]
     suite(args, names)
