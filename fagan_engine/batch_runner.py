@@ -96,6 +96,9 @@ class BatchRunner:
                 future.cancel()
             if executor is not None:
                 executor.shutdown(wait=False)
+            for case, record in zip(self.cases, self.records):  # interrupted just after publishing
+                if record.status == "not run" and is_done(case.output) and self.force is False:
+                    record.status = "done"
             self.write_report()
         return self.records
 
