@@ -86,17 +86,38 @@ def test_trust_flags_are_offered_and_maps_are_published_with_the_output(trust: A
         assert [line for line in err.splitlines() if line.startswith("warning: ")] == ["warning: the result disagrees with the input in 3% of voxels"]
 
 
-def test_a_failing_map_leaves_no_output(trust: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    if trust.real:
-        pytest.skip("needs the stand-in to produce an unwritable map")
-    trust.sheared_map = True
+@pytest.mark.parametrize("stage", ["writing the map", "publishing the output"])
+def test_a_failing_write_leaves_no_output(trust: Any, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    import fagan_engine.case as case
+    from fagan_engine.errors import OutputError
+
+    if stage == "writing the map":
+        original = case.write_volume
+
+        def failing_write(image, path, *args, **kwargs):
+            if "c.nrrd" in str(path):
+                raise OutputError(f"no space left on device while writing {path}")
+            return original(image, path, *args, **kwargs)
+
+        monkeypatch.setattr(case, "write_volume", failing_write)
+    else:
+        published = case.publish_files
+
+        def failing_publish(moves, force, target):
+            if str(target).endswith("sr.nrrd"):
+                raise OutputError(f"output {target} already exists (created meanwhile); pass --force to overwrite it")
+            return published(moves, force, target)
+
+        monkeypatch.setattr(case, "publish_files", failing_publish)
     source = tmp_path / "in.nrrd"
     sitk.WriteImage(oblique_image(), str(source))
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, _, err = run([source, tmp_path / "sr.nrrd", *BICUBIC, "--consistency-map", tmp_path / "c.nii.gz", "--progress", "none"], capsys)
+    code, _, err = run([source, tmp_path / "sr.nrrd", *BICUBIC, "--consistency-map", tmp_path / "c.nrrd", "--progress", "none"], capsys)
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "sheared" in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert ".tmp-" not in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, f"{stage}: something was left"
 
 
 def test_batch_writes_maps_beside_outputs_and_summary_columns(trust: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
