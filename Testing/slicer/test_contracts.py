@@ -380,3 +380,18 @@ def test_contributors_and_repository_name_agree_everywhere():
         assert 'SuperRes team"' not in text, f"{path.name}: contributor without organisation"
     entry = json.loads((ROOT / "FAGANSuperResolution.json").read_text(encoding="utf-8"))
     assert entry["scm_url"] == REPOSITORY + ".git"
+
+
+def test_engine_flags_the_modules_pass_exist_in_the_engine():
+    """Every fagan_engine sr flag the Slicer side passes is one the shipped engine's parser accepts
+    (the panel disables a feature whose flag is missing, so a typo would silently disable it)."""
+    from FAGANSuperResLib import engine, logic
+    from FAGANSuperResLib.logic import SuperResolutionOptions, optionArguments
+
+    flags = set(moduleTable("FAGANSuperRes", "TRUST_FLAGS").values()) | set(logic.MAP_FLAGS.values())
+    flags |= {"--through-plane", "--target-spacing", "--slice-thickness", "--iterations", "--output-dir", "--report",
+              "--enforce-consistency"}
+    for options in (SuperResolutionOptions(method="fagan", checkpointPath="c", batchSize=2, tileSize=64),
+                    SuperResolutionOptions(mode="through-plane", targetSpacing=1.0, sliceThickness=3.0, fitIterations=5)):
+        flags |= {a for a in optionArguments(options) if a.startswith("--")}
+    assert flags <= engine.engineSrOptions(), sorted(flags - engine.engineSrOptions())
