@@ -51,7 +51,7 @@ class Source:
 def read_source(path: str, options: RunOptions, series_id: Optional[str] = None, need_tags: bool = False) -> Source:
     """Read one input; the DICOM tags only when ``need_tags`` (DICOM output) and it is a folder."""
     started = time.perf_counter()
-    image = read_volume(path, nan_policy=options.nan_policy, series_id=series_id)
+    image = read_volume(path, nan_policy=options.nan_policy, series_id=series_id, dicom_gaps=options.dicom_gaps)
     tags = None
     if need_tags and Path(path).is_dir():
         from .dicom_source import read_series_tags
@@ -60,37 +60,18 @@ def read_source(path: str, options: RunOptions, series_id: Optional[str] = None,
     return Source(image, tags, time.perf_counter() - started)
 
 
-def trust_available() -> bool:
-    """True when the trust features (fagan_engine.sr_result) are part of this engine."""
-    import importlib.util
-
-    return importlib.util.find_spec("fagan_engine.sr_result") is not None
-
-
 def super_resolve_case(
     image: sitk.Image, options: RunOptions, resolver: Any, progress: Optional[Progress], want_maps: Tuple[str, ...] = ()
 ) -> Outcome:
-    """Super-resolve ``image``: through the trust report (sr_result) when the engine has it, which
-    handles both modes; else with the through-plane module or the resolver directly."""
-    if trust_available():
-        from .sr_result import super_resolve_report
+    """Super-resolve ``image`` (either mode) through the trust report, and check the requested maps exist."""
+    from .sr_result import super_resolve_report
 
-        report = super_resolve_report(image, options, resolver=resolver, progress=progress, consistency=True, uncertainty=None)
-        maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}
-        missing = [kind for kind in want_maps if maps.get(kind) is None]
-        if missing:
-            raise InputError(f"the {missing[0].replace('_', ' ')} map was not computed (the uncertainty map needs in-plane mode)")
-        return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
-    if want_maps:
-        raise InputError("trust maps need fagan_engine.sr_result, which this engine does not have")
-    if options.mode == "through-plane":
-        from .through_plane import super_resolve_through_plane
-
-        return Outcome(super_resolve_through_plane(
-            image, target_spacing=options.target_spacing, slice_thickness=options.slice_thickness,
-            iterations=options.fit_iterations, device=options.device, progress=progress,
-        ))
-    return Outcome(resolver(image, progress))
+    report = super_resolve_report(image, options, resolver=resolver, progress=progress, consistency=True, uncertainty=None)
+    maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}
+    missing = [kind for kind in want_maps if maps.get(kind) is None]
+    if missing:
+        raise InputError(f"the {missing[0].replace('_', ' ')} map was not computed (the uncertainty map needs in-plane mode)")
+    return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
 
 
 def derivation_text(options: RunOptions, resolver: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional
 
 from .config import ACQUISITIONS, PLANES, SCALES
 from .errors import InputError
+from .dicom_series import GAP_POLICIES
 from .volume_io import NAN_POLICIES
 
 METHODS = ("fagan", "bicubic", "lanczos")
@@ -45,6 +46,7 @@ class RunOptions:
     fit_iterations: Optional[int] = None
     enforce_consistency: bool = False
     uncertainty: bool = False
+    dicom_gaps: str = "error"
 
     def validate(self) -> "RunOptions":
         """Raise InputError (one line) on an impossible combination; return self."""
@@ -58,6 +60,7 @@ class RunOptions:
         _choice("backend", self.backend, BACKENDS)
         _choice("nan policy", self.nan_policy, NAN_POLICIES)
         _choice("output dtype", self.output_dtype, OUTPUT_DTYPES)
+        _choice("DICOM gap policy", self.dicom_gaps, GAP_POLICIES)
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.adapt_iterations < 0:

@@ -1,5 +1,4 @@
-"""fagan-sr --adapt N: offered once per-scan adaptation exists, reaches RunOptions.adapt_iterations
-in one-volume and batch (manifest column) form."""
+"""fagan-sr --adapt N reaches RunOptions.adapt_iterations in one-volume and batch (manifest column) form."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +8,8 @@ import SimpleITK as sitk
 
 from dicom_test_series import oblique_image
 from engine_helpers import save_untrained_checkpoint
-from fagan_engine.cli.sr import adaptation_available, build_parser, main
+from fagan_engine.cli.sr import build_parser, main
 from fagan_engine.protocol import parse_line
-
-pytestmark = pytest.mark.skipif(not adaptation_available(), reason="per-scan adaptation is not in this engine")
 
 
 def test_adapt_flag_reaches_the_options_and_a_batch_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 from ..batch import OUTPUT_FORMATS
 from ..config import ACQUISITIONS, PLANES, SCALES
 from ..errors import InputError
-from ..options import BACKENDS, DEVICES, METHODS, NAN_POLICIES, OUTPUT_DTYPES, RunOptions
+from ..options import BACKENDS, DEVICES, GAP_POLICIES, METHODS, NAN_POLICIES, OUTPUT_DTYPES, RunOptions
 from ..protocol import emit
 from . import OneLineParser, entry_point
 
@@ -92,8 +92,6 @@ def _single(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     options = run_options(args)
-    if args.report is not None and not feature_available("sr_result"):
-        raise InputError("--report for one volume writes the trust report, which needs fagan_engine.sr_result (not in this engine)")
     if args.report is not None and not args.report.lower().endswith(".json"):
         raise InputError(f"--report for one volume writes the JSON trust report; {args.report} does not end in .json")
     maps = single_map_paths(args)
@@ -163,7 +161,7 @@ MAP_FLAGS = ("consistency", "consistency_lr", "uncertainty")
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The shared RunOptions from parsed ``fagan-sr`` arguments (batch: the defaults of every case)."""
-    through_plane = bool(getattr(args, "through_plane", False))
+    through_plane = args.through_plane
     if args.scale is None and not through_plane and args.manifest is None:
         raise InputError("the following arguments are required: --scale")
     return RunOptions(
@@ -180,53 +178,35 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         nan_policy=args.nan_policy,
         output_dtype=args.dtype,
         untrained=args.untrained,
-        adapt_iterations=getattr(args, "adapt", None) or 0,
-        target_spacing=getattr(args, "target_spacing", None),
-        slice_thickness=getattr(args, "slice_thickness", None),
-        fit_iterations=getattr(args, "iterations", None),
-        enforce_consistency=bool(getattr(args, "enforce_consistency", False)),
-        uncertainty=getattr(args, "uncertainty_map", None) is not None,
+        adapt_iterations=args.adapt,
+        target_spacing=args.target_spacing,
+        slice_thickness=args.slice_thickness,
+        fit_iterations=args.iterations,
+        enforce_consistency=args.enforce_consistency,
+        uncertainty=args.uncertainty_map is not None,
+        dicom_gaps=args.dicom_gaps,
     ).validate()
 
 
-def feature_available(name: str) -> bool:
-    """True when the engine module ``fagan_engine.<name>`` exists (checked without importing it)."""
-    import importlib.util
-
-    return importlib.util.find_spec(f"fagan_engine.{name}") is not None
-
-
-def adaptation_available() -> bool:
-    """True when SuperResolver handles ``adapt_iterations`` (per-scan adaptation has landed)."""
-    import importlib.util
-
-    if feature_available("adaptation"):
-        return True
-    spec = importlib.util.find_spec("fagan_engine.inference")
-    try:
-        return spec is not None and spec.origin is not None and "adapt_iterations" in open(spec.origin, encoding="utf-8").read()
-    except OSError:
-        return False
-
-
 def add_feature_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags of features implemented in other modules, offered only once those modules exist, so
-    that the Slicer module (which enables a control only when the engine has its flag) never
-    passes a flag that would fail."""
-    if feature_available("through_plane"):
-        group = parser.add_argument_group("through-plane super-resolution")
-        group.add_argument("--through-plane", action="store_true", help="super-resolve across slices to isotropic voxels (--scale not needed)")
-        group.add_argument("--target-spacing", type=float, metavar="MM", help="through-plane: output spacing (default: the in-plane spacing)")
-        group.add_argument("--slice-thickness", type=float, metavar="MM", help="through-plane: acquired slice thickness (default: the slice spacing)")
-        group.add_argument("--iterations", type=int, metavar="N", help="through-plane: fitting iterations")
-    if adaptation_available():
-        parser.add_argument("--adapt", type=int, metavar="N", default=0, help="per-scan adaptation: N fine-tuning iterations on the input itself")
-    if feature_available("sr_result"):
-        group = parser.add_argument_group("trust maps (written with the output, atomically)")
-        for kind, flag in (("consistency", "--consistency-map"), ("consistency_lr", "--consistency-map-lr"), ("uncertainty", "--uncertainty-map")):
-            group.add_argument(flag, dest=f"{kind}_map", nargs="?", const=True, metavar="PATH",
-                               help=f"write the {kind.replace('_', ' ')} map (batch, or no PATH: <output stem>_{kind}<ext>)")
-        group.add_argument("--enforce-consistency", action="store_true", help="project the result onto the input (data consistency)")
+    """Through-plane, per-scan adaptation, DICOM gap and trust-map flags."""
+    group = parser.add_argument_group("through-plane super-resolution")
+    group.add_argument("--through-plane", action="store_true", help="super-resolve across slices to isotropic voxels (--scale not needed)")
+    group.add_argument("--target-spacing", type=float, metavar="MM", help="through-plane: output spacing (default: the in-plane spacing)")
+    group.add_argument("--slice-thickness", type=float, metavar="MM", help="through-plane: acquired slice thickness (default: the slice spacing)")
+    group.add_argument("--iterations", type=int, metavar="N", help="through-plane: fitting iterations")
+    parser.add_argument("--adapt", type=int, metavar="N", default=0, help="per-scan adaptation: N fine-tuning iterations on the input itself")
+    parser.add_argument(
+        "--dicom-gaps",
+        default="error",
+        choices=GAP_POLICIES,
+        help="DICOM series with missing or duplicated slices: refuse (default), or resample onto a uniform grid at the true positions",
+    )
+    group = parser.add_argument_group("trust maps (written with the output, atomically)")
+    for kind, flag in (("consistency", "--consistency-map"), ("consistency_lr", "--consistency-map-lr"), ("uncertainty", "--uncertainty-map")):
+        group.add_argument(flag, dest=f"{kind}_map", nargs="?", const=True, metavar="PATH",
+                           help=f"write the {kind.replace('_', ' ')} map (batch, or no PATH: <output stem>_{kind}<ext>)")
+    group.add_argument("--enforce-consistency", action="store_true", help="project the result onto the input (data consistency)")
 
 
 def warn(args: argparse.Namespace, line: str) -> None:
