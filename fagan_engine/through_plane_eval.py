@@ -228,19 +228,24 @@ def suite_curve(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[str
 
     results = []
     cases = []
+    from .through_plane_fit import FitConfig
+
     for name, hr in volumes(names).items():
-        cases.append((f"{name} slab 4 mm along z", *make_case(hr, 0, 4.0, 4.0), 0))
-    for name, hr1 in volumes(names, full=True).items():
-        hr = box_downsample(hr1[14:182, 24:212, 20:176], 3)
-        cases.append((f"{name} 3 mm x4 along z", *make_case(hr, 0, 12.0, 12.0, 3.0), 0))
+        for np_axis in args.axes:
+            cases.append((f"{name} slab 4 mm along {'zyx'[np_axis]}", *make_case(hr, np_axis, 4.0, 4.0), np_axis))
+    if args.small_curve:
+        for name, hr1 in volumes(names, full=True).items():
+            hr = box_downsample(hr1[14:182, 24:212, 20:176], 3)
+            cases.append((f"{name} 3 mm x4 along z", *make_case(hr, 0, 12.0, 12.0, 3.0), 0))
     for label, image, truth, np_axis in cases:
-        for pretrained in (True, False):
+        for pretrained in (True, False) if args.scratch_curve else (True,):
             for n in args.curve:
                 if n == 0 and not pretrained:
                     continue
                 started = time.time()
-                out = super_resolve_through_plane(image, iterations=n, device="cpu", pretrained=pretrained)
-                row = {"case": label, "pretrained": pretrained, "iterations": n}
+                cfg = FitConfig(iterations=n, lr=args.lr) if args.lr else None
+                out = super_resolve_through_plane(image, iterations=n, device="cpu", pretrained=pretrained, fit_config=cfg)
+                row = {"case": label, "pretrained": pretrained, "iterations": n, "lr": args.lr or FitConfig().lr}
                 row.update(score(truth, sitk.GetArrayFromImage(out), np_axis), seconds=round(time.time() - started, 1))
                 emit(row, args)
                 results.append(row)
@@ -315,10 +320,10 @@ def render(path: Path) -> str:
             out.append(f"Mean gain of the fit over cubic B-spline: {np.mean(gains):+.2f} dB over {len(gains)} cases (min {min(gains):+.2f}, max {max(gains):+.2f}).")
     curve = [r for r in rows if "iterations" in r and "case" in r]
     if curve:
-        out.append("| case | start | iterations | PSNR | SSIM | seconds |")
+        out.append("| case | start, fit lr | iterations | PSNR | SSIM | seconds |")
         out.append("| --- | --- | --- | --- | --- | --- |")
         for r in curve:
-            out.append(f"| {r['case']} | {'pretrained' if r['pretrained'] else 'scratch'} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['seconds']} |")
+            out.append(f"| {r['case']} | {'pretrained' if r['pretrained'] else 'scratch'}, lr {r.get('lr', 2e-4):g} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['seconds']} |")
     adapt = [r for r in rows if "adapt_iterations" in r]
     if adapt:
         out.append("| contrast | adapt iterations | PSNR | SSIM | seconds |")
@@ -342,6 +347,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--curve", type=int, nargs="+", default=[0, 50, 100, 200, 300, 500])
     parser.add_argument("--adapt", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--lr", type=float, default=None, help="curve: fit learning rate (default FitConfig's)")
+    parser.add_argument("--small-curve", action="store_true", help="curve: also the 3 mm x4 volume")
+    parser.add_argument("--scratch-curve", action="store_true", help="curve: also from scratch")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.suite == "table":
