@@ -339,7 +339,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("results", nargs="?", type=Path, help="table: the JSON-lines file to render")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None, help="fit iterations (default: the engine default)")
-    parser.add_argument("--axes", type=int, nargs="+", default=[0, 1, 2], help="numpy axes (0 = z)")
+    parser.add_argument("--axes", type=int, nargs="*", default=[0, 1, 2], help="numpy axes (0 = z)")
     parser.add_argument("--thicknesses", type=float, nargs="+", default=[3.0, 4.0, 5.0])
     parser.add_argument("--gaps", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--voxels", type=float, nargs="+", default=[2.0, 3.0])
