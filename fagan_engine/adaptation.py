@@ -33,7 +33,9 @@ ADAPT_PATCH = 64
 """HR patch side (pixels of the scan), LR patch = ADAPT_PATCH / scale."""
 
 
-def adaptation_pairs(slices01: np.ndarray, scale: int, acquisition: AcquisitionConfig, rng: np.random.Generator, batch: int, patch: int) -> Tuple[np.ndarray, np.ndarray]:
+def adaptation_pairs(
+    slices01: np.ndarray, scale: int, acquisition: AcquisitionConfig, rng: np.random.Generator, batch: int, patch: int
+) -> Tuple[np.ndarray, np.ndarray]:
     """One batch of (LR, HR) patches from (n, rows, cols) normalised slices; HR patches are patch², LR patch/scale."""
     n, rows, cols = slices01.shape
     side = min(patch, rows, cols)

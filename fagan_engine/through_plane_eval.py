@@ -216,7 +216,8 @@ def suite_small(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[str
                 for factor in (2, 4):
                     image, truth = make_case(hr, np_axis, factor * voxel, factor * voxel, voxel)
                     methods = args.methods or ["bspline", "fit"]
-                    row = {"volume": name, "voxel": voxel, "axis": np_axis, "factor": factor, "shape": list(hr.shape), "n_in": image.GetSize()[2 - np_axis]}
+                    row = {"volume": name, "voxel": voxel, "axis": np_axis, "factor": factor, "shape": list(hr.shape)}
+                    row["n_in"] = image.GetSize()[2 - np_axis]
                     row["methods"] = run_methods(image, truth, np_axis, methods, args.iterations)
                     emit(row, args)
                     results.append(row)
@@ -314,16 +315,22 @@ def render(path: Path) -> str:
                 v = r["methods"].get(m)
                 cells.append(f"{v['psnr']:.2f} / {v['ssim']:.4f}" if v else "-")
             out.append(f"| {label} | {r['n_in']} | " + " | ".join(cells) + " |")
-        gains = [r["methods"]["fit"]["psnr"] - r["methods"]["bspline"]["psnr"] for r in cases if "fit" in r["methods"] and "bspline" in r["methods"]]
+        gains = [
+            r["methods"]["fit"]["psnr"] - r["methods"]["bspline"]["psnr"] for r in cases if "fit" in r["methods"] and "bspline" in r["methods"]
+        ]
         if gains:
             out.append("")
-            out.append(f"Mean gain of the fit over cubic B-spline: {np.mean(gains):+.2f} dB over {len(gains)} cases (min {min(gains):+.2f}, max {max(gains):+.2f}).")
+            out.append(
+                f"Mean gain of the fit over cubic B-spline: {np.mean(gains):+.2f} dB over {len(gains)} cases "
+                f"(min {min(gains):+.2f}, max {max(gains):+.2f})."
+            )
     curve = [r for r in rows if "iterations" in r and "case" in r]
     if curve:
         out.append("| case | start, fit lr | iterations | PSNR | SSIM | seconds |")
         out.append("| --- | --- | --- | --- | --- | --- |")
         for r in curve:
-            out.append(f"| {r['case']} | {'pretrained' if r['pretrained'] else 'scratch'}, lr {r.get('lr', 2e-4):g} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['seconds']} |")
+            start = f"{'pretrained' if r['pretrained'] else 'scratch'}, lr {r.get('lr', 2e-4):g}"
+            out.append(f"| {r['case']} | {start} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['seconds']} |")
     adapt = [r for r in rows if "adapt_iterations" in r]
     if adapt:
         out.append("| contrast | adapt iterations | PSNR | SSIM | seconds |")
@@ -359,7 +366,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    default_names = {"table": [], "template": ["t1"], "contrasts": ["t2", "pd", "flair"], "small": ["t1", "t2", "pd", "flair"], "curve": ["t1"], "adapt": ["t1", "t2", "pd", "flair"]}
+    default_names = {
+        "table": [], "template": ["t1"], "contrasts": ["t2", "pd", "flair"], "small": ["t1", "t2", "pd", "flair"],
+        "curve": ["t1"], "adapt": ["t1", "t2", "pd", "flair"],
+    }
     names = args.volumes or default_names[args.suite]
     suite = {"template": suite_template, "contrasts": suite_template, "small": suite_small, "curve": suite_curve, "adapt": suite_adapt}[args.suite]
     suite(args, names)
