@@ -9,7 +9,7 @@ from typing import Any
 
 from ._version import __version__
 
-__all__ = ["__version__", "super_resolve", "super_resolve_report", "SRResult"]
+__all__ = ["__version__", "super_resolve", "super_resolve_through_plane", "super_resolve_report", "SRResult"]
 
 
 def super_resolve(image: Any, scale: int, checkpoint: Any = None, **kwargs: Any) -> Any:
@@ -17,6 +17,13 @@ def super_resolve(image: Any, scale: int, checkpoint: Any = None, **kwargs: Any)
     from .inference import super_resolve as _super_resolve
 
     return _super_resolve(image, scale, checkpoint=checkpoint, **kwargs)
+
+
+def super_resolve_through_plane(image: Any, **kwargs: Any) -> Any:
+    """Thick slices to isotropic voxels; see ``fagan_engine.through_plane.super_resolve_through_plane``."""
+    from .through_plane import super_resolve_through_plane as _through_plane
+
+    return _through_plane(image, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -157,8 +157,8 @@ def load_generator(path: str, expected_scale: Optional[int] = None, device: str 
 
 
 def bundled_checkpoints() -> List[Path]:
-    """The default checkpoints shipped with the engine, sorted by name."""
-    return sorted(BUNDLED_DIR.glob("*.safetensors"))
+    """The in-plane checkpoints shipped with the engine, sorted by name (not the through-plane weights)."""
+    return sorted(BUNDLED_DIR.glob("fagan_x*.safetensors"))
 
 
 def default_checkpoint(scale: int, acquisition: str = "kspace") -> Optional[Path]:

@@ -53,7 +53,18 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
     if image.GetDimension() != 3 or image.GetSize()[2] != len(files) or len(files) < 2:
         return image
     positions = _slice_positions(reader, image, files)
-    return _checked_grid(image, positions, files, gaps)
+    return _with_slice_tags(_checked_grid(image, positions, files, gaps), reader)
+
+
+SLICE_TAGS = ("0018|0050", "0018|0088")
+"""Slice Thickness and Spacing Between Slices: copied onto the volume (through-plane SR reads the thickness)."""
+
+
+def _with_slice_tags(image: sitk.Image, reader: sitk.ImageSeriesReader) -> sitk.Image:
+    for key in SLICE_TAGS:
+        if reader.HasMetaDataKey(0, key):
+            image.SetMetaData(key, reader.GetMetaData(0, key))
+    return image
 
 
 def _last_line(exc: RuntimeError, fallback: str) -> str:

@@ -105,7 +105,10 @@ def validate_image(image: sitk.Image, nan_policy: str = "error") -> sitk.Image:
     _check_geometry(image)
     _check_value_range(image)
     if image.GetPixelID() != sitk.sitkFloat32:
-        image = sitk.Cast(image, sitk.sitkFloat32)
+        cast = sitk.Cast(image, sitk.sitkFloat32)
+        for key in image.GetMetaDataKeys():  # e.g. the DICOM slice thickness (through-plane SR reads it)
+            cast.SetMetaData(key, image.GetMetaData(key))
+        image = cast
     return _apply_nan_policy(image, nan_policy)
 
 
