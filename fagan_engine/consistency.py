@@ -25,7 +25,7 @@ pseudo-inverses of the 1D matrices; this is the limit of iterative back-projecti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Protocol, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,34 +41,10 @@ from .forward_model import (
 )
 from .inference import SliceLayout
 from .noise_estimate import estimate_noise_sigma, foreground, robust_range
+from .through_plane_plan import ThroughPlanePlan
 
 SIGMA_FLOOR = 1e-3
 """σ used for ``fraction_above_3sigma`` is at least this fraction of the input's robust range."""
-
-
-class SlicePlan(Protocol):
-    """The through-plane fields the consistency needs (``through_plane_plan.ThroughPlanePlan`` has them)."""
-
-    axis: int
-    n_in: int
-    n_out: int
-    input_spacing: float
-    output_spacing: float
-    thickness: float
-    edge_sigma: float
-
-
-@dataclass(frozen=True)
-class SliceProfile:
-    """A plain ``SlicePlan`` for callers without a through-plane plan object (lengths in mm)."""
-
-    axis: int
-    n_in: int
-    n_out: int
-    input_spacing: float
-    output_spacing: float
-    thickness: float
-    edge_sigma: float = 0.0
 
 
 @dataclass
@@ -121,13 +97,13 @@ def enforce_consistency(image: sitk.Image, sr: sitk.Image, scale: int, axes: Tup
 # ---- through-plane ------------------------------------------------------------------------------
 
 
-def profile_matrix(plan: SlicePlan) -> np.ndarray:
+def profile_matrix(plan: ThroughPlanePlan) -> np.ndarray:
     """(n_in, n_out) slice-profile matrix of ``plan``, lengths converted to output voxels."""
     unit = plan.output_spacing
     return slice_profile_matrix(plan.n_out, plan.n_in, plan.input_spacing / unit, plan.thickness / unit, plan.edge_sigma / unit)
 
 
-def through_plane_consistency(image: sitk.Image, sr: sitk.Image, plan: SlicePlan) -> ConsistencyMaps:
+def through_plane_consistency(image: sitk.Image, sr: sitk.Image, plan: ThroughPlanePlan) -> ConsistencyMaps:
     """Residual maps of a through-plane SR result: ``sr`` re-sliced with the slice profile, minus ``image``."""
     _check_through_plane(image, sr, plan)
     np_axis = 2 - plan.axis
@@ -140,7 +116,7 @@ def through_plane_consistency(image: sitk.Image, sr: sitk.Image, plan: SlicePlan
     return ConsistencyMaps(_like(residual, image), _like(upsampled, sr), residual_summary(data, residual, in_plane.to_slices(data)))
 
 
-def enforce_through_plane(image: sitk.Image, sr: sitk.Image, plan: SlicePlan) -> sitk.Image:
+def enforce_through_plane(image: sitk.Image, sr: sitk.Image, plan: ThroughPlanePlan) -> sitk.Image:
     """``sr`` projected onto the volumes whose slice-profile acquisition is exactly ``image``; float32."""
     _check_through_plane(image, sr, plan)
     np_axis = 2 - plan.axis
@@ -190,7 +166,7 @@ def _check_in_plane(image: sitk.Image, sr: sitk.Image, scale: int, axes: Tuple[i
         raise ValueError(f"SR size {sr.GetSize()} is not the input size {image.GetSize()} times {scale} on axes {axes}")
 
 
-def _check_through_plane(image: sitk.Image, sr: sitk.Image, plan: SlicePlan) -> None:
+def _check_through_plane(image: sitk.Image, sr: sitk.Image, plan: ThroughPlanePlan) -> None:
     if image.GetSize()[plan.axis] != plan.n_in or sr.GetSize()[plan.axis] != plan.n_out:
         raise ValueError(
             f"the plan has {plan.n_in} -> {plan.n_out} slices on axis {plan.axis}; "

@@ -9,7 +9,6 @@ import SimpleITK as sitk
 from engine_helpers import oblique_volume
 from fagan_engine.config import ACQUISITIONS
 from fagan_engine.consistency import (
-    SliceProfile,
     consistency_maps,
     enforce_consistency,
     enforce_through_plane,
@@ -31,6 +30,7 @@ from fagan_engine.forward_model import (
 from fagan_engine.geometry import physical_corners
 from fagan_engine.inference import super_resolve
 from fagan_engine.noise_estimate import estimate_noise_sigma
+from fagan_engine.through_plane_plan import ThroughPlanePlan
 
 AXES = (0, 1)
 
@@ -146,7 +146,7 @@ def through_plane_case(seed: int = 0):
     rng = np.random.default_rng(seed)
     zz, yy, xx = np.mgrid[0:24, 0:16, 0:18] + 0.5
     hr = 50 + 40 * np.sin(zz / 3.1 + rng.uniform(0, 3)) * np.cos(yy / 4.0) + 5 * np.cos(xx / 2.5)
-    plan = SliceProfile(axis=2, n_in=8, n_out=24, input_spacing=3.0, output_spacing=1.0, thickness=2.5, edge_sigma=0.3)
+    plan = ThroughPlanePlan(axis=2, n_in=8, n_out=24, input_spacing=3.0, output_spacing=1.0, thickness=2.5, edge_sigma=0.3)
     lr = apply_along_axis(hr, profile_matrix(plan), 0)
     sr_image = sitk.GetImageFromArray(hr.astype(np.float32))
     lr_image = sitk.GetImageFromArray(lr.astype(np.float32))

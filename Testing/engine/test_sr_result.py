@@ -15,12 +15,13 @@ import SimpleITK as sitk
 from engine_helpers import oblique_volume, save_untrained_checkpoint
 from fagan_engine.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
 from fagan_engine.config import ACQUISITIONS
-from fagan_engine.consistency import SliceProfile, profile_matrix, redegrade, relative_rms
+from fagan_engine.consistency import profile_matrix, redegrade, relative_rms
 from fagan_engine.forward_model import AcquisitionConfig, apply_along_axis, degrade_volume
 from fagan_engine.geometry import physical_corners
 from fagan_engine.inference import SuperResolver, super_resolve
 from fagan_engine.options import RunOptions
 from fagan_engine.sr_result import NOTICE, SRResult, super_resolve_report
+from fagan_engine.through_plane_plan import ThroughPlanePlan
 
 AXES = (0, 1)
 
@@ -104,7 +105,7 @@ def test_enforce_consistency_option_reproduces_the_input(acquisition: str, icbm_
 
 def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     """Wiring only (the through-plane SR is another module): a stand-in returns the true volume."""
-    plan = SliceProfile(axis=2, n_in=4, n_out=12, input_spacing=3.0, output_spacing=1.0, thickness=3.0)
+    plan = ThroughPlanePlan(axis=2, n_in=4, n_out=12, input_spacing=3.0, output_spacing=1.0, thickness=3.0)
     truth = np.random.default_rng(0).random((12, 10, 10)).astype(np.float32) * 100
     image = sitk.GetImageFromArray(apply_along_axis(truth, profile_matrix(plan), 0).astype(np.float32))
     image.SetSpacing((1.0, 1.0, 3.0))
