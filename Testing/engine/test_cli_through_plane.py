@@ -12,8 +12,6 @@ import SimpleITK as sitk
 from fagan_engine.cli.sr import build_parser, main
 from fagan_engine.protocol import parse_line
 
-pytest.importorskip("fagan_engine.through_plane")
-
 
 def thick_volume(seed: int = 0) -> sitk.Image:
     image = sitk.GetImageFromArray(np.random.default_rng(seed).random((5, 24, 20)).astype(np.float32) * 100)
@@ -97,3 +95,27 @@ def test_scale_is_not_needed_and_the_real_fit_runs_when_weights_exist(tmp_path: 
     code = main([str(source), str(tmp_path / "iso.nrrd"), "--through-plane", "--iterations", "1", "--device", "cpu", "--progress", "none"])
     assert code == 0, capsys.readouterr().err
     assert sitk.ReadImage(str(tmp_path / "iso.nrrd")).GetSpacing()[2] == pytest.approx(1.0)
+
+
+def test_sigterm_during_the_fit_leaves_nothing(tmp_path: Path) -> None:
+    """Cancel (SIGTERM, as the Slicer module sends) during the through-plane fit: exit 143, no output."""
+    import signal
+    import subprocess
+    import sys
+
+    source = tmp_path / "thick.nrrd"
+    sitk.WriteImage(thick_volume(), str(source))
+    out = tmp_path / "out" / "iso.nrrd"
+    out.parent.mkdir()
+    command = [sys.executable, "-m", "fagan_engine", "sr", str(source), str(out), "--through-plane", "--iterations", "100000",
+               "--device", "cpu", "--progress", "json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = parse_line(line)
+        if event is not None and event["event"] == "progress" and event.get("phase") == "fit":
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "error: terminated", err
+    assert list(out.parent.iterdir()) == []
