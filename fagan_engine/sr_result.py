@@ -140,6 +140,11 @@ def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_ch
             "created": metadata.created,
             "data_profile_known": bool(metadata.data_profile),
         }
+    if options.mode == "through-plane":
+        from .through_plane_fit import bundled_weights
+
+        weights = bundled_weights()
+        block["checkpoint"] = {"name": weights.name, "sha256": file_sha256(weights), "per_scan_fit": True}
     if ensemble_checkpoint is not None:
         block["ensemble_checkpoint"] = {"name": Path(ensemble_checkpoint).name, "sha256": file_sha256(Path(ensemble_checkpoint))}
     return block

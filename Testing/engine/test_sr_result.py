@@ -120,6 +120,8 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
     assert_same_grid(result.consistency, sr)
     assert_same_grid(result.consistency_lr, image)
     assert result.uncertainty is None and any("in-plane results only" in line for line in result.warnings)
+    checkpoint = result.report()["identity"]["checkpoint"]
+    assert checkpoint["name"] == "fagan_through_plane.safetensors" and len(checkpoint["sha256"]) == 64
 
 
 def test_package_exports_are_lazy() -> None:
