@@ -30,6 +30,7 @@ numpy only: no torch, so the Slicer module and the ONNX path can use it too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
@@ -258,8 +259,11 @@ def kernel_matrix(n_in: int, n_out: int, ratio: float, kernel: Callable[[np.ndar
     return weights / weights.sum(axis=1, keepdims=True)
 
 
+@functools.lru_cache(maxsize=64)
 def bicubic_aa_matrix(n_in: int, scale: int) -> np.ndarray:
-    """Anti-aliased bicubic downsampling by ``scale`` (PyTorch ``antialias=True``: a = −0.5, support 2·s)."""
+    """Anti-aliased bicubic downsampling by ``scale`` (PyTorch ``antialias=True``: a = −0.5, support 2·s).
+
+    Cached (training builds one per sample otherwise); the returned array is read-only."""
 
     def cubic(x: np.ndarray) -> np.ndarray:
         t = np.abs(x) / scale
@@ -288,6 +292,7 @@ def _truncated_matrix(n_in: int, scale: int, kernel: Callable[[np.ndarray], np.n
         taps = np.arange(lo, hi)
         weights = kernel(taps + 0.5 - centre)
         matrix[j, lo:hi] = weights / weights.sum()
+    matrix.flags.writeable = False
     return matrix
 
 

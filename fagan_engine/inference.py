@@ -79,16 +79,17 @@ class SuperResolver:
             return
         self.checkpoint = resolve_checkpoint(options)
         if options.adapt_iterations > 0:
-            self.base_model, self.normalization = load_model(
-                options.scale, self.checkpoint, options.device, options.backend, options.untrained
+            if options.backend == "onnx" or (self.checkpoint is not None and self.checkpoint.suffix == ".onnx"):
+                raise InputError("per-scan adaptation (--adapt) needs the PyTorch backend and a .safetensors checkpoint, not ONNX")
+            self.base_model, self.normalization, self.metadata = load_model(
+                options.scale, self.checkpoint, options.device, options.untrained
             )
             self.runner = torch_runner(self.base_model, _model_device(self.base_model))
         else:
-            self.runner, self.normalization = load_runner(
+            self.runner, self.normalization, self.metadata = load_runner(
                 options.scale, self.checkpoint, options.device, options.backend, options.untrained
             )
-        if self.checkpoint is not None:
-            self.metadata = checkpoint_metadata(self.checkpoint)
+        if self.checkpoint is not None and self.metadata is not None:
             self.warnings.extend(acquisition_warnings(self.checkpoint.name, self.metadata.acquisitions, options.acquisition))
 
     base_model: Any = None
@@ -227,8 +228,9 @@ def acquisition_warnings(name: str, trained: List[str], acquisition: str) -> Lis
 
 def load_runner(
     scale: int, checkpoint: Union[str, Path, None], device: str, backend: str, untrained: bool
-) -> Tuple[Runner, NormalizationConfig]:
-    """Turn a checkpoint (None: random weights, tests only) and backend into a runner and its normalisation."""
+) -> Tuple[Runner, NormalizationConfig, Optional["CheckpointMetadata"]]:
+    """A runner for a checkpoint (None: random weights, tests only) on a backend, its normalisation and
+    the checkpoint's metadata (None for random weights); the checkpoint is read and verified once."""
     if checkpoint is None and not untrained:
         raise CheckpointError("no checkpoint given")
     if backend == "onnx" or (backend == "auto" and not _torch_available()):
@@ -236,41 +238,30 @@ def load_runner(
             raise InputError("the ONNX backend needs a checkpoint; random weights (--untrained) need PyTorch")
         from .onnx_backend import onnx_runner
 
-        return onnx_runner(str(checkpoint), scale)
+        runner, normalization = onnx_runner(str(checkpoint), scale)
+        return runner, normalization, checkpoint_metadata(Path(checkpoint))
     import torch
 
-    torch_device = resolve_device(device)
-    if checkpoint is None:
-        from .archs import build_generator, preset_config
-
-        model = build_generator(preset_config("fagan", scale)).to(torch_device).eval()
-        normalization = NormalizationConfig()
-    else:
-        from .checkpoint import load_generator
-
-        model, metadata = load_generator(str(checkpoint), expected_scale=scale, device=torch_device)
-        normalization = metadata.normalization_config()
+    model, normalization, metadata = load_model(scale, checkpoint, device, untrained)
     # channels_last: oneDNN/cuDNN's fast layout for these 32-channel convs (docs/performance.md)
-    return torch_runner(model.to(memory_format=torch.channels_last), torch_device), normalization
+    return torch_runner(model.to(memory_format=torch.channels_last), _model_device(model)), normalization, metadata
 
 
 def load_model(
-    scale: int, checkpoint: Union[str, Path, None], device: str, backend: str, untrained: bool
-) -> Tuple[Any, NormalizationConfig]:
-    """The PyTorch generator of a checkpoint (None: random weights, tests only) and its normalisation (adaptation)."""
-    if backend == "onnx" or (checkpoint is not None and Path(checkpoint).suffix == ".onnx"):
-        raise InputError("per-scan adaptation (--adapt) needs the PyTorch backend and a .safetensors checkpoint, not ONNX")
+    scale: int, checkpoint: Union[str, Path, None], device: str, untrained: bool
+) -> Tuple[Any, NormalizationConfig, Optional["CheckpointMetadata"]]:
+    """The PyTorch generator of a checkpoint (None: random weights, tests only), its normalisation and metadata."""
     if checkpoint is None and not untrained:
         raise CheckpointError("no checkpoint given")
     torch_device = resolve_device(device)
     if checkpoint is None:
         from .archs import build_generator, preset_config
 
-        return build_generator(preset_config("fagan", scale)).to(torch_device).eval(), NormalizationConfig()
+        return build_generator(preset_config("fagan", scale)).to(torch_device).eval(), NormalizationConfig(), None
     from .checkpoint import load_generator
 
     model, metadata = load_generator(str(checkpoint), expected_scale=scale, device=torch_device)
-    return model, metadata.normalization_config()
+    return model, metadata.normalization_config(), metadata
 
 
 def resolve_device(device: str) -> str:

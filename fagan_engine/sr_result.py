@@ -11,6 +11,7 @@ diagnosis".
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import math
@@ -151,7 +152,14 @@ def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_ch
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (what ``sha256sum`` prints)."""
+    """SHA-256 of a file's bytes (what ``sha256sum`` prints); computed once per file version, so a
+    batch does not re-read the checkpoint for every case."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

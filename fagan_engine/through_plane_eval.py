@@ -110,7 +110,7 @@ def inplane_through_plane(image: sitk.Image, scale: int) -> np.ndarray:
     from .through_plane_plan import plan_through_plane
 
     plan = plan_through_plane(image)
-    runner, normalization = load_runner(scale, default_checkpoint(scale, "kspace"), "cpu", "torch", False)
+    runner, normalization, _ = load_runner(scale, default_checkpoint(scale, "kspace"), "cpu", "torch", False)
     volume = sitk.GetArrayFromImage(image)
     normalizer = IntensityNormalizer.fit(volume, normalization or NormalizationConfig())
     through = 2 - plan.axis
