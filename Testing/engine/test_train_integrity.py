@@ -105,7 +105,7 @@ CONSISTENT_BUT_WRONG = {
     "rng a list": (lambda m, s: s.update(rng=[1, 2]), "does not fit"),
     "config not a dict": (lambda m, s: s.update(config="x"), "no valid config"),
     "missing generator": (lambda m, s: m.pop("G"), "does not fit"),
-    "wrong tensor shape": (lambda m, s: m["G"].update({k: torch.zeros(1) for k in list(m["G"])[:1]}), "does not fit"),
+    "wrong tensor shape": (lambda m, s: m["G"].update({k: torch.zeros(*m["G"][k].shape, 2) for k in sorted(m["G"])[:1]}), "does not fit"),
 }
 
 

@@ -124,7 +124,7 @@ def load_state(path: Path) -> Tuple[Dict[str, Dict[str, torch.Tensor]], Dict[str
     except Exception as exc:  # safetensors raises its own error type for damaged files
         raise CheckpointError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
     modules: Dict[str, Dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
+    for key, tensor in sorted(tensors.items()):
         name, sep, sub = key.partition("/")
         if sep:  # structure tensors are named "~#n", without "/"
             modules.setdefault(name, {})[sub] = tensor
