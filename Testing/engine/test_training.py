@@ -209,3 +209,21 @@ def test_split_is_by_volume_for_folders_and_manifests(tmp_path: Path) -> None:
     manifest.write_text(json.dumps({"train": ["volumes/v0.nii.gz"], "val": ["volumes/v0.nii.gz"]}))
     with pytest.raises(ConfigError, match="both"):
         prepare_data(cfg.with_overrides(["data.train=[]", f"data.manifest={manifest}"]))
+
+
+def test_float32_training_slices_are_the_file_values(tmp_path: Path) -> None:
+    """Training slices of a float32 volume are copies, not views of a freed SimpleITK buffer."""
+    import SimpleITK as sitk
+
+    from fagan_engine.config import NormalizationConfig
+    from fagan_engine.normalization import IntensityNormalizer
+
+    values = np.random.default_rng(0).uniform(0.0, 100.0, (12, 64, 64)).astype(np.float32)
+    for i in range(2):
+        sitk.WriteImage(sitk.GetImageFromArray(values + i), str(tmp_path / f"v{i}.nii"))
+    cfg = load_config(str(TINY_CONFIG)).with_overrides([f'data.train=["{tmp_path}"]', "data.val_fraction=0.5", "data.plane=axial"])
+    data = prepare_data(cfg)
+    _ = [np.full(values.shape, -1.0, np.float32) for _ in range(20)]  # reuse any freed buffer
+    offset = int(Path(data.train[0].name).stem[1])
+    expected = IntensityNormalizer.fit(values + offset, NormalizationConfig()).forward(values + offset)
+    np.testing.assert_allclose(data.train[0].slices, expected, rtol=1e-6)

@@ -233,10 +233,14 @@ def _single_volume_split(cfg: FAGANConfig, name: str) -> PreparedData:
 
 
 def _slices(image: sitk.Image, plane: str) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """The volume as a (n, rows, cols) float32 stack of in-plane slices, and the in-plane axes."""
+    """The volume as a (n, rows, cols) float32 stack of in-plane slices, and the in-plane axes.
+
+    Always a copy: a float32 view of ``image`` would outlive the image's buffer once the caller
+    drops it, and the training slices would read freed memory (NaN losses, irreproducible runs).
+    """
     axes = plane_axes(image, plane)
     stack = SliceLayout.for_axes(axes).to_slices(sitk.GetArrayViewFromImage(image))
-    return np.ascontiguousarray(stack, dtype=np.float32), axes
+    return np.array(stack, dtype=np.float32, order="C", copy=True), axes
 
 
 def _normalise(slices: np.ndarray, cfg: FAGANConfig) -> np.ndarray:
