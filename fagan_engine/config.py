@@ -263,6 +263,7 @@ class TrainConfig:
     pixel_weight: float = 1.0
     perceptual_weight: float = 1.0
     adversarial_weight: float = 1e-3
+    overshoot_weight: float = 0.0
     vgg_weights: Optional[str] = None
     init_checkpoint: Optional[str] = None
     ema_decay: float = 0.999
@@ -286,6 +287,8 @@ class TrainConfig:
             raise ConfigError("train.pretrain_iterations must be between 0 and train.iterations")
         if self.lr <= 0:
             raise ConfigError("train.lr must be > 0")
+        if self.overshoot_weight < 0:
+            raise ConfigError("train.overshoot_weight must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("train.ema_decay must be in [0, 1)")
 

@@ -1,4 +1,5 @@
-"""Losses: VGG19 φ5,4 content loss (eq. 15), adversarial loss (eq. 16), pixel loss, discriminator loss.
+"""Losses: VGG19 φ5,4 content loss (eq. 15), adversarial loss (eq. 16), pixel loss, discriminator loss,
+and the band-overshoot penalty (not in the paper; docs/decisions.md, "Overshoot penalty").
 
 The VGG19 feature extractor is defined here with torchvision's layer indices, so a torchvision
 ``vgg19`` state dict (``features.N.weight`` / ``features.N.bias``) loads into it directly.
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..structure_checks import NYQUIST_BAND
 
 VGG19_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 PHI54_END = 36
@@ -118,6 +120,30 @@ def pixel_loss(kind: str, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     if kind == "l1":
         return F.l1_loss(sr.float(), hr.float())
     return F.mse_loss(sr.float(), hr.float())
+
+
+def band_overshoot_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """How far SR's amplitude exceeds HR's in the band just below the LR Nyquist frequency.
+
+    The band and the Hann-windowed spectrum are those of ``structure_checks.nyquist_band_ratio``
+    (the issue's overshoot measure), per sample: sum over samples of max(0, |SR|_band − |HR|_band),
+    divided by the sum of |HR|_band. Zero when no sample overshoots; 0.1 when the batch's
+    overshooting samples exceed the band amplitude by 10 % of the batch's HR band amplitude.
+    """
+    sr, hr = sr.float(), hr.float()
+    rows, cols = sr.shape[-2:]
+    window = torch.outer(torch.hann_window(rows, periodic=False), torch.hann_window(cols, periodic=False)).to(sr.device)
+    radius = torch.hypot(*torch.meshgrid(torch.fft.fftfreq(rows), torch.fft.fftfreq(cols), indexing="ij")).to(sr.device)
+    nyquist = 0.5 / scale
+    selected = (radius >= NYQUIST_BAND[0] * nyquist) & (radius < NYQUIST_BAND[1] * nyquist)
+
+    def band_amplitude(images: torch.Tensor) -> torch.Tensor:
+        centred = (images - images.mean(dim=(-2, -1), keepdim=True)) * window
+        power = torch.view_as_real(torch.fft.fft2(centred)).pow(2).sum(-1)
+        return (power[..., selected].flatten(1).sum(1) + 1e-12).sqrt()
+
+    amplitude_sr, amplitude_hr = band_amplitude(sr), band_amplitude(hr)
+    return F.relu(amplitude_sr - amplitude_hr).sum() / amplitude_hr.sum()
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from .ema import EMA
 from ..forward_model import AcquisitionConfig
 from ..training_profile import data_profile
 from .evaluation import EvalCase, baseline, make_case, validate
-from .losses import CONTENT_VGG, ContentLoss, discriminator_loss, generator_adversarial_loss, load_vgg19, pixel_loss
+from .losses import CONTENT_VGG, ContentLoss, band_overshoot_loss, discriminator_loss, generator_adversarial_loss, load_vgg19, pixel_loss
 from .runlog import RunLog
 from .state import load_state, save_state
 from .stop import STOP_FILE, StopRequest  # noqa: F401  (STOP_FILE: the Slicer module's contract)
@@ -309,6 +309,10 @@ class Trainer:
         pixel = pixel_loss(train.pixel_loss, sr, hr)
         losses = {"pixel": pixel}
         g_loss = train.pixel_weight * pixel
+        if train.overshoot_weight > 0:
+            overshoot = band_overshoot_loss(sr, hr, self.cfg.model.scale)
+            g_loss = g_loss + train.overshoot_weight * overshoot
+            losses["overshoot"] = overshoot
         if gan:
             self.D.requires_grad_(False)
             with self._autocast():
