@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .config import ACQUISITIONS, PLANES, SCALES
 from .errors import InputError
@@ -21,6 +21,14 @@ MODES = ("in-plane", "through-plane")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnx")
 OUTPUT_DTYPES = ("float32", "int16", "uint16")
+# RunOptions field -> its ``fagan-sr`` flag (``mode`` is ``--through-plane``, ``uncertainty`` ``--uncertainty-map``).
+CLI_FLAGS = {
+    "scale": "--scale", "method": "--method", "acquisition": "--acquisition", "checkpoint": "--checkpoint",
+    "plane": "--plane", "device": "--device", "backend": "--backend", "batch_size": "--batch-size",
+    "tile_size": "--tile-size", "nan_policy": "--nan-policy", "output_dtype": "--dtype", "untrained": "--untrained",
+    "adapt_iterations": "--adapt", "target_spacing": "--target-spacing", "slice_thickness": "--slice-thickness",
+    "fit_iterations": "--iterations", "enforce_consistency": "--enforce-consistency", "dicom_gaps": "--dicom-gaps",
+}
 
 
 @dataclass
@@ -76,6 +84,21 @@ class RunOptions:
         if self.method != "fagan" and self.adapt_iterations:
             raise InputError("per-scan adaptation (--adapt) needs --method fagan")
         return self
+
+    def cli_arguments(self, uncertainty_map: Optional[str] = None) -> List[str]:
+        """The ``fagan-sr`` flags that give these options (``cli.sr.run_options`` builds them back): ``--scale``
+        in-plane, other fields only when not the default. ``uncertainty`` is ``--uncertainty-map [uncertainty_map]``
+        (the engine computes it only to write that map; no path: beside the output)."""
+        in_plane = self.mode == "in-plane"
+        args = [] if in_plane else ["--through-plane"]
+        for field in dataclasses.fields(self):
+            value, flag = getattr(self, field.name), CLI_FLAGS.get(field.name)
+            if flag is None or (value == field.default and not (flag == "--scale" and in_plane)):
+                continue
+            args += [flag] if value is True else [flag, repr(value) if isinstance(value, float) else str(value)]
+        if self.uncertainty:
+            args += ["--uncertainty-map"] + ([str(uncertainty_map)] if uncertainty_map is not None else [])
+        return args
 
     def replace(self, **changes: Any) -> "RunOptions":
         """A validated copy with some fields changed."""
