@@ -15,17 +15,9 @@ from FAGANSuperResLib.checkpoints import (
     userCheckpointRegistry,
 )
 from FAGANSuperResLib.isotropic import throughPlaneDefaults
-from FAGANSuperResLib.logic import (
-    ACQUISITIONS,
-    DEVICES,
-    METHODS,
-    MODES,
-    PLANES,
-    SCALES,
-    SuperResolutionJob,
-    SuperResolutionLogic,
-    SuperResolutionOptions,
-)
+from FAGANSuperResLib.logic import SuperResolutionJob, SuperResolutionLogic
+from FAGANSuperResLib.options import ACQUISITIONS, DEVICES, METHODS, MODES, PLANES, SCALES
+from FAGANSuperResLib.options import runOptions as engineRunOptions
 from FAGANSuperResLib.process import EngineProcess
 from FAGANSuperResLib.volumes import defaultInputVolume
 from slicer import vtkMRMLScalarVolumeNode
@@ -445,29 +437,36 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.warningsLabel.text = ""
         self.ui.summaryLabel.text = ""
         with slicer.util.tryWithErrorDisplay(_("Failed to start super-resolution."), waitCursor=True):
-            options = self.runOptions()
+            options, consistencyMap = self.runOptions(), self.consistencyMapWanted()
             if p.applyToAll:
                 volumes = batchInputVolumes(slicer.mrmlScene, self.ui.batchFolderComboBox.currentItem() or None)
-                self._job = self.logic.processAll(volumes, options, waitForCompletion=False)
+                self._job = self.logic.processAll(volumes, options, waitForCompletion=False, consistencyMap=consistencyMap)
             else:
-                self._job = self.logic.processWithOptions(p.inputVolume, p.outputVolume, options, waitForCompletion=False)
+                self._job = self.logic.processWithOptions(p.inputVolume, p.outputVolume, options,
+                                                          waitForCompletion=False, consistencyMap=consistencyMap)
         if not self._job:
             return
         self._setRunning(True)
         self._timer.start()
 
-    def runOptions(self) -> SuperResolutionOptions:
-        """The run's settings from the panel; trust features the engine lacks are left out."""
+    def runOptions(self) -> Any:
+        """The run's engine RunOptions from the panel; trust features the engine lacks are left out."""
         p = self._parameterNode
-        return SuperResolutionOptions(
-            scale=p.scale, mode=p.mode, method=p.method if p.mode == "in-plane" else "fagan", acquisition=p.acquisition,
-            checkpointPath=p.checkpointPath or None, plane=p.plane, device=p.device, batchSize=p.batchSize,
-            tileSize=p.tileSize or None, targetSpacing=p.targetSpacing or None, sliceThickness=p.sliceThickness or None,
-            fitIterations=p.fitIterations or None,
-            consistencyMap=p.consistencyMap and self._engineSupports(TRUST_FLAGS["consistencyMapCheckBox"]),
-            uncertaintyMap=(p.uncertaintyMap and p.mode == "in-plane"
-                            and self._engineSupports(TRUST_FLAGS["uncertaintyMapCheckBox"])),
-            enforceConsistency=p.enforceConsistency and self._engineSupports(TRUST_FLAGS["enforceConsistencyCheckBox"]))
+        fields = dict(mode=p.mode, device=p.device, batch_size=p.batchSize,
+                      enforce_consistency=p.enforceConsistency and self._engineSupports(TRUST_FLAGS["enforceConsistencyCheckBox"]))
+        if p.mode == "in-plane":
+            fields.update(scale=p.scale, method=p.method, acquisition=p.acquisition, plane=p.plane,
+                          checkpoint=(p.checkpointPath or None) if p.method == "fagan" else None,
+                          tile_size=p.tileSize or None,
+                          uncertainty=p.uncertaintyMap and self._engineSupports(TRUST_FLAGS["uncertaintyMapCheckBox"]))
+        else:
+            fields.update(target_spacing=p.targetSpacing or None, slice_thickness=p.sliceThickness or None,
+                          fit_iterations=p.fitIterations or None)
+        return engineRunOptions(**fields)
+
+    def consistencyMapWanted(self) -> bool:
+        """Whether the run makes a consistency map (the checkbox, when the engine offers it)."""
+        return self._parameterNode.consistencyMap and self._engineSupports(TRUST_FLAGS["consistencyMapCheckBox"])
 
     def onPollTimer(self) -> None:
         """Non-blocking poll of the background processes (device probe, super-resolution run)."""
@@ -534,26 +533,28 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> FAGANSuperResParameterNode:
         return FAGANSuperResParameterNode(super().getParameterNode())
 
-    def process(self, inputVolumeNode, outputVolumeNode, scale: int, checkpointPath: Optional[str] = None,
+    def process(self, inputVolumeNode, outputVolumeNode, scale: int, checkpoint: Optional[str] = None,
                 plane: str = "auto", device: str = "auto", method: str = "fagan", waitForCompletion: bool = True,
                 **kwargs: Any) -> SuperResolutionJob:
         """See FAGANSuperResLib.SuperResolutionLogic.process; temporary files go to Slicer's temporary folder."""
-        lib = SuperResolutionLogic(temporaryDirectory=slicer.app.temporaryPath)
-        return lib.process(inputVolumeNode, outputVolumeNode, scale, checkpointPath, plane, device, method,
-                           waitForCompletion, **kwargs)
+        return self._lib().process(inputVolumeNode, outputVolumeNode, scale, checkpoint, plane, device, method,
+                                   waitForCompletion, **kwargs)
 
-    def processWithOptions(self, inputVolumeNode, outputVolumeNode, options: SuperResolutionOptions,
-                           waitForCompletion: bool = True) -> SuperResolutionJob:
-        """``process`` with the panel's SuperResolutionOptions."""
-        fields = {name: getattr(options, name) for name in options.__dataclass_fields__}
-        positional = {name: fields.pop(name) for name in ("scale", "checkpointPath", "plane", "device", "method")}
-        return self.process(inputVolumeNode, outputVolumeNode, positional["scale"], positional["checkpointPath"],
-                            positional["plane"], positional["device"], positional["method"], waitForCompletion, **fields)
+    def processWithOptions(self, inputVolumeNode, outputVolumeNode, options: Any,
+                           waitForCompletion: bool = True, consistencyMap: bool = False) -> SuperResolutionJob:
+        """``process`` with ``options``, a ``fagan_engine.options.RunOptions`` (see FAGANSuperResLib.SuperResolutionLogic.processWithOptions)."""
+        return self._lib().processWithOptions(inputVolumeNode, outputVolumeNode, options, waitForCompletion, consistencyMap)
 
     @staticmethod
-    def processAll(volumeNodes, options: SuperResolutionOptions, waitForCompletion: bool = True):
-        """Apply to all volumes: one background engine process for ``volumeNodes`` (see BatchLogic)."""
-        return BatchLogic(temporaryDirectory=slicer.app.temporaryPath).process(volumeNodes, options, waitForCompletion)
+    def _lib() -> SuperResolutionLogic:
+        return SuperResolutionLogic(temporaryDirectory=slicer.app.temporaryPath)
+
+    @staticmethod
+    def processAll(volumeNodes, options: Any, waitForCompletion: bool = True, consistencyMap: bool = False):
+        """Apply to all volumes with ``options`` (a RunOptions): one background engine process for ``volumeNodes``
+        (see BatchLogic)."""
+        return BatchLogic(temporaryDirectory=slicer.app.temporaryPath).process(volumeNodes, options, waitForCompletion,
+                                                                               consistencyMap)
 
     @staticmethod
     def showResult(job) -> None:
@@ -643,7 +644,7 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
             return
         self.delayDisplay("Thick slices -> isotropic on a small synthetic volume (CPU, a few fit iterations)")
         inputNode = createSyntheticMRVolume("thick")
-        job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu", mode="through-plane", fitIterations=2)
+        job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu", mode="through-plane", fit_iterations=2)
         self.assertEqual(job.state, "succeeded")
         output = job.outputVolumeNode
         self.assertTrue(output.GetName().startswith("thick_iso") and output.GetName().endswith("mm"))
@@ -671,7 +672,7 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
         with open(badCheckpoint, "wb") as stream:
             stream.write(b"not a checkpoint")
         with self.assertRaises(RuntimeError):
-            FAGANSuperResLogic().process(inputNode, None, 2, checkpointPath=badCheckpoint, device="cpu")
+            FAGANSuperResLogic().process(inputNode, None, 2, checkpoint=badCheckpoint, device="cpu")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Test passed")
 

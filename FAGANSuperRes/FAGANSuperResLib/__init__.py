@@ -16,7 +16,8 @@ from .engine import (
     pythonExecutable,
 )
 from .isotropic import formatSpacing, isotropicName, throughPlaneDefaults
-from .logic import SuperResolutionError, SuperResolutionJob, SuperResolutionLogic, SuperResolutionOptions
+from .logic import SuperResolutionError, SuperResolutionJob, SuperResolutionLogic
+from .options import runOptions
 from .provenance import NOTICE
 from .process import EngineProcess
 from .volumes import (
@@ -40,7 +41,6 @@ __all__ = [
     "SuperResolutionError",
     "SuperResolutionJob",
     "SuperResolutionLogic",
-    "SuperResolutionOptions",
     "availableCheckpoints",
     "defaultInputVolume",
     "engineCommand",
@@ -54,6 +54,7 @@ __all__ = [
     "missingDependencies",
     "pythonExecutable",
     "readCheckpoint",
+    "runOptions",
     "selfTestSkipReason",
     "throughPlaneDefaults",
     "updateVolumeNodeFromImage",

@@ -14,24 +14,19 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import vtk
 
 from .engine import engineCommand, engineEnvironment, engineSupports
-from .logic import (
-    MAP_FLAGS,
-    SuperResolutionOptions,
-    addResultToScene,
-    oneLine,
-    optionArguments,
-    readResultFiles,
-    removeNodes,
-    runIdentity,
-)
+from .logic import addResultToScene, oneLine, readResultFiles, removeNodes, runIdentity
+from .options import checkRunOptions, engineArguments, mapKinds
 from .process import EngineProcess
 from .provenance import NOTICE, mergeWarnings
 from .volumes import isUsableInput, writeVolumeNode
+
+if TYPE_CHECKING:
+    from fagan_engine.options import RunOptions
 
 BATCH_TABLE_COLUMNS = ("Input", "Result", "Status", "Seconds", "Warnings", "Error")
 
@@ -90,7 +85,7 @@ class BatchJob:
     ``fraction`` is the overall progress; ``cases`` the BatchCase list; ``tableNode`` the summary.
     """
 
-    def __init__(self, cases: List[BatchCase], options: SuperResolutionOptions, command: List[str], workDir: Path,
+    def __init__(self, cases: List[BatchCase], options: "RunOptions", command: List[str], workDir: Path,
                  env: Optional[Dict[str, str]] = None, identity: Optional[Dict[str, str]] = None) -> None:
         self.cases = cases
         self.options = options
@@ -282,15 +277,16 @@ class BatchLogic:
     def __init__(self, temporaryDirectory: Optional[str] = None) -> None:
         self.temporaryDirectory = temporaryDirectory
 
-    def process(self, volumeNodes: List[Any], options: SuperResolutionOptions,
-                waitForCompletion: bool = True) -> BatchJob:
-        """Super-resolve ``volumeNodes`` with ``options`` in one engine process (new result nodes,
-        named as single runs name them). Raises ValueError before anything starts if there is
-        nothing to do or the engine has no batch mode."""
+    def process(self, volumeNodes: List[Any], options: "RunOptions", waitForCompletion: bool = True,
+                consistencyMap: bool = False) -> BatchJob:
+        """Super-resolve ``volumeNodes`` with ``options`` (the engine's ``RunOptions``) in one engine
+        process (new result nodes, named as single runs name them); ``consistencyMap`` adds that map
+        to each. Raises ValueError before anything starts if there is nothing to do, an option is
+        invalid, or the engine has no batch mode."""
         nodes = [node for node in volumeNodes if isUsableInput(node)]
         if not nodes:
             raise ValueError("no volume to process: the scene (or folder) has no grayscale volume")
-        options.validate()
+        checkRunOptions(options, consistencyMap)
         if not engineSupports("--output-dir"):
             raise ValueError("this version of the FA-GAN engine has no batch mode (--output-dir)")
         identity = runIdentity(options)
@@ -303,13 +299,11 @@ class BatchLogic:
                 name = caseFileName(index, node)
                 output = outputs / name
                 stem = output.name[: -len(".nrrd")]
-                mapPaths = {kind: outputs / f"{stem}_{kind}.nrrd" for kind in options.mapKinds()}
+                mapPaths = {kind: outputs / f"{stem}_{kind}.nrrd" for kind in mapKinds(options, consistencyMap)}
                 cases.append(BatchCase(node, writeVolumeNode(node, inputs / name), output, mapPaths))
             arguments = [str(case.inputPath) for case in cases] + ["--output-dir", str(outputs)]
-            arguments += [MAP_FLAGS[kind] for kind in options.mapKinds()]  # batch: maps beside each output
-            if options.enforceConsistency:
-                arguments.append("--enforce-consistency")
-            arguments += optionArguments(options) + ["--report", str(workDir / "batch-report.json")]
+            arguments += engineArguments(options, consistencyMap)  # batch: maps beside each output
+            arguments += ["--report", str(workDir / "batch-report.json")]
             job = BatchJob(cases, options, engineCommand("sr", arguments), workDir, env=engineEnvironment(),
                            identity=identity)
         except Exception:

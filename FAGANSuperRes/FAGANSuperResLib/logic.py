@@ -1,9 +1,9 @@
 """Super-resolve a volume node with the FA-GAN engine in a background process (Qt-free).
 
 Flow: input node -> temporary NRRD (exact geometry) -> ``python -m fagan_engine sr ...
---progress json`` (plus the options of ``SuperResolutionOptions``: acquisition, thick slices ->
-isotropic, trust maps, report) -> output NRRD (and maps, report) -> output node, map nodes,
-summary table, provenance attributes. The scene is modified only after the engine succeeded and
+--progress json`` (plus the flags of the engine's ``RunOptions``: acquisition, thick slices ->
+isotropic, enforce consistency; and the trust maps and report) -> output NRRD (and maps, report)
+-> output node, map nodes, summary table, provenance attributes. The scene is modified only after the engine succeeded and
 every result file was read back and checked; on failure or cancel nothing in the scene changes and
 the temporary folder is removed in every case. Options whose flag the shipped engine lacks are
 refused before anything starts (``engine.engineSupports``).
@@ -11,21 +11,20 @@ refused before anything starts (``engine.engineSupports``).
 Example (Slicer Python console)::
 
     from FAGANSuperResLib import SuperResolutionLogic
-    job = SuperResolutionLogic().process(getNode("MRHead"), None, scale=2, device="cpu")
+    job = SuperResolutionLogic().process(getNode("MRHead"), None, scale=2, device="cpu", consistencyMap=True)
     outputNode = job.outputVolumeNode
 """
-import dataclasses
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import SimpleITK as sitk
 
 from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion, ensureEngineImportable
 from .isotropic import isotropicName, throughPlaneAxis
-from .maps import MAP_KINDS, checkSameGrid, overlayLayers, showAsMap
+from .maps import checkSameGrid, overlayLayers, showAsMap
+from .options import checkRunOptions, engineArguments, isThroughPlane, mapKinds, runOptions, runSettings
 from .process import EngineProcess
 from .provenance import (
     NOTICE,
@@ -38,170 +37,27 @@ from .provenance import (
 )
 from .volumes import checkScalarVolumeNode, updateVolumeNodeFromImage, writeVolumeNode
 
-SCALES = (2, 4, 8)
-PLANES = ("auto", "axial", "coronal", "sagittal")
-DEVICES = ("auto", "cuda", "cpu")
-METHODS = ("fagan", "bicubic", "lanczos")
-ACQUISITIONS = ("kspace", "bicubic", "gaussian")
-MODES = ("in-plane", "through-plane")
-MAP_FLAGS = {"consistency": "--consistency-map", "uncertainty": "--uncertainty-map"}
+if TYPE_CHECKING:
+    from fagan_engine.options import RunOptions
 
 
 class SuperResolutionError(RuntimeError):
     """The engine failed or was cancelled; the message is one line for the user."""
 
 
-@dataclass
-class SuperResolutionOptions:
-    """What one run computes (the panel's settings). ``mode`` is ``in-plane`` (``scale``, ``method``,
-    ``acquisition``, ``checkpointPath``, ``plane``) or ``through-plane`` (thick slices to isotropic:
-    ``targetSpacing``, ``sliceThickness``, ``fitIterations``; None lets the engine choose).
-    ``consistencyMap`` and ``uncertaintyMap`` add map volumes; ``enforceConsistency`` projects the
-    result onto the images that reproduce the input."""
-
-    scale: int = 2
-    mode: str = "in-plane"
-    method: str = "fagan"
-    acquisition: str = "kspace"
-    checkpointPath: Optional[str] = None
-    plane: str = "auto"
-    device: str = "auto"
-    batchSize: Optional[int] = None
-    tileSize: Optional[int] = None
-    targetSpacing: Optional[float] = None
-    sliceThickness: Optional[float] = None
-    fitIterations: Optional[int] = None
-    consistencyMap: bool = False
-    uncertaintyMap: bool = False
-    enforceConsistency: bool = False
-
-    @property
-    def throughPlane(self) -> bool:
-        return self.mode == "through-plane"
-
-    def validate(self) -> "SuperResolutionOptions":
-        """Raise ValueError (one line) for a bad value or a feature this engine does not offer."""
-        checkChoice("mode", self.mode, MODES)
-        checkChoice("method", self.method, METHODS)
-        checkChoice("acquisition", self.acquisition, ACQUISITIONS)
-        checkChoice("plane", self.plane, PLANES)
-        checkChoice("device", self.device, DEVICES)
-        if self.throughPlane:
-            if self.method != "fagan":
-                raise ValueError("thick slices -> isotropic runs the FA-GAN fit only (method fagan)")
-            for name in ("targetSpacing", "sliceThickness"):
-                value = getattr(self, name)
-                if value is not None and not value > 0:
-                    raise ValueError(f"{name} must be a positive number of mm, got {value}")
-            if self.fitIterations is not None and self.fitIterations < 0:
-                raise ValueError(f"fitIterations must be >= 0, got {self.fitIterations}")
-            if self.uncertaintyMap:
-                raise ValueError("the uncertainty map needs in-plane mode (test-time augmentation of in-plane slices)")
-        else:
-            checkChoice("scale", self.scale, SCALES)
-        for flag in self.engineFlags():
-            if not engineSupports(flag):
-                raise ValueError(f"this version of the FA-GAN engine has no {flag} option yet")
-        return self
-
-    def engineFlags(self) -> List[str]:
-        """The optional engine flags this run needs."""
-        flags = ["--through-plane"] if self.throughPlane else []
-        flags += [MAP_FLAGS[kind] for kind in self.mapKinds()]
-        return flags + (["--enforce-consistency"] if self.enforceConsistency else [])
-
-    def mapKinds(self) -> List[str]:
-        return [kind for kind in MAP_KINDS if getattr(self, kind + "Map")]
-
-    def settings(self) -> Dict[str, str]:
-        """The run settings recorded on the result (attribute name -> text)."""
-        values = {"mode": self.mode, "method": self.method}
-        if self.throughPlane:
-            values.update(targetSpacing=_mm(self.targetSpacing) or "finest in-plane spacing",
-                          sliceThickness=_mm(self.sliceThickness) or "from the header")
-        else:
-            values["scale"] = f"x{self.scale}"
-            if self.method == "fagan":
-                values["acquisition"] = self.acquisition
-        if self.enforceConsistency:
-            values["enforceConsistency"] = "yes"
-        return values
-
-
-def _mm(value: Optional[float]) -> str:
-    return f"{value:g} mm" if value else ""
-
-
-def superResolutionArguments(
-    inputPath: Any,
-    outputPath: Any,
-    scale: int,
-    checkpointPath: Optional[Any] = None,
-    plane: str = "auto",
-    device: str = "auto",
-    method: str = "fagan",
-    batchSize: Optional[int] = None,
-    tileSize: Optional[int] = None,
-    *,
-    options: Optional[SuperResolutionOptions] = None,
-    mapPaths: Optional[Dict[str, Any]] = None,
-    reportPath: Optional[Any] = None,
-) -> List[str]:
-    """Arguments of ``fagan_engine sr`` (after the subcommand) for one run. ``options``, when
-    given, replaces the positional settings; ``mapPaths`` (kind -> file) and ``reportPath`` name
-    the extra outputs."""
-    if options is None:
-        options = SuperResolutionOptions(scale=scale, checkpointPath=checkpointPath, plane=plane, device=device,
-                                         method=method, batchSize=batchSize, tileSize=tileSize)
-    args = [str(inputPath), str(outputPath)] + optionArguments(options)
-    for kind, path in (mapPaths or {}).items():
-        args += [MAP_FLAGS[kind], str(path)]
-    if options.enforceConsistency:
-        args.append("--enforce-consistency")
-    if reportPath is not None:
-        args += ["--report", str(reportPath)]
-    return args
-
-
-def optionArguments(options: SuperResolutionOptions) -> List[str]:
-    """The engine flags of ``options`` (without inputs, outputs, maps and report)."""
-    checkChoice("mode", options.mode, MODES)
-    checkChoice("device", options.device, DEVICES)
-    args: List[str] = []
-    if options.throughPlane:
-        args.append("--through-plane")
-        if options.targetSpacing:
-            args += ["--target-spacing", repr(float(options.targetSpacing))]
-        if options.sliceThickness:
-            args += ["--slice-thickness", repr(float(options.sliceThickness))]
-        if options.fitIterations:
-            args += ["--iterations", str(int(options.fitIterations))]
-    else:
-        checkChoice("scale", options.scale, SCALES)
-        checkChoice("plane", options.plane, PLANES)
-        checkChoice("method", options.method, METHODS)
-        checkChoice("acquisition", options.acquisition, ACQUISITIONS)
-        args += ["--scale", str(options.scale), "--plane", options.plane, "--method", options.method,
-                 "--acquisition", options.acquisition]
-        if options.checkpointPath and options.method == "fagan":
-            args += ["--checkpoint", str(options.checkpointPath)]
-    args += ["--device", options.device, "--backend", "auto", "--progress", "json"]
-    if options.batchSize:
-        args += ["--batch-size", str(int(options.batchSize))]
-    if options.tileSize and not options.throughPlane:
-        args += ["--tile-size", str(int(options.tileSize))]
-    return args
+def superResolutionArguments(inputPath: Any, outputPath: Any, options: "RunOptions", mapPaths: Optional[Dict[str, Any]] = None,
+                             reportPath: Optional[Any] = None) -> List[str]:
+    """Arguments of ``fagan_engine sr`` (after the subcommand) for one run; ``mapPaths`` (kind -> file)
+    and ``reportPath`` name the extra outputs."""
+    mapPaths = dict(mapPaths or {})
+    args = [str(inputPath), str(outputPath)] + engineArguments(options, "consistency" in mapPaths, mapPaths)
+    return args + (["--report", str(reportPath)] if reportPath is not None else [])
 
 
 def oneLine(exc: BaseException) -> str:
     """The last non-empty line of an exception's message (its type name if it has none)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
-
-
-def checkChoice(name: str, value: Any, choices: Any) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 class SuperResolutionJob:
@@ -214,14 +70,14 @@ class SuperResolutionJob:
     ``identity`` describe the result; nothing is added to the scene before that.
     """
 
-    def __init__(self, inputVolumeNode: Any, outputVolumeNode: Any, scale: int, command: List[str],
+    def __init__(self, inputVolumeNode: Any, outputVolumeNode: Any, options: "RunOptions", command: List[str],
                  workDir: Path, outputPath: Path, env: Optional[Dict[str, str]] = None,
-                 options: Optional[SuperResolutionOptions] = None, mapPaths: Optional[Dict[str, Path]] = None,
-                 reportPath: Optional[Path] = None, identity: Optional[Dict[str, str]] = None) -> None:
+                 mapPaths: Optional[Dict[str, Path]] = None, reportPath: Optional[Path] = None,
+                 identity: Optional[Dict[str, str]] = None) -> None:
         self.inputVolumeNode = inputVolumeNode
         self.outputVolumeNode = outputVolumeNode
-        self.scale = scale
-        self.options = options or SuperResolutionOptions(scale=scale)
+        self.scale = options.scale
+        self.options = options
         self.workDir = workDir
         self.outputPath = outputPath
         self.mapPaths = dict(mapPaths or {})
@@ -297,7 +153,7 @@ class SuperResolutionJob:
         if kind == "start":
             options = event.get("options") if isinstance(event.get("options"), dict) else {}
             device = options.get("device") or event.get("device") or self.options.device
-            what = "thick slices -> isotropic" if self.options.throughPlane else f"x{self.scale}"
+            what = "thick slices -> isotropic" if isThroughPlane(self.options) else f"x{self.scale}"
             self.status = f"Super-resolving {what} on {device}..."
         elif kind == "progress":
             self._progress(event)
@@ -321,7 +177,7 @@ class SuperResolutionJob:
             loss = event.get("loss")
             lossText = f", loss {loss:.4g}" if isinstance(loss, (int, float)) else ""
             self.status = f"Step 1/2, fitting to this scan: iteration {done} of {total or '?'}{lossText}"
-        elif self.phase == "inference" and self.options.throughPlane:
+        elif self.phase == "inference" and isThroughPlane(self.options):
             self.status = f"Step 2/2, super-resolving: slice {done} of {total or '?'}"
         else:
             self.status = f"Slice {done} of {total or '?'}"
@@ -354,7 +210,7 @@ class SuperResolutionJob:
 
     def summaryText(self) -> str:
         """The result's notice, identity, summary figures and warnings, one ``item: value`` per line."""
-        rows = summaryRows(self.inputVolumeNode.GetName(), self.options.settings(), self.identity, self.summary,
+        rows = summaryRows(self.inputVolumeNode.GetName(), runSettings(self.options), self.identity, self.summary,
                            self.warnings)
         return "\n".join(f"{item}: {value}" for item, value in rows)
 
@@ -373,17 +229,17 @@ class SuperResolutionJob:
         shutil.rmtree(self.workDir, ignore_errors=True)
 
 
-def resultName(inputVolumeNode: Any, options: SuperResolutionOptions, image: Any) -> str:
+def resultName(inputVolumeNode: Any, options: "RunOptions", image: Any) -> str:
     """``<input>_SRx<scale>``, or ``<input>_iso<spacing>mm`` for thick slices -> isotropic (the
     result's spacing along the input's slice axis, see ``isotropic.formatSpacing``)."""
     inputName = inputVolumeNode.GetName()
-    if options.throughPlane:
+    if isThroughPlane(options):
         return isotropicName(inputName, image.GetSpacing()[throughPlaneAxis(inputVolumeNode)])
     return f"{inputName}_SRx{options.scale}"
 
 
 def addResultToScene(inputVolumeNode: Any, outputVolumeNode: Any, image: Any, maps: Dict[str, Any],
-                     options: SuperResolutionOptions, identity: Dict[str, str], warnings: List[str],
+                     options: "RunOptions", identity: Dict[str, str], warnings: List[str],
                      summary: Dict[str, Any], created: List[Any], summaryTable: bool = True) -> Tuple[Any, Dict[str, Any], Any]:
     """Put a result (and its maps, summary table and provenance) into the input's scene, creating
     nodes only now. Every new node is appended to ``created`` so that the caller can remove them
@@ -406,7 +262,7 @@ def addResultToScene(inputVolumeNode: Any, outputVolumeNode: Any, image: Any, ma
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     inputName = inputVolumeNode.GetName()
-    settings = options.settings()
+    settings = runSettings(options)
     stampResultNode(node, inputName, settings, identity, warnings)
     mapNodes = {}
     for kind, mapImage in maps.items():
@@ -475,53 +331,55 @@ class SuperResolutionLogic:
         inputVolumeNode: Any,
         outputVolumeNode: Any,
         scale: int,
-        checkpointPath: Optional[str] = None,
+        checkpoint: Optional[str] = None,
         plane: str = "auto",
         device: str = "auto",
         method: str = "fagan",
         waitForCompletion: bool = True,
         *,
-        batchSize: Optional[int] = None,
-        tileSize: Optional[int] = None,
+        consistencyMap: bool = False,
         **options: Any,
     ) -> SuperResolutionJob:
         """Super-resolve ``inputVolumeNode`` in-plane by ``scale`` into ``outputVolumeNode``.
 
         ``outputVolumeNode=None`` creates a new node (named ``<input>_SRx<scale>``, or
         ``<input>_iso<spacing>mm`` for ``mode="through-plane"``) on success.
-        ``checkpointPath=None`` uses the bundled default checkpoint for ``scale`` and ``acquisition``.
-        Further keywords are fields of ``SuperResolutionOptions`` (``acquisition``, ``mode``,
-        ``targetSpacing``, ``sliceThickness``, ``fitIterations``, ``consistencyMap``,
-        ``uncertaintyMap``, ``enforceConsistency``).
+        ``checkpoint=None`` uses the bundled default checkpoint for ``scale`` and ``acquisition``.
+        Further keywords are fields of the engine's ``fagan_engine.options.RunOptions`` (``acquisition``,
+        ``mode``, ``batch_size``, ``tile_size``, ``target_spacing``, ``slice_thickness``,
+        ``fit_iterations``, ``uncertainty`` (the uncertainty map), ``enforce_consistency``, ...);
+        ``consistencyMap`` adds the consistency map. See ``processWithOptions``.
+        """
+        settings = runOptions(scale=scale, checkpoint=checkpoint, plane=plane, device=device, method=method, **options)
+        return self.processWithOptions(inputVolumeNode, outputVolumeNode, settings, waitForCompletion, consistencyMap)
+
+    def processWithOptions(self, inputVolumeNode: Any, outputVolumeNode: Any, options: "RunOptions",
+                           waitForCompletion: bool = True, consistencyMap: bool = False) -> SuperResolutionJob:
+        """Run ``options`` (a ``RunOptions``) on ``inputVolumeNode``; ``consistencyMap`` adds that map.
         With ``waitForCompletion`` the call blocks and raises SuperResolutionError on failure;
         otherwise it returns the running job at once: call ``job.poll()`` periodically.
         Invalid arguments raise ValueError before anything starts.
         """
-        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(SuperResolutionOptions)})
-        if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r}")
-        settings = SuperResolutionOptions(scale=scale, checkpointPath=checkpointPath, plane=plane, device=device,
-                                          method=method, batchSize=batchSize, tileSize=tileSize, **options).validate()
+        checkRunOptions(options, consistencyMap)
         checkScalarVolumeNode(inputVolumeNode)
         if outputVolumeNode is not None and outputVolumeNode is inputVolumeNode:
             raise ValueError("the output volume must differ from the input volume")
         if outputVolumeNode is not None and outputVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
             raise ValueError("the output volume cannot be a label map")
-        if settings.method == "fagan" and checkpointPath and not Path(checkpointPath).is_file():
-            raise ValueError(f"checkpoint file not found: {checkpointPath}")
-        identity = runIdentity(settings)
+        if options.method == "fagan" and options.checkpoint and not Path(options.checkpoint).is_file():
+            raise ValueError(f"checkpoint file not found: {options.checkpoint}")
+        identity = runIdentity(options)
         workDir = Path(tempfile.mkdtemp(prefix="FAGANSuperRes-", dir=self.temporaryDirectory))
         try:
             inputPath = writeVolumeNode(inputVolumeNode, workDir / "input.nrrd")
             outputPath = workDir / "output.nrrd"
-            mapPaths = {kind: workDir / f"{kind}_map.nrrd" for kind in settings.mapKinds()}
+            mapPaths = {kind: workDir / f"{kind}_map.nrrd" for kind in mapKinds(options, consistencyMap)}
             # One volume's JSON report is part of the engine's trust features (with the maps).
             reportPath = workDir / "report.json" if engineSupports("--report", "--consistency-map") else None
-            arguments = superResolutionArguments(inputPath, outputPath, scale, options=settings, mapPaths=mapPaths,
-                                                 reportPath=reportPath)
-            job = SuperResolutionJob(inputVolumeNode, outputVolumeNode, scale, engineCommand("sr", arguments),
-                                     workDir, outputPath, env=engineEnvironment(), options=settings,
-                                     mapPaths=mapPaths, reportPath=reportPath, identity=identity)
+            arguments = superResolutionArguments(inputPath, outputPath, options, mapPaths, reportPath)
+            job = SuperResolutionJob(inputVolumeNode, outputVolumeNode, options, engineCommand("sr", arguments),
+                                     workDir, outputPath, env=engineEnvironment(), mapPaths=mapPaths,
+                                     reportPath=reportPath, identity=identity)
         except Exception:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
@@ -531,15 +389,15 @@ class SuperResolutionLogic:
         return job
 
 
-def runIdentity(options: SuperResolutionOptions) -> Dict[str, str]:
+def runIdentity(options: "RunOptions") -> Dict[str, str]:
     """Checkpoint identity and engine version known before the run (the engine's report, when it
     writes one, completes it). A checkpoint that cannot be read is left to the engine to refuse."""
     from .checkpoints import readCheckpoint
 
     ensureEngineImportable()
     info = None
-    if options.method == "fagan" and not options.throughPlane:
-        path = options.checkpointPath
+    if options.method == "fagan" and not isThroughPlane(options):
+        path = options.checkpoint
         if not path:
             from fagan_engine.checkpoint import default_checkpoint
 
@@ -548,8 +406,8 @@ def runIdentity(options: SuperResolutionOptions) -> Dict[str, str]:
             info = readCheckpoint(path) if path else None
         except ValueError:
             info = None
-    identity = localIdentity(info, options.method, options.acquisition, engineVersion(), options.throughPlane)
-    if options.throughPlane:
+    identity = localIdentity(info, options.method, options.acquisition, engineVersion(), isThroughPlane(options))
+    if isThroughPlane(options):
         identity.update(throughPlaneWeightsIdentity())
     return identity
 

@@ -385,13 +385,24 @@ def test_contributors_and_repository_name_agree_everywhere():
 def test_engine_flags_the_modules_pass_exist_in_the_engine():
     """Every fagan_engine sr flag the Slicer side passes is one the shipped engine's parser accepts
     (the panel disables a feature whose flag is missing, so a typo would silently disable it)."""
-    from FAGANSuperResLib import engine, logic
-    from FAGANSuperResLib.logic import SuperResolutionOptions, optionArguments
+    from FAGANSuperResLib import engine
+    from FAGANSuperResLib.options import MAP_FLAGS, engineArguments, runOptions
 
-    flags = set(moduleTable("FAGANSuperRes", "TRUST_FLAGS").values()) | set(logic.MAP_FLAGS.values())
-    flags |= {"--through-plane", "--target-spacing", "--slice-thickness", "--iterations", "--output-dir", "--report",
-              "--enforce-consistency"}
-    for options in (SuperResolutionOptions(method="fagan", checkpointPath="c", batchSize=2, tileSize=64),
-                    SuperResolutionOptions(mode="through-plane", targetSpacing=1.0, sliceThickness=3.0, fitIterations=5)):
-        flags |= {a for a in optionArguments(options) if a.startswith("--")}
+    flags = set(moduleTable("FAGANSuperRes", "TRUST_FLAGS").values()) | set(MAP_FLAGS.values()) | {"--output-dir", "--report"}
+    for options in (runOptions(checkpoint="c", batch_size=2, tile_size=64, uncertainty=True, enforce_consistency=True),
+                    runOptions(mode="through-plane", target_spacing=1.0, slice_thickness=3.0, fit_iterations=5)):
+        flags |= {a for a in engineArguments(options, True) if a.startswith("--")}
     assert flags <= engine.engineSrOptions(), sorted(flags - engine.engineSrOptions())
+
+
+def test_panel_choices_are_the_engines():
+    """The comboboxes offer exactly the engine's choices (listed once in the Lib: the parameter node
+    is declared before the engine may be imported)."""
+    from fagan_engine import config
+    from fagan_engine import options as engineOptions
+    from FAGANSuperResLib import options
+
+    assert options.SCALES == config.SCALES and options.PLANES == config.PLANES
+    assert options.ACQUISITIONS == config.ACQUISITIONS
+    assert options.METHODS == engineOptions.METHODS and options.MODES == engineOptions.MODES
+    assert sorted(options.DEVICES) == sorted(engineOptions.DEVICES)

@@ -21,6 +21,7 @@ from FAGANSuperResLib.logic import (
     SuperResolutionLogic,
     superResolutionArguments,
 )
+from FAGANSuperResLib.options import runOptions
 from FAGANSuperResLib.process import EngineProcess
 from FAGANSuperResLib.volumes import (
     defaultInputVolume,
@@ -79,16 +80,17 @@ def test_default_input_skips_label_maps_and_other_volume_kinds(scene):
 
 
 def test_command_line(tmp_path):
-    args = superResolutionArguments("in.nrrd", "out.nrrd", 4, "/c/x4.safetensors", "coronal", "cpu", "fagan", 2, 64)
+    options = runOptions(scale=4, checkpoint="/c/x4.safetensors", plane="coronal", device="cpu", batch_size=2, tile_size=64)
+    args = superResolutionArguments("in.nrrd", "out.nrrd", options)
     assert args[:2] == ["in.nrrd", "out.nrrd"]
     joined = " ".join(args)
-    for part in ("--scale 4", "--plane coronal", "--device cpu", "--method fagan", "--backend auto",
-                 "--progress json", "--checkpoint /c/x4.safetensors", "--batch-size 2", "--tile-size 64"):
+    for part in ("--scale 4", "--plane coronal", "--device cpu", "--progress json", "--checkpoint /c/x4.safetensors",
+                 "--batch-size 2", "--tile-size 64"):
         assert part in joined
-    assert "--checkpoint" not in superResolutionArguments("a", "b", 2, "/c.safetensors", method="bicubic")
-    for bad in ({"scale": 3}, {"plane": "oblique"}, {"device": "gpu"}, {"method": "nearest"}):
+    for bad in ({"scale": 3}, {"plane": "oblique"}, {"device": "gpu"}, {"method": "nearest"},
+                {"method": "bicubic", "checkpoint": "/c.safetensors"}, {"batch_size": 0}):
         with pytest.raises(ValueError):
-            superResolutionArguments("a", "b", **{"scale": 2, **bad})
+            runOptions(**{"scale": 2, **bad})
     command = engine.engineCommand("sr", ["a"])
     assert command[:4] == [sys.executable, "-m", "fagan_engine", "sr"]  # outside Slicer: this Python
 
@@ -148,7 +150,7 @@ def test_fagan_into_existing_node_with_explicit_plane(scene, obliqueNode, tinyCh
     inPlane = tuple(a for a in range(3) if a != through_plane_axis(image, plane))
     existing = addVolumeNode(scene, np.zeros((2, 2, 2), np.float32), name="Existing")
     nodeCount = scene.GetNumberOfNodes()
-    job = SuperResolutionLogic().process(obliqueNode, existing, 4, checkpointPath=str(tinyCheckpoints[4]),
+    job = SuperResolutionLogic().process(obliqueNode, existing, 4, checkpoint=str(tinyCheckpoints[4]),
                                          plane=plane, device="cpu")
     assert job.outputVolumeNode is existing and scene.GetNumberOfNodes() == nodeCount + 1  # + the summary table
     assert job.summaryTableNode.GetScene() is scene and job.mapNodes == {}
@@ -162,12 +164,12 @@ def test_bad_checkpoint_leaves_scene_unchanged(scene, obliqueNode, tmp_path):
     nodeCount = scene.GetNumberOfNodes()
     logic = SuperResolutionLogic(temporaryDirectory=str(tmp_path))
     with pytest.raises(ValueError, match="not found"):
-        logic.process(obliqueNode, None, 2, checkpointPath=str(tmp_path / "missing.safetensors"))
+        logic.process(obliqueNode, None, 2, checkpoint=str(tmp_path / "missing.safetensors"))
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00" * 64)
     for output in (None, existing):
         with pytest.raises(SuperResolutionError) as info:
-            logic.process(obliqueNode, output, 2, checkpointPath=str(corrupt), device="cpu")
+            logic.process(obliqueNode, output, 2, checkpoint=str(corrupt), device="cpu")
         assert "\n" not in str(info.value) and str(info.value)
     assert scene.GetNumberOfNodes() == nodeCount
     np.testing.assert_array_equal(ijkToRas(existing), existingMatrix)

@@ -12,14 +12,15 @@ import slicer
 import slicer.util
 
 import FAGANSuperResLib.logic as logicModule
+import FAGANSuperResLib.options as optionsModule
 from FAGANSuperResLib import engine
 from FAGANSuperResLib.isotropic import formatSpacing, isotropicName, throughPlaneDefaults
 from FAGANSuperResLib.logic import (
     SuperResolutionError,
     SuperResolutionLogic,
-    SuperResolutionOptions,
     superResolutionArguments,
 )
+from FAGANSuperResLib.options import checkRunOptions, runOptions
 from FAGANSuperResLib.maps import colorLegend
 from FAGANSuperResLib.provenance import NOTICE
 from FAGANSuperResLib.volumes import physicalCornersRAS
@@ -45,14 +46,13 @@ def sceneNodes(scene):
 
 
 def test_command_line_for_acquisition_lanczos_and_through_plane():
-    options = SuperResolutionOptions(scale=4, method="lanczos", acquisition="gaussian", checkpointPath="/c.safetensors")
-    args = superResolutionArguments("in.nrrd", "out.nrrd", 4, options=options)
+    options = runOptions(scale=4, method="lanczos", acquisition="gaussian", uncertainty=True)
+    args = superResolutionArguments("in.nrrd", "out.nrrd", options, mapPaths={"uncertainty": "u.nrrd"})
     joined = " ".join(args)
-    assert "--method lanczos" in joined and "--acquisition gaussian" in joined and "--checkpoint" not in joined
-    tp = SuperResolutionOptions(mode="through-plane", targetSpacing=1.0, sliceThickness=4.5, fitIterations=50,
-                                consistencyMap=True, enforceConsistency=True)
-    args = superResolutionArguments("in.nrrd", "out.nrrd", 2, options=tp, mapPaths={"consistency": "c.nrrd"},
-                                    reportPath="r.json")
+    assert "--method lanczos" in joined and "--acquisition gaussian" in joined and "--uncertainty-map u.nrrd" in joined
+    tp = runOptions(mode="through-plane", target_spacing=1.0, slice_thickness=4.5, fit_iterations=50,
+                    enforce_consistency=True)
+    args = superResolutionArguments("in.nrrd", "out.nrrd", tp, mapPaths={"consistency": "c.nrrd"}, reportPath="r.json")
     assert args[:3] == ["in.nrrd", "out.nrrd", "--through-plane"]
     assert "--scale" not in args and "--plane" not in args and "--acquisition" not in args
     joined = " ".join(args)
@@ -60,17 +60,17 @@ def test_command_line_for_acquisition_lanczos_and_through_plane():
                  "--enforce-consistency", "--report r.json", "--progress json"):
         assert part in joined
     with pytest.raises(ValueError, match="acquisition"):
-        SuperResolutionOptions(acquisition="radial").validate()
+        runOptions(acquisition="radial")
     with pytest.raises(ValueError, match="method fagan"):
-        SuperResolutionOptions(mode="through-plane", method="bicubic").validate()
+        checkRunOptions(runOptions(mode="through-plane", method="bicubic"))
     with pytest.raises(ValueError, match="uncertainty map needs in-plane"):  # as the engine says
-        SuperResolutionOptions(mode="through-plane", uncertaintyMap=True).validate()
+        checkRunOptions(runOptions(mode="through-plane", uncertainty=True))
 
 
 def test_features_the_engine_lacks_are_refused_before_anything_starts(scene, obliqueNode, monkeypatch, tmp_path):
-    monkeypatch.setattr(logicModule, "engineSupports", lambda *flags: False)
+    monkeypatch.setattr(optionsModule, "engineSupports", lambda *flags: False)
     before = sceneNodes(scene)
-    for option in ({"mode": "through-plane"}, {"consistencyMap": True}, {"uncertaintyMap": True}, {"enforceConsistency": True}):
+    for option in ({"mode": "through-plane"}, {"consistencyMap": True}, {"uncertainty": True}, {"enforce_consistency": True}):
         with pytest.raises(ValueError, match="no --"):
             SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(obliqueNode, None, 2, **option)
     with pytest.raises(ValueError, match="unknown option"):
@@ -100,7 +100,7 @@ def test_lanczos_with_the_real_engine_carries_the_notice(scene, obliqueNode):
 
 def test_acquisition_mismatch_warning_reaches_the_job_and_the_node(scene, obliqueNode, tinyCheckpoints):
     """The tiny checkpoint was made for bicubic acquisition; asking for k-space gives the engine's warning."""
-    job = SuperResolutionLogic().process(obliqueNode, None, 2, checkpointPath=str(tinyCheckpoints[2]), device="cpu",
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, checkpoint=str(tinyCheckpoints[2]), device="cpu",
                                          acquisition="kspace")
     assert job.state == "succeeded"
     assert any("kspace" in w for w in job.warnings), job.warnings
@@ -111,7 +111,7 @@ def test_acquisition_mismatch_warning_reaches_the_job_and_the_node(scene, obliqu
     assert "kspace" in node.GetAttribute("FAGAN.Warnings") and "Warning: " in node.GetDescription()
     rows = tableRows(job.summaryTableNode)
     assert ["Notice", NOTICE] in rows and any(r[0] == "Warning" and "kspace" in r[1] for r in rows)
-    quiet = SuperResolutionLogic().process(obliqueNode, None, 2, checkpointPath=str(tinyCheckpoints[2]), device="cpu",
+    quiet = SuperResolutionLogic().process(obliqueNode, None, 2, checkpoint=str(tinyCheckpoints[2]), device="cpu",
                                            acquisition="bicubic")
     assert not [w for w in quiet.warnings if "acquisition" in w]
 
@@ -125,7 +125,7 @@ def tableRows(tableNode):
 
 
 def test_trust_maps_become_overlay_nodes_on_the_exact_grid(scene, obliqueNode, fakeEngine):
-    job = SuperResolutionLogic().process(obliqueNode, None, 2, device="cpu", consistencyMap=True, uncertaintyMap=True)
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, device="cpu", consistencyMap=True, uncertainty=True)
     result = job.outputVolumeNode
     assert set(job.mapNodes) == {"consistency", "uncertainty"}
     for kind, mapNode in job.mapNodes.items():
@@ -213,7 +213,7 @@ def test_a_failed_run_creates_nothing(scene, obliqueNode, fakeEngine, failure, t
     for output in (None, existing):
         with pytest.raises(SuperResolutionError, match="simulated failure" if failure == "exit" else "not on the result's grid"):
             SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
-                obliqueNode, output, 2, device="cpu", consistencyMap=True, uncertaintyMap=True)
+                obliqueNode, output, 2, device="cpu", consistencyMap=True, uncertainty=True)
     assert sceneNodes(scene) == before
     np.testing.assert_array_equal(ijkToRas(existing), matrix)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(existing), array)
@@ -249,8 +249,8 @@ def test_isotropic_result_names():
 
 def test_through_plane_run_reports_both_phases_and_names_the_result(scene, fakeEngine):
     node = addVolumeNode(scene, smoothArray((6, 16, 20)), spacing=(1.0, 1.0, 4.0), name="t2")
-    job = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", targetSpacing=1.0,
-                                         sliceThickness=4.0, fitIterations=3, waitForCompletion=False)
+    job = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", target_spacing=1.0,
+                                         slice_thickness=4.0, fit_iterations=3, waitForCompletion=False)
     statuses = []
     job.onProgress = lambda j: statuses.append((j.phase, j.status))
     deadline = time.monotonic() + 60
@@ -274,7 +274,7 @@ def test_cancel_during_the_fit_leaves_the_scene_unchanged(scene, fakeEngine, tmp
     node = addVolumeNode(scene, smoothArray((6, 16, 20)), spacing=(1.0, 1.0, 4.0), name="t2")
     before = sceneNodes(scene)
     job = SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
-        node, None, 2, device="cpu", mode="through-plane", fitIterations=50, waitForCompletion=False)
+        node, None, 2, device="cpu", mode="through-plane", fit_iterations=50, waitForCompletion=False)
     deadline = time.monotonic() + 30
     while job.phase != "fit":
         assert time.monotonic() < deadline
@@ -298,7 +298,7 @@ def throughPlaneReady() -> bool:
 @pytest.mark.skipif(not throughPlaneReady(), reason="the engine has no --through-plane (or its weights) yet")
 def test_through_plane_with_the_real_engine(scene):
     node = addVolumeNode(scene, smoothArray((8, 32, 32)), spacing=(1.0, 1.0, 3.0), name="thick")
-    job = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", fitIterations=2)
+    job = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", fit_iterations=2)
     result = job.outputVolumeNode
     assert result.GetName().startswith("thick_iso") and result.GetName().endswith("mm")
     np.testing.assert_allclose(physicalCornersRAS(result), physicalCornersRAS(node), atol=1e-4)
@@ -309,8 +309,8 @@ def test_through_plane_with_the_real_engine(scene):
 
 @pytest.mark.skipif(not engine.engineSupports("--consistency-map", "--uncertainty-map"), reason="the engine has no trust maps yet")
 def test_trust_maps_with_the_real_engine(scene, obliqueNode, tinyCheckpoints):
-    job = SuperResolutionLogic().process(obliqueNode, None, 2, checkpointPath=str(tinyCheckpoints[2]), device="cpu",
-                                         consistencyMap=True, uncertaintyMap=True)
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, checkpoint=str(tinyCheckpoints[2]), device="cpu",
+                                         consistencyMap=True, uncertainty=True)
     assert set(job.mapNodes) == {"consistency", "uncertainty"}
     for mapNode in job.mapNodes.values():
         np.testing.assert_allclose(physicalCornersRAS(mapNode), physicalCornersRAS(job.outputVolumeNode), atol=1e-4)
@@ -353,10 +353,10 @@ def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(
     broken = slicer.util.arrayFromVolume(nodes[1])
     broken[0, 0, 0] = np.nan  # the engine refuses non-finite voxels: this case fails, the others go on
     slicer.util.arrayFromVolumeModified(nodes[1])
+    consistencyMap = engine.engineSupports("--consistency-map")
     job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
-        batchInputVolumes(scene), SuperResolutionOptions(scale=2, method="lanczos", device="cpu",
-                                                         consistencyMap=engine.engineSupports("--consistency-map")),
-        waitForCompletion=False)
+        batchInputVolumes(scene), runOptions(scale=2, method="lanczos", device="cpu"), waitForCompletion=False,
+        consistencyMap=consistencyMap)
     fractions = []
     job.onProgress = lambda j: fractions.append(j.fraction)
     deadline = time.monotonic() + 120
@@ -373,7 +373,7 @@ def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(
         for mapNode in case.mapNodes.values():
             np.testing.assert_allclose(physicalCornersRAS(mapNode), physicalCornersRAS(node), atol=1e-4)
             assert mapNode.GetAttribute("FAGAN.Role") == "consistency map"
-        assert len(case.mapNodes) == int(job.options.consistencyMap)
+        assert len(case.mapNodes) == int(consistencyMap)
     assert fractions and max(fractions) <= 1.0
     rows = tableRows(job.tableNode)
     assert [row[2] for row in rows] == ["done", "failed", "done"] and rows[1][5]
@@ -388,7 +388,7 @@ def test_batch_cancel_leaves_the_scene_unchanged_when_nothing_finished(scene, tm
     nodes = [addVolumeNode(scene, smoothArray((8, 64, 64), seed=i), name=f"big {i}") for i in range(2)]
     before = sceneNodes(scene)
     job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
-        nodes, SuperResolutionOptions(scale=8, method="bicubic", device="cpu"), waitForCompletion=False)
+        nodes, runOptions(scale=8, method="bicubic", device="cpu"), waitForCompletion=False)
     started = time.monotonic()
     job.cancel()
     assert time.monotonic() - started < 1.0
@@ -434,7 +434,7 @@ def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path):
     nodes = [addVolumeNode(scene, smoothArray((4, 16, 20)), name="small")]
     nodes += [addVolumeNode(scene, smoothArray((40, 128, 128), seed=i), name=f"large {i}") for i in range(2)]
     job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
-        nodes, SuperResolutionOptions(scale=8, method="lanczos", device="cpu"), waitForCompletion=False)
+        nodes, runOptions(scale=8, method="lanczos", device="cpu"), waitForCompletion=False)
     deadline = time.monotonic() + 120
     while job.cases[0].status != "loaded":
         assert not job.poll() and time.monotonic() < deadline, job.status
@@ -457,7 +457,7 @@ def test_cancel_during_the_real_fit(scene, tmp_path):
     node = addVolumeNode(scene, smoothArray((8, 48, 48)), spacing=(1.0, 1.0, 4.0), name="thick")
     before = sceneNodes(scene)
     job = SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
-        node, None, 2, device="cpu", mode="through-plane", fitIterations=5000, waitForCompletion=False)
+        node, None, 2, device="cpu", mode="through-plane", fit_iterations=5000, waitForCompletion=False)
     deadline = time.monotonic() + 120
     while job.phase != "fit":
         assert not job.poll() and time.monotonic() < deadline, job.status
@@ -473,7 +473,7 @@ def test_cancel_during_the_real_fit(scene, tmp_path):
 
 @pytest.mark.skipif(not engine.engineSupports("--enforce-consistency", "--consistency-map"), reason="the engine has no trust features yet")
 def test_enforced_consistency_with_the_real_engine(scene, obliqueNode):
-    job = SuperResolutionLogic().process(obliqueNode, None, 2, method="lanczos", device="cpu", enforceConsistency=True,
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, method="lanczos", device="cpu", enforce_consistency=True,
                                          consistencyMap=True)
     assert job.summary["relative_rms_residual"] < 1e-3  # re-degrading the result reproduces the input
     assert job.outputVolumeNode.GetAttribute("FAGAN.EnforceConsistency") == "yes"

@@ -1,0 +1,95 @@
+"""Run options of the FAGANSuperRes module: the engine's ``fagan_engine.options.RunOptions``.
+
+The panel, scripts and "Apply to all" describe a run with the same dataclass as ``fagan-sr`` and the
+engine's Python API; ``RunOptions.cli_arguments`` turns it into engine flags. ``fagan_engine`` is
+imported only inside functions, after ``ensureEngineImportable``. Which trust maps to make is not a
+run option: the consistency map is the ``consistencyMap`` argument, the uncertainty map is
+``RunOptions.uncertainty``.
+"""
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from .engine import engineSupports, ensureEngineImportable
+from .maps import MAP_KINDS
+
+if TYPE_CHECKING:
+    from fagan_engine.options import RunOptions
+
+# The panel's combobox items. The parameter node declares them when Slicer imports the module, before
+# the engine may be imported, so they are listed here once; Testing/slicer/test_contracts.py checks
+# them against the engine's choices (devices in the panel's order: auto, GPU, CPU).
+SCALES = (2, 4, 8)
+PLANES = ("auto", "axial", "coronal", "sagittal")
+DEVICES = ("auto", "cuda", "cpu")
+METHODS = ("fagan", "bicubic", "lanczos")
+ACQUISITIONS = ("kspace", "bicubic", "gaussian")
+MODES = ("in-plane", "through-plane")
+MAP_FLAGS = {"consistency": "--consistency-map", "uncertainty": "--uncertainty-map"}
+
+
+def runOptions(**fields: Any) -> "RunOptions":
+    """Validated RunOptions from field values; a bad value or an unknown name raises ValueError (one line)."""
+    ensureEngineImportable()
+    from fagan_engine.errors import FAGANError
+    from fagan_engine.options import RunOptions
+
+    try:
+        return RunOptions.from_dict(fields)
+    except FAGANError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def checkRunOptions(options: "RunOptions", consistencyMap: bool = False) -> "RunOptions":
+    """Raise ValueError (one line) for a bad value, a combination Slicer does not run, or a feature the
+    shipped engine lacks; return ``options``."""
+    runOptions(**options.to_dict())
+    if isThroughPlane(options):
+        if options.method != "fagan":
+            raise ValueError("thick slices -> isotropic runs the FA-GAN fit only (method fagan)")
+        if options.uncertainty:
+            raise ValueError("the uncertainty map needs in-plane mode (test-time augmentation of in-plane slices)")
+    flags = ["--through-plane"] if isThroughPlane(options) else []
+    flags += [MAP_FLAGS[kind] for kind in mapKinds(options, consistencyMap)]
+    flags += ["--enforce-consistency"] if options.enforce_consistency else []
+    for flag in flags:
+        if not engineSupports(flag):
+            raise ValueError(f"this version of the FA-GAN engine has no {flag} option yet")
+    return options
+
+
+def isThroughPlane(options: "RunOptions") -> bool:
+    return options.mode == "through-plane"
+
+
+def mapKinds(options: "RunOptions", consistencyMap: bool) -> List[str]:
+    """The trust maps a run makes (in MAP_KINDS order)."""
+    wanted = {"consistency": consistencyMap, "uncertainty": options.uncertainty}
+    return [kind for kind in MAP_KINDS if wanted[kind]]
+
+
+def engineArguments(options: "RunOptions", consistencyMap: bool, mapPaths: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The engine flags of ``options`` and its maps, with JSON progress. ``mapPaths`` (kind -> file)
+    names a single run's maps; None: batch mode, which writes them beside each output."""
+    paths = {kind: str(path) for kind, path in (mapPaths or {}).items()}
+    args = options.cli_arguments(paths.get("uncertainty"))
+    if consistencyMap:
+        args += [MAP_FLAGS["consistency"]] + ([paths["consistency"]] if mapPaths is not None else [])
+    return args + ["--progress", "json"]
+
+
+def runSettings(options: "RunOptions") -> Dict[str, str]:
+    """The run settings recorded on the result (attribute name -> text)."""
+    values = {"mode": options.mode, "method": options.method}
+    if isThroughPlane(options):
+        values.update(targetSpacing=_mm(options.target_spacing) or "finest in-plane spacing",
+                      sliceThickness=_mm(options.slice_thickness) or "from the header")
+    else:
+        values["scale"] = f"x{options.scale}"
+        if options.method == "fagan":
+            values["acquisition"] = options.acquisition
+    if options.enforce_consistency:
+        values["enforceConsistency"] = "yes"
+    return values
+
+
+def _mm(value: Optional[float]) -> str:
+    return f"{value:g} mm" if value else ""
