@@ -266,6 +266,7 @@ class TrainConfig:
     overshoot_weight: float = 0.0
     vgg_weights: Optional[str] = None
     init_checkpoint: Optional[str] = None
+    init_from_scale: bool = False
     ema_decay: float = 0.999
     val_every: int = 250
     checkpoint_every: int = 1000
@@ -289,6 +290,8 @@ class TrainConfig:
             raise ConfigError("train.lr must be > 0")
         if self.overshoot_weight < 0:
             raise ConfigError("train.overshoot_weight must be >= 0")
+        if self.init_from_scale and not self.init_checkpoint:
+            raise ConfigError("train.init_from_scale needs train.init_checkpoint")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("train.ema_decay must be in [0, 1)")
 

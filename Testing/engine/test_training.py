@@ -227,3 +227,29 @@ def test_float32_training_slices_are_the_file_values(tmp_path: Path) -> None:
     offset = int(Path(data.train[0].name).stem[1])
     expected = IntensityNormalizer.fit(values + offset, NormalizationConfig()).forward(values + offset)
     np.testing.assert_allclose(data.train[0].slices, expected, rtol=1e-6)
+
+
+def test_init_from_another_scale_takes_every_matching_tensor(crop: Path, tmp_path: Path) -> None:
+    """``train.init_from_scale``: a x2 run starts a x4 model everywhere but its second upsampling stage."""
+    from fagan_engine.archs import build_generator
+    from fagan_engine.errors import FAGANError
+    from fagan_engine.training.trainer import initial_weights
+
+    run = tmp_path / "x2"
+    assert main(tiny_args(crop, run, "train.iterations=1", "train.pretrain_iterations=1", "--progress", "none")) == 0
+    source = str(run / "checkpoints" / "latest.safetensors")
+    x2 = load_generator(source)[0].state_dict()
+    cfg = load_config(str(TINY_CONFIG)).with_overrides(["model.scale=4", f"train.init_checkpoint={source}", "train.init_from_scale=true"])
+    target = build_generator(cfg.model).state_dict()
+    weights, note = initial_weights(source, cfg, target)
+    fresh = sorted(k for k in target if k.startswith("upsample.1."))
+    assert fresh and note.endswith("new: " + ", ".join(fresh))
+    assert all(torch.equal(weights[k], target[k]) for k in fresh)
+    assert all(torch.equal(weights[k], x2[k]) for k in target if k not in fresh)
+    with pytest.raises(FAGANError, match="x2"):
+        initial_weights(source, cfg.with_overrides(["train.init_from_scale=false"]), target)
+    wider = cfg.with_overrides(["model.n_feats=16"])
+    with pytest.raises(ConfigError, match="more than the scale"):
+        initial_weights(source, wider, build_generator(wider.model).state_dict())
+    with pytest.raises(ConfigError, match="needs train.init_checkpoint"):
+        load_config(str(TINY_CONFIG)).with_overrides(["train.init_from_scale=true"])

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -61,17 +61,32 @@ RESUMABLE_CHANGES = (
 named differently (relative, absolute) or moved: the state describes the run, not its path."""
 
 
-def initial_weights(path: str, cfg: FAGANConfig) -> Dict[str, torch.Tensor]:
-    """Generator weights to fine-tune from (``train.init_checkpoint``): same architecture required.
+def initial_weights(path: str, cfg: FAGANConfig, target: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Generator weights to fine-tune from (``train.init_checkpoint``), and a note for the log.
 
-    A resumed run restores its own state afterwards, so this only matters at iteration 0.
+    The same architecture is required, except with ``train.init_from_scale``: then a checkpoint of
+    another scale (and the same other settings) gives every tensor whose name and shape match
+    ``target``, e.g. a ×4 model everything of a ×8 one but its third upsampling stage, which keeps
+    its fresh initialisation. A resumed run restores its own state afterwards, so this only
+    matters at iteration 0.
     """
     from ..checkpoint import load_generator
 
-    model, metadata = load_generator(path, expected_scale=cfg.model.scale)
-    if metadata.model_config() != cfg.model:
-        raise ConfigError(f"train.init_checkpoint {Path(path).name} has another architecture than model: {metadata.model}")
-    return model.state_dict()
+    partial = cfg.train.init_from_scale
+    model, metadata = load_generator(path, expected_scale=None if partial else cfg.model.scale)
+    source = metadata.model_config()
+    name = Path(path).name
+    if partial:
+        if dataclasses.replace(source, scale=cfg.model.scale) != cfg.model:
+            raise ConfigError(f"train.init_checkpoint {name} differs from model: in more than the scale: {metadata.model}")
+        stored = model.state_dict()
+        weights = {k: v for k, v in stored.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
+        fresh = sorted(set(target) - set(weights))
+        note = f"initialised from x{source.scale} checkpoint {name}: {len(weights)} of {len(target)} tensors; new: {', '.join(fresh) or 'none'}"
+        return {**target, **weights}, note
+    if source != cfg.model:
+        raise ConfigError(f"train.init_checkpoint {name} has another architecture than model: {metadata.model}")
+    return model.state_dict(), ""
 
 
 def schedule(train: TrainConfig) -> Callable[[int], float]:
@@ -149,8 +164,10 @@ class Trainer:
         np.random.seed(train.seed % 2**32)
         torch.manual_seed(train.seed)
         self.G = build_generator(cfg.model).to(self.device)
+        self.init_note = ""
         if train.init_checkpoint:
-            self.G.load_state_dict(initial_weights(train.init_checkpoint, cfg))
+            weights, self.init_note = initial_weights(train.init_checkpoint, cfg, self.G.state_dict())
+            self.G.load_state_dict(weights)
         self.D = build_discriminator(cfg.model).to(self.device)
         self.content = ContentLoss(load_vgg19(train.vgg_weights) if train.vgg_weights else None).to(self.device)
         if self.cuda:
@@ -231,6 +248,8 @@ class Trainer:
             self.log.log("no train.vgg_weights: the content loss falls back to pixel MSE (recorded in checkpoint metadata)")
         if self.data.split.get("caveat"):
             self.log.log(f"note: {self.data.split['caveat']}")
+        if self.init_note and self.iteration == 0:
+            self.log.log(self.init_note)
         primary = AcquisitionConfig(model=self.cfg.data.degradation.primary)
         self.cases = [make_case(v.name, v.hr, self.cfg.model.scale, v.axes, primary) for v in self.data.val]
         if self.cases:
