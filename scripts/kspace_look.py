@@ -1,12 +1,13 @@
-"""``python scripts/kspace_look.py [OUTPUT]``: the model card's visual check of the bundled ×4 model.
+"""``python scripts/kspace_look.py [--scale N] [OUTPUT]``: the model card's visual check of a bundled model.
 
 Held-out slice 19 of the template's validation slab (the evaluation protocol's data), un-filtered
-k-space ×4 input made by the forward model: T1 and FLAIR-like noise-free, T2-like at noise 0.03.
+k-space input (×4 by default) made by the forward model: T1 and FLAIR-like noise-free, T2-like at noise 0.03.
 Columns: HR, Lanczos, FA-GAN, FA-GAN − HR (±30 % of the robust range). Default output:
-docs/images/x4-kspace-look.png.
+docs/images/x<scale>-kspace-look.png.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -16,7 +17,6 @@ import SimpleITK as sitk
 
 ROWS = (("t1", 0.0), ("flair", 0.0), ("t2", 0.03))
 SLICE = 19
-SCALE = 4
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -33,15 +33,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     from fagan_engine.options import RunOptions
     from fagan_engine.training.acquisition_eval import contrast_volume, held_out_slab
 
-    args = argv if argv is not None else sys.argv[1:]
-    output = Path(args[0] if args else "docs/images/x4-kspace-look.png")
-    slab, axes, first = held_out_slab(default_checkpoint(SCALE, "kspace"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=4, choices=(2, 4, 8))
+    parser.add_argument("output", nargs="?")
+    args = parser.parse_args(argv)
+    scale = args.scale
+    output = Path(args.output or f"docs/images/x{scale}-kspace-look.png")
+    slab, axes, first = held_out_slab(default_checkpoint(scale, "kspace"))
     layout = SliceLayout.for_axes(axes)
-    methods = {name: SuperResolver(RunOptions(scale=SCALE, method=name, plane="auto")) for name in ("lanczos", "fagan")}
+    methods = {name: SuperResolver(RunOptions(scale=scale, method=name, plane="auto")) for name in ("lanczos", "fagan")}
     figure, cells = plt.subplots(len(ROWS), 4, figsize=(12, 3.4 * len(ROWS)))
     for row, (contrast, noise) in enumerate(ROWS):
-        hr = crop_to_multiple(contrast_volume(slab, axes, first, contrast), SCALE, axes)
-        lr = degrade_volume(hr, SCALE, axes, AcquisitionConfig(model="kspace", noise=noise), np.random.default_rng(7))
+        hr = crop_to_multiple(contrast_volume(slab, axes, first, contrast), scale, axes)
+        lr = degrade_volume(hr, scale, axes, AcquisitionConfig(model="kspace", noise=noise), np.random.default_rng(7))
         hr_slices = layout.to_slices(sitk.GetArrayFromImage(hr))
         normalizer = IntensityNormalizer.fit(hr_slices, NormalizationConfig())
         images = {"HR": normalizer.forward(hr_slices)[SLICE]}

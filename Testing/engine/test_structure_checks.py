@@ -47,7 +47,7 @@ def test_edge_energy_grows_with_structure() -> None:
     assert edge_energy(stripes) > edge_energy(ndimage.gaussian_filter(stripes, 1.0)) > 0
 
 
-@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("scale", [2, 4, 8])
 @pytest.mark.parametrize("acquisition", ["kspace", "bicubic"])
 def test_bundled_model_does_not_overshoot_edges(scale: int, acquisition: str) -> None:
     hr = np.stack([disks(seed=s) for s in range(3)])
@@ -57,7 +57,7 @@ def test_bundled_model_does_not_overshoot_edges(scale: int, acquisition: str) ->
     assert nyquist_band_ratio(sr, hr, scale) <= OVERSHOOT_LIMIT
 
 
-@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("scale", [2, 4, 8])
 def test_bundled_model_adds_no_edges_to_flat_noise(scale: int) -> None:
     """A flat region under k-space acquisition with Rician noise: no more edge energy than Lanczos."""
     flat = np.full((4, 128, 128), 0.5, np.float32)

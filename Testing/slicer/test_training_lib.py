@@ -314,7 +314,7 @@ def test_acquisition_mix_and_synthesis_reach_the_config(tmp_path, dataFolder):
             buildTrainingConfig(settingsFor(tmp_path, **bad), trainingVolumeFiles(dataFolder))
 
 
-def test_fine_tuning_takes_the_checkpoint_architecture(tmp_path, dataFolder, tinyCheckpoints):
+def test_fine_tuning_takes_the_checkpoint_architecture(tmp_path, dataFolder, tinyCheckpoints, monkeypatch):
     from FAGANTrainingLib import BUNDLED
     from fagan_engine.checkpoint import default_checkpoint
 
@@ -327,6 +327,9 @@ def test_fine_tuning_takes_the_checkpoint_architecture(tmp_path, dataFolder, tin
         buildTrainingConfig(settingsFor(tmp_path, preset="srgan", initCheckpoint=str(tinyCheckpoints[2])), files)
     with pytest.raises(ValueError, match="set the scale to 4"):
         buildTrainingConfig(settingsFor(tmp_path, preset="fagan", initCheckpoint=str(tinyCheckpoints[4])), files)
+    bundled8 = buildTrainingConfig(settingsFor(tmp_path, preset="fagan", scale=8, initCheckpoint=BUNDLED), files)
+    assert bundled8.train.init_checkpoint == str(default_checkpoint(8, "kspace")) and bundled8.model.scale == 8
+    monkeypatch.setattr("fagan_engine.checkpoint.default_checkpoint", lambda scale, acquisition=None: None)
     with pytest.raises(ValueError, match="no bundled checkpoint for x8"):
         buildTrainingConfig(settingsFor(tmp_path, preset="fagan", scale=8, initCheckpoint=BUNDLED), files)
     with pytest.raises(ValueError, match="not found"):
