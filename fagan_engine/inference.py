@@ -20,6 +20,7 @@ from .errors import CheckpointError, InputError
 from .geometry import plane_axes, super_resolved_geometry
 from .interpolation import bicubic_matrix, lanczos_matrix
 from .normalization import IntensityNormalizer
+from .memory_check import check_output_fits
 from .options import RunOptions
 
 if TYPE_CHECKING:
@@ -370,6 +371,7 @@ def run_slices(
         raise InputError(
             f"in-plane slice is {size[axes[0]]}x{size[axes[1]]} voxels; the network needs at least {MIN_SLICE}x{MIN_SLICE}"
         )
+    check_output_fits(image.GetNumberOfPixels() * scale * scale, scale)
     if tile_size is not None:
         if tile_size < MIN_SLICE:
             raise InputError(f"tile size must be >= {MIN_SLICE}, got {tile_size}")
