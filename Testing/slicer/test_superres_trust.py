@@ -269,23 +269,32 @@ def test_through_plane_run_reports_both_phases_and_names_the_result(scene, fakeE
     assert result.GetAttribute("FAGAN.Mode") == "through-plane" and result.GetAttribute("FAGAN.TargetSpacing") == "1 mm"
 
 
+def startedFit(node, tmp_path, iterations, timeout):
+    """A through-plane run of ``node``, polled until it reports the fit phase (a failure before it fails the test)."""
+    job = SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
+        node, None, 2, device="cpu", mode="through-plane", fit_iterations=iterations, waitForCompletion=False)
+    deadline = time.monotonic() + timeout
+    while job.phase != "fit":
+        assert not job.poll() and time.monotonic() < deadline, job.status
+        time.sleep(0.05)
+    return job
+
+
+def waitForExit(job):
+    while not job.process.finished:
+        job.poll()
+        time.sleep(0.05)
+
+
 def test_cancel_during_the_fit_leaves_the_scene_unchanged(scene, fakeEngine, tmp_path):
     fakeEngine.setenv("FAKE_ENGINE_FAIL", "slow")
     node = addVolumeNode(scene, smoothArray((6, 16, 20)), spacing=(1.0, 1.0, 4.0), name="t2")
     before = sceneNodes(scene)
-    job = SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
-        node, None, 2, device="cpu", mode="through-plane", fit_iterations=50, waitForCompletion=False)
-    deadline = time.monotonic() + 30
-    while job.phase != "fit":
-        assert time.monotonic() < deadline
-        job.poll()
-        time.sleep(0.05)
+    job = startedFit(node, tmp_path, iterations=50, timeout=30)
     started = time.monotonic()
     job.cancel()
     assert time.monotonic() - started < 1.0 and job.state == "cancelled"
-    while not job.process.finished:
-        job.poll()
-        time.sleep(0.05)
+    waitForExit(job)
     assert sceneNodes(scene) == before and list(tmp_path.iterdir()) == []
 
 
@@ -393,9 +402,7 @@ def test_batch_cancel_leaves_the_scene_unchanged_when_nothing_finished(scene, tm
     job.cancel()
     assert time.monotonic() - started < 1.0
     assert job.state == "cancelled" and sceneNodes(scene) == before
-    while not job.process.finished:
-        job.poll()
-        time.sleep(0.05)
+    waitForExit(job)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -446,9 +453,7 @@ def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path):
     assert [case.status for case in job.cases[1:]] == ["cancelled", "cancelled"]
     assert [row[2] for row in tableRows(job.tableNode)] == ["done", "cancelled", "cancelled"]
     assert first.GetScene() is scene
-    while not job.process.finished:
-        job.poll()
-        time.sleep(0.05)
+    waitForExit(job)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -456,18 +461,11 @@ def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path):
 def test_cancel_during_the_real_fit(scene, tmp_path):
     node = addVolumeNode(scene, smoothArray((8, 48, 48)), spacing=(1.0, 1.0, 4.0), name="thick")
     before = sceneNodes(scene)
-    job = SuperResolutionLogic(temporaryDirectory=str(tmp_path)).process(
-        node, None, 2, device="cpu", mode="through-plane", fit_iterations=5000, waitForCompletion=False)
-    deadline = time.monotonic() + 120
-    while job.phase != "fit":
-        assert not job.poll() and time.monotonic() < deadline, job.status
-        time.sleep(0.05)
+    job = startedFit(node, tmp_path, iterations=5000, timeout=120)
     assert job.status.startswith("Step 1/2")
     job.cancel()
     assert job.state == "cancelled"
-    while not job.process.finished:
-        job.poll()
-        time.sleep(0.05)
+    waitForExit(job)
     assert job.process.returnCode != 0 and sceneNodes(scene) == before and list(tmp_path.iterdir()) == []
 
 
