@@ -135,6 +135,7 @@ class SuperResolver:
         """
         options = self.options
         image = validate_image(image, options.nan_policy)
+        check_output_fits(image.GetNumberOfPixels() * options.scale**2, options.scale, options.uncertainty)
         if self.base_model is not None:
             from .adaptation import accepts_phase
 
@@ -371,7 +372,6 @@ def run_slices(
         raise InputError(
             f"in-plane slice is {size[axes[0]]}x{size[axes[1]]} voxels; the network needs at least {MIN_SLICE}x{MIN_SLICE}"
         )
-    check_output_fits(image.GetNumberOfPixels() * scale * scale, scale)
     if tile_size is not None:
         if tile_size < MIN_SLICE:
             raise InputError(f"tile size must be >= {MIN_SLICE}, got {tile_size}")

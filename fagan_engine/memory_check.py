@@ -14,6 +14,8 @@ from .errors import InputError
 
 BASE_BYTES = 2**29
 BYTES_PER_OUTPUT_VOXEL = 48
+UNCERTAINTY_BYTES_PER_OUTPUT_VOXEL = 24
+"""The test-time-augmentation map adds a float64 running mean and sum of squares and a float32 pass."""
 MEMINFO = Path("/proc/meminfo")
 
 
@@ -28,10 +30,12 @@ def available_bytes() -> Optional[int]:
     return None
 
 
-def check_output_fits(output_voxels: int, scale: int) -> None:
-    """InputError (one line) if an SR result of ``output_voxels`` voxels needs more than the available memory."""
+def check_output_fits(output_voxels: int, scale: int, uncertainty: bool = False) -> None:
+    """InputError (one line) if an SR result of ``output_voxels`` voxels (with its uncertainty map when
+    ``uncertainty``) needs more than the available memory. Called once per volume, before any work."""
     available = available_bytes()
-    needed = BASE_BYTES + BYTES_PER_OUTPUT_VOXEL * output_voxels
+    per_voxel = BYTES_PER_OUTPUT_VOXEL + (UNCERTAINTY_BYTES_PER_OUTPUT_VOXEL if uncertainty else 0)
+    needed = BASE_BYTES + per_voxel * output_voxels
     if available is not None and needed > available:
         raise InputError(
             f"the x{scale} result has {output_voxels / 1e6:.0f} M voxels and needs about {needed / 2**30:.1f} GiB "

@@ -209,7 +209,7 @@ class BatchJob:
                     case.status = "cancelled" if cancelled else "failed"
                     case.error = case.error or ("" if cancelled else (error or "not processed"))
             try:
-                self._addTable([])
+                self._addTable()
             except Exception as exc:  # the results stay; only the table is missing
                 self.warnings = mergeWarnings(self.warnings, [f"no batch summary table: {oneLine(exc)}"])
         finally:
@@ -246,12 +246,21 @@ class BatchJob:
         case.outputVolumeNode, case.mapNodes = node, mapNodes
         case.status = "loaded"
 
-    def _addTable(self, created: List[Any]) -> None:
+    def _addTable(self) -> None:
+        """The batch summary table node (one row per case); none if nothing was loaded, and none
+        left half-built in the scene if making it fails."""
         scene = self.cases[0].node.GetScene()
         if not any(case.outputVolumeNode is not None for case in self.cases):
             return
         table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName("FA-GAN batch summary"))
-        created.append(table)
+        try:
+            self._fillTable(table)
+        except Exception:
+            removeNodes([table])
+            raise
+        self.tableNode = table
+
+    def _fillTable(self, table: Any) -> None:
         data = vtk.vtkTable()
         columns = []
         for name in BATCH_TABLE_COLUMNS:
@@ -268,7 +277,6 @@ class BatchJob:
                 column.InsertNextValue(value)
         table.SetAndObserveTable(data)
         table.SetAttribute("FAGAN.Notice", NOTICE)
-        self.tableNode = table
 
 
 class BatchLogic:

@@ -10,8 +10,9 @@ MSE, which the trainer logs and records in checkpoint metadata (``training.conte
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -131,11 +132,7 @@ def band_overshoot_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch
     overshooting samples exceed the band amplitude by 10 % of the batch's HR band amplitude.
     """
     sr, hr = sr.float(), hr.float()
-    rows, cols = sr.shape[-2:]
-    window = torch.outer(torch.hann_window(rows, periodic=False), torch.hann_window(cols, periodic=False)).to(sr.device)
-    radius = torch.hypot(*torch.meshgrid(torch.fft.fftfreq(rows), torch.fft.fftfreq(cols), indexing="ij")).to(sr.device)
-    nyquist = 0.5 / scale
-    selected = (radius >= NYQUIST_BAND[0] * nyquist) & (radius < NYQUIST_BAND[1] * nyquist)
+    window, selected = _band_window(int(sr.shape[-2]), int(sr.shape[-1]), scale, sr.device)
 
     def band_amplitude(images: torch.Tensor) -> torch.Tensor:
         centred = (images - images.mean(dim=(-2, -1), keepdim=True)) * window
@@ -144,6 +141,16 @@ def band_overshoot_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch
 
     amplitude_sr, amplitude_hr = band_amplitude(sr), band_amplitude(hr)
     return F.relu(amplitude_sr - amplitude_hr).sum() / amplitude_hr.sum()
+
+
+@functools.lru_cache(maxsize=8)
+def _band_window(rows: int, cols: int, scale: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The 2D Hann window and the band mask of ``band_overshoot_loss``, built once per patch size and device."""
+    window = torch.outer(torch.hann_window(rows, periodic=False), torch.hann_window(cols, periodic=False))
+    radius = torch.hypot(*torch.meshgrid(torch.fft.fftfreq(rows), torch.fft.fftfreq(cols), indexing="ij"))
+    nyquist = 0.5 / scale
+    selected = (radius >= NYQUIST_BAND[0] * nyquist) & (radius < NYQUIST_BAND[1] * nyquist)
+    return window.to(device), selected.to(device)
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -33,27 +34,25 @@ from ..consistency import enforce_consistency
 from ..forward_model import AcquisitionConfig
 from ..inference import SliceLayout
 from ..options import RunOptions
-from ..sample_data import icbm152_t1_path
 from ..sr_result import super_resolve_report
+from .acquisition_eval import held_out_slab
 from .evaluation import EvalCase, interpolated, make_case, normalised_stacks, volume_scores
 
 
 def held_out_case(checkpoint: str, scale: int, acquisition: AcquisitionConfig) -> EvalCase:
     """The held-out slab of the template recorded in ``checkpoint``, degraded by ``acquisition``."""
-    training = read_metadata(checkpoint).training
-    slab, axis = training["validation_slab"], training["through_plane_axis"]
-    template = sitk.ReadImage(str(icbm152_t1_path()), sitk.sitkFloat32)
-    size, index = list(template.GetSize()), [0, 0, 0]
-    size[axis], index[axis] = slab["stop"] - slab["start"], slab["start"]
-    axes = tuple(a for a in range(3) if a != axis)
-    name = f"icbm152:t1[slices {slab['start']}-{slab['stop'] - 1}]"
-    return make_case(name, sitk.RegionOfInterest(template, size, index), scale, axes, acquisition)  # type: ignore[arg-type]
+    slab, axes, first = held_out_slab(Path(checkpoint))
+    through = ({0, 1, 2} - set(axes)).pop()
+    name = f"icbm152:t1[slices {first}-{first + slab.GetSize()[through] - 1}]"
+    return make_case(name, sitk.Cast(slab, sitk.sitkFloat32), scale, axes, acquisition)
 
 
-def evaluate_checkpoint(checkpoint: str, scale: int, acquisition: AcquisitionConfig) -> Dict[str, Any]:
+def evaluate_checkpoint(checkpoint: str, acquisition: AcquisitionConfig) -> Dict[str, Any]:
     """The trust figures of one checkpoint on its held-out slab (see the module docstring)."""
+    metadata = read_metadata(checkpoint)
+    scale = metadata.scale
     case = held_out_case(checkpoint, scale, acquisition)
-    options = RunOptions(scale=scale, checkpoint=checkpoint, acquisition=acquisition.model, plane=read_metadata(checkpoint).plane)
+    options = RunOptions(scale=scale, checkpoint=checkpoint, acquisition=acquisition.model, plane=metadata.plane)
     result = super_resolve_report(case.lr, options, uncertainty=True)
     enforced = enforce_consistency(case.lr, result.image, scale, case.axes, acquisition.model)
     bicubic = interpolated(case, "bicubic")
@@ -165,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if None in checkpoints:
         print(f"error: no bundled checkpoint for x{args.scales[checkpoints.index(None)]}", file=sys.stderr)
         return 2
-    rows = [evaluate_checkpoint(str(path), read_metadata(str(path)).scale, acquisition) for path in checkpoints]
+    rows = [evaluate_checkpoint(str(path), acquisition) for path in checkpoints]
     print(to_markdown(rows))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
