@@ -81,6 +81,8 @@ class RunOptions:
                 raise InputError(f"{name.replace('_', ' ')} must be a positive number of mm, got {value}")
         if self.method != "fagan" and self.checkpoint is not None:
             raise InputError(f"--checkpoint is used only by --method fagan, not {self.method}")
+        if self.mode == "through-plane" and self.method != "fagan":
+            raise InputError(f"through-plane super-resolution runs the FA-GAN fit only (method fagan), not {self.method}")
         if self.method != "fagan" and self.adapt_iterations:
             raise InputError("per-scan adaptation (--adapt) needs --method fagan")
         return self

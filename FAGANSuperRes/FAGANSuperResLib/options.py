@@ -42,11 +42,8 @@ def checkRunOptions(options: "RunOptions", consistencyMap: bool = False) -> "Run
     """Raise ValueError (one line) for a bad value, a combination Slicer does not run, or a feature the
     shipped engine lacks; return ``options``."""
     runOptions(**options.to_dict())
-    if isThroughPlane(options):
-        if options.method != "fagan":
-            raise ValueError("thick slices -> isotropic runs the FA-GAN fit only (method fagan)")
-        if options.uncertainty:
-            raise ValueError("the uncertainty map needs in-plane mode (test-time augmentation of in-plane slices)")
+    if isThroughPlane(options) and options.uncertainty:
+        raise ValueError("the uncertainty map needs in-plane mode (test-time augmentation of in-plane slices)")
     flags = ["--through-plane"] if isThroughPlane(options) else []
     flags += [MAP_FLAGS[kind] for kind in mapKinds(options, consistencyMap)]
     flags += ["--enforce-consistency"] if options.enforce_consistency else []

@@ -115,7 +115,7 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
     module.plan_through_plane = lambda image, target_spacing=None, slice_thickness=None: plan
     module.super_resolve_through_plane = lambda image, options, progress=None: sr
     monkeypatch.setitem(sys.modules, "fagan_engine.through_plane", module)
-    result = super_resolve_report(image, RunOptions(mode="through-plane", method="bicubic", uncertainty=True))
+    result = super_resolve_report(image, RunOptions(mode="through-plane", uncertainty=True))
     assert result.image is sr and result.summary["relative_rms_residual"] < 1e-6
     assert_same_grid(result.consistency, sr)
     assert_same_grid(result.consistency_lr, image)
