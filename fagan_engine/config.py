@@ -123,6 +123,13 @@ class DegradationConfig:
     noise_probability: float = 0.0
     noise: List[float] = field(default_factory=lambda: [0.0, 0.0])
     psf_fwhm: List[float] = field(default_factory=lambda: [1.0, 1.0])
+    hr_noise_probability: float = 0.0
+    hr_noise: List[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Rician noise put into the HR slice itself (with this probability) before the LR is made from it,
+    so targets keep noise as real scans do and the network does not learn to flatten it."""
+    zoom: List[float] = field(default_factory=lambda: [1.0, 1.0])
+    """Resolution randomisation: the HR slice is resampled by a factor drawn log-uniformly from this
+    range before the LR is made (< 1: coarser HR pixels, e.g. 0.5 turns 1 mm content into 2 mm pixels)."""
 
     def weights(self) -> Dict[str, float]:
         return {"kspace": self.kspace_weight, "bicubic": self.bicubic_weight, "gaussian": self.gaussian_weight}
@@ -145,7 +152,9 @@ class DegradationConfig:
         _check_range_pair("data.degradation.window_strength", self.window_strength, 0.0, 1.0)
         _check_range_pair("data.degradation.noise", self.noise, 0.0, 0.5)
         _check_range_pair("data.degradation.psf_fwhm", self.psf_fwhm, 0.1, 8.0)
-        for name in ("partial_fourier_probability", "noise_probability"):
+        _check_range_pair("data.degradation.hr_noise", self.hr_noise, 0.0, 0.5)
+        _check_range_pair("data.degradation.zoom", self.zoom, 0.25, 4.0)
+        for name in ("partial_fourier_probability", "noise_probability", "hr_noise_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.degradation.{name} must be in [0, 1]")
         if not 0.5 < self.partial_fourier_min <= 1.0:
@@ -264,6 +273,7 @@ class TrainConfig:
     perceptual_weight: float = 1.0
     adversarial_weight: float = 1e-3
     overshoot_weight: float = 0.0
+    highband_weight: float = 0.0
     vgg_weights: Optional[str] = None
     init_checkpoint: Optional[str] = None
     init_from_scale: bool = False
@@ -290,6 +300,8 @@ class TrainConfig:
             raise ConfigError("train.lr must be > 0")
         if self.overshoot_weight < 0:
             raise ConfigError("train.overshoot_weight must be >= 0")
+        if self.highband_weight < 0:
+            raise ConfigError("train.highband_weight must be >= 0")
         if self.init_from_scale and not self.init_checkpoint:
             raise ConfigError("train.init_from_scale needs train.init_checkpoint")
         if not 0.0 <= self.ema_decay < 1.0:

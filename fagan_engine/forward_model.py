@@ -146,6 +146,21 @@ def degrade(
     return _magnitude(lr.astype(np.complex64), sigma, rng)
 
 
+def add_rician_noise(image: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (…, H, W) with Rician noise of ``level`` times its robust maximum (the HR targets' noise); float32."""
+    return _magnitude(np.asarray(image, dtype=np.complex64), level * robust_max(np.asarray(image, np.float32)), rng)
+
+
+def resample_slice(image: np.ndarray, zoom: float) -> np.ndarray:
+    """A 2D slice resampled by ``zoom`` (cubic; < 1 first low-passed so the coarser pixels are not aliased); float32, >= 0."""
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float32)
+    if zoom < 1.0:
+        image = ndimage.gaussian_filter(image, sigma=0.5 * math.sqrt(1.0 / zoom**2 - 1.0))
+    return np.clip(ndimage.zoom(image, zoom, order=3, mode="nearest", grid_mode=True), 0.0, None).astype(np.float32)
+
+
 def robust_max(images: np.ndarray) -> np.ndarray:
     """The 99.5th percentile of each image over its last two axes, shaped to broadcast (…, 1, 1)."""
     flat = images.reshape(images.shape[:-2] + (-1,))

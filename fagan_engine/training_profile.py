@@ -4,8 +4,8 @@
 
 - ``lr_spacing_mm``: [min, max] in-plane spacing of the LR inputs, i.e. the HR in-plane spacing
   of each source times the scale. Synthetic slices count at the ICBM152 template's spacing
-  (1 mm; random-shape scenes are drawn on the same pixel grid), so the bundled recipes give
-  ``[scale, scale]`` mm.
+  (1 mm; random-shape scenes are drawn on the same pixel grid); resolution randomisation
+  (``data.degradation.zoom = [lo, hi]``) widens it to ``[scale / hi, scale / lo]`` mm.
 - ``lr_slice_size``: [min, max] LR side (pixels) of the whole slices the LR inputs were made from
   (the network trains on patches of them; at inference it sees whole slices).
 - ``max_noise``: the largest Rician noise level of the degradation mix, relative to the robust
@@ -78,10 +78,11 @@ def _compute(cfg: FAGANConfig, data: Optional[Any], samples: int) -> Dict[str, A
     indices = np.linspace(0, max(cfg.train.iterations * cfg.train.batch_size - 1, 0), samples).astype(np.int64)
     lr = np.concatenate([dataset[int(i)][1].numpy().ravel() for i in indices])
     degradation = cfg.data.degradation
+    zoom = degradation.zoom  # a slice resampled by z has pixels 1/z times its source's
     return {
         "version": PROFILE_VERSION,
         "scale": scale,
-        "lr_spacing_mm": [round(min(spacings) * scale, 6), round(max(spacings) * scale, 6)],
+        "lr_spacing_mm": [round(min(spacings) * scale / zoom[1], 6), round(max(spacings) * scale / zoom[0], 6)],
         "lr_slice_size": [min(sides) // scale, max(sides) // scale],
         "max_noise": float(degradation.noise[1]) if degradation.noise_probability > 0 else 0.0,
         "histogram": histogram(lr),

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig, FAGANConfig
-from ..forward_model import crop_to_multiple, degrade, random_acquisition
+from ..forward_model import add_rician_noise, crop_to_multiple, degrade, random_acquisition, resample_slice
 from ..errors import ConfigError
 from ..geometry import plane_axes
 from ..inference import MIN_SLICE, SliceLayout
@@ -298,8 +298,17 @@ def build_synthesizer(cfg: FAGANConfig, data: PreparedData) -> Optional[Any]:
 def make_pair(
     image: np.ndarray, scale: int, data: DataConfig, rng: np.random.Generator
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """(HR patch (P, P), LR patch (P/s, P/s)) from one normalised 2D slice under a random acquisition."""
+    """(HR patch (P, P), LR patch (P/s, P/s)) from one normalised 2D slice under a random acquisition.
+
+    Resolution randomisation (``degradation.zoom``) and HR noise (``degradation.hr_noise``) are
+    applied to the whole HR slice first, so the LR is made from what the target shows.
+    """
     size = data.patch_size
+    mix = data.degradation
+    if mix.zoom[0] != 1.0 or mix.zoom[1] != 1.0:
+        image = resample_slice(image, float(np.exp(rng.uniform(np.log(mix.zoom[0]), np.log(mix.zoom[1])))))
+    if mix.hr_noise_probability > 0 and rng.random() < mix.hr_noise_probability:
+        image = add_rician_noise(image, float(rng.uniform(*mix.hr_noise)), rng)
     rows, cols = (max(n, size) for n in image.shape)
     if (rows, cols) != image.shape:  # pad small slices with background
         image = np.pad(image, ((0, rows - image.shape[0]), (0, cols - image.shape[1])))

@@ -153,6 +153,28 @@ def _band_window(rows: int, cols: int, scale: int, device: torch.device) -> Tupl
     return window.to(device), selected.to(device)
 
 
+def highband_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Mean |error| of the frequencies outside the LR matrix (the part that survives the data-consistency projection).
+
+    Under the k-space projection the output's central LR-matrix spectrum is replaced by the measured
+    one, so only the error outside it remains; this trains the network for the product's default
+    output. Normalised like an L1 pixel loss: the RMS of the high-pass error image.
+    """
+    error = torch.fft.fft2((sr - hr).float())
+    rows, cols = error.shape[-2:]
+    mask = _highband_mask(int(rows), int(cols), scale, error.device)
+    power = torch.view_as_real(error).pow(2).sum(-1) * mask
+    return (power.sum(dim=(-2, -1)) / (rows * cols) ** 2 + 1e-12).sqrt().mean()
+
+
+@functools.lru_cache(maxsize=8)
+def _highband_mask(rows: int, cols: int, scale: int, device: torch.device) -> torch.Tensor:
+    """1 outside the central (rows/s, cols/s) block of the (unshifted) spectrum, else 0."""
+    keep_rows = torch.fft.fftfreq(rows).abs() < 0.5 / scale
+    keep_cols = torch.fft.fftfreq(cols).abs() < 0.5 / scale
+    return (~(keep_rows[:, None] & keep_cols[None, :])).float().to(device)
+
+
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Eq. 16 per sample, averaged: −log D(G(LR)) = BCE-with-logits against 1."""
     fake_logits = fake_logits.float()

@@ -38,7 +38,7 @@ from .ema import EMA
 from ..forward_model import AcquisitionConfig
 from ..training_profile import data_profile
 from .evaluation import EvalCase, baseline, make_case, validate
-from .losses import CONTENT_VGG, ContentLoss, band_overshoot_loss, discriminator_loss, generator_adversarial_loss, load_vgg19, pixel_loss
+from .losses import CONTENT_VGG, ContentLoss, band_overshoot_loss, discriminator_loss, generator_adversarial_loss, highband_loss, load_vgg19, pixel_loss
 from .runlog import RunLog
 from .state import load_state, save_state
 from .stop import STOP_FILE, StopRequest  # noqa: F401  (STOP_FILE: the Slicer module's contract)
@@ -332,6 +332,10 @@ class Trainer:
             overshoot = band_overshoot_loss(sr, hr, self.cfg.model.scale)
             g_loss = g_loss + train.overshoot_weight * overshoot
             losses["overshoot"] = overshoot
+        if train.highband_weight > 0:
+            highband = highband_loss(sr, hr, self.cfg.model.scale)
+            g_loss = g_loss + train.highband_weight * highband
+            losses["highband"] = highband
         if gan:
             self.D.requires_grad_(False)
             with self._autocast():

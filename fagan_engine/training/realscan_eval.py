@@ -1,0 +1,266 @@
+"""Real-scan development protocol: FA-GAN against bicubic and Lanczos on real MRI slices.
+
+``python -m fagan_engine.training.realscan_eval [--realdev ../shared/realdev]`` reads the real
+slices of the development set (``slices/index.json``) and the central slice of each of its volumes
+(``volumes/index.json``; the oblique copy is the same voxels and is skipped), makes the LR by the
+engine's forward model (``kspace``: a smaller acquisition matrix; ``bicubic``: the paper's
+anti-aliased bicubic) and super-resolves it with the product's own path (``super_resolve_report``)
+for every method and FA-GAN variant:
+
+- ``bicubic``, ``lanczos``: the baselines;
+- ``plain``: the network alone (no projection, no adaptation);
+- ``projected``: the network projected onto the measured data;
+- ``default``: ``fagan-sr``'s defaults, whatever they are (the decision being measured).
+
+Scores follow ``realdev/README.md``: PSNR over the mask HR > 0.05 with the output clipped to
+[0, 1], SSIM on the full slice, and the Nyquist-band overshoot of ``structure_checks``. A slice with
+a side below 32 px after the crop is listed but left out of the means. The gain columns are against
+Lanczos for k-space input and against bicubic for bicubic input (the protocol's reference).
+
+This is **validation only**: nothing here trains on these images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..forward_model import AcquisitionConfig, degrade
+from ..metrics import psnr, ssim
+from ..options import RunOptions
+from ..sr_result import super_resolve_report
+from ..structure_checks import nyquist_band_ratio
+
+DEFAULT_REALDEV = Path(__file__).resolve().parents[2].parent / "shared" / "realdev"
+MIN_SIDE = 32
+"""Slices with an HR side below this (after the crop to a multiple of the scale) are left out of the means."""
+MASK_THRESHOLD = 0.05
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "bicubic": {"method": "bicubic", "enforce_consistency": False, "adapt_iterations": 0},
+    "lanczos": {"method": "lanczos", "enforce_consistency": False, "adapt_iterations": 0},
+    "plain": {"method": "fagan", "enforce_consistency": False, "adapt_iterations": 0},
+    "projected": {"method": "fagan", "enforce_consistency": True, "adapt_iterations": 0},
+    "adapted": {"method": "fagan", "enforce_consistency": True, "adapt_iterations": 100},
+    "default": {},
+}
+"""Each variant's RunOptions fields over the defaults (``default``: none, so it follows ``fagan-sr``)."""
+
+
+@dataclass
+class RealSlice:
+    """One real HR slice in [0, 1] with its pixel spacing (mm) and description."""
+
+    name: str
+    image: np.ndarray
+    spacing: Sequence[float]
+    contrast: str
+
+
+def load_slices(realdev: Path) -> List[RealSlice]:
+    """The development slices and the central slice of each volume (normalised like the slices)."""
+    slices_dir, volumes_dir = realdev / "slices", realdev / "volumes"
+    if not (slices_dir / "index.json").is_file():
+        raise InputError(f"no real-scan development set at {realdev} (slices/index.json is missing)")
+    cases: List[RealSlice] = []
+    for case in json.loads((slices_dir / "index.json").read_text())["cases"]:
+        image = np.load(slices_dir / case["file"]).astype(np.float32)
+        cases.append(RealSlice(case["name"], image, case["spacing_mm"][:2], case["contrast"]))
+    index = volumes_dir / "index.json"
+    if index.is_file():
+        for case in json.loads(index.read_text())["cases"]:
+            if "oblique" in case["name"]:
+                continue
+            volume = sitk.GetArrayFromImage(sitk.ReadImage(str(volumes_dir / case["file"]))).astype(np.float32)
+            axis = 2 - int(case["axis"])
+            middle = np.take(volume, volume.shape[axis] // 2, axis=axis)
+            top = float(np.percentile(np.clip(volume, 0, None), 99.9)) or 1.0
+            spacing = [s for a, s in enumerate(case["spacing_mm"]) if a != int(case["axis"])][::-1]
+            cases.append(RealSlice(case["name"] + "_mid", np.clip(middle / top, 0, 1), spacing, case["contrast"]))
+    return cases
+
+
+def slice_image(array: np.ndarray, spacing: Sequence[float]) -> sitk.Image:
+    """A one-slice 3D image (rows, cols) → size (cols, rows, 1) with the given (row, col) spacing."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array[None], dtype=np.float32))
+    image.SetSpacing((float(spacing[1]), float(spacing[0]), 1.0))
+    return image
+
+
+def evaluate_slice(
+    case: RealSlice, scale: int, acquisition: str, variants: Iterable[str], base: RunOptions
+) -> Dict[str, Any]:
+    """Scores of every variant on one slice at one scale and acquisition; ``outputs`` keeps the images."""
+    rows, cols = (n - n % scale for n in case.image.shape)
+    hr = case.image[:rows, :cols]
+    row: Dict[str, Any] = {"case": case.name, "contrast": case.contrast, "scale": scale, "acquisition": acquisition,
+                           "size": [rows, cols], "in_means": min(rows, cols) >= MIN_SIDE, "scores": {}, "outputs": {}}
+    if min(rows, cols) // scale < 4:
+        row["in_means"] = False
+        return row
+    lr = degrade(hr, scale, AcquisitionConfig(model=acquisition))
+    row["outputs"]["lr"] = lr
+    image = slice_image(lr, [s * scale for s in case.spacing])
+    mask = hr > MASK_THRESHOLD
+    for name in variants:
+        fields = dict(VARIANTS[name])
+        if fields.get("method", base.method) != "fagan":
+            fields["checkpoint"] = None
+        options = base.replace(scale=scale, acquisition=acquisition, plane="axial", **fields)
+
+        sr = super_resolve_report(image, options, consistency=False).image
+        out = np.clip(sitk.GetArrayFromImage(sr)[0], 0.0, 1.0)
+        row["outputs"][name] = out
+        row["scores"][name] = {
+            "psnr": psnr(hr, out, 1.0, mask),
+            "ssim": ssim(hr, out, 1.0),
+            "overshoot": nyquist_band_ratio(out, hr, scale),
+        }
+    return row
+
+
+def reference_method(acquisition: str) -> str:
+    """The baseline gains are measured against: Lanczos for k-space input, bicubic for bicubic input."""
+    return "bicubic" if acquisition == "bicubic" else "lanczos"
+
+
+def summarise(rows: List[Dict[str, Any]], variants: Sequence[str]) -> List[Dict[str, Any]]:
+    """Means per (scale, acquisition, variant): PSNR gain over the reference (mean, worst), SSIM ≥ reference share, overshoot."""
+    groups: Dict[Any, List[Dict[str, Any]]] = {}
+    for row in rows:
+        if row["in_means"] and row["scores"]:
+            groups.setdefault((row["scale"], row["acquisition"]), []).append(row)
+    table = []
+    for (scale, acquisition), members in sorted(groups.items()):
+        ref = reference_method(acquisition)
+        for name in variants:
+            gains = [r["scores"][name]["psnr"] - r["scores"][ref]["psnr"] for r in members]
+            ssim_ok = [r["scores"][name]["ssim"] >= r["scores"][ref]["ssim"] for r in members]
+            table.append({
+                "scale": scale, "acquisition": acquisition, "variant": name, "reference": ref, "slices": len(members),
+                "psnr": float(np.mean([r["scores"][name]["psnr"] for r in members])),
+                "gain_mean": float(np.mean(gains)), "gain_worst": float(np.min(gains)),
+                "ssim": float(np.mean([r["scores"][name]["ssim"] for r in members])),
+                "ssim_at_least_reference": float(np.mean(ssim_ok)),
+                "overshoot_max": float(np.max([r["scores"][name]["overshoot"] for r in members])),
+            })
+    return table
+
+
+def to_markdown(table: List[Dict[str, Any]]) -> str:
+    """The summary as a Markdown table."""
+    lines = [
+        "| scale | LR | variant | slices | PSNR (dB) | gain vs ref, mean (worst) | SSIM | SSIM ≥ ref | max overshoot |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| ×{r['scale']} | {r['acquisition']} | {r['variant']} | {r['slices']} | {r['psnr']:.2f} | "
+            f"{r['gain_mean']:+.2f} ({r['gain_worst']:+.2f}) vs {r['reference']} | {r['ssim']:.4f} | "
+            f"{100 * r['ssim_at_least_reference']:.0f} % | {r['overshoot_max']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def save_panel(row: Dict[str, Any], hr: np.ndarray, path: Path, variant: str) -> None:
+    """PNG of HR, LR, Lanczos, one FA-GAN variant and its absolute error (×4 for visibility)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outputs = row["outputs"]
+    rows, cols = row["size"]
+    hr = hr[:rows, :cols]
+    panels = [("HR", hr), ("LR", outputs["lr"]), ("Lanczos", outputs["lanczos"]), (f"FA-GAN {variant}", outputs[variant]),
+              ("|error| x4", np.clip(4 * np.abs(outputs[variant] - hr), 0, 1))]
+    figure, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
+    for axis, (title, image) in zip(axes, panels):
+        axis.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axis.set_title(title, fontsize=9)
+        axis.axis("off")
+    figure.suptitle(f"{row['case']} x{row['scale']} {row['acquisition']}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def run(
+    realdev: Path, scales: Sequence[int], acquisitions: Sequence[str], variants: Sequence[str], base: RunOptions,
+    panels: Optional[Path] = None, panel_variant: str = "default", log: Any = None,
+) -> Dict[str, Any]:
+    """Evaluate every slice, scale, acquisition and variant; returns per-slice scores and the summary table."""
+    names = list(dict.fromkeys(["bicubic", "lanczos", *variants]))
+    cases = load_slices(realdev)
+    rows = []
+    for case in cases:
+        for scale in scales:
+            for acquisition in acquisitions:
+                row = evaluate_slice(case, scale, acquisition, names, base)
+                if panels is not None and row["scores"] and panel_variant in row["outputs"]:
+                    panels.mkdir(parents=True, exist_ok=True)
+                    save_panel(row, case.image, panels / f"{case.name}_x{scale}_{acquisition}.png", panel_variant)
+                row.pop("outputs")
+                rows.append(row)
+                if log is not None and row["scores"]:
+                    ref = reference_method(acquisition)
+                    gains = "  ".join(f"{n} {row['scores'][n]['psnr'] - row['scores'][ref]['psnr']:+.2f}" for n in names if n != ref)
+                    print(f"{case.name:22s} x{scale} {acquisition:7s} {gains}", file=log, flush=True)
+    return {"realdev": str(realdev), "base_options": base.to_dict(), "slices": rows, "summary": summarise(rows, names)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fagan_engine.training.realscan_eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--realdev", type=Path, default=DEFAULT_REALDEV, help="the real-scan development set (default ../shared/realdev)")
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--acquisitions", nargs="+", default=["kspace", "bicubic"], choices=["kspace", "bicubic", "gaussian"])
+    parser.add_argument("--variants", nargs="+", default=["plain", "projected", "default"], choices=[v for v in VARIANTS if v not in ("bicubic", "lanczos")])
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="SCALE=PATH", help="a candidate checkpoint for one scale")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a RunOptions field for every FA-GAN variant (e.g. adapt_iterations=0)")
+    parser.add_argument("--json", type=Path, help="write per-slice scores and the summary here")
+    parser.add_argument("--markdown", type=Path, help="write the summary table here")
+    parser.add_argument("--panels", type=Path, help="write PNG panels (HR, LR, Lanczos, FA-GAN, error) into this folder")
+    parser.add_argument("--panel-variant", default="default")
+    args = parser.parse_args(argv)
+    try:
+        fields: Dict[str, Any] = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            fields[key] = json.loads(value) if value not in ("", None) else None
+        base = RunOptions.from_dict(fields)
+        checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
+        results: Dict[str, Any] = {"scales": {}}
+        for scale in args.scales:
+            options = base.replace(checkpoint=checkpoints.get(str(scale), base.checkpoint))
+            results["scales"][scale] = run(args.realdev, [scale], args.acquisitions, args.variants, options, args.panels,
+                                           args.panel_variant, sys.stdout)
+        summary = [r for part in results["scales"].values() for r in part["summary"]]
+        results["summary"] = summary
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(to_markdown(summary))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=_json_default))
+    if args.markdown:
+        args.markdown.write_text(to_markdown(summary) + "\n")
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"not JSON: {type(value)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
