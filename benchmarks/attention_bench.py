@@ -54,7 +54,7 @@ def build_module(pool: bool) -> Any:
     """SelfAttention with γ = 1 (so its output depends on the attention) and fixed weights."""
     import torch
 
-    from fagan_engine.archs import SelfAttention
+    from fagan_engine.models.archs import SelfAttention
 
     torch.manual_seed(0)
     module = SelfAttention(CHANNELS, pool=pool).eval()
@@ -122,8 +122,8 @@ def export_module(pool: bool, path: str) -> str:
     """Export ``build_module(pool)`` with the engine's ONNX path (dynamic size)."""
     import torch
 
-    from fagan_engine.atomic import atomic_write_bytes
-    from fagan_engine.onnx_backend import trace_to_onnx
+    from fagan_engine.inference.onnx_backend import trace_to_onnx
+    from fagan_engine.util.atomic import atomic_write_bytes
 
     proto = trace_to_onnx(build_module(pool), torch.rand(2, CHANNELS, 12, 10))
     atomic_write_bytes(path, proto.SerializeToString())

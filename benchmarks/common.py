@@ -112,7 +112,7 @@ def active_generator(scale: int, seed: int = 0, **overrides: Any) -> Any:
     """
     import torch
 
-    from fagan_engine.archs import build_generator, preset_config
+    from fagan_engine.models.archs import build_generator, preset_config
 
     torch.manual_seed(seed)
     model = build_generator(preset_config("fagan", scale, **overrides))
@@ -126,9 +126,9 @@ def active_generator(scale: int, seed: int = 0, **overrides: Any) -> Any:
 
 def save_active_checkpoint(path: Path, scale: int, **overrides: Any) -> Path:
     """``active_generator`` saved as a checkpoint (default normalisation)."""
-    from fagan_engine.archs import preset_config
-    from fagan_engine.checkpoint import CheckpointMetadata, save_checkpoint
-    from fagan_engine.config import NormalizationConfig
+    from fagan_engine.models.archs import preset_config
+    from fagan_engine.models.checkpoint import CheckpointMetadata, save_checkpoint
+    from fagan_engine.util.config import NormalizationConfig
 
     cfg = preset_config("fagan", scale, **overrides)
     model = active_generator(scale, **overrides)
@@ -137,7 +137,7 @@ def save_active_checkpoint(path: Path, scale: int, **overrides: Any) -> Path:
 
 def prepare_checkpoint(scale: int, folder: Path) -> Dict[str, Any]:
     """The bundled checkpoint for ``scale`` if one ships, else random weights (``active_generator``)."""
-    from fagan_engine.checkpoint import default_checkpoint
+    from fagan_engine.models.checkpoint import default_checkpoint
 
     bundled = default_checkpoint(scale)
     if bundled is not None:
@@ -147,7 +147,7 @@ def prepare_checkpoint(scale: int, folder: Path) -> Dict[str, Any]:
 
 def export_to(checkpoint: str, folder: Path) -> str:
     """Export ``checkpoint`` with fagan-export's code into ``folder`` (once); return the path."""
-    from fagan_engine.onnx_backend import export_onnx
+    from fagan_engine.inference.onnx_backend import export_onnx
 
     target = folder / (Path(checkpoint).stem + ".onnx")
     if not target.is_file():
@@ -157,9 +157,9 @@ def export_to(checkpoint: str, folder: Path) -> str:
 
 def export_padded_onnx(checkpoint: str, path: Path) -> str:
     """The engine's export without dropping SelfAttention's q/k zero padding (to measure it)."""
-    from fagan_engine.atomic import atomic_write_bytes
-    from fagan_engine.checkpoint import load_generator
-    from fagan_engine.onnx_backend import generator_to_onnx
+    from fagan_engine.inference.onnx_backend import generator_to_onnx
+    from fagan_engine.models.checkpoint import load_generator
+    from fagan_engine.util.atomic import atomic_write_bytes
 
     model, metadata = load_generator(checkpoint)
     atomic_write_bytes(path, generator_to_onnx(model, metadata, trim_key_padding=False).SerializeToString())

@@ -11,9 +11,9 @@ def build_variants(p: Dict[str, Any]) -> List[Dict[str, Any]]:
     """name, batch, run (numpy → numpy) and optional torch threads."""
     import onnxruntime as ort
 
-    from fagan_engine.checkpoint import load_generator
-    from fagan_engine.inference import load_runner, torch_runner
-    from fagan_engine.onnx_backend import onnx_runner
+    from fagan_engine.inference.onnx_backend import onnx_runner
+    from fagan_engine.inference.runners import load_runner, torch_runner
+    from fagan_engine.models.checkpoint import load_generator
 
     scale, batch = p["scale"], p["batch"]
     nchw, _ = load_generator(p["checkpoint"])
@@ -53,7 +53,7 @@ def call_with_threads(variant: Dict[str, Any], batch: np.ndarray) -> np.ndarray:
 def _bf16(checkpoint: str) -> Any:
     import torch
 
-    from fagan_engine.checkpoint import load_generator
+    from fagan_engine.models.checkpoint import load_generator
 
     model = load_generator(checkpoint)[0].to(memory_format=torch.channels_last)
 
@@ -79,7 +79,7 @@ def _compiled(checkpoint: str) -> Any:
     import torch
     import torch._inductor.config as inductor_config
 
-    from fagan_engine.checkpoint import load_generator
+    from fagan_engine.models.checkpoint import load_generator
 
     inductor_config.freezing = True
     model = torch.compile(load_generator(checkpoint)[0].to(memory_format=torch.channels_last), dynamic=False)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Tuple
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from fagan_engine.config import ModelConfig
+from fagan_engine.util.config import ModelConfig
 
 
 def _cpu_sdpa(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:

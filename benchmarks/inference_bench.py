@@ -1,7 +1,7 @@
 """Volume inference tasks, each run in a fresh worker process so its peak RSS is its own.
 
 ``volume``: a synthetic LR volume (slices × side²) super-resolved end to end through
-``fagan_engine.inference.super_resolve`` (checkpoint load, normalisation, batching, output
+``fagan_engine.inference.resolver.super_resolve`` (checkpoint load, normalisation, batching, output
 volume), after one warm-up call on one batch; then the model alone on ``model_batches``
 prepared batches (``model_s`` = that per-slice time × slices). ``tiling``: one ×8 slice with
 and without ``tile_size``. The ONNX Runtime worker never imports torch, as in a Slicer
@@ -45,7 +45,7 @@ def volume(p: Dict[str, Any]) -> Dict[str, Any]:
 
 def tiling(p: Dict[str, Any]) -> Dict[str, Any]:
     """One ×scale slice (torch fp32, or bf16 on CUDA) with ``tile`` (None: whole slice)."""
-    from fagan_engine.inference import super_resolve
+    from fagan_engine.pipeline.report import super_resolve
 
     image = synthetic_volume(1, p["side"])
     kwargs = dict(checkpoint=p["checkpoint"], plane=PLANE, device=p["device"], batch_size=1, tile_size=p["tile"])
@@ -65,7 +65,7 @@ def tiling(p: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _end_to_end(p: Dict[str, Any]) -> Callable[[Any], Any]:
-    from fagan_engine.inference import super_resolve, super_resolve_with_model
+    from fagan_engine.pipeline.report import super_resolve, super_resolve_with_model
 
     common = dict(plane=PLANE, batch_size=p["batch"])
     if p["backend"] == "bicubic":
@@ -85,11 +85,11 @@ def _model_only(p: Dict[str, Any]) -> "tuple[float, Any]":
     batch = rng.random((p["batch"], 1, p["side"], p["side"]), dtype=np.float32)
     if p["backend"] in ("onnx", "bicubic"):
         if p["backend"] == "onnx":
-            from fagan_engine.onnx_backend import onnx_runner
+            from fagan_engine.inference.onnx_backend import onnx_runner
 
             runner = onnx_runner(p["onnx"], p["scale"])[0]
         else:
-            from fagan_engine.inference import bicubic_runner
+            from fagan_engine.inference.runners import bicubic_runner
 
             runner = bicubic_runner(p["scale"])
         runner(batch)
@@ -99,7 +99,7 @@ def _model_only(p: Dict[str, Any]) -> "tuple[float, Any]":
         return (time.perf_counter() - start) / (batches * p["batch"]), None
     import torch
 
-    from fagan_engine.inference import load_runner
+    from fagan_engine.inference.runners import load_runner
 
     cuda = p["device"] == "cuda"
     if cuda:
@@ -127,7 +127,7 @@ def _cuda_model(p: Dict[str, Any]) -> "tuple[Any, Any]":
     """The checkpoint's generator on CUDA, channels_last, in bf16 autocast and/or compiled."""
     import torch
 
-    from fagan_engine.checkpoint import load_generator
+    from fagan_engine.models.checkpoint import load_generator
 
     model, metadata = load_generator(p["checkpoint"], expected_scale=p["scale"], device="cuda")
     from .cuda_generator import CudaGenerator

@@ -21,7 +21,7 @@ from .common import FULL, export_to, prepare_checkpoint
 def torch_top_ops(checkpoint: str, scale: int, batch: np.ndarray, rows: int) -> List[str]:
     from torch.profiler import ProfilerActivity, profile
 
-    from fagan_engine.inference import load_runner
+    from fagan_engine.inference.runners import load_runner
 
     runner = load_runner(scale, checkpoint, "cpu", "torch", False)[0]
     runner(batch)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .batch_bench import batch_section
-from .through_plane_bench import through_plane_section
 from .common import FULL, SMOKE, Sizes, export_padded_onnx, export_to, prepare_checkpoint, worker_env
 from .machine import REPO, load_average, machine_info, machine_name
+from .through_plane_bench import through_plane_section
 from .trust_bench import trust_section
 from .worker import run_task
 
@@ -77,7 +77,7 @@ def run_suite(sizes: Sizes, device: str, smoke: bool) -> Dict[str, Any]:
 
 
 def inference_section(sizes: Sizes, device: str, peak: Dict[str, Any], tmp: Path) -> List[Dict[str, Any]]:
-    from fagan_engine.checkpoint import load_generator
+    from fagan_engine.models.checkpoint import load_generator
 
     from .flops import analytic_generator_flops, generator_flops
 
@@ -201,7 +201,7 @@ def variants_section(sizes: Sizes, tmp: Path) -> List[Dict[str, Any]]:
 
 
 def write_results(results: Dict[str, Any], folder: Path) -> List[Path]:
-    from fagan_engine.atomic import atomic_write_bytes
+    from fagan_engine.util.atomic import atomic_write_bytes
 
     from .report import markdown
 

@@ -26,10 +26,10 @@ import numpy as np
 def make_volume(smoke: bool):
     import SimpleITK as sitk
 
-    from fagan_engine.forward_model import degrade_through_plane
-    from fagan_engine.synthesis import _icbm152_arrays
+    from fagan_engine.mri.forward_model import degrade_through_plane
+    from fagan_engine.mri.synthesis import icbm152_arrays
 
-    t1 = _icbm152_arrays()[0].astype(np.float32)  # (z, y, x) 189×233×197
+    t1 = icbm152_arrays()[0].astype(np.float32)  # (z, y, x) 189×233×197
     if smoke:
         hr = t1[60:100, 80:144, 60:124]
     else:
@@ -48,9 +48,9 @@ def measure(params: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
     from benchmarks.common import peak_rss_mib
-    from fagan_engine.metrics import volume_metrics
-    from fagan_engine.through_plane import super_resolve_through_plane
-    from fagan_engine.through_plane_plan import interpolate_through_plane, plan_through_plane
+    from fagan_engine.mri.metrics import volume_metrics
+    from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
+    from fagan_engine.through_plane.run import super_resolve_through_plane
 
     if params.get("threads"):
         torch.set_num_threads(params["threads"])

@@ -19,7 +19,7 @@ from .common import peak_rss_mib
 def training(p: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
-    from fagan_engine.config import TrainConfig
+    from fagan_engine.util.config import TrainConfig
 
     from .flops import counted_flops
 
@@ -53,8 +53,8 @@ def make_step(device: str, precision: str, batch: int, patch: int, vgg: bool, tr
     """A closure running one GAN-phase iteration on fixed random HR patches."""
     import torch
 
-    from fagan_engine.archs import build_discriminator, build_generator, preset_config
-    from fagan_engine.forward_model import AcquisitionConfig, degrade
+    from fagan_engine.models.archs import build_discriminator, build_generator, preset_config
+    from fagan_engine.mri.forward_model import AcquisitionConfig, degrade
     from fagan_engine.training.losses import (
         ContentLoss,
         VGG19Features,

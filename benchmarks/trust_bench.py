@@ -29,12 +29,12 @@ def trust_section(sizes: Sizes, device: str, tmp: Path) -> List[Dict[str, Any]]:
 def trust_row(scale: int, sizes: Sizes, device: str, tmp: Path) -> Dict[str, Any]:
     import SimpleITK as sitk
 
-    from fagan_engine.consistency import consistency_maps, enforce_consistency
-    from fagan_engine.inference import SuperResolver
-    from fagan_engine.ood import ood_warnings
-    from fagan_engine.options import RunOptions
-    from fagan_engine.training_profile import HISTOGRAM_EDGES
-    from fagan_engine.uncertainty import tta_uncertainty
+    from fagan_engine.inference.resolver import SuperResolver
+    from fagan_engine.trust.consistency import consistency_maps, enforce_consistency
+    from fagan_engine.trust.ood import ood_warnings
+    from fagan_engine.trust.profile import HISTOGRAM_EDGES
+    from fagan_engine.trust.uncertainty import tta_uncertainty
+    from fagan_engine.util.options import RunOptions
 
     side = sizes.output // scale
     model = prepare_checkpoint(scale, tmp)

@@ -10,7 +10,7 @@ COMMANDS = {
     "train": "fagan_engine.cli.train",
     "eval": "fagan_engine.cli.evaluate",
     "export": "fagan_engine.cli.export",
-    "demo": "fagan_engine.demo",
+    "demo": "fagan_engine.cli.demo",
 }
 
 

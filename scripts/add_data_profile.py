@@ -2,7 +2,7 @@
 
 Checkpoints trained before ``CheckpointMetadata.data_profile`` existed have none, so the
 out-of-distribution range checks are skipped for them. This recomputes the profile from the
-training recipe ``CONFIG`` (``fagan_engine.training_profile.data_profile``, the samples training
+training recipe ``CONFIG`` (``fagan_engine.training.profile.data_profile``, the samples training
 drew) and re-saves ``CHECKPOINT`` (and its ``.json`` sidecar) with ``checkpoint.save_checkpoint``;
 the weights are unchanged. An ONNX export of the checkpoint keeps its old metadata: export it
 again (``fagan-export``) afterwards.
@@ -22,10 +22,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     from safetensors.torch import load_file
 
-    from fagan_engine.checkpoint import read_metadata, save_checkpoint
-    from fagan_engine.config import load_config
-    from fagan_engine.errors import FAGANError
-    from fagan_engine.training_profile import data_profile
+    from fagan_engine.models.checkpoint import read_metadata, save_checkpoint
+    from fagan_engine.training.profile import data_profile
+    from fagan_engine.util.config import load_config
+    from fagan_engine.util.errors import FAGANError
 
     try:
         metadata = read_metadata(args.checkpoint)

@@ -25,13 +25,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fagan_engine.checkpoint import default_checkpoint
-    from fagan_engine.config import NormalizationConfig
-    from fagan_engine.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
-    from fagan_engine.inference import SliceLayout, SuperResolver
-    from fagan_engine.normalization import IntensityNormalizer
-    from fagan_engine.options import RunOptions
+    from fagan_engine.inference.resolver import SuperResolver
+    from fagan_engine.io.geometry import SliceLayout
+    from fagan_engine.models.checkpoint import default_checkpoint
+    from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
+    from fagan_engine.mri.normalization import IntensityNormalizer
     from fagan_engine.training.acquisition_eval import contrast_volume, held_out_slab
+    from fagan_engine.util.config import NormalizationConfig
+    from fagan_engine.util.options import RunOptions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=4, choices=(2, 4, 8))

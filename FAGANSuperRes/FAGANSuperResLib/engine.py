@@ -6,14 +6,17 @@ in a source checkout it sits in the repository root. Background processes run
 Inside Slicer ``<python>`` is PythonSlicer (the launcher that sets up Slicer's Python
 environment), elsewhere ``sys.executable``.
 """
+import importlib
+import importlib.metadata
 import importlib.util
 import json
+import re
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # import name -> pip requirement, for the engine's packages that Slicer does not bundle.
 # torch is not listed: it comes from the PyTorch extension (PyTorchUtils), never from pip here.
@@ -24,6 +27,12 @@ ENGINE_REQUIREMENTS: Dict[str, str] = {
     "tqdm": "tqdm>=4.60",
     "yaml": "pyyaml>=6.0",
 }
+# What training needs beyond inference: the default recipe's synthetic share (data.synthetic_fraction
+# 1.0) draws from the ICBM152 template and tissue maps shipped inside nilearn's wheel.
+TRAINING_REQUIREMENTS: Dict[str, str] = {"nilearn": "nilearn>=0.10"}
+TORCH_MINIMUM = (2, 1)
+TORCH_REQUIREMENT = ">=2.1"
+"""The PyTorch the engine needs (``PyTorchUtilsLogic.installTorch(torchVersionRequirement=...)``)."""
 
 
 def engineParentDir() -> Path:
@@ -89,7 +98,9 @@ def engineCommand(subcommand: str, arguments: Sequence[str]) -> List[str]:
 
 
 def moduleAvailable(name: str) -> bool:
-    """True if ``name`` can be imported here (checked without importing it)."""
+    """True if ``name`` can be imported here (checked without importing it; the import system's
+    caches are refreshed, so a package installed in this session is found)."""
+    importlib.invalidate_caches()
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
@@ -136,16 +147,41 @@ def missingRequirements(task: str = "fagan") -> List[str]:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     if task == "bicubic":
         return []
-    return [req for name, req in ENGINE_REQUIREMENTS.items() if not moduleAvailable(name)]
+    needed = dict(ENGINE_REQUIREMENTS, **(TRAINING_REQUIREMENTS if task == "train" else {}))
+    return [req for name, req in needed.items() if not moduleAvailable(name)]
+
+
+def versionTuple(version: str) -> Tuple[int, ...]:
+    """``2.1.0+cu121`` -> (2, 1, 0): the leading numeric release parts."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def installedTorchVersion() -> Optional[str]:
+    """The installed torch's version (read from its package metadata, torch is not imported), or None."""
+    if not moduleAvailable("torch"):
+        return None
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def torchProblem(version: Optional[str]) -> Optional[str]:
+    """Why torch ``version`` cannot run the engine (one line), or None when it can."""
+    if version is None:
+        return "PyTorch is not installed"
+    if versionTuple(version) < TORCH_MINIMUM:
+        return f"PyTorch {version} is older than the {TORCH_REQUIREMENT.lstrip('>=')} FA-GAN needs"
+    return None
 
 
 def backendAvailable(task: str = "fagan") -> bool:
     """True if the engine can compute ``task`` (fagan, bicubic or train) here: bicubic runs on
-    numpy alone; fagan runs on torch or, without it, on ONNX Runtime (``--backend auto``);
-    training needs torch."""
+    numpy alone; fagan runs on torch (at least TORCH_MINIMUM) or, without it, on ONNX Runtime
+    (``--backend auto``); training needs torch."""
     if task == "bicubic":
         return True
-    return moduleAvailable("torch") or (task == "fagan" and moduleAvailable("onnxruntime"))
+    return torchProblem(installedTorchVersion()) is None or (task == "fagan" and moduleAvailable("onnxruntime"))
 
 
 @dataclass
@@ -159,15 +195,17 @@ class DeviceInfo:
 
     @property
     def gpuUsable(self) -> bool:
-        """The engine uses a GPU through torch only (its ONNX Runtime backend runs on CPU)."""
-        return self.cuda
+        """The engine uses a GPU through torch only (its ONNX Runtime backend runs on CPU), and only
+        a torch recent enough."""
+        return self.cuda and torchProblem(self.torch) is None
 
     def gpuLabel(self) -> str:
         """Text for the device selector's GPU entry."""
+        problem = torchProblem(self.torch)
+        if problem:
+            return f"GPU (not usable: {problem})"
         if self.cuda:
             return f"GPU ({self.gpuName or 'CUDA'})"
-        if self.torch is None:
-            return "GPU (not usable: PyTorch is not installed)"
         return "GPU (not usable: no CUDA device found)"
 
 
@@ -206,3 +244,37 @@ def parseDeviceProbe(lines: Sequence[str]) -> DeviceInfo:
             except (ValueError, TypeError):
                 break
     return DeviceInfo()
+
+
+# Measured CPU cost of FA-GAN per output voxel on 2 cores (docs/performance.md, "Targets": x2 160 x 128²
+# -> 256² in 30 s, x4 160 x 64² -> 256² in 7.9 s); x8 is taken as x4's (its LR input is smaller still).
+CPU_SECONDS_PER_OUTPUT_VOXEL = {2: 2.9e-6, 4: 0.75e-6, 8: 0.75e-6}
+MEASURED_CORES = 2
+LONG_CPU_RUN_S = 60.0
+SHORT_FIT_ITERATIONS = 50
+
+
+def longCpuRunWarning(outputVoxels: int, method: str, mode: str, scale: int, requestedDevice: str,
+                      deviceInfo: Optional[DeviceInfo], cpuCount: Optional[int] = None,
+                      fitIterations: Optional[int] = None) -> Optional[str]:
+    """A question to ask before a run that will be long because it runs FA-GAN on the CPU (as
+    TotalSegmentator asks), or None: interpolation, a usable GPU for ``auto``, or a short run. With
+    no device probe result yet (``deviceInfo`` None) only an explicit CPU choice is known to be CPU.
+    A thick-slice fit counts as long unless ``fitIterations`` is set below SHORT_FIT_ITERATIONS."""
+    if method != "fagan" and mode != "through-plane":
+        return None
+    onCpu = requestedDevice == "cpu" or (requestedDevice == "auto" and deviceInfo is not None and not deviceInfo.gpuUsable)
+    if not onCpu:
+        return None
+    if mode == "through-plane":
+        if fitIterations and fitIterations < SHORT_FIT_ITERATIONS:
+            return None
+        return ("No GPU will be used: fitting FA-GAN to this scan on the CPU takes many minutes. "
+                "Continue on the CPU?")
+    cores = max(1, cpuCount or os.cpu_count() or 1)
+    seconds = outputVoxels * CPU_SECONDS_PER_OUTPUT_VOXEL.get(scale, CPU_SECONDS_PER_OUTPUT_VOXEL[2]) * MEASURED_CORES / cores
+    if seconds < LONG_CPU_RUN_S:
+        return None
+    return (f"No GPU will be used: FA-GAN on the CPU will take about {max(1, round(seconds / 60))} min for this volume "
+            f"({outputVoxels / 1e6:.0f} M output voxels, {cores} cores). Continue on the CPU, or choose the Lanczos method "
+            "for a quick result?")

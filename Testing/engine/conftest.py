@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from fagan_engine.sample_data import icbm152_t1_path
+from fagan_engine.mri.sample_data import icbm152_t1_path
 
 
 @pytest.fixture(scope="session")

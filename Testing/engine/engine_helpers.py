@@ -25,9 +25,9 @@ def oblique_volume(size=(20, 16, 5), spacing=(0.9, 1.3, 3.0), seed: int = 0) -> 
 
 def save_untrained_checkpoint(path: Path, scale: int, **overrides) -> Path:
     """A small random-weight FA-GAN checkpoint."""
-    from fagan_engine.archs import build_generator, preset_config
-    from fagan_engine.checkpoint import CheckpointMetadata, save_checkpoint
-    from fagan_engine.config import NormalizationConfig
+    from fagan_engine.models.archs import build_generator, preset_config
+    from fagan_engine.models.checkpoint import CheckpointMetadata, save_checkpoint
+    from fagan_engine.util.config import NormalizationConfig
 
     cfg = preset_config("fagan", scale, n_feats=16, n_blocks=1, **overrides)
     model = build_generator(cfg)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fagan_engine.errors import InputError
-from fagan_engine.inference import SuperResolver
-from fagan_engine.options import RunOptions
-from fagan_engine.through_plane_fit import FitCancelled
+from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.options import RunOptions
+from fagan_engine.util.progress import FitCancelled
 
 
 def _volume() -> sitk.Image:

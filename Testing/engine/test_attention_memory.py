@@ -40,7 +40,7 @@ def exported_attention(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.mark.parametrize("flash", [True, False])
 def test_onnx_runtime_path_stays_far_below_the_attention_matrix(flash: bool, exported_attention: str) -> None:
-    from fagan_engine.onnx_attention import CHUNK_ELEMENTS
+    from fagan_engine.models.onnx_attention import CHUNK_ELEMENTS
 
     matrix = 4 * N * N  # unpooled: 1 GiB
     model = exported_attention

@@ -13,13 +13,13 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from dicom_test_series import oblique_image, write_mr_series
 from engine_helpers import save_untrained_checkpoint
-from fagan_engine.batch import parse_shard, select_shard, shard_of
+
 from fagan_engine.cli.sr import main
-from fagan_engine.errors import InputError
-from fagan_engine.protocol import parse_line
+from fagan_engine.pipeline.batch import parse_shard, select_shard, shard_of
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.protocol import parse_line
 
 BICUBIC = ["--scale", "2", "--method", "bicubic"]
 
@@ -108,7 +108,7 @@ def test_json_protocol_reports_overall_and_per_case_progress(tmp_path: Path, cap
 
 
 def test_the_model_is_loaded_once_per_distinct_options(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fagan_engine.inference as inference
+    import fagan_engine.inference.resolver as inference
 
     built = []
     original = inference.SuperResolver.__init__
@@ -207,8 +207,8 @@ def test_shard_selection_from_flag_and_environment() -> None:
     for bad in ("3/3", "1", "a/b", "-1/2"):
         with pytest.raises(InputError):
             parse_shard(bad, {})
-    from fagan_engine.batch import Case
-    from fagan_engine.options import RunOptions
+    from fagan_engine.pipeline.batch import Case
+    from fagan_engine.util.options import RunOptions
 
     cases = [Case(f"i{n}", f"o{n}", RunOptions(), key=f"o{n}.nrrd") for n in range(60)]
     parts = [select_shard(cases, k, 3) for k in range(3)]

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.flops import analytic_generator_flops, generator_flops
 from benchmarks.run import main
-from fagan_engine.archs import build_generator, preset_config
+from fagan_engine.models.archs import build_generator, preset_config
 
 
 @pytest.mark.parametrize(

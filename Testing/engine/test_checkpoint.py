@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from engine_helpers import save_untrained_checkpoint
-from fagan_engine.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
-from fagan_engine.errors import CheckpointError
+
+from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
+from fagan_engine.util.errors import CheckpointError
 
 
 def test_round_trip_restores_architecture_and_weights(tmp_path: Path) -> None:
@@ -75,8 +75,8 @@ def test_pickle_checkpoints_are_never_unpickled(tmp_path: Path) -> None:
 
 
 def test_metadata_and_weights_disagreeing_is_refused(tmp_path: Path) -> None:
-    from fagan_engine.archs import build_generator, preset_config
-    from fagan_engine.config import NormalizationConfig
+    from fagan_engine.models.archs import build_generator, preset_config
+    from fagan_engine.util.config import NormalizationConfig
 
     small = build_generator(preset_config("fagan", 2, n_feats=16, n_blocks=1))
     wrong = CheckpointMetadata.create(preset_config("fagan", 2, n_feats=16, n_blocks=2), NormalizationConfig())
@@ -110,7 +110,7 @@ def test_read_metadata_needs_no_torch(tmp_path: Path) -> None:
     path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['numpy'] = None\n"
-        "from fagan_engine.checkpoint import read_metadata\n"
+        "from fagan_engine.models.checkpoint import read_metadata\n"
         f"print(read_metadata({str(path)!r}).scale)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

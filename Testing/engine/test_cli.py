@@ -9,11 +9,11 @@ from typing import List
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from engine_helpers import save_untrained_checkpoint
+
 from fagan_engine.cli.sr import main
-from fagan_engine.geometry import physical_corners
-from fagan_engine.protocol import parse_line
+from fagan_engine.io.geometry import physical_corners
+from fagan_engine.util.protocol import parse_line
 
 
 def run(argv: List[str], capsys: pytest.CaptureFixture) -> "tuple[int, str, str]":

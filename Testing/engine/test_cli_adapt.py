@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-
 from dicom_test_series import oblique_image
 from engine_helpers import save_untrained_checkpoint
+
 from fagan_engine.cli.sr import build_parser, main
-from fagan_engine.protocol import parse_line
+from fagan_engine.util.protocol import parse_line
 
 
 def test_adapt_flag_reaches_the_options_and_a_batch_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

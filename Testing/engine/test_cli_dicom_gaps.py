@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from dicom_test_series import oblique_image, write_mr_series
+
 from fagan_engine.cli.sr import main
 
 

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from fagan_engine.cli.sr import build_parser, main
-from fagan_engine.protocol import parse_line
+from fagan_engine.util.protocol import parse_line
 
 
 def thick_volume(seed: int = 0) -> sitk.Image:
@@ -30,13 +30,13 @@ def call_progress(progress, done, total, phase, loss):
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
     """Replace the fit by linear resampling to the target spacing, recording each call's arguments."""
-    import fagan_engine.through_plane as through_plane
+    import fagan_engine.through_plane.run as through_plane
 
     calls: List[Dict[str, Any]] = []
 
     def fake(image, target_spacing=None, slice_thickness=None, iterations=None, device="auto", progress=None, **_):
-        from fagan_engine.options import RunOptions
-        from fagan_engine.through_plane_plan import output_geometry, plan_through_plane
+        from fagan_engine.through_plane.plan import output_geometry, plan_through_plane
+        from fagan_engine.util.options import RunOptions
 
         if isinstance(target_spacing, RunOptions):  # the form sr_result uses
             options = target_spacing
@@ -86,7 +86,7 @@ def test_through_plane_batch_to_dicom_says_iso(stand_in: List[Dict[str, Any]], t
 
 
 def test_scale_is_not_needed_and_the_real_fit_runs_when_weights_exist(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from fagan_engine.through_plane_fit import bundled_weights
+    from fagan_engine.through_plane.fit import bundled_weights
 
     if not bundled_weights().is_file():  # produced by the through-plane engineer's training run
         pytest.skip(f"through-plane weights not available: {bundled_weights()}")

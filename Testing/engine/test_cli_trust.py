@@ -6,15 +6,15 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, List
+from typing import List
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from dicom_test_series import oblique_image
+
 from fagan_engine.cli.sr import build_parser, main
-from fagan_engine.protocol import parse_line
+from fagan_engine.util.protocol import parse_line
 
 BICUBIC = ["--scale", "2", "--method", "bicubic"]
 
@@ -44,8 +44,8 @@ def test_trust_flags_are_offered_and_maps_are_published_with_the_output(tmp_path
 @pytest.mark.parametrize("stage", ["writing the map", "publishing the output"])
 def test_a_failing_write_leaves_no_output(tmp_path: Path, capsys: pytest.CaptureFixture,
                                          monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
-    import fagan_engine.case as case
-    from fagan_engine.errors import OutputError
+    import fagan_engine.pipeline.case as case
+    from fagan_engine.util.errors import OutputError
 
     if stage == "writing the map":
         original = case.write_volume

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fagan_engine.config import FAGANConfig, load_config
-from fagan_engine.errors import ConfigError
+from fagan_engine.util.config import FAGANConfig, load_config
+from fagan_engine.util.errors import ConfigError
 
 
 def test_round_trip_through_dict() -> None:

@@ -5,19 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from engine_helpers import oblique_volume
-from fagan_engine.config import ACQUISITIONS
-from fagan_engine.consistency import (
-    consistency_maps,
-    enforce_consistency,
-    enforce_through_plane,
-    profile_matrix,
-    redegrade,
-    relative_rms,
-    through_plane_consistency,
-)
-from fagan_engine.forward_model import (
+
+from fagan_engine.io.geometry import physical_corners
+from fagan_engine.mri.forward_model import (
     AcquisitionConfig,
     apply_along_axis,
     apply_separable,
@@ -27,10 +18,19 @@ from fagan_engine.forward_model import (
     replace_lr_spectrum,
     separable_matrices,
 )
-from fagan_engine.geometry import physical_corners
-from fagan_engine.inference import super_resolve
-from fagan_engine.noise_estimate import estimate_noise_sigma
-from fagan_engine.through_plane_plan import ThroughPlanePlan
+from fagan_engine.mri.noise_estimate import estimate_noise_sigma
+from fagan_engine.pipeline.report import super_resolve
+from fagan_engine.through_plane.plan import ThroughPlanePlan
+from fagan_engine.trust.consistency import (
+    consistency_maps,
+    enforce_consistency,
+    enforce_through_plane,
+    profile_matrix,
+    redegrade,
+    relative_rms,
+    through_plane_consistency,
+)
+from fagan_engine.util.config import ACQUISITIONS
 
 AXES = (0, 1)
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from dicom_test_series import oblique_image, write_mr_series
-from fagan_engine.through_plane_plan import plan_through_plane
-from fagan_engine.volume_io import read_volume
+
+from fagan_engine.io.volume_io import read_volume
+from fagan_engine.through_plane.plan import plan_through_plane
 
 
 def test_slice_thickness_from_the_series_header(tmp_path: Path) -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from dicom_test_series import FRAME_UID, PATIENT_STUDY, SOURCE_SERIES_UID, folder_digest, oblique_image, read_series, write_mr_series
 from engine_helpers import save_untrained_checkpoint
+
 from fagan_engine.cli.sr import main
-from fagan_engine.dicom_writer import quantize, write_dicom_series
-from fagan_engine.errors import OutputError
-from fagan_engine.geometry import physical_corners
+from fagan_engine.io.dicom_writer import quantize, write_dicom_series
+from fagan_engine.io.geometry import physical_corners
+from fagan_engine.util.errors import OutputError
 
 pydicom = pytest.importorskip("pydicom")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from engine_helpers import save_untrained_checkpoint
+from train_helpers import one_thread, write_crop  # noqa: F401
+
 from fagan_engine.cli.evaluate import main
 from fagan_engine.training.inception import InceptionV3Features, frechet_distance
-from train_helpers import one_thread, write_crop  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from skimage.registration import phase_cross_correlation
 
-from fagan_engine.config import ACQUISITIONS, DegradationConfig
-from fagan_engine.errors import ConfigError
-from fagan_engine.forward_model import (
+from fagan_engine.inference.runners import bicubic_runner
+from fagan_engine.io.geometry import plane_axes
+from fagan_engine.mri.forward_model import (
     AcquisitionConfig,
     acquisition_from_dict,
     degrade,
@@ -20,8 +20,8 @@ from fagan_engine.forward_model import (
     random_acquisition,
     slice_profile_matrix,
 )
-from fagan_engine.geometry import plane_axes
-from fagan_engine.inference import bicubic_runner
+from fagan_engine.util.config import ACQUISITIONS, DegradationConfig
+from fagan_engine.util.errors import ConfigError
 
 
 def blobs(size: int = 128, seed: int = 0, width: float = 1.0) -> np.ndarray:

@@ -15,10 +15,10 @@ from typing import Dict, List
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_volume_io import oblique_volume, write_dicom_series
 
 from fagan_engine.cli.sr import main
-from fagan_engine.volume_io import write_volume
-from test_volume_io import oblique_volume, write_dicom_series
+from fagan_engine.io.volume_io import write_volume
 
 CASES = int(os.environ.get("FAGAN_FUZZ_CASES", "800"))
 SEED = int(os.environ.get("FAGAN_FUZZ_SEED", "12"))

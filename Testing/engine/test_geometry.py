@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fagan_engine.errors import ConfigError
-from fagan_engine.geometry import (
+from fagan_engine.io.geometry import (
     physical_corners,
     plane_axes,
     same_physical_extent,
@@ -14,6 +13,7 @@ from fagan_engine.geometry import (
     super_resolved_reference,
     through_plane_axis,
 )
+from fagan_engine.util.errors import ConfigError
 
 # Index axis i along A-P (posterior), j along S-I (inferior), k along L-R (left): a sagittal stack.
 SAGITTAL_STACK = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])

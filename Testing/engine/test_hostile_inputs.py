@@ -13,12 +13,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from fagan_engine.atomic import publish_files
-from fagan_engine.errors import FAGANWarning, InputError, OutputError
-from fagan_engine.stdio_capture import captured_stderr
-from fagan_engine.volume_io import read_volume, validate_image, write_volume
 from test_volume_io import assert_no_leftovers, assert_one_line, assert_same_geometry, oblique_volume, write_dicom_series
+
+from fagan_engine.io.volume_io import read_volume, validate_image, write_volume
+from fagan_engine.util.atomic import publish_files
+from fagan_engine.util.errors import FAGANWarning, InputError, OutputError
+from fagan_engine.util.stdio_capture import captured_stderr
 
 UID = "1.2.826.0.1.3680043.2.1125.1.9"
 
@@ -328,7 +328,7 @@ def test_two_processes_racing_for_one_output_never_both_succeed(tmp_path):
 def test_geometry_survives_the_cli_for_every_output_format(tmp_path, ext):
     """Oblique input: every format keeps the physical box; sheared input: NIfTI output is refused."""
     from fagan_engine.cli.sr import main
-    from fagan_engine.geometry import physical_corners
+    from fagan_engine.io.geometry import physical_corners
 
     for name, image in (("oblique", oblique_volume()), ("sheared", sheared_image())):
         source = tmp_path / f"{name}.nrrd"

@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from engine_helpers import oblique_volume, save_untrained_checkpoint
-from fagan_engine.forward_model import AcquisitionConfig, degrade_volume
-from fagan_engine.errors import CheckpointError, InputError
-from fagan_engine.geometry import physical_corners, plane_axes
-from fagan_engine.inference import bicubic_runner, super_resolve, tiled
-from fagan_engine.metrics import volume_metrics
+
+from fagan_engine.inference.runners import bicubic_runner, tiled
+from fagan_engine.io.geometry import physical_corners, plane_axes
+from fagan_engine.mri.forward_model import AcquisitionConfig, degrade_volume
+from fagan_engine.mri.metrics import volume_metrics
+from fagan_engine.pipeline.report import super_resolve
+from fagan_engine.util.errors import CheckpointError, InputError
 
 
 @pytest.mark.parametrize("scale", [2, 4, 8])
@@ -67,8 +68,8 @@ def test_batch_size_does_not_change_the_result(tmp_path: Path, icbm_crop: sitk.I
 
 
 def test_tiling_is_exact_for_a_purely_convolutional_network(tmp_path: Path) -> None:
-    from fagan_engine.archs import build_generator, preset_config
-    from fagan_engine.inference import torch_runner
+    from fagan_engine.inference.runners import torch_runner
+    from fagan_engine.models.archs import build_generator, preset_config
 
     model = build_generator(preset_config("srgan", 2, n_feats=8, n_blocks=2)).eval()
     runner = torch_runner(model, "cpu")
@@ -151,7 +152,7 @@ def test_bundled_models_and_bicubic_work_without_torch(icbm_crop_file: Path) -> 
 
 
 def test_large_batches_are_split_to_bound_memory() -> None:
-    from fagan_engine.inference import MAX_OUTPUT_PIXELS, capped
+    from fagan_engine.inference.batching import MAX_OUTPUT_PIXELS, capped
 
     calls = []
 

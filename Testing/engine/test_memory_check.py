@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fagan_engine import memory_check
 from fagan_engine.cli.sr import main
-from fagan_engine.errors import InputError
+from fagan_engine.inference import memory_check
+from fagan_engine.util.errors import InputError
 
 
 def test_available_memory_is_read_from_meminfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

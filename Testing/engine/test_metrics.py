@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from fagan_engine.metrics import psnr, ssim, volume_metrics
+from fagan_engine.mri.metrics import psnr, ssim, volume_metrics
 
 
 def test_psnr_matches_scikit_image_and_handles_identity() -> None:

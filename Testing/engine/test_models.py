@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fagan_engine.archs import (
+from fagan_engine.models.archs import (
     GFFB,
     LFFB,
     Discriminator,
@@ -16,9 +16,9 @@ from fagan_engine.archs import (
     preset_config,
     weighted_fusion,
 )
-from fagan_engine.archs.blocks import ResidualBlock
-from fagan_engine.config import PRESETS
-from fagan_engine.errors import ConfigError
+from fagan_engine.models.archs.blocks import ResidualBlock
+from fagan_engine.util.config import PRESETS
+from fagan_engine.util.errors import ConfigError
 
 
 @pytest.mark.parametrize("preset", PRESETS)

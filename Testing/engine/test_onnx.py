@@ -20,13 +20,13 @@ pytest.importorskip("onnxscript")
 import onnx  # noqa: E402
 
 from benchmarks.common import save_active_checkpoint  # noqa: E402
-from fagan_engine.checkpoint import load_generator  # noqa: E402
 from fagan_engine.cli.export import main as export_main  # noqa: E402
 from fagan_engine.cli.sr import main as sr_main  # noqa: E402
-from fagan_engine.errors import CheckpointError  # noqa: E402
-from fagan_engine.inference import torch_runner  # noqa: E402
-from fagan_engine.onnx_backend import export_onnx, onnx_runner, sidecar_path  # noqa: E402
-from fagan_engine.protocol import parse_line  # noqa: E402
+from fagan_engine.inference.onnx_backend import export_onnx, onnx_runner, sidecar_path  # noqa: E402
+from fagan_engine.inference.runners import torch_runner  # noqa: E402
+from fagan_engine.models.checkpoint import load_generator  # noqa: E402
+from fagan_engine.util.errors import CheckpointError  # noqa: E402
+from fagan_engine.util.protocol import parse_line  # noqa: E402
 
 SMALL = {"n_feats": 16, "n_blocks": 1}
 CASES = {
@@ -78,7 +78,7 @@ def test_torch_and_onnx_agree_within_1e_4_on_unit_range_data(exported: Dict, nam
 
 def test_bundled_checkpoint_exports_faithfully(tmp_path: Path) -> None:
     """The shipped ×4 model (×2 has the same architecture; the active models above cover it)."""
-    from fagan_engine.checkpoint import default_checkpoint
+    from fagan_engine.models.checkpoint import default_checkpoint
 
     scale = 4
     checkpoint = default_checkpoint(scale)
@@ -127,8 +127,8 @@ def test_onnx_backend_runs_without_torch(exported: Dict, tmp_path: Path) -> None
         import sys
         sys.modules["torch"] = None  # as in a Slicer without the PyTorch extension
         import numpy as np, SimpleITK as sitk
-        from fagan_engine.errors import CheckpointError
-        from fagan_engine.inference import super_resolve
+        from fagan_engine.util.errors import CheckpointError
+        from fagan_engine.pipeline.report import super_resolve
         image = sitk.GetImageFromArray(np.random.default_rng(0).random((2, 12, 10)).astype(np.float32))
         direct = super_resolve(image, 4, checkpoint={str(onnx_path)!r}, backend="onnx")
         sibling = super_resolve(image, 4, checkpoint={str(checkpoint)!r}, backend="auto")
@@ -175,8 +175,8 @@ def test_fagan_export_cli(exported: Dict, tmp_path: Path, capsys: pytest.Capture
 
 
 def test_onnx_backend_needs_a_checkpoint() -> None:
-    from fagan_engine.errors import InputError
-    from fagan_engine.inference import super_resolve
+    from fagan_engine.pipeline.report import super_resolve
+    from fagan_engine.util.errors import InputError
 
     image = sitk.GetImageFromArray(np.zeros((2, 8, 8), np.float32))
     with pytest.raises(InputError, match="needs a checkpoint"):
@@ -207,8 +207,8 @@ def test_a_tampered_or_unchecksummed_onnx_is_refused(exported: Dict, tmp_path: P
 
 
 def test_bundled_onnx_exports_carry_valid_checksums() -> None:
-    from fagan_engine.checkpoint import BUNDLED_DIR
-    from fagan_engine.onnx_backend import verified_onnx_bytes
+    from fagan_engine.inference.onnx_backend import verified_onnx_bytes
+    from fagan_engine.models.checkpoint import BUNDLED_DIR
 
     for onnx_path in sorted(BUNDLED_DIR.glob("*.onnx")):
         assert verified_onnx_bytes(onnx_path)

@@ -7,17 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from engine_helpers import save_untrained_checkpoint
-from fagan_engine.checkpoint import CheckpointMetadata, load_generator, parse_metadata, read_metadata, save_checkpoint
-from fagan_engine.config import NormalizationConfig, load_config
-from fagan_engine.errors import CheckpointError
-from fagan_engine.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
-from fagan_engine.inference import SliceLayout, super_resolve
-from fagan_engine.normalization import IntensityNormalizer
-from fagan_engine.ood import histogram_distance, nyquist_ratio, ood_warnings
-from fagan_engine.sample_data import icbm152_t1_path
-from fagan_engine.training_profile import data_profile, histogram
+
+from fagan_engine.io.geometry import SliceLayout
+from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, parse_metadata, read_metadata, save_checkpoint
+from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
+from fagan_engine.mri.normalization import IntensityNormalizer
+from fagan_engine.mri.sample_data import icbm152_t1_path
+from fagan_engine.pipeline.report import super_resolve
+from fagan_engine.training.profile import data_profile
+from fagan_engine.trust.ood import histogram_distance, nyquist_ratio, ood_warnings
+from fagan_engine.trust.profile import histogram
+from fagan_engine.util.config import NormalizationConfig, load_config
+from fagan_engine.util.errors import CheckpointError
 
 AXES = (0, 1)
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fagan_engine.structure_checks import nyquist_band_ratio
+from fagan_engine.mri.structure_checks import nyquist_band_ratio
 from fagan_engine.training.losses import band_overshoot_loss
 
 
@@ -39,7 +39,7 @@ def test_only_overshooting_samples_count() -> None:
 
 def band_amplitude_share(hr: torch.Tensor, index: int) -> float:
     """Sample ``index``'s share of the batch's HR band amplitude, from the numpy measure."""
-    from fagan_engine.structure_checks import band_power
+    from fagan_engine.mri.structure_checks import band_power
 
     amplitudes = [np.sqrt(band_power(hr[i, 0].numpy(), 2)) for i in range(hr.shape[0])]
     return amplitudes[index] / sum(amplitudes)

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from fagan_engine.cli.sr import build_parser, run_options
-from fagan_engine.options import CLI_FLAGS, RunOptions
+from fagan_engine.util.options import CLI_FLAGS, RunOptions
 
 EXAMPLES = [
     RunOptions(),

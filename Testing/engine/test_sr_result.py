@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from engine_helpers import oblique_volume, save_untrained_checkpoint
-from fagan_engine.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
-from fagan_engine.config import ACQUISITIONS
-from fagan_engine.consistency import profile_matrix, redegrade, relative_rms
-from fagan_engine.forward_model import AcquisitionConfig, apply_along_axis, degrade_volume
-from fagan_engine.geometry import physical_corners
-from fagan_engine.inference import SuperResolver, super_resolve
-from fagan_engine.options import RunOptions
-from fagan_engine.sr_result import NOTICE, SRResult, super_resolve_report
-from fagan_engine.through_plane_plan import ThroughPlanePlan
+
+from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.io.geometry import physical_corners
+from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
+from fagan_engine.mri.forward_model import AcquisitionConfig, apply_along_axis, degrade_volume
+from fagan_engine.pipeline.report import NOTICE, SRResult, super_resolve, super_resolve_report
+from fagan_engine.through_plane.plan import ThroughPlanePlan
+from fagan_engine.trust.consistency import profile_matrix, redegrade, relative_rms
+from fagan_engine.util.config import ACQUISITIONS
+from fagan_engine.util.options import RunOptions
 
 AXES = (0, 1)
 
@@ -111,10 +111,10 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
     image.SetSpacing((1.0, 1.0, 3.0))
     sr = sitk.GetImageFromArray(truth)
     sr.SetOrigin((0.0, 0.0, -1.0))
-    module = types.ModuleType("fagan_engine.through_plane")
+    module = types.ModuleType("fagan_engine.through_plane.run")
     module.plan_through_plane = lambda image, target_spacing=None, slice_thickness=None: plan
     module.super_resolve_through_plane = lambda image, options, progress=None: sr
-    monkeypatch.setitem(sys.modules, "fagan_engine.through_plane", module)
+    monkeypatch.setitem(sys.modules, "fagan_engine.through_plane.run", module)
     result = super_resolve_report(image, RunOptions(mode="through-plane", uncertainty=True))
     assert result.image is sr and result.summary["relative_rms_residual"] < 1e-6
     assert_same_grid(result.consistency, sr)
@@ -126,9 +126,9 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
 
 def test_package_exports_are_lazy() -> None:
     code = (
-        "import sys, fagan_engine; assert 'fagan_engine.sr_result' not in sys.modules; "
+        "import sys, fagan_engine; assert 'fagan_engine.pipeline.report' not in sys.modules; "
         "from fagan_engine import SRResult, super_resolve_report; print(SRResult.__module__, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["fagan_engine.sr_result", "False"]
-    assert SRResult.__module__ == "fagan_engine.sr_result"
+    assert out == ["fagan_engine.pipeline.report", "False"]
+    assert SRResult.__module__ == "fagan_engine.pipeline.report"

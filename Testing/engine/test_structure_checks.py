@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fagan_engine.forward_model import AcquisitionConfig, degrade
-from fagan_engine.inference import SuperResolver, interpolation_runner
-from fagan_engine.options import RunOptions
-from fagan_engine.structure_checks import OVERSHOOT_LIMIT, edge_energy, nyquist_band_ratio
+from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.inference.runners import interpolation_runner
+from fagan_engine.mri.forward_model import AcquisitionConfig, degrade
+from fagan_engine.mri.structure_checks import OVERSHOOT_LIMIT, edge_energy, nyquist_band_ratio
+from fagan_engine.util.options import RunOptions
 
 
 def disks(size: int = 128, seed: int = 0) -> np.ndarray:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fagan_engine.config import FAGANConfig
-from fagan_engine.errors import ConfigError
-from fagan_engine.sample_data import icbm152_gm_path, icbm152_path, icbm152_t1_path, icbm152_wm_path
-from fagan_engine.synthesis import CONTRASTS, KINDS, SliceSynthesizer, SynthesisConfig
+from fagan_engine.mri.sample_data import icbm152_gm_path, icbm152_path, icbm152_t1_path, icbm152_wm_path
+from fagan_engine.mri.synthesis import CONTRASTS, KINDS, SliceSynthesizer, SynthesisConfig
+from fagan_engine.util.config import FAGANConfig
+from fagan_engine.util.errors import ConfigError
 
 MID_AXIAL = 95  # a mid-brain axial slice (ventricles, deep GM, cortex)
 

@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fagan_engine.errors import InputError
-from fagan_engine.forward_model import slice_profile_matrix
-from fagan_engine.geometry import physical_corners, same_physical_extent
-from fagan_engine.through_plane import FitCancelled, fuse, super_resolve_through_plane
-from fagan_engine.through_plane_fit import Direction, FitConfig, PairSampler, bundled_weights, load_weights, scan_directions
-from fagan_engine.through_plane_plan import (
+from fagan_engine.io.geometry import physical_corners, same_physical_extent
+from fagan_engine.mri.forward_model import slice_profile_matrix
+from fagan_engine.through_plane.fit import Direction, FitConfig, PairSampler, bundled_weights, load_weights, scan_directions
+from fagan_engine.through_plane.plan import (
     bspline_matrix,
     interpolate_through_plane,
     output_geometry,
     plan_through_plane,
 )
+from fagan_engine.through_plane.run import fuse, super_resolve_through_plane
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.progress import FitCancelled
 
 TINY = FitConfig(iterations=2, batch_size=2, lr_rows=4, patch_cols=16)
 
@@ -182,7 +183,7 @@ def test_cancel_during_the_fit_raises_and_returns_nothing() -> None:
 
 
 def test_bundled_weights_load_and_detect_tampering(tmp_path) -> None:
-    from fagan_engine.errors import CheckpointError
+    from fagan_engine.util.errors import CheckpointError
 
     model, metadata = load_weights()
     assert metadata["model"]["upsampler"] in ("axis", "preinterp")
@@ -196,7 +197,7 @@ def test_bundled_weights_load_and_detect_tampering(tmp_path) -> None:
 
 
 def test_run_options_second_argument_and_two_argument_progress() -> None:
-    from fagan_engine.options import RunOptions
+    from fagan_engine.util.options import RunOptions
 
     image = _oblique(size=(32, 32, 8), spacing=(1.0, 1.0, 4.0))
     options = RunOptions(mode="through-plane", target_spacing=2.0, fit_iterations=0, device="cpu", output_dtype="int16")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from benchmarks.common import active_generator
-from fagan_engine.inference import DEFAULT_TILE_OVERLAP, tiled, torch_runner
+from fagan_engine.inference.runners import DEFAULT_TILE_OVERLAP, tiled, torch_runner
 
 RECEPTIVE_RADIUS = 40
 """LR pixels: head 1 + 4 LFFBs × three 7×7 convs (9) + body conv 1, plus the HR convs."""

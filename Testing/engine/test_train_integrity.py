@@ -11,11 +11,11 @@ from typing import Callable, List
 
 import pytest
 import torch
+from train_helpers import events, one_thread, tiny_args, write_crop  # noqa: F401
 
 from fagan_engine.cli.train import main
-from fagan_engine.locking import LOCK_FILE, RunFolderLock
 from fagan_engine.training.state import load_state, save_state
-from train_helpers import events, one_thread, tiny_args, write_crop  # noqa: F401
+from fagan_engine.util.locking import LOCK_FILE, RunFolderLock
 
 STATE = "training_state.safetensors"
 
@@ -175,7 +175,7 @@ def test_read_only_file_system_is_one_line(tmp_path, monkeypatch) -> None:
     """Portable stand-in for a read-only mount (root ignores permissions): EROFS on creating the lock."""
     import errno
 
-    from fagan_engine.errors import ConfigError
+    from fagan_engine.util.errors import ConfigError
 
     real_open = os.open
 

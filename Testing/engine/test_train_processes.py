@@ -14,19 +14,19 @@ import pytest
 import torch
 from train_helpers import engine_command, events, one_thread, subprocess_env, tiny_args, write_crop  # noqa: F401
 
-from fagan_engine.checkpoint import load_generator
 from fagan_engine.cli.train import main
-from fagan_engine.protocol import parse_line
+from fagan_engine.models.checkpoint import load_generator
 from fagan_engine.training.state import load_state
+from fagan_engine.util.protocol import parse_line
 
 WRITER = """
 import sys, torch
 from pathlib import Path
-from fagan_engine.archs import build_generator, preset_config
-from fagan_engine.checkpoint import CheckpointMetadata
-from fagan_engine.config import NormalizationConfig
+from fagan_engine.models.archs import build_generator, preset_config
+from fagan_engine.models.checkpoint import CheckpointMetadata
+from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.training.state import save_state
-from fagan_engine.checkpoint import save_checkpoint
+from fagan_engine.models.checkpoint import save_checkpoint
 
 folder = Path(sys.argv[1])
 cfg = preset_config("fagan", 2)

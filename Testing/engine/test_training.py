@@ -9,15 +9,15 @@ from typing import List
 import numpy as np
 import pytest
 import torch
+from train_helpers import TINY_CONFIG, engine_command, events, one_thread, subprocess_env, tiny_args, write_crop  # noqa: F401
 
-from fagan_engine.checkpoint import load_generator, read_metadata
 from fagan_engine.cli.train import main
-from fagan_engine.config import load_config
-from fagan_engine.errors import ConfigError
+from fagan_engine.models.checkpoint import load_generator, read_metadata
 from fagan_engine.training.data import IterationBatchSampler, PatchDataset, build_loader, prepare_data
 from fagan_engine.training.losses import CONTENT_PIXEL, CONTENT_VGG, VGG19Features, load_vgg19
 from fagan_engine.training.state import decode, encode, load_state
-from train_helpers import TINY_CONFIG, engine_command, events, one_thread, subprocess_env, tiny_args, write_crop  # noqa: F401
+from fagan_engine.util.config import load_config
+from fagan_engine.util.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +215,8 @@ def test_float32_training_slices_are_the_file_values(tmp_path: Path) -> None:
     """Training slices of a float32 volume are copies, not views of a freed SimpleITK buffer."""
     import SimpleITK as sitk
 
-    from fagan_engine.config import NormalizationConfig
-    from fagan_engine.normalization import IntensityNormalizer
+    from fagan_engine.mri.normalization import IntensityNormalizer
+    from fagan_engine.util.config import NormalizationConfig
 
     values = np.random.default_rng(0).uniform(0.0, 100.0, (12, 64, 64)).astype(np.float32)
     for i in range(2):
@@ -231,9 +231,9 @@ def test_float32_training_slices_are_the_file_values(tmp_path: Path) -> None:
 
 def test_init_from_another_scale_takes_every_matching_tensor(crop: Path, tmp_path: Path) -> None:
     """``train.init_from_scale``: a x2 run starts a x4 model everywhere but its second upsampling stage."""
-    from fagan_engine.archs import build_generator
-    from fagan_engine.errors import FAGANError
+    from fagan_engine.models.archs import build_generator
     from fagan_engine.training.trainer import initial_weights
+    from fagan_engine.util.errors import FAGANError
 
     run = tmp_path / "x2"
     assert main(tiny_args(crop, run, "train.iterations=1", "train.pretrain_iterations=1", "--progress", "none")) == 0

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-
 from engine_helpers import oblique_volume, save_untrained_checkpoint
-from fagan_engine.checkpoint import load_generator, read_metadata, save_checkpoint
-from fagan_engine.geometry import physical_corners
-from fagan_engine.inference import SuperResolver
-from fagan_engine.options import RunOptions
-from fagan_engine.uncertainty import TRANSFORMS, augmented, tta_uncertainty
+
+from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.io.geometry import physical_corners
+from fagan_engine.models.checkpoint import load_generator, read_metadata, save_checkpoint
+from fagan_engine.trust.uncertainty import TRANSFORMS, augmented, tta_uncertainty
+from fagan_engine.util.options import RunOptions
 
 
 def nearest(batch: np.ndarray) -> np.ndarray:

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fagan_engine.errors import ConfigError, InputError, OutputError
-from fagan_engine.volume_io import (
+from fagan_engine.io.volume_io import (
     SUPPORTED_EXTENSIONS,
     check_output_path,
     from_nibabel,
@@ -23,6 +22,7 @@ from fagan_engine.volume_io import (
     validate_image,
     write_volume,
 )
+from fagan_engine.util.errors import ConfigError, InputError, OutputError
 
 SIZE = (12, 10, 6)
 SPACING = (0.9, 1.3, 3.0)

@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from fagan_engine.protocol import parse_line
-from fagan_engine.sample_data import icbm152_t1_path
+from fagan_engine.mri.sample_data import icbm152_t1_path
+from fagan_engine.util.protocol import parse_line
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = ROOT / "configs" / "tiny_smoke.yaml"

@@ -7,8 +7,8 @@ import sys
 import warnings
 from typing import Any, Callable, List, Optional
 
-from ..errors import FAGANError, InputError
-from ..protocol import emit
+from fagan_engine.util.errors import FAGANError, InputError
+from fagan_engine.util.protocol import emit
 
 
 class OneLineParser(argparse.ArgumentParser):

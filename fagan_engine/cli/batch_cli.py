@@ -12,7 +12,8 @@ import sys
 import time
 from typing import Any, Optional
 
-from ..batch import (
+from fagan_engine.cli.arguments import run_options
+from fagan_engine.pipeline.batch import (
     Case,
     cases_from_inputs,
     default_report_path,
@@ -20,14 +21,13 @@ from ..batch import (
     read_manifest,
     select_shard,
 )
-from ..batch_runner import BatchEvents, BatchRunner, CaseRecord
-from ..errors import InputError
-from ..protocol import emit
+from fagan_engine.pipeline.batch_runner import BatchEvents, BatchRunner, CaseRecord
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.options import MAP_FLAGS
+from fagan_engine.util.protocol import emit
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .sr import MAP_FLAGS, run_options
-
     started = time.perf_counter()
     if args.series_id is not None:
         raise InputError("--series-id applies to one volume; in a batch give a series_id column in the --manifest")

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..errors import OutputError
-from . import OneLineParser, entry_point
+from fagan_engine.cli import OneLineParser, entry_point
+from fagan_engine.util.errors import OutputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: List[str]) -> int:
-    from ..onnx_backend import export_onnx
+    from fagan_engine.inference.onnx_backend import export_onnx
 
     args = build_parser().parse_args(argv)
     if Path(args.output).exists() and not args.force:

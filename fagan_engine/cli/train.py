@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..atomic import remove_stale_temp_files
-from ..config import load_config
-from ..locking import RunFolderLock
-from ..training.stop import StopRequest
-from . import OneLineParser, entry_point, raise_terminated
+from fagan_engine.cli import OneLineParser, entry_point, raise_terminated
+from fagan_engine.training.stop import StopRequest
+from fagan_engine.util.atomic import remove_stale_temp_files
+from fagan_engine.util.config import load_config
+from fagan_engine.util.locking import RunFolderLock
 
 
 def build_parser() -> OneLineParser:
@@ -48,8 +48,8 @@ def _main(argv: List[str], stop: StopRequest) -> int:
         remove_stale_temp_files(run_dir, lock.acquired_at)
         remove_stale_temp_files(run_dir / "checkpoints", lock.acquired_at)
     try:
-        from ..training.data import prepare_data
-        from ..training.trainer import Trainer, preflight
+        from fagan_engine.training.data import prepare_data
+        from fagan_engine.training.trainer import Trainer, preflight
 
         preflight(cfg, args.resume)
         data = prepare_data(cfg)

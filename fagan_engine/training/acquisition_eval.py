@@ -20,16 +20,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from ..checkpoint import default_checkpoint, read_metadata
-from ..config import NormalizationConfig, SynthesisConfig
-from ..forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
-from ..inference import SliceLayout, SuperResolver
-from ..normalization import IntensityNormalizer
-from ..options import RunOptions
-from ..sample_data import icbm152_t1_path
-from ..structure_checks import nyquist_band_ratio
-from ..volume_io import read_volume
-from .evaluation import EvalCase, volume_scores
+from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.io.geometry import SliceLayout
+from fagan_engine.io.volume_io import read_volume
+from fagan_engine.models.checkpoint import default_checkpoint, read_metadata
+from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
+from fagan_engine.mri.normalization import IntensityNormalizer
+from fagan_engine.mri.sample_data import icbm152_t1_path
+from fagan_engine.mri.structure_checks import nyquist_band_ratio
+from fagan_engine.training.evaluation import EvalCase, volume_scores
+from fagan_engine.util.config import NormalizationConfig, SynthesisConfig
+from fagan_engine.util.options import RunOptions
 
 CONTRASTS = ("t1", "t2", "pd", "flair")
 ACQUISITION_CASES: Tuple[Tuple[str, AcquisitionConfig], ...] = (
@@ -60,7 +61,7 @@ def contrast_volume(t1_slab: sitk.Image, axes: Tuple[int, int], first: int, cont
     """The slab in a synthetic contrast made from its own tissue maps (same geometry, [0, 1] units)."""
     if contrast == "t1":
         return t1_slab
-    from ..synthesis import SliceSynthesizer
+    from fagan_engine.mri.synthesis import SliceSynthesizer
 
     synthesizer = SliceSynthesizer(SynthesisConfig(), axes)
     layout = SliceLayout.for_axes(axes)

@@ -27,14 +27,14 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import DataConfig, FAGANConfig
-from ..forward_model import add_rician_noise, crop_to_multiple, degrade, random_acquisition, resample_slice
-from ..errors import ConfigError
-from ..geometry import plane_axes
-from ..inference import MIN_SLICE, SliceLayout
-from ..normalization import IntensityNormalizer
-from ..sample_data import ICBM152_T1, resolve_volume_path
-from ..volume_io import SUPPORTED_EXTENSIONS, read_volume
+from fagan_engine.inference.slices import MIN_SLICE
+from fagan_engine.io.geometry import SliceLayout, plane_axes
+from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, read_volume
+from fagan_engine.mri.forward_model import add_rician_noise, crop_to_multiple, degrade, random_acquisition, resample_slice
+from fagan_engine.mri.normalization import IntensityNormalizer
+from fagan_engine.mri.sample_data import ICBM152_T1, resolve_volume_path
+from fagan_engine.util.config import DataConfig, FAGANConfig
+from fagan_engine.util.errors import ConfigError
 
 PATCH_TRIES = 10
 """Random patch positions tried per sample to find one with enough foreground."""
@@ -284,7 +284,7 @@ def build_synthesizer(cfg: FAGANConfig, data: PreparedData) -> Optional[Any]:
     """
     if cfg.data.synthetic_fraction <= 0:
         return None
-    from ..synthesis import SliceSynthesizer
+    from fagan_engine.mri.synthesis import SliceSynthesizer
 
     axes = plane_axes(load_volume(ICBM152_T1), cfg.data.plane)
     if any(entry.startswith(ICBM152_T1) for entry in data.split.get("val", [])) and "validation_slab" not in data.split:

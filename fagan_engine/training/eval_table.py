@@ -12,10 +12,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from ..checkpoint import CheckpointMetadata
-from ..inference import super_resolve
-from ..forward_model import AcquisitionConfig
-from .evaluation import EvalCase, interpolated, make_case, normalised_stacks, slice_scores, volume_scores
+from fagan_engine.models.checkpoint import CheckpointMetadata
+from fagan_engine.mri.forward_model import AcquisitionConfig
+from fagan_engine.pipeline.report import super_resolve
+from fagan_engine.training.evaluation import EvalCase, interpolated, make_case, normalised_stacks, slice_scores, volume_scores
 
 BASELINES = ("bicubic", "lanczos")
 
@@ -69,7 +69,7 @@ def evaluate(
                 values = np.array([s[key] for s in scores], dtype=np.float64)
                 row[key] = {"mean": float(values.mean()), "std": float(values.std())}
             if inception is not None:
-                from .inception import features, frechet_distance
+                from fagan_engine.training.inception import features, frechet_distance
 
                 if reference_features is None:
                     reference_features = features(inception, [s for ref, _ in pairs for s in ref])

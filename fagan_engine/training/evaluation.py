@@ -2,7 +2,7 @@
 
 HR volume → crop in-plane to a multiple of the scale → ``forward_model.degrade_volume`` (LR, under
 the acquisition the model is made for: k-space for the bundled models)
-→ super-resolution through ``fagan_engine.inference`` (the same code path as ``fagan-sr``) →
+→ super-resolution through ``fagan_engine.inference.resolver`` (the same code path as ``fagan-sr``) →
 PSNR/SSIM against HR (``metrics`` convention: reference's robust [0, 1] normalisation,
 foreground mask, ``scale`` voxels cropped at each in-plane border).
 """
@@ -14,11 +14,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from ..config import NormalizationConfig
-from ..forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
-from ..inference import SliceLayout, super_resolve, super_resolve_with_model
-from ..metrics import foreground_mask, psnr, ssim, volume_metrics
-from ..normalization import IntensityNormalizer
+from fagan_engine.io.geometry import SliceLayout
+from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
+from fagan_engine.mri.metrics import foreground_mask, psnr, ssim, volume_metrics
+from fagan_engine.mri.normalization import IntensityNormalizer
+from fagan_engine.pipeline.report import super_resolve, super_resolve_with_model
+from fagan_engine.util.config import NormalizationConfig
 
 
 @dataclass

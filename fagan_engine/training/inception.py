@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 
-from .losses import load_frozen
+from fagan_engine.training.losses import load_frozen
 
 Size = Union[int, Tuple[int, int]]
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..structure_checks import NYQUIST_BAND
+from fagan_engine.mri.structure_checks import NYQUIST_BAND
+from fagan_engine.util.errors import ConfigError
 
 VGG19_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 PHI54_END = 36

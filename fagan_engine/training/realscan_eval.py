@@ -32,12 +32,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
-from ..forward_model import AcquisitionConfig, degrade
-from ..metrics import psnr, ssim
-from ..options import RunOptions
-from ..sr_result import super_resolve_report
-from ..structure_checks import nyquist_band_ratio
+from fagan_engine.mri.forward_model import AcquisitionConfig, degrade
+from fagan_engine.mri.metrics import psnr, ssim
+from fagan_engine.mri.structure_checks import nyquist_band_ratio
+from fagan_engine.pipeline.report import super_resolve_report
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.options import RunOptions
 
 DEFAULT_REALDEV = Path(__file__).resolve().parents[2].parent / "shared" / "realdev"
 MIN_SIDE = 32

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..atomic import atomic_path, atomic_write_bytes
-from ..protocol import emit
+from fagan_engine.util.atomic import atomic_path, atomic_write_bytes
+from fagan_engine.util.protocol import emit
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"

@@ -19,9 +19,9 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-from ..atomic import atomic_write_bytes
-from ..errors import CheckpointError
-from ..tensor_digest import SafetensorsFormatError, content_digest, split_safetensors
+from fagan_engine.util.atomic import atomic_write_bytes
+from fagan_engine.util.errors import CheckpointError
+from fagan_engine.util.tensor_digest import SafetensorsFormatError, content_digest, split_safetensors
 
 STATE_FORMAT = "fagan-train-state/1"
 STATE_KEY = "fagan_train_state"

@@ -25,23 +25,32 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._version import __version__
-from ..archs import build_discriminator, build_generator
-from ..atomic import atomic_write_bytes
-from ..checkpoint import CheckpointMetadata, save_checkpoint
-from ..config import FAGANConfig, TrainConfig
-from ..errors import CheckpointError, ConfigError, FAGANError
-from ..inference import resolve_device
-from .data import IterationBatchSampler, PatchDataset, PreparedData, build_loader, build_synthesizer
-from .ddp import Dist, any_rank, barrier, init_distributed, shutdown
-from .ema import EMA
-from ..forward_model import AcquisitionConfig
-from ..training_profile import data_profile
-from .evaluation import EvalCase, baseline, make_case, validate
-from .losses import CONTENT_VGG, ContentLoss, band_overshoot_loss, discriminator_loss, generator_adversarial_loss, highband_loss, load_vgg19, pixel_loss
-from .runlog import RunLog
-from .state import load_state, save_state
-from .stop import STOP_FILE, StopRequest  # noqa: F401  (STOP_FILE: the Slicer module's contract)
+from fagan_engine._version import __version__
+from fagan_engine.inference.runners import resolve_device
+from fagan_engine.models.archs import build_discriminator, build_generator
+from fagan_engine.models.checkpoint import CheckpointMetadata, save_checkpoint
+from fagan_engine.mri.forward_model import AcquisitionConfig
+from fagan_engine.training.data import IterationBatchSampler, PatchDataset, PreparedData, build_loader, build_synthesizer
+from fagan_engine.training.ddp import Dist, any_rank, barrier, init_distributed, shutdown
+from fagan_engine.training.ema import EMA
+from fagan_engine.training.evaluation import EvalCase, baseline, make_case, validate
+from fagan_engine.training.losses import (
+    CONTENT_VGG,
+    ContentLoss,
+    band_overshoot_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+    highband_loss,
+    load_vgg19,
+    pixel_loss,
+)
+from fagan_engine.training.profile import data_profile
+from fagan_engine.training.runlog import RunLog
+from fagan_engine.training.state import load_state, save_state
+from fagan_engine.training.stop import STOP_FILE, StopRequest  # noqa: F401  (STOP_FILE: the Slicer module's contract)
+from fagan_engine.util.atomic import atomic_write_bytes
+from fagan_engine.util.config import FAGANConfig, TrainConfig
+from fagan_engine.util.errors import CheckpointError, ConfigError, FAGANError
 
 STATE_FILE = "training_state.safetensors"
 CONFIG_FILE = "config.json"
@@ -70,7 +79,7 @@ def initial_weights(path: str, cfg: FAGANConfig, target: Dict[str, torch.Tensor]
     its fresh initialisation. A resumed run restores its own state afterwards, so this only
     matters at iteration 0.
     """
-    from ..checkpoint import load_generator
+    from fagan_engine.models.checkpoint import load_generator
 
     partial = cfg.train.init_from_scale
     model, metadata = load_generator(path, expected_scale=None if partial else cfg.model.scale)

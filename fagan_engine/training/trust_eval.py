@@ -29,14 +29,14 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.stats import spearmanr
 
-from ..checkpoint import default_checkpoint, read_metadata
-from ..consistency import enforce_consistency
-from ..forward_model import AcquisitionConfig
-from ..inference import SliceLayout
-from ..options import RunOptions
-from ..sr_result import super_resolve_report
-from .acquisition_eval import held_out_slab
-from .evaluation import EvalCase, interpolated, make_case, normalised_stacks, volume_scores
+from fagan_engine.io.geometry import SliceLayout
+from fagan_engine.models.checkpoint import default_checkpoint, read_metadata
+from fagan_engine.mri.forward_model import AcquisitionConfig
+from fagan_engine.pipeline.report import super_resolve_report
+from fagan_engine.training.acquisition_eval import held_out_slab
+from fagan_engine.training.evaluation import EvalCase, interpolated, make_case, normalised_stacks, volume_scores
+from fagan_engine.trust.consistency import enforce_consistency
+from fagan_engine.util.options import RunOptions
 
 
 def held_out_case(checkpoint: str, scale: int, acquisition: AcquisitionConfig) -> EvalCase:

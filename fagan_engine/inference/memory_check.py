@@ -1,0 +1,44 @@
+"""Refuse, in one line, a result that cannot fit in memory, instead of being killed by the kernel.
+
+The in-plane path holds the SR volume several times over (the float32 slices, the SimpleITK image,
+its geometry copy, the writer's and the optional maps' copies): measured peak about 0.5 GiB plus
+48 bytes per output voxel (docs/performance.md, "Memory"). Without a reading of the available
+memory (no /proc/meminfo) nothing is checked.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from fagan_engine.util.errors import InputError
+
+BASE_BYTES = 2**29
+BYTES_PER_OUTPUT_VOXEL = 48
+UNCERTAINTY_BYTES_PER_OUTPUT_VOXEL = 24
+"""The test-time-augmentation map adds a float64 running mean and sum of squares and a float32 pass."""
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_bytes() -> Optional[int]:
+    """``MemAvailable`` of /proc/meminfo in bytes, or None where it cannot be read."""
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_output_fits(output_voxels: int, scale: int, uncertainty: bool = False) -> None:
+    """InputError (one line) if an SR result of ``output_voxels`` voxels (with its uncertainty map when
+    ``uncertainty``) needs more than the available memory. Called once per volume, before any work."""
+    available = available_bytes()
+    per_voxel = BYTES_PER_OUTPUT_VOXEL + (UNCERTAINTY_BYTES_PER_OUTPUT_VOXEL if uncertainty else 0)
+    needed = BASE_BYTES + per_voxel * output_voxels
+    if available is not None and needed > available:
+        raise InputError(
+            f"the x{scale} result has {output_voxels / 1e6:.0f} M voxels and needs about {needed / 2**30:.1f} GiB "
+            f"of memory, but {available / 2**30:.1f} GiB is available; crop the input, choose a lower scale "
+            "or use a machine with more memory"
+        )

@@ -1,0 +1,129 @@
+"""``SuperResolver``: a loaded model (or interpolation baseline) for one ``RunOptions``, reused across volumes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
+
+import SimpleITK as sitk
+
+from fagan_engine.inference.memory_check import check_output_fits
+from fagan_engine.inference.runners import (
+    Runner,
+    acquisition_warnings,
+    interpolation_runner,
+    load_model,
+    load_runner,
+    model_device,
+    resolve_checkpoint,
+    torch_runner,
+)
+from fagan_engine.inference.slices import Progress, run_slices
+from fagan_engine.io.geometry import Plane
+from fagan_engine.io.volume_io import validate_image
+from fagan_engine.util.config import NormalizationConfig
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.options import RunOptions
+from fagan_engine.util.progress import accepts_phase
+
+if TYPE_CHECKING:
+    from fagan_engine.models.checkpoint import CheckpointMetadata
+
+
+
+class SuperResolver:
+    """A loaded model (or interpolation baseline) for one ``RunOptions``, reused across volumes.
+
+    Batch mode builds one and calls it for every case, so the checkpoint is read and the backend
+    session created once. ``warnings`` collects one-line notices (e.g. an acquisition the
+    checkpoint was not made for) for the CLI, the JSON report and Slicer.
+    """
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.warnings: List[str] = []
+        self.checkpoint: Optional[Path] = None
+        self.metadata: Optional["CheckpointMetadata"] = None
+        if options.method != "fagan":
+            self.runner: Runner = interpolation_runner(options.method, options.scale)
+            self.normalization = NormalizationConfig()
+            return
+        self.checkpoint = resolve_checkpoint(options)
+        if options.adapt_iterations > 0:
+            if options.backend == "onnx" or (self.checkpoint is not None and self.checkpoint.suffix == ".onnx"):
+                raise InputError("per-scan adaptation (--adapt) needs the PyTorch backend and a .safetensors checkpoint, not ONNX")
+            self.base_model, self.normalization, self.metadata = load_model(
+                options.scale, self.checkpoint, options.device, options.untrained
+            )
+            self.runner = torch_runner(self.base_model, model_device(self.base_model))
+        else:
+            self.runner, self.normalization, self.metadata = load_runner(
+                options.scale, self.checkpoint, options.device, options.backend, options.untrained
+            )
+        if self.checkpoint is not None and self.metadata is not None:
+            self.warnings.extend(acquisition_warnings(self.checkpoint.name, self.metadata.acquisitions, options.acquisition))
+
+    base_model: Any = None
+    """The loaded generator when ``adapt_iterations > 0`` (never changed: each image adapts a copy)."""
+    adapted_model: Any = None
+    """The generator adapted to the last image (``adapt``), or None."""
+
+    def adapt(
+        self,
+        image: sitk.Image,
+        progress: Optional[Callable[..., None]] = None,
+        stop: Optional[Callable[[], bool]] = None,
+        plane: Optional[Plane] = None,
+    ) -> Runner:
+        """Fine-tune a fresh copy of the loaded model on ``image`` (``options.adapt_iterations`` steps).
+
+        Sets and returns ``self.runner`` (the adapted runner, which ``__call__`` then uses and the
+        trust maps can reuse for the same image); ``progress(done, total, phase="adapt", loss=...)``.
+        """
+        from fagan_engine.inference.adaptation import adapt_generator
+
+        if self.base_model is None:
+            raise InputError("per-scan adaptation needs method fagan with adapt_iterations > 0 and the PyTorch backend")
+        self.adapted_model = adapt_generator(
+            image, self.options, progress, model=self.base_model, normalization=self.normalization, stop=stop, plane=plane
+        )
+        self.runner = torch_runner(self.adapted_model, model_device(self.adapted_model))
+        return self.runner
+
+    def __call__(
+        self,
+        image: sitk.Image,
+        progress: Optional[Progress] = None,
+        plane: Optional[Plane] = None,
+        adapt_progress: Optional[Callable[..., None]] = None,
+        stop: Optional[Callable[[], bool]] = None,
+    ) -> sitk.Image:
+        """Super-resolve one volume; ``plane`` overrides the options' plane (a name or two sitk axes).
+
+        With ``options.adapt_iterations > 0`` the model is first adapted to this image (``adapt``);
+        ``adapt_progress`` (default: ``progress`` when it accepts ``phase=``) reports that phase.
+        """
+        options = self.options
+        image = validate_image(image, options.nan_policy)
+        check_output_fits(image.GetNumberOfPixels() * options.scale**2, options.scale, options.uncertainty)
+        if self.base_model is not None:
+            if adapt_progress is None and accepts_phase(progress):
+                adapt_progress = progress
+            self.adapt(image, adapt_progress, stop, plane)
+        tile = options.tile_size if options.method == "fagan" else None
+        return run_slices(
+            image, options.scale, plane or options.plane, self.runner, self.normalization,
+            options.batch_size, tile, progress, options.output_dtype,
+        )
+
+
+def super_resolve_with_model(
+    image: sitk.Image,
+    model: Any,
+    normalization: NormalizationConfig,
+    plane: Plane = "auto",
+    batch_size: int = 8,
+    tile_size: Optional[int] = None,
+) -> sitk.Image:
+    """Same path as ``super_resolve`` for an in-memory generator (trainer validation)."""
+    runner = torch_runner(model, model_device(model))
+    return run_slices(validate_image(image), model.scale, plane, runner, normalization, batch_size, tile_size, None, "float32")

@@ -1,0 +1,140 @@
+"""Read one DICOM series from a folder and check that its slices form a true uniform grid.
+
+ITK rebuilds a series with a missing, unreadable or duplicated slice as a uniform grid, so the
+slices after the gap sit at wrong positions. Here every slice's ImagePositionPatient is
+projected on the slice normal: a duplicate is always refused, a gap is refused unless the
+caller asks (``gaps="resample"``) for linear resampling onto a uniform grid at the true positions.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from fagan_engine.util.errors import ConfigError, InputError
+from fagan_engine.util.options import GAP_POLICIES
+from fagan_engine.util.stdio_capture import captured_stderr
+
+_REL_TOL = 0.01  # slice distances may differ from the nominal spacing by 1 % (rounding in headers)
+_POSITION_TAG = "0020|0032"
+
+
+def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error") -> sitk.Image:
+    """The series of ``folder`` (``series_id`` picks one of several) with checked slice positions."""
+    if gaps not in GAP_POLICIES:
+        raise ConfigError(f"DICOM gap policy must be one of {', '.join(GAP_POLICIES)}; got {gaps!r}")
+    _check_no_symlink_loop(folder)
+    with captured_stderr() as noise:
+        try:
+            ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        except RuntimeError as exc:  # GDCM throws on some damaged headers while grouping
+            raise InputError(f"cannot read DICOM folder {folder}: {_last_line(exc, noise.first_message())}") from None
+    if not ids:
+        raise InputError(f"no DICOM series found in folder {folder}")
+    if series_id is None and len(ids) > 1:
+        raise InputError(f"folder {folder} holds {len(ids)} DICOM series; pass one as series_id: {', '.join(ids)}")
+    if series_id is not None and series_id not in ids:
+        raise InputError(f"DICOM series {series_id} not found in {folder}; available: {', '.join(ids)}")
+    reader = sitk.ImageSeriesReader()
+    with captured_stderr() as noise:
+        try:
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id or ids[0])
+            reader.SetFileNames(files)
+            reader.MetaDataDictionaryArrayUpdateOn()
+            image = reader.Execute()
+        except RuntimeError as exc:
+            image, failure = None, _last_line(exc, "")
+    if image is None:
+        raise InputError(f"cannot read DICOM series in {folder}: {noise.first_message() or failure}")
+    if image.GetDimension() != 3 or image.GetSize()[2] != len(files) or len(files) < 2:
+        return image
+    positions = _slice_positions(reader, image, files)
+    return _with_slice_tags(_checked_grid(image, positions, files, gaps), reader)
+
+
+SLICE_TAGS = ("0018|0050", "0018|0088")
+"""Slice Thickness and Spacing Between Slices: copied onto the volume (through-plane SR reads the thickness)."""
+
+
+def _with_slice_tags(image: sitk.Image, reader: sitk.ImageSeriesReader) -> sitk.Image:
+    for key in SLICE_TAGS:
+        if reader.HasMetaDataKey(0, key):
+            image.SetMetaData(key, reader.GetMetaData(0, key))
+    return image
+
+
+def _last_line(exc: RuntimeError, fallback: str) -> str:
+    """The last non-empty line of an ITK exception (without its ``ITK ERROR: ...:`` prefix)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else fallback
+    return text.split("): ", 1)[-1] if text.startswith("ITK ERROR") else (text or fallback or type(exc).__name__)
+
+
+def _check_no_symlink_loop(folder: Path) -> None:
+    for entry in os.scandir(folder):
+        if entry.is_symlink():
+            try:
+                os.stat(entry.path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise InputError(f"DICOM folder {folder} holds a symbolic link loop: {entry.name}") from None
+
+
+def _slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, files: List[str]) -> np.ndarray:
+    """Each slice's position (mm) along the slice normal, in the reader's order."""
+    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    positions = []
+    for index, name in enumerate(files):
+        try:
+            point = [float(v) for v in reader.GetMetaData(index, _POSITION_TAG).split("\\")]
+        except (RuntimeError, ValueError):
+            point = []
+        if len(point) != 3 or not np.all(np.isfinite(point)):
+            raise InputError(f"DICOM slice {Path(name).name} has no valid ImagePositionPatient")
+        positions.append(float(normal @ np.asarray(point)))
+    return np.asarray(positions)
+
+
+def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], gaps: str) -> sitk.Image:
+    steps = np.diff(positions)
+    nominal = float(np.median(steps))
+    tol = max(abs(nominal) * _REL_TOL, 1e-4)
+    for index, step in enumerate(steps):
+        if abs(step) <= tol:
+            raise InputError(
+                f"DICOM slices {Path(files[index]).name} and {Path(files[index + 1]).name} are both at "
+                f"{positions[index]:.3f} mm along the slice normal (duplicated slice)"
+            )
+    uneven = [i for i, step in enumerate(steps) if abs(step - nominal) > tol]
+    if not uneven:
+        return image
+    first = uneven[0]
+    if gaps == "error":
+        raise InputError(
+            f"DICOM series has a gap of {steps[first]:.3f} mm between slices {Path(files[first]).name} and "
+            f"{Path(files[first + 1]).name} (nominal spacing {nominal:.3f} mm: a slice is missing or unreadable); "
+            "read_volume(..., dicom_gaps='resample') interpolates it onto a uniform grid instead"
+        )
+    return _resampled(image, positions, nominal)
+
+
+def _resampled(image: sitk.Image, positions: np.ndarray, nominal: float) -> sitk.Image:
+    """Linear interpolation along the normal onto positions ``positions[0] + k * nominal``."""
+    if nominal < 0:
+        raise InputError("DICOM slices are not in increasing order along their normal")
+    values = sitk.GetArrayViewFromImage(image).astype(np.float32)
+    count = int(np.floor((positions[-1] - positions[0]) / nominal + 1e-6)) + 1
+    targets = positions[0] + nominal * np.arange(count)
+    upper = np.clip(np.searchsorted(positions, targets, side="right"), 1, len(positions) - 1)
+    lower = upper - 1
+    weight = ((targets - positions[lower]) / (positions[upper] - positions[lower])).astype(np.float32)[:, None, None]
+    array = values[lower] * (1 - weight) + values[upper] * weight
+    result = sitk.GetImageFromArray(array)
+    result.SetOrigin(image.GetOrigin())
+    result.SetDirection(image.GetDirection())
+    result.SetSpacing((*image.GetSpacing()[:2], nominal))
+    return result

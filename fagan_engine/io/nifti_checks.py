@@ -1,0 +1,117 @@
+"""Checks of a NIfTI file's own header and data that SimpleITK does not make.
+
+ITK silently pads a truncated file with zeros, turns NaN/Inf voxels into 0, reads a header with
+0 or negative sizes as one slice, and coerces a sheared sform to its orthogonal qform. nibabel
+sees the file as written, so it decides here what is refused and which reader is exact.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.stdio_capture import captured_stderr
+
+_ORTHOGONAL_TOL = 1e-6
+
+
+class NiftiFacts(NamedTuple):
+    """What the header and data say: voxels that are not finite, and whether the affine is sheared."""
+
+    non_finite: int
+    sheared: bool
+
+
+def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
+    """Check ``path`` and return its facts; None when nibabel cannot parse it (ITK then reports why).
+
+    Raises InputError for non-positive sizes, non-finite geometry and a truncated data section.
+    """
+    try:
+        import nibabel as nib
+
+        with captured_stderr():  # nibabel logs header fix-ups ("sizeof_hdr should be 348") on stderr
+            image = nib.load(str(path))
+        header = image.header
+        dims = [int(d) for d in header["dim"]]
+    except Exception:  # nibabel raises many types for unparsable headers
+        return None
+    count = dims[0]
+    if not 1 <= count <= 7 or min(dims[1 : count + 1]) < 1:
+        raise InputError(
+            f"cannot read {path}: its header declares an empty axis (sizes {tuple(dims[1:count + 1])}, each must be >= 1)"
+        )
+    if not np.all(np.isfinite(image.affine)):
+        raise InputError(f"cannot read {path}: its geometry (sform/qform) holds NaN or Inf")
+    if not data_complete(path, _data_end(image)):
+        raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
+    with captured_stderr():
+        return NiftiFacts(_non_finite(image), is_sheared(image.affine[:3, :3]))
+
+
+def nifti_complete(path: Path) -> bool:
+    """False when ``path`` holds fewer bytes than its header declares (or cannot be parsed)."""
+    try:
+        import nibabel as nib
+
+        with captured_stderr():
+            return data_complete(path, _data_end(nib.load(str(path))))
+    except Exception:  # unparsable: not a complete NIfTI
+        return False
+
+
+def is_sheared(matrix: np.ndarray) -> bool:
+    """True when the columns of ``matrix`` (spacing × direction) are not mutually orthogonal."""
+    columns = matrix / np.linalg.norm(matrix, axis=0)
+    gram = columns.T @ columns
+    return bool(np.abs(gram - np.diag(np.diag(gram))).max() > _ORTHOGONAL_TOL)
+
+
+def data_complete(path: Path, expected: int) -> bool:
+    """False when the (possibly gzipped) file holds fewer than ``expected`` bytes."""
+    if not path.name.lower().endswith(".gz"):
+        return path.stat().st_size >= expected
+    return _gzip_trailer_size(path) == expected % (1 << 32) or _gunzipped_size(path) >= expected
+
+
+def _data_end(image: "nibabel.Nifti1Image") -> int:  # noqa: F821
+    """Byte offset where the voxel data ends (the data object knows the real ``vox_offset``)."""
+    return int(image.dataobj.offset) + int(np.prod(image.shape)) * image.header.get_data_dtype().itemsize
+
+
+def _non_finite(image: "nibabel.Nifti1Image") -> int:  # noqa: F821
+    """Non-finite voxels in the file's own (unscaled) float data; ITK would turn them into 0."""
+    if image.header.get_data_dtype().kind not in "fc":
+        return 0
+    try:
+        data = np.asanyarray(image.dataobj.get_unscaled())
+    except Exception:  # unreadable data: ITK reports the problem
+        return 0
+    return int(data.size - np.count_nonzero(np.isfinite(data)))
+
+
+def _gzip_trailer_size(path: Path) -> int:
+    """The uncompressed size modulo 2**32 stored in the last gzip member's trailer."""
+    with open(path, "rb") as handle:
+        if handle.seek(0, os.SEEK_END) < 4:
+            return -1
+        handle.seek(-4, os.SEEK_END)
+        return struct.unpack("<I", handle.read(4))[0]
+
+
+def _gunzipped_size(path: Path) -> int:
+    """Decompressed size of a (possibly multi-member) gzip file, or -1 when the stream is broken."""
+    total = 0
+    try:
+        with gzip.open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        return -1
+    return total

@@ -1,0 +1,394 @@
+"""Batch mode: the list of cases (discovery, manifest, naming), sharding, and the batch report.
+
+A *case* is one input (volume file or DICOM series folder) with its output path, its
+``RunOptions`` and its optional trust-map paths. Cases come from
+
+- inputs on the command line: each file is a case named after its file name; each folder is
+  searched recursively for volume files and DICOM series folders, named by their path relative
+  to that folder (sub-folders are mirrored under ``--output-dir``);
+- a CSV manifest ``input,output[,series_id][,<RunOptions field>...]``: relative paths are relative
+  to the manifest's folder, empty cells take the command line's value.
+
+Everything that can be checked before any work starts is checked here, and refuses the whole
+batch with one line (exit 2): a manifest without an ``input`` or ``output`` column, unknown
+columns or bad values, an output folder inside an input folder, two inputs with the same output.
+See docs/batch.md.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, split_extension
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.options import RunOptions
+
+OUTPUT_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
+"""--output-format name -> file extension ('' = a DICOM series folder)."""
+DICOM_DEFAULT_FORMAT = "nrrd"
+"""Format of the output of a DICOM input when --output-format is not given."""
+MAP_KINDS = ("consistency", "consistency_lr", "uncertainty")
+"""Trust maps that can be written next to each output (``<stem>_<kind><ext>``)."""
+MANIFEST_PATH_COLUMNS = ("input", "output", "series_id")
+_DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
+_DICOM_SNIFF_LIMIT = 8
+"""Extension-less files looked at (for the DICM preamble) before a folder is judged not DICOM."""
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclasses.dataclass
+class Case:
+    """One input to super-resolve and where its outputs go."""
+
+    input: str
+    output: str
+    options: RunOptions
+    key: str
+    """Stable name of the case (its output relative to the output folder): decides its shard."""
+    series_id: Optional[str] = None
+    maps: Dict[str, str] = dataclasses.field(default_factory=dict)
+    """Trust map kind -> path, written with the output."""
+
+    @property
+    def output_format(self) -> str:
+        return output_format_of(self.output)
+
+    def paths(self) -> List[str]:
+        """Every path the case publishes: maps first, the output last."""
+        return [self.maps[k] for k in MAP_KINDS if k in self.maps] + [self.output]
+
+
+def output_format_of(path: str) -> str:
+    """nifti/nrrd/mha (also nhdr/mhd) from a file extension; a name without one is a DICOM series folder."""
+    ext = split_extension(path)[1]
+    if path.endswith(("/", os.sep)) or ext not in SUPPORTED_EXTENSIONS:
+        return "dicom"
+    return {".nii": "nifti", ".nii.gz": "nifti", ".nhdr": "nrrd", ".mhd": "mha"}.get(ext, ext.lstrip("."))
+
+
+# --- discovery -------------------------------------------------------------------------------
+
+
+def is_dicom_folder(folder: Path) -> bool:
+    """True when ``folder`` directly holds DICOM files (by extension, or the ``DICM`` preamble)."""
+    sniffed = 0
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return False
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        name = entry.name.lower()
+        if name.endswith(_DICOM_SUFFIXES):
+            return True
+        if split_extension(name)[1] in SUPPORTED_EXTENSIONS or sniffed >= _DICOM_SNIFF_LIMIT:
+            continue
+        sniffed += 1
+        try:
+            with open(entry.path, "rb") as handle:
+                if handle.read(132)[128:132] == b"DICM":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def discover(inputs: Sequence[str]) -> List[Tuple[str, str, Optional[str]]]:
+    """(input path, relative name, root folder or None) for every case under ``inputs``.
+
+    A file (or a missing path: its case fails with 'not found') is named by its file name; a
+    DICOM series folder by its folder name; any other folder is searched recursively (hidden
+    entries skipped) and its cases named by their path relative to it.
+    """
+    found: List[Tuple[str, str, Optional[str]]] = []
+    for given in inputs:
+        path = Path(given)
+        if not path.is_dir():
+            found.append((str(path), path.name, None))
+        elif is_dicom_folder(path):
+            found.append((str(path), path.resolve().name, None))
+        else:
+            found.extend((str(p), p.relative_to(path).as_posix(), str(path)) for p in _walk(path))
+    return found
+
+
+def _walk(folder: Path) -> Iterable[Path]:
+    """Volume files and DICOM series folders under ``folder``, sorted, hidden entries skipped."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = Path(root)
+        if here != folder and is_dicom_folder(here):
+            yield here
+        for name in sorted(files):
+            if not name.startswith(".") and split_extension(name)[1] in SUPPORTED_EXTENSIONS:
+                yield here / name
+
+
+def output_name(relative: str, input_path: str, output_format: Optional[str]) -> str:
+    """The output's path relative to --output-dir for an input named ``relative``.
+
+    Files keep their name (and extension unless ``output_format`` changes it); a DICOM series
+    folder becomes ``<folder>.nrrd``, or a folder of the same name with ``output_format`` dicom.
+    """
+    dicom_input = Path(input_path).is_dir()
+    stem = relative if dicom_input else split_extension(relative)[0]
+    if output_format is None:
+        if dicom_input:
+            return stem + OUTPUT_FORMATS[DICOM_DEFAULT_FORMAT]
+        ext = split_extension(relative)[1]
+        return relative if ext in SUPPORTED_EXTENSIONS else stem + OUTPUT_FORMATS[DICOM_DEFAULT_FORMAT]
+    return stem + OUTPUT_FORMATS[output_format]
+
+
+def map_paths(output: str, kinds: Iterable[str]) -> Dict[str, str]:
+    """``<stem>_<kind><ext>`` beside ``output`` (``.nrrd`` beside a DICOM series folder)."""
+    stem, ext = split_extension(output.rstrip("/" + os.sep))
+    if output_format_of(output) == "dicom":
+        stem, ext = output.rstrip("/" + os.sep), ".nrrd"
+    return {kind: f"{stem}_{kind}{ext}" for kind in kinds}
+
+
+def cases_from_inputs(
+    inputs: Sequence[str], output_dir: str, options: RunOptions, output_format: Optional[str], maps: Sequence[str] = ()
+) -> List[Case]:
+    """The cases of command-line inputs, with outputs under ``output_dir``."""
+    check_output_dir(inputs, output_dir)
+    cases = []
+    for path, relative, _ in discover(inputs):
+        name = output_name(relative, path, output_format)
+        output = str(Path(output_dir) / name)
+        cases.append(Case(path, output, options, key=name, maps=map_paths(output, maps)))
+    if not cases:
+        raise InputError(f"no volume files or DICOM series folders found in {', '.join(inputs)}")
+    check_unique_outputs(cases)
+    return cases
+
+
+def check_output_dir(inputs: Sequence[str], output_dir: str) -> None:
+    """Refuse an output folder inside (or equal to) an input folder: a rerun would read the outputs."""
+    out = Path(os.path.realpath(output_dir))
+    for given in inputs:
+        if not Path(given).is_dir():
+            continue
+        folder = Path(os.path.realpath(given))
+        if out == folder or folder in out.parents:
+            raise InputError(
+                f"output folder {output_dir} is inside the input folder {given}; choose an output folder outside it"
+            )
+
+
+def check_unique_outputs(cases: Sequence[Case]) -> None:
+    """Refuse two cases (or a case's map and another's output) writing the same path."""
+    seen: Dict[str, str] = {}
+    for case in cases:
+        for path in case.paths():
+            key = os.path.normcase(os.path.realpath(path.rstrip("/" + os.sep))).lower()
+            if key in seen and seen[key] != case.input:
+                raise InputError(
+                    f"inputs {seen[key]} and {case.input} both map to the output {path}; rename one, "
+                    "or list them in a --manifest with distinct outputs"
+                )
+            seen[key] = case.input
+
+
+# --- manifest ----------------------------------------------------------------------------------
+
+
+def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), required: Sequence[str] = ()) -> List[Case]:
+    """The cases of a CSV manifest; every problem is one InputError naming the file and line.
+
+    ``required``: RunOptions fields every row must set (``scale`` when --scale is not given)."""
+    manifest = Path(path)
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"manifest not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read manifest {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    rows = list(csv.reader(text.splitlines()))
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise InputError(f"manifest {path} is empty; its first line must name the columns input,output[,...]")
+    header = [cell.strip() for cell in rows[0]]
+    fields = {f.name: f for f in dataclasses.fields(RunOptions)}
+    for column in ("input", "output"):
+        if column not in header:
+            raise InputError(
+                f"manifest {path} has no {column!r} column (its columns: {', '.join(header) or 'none'}); "
+                "the first line must name the columns input,output[,scale,acquisition,...]"
+            )
+    for column in header:
+        if column not in MANIFEST_PATH_COLUMNS and column.replace("-", "_") not in fields:
+            raise InputError(
+                f"manifest {path}: unknown column {column!r}; columns are input, output, series_id and "
+                f"RunOptions fields ({', '.join(fields)})"
+            )
+    if len(set(header)) != len(header):
+        raise InputError(f"manifest {path}: a column is named twice ({', '.join(header)})")
+    base = manifest.resolve().parent
+    cases = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise InputError(f"manifest {path} line {number}: {len(row)} cells, but the header names {len(header)} columns")
+        cells = {column: cell.strip() for column, cell in zip(header, row)}
+        if not cells["input"] or not cells["output"]:
+            raise InputError(f"manifest {path} line {number}: empty input or output")
+        for name in required:
+            if not cells.get(name):
+                raise InputError(f"manifest {path} line {number}: no {name}; give --{name} or a {name} cell in every row")
+        changes = {}
+        for column, cell in cells.items():
+            if column in MANIFEST_PATH_COLUMNS or cell == "":
+                continue
+            name = column.replace("-", "_")
+            changes[name] = _parse_cell(cell, str(fields[name].type), name, f"manifest {path} line {number}")
+        if changes.get("method", "fagan") != "fagan":  # a baseline row drops the command line's FA-GAN-only options
+            changes.setdefault("checkpoint", None)
+            changes.setdefault("adapt_iterations", None)
+        try:
+            row_options = options.replace(**changes) if changes else options
+        except InputError as exc:
+            raise InputError(f"manifest {path} line {number}: {exc}") from None
+        output = str(_resolve(base, cells["output"]))
+        key = _relative_key(base, output)
+        cases.append(
+            Case(str(_resolve(base, cells["input"])), output, row_options, key=key,
+                 series_id=cells.get("series_id") or None, maps=map_paths(output, maps))
+        )
+    if not cases:
+        raise InputError(f"manifest {path} lists no cases")
+    check_unique_outputs(cases)
+    return cases
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base / path
+
+
+def _relative_key(base: Path, output: str) -> str:
+    try:
+        return Path(output).relative_to(base).as_posix()
+    except ValueError:
+        return Path(output).as_posix()
+
+
+def _parse_cell(cell: str, annotation: str, name: str, where: str) -> Any:
+    """A manifest cell as the RunOptions field's type (int, float, bool or str)."""
+    try:
+        if "bool" in annotation:
+            if cell.lower() in _TRUE:
+                return True
+            if cell.lower() in _FALSE:
+                return False
+            raise ValueError
+        if "int" in annotation:
+            return int(cell)
+        if "float" in annotation:
+            return float(cell)
+    except ValueError:
+        kind = "true or false" if "bool" in annotation else ("an integer" if "int" in annotation else "a number")
+        raise InputError(f"{where}: {name} must be {kind}, got {cell!r}") from None
+    return cell
+
+
+# --- sharding --------------------------------------------------------------------------------------
+
+
+def parse_shard(text: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Tuple[int, int]:
+    """(K, N) from ``--shard K/N`` (0 <= K < N), else RANK/WORLD_SIZE (torchrun), else
+    SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_COUNT, else (0, 1)."""
+    env = os.environ if environ is None else environ
+    if text is not None:
+        source, parts = "--shard", text.split("/")
+        if len(parts) != 2:
+            raise InputError(f"--shard must be K/N (for example 0/4), got {text!r}")
+        raw = parts
+    elif env.get("WORLD_SIZE") and env.get("RANK") is not None:
+        source, raw = "RANK/WORLD_SIZE", [env.get("RANK", ""), env["WORLD_SIZE"]]
+    elif env.get("SLURM_ARRAY_TASK_COUNT") and env.get("SLURM_ARRAY_TASK_ID") is not None:
+        source = "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT"
+        try:
+            task = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+        except ValueError:
+            raise InputError(f"{source} must be integers, got {env['SLURM_ARRAY_TASK_ID']!r}") from None
+        raw = [str(task), env["SLURM_ARRAY_TASK_COUNT"]]
+    else:
+        return 0, 1
+    try:
+        index, count = int(raw[0]), int(raw[1])
+    except ValueError:
+        raise InputError(f"{source} must be integers K/N, got {'/'.join(raw)!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"{source}: need 0 <= K < N, got {index}/{count}")
+    return index, count
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard (0..count-1) of a case key: a hash of its relative output name, so every process
+    agrees whatever order it listed the cases in, and cases added later do not move the others."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def select_shard(cases: Sequence[Case], index: int, count: int) -> List[Case]:
+    return [case for case in cases if count == 1 or shard_of(case.key, count) == index]
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+REPORT_COLUMNS = ("input", "output", "status", "seconds", "warnings", "error")
+"""Fixed report columns; trust summary figures follow, one column each (``summary`` keys)."""
+
+
+def default_report_path(output_dir: Optional[str], manifest: Optional[str], shard: Tuple[int, int]) -> str:
+    """``<output-dir>/batch-report.csv`` (``batch-report.shard-K-of-N.csv`` for a shard); with a
+    manifest and no --output-dir, beside the manifest."""
+    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""
+    if output_dir is not None:
+        return str(Path(output_dir) / f"batch-report{suffix}.csv")
+    assert manifest is not None
+    return str(Path(manifest).with_name(f"{Path(manifest).stem}.report{suffix}.csv"))
+
+
+def write_report(path: str, rows: Sequence[Dict[str, Any]], totals: Dict[str, Any]) -> None:
+    """The batch report as CSV (``.csv``) or JSON (``.json``), written atomically."""
+    from fagan_engine.util.atomic import atomic_write_bytes
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix.lower() == ".json":
+        data = json.dumps({"totals": totals, "cases": list(rows)}, indent=2, sort_keys=False, default=str, allow_nan=False)
+        atomic_write_bytes(target, (data + "\n").encode("utf-8"))
+        return
+    extra: List[str] = []
+    for row in rows:
+        extra += [k for k in (row.get("summary") or {}) if k not in extra]
+    lines: List[List[str]] = [list(REPORT_COLUMNS) + extra]
+    for row in rows:
+        summary = row.get("summary") or {}
+        cells = [row.get("input"), row.get("output"), row.get("status"), row.get("seconds"),
+                 " | ".join(row.get("warnings") or []), row.get("error") or ""]
+        lines.append(["" if v is None else str(v) for v in cells] + [_cell(summary.get(k)) for k in extra])
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    atomic_write_bytes(target, buffer.getvalue().encode("utf-8"))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)

@@ -1,0 +1,258 @@
+"""One case: read the input, super-resolve it, and publish all its outputs together.
+
+Used by batch mode for every case and by the single-case ``fagan-sr INPUT OUTPUT`` form for
+the DICOM output and trust maps. The outputs of a case (the volume or DICOM series folder and
+the requested trust maps) are first written completely into hidden staging folders beside their
+targets (``.<name>.tmp-<pid>-XXXX``, removed on any failure, and by a later run if the process
+was killed), then published, maps first and the output last: when writing any of them fails,
+none is left. The existence of the output therefore marks a finished case (batch resume).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import SimpleITK as sitk
+
+from fagan_engine.io.volume_io import check_output_path, output_files, read_volume, remove_stale_staging, split_extension, write_volume
+from fagan_engine.pipeline.report import run_validated
+from fagan_engine.util.atomic import fsync_dir, publish_files
+from fagan_engine.util.errors import InputError, OutputError
+from fagan_engine.util.options import RunOptions
+
+Progress = Callable[..., None]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What super-resolving one volume produced."""
+
+    image: sitk.Image
+    maps: Dict[str, Optional[sitk.Image]] = dataclasses.field(default_factory=dict)
+    warnings: List[str] = dataclasses.field(default_factory=list)
+    summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    report: Optional[Dict[str, Any]] = None
+    """The trust report (``SRResult.report()``) when the trust features ran."""
+
+
+@dataclasses.dataclass
+class Source:
+    """A read input: the image and, for a DICOM series, its patient/study/acquisition tags."""
+
+    image: sitk.Image
+    dicom_tags: Optional[Dict[str, Any]] = None
+    seconds: float = 0.0
+
+
+def read_source(path: str, options: RunOptions, series_id: Optional[str] = None, need_tags: bool = False) -> Source:
+    """Read one input; the DICOM tags only when ``need_tags`` (DICOM output) and it is a folder."""
+    started = time.perf_counter()
+    image = read_volume(path, nan_policy=options.nan_policy, series_id=series_id, dicom_gaps=options.dicom_gaps)
+    tags = None
+    if need_tags and Path(path).is_dir():
+        from fagan_engine.io.dicom_source import read_series_tags
+
+        tags = read_series_tags(path, series_id)
+    return Source(image, tags, time.perf_counter() - started)
+
+
+def super_resolve_case(
+    image: sitk.Image, options: RunOptions, resolver: Any, progress: Optional[Progress], want_maps: Tuple[str, ...] = ()
+) -> Outcome:
+    """Super-resolve ``image`` (either mode) through the trust report, and check the requested maps exist."""
+    report = run_validated(image, options, resolver, progress, True, options.uncertainty, None, None)
+    maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}
+    missing = [kind for kind in want_maps if maps.get(kind) is None]
+    if missing:
+        raise InputError(f"the {missing[0].replace('_', ' ')} map was not computed (the uncertainty map needs in-plane mode)")
+    return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
+
+
+def derivation_text(options: RunOptions, resolver: Any) -> str:
+    """DerivationDescription: what made the series (method, checkpoint, engine version)."""
+    from fagan_engine._version import __version__
+
+    checkpoint = getattr(resolver, "checkpoint", None)
+    if options.mode == "through-plane":
+        what = f"through-plane super-resolution to {options.target_spacing or 'isotropic'} mm"
+    else:
+        what = f"in-plane super-resolution x{options.scale}"
+    model = options.method if options.method != "fagan" else f"FA-GAN checkpoint {Path(checkpoint).name if checkpoint else 'untrained (random weights)'}"
+    return f"{what} by fagan_engine {__version__} ({model})"
+
+
+def description_for(options: RunOptions, source_tags: Optional[Dict[str, Any]], result: sitk.Image) -> str:
+    from fagan_engine.io.dicom_writer import series_description
+
+    spacing = options.target_spacing or (min(result.GetSpacing()) if options.mode == "through-plane" else None)
+    return series_description((source_tags or {}).get("SeriesDescription"), options.mode, options.method, options.scale, spacing)
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+
+def is_done(output: str) -> bool:
+    """True when the output exists (a DICOM series folder: exists and is not empty)."""
+    path = Path(output)
+    if path.is_dir():
+        return any(path.iterdir())
+    return os.path.lexists(path)
+
+
+def check_outputs(input_path: Optional[str], output: str, maps: Dict[str, str], force: bool, create_folders: bool = False) -> None:
+    """Raise OutputError unless the output and maps can be written.
+
+    ``create_folders`` (batch mode) creates missing parent folders and lets existing maps be
+    replaced (left by a run killed between publishing a case's maps and its output).
+    """
+    from fagan_engine.io.dicom_writer import check_dicom_output
+    from fagan_engine.pipeline.batch import output_format_of
+
+    for path in [output] + list(maps.values()):
+        if create_folders:
+            Path(path.rstrip("/" + os.sep)).parent.mkdir(parents=True, exist_ok=True)
+        replace = force or (create_folders and path != output)
+        if output_format_of(path) == "dicom":
+            if input_path is not None and os.path.realpath(path) == os.path.realpath(input_path):
+                raise OutputError(f"output {path} is the input folder; choose another output")
+            check_dicom_output(Path(path), replace)
+        else:
+            if create_folders and input_path is not None and os.path.realpath(path) == os.path.realpath(input_path):
+                raise OutputError(f"output {path} is the input file; batch mode never replaces an input")
+            check_output_path(input_path, path, replace)
+
+
+class StagedOutputs:
+    """Outputs written into staging folders beside their targets, then published together."""
+
+    def __init__(self, force: bool) -> None:
+        self.force = force
+        self.staging: Dict[Path, Path] = {}
+        self.items: List[Tuple[str, Path, Path, bool]] = []  # (kind file|dicom, staged, target, replace)
+
+    def __enter__(self) -> "StagedOutputs":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for folder in self.staging.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _folder(self, target: Path) -> Path:
+        parent = target.parent
+        if parent not in self.staging:
+            parent.mkdir(parents=True, exist_ok=True)
+            stem = split_extension(target.name)[0]
+            remove_stale_staging(parent, stem)
+            try:
+                self.staging[parent] = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-{os.getpid()}-", dir=str(parent)))
+            except OSError as exc:
+                from fagan_engine.util.atomic import describe_os_error
+
+                raise OutputError(describe_os_error(exc, target)) from None
+        return self.staging[parent]
+
+    def add_volume(self, image: sitk.Image, target: str, replace: Optional[bool] = None) -> None:
+        """Stage a volume file (NIfTI, NRRD, MetaImage; detached data files included); ``replace``
+        (default: ``force``) lets it replace an existing file."""
+        path = Path(target)
+        staged = self._folder(path) / path.name
+        if staged.exists():
+            raise OutputError(f"two outputs of one case are named {path.name} in {path.parent}")
+        try:
+            write_volume(image, str(staged))
+        except OutputError as exc:  # name the real target, not the staging folder
+            raise OutputError(str(exc).replace(str(staged), str(path))) from None
+        self.items.append(("file", staged, path, self.force if replace is None else replace))
+
+    def add_bytes(self, data: bytes, target: str) -> None:
+        """Stage a small file (the JSON trust report)."""
+        from fagan_engine.util.atomic import fsync_file
+
+        path = Path(target)
+        staged = self._folder(path) / path.name
+        staged.write_bytes(data)
+        fsync_file(staged)
+        self.items.append(("file", staged, path, self.force))
+
+    def add_dicom(self, image: sitk.Image, target: str, tags: Optional[Dict[str, Any]], description: str, derivation: str) -> None:
+        """Stage a DICOM series folder."""
+        from fagan_engine.io.dicom_writer import stage_dicom_series
+
+        path = Path(target.rstrip("/" + os.sep))
+        staged = self._folder(path) / path.name
+        stage_dicom_series(image, staged, tags, description, derivation)
+        self.items.append(("dicom", staged, path, self.force))
+
+    def publish(self) -> None:
+        """Publish in the order staged (output last); on failure remove what this call published."""
+        from fagan_engine.io.dicom_writer import publish_folder
+
+        published: List[Tuple[str, Path]] = []
+        try:
+            for kind, staged, target, replace in self.items:
+                if kind == "dicom":
+                    publish_folder(staged, target, replace)
+                    if not replace:
+                        published.append(("dicom", target))
+                    continue
+                names = [staged.parent / Path(p).name for p in output_files(staged)]
+                moves = [(f, target.parent / f.name) for f in names if f.exists() and f != staged] + [(staged, target)]
+                publish_files(moves, replace, target)
+                if not replace:
+                    published += [("file", destination) for _, destination in moves]
+        except BaseException:  # what this call created is removed again (replaced files cannot be restored)
+            for kind, path in published:
+                if kind == "dicom":
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        path.unlink()
+                    except OSError:
+                        pass
+            raise
+        for parent in self.staging:
+            fsync_dir(parent)
+
+
+def write_outputs(
+    outcome: Outcome,
+    output: str,
+    maps: Dict[str, str],
+    force: bool,
+    options: RunOptions,
+    resolver: Any = None,
+    source_tags: Optional[Dict[str, Any]] = None,
+    replace_maps: bool = False,
+    report_path: Optional[str] = None,
+) -> None:
+    """Publish the output and the requested maps together, or none of them.
+
+    ``replace_maps`` (batch mode, output missing): maps left by a run killed between publishing
+    its maps and its output are replaced. ``report_path``: the JSON trust report, published with them."""
+    import json
+
+    from fagan_engine.pipeline.batch import MAP_KINDS, output_format_of
+
+    with StagedOutputs(force) as staged:
+        for kind in MAP_KINDS:
+            if kind in maps:
+                image = outcome.maps.get(kind)
+                if image is None:
+                    raise InputError(f"the {kind.replace('_', ' ')} map was not computed")
+                staged.add_volume(image, maps[kind], replace=force or replace_maps)
+        if report_path is not None:
+            if outcome.report is None:
+                raise InputError("--report PATH.json for one case needs the trust features (fagan_engine.pipeline.report)")
+            text = json.dumps(outcome.report, indent=2, default=str, allow_nan=False) + "\n"
+            staged.add_bytes(text.encode("utf-8"), report_path)
+        if output_format_of(output) == "dicom":
+            staged.add_dicom(outcome.image, output, source_tags, description_for(options, source_tags, outcome.image),
+                             derivation_text(options, resolver))
+        else:
+            staged.add_volume(outcome.image, output)
+        staged.publish()

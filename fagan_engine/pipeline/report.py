@@ -1,0 +1,266 @@
+"""``super_resolve_report``: the SR volume with its trust maps, warnings and identity, as one result.
+
+The CLI (``--consistency-map``, ``--uncertainty-map``, ``--report``), batch mode and Slicer call
+this; ``super_resolve`` still returns a bare image for existing callers. Order of work:
+super-resolve (in-plane via ``SuperResolver``, or through-plane via ``fagan_engine.through_plane.run``),
+optionally project onto the data (``options.enforce_consistency``), then the consistency maps of
+the final image, the TTA uncertainty of the network (``options.uncertainty``; in-plane only), the
+out-of-distribution warnings and the identity block. Every result says "research use, not for
+diagnosis".
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from fagan_engine._version import __version__
+from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.inference.slices import Progress
+from fagan_engine.io.geometry import explicit_axes, plane_axes
+from fagan_engine.io.volume_io import validate_image
+from fagan_engine.through_plane.plan import plan_through_plane
+from fagan_engine.through_plane.run import super_resolve_through_plane
+from fagan_engine.trust.consistency import (
+    ConsistencyMaps,
+    consistency_maps,
+    enforce_consistency,
+    enforce_through_plane,
+    through_plane_consistency,
+)
+from fagan_engine.trust.ood import ood_warnings
+from fagan_engine.trust.uncertainty import TRANSFORMS, tta_uncertainty
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.options import RunOptions
+
+NOTICE = "research use, not for diagnosis"
+
+
+@dataclasses.dataclass
+class SRResult:
+    """A super-resolved volume and what to trust about it."""
+
+    image: sitk.Image
+    """The SR volume (as ``super_resolve`` returns it; projected onto the data under ``enforce_consistency``)."""
+    consistency: Optional[sitk.Image]
+    """Signed residual ``degrade(SR) − input`` on the SR grid (nearest neighbour), input units."""
+    consistency_lr: Optional[sitk.Image]
+    """The same residual on the input grid."""
+    uncertainty: Optional[sitk.Image]
+    """Standard deviation over the test-time augmentations, SR grid, input units."""
+    summary: Dict[str, float]
+    """``relative_rms_residual``, ``fraction_above_3sigma``, ``noise_sigma``, ``foreground_voxels``, and
+    ``mean_uncertainty`` (foreground mean of the uncertainty map) when it was computed."""
+    warnings: List[str]
+    identity: Dict[str, Any]
+    """Checkpoint name, SHA-256 of its file, training data, acquisitions, engine version, method, options, notice."""
+
+    def report(self) -> Dict[str, Any]:
+        """The JSON report: summary, warnings, identity, engine version and the notice (JSON types only)."""
+        return {
+            "notice": NOTICE,
+            "engine_version": __version__,
+            "summary": {key: (value if math.isfinite(value) else None) for key, value in self.summary.items()},
+            "warnings": list(self.warnings),
+            "identity": self.identity,
+        }
+
+
+def super_resolve(
+    image: sitk.Image,
+    scale: Optional[int] = None,
+    *,
+    options: Optional[RunOptions] = None,
+    progress: Optional[Progress] = None,
+    **overrides: Any,
+) -> sitk.Image:
+    """Super-resolve a 3D scalar image (in-plane by ``scale``, or through-plane with ``mode="through-plane"``).
+
+    Options come from ``options`` (a ``RunOptions``) and/or keyword overrides of its fields
+    (``checkpoint=``, ``method="lanczos"``, ``acquisition="bicubic"``, ``adapt_iterations=0``, ...); they
+    are validated once here and every one takes effect, through the same path as ``super_resolve_report``
+    (data-consistency projection and per-scan adaptation included). ``plane`` may also be two SimpleITK
+    in-plane axes. The uncertainty map is not part of a bare image: ask ``super_resolve_report`` for it.
+    """
+    plane = overrides.pop("plane", None)
+    fields = dict(options.to_dict() if options is not None else {}, **overrides)
+    if scale is not None:
+        fields["scale"] = scale
+    if isinstance(plane, str):
+        fields["plane"] = plane
+    if fields.get("checkpoint") is not None:
+        fields["checkpoint"] = str(fields["checkpoint"])
+    run = RunOptions.from_dict(fields)
+    if run.uncertainty:
+        raise InputError("super_resolve returns the image only; use super_resolve_report for the uncertainty map")
+    axes = explicit_axes(plane) if plane is not None and not isinstance(plane, str) else None
+    return run_validated(image, run, None, progress, False, False, None, axes).image
+
+
+def super_resolve_report(
+    image: sitk.Image,
+    options: RunOptions,
+    resolver: Optional[SuperResolver] = None,
+    progress: Optional[Progress] = None,
+    consistency: bool = True,
+    uncertainty: Optional[bool] = None,
+    ensemble_checkpoint: Optional[str] = None,
+    axes: Optional[Tuple[int, int]] = None,
+) -> SRResult:
+    """Super-resolve ``image`` under ``options`` and compute the trust outputs.
+
+    ``resolver``: a ``SuperResolver`` built once for ``options`` (batch mode); inference uses its
+    options, the trust outputs use ``options``. ``consistency``: compute the residual maps.
+    ``uncertainty``: None follows ``options.uncertainty`` (costs 7 more inferences, 8 more with
+    ``ensemble_checkpoint``, a second checkpoint such as the final weights next to the EMA ones).
+    ``progress(done, total)`` counts slices over all passes.
+    """
+    options = options.validate()
+    want_uncertainty = options.uncertainty if uncertainty is None else uncertainty
+    return run_validated(image, options, resolver, progress, consistency, want_uncertainty, ensemble_checkpoint, axes)
+
+
+def run_validated(
+    image: sitk.Image,
+    options: RunOptions,
+    resolver: Optional[SuperResolver],
+    progress: Optional[Progress],
+    consistency: bool,
+    want_uncertainty: bool,
+    ensemble_checkpoint: Optional[str],
+    axes: Optional[Tuple[int, int]],
+) -> SRResult:
+    """``super_resolve_report`` for options validated by the caller (the one path of ``super_resolve`` and the report)."""
+    image = validate_image(image, options.nan_policy)
+    if options.mode == "through-plane":
+        return _through_plane(image, options, progress, consistency, want_uncertainty)
+    resolver = resolver or SuperResolver(options)
+    axes = axes or plane_axes(image, options.plane)
+    reuse_plain = not options.project and options.output_dtype == "float32"
+    extra = len(TRANSFORMS) * (2 if ensemble_checkpoint else 1) - int(reuse_plain) if want_uncertainty else 0
+    sr = resolver(image, _share(progress, 0, 1 + extra), axes)
+    if options.project:
+        sr = _cast(enforce_consistency(image, sr, options.scale, axes, options.acquisition), options.output_dtype)
+    maps = consistency_maps(image, sr, options.scale, axes, options.acquisition) if consistency else None
+    summary = dict(maps.summary) if maps else {}
+    std = None
+    if want_uncertainty:
+        plain = sr if reuse_plain else None
+        std = tta_uncertainty(image, resolver, axes, plain, ensemble_checkpoint, _share(progress, 1, 1 + extra, extra))
+        summary["mean_uncertainty"] = _foreground_mean(std, sr)
+    metadata = resolver.metadata
+    warnings = list(resolver.warnings) + ood_warnings(
+        image,
+        axes,
+        metadata.data_profile if metadata else None,
+        metadata.normalization_config() if metadata else None,
+        resolver.checkpoint.name if resolver.checkpoint else "the checkpoint",
+    )
+    return SRResult(sr, *_maps(maps), std, summary, warnings, identity(options, resolver, ensemble_checkpoint))
+
+
+def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_checkpoint: Optional[str] = None) -> Dict[str, Any]:
+    """Who made the result: checkpoint (name, file SHA-256, training data, acquisitions), engine, method, options."""
+    block: Dict[str, Any] = {
+        "notice": NOTICE,
+        "engine_version": __version__,
+        "method": options.method,
+        "mode": options.mode,
+        "acquisition": options.acquisition,
+        "options": options.to_dict(),
+        "checkpoint": None,
+    }
+    if resolver is not None and resolver.checkpoint is not None:
+        metadata = resolver.metadata
+        block["checkpoint"] = {
+            "name": resolver.checkpoint.name,
+            "sha256": file_sha256(resolver.checkpoint),
+            "content_sha256": metadata.content_sha256 or metadata.weights_sha256,
+            "acquisitions": list(metadata.acquisitions),
+            "training_data": metadata.training.get("train_data"),
+            "validation_data": metadata.training.get("validation_data"),
+            "engine_version": metadata.engine_version,
+            "created": metadata.created,
+            "data_profile_known": bool(metadata.data_profile),
+        }
+    if options.mode == "through-plane":
+        from fagan_engine.through_plane.fit import bundled_weights
+
+        weights = bundled_weights()
+        block["checkpoint"] = {"name": weights.name, "sha256": file_sha256(weights), "per_scan_fit": True}
+    if ensemble_checkpoint is not None:
+        block["ensemble_checkpoint"] = {"name": Path(ensemble_checkpoint).name, "sha256": file_sha256(Path(ensemble_checkpoint))}
+    return block
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (what ``sha256sum`` prints); computed once per file version, so a
+    batch does not re-read the checkpoint for every case."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _through_plane(
+    image: sitk.Image, options: RunOptions, progress: Optional[Progress], consistency: bool, want_uncertainty: bool
+) -> SRResult:
+    """Through-plane SR by ``fagan_engine.through_plane.run`` (another engineer's module) with the slice-profile maps."""
+    plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
+    sr = super_resolve_through_plane(image, options, progress=progress)
+    if options.project:
+        sr = _cast(enforce_through_plane(image, sr, plan), options.output_dtype)
+    maps = through_plane_consistency(image, sr, plan) if consistency else None
+    # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
+    # through-plane model is fitted to each scan
+    warnings = ["no uncertainty map: test-time augmentation is implemented for in-plane results only"] if want_uncertainty else []
+    return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, warnings, identity(options, None))
+
+
+def _maps(maps: Optional[ConsistencyMaps]) -> List[Optional[sitk.Image]]:
+    return [maps.residual_sr, maps.residual_lr] if maps else [None, None]
+
+
+def _share(progress: Optional[Progress], first: int, passes: int, count: int = 1) -> Optional[Progress]:
+    """Progress of ``count`` passes (reported as (done, count · slices)) that start at pass ``first`` of ``passes``."""
+    if progress is None:
+        return None
+    report: Callable[[int, int], None] = progress
+
+    def share(done: int, total: int) -> None:
+        per_pass = total // count
+        report(first * per_pass + done, passes * per_pass)
+
+    return share
+
+
+def _foreground_mean(std: sitk.Image, sr: sitk.Image) -> float:
+    from fagan_engine.mri.noise_estimate import foreground
+
+    values = sitk.GetArrayViewFromImage(sr).astype(np.float32)
+    mask = foreground(values)
+    return float(sitk.GetArrayViewFromImage(std)[mask].mean()) if mask.any() else 0.0
+
+
+def _cast(image: sitk.Image, output_dtype: str) -> sitk.Image:
+    """The float32 image in the requested output type (integers rounded and clipped), geometry kept."""
+    if output_dtype == "float32":
+        return image
+    info = np.iinfo(np.dtype(output_dtype))
+    array = np.clip(np.rint(sitk.GetArrayViewFromImage(image)), info.min, info.max).astype(output_dtype)
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out

@@ -1,0 +1,417 @@
+"""Self-supervised fitting of the through-plane generator, and its pretraining on synthetic slices.
+
+Training pairs (SMORE-style, with the engine's one forward model): an in-plane patch of the scan is
+high resolution along both of its axes; degrading it along one in-plane axis with the scan's slice
+profile (``forward_model.slice_profile_matrix``: a box of the slice thickness, optionally
+Gaussian-edged, sampled at the slice spacing, in in-plane pixels) gives a thick-slice input whose
+target is the patch itself. Both in-plane directions are used (alternating batches), so the
+network sees the two orientations it is later applied to.
+
+Pretraining (``pretrain``, recipe in ``configs/through_plane_pretrain.yaml``) does the same on
+synthetic HR slices (``synthesis.SliceSynthesizer``: template, synthetic brain contrasts, random
+shapes) with random slice spacings, thicknesses (gaps) and edges, so the per-scan fit starts from
+weights that already know thick-slice blur and converges in few iterations.
+
+The loss is L1 (a PSNR-oriented fit, as the GAN's pixel pre-training phase; no adversarial term:
+a per-scan fit of a few hundred steps has no room for one). ``fit`` checks ``stop()`` and calls
+``progress`` between iterations; a stop raises ``FitCancelled`` (a ``KeyboardInterrupt``) so the
+CLI's cancel path leaves no output.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fagan_engine.mri.forward_model import slice_profile_matrix
+from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
+from fagan_engine.util.errors import CheckpointError, ConfigError
+from fagan_engine.util.progress import FitCancelled, call_progress
+
+CHECKPOINT_KEY = "fagan_through_plane"
+CHECKPOINT_FORMAT = "fagan-through-plane/1"
+BUNDLED_NAME = "fagan_through_plane.safetensors"
+MIN_DIRECTION_RATIO = 1.25
+"""An in-plane direction whose pixel is not this much finer than the slice spacing gives no pairs."""
+
+
+@dataclass
+class FitConfig:
+    """Per-scan fit (and pretraining) hyper-parameters."""
+
+    iterations: int = 300
+    batch_size: int = 12
+    lr: float = 2e-4
+    lr_final_fraction: float = 0.1
+    """Cosine decay of the learning rate to this fraction of ``lr`` at the last iteration."""
+    lr_rows: int = 12
+    """Input (thick-slice) rows per training patch; the HR patch has about lr_rows·ratio rows."""
+    patch_cols: int = 64
+    max_hr_rows: int = 96
+    seed: int = 0
+    foreground_tries: int = 8
+
+
+# ---------------------------------------------------------------------------- training pairs
+
+
+@dataclass
+class Direction:
+    """One in-plane direction of a scan: slices laid out so rows are degraded (HR rows → LR rows)."""
+
+    images: np.ndarray  # (n, rows, cols) normalised float32, rows along the degraded in-plane axis
+    ratio: float  # slice spacing in row pixels
+    thickness: float  # in row pixels
+    edge_sigma: float  # in row pixels
+    n_lr: int = 0
+    hr_rows: int = 0
+    profile: Optional[np.ndarray] = None  # (n_lr, hr_rows)
+    base: Optional[np.ndarray] = None  # (hr_rows, n_lr): B-spline back to the HR rows
+
+    def prepare(self, lr_rows: int, max_hr_rows: int) -> "Direction":
+        rows = self.images.shape[1]
+        n_lr = max(2, min(lr_rows, int(math.floor(min(rows, max_hr_rows) / self.ratio))))
+        hr_rows = int(round(n_lr * self.ratio))
+        if hr_rows > rows:  # tiny images: fewer LR rows
+            n_lr = max(1, int(math.floor(rows / self.ratio)))
+            hr_rows = min(rows, int(round(n_lr * self.ratio)))
+        self.n_lr, self.hr_rows = n_lr, hr_rows
+        effective = hr_rows / n_lr  # exact grid: the LR rows cover the HR rows exactly
+        self.profile = slice_profile_matrix(hr_rows, n_lr, effective, self.thickness, self.edge_sigma).astype(np.float32)
+        self.base = bspline_matrix(n_lr, hr_rows).astype(np.float32)
+        return self
+
+
+class PairSampler:
+    """Random (input, base, target) batches from one or more ``Direction``s, alternating between them."""
+
+    def __init__(self, directions: Sequence[Direction], cfg: FitConfig, rng: np.random.Generator) -> None:
+        self.directions = [d.prepare(cfg.lr_rows, cfg.max_hr_rows) for d in directions]
+        self.cfg = cfg
+        self.rng = rng
+        self.turn = 0
+        self.thresholds = [0.05 * float(np.percentile(d.images, 99)) for d in self.directions]
+
+    def batch(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = self.turn % len(self.directions)
+        self.turn += 1
+        d = self.directions[k]
+        n, rows, cols = d.images.shape
+        width = min(self.cfg.patch_cols, cols)
+        patches = np.empty((self.cfg.batch_size, d.hr_rows, width), dtype=np.float32)
+        for b in range(self.cfg.batch_size):
+            for _ in range(self.cfg.foreground_tries):
+                i = int(self.rng.integers(n))
+                top = int(self.rng.integers(rows - d.hr_rows + 1))
+                left = int(self.rng.integers(cols - width + 1))
+                patch = d.images[i, top : top + d.hr_rows, left : left + width]
+                if patch.mean() > self.thresholds[k]:
+                    break
+            if self.rng.random() < 0.5:
+                patch = patch[::-1]
+            if self.rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            patches[b] = patch
+        lr = np.einsum("ij,bjk->bik", d.profile, patches)
+        base = np.einsum("ij,bjk->bik", d.base, lr)
+        return lr[:, None].astype(np.float32), base[:, None].astype(np.float32), patches[:, None]
+
+
+def scan_directions(volume01: np.ndarray, plan: ThroughPlanePlan) -> List[Direction]:
+    """The training directions of a scan: its in-plane slices, degraded along each fine in-plane axis.
+
+    ``volume01`` is the normalised (z, y, x) array of the scan. An in-plane axis whose spacing is
+    not ``MIN_DIRECTION_RATIO`` finer than the slice spacing is skipped.
+    """
+    through = 2 - plan.axis
+    slices = np.moveaxis(volume01, through, 0)  # (n_in, A, B), A < B in numpy order
+    np_in_plane = sorted(2 - a for a in plan.in_plane_axes)  # numpy axes A, B
+    spacing_of = {2 - a: s for a, s in zip(plan.in_plane_axes, plan.in_plane_spacing)}
+    directions = []
+    for rows_axis, images in ((np_in_plane[0], slices), (np_in_plane[1], np.swapaxes(slices, 1, 2))):
+        pixel = spacing_of[rows_axis]
+        ratio = plan.input_spacing / pixel
+        if ratio < MIN_DIRECTION_RATIO or images.shape[1] < 2 * ratio:
+            continue
+        directions.append(
+            Direction(np.ascontiguousarray(images, dtype=np.float32), ratio, plan.thickness / pixel, plan.edge_sigma / pixel)
+        )
+    return directions
+
+
+# ---------------------------------------------------------------------------- the fit
+
+
+def cosine_lr(cfg: FitConfig, step: int, total: int) -> float:
+    t = step / max(total - 1, 1)
+    floor = cfg.lr_final_fraction
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def fit(
+    model: Any,
+    sampler: Any,
+    cfg: FitConfig,
+    device: str = "cpu",
+    progress: Optional[Callable[..., None]] = None,
+    stop: Optional[Callable[[], bool]] = None,
+    log: Optional[List[Dict[str, float]]] = None,
+) -> Any:
+    """Train ``model`` in place for ``cfg.iterations`` L1 steps on ``sampler.batch()``; returns it (eval mode).
+
+    ``stop()`` is checked before every iteration; when it returns True, ``FitCancelled`` is raised.
+    ``progress(done, total, phase="fit", loss=...)`` is called after every iteration.
+    """
+    import torch
+
+    total = cfg.iterations
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    running = None
+    for step in range(total):
+        if stop is not None and stop():
+            raise FitCancelled("through-plane fit cancelled")
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(cfg, step, total)
+        lr, base, target = (torch.from_numpy(a).to(device) for a in sampler.batch())
+        loss = (model(lr, base) - target).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"through-plane fit diverged (loss {value}) at iteration {step + 1}")
+        running = value if running is None else 0.9 * running + 0.1 * value
+        if log is not None:
+            log.append({"iteration": step + 1, "loss": value})
+        call_progress(progress, step + 1, total, "fit", running)
+    model.eval()
+    return model
+
+
+# ---------------------------------------------------------------------------- weights
+
+
+def build_model(model_cfg: Any = None) -> Any:
+    from fagan_engine.models.archs.through_plane import ThroughPlaneGenerator, ThroughPlaneModelConfig
+
+    return ThroughPlaneGenerator(model_cfg or ThroughPlaneModelConfig())
+
+
+def bundled_weights() -> Path:
+    return Path(__file__).resolve().parent / "checkpoints" / BUNDLED_NAME
+
+
+def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
+    """Write ``path`` (.safetensors, metadata in the header) and the readable ``.json`` beside it."""
+    from safetensors.torch import save
+
+    from fagan_engine.util.atomic import atomic_write_bytes
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].numpy().tobytes())
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.cfg.to_dict(),
+        "normalization": {"low_percentile": 0.5, "high_percentile": 99.5},
+        "training": training,
+        "tensors_sha256": digest.hexdigest(),
+    }
+    text = json.dumps(metadata, indent=2, sort_keys=True)
+    path = Path(path)
+    atomic_write_bytes(path, save(tensors, metadata={CHECKPOINT_KEY: text}))
+    atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+    return path
+
+
+def read_weights_metadata(path: Path) -> Dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(CHECKPOINT_KEY)
+    except (OSError, Exception) as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"cannot read through-plane weights {Path(path).name}: {exc}") from None
+    if raw is None:
+        raise CheckpointError(f"{Path(path).name} is not a through-plane FA-GAN checkpoint")
+    metadata = json.loads(raw)
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{Path(path).name}: unsupported format {metadata.get('format')!r}")
+    return metadata
+
+
+def load_weights(path: Optional[Path] = None, device: str = "cpu") -> Tuple[Any, Dict[str, Any]]:
+    """(model, metadata) of a through-plane checkpoint (the bundled one by default), checksum-verified."""
+    from safetensors.torch import load_file
+
+    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig
+
+    path = Path(path) if path is not None else bundled_weights()
+    if not path.is_file():
+        raise CheckpointError(f"through-plane weights not found: {path}")
+    metadata = read_weights_metadata(path)
+    try:
+        model = build_model(ThroughPlaneModelConfig.from_dict(metadata["model"]))
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path.name} has an invalid through-plane architecture: {exc}") from None
+    tensors = load_file(str(path))
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].numpy().tobytes())
+    if digest.hexdigest() != metadata.get("tensors_sha256"):
+        raise CheckpointError(f"through-plane checkpoint {path.name} is corrupt or was modified: checksum mismatch")
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"cannot load {path.name}: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval(), metadata
+
+
+# ---------------------------------------------------------------------------- pretraining
+
+
+@dataclass
+class PretrainConfig:
+    """The recipe of the bundled weights (``configs/through_plane_pretrain.yaml``)."""
+
+    model: Dict[str, Any] = field(default_factory=dict)
+    fit: Dict[str, Any] = field(default_factory=dict)
+    pool_size: int = 400
+    """Synthetic HR slices drawn once, then cropped, flipped and transposed at random."""
+    ratio: Tuple[float, float] = (1.5, 6.0)
+    """Slice spacing range, in HR pixels (drawn per batch)."""
+    gap_probability: float = 0.4
+    gap_fraction: Tuple[float, float] = (0.05, 0.35)
+    """Gap as a fraction of the spacing, when there is one."""
+    edge_probability: float = 0.3
+    edge_sigma: Tuple[float, float] = (0.1, 0.6)
+    """Gaussian edge of the profile, in HR pixels, when there is one."""
+    synthesis: Dict[str, Any] = field(default_factory=dict)
+    plane: str = "axial"
+    validation_slab: Tuple[int, int] = (63, 101)
+    """Template slices (along the plane's axis) never drawn: the bundled in-plane models' held-out slab."""
+    output: str = "fagan_engine/checkpoints/fagan_through_plane.safetensors"
+
+
+class SyntheticSampler:
+    """Pretraining batches: synthetic HR slices, a random slice profile per batch."""
+
+    def __init__(self, pool: List[np.ndarray], cfg: PretrainConfig, fit_cfg: FitConfig, rng: np.random.Generator) -> None:
+        self.pool, self.cfg, self.fit_cfg, self.rng = pool, cfg, fit_cfg, rng
+
+    def batch(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng, cfg = self.rng, self.cfg
+        ratio = float(rng.uniform(*cfg.ratio))
+        thickness = ratio
+        if rng.random() < cfg.gap_probability:
+            thickness = ratio * (1 - float(rng.uniform(*cfg.gap_fraction)))
+        sigma = float(rng.uniform(*cfg.edge_sigma)) if rng.random() < cfg.edge_probability else 0.0
+        images = []
+        for _ in range(self.fit_cfg.batch_size):
+            image = self.pool[int(rng.integers(len(self.pool)))]
+            if rng.random() < 0.5:
+                image = image.T
+            images.append(image)
+        rows = min(min(i.shape[0] for i in images), self.fit_cfg.max_hr_rows)
+        cols = min(min(i.shape[1] for i in images), self.fit_cfg.patch_cols)
+        direction = Direction(np.zeros((1, rows, cols), np.float32), ratio, thickness, sigma).prepare(
+            self.fit_cfg.lr_rows, self.fit_cfg.max_hr_rows
+        )
+        patches = np.empty((len(images), direction.hr_rows, cols), np.float32)
+        for b, image in enumerate(images):
+            for _ in range(self.fit_cfg.foreground_tries):
+                top = int(rng.integers(image.shape[0] - direction.hr_rows + 1))
+                left = int(rng.integers(image.shape[1] - cols + 1))
+                patch = image[top : top + direction.hr_rows, left : left + cols]
+                if patch.mean() > 0.05:
+                    break
+            patch = patch[::-1] if rng.random() < 0.5 else patch
+            patches[b] = patch[:, ::-1] if rng.random() < 0.5 else patch
+        lr = np.einsum("ij,bjk->bik", direction.profile, patches)
+        base = np.einsum("ij,bjk->bik", direction.base, lr)
+        return lr[:, None].astype(np.float32), base[:, None].astype(np.float32), patches[:, None]
+
+
+def load_pretrain_config(path: Path) -> PretrainConfig:
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    known = {f.name for f in dataclasses.fields(PretrainConfig)}
+    if set(data) - known:
+        raise ConfigError(f"unknown key(s) in {path}: {sorted(set(data) - known)}")
+    for key in ("ratio", "gap_fraction", "edge_sigma", "validation_slab"):
+        if key in data:
+            data[key] = tuple(data[key])
+    return PretrainConfig(**data)
+
+
+def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.ndarray]:
+    from fagan_engine.mri.synthesis import SliceSynthesizer
+    from fagan_engine.util.config import SynthesisConfig
+
+    probe = SliceSynthesizer(SynthesisConfig(**cfg.synthesis), cfg.plane)
+    held = set(range(*cfg.validation_slab))
+    usable = [i for i in range(probe.n_slices) if i not in held]
+    synthesizer = SliceSynthesizer(SynthesisConfig(**cfg.synthesis), cfg.plane, slice_indices=usable)
+    return [synthesizer.sample(rng)[0] for _ in range(cfg.pool_size)]
+
+
+def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) -> Path:
+    """Train the bundled through-plane weights from ``config_path``; returns the written path."""
+    import torch
+
+    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig
+
+    cfg = load_pretrain_config(config_path)
+    fit_cfg = FitConfig(**cfg.fit)
+    torch.manual_seed(fit_cfg.seed)
+    rng = np.random.default_rng(fit_cfg.seed)
+    started = time.time()
+    pool = synthetic_pool(cfg, rng)
+    pool_seconds = time.time() - started
+    model = build_model(ThroughPlaneModelConfig(**cfg.model))
+    log: List[Dict[str, float]] = []
+    fit(model, SyntheticSampler(pool, cfg, fit_cfg, rng), fit_cfg, progress=progress, log=log)
+    losses = [entry["loss"] for entry in log]
+    tail = losses[-100:] if losses else [float("nan")]
+    training = {
+        "recipe": str(config_path),
+        "config": dataclasses.asdict(cfg),
+        "threads": torch.get_num_threads(),
+        "pool_seconds": round(pool_seconds, 1),
+        "seconds": round(time.time() - started, 1),
+        "final_l1_last100": float(np.mean(tail)),
+        "torch": torch.__version__,
+    }
+    return save_weights(Path(cfg.output), model, training)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m fagan_engine.through_plane.fit", description="pretrain the through-plane weights")
+    parser.add_argument("config", type=Path)
+    args = parser.parse_args(argv)
+
+    def report(done: int, total: int, phase: str = "fit", loss: Optional[float] = None) -> None:
+        if done % 50 == 0 or done == total:
+            print(f"{phase} {done}/{total} loss {loss:.5f}", file=sys.stderr, flush=True)
+
+    print(pretrain(args.config, report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""Through-plane super-resolution: which axis, which output grid, which slice profile (numpy only).
+
+A thick-slice scan (fine in-plane, coarse slices) is made isotropic along its coarsest-spaced
+SimpleITK index axis. ``plan_through_plane`` decides everything from the header and the user's
+numbers; the fit (``through_plane_fit``), the network and another engineer's consistency map use
+exactly these fields. No torch here.
+
+Output grid: the output covers exactly the input's voxel-corner box along every axis. Along the
+through-plane axis it has ``n_out = round(extent / target)`` samples of spacing ``extent / n_out``
+(the spacing closest to the target that tiles the extent); output sample ``j`` sits at input
+continuous index ``(j + 0.5)·n_in/n_out − 0.5``, the convention of ``geometry`` and PyTorch's
+``align_corners=False``. In-plane axes are unchanged.
+
+Slice profile: slice ``j`` of the input is the average of the true object over a box of the slice
+thickness centred on the slice (``forward_model.slice_profile_matrix``), optionally with
+Gaussian edges (``edge_sigma``, mm). A thickness below the spacing is a slice gap.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from fagan_engine.io.geometry import SRGeometry, direction_matrix, through_plane_axis
+from fagan_engine.util.errors import InputError
+
+MIN_RATIO = 1.25
+"""Slice spacing / finest in-plane spacing below which a volume counts as already isotropic."""
+DICOM_SLICE_THICKNESS = "0018|0050"
+DICOM_SPACING_BETWEEN_SLICES = "0018|0088"
+
+
+@dataclass(frozen=True)
+class ThroughPlanePlan:
+    """What ``super_resolve_through_plane`` will do to one volume (all lengths in mm)."""
+
+    axis: int
+    """SimpleITK index axis of the slices (the coarsest-spaced one)."""
+    n_in: int
+    n_out: int
+    input_spacing: float
+    """Slice spacing (spacing of ``axis``)."""
+    output_spacing: float
+    """``extent / n_out``: the spacing closest to the target that covers the extent exactly."""
+    thickness: float
+    """Slice thickness: the argument, else DICOM Slice Thickness, else the slice spacing."""
+    edge_sigma: float = 0.0
+    """Gaussian edge of the slice profile (standard deviation, mm); 0 = a sharp box."""
+    in_plane_spacing: Tuple[float, float] = (1.0, 1.0)
+    """Spacing of the two in-plane axes (increasing index order)."""
+    target_spacing: float = 1.0
+    thickness_source: str = "spacing"
+    """Where the thickness came from: ``argument``, ``dicom`` or ``spacing``."""
+
+    @property
+    def extent(self) -> float:
+        return self.n_in * self.input_spacing
+
+    @property
+    def ratio(self) -> float:
+        """Input slices per output sample: ``n_out / n_in``."""
+        return self.n_out / self.n_in
+
+    @property
+    def in_plane_axes(self) -> Tuple[int, int]:
+        first, second = (a for a in range(3) if a != self.axis)
+        return first, second
+
+    @property
+    def gap(self) -> float:
+        """Slice gap (mm); negative for overlapping slices."""
+        return self.input_spacing - self.thickness
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        gap = f", gap {self.gap:g} mm" if self.gap > 1e-6 else ""
+        return (
+            f"axis {self.axis}: {self.n_in} slices of {self.input_spacing:g} mm (thickness {self.thickness:g} mm{gap}) "
+            f"-> {self.n_out} at {self.output_spacing:.4g} mm"
+        )
+
+
+def header_slice_thickness(image: sitk.Image) -> Optional[float]:
+    """DICOM Slice Thickness (0018,0050) from the image's metadata, when SimpleITK carried it over."""
+    for key in (DICOM_SLICE_THICKNESS,):
+        if image.HasMetaDataKey(key):
+            try:
+                value = float(image.GetMetaData(key).strip().split("\\")[0])
+            except ValueError:
+                continue
+            if math.isfinite(value) and value > 0:
+                return value
+    return None
+
+
+def plan_through_plane(
+    image: sitk.Image,
+    target_spacing: Optional[float] = None,
+    slice_thickness: Optional[float] = None,
+    edge_sigma: float = 0.0,
+) -> ThroughPlanePlan:
+    """Plan through-plane SR of ``image``; InputError (one line) when there is nothing sensible to do."""
+    if image.GetDimension() != 3:
+        raise InputError(f"through-plane super-resolution needs a 3D volume, got {image.GetDimension()}D")
+    spacing = [float(s) for s in image.GetSpacing()]
+    size = image.GetSize()
+    axis = through_plane_axis(image, "auto")
+    in_axes = tuple(a for a in range(3) if a != axis)
+    finest = min(spacing[a] for a in in_axes)
+    shown = "x".join(f"{s:g}" for s in spacing)
+    if size[axis] < 2:
+        raise InputError(
+            f"volume has a single slice along its coarsest axis ({shown} mm): through-plane super-resolution needs at least 2 slices"
+        )
+    if spacing[axis] < MIN_RATIO * finest:
+        raise InputError(
+            f"volume is already (nearly) isotropic ({shown} mm): nothing to do through-plane; use in-plane mode (--scale) instead"
+        )
+    if min(size[a] for a in in_axes) < 8:
+        raise InputError(f"in-plane size {size[in_axes[0]]}x{size[in_axes[1]]} is too small to learn from (at least 8x8)")
+    for name, value in (("target spacing", target_spacing), ("slice thickness", slice_thickness), ("edge sigma", edge_sigma)):
+        if value is not None and not (math.isfinite(value) and value >= 0 and (value > 0 or name == "edge sigma")):
+            raise InputError(f"{name} must be a positive number of mm, got {value}")
+    target = finest if target_spacing is None else float(target_spacing)
+    if target >= spacing[axis]:
+        raise InputError(
+            f"target spacing {target:g} mm is not smaller than the slice spacing {spacing[axis]:g} mm: nothing to super-resolve"
+        )
+    source = "argument"
+    thickness = slice_thickness
+    if thickness is None:
+        thickness, source = header_slice_thickness(image), "dicom"
+    if thickness is None:
+        thickness, source = spacing[axis], "spacing"
+    extent = size[axis] * spacing[axis]
+    n_out = max(size[axis] + 1, int(round(extent / target)))
+    return ThroughPlanePlan(
+        axis=axis,
+        n_in=int(size[axis]),
+        n_out=n_out,
+        input_spacing=spacing[axis],
+        output_spacing=extent / n_out,
+        thickness=float(thickness),
+        edge_sigma=float(edge_sigma),
+        in_plane_spacing=(spacing[in_axes[0]], spacing[in_axes[1]]),
+        target_spacing=target,
+        thickness_source=source,
+    )
+
+
+def output_geometry(image: sitk.Image, plan: ThroughPlanePlan) -> SRGeometry:
+    """The output grid: same corners as ``image``; ``n_out`` samples of ``output_spacing`` along the axis."""
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    new_spacing = spacing.copy()
+    new_spacing[plan.axis] = plan.output_spacing
+    origin = np.asarray(image.GetOrigin(), dtype=float) + direction_matrix(image) @ (0.5 * (new_spacing - spacing))
+    size = list(image.GetSize())
+    size[plan.axis] = plan.n_out
+    return SRGeometry(tuple(size), tuple(new_spacing.tolist()), tuple(origin.tolist()), tuple(image.GetDirection()))
+
+
+# ---- interpolation along one axis (the baselines, and the network's base image) -------------------
+
+
+def output_positions(n_in: int, n_out: int) -> np.ndarray:
+    """Input continuous indices of the output samples: ``(j + 0.5)·n_in/n_out − 0.5``."""
+    return (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+
+
+def bspline_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) cubic B-spline interpolation (prefiltered, interpolating) onto the output grid.
+
+    Built by interpolating unit impulses with ``scipy.ndimage.map_coordinates(order=3)``, mirror
+    (half-sample symmetric) boundaries, so the half input voxel beyond the outer slice centres is
+    extrapolated smoothly.
+    """
+    from scipy.ndimage import map_coordinates
+
+    positions = output_positions(n_in, n_out)[None, :]
+    eye = np.eye(n_in)
+    return np.stack(
+        [map_coordinates(eye[k], positions, order=3, mode="reflect") for k in range(n_in)], axis=1
+    ).astype(np.float64)
+
+
+def interpolation_matrix(method: str, n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix for ``bspline`` (cubic B-spline), ``lanczos`` (Lanczos-3) or ``linear``."""
+    if method == "bspline":
+        return bspline_matrix(n_in, n_out)
+    if method == "lanczos":
+        from fagan_engine.mri.interpolation import lanczos_matrix
+
+        return lanczos_matrix(n_in, n_out)
+    if method == "linear":
+        positions = np.clip(output_positions(n_in, n_out), 0, n_in - 1)
+        lo = np.floor(positions).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        w = positions - lo
+        matrix = np.zeros((n_out, n_in))
+        matrix[np.arange(n_out), lo] += 1 - w
+        matrix[np.arange(n_out), hi] += w
+        return matrix
+    raise InputError(f"interpolation must be bspline, lanczos or linear, got {method!r}")
+
+
+def interpolate_through_plane(image: sitk.Image, plan: ThroughPlanePlan, method: str = "bspline") -> sitk.Image:
+    """The interpolation baseline: ``image`` resampled along ``plan.axis`` onto the output grid."""
+    from fagan_engine.mri.forward_model import apply_along_axis
+
+    array = sitk.GetArrayViewFromImage(image).astype(np.float32)
+    matrix = interpolation_matrix(method, plan.n_in, plan.n_out).astype(np.float32)
+    out = apply_along_axis(array, matrix, 2 - plan.axis).astype(np.float32)
+    result = sitk.GetImageFromArray(np.ascontiguousarray(out))
+    return output_geometry(image, plan).apply(result)
+
+
+def profile_in_pixels(plan: ThroughPlanePlan, pixel_spacing: float) -> Tuple[float, float, float]:
+    """(slice spacing, thickness, edge sigma) in pixels of ``pixel_spacing`` mm (for training pairs)."""
+    return plan.input_spacing / pixel_spacing, plan.thickness / pixel_spacing, plan.edge_sigma / pixel_spacing

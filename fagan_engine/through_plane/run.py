@@ -1,0 +1,178 @@
+"""Thick-slice scans to isotropic volumes: self-supervised through-plane SR with the FA-GAN generator.
+
+``super_resolve_through_plane(image)`` plans the output grid (``through_plane_plan``), fine-tunes
+the bundled pretrained through-plane generator on pairs made from the scan's own in-plane slices
+(``through_plane_fit``), applies it to the slices of both orientations that contain the
+through-plane axis (e.g. coronal and sagittal for an axial scan) and averages the two results
+(docs/decisions.md, "Through-plane SR"). The output covers exactly the input's physical extent.
+
+Progress: ``progress(done, total, phase="fit"|"inference", loss=None)`` when the callback takes a
+``phase`` keyword, else ``progress(done, total)``. Cancellation: pass
+``stop`` (a callable returning True to stop) or raise from ``progress``; the fit checks ``stop``
+before every iteration and inference before every batch, raising ``FitCancelled`` (a
+``KeyboardInterrupt``); nothing is returned or written.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from fagan_engine.io.volume_io import validate_image
+from fagan_engine.mri.normalization import IntensityNormalizer
+from fagan_engine.through_plane.fit import FitConfig, PairSampler, build_model, fit, load_weights, scan_directions
+from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane
+from fagan_engine.util.config import NormalizationConfig
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.progress import FitCancelled, call_progress
+
+__all__ = [
+    "DEFAULT_ITERATIONS",
+    "FitCancelled",
+    "ThroughPlanePlan",
+    "apply_through_plane",
+    "plan_through_plane",
+    "super_resolve_through_plane",
+]
+
+DEFAULT_ITERATIONS = 300
+"""Default per-scan fit length (the quality-vs-iterations curve in docs/performance.md)."""
+MAX_OUTPUT_PIXELS = 1 << 19
+"""Most output pixels per network call (bounds working memory, as in ``inference``)."""
+FUSIONS = ("average", "fourier")
+
+Progress = Callable[..., None]
+
+
+def super_resolve_through_plane(
+    image: sitk.Image,
+    target_spacing: Optional[float] = None,
+    slice_thickness: Optional[float] = None,
+    iterations: Optional[int] = None,
+    device: str = "auto",
+    progress: Optional[Progress] = None,
+    *,
+    edge_sigma: float = 0.0,
+    weights: Optional[Path] = None,
+    pretrained: bool = True,
+    fusion: str = "average",
+    stop: Optional[Callable[[], bool]] = None,
+    seed: int = 0,
+    fit_config: Optional[FitConfig] = None,
+    nan_policy: str = "error",
+) -> sitk.Image:
+    """Make a thick-slice volume isotropic along its coarsest axis; returns a float32 SimpleITK image.
+
+    The second argument may also be a ``RunOptions`` (``mode="through-plane"``): its
+    ``target_spacing``, ``slice_thickness``, ``fit_iterations``, ``device``, ``nan_policy`` and
+    ``output_dtype`` are used. ``target_spacing`` defaults to the finest in-plane spacing, ``slice_thickness`` to the header's
+    (DICOM Slice Thickness) or the slice spacing. ``iterations`` (default ``DEFAULT_ITERATIONS``)
+    is the per-scan fit length; 0 applies the pretrained network as it is. ``pretrained=False``
+    fits from random weights (evaluation only); ``weights`` selects another through-plane checkpoint.
+    """
+    from fagan_engine.inference.runners import resolve_device
+    from fagan_engine.io.volume_io import cast_array
+    from fagan_engine.util.options import RunOptions
+
+    output_dtype = "float32"
+    if isinstance(target_spacing, RunOptions):  # super_resolve_through_plane(image, options, progress=...)
+        options = target_spacing.validate()
+        target_spacing, slice_thickness = options.target_spacing, options.slice_thickness
+        iterations = options.fit_iterations if iterations is None else iterations
+        device, nan_policy, output_dtype = options.device, options.nan_policy, options.output_dtype
+    image = validate_image(image, nan_policy)
+    plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
+    if fusion not in FUSIONS:
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    torch_device = resolve_device(device)
+    import torch
+
+    cfg = fit_config or FitConfig()
+    if iterations is not None:
+        if iterations < 0:
+            raise InputError(f"iterations must be >= 0, got {iterations}")
+        cfg = FitConfig(**{**cfg.__dict__, "iterations": int(iterations)})
+    elif fit_config is None:
+        cfg = FitConfig(iterations=DEFAULT_ITERATIONS)
+    cfg = FitConfig(**{**cfg.__dict__, "seed": seed})
+
+    volume = sitk.GetArrayViewFromImage(image)
+    normalizer = IntensityNormalizer.fit(volume, NormalizationConfig())
+    volume01 = normalizer.forward(np.asarray(volume, dtype=np.float32))
+    if pretrained:
+        model, _ = load_weights(weights, device=torch_device)
+    else:
+        torch.manual_seed(seed)
+        model = build_model().to(torch_device)
+    if cfg.iterations > 0:
+        directions = scan_directions(volume01, plan)
+        if not directions:
+            raise InputError("no in-plane axis is finer than the slices: nothing to learn from; use in-plane mode instead")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fit(model, PairSampler(directions, cfg, np.random.default_rng(seed)), cfg, torch_device, progress, stop)
+    model.eval()
+    result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop)
+    out = sitk.GetImageFromArray(cast_array(normalizer.inverse(result), output_dtype))
+    return output_geometry(image, plan).apply(out)
+
+
+def apply_through_plane(
+    model: Any,
+    volume01: np.ndarray,
+    plan: ThroughPlanePlan,
+    device: str = "cpu",
+    fusion: str = "average",
+    progress: Optional[Progress] = None,
+    stop: Optional[Callable[[], bool]] = None,
+) -> np.ndarray:
+    """Run ``model`` on both orientations' slices of a normalised (z, y, x) array and fuse; (…) float32.
+
+    The result has ``plan.n_out`` samples along the through-plane numpy axis ``2 − plan.axis``.
+    """
+    import torch
+
+    through = 2 - plan.axis
+    moved = np.moveaxis(volume01, through, 0)  # (n_in, A, B)
+    matrix = torch.from_numpy(bspline_matrix(plan.n_in, plan.n_out).astype(np.float32)).to(device)
+    outputs: List[np.ndarray] = []  # (n_out, A, B) per orientation
+    totals = [moved.shape[1], moved.shape[2]]
+    done, total = 0, sum(totals)
+    for orientation in (0, 1):
+        # orientation 0: one slice per A index, (n_in, B); orientation 1: one per B index, (n_in, A)
+        stack = np.moveaxis(moved, 1 + orientation, 0)  # (count, n_in, cols)
+        count, _, cols = stack.shape
+        result = np.empty((count, plan.n_out, cols), dtype=np.float32)
+        step = max(1, MAX_OUTPUT_PIXELS // (plan.n_out * cols))
+        for start in range(0, count, step):
+            if stop is not None and stop():
+                raise FitCancelled("through-plane inference cancelled")
+            batch = torch.from_numpy(np.ascontiguousarray(stack[start : start + step], dtype=np.float32)[:, None]).to(device)
+            with torch.inference_mode():
+                out = model(batch, torch.matmul(matrix, batch))
+            result[start : start + step] = out[:, 0].float().cpu().numpy()
+            done += min(step, count - start)
+            call_progress(progress, done, total, "inference")
+        # back to (n_out, A, B)
+        outputs.append(np.moveaxis(result, 0, 1 + orientation) if orientation == 1 else np.moveaxis(result, 1, 0))
+    fused = fuse(outputs[0], outputs[1], fusion)
+    return np.ascontiguousarray(np.moveaxis(fused, 0, through))
+
+
+def fuse(first: np.ndarray, second: np.ndarray, fusion: str = "average") -> np.ndarray:
+    """Fuse the two orientations' results, both (n_out, A, B).
+
+    ``average``: their mean. ``fourier``: SMORE-style; in the 2D spectrum of each (A, B) plane the
+    first result (fine along B) supplies the frequencies where |k_B| ≥ |k_A| and the second (fine
+    along A) the others, with equal weights on the diagonal.
+    """
+    if fusion == "average":
+        return 0.5 * (first + second)
+    rows, cols = first.shape[1], first.shape[2]
+    ka = np.abs(np.fft.fftfreq(rows))[:, None]
+    kb = np.abs(np.fft.fftfreq(cols))[None, :]
+    weight = np.where(kb > ka, 1.0, np.where(kb < ka, 0.0, 0.5))
+    spectrum = weight * np.fft.fft2(first, axes=(1, 2)) + (1 - weight) * np.fft.fft2(second, axes=(1, 2))
+    return np.real(np.fft.ifft2(spectrum, axes=(1, 2))).astype(np.float32)

@@ -1,0 +1,458 @@
+"""The one configuration shared by the CLI, the Slicer modules, the trainer and checkpoint metadata.
+
+``FAGANConfig`` groups four sections. ``ModelConfig`` and ``NormalizationConfig`` are stored
+in every checkpoint, so a checkpoint alone is enough to rebuild the network and its intensity
+convention. ``DataConfig`` and ``TrainConfig`` describe a training run and are stored in the
+run folder and, summarised, in the checkpoint's training summary.
+
+All values are plain JSON types. ``from_dict`` rejects unknown keys and wrong types with a
+``ConfigError`` naming the offending key, so mistakes surface before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from fagan_engine.util.errors import ConfigError
+
+SCALES = (2, 4, 8)
+PRESET_SWITCHES: Dict[str, Dict[str, Any]] = {
+    name: {"use_lffb": True, "use_ca": True, "use_sa": True, "fusion": "weighted", **switches}
+    for name, switches in (
+        ("fagan", {}),
+        ("srgan", {"use_lffb": False, "use_ca": False, "use_sa": False}),
+        ("ca-srgan", {"use_lffb": False, "use_sa": False}),
+        ("sa-srgan", {"use_lffb": False, "use_ca": False}),
+        ("fagan-no-sa", {"use_sa": False}),
+        ("fagan-no-ca", {"use_ca": False}),
+        ("fagan-no-lffb", {"use_lffb": False}),
+        ("fagan-direct-fusion", {"fusion": "direct"}),
+    )
+}
+"""The switches each preset fixes: the paper's methods and ablations are one architecture."""
+PRESETS = tuple(PRESET_SWITCHES)
+PLANES = ("auto", "axial", "coronal", "sagittal")
+MODEL_SIZE_LIMITS = {"n_feats": 1024, "n_blocks": 256, "ca_reduction": 1024, "d_feats": 1024}
+"""Upper bounds (64x and more above the defaults): a crafted checkpoint cannot ask for a 150 GB model."""
+ACQUISITIONS = ("kspace", "bicubic", "gaussian")
+"""The in-plane acquisition models of ``forward_model``."""
+WINDOWS = ("none", "hamming", "tukey", "fermi")
+"""The k-space apodisation filters of ``forward_model``."""
+ATTENTION_PLACEMENTS = ("lr", "hr")
+FUSIONS = ("weighted", "direct")
+
+
+@dataclass
+class ModelConfig:
+    """Generator/discriminator architecture. Presets are switch settings of this one class."""
+
+    preset: str = "fagan"
+    scale: int = 4
+    n_feats: int = 32
+    n_blocks: int = 4
+    use_lffb: bool = True
+    use_ca: bool = True
+    use_sa: bool = True
+    fusion: str = "weighted"
+    fusion_alpha: float = 0.5
+    fusion_beta: float = 0.5
+    fusion_eps: float = 1e-3
+    ca_reduction: int = 16
+    attention_placement: str = "lr"
+    attention_pool: bool = True
+    image_residual: bool = True
+    d_feats: int = 32
+    d_spectral_norm: bool = True
+
+    def validate(self) -> None:
+        """Raise ConfigError on impossible values."""
+        _check_choice("model.scale", self.scale, SCALES)
+        _check_choice("model.preset", self.preset, PRESETS)
+        for key, value in PRESET_SWITCHES[self.preset].items():
+            if getattr(self, key) != value:
+                raise ConfigError(
+                    f"model.{key}={getattr(self, key)!r} contradicts preset {self.preset!r}, which sets {key}={value!r}"
+                )
+        _check_choice("model.fusion", self.fusion, FUSIONS)
+        _check_choice("model.attention_placement", self.attention_placement, ATTENTION_PLACEMENTS)
+        for name in ("n_feats", "n_blocks", "ca_reduction", "d_feats"):
+            if not 1 <= getattr(self, name) <= MODEL_SIZE_LIMITS[name]:
+                raise ConfigError(f"model.{name} must be in [1, {MODEL_SIZE_LIMITS[name]}], got {getattr(self, name)}")
+        if self.n_feats < 8 and self.use_sa:
+            raise ConfigError("model.n_feats must be >= 8 when self-attention is on (f, g project to C/8)")
+        if self.fusion_eps <= 0:
+            raise ConfigError("model.fusion_eps must be > 0")
+
+
+@dataclass
+class NormalizationConfig:
+    """Per-volume robust intensity normalisation: percentiles of the volume map to [0, 1]."""
+
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+
+    def validate(self) -> None:
+        if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
+            raise ConfigError(
+                "normalization percentiles must satisfy 0 <= low < high <= 100, got "
+                f"{self.low_percentile}, {self.high_percentile}"
+            )
+
+
+@dataclass
+class DegradationConfig:
+    """How each training pair's LR is made: a random acquisition drawn per sample (``forward_model``).
+
+    ``primary`` is the acquisition the model is made for; the checkpoint lists it first, followed by
+    the other acquisitions with a non-zero weight. Ranges are ``[low, high]`` pairs drawn uniformly.
+    """
+
+    primary: str = "kspace"
+    kspace_weight: float = 1.0
+    bicubic_weight: float = 0.0
+    gaussian_weight: float = 0.0
+    windows: List[str] = field(default_factory=lambda: ["none"])
+    window_strength: List[float] = field(default_factory=lambda: [0.5, 0.5])
+    partial_fourier_probability: float = 0.0
+    partial_fourier_min: float = 0.625
+    noise_probability: float = 0.0
+    noise: List[float] = field(default_factory=lambda: [0.0, 0.0])
+    psf_fwhm: List[float] = field(default_factory=lambda: [1.0, 1.0])
+    hr_noise_probability: float = 0.0
+    hr_noise: List[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Rician noise put into the HR slice itself (with this probability) before the LR is made from it,
+    so targets keep noise as real scans do and the network does not learn to flatten it."""
+    zoom: List[float] = field(default_factory=lambda: [1.0, 1.0])
+    """Resolution randomisation: the HR slice is resampled by a factor drawn log-uniformly from this
+    range before the LR is made (< 1: coarser HR pixels, e.g. 0.5 turns 1 mm content into 2 mm pixels)."""
+
+    def weights(self) -> Dict[str, float]:
+        return {"kspace": self.kspace_weight, "bicubic": self.bicubic_weight, "gaussian": self.gaussian_weight}
+
+    def acquisitions(self) -> List[str]:
+        """The primary acquisition, then the others the mix trains for."""
+        return [self.primary] + [name for name, weight in self.weights().items() if weight > 0 and name != self.primary]
+
+    def validate(self) -> None:
+        _check_choice("data.degradation.primary", self.primary, ACQUISITIONS)
+        weights = self.weights()
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ConfigError("data.degradation weights must be >= 0 and not all 0")
+        if weights[self.primary] <= 0:
+            raise ConfigError(f"data.degradation.primary {self.primary!r} has weight 0 in the mix")
+        if not self.windows:
+            raise ConfigError("data.degradation.windows must list at least one window")
+        for window in self.windows:
+            _check_choice("data.degradation.windows", window, WINDOWS)
+        _check_range_pair("data.degradation.window_strength", self.window_strength, 0.0, 1.0)
+        _check_range_pair("data.degradation.noise", self.noise, 0.0, 0.5)
+        _check_range_pair("data.degradation.psf_fwhm", self.psf_fwhm, 0.1, 8.0)
+        _check_range_pair("data.degradation.hr_noise", self.hr_noise, 0.0, 0.5)
+        _check_range_pair("data.degradation.zoom", self.zoom, 0.25, 4.0)
+        for name in ("partial_fourier_probability", "noise_probability", "hr_noise_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"data.degradation.{name} must be in [0, 1]")
+        if not 0.5 < self.partial_fourier_min <= 1.0:
+            raise ConfigError("data.degradation.partial_fourier_min must be in (0.5, 1]")
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class SynthesisConfig:
+    """The synthetic training-data mixture and augmentation strengths (plain JSON types only).
+
+    ``template_weight``/``brain_weight``/``shapes_weight`` are relative (normalised by their sum).
+    ``bias_field``: the bias field is ``1 + a * u`` with ``u`` smooth, ``max |u| = 1`` and
+    ``a ~ U(0, bias_field)``. ``gamma_range``: ``log(gamma) ~ U(-gamma_range, +gamma_range)`` (a
+    half range). ``texture``: the relative within-tissue texture std of each class is
+    ``U(0, 2 * texture)``. ``deform``: rotation up to ``150 * deform`` degrees, scale
+    ``exp(U(-1.5, 1.5) * deform)``, shear up to ``deform``, elastic displacement std up to
+    ``30 * deform`` px.
+    """
+
+    template_weight: float = 0.25
+    brain_weight: float = 0.5
+    shapes_weight: float = 0.25
+    bias_field: float = 0.3
+    gamma_range: float = 0.3
+    texture: float = 0.05
+    deform: float = 0.1
+
+    _LIMITS = {  # key: (low, high, high inclusive)
+        "bias_field": (0.0, 1.0, False),
+        "gamma_range": (0.0, 2.0, True),
+        "texture": (0.0, 0.5, True),
+        "deform": (0.0, 1.0, True),
+    }
+
+    def validate(self) -> None:
+        """Raise ConfigError (one line, naming the key) on a wrong type or an impossible value."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _is_finite_number(value):
+                raise ConfigError(f"data.synthesis.{f.name} must be a finite number, got {value!r}")
+        for key in ("template_weight", "brain_weight", "shapes_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.synthesis.{key} must be >= 0, got {getattr(self, key)}")
+        if self.template_weight + self.brain_weight + self.shapes_weight <= 0:
+            raise ConfigError(
+                "data.synthesis.template_weight, brain_weight and shapes_weight "
+                "must not all be 0"
+            )
+        for key, (low, high, inclusive) in self._LIMITS.items():
+            value = getattr(self, key)
+            if not (low <= value and (value <= high if inclusive else value < high)):
+                bracket = "]" if inclusive else ")"
+                raise ConfigError(f"data.synthesis.{key} must be in [{low:g}, {high:g}{bracket}, got {value}")
+
+    @property
+    def weights(self) -> Dict[str, float]:
+        total = self.template_weight + self.brain_weight + self.shapes_weight
+        return {
+            "template": self.template_weight / total,
+            "brain": self.brain_weight / total,
+            "shapes": self.shapes_weight / total,
+        }
+
+
+@dataclass
+class DataConfig:
+    """Training data: volumes, split, slicing, patches and degradations."""
+
+    train: List[str] = field(default_factory=list)
+    manifest: Optional[str] = None
+    val_fraction: float = 0.2
+    plane: str = "auto"
+    patch_size: int = 64
+    foreground_threshold: float = 0.05
+    min_foreground_fraction: float = 0.1
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    synthetic_fraction: float = 0.0
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    augment: bool = True
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        _check_choice("data.plane", self.plane, PLANES)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patch_size < 8:
+            raise ConfigError(f"data.patch_size must be >= 8, got {self.patch_size}")
+        if self.num_workers < 0:
+            raise ConfigError("data.num_workers must be >= 0")
+        if not 0.0 <= self.synthetic_fraction <= 1.0:
+            raise ConfigError(f"data.synthetic_fraction must be in [0, 1], got {self.synthetic_fraction}")
+        self.degradation.validate()
+        self.synthesis.validate()
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, logging and checkpointing of a training run."""
+
+    output_dir: str = "runs/fagan"
+    iterations: int = 2000
+    pretrain_iterations: int = 500
+    batch_size: int = 16
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    lr_schedule: str = "constant"
+    lr_milestones: List[int] = field(default_factory=list)
+    lr_gamma: float = 0.5
+    pixel_loss: str = "l1"
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    adversarial_weight: float = 1e-3
+    overshoot_weight: float = 0.0
+    highband_weight: float = 0.0
+    vgg_weights: Optional[str] = None
+    init_checkpoint: Optional[str] = None
+    init_from_scale: bool = False
+    ema_decay: float = 0.999
+    val_every: int = 250
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+    def validate(self) -> None:
+        _check_choice("train.lr_schedule", self.lr_schedule, ("constant", "multistep", "cosine"))
+        _check_choice("train.pixel_loss", self.pixel_loss, ("l1", "mse"))
+        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        for name in ("iterations", "batch_size", "val_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.pretrain_iterations <= self.iterations:
+            raise ConfigError("train.pretrain_iterations must be between 0 and train.iterations")
+        if self.lr <= 0:
+            raise ConfigError("train.lr must be > 0")
+        if self.overshoot_weight < 0:
+            raise ConfigError("train.overshoot_weight must be >= 0")
+        if self.highband_weight < 0:
+            raise ConfigError("train.highband_weight must be >= 0")
+        if self.init_from_scale and not self.init_checkpoint:
+            raise ConfigError("train.init_from_scale needs train.init_checkpoint")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("train.ema_decay must be in [0, 1)")
+
+
+@dataclass
+class FAGANConfig:
+    """Everything that defines a model and how it was (or will be) trained."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "FAGANConfig":
+        for section in (self.model, self.normalization, self.data, self.train):
+            section.validate()
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "FAGANConfig":
+        """Build and validate a config; unknown keys and wrong types raise ConfigError."""
+        return _from_dict(cls, data, "").validate()
+
+    def with_overrides(self, overrides: Sequence[str]) -> "FAGANConfig":
+        """Apply ``section.key=value`` (or ``section.sub.key=value``) strings; values parse as JSON, else strings."""
+        data = self.to_dict()
+        for item in sorted(overrides, key=lambda o: not o.strip().startswith("model.preset=")):
+            key, sep, raw = item.partition("=")
+            parts = key.strip().split(".")
+            if not sep or len(parts) < 2 or parts[0] not in data:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            target = data
+            for part in parts[:-1]:
+                target = target.get(part) if isinstance(target, dict) else None
+                if not isinstance(target, dict):
+                    raise ConfigError(f"unknown config key {key.strip()!r}")
+            if parts[-1] not in target:
+                raise ConfigError(f"unknown config key {key.strip()!r}")
+            target[parts[-1]] = _parse_value(raw)
+            if key.strip() == "model.preset" and data["model"]["preset"] in PRESET_SWITCHES:
+                data["model"].update(PRESET_SWITCHES[data["model"]["preset"]])
+        return FAGANConfig.from_dict(data)
+
+
+def model_config_from_dict(data: Dict[str, Any]) -> ModelConfig:
+    """Parse and validate a ModelConfig (used for checkpoint metadata)."""
+    cfg = _from_dict(ModelConfig, data, "model.")
+    cfg.validate()
+    return cfg
+
+
+def normalization_from_dict(data: Dict[str, Any]) -> NormalizationConfig:
+    cfg = _from_dict(NormalizationConfig, data, "normalization.")
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str) -> FAGANConfig:
+    """Read a JSON or YAML config file into a validated FAGANConfig."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # parse errors of either library
+        raise ConfigError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections")
+    return FAGANConfig.from_dict(data)
+
+
+def _from_dict(cls: Any, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or 'root'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    if cls is ModelConfig and data.get("preset") in PRESET_SWITCHES:  # unspecified switches follow the preset
+        data = {**PRESET_SWITCHES[data["preset"]], **data}
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(key, value, next(a for a in args if a is not type(None)))
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r} must be a list, got {type(value).__name__}")
+        return [_coerce(key, v, args[0]) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key {key!r} has an unsupported type")
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _check_range_pair(key: str, pair: Sequence[float], low: float, high: float) -> None:
+    if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
+        raise ConfigError(f"{key} must be [low, high] with {low:g} <= low <= high <= {high:g}, got {list(pair)}")
+
+
+def _check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")

@@ -1,0 +1,97 @@
+"""An exclusive, crash-safe lock on a run folder, so that two training processes never share one.
+
+The lock is an OS advisory lock (``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows) on
+``.fagan.lock`` in the folder; the OS drops it when the holder exits or is killed (``kill -9``
+leaves no stale lock). The holder's PID is written into the file so a refused process can
+name it.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from fagan_engine.util.errors import ConfigError
+
+LOCK_FILE = ".fagan.lock"
+_PID_OFFSET = 16  # Windows locks byte 0; the PID lives past it so other processes can read it
+
+
+class RunFolderLock:
+    """Held from ``acquire()`` until ``release()`` or process exit; ``acquired_at`` is its time."""
+
+    def __init__(self, folder: Path, what: str = "run folder") -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self.fd: Optional[int] = None
+        self.acquired_at = 0.0
+        self.created_folder = False
+
+    def acquire(self) -> "RunFolderLock":
+        """Create the folder if needed and lock it; ConfigError naming the holder's PID if taken."""
+        try:
+            self.created_folder = not self.folder.exists()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileExistsError:
+            raise ConfigError(f"{self.what} {self.folder} exists and is not a folder") from None
+        except OSError as exc:
+            reason = "is not writable" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else f"cannot be used ({exc.strerror})"
+            raise ConfigError(f"{self.what} {self.folder} {reason}") from None
+        if not _try_lock(fd):
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"process {holder}" if holder else "another process"
+            raise ConfigError(f"{self.what} {self.folder} is in use by {who}; wait for it to end or stop it first")
+        os.lseek(fd, _PID_OFFSET, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".ljust(16).encode("ascii"))
+        self.fd, self.acquired_at = fd, time.time()
+        return self
+
+    def release(self) -> None:
+        """Drop the lock; a folder this lock created and nothing else used is removed again."""
+        if self.fd is None:
+            return
+        if self.created_folder and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+            with contextlib.suppress(OSError):
+                (self.folder / LOCK_FILE).unlink()
+                self.folder.rmdir()
+        os.close(self.fd)  # closing drops the lock
+        self.fd = None
+
+    def __enter__(self) -> "RunFolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    if os.name == "nt":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise ConfigError(f"cannot lock {LOCK_FILE}: {exc.strerror}") from None
+    return True
+
+
+def _read_pid(fd: int) -> Optional[int]:
+    try:
+        os.lseek(fd, _PID_OFFSET, os.SEEK_SET)
+        return int(os.read(fd, 32).decode("ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,155 @@
+"""``RunOptions``: how a volume is super-resolved, shared by the CLI, the Python API, batch mode and Slicer.
+
+One dataclass of plain JSON types. ``fagan-sr`` builds it from its arguments, the Slicer module from
+its panel, batch mode per case from the manifest, and ``super_resolve`` from keyword arguments.
+It needs no torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES
+from fagan_engine.util.errors import InputError
+
+METHODS = ("fagan", "bicubic", "lanczos")
+NAN_POLICIES = ("error", "zero")
+"""Non-finite input voxels: refuse the input, or read them as 0."""
+GAP_POLICIES = ("error", "resample")
+"""DICOM series with missing or duplicated slices: refuse, or resample onto a regular grid."""
+MODES = ("in-plane", "through-plane")
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "onnx")
+OUTPUT_DTYPES = ("float32", "int16", "uint16")
+MAP_FLAGS = {"consistency": "--consistency-map", "consistency_lr": "--consistency-map-lr", "uncertainty": "--uncertainty-map"}
+"""The trust maps a run can write, each with its ``fagan-sr`` flag (argparse dest ``<kind>_map``); listed once here."""
+MAP_KINDS = tuple(MAP_FLAGS)
+ADAPT_DEFAULT_STEPS = 150
+"""Per-scan adaptation steps at most when ``adapt_iterations`` is left unset (FA-GAN in-plane); stopped early on held-out pairs."""
+# RunOptions field -> its ``fagan-sr`` flag (argparse dest = the field; ``mode`` is ``--through-plane``,
+# ``uncertainty`` ``--uncertainty-map``).
+CLI_FLAGS = {
+    "scale": "--scale", "method": "--method", "acquisition": "--acquisition", "checkpoint": "--checkpoint",
+    "plane": "--plane", "device": "--device", "backend": "--backend", "batch_size": "--batch-size",
+    "tile_size": "--tile-size", "nan_policy": "--nan-policy", "output_dtype": "--dtype", "untrained": "--untrained",
+    "adapt_iterations": "--adapt", "target_spacing": "--target-spacing", "slice_thickness": "--slice-thickness",
+    "fit_iterations": "--iterations", "enforce_consistency": "--enforce-consistency", "dicom_gaps": "--dicom-gaps",
+}
+
+
+@dataclass
+class RunOptions:
+    """Everything that decides how one volume is processed (not where it is read from or written to)."""
+
+    scale: int = 2
+    mode: str = "in-plane"
+    method: str = "fagan"
+    acquisition: str = "kspace"
+    checkpoint: Optional[str] = None
+    plane: str = "auto"
+    device: str = "auto"
+    backend: str = "auto"
+    batch_size: int = 8
+    tile_size: Optional[int] = None
+    nan_policy: str = "error"
+    output_dtype: str = "float32"
+    untrained: bool = False
+    adapt_iterations: Optional[int] = None
+    """Per-scan adaptation steps at most; None: ``ADAPT_DEFAULT_STEPS`` for FA-GAN in-plane, else 0 (``adapt_steps``)."""
+    target_spacing: Optional[float] = None
+    slice_thickness: Optional[float] = None
+    fit_iterations: Optional[int] = None
+    enforce_consistency: Optional[bool] = None
+    """Project the result onto the input (data consistency); None: on for FA-GAN in-plane, else off (``project``)."""
+    uncertainty: bool = False
+    dicom_gaps: str = "error"
+
+    def validate(self) -> "RunOptions":
+        """Raise InputError (one line) on an impossible combination; return self."""
+        _choice("mode", self.mode, MODES)
+        if self.mode == "in-plane":
+            _choice("scale", self.scale, SCALES)
+        _choice("method", self.method, METHODS)
+        _choice("acquisition", self.acquisition, ACQUISITIONS)
+        _choice("plane", self.plane, PLANES)
+        _choice("device", self.device, DEVICES)
+        _choice("backend", self.backend, BACKENDS)
+        _choice("nan policy", self.nan_policy, NAN_POLICIES)
+        _choice("output dtype", self.output_dtype, OUTPUT_DTYPES)
+        _choice("DICOM gap policy", self.dicom_gaps, GAP_POLICIES)
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.adapt_iterations is not None and self.adapt_iterations < 0:
+            raise InputError(f"adapt iterations must be >= 0, got {self.adapt_iterations}")
+        if self.fit_iterations is not None and self.fit_iterations < 0:
+            raise InputError(f"fit iterations must be >= 0, got {self.fit_iterations}")
+        for name in ("target_spacing", "slice_thickness"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"{name.replace('_', ' ')} must be a positive number of mm, got {value}")
+        if self.method != "fagan" and self.checkpoint is not None:
+            raise InputError(f"--checkpoint is used only by --method fagan, not {self.method}")
+        if self.mode == "through-plane" and self.method != "fagan":
+            raise InputError(f"through-plane super-resolution runs the FA-GAN fit only (method fagan), not {self.method}")
+        if self.method != "fagan" and self.adapt_iterations:
+            raise InputError("per-scan adaptation (--adapt) needs --method fagan")
+        if self.mode == "through-plane" and self.adapt_iterations:
+            raise InputError("per-scan adaptation (--adapt) is for in-plane FA-GAN; through-plane fits every scan anyway (--iterations)")
+        if self.mode == "through-plane" and self.uncertainty:
+            raise InputError("the uncertainty map is made for in-plane results only; drop --uncertainty-map with --through-plane")
+        return self
+
+    @property
+    def adapt_steps(self) -> int:
+        """The adaptation step budget that applies: the explicit value, or the default for FA-GAN in-plane."""
+        if self.adapt_iterations is not None:
+            return self.adapt_iterations
+        return ADAPT_DEFAULT_STEPS if self.method == "fagan" and self.mode == "in-plane" else 0
+
+    @property
+    def project(self) -> bool:
+        """Whether the result is projected onto the input: the explicit value, or on for FA-GAN."""
+        if self.enforce_consistency is not None:
+            return self.enforce_consistency
+        return self.method == "fagan" and self.mode == "in-plane"
+
+    def cli_arguments(self, uncertainty_map: Optional[str] = None) -> List[str]:
+        """The ``fagan-sr`` flags that give these options (``cli.sr.run_options`` builds them back): ``--scale``
+        in-plane, other fields only when not the default. ``uncertainty`` is ``--uncertainty-map [uncertainty_map]``
+        (the engine computes it only to write that map; no path: beside the output)."""
+        in_plane = self.mode == "in-plane"
+        args = [] if in_plane else ["--through-plane"]
+        for field in dataclasses.fields(self):
+            value, flag = getattr(self, field.name), CLI_FLAGS.get(field.name)
+            if flag is None or (value == field.default and not (flag == "--scale" and in_plane)):
+                continue
+            if isinstance(value, bool):
+                args.append(flag if value else "--no-" + flag[2:])
+            else:
+                args += [flag, repr(value) if isinstance(value, float) else str(value)]
+        if self.uncertainty:
+            args += ["--uncertainty-map"] + ([str(uncertainty_map)] if uncertainty_map is not None else [])
+        return args
+
+    def replace(self, **changes: Any) -> "RunOptions":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "RunOptions":
+        """Build from keyword values (API, manifest rows); unknown names are an InputError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
+        return cls(**data).validate()
+
+
+def _choice(name: str, value: Any, choices: Any) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
