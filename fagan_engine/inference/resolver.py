@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 import SimpleITK as sitk
 
+from fagan_engine.inference.adaptation import Adaptation, adapt_generator
 from fagan_engine.inference.memory_check import check_output_fits
 from fagan_engine.inference.runners import (
     Runner,
@@ -15,10 +16,11 @@ from fagan_engine.inference.runners import (
     load_runner,
     model_device,
     resolve_checkpoint,
+    torch_available,
     torch_runner,
 )
 from fagan_engine.inference.slices import Progress, run_slices
-from fagan_engine.io.geometry import Plane
+from fagan_engine.io.geometry import Plane, explicit_axes, plane_axes
 from fagan_engine.io.volume_io import validate_image
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import InputError
@@ -41,6 +43,8 @@ class SuperResolver:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
         self.warnings: List[str] = []
+        self.image_notes: List[str] = []
+        """One-line notes about the last image (adaptation skipped, ...), for the report."""
         self.checkpoint: Optional[Path] = None
         self.metadata: Optional["CheckpointMetadata"] = None
         if options.method != "fagan":
@@ -48,9 +52,12 @@ class SuperResolver:
             self.normalization = NormalizationConfig()
             return
         self.checkpoint = resolve_checkpoint(options)
-        if options.adapt_iterations > 0:
-            if options.backend == "onnx" or (self.checkpoint is not None and self.checkpoint.suffix == ".onnx"):
+        onnx = options.backend == "onnx" or (self.checkpoint is not None and self.checkpoint.suffix == ".onnx") or not torch_available()
+        if options.adapt_steps > 0 and onnx:
+            if options.adapt_iterations is not None:
                 raise InputError("per-scan adaptation (--adapt) needs the PyTorch backend and a .safetensors checkpoint, not ONNX")
+            self.warnings.append("per-scan adaptation is off: it needs PyTorch and a .safetensors checkpoint (the ONNX path runs the network as shipped)")
+        if options.adapt_steps > 0 and not onnx:
             self.base_model, self.normalization, self.metadata = load_model(
                 options.scale, self.checkpoint, options.device, options.untrained
             )
@@ -63,30 +70,34 @@ class SuperResolver:
             self.warnings.extend(acquisition_warnings(self.checkpoint.name, self.metadata.acquisitions, options.acquisition))
 
     base_model: Any = None
-    """The loaded generator when ``adapt_iterations > 0`` (never changed: each image adapts a copy)."""
-    adapted_model: Any = None
-    """The generator adapted to the last image (``adapt``), or None."""
+    """The loaded generator when per-scan adaptation applies (never changed: each image adapts a copy)."""
+    adaptation: Optional[Adaptation] = None
+    """What adaptation did to the last image (None: it did not run)."""
 
     def adapt(
         self,
         image: sitk.Image,
+        axes: Tuple[int, int],
         progress: Optional[Callable[..., None]] = None,
         stop: Optional[Callable[[], bool]] = None,
-        plane: Optional[Plane] = None,
     ) -> Runner:
-        """Fine-tune a fresh copy of the loaded model on ``image`` (``options.adapt_iterations`` steps).
+        """Adapt a fresh copy of the loaded model to ``image`` (``inference.adaptation``); sets and returns ``self.runner``.
 
-        Sets and returns ``self.runner`` (the adapted runner, which ``__call__`` then uses and the
-        trust maps can reuse for the same image); ``progress(done, total, phase="adapt", loss=...)``.
+        A scan whose slices are too small to hold out pairs is super-resolved with the loaded model and a
+        note when adaptation was the default, and refused when it was asked for (``adapt_iterations`` set).
         """
-        from fagan_engine.inference.adaptation import adapt_generator
-
-        if self.base_model is None:
-            raise InputError("per-scan adaptation needs method fagan with adapt_iterations > 0 and the PyTorch backend")
-        self.adapted_model = adapt_generator(
-            image, self.options, progress, model=self.base_model, normalization=self.normalization, stop=stop, plane=plane
-        )
-        self.runner = torch_runner(self.adapted_model, model_device(self.adapted_model))
+        self.adaptation = None
+        try:
+            self.adaptation = adapt_generator(
+                image, self.options, progress, model=self.base_model, normalization=self.normalization, axes=axes, stop=stop
+            )
+            model = self.adaptation.model
+        except InputError as exc:
+            if self.options.adapt_iterations is not None:
+                raise
+            self.image_notes.append(f"per-scan adaptation skipped: {exc}")
+            model = self.base_model
+        self.runner = torch_runner(model, model_device(model))
         return self.runner
 
     def __call__(
@@ -99,19 +110,21 @@ class SuperResolver:
     ) -> sitk.Image:
         """Super-resolve one volume; ``plane`` overrides the options' plane (a name or two sitk axes).
 
-        With ``options.adapt_iterations > 0`` the model is first adapted to this image (``adapt``);
+        When per-scan adaptation applies (``options.adapt_steps > 0``, PyTorch) the model is first adapted to this image (``adapt``);
         ``adapt_progress`` (default: ``progress`` when it accepts ``phase=``) reports that phase.
         """
         options = self.options
         image = validate_image(image, options.nan_policy)
         check_output_fits(image.GetNumberOfPixels() * options.scale**2, options.scale, options.uncertainty)
+        axes = plane_axes(image, plane or options.plane) if plane is None or isinstance(plane, str) else explicit_axes(plane)
+        self.image_notes = []
         if self.base_model is not None:
             if adapt_progress is None and accepts_phase(progress):
                 adapt_progress = progress
-            self.adapt(image, adapt_progress, stop, plane)
+            self.adapt(image, axes, adapt_progress, stop)
         tile = options.tile_size if options.method == "fagan" else None
         return run_slices(
-            image, options.scale, plane or options.plane, self.runner, self.normalization,
+            image, options.scale, axes, self.runner, self.normalization,
             options.batch_size, tile, progress, options.output_dtype,
         )
 

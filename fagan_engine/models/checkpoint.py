@@ -28,7 +28,8 @@ from fagan_engine.util.tensor_digest import SafetensorsFormatError, content_dige
 FORMAT = "fagan-checkpoint/2"
 LEGACY_FORMAT = "fagan-checkpoint/1"
 METADATA_KEY = "fagan"
-BUNDLED_DIR = Path(__file__).resolve().parent / "checkpoints"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+"""fagan_engine/checkpoints: the bundled weights (package data)."""
 _TEXT_FIELDS = ("engine_version", "created", "weights_sha256", "content_sha256", "onnx_sha256", "format")
 
 

@@ -155,14 +155,17 @@ def run_validated(
         std = tta_uncertainty(image, resolver, axes, plain, ensemble_checkpoint, _share(progress, 1, 1 + extra, extra))
         summary["mean_uncertainty"] = _foreground_mean(std, sr)
     metadata = resolver.metadata
-    warnings = list(resolver.warnings) + ood_warnings(
+    warnings = list(resolver.warnings) + list(resolver.image_notes) + ood_warnings(
         image,
         axes,
         metadata.data_profile if metadata else None,
         metadata.normalization_config() if metadata else None,
         resolver.checkpoint.name if resolver.checkpoint else "the checkpoint",
     )
-    return SRResult(sr, *_maps(maps), std, summary, warnings, identity(options, resolver, ensemble_checkpoint))
+    who = identity(options, resolver, ensemble_checkpoint)
+    if resolver.adaptation is not None:
+        who["adaptation"] = resolver.adaptation.summary()
+    return SRResult(sr, *_maps(maps), std, summary, warnings, who)
 
 
 def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_checkpoint: Optional[str] = None) -> Dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fagan_engine.models.checkpoint import BUNDLED_DIR
 from fagan_engine.mri.forward_model import slice_profile_matrix
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
 from fagan_engine.util.errors import CheckpointError, ConfigError
@@ -206,7 +207,7 @@ def build_model(model_cfg: Any = None) -> Any:
 
 
 def bundled_weights() -> Path:
-    return Path(__file__).resolve().parent / "checkpoints" / BUNDLED_NAME
+    return BUNDLED_DIR / BUNDLED_NAME
 
 
 def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
