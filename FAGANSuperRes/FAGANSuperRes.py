@@ -14,8 +14,10 @@ from FAGANSuperResLib.checkpoints import (
     readCheckpoint,
     userCheckpointRegistry,
 )
+from FAGANSuperResLib.display import showSideBySide
 from FAGANSuperResLib.isotropic import throughPlaneDefaults
 from FAGANSuperResLib.logic import SuperResolutionJob, SuperResolutionLogic
+from FAGANSuperResLib.memory import outputVoxels
 from FAGANSuperResLib.options import ACQUISITIONS, DEVICES, METHODS, MODES, PLANES, SCALES
 from FAGANSuperResLib.options import runOptions as engineRunOptions
 from FAGANSuperResLib.process import EngineProcess
@@ -40,7 +42,7 @@ PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "mode": "modeComboBox", "sc
                      "tileSize": "tileSizeSpinBox", "fitIterations": "fitIterationsSpinBox",
                      "consistencyMap": "consistencyMapCheckBox", "uncertaintyMap": "uncertaintyMapCheckBox",
                      "enforceConsistency": "enforceConsistencyCheckBox", "applyToAll": "applyToAllCheckBox",
-                     "outputVolume": "outputSelector"}
+                     "outputVolume": "outputSelector", "sideBySide": "sideBySideCheckBox"}
 MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slices → isotropic"}
 # Widgets (with their labels) used by one mode only.
 IN_PLANE_ROWS = ("scale", "method", "acquisition", "checkpoint", "plane")
@@ -93,6 +95,8 @@ class FAGANSuperResParameterNode:
       (0: let the engine take them from the volume).
     tileSize, fitIterations - 0: whole slices, the engine's default iteration count.
     applyToAll - Apply processes every volume of the scene (or of the selected folder).
+    outputVolume - None: a new result node per run (reset to None after every run).
+    sideBySide - show input and result in two linked slice views after a run.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -113,6 +117,7 @@ class FAGANSuperResParameterNode:
     enforceConsistency: bool = False
     applyToAll: bool = False
     outputVolume: vtkMRMLScalarVolumeNode
+    sideBySide: bool = False
 
 
 #
@@ -130,6 +135,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: Optional[FAGANSuperResParameterNode] = None
         self._parameterNodeGuiTag = None
         self._job: Optional[SuperResolutionJob] = None
+        self.lastJob: Optional[Any] = None  # the last finished run (its result, maps, device)
         self._deviceProbe: Optional[EngineProcess] = None
         self._deviceInfo: Optional[engine.DeviceInfo] = None
         self._checkpointKey: Optional[Any] = None
@@ -341,7 +347,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _defaultCheckpoint(scale: int, acquisition: str, paths: List[str]) -> str:
         """The engine's bundled default for the scale and acquisition, if listed; else the first."""
         try:
-            from fagan_engine.checkpoint import default_checkpoint
+            from fagan_engine.models.checkpoint import default_checkpoint
 
             default = default_checkpoint(scale, acquisition)
         except Exception:
@@ -396,7 +402,12 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     #
 
     def startDeviceProbe(self) -> None:
-        """Find out in the background whether a GPU is usable (importing torch takes seconds)."""
+        """Find out in the background whether a GPU is usable (importing torch takes seconds). Runs at
+        setup and again after an install, so a freshly installed PyTorch is seen without a restart."""
+        if self._deviceProbe:
+            self._deviceProbe.kill()
+        self._deviceInfo = None
+        self._updateDeviceLabels()
         try:
             self._deviceProbe = EngineProcess(engine.deviceProbeCommand(), env=engine.engineEnvironment())
             self._deviceProbe.start()
@@ -432,22 +443,38 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(self._deviceInfo.gpuLabel() + _(". Select Auto or CPU."))
             return
         with slicer.util.tryWithErrorDisplay(_("FA-GAN cannot run yet."), waitCursor=False):
-            if not self.logic.ensureDependencies(dependencyTask(p.mode, p.method)):
+            if not self.logic.ensureDependencies(dependencyTask(p.mode, p.method), onInstalled=self.startDeviceProbe):
                 return
+        volumes = batchInputVolumes(slicer.mrmlScene, self.ui.batchFolderComboBox.currentItem() or None) \
+            if p.applyToAll else [p.inputVolume]
+        question = self._longCpuRunQuestion(volumes)
+        if question and not slicer.util.confirmOkCancelDisplay(question):
+            return
         self.ui.warningsLabel.text = ""
         self.ui.summaryLabel.text = ""
         with slicer.util.tryWithErrorDisplay(_("Failed to start super-resolution."), waitCursor=True):
             options, consistencyMap = self.runOptions(), self.consistencyMapWanted()
             if p.applyToAll:
-                volumes = batchInputVolumes(slicer.mrmlScene, self.ui.batchFolderComboBox.currentItem() or None)
                 self._job = self.logic.processAll(volumes, options, waitForCompletion=False, consistencyMap=consistencyMap)
             else:
                 self._job = self.logic.processWithOptions(p.inputVolume, p.outputVolume, options,
                                                           waitForCompletion=False, consistencyMap=consistencyMap)
         if not self._job:
             return
+        self.ui.logTextEdit.appendPlainText(" ".join(self._job.process.command))
         self._setRunning(True)
         self._timer.start()
+
+    def _longCpuRunQuestion(self, volumes: List[Any]) -> Optional[str]:
+        """The question to ask before a long FA-GAN run on the CPU (None: no need to ask)."""
+        p = self._parameterNode
+        try:
+            options = self.runOptions()
+            voxels = sum(outputVoxels(node, options) for node in volumes)
+        except Exception:  # invalid settings: the run itself says why
+            return None
+        return engine.longCpuRunWarning(voxels, options.method, options.mode, options.scale, p.device, self._deviceInfo,
+                                        fitIterations=options.fit_iterations)
 
     def runOptions(self) -> Any:
         """The run's engine RunOptions from the panel; trust features the engine lacks are left out."""
@@ -478,6 +505,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._updateDeviceLabels()
         if self._job:
             self._job.poll()
+            for line in self._job.takeLogLines():
+                self.ui.logTextEdit.appendPlainText(line)
             self.ui.progressBar.value = round(100 * self._job.fraction)
             self.ui.statusLabel.text = self._job.status
             self.ui.warningsLabel.text = "\n".join(_("Warning: {line}").format(line=w) for w in self._job.warnings)
@@ -491,6 +520,9 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onJobDone(self, sceneClosing: bool = False) -> None:
         job, self._job = self._job, None
+        self.lastJob = job
+        for line in job.takeLogLines():
+            self.ui.logTextEdit.appendPlainText(line)
         if not job.process.finished:
             self._exitingJobs.append(job)
             self._timer.start()
@@ -499,11 +531,11 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if sceneClosing:
             return
         self.ui.warningsLabel.text = "\n".join(_("Warning: {line}").format(line=w) for w in job.warnings)
+        # The next Apply makes a new result: it never overwrites this one.
+        self._parameterNode.outputVolume = None
         if job.state in ("succeeded", "partial"):
             self.ui.summaryLabel.text = job.summaryText()
-            if isinstance(job, SuperResolutionJob):
-                self._parameterNode.outputVolume = job.outputVolumeNode
-            self.logic.showResult(job)
+            self.logic.showResult(job, sideBySide=self._parameterNode.sideBySide)
         if job.state in ("failed", "partial") and job.error:
             logging.error("FA-GAN engine output:\n" + "\n".join(job.process.logLines[-30:]))
             slicer.util.errorDisplay(_("Super-resolution failed: {reason}").format(reason=job.error))
@@ -542,7 +574,7 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
 
     def processWithOptions(self, inputVolumeNode, outputVolumeNode, options: Any,
                            waitForCompletion: bool = True, consistencyMap: bool = False) -> SuperResolutionJob:
-        """``process`` with ``options``, a ``fagan_engine.options.RunOptions`` (see FAGANSuperResLib.SuperResolutionLogic.processWithOptions)."""
+        """``process`` with ``options``, a ``fagan_engine.util.options.RunOptions`` (see FAGANSuperResLib.SuperResolutionLogic.processWithOptions)."""
         return self._lib().processWithOptions(inputVolumeNode, outputVolumeNode, options, waitForCompletion, consistencyMap)
 
     @staticmethod
@@ -557,18 +589,27 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
                                                                                consistencyMap)
 
     @staticmethod
-    def showResult(job) -> None:
-        """Show a finished job's result in the slice views, with its trust map as a colour overlay
-        (and its colour legend) when there is one."""
+    def showResult(job, sideBySide: bool = False) -> None:
+        """Show a finished job's result in the slice views, rotated to its planes, with its trust map as
+        a colour overlay (and its colour legend) when there is one. ``sideBySide``: the input on the left
+        and the result on the right, in Slicer's side-by-side layout with linked views (a single run
+        whose input still exists)."""
+        input = getattr(job, "inputVolumeNode", None)
+        if sideBySide and input is not None and input.GetScene() is slicer.mrmlScene:
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+            showSideBySide(slicer.mrmlScene, input, job.outputVolumeNode, job.mapNodes)
+            slicer.util.resetSliceViews()
+            return
         layers = job.overlayLayers()
         if layers:
             slicer.util.setSliceViewerLayers(**layers, fit=True)
 
     @staticmethod
-    def ensureDependencies(task: str = "fagan", askConfirmation: bool = True) -> bool:
+    def ensureDependencies(task: str = "fagan", askConfirmation: bool = True, onInstalled=None) -> bool:
         """Install what the engine needs for ``task`` (fagan, bicubic or train), after asking.
 
-        torch comes from the PyTorch extension (PyTorchUtils); other packages from pip.
+        torch (at least engine.TORCH_REQUIREMENT) comes from the PyTorch extension (PyTorchUtils);
+        other packages from pip. ``onInstalled`` is called after anything was installed.
         Returns False if the user declined; raises DependencyError (one line) if an install
         failed or the PyTorch extension is missing. The scene is not touched.
         """
@@ -584,9 +625,9 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
             import PyTorchUtils
 
             return PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=askConfirmation, torchVersionRequirement=">=2.1")
+                askConfirmation=askConfirmation, torchVersionRequirement=engine.TORCH_REQUIREMENT)
 
-        return dependencies.ensureDependencies(task, confirm, pipInstall, installTorch)
+        return dependencies.ensureDependencies(task, confirm, pipInstall, installTorch, onInstalled)
 
 
 #

@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 import vtk
 
 from .engine import engineCommand, engineEnvironment, engineSupports
-from .logic import addResultToScene, oneLine, readResultFiles, removeNodes, runIdentity
+from .logic import oneLine, resolvedDevice, runIdentity
+from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, mapKinds
 from .process import EngineProcess
 from .provenance import NOTICE, mergeWarnings
+from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
 from .volumes import isUsableInput, writeVolumeNode
 
 if TYPE_CHECKING:
-    from fagan_engine.options import RunOptions
+    from fagan_engine.util.options import RunOptions
 
 BATCH_TABLE_COLUMNS = ("Input", "Result", "Status", "Seconds", "Warnings", "Error")
 
@@ -90,6 +92,9 @@ class BatchJob:
         self.cases = cases
         self.options = options
         self.workDir = workDir
+        self.scene = cases[0].node.GetScene()
+        self.device = ""
+        self.threads: Optional[int] = None
         self.identity = dict(identity or {})
         self.process = EngineProcess(command, env=env, cwd=str(workDir))
         self.state = "running"
@@ -160,12 +165,18 @@ class BatchJob:
         first = next((case for case in self.cases if case.outputVolumeNode is not None), None)
         return overlayLayers(first.outputVolumeNode, first.mapNodes) if first else {}
 
+    def takeLogLines(self) -> List[str]:
+        """The engine's output lines (not protocol events) received since the last call, for a log view."""
+        return self.process.takeNewLogLines()
+
     def _case(self, event: Dict[str, Any]) -> Optional[BatchCase]:
         return self._byName.get(Path(str(event.get("input") or "")).name)
 
     def _handleEvent(self, event: Dict[str, Any]) -> None:
         kind = event.get("event")
         case = self._case(event)
+        if kind in ("start", "batch_start") and event.get("device"):
+            self.device, self.threads = resolvedDevice(event)
         if kind == "case_start" and case is not None:
             case.status = "running"
             self.current = case
@@ -232,12 +243,16 @@ class BatchJob:
 
     def _load(self, case: BatchCase) -> None:
         """Add a finished case to the scene at once (results appear one by one); a case whose files
-        cannot be loaded fails alone, leaving nothing of it in the scene."""
+        cannot be loaded fails alone, leaving nothing of it in the scene. A case whose input was
+        deleted meanwhile still lands in the batch's scene, with a warning."""
         created: List[Any] = []
+        if not inScene(self.scene, case.node):
+            case.warnings = mergeWarnings(case.warnings, [deletedInputWarning(case.node.GetName())])
+        runInfo = {"device": self.device} if self.device else {}
         try:
-            image, maps = readResultFiles(case.outputPath, case.mapPaths)
-            node, mapNodes, _ = addResultToScene(case.node, None, image, maps, self.options, self.identity,
-                                                 case.warnings, case.summary, created, summaryTable=False)
+            node, mapNodes, _ = addResultToScene(self.scene, case.node, None, case.outputPath, case.mapPaths, self.options,
+                                                 self.identity, case.warnings, case.summary, created, runInfo=runInfo,
+                                                 summaryTable=False)
             node.SetAttribute("FAGAN.Batch", "yes")
         except Exception as exc:
             removeNodes(created)
@@ -249,7 +264,7 @@ class BatchJob:
     def _addTable(self) -> None:
         """The batch summary table node (one row per case); none if nothing was loaded, and none
         left half-built in the scene if making it fails."""
-        scene = self.cases[0].node.GetScene()
+        scene = self.scene
         if not any(case.outputVolumeNode is not None for case in self.cases):
             return
         table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName("FA-GAN batch summary"))
@@ -297,6 +312,7 @@ class BatchLogic:
         checkRunOptions(options, consistencyMap)
         if not engineSupports("--output-dir"):
             raise ValueError("this version of the FA-GAN engine has no batch mode (--output-dir)")
+        checkResultFits(nodes, options, consistencyMap)
         identity = runIdentity(options)
         workDir = Path(tempfile.mkdtemp(prefix="FAGANBatch-", dir=self.temporaryDirectory))
         try:

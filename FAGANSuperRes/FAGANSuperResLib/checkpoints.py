@@ -2,7 +2,7 @@
 
 The registry is a small JSON file (in Slicer: next to the Slicer settings) listing checkpoint
 paths added with "Browse..." or produced by the FAGANTraining module. Metadata is read with
-``fagan_engine.checkpoint.read_metadata``, which needs no torch.
+``fagan_engine.models.checkpoint.read_metadata``, which needs no torch.
 """
 import json
 import os
@@ -68,8 +68,8 @@ def _cachedMetadata(target: Path) -> Any:
     """The engine's ``read_metadata(target)`` (which hashes the weights), cached by path, size and
     modification time of the weights and their sidecar: re-validated only when a file changed.
     A failure is cached too (as the ValueError to raise)."""
-    from fagan_engine.checkpoint import read_metadata
-    from fagan_engine.errors import FAGANError
+    from fagan_engine.models.checkpoint import read_metadata
+    from fagan_engine.util.errors import FAGANError
 
     key = (_stamp(target), _stamp(target.with_suffix(".json")))
     if key not in _metadataCache:
@@ -151,7 +151,7 @@ def availableCheckpoints(scale: int, registry: Optional[CheckpointRegistry] = No
     The bundled default for ``scale`` comes first. Invalid files are skipped.
     """
     ensureEngineImportable()
-    from fagan_engine.checkpoint import bundled_checkpoints, default_checkpoint
+    from fagan_engine.models.checkpoint import bundled_checkpoints, default_checkpoint
 
     default = default_checkpoint(scale)
     bundled = sorted(bundled_checkpoints(), key=lambda p: (default is None or p != default, p.name))

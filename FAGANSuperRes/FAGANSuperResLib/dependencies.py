@@ -8,7 +8,7 @@ single dialog. Nothing here touches the scene.
 import os
 from typing import Any, Callable, Optional
 
-from .engine import backendAvailable, missingRequirements
+from .engine import backendAvailable, installedTorchVersion, missingRequirements, torchProblem
 from .logic import oneLine
 
 SELFTEST_INSTALL_VARIABLE = "FAGAN_SELFTEST_INSTALL_DEPENDENCIES"
@@ -31,13 +31,16 @@ def missingDependencies(task: str) -> Optional[str]:
     if missing:
         return f"missing Python packages: {', '.join(missing)}"
     if not backendAvailable(task):
-        return "PyTorch is not installed" + (" (nor ONNX Runtime)" if task == "fagan" else "")
+        return str(torchProblem(installedTorchVersion())) + (" (nor ONNX Runtime)" if task == "fagan" else "")
     return None
 
 
-def ensureDependencies(task: str, confirm: Confirm, pipInstall: PipInstall, installTorch: TorchInstall) -> bool:
-    """Install what ``task`` (fagan, bicubic or train) needs, asking first with ``confirm``.
+def ensureDependencies(task: str, confirm: Confirm, pipInstall: PipInstall, installTorch: TorchInstall,
+                       onInstalled: Optional[Callable[[], None]] = None) -> bool:
+    """Install what ``task`` (fagan, bicubic or train) needs, asking first with ``confirm``. A torch
+    older than the engine's minimum counts as missing (PyTorchUtils installs one that fits).
 
+    ``onInstalled`` is called after anything was installed (the module then checks the devices again).
     Returns False if the user declined; raises DependencyError if an install failed or the
     PyTorch extension is missing.
     """
@@ -52,6 +55,8 @@ def ensureDependencies(task: str, confirm: Confirm, pipInstall: PipInstall, inst
         except Exception as exc:
             raise DependencyError(f"installing {', '.join(missing)} failed ({oneLine(exc)}); "
                                   "check the internet connection, or install them offline (see the user guide)") from exc
+        if onInstalled:
+            onInstalled()
     if backendAvailable(task):
         return True
     try:
@@ -61,6 +66,8 @@ def ensureDependencies(task: str, confirm: Confirm, pipInstall: PipInstall, inst
                               "restart Slicer, then try again") from None
     except Exception as exc:
         raise DependencyError(f"installing PyTorch failed ({oneLine(exc)}); check the internet connection") from exc
+    if torch is not None and onInstalled:
+        onInstalled()
     return torch is not None
 
 

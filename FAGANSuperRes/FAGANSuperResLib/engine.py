@@ -119,7 +119,7 @@ def engineSrOptions() -> frozenset:
     key = str(engineParentDir())
     if key not in _srOptionsCache:
         ensureEngineImportable()
-        from fagan_engine.cli.sr import build_parser
+        from fagan_engine.cli.arguments import build_parser
 
         _srOptionsCache[key] = frozenset(o for action in build_parser()._actions for o in action.option_strings)
     return _srOptionsCache[key]

@@ -19,26 +19,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-import SimpleITK as sitk
-
 from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion, ensureEngineImportable
-from .isotropic import isotropicName, throughPlaneAxis
-from .maps import checkSameGrid, overlayLayers, showAsMap
+from .maps import overlayLayers
+from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, isThroughPlane, mapKinds, runOptions, runSettings
 from .process import EngineProcess
-from .provenance import (
-    NOTICE,
-    RunReport,
-    fillSummaryTable,
-    localIdentity,
-    mergeWarnings,
-    stampResultNode,
-    summaryRows,
-)
-from .volumes import checkScalarVolumeNode, updateVolumeNodeFromImage, writeVolumeNode
+from .provenance import RunReport, localIdentity, mergeWarnings, summaryRows
+from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
+from .volumes import checkScalarVolumeNode, writeVolumeNode
 
 if TYPE_CHECKING:
-    from fagan_engine.options import RunOptions
+    from fagan_engine.util.options import RunOptions
 
 
 class SuperResolutionError(RuntimeError):
@@ -54,6 +45,26 @@ def superResolutionArguments(inputPath: Any, outputPath: Any, options: "RunOptio
     return args + (["--report", str(reportPath)] if reportPath is not None else [])
 
 
+def resolvedDevice(event: Dict[str, Any]) -> Tuple[str, Optional[int]]:
+    """The device (``cpu``, ``cuda:0``, ...) and CPU thread count a ``start`` event reports ("" and None
+    when the engine does not report them; ``options.device`` is the request, such as ``auto``)."""
+    device = event.get("device")
+    threads = event.get("threads")
+    return (str(device) if device else "",
+            threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None)
+
+
+def describeDevice(device: str, threads: Optional[int], requested: str) -> str:
+    """``CPU (8 threads)``, ``GPU cuda:0``, or the requested device when the engine did not say."""
+    if not device:
+        return f"{requested} (the engine does not report the device it chose)" if requested == "auto" else requested
+    if device.startswith("cuda"):
+        return f"GPU {device}"
+    if device == "cpu":
+        return f"CPU ({threads} threads)" if threads else "CPU"
+    return device
+
+
 def oneLine(exc: BaseException) -> str:
     """The last non-empty line of an exception's message (its type name if it has none)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -67,7 +78,9 @@ class SuperResolutionJob:
     (``fit``/``inference`` in through-plane mode) and ``status`` describe progress; ``error`` holds
     the one-line reason of a failure; ``warnings`` the engine's one-line warnings so far. On success
     ``outputVolumeNode``, ``mapNodes`` (kind -> volume node), ``summaryTableNode``, ``summary`` and
-    ``identity`` describe the result; nothing is added to the scene before that.
+    ``identity`` describe the result; nothing is added to the scene before that. ``device`` and
+    ``threads`` are what the engine reports it runs on (its ``start`` event; empty/None if it does not
+    say). The result lands in the scene the input was in at the start, even if the input was deleted.
     """
 
     def __init__(self, inputVolumeNode: Any, outputVolumeNode: Any, options: "RunOptions", command: List[str],
@@ -76,6 +89,10 @@ class SuperResolutionJob:
                  identity: Optional[Dict[str, str]] = None) -> None:
         self.inputVolumeNode = inputVolumeNode
         self.outputVolumeNode = outputVolumeNode
+        self.scene = inputVolumeNode.GetScene()
+        self.device = ""
+        self.threads: Optional[int] = None
+        self._newLogLines: List[str] = []
         self.scale = options.scale
         self.options = options
         self.workDir = workDir
@@ -142,19 +159,24 @@ class SuperResolutionJob:
         self.status = "Cancelled."
         self._cleanup()
 
+    def takeLogLines(self) -> List[str]:
+        """The engine's output lines (not protocol events) received since the last call, for a log view."""
+        lines, self._newLogLines = self._newLogLines, []
+        return lines
+
     def _collectLogWarnings(self) -> None:
         """``warning: ...`` lines (Python warnings the engine prints at the end) count as warnings."""
         for line in self.process.takeNewLogLines():
+            self._newLogLines.append(line)
             if line.startswith("warning: "):
                 self.warnings = mergeWarnings(self.warnings, [line[len("warning: "):]])
 
     def _handleEvent(self, event: Dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "start":
-            options = event.get("options") if isinstance(event.get("options"), dict) else {}
-            device = options.get("device") or event.get("device") or self.options.device
+            self.device, self.threads = resolvedDevice(event)
             what = "thick slices -> isotropic" if isThroughPlane(self.options) else f"x{self.scale}"
-            self.status = f"Super-resolving {what} on {device}..."
+            self.status = f"Super-resolving {what} on {describeDevice(self.device, self.threads, self.options.device)}..."
         elif kind == "progress":
             self._progress(event)
         elif kind == "warning" and event.get("message"):
@@ -187,12 +209,15 @@ class SuperResolutionJob:
         try:
             if self.process.returnCode != 0 or not self.outputPath.is_file():
                 raise SuperResolutionError(self.process.errorMessage())
-            image, maps = readResultFiles(self.outputPath, self.mapPaths)
             report = RunReport.read(self.reportPath) if self.reportPath is not None else RunReport()
             self.summary = report.summary
             self.warnings = mergeWarnings(self.warnings, report.warnings)
             self.identity.update(report.identity)
-            self._storeResult(image, maps, created)
+            if not inScene(self.scene, self.inputVolumeNode):
+                self.warnings = mergeWarnings(self.warnings, [deletedInputWarning(self.inputVolumeNode.GetName())])
+            self.outputVolumeNode, self.mapNodes, self.summaryTableNode = addResultToScene(
+                self.scene, self.inputVolumeNode, self.outputVolumeNode, self.outputPath, self.mapPaths, self.options,
+                self.identity, self.warnings, self.summary, created, runInfo=self.runInfo())
         except Exception as exc:  # any failure becomes the job's one-line error; the scene is restored
             removeNodes(created)
             self._fail(oneLine(exc))
@@ -203,10 +228,12 @@ class SuperResolutionJob:
         self.fraction = 1.0
         self.status = f"Done: {self.outputVolumeNode.GetName()}"
 
-    def _storeResult(self, image: Any, maps: Dict[str, Any], created: List[Any]) -> None:
-        node, mapNodes, table = addResultToScene(self.inputVolumeNode, self.outputVolumeNode, image, maps, self.options,
-                                                 self.identity, self.warnings, self.summary, created)
-        self.outputVolumeNode, self.mapNodes, self.summaryTableNode = node, mapNodes, table
+    def runInfo(self) -> Dict[str, str]:
+        """What the engine reported about the run, recorded with the result (device, threads)."""
+        info = {"device": self.device} if self.device else {}
+        if self.threads:
+            info["threads"] = str(self.threads)
+        return info
 
     def summaryText(self) -> str:
         """The result's notice, identity, summary figures and warnings, one ``item: value`` per line."""
@@ -227,97 +254,6 @@ class SuperResolutionJob:
 
     def _cleanup(self) -> None:
         shutil.rmtree(self.workDir, ignore_errors=True)
-
-
-def resultName(inputVolumeNode: Any, options: "RunOptions", image: Any) -> str:
-    """``<input>_SRx<scale>``, or ``<input>_iso<spacing>mm`` for thick slices -> isotropic (the
-    result's spacing along the input's slice axis, see ``isotropic.formatSpacing``)."""
-    inputName = inputVolumeNode.GetName()
-    if isThroughPlane(options):
-        return isotropicName(inputName, image.GetSpacing()[throughPlaneAxis(inputVolumeNode)])
-    return f"{inputName}_SRx{options.scale}"
-
-
-def addResultToScene(inputVolumeNode: Any, outputVolumeNode: Any, image: Any, maps: Dict[str, Any],
-                     options: "RunOptions", identity: Dict[str, str], warnings: List[str],
-                     summary: Dict[str, Any], created: List[Any], summaryTable: bool = True) -> Tuple[Any, Dict[str, Any], Any]:
-    """Put a result (and its maps, summary table and provenance) into the input's scene, creating
-    nodes only now. Every new node is appended to ``created`` so that the caller can remove them
-    again if anything fails. Returns (result node, kind -> map node, summary table node or None)."""
-    scene = inputVolumeNode.GetScene()
-
-    def newNode(name: str, className: str = "vtkMRMLScalarVolumeNode") -> Any:
-        node = scene.AddNewNodeByClass(className, scene.GenerateUniqueName(name))
-        created.append(node)
-        return node
-
-    node = outputVolumeNode
-    if node is None:
-        node = newNode(resultName(inputVolumeNode, options, image))
-    if node.GetScene() is None:
-        raise SuperResolutionError("the output volume was deleted during the run")
-    updateVolumeNodeFromImage(node, image)
-    transformID = inputVolumeNode.GetTransformNodeID()
-    node.SetAndObserveTransformNodeID(transformID)
-    if node.GetDisplayNode() is None:
-        node.CreateDefaultDisplayNodes()
-    inputName = inputVolumeNode.GetName()
-    settings = runSettings(options)
-    stampResultNode(node, inputName, settings, identity, warnings)
-    mapNodes = {}
-    for kind, mapImage in maps.items():
-        mapNode = newNode(f"{node.GetName()}_{kind}")
-        updateVolumeNodeFromImage(mapNode, mapImage)
-        mapNode.SetAndObserveTransformNodeID(transformID)
-        stampResultNode(mapNode, inputName, dict(settings, map=kind, resultVolume=node.GetName()),
-                        identity, warnings, role=f"{kind} map")
-        legend = showAsMap(mapNode, kind)
-        if legend is not None:
-            created.append(legend)
-        mapNodes[kind] = mapNode
-    table = None
-    if summaryTable:
-        table = newNode(f"{node.GetName()}_summary", "vtkMRMLTableNode")
-        fillSummaryTable(table, summaryRows(inputName, settings, identity, summary, warnings))
-        table.SetAttribute("FAGAN.Notice", NOTICE)
-        table.SetAttribute("FAGAN.ResultVolume", node.GetName())
-    placeBesideInput(inputVolumeNode, [node] + list(mapNodes.values()) + ([table] if table is not None else []))
-    return node, mapNodes, table
-
-
-def placeBesideInput(inputVolumeNode: Any, nodes: List[Any]) -> None:
-    """Put ``nodes`` in the input's subject-hierarchy folder (its DICOM study, when it came from
-    DICOM), so that DICOM export finds their patient and study. Scenes without a subject
-    hierarchy (plain MRML) are left as they are."""
-    scene = inputVolumeNode.GetScene()
-    shNode = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
-    if shNode is None:
-        return
-    inputItem = shNode.GetItemByDataNode(inputVolumeNode)
-    if not inputItem:
-        return
-    parent = shNode.GetItemParent(inputItem)
-    for node in nodes:
-        item = shNode.GetItemByDataNode(node) or shNode.CreateItem(parent, node)
-        shNode.SetItemParent(item, parent)
-
-
-def readResultFiles(outputPath: Path, mapPaths: Dict[str, Path]) -> Tuple[Any, Dict[str, Any]]:
-    """The result image and its maps, each map checked to lie on the result's grid (1e-4 mm)."""
-    image = sitk.ReadImage(str(outputPath))
-    maps = {}
-    for kind, path in mapPaths.items():
-        if not Path(path).is_file():
-            raise SuperResolutionError(f"the engine wrote no {kind} map")
-        maps[kind] = sitk.ReadImage(str(path))
-        checkSameGrid(maps[kind], image, f"{kind} map")
-    return image, maps
-
-
-def removeNodes(nodes: List[Any]) -> None:
-    for node in reversed(nodes):
-        if node.GetScene() is not None:
-            node.GetScene().RemoveNode(node)
 
 
 class SuperResolutionLogic:
@@ -345,7 +281,7 @@ class SuperResolutionLogic:
         ``outputVolumeNode=None`` creates a new node (named ``<input>_SRx<scale>``, or
         ``<input>_iso<spacing>mm`` for ``mode="through-plane"``) on success.
         ``checkpoint=None`` uses the bundled default checkpoint for ``scale`` and ``acquisition``.
-        Further keywords are fields of the engine's ``fagan_engine.options.RunOptions`` (``acquisition``,
+        Further keywords are fields of the engine's ``fagan_engine.util.options.RunOptions`` (``acquisition``,
         ``mode``, ``batch_size``, ``tile_size``, ``target_spacing``, ``slice_thickness``,
         ``fit_iterations``, ``uncertainty`` (the uncertainty map), ``enforce_consistency``, ...);
         ``consistencyMap`` adds the consistency map. See ``processWithOptions``.
@@ -362,6 +298,7 @@ class SuperResolutionLogic:
         """
         checkRunOptions(options, consistencyMap)
         checkScalarVolumeNode(inputVolumeNode)
+        checkResultFits([inputVolumeNode], options, consistencyMap)
         if outputVolumeNode is not None and outputVolumeNode is inputVolumeNode:
             raise ValueError("the output volume must differ from the input volume")
         if outputVolumeNode is not None and outputVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
@@ -399,7 +336,7 @@ def runIdentity(options: "RunOptions") -> Dict[str, str]:
     if options.method == "fagan" and not isThroughPlane(options):
         path = options.checkpoint
         if not path:
-            from fagan_engine.checkpoint import default_checkpoint
+            from fagan_engine.models.checkpoint import default_checkpoint
 
             path = default_checkpoint(options.scale, options.acquisition)
         try:

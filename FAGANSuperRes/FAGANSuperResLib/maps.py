@@ -2,9 +2,14 @@
 
 The engine writes them on the super-resolved grid (``--consistency-map``, ``--uncertainty-map``).
 Before anything enters the scene, ``checkSameGrid`` verifies that a map's grid is the result's
-(same size, outer corners within 1e-4 mm). Each map gets a colour table that is transparent
-where the map is near zero, a fixed display range and a colour legend, so it can be shown as the
-foreground layer over the result (``overlayLayers``).
+(same size, outer corners within 1e-4 mm). Each map gets a colour table, a fixed display range and a
+colour legend, so it can be shown as the foreground layer over the result (``overlayLayers``).
+
+Slicer's ``vtkMRMLScalarVolumeDisplayNode`` makes a colour table's alpha all-or-nothing (its
+``AlphaLogic`` ANDs the table's alpha with 255: any alpha above 0 is drawn opaque). The tables
+therefore have a central band whose alpha is exactly 0: a residual within ``TRANSPARENT_BAND`` of the
+display range's half-width (an uncertainty below that share of its range) is not drawn at all, and
+the result shows through; outside the band the map is drawn at the layer's opacity.
 """
 from typing import Any, Dict, Optional, Tuple
 
@@ -17,23 +22,31 @@ MAP_TITLES = {"consistency": "Data consistency residual", "uncertainty": "Uncert
 COLOR_NODE_NAMES = {"consistency": "FA-GAN residual (diverging)", "uncertainty": "FA-GAN uncertainty"}
 COLOR_ATTRIBUTE = "FAGAN.ColorMap"
 OVERLAY_OPACITY = 0.6
+TRANSPARENT_BAND = 0.2
+"""Share of the display range (half-range for the signed residual) drawn fully transparent."""
 _COLORS = 256
 
 
 def imageCornersLPS(image: Any) -> np.ndarray:
-    """The 8 outer voxel corners of a SimpleITK image (LPS, mm)."""
+    """The 8 outer voxel corners (LPS, mm) of a SimpleITK image or of a file header read by
+    ``sitk.ImageFileReader.ReadImageInformation`` (both have size, origin, spacing, direction)."""
     size = image.GetSize()
-    corners = []
-    for i in (-0.5, size[0] - 0.5):
-        for j in (-0.5, size[1] - 0.5):
-            for k in (-0.5, size[2] - 0.5):
-                corners.append(image.TransformContinuousIndexToPhysicalPoint((i, j, k)))
-    return np.array(corners)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    scaled = direction * np.asarray(image.GetSpacing(), dtype=float)
+    corners = [scaled @ np.array([i, j, k]) for i in (-0.5, size[0] - 0.5) for j in (-0.5, size[1] - 0.5)
+               for k in (-0.5, size[2] - 0.5)]
+    return np.asarray(image.GetOrigin(), dtype=float) + np.array(corners)
+
+
+def _components(image: Any) -> int:
+    getter = getattr(image, "GetNumberOfComponentsPerPixel", None) or image.GetNumberOfComponents
+    return int(getter())
 
 
 def checkSameGrid(mapImage: Any, resultImage: Any, what: str) -> None:
-    """Raise ValueError unless ``mapImage`` lies on the grid of ``resultImage`` (1e-4 mm)."""
-    if mapImage.GetDimension() != 3 or mapImage.GetNumberOfComponentsPerPixel() != 1:
+    """Raise ValueError unless ``mapImage`` lies on the grid of ``resultImage`` (1e-4 mm); both are
+    SimpleITK images or file headers (see ``imageCornersLPS``)."""
+    if mapImage.GetDimension() != 3 or _components(mapImage) != 1:
         raise ValueError(f"the {what} is not a 3D scalar volume")
     if tuple(mapImage.GetSize()) != tuple(resultImage.GetSize()):
         raise ValueError(f"the {what} has {mapImage.GetSize()} voxels, the result {resultImage.GetSize()}")
@@ -43,28 +56,32 @@ def checkSameGrid(mapImage: Any, resultImage: Any, what: str) -> None:
 
 
 def _rampColors(kind: str, index: int) -> Tuple[float, float, float, float]:
-    """RGBA of entry ``index``: consistency blue (negative) - transparent (0) - red (positive);
-    uncertainty transparent (0) - yellow - red."""
+    """RGBA of entry ``index``: consistency blue (negative) - transparent band (about 0) - red (positive);
+    uncertainty transparent band (about 0) - yellow - red. Alpha is exactly 0 or 1 (see the module doc)."""
     t = index / (_COLORS - 1)
     if kind == "consistency":
         x = 2.0 * t - 1.0  # -1 .. 1
-        alpha = min(1.0, abs(x) * 1.5)
+        alpha = 0.0 if abs(x) < TRANSPARENT_BAND else 1.0
         return (1.0, 1.0 - abs(x), 1.0 - abs(x), alpha) if x >= 0 else (1.0 - abs(x), 1.0 - abs(x), 1.0, alpha)
-    return (1.0, 1.0 - 0.8 * t, 0.2 * (1.0 - t), min(1.0, 1.5 * t))
+    return (1.0, 1.0 - 0.8 * t, 0.2 * (1.0 - t), 0.0 if t < TRANSPARENT_BAND else 1.0)
 
 
 def colorNode(scene: Any, kind: str) -> Any:
-    """The scene's colour table for ``kind`` (created once, saved with the scene)."""
+    """The scene's colour table for ``kind`` (created once, saved with the scene; a table from a
+    scene saved by an older version gets the current colours)."""
+    node = None
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
-        if node.GetAttribute(COLOR_ATTRIBUTE) == kind:
-            return node
-    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_NODE_NAMES[kind])
+        candidate = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
+        if candidate.GetAttribute(COLOR_ATTRIBUTE) == kind:
+            node = candidate
+            break
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_NODE_NAMES[kind])
+        node.SetAttribute(COLOR_ATTRIBUTE, kind)
     node.SetTypeToUser()
     node.SetNumberOfColors(_COLORS)
     for index in range(_COLORS):
         node.SetColor(index, str(index), *_rampColors(kind, index))
-    node.SetAttribute(COLOR_ATTRIBUTE, kind)
     return node
 
 
@@ -112,8 +129,10 @@ def colorLegend(volumeNode: Any) -> Optional[Any]:
 
 def overlayLayers(resultNode: Any, mapNodes: Dict[str, Any]) -> Dict[str, Any]:
     """Slice-view layers that show a result with its trust map on top: the consistency map when
-    there is one, else the uncertainty map (keyword arguments of ``slicer.util.setSliceViewerLayers``)."""
+    there is one, else the uncertainty map (keyword arguments of ``slicer.util.setSliceViewerLayers``).
+    The views are rotated to the result's planes, so an oblique scan is shown without resampling."""
     foreground = mapNodes.get("consistency") or mapNodes.get("uncertainty")
     layers: Dict[str, Any] = {"background": resultNode, "foreground": foreground}
     layers["foregroundOpacity"] = OVERLAY_OPACITY if foreground is not None else 0.0
+    layers["rotateToVolumePlane"] = True
     return layers

@@ -1,4 +1,4 @@
-"""Run options of the FAGANSuperRes module: the engine's ``fagan_engine.options.RunOptions``.
+"""Run options of the FAGANSuperRes module: the engine's ``fagan_engine.util.options.RunOptions``.
 
 The panel, scripts and "Apply to all" describe a run with the same dataclass as ``fagan-sr`` and the
 engine's Python API; ``RunOptions.cli_arguments`` turns it into engine flags. ``fagan_engine`` is
@@ -12,7 +12,7 @@ from .engine import engineSupports, ensureEngineImportable
 from .maps import MAP_KINDS
 
 if TYPE_CHECKING:
-    from fagan_engine.options import RunOptions
+    from fagan_engine.util.options import RunOptions
 
 # The panel's combobox items. The parameter node declares them when Slicer imports the module, before
 # the engine may be imported, so they are listed here once; Testing/slicer/test_contracts.py checks
@@ -24,13 +24,16 @@ METHODS = ("fagan", "bicubic", "lanczos")
 ACQUISITIONS = ("kspace", "bicubic", "gaussian")
 MODES = ("in-plane", "through-plane")
 MAP_FLAGS = {"consistency": "--consistency-map", "uncertainty": "--uncertainty-map"}
+UNCOMPRESSED_FLAG = "--no-compression"
+"""Engine flag for uncompressed outputs: the module's files are temporary, and reading gzip-compressed
+voxels costs seconds per 100 MiB. Passed when the engine offers it."""
 
 
 def runOptions(**fields: Any) -> "RunOptions":
     """Validated RunOptions from field values; a bad value or an unknown name raises ValueError (one line)."""
     ensureEngineImportable()
-    from fagan_engine.errors import FAGANError
-    from fagan_engine.options import RunOptions
+    from fagan_engine.util.errors import FAGANError
+    from fagan_engine.util.options import RunOptions
 
     try:
         return RunOptions.from_dict(fields)
@@ -64,12 +67,15 @@ def mapKinds(options: "RunOptions", consistencyMap: bool) -> List[str]:
 
 
 def engineArguments(options: "RunOptions", consistencyMap: bool, mapPaths: Optional[Dict[str, Any]] = None) -> List[str]:
-    """The engine flags of ``options`` and its maps, with JSON progress. ``mapPaths`` (kind -> file)
-    names a single run's maps; None: batch mode, which writes them beside each output."""
+    """The engine flags of ``options`` and its maps, with JSON progress and (when the engine offers it)
+    uncompressed outputs. ``mapPaths`` (kind -> file) names a single run's maps; None: batch mode,
+    which writes them beside each output."""
     paths = {kind: str(path) for kind, path in (mapPaths or {}).items()}
     args = options.cli_arguments(paths.get("uncertainty"))
     if consistencyMap:
         args += [MAP_FLAGS["consistency"]] + ([paths["consistency"]] if mapPaths is not None else [])
+    if engineSupports(UNCOMPRESSED_FLAG):
+        args.append(UNCOMPRESSED_FLAG)
     return args + ["--progress", "json"]
 
 

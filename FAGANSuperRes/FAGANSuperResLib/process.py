@@ -108,7 +108,7 @@ class EngineProcess:
         if item is _EOF:
             self._eof = True
             return
-        from fagan_engine.protocol import parse_line
+        from fagan_engine.util.protocol import parse_line
 
         event = parse_line(item)
         if event is not None:

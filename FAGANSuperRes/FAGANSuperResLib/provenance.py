@@ -179,7 +179,6 @@ def stampResultNode(node: Any, inputName: str, settings: Dict[str, str], identit
     values = {
         "Notice": NOTICE,
         "Role": role,
-        "InputVolume": inputName,
         "Checkpoint": identity.get("checkpoint", ""),
         "CheckpointSHA256": identity.get("sha256", ""),
         "TrainingData": identity.get("training_data", ""),

@@ -1,7 +1,8 @@
 """Volume node <-> SimpleITK image conversion that keeps IJKToRAS exactly.
 
 MRML stores geometry in RAS, ITK/SimpleITK (and NRRD files written by them) in LPS: the
-first two world axes change sign both ways. Voxel arrays are shared in (k, j, i) order.
+first two world axes change sign both ways. Voxel arrays are shared in (k, j, i) order. Engine
+results are read with Slicer's own volume storage node (``loadVolumeFile``), not through SimpleITK.
 """
 from pathlib import Path
 from typing import Any, List
@@ -89,6 +90,36 @@ def updateVolumeNodeFromImage(volumeNode: Any, image: sitk.Image) -> None:
         volumeNode.SetOrigin(*origin)
         volumeNode.SetSpacing(*image.GetSpacing())
         volumeNode.SetAndObserveImageData(imageData)
+
+
+def readVolumeHeader(path: Path) -> sitk.ImageFileReader:
+    """The header of a volume file (size, origin, spacing, direction, components), voxels not read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ValueError(f"cannot read {Path(path).name}: {str(exc).strip().splitlines()[-1]}") from None
+    return reader
+
+
+def loadVolumeFile(volumeNode: Any, path: Path) -> None:
+    """Read the volume file ``path`` into ``volumeNode`` (voxels and geometry) with Slicer's volume
+    storage node, the reader of ``slicer.util.loadVolume``: the voxels go from the file into the
+    node's image data without an intermediate copy. The file is read into a detached node first, so
+    ``volumeNode`` is unchanged (and ValueError is raised) when the file cannot be read. The node gets
+    no storage node: saving the scene writes it to a new file, not to ``path``."""
+    loaded = slicer.vtkMRMLScalarVolumeNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetSingleFile(True)
+    if not storage.ReadData(loaded) or loaded.GetImageData() is None:
+        raise ValueError(f"Slicer could not read {Path(path).name}")
+    matrix = vtk.vtkMatrix4x4()
+    loaded.GetIJKToRASMatrix(matrix)
+    with slicer.util.NodeModify(volumeNode):
+        volumeNode.SetIJKToRASMatrix(matrix)
+        volumeNode.SetAndObserveImageData(loaded.GetImageData())
 
 
 def writeVolumeNode(volumeNode: Any, path: Path) -> Path:

@@ -16,6 +16,19 @@ for folder in (ROOT / "FAGANSuperRes", ROOT / "FAGANTraining", ROOT):
 from mrml_helpers import addVolumeNode, smoothArray
 from slicer import vtkMRMLScene
 
+FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+
+
+@pytest.fixture
+def fakeEngine(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Route the Lib's engine command to the stand-in engine (fake_engine.py), which offers every flag."""
+    import FAGANSuperResLib.logic as logicModule
+
+    monkeypatch.setattr(logicModule, "engineCommand", lambda sub, args: [sys.executable, str(FAKE_ENGINE), *args])
+    monkeypatch.setattr(logicModule, "engineSupports", lambda *flags: True)
+    monkeypatch.delenv("FAKE_ENGINE_FAIL", raising=False)
+    return monkeypatch
+
 
 @pytest.fixture
 def scene() -> Any:
@@ -35,9 +48,9 @@ def obliqueNode(scene: Any) -> Any:
 @pytest.fixture(scope="session")
 def tinyCheckpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Small random-weight FA-GAN checkpoints for x2 and x4 (real files written by the engine)."""
-    from fagan_engine.archs import build_generator, preset_config
-    from fagan_engine.checkpoint import CheckpointMetadata, save_checkpoint
-    from fagan_engine.config import NormalizationConfig
+    from fagan_engine.models.archs import build_generator, preset_config
+    from fagan_engine.models.checkpoint import CheckpointMetadata, save_checkpoint
+    from fagan_engine.util.config import NormalizationConfig
 
     folder = tmp_path_factory.mktemp("checkpoints")
     paths = {}

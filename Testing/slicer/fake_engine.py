@@ -1,7 +1,8 @@
 """A stand-in for ``python -m fagan_engine sr`` that speaks the CLI and JSON-protocol contracts of the
 engine features the Slicer module uses before (or besides) the real engine offering them: in-plane
 and through-plane (``--through-plane``, phases ``fit``/``inference``), trust maps on the SR grid,
-``--report`` JSON, ``warning`` events. It writes real files with real geometry (SimpleITK); the
+``--report`` JSON, ``warning`` events, the ``start`` event's resolved ``device`` and ``threads``,
+``--no-compression`` (outputs are gzip-compressed without it, as the engine's are). It writes real files with real geometry (SimpleITK); the
 tests load them into a real MRML scene. ``FAKE_ENGINE_FAIL`` = ``exit`` (exit 2 after writing
 everything), ``grid`` (a map off the result's grid) or ``slow`` (sleep in the fit) tests failures.
 """
@@ -44,11 +45,15 @@ def main():
         parser.add_argument(flag)
     parser.add_argument("--through-plane", action="store_true")
     parser.add_argument("--enforce-consistency", action="store_true")
+    parser.add_argument("--no-compression", action="store_true")
     args = parser.parse_args()
     fail = os.environ.get("FAKE_ENGINE_FAIL", "")
     source, target = args.paths
     image = sitk.Cast(sitk.ReadImage(source), sitk.sitkFloat32)
-    emit("start", input=source, output=target, options={"device": "cpu", "mode": "through-plane" if args.through_plane else "in-plane"})
+    # The start event as issue 18 asks the engine for it: the resolved device and the CPU threads.
+    emit("start", input=source, output=target, device="cpu", threads=3,
+         options={"device": args.device or "auto", "mode": "through-plane" if args.through_plane else "in-plane"})
+    print("fake engine: model loaded", flush=True)
     emit("warning", message="checkpoint fagan_x2.safetensors was trained for bicubic acquisition, not kspace")
     if args.through_plane:
         spacing = image.GetSpacing()
@@ -69,14 +74,15 @@ def main():
         total = image.GetSize()[2]
     for done in range(1, total + 1):
         emit("progress", phase="inference", done=done, total=total, fraction=done / total)
-    sitk.WriteImage(result, target)
+    compress = not args.no_compression
+    sitk.WriteImage(result, target, compress)
     if args.consistency_map:
         residual = sitk.Cast(result - sitk.SmoothingRecursiveGaussian(result, 1.0), sitk.sitkFloat32)
         if fail == "grid":
             residual.SetOrigin([o + 0.01 for o in residual.GetOrigin()])
-        sitk.WriteImage(residual, args.consistency_map)
+        sitk.WriteImage(residual, args.consistency_map, compress)
     if args.uncertainty_map:
-        sitk.WriteImage(sitk.Abs(result) * 0.01, args.uncertainty_map)
+        sitk.WriteImage(sitk.Abs(result) * 0.01, args.uncertainty_map, compress)
     if args.report:
         report = {"summary": {"relative_rms_residual": 0.0123, "fraction_above_3sigma": 0.004},
                   "warnings": ["the estimated noise level is above the training data's",

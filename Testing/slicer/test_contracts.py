@@ -398,8 +398,8 @@ def test_engine_flags_the_modules_pass_exist_in_the_engine():
 def test_panel_choices_are_the_engines():
     """The comboboxes offer exactly the engine's choices (listed once in the Lib: the parameter node
     is declared before the engine may be imported)."""
-    from fagan_engine import config
-    from fagan_engine import options as engineOptions
+    from fagan_engine.util import config
+    from fagan_engine.util import options as engineOptions
     from FAGANSuperResLib import options
 
     assert options.SCALES == config.SCALES and options.PLANES == config.PLANES

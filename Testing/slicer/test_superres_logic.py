@@ -142,7 +142,7 @@ def test_bicubic_node_to_node_keeps_oblique_anisotropic_geometry(scene, obliqueN
 
 
 def test_fagan_into_existing_node_with_explicit_plane(scene, obliqueNode, tinyCheckpoints):
-    from fagan_engine.geometry import through_plane_axis
+    from fagan_engine.io.geometry import through_plane_axis
 
     # A named plane whose slices cut across index axis 0 or 1, so the in-plane axes are not (i, j).
     image = imageFromVolumeNode(obliqueNode)
@@ -288,11 +288,11 @@ def test_checkpoint_metadata_is_cached_by_path_size_and_mtime(tmp_path, tinyChec
     """Module entry lists every checkpoint: unchanged files are not read and hashed again."""
     import shutil
 
-    import fagan_engine.checkpoint
+    import fagan_engine.models.checkpoint
 
     reads = []
-    original = fagan_engine.checkpoint.read_metadata
-    monkeypatch.setattr(fagan_engine.checkpoint, "read_metadata", lambda path: reads.append(path) or original(path))
+    original = fagan_engine.models.checkpoint.read_metadata
+    monkeypatch.setattr(fagan_engine.models.checkpoint, "read_metadata", lambda path: reads.append(path) or original(path))
     target = tmp_path / "copy.safetensors"
     shutil.copy(tinyCheckpoints[2], target)
     first = readCheckpoint(target)

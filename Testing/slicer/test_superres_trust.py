@@ -2,7 +2,6 @@
 the real engine; trust maps, report, provenance and thick slices -> isotropic against the engine's
 CLI contract (a stand-in engine process, fake_engine.py, until the real flags exist; the same tests
 run against the real engine once it offers them)."""
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 import slicer
 import slicer.util
 
-import FAGANSuperResLib.logic as logicModule
 import FAGANSuperResLib.options as optionsModule
 from FAGANSuperResLib import engine
 from FAGANSuperResLib.isotropic import formatSpacing, isotropicName, throughPlaneDefaults
@@ -25,18 +23,6 @@ from FAGANSuperResLib.maps import colorLegend
 from FAGANSuperResLib.provenance import NOTICE
 from FAGANSuperResLib.volumes import physicalCornersRAS
 from mrml_helpers import addVolumeNode, ijkToRas, smoothArray
-
-FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
-
-
-@pytest.fixture
-def fakeEngine(monkeypatch):
-    """Route the Lib's engine command to the stand-in engine, which offers every flag."""
-    monkeypatch.setattr(logicModule, "engineCommand", lambda sub, args: [sys.executable, str(FAKE_ENGINE), *args])
-    monkeypatch.setattr(logicModule, "engineSupports", lambda *flags: True)
-    monkeypatch.delenv("FAKE_ENGINE_FAIL", raising=False)
-    return monkeypatch
-
 
 def sceneNodes(scene):
     return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
@@ -63,7 +49,7 @@ def test_command_line_for_acquisition_lanczos_and_through_plane():
         runOptions(acquisition="radial")
     with pytest.raises(ValueError, match="method fagan"):
         checkRunOptions(runOptions(mode="through-plane", method="bicubic"))
-    with pytest.raises(ValueError, match="uncertainty map needs in-plane"):  # as the engine says
+    with pytest.raises(ValueError, match="uncertainty map .*in-plane"):  # as the engine says
         checkRunOptions(runOptions(mode="through-plane", uncertainty=True))
 
 

@@ -30,7 +30,7 @@ from mrml_helpers import addVolumeNode, smoothArray
 FAKE_TRAINER = textwrap.dedent('''
     import json, signal, sys, time
     from pathlib import Path
-    from fagan_engine.protocol import emit
+    from fagan_engine.util.protocol import emit
     config = json.loads(Path(sys.argv[sys.argv.index("--config") + 1]).read_text())
     run = Path(config["train"]["output_dir"]); total = config["train"]["iterations"]
     state = run / "state.json"
@@ -110,7 +110,7 @@ def test_config_follows_the_settings(tmp_path, dataFolder):
 
 
 def test_prepare_exports_scene_volumes_with_geometry(tmp_path, scene, dataFolder):
-    from fagan_engine.config import load_config
+    from fagan_engine.util.config import load_config
 
     nodes = [addVolumeNode(scene, smoothArray(seed=i), name=f"T1 scan/{i}") for i in range(2)]
     configPath = prepareTraining(settingsFor(tmp_path, dataFolder=str(dataFolder)), nodes)
@@ -125,7 +125,7 @@ def test_prepare_exports_scene_volumes_with_geometry(tmp_path, scene, dataFolder
 
 def test_deleted_scene_volume_is_not_exported(tmp_path, scene, dataFolder):
     """A checked volume deleted from the scene (checkedNodesChanged does not fire) is left out."""
-    from fagan_engine.config import load_config
+    from fagan_engine.util.config import load_config
 
     nodes = [addVolumeNode(scene, smoothArray(seed=i), name=f"scan{i}") for i in range(3)]
     scene.RemoveNode(nodes[1])
@@ -316,7 +316,7 @@ def test_acquisition_mix_and_synthesis_reach_the_config(tmp_path, dataFolder):
 
 def test_fine_tuning_takes_the_checkpoint_architecture(tmp_path, dataFolder, tinyCheckpoints, monkeypatch):
     from FAGANTrainingLib import BUNDLED
-    from fagan_engine.checkpoint import default_checkpoint
+    from fagan_engine.models.checkpoint import default_checkpoint
 
     files = trainingVolumeFiles(dataFolder)
     cfg = buildTrainingConfig(settingsFor(tmp_path, preset="fagan", initCheckpoint=str(tinyCheckpoints[2])), files)
@@ -329,7 +329,7 @@ def test_fine_tuning_takes_the_checkpoint_architecture(tmp_path, dataFolder, tin
         buildTrainingConfig(settingsFor(tmp_path, preset="fagan", initCheckpoint=str(tinyCheckpoints[4])), files)
     bundled8 = buildTrainingConfig(settingsFor(tmp_path, preset="fagan", scale=8, initCheckpoint=BUNDLED), files)
     assert bundled8.train.init_checkpoint == str(default_checkpoint(8, "kspace")) and bundled8.model.scale == 8
-    monkeypatch.setattr("fagan_engine.checkpoint.default_checkpoint", lambda scale, acquisition=None: None)
+    monkeypatch.setattr("fagan_engine.models.checkpoint.default_checkpoint", lambda scale, acquisition=None: None)
     with pytest.raises(ValueError, match="no bundled checkpoint for x8"):
         buildTrainingConfig(settingsFor(tmp_path, preset="fagan", scale=8, initCheckpoint=BUNDLED), files)
     with pytest.raises(ValueError, match="not found"):
