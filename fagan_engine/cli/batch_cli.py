@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from fagan_engine.cli.arguments import run_options
@@ -22,7 +23,9 @@ from fagan_engine.pipeline.batch import (
     select_shard,
 )
 from fagan_engine.pipeline.batch_runner import BatchEvents, BatchRunner, CaseRecord
+from fagan_engine.pipeline.validation import check_batch_run
 from fagan_engine.util.errors import InputError
+from fagan_engine.util.locking import RunFolderLock
 from fagan_engine.util.options import MAP_FLAGS
 from fagan_engine.util.protocol import emit
 
@@ -53,13 +56,15 @@ def run_batch(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     mine = select_shard(cases, *shard)
     report = args.report or default_report_path(args.output_dir, args.manifest, shard)
+    check_batch_run(cases, report, args.force, args.manifest)
     events = CliEvents(args.progress)
     runner = BatchRunner(
         mine, force=args.force, events=events, prefetch=args.prefetch, report_path=report,
         report_extra={"shard": f"{shard[0]}/{shard[1]}", "all_cases": len(cases)},
     )
     try:
-        records = runner.run()
+        with batch_lock(report):
+            records = runner.run()
     finally:
         events.close()
     totals = runner.totals()
@@ -73,6 +78,13 @@ def run_batch(args: argparse.Namespace) -> int:
         f"report {report} ({seconds:.1f} s)\n"
     )
     return 2 if failed else 0
+
+
+def batch_lock(report: str) -> RunFolderLock:
+    """A lock on the batch report (``.<report>.lock`` beside it): one batch (or shard) writes it at a time,
+    so two batches on one output folder never both run its cases, and the report tells the truth."""
+    target = Path(report)
+    return RunFolderLock(target.parent, "batch report folder", name=f".{target.name}.lock", remove=True, label=f"batch report {report}")
 
 
 class CliEvents(BatchEvents):

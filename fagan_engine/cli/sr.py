@@ -38,19 +38,15 @@ def _single(args: argparse.Namespace) -> int:
     """``fagan-sr INPUT OUTPUT``: one volume (the form the Slicer module runs)."""
     from fagan_engine.inference.resolver import SuperResolver
     from fagan_engine.io import volume_io
-    from fagan_engine.pipeline.case import check_outputs, read_source, super_resolve_case, write_outputs
+    from fagan_engine.pipeline.case import read_source, super_resolve_case, write_outputs
+    from fagan_engine.pipeline.validation import check_single_run
 
     started = time.perf_counter()
     options = run_options(args)
-    if args.report is not None and not args.report.lower().endswith(".json"):
-        raise InputError(f"--report for one volume writes the JSON trust report; {args.report} does not end in .json")
     maps = single_map_paths(args)
     output_is_dicom = check_single_output(args)
     plain = not (maps or output_is_dicom or args.report)
-    if plain:
-        volume_io.check_output_path(args.input, args.output, args.force)
-    else:
-        check_outputs(args.input, args.output, dict(maps, **({"report": args.report} if args.report else {})), args.force)
+    check_single_run(args.input, args.output, maps, args.report, args.force)
     source = read_source(args.input, options, args.series_id, need_tags=output_is_dicom)
     resolver = SuperResolver(options) if options.mode != "through-plane" else None
     report = ProgressReporter(args)

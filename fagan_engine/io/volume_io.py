@@ -30,6 +30,7 @@ import SimpleITK as sitk
 from fagan_engine.io.dicom_series import read_dicom_series
 from fagan_engine.io.geometry import direction_matrix
 from fagan_engine.io.nifti_checks import inspect_nifti, is_sheared, nifti_complete
+from fagan_engine.io.paths import InputFiles, written_files
 from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files
 from fagan_engine.util.errors import ConfigError, FAGANWarning, InputError, OutputError
@@ -50,7 +51,6 @@ _IMAGE_IO = {
     ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO",
     ".mha": "MetaImageIO", ".mhd": "MetaImageIO",
 }
-_DATA_FILE_SUFFIXES = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
 _SCALAR_PIXEL_IDS = frozenset(
     (
         sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
@@ -156,12 +156,10 @@ def check_output_path(input_path: Optional[str], output_path: str, force: bool =
         raise OutputError(f"output folder is not writable: {folder}")
     if target.is_dir():
         raise OutputError(f"output {output_path} is a folder, not a file name")
+    if input_path is not None and InputFiles([input_path]).reached_by(output_path):
+        raise OutputError(f"output {output_path} is the input file (or shares its data); choose another output (--force never replaces an input)")
     if force:
         return
-    if input_path is not None and _same_file(input_path, output_path):
-        raise OutputError(
-            f"output {output_path} is the input file; choose another output or pass --force to replace it"
-        )
     existing = [p for p in output_files(target) if os.path.lexists(p)]
     if existing:
         raise OutputError(f"output {existing[0]} already exists; pass --force to overwrite it")
@@ -205,8 +203,7 @@ def write_volume(
 
 def output_files(target: Path) -> List[Path]:
     """The header/image file and, for detached formats, every data file name the writer may use."""
-    stem, ext = split_extension(str(target))
-    return [target] + [Path(stem + suffix) for suffix in _DATA_FILE_SUFFIXES.get(ext, ())]
+    return written_files(str(target))
 
 
 def remove_stale_staging(folder: Path, stem: str) -> None:
@@ -389,13 +386,6 @@ def _apply_nan_policy(image: sitk.Image, nan_policy: str) -> sitk.Image:
     cleaned = sitk.GetImageFromArray(np.where(finite, values, np.float32(0)))
     cleaned.CopyInformation(image)
     return cleaned
-
-
-def _same_file(first: str, second: str) -> bool:
-    try:
-        return os.path.samefile(first, second)
-    except OSError:  # one of them does not exist yet
-        return os.path.realpath(first) == os.path.realpath(second)
 
 
 def _write_staged(image: sitk.Image, staging: Path, target: Path, compress: bool) -> List[Path]:

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -38,6 +39,8 @@ MANIFEST_PATH_COLUMNS = ("input", "output", "series_id")
 _DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 _DICOM_SNIFF_LIMIT = 8
 """Extension-less files looked at (for the DICM preamble) before a folder is judged not DICOM."""
+MAX_MANIFEST_BYTES = 64 * 2**20
+"""A longer manifest is refused (a million cases fit in far less)."""
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -206,12 +209,7 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
 
     ``required``: RunOptions fields every row must set (``scale`` when --scale is not given)."""
     manifest = Path(path)
-    try:
-        text = manifest.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"manifest not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read manifest {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    text = _manifest_text(manifest)
     rows = list(csv.reader(text.splitlines()))
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
@@ -238,6 +236,9 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
         if len(row) != len(header):
             raise InputError(f"manifest {path} line {number}: {len(row)} cells, but the header names {len(header)} columns")
         cells = {column: cell.strip() for column, cell in zip(header, row)}
+        for column in MANIFEST_PATH_COLUMNS:
+            if "\0" in cells.get(column, ""):
+                raise InputError(f"manifest {path} line {number}: the {column} cell holds a NUL byte")
         if not cells["input"] or not cells["output"]:
             raise InputError(f"manifest {path} line {number}: empty input or output")
         for name in required:
@@ -266,6 +267,28 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
         raise InputError(f"manifest {path} lists no cases")
     check_unique_outputs(cases)
     return cases
+
+
+def _manifest_text(manifest: Path) -> str:
+    """The manifest's text: a regular file (not a FIFO or device) of at most ``MAX_MANIFEST_BYTES``, UTF-8."""
+    try:
+        info = manifest.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"manifest {manifest} is not a regular file (a FIFO, device or folder cannot be a manifest)")
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise InputError(f"manifest {manifest} is {info.st_size / 2**20:.0f} MiB; a manifest may hold at most {MAX_MANIFEST_BYTES // 2**20} MiB")
+        with open(manifest, "rb") as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise InputError(f"manifest not found: {manifest}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise InputError(f"cannot read manifest {manifest}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise InputError(f"manifest {manifest} grew beyond {MAX_MANIFEST_BYTES // 2**20} MiB while it was read")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read manifest {manifest}: it is not UTF-8 text") from None
 
 
 def _resolve(base: Path, value: str) -> Path:

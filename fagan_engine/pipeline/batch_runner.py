@@ -111,9 +111,9 @@ class BatchRunner:
         self.events.case_start(index, total, case)
         started = time.perf_counter()
         try:
-            from fagan_engine.pipeline.case import check_outputs
+            from fagan_engine.pipeline.validation import check_case_outputs
 
-            check_outputs(case.input, case.output, case.maps, self.force, create_folders=True)
+            check_case_outputs(case.input, case.output, case.maps, self.force, create_folders=True)
             source = prefetched.result() if prefetched is not None else self._read(case)
             resolver = self._resolver(case)
 
@@ -129,6 +129,8 @@ class BatchRunner:
             record.status = "done"
         except FAGANError as exc:
             record.status, record.error = "failed", _first_line(exc)
+            if not self.force and is_done(case.output):  # another process (a second batch) finished it meanwhile
+                record.status, record.error = "skipped", "output exists (written meanwhile by another process)"
         except Exception as exc:  # one broken case must not stop the others; the line names the type
             if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
                 record.error = "out of memory: use a smaller --batch-size or --tile-size"

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import SimpleITK as sitk
 
-from fagan_engine.io.volume_io import check_output_path, output_files, read_volume, remove_stale_staging, split_extension, write_volume
+from fagan_engine.io.volume_io import output_files, read_volume, remove_stale_staging, split_extension, write_volume
 from fagan_engine.pipeline.report import run_validated
 from fagan_engine.util.atomic import fsync_dir, publish_files
 from fagan_engine.util.errors import InputError, OutputError
@@ -102,29 +102,6 @@ def is_done(output: str) -> bool:
     if path.is_dir():
         return any(path.iterdir())
     return os.path.lexists(path)
-
-
-def check_outputs(input_path: Optional[str], output: str, maps: Dict[str, str], force: bool, create_folders: bool = False) -> None:
-    """Raise OutputError unless the output and maps can be written.
-
-    ``create_folders`` (batch mode) creates missing parent folders and lets existing maps be
-    replaced (left by a run killed between publishing a case's maps and its output).
-    """
-    from fagan_engine.io.dicom_writer import check_dicom_output
-    from fagan_engine.pipeline.batch import output_format_of
-
-    for path in [output] + list(maps.values()):
-        if create_folders:
-            Path(path.rstrip("/" + os.sep)).parent.mkdir(parents=True, exist_ok=True)
-        replace = force or (create_folders and path != output)
-        if output_format_of(path) == "dicom":
-            if input_path is not None and os.path.realpath(path) == os.path.realpath(input_path):
-                raise OutputError(f"output {path} is the input folder; choose another output")
-            check_dicom_output(Path(path), replace)
-        else:
-            if create_folders and input_path is not None and os.path.realpath(path) == os.path.realpath(input_path):
-                raise OutputError(f"output {path} is the input file; batch mode never replaces an input")
-            check_output_path(input_path, path, replace)
 
 
 class StagedOutputs:

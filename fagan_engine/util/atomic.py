@@ -106,7 +106,7 @@ def publish_files(moves: List[Tuple[Path, Path]], force: bool, target: PathLike)
             published.append(destination)
     except FileExistsError as exc:
         _unpublish(published)
-        raise OutputError(f"output {exc.filename or target} already exists (created meanwhile); pass --force to overwrite it") from None
+        raise OutputError(f"output {exc.filename2 or target} already exists (created meanwhile); pass --force to overwrite it") from None
     except OSError as exc:
         _unpublish(published)
         raise OutputError(describe_os_error(exc, target)) from None

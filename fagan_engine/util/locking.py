@@ -1,7 +1,8 @@
-"""An exclusive, crash-safe lock on a run folder, so that two training processes never share one.
+"""An exclusive, crash-safe lock on a folder: two training processes never share a run folder, and
+two batches never write one report (or the same shard of one output folder).
 
 The lock is an OS advisory lock (``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows) on
-``.fagan.lock`` in the folder; the OS drops it when the holder exits or is killed (``kill -9``
+``.fagan.lock`` (or another name) in the folder; the OS drops it when the holder exits or is killed (``kill -9``
 leaves no stale lock). The holder's PID is written into the file so a refused process can
 name it.
 """
@@ -23,41 +24,57 @@ _PID_OFFSET = 16  # Windows locks byte 0; the PID lives past it so other process
 class RunFolderLock:
     """Held from ``acquire()`` until ``release()`` or process exit; ``acquired_at`` is its time."""
 
-    def __init__(self, folder: Path, what: str = "run folder") -> None:
+    def __init__(self, folder: Path, what: str = "run folder", name: str = LOCK_FILE, remove: bool = False,
+                 label: Optional[str] = None) -> None:
         self.folder = Path(folder)
         self.what = what
+        self.label = label or f"{what} {self.folder}"
+        """How messages name what is locked."""
+        self.path = self.folder / name
+        self.remove = remove
+        """Delete the lock file on release (safe: ``acquire`` re-checks that the locked file is still the named one)."""
         self.fd: Optional[int] = None
         self.acquired_at = 0.0
         self.created_folder = False
 
     def acquire(self) -> "RunFolderLock":
         """Create the folder if needed and lock it; ConfigError naming the holder's PID if taken."""
-        try:
-            self.created_folder = not self.folder.exists()
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileExistsError:
-            raise ConfigError(f"{self.what} {self.folder} exists and is not a folder") from None
-        except OSError as exc:
-            reason = "is not writable" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else f"cannot be used ({exc.strerror})"
-            raise ConfigError(f"{self.what} {self.folder} {reason}") from None
-        if not _try_lock(fd):
-            holder = _read_pid(fd)
-            os.close(fd)
-            who = f"process {holder}" if holder else "another process"
-            raise ConfigError(f"{self.what} {self.folder} is in use by {who}; wait for it to end or stop it first")
+        self.created_folder = not self.folder.exists()
+        while True:
+            fd = self._open()
+            if not _try_lock(fd):
+                holder = _read_pid(fd)
+                os.close(fd)
+                who = f"process {holder}" if holder else "another process"
+                raise ConfigError(f"{self.label} is in use by {who}; wait for it to end or stop it first")
+            if _still_named(fd, self.path):
+                break
+            os.close(fd)  # a holder removed the file between our open and lock: lock the new one
         os.lseek(fd, _PID_OFFSET, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".ljust(16).encode("ascii"))
         self.fd, self.acquired_at = fd, time.time()
         return self
 
+    def _open(self) -> int:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileExistsError:
+            raise ConfigError(f"{self.what} {self.folder} exists and is not a folder") from None
+        except OSError as exc:
+            reason = "is not writable" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else f"cannot be used ({exc.strerror})"
+            raise ConfigError(f"{self.what} {self.folder} {reason}") from None
+
     def release(self) -> None:
         """Drop the lock; a folder this lock created and nothing else used is removed again."""
         if self.fd is None:
             return
-        if self.created_folder and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+        alone = self.created_folder and [p.name for p in self.folder.iterdir()] == [self.path.name]
+        if self.remove or alone:
             with contextlib.suppress(OSError):
-                (self.folder / LOCK_FILE).unlink()
+                self.path.unlink()  # while still locked, so no one else holds the unlinked file
+        if alone:
+            with contextlib.suppress(OSError):
                 self.folder.rmdir()
         os.close(self.fd)  # closing drops the lock
         self.fd = None
@@ -87,6 +104,15 @@ def _try_lock(fd: int) -> bool:
             return False
         raise ConfigError(f"cannot lock {LOCK_FILE}: {exc.strerror}") from None
     return True
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the open file ``fd`` (it was not removed and re-created meanwhile)."""
+    try:
+        named, held = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _read_pid(fd: int) -> Optional[int]:

@@ -1,0 +1,98 @@
+"""Which files a path stands for, and whether an output would reach an input.
+
+An output must never replace an input, even with ``--force``: not by the same name, not through
+a symbolic or hard link, not through a detached header's data file (``.nhdr``/``.mhd``), and a
+DICOM output folder must not hold an input. ``InputFiles`` answers that from the file system
+(device and inode, else the resolved name), in one pass over a batch's inputs.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from fagan_engine.util.errors import InputError
+
+DETACHED_DATA_SUFFIXES = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
+"""Data file names a writer may give a detached header's voxels (``<stem><suffix>``)."""
+_DATA_FIELD = {".mhd": re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S+)[ \t]*\r?$", re.M),
+               ".nhdr": re.compile(rb"^[ \t]*data ?file[ \t]*:[ \t]*(\S+)[ \t]*\r?$", re.M | re.I)}
+_HEADER_BYTES = 1 << 16
+Key = Tuple[object, ...]
+
+
+def check_path_text(path: str, what: str) -> None:
+    """InputError (one line) for a path no file system can hold: empty, or with a NUL byte."""
+    if not path or "\0" in path:
+        raise InputError(f"{what} path {path!r} is empty or holds a NUL byte")
+
+
+def lower_extension(path: str) -> str:
+    """The lower-case extension, ``.nii.gz`` and ``.raw.gz`` counted as one."""
+    name = os.path.basename(path).lower()
+    for double in (".nii.gz", ".raw.gz"):
+        if name.endswith(double):
+            return double
+    return os.path.splitext(name)[1]
+
+
+def written_files(path: str) -> List[Path]:
+    """Every file a write of ``path`` may create: the file and, for a detached header, its data files."""
+    ext = lower_extension(path)
+    stem = path[: len(path) - len(ext)] if ext else path
+    return [Path(path)] + [Path(stem + suffix) for suffix in DETACHED_DATA_SUFFIXES.get(ext, ())]
+
+
+def read_files(path: str) -> List[Path]:
+    """Every file a read of ``path`` uses: the file, and the data file its detached header names."""
+    files = [Path(path)]
+    pattern = _DATA_FIELD.get(lower_extension(path))
+    if pattern is None or not os.path.isfile(path):
+        return files
+    try:
+        with open(path, "rb") as handle:
+            match = pattern.search(handle.read(_HEADER_BYTES))
+    except OSError:
+        return files
+    name = match.group(1).decode("latin-1") if match else ""
+    if name and name.upper() not in ("LOCAL", "LIST") and "%" not in name:
+        files.append(Path(path).parent / name)
+    return files
+
+
+def file_key(path: Path) -> Key:
+    """(device, inode) of an existing file (links share it), else its resolved, case-folded name."""
+    try:
+        info = os.stat(path)
+        return ("inode", info.st_dev, info.st_ino)
+    except (OSError, ValueError):
+        return ("name", os.path.normcase(os.path.realpath(path)))
+
+
+class InputFiles:
+    """The files and folders a run reads, to refuse any output that would reach one of them."""
+
+    def __init__(self, inputs: Iterable[str]) -> None:
+        self.keys: Dict[Key, str] = {}
+        self.folders: List[Tuple[str, str]] = []  # (resolved input path, input as given)
+        for given in inputs:
+            for path in read_files(given) if not os.path.isdir(given) else [Path(given)]:
+                self.keys[file_key(path)] = given
+                self.keys[("name", os.path.normcase(os.path.realpath(path)))] = given
+            self.folders.append((os.path.normcase(os.path.realpath(given)), given))
+
+    def reached_by(self, output: str) -> Optional[str]:
+        """The input that writing ``output`` (volume file or DICOM folder) would replace or remove, or None."""
+        bare = output.rstrip("/" + os.sep) or output
+        targets = [Path(bare)] if os.path.isdir(bare) else written_files(bare)
+        for target in targets:
+            for key in (file_key(target), ("name", os.path.normcase(os.path.realpath(target)))):
+                if key in self.keys:
+                    return self.keys[key]
+        if os.path.isdir(bare):  # a replaced DICOM output folder takes everything inside it
+            folder = os.path.normcase(os.path.realpath(bare)) + os.sep
+            for resolved, given in self.folders:
+                if resolved.startswith(folder):
+                    return given
+        return None

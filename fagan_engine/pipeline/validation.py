@@ -1,0 +1,135 @@
+"""The checks every run makes on its paths before any work: one ``error:`` line, exit 2, nothing written.
+
+One layer for ``fagan-sr INPUT OUTPUT``, batch inputs, manifests and the Slicer module (which runs
+``fagan-sr``). Every path is checked: the inputs, the output (volume file or DICOM series folder),
+the trust maps, the JSON trust report and the batch report. The rules (docs/reliability.md):
+
+- no path is empty or holds a NUL byte;
+- no two outputs of a run share a name;
+- no output reaches an input (same name, symbolic or hard link, a detached header's data file, a
+  DICOM output folder holding it), whatever ``--force`` says;
+- an existing output is replaced only with ``--force`` (a batch report only with ``--force`` or
+  when it is an earlier report of a batch, which a rerun updates);
+- every output's folder exists (a batch creates missing ones) and is writable.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Sequence
+
+from fagan_engine.io.paths import InputFiles, check_path_text, file_key
+from fagan_engine.io.volume_io import check_output_path
+from fagan_engine.pipeline.batch import Case, output_format_of
+from fagan_engine.util.errors import InputError, OutputError
+
+BATCH_REPORT_SUFFIXES = (".csv", ".json")
+_CSV_REPORT_HEAD = b"input,output,status,"
+_JSON_REPORT_HEAD = b'{\n  "totals": {'
+
+
+def check_single_run(input_path: str, output: str, maps: Dict[str, str], report: Optional[str], force: bool) -> None:
+    """All paths of ``fagan-sr INPUT OUTPUT`` (trust maps and JSON report included)."""
+    check_path_text(input_path, "input")
+    inputs = InputFiles([input_path])
+    extra = {"report": report} if report is not None else {}
+    check_distinct([output, *maps.values(), *extra.values()])
+    check_case_outputs(input_path, output, maps, force, inputs=inputs)
+    if report is not None:
+        check_report(report, force, inputs, batch=False)
+
+
+def check_batch_run(cases: Sequence[Case], report: str, force: bool, manifest: Optional[str]) -> None:
+    """A batch's paths: no case output reaches any input (or the manifest), and the report is safe to write."""
+    for case in cases:
+        check_path_text(case.input, "input")
+        for path in case.paths():
+            check_path_text(path, f"output of {case.input}")
+    inputs = InputFiles([case.input for case in cases] + ([manifest] if manifest else []))
+    for case in cases:
+        for path in case.paths():
+            refuse_input_reach(path, inputs)
+    check_distinct([p for case in cases for p in case.paths()] + [report])
+    check_report(report, force, inputs, batch=True)
+
+
+def check_case_outputs(
+    input_path: Optional[str], output: str, maps: Dict[str, str], force: bool,
+    create_folders: bool = False, inputs: Optional[InputFiles] = None,
+) -> None:
+    """Raise OutputError unless the case's output and maps can be written.
+
+    ``create_folders`` (batch mode) creates missing parent folders and lets existing maps be
+    replaced (left by a run killed between publishing a case's maps and its output).
+    """
+    from fagan_engine.io.dicom_writer import check_dicom_output
+
+    reach = inputs if inputs is not None else InputFiles([input_path] if input_path else [])
+    for path in [output, *maps.values()]:
+        check_path_text(path, "output")
+        refuse_input_reach(path, reach)
+        if create_folders:
+            Path(path.rstrip("/" + os.sep)).parent.mkdir(parents=True, exist_ok=True)
+        replace = force or (create_folders and path != output)
+        if output_format_of(path) == "dicom":
+            check_dicom_output(Path(path), replace)
+        else:
+            check_output_path(None, path, replace)
+
+
+def refuse_input_reach(path: str, inputs: InputFiles) -> None:
+    """OutputError when writing ``path`` would replace or remove an input (``--force`` or not)."""
+    reached = inputs.reached_by(path)
+    if reached is not None:
+        raise OutputError(f"output {path} would replace the input {reached}; choose another output (--force never replaces an input)")
+
+
+def check_distinct(paths: Iterable[str]) -> None:
+    """OutputError when two outputs of one run are the same file or folder."""
+    seen: Dict[object, str] = {}
+    for path in paths:
+        key = file_key(Path(path.rstrip("/" + os.sep) or path))
+        if key in seen:
+            raise OutputError(f"two outputs of this run are the same path: {seen[key]} and {path}")
+        seen[key] = path
+
+
+def check_report(path: str, force: bool, inputs: InputFiles, batch: bool) -> None:
+    """The JSON trust report (``batch=False``) or the batch report: never an input, a folder or an
+    unwritable place; an existing file only with ``force`` (or an earlier batch report)."""
+    check_path_text(path, "report")
+    suffixes = BATCH_REPORT_SUFFIXES if batch else (".json",)
+    if not path.lower().endswith(suffixes):
+        what = "the batch report is written as .csv or .json" if batch else "--report for one volume writes the JSON trust report"
+        raise InputError(f"{what}; {path} does not end in {' or '.join(suffixes)}")
+    refuse_input_reach(path, inputs)
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"report {path} is a folder, not a file name")
+    _check_writable_folder(target.parent, create=batch)
+    if os.path.lexists(target) and not force and not (batch and is_batch_report(target)):
+        raise OutputError(f"report {path} already exists; pass --force to overwrite it")
+
+
+def is_batch_report(path: Path) -> bool:
+    """True when ``path`` is a report an earlier batch wrote (a rerun may update it)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(max(len(_CSV_REPORT_HEAD), len(_JSON_REPORT_HEAD)))
+    except OSError:
+        return False
+    return os.path.isfile(path) and head.startswith(_CSV_REPORT_HEAD if path.suffix.lower() == ".csv" else _JSON_REPORT_HEAD)
+
+
+def _check_writable_folder(folder: Path, create: bool) -> None:
+    """OutputError unless ``folder`` exists (or, with ``create``, can be made) and can be written."""
+    existing = folder
+    while not existing.exists() and create and existing.parent != existing:
+        existing = existing.parent
+    if not existing.exists():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not existing.is_dir():
+        raise OutputError(f"cannot write into {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {existing}")
+
