@@ -17,6 +17,7 @@ from FAGANTrainingLib import (
     TrainingSettings,
     formatEta,
     nodesInScene,
+    plotsInScene,
     prepareTraining,
 )
 from slicer import vtkMRMLPlotChartNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
@@ -179,8 +180,7 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
-        if self._run and self._run.active:
-            self._run.stop()
+        """A run goes on (it uses files, not the scene); its charts come back in the next scene."""
         self._plots = None
         self.setParameterNode(None)
 
@@ -305,10 +305,7 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _startRun(self, run: TrainingRun, resume: bool) -> None:
         p = self._parameterNode
         self._plots = TrainingPlots(slicer.mrmlScene, p.lossTable, p.validationTable, p.lossChart, p.psnrChart)
-        with slicer.util.NodeModify(p):
-            p.lossTable, p.validationTable = self._plots.lossTable, self._plots.validationTable
-            p.lossChart, p.psnrChart = self._plots.lossChart, self._plots.psnrChart
-        self._showCharts()
+        self._attachPlots()
         self._run = run
         if resume:
             run.resume()
@@ -317,6 +314,14 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(" ".join(run.process.command))
         self._timer.start()
         self._updateGUI()
+
+    def _attachPlots(self) -> None:
+        """Record the charts in the parameter node and show them."""
+        p = self._parameterNode
+        with slicer.util.NodeModify(p):
+            p.lossTable, p.validationTable = self._plots.lossTable, self._plots.validationTable
+            p.lossChart, p.psnrChart = self._plots.lossChart, self._plots.psnrChart
+        self._showCharts()
 
     def _showCharts(self) -> None:
         for widget, chart, tag in ((self.ui.lossPlotWidget, self._plots.lossChart, "FAGANTrainingLoss"),
@@ -336,6 +341,9 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run is None:
             self._timer.stop()
             return
+        if self._parameterNode and (self._plots is None or not self._plots.inScene(slicer.mrmlScene)):
+            self._plots = plotsInScene(slicer.mrmlScene, self._plots, run.history)  # the scene was closed
+            self._attachPlots()
         if run.poll() and self._plots:
             self._plots.update(run.history)
         for line in run.process.takeNewLogLines():
@@ -425,6 +433,8 @@ class FAGANTrainingTest(ScriptedLoadableModuleTest):
         self.test_DeletedVolumeIsNotExported()
         self.setUp()
         self.test_TrainStopResume()
+        self.setUp()
+        self.test_DefaultSettingsTrain()
 
     def test_DeletedVolumeIsNotExported(self):
         import FAGANSuperRes
@@ -453,6 +463,24 @@ class FAGANTrainingTest(ScriptedLoadableModuleTest):
         plots = TrainingPlots(slicer.mrmlScene)
         plots.update(run.history)
         self.assertGreater(plots.lossTable.GetNumberOfRows(), 0)
+        self.delayDisplay("Test passed")
+
+
+    def test_DefaultSettingsTrain(self):
+        """The panel's defaults (the bundled recipe, with its synthetic share from nilearn's ICBM152
+        template) start and finish a run; only the length, the folder and the device are set."""
+        import FAGANSuperRes
+
+        if FAGANSuperRes.skipUnlessReady(self, "train"):
+            return
+        self.delayDisplay("Training with the default settings (synthetic share included) for 2 iterations (CPU)")
+        volumes = [FAGANSuperRes.createSyntheticMRVolume(f"Train{i}") for i in range(3)]
+        runFolder = tempfile.mkdtemp(prefix="FAGANTrainingTest-", dir=slicer.app.temporaryPath)
+        settings = TrainingSettings(outputDir=runFolder, iterations=2, device="cpu")
+        self.assertGreater(settings.syntheticFraction, 0)
+        run = TrainingRun(prepareTraining(settings, volumes))
+        run.start()
+        self.assertEqual(run.wait(1200), RunState.FINISHED, run.error)
         self.delayDisplay("Test passed")
 
 

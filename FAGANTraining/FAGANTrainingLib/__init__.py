@@ -1,6 +1,6 @@
 """Qt-free logic of the FAGANTraining module: config writing, command line, run state machine,
 progress history and MRML plots."""
-from .history import TrainingHistory, TrainingPlots, formatEta
+from .history import TrainingHistory, TrainingPlots, formatEta, plotsInScene
 from .run import RunState, TrainingRun
 from .training import (
     ACQUISITIONS,
@@ -29,6 +29,7 @@ __all__ = [
     "exportVolumeNodes",
     "formatEta",
     "nodesInScene",
+    "plotsInScene",
     "prepareTraining",
     "trainingArguments",
     "trainingCommand",

@@ -91,6 +91,20 @@ class TrainingPlots:
     def nodes(self) -> List[Any]:
         return [self.lossTable, self.validationTable, self.lossChart, self.psnrChart]
 
+    def inScene(self, scene: Any) -> bool:
+        """True while every table and chart is a node of ``scene`` (False after the scene was closed)."""
+        return scene is self.scene and all(bool(scene.IsNodePresent(node)) for node in self.nodes())
+
+
+def plotsInScene(scene: Any, plots: Optional[TrainingPlots], history: TrainingHistory) -> TrainingPlots:
+    """``plots`` if its nodes are still in ``scene``; else new tables and charts in ``scene``, filled
+    from ``history`` (a run goes on when the scene is closed: its charts come back in the new scene)."""
+    if plots is not None and plots.inScene(scene):
+        return plots
+    plots = TrainingPlots(scene)
+    plots.update(history)
+    return plots
+
 
 def _fillTable(tableNode: Any, columns: List[str], rows: List[Dict[str, float]]) -> None:
     table = vtk.vtkTable()

@@ -92,9 +92,9 @@ def buildTrainingConfig(settings: TrainingSettings, trainFiles: Sequence[Any]) -
     chart gets points and the run can be resumed.
     """
     ensureEngineImportable()
-    from fagan_engine.presets import preset_config
-    from fagan_engine.config import FAGANConfig
-    from fagan_engine.errors import FAGANError
+    from fagan_engine.util.presets import preset_config
+    from fagan_engine.util.config import FAGANConfig
+    from fagan_engine.util.errors import FAGANError
 
     if settings.preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {settings.preset!r}")
@@ -151,7 +151,7 @@ def initCheckpointPath(settings: TrainingSettings) -> str:
     if not settings.initCheckpoint:
         return ""
     if settings.initCheckpoint == BUNDLED:
-        from fagan_engine.checkpoint import default_checkpoint
+        from fagan_engine.models.checkpoint import default_checkpoint
 
         found = default_checkpoint(int(settings.scale), settings.acquisition)
         if found is None:

@@ -334,3 +334,54 @@ def test_fine_tuning_takes_the_checkpoint_architecture(tmp_path, dataFolder, tin
         buildTrainingConfig(settingsFor(tmp_path, preset="fagan", scale=8, initCheckpoint=BUNDLED), files)
     with pytest.raises(ValueError, match="not found"):
         buildTrainingConfig(settingsFor(tmp_path, preset="fagan", initCheckpoint=str(tmp_path / "none.safetensors")), files)
+
+
+# ---------------------------------------------------------------- issue 18: the default recipe, panel text, scene close
+
+
+def test_training_installs_what_the_default_synthetic_share_needs(monkeypatch):
+    """The default recipe draws synthetic slices from nilearn's ICBM152 template: training lists nilearn."""
+    from FAGANSuperResLib import dependencies, engine
+
+    assert TrainingSettings(outputDir="x").syntheticFraction > 0
+    monkeypatch.setattr(engine, "moduleAvailable", lambda name: name != "nilearn")
+    monkeypatch.setattr(engine, "installedTorchVersion", lambda: "2.4.0")
+    assert engine.missingRequirements("train") == ["nilearn>=0.10"]
+    assert engine.missingRequirements("fagan") == []
+    assert "nilearn" in dependencies.selfTestSkipReason("train")
+
+
+def test_default_settings_train_with_the_real_trainer(tmp_path, scene):
+    """The panel's defaults (synthetic share included), only length, folder and device set, run to the end."""
+    nodes = [addVolumeNode(scene, smoothArray((12, 48, 40), seed=i), name=f"HR{i}") for i in range(3)]
+    settings = TrainingSettings(outputDir=str(tmp_path / "run"), iterations=1, device="cpu")
+    run = TrainingRun(prepareTraining(settings, nodes))
+    run.start()
+    assert run.wait(600) == RunState.FINISHED, run.error
+    assert run.iteration == 1
+
+
+def test_panel_text_says_what_happens_without_vgg_weights():
+    """The engine downloads nothing: without VGG weights the content loss is the pixel loss."""
+    from pathlib import Path
+
+    ui = (Path(__file__).resolve().parents[2] / "FAGANTraining" / "Resources" / "UI" / "FAGANTraining.ui").read_text()
+    vggText = ui[ui.index('name="vggWeightsPathLineEdit"'):][:600]
+    assert "download" not in vggText.replace("Nothing is downloaded", "") and "pixel" in vggText
+
+
+def test_charts_come_back_in_a_new_scene_while_the_run_goes_on(scene):
+    from FAGANTrainingLib import plotsInScene
+
+    history = TrainingHistory()
+    for it in (1, 2, 3):
+        history.add({"event": "progress", "iteration": it, "losses": {"pixel": 1.0 / it}})
+    history.add({"event": "validation", "iteration": 3, "psnr": 30.0, "bicubic_psnr": 29.0})
+    plots = plotsInScene(scene, None, history)
+    assert plotsInScene(scene, plots, history) is plots
+    scene.Clear(0)  # the user closes the scene
+    assert not plots.inScene(scene)
+    again = plotsInScene(scene, plots, history)
+    assert again is not plots and again.inScene(scene)
+    assert again.lossTable.GetNumberOfRows() == 3 and again.validationTable.GetNumberOfRows() == 1
+    assert again.lossChart.GetNumberOfPlotSeriesNodes() == 1
