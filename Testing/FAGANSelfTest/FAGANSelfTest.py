@@ -54,6 +54,8 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_ApplyProducesExactGeometry()
         self.setUp()
+        self.test_DeletedInputKeepsTheResult()
+        self.setUp()
         self.test_CancelLeavesSceneUnchanged()
         self.setUp()
         self.test_BadCheckpointIsRejected()
@@ -100,8 +102,10 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         self.waitUntilIdle(widget)
         self.assertEqual(widget.ui.applyButton.text, "Apply")
 
-        output = p.outputVolume
+        output = widget.lastJob.outputVolumeNode
         self.assertIsNotNone(output, widget.ui.statusLabel.text)
+        self.assertIsNone(p.outputVolume, "the output selector is back at 'Create new volume'")
+        self.assertIn("fagan_engine sr", widget.ui.logTextEdit.toPlainText())
         inDims = inputNode.GetImageData().GetDimensions()
         self.assertEqual(output.GetImageData().GetDimensions(), (2 * inDims[0], 2 * inDims[1], inDims[2]))
         np.testing.assert_allclose(FAGANSuperRes.physicalBox(output), FAGANSuperRes.physicalBox(inputNode), atol=1e-4)
@@ -118,6 +122,40 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
             self.assertIsNotNone(slicer.modules.colors.logic().GetColorLegendDisplayNode(consistency))
             np.testing.assert_allclose(FAGANSuperRes.physicalBox(consistency), FAGANSuperRes.physicalBox(output), atol=1e-4)
         self.delayDisplay("Result shown with exact geometry")
+
+        self.delayDisplay("Clinician: Apply again at x4, side by side: a second result, the first one untouched")
+        firstDims = output.GetImageData().GetDimensions()
+        p.scale, p.sideBySide = 4, True
+        widget.ui.applyButton.click()
+        self.waitUntilIdle(widget)
+        p.sideBySide = False
+        second = widget.lastJob.outputVolumeNode
+        self.assertIsNotNone(second, widget.ui.statusLabel.text)
+        self.assertIsNot(second, output)
+        self.assertEqual(output.GetImageData().GetDimensions(), firstDims)
+        self.assertEqual(second.GetNodeReference("FAGANInput"), inputNode)
+        layoutManager = slicer.app.layoutManager()
+        self.assertEqual(layoutManager.layout, slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        left = layoutManager.sliceWidget("Red").mrmlSliceCompositeNode()
+        right = layoutManager.sliceWidget("Yellow").mrmlSliceCompositeNode()
+        self.assertEqual((left.GetBackgroundVolumeID(), right.GetBackgroundVolumeID()), (inputNode.GetID(), second.GetID()))
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+
+    def test_DeletedInputKeepsTheResult(self):
+        import FAGANSuperRes
+
+        self.delayDisplay("Clinician: Apply, then delete the input volume while it runs")
+        inputNode = FAGANSuperRes.createSyntheticMRVolume()
+        widget = self.superResWidget()
+        p = widget._parameterNode
+        p.inputVolume, p.scale, p.method, p.device, p.outputVolume, p.applyToAll = inputNode, 2, "bicubic", "cpu", None, False
+        widget.ui.applyButton.click()
+        slicer.mrmlScene.RemoveNode(inputNode)
+        self.waitUntilIdle(widget)
+        result = widget.lastJob.outputVolumeNode
+        self.assertIsNotNone(result, widget.ui.statusLabel.text)
+        self.assertIs(result.GetScene(), slicer.mrmlScene)
+        self.assertIn("was deleted during the run", widget.ui.warningsLabel.text)
 
     def test_CancelLeavesSceneUnchanged(self):
         import FAGANSuperRes
@@ -178,7 +216,7 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget.ui.applyButton.text, "Cancel")
         self.waitUntilIdle(widget)
         p.mode, p.fitIterations = "in-plane", 0
-        output = p.outputVolume
+        output = widget.lastJob.outputVolumeNode
         self.assertIsNotNone(output, widget.ui.statusLabel.text)
         self.assertRegex(output.GetName(), r"^Thick_iso\d+\.\d+mm$")  # 34.8 mm / 37 slices: Thick_iso0.94mm
         np.testing.assert_allclose(FAGANSuperRes.physicalBox(output), FAGANSuperRes.physicalBox(inputNode), atol=1e-4)
