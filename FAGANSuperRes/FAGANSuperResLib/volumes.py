@@ -113,7 +113,7 @@ def loadVolumeFile(volumeNode: Any, path: Path) -> None:
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
     storage.SetSingleFile(True)
-    if not storage.ReadData(loaded) or loaded.GetImageData() is None:
+    if not storage.ReadData(loaded, True) or loaded.GetImageData() is None:  # True: a temporary file
         raise ValueError(f"Slicer could not read {Path(path).name}")
     matrix = vtk.vtkMatrix4x4()
     loaded.GetIJKToRASMatrix(matrix)
