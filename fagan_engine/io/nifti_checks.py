@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from fagan_engine.io.nifti_header import Geometry, check_single_file_header, decide_geometry
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.stdio_capture import captured_stderr
 
@@ -22,17 +23,21 @@ _ORTHOGONAL_TOL = 1e-6
 
 
 class NiftiFacts(NamedTuple):
-    """What the header and data say: voxels that are not finite, and whether the affine is sheared."""
+    """What the header and data say: voxels that are not finite, whether the affine is sheared, and
+    the transform that decides the geometry."""
 
     non_finite: int
     sheared: bool
+    geometry: Geometry
 
 
 def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
     """Check ``path`` and return its facts; None when nibabel cannot parse it (ITK then reports why).
 
-    Raises InputError for non-positive sizes, non-finite geometry and a truncated data section.
+    Raises InputError for a damaged magic or data offset, non-positive sizes, no valid transform, a
+    truncated data section and (``.nii.gz``) a gzip stream whose CRC or length check fails.
     """
+    pixdim = check_single_file_header(path)
     try:
         import nibabel as nib
 
@@ -47,12 +52,19 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
         raise InputError(
             f"cannot read {path}: its header declares an empty axis (sizes {tuple(dims[1:count + 1])}, each must be >= 1)"
         )
-    if not np.all(np.isfinite(image.affine)):
-        raise InputError(f"cannot read {path}: its geometry (sform/qform) holds NaN or Inf")
-    if not data_complete(path, _data_end(image)):
-        raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
     with captured_stderr():
-        return NiftiFacts(_non_finite(image), is_sheared(image.affine[:3, :3]))
+        geometry = decide_geometry(header, pixdim, path)
+    if geometry.affine is not None and not np.all(np.isfinite(geometry.affine)):
+        raise InputError(f"cannot read {path}: its geometry (sform/qform) holds NaN or Inf")
+    gzipped = path.name.lower().endswith(".gz")
+    held = _gunzipped_size(path) if gzipped else path.stat().st_size
+    if gzipped and held < 0:
+        raise InputError(f"cannot read {path}: its gzip stream is damaged (truncated, or its CRC or length check fails)")
+    if held < _data_end(image):
+        raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
+    sheared = geometry.affine is not None and is_sheared(geometry.affine[:3, :3])
+    with captured_stderr():
+        return NiftiFacts(_non_finite(image), sheared, geometry)
 
 
 def nifti_complete(path: Path) -> bool:

@@ -30,6 +30,7 @@ import SimpleITK as sitk
 from fagan_engine.io.dicom_series import read_dicom_series
 from fagan_engine.io.geometry import direction_matrix
 from fagan_engine.io.nifti_checks import inspect_nifti, is_sheared, nifti_complete
+from fagan_engine.io.nifti_header import Geometry
 from fagan_engine.io.paths import InputFiles, written_files
 from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files
@@ -106,10 +107,19 @@ def validate_image(image: sitk.Image, nan_policy: str = "error") -> sitk.Image:
     _check_value_range(image)
     if image.GetPixelID() != sitk.sitkFloat32:
         cast = sitk.Cast(image, sitk.sitkFloat32)
-        for key in image.GetMetaDataKeys():  # e.g. the DICOM slice thickness (through-plane SR reads it)
-            cast.SetMetaData(key, image.GetMetaData(key))
+        _copy_metadata(image, cast)
         image = cast
     return _apply_nan_policy(image, nan_policy)
+
+
+def _copy_metadata(source: sitk.Image, target: sitk.Image) -> None:
+    """Copy the header's text fields (e.g. the DICOM slice thickness, which through-plane SR reads);
+    a value that is not UTF-8 (``PatientName`` in Latin-1) is left out: SimpleITK cannot store it back."""
+    for key in source.GetMetaDataKeys():
+        try:
+            target.SetMetaData(key, source.GetMetaData(key))
+        except (TypeError, UnicodeError):
+            continue
 
 
 def from_nibabel(nifti: "nibabel.Nifti1Image") -> sitk.Image:  # noqa: F821
@@ -269,11 +279,12 @@ def _lower_case_alias(path: Path, ext: str) -> Iterator[Path]:
         yield alias
 
 
-def _itk_read(path: Path, ext: str) -> sitk.Image:
+def _itk_read(path: Path, ext: str, quiet: bool = False) -> sitk.Image:
     """Read with the ImageIO of ``ext`` (so the letter case of the name does not matter).
 
     The C libraries' stderr is captured: a read during which one of them reported an error is
-    refused (ITK may return zeros), other messages become one FAGANWarning.
+    refused (ITK may return zeros), other messages become one FAGANWarning, unless ``quiet``
+    (the header was checked here, and its one warning line says what matters).
     """
     reader = sitk.ImageFileReader()
     reader.SetImageIO(_IMAGE_IO[ext])
@@ -285,9 +296,9 @@ def _itk_read(path: Path, ext: str) -> sitk.Image:
         except RuntimeError as exc:
             failure = _itk_detail(exc)
     complaint = noise.first_message()
-    if failure is not None or _FAILURE_WORDS.search(complaint):
+    if failure is not None or noise.has_error() or _FAILURE_WORDS.search(complaint):
         raise InputError(f"cannot read {path}: {failure or complaint}")
-    if complaint:
+    if complaint and not quiet:
         warnings.warn(f"{path.name}: {complaint}", FAGANWarning, stacklevel=3)
     return image
 
@@ -302,10 +313,12 @@ def _read_nifti(path: Path, nan_policy: str) -> sitk.Image:
         raise _non_finite_error(facts.non_finite)
     if facts is None or not facts.sheared:
         try:
-            return _itk_read(path, ".nii")
+            image = _itk_read(path, ".nii", quiet=facts is not None)
         except InputError:
             if facts is None:
                 raise
+        else:
+            return image if facts is None else _with_geometry(image, facts.geometry, path)
     import nibabel as nib
 
     with captured_stderr():
@@ -315,6 +328,26 @@ def _read_nifti(path: Path, nan_policy: str) -> sitk.Image:
             raise
         except Exception as exc:  # nibabel raises many types for damaged files
             raise InputError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _with_geometry(image: sitk.Image, geometry: Geometry, path: Path) -> sitk.Image:
+    """``image`` with the geometry of the transform the NIfTI rule chose (ITK may have read another),
+    and one warning line when the header disagreed with itself."""
+    if geometry.conflict:
+        warnings.warn(f"{path.name}: {geometry.conflict}; the geometry follows the {geometry.source} (docs/reliability.md)",
+                      FAGANWarning, stacklevel=4)
+    if geometry.affine is None or image.GetDimension() != 3:  # not 3D: validate_image refuses it
+        return image
+    matrix = _LPS_FROM_RAS @ geometry.affine[:3, :3]
+    spacing = np.linalg.norm(matrix, axis=0)
+    direction = (matrix / spacing).ravel()
+    origin = _LPS_FROM_RAS @ geometry.affine[:3, 3]
+    if not (np.allclose(image.GetSpacing(), spacing, rtol=1e-5) and np.allclose(image.GetDirection(), direction, atol=1e-5)
+            and np.allclose(image.GetOrigin(), origin, atol=1e-4)):
+        image.SetSpacing(spacing.tolist())
+        image.SetDirection(direction.tolist())
+        image.SetOrigin(origin.tolist())
+    return image
 
 
 def _check_shape_and_type(image: sitk.Image) -> None:

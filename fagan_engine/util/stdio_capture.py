@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import threading
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
+_LOCATION = re.compile(r"^(\w+): In .*, line \d+$")
+"""ITK's first line of a message: ``WARNING: In /build/path/file.cxx, line 2008``."""
+_OBJECT = re.compile(r"^[\w:]+ \(0x[0-9a-fA-F]+\): ")
+"""ITK's object prefix: ``NiftiImageIO (0x55f6...): ``."""
 _LOCK = threading.RLock()  # re-entrant: a captured block may call code that captures too
 
 
@@ -23,12 +28,28 @@ class CapturedText:
     def __init__(self) -> None:
         self.lines: List[str] = []
 
-    def first_message(self) -> str:
-        """The most informative line: the first one that mentions an error, else the first."""
+    def messages(self) -> List[Tuple[bool, str]]:
+        """(is an error, text) per message, without ITK's source locations and object addresses."""
+        found: List[Tuple[bool, str]] = []
+        level = ""
         for line in self.lines:
-            if "error" in line.lower():
-                return line
-        return self.lines[0] if self.lines else ""
+            location = _LOCATION.match(line)
+            if location:
+                level = location.group(1).lower()
+                continue
+            text = _OBJECT.sub("", line)
+            found.append(("error" in level or "error" in text.lower(), text))
+            level = ""
+        return found
+
+    def has_error(self) -> bool:
+        """True when a library reported an error (not only a warning)."""
+        return any(error for error, _ in self.messages())
+
+    def first_message(self) -> str:
+        """The most informative message: the first error, else the first message ('' when none)."""
+        found = self.messages()
+        return next((text for error, text in found if error), found[0][1] if found else "")
 
 
 @contextlib.contextmanager

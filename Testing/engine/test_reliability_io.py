@@ -1,0 +1,137 @@
+"""Issue #20, volume reading: damaged NIfTI headers and gzip trailers, self-contradicting NIfTI
+transforms, non-UTF-8 header text, and outputs that would reach an input (even with --force)."""
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from fagan_engine.io.volume_io import read_volume, write_volume
+from fagan_engine.util.errors import FAGANWarning, InputError, OutputError
+
+
+def sample(tmp_path: Path, name: str = "a.nii") -> Path:
+    """A 20×24×6 volume, 1×1×3 mm, origin (5, 6, 7), first voxel not 0."""
+    array = (np.random.default_rng(0).random((6, 24, 20)) * 100 + 1).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    image.SetOrigin((5.0, 6.0, 7.0))
+    path = tmp_path / name
+    sitk.WriteImage(image, str(path), False)
+    return path
+
+
+def patched(path: Path, offset: int, fmt: str, value: object, name: str = "edited.nii") -> Path:
+    data = bytearray(path.read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    target = path.with_name(name)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def refused(path: Path, fragment: str) -> None:
+    with pytest.raises(InputError, match=fragment) as excinfo:
+        read_volume(str(path))
+    assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("offset", [0.0, 100.0, 348.0, -352.0, float("nan"), float("inf"), 352.5])
+def test_nifti_vox_offset_below_352_or_not_finite_is_refused(tmp_path, offset):
+    refused(patched(sample(tmp_path), 108, "<f", offset), "vox_offset")
+
+
+def test_nifti_with_a_later_vox_offset_reads_its_data_there(tmp_path):
+    source = sample(tmp_path)
+    data = source.read_bytes()
+    moved = tmp_path / "moved.nii"
+    moved.write_bytes(data[:108] + struct.pack("<f", 368.0) + data[112:352] + bytes(16) + data[352:])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_volume(str(moved))), sitk.GetArrayFromImage(read_volume(str(source))))
+
+
+@pytest.mark.parametrize("magic", [b"xx1\0", b"ni1\0", b"\0\0\0\0"])
+def test_nifti_with_a_damaged_magic_is_refused_not_read_as_analyze(tmp_path, magic):
+    data = bytearray(sample(tmp_path).read_bytes())
+    data[344:348] = magic
+    (tmp_path / "m.nii").write_bytes(bytes(data))
+    refused(tmp_path / "m.nii", "magic")
+
+
+@pytest.mark.parametrize("byte", [-8, -5, -4, -1], ids=["crc0", "crc3", "isize0", "isize3"])
+def test_nii_gz_with_a_bad_gzip_trailer_is_refused(tmp_path, byte):
+    path = tmp_path / "a.nii.gz"
+    sitk.WriteImage(read_volume(str(sample(tmp_path))), str(path))
+    data = bytearray(path.read_bytes())
+    data[byte] ^= 0x01
+    path.write_bytes(bytes(data))
+    refused(path, "gzip stream is damaged")
+
+
+@pytest.mark.parametrize("pixdim", [float("nan"), float("inf"), 0.0, -3.0, 5.0])
+def test_nifti_pixdim_contradicting_a_valid_sform_follows_the_sform_with_one_warning(tmp_path, pixdim):
+    source = sample(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = read_volume(str(patched(source, 88, "<f", pixdim)))
+    assert image.GetSpacing() == pytest.approx((1.0, 1.0, 3.0))
+    assert image.GetDirection() == pytest.approx(np.eye(3).ravel())
+    assert image.GetOrigin() == pytest.approx((5.0, 6.0, 7.0))
+    notes = [str(w.message) for w in caught if issubclass(w.category, FAGANWarning)]
+    assert len(notes) == 1 and "follows the sform" in notes[0] and "pixdim" in notes[0], notes
+    assert not any(".cxx" in str(w.message) or "0x" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("pixdim", [float("nan"), 0.0, -3.0])
+def test_nifti_pixdim_invalid_without_an_sform_is_refused(tmp_path, pixdim):
+    source = patched(sample(tmp_path), 254, "<h", 0, name="nosform.nii")  # sform_code 0: the qform (with pixdim) decides
+    refused(patched(source, 88, "<f", pixdim), "pixdim")
+
+
+def test_cli_prints_the_geometry_rule_not_itk_text(tmp_path):
+    import subprocess
+    import sys
+
+    edited = patched(sample(tmp_path), 88, "<f", float("nan"))
+    proc = subprocess.run([sys.executable, "-m", "fagan_engine", "sr", str(edited), str(tmp_path / "o.nrrd"), "--scale", "2",
+                           "--method", "bicubic", "--progress", "none"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("warning: ") and "follows the sform" in proc.stderr
+    assert sitk.ReadImage(str(tmp_path / "o.nrrd")).GetSpacing() == pytest.approx((0.5, 0.5, 3.0))
+
+
+@pytest.mark.parametrize("ext", [".mha", ".nrrd"])
+def test_int16_header_with_latin1_text_is_read(tmp_path, ext):
+    image = sitk.Cast(read_volume(str(sample(tmp_path))), sitk.sitkInt16)
+    path = tmp_path / f"v{ext}"
+    sitk.WriteImage(image, str(path), False)
+    data = path.read_bytes()
+    if ext == ".mha":
+        at = data.index(b"ElementDataFile")
+        data = data[:at] + "PatientName = Müller\n".encode("latin-1") + data[at:]
+    else:
+        at = data.index(b"\n\n")
+        data = data[:at] + "\nPatientName:=Müller".encode("latin-1") + data[at:]
+    path.write_bytes(data)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_volume(str(path))), sitk.GetArrayFromImage(image).astype(np.float32))
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink", "detached-data"])
+def test_output_reaching_the_input_is_refused_even_with_force(tmp_path, how):
+    source = sample(tmp_path, "in.mhd" if how == "detached-data" else "in.nii")
+    files = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    if how == "symlink":
+        output = tmp_path / "link.nii"
+        os.symlink(source, output)
+    elif how == "hardlink":
+        output = tmp_path / "hard.nii"
+        os.link(source, output)
+    else:
+        output = tmp_path / "in.nhdr"  # writes in.raw, the data file of in.mhd
+    with pytest.raises(OutputError, match="input") as excinfo:
+        write_volume(read_volume(str(source)), str(output), force=True, input_path=str(source))
+    assert "\n" not in str(excinfo.value)
+    assert all(p.read_bytes() == data for p, data in files.items())
