@@ -33,7 +33,7 @@ WIDGET_API: Dict[str, Set[str]] = {
     "qMRMLNodeComboBox": {"enabled"},
     "qMRMLSubjectHierarchyComboBox": {"enabled", "currentItem", "connect", "currentItemChanged(vtkIdType)"},
     "QProgressBar": {"value", "setVisible"},
-    "QPlainTextEdit": {"appendPlainText"},
+    "QPlainTextEdit": {"appendPlainText", "toPlainText"},
     "ctkCollapsibleButton": {"enabled", "collapsed"},
     "ctkPathLineEdit": {"connect", "currentPath", "blockSignals", "currentPathChanged(QString)", "enabled"},
     "qMRMLCheckableNodeComboBox": {"connect", "checkedNodes", "nodeCount", "nodeFromIndex", "setCheckState",
