@@ -215,7 +215,7 @@ def test_crafted_metadata_is_refused_before_building_a_model(tmp_path: Path, cha
     assert time.perf_counter() - started < 5 and "\n" not in str(excinfo.value)
 
 
-def test_legacy_format_1_still_loads_but_not_with_shared_bytes(tmp_path: Path) -> None:
+def test_legacy_format_1_loads_only_on_opt_in_and_not_with_shared_bytes(tmp_path: Path, monkeypatch) -> None:
     from safetensors.torch import load_file, save
 
     path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
@@ -228,6 +228,10 @@ def test_legacy_format_1_still_loads_but_not_with_shared_bytes(tmp_path: Path) -
     )
     path.write_bytes(save(tensors, metadata={"fagan": legacy.to_json()}))
     path.with_suffix(".json").unlink()
+    with pytest.raises(CheckpointError, match="FAGAN_ALLOW_FORMAT_1=1") as excinfo:
+        load_generator(str(path))
+    assert "\n" not in str(excinfo.value)
+    monkeypatch.setenv("FAGAN_ALLOW_FORMAT_1", "1")
     load_generator(str(path))
     edit_header(path, alias_offsets)
     with pytest.raises(CheckpointError, match="checksum mismatch|damaged"):

@@ -6,8 +6,9 @@ architecture (ModelConfig), scale, intensity normalisation, in-plane convention,
 summary and the engine version. ``content_sha256`` (format 2) hashes what defines the model:
 every tensor's name, dtype, shape and bytes plus the metadata itself (``tensor_digest``), so
 swapped tensor offsets, edited metadata, truncation or corruption are refused. Format 1 files
-(``weights_sha256`` over the data section only) are still read, with the header checked for
-well-formed, non-overlapping tensors. ``read_metadata`` needs neither torch nor numpy (the
+(``weights_sha256`` over the data section only) are read only when the user opts in
+(``FAGAN_ALLOW_FORMAT_1=1``), with the header checked for well-formed, non-overlapping tensors;
+a file that says format 1 but carries a format-2 checksum (an edited format) is always refused. ``read_metadata`` needs neither torch nor numpy (the
 Slicer UI uses it); the architecture is compared with the tensors before any weight is allocated.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,6 +29,8 @@ from fagan_engine.util.tensor_digest import SafetensorsFormatError, content_dige
 
 FORMAT = "fagan-checkpoint/2"
 LEGACY_FORMAT = "fagan-checkpoint/1"
+ALLOW_FORMAT_1_ENV = "FAGAN_ALLOW_FORMAT_1"
+"""Set to 1 to load format-1 checkpoints (their checksum covers the weight bytes only)."""
 METADATA_KEY = "fagan"
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 """fagan_engine/checkpoints: the bundled weights (package data)."""
@@ -217,6 +221,7 @@ def _verified(path: str) -> Tuple[CheckpointMetadata, Dict[str, Any], bytes]:
     if metadata.format == FORMAT:
         intact = metadata.content_sha256 == content_digest(entries, data, metadata.digest_text())
     else:
+        _check_legacy_allowed(metadata, target)
         intact = _tiles(entries, len(data)) and metadata.weights_sha256 == hashlib.sha256(data).hexdigest()
     if not intact:
         raise CheckpointError(f"checkpoint {target.name} is corrupt or was modified: checksum mismatch")
@@ -229,6 +234,21 @@ def _verified(path: str) -> Tuple[CheckpointMetadata, Dict[str, Any], bytes]:
         if parse_metadata(text, sidecar) != metadata:
             raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {target.name}")
     return metadata, entries, blob
+
+
+def _check_legacy_allowed(metadata: CheckpointMetadata, target: Path) -> None:
+    """Refuse a format-1 checkpoint unless ``ALLOW_FORMAT_1_ENV`` is set; always refuse one that carries a
+    format-2 checksum (a format-2 file whose ``format`` was edited to escape the full check)."""
+    if metadata.content_sha256:
+        raise CheckpointError(
+            f"checkpoint {target.name} says {LEGACY_FORMAT} but carries a {FORMAT} checksum: its format was edited; "
+            "restore the original file"
+        )
+    if os.environ.get(ALLOW_FORMAT_1_ENV) != "1":
+        raise CheckpointError(
+            f"checkpoint {target.name} is {LEGACY_FORMAT}, whose checksum does not cover tensor names or metadata "
+            f"(an edit could swap tensors unnoticed); load it only if you trust its source, with {ALLOW_FORMAT_1_ENV}=1"
+        )
 
 
 def _tiles(entries: Dict[str, Any], length: int) -> bool:
