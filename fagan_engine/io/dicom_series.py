@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,6 +22,9 @@ from fagan_engine.util.stdio_capture import captured_stderr
 
 _REL_TOL = 0.01  # slice distances may differ from the nominal spacing by 1 % (rounding in headers)
 _POSITION_TAG = "0020|0032"
+_PLANE_TAGS = (("0020|0037", "ImageOrientationPatient", 1e-3), ("0028|0030", "PixelSpacing", 1e-3),
+               ("0028|0010", "Rows", 0.0), ("0028|0011", "Columns", 0.0))
+"""Tags every slice of one volume shares, with the tolerance of the comparison."""
 
 
 def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error") -> sitk.Image:
@@ -52,6 +56,7 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
         raise InputError(f"cannot read DICOM series in {folder}: {noise.first_message() or failure}")
     if image.GetDimension() != 3 or image.GetSize()[2] != len(files) or len(files) < 2:
         return image
+    _check_same_plane(reader, files)
     positions = _slice_positions(reader, image, files)
     return _with_slice_tags(_checked_grid(image, positions, files, gaps), reader)
 
@@ -84,6 +89,34 @@ def _check_no_symlink_loop(folder: Path) -> None:
                     raise InputError(f"DICOM folder {folder} holds a symbolic link loop: {entry.name}") from None
 
 
+def _check_same_plane(reader: sitk.ImageSeriesReader, files: List[str]) -> None:
+    """Refuse a series whose slices do not all share one orientation, pixel spacing and matrix
+    (ITK would stack them as a regular volume with the first slice's geometry)."""
+    for tag, name, tol in _PLANE_TAGS:
+        values = [_numbers(reader, index, tag) for index in range(len(files))]
+        keys = [tuple(np.round(v, 3)) if v is not None else None for v in values]
+        common = Counter(keys).most_common(1)[0][0]
+        reference = values[keys.index(common)]
+        for index, value in enumerate(values):
+            if value is None and reference is None:
+                continue
+            if reference is None or value is None or len(value) != len(reference) or not np.allclose(value, reference, atol=tol, rtol=tol):
+                shown = "missing" if value is None else "\\".join(f"{v:g}" for v in value)
+                expected = "\\".join(f"{v:g}" for v in reference) if reference is not None else "missing"
+                raise InputError(
+                    f"DICOM slice {Path(files[index]).name} has {name} {shown}, unlike the other slices ({expected}); "
+                    "the files are not one volume"
+                )
+
+
+def _numbers(reader: sitk.ImageSeriesReader, index: int, tag: str) -> Optional[np.ndarray]:
+    try:
+        values = np.asarray([float(v) for v in reader.GetMetaData(index, tag).split("\\")])
+    except (RuntimeError, ValueError):
+        return None
+    return values if values.size and np.all(np.isfinite(values)) else None
+
+
 def _slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, files: List[str]) -> np.ndarray:
     """Each slice's position (mm) along the slice normal, in the reader's order."""
     normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
@@ -101,14 +134,15 @@ def _slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, files: L
 
 def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], gaps: str) -> sitk.Image:
     steps = np.diff(positions)
-    nominal = float(np.median(steps))
-    tol = max(abs(nominal) * _REL_TOL, 1e-4)
+    same = max(float(np.median(np.abs(steps))) * _REL_TOL, 1e-4)
     for index, step in enumerate(steps):
-        if abs(step) <= tol:
+        if abs(step) <= same:
             raise InputError(
                 f"DICOM slices {Path(files[index]).name} and {Path(files[index + 1]).name} are both at "
                 f"{positions[index]:.3f} mm along the slice normal (duplicated slice)"
             )
+    nominal = float(steps[np.argmin(np.abs(steps))])  # the acquired spacing: the closest pair of slices
+    tol = max(abs(nominal) * _REL_TOL, 1e-4)
     uneven = [i for i, step in enumerate(steps) if abs(step - nominal) > tol]
     if not uneven:
         return image
@@ -116,8 +150,8 @@ def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], ga
     if gaps == "error":
         raise InputError(
             f"DICOM series has a gap of {steps[first]:.3f} mm between slices {Path(files[first]).name} and "
-            f"{Path(files[first + 1]).name} (nominal spacing {nominal:.3f} mm: a slice is missing or unreadable); "
-            "read_volume(..., dicom_gaps='resample') interpolates it onto a uniform grid instead"
+            f"{Path(files[first + 1]).name} (slice spacing {nominal:.3f} mm: a slice is missing or unreadable); "
+            "--dicom-gaps resample interpolates it onto a uniform grid instead"
         )
     return _resampled(image, positions, nominal)
 
