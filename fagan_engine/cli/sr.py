@@ -56,8 +56,10 @@ def _single(args: argparse.Namespace) -> int:
         warn(args, line)
     try:
         outcome = super_resolve_case(source.image, options, resolver, report, tuple(maps))
-    finally:
-        report.close()
+    except BaseException:
+        report.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
+        raise
+    report.close()
     if plain:
         volume_io.write_volume(outcome.image, args.output, force=args.force, input_path=args.input)
     else:
@@ -130,6 +132,9 @@ class ProgressReporter:
             self.bar.total = total
             self.bar.update(done - self.bar.n)
 
-    def close(self) -> None:
+    def close(self, clear: bool = False) -> None:
+        """End the bar: kept as a finished line, or (``clear``, on failure) erased without a newline."""
         if self.bar is not None:
+            if clear:
+                self.bar.leave = False
             self.bar.close()

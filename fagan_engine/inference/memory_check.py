@@ -8,7 +8,7 @@ memory (no /proc/meminfo) nothing is checked.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from fagan_engine.util.errors import InputError
 
@@ -33,12 +33,24 @@ def available_bytes() -> Optional[int]:
 def check_output_fits(output_voxels: int, scale: int, uncertainty: bool = False) -> None:
     """InputError (one line) if an SR result of ``output_voxels`` voxels (with its uncertainty map when
     ``uncertainty``) needs more than the available memory. Called once per volume, before any work."""
-    available = available_bytes()
     per_voxel = BYTES_PER_OUTPUT_VOXEL + (UNCERTAINTY_BYTES_PER_OUTPUT_VOXEL if uncertainty else 0)
-    needed = BASE_BYTES + per_voxel * output_voxels
+    _refuse_beyond_memory(output_voxels, per_voxel, f"the x{scale} result", "crop the input, choose a lower scale")
+
+
+def check_through_plane_fits(n_out: int, in_plane_size: Tuple[int, int], output_spacing: float) -> None:
+    """InputError (one line) if a through-plane result of ``n_out`` slices of ``in_plane_size`` voxels
+    needs more than the available memory (two orientations' results, their fusion, the maps, the writer:
+    as many copies as the in-plane path). Called once per volume, before the fit."""
+    voxels = n_out * in_plane_size[0] * in_plane_size[1]
+    _refuse_beyond_memory(voxels, BYTES_PER_OUTPUT_VOXEL, f"the through-plane result ({n_out} slices at {output_spacing:.3g} mm)",
+                          "choose a larger --target-spacing, crop the input")
+
+
+def _refuse_beyond_memory(voxels: int, per_voxel: int, what: str, advice: str) -> None:
+    available = available_bytes()
+    needed = BASE_BYTES + per_voxel * voxels
     if available is not None and needed > available:
         raise InputError(
-            f"the x{scale} result has {output_voxels / 1e6:.0f} M voxels and needs about {needed / 2**30:.1f} GiB "
-            f"of memory, but {available / 2**30:.1f} GiB is available; crop the input, choose a lower scale "
-            "or use a machine with more memory"
+            f"{what} has {voxels / 1e6:.0f} M voxels and needs about {needed / 2**30:.1f} GiB of memory, "
+            f"but {available / 2**30:.1f} GiB is available; {advice} or use a machine with more memory"
         )

@@ -65,12 +65,24 @@ def super_resolve_case(
     image: sitk.Image, options: RunOptions, resolver: Any, progress: Optional[Progress], want_maps: Tuple[str, ...] = ()
 ) -> Outcome:
     """Super-resolve ``image`` (either mode) through the trust report, and check the requested maps exist."""
+    if options.mode == "through-plane":
+        check_through_plane_memory(image, options)
     report = run_validated(image, options, resolver, progress, True, options.uncertainty, None, None)
     maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}
     missing = [kind for kind in want_maps if maps.get(kind) is None]
     if missing:
         raise InputError(f"the {missing[0].replace('_', ' ')} map was not computed (the uncertainty map needs in-plane mode)")
     return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
+
+
+def check_through_plane_memory(image: sitk.Image, options: RunOptions) -> None:
+    """Refuse, before the fit, a through-plane result that cannot fit in memory (``--target-spacing`` too fine)."""
+    from fagan_engine.inference.memory_check import check_through_plane_fits
+    from fagan_engine.through_plane.plan import plan_through_plane
+
+    plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
+    size = image.GetSize()
+    check_through_plane_fits(plan.n_out, (size[plan.in_plane_axes[0]], size[plan.in_plane_axes[1]]), plan.output_spacing)
 
 
 def derivation_text(options: RunOptions, resolver: Any) -> str:
