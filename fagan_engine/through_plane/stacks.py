@@ -1,0 +1,274 @@
+"""Several thick-slice stacks of one subject (e.g. axial, coronal, sagittal T2) to one isotropic volume.
+
+``reconstruct_stacks(stacks)`` registers every stack rigidly to the reference stack (Mattes mutual
+information, multi-resolution; ``stack_registration``), matches their intensities to the
+reference, and solves for the volume whose slice-profile-degraded copies match every stack
+(``stack_solver``: one least-squares data term per stack through the forward model's slice
+profile, plus a smoothness term), starting from register-and-average. The registration is then
+refined against that reconstruction and the volume solved again. The output grid is the
+reference's orientation at the finest in-plane spacing, over the common field of view
+(``stack_geometry``). Returns the image and a ``StackReport`` (transforms, intensity factors,
+per-stack residuals and consistency maps). Refusals are one-line ``InputError``s.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from fagan_engine.io.geometry import SRGeometry
+from fagan_engine.io.volume_io import validate_image
+from fagan_engine.mri.noise_estimate import estimate_noise_sigma
+from fagan_engine.through_plane.stack_geometry import (
+    StackSlices,
+    common_box,
+    output_geometry,
+    rotation_angle_degrees,
+    transform_matrix,
+)
+from fagan_engine.through_plane.stack_registration import normalised_mutual_information, overlap_samples, register
+from fagan_engine.through_plane.stack_solver import build_operator, residuals, solve
+from fagan_engine.util.errors import InputError
+from fagan_engine.util.progress import call_progress
+
+MIN_NMI = 0.08
+"""Normalised mutual information below which two registered stacks are refused as not the same subject/contrast."""
+MAX_ROTATION_DEGREES = 30.0
+SMOOTHNESS = (0.01, 40.0)
+"""Default weight of ``‖∇x‖²`` against the data terms: ``a + b·σ²`` for the stacks' mean noise σ
+(intensities normalised to the reference's 99.5th percentile; chosen on simulated phantoms)."""
+ITERATIONS = 30
+REFINEMENTS = 2
+"""Rounds of registration against the reconstruction, each followed by a new solve."""
+ROBUST_PERCENTILE = 99.5
+
+Progress = Callable[..., None]
+Thickness = Union[None, float, Sequence[Optional[float]]]
+
+
+@dataclass
+class StackReport:
+    """What ``reconstruct_stacks`` did: per-stack registration, intensity factor and residual."""
+
+    reference: int
+    spacing: float
+    smoothness: float = 0.0
+    stacks: List[Dict[str, Any]] = field(default_factory=list)
+    transforms: List[sitk.Euler3DTransform] = field(default_factory=list)
+    """Stack frame → reference frame, per stack (identity for the reference)."""
+    intensity_scales: List[float] = field(default_factory=list)
+    """Factor applied to each stack's intensities to match the reference."""
+    consistency_maps: List[sitk.Image] = field(default_factory=list)
+    """|A_k x − y_k| on each stack's own grid (0 where the stack lies outside the output)."""
+    seconds: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"reference": self.reference, "spacing": self.spacing, "smoothness": self.smoothness, "stacks": self.stacks, "seconds": round(self.seconds, 3)}
+
+    def describe(self) -> List[str]:
+        """One line per stack."""
+        return [
+            f"stack {i + 1}: {s['slices']} slices of {s['slice_spacing']:g} mm (thickness {s['thickness']:g} mm, {s['thickness_source']}); "
+            f"rotation {s['rotation_degrees']:.2f} deg, translation {s['translation_mm']:.2f} mm, intensity x{s['intensity_scale']:.3f}, "
+            f"NMI {s['nmi']:.3f}, residual {s['residual_rms']:.4f}"
+            for i, s in enumerate(self.stacks)
+        ]
+
+
+def reconstruct_stacks(
+    stacks: Sequence[sitk.Image],
+    target_spacing: Optional[float] = None,
+    reference: int = 0,
+    slice_thickness: Thickness = None,
+    *,
+    smoothness: Optional[float] = None,
+    iterations: int = ITERATIONS,
+    refinements: int = REFINEMENTS,
+    progress: Optional[Progress] = None,
+    seed: int = 0,
+) -> Tuple[sitk.Image, StackReport]:
+    """One isotropic float32 volume from 2+ stacks of the same subject, and the report of how.
+
+    ``target_spacing`` defaults to the finest in-plane spacing (a coarser one is refused);
+    ``slice_thickness`` (mm, one value or one per stack) overrides the header's (DICOM Slice
+    Thickness, else the slice spacing). ``smoothness`` defaults to one set by the stacks' noise
+    (``SMOOTHNESS``). ``progress(done, total, phase="register"|"reconstruct")``.
+    """
+    started = time.perf_counter()
+    stacks, slices, spacing = _check_inputs(stacks, target_spacing, reference, slice_thickness)
+    scale = float(np.percentile(sitk.GetArrayViewFromImage(stacks[reference]), ROBUST_PERCENTILE)) or 1.0
+    stacks = [sitk.Cast(s, sitk.sitkFloat32) / scale for s in stacks]
+    identity = [sitk.Euler3DTransform() for _ in stacks]
+    if output_geometry(stacks, identity, reference, spacing) is None:
+        raise InputError("the stacks do not overlap: their fields of view share no region")
+    if smoothness is None:
+        sigma = float(np.mean([estimate_noise_sigma(np.moveaxis(sitk.GetArrayFromImage(s), 2 - i.axis, 0)) for s, i in zip(stacks, slices)]))
+        smoothness = SMOOTHNESS[0] + SMOOTHNESS[1] * sigma**2
+    centre = _box_centre(stacks, identity, reference)
+    transforms, matches = [], []
+    for index, stack in enumerate(stacks):
+        call_progress(progress, index, len(stacks), "register")
+        if index == reference:
+            transforms.append(sitk.Euler3DTransform())
+            continue
+        start = sitk.Euler3DTransform()
+        start.SetCenter(centre)
+        transforms.append(register(stack, stacks[reference], start, seed)[0])
+    matches = [_check_match(i, stacks[i], stacks[reference], transforms[i], reference) for i in range(len(stacks))]
+    gains = [m[1] for m in matches]
+    grid, operators, volume = _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress)
+    for _ in range(refinements):
+        estimate = grid.apply(sitk.GetImageFromArray(volume[0, 0].numpy()))
+        for index in range(len(stacks)):
+            if index != reference:
+                transforms[index] = register(stacks[index], estimate, transforms[index], seed, shrink=(2, 1))[0]
+        matches = [_check_match(i, stacks[i], stacks[reference], transforms[i], reference) for i in range(len(stacks))]
+        grid, operators, volume = _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress)
+    report = _report(stacks, slices, transforms, matches, operators, volume, reference, spacing)
+    report.smoothness, report.seconds = smoothness, time.perf_counter() - started
+    out = grid.apply(sitk.GetImageFromArray((volume[0, 0].numpy() * scale).astype(np.float32)))
+    return out, report
+
+
+def average_stacks(
+    stacks: Sequence[sitk.Image], transforms: Sequence[sitk.Euler3DTransform], grid: SRGeometry, gains: Sequence[float]
+) -> np.ndarray:
+    """Register-and-average: each stack resampled (cubic B-spline) onto ``grid`` and averaged where it covers; (z, y, x) float32."""
+    reference = grid.apply(sitk.Image(list(grid.size), sitk.sitkFloat32))
+    total = np.zeros(grid.size[::-1], dtype=np.float64)
+    weight = np.zeros_like(total)
+    for stack, transform, gain in zip(stacks, transforms, gains):
+        inverse = transform.GetInverse()
+        values = sitk.Resample(stack, reference, inverse, sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
+        ones = sitk.Image(stack.GetSize(), sitk.sitkFloat32) + 1.0
+        ones.CopyInformation(stack)
+        cover = sitk.GetArrayFromImage(sitk.Resample(ones, reference, inverse, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        total += gain * cover * sitk.GetArrayFromImage(values)
+        weight += cover
+    return (total / np.maximum(weight, 1e-6)).astype(np.float32)
+
+
+# ---- checks --------------------------------------------------------------------------------------
+
+
+def _check_inputs(
+    stacks: Sequence[sitk.Image], target: Optional[float], reference: int, thickness: Thickness
+) -> Tuple[List[sitk.Image], List[StackSlices], float]:
+    """Validated stacks, their slicing and the output spacing; InputError otherwise."""
+    stacks = list(stacks)
+    if len(stacks) < 2:
+        raise InputError(f"combining stacks needs at least 2 stacks, got {len(stacks)}")
+    for index, stack in enumerate(stacks):
+        if stack.GetDimension() != 3 or stack.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(f"stack {index + 1} is not a 3D scalar volume ({stack.GetDimension()}D, {stack.GetNumberOfComponentsPerPixel()} components)")
+    stacks = [validate_image(s) for s in stacks]
+    if not 0 <= reference < len(stacks):
+        raise InputError(f"reference must be a stack index from 0 to {len(stacks) - 1}, got {reference}")
+    thicknesses = list(thickness) if isinstance(thickness, (list, tuple)) else [thickness] * len(stacks)
+    if len(thicknesses) != len(stacks):
+        raise InputError(f"give one slice thickness, or one per stack ({len(stacks)}), not {len(thicknesses)}")
+    if any(t is not None and not t > 0 for t in thicknesses):
+        raise InputError(f"slice thickness must be a positive number of mm, got {thickness}")
+    slices = [StackSlices.of(s, t) for s, t in zip(stacks, thicknesses)]
+    finest = min(min(s.in_plane_spacing) for s in slices)
+    spacing = finest if target is None else float(target)
+    if not spacing > 0:
+        raise InputError(f"target spacing must be a positive number of mm, got {target}")
+    if spacing > finest * (1 + 1e-6):
+        raise InputError(f"target spacing {spacing:g} mm is coarser than the stacks' finest in-plane spacing {finest:g} mm")
+    return stacks, slices, spacing
+
+
+def _check_match(index: int, stack: sitk.Image, ref: sitk.Image, transform: sitk.Euler3DTransform, reference: int) -> Tuple[float, float]:
+    """(NMI, intensity gain) of a registered stack against the reference; InputError when they do not match."""
+    fixed, moving = overlap_samples(stack, ref, transform)
+    if fixed.size < 64:
+        raise InputError(f"stack {index + 1} does not overlap the reference stack {reference + 1} after registration")
+    nmi = normalised_mutual_information(fixed, moving)
+    angle = rotation_angle_degrees(transform_matrix(transform)[0])
+    if index != reference and (nmi < MIN_NMI or angle > MAX_ROTATION_DEGREES):
+        raise InputError(
+            f"stack {index + 1} does not match the reference stack {reference + 1} after registration "
+            f"(normalised mutual information {nmi:.3f}, rotation {angle:.1f} deg): different subjects or contrasts?"
+        )
+    foreground = (fixed > 0.1) & (moving > 0.1)
+    gain = float(moving[foreground].mean() / fixed[foreground].mean()) if foreground.sum() > 64 else 1.0
+    return nmi, gain
+
+
+# ---- steps ---------------------------------------------------------------------------------------
+
+
+def _box_centre(stacks: Sequence[sitk.Image], transforms: Sequence[sitk.Euler3DTransform], reference: int) -> Tuple[float, float, float]:
+    low, high = common_box(stacks, transforms, reference)
+    axes = np.asarray(stacks[reference].GetDirection(), dtype=float).reshape(3, 3)
+    return tuple((np.asarray(stacks[reference].GetOrigin(), dtype=float) + axes @ (0.5 * (low + high))).tolist())
+
+
+def _grid(stacks: Sequence[sitk.Image], transforms: Sequence[sitk.Euler3DTransform], reference: int, spacing: float) -> SRGeometry:
+    grid = output_geometry(stacks, transforms, reference, spacing)
+    if grid is None:
+        raise InputError("the registered stacks do not overlap: their fields of view share no region")
+    return grid
+
+
+def _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress) -> tuple:  # type: ignore[no-untyped-def]
+    """(grid, operators, volume): the least-squares volume for these transforms, from register-and-average."""
+    import torch
+
+    grid = _grid(stacks, transforms, reference, spacing)
+    start = torch.from_numpy(average_stacks(stacks, transforms, grid, gains))[None, None]
+    operators = _operators(stacks, slices, transforms, grid, gains)
+    return grid, operators, solve(start, operators, smoothness, iterations, _phase(progress, "reconstruct"))
+
+
+def _operators(stacks, slices, transforms, grid, gains) -> list:  # type: ignore[no-untyped-def]
+    """The forward model of every stack on the output grid (intensities times their gain)."""
+    operators = []
+    for index, (stack, info, transform, gain) in enumerate(zip(stacks, slices, transforms, gains)):
+        operator = build_operator(stack, info, transform, grid, sitk.GetArrayFromImage(stack) * np.float32(gain))
+        if operator is None:
+            raise InputError(f"stack {index + 1} has no slice inside the common field of view")
+        operators.append(operator)
+    return operators
+
+
+def _phase(progress: Optional[Progress], phase: str) -> Optional[Callable[[int, int], None]]:
+    return None if progress is None else (lambda done, total: call_progress(progress, done, total, phase))
+
+
+def _report(stacks, slices, transforms, matches, operators, volume, reference, spacing) -> StackReport:  # type: ignore[no-untyped-def]
+    """The per-stack report and consistency maps (each residual placed back on its stack's grid)."""
+    report = StackReport(reference=reference, spacing=spacing, transforms=list(transforms))
+    for stack, info, transform, (nmi, gain), operator, residual in zip(
+        stacks, slices, transforms, matches, operators, residuals(volume, operators)
+    ):
+        rotation, offset = transform_matrix(transform)
+        full = np.zeros(stack.GetSize()[::-1], dtype=np.float32)
+        full[operator.crop] = np.abs(residual)
+        consistency = sitk.GetImageFromArray(full)
+        consistency.CopyInformation(stack)
+        report.consistency_maps.append(consistency)
+        count = float(operator.mask.sum())
+        report.intensity_scales.append(gain)
+        report.stacks.append(
+            {
+                "slices": int(stack.GetSize()[info.axis]),
+                "axis": info.axis,
+                "slice_spacing": info.spacing,
+                "thickness": info.thickness,
+                "thickness_source": info.thickness_source,
+                "rotation_degrees": rotation_angle_degrees(rotation),
+                "translation_mm": float(np.linalg.norm(np.asarray(transform.GetTranslation()))),
+                "matrix": rotation.round(6).tolist(),
+                "offset_mm": offset.round(4).tolist(),
+                "intensity_scale": gain,
+                "nmi": nmi,
+                "residual_rms": float(np.sqrt((residual**2).sum() / max(count, 1.0))),
+                "voxels_used": int(count),
+            }
+        )
+    return report
