@@ -298,6 +298,8 @@ class SuperResolutionLogic:
         """
         checkRunOptions(options, consistencyMap)
         checkScalarVolumeNode(inputVolumeNode)
+        if inputVolumeNode.GetScene() is None:
+            raise ValueError(f"{inputVolumeNode.GetName()} is not in a scene")
         checkResultFits([inputVolumeNode], options, consistencyMap)
         if outputVolumeNode is not None and outputVolumeNode is inputVolumeNode:
             raise ValueError("the output volume must differ from the input volume")

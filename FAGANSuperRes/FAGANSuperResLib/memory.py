@@ -17,7 +17,7 @@ from .isotropic import finestInPlaneSpacing, throughPlaneAxis
 from .options import isThroughPlane, mapKinds
 
 if TYPE_CHECKING:
-    from fagan_engine.options import RunOptions
+    from fagan_engine.util.options import RunOptions
 
 MARGIN = 1.2
 """Needed memory = MARGIN x the voxel bytes of the results and maps (the bar of issue 18's load peak)."""

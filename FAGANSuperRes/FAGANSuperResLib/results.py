@@ -17,7 +17,7 @@ from .provenance import NOTICE, fillSummaryTable, stampResultNode, summaryRows
 from .volumes import loadVolumeFile, readVolumeHeader
 
 if TYPE_CHECKING:
-    from fagan_engine.options import RunOptions
+    from fagan_engine.util.options import RunOptions
 
 REFERENCE_INPUT = "FAGANInput"
 REFERENCE_RESULT = "FAGANResult"
