@@ -1,7 +1,7 @@
 import logging
 import os
 import sys
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import numpy as np
 import qt
@@ -605,7 +605,8 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
             slicer.util.setSliceViewerLayers(**layers, fit=True)
 
     @staticmethod
-    def ensureDependencies(task: str = "fagan", askConfirmation: bool = True, onInstalled=None) -> bool:
+    def ensureDependencies(task: str = "fagan", askConfirmation: bool = True,
+                           onInstalled: Optional[Callable[[], None]] = None) -> bool:
         """Install what the engine needs for ``task`` (fagan, bicubic or train), after asking.
 
         torch (at least engine.TORCH_REQUIREMENT) comes from the PyTorch extension (PyTorchUtils);

@@ -395,7 +395,8 @@ class FAGANTrainingLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def ensureDependencies(askConfirmation: bool = True) -> bool:
-        """Training needs torch (from the PyTorch extension) and the engine's other packages.
+        """Training needs torch (from the PyTorch extension), the engine's other packages and what the
+        default recipe's synthetic share reads (nilearn's ICBM152 template; ``engine.TRAINING_REQUIREMENTS``).
         Raises DependencyError (one line) if an install failed."""
         import FAGANSuperRes
 

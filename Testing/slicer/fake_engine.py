@@ -65,7 +65,6 @@ def main():
             emit("progress", phase="fit", done=it, total=iterations, fraction=it / iterations, loss=1.0 / it)
             if fail == "slow":
                 time.sleep(0.5)
-        n = image.GetSize()[axis]
         result = resampled(image, [axis], [spacing[axis] / target_spacing])
         total = result.GetSize()[axis]
     else:

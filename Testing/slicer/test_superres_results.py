@@ -1,15 +1,12 @@
 """Issue 18 in FAGANSuperResLib, on a real MRML scene (slicer-core): the map overlay's displayed colours,
 results read by Slicer's storage node and checked against the memory, new results linked by node
 references, a deleted input, device reporting, the log, and the side-by-side display."""
-import os
-import time
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer
 import slicer.util
-import vtk
 from vtk.util import numpy_support
 
 import FAGANSuperResLib.logic as logicModule

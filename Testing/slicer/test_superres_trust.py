@@ -3,7 +3,6 @@ the real engine; trust maps, report, provenance and thick slices -> isotropic ag
 CLI contract (a stand-in engine process, fake_engine.py, until the real flags exist; the same tests
 run against the real engine once it offers them)."""
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
