@@ -531,9 +531,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if sceneClosing:
             return
         self.ui.warningsLabel.text = "\n".join(_("Warning: {line}").format(line=w) for w in job.warnings)
-        # The next Apply makes a new result: it never overwrites this one.
-        self._parameterNode.outputVolume = None
         if job.state in ("succeeded", "partial"):
+            self._parameterNode.outputVolume = None  # the next Apply makes a new result, never overwrites this one
             self.ui.summaryLabel.text = job.summaryText()
             self.logic.showResult(job, sideBySide=self._parameterNode.sideBySide)
         if job.state in ("failed", "partial") and job.error:

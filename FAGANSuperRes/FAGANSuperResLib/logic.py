@@ -226,7 +226,8 @@ class SuperResolutionJob:
             self._cleanup()
         self.state = "succeeded"
         self.fraction = 1.0
-        self.status = f"Done: {self.outputVolumeNode.GetName()}"
+        ranOn = f" (on {describeDevice(self.device, self.threads, self.options.device)})" if self.device else ""
+        self.status = f"Done: {self.outputVolumeNode.GetName()}{ranOn}"
 
     def runInfo(self) -> Dict[str, str]:
         """What the engine reported about the run, recorded with the result (device, threads)."""

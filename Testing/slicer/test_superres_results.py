@@ -178,6 +178,7 @@ def test_deleting_the_input_during_a_run_keeps_the_result(scene, obliqueNode):
 def test_the_device_the_engine_reports_reaches_the_job_and_the_result(scene, obliqueNode, fakeEngine):
     job = SuperResolutionLogic().process(obliqueNode, None, 2, consistencyMap=True)
     assert (job.device, job.threads) == ("cpu", 3)
+    assert job.status.endswith("(on CPU (3 threads))")
     assert job.outputVolumeNode.GetAttribute("FAGAN.Device") == "cpu"
     assert job.outputVolumeNode.GetAttribute("FAGAN.Threads") == "3"
     assert describeDevice("cpu", 3, "auto") == "CPU (3 threads)" and describeDevice("cuda:0", None, "auto") == "GPU cuda:0"
