@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
@@ -22,24 +23,55 @@ class Terminated(BaseException):
     """Raised in the main thread by SIGTERM, so that cleanup (``finally``) runs as for Ctrl-C."""
 
 
+def terminate_now(signum: int, frame: Any) -> None:
+    """SIGTERM outside a command's run (starting up, exiting): nothing is staged, so one line and exit 143."""
+    os.write(2, b"error: terminated\n")
+    os._exit(143)
+
+
+RETRY_SECONDS = 0.05
+"""How soon a SIGTERM that arrived during an import is acted on again."""
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
-    """SIGTERM handler: unwind like KeyboardInterrupt."""
+    """SIGTERM handler: unwind like KeyboardInterrupt, but never from inside an import.
+
+    An exception raised while a C extension initialises (``import torch`` runs Python callbacks
+    from pybind11) aborts the process with a C++ stack; there the signal is deferred (SIGALRM
+    re-checks every ``RETRY_SECONDS``) until the import has finished.
+    """
+    if _importing(frame) and hasattr(signal, "setitimer"):
+        signal.signal(signal.SIGALRM, raise_terminated)
+        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+        return
     raise Terminated()
+
+
+def _importing(frame: Any) -> bool:
+    """True when ``frame`` runs inside an import (a frame of importlib's bootstrap is on the stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def entry_point(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
     """Run a command's ``body(args)`` under ``run_cli`` (``argv`` defaults to sys.argv).
 
     SIGTERM unwinds like Ctrl-C (staging files are removed) and exits 143, unless the command
-    installed its own handler already (``fagan-train`` stops gracefully).
+    installed its own handler already (``fagan-train`` stops gracefully). Before and after the
+    run (imports, interpreter exit) ``terminate_now`` answers it, installed when this package is imported.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_DFL, None):
+    if previous in (signal.SIG_DFL, None, terminate_now):
         signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return run_cli(lambda: body(args), wants_json(args))
     finally:
+        if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
@@ -100,3 +132,15 @@ def wants_json(argv: Optional[list]) -> bool:
     """True when ``--progress json`` is among ``argv`` (known before argparse runs)."""
     args = list(argv or [])
     return any(a == "--progress=json" or (a == "--progress" and args[i + 1 : i + 2] == ["json"]) for i, a in enumerate(args))
+
+
+def _install_terminate_now() -> None:
+    """Answer SIGTERM with one line and exit 143 from the moment a command starts (not a bare kill)."""
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, terminate_now)
+    except ValueError:  # imported outside the main thread: leave signals alone
+        pass
+
+
+_install_terminate_now()
