@@ -91,6 +91,10 @@ def addResultToScene(scene: Any, inputVolumeNode: Any, outputVolumeNode: Any, ou
 
     inputPresent = inScene(scene, inputVolumeNode)
     node = outputVolumeNode if inScene(scene, outputVolumeNode) else newNode(resultName(inputVolumeNode, options, header))
+    mapNodes = {}
+    for kind, path in mapPaths.items():  # the maps first: an existing output volume changes only at the end
+        mapNodes[kind] = newNode(f"{node.GetName()}_{kind}")
+        loadVolumeFile(mapNodes[kind], path)
     loadVolumeFile(node, outputPath)
     detachOldMaps(node)
     transformID = inputVolumeNode.GetTransformNodeID()
@@ -101,10 +105,7 @@ def addResultToScene(scene: Any, inputVolumeNode: Any, outputVolumeNode: Any, ou
     inputName = inputVolumeNode.GetName()
     settings = dict(runSettings(options), **(runInfo or {}))
     stampResultNode(node, inputName, settings, identity, warnings)
-    mapNodes = {}
-    for kind, path in mapPaths.items():
-        mapNode = newNode(f"{node.GetName()}_{kind}")
-        loadVolumeFile(mapNode, path)
+    for kind, mapNode in mapNodes.items():
         mapNode.SetAndObserveTransformNodeID(transformID)
         stampResultNode(mapNode, inputName, dict(settings, map=kind), identity, warnings, role=f"{kind} map")
         legend = showAsMap(mapNode, kind)
@@ -112,7 +113,6 @@ def addResultToScene(scene: Any, inputVolumeNode: Any, outputVolumeNode: Any, ou
             created.append(legend)
         mapNode.SetNodeReferenceID(REFERENCE_RESULT, node.GetID())
         node.AddNodeReferenceID(REFERENCE_MAP, mapNode.GetID())
-        mapNodes[kind] = mapNode
     table = None
     if summaryTable:
         table = newNode(f"{node.GetName()}_summary", "vtkMRMLTableNode")

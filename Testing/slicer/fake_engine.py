@@ -4,7 +4,8 @@ and through-plane (``--through-plane``, phases ``fit``/``inference``), trust map
 ``--report`` JSON, ``warning`` events, the ``start`` event's resolved ``device`` and ``threads``,
 ``--no-compression`` (outputs are gzip-compressed without it, as the engine's are). It writes real files with real geometry (SimpleITK); the
 tests load them into a real MRML scene. ``FAKE_ENGINE_FAIL`` = ``exit`` (exit 2 after writing
-everything), ``grid`` (a map off the result's grid) or ``slow`` (sleep in the fit) tests failures.
+everything), ``grid`` (a map off the result's grid), ``truncate`` (a map whose voxels are cut short) or ``slow`` (sleep
+in the fit) tests failures.
 """
 import argparse
 import json
@@ -80,6 +81,8 @@ def main():
         if fail == "grid":
             residual.SetOrigin([o + 0.01 for o in residual.GetOrigin()])
         sitk.WriteImage(residual, args.consistency_map, compress)
+        if fail == "truncate":  # the header stays readable, the voxels are cut short
+            os.truncate(args.consistency_map, os.path.getsize(args.consistency_map) - 64)
     if args.uncertainty_map:
         sitk.WriteImage(sitk.Abs(result) * 0.01, args.uncertainty_map, compress)
     if args.report:

@@ -14,7 +14,7 @@ import FAGANSuperResLib.memory as memoryModule
 import FAGANSuperResLib.options as optionsModule
 from FAGANSuperResLib import engine
 from FAGANSuperResLib.display import showSideBySide
-from FAGANSuperResLib.logic import SuperResolutionLogic, describeDevice
+from FAGANSuperResLib.logic import SuperResolutionError, SuperResolutionLogic, describeDevice
 from FAGANSuperResLib.maps import TRANSPARENT_BAND, colorNode, showAsMap
 from FAGANSuperResLib.memory import MARGIN, checkResultFits, outputVoxels, resultBytes
 from FAGANSuperResLib.options import UNCOMPRESSED_FLAG, runOptions
@@ -155,6 +155,18 @@ def test_a_result_overwritten_by_another_run_drops_its_old_maps(scene, obliqueNo
     assert b.outputVolumeNode is a.outputVolumeNode
     assert referencedMaps(b.outputVolumeNode) == [b.mapNodes["consistency"]]
     assert oldMap.GetNodeReference(REFERENCE_RESULT) is None
+
+
+def test_an_unreadable_map_leaves_an_existing_output_volume_unchanged(scene, obliqueNode, fakeEngine):
+    output = addVolumeNode(scene, smoothArray((2, 3, 4)), name="keep me")
+    before = slicer.util.arrayFromVolume(output).copy()
+    nodes = scene.GetNumberOfNodes()
+    fakeEngine.setenv("FAKE_ENGINE_FAIL", "truncate")
+    job = SuperResolutionLogic().process(obliqueNode, output, 2, device="cpu", consistencyMap=True, waitForCompletion=False)
+    with pytest.raises(SuperResolutionError, match="could not read"):
+        job.wait()
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(output), before)
+    assert scene.GetNumberOfNodes() == nodes
 
 
 # ---------------------------------------------------------------- 5: the input deleted during a run
