@@ -13,12 +13,13 @@ from typing import Any
 
 from fagan_engine._version import __version__
 
-__all__ = ["__version__", "super_resolve", "super_resolve_through_plane", "super_resolve_report", "SRResult", "RunOptions"]
+__all__ = ["__version__", "super_resolve", "super_resolve_through_plane", "reconstruct_stacks", "super_resolve_report", "SRResult", "RunOptions"]
 _LAZY = {
     "super_resolve": "fagan_engine.pipeline.report",
     "super_resolve_report": "fagan_engine.pipeline.report",
     "SRResult": "fagan_engine.pipeline.report",
     "super_resolve_through_plane": "fagan_engine.through_plane.run",
+    "reconstruct_stacks": "fagan_engine.through_plane.stacks",
     "RunOptions": "fagan_engine.util.options",
 }
 

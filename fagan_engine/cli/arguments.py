@@ -88,6 +88,7 @@ def _feature_flags(parser: argparse.ArgumentParser) -> None:
     """Through-plane, per-scan adaptation, data-consistency, DICOM gap and trust-map flags."""
     group = parser.add_argument_group("through-plane super-resolution")
     group.add_argument("--through-plane", action="store_true", help="super-resolve across slices to isotropic voxels (--scale not needed)")
+    group.add_argument("--stacks", action="store_true", help="PATH... = A B [C] OUTPUT: combine thick-slice stacks of one subject into one isotropic volume (docs/thick-slices.md)")
     _option(group, "target_spacing", type=float, metavar="MM", help="through-plane: output spacing (default: the in-plane spacing)")
     _option(group, "slice_thickness", type=float, metavar="MM", help="through-plane: acquired slice thickness (default: the slice spacing)")
     _option(group, "fit_iterations", type=int, metavar="N", help="through-plane: fitting iterations")

@@ -21,6 +21,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.stacks:
+        from fagan_engine.cli.stacks import run_stacks
+
+        return run_stacks(args, ProgressReporter(args))
     if args.output_dir is not None or args.manifest is not None:
         return run_batch(args)
     if len(args.paths) != 2:

@@ -68,7 +68,12 @@ def corners(image: sitk.Image) -> np.ndarray:
 
 
 def common_box(stacks: Sequence[sitk.Image], transforms: Sequence[sitk.Euler3DTransform], reference: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(low, high) of the box, in the reference's axes (mm from its origin), inside every stack's bounding box."""
+    """(low, high) of a box in the reference's axes (mm from its origin) that lies inside every stack.
+
+    The intersection of the stacks' bounding boxes, shrunk about its centre until its corners (so,
+    the stacks being convex, all of it) lie inside every stack's voxel box: for oblique stacks the
+    bounding boxes alone would include regions some stack never saw. Empty: ``high <= low``.
+    """
     axes = direction_matrix(stacks[reference])
     origin = np.asarray(stacks[reference].GetOrigin(), dtype=float)
     low, high = np.full(3, -np.inf), np.full(3, np.inf)
@@ -76,7 +81,33 @@ def common_box(stacks: Sequence[sitk.Image], transforms: Sequence[sitk.Euler3DTr
         rotation, offset = transform_matrix(transform)
         local = (corners(stack) @ rotation.T + offset - origin) @ axes
         low, high = np.maximum(low, local.min(axis=0)), np.minimum(high, local.max(axis=0))
-    return low, high
+    if np.any(high <= low):
+        return low, high
+    centre, half = 0.5 * (low + high), 0.5 * (high - low)
+
+    def fits(shrink: float) -> bool:
+        box = _box_corners(centre - shrink * half, centre + shrink * half) @ axes.T + origin
+        return all(_inside(stack, transform, box) for stack, transform in zip(stacks, transforms))
+
+    if fits(1.0):
+        return low, high
+    lo, hi = 0.0, 1.0
+    for _ in range(30):  # bisection on the shrink factor
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return centre - lo * half, centre + lo * half
+
+
+def _box_corners(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    return np.array([[(low, high)[i][0], (low, high)[j][1], (low, high)[k][2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+
+
+def _inside(stack: sitk.Image, transform: sitk.Euler3DTransform, points: np.ndarray) -> bool:
+    """True when every reference-frame point lies inside the stack's voxel box."""
+    rotation, offset = transform_matrix(transform)
+    matrix, origin = index_to_world(stack)
+    index = np.linalg.solve(matrix, (rotation.T @ (points - offset).T) - origin[:, None]).T
+    return bool(np.all(index >= -0.5 - 1e-6) and np.all(index <= np.asarray(stack.GetSize()) - 0.5 + 1e-6))
 
 
 def output_geometry(

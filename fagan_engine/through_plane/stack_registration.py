@@ -4,7 +4,10 @@
 (a stack) to ``moving`` (the reference stack, or the current reconstruction). Whether the result
 is a real match is judged by the normalised mutual information of the overlapping samples
 (``(H(a) + H(b)) / H(a, b) − 1``, 0 for unrelated images), which, unlike the Mattes metric value,
-is comparable between pairs of images.
+is comparable between pairs of images, and by the correlation of their intensities over the
+foreground (the reconstruction assumes one contrast up to a scale factor). Measured on stacks
+simulated from real T1 volumes (6 mm from 2 mm, noise 0-5 %): the same subject gives NMI
+0.13-0.48 and correlation 0.88-0.98, two different subjects NMI 0.02-0.05 and correlation 0.04-0.54.
 """
 from __future__ import annotations
 
@@ -47,6 +50,14 @@ def overlap_samples(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Euler
     values = sitk.GetArrayFromImage(sampled).ravel()
     keep = values > outside / 2
     return sitk.GetArrayFromImage(fixed).ravel()[keep].astype(np.float64), values[keep].astype(np.float64)
+
+
+def foreground_correlation(first: np.ndarray, second: np.ndarray, fraction: float = 0.1) -> float:
+    """Pearson correlation of paired samples where either exceeds ``fraction`` of its 99.5th percentile."""
+    keep = (first > fraction * np.percentile(first, 99.5)) | (second > fraction * np.percentile(second, 99.5))
+    if keep.sum() < 16 or first[keep].std() == 0 or second[keep].std() == 0:
+        return 0.0
+    return float(np.corrcoef(first[keep], second[keep])[0, 1])
 
 
 def normalised_mutual_information(first: np.ndarray, second: np.ndarray, bins: int = HISTOGRAM_BINS) -> float:

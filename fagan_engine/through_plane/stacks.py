@@ -29,13 +29,20 @@ from fagan_engine.through_plane.stack_geometry import (
     rotation_angle_degrees,
     transform_matrix,
 )
-from fagan_engine.through_plane.stack_registration import normalised_mutual_information, overlap_samples, register
+from fagan_engine.through_plane.stack_registration import (
+    foreground_correlation,
+    normalised_mutual_information,
+    overlap_samples,
+    register,
+)
 from fagan_engine.through_plane.stack_solver import build_operator, residuals, solve
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.progress import call_progress
 
 MIN_NMI = 0.08
 """Normalised mutual information below which two registered stacks are refused as not the same subject/contrast."""
+MIN_CORRELATION = 0.75
+"""Foreground intensity correlation below which two registered stacks are refused (``stack_registration``)."""
 MAX_ROTATION_DEGREES = 30.0
 SMOOTHNESS = (0.01, 40.0)
 """Default weight of ``‖∇x‖²`` against the data terms: ``a + b·σ²`` for the stacks' mean noise σ
@@ -73,7 +80,7 @@ class StackReport:
         return [
             f"stack {i + 1}: {s['slices']} slices of {s['slice_spacing']:g} mm (thickness {s['thickness']:g} mm, {s['thickness_source']}); "
             f"rotation {s['rotation_degrees']:.2f} deg, translation {s['translation_mm']:.2f} mm, intensity x{s['intensity_scale']:.3f}, "
-            f"NMI {s['nmi']:.3f}, residual {s['residual_rms']:.4f}"
+            f"NMI {s['nmi']:.3f}, correlation {s['correlation']:.2f}, residual {s['residual_rms']:.4f}"
             for i, s in enumerate(self.stacks)
         ]
 
@@ -104,29 +111,20 @@ def reconstruct_stacks(
     identity = [sitk.Euler3DTransform() for _ in stacks]
     if output_geometry(stacks, identity, reference, spacing) is None:
         raise InputError("the stacks do not overlap: their fields of view share no region")
-    if smoothness is None:
-        sigma = float(np.mean([estimate_noise_sigma(np.moveaxis(sitk.GetArrayFromImage(s), 2 - i.axis, 0)) for s, i in zip(stacks, slices)]))
-        smoothness = SMOOTHNESS[0] + SMOOTHNESS[1] * sigma**2
-    centre = _box_centre(stacks, identity, reference)
-    transforms, matches = [], []
-    for index, stack in enumerate(stacks):
-        call_progress(progress, index, len(stacks), "register")
-        if index == reference:
-            transforms.append(sitk.Euler3DTransform())
-            continue
-        start = sitk.Euler3DTransform()
-        start.SetCenter(centre)
-        transforms.append(register(stack, stacks[reference], start, seed)[0])
-    matches = [_check_match(i, stacks[i], stacks[reference], transforms[i], reference) for i in range(len(stacks))]
-    gains = [m[1] for m in matches]
-    grid, operators, volume = _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress)
-    for _ in range(refinements):
-        estimate = grid.apply(sitk.GetImageFromArray(volume[0, 0].numpy()))
-        for index in range(len(stacks)):
-            if index != reference:
-                transforms[index] = register(stacks[index], estimate, transforms[index], seed, shrink=(2, 1))[0]
+    start = sitk.Euler3DTransform()
+    start.SetCenter(_box_centre(stacks, identity, reference))
+    transforms = [sitk.Euler3DTransform(start) for _ in stacks]
+    moving = stacks[reference]
+    for round_ in range(1 + refinements):  # round 0: against the reference stack; then against the reconstruction
+        call_progress(progress, round_, 1 + refinements, "register")
+        shrink = (4, 2, 1) if round_ == 0 else (2, 1)
+        transforms = [t if i == reference else register(stacks[i], moving, t, seed, shrink)[0] for i, t in enumerate(transforms)]
         matches = [_check_match(i, stacks[i], stacks[reference], transforms[i], reference) for i in range(len(stacks))]
+        gains = [m[2] for m in matches]
+        if smoothness is None:
+            smoothness = _default_smoothness(stacks, slices, gains)
         grid, operators, volume = _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress)
+        moving = grid.apply(sitk.GetImageFromArray(volume[0, 0].numpy()))
     report = _report(stacks, slices, transforms, matches, operators, volume, reference, spacing)
     report.smoothness, report.seconds = smoothness, time.perf_counter() - started
     out = grid.apply(sitk.GetImageFromArray((volume[0, 0].numpy() * scale).astype(np.float32)))
@@ -182,21 +180,21 @@ def _check_inputs(
     return stacks, slices, spacing
 
 
-def _check_match(index: int, stack: sitk.Image, ref: sitk.Image, transform: sitk.Euler3DTransform, reference: int) -> Tuple[float, float]:
-    """(NMI, intensity gain) of a registered stack against the reference; InputError when they do not match."""
+def _check_match(index: int, stack: sitk.Image, ref: sitk.Image, transform: sitk.Euler3DTransform, reference: int) -> Tuple[float, float, float]:
+    """(NMI, correlation, intensity gain) of a registered stack against the reference; InputError when they do not match."""
     fixed, moving = overlap_samples(stack, ref, transform)
     if fixed.size < 64:
         raise InputError(f"stack {index + 1} does not overlap the reference stack {reference + 1} after registration")
-    nmi = normalised_mutual_information(fixed, moving)
+    nmi, correlation = normalised_mutual_information(fixed, moving), foreground_correlation(fixed, moving)
     angle = rotation_angle_degrees(transform_matrix(transform)[0])
-    if index != reference and (nmi < MIN_NMI or angle > MAX_ROTATION_DEGREES):
+    if index != reference and (nmi < MIN_NMI or correlation < MIN_CORRELATION or angle > MAX_ROTATION_DEGREES):
         raise InputError(
-            f"stack {index + 1} does not match the reference stack {reference + 1} after registration "
-            f"(normalised mutual information {nmi:.3f}, rotation {angle:.1f} deg): different subjects or contrasts?"
+            f"stack {index + 1} does not match the reference stack {reference + 1} after registration (normalised mutual "
+            f"information {nmi:.3f}, correlation {correlation:.2f}, rotation {angle:.1f} deg): different subjects or contrasts?"
         )
     foreground = (fixed > 0.1) & (moving > 0.1)
     gain = float(moving[foreground].mean() / fixed[foreground].mean()) if foreground.sum() > 64 else 1.0
-    return nmi, gain
+    return nmi, correlation, gain
 
 
 # ---- steps ---------------------------------------------------------------------------------------
@@ -213,6 +211,12 @@ def _grid(stacks: Sequence[sitk.Image], transforms: Sequence[sitk.Euler3DTransfo
     if grid is None:
         raise InputError("the registered stacks do not overlap: their fields of view share no region")
     return grid
+
+
+def _default_smoothness(stacks: Sequence[sitk.Image], slices: Sequence[StackSlices], gains: Sequence[float]) -> float:
+    """``SMOOTHNESS`` for the stacks' mean noise level after intensity matching."""
+    sigmas = [g * estimate_noise_sigma(np.moveaxis(sitk.GetArrayFromImage(s), 2 - i.axis, 0)) for s, i, g in zip(stacks, slices, gains)]
+    return SMOOTHNESS[0] + SMOOTHNESS[1] * float(np.mean(sigmas)) ** 2
 
 
 def _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress) -> tuple:  # type: ignore[no-untyped-def]
@@ -243,7 +247,7 @@ def _phase(progress: Optional[Progress], phase: str) -> Optional[Callable[[int, 
 def _report(stacks, slices, transforms, matches, operators, volume, reference, spacing) -> StackReport:  # type: ignore[no-untyped-def]
     """The per-stack report and consistency maps (each residual placed back on its stack's grid)."""
     report = StackReport(reference=reference, spacing=spacing, transforms=list(transforms))
-    for stack, info, transform, (nmi, gain), operator, residual in zip(
+    for stack, info, transform, (nmi, correlation, gain), operator, residual in zip(
         stacks, slices, transforms, matches, operators, residuals(volume, operators)
     ):
         rotation, offset = transform_matrix(transform)
@@ -267,6 +271,7 @@ def _report(stacks, slices, transforms, matches, operators, volume, reference, s
                 "offset_mm": offset.round(4).tolist(),
                 "intensity_scale": gain,
                 "nmi": nmi,
+                "correlation": correlation,
                 "residual_rms": float(np.sqrt((residual**2).sum() / max(count, 1.0))),
                 "voxels_used": int(count),
             }
