@@ -753,9 +753,11 @@ def checkSuperResolved(test: ScriptedLoadableModuleTest, inputNode, output, scal
     test.assertGreater(np.corrcoef(downsampled.ravel(), inArray.ravel())[0, 1], 0.9)
 
 
-def createSyntheticMRVolume(name: str = "SyntheticMR"):
-    """A smooth head-like phantom (ellipsoids) with anisotropic spacing and an oblique orientation."""
-    k, j, i = np.mgrid[0:12, 0:48, 0:40].astype(float)
+def createSyntheticMRVolume(name: str = "SyntheticMR", shape=(12, 48, 40)):
+    """A smooth head-like phantom (ellipsoids) with anisotropic spacing and an oblique orientation;
+    ``shape`` (slices, rows, columns) resamples the same phantom on more or fewer voxels."""
+    k, j, i = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]].astype(float)
+    k, j, i = k * 12 / shape[0], j * 48 / shape[1], i * 40 / shape[2]
     shell = ((i - 20) / 17) ** 2 + ((j - 24) / 21) ** 2 + ((k - 6) / 7) ** 2
     core = ((i - 18) / 8) ** 2 + ((j - 26) / 10) ** 2 + ((k - 6) / 5) ** 2
     array = 400.0 * (shell < 1) + 300.0 * (core < 1) + 60.0 * np.sin(i / 3.0) * (shell < 1)

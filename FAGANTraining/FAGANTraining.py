@@ -475,7 +475,8 @@ class FAGANTrainingTest(ScriptedLoadableModuleTest):
         if FAGANSuperRes.skipUnlessReady(self, "train"):
             return
         self.delayDisplay("Training with the default settings (synthetic share included) for 2 iterations (CPU)")
-        volumes = [FAGANSuperRes.createSyntheticMRVolume(f"Train{i}") for i in range(3)]
+        # Slices of at least the default patch size (64), as real training volumes have.
+        volumes = [FAGANSuperRes.createSyntheticMRVolume(f"Train{i}", shape=(12, 72, 72)) for i in range(3)]
         runFolder = tempfile.mkdtemp(prefix="FAGANTrainingTest-", dir=slicer.app.temporaryPath)
         settings = TrainingSettings(outputDir=runFolder, iterations=2, device="cpu")
         self.assertGreater(settings.syntheticFraction, 0)
