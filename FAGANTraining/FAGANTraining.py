@@ -469,7 +469,8 @@ class FAGANTrainingTest(ScriptedLoadableModuleTest):
 
     def test_DefaultSettingsTrain(self):
         """The panel's defaults (the bundled recipe, with its synthetic share from nilearn's ICBM152
-        template) start and finish a run; only the length, the folder and the device are set."""
+        template, fine-tuning the bundled checkpoint) start and finish a run; only the length, the
+        folder and the device are set."""
         import FAGANSuperRes
 
         if FAGANSuperRes.skipUnlessReady(self, "train"):
@@ -478,7 +479,7 @@ class FAGANTrainingTest(ScriptedLoadableModuleTest):
         # Slices of at least the default patch size (64), as real training volumes have.
         volumes = [FAGANSuperRes.createSyntheticMRVolume(f"Train{i}", shape=(12, 72, 72)) for i in range(3)]
         runFolder = tempfile.mkdtemp(prefix="FAGANTrainingTest-", dir=slicer.app.temporaryPath)
-        settings = TrainingSettings(outputDir=runFolder, iterations=2, device="cpu")
+        settings = TrainingSettings(outputDir=runFolder, iterations=2, device="cpu", initCheckpoint=BUNDLED)  # panel: fine-tune
         self.assertGreater(settings.syntheticFraction, 0)
         run = TrainingRun(prepareTraining(settings, volumes))
         run.start()

@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import slicer.util
 from FAGANSuperResLib.volumes import imageFromVolumeNode
 from FAGANTrainingLib import (
+    BUNDLED,
     RunState,
     TrainingHistory,
     TrainingPlots,
@@ -353,9 +354,10 @@ def test_training_installs_what_the_default_synthetic_share_needs(monkeypatch):
 
 
 def test_default_settings_train_with_the_real_trainer(tmp_path, scene):
-    """The panel's defaults (synthetic share included), only length, folder and device set, run to the end."""
+    """The panel's defaults (synthetic share, fine-tuning the bundled checkpoint), only length, folder and
+    device set, run to the end."""
     nodes = [addVolumeNode(scene, smoothArray((12, 72, 72), seed=i), name=f"HR{i}") for i in range(3)]  # >= patch 64
-    settings = TrainingSettings(outputDir=str(tmp_path / "run"), iterations=1, device="cpu")
+    settings = TrainingSettings(outputDir=str(tmp_path / "run"), iterations=1, device="cpu", initCheckpoint=BUNDLED)
     run = TrainingRun(prepareTraining(settings, nodes))
     run.start()
     assert run.wait(600) == RunState.FINISHED, run.error
