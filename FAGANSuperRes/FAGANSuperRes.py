@@ -1,7 +1,7 @@
 import logging
 import os
 import sys
-from typing import Annotated, Any, Callable, List, Optional
+from typing import Annotated, Any, Callable, List, Optional, Tuple
 
 import numpy as np
 import qt
@@ -95,7 +95,7 @@ class FAGANSuperResParameterNode:
       (0: let the engine take them from the volume).
     tileSize, fitIterations - 0: whole slices, the engine's default iteration count.
     applyToAll - Apply processes every volume of the scene (or of the selected folder).
-    outputVolume - None: a new result node per run (reset to None after every run).
+    outputVolume - None: a new result node per run (reset to None after every run that made a result).
     sideBySide - show input and result in two linked slice views after a run.
     """
 
@@ -593,10 +593,10 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
         a colour overlay (and its colour legend) when there is one. ``sideBySide``: the input on the left
         and the result on the right, in Slicer's side-by-side layout with linked views (a single run
         whose input still exists)."""
-        input = getattr(job, "inputVolumeNode", None)
-        if sideBySide and input is not None and input.GetScene() is slicer.mrmlScene:
+        inputNode = getattr(job, "inputVolumeNode", None)
+        if sideBySide and inputNode is not None and inputNode.GetScene() is slicer.mrmlScene:
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-            showSideBySide(slicer.mrmlScene, input, job.outputVolumeNode, job.mapNodes)
+            showSideBySide(slicer.mrmlScene, inputNode, job.outputVolumeNode, job.mapNodes)
             slicer.util.resetSliceViews()
             return
         layers = job.overlayLayers()
@@ -753,7 +753,7 @@ def checkSuperResolved(test: ScriptedLoadableModuleTest, inputNode, output, scal
     test.assertGreater(np.corrcoef(downsampled.ravel(), inArray.ravel())[0, 1], 0.9)
 
 
-def createSyntheticMRVolume(name: str = "SyntheticMR", shape=(12, 48, 40)):
+def createSyntheticMRVolume(name: str = "SyntheticMR", shape: Tuple[int, int, int] = (12, 48, 40)):
     """A smooth head-like phantom (ellipsoids) with anisotropic spacing and an oblique orientation;
     ``shape`` (slices, rows, columns) resamples the same phantom on more or fewer voxels."""
     k, j, i = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]].astype(float)
