@@ -1,4 +1,4 @@
-"""Per-scan adaptation of the in-plane model: N steps, a changed output, an untouched base model, cancel."""
+"""Per-scan adaptation of the in-plane model: on by default, at most N steps, early-stopped on held-out pairs, never worse than the start, cancel."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,22 +20,55 @@ def _volume() -> sitk.Image:
     return image
 
 
-def test_adaptation_runs_n_steps_changes_the_output_and_keeps_the_base_model() -> None:
+def test_adaptation_runs_at_most_n_steps_and_keeps_the_base_model() -> None:
     import torch
 
     image = _volume()
-    plain = SuperResolver(RunOptions(scale=2, device="cpu"))(image)
     resolver = SuperResolver(RunOptions(scale=2, adapt_iterations=3, device="cpu"))
     before = {k: v.clone() for k, v in resolver.base_model.state_dict().items()}
     calls = []
     out = resolver(image, progress=lambda done, total, phase=None, loss=None: calls.append((phase, done, total)))
     assert [c for c in calls if c[0] == "adapt"] == [("adapt", 1, 3), ("adapt", 2, 3), ("adapt", 3, 3)]
     assert calls[-1] == (None, 3, 3)  # then the slices, reported as before
-    assert out.GetSize() == plain.GetSize() == (64, 64, 3)
-    difference = np.abs(sitk.GetArrayFromImage(out) - sitk.GetArrayFromImage(plain)).max()
-    assert difference > 1e-3
+    assert out.GetSize() == (64, 64, 3)
     assert all(torch.equal(before[k], v) for k, v in resolver.base_model.state_dict().items())
-    assert resolver.adapted_model is not None and resolver.runner is not None
+    summary = resolver.adaptation.summary()
+    assert summary["steps"] == 3 and summary["held_out_mse_best"] <= summary["held_out_mse_start"]
+
+
+def test_adaptation_never_returns_a_model_worse_than_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fagan_engine.inference import adaptation
+
+    monkeypatch.setattr(adaptation, "ADAPT_LR", 0.5)  # every step wrecks the model
+    monkeypatch.setattr(adaptation, "CHECK_EVERY", 1)
+    image = _volume()
+    plain = SuperResolver(RunOptions(scale=2, adapt_iterations=0, device="cpu"))(image)
+    resolver = SuperResolver(RunOptions(scale=2, adapt_iterations=20, device="cpu"))
+    out = resolver(image)
+    summary = resolver.adaptation.summary()
+    assert summary["best_step"] == 0 and summary["stopped"] in ("held-out loss stopped falling", "diverged")
+    assert summary["steps"] <= adaptation.PATIENCE < 20
+    np.testing.assert_allclose(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(plain), rtol=1e-4, atol=1e-3)  # layouts differ
+
+
+def test_adaptation_is_on_by_default_for_fagan_in_plane_only() -> None:
+    from fagan_engine.util.options import ADAPT_DEFAULT_STEPS
+
+    assert RunOptions().adapt_steps == ADAPT_DEFAULT_STEPS > 0
+    assert RunOptions(method="lanczos").validate().adapt_steps == 0
+    assert RunOptions(mode="through-plane").validate().adapt_steps == 0
+    assert RunOptions(adapt_iterations=0).adapt_steps == 0
+    with pytest.raises(InputError, match="through-plane"):
+        RunOptions(mode="through-plane", adapt_iterations=5).validate()
+
+
+def test_small_slices_skip_default_adaptation_with_a_note_and_refuse_an_explicit_one() -> None:
+    tiny = sitk.GetImageFromArray(np.full((2, 6, 6), 10.0, np.float32))
+    resolver = SuperResolver(RunOptions(scale=2, device="cpu"))
+    assert resolver(tiny).GetSize() == (12, 12, 2)
+    assert resolver.adaptation is None and resolver.image_notes[0].startswith("per-scan adaptation skipped:")
+    with pytest.raises(InputError, match="too small"):
+        SuperResolver(RunOptions(scale=2, adapt_iterations=5, device="cpu"))(tiny)
 
 
 def test_two_argument_progress_still_works_and_adaptation_can_be_cancelled() -> None:
@@ -48,6 +81,8 @@ def test_two_argument_progress_still_works_and_adaptation_can_be_cancelled() -> 
         resolver(image, stop=lambda: True)
 
 
-def test_adaptation_refuses_onnx() -> None:
+def test_adaptation_refuses_onnx_when_asked_and_is_off_with_a_warning_by_default() -> None:
     with pytest.raises(InputError, match="ONNX"):
         SuperResolver(RunOptions(scale=2, adapt_iterations=2, backend="onnx", device="cpu"))
+    resolver = SuperResolver(RunOptions(scale=2, backend="onnx", device="cpu"))
+    assert resolver.base_model is None and any("adaptation is off" in line for line in resolver.warnings)

@@ -6,8 +6,8 @@ generator is fine-tuned on these (LR, HR) pairs with an L1 loss. Part of the pai
 (every fourth slice, or the last quarter of the columns when the scan has fewer than four slices)
 and scored every ``CHECK_EVERY`` steps the way the product's output is made: the network's output
 projected onto its input (``mri.forward_model.project_onto_data``), MSE against the held-out HR.
-Adaptation stops when that score has not improved for ``PATIENCE`` checks, or after
-``options.adapt_steps`` steps, and returns the best model seen, which is the loaded model itself
+Adaptation stops when that score has not improved for ``PATIENCE`` checks, when the loss
+diverges, or after ``options.adapt_steps`` steps, and returns the best model seen, which is the loaded model itself
 when no step improved on it: adaptation never returns a model worse than its start on the held-out pairs.
 
 ``SuperResolver`` calls ``adapt_generator`` once per image: every call starts from a fresh copy of
@@ -161,9 +161,10 @@ def adapt_generator(
             loss.backward()
             optimizer.step()
             value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"per-scan adaptation diverged at step {step}")
             call_progress(progress, step, total, "adapt", value)
+            if not math.isfinite(value):
+                stopped = "diverged"
+                break
             if step % CHECK_EVERY and step != total:
                 continue
             score = held_out_mse()
