@@ -1,0 +1,188 @@
+"""Issue #20, batch and trust-report paths: the report never overwrites an input or an existing file,
+is checked before any work, a manifest must be a bounded regular file with no NUL bytes, a manifest
+row never writes its own input, two batches never share a report, and --report PATH.json follows
+--force."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from fagan_engine.cli.batch_cli import batch_lock
+from fagan_engine.cli.sr import main
+from fagan_engine.pipeline.batch import MAX_MANIFEST_BYTES, Case
+from fagan_engine.pipeline.batch_runner import BatchEvents, BatchRunner
+from fagan_engine.util.options import RunOptions
+
+BICUBIC = ["--scale", "2", "--method", "bicubic", "--progress", "none"]
+
+
+def run(argv: List[object], capsys: pytest.CaptureFixture) -> Tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def volumes(folder: Path, count: int = 2) -> List[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"v{index}.nii"
+        sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(index).random((3, 12, 12)).astype(np.float32)), str(path))
+        paths.append(path)
+    return paths
+
+
+def manifest(folder: Path, rows: List[Tuple[str, str]], name: str = "cases.csv") -> Path:
+    path = folder / name
+    path.write_text("input,output\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    return path
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def refused(code: int, err: str, fragment: str) -> None:
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+
+
+@pytest.mark.parametrize("target", ["input", "output", "manifest", "existing"])
+def test_batch_report_never_overwrites_an_input_an_output_the_manifest_or_a_file(tmp_path, capsys, target):
+    a, b = volumes(tmp_path)
+    (tmp_path / "existing.csv").write_text("precious\n")
+    cases = manifest(tmp_path, [(a.name, "out.nrrd")])
+    report = {"input": a, "output": tmp_path / "out.nrrd", "manifest": cases, "existing": tmp_path / "existing.csv"}[target]
+    before = snapshot(tmp_path)
+    code, err = run(["--manifest", cases, "--report", report, *BICUBIC], capsys)
+    refused(code, err, str(report.name))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("parent", ["a-file", "read-only"])
+def test_unwritable_batch_report_is_refused_before_any_case_runs(tmp_path, capsys, parent):
+    (a,) = volumes(tmp_path, 1)
+    cases = manifest(tmp_path, [(a.name, "out.nrrd")])
+    if parent == "a-file":
+        report = a / "r.csv"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root)")
+        report = locked / "r.csv"
+    code, err = run(["--manifest", cases, "--report", report, *BICUBIC], capsys)
+    refused(code, err, "")
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_rerun_updates_its_own_report_and_force_replaces_another_file(tmp_path, capsys):
+    (a,) = volumes(tmp_path, 1)
+    cases = manifest(tmp_path, [(a.name, "out.nrrd")])
+    report = tmp_path / "r.csv"
+    assert run(["--manifest", cases, "--report", report, *BICUBIC], capsys)[0] == 0
+    assert run(["--manifest", cases, "--report", report, *BICUBIC], capsys)[0] == 0  # a resume updates its own report
+    with open(report, newline="") as handle:
+        assert [row["status"] for row in csv.DictReader(handle)] == ["skipped"]
+    other = tmp_path / "notes.csv"
+    other.write_text("notes\n")
+    assert run(["--manifest", cases, "--report", other, "--force", *BICUBIC], capsys)[0] == 0
+    assert other.read_text().startswith("input,output,status")
+
+
+def test_manifest_row_writing_its_own_input_is_refused(tmp_path, capsys):
+    (a,) = volumes(tmp_path, 1)
+    before = snapshot(tmp_path)
+    code, err = run(["--manifest", manifest(tmp_path, [(a.name, a.name)]), "--force", *BICUBIC], capsys)
+    refused(code, err, "would replace the input")
+    assert snapshot(tmp_path) == {**before, "cases.csv": (tmp_path / "cases.csv").read_bytes()}
+
+
+def test_manifest_output_that_is_another_rows_input_is_refused(tmp_path, capsys):
+    a, b = volumes(tmp_path)
+    code, err = run(["--manifest", manifest(tmp_path, [(a.name, "x.nrrd"), (b.name, a.name)]), "--force", *BICUBIC], capsys)
+    refused(code, err, "would replace the input")
+
+
+def test_manifest_on_a_fifo_is_refused_without_hanging(tmp_path, capsys):
+    fifo = tmp_path / "cases.csv"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "fagan_engine", "sr", "--manifest", str(fifo), *BICUBIC],
+                          capture_output=True, text=True, timeout=30)  # a hang fails here
+    refused(proc.returncode, proc.stderr, "not a regular file")
+
+
+def test_manifest_beyond_the_size_bound_is_refused(tmp_path, capsys):
+    big = tmp_path / "cases.csv"
+    with open(big, "wb") as handle:
+        handle.write(b"input,output\n")
+        handle.truncate(MAX_MANIFEST_BYTES + 1)
+    refused(*run(["--manifest", big, *BICUBIC], capsys), "at most")
+
+
+@pytest.mark.parametrize("column", ["input", "output"])
+def test_nul_byte_in_a_manifest_path_is_one_line(tmp_path, capsys, column):
+    (a,) = volumes(tmp_path, 1)
+    row = (a.name + "\0x", "o.nrrd") if column == "input" else (a.name, "o\0.nrrd")
+    refused(*run(["--manifest", manifest(tmp_path, [row]), *BICUBIC], capsys), "NUL byte")
+
+
+def test_second_batch_on_one_report_is_refused_and_keeps_the_first_report(tmp_path, capsys):
+    volumes(tmp_path / "in")
+    out = tmp_path / "out"
+    with batch_lock(str(out / "batch-report.csv")):
+        code, err = run([tmp_path / "in", "--output-dir", out, *BICUBIC], capsys)
+        refused(code, err, f"is in use by process {os.getpid()}")
+        assert not (out / "v0.nii").exists() and not (out / "batch-report.csv").exists()
+    assert run([tmp_path / "in", "--output-dir", out, *BICUBIC], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["batch-report.csv", "v0.nii", "v1.nii"]
+
+
+def test_case_finished_meanwhile_by_another_process_is_skipped_not_failed(tmp_path):
+    (a,) = volumes(tmp_path / "in", 1)
+    output = tmp_path / "out" / "v0.nii"
+    output.parent.mkdir()
+
+    class Rival(BatchEvents):
+        def case_start(self, index, total, case):  # another batch publishes this case first
+            output.write_bytes(a.read_bytes())
+
+    case = Case(str(a), str(output), RunOptions(scale=2, method="bicubic"), key="v0.nii")
+    records = BatchRunner([case], events=Rival()).run()
+    assert records[0].status == "skipped" and "meanwhile" in records[0].error
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_trust_report_path_follows_force_and_names_itself(tmp_path, capsys, force):
+    (a,) = volumes(tmp_path, 1)
+    report = tmp_path / "r.json"
+    report.write_text("{}\n")
+    code, err = run([a, tmp_path / "o.nrrd", "--report", report, *(["--force"] if force else []), *BICUBIC], capsys)
+    if force:
+        assert code == 0, err
+        assert report.read_text().startswith("{\n")
+        assert len(report.read_text()) > 10
+    else:
+        refused(code, err, "report")
+        assert "DICOM" not in err and report.read_text() == "{}\n"
+
+
+def test_dicom_output_folder_named_like_the_report_is_one_line(tmp_path, capsys):
+    (a,) = volumes(tmp_path, 1)
+    code, err = run([a, tmp_path / "r.json", "--output-format", "dicom", "--report", tmp_path / "r.json", *BICUBIC], capsys)
+    refused(code, err, "same path")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_uncertainty_map_with_through_plane_is_refused_before_any_work(tmp_path, capsys):
+    (a,) = volumes(tmp_path, 1)
+    code, err = run([a, tmp_path / "o.nii", "--through-plane", "--uncertainty-map", "--progress", "none"], capsys)
+    refused(code, err, "uncertainty")
+    assert list(p.name for p in tmp_path.iterdir()) == ["v0.nii"]
