@@ -126,6 +126,29 @@ def evaluate_slice(
     return row
 
 
+def uncertainty_correlation(case: RealSlice, scale: int, acquisition: str, base: RunOptions) -> Optional[Dict[str, float]]:
+    """Spearman ρ, inside the HR mask, between |error| of the default output and (a) its uncertainty map,
+    (b) the free proxy: the gradient magnitude of the bicubic image. None for a slice left out of the means."""
+    from scipy import stats
+
+    rows, cols = (n - n % scale for n in case.image.shape)
+    if min(rows, cols) < MIN_SIDE:
+        return None
+    hr = case.image[:rows, :cols]
+    image = slice_image(degrade(hr, scale, AcquisitionConfig(model=acquisition)), [s * scale for s in case.spacing])
+    options = base.replace(scale=scale, acquisition=acquisition, plane="axial", uncertainty=True)
+    result = super_resolve_report(image, options, consistency=False)
+    error = np.abs(sitk.GetArrayFromImage(result.image)[0] - hr)
+    bicubic = sitk.GetArrayFromImage(super_resolve_report(image, options.replace(method="bicubic", checkpoint=None, adapt_iterations=None,
+                                                                              uncertainty=False), consistency=False).image)[0]
+    proxy = np.hypot(*np.gradient(bicubic.astype(np.float64)))
+    mask = hr > MASK_THRESHOLD
+    return {
+        "uncertainty_rho": float(stats.spearmanr(sitk.GetArrayFromImage(result.uncertainty)[0][mask], error[mask])[0]),
+        "gradient_rho": float(stats.spearmanr(proxy[mask], error[mask])[0]),
+    }
+
+
 def reference_method(acquisition: str) -> str:
     """The baseline gains are measured against: Lanczos for k-space input, bicubic for bicubic input."""
     return "bicubic" if acquisition == "bicubic" else "lanczos"
@@ -228,6 +251,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the summary table here")
     parser.add_argument("--panels", type=Path, help="write PNG panels (HR, LR, Lanczos, FA-GAN, error) into this folder")
     parser.add_argument("--panel-variant", default="default")
+    parser.add_argument("--uncertainty", action="store_true", help="instead of the scores: Spearman ρ of the uncertainty map and of the gradient proxy with |error|")
     args = parser.parse_args(argv)
     try:
         fields: Dict[str, Any] = {}
@@ -236,6 +260,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             fields[key] = json.loads(value) if value not in ("", None) else None
         base = RunOptions.from_dict(fields)
         checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
+        if args.uncertainty:
+            return _uncertainty_main(args, base, checkpoints)
         results: Dict[str, Any] = {"scales": {}}
         for scale in args.scales:
             options = base.replace(checkpoint=checkpoints.get(str(scale), base.checkpoint))
@@ -251,6 +277,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.json.write_text(json.dumps(results, indent=1, default=_json_default))
     if args.markdown:
         args.markdown.write_text(to_markdown(summary) + "\n")
+    return 0
+
+
+def _uncertainty_main(args: argparse.Namespace, base: RunOptions, checkpoints: Dict[str, str]) -> int:
+    """``--uncertainty``: per slice and mean ρ for each scale and acquisition."""
+    rows = []
+    for case in load_slices(args.realdev):
+        for scale in args.scales:
+            for acquisition in args.acquisitions:
+                found = uncertainty_correlation(case, scale, acquisition, base.replace(checkpoint=checkpoints.get(str(scale), base.checkpoint)))
+                if found is not None:
+                    rows.append(dict(found, case=case.name, scale=scale, acquisition=acquisition))
+                    print(f"{case.name:22s} x{scale} {acquisition:7s} uncertainty rho {found['uncertainty_rho']:.3f} "
+                          f"gradient rho {found['gradient_rho']:.3f}", flush=True)
+    mean_u = float(np.mean([r["uncertainty_rho"] for r in rows]))
+    mean_g = float(np.mean([r["gradient_rho"] for r in rows]))
+    print(f"mean Spearman rho with |error| over {len(rows)} cases: uncertainty map {mean_u:.3f}, bicubic-gradient proxy {mean_g:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"cases": rows, "uncertainty_rho": mean_u, "gradient_rho": mean_g}, indent=1))
     return 0
 
 
