@@ -186,3 +186,15 @@ def test_uncertainty_map_with_through_plane_is_refused_before_any_work(tmp_path,
     code, err = run([a, tmp_path / "o.nii", "--through-plane", "--uncertainty-map", "--progress", "none"], capsys)
     refused(code, err, "uncertainty")
     assert list(p.name for p in tmp_path.iterdir()) == ["v0.nii"]
+
+
+def test_a_name_taken_meanwhile_is_reported_by_its_target_not_the_staging_file(tmp_path):
+    from fagan_engine.util.atomic import publish_files
+    from fagan_engine.util.errors import OutputError
+
+    staged, target = tmp_path / ".out.tmp-1-x", tmp_path / "out.nii"
+    staged.write_bytes(b"new")
+    target.write_bytes(b"theirs")
+    with pytest.raises(OutputError, match="output .*out.nii already exists") as excinfo:
+        publish_files([(staged, target)], False, target)
+    assert ".tmp-" not in str(excinfo.value) and target.read_bytes() == b"theirs"
