@@ -3,9 +3,9 @@
 The CLI (``--consistency-map``, ``--uncertainty-map``, ``--report``), batch mode and Slicer call
 this; ``super_resolve`` still returns a bare image for existing callers. Order of work:
 super-resolve (in-plane via ``SuperResolver``, or through-plane via ``fagan_engine.through_plane.run``),
-optionally project onto the data (``options.enforce_consistency``), then the consistency maps of
-the final image, the TTA uncertainty of the network (``options.uncertainty``; in-plane only), the
-out-of-distribution warnings and the identity block. Every result says "research use, not for
+project onto the data (``options.project``, on by default for FA-GAN in-plane), then the consistency
+maps of the network's output (where it disagreed with the data: what the projection removed), the
+TTA uncertainty of the network (``options.uncertainty``; in-plane only), the out-of-distribution warnings and the identity block. Every result says "research use, not for
 diagnosis".
 """
 from __future__ import annotations
@@ -47,9 +47,10 @@ class SRResult:
     """A super-resolved volume and what to trust about it."""
 
     image: sitk.Image
-    """The SR volume (as ``super_resolve`` returns it; projected onto the data under ``enforce_consistency``)."""
+    """The SR volume (as ``super_resolve`` returns it; projected onto the data when ``options.project``)."""
     consistency: Optional[sitk.Image]
-    """Signed residual ``degrade(SR) − input`` on the SR grid (nearest neighbour), input units."""
+    """Signed residual ``degrade(network output) − input`` on the SR grid (nearest neighbour), input units: where
+    the network disagreed with the data, i.e. under the projection exactly what the projection removed."""
     consistency_lr: Optional[sitk.Image]
     """The same residual on the input grid."""
     uncertainty: Optional[sitk.Image]
@@ -142,16 +143,18 @@ def run_validated(
         return _through_plane(image, options, progress, consistency, want_uncertainty)
     resolver = resolver or SuperResolver(options)
     axes = axes or plane_axes(image, options.plane)
-    reuse_plain = not options.project and options.output_dtype == "float32"
+    reuse_plain = options.output_dtype == "float32"
     extra = len(TRANSFORMS) * (2 if ensemble_checkpoint else 1) - int(reuse_plain) if want_uncertainty else 0
-    sr = resolver(image, _share(progress, 0, 1 + extra), axes)
+    network = resolver(image, _share(progress, 0, 1 + extra), axes)
+    sr = network
     if options.project:
-        sr = _cast(enforce_consistency(image, sr, options.scale, axes, options.acquisition), options.output_dtype)
-    maps = consistency_maps(image, sr, options.scale, axes, options.acquisition) if consistency else None
+        sr = _cast(enforce_consistency(image, network, options.scale, axes, options.acquisition), options.output_dtype)
+    # the maps show where the network disagreed with the data: under the projection, exactly what it removed
+    maps = consistency_maps(image, network, options.scale, axes, options.acquisition) if consistency else None
     summary = dict(maps.summary) if maps else {}
     std = None
     if want_uncertainty:
-        plain = sr if reuse_plain else None
+        plain = network if reuse_plain else None
         std = tta_uncertainty(image, resolver, axes, plain, ensemble_checkpoint, _share(progress, 1, 1 + extra, extra))
         summary["mean_uncertainty"] = _foreground_mean(std, sr)
     metadata = resolver.metadata
@@ -223,10 +226,9 @@ def _through_plane(
 ) -> SRResult:
     """Through-plane SR by ``fagan_engine.through_plane.run`` (another engineer's module) with the slice-profile maps."""
     plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
-    sr = super_resolve_through_plane(image, options, progress=progress)
-    if options.project:
-        sr = _cast(enforce_through_plane(image, sr, plan), options.output_dtype)
-    maps = through_plane_consistency(image, sr, plan) if consistency else None
+    network = super_resolve_through_plane(image, options, progress=progress)
+    sr = _cast(enforce_through_plane(image, network, plan), options.output_dtype) if options.project else network
+    maps = through_plane_consistency(image, network, plan) if consistency else None
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
     # through-plane model is fitted to each scan
     warnings = ["no uncertainty map: test-time augmentation is implemented for in-plane results only"] if want_uncertainty else []
