@@ -43,14 +43,14 @@ def _single(args: argparse.Namespace) -> int:
     from fagan_engine.inference.resolver import SuperResolver
     from fagan_engine.io import volume_io
     from fagan_engine.pipeline.case import read_source, super_resolve_case, write_outputs
-    from fagan_engine.pipeline.validation import check_single_run
+    from fagan_engine.pipeline.validation import check_run_paths
 
     started = time.perf_counter()
     options = run_options(args)
     maps = single_map_paths(args)
     output_is_dicom = check_single_output(args)
     plain = not (maps or output_is_dicom or args.report)
-    check_single_run(args.input, args.output, maps, args.report, args.force)
+    check_run_paths([args.input], args.output, maps, args.report, args.force)
     source = read_source(args.input, options, args.series_id, need_tags=output_is_dicom)
     resolver = SuperResolver(options) if options.mode != "through-plane" else None
     report = ProgressReporter(args)

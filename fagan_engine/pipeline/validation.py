@@ -28,13 +28,14 @@ _CSV_REPORT_HEAD = b"input,output,status,"
 _JSON_REPORT_HEAD = b'{\n  "totals": {'
 
 
-def check_single_run(input_path: str, output: str, maps: Dict[str, str], report: Optional[str], force: bool) -> None:
-    """All paths of ``fagan-sr INPUT OUTPUT`` (trust maps and JSON report included)."""
-    check_path_text(input_path, "input")
-    inputs = InputFiles([input_path])
-    extra = {"report": report} if report is not None else {}
-    check_distinct([output, *maps.values(), *extra.values()])
-    check_case_outputs(input_path, output, maps, force, inputs=inputs)
+def check_run_paths(input_paths: Sequence[str], output: str, maps: Dict[str, str], report: Optional[str], force: bool) -> None:
+    """All paths of a run with one output: ``fagan-sr INPUT OUTPUT`` (trust maps and JSON report
+    included), or several inputs to one output (``--stacks A B OUTPUT``)."""
+    for path in input_paths:
+        check_path_text(path, "input")
+    inputs = InputFiles(input_paths)
+    check_distinct([output, *maps.values(), *([report] if report is not None else [])])
+    check_case_outputs(None, output, maps, force, inputs=inputs)
     if report is not None:
         check_report(report, force, inputs, batch=False)
 
