@@ -135,3 +135,15 @@ def test_output_reaching_the_input_is_refused_even_with_force(tmp_path, how):
         write_volume(read_volume(str(source)), str(output), force=True, input_path=str(source))
     assert "\n" not in str(excinfo.value)
     assert all(p.read_bytes() == data for p, data in files.items())
+
+
+def test_library_messages_lose_source_locations_and_object_addresses():
+    from fagan_engine.util.stdio_capture import CapturedText
+
+    noise = CapturedText()
+    noise.lines = ["WARNING: In /tmp/SimpleITK-build/ITK/Modules/IO/NIFTI/src/itkNiftiImageIO.cxx, line 2008",
+                   "NiftiImageIO (0x55f66c2e11f0): p.nii has unexpected scales in sform"]
+    assert noise.first_message() == "p.nii has unexpected scales in sform" and not noise.has_error()
+    noise.lines = ["Warning: In /src/gdcmReader.cxx, line 521, function bool gdcm::Reader::InternalReadCommon()", "odd tag",
+                   "ERROR: In /src/itkImageFileReader.hxx, line 97", "ImageFileReader (0x1): could not read the data"]
+    assert noise.first_message() == "could not read the data" and noise.has_error()

@@ -15,8 +15,8 @@ import tempfile
 import threading
 from typing import Iterator, List, Tuple
 
-_LOCATION = re.compile(r"^(\w+): In .*, line \d+$")
-"""ITK's first line of a message: ``WARNING: In /build/path/file.cxx, line 2008``."""
+_LOCATION = re.compile(r"^(\w+): In .*, line \d+")
+"""ITK's (and GDCM's) first line of a message: ``WARNING: In /build/path/file.cxx, line 2008``."""
 _OBJECT = re.compile(r"^[\w:]+ \(0x[0-9a-fA-F]+\): ")
 """ITK's object prefix: ``NiftiImageIO (0x55f6...): ``."""
 _LOCK = threading.RLock()  # re-entrant: a captured block may call code that captures too
