@@ -133,16 +133,21 @@ def from_nibabel(nifti: "nibabel.Nifti1Image") -> sitk.Image:  # noqa: F821
         data = data[..., 0]
     if data.ndim != 3:
         raise _dimension_error(data.ndim, data.shape)
-    matrix = _LPS_FROM_RAS @ nifti.affine[:3, :3]
-    spacing = np.linalg.norm(matrix, axis=0)
     image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    spacing, direction, origin = lps_geometry(nifti.affine)
     image.SetSpacing(spacing.tolist())
-    with np.errstate(divide="ignore", invalid="ignore"):  # a zero column is refused by validate_image
-        image.SetDirection((matrix / spacing).ravel().tolist())
-    image.SetOrigin((_LPS_FROM_RAS @ nifti.affine[:3, 3]).tolist())
+    image.SetDirection(direction.tolist())
+    image.SetOrigin(origin.tolist())
     return image
 
 
+def lps_geometry(affine: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ITK's (spacing, flattened direction, origin) of a NIfTI RAS affine, exactly (no orthogonalisation)."""
+    matrix = _LPS_FROM_RAS @ affine[:3, :3]
+    spacing = np.linalg.norm(matrix, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero column is refused by validate_image
+        direction = (matrix / spacing).ravel()
+    return spacing, direction, _LPS_FROM_RAS @ affine[:3, 3]
 
 
 def check_output_path(input_path: Optional[str], output_path: str, force: bool = False) -> None:
@@ -338,10 +343,7 @@ def _with_geometry(image: sitk.Image, geometry: Geometry, path: Path) -> sitk.Im
                       FAGANWarning, stacklevel=4)
     if geometry.affine is None or image.GetDimension() != 3:  # not 3D: validate_image refuses it
         return image
-    matrix = _LPS_FROM_RAS @ geometry.affine[:3, :3]
-    spacing = np.linalg.norm(matrix, axis=0)
-    direction = (matrix / spacing).ravel()
-    origin = _LPS_FROM_RAS @ geometry.affine[:3, 3]
+    spacing, direction, origin = lps_geometry(geometry.affine)
     if not (np.allclose(image.GetSpacing(), spacing, rtol=1e-5) and np.allclose(image.GetDirection(), direction, atol=1e-5)
             and np.allclose(image.GetOrigin(), origin, atol=1e-4)):
         image.SetSpacing(spacing.tolist())
