@@ -264,3 +264,15 @@ def test_sigterm_during_an_import_is_acted_on_once_the_import_ends(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script, str(marker), str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 143 and proc.stderr == "error: terminated\n", proc.stderr
     assert marker.read_text() == "imported"
+
+
+@pytest.mark.parametrize("failure", ["RuntimeError", "OutputError"])
+def test_a_library_error_while_unwinding_from_sigterm_is_still_one_line_and_143(tmp_path, failure):
+    script = (
+        "import os, signal, sys\nfrom fagan_engine.cli import entry_point\nfrom fagan_engine.util.errors import OutputError\n"
+        "def body(args):\n    try:\n        os.kill(os.getpid(), signal.SIGTERM)\n        sum(range(10**6))\n"
+        f"    finally:\n        raise {failure}('trying to pop from empty mode stack')\n"
+        "sys.exit(entry_point(body, []))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143 and proc.stderr == "error: terminated\n", proc.stderr

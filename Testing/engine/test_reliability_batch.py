@@ -198,3 +198,22 @@ def test_a_name_taken_meanwhile_is_reported_by_its_target_not_the_staging_file(t
     with pytest.raises(OutputError, match="output .*out.nii already exists") as excinfo:
         publish_files([(staged, target)], False, target)
     assert ".tmp-" not in str(excinfo.value) and target.read_bytes() == b"theirs"
+
+
+def test_a_library_error_while_unwinding_from_an_interrupt_stops_the_batch(tmp_path, monkeypatch):
+    from fagan_engine.pipeline import batch_runner
+
+    inputs = volumes(tmp_path / "in")
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("trying to pop from empty mode stack")  # what torch raised on its way out
+
+    monkeypatch.setattr(batch_runner, "super_resolve_case", interrupted)
+    cases = [Case(str(p), str(tmp_path / f"o{i}.nrrd"), RunOptions(scale=2, method="bicubic"), key=str(i)) for i, p in enumerate(inputs)]
+    runner = BatchRunner(cases, report_path=str(tmp_path / "r.csv"))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert [r.status for r in runner.records] == ["not run", "not run"]

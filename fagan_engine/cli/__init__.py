@@ -9,6 +9,7 @@ import warnings
 from typing import Any, Callable, List, Optional
 
 from fagan_engine.util.errors import FAGANError, InputError
+from fagan_engine.util.interrupts import interrupt_behind
 from fagan_engine.util.protocol import emit
 
 
@@ -90,26 +91,35 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
         for note in notes:  # only on success: a failure prints its one error line alone
             sys.stderr.write(f"warning: {note}\n")
         return code
-    except FAGANError as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if json_progress:
-            emit("error", message=message, kind=type(exc).__name__)
-        sys.stderr.write(f"error: {message}\n")
-        return exc.exit_code
     except Exception as exc:
+        interrupt = interrupt_behind(exc)
+        if interrupt is not None:  # raised while unwinding from Ctrl-C or SIGTERM (a library's cleanup failed)
+            return _interrupted(interrupt)
+        if isinstance(exc, FAGANError):
+            return _error_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, type(exc).__name__, json_progress, exc.exit_code)
         if not _is_out_of_memory(exc):
             raise
         message = "out of memory: use a smaller batch (fagan-sr --batch-size or --tile-size; training train.batch_size or data.patch_size)"
-        if json_progress:
-            emit("error", message=message, kind="OutOfMemoryError")
-        sys.stderr.write(f"error: {message}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        return 130
-    except Terminated:
+        return _error_line(message, "OutOfMemoryError", json_progress, 2)
+    except (KeyboardInterrupt, Terminated) as exc:
+        return _interrupted(exc)
+
+
+def _error_line(message: str, kind: str, json_progress: bool, code: int) -> int:
+    """The one ``error:`` line (and the protocol's ``error`` event); returns ``code``."""
+    if json_progress:
+        emit("error", message=message, kind=kind)
+    sys.stderr.write(f"error: {message}\n")
+    return code
+
+
+def _interrupted(exc: BaseException) -> int:
+    """One line and the exit code of an interrupt: 143 for SIGTERM, 130 for Ctrl-C."""
+    if isinstance(exc, Terminated):
         sys.stderr.write("error: terminated\n")
         return 143
+    sys.stderr.write("error: interrupted\n")
+    return 130
 
 
 def _collect_warning(notes: List[str]) -> Callable[..., None]:

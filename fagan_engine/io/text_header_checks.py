@@ -6,6 +6,7 @@ header and the data it points at, and refuse what would silently become a wrong 
 """
 from __future__ import annotations
 
+import gzip
 import math
 import re
 import stat
@@ -67,21 +68,44 @@ def check_metaimage(path: Path) -> None:
 
 
 def check_nrrd(path: Path) -> None:
-    """Refuse a NRRD with non-finite geometry or a detached data file that is not a regular file."""
+    """Refuse a NRRD with non-finite geometry, a detached data file that is not a regular file, or
+    gzip-encoded data whose stream is damaged (CRC or length; teem ignores the length)."""
     head = _read_head(path)
     end = head.find(b"\n\n")
     text = head[: end if end >= 0 else len(head)].decode("latin-1")
+    fields: Dict[str, str] = {}
+    source: Optional[Path] = path
     for line in text.splitlines()[1:]:
         key, sep, value = line.partition(":")
         if not sep or line.startswith("#"):
             continue
         key = key.strip().lower()
+        fields[key] = value.strip()
         if key in _NRRD_GEOMETRY:
             _check_finite(path, key, value)
         if key in ("data file", "datafile"):
             name = value.strip()
+            source = None
             if name and " " not in name and not name.upper().startswith("LIST"):
-                _check_regular(path.parent / name, f"data file {name} of {path}")
+                source = path.parent / name
+                _check_regular(source, f"data file {name} of {path}")
+    skips = {"byte skip", "byteskip", "line skip", "lineskip"} & set(fields)
+    if fields.get("encoding", "").lower() in ("gzip", "gz") and source is not None and not skips and (end >= 0 or source != path):
+        if not _gzip_intact(source, end + 2 if source == path else 0):
+            raise InputError(f"cannot read {path}: its gzip data is damaged (truncated, or its CRC or length check fails)")
+
+
+def _gzip_intact(path: Path, offset: int) -> bool:
+    """True when the gzip stream starting at ``offset`` decompresses with matching CRC and length."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            with gzip.GzipFile(fileobj=handle) as stream:
+                while stream.read(1 << 20):
+                    pass
+    except (OSError, EOFError, zlib.error):
+        return False
+    return True
 
 
 def _read_head(path: Path) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from fagan_engine.pipeline.batch import Case, write_report
 from fagan_engine.pipeline.case import Source, is_done, read_source, super_resolve_case, write_outputs
 from fagan_engine.util.errors import FAGANError
+from fagan_engine.util.interrupts import interrupt_behind
 
 STATUSES = ("done", "skipped", "failed", "not run")
 
@@ -132,6 +133,9 @@ class BatchRunner:
             if not self.force and is_done(case.output):  # another process (a second batch) finished it meanwhile
                 record.status, record.error = "skipped", "output exists (written meanwhile by another process)"
         except Exception as exc:  # one broken case must not stop the others; the line names the type
+            interrupt = interrupt_behind(exc)
+            if interrupt is not None:  # a library failed while unwinding from Ctrl-C or SIGTERM: stop the batch
+                raise interrupt from None
             if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
                 record.error = "out of memory: use a smaller --batch-size or --tile-size"
             else:

@@ -1,0 +1,18 @@
+"""Was an error caused by an interrupt? Ctrl-C or SIGTERM raised inside a library's cleanup code can
+surface as that library's own error (torch: ``RuntimeError: trying to pop from empty mode stack``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+def interrupt_behind(exc: BaseException) -> Optional[BaseException]:
+    """The KeyboardInterrupt (or other non-``Exception`` interrupt, such as the CLI's SIGTERM) that
+    ``exc`` was raised while handling, or None."""
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        if not isinstance(current, Exception):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
