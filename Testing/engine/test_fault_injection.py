@@ -88,13 +88,15 @@ def test_nifti_header_edit_is_refused_or_read_with_the_sform_geometry(sample, tm
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(result), sitk.GetArrayViewFromImage(truth))
 
 
+@pytest.mark.parametrize("ext, gzipped", [(".nii.gz", ".nii.gz"), (".nrrd", ".nrrd"), (".nhdr", ".raw.gz")])
 @pytest.mark.parametrize("byte", range(-8, 0))
-def test_every_gzip_trailer_byte_flip_is_refused(sample, tmp_path, byte):
-    path = tmp_path / "v.nii.gz"
-    sitk.WriteImage(read_volume(str(sample)), str(path))
-    data = bytearray(path.read_bytes())
+def test_every_gzip_trailer_byte_flip_is_refused(sample, tmp_path, byte, ext, gzipped):
+    path = tmp_path / f"v{ext}"
+    sitk.WriteImage(read_volume(str(sample)), str(path), True)
+    stream = tmp_path / f"v{gzipped}"
+    data = bytearray(stream.read_bytes())
     data[byte] ^= 0x10
-    path.write_bytes(bytes(data))
+    stream.write_bytes(bytes(data))
     assert isinstance(outcome(path), str)
 
 
