@@ -26,7 +26,8 @@ class FAGANSelfTest(ScriptedLoadableModule):
         self.parent.helpText = """
 Runs the clinical scenario of the FAGANSuperResolution extension through the module GUI: load an MR
 volume, pick scale and checkpoint, Apply, check the result, its geometry, its research-use notice and its
-consistency-map overlay; cancel a run; reject a bad checkpoint; apply to all volumes of the scene; turn a
+consistency-map overlay; apply again (a second result, side by side); delete the input during a run;
+cancel a run; reject a bad checkpoint; apply to all volumes of the scene; turn a
 thick-slice volume isotropic; train a tiny model, stop, resume, and find its checkpoint in the
 super-resolution module.
 Works offline (synthetic volume, bundled checkpoint, CPU). Without PyTorch (or ONNX Runtime) the scenario
