@@ -145,9 +145,15 @@ def wants_json(argv: Optional[list]) -> bool:
 
 
 def _install_terminate_now() -> None:
-    """Answer SIGTERM with one line and exit 143 from the moment a command starts (not a bare kill)."""
+    """Answer SIGTERM with one line and exit 143 from the moment a command starts (not a bare kill).
+
+    Only in a process started as a command (``fagan-*`` or ``python -m fagan_engine``), not in one
+    that imports this package as a library (the Slicer module reads the argument parser).
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    command = str(getattr(spec, "name", "") or "").startswith("fagan_engine") or os.path.basename(sys.argv[0] if sys.argv else "").startswith("fagan-")
     try:
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        if command and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, terminate_now)
     except ValueError:  # imported outside the main thread: leave signals alone
         pass
