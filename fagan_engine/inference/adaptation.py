@@ -34,10 +34,10 @@ from fagan_engine.util.progress import FitCancelled, call_progress
 
 ADAPT_LR = 1e-4
 """Fine-tuning learning rate (the held-out check, not a tiny rate, keeps the model from drifting)."""
-ADAPT_BATCH = 8
+ADAPT_BATCH = 4
 ADAPT_PATCH = 64
 """HR patch side (pixels of the scan), LR patch = ADAPT_PATCH / scale."""
-CHECK_EVERY = 25
+CHECK_EVERY = 20
 """Steps between two scores on the held-out pairs."""
 PATIENCE = 2
 """Checks without improvement before adaptation stops."""
@@ -155,7 +155,8 @@ def adapt_generator(
         for step in range(1, total + 1):
             if stop is not None and stop():
                 raise FitCancelled("per-scan adaptation cancelled")
-            lr, hr = (torch.from_numpy(a).to(device) for a in adaptation_pairs(train_slices, options.scale, acquisition, rng, ADAPT_BATCH, ADAPT_PATCH))
+            pairs = adaptation_pairs(train_slices, options.scale, acquisition, rng, ADAPT_BATCH, ADAPT_PATCH)
+            lr, hr = (torch.from_numpy(a).to(device) for a in pairs)
             loss = (work(lr) - hr).abs().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -56,7 +56,9 @@ class SuperResolver:
         if options.adapt_steps > 0 and onnx:
             if options.adapt_iterations is not None:
                 raise InputError("per-scan adaptation (--adapt) needs the PyTorch backend and a .safetensors checkpoint, not ONNX")
-            self.warnings.append("per-scan adaptation is off: it needs PyTorch and a .safetensors checkpoint (the ONNX path runs the network as shipped)")
+            self.warnings.append(
+                "per-scan adaptation is off: it needs PyTorch and a .safetensors checkpoint (the ONNX path runs the network as shipped)"
+            )
         if options.adapt_steps > 0 and not onnx:
             self.base_model, self.normalization, self.metadata = load_model(
                 options.scale, self.checkpoint, options.device, options.untrained

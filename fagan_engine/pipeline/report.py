@@ -5,8 +5,8 @@ this; ``super_resolve`` still returns a bare image for existing callers. Order o
 super-resolve (in-plane via ``SuperResolver``, or through-plane via ``fagan_engine.through_plane.run``),
 project onto the data (``options.project``, on by default for FA-GAN in-plane), then the consistency
 maps of the network's output (where it disagreed with the data: what the projection removed), the
-TTA uncertainty of the network (``options.uncertainty``; in-plane only), the out-of-distribution warnings and the identity block. Every result says "research use, not for
-diagnosis".
+TTA uncertainty of the network (``options.uncertainty``; in-plane only), the out-of-distribution
+warnings and the identity block. Every result says "research use, not for diagnosis".
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def run_validated(
     std = None
     if want_uncertainty:
         plain = network if reuse_plain else None
-        std = tta_uncertainty(image, resolver, axes, plain, ensemble_checkpoint, _share(progress, 1, 1 + extra, extra))
+        std = tta_uncertainty(image, resolver, axes, plain, ensemble_checkpoint, _share(progress, 1, 1 + extra, extra), options.project)
         summary["mean_uncertainty"] = _foreground_mean(std, sr)
     metadata = resolver.metadata
     warnings = list(resolver.warnings) + list(resolver.image_notes) + ood_warnings(

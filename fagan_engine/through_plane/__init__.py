@@ -6,4 +6,10 @@ from fagan_engine.through_plane.plan import ThroughPlanePlan, plan_through_plane
 from fagan_engine.through_plane.run import super_resolve_through_plane
 from fagan_engine.through_plane.stacks import StackReport, reconstruct_stacks
 
-__all__ = ["StackReport", "ThroughPlanePlan", "plan_through_plane", "reconstruct_stacks", "super_resolve_through_plane"]
+__all__ = [
+    "StackReport",
+    "ThroughPlanePlan",
+    "plan_through_plane",
+    "reconstruct_stacks",
+    "super_resolve_through_plane",
+]

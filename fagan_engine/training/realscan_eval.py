@@ -244,14 +244,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--realdev", type=Path, default=DEFAULT_REALDEV, help="the real-scan development set (default ../shared/realdev)")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--acquisitions", nargs="+", default=["kspace", "bicubic"], choices=["kspace", "bicubic", "gaussian"])
-    parser.add_argument("--variants", nargs="+", default=["plain", "projected", "default"], choices=[v for v in VARIANTS if v not in ("bicubic", "lanczos")])
+    parser.add_argument(
+        "--variants", nargs="+", default=["plain", "projected", "default"], choices=[v for v in VARIANTS if v not in ("bicubic", "lanczos")]
+    )
     parser.add_argument("--checkpoint", action="append", default=[], metavar="SCALE=PATH", help="a candidate checkpoint for one scale")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a RunOptions field for every FA-GAN variant (e.g. adapt_iterations=0)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a RunOptions field for every FA-GAN variant (e.g. adapt_iterations=0)"
+    )
     parser.add_argument("--json", type=Path, help="write per-slice scores and the summary here")
     parser.add_argument("--markdown", type=Path, help="write the summary table here")
     parser.add_argument("--panels", type=Path, help="write PNG panels (HR, LR, Lanczos, FA-GAN, error) into this folder")
     parser.add_argument("--panel-variant", default="default")
-    parser.add_argument("--uncertainty", action="store_true", help="instead of the scores: Spearman ρ of the uncertainty map and of the gradient proxy with |error|")
+    parser.add_argument(
+        "--uncertainty", action="store_true", help="instead of the scores: Spearman ρ of the uncertainty map and of the gradient proxy with |error|"
+    )
     args = parser.parse_args(argv)
     try:
         fields: Dict[str, Any] = {}

@@ -22,7 +22,8 @@ import SimpleITK as sitk
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.runners import Runner, load_runner
 from fagan_engine.inference.slices import Progress, run_slices
-from fagan_engine.io.geometry import Plane, SRGeometry, plane_axes, super_resolved_geometry
+from fagan_engine.io.geometry import Plane, SliceLayout, SRGeometry, explicit_axes, plane_axes, super_resolved_geometry
+from fagan_engine.mri.forward_model import project_onto_data
 
 Transform = Tuple[int, bool]
 """(number of 90° rotations, flip of the columns first)."""
@@ -49,6 +50,7 @@ def tta_uncertainty(
     plain: Optional[sitk.Image] = None,
     second_checkpoint: Optional[str] = None,
     progress: Optional[Progress] = None,
+    project: bool = False,
 ) -> sitk.Image:
     """Standard deviation over the augmented (and ensembled) SR volumes of ``image``; float32, SR grid.
 
@@ -56,6 +58,9 @@ def tta_uncertainty(
     ``plane`` overrides the options' plane (a name or two sitk axes). ``plain`` is the result
     ``resolver`` already produced for ``image`` as float32: it is used as the identity member
     instead of recomputing it (pass None for a rounded integer output). ``progress(done, total)`` counts slices over all passes.
+    ``project``: every member is first projected onto the input (``mri.forward_model.project_onto_data``,
+    the options' acquisition), as the product's output is, so the map keeps only the variability the
+    projection cannot remove (the band the data do not measure).
     """
     options = resolver.options
     runners = [resolver.runner]
@@ -63,8 +68,13 @@ def tta_uncertainty(
         runners.append(load_runner(options.scale, second_checkpoint, options.device, options.backend, False)[0])
     members = [(runner, transform) for runner in runners for transform in TRANSFORMS]
     count, mean, squares = 0, None, None
+    explicit = plane is not None and not isinstance(plane, str)
+    layout = SliceLayout.for_axes(explicit_axes(plane) if explicit else plane_axes(image, plane or options.plane))
+    data = layout.to_slices(sitk.GetArrayViewFromImage(image))
     for volume in _member_volumes(image, resolver, plane, plain, members, progress):
         value = volume.astype(np.float64)
+        if project:
+            value = layout.from_slices(project_onto_data(layout.to_slices(value), data, options.scale, options.acquisition))
         count += 1
         if mean is None:
             mean, squares = value.copy(), np.zeros_like(value)

@@ -7,4 +7,18 @@ from fagan_engine.util.options import MAP_KINDS, RunOptions
 from fagan_engine.util.progress import FitCancelled, call_progress
 from fagan_engine.util.protocol import emit, parse_line
 
-__all__ = ["CheckpointError", "ConfigError", "FAGANConfig", "FAGANError", "FitCancelled", "InputError", "MAP_KINDS", "OutputError", "RunOptions", "call_progress", "emit", "load_config", "parse_line"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "FAGANConfig",
+    "FAGANError",
+    "FitCancelled",
+    "InputError",
+    "MAP_KINDS",
+    "OutputError",
+    "RunOptions",
+    "call_progress",
+    "emit",
+    "load_config",
+    "parse_line",
+]

@@ -26,7 +26,7 @@ OUTPUT_DTYPES = ("float32", "int16", "uint16")
 MAP_FLAGS = {"consistency": "--consistency-map", "consistency_lr": "--consistency-map-lr", "uncertainty": "--uncertainty-map"}
 """The trust maps a run can write, each with its ``fagan-sr`` flag (argparse dest ``<kind>_map``); listed once here."""
 MAP_KINDS = tuple(MAP_FLAGS)
-ADAPT_DEFAULT_STEPS = 150
+ADAPT_DEFAULT_STEPS = 100
 """Per-scan adaptation steps at most when ``adapt_iterations`` is left unset (FA-GAN in-plane); stopped early on held-out pairs."""
 # RunOptions field -> its ``fagan-sr`` flag (argparse dest = the field; ``mode`` is ``--through-plane``,
 # ``uncertainty`` ``--uncertainty-map``).
