@@ -217,3 +217,11 @@ def test_a_library_error_while_unwinding_from_an_interrupt_stops_the_batch(tmp_p
     with pytest.raises(KeyboardInterrupt):
         runner.run()
     assert [r.status for r in runner.records] == ["not run", "not run"]
+
+
+def test_report_inside_the_dicom_output_folder_is_refused_before_any_work(tmp_path, capsys):
+    (a,) = volumes(tmp_path, 1)
+    (tmp_path / "series").mkdir()
+    code, err = run([a, tmp_path / "series", "--output-format", "dicom", "--report", tmp_path / "series" / "r.json", *BICUBIC], capsys)
+    refused(code, err, "inside the DICOM output folder")
+    assert list((tmp_path / "series").iterdir()) == []

@@ -86,13 +86,21 @@ def refuse_input_reach(path: str, inputs: InputFiles) -> None:
 
 
 def check_distinct(paths: Iterable[str]) -> None:
-    """OutputError when two outputs of one run are the same file or folder."""
+    """OutputError when two outputs of one run are the same file or folder, or one lies inside a DICOM output folder."""
     seen: Dict[object, str] = {}
+    folders = []
     for path in paths:
         key = file_key(Path(path.rstrip("/" + os.sep) or path))
         if key in seen:
             raise OutputError(f"two outputs of this run are the same path: {seen[key]} and {path}")
         seen[key] = path
+        if output_format_of(path) == "dicom":
+            folders.append((os.path.normcase(os.path.realpath(path.rstrip("/" + os.sep))) + os.sep, path))
+    for path in seen.values():
+        resolved = os.path.normcase(os.path.realpath(path))
+        inside = next((folder for prefix, folder in folders if resolved.startswith(prefix)), None)
+        if inside is not None:
+            raise OutputError(f"output {path} lies inside the DICOM output folder {inside}; write it elsewhere")
 
 
 def check_report(path: str, force: bool, inputs: InputFiles, batch: bool) -> None:
