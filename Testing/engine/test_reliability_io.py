@@ -147,3 +147,11 @@ def test_library_messages_lose_source_locations_and_object_addresses():
     noise.lines = ["Warning: In /src/gdcmReader.cxx, line 521, function bool gdcm::Reader::InternalReadCommon()", "odd tag",
                    "ERROR: In /src/itkImageFileReader.hxx, line 97", "ImageFileReader (0x1): could not read the data"]
     assert noise.first_message() == "could not read the data" and noise.has_error()
+
+
+def test_api_paths_with_a_nul_byte_are_one_line_errors(tmp_path):
+    with pytest.raises(InputError, match="NUL byte"):
+        read_volume(str(tmp_path / "a\0.nii"))
+    with pytest.raises(InputError, match="NUL byte"):
+        write_volume(read_volume(str(sample(tmp_path))), str(tmp_path / "o\0.nii"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii"]

@@ -31,7 +31,7 @@ from fagan_engine.io.dicom_series import read_dicom_series
 from fagan_engine.io.geometry import direction_matrix
 from fagan_engine.io.nifti_checks import inspect_nifti, is_sheared, nifti_complete
 from fagan_engine.io.nifti_header import Geometry
-from fagan_engine.io.paths import InputFiles, written_files
+from fagan_engine.io.paths import InputFiles, check_path_text, written_files
 from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files
 from fagan_engine.util.errors import ConfigError, FAGANWarning, InputError, OutputError
@@ -82,6 +82,7 @@ def read_volume(
     interpolates a series with missing slices onto a uniform grid instead of refusing it.
     """
     _check_nan_policy(nan_policy)
+    check_path_text(path, "input")
     source = Path(path)
     if not os.path.lexists(source):
         raise InputError(f"input not found: {path}")
@@ -157,6 +158,7 @@ def check_output_path(input_path: Optional[str], output_path: str, force: bool =
     an output that is a folder, and, unless ``force``, an output that is the input or any other
     existing file the writer would create (for ``.nhdr``/``.mhd`` also the data file).
     """
+    check_path_text(output_path, "output")
     ext = split_extension(output_path)[1]
     if ext not in SUPPORTED_EXTENSIONS:
         raise OutputError(
