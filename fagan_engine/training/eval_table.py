@@ -85,7 +85,10 @@ def evaluate(
 
 
 def _checkpoint_sr(case: EvalCase, path: str, device: str, batch_size: int) -> sitk.Image:
-    return super_resolve(case.lr, case.scale, checkpoint=path, plane=case.axes, device=device, batch_size=batch_size)
+    """The checkpoint's network alone: ``fagan-eval`` compares checkpoints; the default path of ``fagan-sr``
+    (projection and per-scan adaptation on top) is measured by ``training.realscan_eval``."""
+    return super_resolve(case.lr, case.scale, checkpoint=path, plane=case.axes, device=device, batch_size=batch_size,
+                         adapt_iterations=0, enforce_consistency=False)
 
 
 def _foreground_slices(case: EvalCase, sr: sitk.Image) -> Tuple[List[np.ndarray], List[np.ndarray]]:

@@ -14,11 +14,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from fagan_engine.inference.resolver import super_resolve_with_model
 from fagan_engine.io.geometry import SliceLayout
 from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
 from fagan_engine.mri.metrics import foreground_mask, psnr, ssim, volume_metrics
 from fagan_engine.mri.normalization import IntensityNormalizer
-from fagan_engine.pipeline.report import super_resolve, super_resolve_with_model
+from fagan_engine.pipeline.report import super_resolve
 from fagan_engine.util.config import NormalizationConfig
 
 
