@@ -49,3 +49,16 @@ def test_out_of_memory_after_the_bar_began_is_one_line(tmp_path: Path, monkeypat
     code = main([str(thick_slices(tmp_path)), str(tmp_path / "o.nrrd"), "--scale", "2", "--method", "bicubic", "--progress", "bar"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.splitlines()[-1].startswith("error: out of memory"), repr(err)
+
+
+def test_through_plane_out_of_memory_advises_the_target_spacing_not_the_batch_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from fagan_engine.pipeline import case
+
+    def run_out_of_memory(*args):
+        raise MemoryError
+
+    monkeypatch.setattr(case, "run_validated", run_out_of_memory)
+    monkeypatch.setattr(case, "check_through_plane_memory", lambda image, options: None)  # the estimate said it fits
+    code = main([str(thick_slices(tmp_path)), str(tmp_path / "iso.nii.gz"), "--through-plane", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--target-spacing" in err and "--batch-size" not in err, err

@@ -9,7 +9,7 @@ import warnings
 from typing import Any, Callable, List, Optional
 
 from fagan_engine.util.errors import FAGANError, InputError
-from fagan_engine.util.interrupts import interrupt_behind
+from fagan_engine.util.failures import interrupt_behind, is_out_of_memory
 from fagan_engine.util.protocol import emit
 
 
@@ -97,7 +97,7 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
             return _interrupted(interrupt)
         if isinstance(exc, FAGANError):
             return _error_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, type(exc).__name__, json_progress, exc.exit_code)
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         message = "out of memory: use a smaller batch (fagan-sr --batch-size or --tile-size; training train.batch_size or data.patch_size)"
         return _error_line(message, "OutOfMemoryError", json_progress, 2)
@@ -131,11 +131,6 @@ def _collect_warning(notes: List[str]) -> Callable[..., None]:
             notes.append(text)
 
     return show
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    """CPU MemoryError or torch.cuda.OutOfMemoryError (matched by name: torch may be absent)."""
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
 def wants_json(argv: Optional[list]) -> bool:

@@ -11,6 +11,7 @@ from fagan_engine.cli.arguments import build_parser, run_options
 from fagan_engine.cli.batch_cli import run_batch
 from fagan_engine.pipeline.batch import OUTPUT_FORMATS
 from fagan_engine.util.errors import InputError
+from fagan_engine.util.failures import is_out_of_memory
 from fagan_engine.util.options import MAP_FLAGS
 from fagan_engine.util.protocol import emit
 
@@ -40,6 +41,7 @@ def _main(argv: List[str]) -> int:
 
 def _single(args: argparse.Namespace) -> int:
     """``fagan-sr INPUT OUTPUT``: one volume (the form the Slicer module runs)."""
+    from fagan_engine.inference.memory_check import out_of_memory_advice
     from fagan_engine.inference.resolver import SuperResolver
     from fagan_engine.io import volume_io
     from fagan_engine.pipeline.case import read_source, super_resolve_case, write_outputs
@@ -60,8 +62,10 @@ def _single(args: argparse.Namespace) -> int:
         warn(args, line)
     try:
         outcome = super_resolve_case(source.image, options, resolver, report, tuple(maps))
-    except BaseException:
+    except BaseException as exc:
         report.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
+        if is_out_of_memory(exc):
+            raise InputError(out_of_memory_advice(options.mode)) from None
         raise
     report.close()
     if plain:

@@ -54,3 +54,10 @@ def _refuse_beyond_memory(voxels: int, per_voxel: int, what: str, advice: str) -
             f"{what} has {voxels / 1e6:.0f} M voxels and needs about {needed / 2**30:.1f} GiB of memory, "
             f"but {available / 2**30:.1f} GiB is available; {advice} or use a machine with more memory"
         )
+
+
+def out_of_memory_advice(mode: str) -> str:
+    """The one line for a run that ran out of memory anyway, with the advice that applies to ``mode``."""
+    if mode == "through-plane":
+        return "out of memory: the through-plane result does not fit; choose a larger --target-spacing or crop the input"
+    return "out of memory: use a smaller --batch-size or --tile-size"

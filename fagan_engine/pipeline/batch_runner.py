@@ -15,10 +15,11 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence
 
+from fagan_engine.inference.memory_check import out_of_memory_advice
 from fagan_engine.pipeline.batch import Case, write_report
 from fagan_engine.pipeline.case import Source, is_done, read_source, super_resolve_case, write_outputs
 from fagan_engine.util.errors import FAGANError
-from fagan_engine.util.interrupts import interrupt_behind
+from fagan_engine.util.failures import interrupt_behind, is_out_of_memory
 
 STATUSES = ("done", "skipped", "failed", "not run")
 
@@ -136,8 +137,8 @@ class BatchRunner:
             interrupt = interrupt_behind(exc)
             if interrupt is not None:  # a library failed while unwinding from Ctrl-C or SIGTERM: stop the batch
                 raise interrupt from None
-            if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-                record.error = "out of memory: use a smaller --batch-size or --tile-size"
+            if is_out_of_memory(exc):
+                record.error = out_of_memory_advice(case.options.mode)
             else:
                 record.error = f"internal error ({type(exc).__name__}): {_first_line(exc)}"
             record.status = "failed"

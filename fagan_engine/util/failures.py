@@ -1,5 +1,9 @@
-"""Was an error caused by an interrupt? Ctrl-C or SIGTERM raised inside a library's cleanup code can
-surface as that library's own error (torch: ``RuntimeError: trying to pop from empty mode stack``)."""
+"""What kind of failure an exception is (no torch needed: the CLI's error handling imports this).
+
+An interrupt: Ctrl-C or SIGTERM raised inside a library's cleanup code can surface as that
+library's own error (torch: ``RuntimeError: trying to pop from empty mode stack``). Out of
+memory: Python's MemoryError or torch's OutOfMemoryError.
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -16,3 +20,8 @@ def interrupt_behind(exc: BaseException) -> Optional[BaseException]:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CPU MemoryError or torch's (CUDA) OutOfMemoryError (matched by name: torch may be absent)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
