@@ -41,7 +41,7 @@ PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "mode": "modeComboBox", "sc
                      "sliceThickness": "sliceThicknessSpinBox", "batchSize": "batchSizeSpinBox",
                      "tileSize": "tileSizeSpinBox", "fitIterations": "fitIterationsSpinBox",
                      "consistencyMap": "consistencyMapCheckBox", "uncertaintyMap": "uncertaintyMapCheckBox",
-                     "enforceConsistency": "enforceConsistencyCheckBox", "applyToAll": "applyToAllCheckBox",
+                     "enforceConsistency": "enforceConsistencyCheckBox", "adapt": "adaptCheckBox", "applyToAll": "applyToAllCheckBox",
                      "outputVolume": "outputSelector", "sideBySide": "sideBySideCheckBox"}
 MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slices → isotropic"}
 # Widgets (with their labels) used by one mode only.
@@ -97,6 +97,8 @@ class FAGANSuperResParameterNode:
     applyToAll - Apply processes every volume of the scene (or of the selected folder).
     outputVolume - None: a new result node per run (reset to None after every run that made a result).
     sideBySide - show input and result in two linked slice views after a run.
+    enforceConsistency, adapt - FA-GAN in-plane: project onto the measured data, adapt the model to the scan
+      (both on, the engine's defaults; unchecked turns them off).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -114,7 +116,8 @@ class FAGANSuperResParameterNode:
     fitIterations: Annotated[int, WithinRange(0, 100000)] = 0
     consistencyMap: bool = True
     uncertaintyMap: bool = False
-    enforceConsistency: bool = False
+    enforceConsistency: bool = True
+    adapt: bool = True
     applyToAll: bool = False
     outputVolume: vtkMRMLScalarVolumeNode
     sideBySide: bool = False
@@ -479,10 +482,12 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def runOptions(self) -> Any:
         """The run's engine RunOptions from the panel; trust features the engine lacks are left out."""
         p = self._parameterNode
-        fields = dict(mode=p.mode, device=p.device, batch_size=p.batchSize,
-                      enforce_consistency=p.enforceConsistency and self._engineSupports(TRUST_FLAGS["enforceConsistencyCheckBox"]))
+        fields = dict(mode=p.mode, device=p.device, batch_size=p.batchSize)
+        if self._engineSupports(TRUST_FLAGS["enforceConsistencyCheckBox"]):
+            fields.update(enforce_consistency=None if p.enforceConsistency else False)  # None: the engine's default (on for FA-GAN)
         if p.mode == "in-plane":
             fields.update(scale=p.scale, method=p.method, acquisition=p.acquisition, plane=p.plane,
+                          adapt_iterations=None if p.adapt or p.method != "fagan" else 0,
                           checkpoint=(p.checkpointPath or None) if p.method == "fagan" else None,
                           tile_size=p.tileSize or None,
                           uncertainty=p.uncertaintyMap and self._engineSupports(TRUST_FLAGS["uncertaintyMapCheckBox"]))

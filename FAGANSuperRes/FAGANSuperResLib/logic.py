@@ -195,11 +195,15 @@ class SuperResolutionJob:
             self.fraction = float(event.get("done", 0)) / total
         self.phase = str(event.get("phase") or self.phase)
         done = event.get("done", event.get("iteration", "?"))
-        if self.phase == "fit":
+        if self.phase == "adapt":
+            self.status = f"Step 1/2, adapting the model to this scan: step {done} of at most {total or '?'}"
+        elif self.phase == "fit":
             loss = event.get("loss")
             lossText = f", loss {loss:.4g}" if isinstance(loss, (int, float)) else ""
             self.status = f"Step 1/2, fitting to this scan: iteration {done} of {total or '?'}{lossText}"
         elif self.phase == "inference" and isThroughPlane(self.options):
+            self.status = f"Step 2/2, super-resolving: slice {done} of {total or '?'}"
+        elif self.options.adapt_steps > 0 and not isThroughPlane(self.options):
             self.status = f"Step 2/2, super-resolving: slice {done} of {total or '?'}"
         else:
             self.status = f"Slice {done} of {total or '?'}"

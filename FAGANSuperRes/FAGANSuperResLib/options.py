@@ -49,7 +49,7 @@ def checkRunOptions(options: "RunOptions", consistencyMap: bool = False) -> "Run
         raise ValueError("the uncertainty map needs in-plane mode (test-time augmentation of in-plane slices)")
     flags = ["--through-plane"] if isThroughPlane(options) else []
     flags += [MAP_FLAGS[kind] for kind in mapKinds(options, consistencyMap)]
-    flags += ["--enforce-consistency"] if options.enforce_consistency else []
+    flags += ["--enforce-consistency"] if options.enforce_consistency is not None else []
     for flag in flags:
         if not engineSupports(flag):
             raise ValueError(f"this version of the FA-GAN engine has no {flag} option yet")
@@ -89,8 +89,9 @@ def runSettings(options: "RunOptions") -> Dict[str, str]:
         values["scale"] = f"x{options.scale}"
         if options.method == "fagan":
             values["acquisition"] = options.acquisition
-    if options.enforce_consistency:
-        values["enforceConsistency"] = "yes"
+    values["enforceConsistency"] = "yes" if options.project else "no"
+    if options.mode == "in-plane" and options.method == "fagan":
+        values["adaptation"] = f"up to {options.adapt_steps} steps" if options.adapt_steps else "off"
     return values
 
 

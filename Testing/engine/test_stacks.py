@@ -80,9 +80,9 @@ def test_report_and_consistency_maps(moved) -> None:
 def test_intensity_differences_are_normalised_and_reported() -> None:
     volume = phantom(40, seed=3)
     stacks = [simulate_stack(volume, orientation(p), 4.0, 4.0, sitk.Euler3DTransform()) for p in PLANES[:2]]
-    out, report = reconstruct_stacks([stacks[0], stacks[1] * 1.6], refinements=0)
-    plain, _ = reconstruct_stacks(stacks, refinements=0)
-    assert report.intensity_scales[1] == pytest.approx(1 / 1.6, rel=0.03)
+    out, report = reconstruct_stacks([stacks[0], stacks[1] * 1.6])
+    plain, plain_report = reconstruct_stacks(stacks)
+    assert report.intensity_scales[1] / plain_report.intensity_scales[1] == pytest.approx(1 / 1.6, rel=0.01)
     assert _score(volume, out, sitk.GetArrayFromImage(out)) == pytest.approx(_score(volume, plain, sitk.GetArrayFromImage(plain)), abs=0.3)
 
 

@@ -13,7 +13,9 @@ continuous index ``(j + 0.5)·n_in/n_out − 0.5``, the convention of ``geometry
 
 Slice profile: slice ``j`` of the input is the average of the true object over a box of the slice
 thickness centred on the slice (``forward_model.slice_profile_matrix``), optionally with
-Gaussian edges (``edge_sigma``, mm). A thickness below the spacing is a slice gap.
+Gaussian edges (``edge_sigma``, mm). A thickness below the spacing is a slice gap. The thickness
+is the argument, else the DICOM header's, else the scan's own estimate (``profile_estimate``) when
+it is clear, else the slice spacing.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine.io.geometry import SRGeometry, direction_matrix, through_plane_axis
+from fagan_engine.through_plane.profile_estimate import ThicknessEstimate, estimate_thickness
 from fagan_engine.util.errors import InputError
 
 MIN_RATIO = 1.25
@@ -53,7 +56,9 @@ class ThroughPlanePlan:
     """Spacing of the two in-plane axes (increasing index order)."""
     target_spacing: float = 1.0
     thickness_source: str = "spacing"
-    """Where the thickness came from: ``argument``, ``dicom`` or ``spacing``."""
+    """Where the thickness came from: ``argument``, ``dicom``, ``estimate`` (from the scan, ``profile_estimate``) or ``spacing``."""
+    estimated_thickness: Optional[float] = None
+    """The scan's own estimate (mm) when neither argument nor header gave one and it could be made (used only when clear)."""
 
     @property
     def extent(self) -> float:
@@ -79,8 +84,9 @@ class ThroughPlanePlan:
 
     def describe(self) -> str:
         gap = f", gap {self.gap:g} mm" if self.gap > 1e-6 else ""
+        source = {"estimate": ", estimated from the scan", "spacing": ", assumed"}.get(self.thickness_source, "")
         return (
-            f"axis {self.axis}: {self.n_in} slices of {self.input_spacing:g} mm (thickness {self.thickness:g} mm{gap}) "
+            f"axis {self.axis}: {self.n_in} slices of {self.input_spacing:g} mm (thickness {self.thickness:g} mm{source}{gap}) "
             f"-> {self.n_out} at {self.output_spacing:.4g} mm"
         )
 
@@ -131,12 +137,7 @@ def plan_through_plane(
         raise InputError(
             f"target spacing {target:g} mm is not smaller than the slice spacing {spacing[axis]:g} mm: nothing to super-resolve"
         )
-    source = "argument"
-    thickness = slice_thickness
-    if thickness is None:
-        thickness, source = header_slice_thickness(image), "dicom"
-    if thickness is None:
-        thickness, source = spacing[axis], "spacing"
+    thickness, source, estimate = choose_thickness(image, axis, slice_thickness)
     extent = size[axis] * spacing[axis]
     n_out = max(size[axis] + 1, int(round(extent / target)))
     return ThroughPlanePlan(
@@ -150,7 +151,32 @@ def plan_through_plane(
         in_plane_spacing=(spacing[in_axes[0]], spacing[in_axes[1]]),
         target_spacing=target,
         thickness_source=source,
+        estimated_thickness=estimate,
     )
+
+
+def choose_thickness(image: sitk.Image, axis: int, slice_thickness: Optional[float] = None) -> Tuple[float, str, Optional[float]]:
+    """(thickness mm, source, the scan's estimate or None) of the slices across index ``axis``:
+    the argument, else the DICOM header's, else the scan's estimate when clear, else the slice spacing."""
+    if slice_thickness is not None:
+        return float(slice_thickness), "argument", None
+    header = header_slice_thickness(image)
+    if header is not None:
+        return header, "dicom", None
+    estimate = scan_thickness_estimate(image, axis)
+    if estimate is not None and estimate.clear:
+        return estimate.thickness, "estimate", estimate.thickness
+    return float(image.GetSpacing()[axis]), "spacing", None if estimate is None else estimate.thickness
+
+
+def scan_thickness_estimate(image: sitk.Image, axis: int) -> Optional[ThicknessEstimate]:
+    """``profile_estimate.estimate_thickness`` of the slices across index ``axis``; None when the scan is too small for it."""
+    spacing = image.GetSpacing()
+    pixels = tuple(float(spacing[2 - k]) for k in range(3) if k != 2 - axis)  # numpy axes, increasing
+    try:
+        return estimate_thickness(sitk.GetArrayViewFromImage(image), 2 - axis, float(spacing[axis]), (pixels[0], pixels[1]))
+    except ValueError:
+        return None
 
 
 def output_geometry(image: sitk.Image, plan: ThroughPlanePlan) -> SRGeometry:

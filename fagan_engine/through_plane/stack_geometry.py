@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine.io.geometry import SRGeometry, direction_matrix, through_plane_axis
-from fagan_engine.through_plane.plan import header_slice_thickness
+from fagan_engine.through_plane.plan import choose_thickness
 
 
 @dataclass(frozen=True)
@@ -31,20 +31,15 @@ class StackSlices:
     spacing: float
     thickness: float
     thickness_source: str
-    """``argument``, ``dicom`` or ``spacing``."""
+    """``argument``, ``dicom``, ``estimate`` or ``spacing`` (``plan.choose_thickness``)."""
     in_plane_spacing: Tuple[float, float]
 
     @classmethod
     def of(cls, image: sitk.Image, thickness: Optional[float] = None) -> "StackSlices":
         axis = through_plane_axis(image, "auto")
-        spacing = float(image.GetSpacing()[axis])
-        source = "argument"
-        if thickness is None:
-            thickness, source = header_slice_thickness(image), "dicom"
-        if thickness is None:
-            thickness, source = spacing, "spacing"
+        chosen, source, _ = choose_thickness(image, axis, thickness)
         in_plane = tuple(float(image.GetSpacing()[a]) for a in range(3) if a != axis)
-        return cls(axis, spacing, float(thickness), source, (in_plane[0], in_plane[1]))
+        return cls(axis, float(image.GetSpacing()[axis]), chosen, source, (in_plane[0], in_plane[1]))
 
 
 def transform_matrix(transform: sitk.Euler3DTransform) -> Tuple[np.ndarray, np.ndarray]:
