@@ -34,10 +34,11 @@ class NiftiFacts(NamedTuple):
 def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
     """Check ``path`` and return its facts; None when nibabel cannot parse it (ITK then reports why).
 
-    Raises InputError for a damaged magic or data offset, non-positive sizes, no valid transform, a
-    truncated data section and (``.nii.gz``) a gzip stream whose CRC or length check fails.
+    Raises InputError for a damaged magic or data offset, a bitpix that disagrees with the datatype,
+    non-positive sizes, no valid transform, a data section shorter or longer than the header declares
+    and (``.nii.gz``) a gzip stream whose CRC or length check fails.
     """
-    pixdim = check_single_file_header(path)
+    stored = check_single_file_header(path)
     try:
         import nibabel as nib
 
@@ -52,8 +53,11 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
         raise InputError(
             f"cannot read {path}: its header declares an empty axis (sizes {tuple(dims[1:count + 1])}, each must be >= 1)"
         )
+    bits = header.get_data_dtype().itemsize * 8
+    if stored.bitpix != bits:
+        raise InputError(f"cannot read {path}: its bitpix {stored.bitpix} disagrees with its datatype ({bits} bits); the header is damaged")
     with captured_stderr():
-        geometry = decide_geometry(header, pixdim, path)
+        geometry = decide_geometry(header, stored.pixdim, path)
     if geometry.affine is not None and not np.all(np.isfinite(geometry.affine)):
         raise InputError(f"cannot read {path}: its geometry (sform/qform) holds NaN or Inf")
     gzipped = path.name.lower().endswith(".gz")
@@ -62,6 +66,11 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
         raise InputError(f"cannot read {path}: its gzip stream is damaged (truncated, or its CRC or length check fails)")
     if held < _data_end(image):
         raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
+    if held > _data_end(image):
+        raise InputError(
+            f"cannot read {path}: it holds {held - _data_end(image)} bytes more than its header declares "
+            f"(sizes {tuple(image.shape)}); the header is damaged"
+        )
     sheared = geometry.affine is not None and is_sheared(geometry.affine[:3, :3])
     with captured_stderr():
         return NiftiFacts(_non_finite(image), sheared, geometry)

@@ -24,12 +24,30 @@ import numpy as np
 
 from fagan_engine.util.errors import InputError
 
-_NIFTI1 = (348, b"n+1\0", 108, "f", 352, 76, "f")
-_NIFTI2 = (540, b"n+2\0\r\n\x1a\n", 168, "q", 544, 104, "d")
-"""(sizeof_hdr, single-file magic, vox_offset position, its struct type, smallest data offset,
-pixdim position, its struct type)."""
-_MAGIC_AT = {348: 344, 540: 4}
+class _Layout(NamedTuple):
+    """Where a NIfTI version keeps the fields checked here (byte positions, struct types)."""
+
+    size: int
+    magic: bytes
+    magic_at: int
+    vox_offset_at: int
+    vox_offset_type: str
+    smallest_offset: int
+    pixdim_at: int
+    pixdim_type: str
+    bitpix_at: int
+
+
+_LAYOUTS = (_Layout(348, b"n+1\0", 344, 108, "f", 352, 76, "f", 72), _Layout(540, b"n+2\0\r\n\x1a\n", 4, 168, "q", 544, 104, "d", 14))
 _REL_TOL = 1e-3
+
+
+class Stored(NamedTuple):
+    """Header fields as the file stores them (nibabel "fixes" them on loading)."""
+
+    pixdim: np.ndarray
+    """``pixdim[1..3]``."""
+    bitpix: int
 
 
 class Geometry(NamedTuple):
@@ -41,58 +59,70 @@ class Geometry(NamedTuple):
     conflict: str
 
 
-def check_single_file_header(path: Path) -> np.ndarray:
+def check_single_file_header(path: Path) -> Stored:
     """Refuse a ``.nii``/``.nii.gz`` whose header is not a single-file NIfTI-1/2 with a sound ``vox_offset``;
-    return ``pixdim[1..3]`` as stored (nibabel "fixes" them on loading)."""
+    return the stored fields the later checks need."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
-            head = handle.read(_NIFTI2[0])
+            head = handle.read(_LAYOUTS[1].size)
     except (OSError, EOFError, zlib.error):
         raise InputError(f"cannot read {path}: its gzip stream is damaged") from None
     for endian in "<>":
         size = struct.unpack(endian + "i", head[:4])[0] if len(head) >= 4 else 0
-        for layout in (_NIFTI1, _NIFTI2):
-            if size == layout[0] and len(head) >= layout[0]:
+        for layout in _LAYOUTS:
+            if size == layout.size and len(head) >= layout.size:
                 _check_layout(path, head, endian, layout)
-                return np.asarray(struct.unpack_from(endian + "4" + layout[6], head, layout[5])[1:], dtype=float)
+                pixdim = struct.unpack_from(endian + "4" + layout.pixdim_type, head, layout.pixdim_at)[1:]
+                return Stored(np.asarray(pixdim, dtype=float), struct.unpack_from(endian + "h", head, layout.bitpix_at)[0])
     raise InputError(f"cannot read {path}: not a NIfTI file (its header size field is not 348 or 540, or the header is cut short)")
 
 
-def _check_layout(path: Path, head: bytes, endian: str, layout: tuple) -> None:
-    size, magic, offset_at, kind, smallest = layout[:5]
-    found = head[_MAGIC_AT[size] : _MAGIC_AT[size] + len(magic)]
-    if found != magic:
+def _check_layout(path: Path, head: bytes, endian: str, layout: _Layout) -> None:
+    found = head[layout.magic_at : layout.magic_at + len(layout.magic)]
+    if found != layout.magic:
         raise InputError(
-            f"cannot read {path}: its NIfTI magic is {found!r}, not {magic!r} (a single-file NIfTI); the header is damaged"
+            f"cannot read {path}: its NIfTI magic is {found!r}, not {layout.magic!r} (a single-file NIfTI); the header is damaged"
         )
-    offset = struct.unpack_from(endian + kind, head, offset_at)[0]
-    if not (math.isfinite(offset) and offset == int(offset) and offset >= smallest):
-        raise InputError(f"cannot read {path}: its vox_offset {offset} must be a whole number >= {smallest}; the header is damaged")
+    offset = struct.unpack_from(endian + layout.vox_offset_type, head, layout.vox_offset_at)[0]
+    if not (math.isfinite(offset) and offset == int(offset) and offset >= layout.smallest_offset):
+        raise InputError(
+            f"cannot read {path}: its vox_offset {offset} must be a whole number >= {layout.smallest_offset}; the header is damaged"
+        )
 
 
 def decide_geometry(header: "nibabel.Nifti1Header", pixdim: np.ndarray, path: Path) -> Geometry:  # noqa: F821
     """The transform that decides the geometry (rule in the module docstring), given the stored
     ``pixdim[1..3]``; InputError when none is valid."""
     sform, sform_code = header.get_sform(coded=True)
-    qform_code = int(header["qform_code"])
+    has_qform = int(header["qform_code"]) > 0
+    qform = _qform(header) if has_qform else None
     pixdim_ok = bool(np.all(np.isfinite(pixdim)) and np.all(pixdim > 0))
-    sform_ok = sform_code > 0 and _usable(sform)
-    if sform_ok:
+    if sform_code > 0 and _usable(sform):
         spacing = np.linalg.norm(sform[:3, :3], axis=0)
+        conflict = ""
         if not pixdim_ok or np.any(np.abs(pixdim - spacing) > _REL_TOL * spacing):
-            return Geometry(sform, "sform", f"pixdim {_numbers(pixdim)} disagrees with the sform's spacing {_numbers(spacing)}")
-        qform = header.get_qform() if qform_code > 0 else None
-        if qform is not None and _usable(qform) and not np.allclose(qform, sform, rtol=_REL_TOL, atol=_REL_TOL * (1 + np.abs(sform).max())):
-            return Geometry(sform, "sform", "the qform disagrees with the sform")
-        return Geometry(sform, "sform", "")
-    if sform_code > 0 and not (qform_code > 0 and pixdim_ok):
-        raise InputError(f"cannot read {path}: its geometry (sform) holds NaN or Inf or is singular, and no valid qform replaces it")
+            conflict = f"pixdim {_numbers(pixdim)} disagrees with the sform's spacing {_numbers(spacing)}"
+        elif has_qform and not _usable(qform):
+            conflict = "the qform is not valid (NaN, Inf or not a rotation)"
+        elif has_qform and not np.allclose(qform, sform, rtol=_REL_TOL, atol=_REL_TOL * (1 + np.abs(sform).max())):
+            conflict = "the qform disagrees with the sform"
+        return Geometry(sform, "sform", conflict)
     if not pixdim_ok:
         raise InputError(f"cannot read {path}: pixdim {_numbers(pixdim)} must be positive numbers, and no valid sform gives the spacing")
-    if qform_code > 0:
-        return Geometry(header.get_qform(), "qform", "the sform holds NaN or Inf or is singular" if sform_code > 0 else "")
+    if (sform_code > 0 or has_qform) and not (has_qform and _usable(qform)):
+        raise InputError(f"cannot read {path}: neither its sform nor its qform is valid (they hold NaN or Inf, are singular or not a rotation)")
+    if has_qform:
+        return Geometry(qform, "qform", "the sform holds NaN or Inf or is singular" if sform_code > 0 else "")
     return Geometry(None, "pixdim", "")
+
+
+def _qform(header: "nibabel.Nifti1Header") -> Optional[np.ndarray]:  # noqa: F821
+    """The qform affine, or None when its quaternion is not a rotation (nibabel raises)."""
+    try:
+        return header.get_qform()
+    except (ValueError, np.linalg.LinAlgError):
+        return None
 
 
 def _usable(affine: Optional[np.ndarray]) -> bool:
