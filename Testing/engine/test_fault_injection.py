@@ -109,6 +109,27 @@ def test_every_gzip_trailer_byte_flip_is_refused(sample, tmp_path, byte, ext, gz
     assert isinstance(outcome(path), str)
 
 
+TEXT_HEADER_EDITS = [
+    (".mha", "DimSize = {x} {y} {z}", "DimSize = {x} {y} {z1}"), (".mha", "DimSize = {x} {y} {z}", "DimSize = {x} {y}"),
+    (".mha", "ElementType = MET_FLOAT", "ElementType = MET_SHORT"), (".mha", "DimSize = {x} {y} {z}", "DimSize = {x} {y} {z2}"),
+    (".nrrd", "sizes: {x} {y} {z}", "sizes: {x} {y} {z1}"), (".nrrd", "type: float", "type: short"),
+    (".nrrd", "sizes: {x} {y} {z}", "sizes: {x} {y} {z2}"),
+]
+
+
+@pytest.mark.parametrize("ext, old, new", TEXT_HEADER_EDITS, ids=lambda v: str(v)[:24])
+def test_metaimage_and_nrrd_size_or_type_edits_are_refused(sample, tmp_path, ext, old, new):
+    image = read_volume(str(sample))
+    path = tmp_path / f"v{ext}"
+    sitk.WriteImage(image, str(path), False)
+    x, y, z = image.GetSize()
+    names = {"x": x, "y": y, "z": z, "z1": z - 1, "z2": z + 1}
+    data = path.read_bytes()
+    assert old.format(**names).encode() in data
+    path.write_bytes(data.replace(old.format(**names).encode(), new.format(**names).encode(), 1))
+    assert isinstance(outcome(path), str), f"{new} was read"
+
+
 # --- metadata encodings ----------------------------------------------------------------------------
 
 ENCODINGS = {"latin-1": "Müller".encode("latin-1"), "utf-16": "Müller".encode("utf-16"), "bytes": bytes(range(0x80, 0x90))}

@@ -22,12 +22,21 @@ _META_TYPE_SIZES = {
     "MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,
     "MET_ULONG_LONG": 8, "MET_LONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
 }
+_NRRD_TYPE_SIZES = {
+    **dict.fromkeys(("char", "signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
+                     "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t", "float"), 4),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64", "int64_t",
+                     "ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t", "double"), 8),
+}
+"""Bytes per value of the NRRD type names (teem's spellings)."""
 _NRRD_GEOMETRY = ("space origin", "space directions", "spacings", "thicknesses", "axis mins", "axis maxs")
 _NUMBER = re.compile(r"[-+]?(?:nan|inf(?:inity)?|\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)", re.IGNORECASE)
 
 
 def check_metaimage(path: Path) -> None:
-    """Refuse a MetaImage with non-finite geometry, missing or short data, or corrupt compressed data."""
+    """Refuse a MetaImage with non-finite geometry, missing, short or long data, or corrupt compressed data."""
     head = _read_head(path)
     fields: Dict[str, str] = {}
     lines = head.split(b"\n")
@@ -60,16 +69,24 @@ def check_metaimage(path: Path) -> None:
     expected = _meta_data_size(fields)
     if expected is None:
         return
+    skip = _int(fields.get("HeaderSize")) or 0
     if fields.get("CompressedData", "").lower() == "true":
-        if _inflated_size(source, offset) < expected:
+        inflated = _inflated_size(source, offset)
+        if inflated < expected:
             raise InputError(f"cannot read {path}: its compressed data is corrupt or shorter than the header declares")
-    elif source.stat().st_size - offset < expected + max(_int(fields.get("HeaderSize")) or 0, 0):
-        raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
+        _check_not_longer(path, inflated, expected)
+    else:
+        held = source.stat().st_size - offset - max(skip, 0)
+        if held < expected:
+            raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
+        if skip != -1:  # HeaderSize = -1: the data are the file's last bytes, whatever precedes them
+            _check_not_longer(path, held, expected)
 
 
 def check_nrrd(path: Path) -> None:
-    """Refuse a NRRD with non-finite geometry, a detached data file that is not a regular file, or
-    gzip-encoded data whose stream is damaged (CRC or length; teem ignores the length)."""
+    """Refuse a NRRD with non-finite geometry, a detached data file that is not a regular file,
+    gzip-encoded data whose stream is damaged (CRC or length; teem ignores the length), or more data
+    than its sizes and type declare."""
     head = _read_head(path)
     end = head.find(b"\n\n")
     text = head[: end if end >= 0 else len(head)].decode("latin-1")
@@ -90,22 +107,55 @@ def check_nrrd(path: Path) -> None:
                 source = path.parent / name
                 _check_regular(source, f"data file {name} of {path}")
     skips = {"byte skip", "byteskip", "line skip", "lineskip"} & set(fields)
-    if fields.get("encoding", "").lower() in ("gzip", "gz") and source is not None and not skips and (end >= 0 or source != path):
-        if not _gzip_intact(source, end + 2 if source == path else 0):
+    if source is None or skips or (end < 0 and source == path):
+        return
+    offset = end + 2 if source == path else 0
+    encoding = fields.get("encoding", "").lower()
+    if encoding in ("gzip", "gz"):
+        held = _gunzipped_size(source, offset)
+        if held < 0:
             raise InputError(f"cannot read {path}: its gzip data is damaged (truncated, or its CRC or length check fails)")
+    elif encoding == "raw":
+        held = source.stat().st_size - offset
+    else:
+        return
+    expected = _nrrd_data_size(fields)
+    if expected is not None and held < expected:
+        raise InputError(f"cannot read {path}: file is truncated (it holds fewer voxels than its header declares)")
+    if expected is not None:
+        _check_not_longer(path, held, expected)
 
 
-def _gzip_intact(path: Path, offset: int) -> bool:
-    """True when the gzip stream starting at ``offset`` decompresses with matching CRC and length."""
+def _gunzipped_size(path: Path, offset: int) -> int:
+    """Bytes the gzip stream starting at ``offset`` decompresses to, with its CRC and length checked; -1 when damaged."""
+    total = 0
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
             with gzip.GzipFile(fileobj=handle) as stream:
-                while stream.read(1 << 20):
-                    pass
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    total += len(chunk)
     except (OSError, EOFError, zlib.error):
-        return False
-    return True
+        return -1
+    return total
+
+
+def _check_not_longer(path: Path, held: int, expected: int) -> None:
+    """Refuse data longer than the header declares: a damaged size or type would be read as a wrong volume."""
+    if held > expected:
+        raise InputError(f"cannot read {path}: it holds {held - expected} bytes of data more than its header declares; the header is damaged")
+
+
+def _nrrd_data_size(fields: Dict[str, str]) -> Optional[int]:
+    """Bytes of voxel data the NRRD header declares (sizes × type), or None when a type is not known here."""
+    element = _NRRD_TYPE_SIZES.get(" ".join(fields.get("type", "").lower().split()))
+    sizes = [_int(token) for token in fields.get("sizes", "").split()]
+    if element is None or not sizes or None in sizes:
+        return None
+    total = element
+    for size in sizes:
+        total *= size
+    return total
 
 
 def _read_head(path: Path) -> bytes:
