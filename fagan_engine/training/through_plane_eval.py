@@ -16,6 +16,8 @@ Suites:
               axis with a box profile.
 ``curve``     Quality against fit iterations (pretrained start and from scratch).
 ``adapt``     Per-scan adaptation of the in-plane x2 model on the held-out slab, per contrast.
+``realdev``   The real development volumes (``../shared/realdev``, validation only) x2 and x4 along their
+              ``axis`` by realdev/README.md's through-plane protocol and score (``--realdev`` folder).
 
 Methods: cubic B-spline and Lanczos-3 along the axis, the bundled in-plane FA-GAN x4 applied to the
 slices that contain the axis (4 mm cases only; its fine axis is box-averaged back), the pretrained
@@ -126,38 +128,44 @@ def inplane_through_plane(image: sitk.Image, scale: int) -> np.ndarray:
 def run_methods(
     image: sitk.Image, truth: np.ndarray, np_axis: int, methods: Sequence[str], iterations: Optional[int], seed: int = 0
 ) -> Dict[str, Dict[str, float]]:
-    from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
-    from fagan_engine.through_plane.run import super_resolve_through_plane
-
-    plan = plan_through_plane(image)
     rows: Dict[str, Dict[str, float]] = {}
     for method in methods:
         started = time.time()
-        if method in ("bspline", "lanczos"):
-            result = sitk.GetArrayFromImage(interpolate_through_plane(image, plan, method))
-        elif method == "inplane":
-            ratio = plan.input_spacing / plan.output_spacing
-            if abs(ratio - round(ratio)) > 1e-6 or int(round(ratio)) not in (2, 4):
-                continue
-            result = inplane_through_plane(image, int(round(ratio)))
-        elif method == "pretrained0":
-            result = sitk.GetArrayFromImage(super_resolve_through_plane(image, iterations=0, device="cpu"))
-        elif method == "fit" and "fourier" in methods:  # one fit, both fusions
+        if method == "fit" and "fourier" in methods:  # one fit, both fusions
             average, fourier = fit_both_fusions(image, iterations, seed)
             rows["fourier"] = dict(score(truth, fourier, np_axis), seconds=0.0)
-            result = average
-        elif method == "fit":
-            result = sitk.GetArrayFromImage(super_resolve_through_plane(image, iterations=iterations, device="cpu", seed=seed))
+            result: Optional[np.ndarray] = average
         elif method == "fourier":
             continue
-        elif method == "scratch":
-            result = sitk.GetArrayFromImage(
-                super_resolve_through_plane(image, iterations=iterations, device="cpu", pretrained=False, seed=seed)
-            )
         else:
-            raise ValueError(method)
-        rows[method] = dict(score(truth, result, np_axis), seconds=round(time.time() - started, 1))
+            result = method_output(image, method, iterations, seed)
+        if result is not None:
+            rows[method] = dict(score(truth, result, np_axis), seconds=round(time.time() - started, 1))
     return rows
+
+
+def method_output(
+    image: sitk.Image, method: str, iterations: Optional[int], seed: int = 0, target_spacing: Optional[float] = None
+) -> Optional[np.ndarray]:
+    """One method's output array on the plan's grid (None: the method does not apply to this case)."""
+    from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
+    from fagan_engine.through_plane.run import super_resolve_through_plane
+
+    plan = plan_through_plane(image, target_spacing=target_spacing)
+    if method in ("bspline", "lanczos"):
+        return sitk.GetArrayFromImage(interpolate_through_plane(image, plan, method))
+    if method == "inplane":
+        ratio = plan.input_spacing / plan.output_spacing
+        if abs(ratio - round(ratio)) > 1e-6 or int(round(ratio)) not in (2, 4):
+            return None
+        return inplane_through_plane(image, int(round(ratio)))
+    if method in ("pretrained0", "fit", "scratch"):
+        out = super_resolve_through_plane(
+            image, target_spacing=plan.target_spacing, iterations=0 if method == "pretrained0" else iterations,
+            device="cpu", pretrained=method != "scratch", seed=seed,
+        )
+        return sitk.GetArrayFromImage(out)
+    raise ValueError(method)
 
 
 def fit_both_fusions(image: sitk.Image, iterations: Optional[int], seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -221,6 +229,53 @@ def suite_small(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[str
                     row["methods"] = run_methods(image, truth, np_axis, methods, args.iterations)
                     emit(row, args)
                     results.append(row)
+    return results
+
+
+def realdev_case(image: sitk.Image, axis: int, factor: int) -> Tuple[sitk.Image, np.ndarray]:
+    """realdev/README.md's through-plane protocol: crop to a multiple of ``factor`` along SimpleITK ``axis``,
+    box-average ``factor`` slices, move the origin by half a slab (same voxel-corner box); (LR image, HR array)."""
+    np_axis = 2 - axis
+    hr = sitk.GetArrayFromImage(image).astype(np.float32)
+    hr = np.take(hr, np.arange(hr.shape[np_axis] // factor * factor), axis=np_axis)
+    lr = sitk.GetImageFromArray(degrade_through_plane(hr, np_axis, factor, factor))
+    spacing = list(image.GetSpacing())
+    shift = np.zeros(3)
+    shift[axis] = 0.5 * spacing[axis] * (factor - 1)
+    spacing[axis] *= factor
+    lr.SetSpacing(spacing)
+    lr.SetDirection(image.GetDirection())
+    lr.SetOrigin(tuple(np.asarray(image.GetOrigin()) + np.asarray(image.GetDirection()).reshape(3, 3) @ shift))
+    return lr, hr
+
+
+def realdev_psnr(truth: np.ndarray, result: np.ndarray) -> float:
+    """PSNR over HR > 0.05 after dividing both by the HR's 99.9th percentile (realdev/README.md)."""
+    from fagan_engine.mri.metrics import psnr
+
+    top = float(np.percentile(truth, 99.9))
+    return round(psnr(truth / top, result / top, 1.0, truth / top > 0.05), 3)
+
+
+def suite_realdev(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[str, Any]]:
+    """The real development volumes (validation only), x2 and x4 along their ``axis``: PSNR per method and its gain over B-spline."""
+    folder = args.realdev / "volumes"
+    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    results = []
+    for case in index["cases"]:
+        if names and case["name"] not in names:
+            continue
+        image = sitk.ReadImage(str(folder / case["file"]), sitk.sitkFloat32)
+        for factor in (2, 4):
+            lr, hr = realdev_case(image, case["axis"], factor)
+            row: Dict[str, Any] = {"volume": case["name"], "factor": factor, "n_in": lr.GetSize()[case["axis"]], "iterations": args.iterations}
+            row["methods"] = {}
+            for method in args.methods or ["bspline", "pretrained0", "fit"]:
+                started = time.time()
+                out = method_output(lr, method, args.iterations, target_spacing=image.GetSpacing()[case["axis"]])
+                row["methods"][method] = {"psnr": realdev_psnr(hr, out), "seconds": round(time.time() - started, 1)}
+            emit(row, args)
+            results.append(row)
     return results
 
 
@@ -342,7 +397,7 @@ def render(path: Path) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fagan_engine.training.through_plane_eval")
-    parser.add_argument("suite", choices=("template", "contrasts", "small", "curve", "adapt", "table"))
+    parser.add_argument("suite", choices=("template", "contrasts", "small", "curve", "adapt", "realdev", "table"))
     parser.add_argument("results", nargs="?", type=Path, help="table: the JSON-lines file to render")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None, help="fit iterations (default: the engine default)")
@@ -357,6 +412,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="curve: fit learning rate (default FitConfig's)")
     parser.add_argument("--small-curve", action="store_true", help="curve: also the 3 mm x4 volume")
     parser.add_argument("--scratch-curve", action="store_true", help="curve: also from scratch")
+    parser.add_argument("--realdev", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "realdev")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.suite == "table":
@@ -368,10 +424,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     default_names = {
         "table": [], "template": ["t1"], "contrasts": ["t2", "pd", "flair"], "small": ["t1", "t2", "pd", "flair"],
-        "curve": ["t1"], "adapt": ["t1", "t2", "pd", "flair"],
+        "curve": ["t1"], "adapt": ["t1", "t2", "pd", "flair"], "realdev": [],
     }
     names = args.volumes or default_names[args.suite]
-    suite = {"template": suite_template, "contrasts": suite_template, "small": suite_small, "curve": suite_curve, "adapt": suite_adapt}[args.suite]
+    suite = {"template": suite_template, "contrasts": suite_template, "small": suite_small, "curve": suite_curve, "adapt": suite_adapt, "realdev": suite_realdev}[args.suite]
     suite(args, names)
     return 0
 
