@@ -61,3 +61,11 @@ def test_gap_error_names_the_gap_and_the_cli_flag(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "between slices slice003.dcm and slice009.dcm" in err[0]
     assert "--dicom-gaps resample" in err[0] and "read_volume" not in err[0]
+
+
+def test_slice_shifted_within_its_plane_is_refused_by_name(tmp_path: Path) -> None:
+    folder = series(tmp_path)
+    edit_slice(folder, 3, lambda ds: setattr(ds, "ImagePositionPatient", [f"{float(ds.ImagePositionPatient[0]) + 5.0:.6f}"] + list(ds.ImagePositionPatient[1:])))
+    with pytest.raises(InputError, match="slice003.dcm is shifted .* within the slice plane") as excinfo:
+        read_volume(str(folder))
+    assert "\n" not in str(excinfo.value)

@@ -22,6 +22,8 @@ from fagan_engine.util.stdio_capture import captured_stderr
 
 _REL_TOL = 0.01  # slice distances may differ from the nominal spacing by 1 % (rounding in headers)
 _POSITION_TAG = "0020|0032"
+_IN_PLANE_TOL = 0.05
+"""A slice may sit this fraction of a pixel off the line through the first slice along the normal (header rounding)."""
 _PLANE_TAGS = (("0020|0037", "ImageOrientationPatient", 1e-3), ("0028|0030", "PixelSpacing", 1e-3),
                ("0028|0010", "Rows", 0.0), ("0028|0011", "Columns", 0.0))
 """Tags every slice of one volume shares, with the tolerance of the comparison."""
@@ -118,18 +120,25 @@ def _numbers(reader: sitk.ImageSeriesReader, index: int, tag: str) -> Optional[n
 
 
 def _slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, files: List[str]) -> np.ndarray:
-    """Each slice's position (mm) along the slice normal, in the reader's order."""
+    """Each slice's position (mm) along the slice normal, in the reader's order; refuse a slice
+    shifted within the slice plane (the slices would not stack into one volume)."""
     normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
-    positions = []
+    points = []
     for index, name in enumerate(files):
-        try:
-            point = [float(v) for v in reader.GetMetaData(index, _POSITION_TAG).split("\\")]
-        except (RuntimeError, ValueError):
-            point = []
-        if len(point) != 3 or not np.all(np.isfinite(point)):
+        point = _numbers(reader, index, _POSITION_TAG)
+        if point is None or len(point) != 3:
             raise InputError(f"DICOM slice {Path(name).name} has no valid ImagePositionPatient")
-        positions.append(float(normal @ np.asarray(point)))
-    return np.asarray(positions)
+        points.append(point)
+    offsets = np.asarray(points) - points[0]
+    in_plane = np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)
+    tol = max(0.01, _IN_PLANE_TOL * min(image.GetSpacing()[:2]))
+    worst = int(np.argmax(in_plane))
+    if in_plane[worst] > tol:
+        raise InputError(
+            f"DICOM slice {Path(files[worst]).name} is shifted {in_plane[worst]:.3f} mm within the slice plane from "
+            f"{Path(files[0]).name} (ImagePositionPatient); the slices do not stack into one volume"
+        )
+    return offsets @ normal + float(np.asarray(points[0]) @ normal)
 
 
 def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], gaps: str) -> sitk.Image:
