@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,15 +33,9 @@ def make_object(smoke: bool):
     """The 1 mm isotropic object, centred on the world origin."""
     import SimpleITK as sitk
 
-    from fagan_engine.mri.synthesis import icbm152_arrays
+    from benchmarks.through_plane_bench import padded_template
 
-    t1 = icbm152_arrays()[0].astype(np.float32)  # (z, y, x) 189×233×197
-    if smoke:
-        cube = t1[60:124, 90:154, 66:130]
-    else:
-        cube = np.zeros((256, 256, 256), np.float32)
-        cube[33:222, 11:244, 29:226] = t1
-    image = sitk.GetImageFromArray(np.ascontiguousarray(cube))
+    image = sitk.GetImageFromArray(padded_template((64, 64, 64) if smoke else (256, 256, 256)))
     image.SetOrigin(tuple(-(n - 1) / 2.0 for n in image.GetSize()))
     return image
 
@@ -149,20 +141,14 @@ def _euler(parameters: List[float]):
 
 def run(smoke: bool, threads: Optional[int] = None, tp_iterations: Optional[int] = None) -> Dict[str, Any]:
     """Simulate, reconstruct in a fresh process, score; on failure ``{"error": ...}``."""
-    repo = Path(__file__).resolve().parents[1]
+    from benchmarks.through_plane_bench import run_worker
+
     with tempfile.TemporaryDirectory() as tmp:
         case = make_stacks(smoke, Path(tmp))
         output = str(Path(tmp) / "iso.nrrd")
-        params = {"paths": case["paths"], "output": output, "threads": threads}
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.stacks_bench", "--worker", json.dumps(params)],
-            cwd=str(repo), capture_output=True, text=True, env=dict(os.environ),
-        )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            tail = [line for line in proc.stderr.splitlines() if line.strip()]
-            return {"error": tail[-1] if tail else f"worker exited with {proc.returncode}"}
-        result = json.loads(lines[-1][len("RESULT ") :])
+        result = run_worker("benchmarks.stacks_bench", {"paths": case["paths"], "output": output, "threads": threads})
+        if "error" in result:
+            return result
         result.update(score(case, result, output, smoke, tp_iterations))
     return result
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,17 +29,29 @@ def make_volume(smoke: bool):
     from fagan_engine.mri.forward_model import degrade_through_plane
     from fagan_engine.mri.synthesis import icbm152_arrays
 
-    t1 = icbm152_arrays()[0].astype(np.float32)  # (z, y, x) 189×233×197
-    if smoke:
-        hr = t1[60:100, 80:144, 60:124]
-    else:
-        hr = np.zeros((160, 256, 256), np.float32)
-        hr[:, 11:244, 29:226] = t1[14:174]
+    hr = icbm152_arrays()[0].astype(np.float32)[60:100, 80:144, 60:124] if smoke else padded_template((160, 256, 256))
     lr = degrade_through_plane(hr, 0, 4.0, 4.0)
     image = sitk.GetImageFromArray(lr)
     image.SetSpacing((1.0, 1.0, 4.0))
     image.SetOrigin((0.5, 0.5, 2.0))
     return image, hr
+
+
+def padded_template(shape: Tuple[int, int, int]) -> np.ndarray:
+    """The ICBM152 T1 template (z, y, x; 189×233×197 at 1 mm) centred in a zero array of ``shape`` (cropped where larger)."""
+    from fagan_engine.mri.synthesis import icbm152_arrays
+
+    t1 = icbm152_arrays()[0].astype(np.float32)
+    out = np.zeros(shape, np.float32)
+    source, target = [], []
+    for n_in, n_out in zip(t1.shape, shape):
+        skip = max(n_in - n_out, 0) // 2
+        pad = max(n_out - n_in, 0) // 2
+        size = min(n_in, n_out)
+        source.append(slice(skip, skip + size))
+        target.append(slice(pad, pad + size))
+    out[tuple(target)] = t1[tuple(source)]
+    return out
 
 
 def measure(params: Dict[str, Any]) -> Dict[str, Any]:
@@ -94,10 +106,14 @@ def measure(params: Dict[str, Any]) -> Dict[str, Any]:
 def run(smoke: bool, device: str, iterations: Optional[int] = None, threads: Optional[int] = None) -> Dict[str, Any]:
     """Measure in a fresh process (its own peak RSS); on failure ``{"error": ...}``."""
     params = {"smoke": smoke, "device": device, "iterations": 5 if smoke and iterations is None else iterations, "threads": threads}
+    return run_worker("benchmarks.through_plane_bench", params)
+
+
+def run_worker(module: str, params: Dict[str, Any]) -> Dict[str, Any]:
+    """``python -m module --worker PARAMS`` in a fresh process: its ``RESULT {json}`` line, or ``{"error": ...}``."""
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.through_plane_bench", "--worker", json.dumps(params)],
-        cwd=str(repo), capture_output=True, text=True, env=dict(os.environ),
+        [sys.executable, "-m", module, "--worker", json.dumps(params)], cwd=str(repo), capture_output=True, text=True, env=dict(os.environ),
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:

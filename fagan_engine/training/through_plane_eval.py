@@ -145,9 +145,11 @@ def run_methods(
 
 
 def method_output(
-    image: sitk.Image, method: str, iterations: Optional[int], seed: int = 0, target_spacing: Optional[float] = None
+    image: sitk.Image, method: str, iterations: Optional[int], seed: int = 0, target_spacing: Optional[float] = None,
+    lr: Optional[float] = None,
 ) -> Optional[np.ndarray]:
-    """One method's output array on the plan's grid (None: the method does not apply to this case)."""
+    """One method's output array on the plan's grid (None: the method does not apply to this case); ``lr``: the fit's learning rate."""
+    from fagan_engine.through_plane.fit import FitConfig
     from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
     from fagan_engine.through_plane.run import super_resolve_through_plane
 
@@ -162,7 +164,7 @@ def method_output(
     if method in ("pretrained0", "fit", "scratch"):
         out = super_resolve_through_plane(
             image, target_spacing=plan.target_spacing, iterations=0 if method == "pretrained0" else iterations,
-            device="cpu", pretrained=method != "scratch", seed=seed,
+            device="cpu", pretrained=method != "scratch", seed=seed, fit_config=FitConfig(lr=lr) if lr else None,
         )
         return sitk.GetArrayFromImage(out)
     raise ValueError(method)
@@ -268,11 +270,11 @@ def suite_realdev(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[s
         image = sitk.ReadImage(str(folder / case["file"]), sitk.sitkFloat32)
         for factor in (2, 4):
             lr, hr = realdev_case(image, case["axis"], factor)
-            row: Dict[str, Any] = {"volume": case["name"], "factor": factor, "n_in": lr.GetSize()[case["axis"]], "iterations": args.iterations}
+            row: Dict[str, Any] = {"volume": case["name"], "factor": factor, "n_in": lr.GetSize()[case["axis"]], "iterations": args.iterations, "lr": args.lr}
             row["methods"] = {}
             for method in args.methods or ["bspline", "pretrained0", "fit"]:
                 started = time.time()
-                out = method_output(lr, method, args.iterations, target_spacing=image.GetSpacing()[case["axis"]])
+                out = method_output(lr, method, args.iterations, target_spacing=image.GetSpacing()[case["axis"]], lr=args.lr)
                 row["methods"][method] = {"psnr": realdev_psnr(hr, out), "seconds": round(time.time() - started, 1)}
             emit(row, args)
             results.append(row)
@@ -409,7 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--curve", type=int, nargs="+", default=[0, 50, 100, 200, 300, 500])
     parser.add_argument("--adapt", type=int, nargs="+", default=[50, 200])
-    parser.add_argument("--lr", type=float, default=None, help="curve: fit learning rate (default FitConfig's)")
+    parser.add_argument("--lr", type=float, default=None, help="curve, realdev: fit learning rate (default FitConfig's)")
     parser.add_argument("--small-curve", action="store_true", help="curve: also the 3 mm x4 volume")
     parser.add_argument("--scratch-curve", action="store_true", help="curve: also from scratch")
     parser.add_argument("--realdev", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "realdev")
