@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import locale
 import os
 import shutil
 import subprocess
@@ -86,6 +87,20 @@ def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str, prefix:
     }
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    with _locale_kept():  # ITK's GDCM writer leaves the process in the C locale (later text I/O would be ASCII)
+        _write_slices(writer, volume, folder, series_uid, prefix, shared)
+
+
+@contextlib.contextmanager
+def _locale_kept():
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(writer: sitk.ImageFileWriter, volume: sitk.Image, folder: Path, series_uid: str, prefix: str, shared: dict) -> None:
     for k in range(volume.GetDepth()):
         slice_ = volume[:, :, k]
         for tag, value in shared.items():
