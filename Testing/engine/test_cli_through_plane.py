@@ -30,7 +30,7 @@ def call_progress(progress, done, total, phase, loss):
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
     """Replace the fit by linear resampling to the target spacing, recording each call's arguments."""
-    import fagan_engine.through_plane.run as through_plane
+    import fagan_engine.pipeline.report as report
 
     calls: List[Dict[str, Any]] = []
 
@@ -51,7 +51,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
         call_progress(progress, 1, 1, "inference", None)
         return out
 
-    monkeypatch.setattr(through_plane, "super_resolve_through_plane", fake)
+    monkeypatch.setattr(report, "super_resolve_through_plane", fake)  # where the pipeline calls it
     return calls
 
 
