@@ -51,6 +51,7 @@ def _bad_inputs(tmp_path: Path) -> List[List[str]]:
         [first, str(far_path)],  # no overlap
         [first, second, "--target-spacing", "3"],  # coarser than the input's
         [first, second, "--scale", "2"],
+        [first, second, "--consistency-map"],
     ]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fagan_engine.util.errors import InputError, OutputError
+from fagan_engine.util.options import MAP_FLAGS
 from fagan_engine.util.protocol import emit
 
 USAGE = "fagan-sr --stacks A B [C] OUTPUT"
@@ -52,12 +53,16 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     """One-line refusals of what ``--stacks`` cannot combine with or lacks."""
-    for flag, value in (
+    others = [
         ("--through-plane", args.through_plane or None),
         ("--scale", args.scale),
         ("--output-dir", args.output_dir),
         ("--manifest", args.manifest),
-    ):
+        ("--series-id", args.series_id),
+        ("--output-format", args.output_format),
+    ]
+    others += [(flag, getattr(args, f"{kind}_map", None)) for kind, flag in MAP_FLAGS.items()]
+    for flag, value in others:
         if value is not None:
             raise InputError(f"--stacks cannot be combined with {flag}")
     if len(args.paths) < 3:
