@@ -40,7 +40,7 @@ PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "mode": "modeComboBox", "sc
                      "device": "deviceComboBox", "targetSpacing": "targetSpacingSpinBox",
                      "sliceThickness": "sliceThicknessSpinBox", "batchSize": "batchSizeSpinBox",
                      "tileSize": "tileSizeSpinBox", "fitIterations": "fitIterationsSpinBox",
-                     "consistencyMap": "consistencyMapCheckBox", "uncertaintyMap": "uncertaintyMapCheckBox",
+                     "consistencyMap": "consistencyMapCheckBox",
                      "enforceConsistency": "enforceConsistencyCheckBox", "adapt": "adaptCheckBox", "applyToAll": "applyToAllCheckBox",
                      "outputVolume": "outputSelector", "sideBySide": "sideBySideCheckBox"}
 MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slices → isotropic"}
@@ -48,7 +48,9 @@ MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slice
 IN_PLANE_ROWS = ("scale", "method", "acquisition", "checkpoint", "plane")
 THROUGH_PLANE_ROWS = ("targetSpacing", "sliceThickness")
 # Trust checkbox -> the engine flag it needs (disabled while the engine lacks it).
-TRUST_FLAGS = {"consistencyMapCheckBox": "--consistency-map", "uncertaintyMapCheckBox": "--uncertainty-map",
+# The uncertainty map is not offered: on real scans it does not follow the error better than the image
+# gradient does (docs/model-card.md, "Real scans"); the Lib and the engine keep it for research.
+TRUST_FLAGS = {"consistencyMapCheckBox": "--consistency-map",
                "enforceConsistencyCheckBox": "--enforce-consistency"}
 
 
@@ -69,7 +71,7 @@ class FAGANSuperRes(ScriptedLoadableModule):
         self.parent.helpText = _("""
 Increase the in-plane resolution of an MRI volume by 2, 4 or 8 with FA-GAN (fused attentive GAN), or
 turn a thick-slice scan into an isotropic volume (FA-GAN fitted to the scan itself). The result covers the
-same physical region as the input, with a data-consistency map (and optionally an uncertainty map) shown
+same physical region as the input, with a data-consistency map shown
 as a colour overlay. Results are for research use, not for diagnosis. Computation runs in a background
 process; Slicer stays responsive and the run can be cancelled. "Apply to all volumes" processes every
 volume of the scene (or of a folder) in one process.
@@ -115,7 +117,6 @@ class FAGANSuperResParameterNode:
     tileSize: Annotated[int, WithinRange(0, 4096)] = 0
     fitIterations: Annotated[int, WithinRange(0, 100000)] = 0
     consistencyMap: bool = True
-    uncertaintyMap: bool = False
     enforceConsistency: bool = True
     adapt: bool = True
     applyToAll: bool = False
@@ -263,8 +264,6 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.enabled = self._engineSupports(flag)
             if not widget.enabled:
                 widget.toolTip = _("Needs a newer FA-GAN engine (no {flag} option)").format(flag=flag)
-        if throughPlane:  # test-time augmentation is defined for in-plane slices only
-            self.ui.uncertaintyMapCheckBox.enabled = False
         self.ui.batchFolderComboBox.enabled = p.applyToAll
         self.ui.outputSelector.enabled = not p.applyToAll
         self._updateApplyButton()
@@ -489,8 +488,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             fields.update(scale=p.scale, method=p.method, acquisition=p.acquisition, plane=p.plane,
                           adapt_iterations=None if p.adapt or p.method != "fagan" else 0,
                           checkpoint=(p.checkpointPath or None) if p.method == "fagan" else None,
-                          tile_size=p.tileSize or None,
-                          uncertainty=p.uncertaintyMap and self._engineSupports(TRUST_FLAGS["uncertaintyMapCheckBox"]))
+                          tile_size=p.tileSize or None)
         else:
             fields.update(target_spacing=p.targetSpacing or None, slice_thickness=p.sliceThickness or None,
                           fit_iterations=p.fitIterations or None)

@@ -40,6 +40,10 @@ from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import RunOptions
 
 NOTICE = "research use, not for diagnosis"
+UNCERTAINTY_CAVEAT = (
+    "the uncertainty map is research output: on real scans it follows the error no better than the image gradient "
+    "(docs/model-card.md, Real scans)"
+)
 
 
 @dataclasses.dataclass
@@ -153,12 +157,14 @@ def run_validated(
     maps = consistency_maps(image, network, options.scale, axes, options.acquisition) if consistency else None
     summary = dict(maps.summary) if maps else {}
     std = None
+    notes: List[str] = []
     if want_uncertainty:
         plain = network if reuse_plain else None
         std = tta_uncertainty(image, resolver, axes, plain, ensemble_checkpoint, _share(progress, 1, 1 + extra, extra), options.project)
         summary["mean_uncertainty"] = _foreground_mean(std, sr)
+        notes.append(UNCERTAINTY_CAVEAT)
     metadata = resolver.metadata
-    warnings = list(resolver.warnings) + list(resolver.image_notes) + ood_warnings(
+    warnings = list(resolver.warnings) + list(resolver.image_notes) + notes + ood_warnings(
         image,
         axes,
         metadata.data_profile if metadata else None,
