@@ -62,3 +62,11 @@ def test_through_plane_out_of_memory_advises_the_target_spacing_not_the_batch_si
     code = main([str(thick_slices(tmp_path)), str(tmp_path / "iso.nii.gz"), "--through-plane", "--progress", "none"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--target-spacing" in err and "--batch-size" not in err, err
+
+
+def test_memory_refusal_after_a_model_warning_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**28)
+    code = main([str(thick_slices(tmp_path)), str(tmp_path / "o.nii"), "--scale", "2", "--backend", "onnx", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "GiB of memory" in err, err
+    assert not (tmp_path / "o.nii").exists()

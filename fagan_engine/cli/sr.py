@@ -58,8 +58,6 @@ def _single(args: argparse.Namespace) -> int:
     report = ProgressReporter(args)
     if args.progress == "json":
         emit("start", input=args.input, output=args.output, options=options.to_dict())
-    for line in getattr(resolver, "warnings", []):
-        warn(args, line)
     try:
         outcome = super_resolve_case(source.image, options, resolver, report, tuple(maps))
     except BaseException as exc:
@@ -72,9 +70,9 @@ def _single(args: argparse.Namespace) -> int:
         volume_io.write_volume(outcome.image, args.output, force=args.force, input_path=args.input)
     else:
         write_outputs(outcome, args.output, maps, args.force, options, resolver, source.dicom_tags, report_path=args.report)
-    for line in outcome.warnings:  # about the result: only once it is written (a failure prints its error line alone)
-        if line not in getattr(resolver, "warnings", []):
-            warn(args, line)
+    notes = list(getattr(resolver, "warnings", []))
+    for line in notes + [w for w in outcome.warnings if w not in notes]:  # only once the result is written: a failure prints its error line alone
+        warn(args, line)
     seconds = time.perf_counter() - started
     if args.progress == "json":
         extra = {"summary": outcome.summary} if outcome.summary else {}
