@@ -280,7 +280,7 @@ def test_sigterm_stops_between_cases_with_a_report(tmp_path: Path) -> None:
 
     source = tmp_path / "in"
     source.mkdir()
-    for n in range(5):
+    for n in range(12):  # enough cases that the batch is still running when SIGTERM arrives, even on a loaded machine
         values = np.random.default_rng(n).random((16, 48, 48)).astype(np.float32)
         sitk.WriteImage(sitk.GetImageFromArray(values), str(source / f"v{n}.nii.gz"))
     out = tmp_path / "out"
