@@ -1,4 +1,5 @@
-"""The slice thickness estimated from the scan (ESPRESO's idea): recovered on the template, used by the plan only when clear, overridden by the argument."""
+"""The slice thickness estimated from the scan (ESPRESO's idea): recovered on the template, used by the plan
+only when clear, overridden by the argument."""
 from __future__ import annotations
 
 import numpy as np

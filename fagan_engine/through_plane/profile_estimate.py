@@ -1,16 +1,16 @@
 """The slice thickness of a thick-slice scan, estimated from the scan itself (the idea of ESPRESO).
 
 The in-plane axes are sharp; the through-plane axis is the object blurred by the slice profile and
-sampled at the slice spacing. A line of the scan along an in-plane axis ``a`` is sharp along
-itself and slice-averaged across; a line along the slices is slice-blurred along itself and sharp
-across. For a candidate thickness ``c`` (a box, ``forward_model.slice_profile_matrix``), the
-in-plane lines degraded along themselves by ``c`` (sampled at the slice spacing) and the through-plane lines box-averaged across, along ``a``, by ``c`` are then two copies
-of the object blurred by the true profile in one direction and by ``c`` in another: for an
-isotropic object their spectra agree when ``c`` is the true thickness (their noise too: both
-average the scan's voxel noise over ``c``). The estimate is the
-candidate whose two mean log power spectra (Hann-windowed segments along the slices, without DC,
-normalised by the lowest band) are closest. Degrading only the in-plane lines (ignoring that they
-are slice-averaged across) underestimates a gap-free box by 15-30 % on the template.
+sampled at the slice spacing. A line of the scan along an in-plane axis ``a`` is sharp along itself
+and slice-averaged across; a line along the slices is slice-blurred along itself and sharp across.
+For a candidate thickness ``c`` (a box, ``forward_model.slice_profile_matrix``), the in-plane lines
+degraded along themselves by ``c`` (sampled at the slice spacing) and the through-plane lines box-
+averaged across, along ``a``, by ``c`` are then two copies of the object blurred by the true profile
+in one direction and by ``c`` in another: for an isotropic object their spectra agree when ``c`` is
+the true thickness (their noise too: both average the scan's voxel noise over ``c``). The estimate
+is the candidate whose two mean log power spectra (Hann-windowed segments along the slices, without
+DC, normalised by the lowest band) are closest. Degrading only the in-plane lines (ignoring that
+they are slice-averaged across) underestimates a gap-free box by 15-30 % on the template.
 """
 from __future__ import annotations
 

@@ -68,8 +68,8 @@ def super_resolve_through_plane(
     The second argument may also be a ``RunOptions`` (``mode="through-plane"``): its
     ``target_spacing``, ``slice_thickness``, ``fit_iterations``, ``device``, ``nan_policy`` and
     ``output_dtype`` are used. ``target_spacing`` defaults to the finest in-plane spacing, ``slice_thickness`` to the header's
-    (DICOM Slice Thickness), else the scan's own estimate when clear, else the slice spacing (``plan.choose_thickness``). ``iterations`` (default ``DEFAULT_ITERATIONS``)
-    is the per-scan fit length; 0 applies the pretrained network as it is. ``pretrained=False``
+    (DICOM Slice Thickness), else the scan's own estimate when clear, else the slice spacing (``plan.choose_thickness``).
+    ``iterations`` (default ``DEFAULT_ITERATIONS``) is the per-scan fit length; 0 applies the pretrained network as it is. ``pretrained=False``
     fits from random weights (evaluation only); ``weights`` selects another through-plane checkpoint.
     """
     from fagan_engine.inference.runners import resolve_device

@@ -10,7 +10,7 @@ gradients on the normal equations; ``A_kᵀ`` comes from autograd (``A_k`` is li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -18,6 +18,9 @@ import SimpleITK as sitk
 from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.mri.forward_model import slice_profile_matrix
 from fagan_engine.through_plane.stack_geometry import StackSlices, fine_count, fine_grid_indices
+
+if TYPE_CHECKING:
+    import torch
 
 INSIDE = 1.0 - 1e-4
 """A stack voxel counts when this fraction of its profile falls inside the output grid."""
@@ -32,7 +35,7 @@ class StackOperator:
     through: int  # numpy axis of the slices in the stack array
     data: "torch.Tensor"  # (1, 1, …) the stack's voxels (cropped), normalised
     mask: "torch.Tensor"  # same shape, 1 where the voxel counts
-    crop: tuple  # numpy slices of the stack array kept
+    crop: Tuple[slice, ...]  # numpy slices of the stack array kept
 
     def apply(self, volume: "torch.Tensor") -> "torch.Tensor":
         """``A_k x`` for a (1, 1, D, H, W) volume on the output grid."""

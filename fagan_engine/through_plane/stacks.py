@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
+
+if TYPE_CHECKING:
+    import torch
 
 from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.io.volume_io import validate_image
@@ -35,7 +38,7 @@ from fagan_engine.through_plane.stack_registration import (
     overlap_samples,
     register,
 )
-from fagan_engine.through_plane.stack_solver import build_operator, residuals, solve
+from fagan_engine.through_plane.stack_solver import StackOperator, build_operator, residuals, solve
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.progress import call_progress
 
@@ -53,6 +56,8 @@ REFINEMENTS = 2
 ROBUST_PERCENTILE = 99.5
 
 Progress = Callable[..., None]
+Images = Sequence[sitk.Image]
+Transforms = Sequence[sitk.Euler3DTransform]
 Thickness = Union[None, float, Sequence[Optional[float]]]
 
 
@@ -73,7 +78,8 @@ class StackReport:
     seconds: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"reference": self.reference, "spacing": self.spacing, "smoothness": self.smoothness, "stacks": self.stacks, "seconds": round(self.seconds, 3)}
+        fields = {"reference": self.reference, "spacing": self.spacing, "smoothness": self.smoothness, "stacks": self.stacks}
+        return dict(fields, seconds=round(self.seconds, 3))
 
     def describe(self) -> List[str]:
         """One line per stack."""
@@ -161,7 +167,8 @@ def _check_inputs(
         raise InputError(f"combining stacks needs at least 2 stacks, got {len(stacks)}")
     for index, stack in enumerate(stacks):
         if stack.GetDimension() != 3 or stack.GetNumberOfComponentsPerPixel() != 1:
-            raise InputError(f"stack {index + 1} is not a 3D scalar volume ({stack.GetDimension()}D, {stack.GetNumberOfComponentsPerPixel()} components)")
+            components = stack.GetNumberOfComponentsPerPixel()
+            raise InputError(f"stack {index + 1} is not a 3D scalar volume ({stack.GetDimension()}D, {components} components)")
     stacks = [validate_image(s) for s in stacks]
     if not 0 <= reference < len(stacks):
         raise InputError(f"reference must be a stack index from 0 to {len(stacks) - 1}, got {reference}")
@@ -219,7 +226,10 @@ def _default_smoothness(stacks: Sequence[sitk.Image], slices: Sequence[StackSlic
     return SMOOTHNESS[0] + SMOOTHNESS[1] * float(np.mean(sigmas)) ** 2
 
 
-def _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress) -> tuple:  # type: ignore[no-untyped-def]
+def _solve(
+    stacks: Images, slices: Sequence[StackSlices], transforms: Transforms, gains: Sequence[float], reference: int,
+    spacing: float, smoothness: float, iterations: int, progress: Optional[Progress],
+) -> Tuple[SRGeometry, List[StackOperator], "torch.Tensor"]:
     """(grid, operators, volume): the least-squares volume for these transforms, from register-and-average."""
     import torch
 
@@ -229,7 +239,9 @@ def _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, it
     return grid, operators, solve(start, operators, smoothness, iterations, _phase(progress, "reconstruct"))
 
 
-def _operators(stacks, slices, transforms, grid, gains) -> list:  # type: ignore[no-untyped-def]
+def _operators(
+    stacks: Images, slices: Sequence[StackSlices], transforms: Transforms, grid: SRGeometry, gains: Sequence[float]
+) -> List[StackOperator]:
     """The forward model of every stack on the output grid (intensities times their gain)."""
     operators = []
     for index, (stack, info, transform, gain) in enumerate(zip(stacks, slices, transforms, gains)):
@@ -244,7 +256,10 @@ def _phase(progress: Optional[Progress], phase: str) -> Optional[Callable[[int, 
     return None if progress is None else (lambda done, total: call_progress(progress, done, total, phase))
 
 
-def _report(stacks, slices, transforms, matches, operators, volume, reference, spacing) -> StackReport:  # type: ignore[no-untyped-def]
+def _report(
+    stacks: Images, slices: Sequence[StackSlices], transforms: Transforms, matches: Sequence[Tuple[float, float, float]],
+    operators: Sequence[StackOperator], volume: "torch.Tensor", reference: int, spacing: float,
+) -> StackReport:
     """The per-stack report and consistency maps (each residual placed back on its stack's grid)."""
     report = StackReport(reference=reference, spacing=spacing, transforms=list(transforms))
     for stack, info, transform, (nmi, correlation, gain), operator, residual in zip(

@@ -270,7 +270,8 @@ def suite_realdev(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[s
         image = sitk.ReadImage(str(folder / case["file"]), sitk.sitkFloat32)
         for factor in (2, 4):
             lr, hr = realdev_case(image, case["axis"], factor)
-            row: Dict[str, Any] = {"volume": case["name"], "factor": factor, "n_in": lr.GetSize()[case["axis"]], "iterations": args.iterations, "lr": args.lr}
+            row: Dict[str, Any] = {"volume": case["name"], "factor": factor, "n_in": lr.GetSize()[case["axis"]]}
+            row.update(iterations=args.iterations, lr=args.lr)
             row["methods"] = {}
             for method in args.methods or ["bspline", "pretrained0", "fit"]:
                 started = time.time()
@@ -429,7 +430,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "curve": ["t1"], "adapt": ["t1", "t2", "pd", "flair"], "realdev": [],
     }
     names = args.volumes or default_names[args.suite]
-    suite = {"template": suite_template, "contrasts": suite_template, "small": suite_small, "curve": suite_curve, "adapt": suite_adapt, "realdev": suite_realdev}[args.suite]
+    suites = {"template": suite_template, "contrasts": suite_template, "small": suite_small, "curve": suite_curve, "adapt": suite_adapt}
+    suite = dict(suites, realdev=suite_realdev)[args.suite]
     suite(args, names)
     return 0
 
