@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from fagan_engine.cli.sr import main
 from fagan_engine.through_plane.stack_simulation import orientation, phantom, simulate_stack
+from fagan_engine.util.protocol import parse_line
 
 
 def _write_stacks(folder: Path, seed: int = 0, planes=("axial", "coronal")) -> List[str]:
@@ -33,6 +34,16 @@ def test_stacks_run_writes_the_volume_and_report(tmp_path: Path, capsys: pytest.
     assert [s["slices"] for s in saved["stacks"]] == [8, 8, 8] and saved["reference"] == 0
     err = capsys.readouterr().err
     assert "stack 3:" in err and f"wrote {output}" in err
+
+
+def test_stacks_json_protocol(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    inputs = _write_stacks(tmp_path)
+    output = tmp_path / "iso.nii.gz"
+    assert main(["--stacks", *inputs, str(output), "--progress", "json"]) == 0
+    events = [e for e in (parse_line(line) for line in capsys.readouterr().out.splitlines()) if e is not None]
+    assert events[0]["event"] == "start" and events[0]["inputs"] == inputs and events[0]["options"]["mode"] == "stacks"
+    assert {e.get("phase") for e in events if e["event"] == "progress"} == {"register", "reconstruct"}
+    assert events[-1]["event"] == "finished" and len(events[-1]["summary"]["stacks"]) == 2 and output.is_file()
 
 
 def _bad_inputs(tmp_path: Path) -> List[List[str]]:

@@ -35,7 +35,8 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     _check_report(args.report, args.force)
     images = [volume_io.read_volume(path, args.nan_policy) for path in inputs]
     if args.progress == "json":
-        emit("start", inputs=inputs, output=output, mode="stacks")
+        options = {"mode": "stacks", "target_spacing": args.target_spacing, "slice_thickness": args.slice_thickness}
+        emit("start", input=inputs[0], inputs=inputs, output=output, options=options)  # sr's start event, plus every input
     try:
         image, report = reconstruct_stacks(images, args.target_spacing, 0, args.slice_thickness, progress=progress)
     finally:
