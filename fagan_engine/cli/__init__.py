@@ -91,6 +91,9 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
         for note in notes:  # only on success: a failure prints its one error line alone
             sys.stderr.write(f"warning: {note}\n")
         return code
+    except BrokenPipeError:  # the reader of stdout went away (``| head``): outputs are written; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         interrupt = interrupt_behind(exc)
         if interrupt is not None:  # raised while unwinding from Ctrl-C or SIGTERM (a library's cleanup failed)

@@ -11,9 +11,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from fagan_engine.cli.arguments import run_options
+from fagan_engine.inference.runners import compute_description
 from fagan_engine.pipeline.batch import (
     Case,
     cases_from_inputs,
@@ -57,10 +58,10 @@ def run_batch(args: argparse.Namespace) -> int:
     mine = select_shard(cases, *shard)
     report = args.report or default_report_path(args.output_dir, args.manifest, shard)
     check_batch_run(cases, report, args.force, args.manifest)
-    events = CliEvents(args.progress)
+    events = CliEvents(args.progress, compute_description(options))
     runner = BatchRunner(
         mine, force=args.force, events=events, prefetch=args.prefetch, report_path=report,
-        report_extra={"shard": f"{shard[0]}/{shard[1]}", "all_cases": len(cases)},
+        report_extra={"shard": f"{shard[0]}/{shard[1]}", "all_cases": len(cases)}, compress=not args.no_compression,
     )
     try:
         with batch_lock(report):
@@ -91,8 +92,10 @@ class CliEvents(BatchEvents):
     """Batch events as a progress bar (stderr), protocol events (stdout), or nothing; per-case
     errors and warnings are always one stderr line each."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, compute: Optional[Dict[str, Any]] = None) -> None:
         self.mode = mode
+        self.compute = dict(compute or {})
+        """The resolved device and CPU threads, reported in ``batch_start``."""
         self.outer: Any = None
         self.inner: Any = None
         self.pending = 0
@@ -109,7 +112,7 @@ class CliEvents(BatchEvents):
     def batch_start(self, cases: int, pending: int) -> None:
         self.pending = pending
         if self.mode == "json":
-            emit("batch_start", cases=cases, pending=pending, skipped=cases - pending)
+            emit("batch_start", cases=cases, pending=pending, skipped=cases - pending, **self.compute)
         elif self.mode == "bar" and pending:
             from tqdm import tqdm
 

@@ -43,7 +43,7 @@ def _single(args: argparse.Namespace) -> int:
     """``fagan-sr INPUT OUTPUT``: one volume (the form the Slicer module runs)."""
     from fagan_engine.inference.memory_check import out_of_memory_advice
     from fagan_engine.inference.resolver import SuperResolver
-    from fagan_engine.io import volume_io
+    from fagan_engine.inference.runners import compute_description
     from fagan_engine.pipeline.case import read_source, super_resolve_case, write_outputs
     from fagan_engine.pipeline.validation import check_run_paths
 
@@ -51,13 +51,12 @@ def _single(args: argparse.Namespace) -> int:
     options = run_options(args)
     maps = single_map_paths(args)
     output_is_dicom = check_single_output(args)
-    plain = not (maps or output_is_dicom or args.report)
     check_run_paths([args.input], args.output, maps, args.report, args.force)
     source = read_source(args.input, options, args.series_id, need_tags=output_is_dicom)
     resolver = SuperResolver(options) if options.mode != "through-plane" else None
     report = ProgressReporter(args)
     if args.progress == "json":
-        emit("start", input=args.input, output=args.output, options=options.to_dict())
+        emit("start", input=args.input, output=args.output, options=options.to_dict(), **compute_description(options))
     try:
         outcome = super_resolve_case(source.image, options, resolver, report, tuple(maps))
     except BaseException as exc:
@@ -66,10 +65,8 @@ def _single(args: argparse.Namespace) -> int:
             raise InputError(out_of_memory_advice(options.mode)) from None
         raise
     report.close()
-    if plain:
-        volume_io.write_volume(outcome.image, args.output, force=args.force, input_path=args.input)
-    else:
-        write_outputs(outcome, args.output, maps, args.force, options, resolver, source.dicom_tags, report_path=args.report)
+    write_outputs(outcome, args.output, maps, args.force, options, resolver, source.dicom_tags, report_path=args.report,
+                  compress=not args.no_compression)
     notes = list(getattr(resolver, "warnings", []))
     for line in notes + [w for w in outcome.warnings if w not in notes]:  # only once the result is written: a failure prints its error line alone
         warn(args, line)

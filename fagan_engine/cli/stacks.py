@@ -1,8 +1,9 @@
 """``fagan-sr --stacks A B [C] OUTPUT``: thick-slice stacks of one subject to one isotropic volume (docs/thick-slices.md).
 
 The first stack is the reference (its orientation is the output's). ``--target-spacing`` and
-``--slice-thickness`` apply to every stack; ``--report R.json`` writes the registration and
-reconstruction report. Every check (inputs, outputs, overlap, registration) runs before anything
+``--slice-thickness`` apply to every stack; ``--iterations N`` adds the FA-GAN prior (each stack's
+through-plane network fitted for N steps; 0: the pretrained one); ``--report R.json`` writes the
+registration and reconstruction report. Every check (inputs, outputs, overlap, registration) runs before anything
 is written; writes are atomic.
 """
 from __future__ import annotations
@@ -38,7 +39,9 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
         options = {"mode": "stacks", "target_spacing": args.target_spacing, "slice_thickness": args.slice_thickness}
         emit("start", input=inputs[0], inputs=inputs, output=output, options=options)  # sr's start event, plus every input
     try:
-        image, report = reconstruct_stacks(images, args.target_spacing, 0, args.slice_thickness, progress=progress)
+        image, report = reconstruct_stacks(
+            images, args.target_spacing, 0, args.slice_thickness, network_iterations=args.fit_iterations, progress=progress
+        )
     finally:
         progress.close()
     volume_io.write_volume(image, output, force=args.force, input_path=inputs[0])

@@ -98,6 +98,21 @@ def load_model(
     return model, metadata.normalization_config(), metadata
 
 
+def compute_description(options: RunOptions) -> Dict[str, Any]:
+    """``{"device": resolved device, "threads": CPU threads}`` of a run, for the protocol's start event.
+
+    Interpolation baselines run on the CPU in numpy; everything else on the resolved torch device.
+    """
+    import os
+
+    if options.method != "fagan" or not torch_available():
+        return {"device": "cpu", "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    import torch
+
+    device = resolve_device(options.device)
+    return {"device": "cuda:0" if device == "cuda" else device, "threads": torch.get_num_threads()}
+
+
 def resolve_device(device: str) -> str:
     """Map auto/cpu/cuda to a torch device string; asking for cuda without one is an error."""
     import torch

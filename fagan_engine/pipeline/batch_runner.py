@@ -63,8 +63,10 @@ class BatchRunner:
     """Runs ``cases`` in order with one resolver per distinct options."""
 
     def __init__(self, cases: Sequence[Case], force: bool = False, events: Optional[BatchEvents] = None,
-                 prefetch: bool = False, report_path: Optional[str] = None, report_extra: Optional[Dict[str, Any]] = None) -> None:
+                 prefetch: bool = False, report_path: Optional[str] = None, report_extra: Optional[Dict[str, Any]] = None,
+                 compress: bool = True) -> None:
         self.cases = list(cases)
+        self.compress = compress
         self.force = force
         self.events = events or BatchEvents()
         self.prefetch = prefetch
@@ -127,7 +129,8 @@ class BatchRunner:
             outcome = super_resolve_case(source.image, case.options, resolver, progress, tuple(case.maps))
             record.warnings += [w for w in outcome.warnings if w not in record.warnings]
             record.summary = dict(outcome.summary)
-            write_outputs(outcome, case.output, case.maps, self.force, case.options, resolver, source.dicom_tags, replace_maps=True)
+            write_outputs(outcome, case.output, case.maps, self.force, case.options, resolver, source.dicom_tags, replace_maps=True,
+                          compress=self.compress)
             record.status = "done"
         except FAGANError as exc:
             record.status, record.error = "failed", _first_line(exc)

@@ -119,8 +119,9 @@ def is_done(output: str) -> bool:
 class StagedOutputs:
     """Outputs written into staging folders beside their targets, then published together."""
 
-    def __init__(self, force: bool) -> None:
+    def __init__(self, force: bool, compress: bool = True) -> None:
         self.force = force
+        self.compress = compress
         self.staging: Dict[Path, Path] = {}
         self.items: List[Tuple[str, Path, Path, bool]] = []  # (kind file|dicom, staged, target, replace)
 
@@ -153,7 +154,7 @@ class StagedOutputs:
         if staged.exists():
             raise OutputError(f"two outputs of one case are named {path.name} in {path.parent}")
         try:
-            write_volume(image, str(staged))
+            write_volume(image, str(staged), compress=self.compress)
         except OutputError as exc:  # name the real target, not the staging folder
             raise OutputError(str(exc).replace(str(staged), str(path))) from None
         self.items.append(("file", staged, path, self.force if replace is None else replace))
@@ -218,16 +219,18 @@ def write_outputs(
     source_tags: Optional[Dict[str, Any]] = None,
     replace_maps: bool = False,
     report_path: Optional[str] = None,
+    compress: bool = True,
 ) -> None:
-    """Publish the output and the requested maps together, or none of them.
+    """Publish the output and the requested maps together, or none of them (the one write path of every run).
 
     ``replace_maps`` (batch mode, output missing): maps left by a run killed between publishing
-    its maps and its output are replaced. ``report_path``: the JSON trust report, published with them."""
+    its maps and its output are replaced. ``report_path``: the JSON trust report, published with them.
+    ``compress``: gzip volumes whose format allows it (``--no-compression`` turns it off, for fast loading)."""
     import json
 
     from fagan_engine.pipeline.batch import MAP_KINDS, output_format_of
 
-    with StagedOutputs(force) as staged:
+    with StagedOutputs(force, compress) as staged:
         for kind in MAP_KINDS:
             if kind in maps:
                 image = outcome.maps.get(kind)

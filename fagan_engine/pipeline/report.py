@@ -38,6 +38,7 @@ from fagan_engine.trust.ood import ood_warnings
 from fagan_engine.trust.uncertainty import TRANSFORMS, tta_uncertainty
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import RunOptions
+from fagan_engine.util.progress import accepts_phase
 
 NOTICE = "research use, not for diagnosis"
 UNCERTAINTY_CAVEAT = (
@@ -149,7 +150,7 @@ def run_validated(
     axes = axes or plane_axes(image, options.plane)
     reuse_plain = options.output_dtype == "float32"
     extra = len(TRANSFORMS) * (2 if ensemble_checkpoint else 1) - int(reuse_plain) if want_uncertainty else 0
-    network = resolver(image, _share(progress, 0, 1 + extra), axes)
+    network = resolver(image, _share(progress, 0, 1 + extra), axes, adapt_progress=progress if accepts_phase(progress) else None)
     sr = network
     if options.project:
         sr = _cast(enforce_consistency(image, network, options.scale, axes, options.acquisition), options.output_dtype)
