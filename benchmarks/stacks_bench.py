@@ -1,6 +1,6 @@
 """Multi-stack reconstruction end to end: three orthogonal 256×256×40 stacks of 1×1×4 mm with motion to 1 mm isotropic.
 
-``python -m benchmarks.stacks_bench [--threads N] [--through-plane-iterations N] [--smoke] [--output FILE.json]``
+``python -m benchmarks.stacks_bench [--threads N] [--network-iterations N] [--through-plane-iterations N] [--smoke] [--output FILE.json]``
 
 The object is the ICBM152 T1 template zero-padded to a 256 mm cube; each stack (axial, coronal,
 sagittal) is its central 160 mm made into 40 slices of 4 mm by ``stack_simulation.simulate_stack``
@@ -9,6 +9,7 @@ motion of 2-3 mm and 2-3 degrees. The stacks are written to files and reconstruc
 process (``reconstruct_stacks``), so its wall time and peak RSS (VmHWM) are the reconstruction's
 alone. Scored against the template on the output grid: PSNR (the through-plane protocol's
 normalisation and mask), the motion error, register-and-average and each stack's cubic B-spline;
+``--network-iterations N`` reconstructs with the FA-GAN prior (``reconstruct_stacks``);
 ``--through-plane-iterations N`` adds each stack's through-plane FA-GAN result with an N-step fit
 (slow on CPU). ``--smoke``: a 64 mm cube, 16-slice stacks (seconds).
 """
@@ -74,7 +75,7 @@ def measure(params: Dict[str, Any]) -> Dict[str, Any]:
     stacks = [sitk.ReadImage(p, sitk.sitkFloat32) for p in params["paths"]]
     baseline = peak_rss_mib()
     started = time.perf_counter()
-    out, report = reconstruct_stacks(stacks)
+    out, report = reconstruct_stacks(stacks, network_iterations=params.get("network_iterations"))
     seconds = time.perf_counter() - started
     sitk.WriteImage(out, params["output"])
     transforms = [list(t.GetParameters()) + list(t.GetFixedParameters()) for t in report.transforms]
@@ -139,14 +140,15 @@ def _euler(parameters: List[float]):
     return transform
 
 
-def run(smoke: bool, threads: Optional[int] = None, tp_iterations: Optional[int] = None) -> Dict[str, Any]:
+def run(smoke: bool, threads: Optional[int] = None, tp_iterations: Optional[int] = None, network: Optional[int] = None) -> Dict[str, Any]:
     """Simulate, reconstruct in a fresh process, score; on failure ``{"error": ...}``."""
     from benchmarks.through_plane_bench import run_worker
 
     with tempfile.TemporaryDirectory() as tmp:
         case = make_stacks(smoke, Path(tmp))
         output = str(Path(tmp) / "iso.nrrd")
-        result = run_worker("benchmarks.stacks_bench", {"paths": case["paths"], "output": output, "threads": threads})
+        params = {"paths": case["paths"], "output": output, "threads": threads, "network_iterations": network}
+        result = run_worker("benchmarks.stacks_bench", params)
         if "error" in result:
             return result
         result.update(score(case, result, output, smoke, tp_iterations))
@@ -159,12 +161,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--through-plane-iterations", type=int, default=None, help="also score each stack's through-plane SR (fit length)")
+    parser.add_argument("--network-iterations", type=int, default=None, help="reconstruct with the FA-GAN prior (its fit length)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.worker is not None:
         print("RESULT " + json.dumps(measure(json.loads(args.worker))), flush=True)
         return 0
-    result = run(args.smoke, args.threads, args.through_plane_iterations)
+    result = run(args.smoke, args.threads, args.through_plane_iterations, args.network_iterations)
     print(json.dumps(result, indent=2))
     if args.output is not None:
         args.output.write_text(json.dumps(result, indent=2) + "\n")

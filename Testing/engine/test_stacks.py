@@ -63,6 +63,13 @@ def test_reconstruction_beats_best_single_stack_and_register_and_average(moved) 
     assert recon >= max(singles) + 2.0, (recon, singles)
 
 
+def test_the_fa_gan_prior_improves_the_least_squares_reconstruction(moved) -> None:
+    volume, stacks, _, out, _ = moved
+    prior, report = reconstruct_stacks(stacks, network_iterations=0)
+    assert report.network_iterations == 0
+    assert _score(volume, prior, sitk.GetArrayFromImage(prior)) >= _score(volume, out, sitk.GetArrayFromImage(out)) + 0.5
+
+
 def test_report_and_consistency_maps(moved) -> None:
     _, stacks, _, out, report = moved
     assert out.GetPixelID() == sitk.sitkFloat32 and out.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))

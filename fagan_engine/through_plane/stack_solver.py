@@ -4,8 +4,9 @@ Each stack's forward model ``A_k``: the volume (on the output grid) sampled tril
 stack's fine samples (its in-plane voxels, the through-plane axis at the output spacing, placed by
 the registration transform), then the stack's slice profile (``forward_model.slice_profile_matrix``)
 along its through-plane axis. Only stack voxels whose whole profile lies inside the output grid
-count (``mask``). The volume minimises ``Σ_k ‖M_k(A_k x − y_k)‖² + λ‖∇x‖²``, solved by conjugate
-gradients on the normal equations; ``A_kᵀ`` comes from autograd (``A_k`` is linear).
+count (``mask``). The volume minimises ``Σ_k ‖M_k(A_k x − y_k)‖² + λ‖∇x‖² + μ‖x − u‖²`` (``u``: an
+optional prior image), solved by conjugate gradients on the normal equations; ``A_kᵀ`` comes from
+autograd (``A_k`` is linear).
 """
 from __future__ import annotations
 
@@ -97,14 +98,18 @@ def solve(
     iterations: int,
     progress: Optional[Callable[[int, int], None]] = None,
     tolerance: float = 1e-4,
+    prior: Optional["torch.Tensor"] = None,
+    prior_weight: float = 0.0,
 ) -> "torch.Tensor":
-    """Conjugate gradients on ``(Σ AᵀMA + λ∇ᵀ∇) x = Σ AᵀMy`` from ``start``; returns x."""
+    """Conjugate gradients on ``(Σ AᵀMA + λ∇ᵀ∇ + μ) x = Σ AᵀMy + μu`` from ``start``; returns x."""
     import torch
 
     def normal(v: "torch.Tensor", with_data: bool) -> "torch.Tensor":
         with torch.enable_grad():
             v = v.detach().requires_grad_(True)
             energy = weight * smoothness(v)
+            if prior is not None:
+                energy = energy + prior_weight * ((v - (prior if with_data else 0.0)) ** 2).sum()
             for op in operators:
                 residual = op.mask * (op.apply(v) - (op.data if with_data else 0.0))
                 energy = energy + (residual**2).sum()
