@@ -48,7 +48,8 @@ def tiling(p: Dict[str, Any]) -> Dict[str, Any]:
     from fagan_engine.pipeline.report import super_resolve
 
     image = synthetic_volume(1, p["side"])
-    kwargs = dict(checkpoint=p["checkpoint"], plane=PLANE, device=p["device"], batch_size=1, tile_size=p["tile"])
+    kwargs = dict(checkpoint=p["checkpoint"], plane=PLANE, device=p["device"], batch_size=1, tile_size=p["tile"],
+                  adapt_iterations=0, enforce_consistency=False)
     super_resolve(image, p["scale"], **kwargs)
     cuda = p["device"] == "cuda"
     if cuda:
@@ -65,15 +66,17 @@ def tiling(p: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _end_to_end(p: Dict[str, Any]) -> Callable[[Any], Any]:
-    from fagan_engine.pipeline.report import super_resolve, super_resolve_with_model
+    from fagan_engine.inference.resolver import super_resolve_with_model
+    from fagan_engine.pipeline.report import super_resolve
 
     common = dict(plane=PLANE, batch_size=p["batch"])
+    network = dict(common, adapt_iterations=0, enforce_consistency=False)  # the network alone (default path: default_run_bench)
     if p["backend"] == "bicubic":
         return lambda image: super_resolve(image, p["scale"], method="bicubic", **common)
     if p["backend"] == "onnx":
-        return lambda image: super_resolve(image, p["scale"], checkpoint=p["onnx"], backend="onnx", **common)
+        return lambda image: super_resolve(image, p["scale"], checkpoint=p["onnx"], backend="onnx", **network)
     if p["precision"] == "fp32" and not p["compiled"]:
-        return lambda image: super_resolve(image, p["scale"], checkpoint=p["checkpoint"], device=p["device"], **common)
+        return lambda image: super_resolve(image, p["scale"], checkpoint=p["checkpoint"], device=p["device"], **network)
     model, normalization = _cuda_model(p)
     return lambda image: super_resolve_with_model(image, model, normalization, **common)
 

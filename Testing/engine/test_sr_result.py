@@ -5,7 +5,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +98,8 @@ def test_enforce_consistency_option_reproduces_the_input(acquisition: str, icbm_
     options = RunOptions(method="lanczos", scale=2, acquisition=acquisition, enforce_consistency=True, plane="axial")
     result = super_resolve_report(lr, options)
     assert relative_rms(redegrade(result.image, 2, AXES, acquisition), sitk.GetArrayFromImage(lr)) <= 1e-3
-    assert result.summary["relative_rms_residual"] <= 1e-3
+    # the summary and maps describe what the projection removed: Lanczos does not reproduce the data
+    assert result.summary["relative_rms_residual"] > 1e-3
     assert_same_grid(result.image, super_resolve(lr, 2, method="lanczos", plane=AXES))
 
 
@@ -111,15 +111,15 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
     image.SetSpacing((1.0, 1.0, 3.0))
     sr = sitk.GetImageFromArray(truth)
     sr.SetOrigin((0.0, 0.0, -1.0))
-    module = types.ModuleType("fagan_engine.through_plane.run")
-    module.plan_through_plane = lambda image, target_spacing=None, slice_thickness=None: plan
-    module.super_resolve_through_plane = lambda image, options, progress=None: sr
-    monkeypatch.setitem(sys.modules, "fagan_engine.through_plane.run", module)
-    result = super_resolve_report(image, RunOptions(mode="through-plane", uncertainty=True))
+    from fagan_engine.pipeline import report
+
+    monkeypatch.setattr(report, "plan_through_plane", lambda image, target_spacing=None, slice_thickness=None: plan)
+    monkeypatch.setattr(report, "super_resolve_through_plane", lambda image, options, progress=None: sr)
+    result = super_resolve_report(image, RunOptions(mode="through-plane"))
     assert result.image is sr and result.summary["relative_rms_residual"] < 1e-6
     assert_same_grid(result.consistency, sr)
     assert_same_grid(result.consistency_lr, image)
-    assert result.uncertainty is None and any("in-plane results only" in line for line in result.warnings)
+    assert result.uncertainty is None
     checkpoint = result.report()["identity"]["checkpoint"]
     assert checkpoint["name"] == "fagan_through_plane.safetensors" and len(checkpoint["sha256"]) == 64
 
