@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from benchmarks.through_plane_bench import padded_template, run_worker, serve_worker
+
 PLANES = ("axial", "coronal", "sagittal")
 MOTIONS = (((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)), ((2.0, -1.5, 2.5), (2.0, -2.5, 1.0)), ((-2.5, 2.0, -1.0), (-1.5, 2.0, 2.5)))
 NOISE = 0.01
@@ -33,8 +35,6 @@ NOISE = 0.01
 def make_object(smoke: bool):
     """The 1 mm isotropic object, centred on the world origin."""
     import SimpleITK as sitk
-
-    from benchmarks.through_plane_bench import padded_template
 
     image = sitk.GetImageFromArray(padded_template((64, 64, 64) if smoke else (256, 256, 256)))
     image.SetOrigin(tuple(-(n - 1) / 2.0 for n in image.GetSize()))
@@ -142,8 +142,6 @@ def _euler(parameters: List[float]):
 
 def run(smoke: bool, threads: Optional[int] = None, tp_iterations: Optional[int] = None, network: Optional[int] = None) -> Dict[str, Any]:
     """Simulate, reconstruct in a fresh process, score; on failure ``{"error": ...}``."""
-    from benchmarks.through_plane_bench import run_worker
-
     with tempfile.TemporaryDirectory() as tmp:
         case = make_stacks(smoke, Path(tmp))
         output = str(Path(tmp) / "iso.nrrd")
@@ -164,8 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--network-iterations", type=int, default=None, help="reconstruct with the FA-GAN prior (its fit length)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.worker is not None:
-        print("RESULT " + json.dumps(measure(json.loads(args.worker))), flush=True)
+    if serve_worker(args.worker, measure):
         return 0
     result = run(args.smoke, args.threads, args.through_plane_iterations, args.network_iterations)
     print(json.dumps(result, indent=2))

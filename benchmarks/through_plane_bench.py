@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -109,6 +109,14 @@ def run(smoke: bool, device: str, iterations: Optional[int] = None, threads: Opt
     return run_worker("benchmarks.through_plane_bench", params)
 
 
+def serve_worker(params: Optional[str], measure: Callable[[Dict[str, Any]], Dict[str, Any]]) -> bool:
+    """In a worker (``--worker PARAMS``): print ``RESULT`` of ``measure(PARAMS)`` and return True; else False."""
+    if params is None:
+        return False
+    print("RESULT " + json.dumps(measure(json.loads(params))), flush=True)
+    return True
+
+
 def run_worker(module: str, params: Dict[str, Any]) -> Dict[str, Any]:
     """``python -m module --worker PARAMS`` in a fresh process: its ``RESULT {json}`` line, or ``{"error": ...}``."""
     repo = Path(__file__).resolve().parents[1]
@@ -136,8 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.worker is not None:
-        print("RESULT " + json.dumps(measure(json.loads(args.worker))), flush=True)
+    if serve_worker(args.worker, measure):
         return 0
     result = run(args.smoke, args.device, args.iterations, args.threads)
     print(json.dumps(result))
