@@ -40,7 +40,8 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
         emit("start", input=inputs[0], inputs=inputs, output=output, options=options)  # sr's start event, plus every input
     try:
         image, report = reconstruct_stacks(
-            images, args.target_spacing, 0, args.slice_thickness, network_iterations=args.fit_iterations, progress=progress
+            images, args.target_spacing, 0, args.slice_thickness, network_iterations=args.fit_iterations, device=args.device,
+            progress=progress
         )
     finally:
         progress.close()

@@ -106,6 +106,7 @@ def reconstruct_stacks(
     iterations: int = ITERATIONS,
     refinements: int = REFINEMENTS,
     network_iterations: Optional[int] = None,
+    device: str = "auto",
     progress: Optional[Progress] = None,
     seed: int = 0,
 ) -> Tuple[sitk.Image, StackReport]:
@@ -117,7 +118,8 @@ def reconstruct_stacks(
     (``SMOOTHNESS``). ``network_iterations`` (None: off) adds the FA-GAN prior: each stack made
     isotropic by ``super_resolve_through_plane`` with that many fit steps on its own in-plane detail (0:
     the pretrained network), the results averaged on the output grid and the volume solved again with
-    ``μ‖x − u‖²`` beside the data terms. ``progress(done, total, phase="register"|"reconstruct"|"fit"|"inference")``.
+    ``μ‖x − u‖²`` beside the data terms; those networks run on ``device`` (the least squares on the
+    CPU). ``progress(done, total, phase="register"|"reconstruct"|"fit"|"inference")``.
     """
     started = time.perf_counter()
     stacks, slices, spacing = _check_inputs(stacks, target_spacing, reference, slice_thickness)
@@ -141,7 +143,7 @@ def reconstruct_stacks(
         grid, operators, volume = _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress)
         moving = grid.apply(sitk.GetImageFromArray(volume[0, 0].numpy()))
     if network_iterations is not None:
-        prior = network_prior(stacks, transforms, grid, gains, network_iterations, progress, seed)
+        prior = network_prior(stacks, transforms, grid, gains, network_iterations, device, progress, seed)
         smoothness *= 0.5
         volume = solve(volume, operators, smoothness, iterations, _phase(progress, "reconstruct"), prior=prior, prior_weight=PRIOR_WEIGHT)
     report = _report(stacks, slices, transforms, matches, operators, volume, reference, spacing)
@@ -151,7 +153,8 @@ def reconstruct_stacks(
 
 
 def network_prior(
-    stacks: Images, transforms: Transforms, grid: SRGeometry, gains: Sequence[float], iterations: int, progress: Optional[Progress], seed: int
+    stacks: Images, transforms: Transforms, grid: SRGeometry, gains: Sequence[float], iterations: int, device: str,
+    progress: Optional[Progress], seed: int,
 ) -> "torch.Tensor":
     """The mean of the stacks' through-plane SR results on ``grid`` (each fitted on its own stack), (1, 1, D, H, W)."""
     import torch
@@ -159,7 +162,7 @@ def network_prior(
     from fagan_engine.through_plane.run import super_resolve_through_plane
 
     isotropic = [
-        gain * super_resolve_through_plane(stack, iterations=iterations, device="cpu", progress=progress, seed=seed)
+        gain * super_resolve_through_plane(stack, iterations=iterations, device=device, progress=progress, seed=seed)
         for stack, gain in zip(stacks, gains)
     ]
     unit = [1.0] * len(stacks)
