@@ -13,8 +13,8 @@ from fagan_engine.util.progress import FitCancelled
 
 def _volume() -> sitk.Image:
     rng = np.random.default_rng(0)
-    array = np.zeros((3, 32, 32), np.float32)
-    array[:, 8:24, 6:26] = 50 + 20 * rng.random((3, 16, 20))
+    array = np.zeros((3, 48, 48), np.float32)
+    array[:, 8:40, 6:42] = 50 + 20 * rng.random((3, 32, 36))
     image = sitk.GetImageFromArray(array)
     image.SetSpacing((1.0, 1.0, 3.0))
     return image
@@ -30,7 +30,7 @@ def test_adaptation_runs_at_most_n_steps_and_keeps_the_base_model() -> None:
     out = resolver(image, progress=lambda done, total, phase=None, loss=None: calls.append((phase, done, total)))
     assert [c for c in calls if c[0] == "adapt"] == [("adapt", 1, 3), ("adapt", 2, 3), ("adapt", 3, 3)]
     assert calls[-1] == (None, 3, 3)  # then the slices, reported as before
-    assert out.GetSize() == (64, 64, 3)
+    assert out.GetSize() == (96, 96, 3)
     assert all(torch.equal(before[k], v) for k, v in resolver.base_model.state_dict().items())
     summary = resolver.adaptation.summary()
     assert summary["steps"] == 3 and summary["held_out_mse_best"] <= summary["held_out_mse_start"]
@@ -67,7 +67,7 @@ def test_small_slices_skip_default_adaptation_with_a_note_and_refuse_an_explicit
     resolver = SuperResolver(RunOptions(scale=2, device="cpu"))
     assert resolver(tiny).GetSize() == (12, 12, 2)
     assert resolver.adaptation is None and resolver.image_notes[0].startswith("per-scan adaptation skipped:")
-    with pytest.raises(InputError, match="too small"):
+    with pytest.raises(InputError, match="smaller than"):
         SuperResolver(RunOptions(scale=2, adapt_iterations=5, device="cpu"))(tiny)
 
 

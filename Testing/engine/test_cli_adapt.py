@@ -15,7 +15,7 @@ from fagan_engine.util.protocol import parse_line
 def test_adapt_flag_reaches_the_options_and_a_batch_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "--adapt" in {o for a in build_parser()._actions for o in a.option_strings}
     checkpoint = save_untrained_checkpoint(tmp_path / "tiny.safetensors", 2)
-    sitk.WriteImage(oblique_image(size=(24, 24, 3)), str(tmp_path / "v.nrrd"))  # large enough to hold out pairs
+    sitk.WriteImage(oblique_image(size=(48, 48, 3)), str(tmp_path / "v.nrrd"))  # large enough to hold out pairs
     code = main([str(tmp_path / "v.nrrd"), str(tmp_path / "sr.nrrd"), "--scale", "2", "--checkpoint", str(checkpoint),
                  "--adapt", "1", "--progress", "json"])
     events = [parse_line(line) for line in capsys.readouterr().out.splitlines()]

@@ -48,7 +48,7 @@ def test_super_resolve_refuses_the_uncertainty_map_it_cannot_return() -> None:
 
 
 def test_the_report_maps_what_the_projection_removed_and_records_adaptation() -> None:
-    image = _volume(slices=4)
+    image = _volume(slices=4, side=48)
     result = super_resolve_report(image, RunOptions(scale=2, device="cpu", plane="axial", adapt_iterations=20))
     residual = sitk.GetArrayFromImage(result.consistency_lr)
     assert np.abs(residual).max() > 0  # the network's disagreement with the data, not the ~0 of the projected image

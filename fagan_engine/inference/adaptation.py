@@ -42,6 +42,11 @@ CHECK_EVERY = 20
 PATIENCE = 2
 """Checks without improvement before adaptation stops."""
 HELD_OUT_PATCHES = 16
+MIN_SIDE = 48
+"""Smallest in-plane side (input pixels) adaptation runs on. Chosen on the real development slices: on
+smaller ones (LR sides 16–38 px: a 2 mm T1, a TOF MIP, a 64² spin echo at ×2; everything at ×4) adaptation
+improved the held-out pairs but lost up to 1.2 dB on the real task, while on 48–64 px DWI and EPI slices it
+gained up to 1 dB (docs/model-card.md, "Real scans")."""
 
 
 @dataclass
@@ -71,6 +76,8 @@ def patch_side(shape: Tuple[int, int], scale: int) -> int:
 def split_held_out(slices01: np.ndarray, scale: int) -> Tuple[np.ndarray, np.ndarray]:
     """(training slices, held-out slices): every fourth slice, or the last quarter of the columns of each slice."""
     n, rows, cols = slices01.shape
+    if min(rows, cols) < MIN_SIDE:
+        raise InputError(f"in-plane slices of {rows}x{cols} are smaller than the {MIN_SIDE}x{MIN_SIDE} that per-scan adaptation needs")
     if n >= 4:
         keep = np.ones(n, dtype=bool)
         keep[3::4] = False
