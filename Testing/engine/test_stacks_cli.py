@@ -76,3 +76,10 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(tmp_path: Path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), (case, err)
         assert list(output.parent.iterdir()) == [], case
+
+
+def test_an_output_that_is_any_input_is_refused_even_with_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    first, second = _write_stacks(tmp_path)
+    before = Path(second).read_bytes()
+    assert main(["--stacks", first, second, second, "--force", "--progress", "none"]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and Path(second).read_bytes() == before

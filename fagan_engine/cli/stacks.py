@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from fagan_engine.util.errors import InputError, OutputError
+from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import MAP_FLAGS
 from fagan_engine.util.protocol import emit
 
@@ -26,14 +24,14 @@ USAGE = "fagan-sr --stacks A B [C] OUTPUT"
 def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     """Reconstruct, write OUTPUT (and the JSON report); ``progress`` is the CLI's reporter (closed here)."""
     from fagan_engine.io import volume_io
+    from fagan_engine.pipeline.validation import check_run_paths
     from fagan_engine.through_plane.stacks import reconstruct_stacks
     from fagan_engine.util.atomic import atomic_write_bytes
 
     started = time.perf_counter()
     _check_arguments(args)
     *inputs, output = args.paths
-    volume_io.check_output_path(inputs[0], output, args.force)
-    _check_report(args.report, args.force)
+    check_run_paths(inputs, output, {}, args.report, args.force)  # no output reaches any input; the report is writable
     images = [volume_io.read_volume(path, args.nan_policy) for path in inputs]
     if args.progress == "json":
         options = {"mode": "stacks", "target_spacing": args.target_spacing, "slice_thickness": args.slice_thickness}
@@ -76,12 +74,3 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.report is not None and not args.report.lower().endswith(".json"):
         raise InputError(f"--report with --stacks writes the JSON report; {args.report} does not end in .json")
 
-
-def _check_report(path: Optional[str], force: bool) -> None:
-    """Refuse a report that cannot be written, before any work."""
-    if path is None:
-        return
-    if not Path(path).parent.is_dir():
-        raise OutputError(f"report folder does not exist: {Path(path).parent}")
-    if not force and os.path.lexists(path):
-        raise OutputError(f"report {path} already exists; pass --force to overwrite it")
