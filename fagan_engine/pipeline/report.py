@@ -24,7 +24,7 @@ from fagan_engine._version import __version__
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.slices import Progress
 from fagan_engine.io.geometry import explicit_axes, plane_axes
-from fagan_engine.io.volume_io import validate_image
+from fagan_engine.io.volume_io import cast_array, validate_image
 from fagan_engine.through_plane.plan import plan_through_plane
 from fagan_engine.through_plane.run import super_resolve_through_plane
 from fagan_engine.trust.consistency import (
@@ -268,11 +268,9 @@ def _foreground_mean(std: sitk.Image, sr: sitk.Image) -> float:
 
 
 def _cast(image: sitk.Image, output_dtype: str) -> sitk.Image:
-    """The float32 image in the requested output type (integers rounded and clipped), geometry kept."""
+    """The float32 image in the requested output type (``io.volume_io.cast_array``), geometry kept."""
     if output_dtype == "float32":
         return image
-    info = np.iinfo(np.dtype(output_dtype))
-    array = np.clip(np.rint(sitk.GetArrayViewFromImage(image)), info.min, info.max).astype(output_dtype)
-    out = sitk.GetImageFromArray(array)
+    out = sitk.GetImageFromArray(cast_array(sitk.GetArrayViewFromImage(image), output_dtype))
     out.CopyInformation(image)
     return out
