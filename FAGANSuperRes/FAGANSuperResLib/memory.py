@@ -7,10 +7,7 @@ bookkeeping and the rest of the session (measured: benchmarks/slicer_load_bench.
 memory is read from the operating system (Linux ``/proc/meminfo``, Windows ``GlobalMemoryStatusEx``);
 where it cannot be read (macOS), nothing is refused.
 """
-import ctypes
 import math
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .isotropic import finestInPlaneSpacing, throughPlaneAxis
@@ -23,35 +20,13 @@ MARGIN = 1.2
 """Needed memory = MARGIN x the voxel bytes of the results and maps (the bar of issue 18's load peak)."""
 BYTES_PER_VOXEL = {"float32": 4, "int16": 2, "uint16": 2}
 MAP_BYTES_PER_VOXEL = 4
-MEMINFO = Path("/proc/meminfo")
 
 
 def availableBytes() -> Optional[int]:
-    """Memory the system can still give (bytes), or None where it cannot be read."""
-    if os.name == "nt":
-        return _windowsAvailableBytes()
-    try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    """Memory the system can still give (bytes), or None where it cannot be read (the engine's reading)."""
+    from fagan_engine.util.memory import available_bytes
 
-
-def _windowsAvailableBytes() -> Optional[int]:
-    class MemoryStatus(ctypes.Structure):
-        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
-                    ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
-                    ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
-                    ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
-                    ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
-
-    status = MemoryStatus()
-    status.dwLength = ctypes.sizeof(MemoryStatus)
-    if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
-        return None
-    return int(status.ullAvailPhys)
+    return available_bytes()
 
 
 def outputVoxels(volumeNode: Any, options: "RunOptions") -> int:

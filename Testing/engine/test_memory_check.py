@@ -9,16 +9,17 @@ import SimpleITK as sitk
 
 from fagan_engine.cli.sr import main
 from fagan_engine.inference import memory_check
+from fagan_engine.util import memory
 from fagan_engine.util.errors import InputError
 
 
 def test_available_memory_is_read_from_meminfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:  8000 kB\nMemAvailable:   2048 kB\n")
-    monkeypatch.setattr(memory_check, "MEMINFO", meminfo)
-    assert memory_check.available_bytes() == 2048 * 1024
-    monkeypatch.setattr(memory_check, "MEMINFO", tmp_path / "missing")
-    assert memory_check.available_bytes() is None
+    monkeypatch.setattr(memory, "MEMINFO", meminfo)
+    assert memory.available_bytes() == 2048 * 1024
+    monkeypatch.setattr(memory, "MEMINFO", tmp_path / "missing")
+    assert memory.available_bytes() is None
     memory_check.check_output_fits(10**12, 8)  # unknown memory: nothing is checked
 
 

@@ -7,29 +7,15 @@ memory (no /proc/meminfo) nothing is checked.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 from fagan_engine.util.errors import InputError
+from fagan_engine.util.memory import available_bytes
 
 BASE_BYTES = 2**29
 BYTES_PER_OUTPUT_VOXEL = 48
 UNCERTAINTY_BYTES_PER_OUTPUT_VOXEL = 24
 """The test-time-augmentation map adds a float64 running mean and sum of squares and a float32 pass."""
-MEMINFO = Path("/proc/meminfo")
-
-
-def available_bytes() -> Optional[int]:
-    """``MemAvailable`` of /proc/meminfo in bytes, or None where it cannot be read."""
-    try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def check_output_fits(output_voxels: int, scale: int, uncertainty: bool = False) -> None:
     """InputError (one line) if an SR result of ``output_voxels`` voxels (with its uncertainty map when
     ``uncertainty``) needs more than the available memory. Called once per volume, before any work."""
