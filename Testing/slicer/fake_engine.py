@@ -42,10 +42,10 @@ def main():
     parser.add_argument("paths", nargs="*")
     for flag in ("--scale", "--target-spacing", "--slice-thickness", "--iterations", "--consistency-map",
                  "--uncertainty-map", "--report", "--acquisition", "--method", "--checkpoint", "--plane",
-                 "--device", "--backend", "--progress", "--batch-size", "--tile-size"):
+                 "--device", "--backend", "--progress", "--batch-size", "--tile-size", "--adapt"):
         parser.add_argument(flag)
     parser.add_argument("--through-plane", action="store_true")
-    parser.add_argument("--enforce-consistency", action="store_true")
+    parser.add_argument("--enforce-consistency", action=argparse.BooleanOptionalAction)
     parser.add_argument("--no-compression", action="store_true")
     args = parser.parse_args()
     fail = os.environ.get("FAKE_ENGINE_FAIL", "")
@@ -69,6 +69,9 @@ def main():
         result = resampled(image, [axis], [spacing[axis] / target_spacing])
         total = result.GetSize()[axis]
     else:
+        if (args.method or "fagan") == "fagan" and args.adapt != "0":  # the engine's default: adaptation first
+            for step in range(1, 4):
+                emit("progress", phase="adapt", done=step, total=3, fraction=step / 3, loss=0.1 / step)
         scale = int(args.scale)
         result = resampled(image, [0, 1], [scale, scale])
         total = image.GetSize()[2]

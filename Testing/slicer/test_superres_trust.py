@@ -232,6 +232,24 @@ def test_isotropic_result_names():
     assert isotropicName("t2", 1.0) == "t2_iso1.0mm"
 
 
+def test_in_plane_run_shows_the_adaptation_phase_and_the_switches_reach_the_engine(scene, fakeEngine):
+    node = addVolumeNode(scene, smoothArray((6, 16, 20)), spacing=(1.0, 1.0, 4.0), name="t1")
+    job = SuperResolutionLogic().process(node, None, 2, device="cpu", waitForCompletion=False)
+    statuses = []
+    job.onProgress = lambda j: statuses.append(j.status)
+    deadline = time.monotonic() + 60
+    while not job.poll():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.state == "succeeded", job.error
+    assert "Step 1/2, adapting the model to this scan: step 3 of at most 3" in statuses
+    assert any(status.startswith("Step 2/2, super-resolving") for status in statuses)
+    assert "--adapt" not in job.process.command and "--no-enforce-consistency" not in job.process.command
+    off = SuperResolutionLogic().process(node, None, 2, device="cpu", adapt_iterations=0, enforce_consistency=False)
+    assert off.state == "succeeded", off.error
+    assert {"--no-enforce-consistency", "--adapt"} <= set(off.process.command)
+
+
 def test_through_plane_run_reports_both_phases_and_names_the_result(scene, fakeEngine):
     node = addVolumeNode(scene, smoothArray((6, 16, 20)), spacing=(1.0, 1.0, 4.0), name="t2")
     job = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", target_spacing=1.0,
