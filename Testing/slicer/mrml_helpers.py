@@ -1,4 +1,5 @@
 """MRML helpers shared by the Slicer-side tests: oblique, anisotropic volume nodes in a real scene."""
+import time
 from typing import Any, Tuple
 
 import numpy as np
@@ -40,3 +41,11 @@ def ijkToRas(node: Any) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def pollUntilDone(job: Any, timeout: float = 60.0) -> None:
+    """Poll a non-blocking job until it finishes; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not job.poll():
+        assert time.monotonic() < deadline, "the job did not finish in time"
+        time.sleep(0.05)

@@ -1,5 +1,6 @@
 """FAGANSuperResLib against a real MRML scene (slicer-core) and the real engine process."""
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -8,8 +9,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer.util
-import subprocess
-
 from FAGANSuperResLib import dependencies, engine
 from FAGANSuperResLib.checkpoints import (
     CheckpointRegistry,
@@ -30,7 +29,7 @@ from FAGANSuperResLib.volumes import (
     physicalCornersRAS,
     updateVolumeNodeFromImage,
 )
-from mrml_helpers import addVolumeNode, ijkToRas, smoothArray
+from mrml_helpers import addVolumeNode, ijkToRas, pollUntilDone, smoothArray
 
 # ---------------------------------------------------------------- node <-> image
 
@@ -202,10 +201,7 @@ def test_polled_job_reports_progress(scene, obliqueNode):
     job = SuperResolutionLogic().process(obliqueNode, None, 2, method="bicubic", device="cpu", waitForCompletion=False)
     seen = []
     job.onProgress = lambda j: seen.append(j.fraction)
-    deadline = time.monotonic() + 60
-    while not job.poll():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    pollUntilDone(job)
     assert job.state == "succeeded" and seen and seen[-1] == 1.0
     assert job.outputVolumeNode.GetImageData().GetDimensions()[:2] == (40, 32)
 

@@ -4,12 +4,11 @@ CLI contract (a stand-in engine process, fake_engine.py, until the real flags ex
 run against the real engine once it offers them)."""
 import time
 
+import FAGANSuperResLib.options as optionsModule
 import numpy as np
 import pytest
 import slicer
 import slicer.util
-
-import FAGANSuperResLib.options as optionsModule
 from FAGANSuperResLib import engine
 from FAGANSuperResLib.isotropic import formatSpacing, isotropicName, throughPlaneDefaults
 from FAGANSuperResLib.logic import (
@@ -17,11 +16,12 @@ from FAGANSuperResLib.logic import (
     SuperResolutionLogic,
     superResolutionArguments,
 )
-from FAGANSuperResLib.options import checkRunOptions, runOptions
 from FAGANSuperResLib.maps import colorLegend
+from FAGANSuperResLib.options import checkRunOptions, runOptions
 from FAGANSuperResLib.provenance import NOTICE
 from FAGANSuperResLib.volumes import physicalCornersRAS
-from mrml_helpers import addVolumeNode, ijkToRas, smoothArray
+from mrml_helpers import addVolumeNode, ijkToRas, pollUntilDone, smoothArray
+
 
 def sceneNodes(scene):
     return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
@@ -237,10 +237,7 @@ def test_in_plane_run_shows_the_adaptation_phase_and_the_switches_reach_the_engi
     job = SuperResolutionLogic().process(node, None, 2, device="cpu", waitForCompletion=False)
     statuses = []
     job.onProgress = lambda j: statuses.append(j.status)
-    deadline = time.monotonic() + 60
-    while not job.poll():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    pollUntilDone(job)
     assert job.state == "succeeded", job.error
     assert "Step 1/2, adapting the model to this scan: step 3 of at most 3" in statuses
     assert any(status.startswith("Step 2/2, super-resolving") for status in statuses)
@@ -256,10 +253,7 @@ def test_through_plane_run_reports_both_phases_and_names_the_result(scene, fakeE
                                          slice_thickness=4.0, fit_iterations=3, waitForCompletion=False)
     statuses = []
     job.onProgress = lambda j: statuses.append((j.phase, j.status))
-    deadline = time.monotonic() + 60
-    while not job.poll():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    pollUntilDone(job)
     assert job.state == "succeeded", job.error
     assert "--through-plane" in job.process.command and "--scale" not in job.process.command
     assert ("fit", "Step 1/2, fitting to this scan: iteration 3 of 3, loss 0.3333") in statuses
@@ -371,10 +365,7 @@ def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(
         consistencyMap=consistencyMap)
     fractions = []
     job.onProgress = lambda j: fractions.append(j.fraction)
-    deadline = time.monotonic() + 120
-    while not job.poll():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    pollUntilDone(job, 120)
     assert sum(1 for part in job.process.command if part.endswith(".nrrd")) == 3  # one process for all
     assert job.state == "partial" and "case 1" in job.error
     assert [case.status for case in job.cases] == ["loaded", "failed", "loaded"]
