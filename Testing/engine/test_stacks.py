@@ -93,13 +93,15 @@ def test_intensity_differences_are_normalised_and_reported() -> None:
     assert _score(volume, out, sitk.GetArrayFromImage(out)) == pytest.approx(_score(volume, plain, sitk.GetArrayFromImage(plain)), abs=0.3)
 
 
-def test_oblique_stacks_geometry_is_exact() -> None:
+@pytest.mark.parametrize("reference", [0, 2])
+def test_oblique_stacks_geometry_is_exact(reference: int) -> None:
     """The output is the reference's orientation, inside every stack, and the object lands where it is."""
     volume = phantom(48, seed=1)
     tilts = (("axial", 20.0), ("coronal", -15.0), ("sagittal", 10.0))
     stacks = [simulate_stack(volume, orientation(p, t), 4.0, 4.0, sitk.Euler3DTransform()) for p, t in tilts]
-    out, _ = reconstruct_stacks(stacks, refinements=1)
-    assert np.allclose(direction_matrix(out), direction_matrix(stacks[0]), atol=1e-9)
+    out, report = reconstruct_stacks(stacks, reference=reference, refinements=1)
+    assert np.allclose(direction_matrix(out), direction_matrix(stacks[reference]), atol=1e-9)
+    assert report.reference == reference and report.stacks[reference]["rotation_degrees"] == 0.0
     for stack in stacks:  # every output corner lies inside every stack's voxel box
         local = (corners(out) - np.asarray(stack.GetOrigin())) @ direction_matrix(stack) / np.asarray(stack.GetSpacing())
         assert np.all(local >= -0.5 - 1e-6) and np.all(local <= np.asarray(stack.GetSize()) - 0.5 + 1e-6)
@@ -131,6 +133,7 @@ def test_refusals_are_one_line() -> None:
         ([first, other], {}, "does not match the reference"),
         ([first, second], {"target_spacing": 2.0}, "coarser than the stacks' finest in-plane spacing"),
         ([first, second], {"slice_thickness": [4.0]}, "one per stack"),
+        ([first, second], {"reference": 2}, "reference must be a stack index from 0 to 1"),
     ]
     for stacks, kwargs, message in cases:
         with pytest.raises(InputError, match=message) as error:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from fagan_engine.cli.sr import main
+from fagan_engine.io.geometry import direction_matrix
+from fagan_engine.through_plane.stack_geometry import corners
 from fagan_engine.through_plane.stack_simulation import orientation, phantom, simulate_stack
 from fagan_engine.util.protocol import parse_line
 
@@ -46,7 +48,8 @@ def test_stacks_json_protocol(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert events[-1]["event"] == "finished" and len(events[-1]["summary"]["stacks"]) == 2 and output.is_file()
 
 
-def _bad_inputs(tmp_path: Path) -> List[List[str]]:
+def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
+    """(stacks, flags) of every refused run."""
     first, second = _write_stacks(tmp_path)
     other = _write_stacks(tmp_path, seed=1)[1]
     four_d = tmp_path / "four.nii.gz"
@@ -56,26 +59,28 @@ def _bad_inputs(tmp_path: Path) -> List[List[str]]:
     far_path = tmp_path / "far.nrrd"
     sitk.WriteImage(far, str(far_path))
     return [
-        [first],  # a single stack
-        [first, other],  # different subjects
-        [first, str(four_d)],  # a 4D stack
-        [first, str(far_path)],  # no overlap
-        [first, second, "--target-spacing", "3"],  # coarser than the input's
-        [first, second, "--scale", "2"],
-        [first, second, "--consistency-map"],
+        ([first], []),  # a single stack
+        ([first, other], []),  # different subjects
+        ([first, str(four_d)], []),  # a 4D stack
+        ([first, str(far_path)], []),  # no overlap
+        ([first, second], ["--target-spacing", "3"]),  # coarser than the input's
+        ([first, second], ["--scale", "2"]),
+        ([first, second], ["--uncertainty-map"]),
+        ([first, second], ["--consistency-map", str(tmp_path / "map.nrrd")]),  # one map per stack: no PATH
+        ([first, second], ["--reference", "0"]),
+        ([first, second], ["--reference", "3"]),
+        ([first, second], ["--reference", "coronal"]),
     ]
 
 
 def test_bad_input_is_one_error_line_exit_2_and_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     output = tmp_path / "out" / "iso.nrrd"
     output.parent.mkdir()
-    for case in _bad_inputs(tmp_path):
-        paths = [a for a in case if not a.startswith("--") and not a.replace(".", "").isdigit()]
-        flags = case[len(paths):]
-        assert main(["--stacks", *paths, str(output), *flags, "--progress", "none"]) == 2, case
+    for paths, flags in _bad_inputs(tmp_path):
+        assert main(["--stacks", *paths, str(output), *flags, "--progress", "none"]) == 2, (paths, flags)
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: "), (case, err)
-        assert list(output.parent.iterdir()) == [], case
+        assert len(err) == 1 and err[0].startswith("error: "), (paths, flags, err)
+        assert list(output.parent.iterdir()) == [], (paths, flags)
 
 
 def test_an_output_that_is_any_input_is_refused_even_with_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -83,3 +88,44 @@ def test_an_output_that_is_any_input_is_refused_even_with_force(tmp_path: Path, 
     before = Path(second).read_bytes()
     assert main(["--stacks", first, second, second, "--force", "--progress", "none"]) == 2
     assert capsys.readouterr().err.startswith("error: ") and Path(second).read_bytes() == before
+
+
+def _oblique_stacks(folder: Path) -> List[str]:
+    """Axial, coronal and sagittal 4 mm stacks, each tilted differently (so no two share a direction)."""
+    volume = phantom(40, seed=2)
+    paths = []
+    for plane, tilt in (("axial", 20.0), ("coronal", -15.0), ("sagittal", 10.0)):
+        path = folder / f"{plane}.nrrd"
+        sitk.WriteImage(simulate_stack(volume, orientation(plane, tilt), 4.0, 4.0, sitk.Euler3DTransform()), str(path))
+        paths.append(str(path))
+    return paths
+
+
+def _inside(image: sitk.Image, stack: sitk.Image) -> bool:
+    """Every outer voxel corner of ``image`` lies inside ``stack``'s voxel box."""
+    local = (corners(image) - np.asarray(stack.GetOrigin())) @ direction_matrix(stack) / np.asarray(stack.GetSpacing())
+    return bool(np.all(local >= -0.5 - 1e-6) and np.all(local <= np.asarray(stack.GetSize()) - 0.5 + 1e-6))
+
+
+def test_reference_gives_the_output_that_stacks_orientation_and_maps_lie_on_each_stack(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    inputs = _oblique_stacks(tmp_path)
+    output, report = tmp_path / "iso.nrrd", tmp_path / "iso.json"
+    argv = ["--stacks", *inputs, str(output), "--reference", "2", "--consistency-map", "--report", str(report)]
+    assert main(argv + ["--progress", "json", "--no-compression"]) == 0
+    events = [e for e in (parse_line(line) for line in capsys.readouterr().out.splitlines()) if e is not None]
+    assert events[0]["options"]["reference"] == 2 and events[0]["input"] == inputs[1]
+    image, stacks = sitk.ReadImage(str(output)), [sitk.ReadImage(path) for path in inputs]
+    np.testing.assert_allclose(direction_matrix(image), direction_matrix(stacks[1]), atol=1e-9)
+    assert not np.allclose(direction_matrix(image), direction_matrix(stacks[0]), atol=1e-3)
+    assert image.GetSpacing() == pytest.approx((1.0, 1.0, 1.0)) and all(_inside(image, stack) for stack in stacks)
+    lattice = np.linalg.solve(direction_matrix(stacks[1]), np.asarray(image.GetOrigin()) - np.asarray(stacks[1].GetOrigin()))
+    np.testing.assert_allclose(lattice[:2], np.round(lattice[:2]), atol=1e-6)  # on the reference's in-plane voxels
+    saved = json.loads(report.read_text())
+    assert saved["reference"] == 1 and saved["stacks"][1]["rotation_degrees"] == 0.0
+    assert events[-1]["maps"] == [str(tmp_path / f"iso_consistency_stack{k}.nrrd") for k in (1, 2, 3)]
+    for path, stack in zip(events[-1]["maps"], stacks):
+        consistency = sitk.ReadImage(path)
+        assert consistency.GetSize() == stack.GetSize() and consistency.GetOrigin() == pytest.approx(stack.GetOrigin())
+        assert consistency.GetDirection() == pytest.approx(stack.GetDirection())

@@ -1,10 +1,11 @@
 """``fagan-sr --stacks A B [C] OUTPUT``: thick-slice stacks of one subject to one isotropic volume (docs/thick-slices.md).
 
-The first stack is the reference (its orientation is the output's). ``--target-spacing`` and
-``--slice-thickness`` apply to every stack; ``--iterations N`` adds the FA-GAN prior (each stack's
-through-plane network fitted for N steps; 0: the pretrained one); ``--report R.json`` writes the
-registration and reconstruction report. Every check (inputs, outputs, overlap, registration) runs before anything
-is written; writes are atomic.
+``--reference N`` picks the stack (1 = the first given) whose orientation the output takes (default 1).
+``--target-spacing`` and ``--slice-thickness`` apply to every stack; ``--iterations N`` adds the FA-GAN
+prior (each stack's through-plane network fitted for N steps; 0: the pretrained one); ``--report R.json``
+writes the registration and reconstruction report; ``--consistency-map`` (no PATH) writes each stack's
+consistency map beside OUTPUT (``<stem>_consistency_stack<k><ext>``, on that stack's grid). Every check
+(inputs, outputs, overlap, registration) runs before anything is written; writes are atomic.
 """
 from __future__ import annotations
 
@@ -12,17 +13,27 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Dict
 
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import MAP_FLAGS
 from fagan_engine.util.protocol import emit
 
 USAGE = "fagan-sr --stacks A B [C] OUTPUT"
+MAP_KIND = "consistency_stack"
+"""``--consistency-map``'s kind per stack: ``consistency_stack<k>``, k = 1 for the first stack given."""
+
+
+def add_arguments(group: Any) -> None:
+    """``--stacks``'s own flags, for ``fagan-sr``'s parser."""
+    group.add_argument(
+        "--reference", type=int, metavar="N",
+        help="--stacks: the stack (1 = the first given) whose orientation the output takes (default 1)",
+    )
 
 
 def run_stacks(args: argparse.Namespace, progress: Any) -> int:
-    """Reconstruct, write OUTPUT (and the JSON report); ``progress`` is the CLI's reporter (closed here)."""
+    """Reconstruct, write OUTPUT (the consistency maps, the JSON report); ``progress`` is the CLI's reporter (closed here)."""
     from fagan_engine.io import volume_io
     from fagan_engine.pipeline.validation import check_run_paths
     from fagan_engine.through_plane.stacks import reconstruct_stacks
@@ -31,27 +42,43 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     started = time.perf_counter()
     _check_arguments(args)
     *inputs, output = args.paths
-    check_run_paths(inputs, output, {}, args.report, args.force)  # no output reaches any input; the report is writable
+    reference = (args.reference or 1) - 1
+    maps = consistency_map_paths(output, len(inputs)) if args.consistency_map else {}
+    check_run_paths(inputs, output, maps, args.report, args.force)  # nothing reaches any input; the report is writable
     images = [volume_io.read_volume(path, args.nan_policy) for path in inputs]
     if args.progress == "json":
-        options = {"mode": "stacks", "target_spacing": args.target_spacing, "slice_thickness": args.slice_thickness}
-        emit("start", input=inputs[0], inputs=inputs, output=output, options=options)  # sr's start event, plus every input
+        options = {
+            "mode": "stacks", "reference": reference + 1, "target_spacing": args.target_spacing,
+            "slice_thickness": args.slice_thickness,
+        }
+        emit("start", input=inputs[reference], inputs=inputs, output=output, options=options)  # sr's start event, plus every input
     try:
         image, report = reconstruct_stacks(
-            images, args.target_spacing, 0, args.slice_thickness, network_iterations=args.fit_iterations, device=args.device,
-            progress=progress
+            images, args.target_spacing, reference, args.slice_thickness, network_iterations=args.fit_iterations,
+            device=args.device, progress=progress,
         )
     finally:
         progress.close()
-    volume_io.write_volume(image, output, force=args.force, input_path=inputs[0])
+    compress = not args.no_compression
+    for index, (path, consistency) in enumerate(zip(maps.values(), report.consistency_maps)):
+        volume_io.write_volume(consistency, path, force=args.force, input_path=inputs[index], compress=compress)
+    volume_io.write_volume(image, output, force=args.force, input_path=inputs[reference], compress=compress)
     if args.report is not None:
         atomic_write_bytes(args.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     seconds = time.perf_counter() - started
     if args.progress == "json":
-        emit("finished", output=output, seconds=round(seconds, 3), summary=report.to_dict())
+        emit("finished", output=output, seconds=round(seconds, 3), summary=report.to_dict(), maps=list(maps.values()))
     elif args.progress == "bar":
         sys.stderr.write("".join(line + "\n" for line in report.describe()) + f"wrote {output} ({seconds:.1f} s)\n")
     return 0
+
+
+
+def consistency_map_paths(output: str, stacks: int) -> Dict[str, str]:
+    """``consistency_stack<k>`` -> ``<output stem>_consistency_stack<k><ext>``, k = 1..stacks."""
+    from fagan_engine.pipeline.batch import map_paths
+
+    return map_paths(output, [f"{MAP_KIND}{k}" for k in range(1, stacks + 1)])
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -64,13 +91,20 @@ def _check_arguments(args: argparse.Namespace) -> None:
         ("--series-id", args.series_id),
         ("--output-format", args.output_format),
     ]
-    others += [(flag, getattr(args, f"{kind}_map", None)) for kind, flag in MAP_FLAGS.items()]
+    others += [(flag, getattr(args, f"{kind}_map", None)) for kind, flag in MAP_FLAGS.items() if kind != "consistency"]
     for flag, value in others:
         if value is not None:
             raise InputError(f"--stacks cannot be combined with {flag}")
+    if args.consistency_map not in (None, True):
+        raise InputError(
+            f"--consistency-map with --stacks writes one map per stack beside OUTPUT (<stem>_{MAP_KIND}<k><ext>): give it no PATH"
+        )
     if len(args.paths) < 3:
         stacks = max(len(args.paths) - 1, 0)
         raise InputError(f"--stacks needs at least 2 stacks and an OUTPUT ({USAGE}); got {stacks} stack{'s' * (stacks != 1)}")
+    stacks = len(args.paths) - 1
+    if args.reference is not None and not 1 <= args.reference <= stacks:
+        raise InputError(f"--reference must be a stack number from 1 to {stacks} (in the order given), got {args.reference}")
     if args.report is not None and not args.report.lower().endswith(".json"):
         raise InputError(f"--report with --stacks writes the JSON report; {args.report} does not end in .json")
 
