@@ -17,7 +17,14 @@ import SimpleITK as sitk
 import torch
 from engine_helpers import save_untrained_checkpoint
 
-from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
+from fagan_engine.models.checkpoint import (
+    THROUGH_PLANE_WEIGHTS,
+    CheckpointMetadata,
+    load_generator,
+    read_metadata,
+    read_through_plane,
+    save_checkpoint,
+)
 from fagan_engine.util.errors import CheckpointError
 
 
@@ -110,11 +117,11 @@ def test_read_metadata_needs_no_torch(tmp_path: Path) -> None:
     path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['numpy'] = None\n"
-        "from fagan_engine.models.checkpoint import read_metadata\n"
-        f"print(read_metadata({str(path)!r}).scale)"
+        "from fagan_engine.models.checkpoint import read_metadata, read_through_plane\n"
+        f"print(read_metadata({str(path)!r}).scale, read_through_plane().identity()['format'])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "2"
+    assert out.stdout.strip() == "2 fagan-through-plane/1"
 
 
 # --- issue #12: the checksum covers names, shapes, dtypes, bytes and metadata; crafted files ---------
@@ -253,3 +260,43 @@ def test_every_command_refuses_a_tampered_checkpoint_in_one_line(tmp_path: Path,
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("error: ") and "checksum mismatch" in proc.stderr
     assert not (tmp_path / "o.nrrd").exists() and not (tmp_path / "o.onnx").exists()
+
+
+def test_file_digest_is_of_the_verified_bytes_not_a_second_read(tmp_path: Path) -> None:
+    """A report's checkpoint SHA-256 is what was verified at load: a later change on disk does not alter it."""
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    loaded = hashlib.sha256(path.read_bytes()).hexdigest()
+    _, metadata = load_generator(str(path))
+    save_untrained_checkpoint(path, 2)  # other (random) weights under the same name
+    assert hashlib.sha256(path.read_bytes()).hexdigest() != loaded
+    assert metadata.file_sha256 == loaded
+    assert read_metadata(str(path)).file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_file_digest_is_never_stored(tmp_path: Path) -> None:
+    path = save_untrained_checkpoint(tmp_path / "m.safetensors", 2)
+    metadata = read_metadata(str(path))
+    assert "file_sha256" not in json.loads(metadata.to_json())
+    assert "file_sha256" not in json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    assert dataclasses.replace(metadata, file_sha256="") == metadata  # a sidecar still equals its checkpoint
+    sidecar = json.loads(metadata.to_json())
+    sidecar["file_sha256"] = "0" * 64
+    path.with_suffix(".json").write_text(json.dumps(sidecar), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="unreadable FA-GAN metadata"):
+        read_metadata(str(path))
+
+
+def test_through_plane_identity_is_read_and_verified_by_the_engine(tmp_path: Path) -> None:
+    weights = read_through_plane()
+    assert weights.path == THROUGH_PLANE_WEIGHTS
+    identity = weights.identity()
+    assert identity["name"] == THROUGH_PLANE_WEIGHTS.name and identity["format"] == "fagan-through-plane/1"
+    assert identity["sha256"] == hashlib.sha256(THROUGH_PLANE_WEIGHTS.read_bytes()).hexdigest()
+    copy = tmp_path / THROUGH_PLANE_WEIGHTS.name
+    blob = bytearray(THROUGH_PLANE_WEIGHTS.read_bytes())
+    blob[-5] ^= 0x01
+    copy.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupt or was modified"):
+        read_through_plane(copy)
+    with pytest.raises(CheckpointError, match="not a through-plane"):
+        read_through_plane(save_untrained_checkpoint(tmp_path / "m.safetensors", 2))

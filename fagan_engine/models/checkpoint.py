@@ -25,7 +25,7 @@ from fagan_engine._version import __version__
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES, ModelConfig, NormalizationConfig, model_config_from_dict, normalization_from_dict
 from fagan_engine.util.errors import CheckpointError, ConfigError
-from fagan_engine.util.tensor_digest import SafetensorsFormatError, content_digest, split_safetensors
+from fagan_engine.util.tensor_digest import content_digest, split_safetensors, split_tagged
 
 FORMAT = "fagan-checkpoint/2"
 LEGACY_FORMAT = "fagan-checkpoint/1"
@@ -34,6 +34,10 @@ ALLOW_FORMAT_1_ENV = "FAGAN_ALLOW_FORMAT_1"
 METADATA_KEY = "fagan"
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 """fagan_engine/checkpoints: the bundled weights (package data)."""
+THROUGH_PLANE_KEY = "fagan_through_plane"
+THROUGH_PLANE_FORMAT = "fagan-through-plane/1"
+THROUGH_PLANE_WEIGHTS = BUNDLED_DIR / "fagan_through_plane.safetensors"
+"""The bundled through-plane generator (made and fitted by ``through_plane.fit``)."""
 _TEXT_FIELDS = ("engine_version", "created", "weights_sha256", "content_sha256", "onnx_sha256", "format")
 
 
@@ -56,6 +60,9 @@ class CheckpointMetadata:
     onnx_sha256: str = ""
     """Set only in an ONNX export's sidecar (``NAME.onnx.json``): the SHA-256 of the ``.onnx`` bytes."""
     format: str = FORMAT
+    file_sha256: str = dataclasses.field(default="", compare=False)
+    """SHA-256 of the file bytes that were verified (what ``sha256sum`` prints): set when a checkpoint is
+    read, never stored, not compared (a sidecar equals its checkpoint's metadata)."""
 
     def model_config(self) -> ModelConfig:
         return model_config_from_dict(self.model)
@@ -65,6 +72,7 @@ class CheckpointMetadata:
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
+        del data["file_sha256"]
         for name in ("data_profile", "onnx_sha256"):  # fields added after format 2: omitted when empty, so the
             if not data[name]:  # content_sha256 of checkpoints saved before they existed still verifies
                 del data[name]
@@ -188,6 +196,56 @@ def default_checkpoint(scale: int, acquisition: str = "kspace") -> Optional[Path
     return min(candidates, key=rank) if candidates else None
 
 
+@dataclasses.dataclass(frozen=True)
+class ThroughPlaneWeights:
+    """A verified through-plane checkpoint: where it is, its metadata and the bytes that were verified."""
+
+    path: Path
+    metadata: Dict[str, Any]
+    blob: bytes = dataclasses.field(repr=False)
+    """Load the tensors from these (``safetensors.torch.load``), not from the file again."""
+    file_sha256: str
+
+    def identity(self) -> Dict[str, Any]:
+        """What a report or a result shows about these weights (the same digest everywhere)."""
+        return {"name": self.path.name, "sha256": self.file_sha256, "format": self.metadata["format"],
+                "training": self.metadata.get("training", {})}
+
+
+def read_through_plane(path: Optional[Path] = None) -> ThroughPlaneWeights:
+    """The through-plane checkpoint ``path`` (default: the bundled one), its ``tensors_sha256`` checked.
+
+    The check hashes each tensor's name and bytes in name order, as ``through_plane.fit`` wrote it;
+    no torch is needed (the Slicer module reads the identity with it).
+    """
+    target = Path(path) if path is not None else THROUGH_PLANE_WEIGHTS
+    if not target.is_file():
+        raise CheckpointError(f"through-plane weights not found: {target}")
+    try:
+        blob = target.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read through-plane weights {target}: {exc.strerror}") from None
+    entries, strings, data = split_tagged(
+        blob, THROUGH_PLANE_KEY, f"cannot read through-plane weights {target.name}",
+        f"{target.name} is not a through-plane FA-GAN checkpoint",
+    )
+    try:
+        metadata = json.loads(strings[THROUGH_PLANE_KEY])
+    except ValueError:
+        metadata = None
+    if not isinstance(metadata, dict) or metadata.get("format") != THROUGH_PLANE_FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        raise CheckpointError(f"{target.name}: unsupported format {found!r}")
+    digest = hashlib.sha256()
+    for name in sorted(entries):
+        begin, end = entries[name]["data_offsets"]
+        digest.update(name.encode())
+        digest.update(data[begin:end])
+    if digest.hexdigest() != metadata.get("tensors_sha256"):
+        raise CheckpointError(f"through-plane checkpoint {target.name} is corrupt or was modified: checksum mismatch")
+    return ThroughPlaneWeights(target, metadata, blob, hashlib.sha256(blob).hexdigest())
+
+
 def _weights_path(path: str) -> Path:
     target = Path(path)
     if target.suffix == ".json":
@@ -210,14 +268,11 @@ def _verified(path: str) -> Tuple[CheckpointMetadata, Dict[str, Any], bytes]:
     """(metadata, tensor entries, file bytes) of a checkpoint whose header, checksum and sidecar check out."""
     target = _weights_path(path)
     blob = _read_file(target)
-    try:
-        entries, strings, data = split_safetensors(blob)
-    except SafetensorsFormatError as exc:
-        raise CheckpointError(f"{target.name} is not a safetensors file or is damaged: {exc}") from None
-    raw = strings.get(METADATA_KEY)
-    if raw is None:
-        raise CheckpointError(f"{target.name} is a safetensors file but not an FA-GAN checkpoint (no metadata)")
-    metadata = parse_metadata(raw, target)
+    entries, strings, data = split_tagged(
+        blob, METADATA_KEY, f"{target.name} is not a safetensors file or is damaged",
+        f"{target.name} is a safetensors file but not an FA-GAN checkpoint (no metadata)",
+    )
+    metadata = parse_metadata(strings[METADATA_KEY], target)
     if metadata.format == FORMAT:
         intact = metadata.content_sha256 == content_digest(entries, data, metadata.digest_text())
     else:
@@ -233,7 +288,7 @@ def _verified(path: str) -> Tuple[CheckpointMetadata, Dict[str, Any], bytes]:
             raise CheckpointError(f"cannot read {sidecar.name} (not UTF-8 text?); delete it or restore it") from None
         if parse_metadata(text, sidecar) != metadata:
             raise CheckpointError(f"{sidecar.name} disagrees with the metadata inside {target.name}")
-    return metadata, entries, blob
+    return dataclasses.replace(metadata, file_sha256=hashlib.sha256(blob).hexdigest()), entries, blob
 
 
 def _check_legacy_allowed(metadata: CheckpointMetadata, target: Path) -> None:
@@ -272,7 +327,7 @@ def parse_metadata(raw: str, source: Path) -> CheckpointMetadata:
     """Parse and check metadata JSON (from a checkpoint header or a sidecar)."""
     try:
         data = json.loads(raw)
-        fields = {f.name for f in dataclasses.fields(CheckpointMetadata)}
+        fields = {f.name for f in dataclasses.fields(CheckpointMetadata)} - {"file_sha256"}
         if not isinstance(data, dict) or set(data) - fields:
             raise ValueError("unexpected fields")
         metadata = CheckpointMetadata(**data)

@@ -21,7 +21,7 @@ import torch
 
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import CheckpointError
-from fagan_engine.util.tensor_digest import SafetensorsFormatError, content_digest, split_safetensors
+from fagan_engine.util.tensor_digest import content_digest, split_safetensors, split_tagged
 
 STATE_FORMAT = "fagan-train-state/1"
 STATE_KEY = "fagan_train_state"
@@ -102,13 +102,8 @@ def load_state(path: Path) -> Tuple[Dict[str, Dict[str, torch.Tensor]], Dict[str
         blob = Path(path).read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read training state {path}: {exc.strerror}") from None
-    try:
-        entries, metadata, data = split_safetensors(blob)
-    except SafetensorsFormatError as exc:
-        raise CheckpointError(f"training state {path} is damaged: {exc}") from None
-    raw = metadata.get(STATE_KEY)
-    if raw is None:
-        raise CheckpointError(f"{path} is not an FA-GAN training state")
+    entries, metadata, data = split_tagged(blob, STATE_KEY, f"training state {path} is damaged", f"{path} is not an FA-GAN training state")
+    raw = metadata[STATE_KEY]
     if metadata.get(DIGEST_KEY) != content_digest(entries, data, raw):
         raise CheckpointError(f"training state {path} is corrupt or was modified: checksum mismatch")
     try:

@@ -12,6 +12,8 @@ import json
 import struct
 from typing import Any, Dict, Tuple
 
+from fagan_engine.util.errors import CheckpointError
+
 MAX_HEADER = 100 * 1024 * 1024
 DTYPE_SIZES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -47,6 +49,20 @@ def split_safetensors(blob: bytes) -> Tuple[Dict[str, Any], Dict[str, str], memo
     for name, entry in header.items():
         _check_entry(name, entry, len(data))
     return header, metadata, data
+
+
+def split_tagged(blob: bytes, key: str, damaged: str, missing: str) -> Tuple[Dict[str, Any], Dict[str, str], memoryview]:
+    """``split_safetensors`` of a file whose header must carry the metadata string ``key``.
+
+    CheckpointError ``"{damaged}: <reason>"`` for a malformed file, ``missing`` when ``key`` is absent.
+    """
+    try:
+        entries, strings, data = split_safetensors(blob)
+    except SafetensorsFormatError as exc:
+        raise CheckpointError(f"{damaged}: {exc}") from None
+    if key not in strings:
+        raise CheckpointError(missing)
+    return entries, strings, data
 
 
 def content_digest(entries: Dict[str, Any], data: memoryview, text: str) -> str:
