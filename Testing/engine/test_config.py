@@ -62,3 +62,23 @@ def test_the_preset_decides_the_architecture_switches() -> None:
     assert FAGANConfig().with_overrides(["model.preset=ca-srgan"]).model.use_sa is False
     with pytest.raises(ConfigError, match="contradicts preset 'srgan'"):
         FAGANConfig.from_dict({"model": {"preset": "srgan", "use_lffb": True}})
+
+
+def test_both_generators_share_one_list_of_attention_settings() -> None:
+    """The GFFB settings are declared once (``AttentionConfig``) and still stored flat, so the bundled
+    in-plane and through-plane checkpoints read back unchanged."""
+    import dataclasses
+
+    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig
+    from fagan_engine.models.checkpoint import bundled_checkpoints, read_metadata, read_through_plane
+    from fagan_engine.util.config import AttentionConfig, ModelConfig, model_config_from_dict
+
+    shared = {f.name for f in dataclasses.fields(AttentionConfig)}
+    assert "fusion_eps" in shared and "ca_reduction" in shared
+    for cls in (ThroughPlaneModelConfig, ModelConfig):
+        assert shared <= {f.name for f in dataclasses.fields(cls)}
+    stored = read_metadata(str(bundled_checkpoints()[0])).model
+    assert dataclasses.asdict(model_config_from_dict(stored)) == stored
+    through_plane = read_through_plane().metadata["model"]
+    assert ThroughPlaneModelConfig.from_dict(through_plane).to_dict() == through_plane
+    assert ThroughPlaneModelConfig().ca_reduction == 4 and AttentionConfig().ca_reduction == 16

@@ -48,14 +48,10 @@ FUSIONS = ("weighted", "direct")
 
 
 @dataclass
-class ModelConfig:
-    """Generator/discriminator architecture. Presets are switch settings of this one class."""
+class AttentionConfig:
+    """The global feature fusion (GFFB) settings of both generators: ``ModelConfig`` (in-plane) and
+    ``models.archs.through_plane.ThroughPlaneModelConfig``. Stored flat with the other fields."""
 
-    preset: str = "fagan"
-    scale: int = 4
-    n_feats: int = 32
-    n_blocks: int = 4
-    use_lffb: bool = True
     use_ca: bool = True
     use_sa: bool = True
     fusion: str = "weighted"
@@ -63,8 +59,19 @@ class ModelConfig:
     fusion_beta: float = 0.5
     fusion_eps: float = 1e-3
     ca_reduction: int = 16
-    attention_placement: str = "lr"
     attention_pool: bool = True
+
+
+@dataclass
+class ModelConfig(AttentionConfig):
+    """Generator/discriminator architecture. Presets are switch settings of this one class."""
+
+    preset: str = "fagan"
+    scale: int = 4
+    n_feats: int = 32
+    n_blocks: int = 4
+    use_lffb: bool = True
+    attention_placement: str = "lr"
     image_residual: bool = True
     d_feats: int = 32
     d_spectral_norm: bool = True

@@ -30,25 +30,19 @@ from torch import nn
 
 from fagan_engine.models.archs.attention import GFFB
 from fagan_engine.models.archs.blocks import LFFB, conv
+from fagan_engine.util.config import AttentionConfig
 from fagan_engine.util.errors import ConfigError
 
 UPSAMPLERS = ("axis", "preinterp")
 
 
 @dataclass
-class ThroughPlaneModelConfig:
+class ThroughPlaneModelConfig(AttentionConfig):
     """Architecture of the through-plane generator (plain JSON types; stored with the weights)."""
 
+    ca_reduction: int = 4
     n_feats: int = 16
     n_blocks: int = 3
-    use_ca: bool = True
-    use_sa: bool = True
-    fusion: str = "weighted"
-    fusion_alpha: float = 0.5
-    fusion_beta: float = 0.5
-    fusion_eps: float = 1e-3
-    ca_reduction: int = 4
-    attention_pool: bool = True
     upsampler: str = "axis"
 
     def validate(self) -> "ThroughPlaneModelConfig":
