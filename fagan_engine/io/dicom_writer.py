@@ -39,18 +39,12 @@ MAX_RELATIVE_ERROR = 1e-3
 _LO_LENGTH = 64
 
 
-def write_dicom_series(
-    image: sitk.Image,
-    folder: str,
-    source_tags: Optional[Dict[str, Any]] = None,
-    description: str = "FA-GAN SR",
-    derivation: str = "",
-    force: bool = False,
-) -> Path:
+def write_dicom_series(image: sitk.Image, folder: str, force: bool = False, **labels: Any) -> Path:
     """Write ``image`` as a DICOM series into the new folder ``folder`` atomically; return it.
 
-    The parent folder is created when missing. Without ``force`` an existing ``folder`` is an
-    OutputError; with it the old folder is replaced only once the new series is complete.
+    ``labels``: ``stage_dicom_series``'s ``source_tags``, ``description`` and ``derivation``. The parent
+    folder is created when missing. Without ``force`` an existing ``folder`` is an OutputError; with it
+    the old folder is replaced only once the new series is complete.
     """
     target = Path(folder)
     check_dicom_output(target, force)
@@ -58,7 +52,7 @@ def write_dicom_series(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=str(target.parent)))
     try:
         staged = staging / target.name
-        stage_dicom_series(image, staged, source_tags, description, derivation)
+        stage_dicom_series(image, staged, **labels)
         publish_folder(staged, target, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
