@@ -1,7 +1,8 @@
 """Run options of the FAGANSuperRes module: the engine's ``fagan_engine.util.options.RunOptions``.
 
 The panel, scripts and "Apply to all" describe a run with the same dataclass as ``fagan-sr`` and the
-engine's Python API; ``RunOptions.cli_arguments`` turns it into engine flags. ``fagan_engine`` is
+engine's Python API; ``RunOptions.cli_arguments`` turns it into engine flags and the engine's
+``MAP_FLAGS`` names the map flags (no flag of a run option is spelled here). ``fagan_engine`` is
 imported only inside functions, after ``ensureEngineImportable``. Which trust maps to make is not a
 run option: the consistency map is the ``consistencyMap`` argument, the uncertainty map is
 ``RunOptions.uncertainty``.
@@ -23,7 +24,6 @@ DEVICES = ("auto", "cuda", "cpu")
 METHODS = ("fagan", "bicubic", "lanczos")
 ACQUISITIONS = ("kspace", "bicubic", "gaussian")
 MODES = ("in-plane", "through-plane")
-MAP_FLAGS = {"consistency": "--consistency-map", "uncertainty": "--uncertainty-map"}
 UNCOMPRESSED_FLAG = "--no-compression"
 """Engine flag for uncompressed outputs: the module's files are temporary, and reading gzip-compressed
 voxels costs seconds per 100 MiB. Passed when the engine offers it."""
@@ -42,16 +42,19 @@ def runOptions(**fields: Any) -> "RunOptions":
 
 
 def checkRunOptions(options: "RunOptions", consistencyMap: bool = False) -> "RunOptions":
-    """Raise ValueError (one line) for a bad value, a combination Slicer does not run, or a feature the
-    shipped engine lacks; return ``options``."""
-    runOptions(**options.to_dict())
+    """Raise ValueError (one line) for a bad value, a combination Slicer does not run, or a flag of the
+    run that the shipped engine lacks; return ``options``."""
+    ensureEngineImportable()
+    from fagan_engine.util.errors import FAGANError
+
+    try:
+        options.validate()
+    except FAGANError as exc:
+        raise ValueError(str(exc)) from None
     if isThroughPlane(options) and options.uncertainty:
         raise ValueError("the uncertainty map needs in-plane mode (test-time augmentation of in-plane slices)")
-    flags = ["--through-plane"] if isThroughPlane(options) else []
-    flags += [MAP_FLAGS[kind] for kind in mapKinds(options, consistencyMap)]
-    flags += ["--enforce-consistency"] if options.enforce_consistency is not None else []
-    for flag in flags:
-        if not engineSupports(flag):
+    for flag in engineArguments(options, consistencyMap):
+        if flag.startswith("--") and not engineSupports(flag):
             raise ValueError(f"this version of the FA-GAN engine has no {flag} option yet")
     return options
 
@@ -70,6 +73,9 @@ def engineArguments(options: "RunOptions", consistencyMap: bool, mapPaths: Optio
     """The engine flags of ``options`` and its maps, with JSON progress and (when the engine offers it)
     uncompressed outputs. ``mapPaths`` (kind -> file) names a single run's maps; None: batch mode,
     which writes them beside each output."""
+    ensureEngineImportable()
+    from fagan_engine.util.options import MAP_FLAGS
+
     paths = {kind: str(path) for kind, path in (mapPaths or {}).items()}
     args = options.cli_arguments(paths.get("uncertainty"))
     if consistencyMap:
