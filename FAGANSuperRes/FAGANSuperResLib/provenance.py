@@ -1,8 +1,9 @@
 """What every result carries: the research-use notice, the checkpoint identity, the engine version,
 the run's summary figures and warnings (issue 10).
 
-The identity is known before the run from the checkpoint's metadata (``localIdentity``) and is
-completed by the engine's JSON report (``--report``: ``summary``, ``warnings``, ``identity``) when
+The identity is known before the run from the checkpoint's metadata (``localIdentity``; the
+through-plane weights' from the engine, ``throughPlaneIdentity``) and is completed by the engine's
+JSON report (``--report``: ``summary``, ``warnings``, ``identity``) when
 the engine writes one. ``stampResultNode`` writes it into node attributes and the node
 description, which MRML saves with the scene (``.mrml`` / ``.mrb``) and restores on load.
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import vtk
+
+from .engine import ensureEngineImportable
 
 NOTICE = "research use, not for diagnosis"
 ATTRIBUTE_PREFIX = "FAGAN."
@@ -63,11 +66,25 @@ def localIdentity(checkpointInfo: Any, method: str, acquisition: str, engineVers
     md = checkpointInfo.metadata
     return {
         "checkpoint": checkpointInfo.path.name,
-        "sha256": getattr(md, "content_sha256", "") or getattr(md, "weights_sha256", "") or "",
+        "sha256": getattr(md, "file_sha256", ""),  # the digest the engine's report gives: of the verified file
         "training_data": trainingDataSummary(getattr(md, "training", None)),
         "acquisition": _text(getattr(md, "acquisitions", "")),
         "engine_version": engineVersion,
     }
+
+
+def throughPlaneIdentity() -> Dict[str, str]:
+    """Name, SHA-256 (of the file the engine verified, as its report gives it) and training summary of the
+    engine's bundled through-plane weights; empty if the engine ships none or they do not verify."""
+    ensureEngineImportable()
+    from fagan_engine.models.checkpoint import read_through_plane
+    from fagan_engine.util.errors import FAGANError
+
+    try:
+        found = read_through_plane().identity()
+    except FAGANError:
+        return {}
+    return {"checkpoint": found["name"], "sha256": found["sha256"], "training_data": trainingDataSummary(found["training"])}
 
 
 def identityFromReport(identity: Any, engineVersion: Any = None) -> Dict[str, str]:
