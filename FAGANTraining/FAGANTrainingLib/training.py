@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, List, Sequence
 
 from FAGANSuperResLib.engine import engineCommand, ensureEngineImportable
+from FAGANSuperResLib.options import ACQUISITIONS
 from FAGANSuperResLib.volumes import writeVolumeNode
 
 PRESETS = ("fagan", "srgan", "ca-srgan", "sa-srgan")
-ACQUISITIONS = ("kspace", "bicubic", "gaussian")
+"""The presets the panel offers: the paper's methods (the engine's ``PRESETS`` add the ablations)."""
 BUNDLED = "bundled"
 """``TrainingSettings.initCheckpoint`` value: fine-tune from the bundled checkpoint for the scale and acquisition."""
 # The bundled recipe (configs/fagan_x2_acquisition.yaml, fagan_x4_acquisition.yaml): the values the

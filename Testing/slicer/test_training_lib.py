@@ -388,3 +388,15 @@ def test_charts_come_back_in_a_new_scene_while_the_run_goes_on(scene):
     assert again is not plots and again.inScene(scene)
     assert again.lossTable.GetNumberOfRows() == 3 and again.validationTable.GetNumberOfRows() == 1
     assert again.lossChart.GetNumberOfPlotSeriesNodes() == 1
+
+
+def test_panel_choices_are_the_engines():
+    """The training panel's presets are engine presets; its acquisitions are the super-resolution panel's
+    (one Slicer-side list, checked against the engine in test_contracts)."""
+    from FAGANSuperResLib import options
+    from FAGANTrainingLib import training
+
+    from fagan_engine.util.config import PRESETS
+
+    assert set(training.PRESETS) <= set(PRESETS) and training.PRESETS[0] == "fagan"
+    assert training.ACQUISITIONS is options.ACQUISITIONS
