@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from FAGANSuperResLib.engine import engineEnvironment
+from FAGANSuperResLib.engine import engineEnvironment, ensureEngineImportable
 from FAGANSuperResLib.process import EngineProcess
 
 from .history import TrainingHistory
@@ -40,10 +40,6 @@ _TRANSITIONS = {
     RunState.FAILED: (RunState.STARTING,),
     RunState.FINISHED: (),
 }
-
-
-STOP_FILE = "STOP"
-"""Must match fagan_engine.training.trainer.STOP_FILE (imported there; this module stays torch-free)."""
 
 
 class TrainingRun:
@@ -106,6 +102,9 @@ class TrainingRun:
             return
         self._setState(RunState.STOPPING)
         if self.runDir:
+            ensureEngineImportable()
+            from fagan_engine.training.stop import STOP_FILE  # torch-free
+
             (self.configPath.parent / self.runDir / STOP_FILE).touch()
         if os.name == "posix" or not self.runDir:
             self.process.terminate()
