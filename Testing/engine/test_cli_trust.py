@@ -56,6 +56,14 @@ def test_a_failing_write_leaves_no_output(tmp_path: Path, capsys: pytest.Capture
             return original(image, path, *args, **kwargs)
 
         monkeypatch.setattr(case, "write_volume", failing_write)
+        streamed = case.VolumeStreamWriter.write
+
+        def failing_stream(writer, start, slices):  # the SR-grid map is written slab by slab
+            if "c.nrrd" in str(writer.path):
+                raise OutputError(f"no space left on device while writing {writer.shown}")
+            return streamed(writer, start, slices)
+
+        monkeypatch.setattr(case.VolumeStreamWriter, "write", failing_stream)
     else:
         published = case.publish_files
 

@@ -20,14 +20,16 @@ def test_available_memory_is_read_from_meminfo(tmp_path: Path, monkeypatch: pyte
     assert memory.available_bytes() == 2048 * 1024
     monkeypatch.setattr(memory, "MEMINFO", tmp_path / "missing")
     assert memory.available_bytes() is None
-    memory_check.check_output_fits(10**12, 8)  # unknown memory: nothing is checked
+    memory_check.check_output_fits(10**10, 8)  # unknown memory: nothing is checked
 
 
 def test_a_result_larger_than_memory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**30)
-    memory_check.check_output_fits(1_000_000, 2)
-    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 25.3 GiB"):
-        memory_check.check_output_fits(555_000_000, 8)
+    memory_check.check_output_fits(250_000, 2)
+    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 25.6 GiB"):
+        memory_check.check_output_fits(555_000_000 // 64, 8)  # in memory: 48 bytes per output voxel
+    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 1.9 GiB"):
+        memory_check.check_output_fits(555_000_000 // 64, 8, memory_check.streamed_bytes_per_output_voxel([]))
 
 
 def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -44,7 +44,7 @@ def _single(args: argparse.Namespace) -> int:
     from fagan_engine.inference.memory_check import out_of_memory_advice
     from fagan_engine.inference.resolver import SuperResolver
     from fagan_engine.inference.runners import compute_description
-    from fagan_engine.pipeline.case import read_source, super_resolve_case, write_outputs
+    from fagan_engine.pipeline.case import CaseOutputs, StagedOutputs, read_source, super_resolve_case, write_outputs
     from fagan_engine.pipeline.validation import check_run_paths
 
     started = time.perf_counter()
@@ -57,16 +57,16 @@ def _single(args: argparse.Namespace) -> int:
     report = ProgressReporter(args)
     if args.progress == "json":
         emit("start", input=args.input, output=args.output, options=options.to_dict(), **compute_description(options))
-    try:
-        outcome = super_resolve_case(source.image, options, resolver, report, tuple(maps))
-    except BaseException as exc:
-        report.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
-        if is_out_of_memory(exc):
-            raise InputError(out_of_memory_advice(options.mode)) from None
-        raise
-    report.close()
-    write_outputs(outcome, args.output, maps, args.force, options, resolver, source.dicom_tags, report_path=args.report,
-                  compress=not args.no_compression)
+    with StagedOutputs(CaseOutputs(args.output, maps, args.force, args.report, compress=not args.no_compression)) as staged:
+        try:
+            outcome = super_resolve_case(source.image, options, resolver, report, staged.streams)
+        except BaseException as exc:
+            report.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
+            if is_out_of_memory(exc):
+                raise InputError(out_of_memory_advice(options.mode)) from None
+            raise
+        report.close()
+        write_outputs(staged, outcome, options, resolver, source.dicom_tags)
     notes = list(getattr(resolver, "warnings", []))
     for line in notes + [w for w in outcome.warnings if w not in notes]:  # only once the result is written: a failure prints its error line alone
         warn(args, line)

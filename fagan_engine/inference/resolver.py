@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 import SimpleITK as sitk
 
 from fagan_engine.inference.adaptation import Adaptation, adapt_generator
-from fagan_engine.inference.memory_check import check_output_fits
+from fagan_engine.inference.memory_check import BYTES_PER_OUTPUT_VOXEL, check_output_fits
 from fagan_engine.inference.runners import (
     Runner,
     acquisition_warnings,
@@ -19,9 +19,9 @@ from fagan_engine.inference.runners import (
     torch_available,
     torch_runner,
 )
-from fagan_engine.inference.slices import Progress, run_slices
+from fagan_engine.inference.slices import Progress, SlabGather, SlabStream, run_slices, stream_slices
 from fagan_engine.io.geometry import Plane, explicit_axes, plane_axes
-from fagan_engine.io.volume_io import validate_image
+from fagan_engine.io.volume_io import cast_array, validate_image
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import RunOptions
@@ -110,14 +110,32 @@ class SuperResolver:
         adapt_progress: Optional[Callable[..., None]] = None,
         stop: Optional[Callable[[], bool]] = None,
     ) -> sitk.Image:
-        """Super-resolve one volume; ``plane`` overrides the options' plane (a name or two sitk axes).
+        """Super-resolve one volume into memory (``stream`` and the output type); ``plane`` overrides the
+        options' plane (a name or two sitk axes). Refused first when the result cannot fit in memory."""
+        options = self.options
+        image = validate_image(image, options.nan_policy)
+        check_output_fits(image.GetNumberOfPixels(), options.scale, BYTES_PER_OUTPUT_VOXEL, options.uncertainty)
+        stream = self.stream(image, progress, plane, adapt_progress, stop)
+        gathered = SlabGather(stream, options.output_dtype)
+        for start, slices in stream.slabs:
+            gathered.write(start, cast_array(slices, options.output_dtype))
+        return gathered.image()
+
+    def stream(
+        self,
+        image: sitk.Image,
+        progress: Optional[Progress] = None,
+        plane: Optional[Plane] = None,
+        adapt_progress: Optional[Callable[..., None]] = None,
+        stop: Optional[Callable[[], bool]] = None,
+    ) -> SlabStream:
+        """The SR slices of one volume, slab by slab (``inference.slices.stream_slices``, float32); no memory check.
 
         When per-scan adaptation applies (``options.adapt_steps > 0``, PyTorch) the model is first adapted to this image (``adapt``);
         ``adapt_progress`` (default: ``progress`` when it accepts ``phase=``) reports that phase.
         """
         options = self.options
         image = validate_image(image, options.nan_policy)
-        check_output_fits(image.GetNumberOfPixels() * options.scale**2, options.scale, options.uncertainty)
         axes = plane_axes(image, plane or options.plane) if plane is None or isinstance(plane, str) else explicit_axes(plane)
         self.image_notes = []
         if self.base_model is not None:
@@ -125,10 +143,7 @@ class SuperResolver:
                 adapt_progress = progress
             self.adapt(image, axes, adapt_progress, stop)
         tile = options.tile_size if options.method == "fagan" else None
-        return run_slices(
-            image, options.scale, axes, self.runner, self.normalization,
-            options.batch_size, tile, progress, options.output_dtype,
-        )
+        return stream_slices(image, options.scale, axes, self.runner, self.normalization, options.batch_size, tile, progress)
 
 
 def super_resolve_with_model(

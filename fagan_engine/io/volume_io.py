@@ -199,11 +199,7 @@ def write_volume(
     """
     check_output_path(input_path, path, force)
     target = Path(path)
-    if split_extension(path)[1] in _NIFTI_EXTENSIONS and is_sheared(direction_matrix(image)):
-        raise OutputError(
-            f"cannot write {target}: its direction is sheared (not orthogonal), which NIfTI cannot store exactly; "
-            "write .nrrd or .mha instead"
-        )
+    check_nifti_direction(target, direction_matrix(image))
     stem = os.path.basename(split_extension(path)[0])
     remove_stale_staging(target.parent, stem)
     try:
@@ -216,6 +212,15 @@ def write_volume(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(target.parent)
+
+
+def check_nifti_direction(target: Path, direction: np.ndarray) -> None:
+    """OutputError unless ``target`` can store ``direction``: NIfTI cannot hold a sheared (non-orthogonal) one."""
+    if split_extension(str(target))[1] in _NIFTI_EXTENSIONS and is_sheared(direction):
+        raise OutputError(
+            f"cannot write {target}: its direction is sheared (not orthogonal), which NIfTI cannot store exactly; "
+            "write .nrrd or .mha instead"
+        )
 
 
 def output_files(target: Path) -> List[Path]:

@@ -27,14 +27,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, split_extension
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import RunOptions
+from fagan_engine.util.options import MAP_KINDS, RunOptions
 
 OUTPUT_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
 """--output-format name -> file extension ('' = a DICOM series folder)."""
 DICOM_DEFAULT_FORMAT = "nrrd"
 """Format of the output of a DICOM input when --output-format is not given."""
-MAP_KINDS = ("consistency", "consistency_lr", "uncertainty")
-"""Trust maps that can be written next to each output (``<stem>_<kind><ext>``)."""
 MANIFEST_PATH_COLUMNS = ("input", "output", "series_id")
 _DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 _DICOM_SNIFF_LIMIT = 8

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from fagan_engine.inference.memory_check import out_of_memory_advice
 from fagan_engine.pipeline.batch import Case, write_report
-from fagan_engine.pipeline.case import Source, is_done, read_source, super_resolve_case, write_outputs
+from fagan_engine.pipeline.case import CaseOutputs, Source, StagedOutputs, is_done, read_source, super_resolve_case, write_outputs
 from fagan_engine.util.errors import FAGANError
 from fagan_engine.util.failures import interrupt_behind, is_out_of_memory
 
@@ -126,11 +126,12 @@ class BatchRunner:
 
             for line in getattr(resolver, "warnings", []) or []:
                 record.warnings.append(line)
-            outcome = super_resolve_case(source.image, case.options, resolver, progress, tuple(case.maps))
-            record.warnings += [w for w in outcome.warnings if w not in record.warnings]
-            record.summary = dict(outcome.summary)
-            write_outputs(outcome, case.output, case.maps, self.force, case.options, resolver, source.dicom_tags, replace_maps=True,
-                          compress=self.compress)
+            outputs = CaseOutputs(case.output, case.maps, self.force, replace_maps=True, compress=self.compress)
+            with StagedOutputs(outputs) as staged:
+                outcome = super_resolve_case(source.image, case.options, resolver, progress, staged.streams)
+                record.warnings += [w for w in outcome.warnings if w not in record.warnings]
+                record.summary = dict(outcome.summary)
+                write_outputs(staged, outcome, case.options, resolver, source.dicom_tags)
             record.status = "done"
         except FAGANError as exc:
             record.status, record.error = "failed", _first_line(exc)

@@ -10,6 +10,7 @@ none is left. The existence of the output therefore marks a finished case (batch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -17,13 +18,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import SimpleITK as sitk
 
-from fagan_engine.io.volume_io import output_files, read_volume, remove_stale_staging, split_extension, write_volume
-from fagan_engine.pipeline.report import run_validated
+from fagan_engine.inference.slices import SlabGather, SlabStream
+from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_volume, remove_stale_staging, split_extension, write_volume
+from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
+from fagan_engine.pipeline.batch import output_format_of
+from fagan_engine.pipeline.report import SlabTarget, Streams, run_validated
 from fagan_engine.util.atomic import fsync_dir, publish_files
 from fagan_engine.util.errors import InputError, OutputError
-from fagan_engine.util.options import RunOptions
+from fagan_engine.util.options import MAP_KINDS, RunOptions
 
 Progress = Callable[..., None]
 
@@ -32,7 +37,8 @@ Progress = Callable[..., None]
 class Outcome:
     """What super-resolving one volume produced."""
 
-    image: sitk.Image
+    image: Optional[sitk.Image]
+    """None when the volume was streamed into its staged file."""
     maps: Dict[str, Optional[sitk.Image]] = dataclasses.field(default_factory=dict)
     warnings: List[str] = dataclasses.field(default_factory=list)
     summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -62,16 +68,14 @@ def read_source(path: str, options: RunOptions, series_id: Optional[str] = None,
 
 
 def super_resolve_case(
-    image: sitk.Image, options: RunOptions, resolver: Any, progress: Optional[Progress], want_maps: Tuple[str, ...] = ()
+    image: sitk.Image, options: RunOptions, resolver: Any, progress: Optional[Progress], streams: Optional[Streams] = None
 ) -> Outcome:
-    """Super-resolve ``image`` (either mode) through the trust report, and check the requested maps exist."""
+    """Super-resolve ``image`` (either mode) through the trust report; ``streams``: the SR-grid volumes written slab by
+    slab as they are produced (``StagedOutputs.streams``), absent from the outcome."""
     if options.mode == "through-plane":
         check_through_plane_memory(image, options)
-    report = run_validated(image, options, resolver, progress, True, options.uncertainty, None, None)
+    report = run_validated(image, options, resolver, progress, True, options.uncertainty, None, None, streams)
     maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}
-    missing = [kind for kind in want_maps if maps.get(kind) is None]
-    if missing:
-        raise InputError(f"the {missing[0].replace('_', ' ')} map was not computed (the uncertainty map needs in-plane mode)")
     return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
 
 
@@ -116,21 +120,80 @@ def is_done(output: str) -> bool:
     return os.path.lexists(path)
 
 
-class StagedOutputs:
-    """Outputs written into staging folders beside their targets, then published together."""
+@dataclasses.dataclass
+class CaseOutputs:
+    """Where one case's outputs go, and how they are written."""
 
-    def __init__(self, force: bool, compress: bool = True) -> None:
-        self.force = force
-        self.compress = compress
+    output: str
+    maps: Dict[str, str] = dataclasses.field(default_factory=dict)
+    """Trust map kind -> path."""
+    force: bool = False
+    report_path: Optional[str] = None
+    """The JSON trust report, published with them."""
+    replace_maps: bool = False
+    """Batch mode, output missing: maps left by a run killed between publishing its maps and its output are replaced."""
+    compress: bool = True
+    """gzip volumes whose format allows it (``--no-compression`` turns it off, for fast loading)."""
+
+
+class StagedOutputs:
+    """One case's outputs written into staging folders beside their targets, then published together.
+
+    Volume files of the SR grid (the output unless DICOM, the consistency map) are written slab by slab while
+    they are produced (``streams``, ``io.volume_stream``); the others are staged whole (``add_volume``)."""
+
+    def __init__(self, outputs: CaseOutputs) -> None:
+        self.outputs = outputs
+        self.force = outputs.force
+        self.compress = outputs.compress
         self.staging: Dict[Path, Path] = {}
         self.items: List[Tuple[str, Path, Path, bool]] = []  # (kind file|dicom, staged, target, replace)
+        self.streamed: Dict[str, Tuple[Any, Path, Path]] = {}  # kind -> (writer, staged, target)
 
     def __enter__(self) -> "StagedOutputs":
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        for writer, _, _ in self.streamed.values():
+            if isinstance(writer, VolumeStreamWriter):
+                writer.abort()
         for folder in self.staging.values():
             shutil.rmtree(folder, ignore_errors=True)
+
+    @property
+    def streams(self) -> Streams:
+        """The SR-grid volume files this case writes slab by slab: the output (unless DICOM) and the consistency map."""
+        targets = {"consistency": self.outputs.maps.get("consistency")}
+        if output_format_of(self.outputs.output) != "dicom":
+            targets["image"] = self.outputs.output
+        return {kind: functools.partial(self._open_stream, kind, target) for kind, target in targets.items() if target is not None}
+
+    def _open_stream(self, kind: str, target: str, stream: SlabStream, dtype: str) -> SlabTarget:
+        """A staged file of ``target`` for ``stream``'s volume (gathered in memory when its format cannot be streamed)."""
+        path = Path(target)
+        staged = self._staged_path(path)
+        check_nifti_direction(path, np.asarray(stream.geometry.direction).reshape(3, 3))
+        if can_stream(str(staged), stream.geometry):
+            writer: Any = VolumeStreamWriter(staged, stream.geometry, stream.layout, dtype, self.compress, shown=path)
+        else:
+            writer = SlabGather(stream, dtype)
+        self.streamed[kind] = (writer, staged, path)
+        return writer
+
+    def finish_stream(self, kind: str, replace: Optional[bool] = None) -> None:
+        """Complete a streamed volume and stage it for publishing (in the order of these calls)."""
+        writer, staged, target = self.streamed[kind]
+        if isinstance(writer, SlabGather):
+            self.add_volume(writer.image(), str(target), replace)
+            return
+        writer.close()
+        self.items.append(("file", staged, target, self.force if replace is None else replace))
+
+    def _staged_path(self, path: Path) -> Path:
+        staged = self._folder(path) / path.name
+        if staged.exists() or any(item[1] == staged for item in self.items) or any(s == staged for _, s, _ in self.streamed.values()):
+            raise OutputError(f"two outputs of one case are named {path.name} in {path.parent}")
+        return staged
 
     def _folder(self, target: Path) -> Path:
         parent = target.parent
@@ -150,9 +213,7 @@ class StagedOutputs:
         """Stage a volume file (NIfTI, NRRD, MetaImage; detached data files included); ``replace``
         (default: ``force``) lets it replace an existing file."""
         path = Path(target)
-        staged = self._folder(path) / path.name
-        if staged.exists():
-            raise OutputError(f"two outputs of one case are named {path.name} in {path.parent}")
+        staged = self._staged_path(path)
         try:
             write_volume(image, str(staged), compress=self.compress)
         except OutputError as exc:  # name the real target, not the staging folder
@@ -210,41 +271,33 @@ class StagedOutputs:
 
 
 def write_outputs(
-    outcome: Outcome,
-    output: str,
-    maps: Dict[str, str],
-    force: bool,
-    options: RunOptions,
-    resolver: Any = None,
-    source_tags: Optional[Dict[str, Any]] = None,
-    replace_maps: bool = False,
-    report_path: Optional[str] = None,
-    compress: bool = True,
+    staged: StagedOutputs, outcome: Outcome, options: RunOptions, resolver: Any = None, source_tags: Optional[Dict[str, Any]] = None
 ) -> None:
-    """Publish the output and the requested maps together, or none of them (the one write path of every run).
-
-    ``replace_maps`` (batch mode, output missing): maps left by a run killed between publishing
-    its maps and its output are replaced. ``report_path``: the JSON trust report, published with them.
-    ``compress``: gzip volumes whose format allows it (``--no-compression`` turns it off, for fast loading)."""
+    """Stage what was not streamed and publish the output and the requested maps together, or none of them (the one
+    write path of every run): maps first, then the report, the output last."""
     import json
 
-    from fagan_engine.pipeline.batch import MAP_KINDS, output_format_of
-
-    with StagedOutputs(force, compress) as staged:
-        for kind in MAP_KINDS:
-            if kind in maps:
-                image = outcome.maps.get(kind)
-                if image is None:
-                    raise InputError(f"the {kind.replace('_', ' ')} map was not computed")
-                staged.add_volume(image, maps[kind], replace=force or replace_maps)
-        if report_path is not None:
-            if outcome.report is None:
-                raise InputError("--report PATH.json for one case needs the trust features (fagan_engine.pipeline.report)")
-            text = json.dumps(outcome.report, indent=2, default=str, allow_nan=False) + "\n"
-            staged.add_bytes(text.encode("utf-8"), report_path)
-        if output_format_of(output) == "dicom":
-            staged.add_dicom(outcome.image, output, source_tags, description_for(options, source_tags, outcome.image),
-                             derivation_text(options, resolver))
+    outputs = staged.outputs
+    for kind in MAP_KINDS:
+        if kind not in outputs.maps:
+            continue
+        replace = outputs.force or outputs.replace_maps
+        if kind in staged.streamed:
+            staged.finish_stream(kind, replace)
+        elif outcome.maps.get(kind) is not None:
+            staged.add_volume(outcome.maps[kind], outputs.maps[kind], replace=replace)
         else:
-            staged.add_volume(outcome.image, output)
-        staged.publish()
+            raise InputError(f"the {kind.replace('_', ' ')} map was not computed (the uncertainty map needs in-plane mode)")
+    if outputs.report_path is not None:
+        if outcome.report is None:
+            raise InputError("--report PATH.json for one case needs the trust features (fagan_engine.pipeline.report)")
+        text = json.dumps(outcome.report, indent=2, default=str, allow_nan=False) + "\n"
+        staged.add_bytes(text.encode("utf-8"), outputs.report_path)
+    if "image" in staged.streamed:
+        staged.finish_stream("image")
+    elif output_format_of(outputs.output) == "dicom":
+        staged.add_dicom(outcome.image, outputs.output, source_tags, description_for(options, source_tags, outcome.image),
+                         derivation_text(options, resolver))
+    else:
+        staged.add_volume(outcome.image, outputs.output)
+    staged.publish()

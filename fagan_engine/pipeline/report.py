@@ -15,25 +15,21 @@ import functools
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine._version import __version__
+from fagan_engine.inference.memory_check import BYTES_PER_OUTPUT_VOXEL, check_output_fits, streamed_bytes_per_output_voxel
 from fagan_engine.inference.resolver import SuperResolver
-from fagan_engine.inference.slices import Progress
-from fagan_engine.io.geometry import explicit_axes, plane_axes
+from fagan_engine.inference.slices import Progress, SlabGather, SlabStream
+from fagan_engine.io.geometry import SliceLayout, explicit_axes, plane_axes
 from fagan_engine.io.volume_io import cast_array, validate_image
+from fagan_engine.mri.forward_model import project_onto_data
 from fagan_engine.through_plane.plan import plan_through_plane
 from fagan_engine.through_plane.run import super_resolve_through_plane
-from fagan_engine.trust.consistency import (
-    ConsistencyMaps,
-    consistency_maps,
-    enforce_consistency,
-    enforce_through_plane,
-    through_plane_consistency,
-)
+from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enforce_through_plane, through_plane_consistency
 from fagan_engine.trust.ood import ood_warnings
 from fagan_engine.trust.uncertainty import TRANSFORMS, tta_uncertainty
 from fagan_engine.util.errors import InputError
@@ -51,8 +47,9 @@ UNCERTAINTY_CAVEAT = (
 class SRResult:
     """A super-resolved volume and what to trust about it."""
 
-    image: sitk.Image
-    """The SR volume (as ``super_resolve`` returns it; projected onto the data when ``options.project``)."""
+    image: Optional[sitk.Image]
+    """The SR volume (as ``super_resolve`` returns it; projected onto the data when ``options.project``); None when
+    it was streamed into a file (``pipeline.case``)."""
     consistency: Optional[sitk.Image]
     """Signed residual ``degrade(network output) − input`` on the SR grid (nearest neighbour), input units: where
     the network disagreed with the data, i.e. under the projection exactly what the projection removed."""
@@ -132,6 +129,17 @@ def super_resolve_report(
     return run_validated(image, options, resolver, progress, consistency, want_uncertainty, ensemble_checkpoint, axes)
 
 
+class SlabTarget(Protocol):
+    """Where a streamed SR-grid volume goes, slab by slab (a staged file: ``pipeline.case``)."""
+
+    def write(self, start: int, slices: np.ndarray) -> None: ...
+
+
+Streams = Dict[str, Callable[[SlabStream, str], SlabTarget]]
+"""SR-grid volumes the caller writes slab by slab: ``"image"`` and/or ``"consistency"`` -> opens the target for the
+stream and its output type. A streamed volume is None in the ``SRResult``."""
+
+
 def run_validated(
     image: sitk.Image,
     options: RunOptions,
@@ -141,28 +149,51 @@ def run_validated(
     want_uncertainty: bool,
     ensemble_checkpoint: Optional[str],
     axes: Optional[Tuple[int, int]],
+    streams: Optional[Streams] = None,
 ) -> SRResult:
-    """``super_resolve_report`` for options validated by the caller (the one path of ``super_resolve`` and the report)."""
+    """``super_resolve_report`` for options validated by the caller (the one path of ``super_resolve`` and the report).
+
+    In-plane the volume is produced slab by slab: network, projection, output type, consistency residual; each slab
+    is written to its ``streams`` target, or gathered into the in-memory result. ``streams`` (files: ``pipeline.case``)
+    apply in-plane without the uncertainty map (which needs every pass in memory); with ``streams`` the SR-grid
+    consistency map is made only when streamed.
+    """
     image = validate_image(image, options.nan_policy)
     if options.mode == "through-plane":
         return _through_plane(image, options, progress, consistency, want_uncertainty)
     resolver = resolver or SuperResolver(options)
     axes = axes or plane_axes(image, options.plane)
+    streaming = streams is not None and not want_uncertainty
+    streams = streams if streaming else {}
+    check_output_fits(image.GetNumberOfPixels(), options.scale, _bytes_per_output_voxel(streams, axes, options), want_uncertainty)
     reuse_plain = options.output_dtype == "float32"
     extra = len(TRANSFORMS) * (2 if ensemble_checkpoint else 1) - int(reuse_plain) if want_uncertainty else 0
-    network = resolver(image, _share(progress, 0, 1 + extra), axes, adapt_progress=progress if accepts_phase(progress) else None)
-    sr = network
-    if options.project:
-        sr = _cast(enforce_consistency(image, network, options.scale, axes, options.acquisition), options.output_dtype)
-    # the maps show where the network disagreed with the data: under the projection, exactly what it removed
-    maps = consistency_maps(image, network, options.scale, axes, options.acquisition) if consistency else None
-    summary = dict(maps.summary) if maps else {}
+    stream = resolver.stream(image, _share(progress, 0, 1 + extra), axes, adapt_progress=progress if accepts_phase(progress) else None)
+    targets: Dict[str, Any] = {kind: open_target(stream, "float32" if kind == "consistency" else options.output_dtype)
+                               for kind, open_target in streams.items()}
+    sr_out = targets.get("image") or SlabGather(stream, options.output_dtype)
+    residual_out = targets.get("consistency") or (SlabGather(stream, "float32") if consistency and not streaming else None)
+    network_out = SlabGather(stream, "float32") if want_uncertainty and reuse_plain and options.project else None
+    residuals = SlabConsistency(image, options.scale, axes, options.acquisition) if consistency else None
+    data = stream.layout.to_slices(sitk.GetArrayViewFromImage(image))
+    for start, network in stream.slabs:
+        sr = project_onto_data(network, data[start : start + len(network)], options.scale, options.acquisition) if options.project else network
+        sr_out.write(start, cast_array(sr, options.output_dtype))
+        if network_out is not None:
+            network_out.write(start, network)
+        if residuals is not None:  # where the network disagreed with the data: under the projection, exactly what it removed
+            upsampled = residuals.add(start, network)
+            if residual_out is not None:
+                residual_out.write(start, upsampled)
+    result = sr_out.image() if isinstance(sr_out, SlabGather) else None
+    residual_sr = residual_out.image() if isinstance(residual_out, SlabGather) else None
+    residual_lr, summary = residuals.finish() if residuals is not None else (None, {})
     std = None
     notes: List[str] = []
     if want_uncertainty:
-        plain = network if reuse_plain else None
+        plain = (network_out.image() if network_out is not None else result) if reuse_plain else None
         std = tta_uncertainty(image, resolver, axes, plain, ensemble_checkpoint, _share(progress, 1, 1 + extra, extra), options.project)
-        summary["mean_uncertainty"] = _foreground_mean(std, sr)
+        summary["mean_uncertainty"] = _foreground_mean(std, result)
         notes.append(UNCERTAINTY_CAVEAT)
     metadata = resolver.metadata
     warnings = list(resolver.warnings) + list(resolver.image_notes) + notes + ood_warnings(
@@ -175,7 +206,16 @@ def run_validated(
     who = identity(options, resolver, ensemble_checkpoint)
     if resolver.adaptation is not None:
         who["adaptation"] = resolver.adaptation.summary()
-    return SRResult(sr, *_maps(maps), std, summary, warnings, who)
+    return SRResult(result, residual_sr, residual_lr, std, summary, warnings, who)
+
+
+def _bytes_per_output_voxel(streams: Streams, axes: Tuple[int, int], options: RunOptions) -> int:
+    """The memory check's bytes per output voxel: in memory, or streamed (gathered where slices cross the slowest axis)."""
+    if "image" not in streams:
+        return BYTES_PER_OUTPUT_VOXEL
+    across = SliceLayout.for_axes(axes).through_axis != 0
+    gathered = [options.output_dtype] * ("image" in streams) + ["float32"] * ("consistency" in streams) if across else []
+    return streamed_bytes_per_output_voxel(gathered)
 
 
 def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_checkpoint: Optional[str] = None) -> Dict[str, Any]:

@@ -67,15 +67,34 @@ def redegrade(sr: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: st
 def consistency_maps(image: sitk.Image, sr: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: str) -> ConsistencyMaps:
     """Residual maps of an in-plane SR result ``sr`` of ``image`` (see the module docstring)."""
     _check_in_plane(image, sr, scale, axes)
-    data = sitk.GetArrayViewFromImage(image).astype(np.float32)
-    residual = redegrade(sr, scale, axes, acquisition) - data
-    layout = SliceLayout.for_axes(axes)
-    upsampled = residual
-    for np_axis in layout.in_plane_axes:
-        upsampled = np.repeat(upsampled, scale, axis=np_axis)
-    return ConsistencyMaps(
-        _like(residual, image), _like(upsampled, sr), residual_summary(data, residual, layout.to_slices(data))
-    )
+    slabs = SlabConsistency(image, scale, axes, acquisition)
+    upsampled = slabs.add(0, slabs.layout.to_slices(sitk.GetArrayViewFromImage(sr)))
+    residual_lr, summary = slabs.finish()
+    return ConsistencyMaps(residual_lr, _like(slabs.layout.from_slices(upsampled), sr), summary)
+
+
+class SlabConsistency:
+    """The in-plane residual of a result given slab by slab (``inference.slices.SlabStream``): the input-grid
+    residual is kept (input-sized), each slab's SR-grid residual (nearest neighbour) is handed back."""
+
+    def __init__(self, image: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: str) -> None:
+        self.image = image
+        self.scale = scale
+        self.acquisition = AcquisitionConfig(model=acquisition)
+        self.layout = SliceLayout.for_axes(axes)
+        self.data = np.asarray(sitk.GetArrayViewFromImage(image), dtype=np.float32)
+        self.residual = np.empty_like(self.data)
+
+    def add(self, start: int, network: np.ndarray) -> np.ndarray:
+        """Record slices ``start, ...`` (n, rows·s, cols·s) of the network's output; returns their SR-grid residual."""
+        data = self.layout.to_slices(self.data)[start : start + len(network)]
+        residual = degrade(np.asarray(network, dtype=np.float32), self.scale, self.acquisition) - data
+        self.layout.to_slices(self.residual)[start : start + len(network)] = residual
+        return np.repeat(np.repeat(residual, self.scale, axis=1), self.scale, axis=2)
+
+    def finish(self) -> Tuple[sitk.Image, Dict[str, float]]:
+        """The input-grid residual map (geometry of the input) and the summary figures."""
+        return _like(self.residual, self.image), residual_summary(self.data, self.residual, self.layout.to_slices(self.data))
 
 
 def enforce_consistency(image: sitk.Image, sr: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: str) -> sitk.Image:
