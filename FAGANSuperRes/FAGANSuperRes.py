@@ -18,9 +18,10 @@ from FAGANSuperResLib.display import showSideBySide
 from FAGANSuperResLib.isotropic import throughPlaneDefaults
 from FAGANSuperResLib.logic import SuperResolutionJob, SuperResolutionLogic
 from FAGANSuperResLib.memory import outputVoxels
-from FAGANSuperResLib.options import ACQUISITIONS, DEVICES, METHODS, MODES, PLANES, SCALES
+from FAGANSuperResLib.options import ACQUISITIONS, DEVICES, METHODS, PLANES, SCALES
 from FAGANSuperResLib.options import runOptions as engineRunOptions
 from FAGANSuperResLib.process import EngineProcess
+from FAGANSuperResLib.stacks import STACKS_MODE, StacksJob, StacksLogic, checkStackNodes
 from FAGANSuperResLib.volumes import defaultInputVolume
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
@@ -42,11 +43,25 @@ PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "mode": "modeComboBox", "sc
                      "tileSize": "tileSizeSpinBox", "fitIterations": "fitIterationsSpinBox",
                      "consistencyMap": "consistencyMapCheckBox",
                      "enforceConsistency": "enforceConsistencyCheckBox", "adapt": "adaptCheckBox", "applyToAll": "applyToAllCheckBox",
-                     "outputVolume": "outputSelector", "sideBySide": "sideBySideCheckBox"}
-MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slices → isotropic"}
+                     "outputVolume": "outputSelector", "sideBySide": "sideBySideCheckBox",
+                     "secondStack": "secondStackComboBox", "thirdStack": "thirdStackComboBox",
+                     "stackReference": "stackReferenceComboBox"}
+# The engine's run modes (options.MODES) and Combine thick stacks (stacks.STACKS_MODE, the engine's --stacks);
+# a literal, as the parameter node needs it at import (Testing/slicer/test_contracts.py checks it).
+PANEL_MODES = ("in-plane", "through-plane", "stacks")
+MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slices → isotropic",
+               "stacks": "Combine thick stacks (2-3)"}
+STACK_LABELS = ("First stack (input volume)", "Second stack", "Third stack")
+FIT_TOOLTIPS = {False: "Thick slices -> isotropic: iterations of the per-scan fit. 0: the engine's measured default.",
+                True: "Combine thick stacks: 0 reconstructs from the stacks alone (minutes); N adds the FA-GAN prior, "
+                      "a through-plane network fitted N steps per stack (much longer on a CPU)."}
 # Widgets (with their labels) used by one mode only.
 IN_PLANE_ROWS = ("scale", "method", "acquisition", "checkpoint", "plane")
 THROUGH_PLANE_ROWS = ("targetSpacing", "sliceThickness")
+# Combine thick stacks rows, built in code (name -> field class, label, tooltip); the .ui holds the other rows.
+CODE_ROWS = {"secondStack": ("qMRMLNodeComboBox", "Second stack:", "Another thick-slice volume of the same subject and contrast."),
+             "thirdStack": ("qMRMLNodeComboBox", "Third stack:", "Optional: a third thick-slice volume."),
+             "stackReference": ("QComboBox", "Reference:", "The stack whose orientation the result takes.")}
 # Trust checkbox -> the engine flag it needs (disabled while the engine lacks it).
 # The uncertainty map is not offered: on real scans it does not follow the error better than the image
 # gradient does (docs/model-card.md, "Real scans"); the Lib and the engine keep it for research.
@@ -99,12 +114,14 @@ class FAGANSuperResParameterNode:
     applyToAll - Apply processes every volume of the scene (or of the selected folder).
     outputVolume - None: a new result node per run (reset to None after every run that made a result).
     sideBySide - show input and result in two linked slice views after a run.
+    secondStack, thirdStack, stackReference - Combine thick stacks: the input volume is the first stack;
+      the third is optional; the reference (1-3) gives the result its orientation.
     enforceConsistency, adapt - FA-GAN in-plane: project onto the measured data, adapt the model to the scan
       (both on, the engine's defaults; unchecked turns them off).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
-    mode: Annotated[str, Choice(list(MODES))] = "in-plane"
+    mode: Annotated[str, Choice(list(PANEL_MODES))] = "in-plane"
     scale: Annotated[int, Choice(list(SCALES))] = 4
     method: Annotated[str, Choice(list(METHODS))] = "fagan"
     acquisition: Annotated[str, Choice(list(ACQUISITIONS))] = "kspace"
@@ -122,6 +139,9 @@ class FAGANSuperResParameterNode:
     applyToAll: bool = False
     outputVolume: vtkMRMLScalarVolumeNode
     sideBySide: bool = False
+    secondStack: vtkMRMLScalarVolumeNode
+    thirdStack: vtkMRMLScalarVolumeNode
+    stackReference: Annotated[int, Choice([1, 2, 3])] = 1
 
 
 #
@@ -153,6 +173,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._addStackRows()
 
         self.logic = FAGANSuperResLogic()
         self._timer = qt.QTimer()
@@ -170,6 +191,24 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.initializeParameterNode()
         self.startDeviceProbe()
+
+    def _addStackRows(self) -> None:
+        """The CODE_ROWS (Combine thick stacks) as ``<name>Label`` and ``<name>ComboBox``, below the mode selector."""
+        layout = self.ui.inputsCollapsibleButton.layout()
+        for row, (name, (widgetClass, label, tip)) in enumerate(CODE_ROWS.items(), start=2):
+            field = slicer.qMRMLNodeComboBox() if widgetClass == "qMRMLNodeComboBox" else qt.QComboBox()
+            if widgetClass == "qMRMLNodeComboBox":
+                field.showChildNodeTypes = False
+                field.noneEnabled = True
+                field.noneDisplay = _("(none)")
+                field.addEnabled = False
+                field.removeEnabled = False
+                field.setMRMLScene(slicer.mrmlScene)
+            field.toolTip = _(tip)
+            labelWidget = qt.QLabel(_(label))
+            layout.insertRow(row, labelWidget, field)
+            setattr(self.ui, name + "Label", labelWidget)
+            setattr(self.ui, name + "ComboBox", field)
 
     def cleanup(self) -> None:
         """Called when the application closes: stop background processes."""
@@ -249,13 +288,15 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._refreshCheckpoints()
         else:
             self._showCheckpointSelection()
-        throughPlane = p.mode == "through-plane"
-        for name in IN_PLANE_ROWS:
-            self._showRow(name, not throughPlane)
-        for name in THROUGH_PLANE_ROWS:
-            self._showRow(name, throughPlane)
-        self.ui.fitIterationsSpinBox.enabled = throughPlane
-        usesCheckpoint = p.method == "fagan" and not throughPlane
+        throughPlane, stacks = p.mode == "through-plane", p.mode == STACKS_MODE
+        for rows, visible in ((IN_PLANE_ROWS, p.mode == "in-plane"), (THROUGH_PLANE_ROWS, throughPlane), (CODE_ROWS, stacks)):
+            for name in rows:
+                self._showRow(name, visible)
+        self.ui.inputVolumeLabel.text = _("First stack:") if stacks else _("Input volume:")
+        self.ui.fitIterationsSpinBox.enabled = throughPlane or stacks
+        self.ui.fitIterationsSpinBox.specialValueText = _("no FA-GAN prior") if stacks else _("engine default")
+        self.ui.fitIterationsSpinBox.toolTip = _(FIT_TOOLTIPS[stacks])
+        usesCheckpoint = p.method == "fagan" and p.mode == "in-plane"
         self.ui.checkpointComboBox.enabled = usesCheckpoint and not self._job
         self.ui.checkpointInfoLabel.setVisible(usesCheckpoint)
         self.ui.acquisitionComboBox.enabled = p.method == "fagan"
@@ -264,6 +305,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.enabled = self._engineSupports(flag)
             if not widget.enabled:
                 widget.toolTip = _("Needs a newer FA-GAN engine (no {flag} option)").format(flag=flag)
+        self.ui.enforceConsistencyCheckBox.enabled = self.ui.enforceConsistencyCheckBox.enabled and not stacks
         self.ui.batchFolderComboBox.enabled = p.applyToAll
         self.ui.outputSelector.enabled = not p.applyToAll
         self._updateApplyButton()
@@ -320,7 +362,18 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return _("Select an input volume")
         elif p.outputVolume and p.outputVolume == p.inputVolume:
             return _("The output volume must differ from the input volume")
-        if p.mode == "through-plane":
+        if p.mode == STACKS_MODE:
+            if p.applyToAll:
+                return _("Apply to all does not combine stacks: uncheck it")
+            if not self._engineSupports("--stacks"):
+                return _("This FA-GAN engine cannot combine stacks yet")
+            if p.stackReference > 1 and not self._engineSupports("--reference"):
+                return _("This FA-GAN engine takes the first stack as the reference")
+            try:
+                checkStackNodes(self.stackNodes(), p.stackReference - 1)
+            except ValueError as exc:
+                return str(exc)
+        elif p.mode == "through-plane":
             if not self._engineSupports("--through-plane"):
                 return _("This FA-GAN engine has no thick-slice mode yet")
         elif p.method == "fagan" and not p.checkpointPath:
@@ -420,8 +473,15 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start()
 
     def _updateModeLabels(self) -> None:
-        for index, mode in enumerate(MODES):
+        for index, mode in enumerate(PANEL_MODES):
             self.ui.modeComboBox.setItemText(index, _(MODE_LABELS[mode]))
+        for index, label in enumerate(STACK_LABELS):
+            self.ui.stackReferenceComboBox.setItemText(index, _(label))
+
+    def stackNodes(self) -> List[Any]:
+        """Combine thick stacks: the input volume, the second stack and the third (when selected)."""
+        p = self._parameterNode
+        return [p.inputVolume, p.secondStack] + ([p.thirdStack] if p.thirdStack else [])
 
     def _updateDeviceLabels(self) -> None:
         combo = self.ui.deviceComboBox
@@ -455,10 +515,15 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.warningsLabel.text = ""
         self.ui.summaryLabel.text = ""
         with slicer.util.tryWithErrorDisplay(_("Failed to start super-resolution."), waitCursor=True):
-            options, consistencyMap = self.runOptions(), self.consistencyMapWanted()
-            if p.applyToAll:
+            if p.mode == STACKS_MODE:
+                self._job = self.logic.combineStacks(
+                    self.stackNodes(), p.outputVolume, p.stackReference - 1, device=p.device,
+                    fitIterations=p.fitIterations or None, consistencyMaps=self.consistencyMapWanted(), waitForCompletion=False)
+            elif p.applyToAll:
+                options, consistencyMap = self.runOptions(), self.consistencyMapWanted()
                 self._job = self.logic.processAll(volumes, options, waitForCompletion=False, consistencyMap=consistencyMap)
             else:
+                options, consistencyMap = self.runOptions(), self.consistencyMapWanted()
                 self._job = self.logic.processWithOptions(p.inputVolume, p.outputVolume, options,
                                                           waitForCompletion=False, consistencyMap=consistencyMap)
         if not self._job:
@@ -470,6 +535,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _longCpuRunQuestion(self, volumes: List[Any]) -> Optional[str]:
         """The question to ask before a long FA-GAN run on the CPU (None: no need to ask)."""
         p = self._parameterNode
+        if p.mode == STACKS_MODE:  # long only with the FA-GAN prior (a through-plane fit per stack)
+            return engine.longCpuRunWarning(0, "fagan", "through-plane", 1, p.device, self._deviceInfo) if p.fitIterations else None
         try:
             options = self.runOptions()
             voxels = sum(outputVoxels(node, options) for node in volumes)
@@ -578,6 +645,11 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
                            waitForCompletion: bool = True, consistencyMap: bool = False) -> SuperResolutionJob:
         """``process`` with ``options``, a ``fagan_engine.util.options.RunOptions`` (see FAGANSuperResLib.SuperResolutionLogic.processWithOptions)."""
         return self._lib().processWithOptions(inputVolumeNode, outputVolumeNode, options, waitForCompletion, consistencyMap)
+
+    @staticmethod
+    def combineStacks(stackNodes, outputVolumeNode=None, reference: int = 0, **kwargs: Any) -> StacksJob:
+        """Combine thick stacks (2-3 volume nodes) into one isotropic volume; see FAGANSuperResLib.stacks.StacksLogic.process."""
+        return StacksLogic(temporaryDirectory=slicer.app.temporaryPath).process(stackNodes, outputVolumeNode, reference, **kwargs)
 
     @staticmethod
     def _lib() -> SuperResolutionLogic:
@@ -722,9 +794,9 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
 
 
 def dependencyTask(mode: str, method: str) -> str:
-    """What a run needs installed: the thick-slice fit trains (torch), FA-GAN inference needs torch
-    or ONNX Runtime, interpolation (bicubic, Lanczos) needs nothing beyond Slicer."""
-    if mode == "through-plane":
+    """What a run needs installed: the thick-slice fit trains and combining stacks solves with torch, FA-GAN
+    inference needs torch or ONNX Runtime, interpolation (bicubic, Lanczos) needs nothing beyond Slicer."""
+    if mode in ("through-plane", STACKS_MODE):
         return "train"
     return "fagan" if method == "fagan" else "bicubic"
 
@@ -771,6 +843,29 @@ def createSyntheticMRVolume(name: str = "SyntheticMR", shape: Tuple[int, int, in
     ijkToRas[:3, :3] = rotation @ np.diag([0.95, 1.15, 2.9])
     ijkToRas[:3, 3] = [10.5, -20.25, 35.125]
     return slicer.util.addVolumeFromArray(array.astype(np.float32), ijkToRAS=ijkToRas, name=name)
+
+
+def createSyntheticStacks() -> List[Any]:
+    """Two 4 mm thick-slice stacks of one 48 mm phantom (axial, and coronal tilted by 15 degrees; the engine's
+    stack simulation), as right-handed volume nodes (as Slicer's readers load volumes)."""
+    import SimpleITK as sitk
+    from FAGANSuperResLib.engine import ensureEngineImportable
+    from FAGANSuperResLib.volumes import updateVolumeNodeFromImage
+
+    ensureEngineImportable()
+    from fagan_engine.through_plane.stack_simulation import orientation, phantom, simulate_stack
+
+    volume = phantom(48, seed=0)
+    nodes = []
+    for name, plane, tilt in (("Axial", "axial", 0.0), ("Coronal", "coronal", 15.0)):
+        stack = simulate_stack(volume, orientation(plane, tilt), 4.0, 4.0, sitk.Euler3DTransform())
+        if np.linalg.det(np.reshape(stack.GetDirection(), (3, 3))) < 0:
+            stack = sitk.Flip(stack, [False, False, True])
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        updateVolumeNodeFromImage(node, stack)
+        node.CreateDefaultDisplayNodes()
+        nodes.append(node)
+    return nodes
 
 
 def physicalBox(volumeNode) -> List[List[float]]:

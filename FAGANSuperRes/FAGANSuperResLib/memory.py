@@ -48,6 +48,27 @@ def resultBytes(volumeNodes: Sequence[Any], options: "RunOptions", consistencyMa
     return sum(outputVoxels(node, options) for node in volumeNodes) * perVoxel
 
 
+def stacksResultBytes(stackNodes: Sequence[Any], targetSpacing: Optional[float], consistencyMaps: bool) -> int:
+    """Bytes of a combination of stacks in the scene: the float32 result (at most the smallest stack's box at the
+    target spacing, default the finest in-plane spacing of all stacks) and each stack's float32 consistency map."""
+    spacing = targetSpacing or min(finestInPlaneSpacing(node) for node in stackNodes)
+    boxes = [math.prod(d * s for d, s in zip(node.GetImageData().GetDimensions(), node.GetSpacing())) for node in stackNodes]
+    voxels = math.ceil(min(boxes) / spacing**3)
+    if consistencyMaps:
+        voxels += sum(math.prod(node.GetImageData().GetDimensions()) for node in stackNodes)
+    return voxels * MAP_BYTES_PER_VOXEL
+
+
+def checkStacksFit(stackNodes: Sequence[Any], targetSpacing: Optional[float], consistencyMaps: bool,
+                   available: Optional[int] = None) -> None:
+    """Raise ValueError (one line) if a combination of stacks will not fit in the available memory."""
+    available = availableBytes() if available is None else available
+    needed = MARGIN * stacksResultBytes(stackNodes, targetSpacing, consistencyMaps)
+    if available is not None and needed > available:
+        raise ValueError(f"the combined volume and its maps need about {needed / 2**30:.1f} GiB of memory in Slicer, but "
+                         f"{available / 2**30:.1f} GiB is available; choose a coarser target spacing, or close other data")
+
+
 def checkResultFits(volumeNodes: Sequence[Any], options: "RunOptions", consistencyMap: bool,
                     available: Optional[int] = None) -> None:
     """Raise ValueError (one line) if the results will not fit in the available memory."""

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import slicer
+import vtk
 from slicer.ScriptedLoadableModule import *
 
 RUN_TIMEOUT_S = 600
@@ -28,7 +29,7 @@ Runs the clinical scenario of the FAGANSuperResolution extension through the mod
 volume, pick scale and checkpoint, Apply, check the result, its geometry, its research-use notice and its
 consistency-map overlay; apply again (a second result, side by side); delete the input during a run;
 cancel a run; reject a bad checkpoint; apply to all volumes of the scene; turn a
-thick-slice volume isotropic; train a tiny model, stop, resume, and find its checkpoint in the
+thick-slice volume isotropic; combine two thick stacks into one isotropic volume; train a tiny model, stop, resume, and find its checkpoint in the
 super-resolution module.
 Works offline (synthetic volume, bundled checkpoint, CPU). Without PyTorch (or ONNX Runtime) the scenario
 uses the bicubic method and skips training, unless FAGAN_SELFTEST_INSTALL_DEPENDENCIES=1 allows installing them.
@@ -64,6 +65,8 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         self.test_ApplyToAllVolumes()
         self.setUp()
         self.test_ThickSlicesToIsotropic()
+        self.setUp()
+        self.test_CombineThickStacks()
         self.setUp()
         self.test_TrainedCheckpointIsOffered()
 
@@ -223,6 +226,35 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         np.testing.assert_allclose(FAGANSuperRes.physicalBox(output), FAGANSuperRes.physicalBox(inputNode), atol=1e-4)
         self.delayDisplay("Isotropic result with exact geometry")
 
+    def test_CombineThickStacks(self):
+        import FAGANSuperRes
+
+        if FAGANSuperRes.skipUnlessReady(self, "train"):
+            return
+        self.delayDisplay("Clinician: combine an axial and a coronal thick stack, the coronal one as the reference")
+        axial, coronal = FAGANSuperRes.createSyntheticStacks()
+        widget = self.superResWidget()
+        p = widget._parameterNode
+        p.inputVolume, p.secondStack, p.thirdStack, p.stackReference = axial, coronal, None, 2
+        p.outputVolume, p.device, p.mode, p.applyToAll, p.fitIterations = None, "cpu", "stacks", False, 0
+        if not widget.ui.applyButton.enabled:
+            self.delayDisplay(f"Skipped: {widget.ui.applyButton.toolTip}")
+            p.mode, p.stackReference = "in-plane", 1
+            return
+        widget.ui.applyButton.click()
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+        self.waitUntilIdle(widget)
+        p.mode, p.stackReference = "in-plane", 1
+        output = widget.lastJob.outputVolumeNode
+        self.assertIsNotNone(output, widget.ui.statusLabel.text)
+        self.assertRegex(output.GetName(), r"^Coronal_stacks_iso1\.0mm$")
+        np.testing.assert_allclose(output.GetSpacing(), (1.0, 1.0, 1.0), atol=1e-6)
+        np.testing.assert_allclose(directions(output), directions(coronal), atol=1e-6)  # the reference's orientation
+        self.assertEqual([output.GetNthNodeReference("FAGANInput", i) for i in range(2)], [axial, coronal])
+        self.assertEqual(len(widget.lastJob.mapNodes), 2)
+        self.assertIn("Coronal: moved", widget.ui.logTextEdit.toPlainText())
+        self.delayDisplay("One isotropic volume on the reference's grid, linked to both stacks")
+
     def test_BadCheckpointIsRejected(self):
         import FAGANSuperRes
 
@@ -257,3 +289,10 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         self.assertIn(Path(registered).resolve(), offered)
         userCheckpointRegistry().remove(registered)
         self.delayDisplay("Test passed")
+
+
+def directions(volumeNode) -> np.ndarray:
+    """The 3x3 IJK-to-RAS directions of a volume node."""
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASDirectionMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])

@@ -23,9 +23,11 @@ FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 def fakeEngine(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """Route the Lib's engine command to the stand-in engine (fake_engine.py), which offers every flag."""
     import FAGANSuperResLib.logic as logicModule
+    import FAGANSuperResLib.stacks as stacksModule
 
-    monkeypatch.setattr(logicModule, "engineCommand", lambda sub, args: [sys.executable, str(FAKE_ENGINE), *args])
-    monkeypatch.setattr(logicModule, "engineSupports", lambda *flags: True)
+    for module in (logicModule, stacksModule):
+        monkeypatch.setattr(module, "engineCommand", lambda sub, args: [sys.executable, str(FAKE_ENGINE), *args])
+        monkeypatch.setattr(module, "engineSupports", lambda *flags: True)
     monkeypatch.delenv("FAKE_ENGINE_FAIL", raising=False)
     return monkeypatch
 

@@ -2,10 +2,12 @@
 engine features the Slicer module uses before (or besides) the real engine offering them: in-plane
 and through-plane (``--through-plane``, phases ``fit``/``inference``), trust maps on the SR grid,
 ``--report`` JSON, ``warning`` events, the ``start`` event's resolved ``device`` and ``threads``,
-``--no-compression`` (outputs are gzip-compressed without it, as the engine's are). It writes real files with real geometry (SimpleITK); the
-tests load them into a real MRML scene. ``FAKE_ENGINE_FAIL`` = ``exit`` (exit 2 after writing
-everything), ``grid`` (a map off the result's grid), ``truncate`` (a map whose voxels are cut short) or ``slow`` (sleep
-in the fit) tests failures.
+``--no-compression`` (outputs are gzip-compressed without it, as the engine's are), and ``--stacks A B [C] OUTPUT``
+(``--reference N``, phases ``register``/``reconstruct``, per-stack consistency maps beside OUTPUT, the stacks report).
+It writes real files with real geometry (SimpleITK); the tests load them into a real MRML scene. ``FAKE_ENGINE_FAIL`` =
+``exit`` (exit 2 after writing everything), ``grid`` (a map off the result's grid, or off its stack's), ``truncate``
+(a map whose voxels are cut short), ``slow`` (sleep in the fit or registration) or ``refuse`` (stacks: one ``error:``
+line, exit 2, nothing written) tests failures.
 """
 import argparse
 import json
@@ -40,15 +42,19 @@ def resampled(image, axes, factors):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("paths", nargs="*")
-    for flag in ("--scale", "--target-spacing", "--slice-thickness", "--iterations", "--consistency-map",
+    for flag in ("--scale", "--target-spacing", "--slice-thickness", "--iterations", "--reference",
                  "--uncertainty-map", "--report", "--acquisition", "--method", "--checkpoint", "--plane",
                  "--device", "--backend", "--progress", "--batch-size", "--tile-size", "--adapt"):
         parser.add_argument(flag)
+    parser.add_argument("--consistency-map", nargs="?", const=True)
     parser.add_argument("--through-plane", action="store_true")
+    parser.add_argument("--stacks", action="store_true")
     parser.add_argument("--enforce-consistency", action=argparse.BooleanOptionalAction)
     parser.add_argument("--no-compression", action="store_true")
     args = parser.parse_args()
     fail = os.environ.get("FAKE_ENGINE_FAIL", "")
+    if args.stacks:
+        return stacks(args, fail)
     source, target = args.paths
     image = sitk.Cast(sitk.ReadImage(source), sitk.sitkFloat32)
     # The start event as issue 18 asks the engine for it: the resolved device and the CPU threads.
@@ -103,6 +109,56 @@ def main():
         emit("error", message="simulated failure after writing", kind="InputError")
         return 2
     emit("finished", output=target, seconds=0.1)
+    return 0
+
+
+STACK_MOTION = ({"rotation_degrees": 0.0, "translation_mm": 0.0, "intensity_scale": 1.0},
+                {"rotation_degrees": 2.5, "translation_mm": 3.1, "intensity_scale": 1.2},
+                {"rotation_degrees": 1.25, "translation_mm": 1.75, "intensity_scale": 0.9})
+"""The motion and intensity factor the stand-in reports for stacks 1, 2 and 3 (the reference's is zero)."""
+
+
+def stacks(args, fail):
+    """``--stacks A B [C] OUTPUT``: the reference stack resampled to the finest in-plane spacing of all stacks."""
+    *inputs, target = args.paths
+    if fail == "refuse":
+        print("error: stack 2 does not match the reference stack 1 after registration (normalised mutual information "
+              "0.021, correlation 0.12, rotation 3.0 deg): different subjects or contrasts?", file=sys.stderr, flush=True)
+        return 2
+    reference = int(args.reference or 1) - 1
+    images = [sitk.Cast(sitk.ReadImage(path), sitk.sitkFloat32) for path in inputs]
+    emit("start", input=inputs[reference], inputs=inputs, output=target, device="cpu", threads=3,
+         options={"mode": "stacks", "reference": reference + 1})
+    spacing = float(args.target_spacing or min(min(image.GetSpacing()) for image in images))
+    for round_ in range(3):
+        emit("progress", phase="register", done=round_, total=3, fraction=round_ / 3)
+        if fail == "slow":
+            time.sleep(0.5)
+        for it in (10, 20, 30):
+            emit("progress", phase="reconstruct", done=it, total=30, fraction=it / 30)
+    base = images[reference]
+    result = resampled(base, [0, 1, 2], [s / spacing for s in base.GetSpacing()])
+    compress = not args.no_compression
+    stem, ext = (target[: -len(".nii.gz")], ".nii.gz") if target.endswith(".nii.gz") else os.path.splitext(target)
+    if args.consistency_map:
+        for index, image in enumerate(images):
+            residual = sitk.Abs(image - sitk.SmoothingRecursiveGaussian(image, 1.0))
+            if fail == "grid" and index == 1:
+                residual.SetOrigin([o + 0.5 for o in residual.GetOrigin()])
+            sitk.WriteImage(sitk.Cast(residual, sitk.sitkFloat32), f"{stem}_consistency_stack{index + 1}{ext}", compress)
+    sitk.WriteImage(result, target, compress)
+    entries = [dict(motion, slices=image.GetSize()[2], axis=2, slice_spacing=image.GetSpacing()[2],
+                    thickness=image.GetSpacing()[2], thickness_source="spacing", nmi=0.4, correlation=0.95,
+                    residual_rms=0.012, voxels_used=int(np.prod(image.GetSize())))
+               for motion, image in zip(STACK_MOTION, images)]
+    report = {"reference": reference, "spacing": spacing, "smoothness": 0.02, "stacks": entries,
+              "network_iterations": None if args.iterations is None else int(args.iterations), "seconds": 0.1}
+    with open(args.report, "w", encoding="utf-8") as stream:
+        json.dump(report, stream)
+    if fail == "exit":
+        emit("error", message="simulated failure after writing", kind="InputError")
+        return 2
+    emit("finished", output=target, seconds=0.1, summary=report)
     return 0
 
 

@@ -8,6 +8,10 @@ framed label naming the widget). The comboboxes get the entries the module's par
 them (read from the module sources), at their defaults. Run in a separate environment with PyQt5:
 
     QT_QPA_PLATFORM=offscreen /tmp/qtvenv/bin/python Testing/slicer/render_panel.py docs/images/fagan-superres-panel.png
+    QT_QPA_PLATFORM=offscreen /tmp/qtvenv/bin/python Testing/slicer/render_panel.py docs/images/fagan-superres-stacks-panel.png stacks
+
+The optional second argument is the mode shown (``in-plane``, the default, or ``stacks``: Combine thick stacks, with
+the rows the module builds in code, ``CODE_ROWS``).
 """
 import ast
 import io
@@ -74,7 +78,7 @@ def comboItems() -> Dict[str, List[str]]:
     options = constants(ROOT / "FAGANSuperRes" / "FAGANSuperResLib" / "options.py")
     module = constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")
     return {
-        "modeComboBox": [module["MODE_LABELS"][mode] for mode in options["MODES"]],
+        "modeComboBox": [module["MODE_LABELS"][mode] for mode in module["PANEL_MODES"]],
         "scaleComboBox": [str(scale) for scale in options["SCALES"]],
         "methodComboBox": list(options["METHODS"]),
         "acquisitionComboBox": list(options["ACQUISITIONS"]),
@@ -84,7 +88,25 @@ def comboItems() -> Dict[str, List[str]]:
     }
 
 
-def main(output: str) -> int:
+def addCodeRows(panel) -> None:
+    """The module's CODE_ROWS below the mode selector, as its widget code inserts them (MRML selectors as placeholders)."""
+    from PyQt5 import QtWidgets
+
+    layout = panel.findChild(QtWidgets.QFormLayout, "inputsFormLayout")
+    labels = constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")["STACK_LABELS"]
+    for row, (name, (widgetClass, label, tip)) in enumerate(constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")["CODE_ROWS"].items(), start=2):
+        if widgetClass == "QComboBox":
+            field = QtWidgets.QComboBox()
+            field.addItems(list(labels))
+            field.setCurrentIndex(1)
+        else:
+            field = QtWidgets.QLabel(f"[{widgetClass}: Slicer widget, not rendered]")
+            field.setFrameShape(QtWidgets.QFrame.Box)
+        field.setToolTip(tip)
+        layout.insertRow(row, QtWidgets.QLabel(label), field)
+
+
+def main(output: str, mode: str = "in-plane") -> int:
     from PyQt5 import QtWidgets, uic
 
     app = QtWidgets.QApplication(sys.argv[:1])
@@ -100,9 +122,18 @@ def main(output: str) -> int:
         combo.addItems(items)
     panel.findChild(QtWidgets.QComboBox, "scaleComboBox").setCurrentIndex(1)  # the parameter node's default, x4
     panel.findChild(QtWidgets.QCheckBox, "consistencyMapCheckBox").setChecked(True)
-    for name in ("targetSpacing", "sliceThickness"):  # in-plane mode hides the thick-slice rows
-        panel.findChild(QtWidgets.QLabel, name + "Label").setVisible(False)
-        panel.findChild(QtWidgets.QDoubleSpinBox, name + "SpinBox").setVisible(False)
+    hidden = ["targetSpacing", "sliceThickness"]  # in-plane mode hides the thick-slice rows
+    if mode == "stacks":
+        addCodeRows(panel)
+        panel.findChild(QtWidgets.QComboBox, "modeComboBox").setCurrentIndex(2)
+        panel.findChild(QtWidgets.QLabel, "inputVolumeLabel").setText("First stack:")
+        hidden += ["scale", "method", "acquisition", "checkpoint", "plane"]
+        panel.findChild(QtWidgets.QLabel, "checkpointInfoLabel").setVisible(False)
+        panel.findChild(QtWidgets.QCheckBox, "enforceConsistencyCheckBox").setEnabled(False)  # in-plane only
+    for name in hidden:
+        for widget in panel.findChildren(QtWidgets.QWidget):
+            if widget.objectName() in (name + "Label", name + "ComboBox", name + "SpinBox"):
+                widget.setVisible(False)
     panel.findChild(QtWidgets.QProgressBar, "progressBar").setVisible(False)
     panel.findChild(QtWidgets.QPushButton, "applyButton").setEnabled(True)
     panel.resize(520, panel.sizeHint().height())
@@ -112,4 +143,4 @@ def main(output: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

@@ -27,14 +27,14 @@ WIDGET_API: Dict[str, Set[str]] = {
     "QComboBox": {"connect", "enabled", "clear", "addItem", "findData", "setCurrentIndex", "itemData",
                   "blockSignals", "setItemText", "activated(int)"},
     "QLabel": {"text", "setVisible"},
-    "QSpinBox": {"enabled"},
+    "QSpinBox": {"enabled", "toolTip", "specialValueText"},
     "QDoubleSpinBox": {"toolTip"},
     "QCheckBox": {"enabled", "toolTip"},
     "qMRMLNodeComboBox": {"enabled"},
     "qMRMLSubjectHierarchyComboBox": {"enabled", "currentItem", "connect", "currentItemChanged(vtkIdType)"},
     "QProgressBar": {"value", "setVisible"},
     "QPlainTextEdit": {"appendPlainText", "toPlainText"},
-    "ctkCollapsibleButton": {"enabled", "collapsed"},
+    "ctkCollapsibleButton": {"enabled", "collapsed", "layout"},
     "ctkPathLineEdit": {"connect", "currentPath", "blockSignals", "currentPathChanged(QString)", "enabled"},
     "qMRMLCheckableNodeComboBox": {"connect", "checkedNodes", "nodeCount", "nodeFromIndex", "setCheckState",
                                    "blockSignals", "checkedNodesChanged()"},
@@ -43,9 +43,13 @@ WIDGET_API: Dict[str, Set[str]] = {
 
 
 def uiWidgets(module: str) -> Dict[str, str]:
-    """name -> class of every widget in the module's .ui file."""
+    """name -> class of every widget of the module's panel: its .ui file, and the form rows its code builds
+    (``CODE_ROWS``: ``<name>Label`` and ``<name>ComboBox``)."""
     tree = ET.parse(MODULES[module] / "Resources" / "UI" / f"{module}.ui")
-    return {w.get("name"): w.get("class") for w in tree.iter("widget")}
+    widgets = {w.get("name"): w.get("class") for w in tree.iter("widget")}
+    for name, (widgetClass, _, _) in moduleTable(module, "CODE_ROWS").items():
+        widgets.update({name + "Label": "QLabel", name + "ComboBox": widgetClass})
+    return widgets
 
 
 def moduleTable(module: str, name: str) -> Dict[str, str]:
@@ -72,7 +76,8 @@ def test_ui_file_parses_and_connects_the_scene(module):
     tree = ET.parse(MODULES[module] / "Resources" / "UI" / f"{module}.ui")
     top = tree.find("widget")
     assert top.get("class") == "qMRMLWidget" and top.get("name") == module
-    mrmlWidgets = {n for n, c in uiWidgets(module).items() if c.startswith("qMRML") and c != "qMRMLWidget"}
+    inFile = {w.get("name"): w.get("class") for w in tree.iter("widget")}  # CODE_ROWS get the scene in code
+    mrmlWidgets = {n for n, c in inFile.items() if c.startswith("qMRML") and c != "qMRMLWidget"}
     connected = {c.findtext("receiver") for c in tree.iter("connection")
                  if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
     assert mrmlWidgets == connected
@@ -118,7 +123,7 @@ def test_every_ui_widget_used_exists_with_a_fitting_class(module):
         assert name in widgets, f"{table}: {name} is not in the .ui file"
         if table == "PATH_WIDGETS":
             assert widgets[name] == "ctkPathLineEdit", name
-    for table in ("IN_PLANE_ROWS", "THROUGH_PLANE_ROWS"):  # form rows shown per mode: <name>Label + its field
+    for table in ("IN_PLANE_ROWS", "THROUGH_PLANE_ROWS", "CODE_ROWS"):  # form rows shown per mode: <name>Label + its field
         for row in moduleTable(module, table):
             assert widgets.get(row + "Label") == "QLabel", f"{table}: no {row}Label"
             assert [w for w in widgets if w.startswith(row) and w != row + "Label" and w.endswith(("ComboBox", "SpinBox"))], row
@@ -418,4 +423,8 @@ def test_panel_choices_are_the_engines():
     assert options.SCALES == config.SCALES and options.PLANES == config.PLANES
     assert options.ACQUISITIONS == config.ACQUISITIONS
     assert options.METHODS == engineOptions.METHODS and options.MODES == engineOptions.MODES
+    from FAGANSuperResLib.stacks import STACKS_MODE
+
+    panelModes = moduleTable("FAGANSuperRes", "PANEL_MODES")  # the engine's modes, then Combine thick stacks
+    assert panelModes == options.MODES + (STACKS_MODE,) and set(moduleTable("FAGANSuperRes", "MODE_LABELS")) == set(panelModes)
     assert sorted(options.DEVICES) == sorted(engineOptions.DEVICES)

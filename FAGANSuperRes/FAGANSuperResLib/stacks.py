@@ -1,0 +1,307 @@
+"""Combine thick stacks (issue 17): 2 or 3 thick-slice volumes of one subject -> one isotropic volume (Qt-free).
+
+The same flow as the other modes: each stack -> temporary NRRD (exact geometry) -> ``python -m fagan_engine sr
+--stacks A B [C] OUTPUT --reference N --report R.json --progress json [--consistency-map]`` in a background
+process -> result, per-stack consistency maps and report -> nodes. Every refusal (stack count, the same node
+twice, a 4D or vector volume, memory) is one line before the engine starts; the scene changes only after the
+engine succeeded and every file was read back and checked. The result (``<reference>_stacks_iso<spacing>mm``)
+references every stack (``results.REFERENCE_INPUT``, in the order given); each map references its stack and the
+result. The engine's estimate of each stack's motion and intensity factor goes to the status, the log, the
+summary table and the result's description.
+
+Example (Slicer Python console)::
+
+    from FAGANSuperResLib.stacks import StacksLogic
+    job = StacksLogic().process([getNode("T2ax"), getNode("T2cor"), getNode("T2sag")], device="cpu")
+"""
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+
+from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion
+from .isotropic import formatSpacing
+from .logic import SuperResolutionJob, describeDevice
+from .maps import checkSameGrid, showAsMap
+from .memory import checkStacksFit
+from .options import runOptions
+from .provenance import NOTICE, fillSummaryTable, stampResultNode
+from .results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT, detachOldMaps, inScene, placeBesideInput, removeNodes
+from .volumes import checkScalarVolumeNode, loadVolumeFile, readVolumeHeader, writeVolumeNode
+
+if TYPE_CHECKING:
+    from fagan_engine.util.options import RunOptions
+
+STACKS_MODE = "stacks"
+MIN_STACKS, MAX_STACKS = 2, 3
+MAP_KIND = "consistency_stack"
+"""The engine's map kind per stack: ``consistency_stack<k>`` (k = 1 for the first stack)."""
+PHASES = {"register": "registering the stacks", "reconstruct": "reconstructing",
+          "fit": "FA-GAN prior, fitting a stack's network", "inference": "FA-GAN prior, a stack's network"}
+
+
+def checkStackNodes(stackNodes: Sequence[Any], reference: int = 0) -> None:
+    """Raise ValueError (one line) unless ``stackNodes`` are 2 or 3 different 3D scalar volumes of one scene
+    and ``reference`` indexes one of them."""
+    if not MIN_STACKS <= len(stackNodes) <= MAX_STACKS:
+        raise ValueError(f"combining stacks needs {MIN_STACKS} or {MAX_STACKS} volumes, got {len(stackNodes)}")
+    for index, node in enumerate(stackNodes):
+        if node is None:
+            raise ValueError(f"stack {index + 1} is not selected")
+        if node.GetImageData() is not None and node.GetImageData().GetNumberOfScalarComponents() > 1:
+            components = node.GetImageData().GetNumberOfScalarComponents()
+            raise ValueError(f"{node.GetName()} has {components} components (a 4D or vector volume); each stack must be a 3D scalar volume")
+        checkScalarVolumeNode(node)
+        if node in stackNodes[:index]:
+            raise ValueError(f"{node.GetName()} is selected twice: each stack must be a different volume")
+        if node.GetScene() is None or node.GetScene() is not stackNodes[0].GetScene():
+            raise ValueError(f"{node.GetName()} is not in the scene of {stackNodes[0].GetName()}")
+    if not 0 <= reference < len(stackNodes):
+        raise ValueError(f"the reference must be stack 1 to {len(stackNodes)}, got {reference + 1}")
+
+
+def stacksArguments(inputPaths: Sequence[Any], outputPath: Any, reference: int, options: "RunOptions",
+                    consistencyMaps: bool, reportPath: Any) -> List[str]:
+    """Arguments of ``fagan_engine sr`` for combining ``inputPaths`` (``options``: device, target spacing, slice
+    thickness; ``fit_iterations`` None: no FA-GAN prior, else its fit steps)."""
+    args = ["--stacks", *[str(p) for p in inputPaths], str(outputPath), "--device", options.device,
+            "--report", str(reportPath), "--progress", "json"]
+    args += ["--reference", str(reference + 1)] if reference else []
+    for flag, value in (("--target-spacing", options.target_spacing), ("--slice-thickness", options.slice_thickness),
+                        ("--iterations", options.fit_iterations)):
+        args += [flag, f"{value:g}"] if value is not None else []
+    args += ["--consistency-map"] if consistencyMaps else []
+    return args + (["--no-compression"] if engineSupports("--no-compression") else [])
+
+
+def stackMapPaths(outputPath: Path, count: int) -> List[Path]:
+    """Where the engine writes each stack's consistency map (``<output stem>_consistency_stack<k><ext>``)."""
+    suffix = "".join(outputPath.suffixes)
+    stem = outputPath.name[: len(outputPath.name) - len(suffix)]
+    return [outputPath.with_name(f"{stem}_{MAP_KIND}{k}{suffix}") for k in range(1, count + 1)]
+
+
+def stacksResultName(referenceName: str, spacing: float) -> str:
+    """``<reference>_stacks_iso<spacing>mm``, e.g. ``T2ax_stacks_iso0.5mm``."""
+    return f"{referenceName}_stacks_iso{formatSpacing(spacing)}mm"
+
+
+def readStacksReport(path: Path, count: int) -> Dict[str, Any]:
+    """The engine's stacks report (``StackReport.to_dict``); ValueError (one line) if it is unreadable or
+    does not describe ``count`` stacks."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"the engine's report {Path(path).name} is unreadable ({exc})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("stacks"), list) or len(report["stacks"]) != count:
+        raise ValueError(f"the engine's report {Path(path).name} does not describe {count} stacks")
+    return report
+
+
+def describeStack(name: str, entry: Dict[str, Any]) -> str:
+    """One line of a stack's estimated motion, intensity factor and fit, for the status and the log."""
+    return (f"{name}: moved {entry.get('rotation_degrees', 0.0):.2f} deg, {entry.get('translation_mm', 0.0):.2f} mm; "
+            f"intensity x{entry.get('intensity_scale', 1.0):.3f}; residual {entry.get('residual_rms', 0.0):.4f}; "
+            f"slices {entry.get('thickness', 0.0):g} mm thick ({entry.get('thickness_source', '?')})")
+
+
+def stacksSettings(names: Sequence[str], reference: int, options: "RunOptions", spacing: float) -> Dict[str, str]:
+    """The run settings recorded on the result (attribute name -> text)."""
+    thickness, prior = options.slice_thickness, options.fit_iterations
+    return {"mode": STACKS_MODE, "stacks": ", ".join(names), "reference": names[reference],
+            "targetSpacing": f"{spacing:g} mm",
+            "sliceThickness": f"{thickness:g} mm" if thickness else "from the header or the scan",
+            "faganPrior": "off" if prior is None else f"{prior} fit steps per stack"}
+
+
+class StacksJob(SuperResolutionJob):
+    """One running combination of stacks (poll, wait, cancel as ``SuperResolutionJob``).
+
+    ``stackNodes`` and ``reference`` (an index) are the inputs; ``inputVolumeNode`` is the reference stack.
+    On success ``outputVolumeNode``, ``mapNodes`` (``consistency_stack<k>`` -> node), ``summaryTableNode`` and
+    ``report`` (the engine's stacks report) describe the result; ``motionLines`` the estimated motion per stack.
+    """
+
+    def __init__(self, stackNodes: Sequence[Any], reference: int, outputVolumeNode: Any, options: "RunOptions",
+                 command: List[str], workDir: Path, inputPaths: List[Path], outputPath: Path, reportPath: Path,
+                 mapPaths: Sequence[Optional[Path]], env: Optional[Dict[str, str]] = None) -> None:
+        prior = "none (reconstruction from the stacks)" if options.fit_iterations is None else "bundled through-plane weights"
+        super().__init__(stackNodes[reference], outputVolumeNode, options, command, workDir, outputPath, env=env,
+                         reportPath=reportPath, identity={"checkpoint": prior, "engine_version": engineVersion()})
+        self.stackNodes = list(stackNodes)
+        self.stackNames = [node.GetName() for node in stackNodes]
+        self.reference = reference
+        self.inputPaths = inputPaths
+        self.stackMapPaths = list(mapPaths)
+        self.report: Dict[str, Any] = {}
+        self.motionLines: List[str] = []
+        self._round = (0, 1)
+
+    def _handleEvent(self, event: Dict[str, Any]) -> None:
+        if event.get("event") == "start":
+            self.device, self.threads = str(event.get("device") or ""), None
+            where = describeDevice(self.device, self.threads, self.options.device)
+            self.status = f"Combining {len(self.stackNodes)} stacks on {where}..."
+        elif event.get("event") == "progress":
+            self._stacksProgress(event)
+        else:
+            super()._handleEvent(event)
+            return
+        if self.onProgress:
+            self.onProgress(self)
+
+    def _stacksProgress(self, event: Dict[str, Any]) -> None:
+        """Status per phase; the bar runs once over the registration rounds (each with its reconstruction)."""
+        done, total = event.get("done", 0), event.get("total") or 0
+        self.phase = str(event.get("phase") or self.phase)
+        if self.phase == "register" and total:
+            self._round = (int(done), int(total))
+            self.status = f"Registering the stacks, round {int(done) + 1} of {total}..."
+            self.fraction = done / total
+            return
+        if self.phase == "reconstruct" and total:
+            self.fraction = min(1.0, (self._round[0] + done / total) / self._round[1])
+        elif isinstance(event.get("fraction"), (int, float)):
+            self.fraction = float(event["fraction"])
+        self.status = f"{PHASES.get(self.phase, self.phase).capitalize()}: {done} of {total or '?'}"
+
+    def _complete(self) -> None:
+        created: List[Any] = []
+        try:
+            if self.process.returnCode != 0 or not self.outputPath.is_file():
+                raise ValueError(self.process.errorMessage())
+            self.report = readStacksReport(self.reportPath, len(self.stackNodes))
+            self.motionLines = [describeStack(name, entry) for name, entry in zip(self.stackNames, self.report["stacks"])]
+            self._addToScene(created)
+        except Exception as exc:  # any failure becomes the job's one-line error; the scene is restored
+            removeNodes(created)
+            self._fail(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+            return
+        finally:
+            self._cleanup()
+        self._newLogLines += self.motionLines
+        self.state = "succeeded"
+        self.fraction = 1.0
+        moved = max(self.report["stacks"], key=lambda entry: entry.get("translation_mm", 0.0))
+        self.status = (f"Done: {self.outputVolumeNode.GetName()}; stacks moved up to {moved.get('translation_mm', 0.0):.1f} mm "
+                       f"(details in the log)")
+
+    def _addToScene(self, created: List[Any]) -> None:
+        """The result, its maps and its summary table into the scene (every new node appended to ``created``);
+        an existing output volume changes only after every map was read."""
+        spacing = float(readVolumeHeader(self.outputPath).GetSpacing()[0])
+        mapped = [(k, path, stack) for k, (path, stack) in enumerate(zip(self.stackMapPaths, self.stackNodes)) if path]
+        for index, path, _ in mapped:
+            if not path.is_file():
+                raise ValueError(f"the engine wrote no consistency map for {self.stackNames[index]}")
+            checkSameGrid(readVolumeHeader(path), readVolumeHeader(self.inputPaths[index]), f"consistency map of {self.stackNames[index]}")
+
+        def newNode(name: str, className: str = "vtkMRMLScalarVolumeNode") -> Any:
+            node = self.scene.AddNewNodeByClass(className, self.scene.GenerateUniqueName(name))
+            created.append(node)
+            return node
+
+        referenceNode = self.stackNodes[self.reference]
+        output = self.outputVolumeNode if inScene(self.scene, self.outputVolumeNode) else \
+            newNode(stacksResultName(self.stackNames[self.reference], spacing))
+        settings = dict(stacksSettings(self.stackNames, self.reference, self.options, spacing), **self.runInfo())
+        maps = {}
+        for index, path, stack in mapped:
+            name = self.stackNames[index]
+            mapNode = maps[f"{MAP_KIND}{index + 1}"] = newNode(f"{output.GetName()}_consistency_{name}")
+            loadVolumeFile(mapNode, path)
+            mapNode.SetAndObserveTransformNodeID(_transformID(self.scene, stack))
+            stampResultNode(mapNode, name, dict(settings, map=f"consistency of {name}"), self.identity, self.warnings,
+                            role="consistency map")
+            legend = showAsMap(mapNode, "consistency")
+            if legend is not None:
+                created.append(legend)
+        loadVolumeFile(output, self.outputPath)
+        detachOldMaps(output)
+        output.RemoveNodeReferenceIDs(REFERENCE_INPUT)
+        output.SetAndObserveTransformNodeID(_transformID(self.scene, referenceNode))
+        if output.GetDisplayNode() is None:
+            output.CreateDefaultDisplayNodes()
+        stampResultNode(output, ", ".join(self.stackNames), settings, self.identity, self.warnings + self.motionLines)
+        table = newNode(f"{output.GetName()}_summary", "vtkMRMLTableNode")
+        fillSummaryTable(table, self.summaryRows(settings))
+        table.SetAttribute("FAGAN.Notice", NOTICE)
+        table.SetNodeReferenceID(REFERENCE_RESULT, output.GetID())
+        for (index, _, stack), mapNode in zip(mapped, maps.values()):
+            mapNode.SetNodeReferenceID(REFERENCE_RESULT, output.GetID())
+            output.AddNodeReferenceID(REFERENCE_MAP, mapNode.GetID())
+            if inScene(self.scene, stack):
+                mapNode.SetNodeReferenceID(REFERENCE_INPUT, stack.GetID())
+        for stack in self.stackNodes:
+            if inScene(self.scene, stack):
+                output.AddNodeReferenceID(REFERENCE_INPUT, stack.GetID())
+                table.AddNodeReferenceID(REFERENCE_INPUT, stack.GetID())
+        if inScene(self.scene, referenceNode):
+            placeBesideInput(self.scene, referenceNode, [output, table] + list(maps.values()))
+        self.outputVolumeNode, self.mapNodes, self.summaryTableNode = output, maps, table
+
+    def summaryRows(self, settings: Dict[str, str]) -> List[List[str]]:
+        """(item, value) rows: notice, settings, identity, one row per stack, warnings."""
+        rows = [["Notice", NOTICE]] + [[key, value] for key, value in settings.items()]
+        rows += [["Engine version", self.identity.get("engine_version", "")], ["Prior", self.identity.get("checkpoint", "")]]
+        rows += [["Stack", line] for line in self.motionLines] + [["Warning", w] for w in self.warnings]
+        return [row for row in rows if row[1]]
+
+    def summaryText(self) -> str:
+        """The result's notice, settings, per-stack motion and warnings, one ``item: value`` per line."""
+        spacing = self.outputVolumeNode.GetSpacing()[0] if self.outputVolumeNode is not None else 0.0
+        rows = self.summaryRows(stacksSettings(self.stackNames, self.reference, self.options, spacing))
+        return "\n".join(f"{item}: {value}" for item, value in rows)
+
+
+def _transformID(scene: Any, node: Any) -> Optional[str]:
+    """The parent transform of ``node`` if it still exists in ``scene``."""
+    transformID = node.GetTransformNodeID() if node is not None else None
+    return transformID if transformID and scene.GetNodeByID(transformID) is not None else None
+
+
+class StacksLogic:
+    """Qt-free entry point of Combine thick stacks, for scripts, tests and the FAGANSuperRes module."""
+
+    def __init__(self, temporaryDirectory: Optional[str] = None) -> None:
+        self.temporaryDirectory = temporaryDirectory
+
+    def process(self, stackNodes: Sequence[Any], outputVolumeNode: Any = None, reference: int = 0, *,
+                device: str = "auto", targetSpacing: Optional[float] = None, sliceThickness: Optional[float] = None,
+                fitIterations: Optional[int] = None, consistencyMaps: bool = True,
+                waitForCompletion: bool = True) -> StacksJob:
+        """Combine ``stackNodes`` (2 or 3 volume nodes of one subject) into one isotropic volume.
+
+        ``reference`` (index into ``stackNodes``): the stack whose orientation the result takes.
+        ``outputVolumeNode=None`` makes a new node on success. ``targetSpacing`` (default: the finest in-plane
+        spacing), ``sliceThickness`` (mm, all stacks; default: the header's or the scan's estimate).
+        ``fitIterations`` None: no FA-GAN prior (least squares with a smoothness term); 0: the pretrained
+        through-plane network as prior; N: fitted N steps per stack. ``consistencyMaps`` adds each stack's map.
+        With ``waitForCompletion`` the call blocks and raises SuperResolutionError on failure; otherwise poll the
+        returned job. Invalid arguments raise ValueError (one line) before anything starts.
+        """
+        stackNodes = list(stackNodes)
+        checkStackNodes(stackNodes, reference)
+        if outputVolumeNode is not None and (outputVolumeNode in stackNodes or outputVolumeNode.IsA("vtkMRMLLabelMapVolumeNode")):
+            raise ValueError("the output volume must be a new volume or another scalar volume, not one of the stacks")
+        if not engineSupports("--stacks") or (reference and not engineSupports("--reference")):
+            raise ValueError("this version of the FA-GAN engine cannot combine stacks" + (" with another reference" if reference else ""))
+        options = runOptions(mode="through-plane", device=device, target_spacing=targetSpacing,
+                             slice_thickness=sliceThickness, fit_iterations=fitIterations)
+        checkStacksFit(stackNodes, targetSpacing, consistencyMaps)
+        workDir = Path(tempfile.mkdtemp(prefix="FAGANStacks-", dir=self.temporaryDirectory))
+        try:
+            inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd") for index, node in enumerate(stackNodes)]
+            outputPath, reportPath = workDir / "output.nrrd", workDir / "report.json"
+            mapPaths = stackMapPaths(outputPath, len(stackNodes)) if consistencyMaps else [None] * len(stackNodes)
+            arguments = stacksArguments(inputPaths, outputPath, reference, options, consistencyMaps, reportPath)
+            job = StacksJob(stackNodes, reference, outputVolumeNode, options, engineCommand("sr", arguments), workDir,
+                            inputPaths, outputPath, reportPath, mapPaths, env=engineEnvironment())
+        except Exception:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+        job.start()
+        if waitForCompletion:
+            job.wait()
+        return job

@@ -1,0 +1,179 @@
+"""Combine thick stacks (FAGANSuperResLib.stacks) on a real MRML scene: the stand-in engine for the flow, refusals and
+failures, the real engine on tiny simulated stacks for the geometry."""
+import numpy as np
+import pytest
+import slicer.util
+from FAGANSuperResLib.logic import SuperResolutionError
+from FAGANSuperResLib.memory import checkStacksFit, stacksResultBytes
+from FAGANSuperResLib.results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT
+from FAGANSuperResLib.options import runOptions
+from FAGANSuperResLib.stacks import StacksLogic, stacksArguments, stacksResultName
+from FAGANSuperResLib.volumes import physicalCornersRAS, updateVolumeNodeFromImage
+from mrml_helpers import addVolumeNode, ijkToRas, pollUntilDone, rotation, smoothArray
+
+
+def threeStacks(scene):
+    """Axial-, coronal- and sagittal-like thick stacks (oblique, 3 mm slices across index axis k)."""
+    base = rotation((1.0, 2.0, 0.5), 0.3)
+    turns = (np.eye(3), rotation((1.0, 0.0, 0.0), np.pi / 2), rotation((0.0, 1.0, 0.0), np.pi / 2))
+    return [addVolumeNode(scene, smoothArray((8, 16, 20), seed=i), spacing=(0.8, 0.8, 3.0), direction=base @ turn,
+                          name=name) for i, (turn, name) in enumerate(zip(turns, ("T2ax", "T2cor", "T2sag")))]
+
+
+def sceneNodes(scene):
+    return [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+
+
+def test_arguments_name_the_stacks_reference_and_maps():
+    options = runOptions(mode="through-plane", device="cpu", target_spacing=0.5, fit_iterations=0)
+    args = stacksArguments(["a.nrrd", "b.nrrd"], "out.nrrd", 1, options, True, "r.json")
+    assert args[:4] == ["--stacks", "a.nrrd", "b.nrrd", "out.nrrd"]
+    joined = " ".join(args)
+    for part in ("--reference 2", "--target-spacing 0.5", "--iterations 0", "--consistency-map", "--report r.json",
+                 "--device cpu", "--progress json"):
+        assert part in joined
+    plain = " ".join(stacksArguments(["a", "b"], "o", 0, runOptions(mode="through-plane"), False, "r.json"))
+    assert "--reference" not in plain and "--iterations" not in plain and "--consistency-map" not in plain
+    assert stacksResultName("T2ax", 0.8) == "T2ax_stacks_iso0.8mm"
+
+
+def test_combining_three_stacks_loads_the_result_maps_and_provenance(scene, fakeEngine):
+    stacks = threeStacks(scene)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "T")
+    stacks[1].SetAndObserveTransformNodeID(transform.GetID())
+    before = [slicer.util.arrayFromVolume(node).copy() for node in stacks]
+    job = StacksLogic().process(stacks, None, reference=1, device="cpu", waitForCompletion=False)
+    assert "--reference 2" in " ".join(job.process.command)
+    pollUntilDone(job)
+    assert job.state == "succeeded", job.error
+    assert any(e.get("phase") == "register" for e in job.process.events)
+    output = job.outputVolumeNode
+    assert output.GetName() == "T2cor_stacks_iso0.8mm" and output.GetScene() is scene
+    direction = ijkToRas(output)[:3, :3] / np.asarray(output.GetSpacing())
+    np.testing.assert_allclose(direction, ijkToRas(stacks[1])[:3, :3] / np.asarray(stacks[1].GetSpacing()), atol=1e-9)
+    np.testing.assert_allclose(output.GetSpacing(), (0.8, 0.8, 0.8), atol=1e-9)
+    assert output.GetTransformNodeID() == transform.GetID()
+    assert [output.GetNthNodeReference(REFERENCE_INPUT, i) for i in range(3)] == stacks
+    assert output.GetAttribute("FAGAN.Mode") == "stacks" and output.GetAttribute("FAGAN.Reference") == "T2cor"
+    assert output.GetAttribute("FAGAN.Notice") == "research use, not for diagnosis"
+    assert "T2sag: moved 1.25 deg, 1.75 mm; intensity x0.900" in output.GetDescription()
+    maps = [output.GetNthNodeReference(REFERENCE_MAP, i) for i in range(output.GetNumberOfNodeReferences(REFERENCE_MAP))]
+    assert maps == list(job.mapNodes.values()) and len(maps) == 3
+    for mapNode, stack in zip(maps, stacks):  # each map on its own stack's grid, linked both ways
+        np.testing.assert_allclose(ijkToRas(mapNode), ijkToRas(stack), atol=1e-6)
+        assert mapNode.GetNodeReference(REFERENCE_INPUT) is stack and mapNode.GetNodeReference(REFERENCE_RESULT) is output
+        assert mapNode.GetName() == f"{output.GetName()}_consistency_{stack.GetName()}"
+        assert mapNode.GetTransformNodeID() == stack.GetTransformNodeID()
+    assert job.summaryTableNode.GetNodeReference(REFERENCE_RESULT) is output
+    assert job.status.startswith("Done: T2cor_stacks_iso0.8mm; stacks moved up to 3.1 mm")
+    log = job.takeLogLines()
+    assert "T2cor: moved 2.50 deg, 3.10 mm; intensity x1.200; residual 0.0120; slices 3 mm thick (spacing)" in log
+    assert "Stack: T2ax: moved 0.00 deg" in job.summaryText()
+    for node, array in zip(stacks, before):
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)
+    assert not job.workDir.exists()
+
+
+def test_without_maps_into_an_existing_output_volume(scene, fakeEngine):
+    stacks = threeStacks(scene)[:2]
+    existing = addVolumeNode(scene, smoothArray(), name="previous")
+    job = StacksLogic().process(stacks, existing, consistencyMaps=False, targetSpacing=0.4)
+    assert job.outputVolumeNode is existing and job.mapNodes == {}
+    assert existing.GetName() == "previous" and existing.GetNumberOfNodeReferences(REFERENCE_INPUT) == 2
+    np.testing.assert_allclose(existing.GetSpacing(), (0.4, 0.4, 0.4), atol=1e-9)
+    assert "--consistency-map" not in job.process.command
+
+
+def test_bad_selections_are_refused_in_one_line_before_anything_starts(scene, fakeEngine):
+    fakeEngine.setattr("FAGANSuperResLib.stacks.engineCommand", lambda *a: pytest.fail("the engine was started"))
+    stacks = threeStacks(scene)
+    vector = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    slicer.util.updateVolumeFromArray(vector, np.zeros((4, 8, 8, 3), np.uint8))
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(label, np.zeros((4, 8, 8), np.uint8))
+    cases = [
+        (stacks[:1], {}, "needs 2 or 3 volumes, got 1"),
+        (stacks + [addVolumeNode(scene, smoothArray(), name="fourth")], {}, "needs 2 or 3 volumes, got 4"),
+        ([stacks[0], stacks[1], stacks[0]], {}, "T2ax is selected twice"),
+        ([stacks[0], vector], {}, "rgb has 3 components \\(a 4D or vector volume\\)"),
+        ([stacks[0], label], {}, "labels is not a scalar"),
+        ([stacks[0], None], {}, "stack 2 is not selected"),
+        (stacks[:2], {"reference": 2}, "the reference must be stack 1 to 2, got 3"),
+        (stacks[:2], {"outputVolumeNode": stacks[1]}, "not one of the stacks"),
+        (stacks[:2], {"fitIterations": -1}, "fit iterations must be >= 0"),
+    ]
+    before = sceneNodes(scene)
+    for nodes, kwargs, message in cases:
+        with pytest.raises(ValueError, match=message) as error:
+            StacksLogic().process(nodes, **kwargs)
+        assert "\n" not in str(error.value)
+    assert sceneNodes(scene) == before
+
+
+def test_an_engine_refusal_is_one_line_and_the_scene_is_unchanged(scene, fakeEngine):
+    stacks = threeStacks(scene)
+    before = sceneNodes(scene)
+    fakeEngine.setenv("FAKE_ENGINE_FAIL", "refuse")
+    with pytest.raises(SuperResolutionError, match="^stack 2 does not match the reference stack 1"):
+        StacksLogic().process(stacks)
+    for fail in ("grid", "exit"):  # a map off its stack's grid; an engine that fails after writing
+        fakeEngine.setenv("FAKE_ENGINE_FAIL", fail)
+        job = StacksLogic().process(stacks, waitForCompletion=False)
+        pollUntilDone(job)
+        assert job.state == "failed" and "\n" not in job.error and not job.workDir.exists(), job.error
+    assert sceneNodes(scene) == before
+
+
+def test_cancel_stops_the_engine_and_leaves_the_scene(scene, fakeEngine):
+    stacks = threeStacks(scene)
+    before = sceneNodes(scene)
+    fakeEngine.setenv("FAKE_ENGINE_FAIL", "slow")
+    job = StacksLogic().process(stacks, waitForCompletion=False)
+    while not job.process.events:
+        job.poll()
+        job.process.wait(timeout=0.05)
+    job.poll()
+    assert job.status.startswith("Combining 3 stacks on CPU") or job.phase == "register"
+    job.cancel()
+    assert job.state == "cancelled" and sceneNodes(scene) == before and not job.workDir.exists()
+
+
+def test_the_memory_check_counts_the_result_and_every_map(scene):
+    stacks = threeStacks(scene)
+    box = 20 * 0.8 * 16 * 0.8 * 8 * 3.0
+    assert stacksResultBytes(stacks, None, False) == 4 * int(np.ceil(box / 0.8**3))
+    assert stacksResultBytes(stacks, 0.4, True) == 4 * (int(np.ceil(box / 0.4**3)) + 3 * 8 * 16 * 20)
+    with pytest.raises(ValueError, match="^the combined volume and its maps need about .* GiB"):
+        checkStacksFit(stacks, 0.4, True, available=1000)
+    checkStacksFit(stacks, None, True, available=10**9)
+
+
+def test_the_real_engine_combines_tiny_simulated_stacks_on_the_reference_grid(scene):
+    """Two 4 mm stacks (axial, coronal tilted 15 deg) of a 32 mm phantom; the coronal stack is the reference."""
+    import SimpleITK as sitk
+    from fagan_engine.through_plane.stack_simulation import orientation, phantom, simulate_stack
+
+    volume = phantom(32, seed=0)
+    nodes = []
+    for plane, tilt in (("axial", 0.0), ("coronal", 15.0)):
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", plane)
+        stack = simulate_stack(volume, orientation(plane, tilt), 4.0, 4.0, sitk.Euler3DTransform())
+        if np.linalg.det(np.reshape(stack.GetDirection(), (3, 3))) < 0:  # right-handed, as Slicer's readers load it
+            stack = sitk.Flip(stack, [False, False, True])
+        updateVolumeNodeFromImage(node, stack)
+        nodes.append(node)
+    job = StacksLogic().process(nodes, reference=1, device="cpu", waitForCompletion=False)
+    pollUntilDone(job, timeout=300)
+    assert job.state == "succeeded", job.error
+    output = job.outputVolumeNode
+    assert output.GetName() == "coronal_stacks_iso1.0mm"
+    np.testing.assert_allclose(output.GetSpacing(), (1.0, 1.0, 1.0), atol=1e-9)
+    direction = ijkToRas(output)[:3, :3]
+    np.testing.assert_allclose(direction, ijkToRas(nodes[1])[:3, :3] / np.asarray(nodes[1].GetSpacing()), atol=1e-9)
+    for stack in nodes:  # the result lies inside every stack
+        toIjk = np.linalg.inv(ijkToRas(stack))
+        local = np.array([(toIjk @ np.append(c, 1.0))[:3] for c in physicalCornersRAS(output)])
+        dims = np.asarray(stack.GetImageData().GetDimensions())
+        assert np.all(local >= -0.5 - 1e-6) and np.all(local <= dims - 0.5 + 1e-6)
+    assert [m.GetImageData().GetDimensions() for m in job.mapNodes.values()] == [n.GetImageData().GetDimensions() for n in nodes]
+    assert job.report["reference"] == 1 and len(job.motionLines) == 2 and job.motionLines[1].startswith("coronal: moved 0.00 deg")
