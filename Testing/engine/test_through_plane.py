@@ -196,12 +196,43 @@ def test_bundled_weights_load_and_detect_tampering(tmp_path) -> None:
         load_weights(broken)
 
 
-def test_run_options_second_argument_and_two_argument_progress() -> None:
+def test_run_options_through_their_own_function_and_two_argument_progress() -> None:
+    from fagan_engine.through_plane.run import through_plane_from_options
     from fagan_engine.util.options import RunOptions
 
     image = _oblique(size=(32, 32, 8), spacing=(1.0, 1.0, 4.0))
     options = RunOptions(mode="through-plane", target_spacing=2.0, fit_iterations=0, device="cpu", output_dtype="int16")
     seen = []
-    out = super_resolve_through_plane(image, options, progress=lambda done, total: seen.append((done, total)))
+    out = through_plane_from_options(image, options, progress=lambda done, total: seen.append((done, total)))
     assert out.GetSize() == (32, 32, 16) and out.GetPixelID() == sitk.sitkInt16 and same_physical_extent(image, out)
     assert seen[-1] == (64, 64)
+    with pytest.warns(DeprecationWarning, match="through_plane_from_options"):  # the old form, until pipeline.report moves
+        old = super_resolve_through_plane(image, options)
+    assert np.array_equal(sitk.GetArrayFromImage(old), sitk.GetArrayFromImage(out))
+
+
+def test_gradient_sampling_prefers_edges_and_keeps_patches_inside() -> None:
+    images = np.zeros((3, 40, 50), np.float32)
+    images[:, :, 30:] = 1.0  # one vertical edge at column 30
+    cfg = FitConfig(batch_size=64, lr_rows=4, patch_cols=8, sampling="gradient")
+    sampler = PairSampler([Direction(images, 2.0, 2.0, 0.0)], cfg, np.random.default_rng(0))
+    lefts = [sampler.position(0)[2] for _ in range(200)]
+    assert all(22 <= left <= 30 for left in lefts)  # every patch holds the edge (gradient at columns 29-30)
+    lr, base, target = sampler.batch()
+    assert target.shape == (64, 1, 8, 8) and lr.shape == (64, 1, 4, 8)
+    with pytest.raises(Exception, match="sampling"):
+        PairSampler([Direction(images, 2.0, 2.0, 0.0)], FitConfig(sampling="edges"), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("spacing, thickness", [(4.0, None), (3.3, 2.5)])
+def test_projection_makes_the_output_reslice_to_the_input(spacing: float, thickness) -> None:
+    from fagan_engine.through_plane.plan import project_onto_slices, slice_matrix
+
+    image = _oblique(size=(20, 18, 7), spacing=(1.0, 1.0, spacing))
+    plan = plan_through_plane(image, slice_thickness=thickness)
+    data = sitk.GetArrayFromImage(image)
+    guess = np.random.default_rng(1).random((plan.n_out, 18, 20)).astype(np.float32)
+    projected = project_onto_slices(guess, data, plan)
+    resliced = np.einsum("ij,jyx->iyx", slice_matrix(plan), projected.astype(np.float64))
+    assert np.allclose(resliced, data, atol=1e-3)
+    assert np.allclose(project_onto_slices(projected, data, plan), projected, atol=1e-3)  # a projection

@@ -39,6 +39,7 @@ from fagan_engine.util.progress import FitCancelled, call_progress
 CHECKPOINT_KEY = "fagan_through_plane"
 CHECKPOINT_FORMAT = "fagan-through-plane/1"
 BUNDLED_NAME = "fagan_through_plane.safetensors"
+SAMPLINGS = ("uniform", "gradient")
 MIN_DIRECTION_RATIO = 1.25
 """An in-plane direction whose pixel is not this much finer than the slice spacing gives no pairs."""
 
@@ -58,6 +59,8 @@ class FitConfig:
     max_hr_rows: int = 96
     seed: int = 0
     foreground_tries: int = 8
+    sampling: str = "uniform"
+    """Patch positions: ``uniform`` (foreground-checked) or ``gradient`` (probability ∝ the patch's summed gradient magnitude)."""
 
 
 # ---------------------------------------------------------------------------- training pairs
@@ -99,6 +102,27 @@ class PairSampler:
         self.rng = rng
         self.turn = 0
         self.thresholds = [0.05 * float(np.percentile(d.images, 99)) for d in self.directions]
+        if cfg.sampling not in SAMPLINGS:
+            raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {cfg.sampling!r}")
+        self.cumulative = [gradient_cdf(d, cfg.patch_cols) for d in self.directions] if cfg.sampling == "gradient" else None
+
+    def position(self, k: int) -> Tuple[int, int, int]:
+        """(slice, top, left) of a patch of direction ``k``: uniform with a foreground check, or gradient-weighted."""
+        d = self.directions[k]
+        n, rows, cols = d.images.shape
+        width = min(self.cfg.patch_cols, cols)
+        if self.cumulative is not None:
+            flat = int(np.searchsorted(self.cumulative[k], self.rng.random() * self.cumulative[k][-1], side="right"))
+            i, rest = divmod(min(flat, self.cumulative[k].size - 1), (rows - d.hr_rows + 1) * (cols - width + 1))
+            top, left = divmod(rest, cols - width + 1)
+            return i, top, left
+        for _ in range(self.cfg.foreground_tries):
+            i = int(self.rng.integers(n))
+            top = int(self.rng.integers(rows - d.hr_rows + 1))
+            left = int(self.rng.integers(cols - width + 1))
+            if d.images[i, top : top + d.hr_rows, left : left + width].mean() > self.thresholds[k]:
+                break
+        return i, top, left
 
     def batch(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = self.turn % len(self.directions)
@@ -108,13 +132,8 @@ class PairSampler:
         width = min(self.cfg.patch_cols, cols)
         patches = np.empty((self.cfg.batch_size, d.hr_rows, width), dtype=np.float32)
         for b in range(self.cfg.batch_size):
-            for _ in range(self.cfg.foreground_tries):
-                i = int(self.rng.integers(n))
-                top = int(self.rng.integers(rows - d.hr_rows + 1))
-                left = int(self.rng.integers(cols - width + 1))
-                patch = d.images[i, top : top + d.hr_rows, left : left + width]
-                if patch.mean() > self.thresholds[k]:
-                    break
+            i, top, left = self.position(k)
+            patch = d.images[i, top : top + d.hr_rows, left : left + width]
             if self.rng.random() < 0.5:
                 patch = patch[::-1]
             if self.rng.random() < 0.5:
@@ -123,6 +142,20 @@ class PairSampler:
         lr = np.einsum("ij,bjk->bik", d.profile, patches)
         base = np.einsum("ij,bjk->bik", d.base, lr)
         return lr[:, None].astype(np.float32), base[:, None].astype(np.float32), patches[:, None]
+
+
+def gradient_cdf(direction: Direction, patch_cols: int) -> np.ndarray:
+    """Cumulative sampling weights of every patch position of ``direction`` (flattened (slice, top, left)):
+    the patch's summed in-plane gradient magnitude (SMORE/ECLARE's gradient-weighted sampling)."""
+    images = direction.images.astype(np.float64)
+    grad = np.hypot(np.gradient(images, axis=1), np.gradient(images, axis=2))
+    n, rows, cols = images.shape
+    width = min(patch_cols, cols)
+    table = np.zeros((n, rows + 1, cols + 1))
+    table[:, 1:, 1:] = grad.cumsum(axis=1).cumsum(axis=2)
+    h = direction.hr_rows
+    sums = table[:, h:, width:] - table[:, :-h, width:] - table[:, h:, :-width] + table[:, :-h, :-width]
+    return np.cumsum(np.maximum(sums, 0).ravel() + 1e-12)
 
 
 def scan_directions(volume01: np.ndarray, plan: ThroughPlanePlan) -> List[Direction]:

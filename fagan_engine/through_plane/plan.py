@@ -245,6 +245,25 @@ def interpolate_through_plane(image: sitk.Image, plan: ThroughPlanePlan, method:
     return output_geometry(image, plan).apply(result)
 
 
+def slice_matrix(plan: ThroughPlanePlan) -> np.ndarray:
+    """(n_in, n_out) slice-profile matrix of ``plan``: how each input slice averages the output samples."""
+    from fagan_engine.mri.forward_model import slice_profile_matrix
+
+    unit = plan.output_spacing
+    return slice_profile_matrix(plan.n_out, plan.n_in, plan.input_spacing / unit, plan.thickness / unit, plan.edge_sigma / unit)
+
+
+def project_onto_slices(volume: np.ndarray, slices: np.ndarray, plan: ThroughPlanePlan) -> np.ndarray:
+    """The (z, y, x) array nearest to ``volume`` (output grid) whose re-slicing with the plan's profile is ``slices``
+    (the input grid); float32. The minimum-norm correction ``pinv(S)·(slices − S·volume)`` along the through-plane axis."""
+    from fagan_engine.mri.forward_model import apply_along_axis
+
+    axis = 2 - plan.axis
+    matrix = slice_matrix(plan)
+    residual = np.asarray(slices, dtype=np.float64) - apply_along_axis(np.asarray(volume, dtype=np.float64), matrix, axis)
+    return (volume + apply_along_axis(residual, np.linalg.pinv(matrix), axis)).astype(np.float32)
+
+
 def profile_in_pixels(plan: ThroughPlanePlan, pixel_spacing: float) -> Tuple[float, float, float]:
     """(slice spacing, thickness, edge sigma) in pixels of ``pixel_spacing`` mm (for training pairs)."""
     return plan.input_spacing / pixel_spacing, plan.thickness / pixel_spacing, plan.edge_sigma / pixel_spacing

@@ -3,8 +3,9 @@
 ``super_resolve_through_plane(image)`` plans the output grid (``through_plane_plan``), fine-tunes
 the bundled pretrained through-plane generator on pairs made from the scan's own in-plane slices
 (``through_plane_fit``), applies it to the slices of both orientations that contain the
-through-plane axis (e.g. coronal and sagittal for an axial scan) and averages the two results
-(docs/decisions.md, "Through-plane SR"). The output covers exactly the input's physical extent.
+through-plane axis (e.g. coronal and sagittal for an axial scan), averages the two results and
+projects them onto the input's slices (data consistency: re-slicing the output with the slice profile
+gives back the input; docs/thick-slices.md). The output covers exactly the input's physical extent.
 
 Progress: ``progress(done, total, phase="fit"|"inference", loss=None)`` when the callback takes a
 ``phase`` keyword, else ``progress(done, total)``. Cancellation: pass
@@ -14,6 +15,8 @@ before every iteration and inference before every batch, raising ``FitCancelled`
 """
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -23,9 +26,10 @@ import SimpleITK as sitk
 from fagan_engine.io.volume_io import validate_image
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.through_plane.fit import FitConfig, PairSampler, build_model, fit, load_weights, scan_directions
-from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane
+from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import InputError
+from fagan_engine.util.options import RunOptions
 from fagan_engine.util.progress import FitCancelled, call_progress
 
 __all__ = [
@@ -35,10 +39,11 @@ __all__ = [
     "apply_through_plane",
     "plan_through_plane",
     "super_resolve_through_plane",
+    "through_plane_from_options",
 ]
 
-DEFAULT_ITERATIONS = 300
-"""Default per-scan fit length (the quality-vs-iterations curve in docs/performance.md)."""
+DEFAULT_ITERATIONS = FitConfig().iterations
+"""Default per-scan fit length (measured: docs/thick-slices.md, "What was measured")."""
 MAX_OUTPUT_PIXELS = 1 << 19
 """Most output pixels per network call (bounds working memory, as in ``inference``)."""
 FUSIONS = ("average", "fourier")
@@ -58,46 +63,39 @@ def super_resolve_through_plane(
     weights: Optional[Path] = None,
     pretrained: bool = True,
     fusion: str = "average",
+    project: bool = True,
     stop: Optional[Callable[[], bool]] = None,
     seed: int = 0,
     fit_config: Optional[FitConfig] = None,
     nan_policy: str = "error",
+    output_dtype: str = "float32",
 ) -> sitk.Image:
-    """Make a thick-slice volume isotropic along its coarsest axis; returns a float32 SimpleITK image.
+    """Make a thick-slice volume isotropic along its coarsest axis; returns a SimpleITK image (``output_dtype``).
 
-    The second argument may also be a ``RunOptions`` (``mode="through-plane"``): its
-    ``target_spacing``, ``slice_thickness``, ``fit_iterations``, ``device``, ``nan_policy`` and
-    ``output_dtype`` are used. ``target_spacing`` defaults to the finest in-plane spacing, ``slice_thickness`` to the header's
+    ``target_spacing`` defaults to the finest in-plane spacing, ``slice_thickness`` to the header's
     (DICOM Slice Thickness), else the scan's own estimate when clear, else the slice spacing (``plan.choose_thickness``).
-    ``iterations`` (default ``DEFAULT_ITERATIONS``) is the per-scan fit length; 0 applies the pretrained network as it is. ``pretrained=False``
-    fits from random weights (evaluation only); ``weights`` selects another through-plane checkpoint.
+    ``iterations`` (default ``DEFAULT_ITERATIONS``) is the per-scan fit length; 0 applies the pretrained network as it is.
+    ``project``: the result is projected onto the volumes whose slice-profile acquisition is exactly the input
+    (data consistency). ``pretrained=False`` fits from random weights (evaluation only); ``weights`` selects another
+    through-plane checkpoint. From a ``RunOptions``: ``through_plane_from_options``.
     """
+    if isinstance(target_spacing, RunOptions):  # deprecated form, kept until pipeline.report calls through_plane_from_options
+        warnings.warn("super_resolve_through_plane(image, RunOptions) is deprecated: use through_plane_from_options", DeprecationWarning, 2)
+        return through_plane_from_options(image, target_spacing, progress, stop)
     from fagan_engine.inference.runners import resolve_device
     from fagan_engine.io.volume_io import cast_array
-    from fagan_engine.util.options import RunOptions
 
-    output_dtype = "float32"
-    if isinstance(target_spacing, RunOptions):  # super_resolve_through_plane(image, options, progress=...)
-        options = target_spacing.validate()
-        target_spacing, slice_thickness = options.target_spacing, options.slice_thickness
-        iterations = options.fit_iterations if iterations is None else iterations
-        device, nan_policy, output_dtype = options.device, options.nan_policy, options.output_dtype
     image = validate_image(image, nan_policy)
     plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
     if fusion not in FUSIONS:
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    if iterations is not None and iterations < 0:
+        raise InputError(f"iterations must be >= 0, got {iterations}")
     torch_device = resolve_device(device)
     import torch
 
     cfg = fit_config or FitConfig()
-    if iterations is not None:
-        if iterations < 0:
-            raise InputError(f"iterations must be >= 0, got {iterations}")
-        cfg = FitConfig(**{**cfg.__dict__, "iterations": int(iterations)})
-    elif fit_config is None:
-        cfg = FitConfig(iterations=DEFAULT_ITERATIONS)
-    cfg = FitConfig(**{**cfg.__dict__, "seed": seed})
-
+    cfg = dataclasses.replace(cfg, iterations=cfg.iterations if iterations is None else int(iterations), seed=seed)
     volume = sitk.GetArrayViewFromImage(image)
     normalizer = IntensityNormalizer.fit(volume, NormalizationConfig())
     volume01 = normalizer.forward(np.asarray(volume, dtype=np.float32))
@@ -115,8 +113,22 @@ def super_resolve_through_plane(
             fit(model, PairSampler(directions, cfg, np.random.default_rng(seed)), cfg, torch_device, progress, stop)
     model.eval()
     result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop)
+    if project:
+        result = project_onto_slices(result, volume01, plan)
     out = sitk.GetImageFromArray(cast_array(normalizer.inverse(result), output_dtype))
     return output_geometry(image, plan).apply(out)
+
+
+def through_plane_from_options(
+    image: sitk.Image, options: RunOptions, progress: Optional[Progress] = None, stop: Optional[Callable[[], bool]] = None
+) -> sitk.Image:
+    """``super_resolve_through_plane`` with a ``RunOptions``'s ``target_spacing``, ``slice_thickness``,
+    ``fit_iterations``, ``device``, ``nan_policy`` and ``output_dtype``."""
+    options = options.validate()
+    return super_resolve_through_plane(
+        image, options.target_spacing, options.slice_thickness, options.fit_iterations, options.device, progress,
+        stop=stop, nan_policy=options.nan_policy, output_dtype=options.output_dtype,
+    )
 
 
 def apply_through_plane(
