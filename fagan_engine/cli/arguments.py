@@ -10,6 +10,7 @@ import argparse
 from typing import Any, Dict
 
 from fagan_engine.cli import OneLineParser
+from fagan_engine.cli.stacks import add_arguments as add_stacks_arguments
 from fagan_engine.pipeline.batch import OUTPUT_FORMATS
 from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES
 from fagan_engine.util.errors import InputError
@@ -90,6 +91,7 @@ def _feature_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("through-plane super-resolution")
     group.add_argument("--through-plane", action="store_true", help="super-resolve across slices to isotropic voxels (--scale not needed)")
     group.add_argument("--stacks", action="store_true", help="PATH... = A B [C] OUTPUT: combine thick-slice stacks of one subject into one isotropic volume (docs/thick-slices.md)")
+    add_stacks_arguments(group)
     _option(group, "target_spacing", type=float, metavar="MM", help="through-plane: output spacing (default: the in-plane spacing)")
     _option(group, "slice_thickness", type=float, metavar="MM", help="through-plane: acquired slice thickness (default: the slice spacing)")
     _option(group, "fit_iterations", type=int, metavar="N", help="through-plane: fitting iterations")
