@@ -19,9 +19,9 @@ from fagan_engine.inference.runners import (
     torch_available,
     torch_runner,
 )
-from fagan_engine.inference.slices import Progress, SlabGather, SlabStream, run_slices, stream_slices
+from fagan_engine.inference.slices import Progress, SlabStream, gather, run_slices, stream_slices
 from fagan_engine.io.geometry import Plane, explicit_axes, plane_axes
-from fagan_engine.io.volume_io import cast_array, validate_image
+from fagan_engine.io.volume_io import validate_image
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import RunOptions
@@ -102,24 +102,14 @@ class SuperResolver:
         self.runner = torch_runner(model, model_device(model))
         return self.runner
 
-    def __call__(
-        self,
-        image: sitk.Image,
-        progress: Optional[Progress] = None,
-        plane: Optional[Plane] = None,
-        adapt_progress: Optional[Callable[..., None]] = None,
-        stop: Optional[Callable[[], bool]] = None,
-    ) -> sitk.Image:
-        """Super-resolve one volume into memory (``stream`` and the output type); ``plane`` overrides the
+    def __call__(self, image: sitk.Image, progress: Optional[Progress] = None, plane: Optional[Plane] = None,
+                 adapt_progress: Optional[Callable[..., None]] = None, stop: Optional[Callable[[], bool]] = None) -> sitk.Image:
+        """Super-resolve one volume into memory (``stream``, in the output type); ``plane`` overrides the
         options' plane (a name or two sitk axes). Refused first when the result cannot fit in memory."""
         options = self.options
         image = validate_image(image, options.nan_policy)
         check_output_fits(image.GetNumberOfPixels(), options.scale, BYTES_PER_OUTPUT_VOXEL, options.uncertainty)
-        stream = self.stream(image, progress, plane, adapt_progress, stop)
-        gathered = SlabGather(stream, options.output_dtype)
-        for start, slices in stream.slabs:
-            gathered.write(start, cast_array(slices, options.output_dtype))
-        return gathered.image()
+        return gather(self.stream(image, progress, plane, adapt_progress, stop), options.output_dtype)
 
     def stream(
         self,

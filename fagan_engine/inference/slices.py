@@ -49,23 +49,19 @@ def run_slices(
 ) -> sitk.Image:
     """Run ``runner`` over the volume's in-plane slices (normalised, batched, optionally tiled) and
     return the SR volume on the exact SR grid, in the input's intensity units."""
-    stream = stream_slices(image, scale, plane, runner, normalization, batch_size, tile_size, progress)
+    return gather(stream_slices(image, scale, plane, runner, normalization, batch_size, tile_size, progress), output_dtype)
+
+
+def gather(stream: SlabStream, output_dtype: str) -> sitk.Image:
+    """Every slab of ``stream`` in ``output_dtype`` (``io.volume_io.cast_array``), as one SR image."""
     gathered = SlabGather(stream, output_dtype)
     for start, slices in stream.slabs:
         gathered.write(start, cast_array(slices, output_dtype))
     return gathered.image()
 
 
-def stream_slices(
-    image: sitk.Image,
-    scale: int,
-    plane: Plane,
-    runner: Runner,
-    normalization: NormalizationConfig,
-    batch_size: int,
-    tile_size: Optional[int],
-    progress: Optional[Progress],
-) -> SlabStream:
+def stream_slices(image: sitk.Image, scale: int, plane: Plane, runner: Runner, normalization: NormalizationConfig, batch_size: int,
+                  tile_size: Optional[int], progress: Optional[Progress]) -> SlabStream:
     """``run_slices`` one batch at a time: nothing of the SR volume is held (the caller writes or keeps each slab)."""
     axes = plane_axes(image, plane) if isinstance(plane, str) else explicit_axes(plane)
     size = image.GetSize()

@@ -98,7 +98,8 @@ def derivation_text(options: RunOptions, resolver: Any) -> str:
         what = f"through-plane super-resolution to {options.target_spacing or 'isotropic'} mm"
     else:
         what = f"in-plane super-resolution x{options.scale}"
-    model = options.method if options.method != "fagan" else f"FA-GAN checkpoint {Path(checkpoint).name if checkpoint else 'untrained (random weights)'}"
+    weights = Path(checkpoint).name if checkpoint else "untrained (random weights)"
+    model = options.method if options.method != "fagan" else f"FA-GAN checkpoint {weights}"
     return f"{what} by fagan_engine {__version__} ({model})"
 
 
