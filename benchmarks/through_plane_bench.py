@@ -1,13 +1,16 @@
 """Through-plane SR end to end: a 256×256×40 volume at 1×1×4 mm to 1 mm isotropic (fit + inference).
 
-``python -m benchmarks.through_plane_bench [--iterations N] [--threads N] [--device cpu|cuda] [--smoke] [--output FILE.json]``
+``python -m benchmarks.through_plane_bench [--iterations N] [--threads N] [--device cpu|cuda] [--smoke] [--no-bar] [--output FILE.json]``
 
 The volume is the ICBM152 T1 template zero-padded to 256×256 in-plane, 160 mm of it made into 40
 slices of 4 mm with the forward model's box profile, so the fit sees real anatomy and the result
 can be scored (PSNR/SSIM against the 1 mm template, and cubic B-spline for comparison). The work
 runs in a fresh process, so its peak RSS (VmHWM) is its own; wall time covers the whole
 ``super_resolve_through_plane`` call (plan, fit, inference, fusion) and the phase split comes from
-the progress callback. ``--smoke``: 64×64×10 and 5 iterations (seconds).
+the progress callback, which also draws the user's progress bar (tqdm on stderr, one phase at a time, as
+``fagan-sr --progress bar``) unless ``--no-bar``. The machine (CPU, cores, load average before and
+after, date, commit) is recorded with the result: the CPU may be shared. ``--smoke``: 64×64×10 and 5
+iterations (seconds).
 """
 from __future__ import annotations
 
@@ -69,16 +72,27 @@ def measure(params: Dict[str, Any]) -> Dict[str, Any]:
     image, hr = make_volume(params["smoke"])
     baseline_rss = peak_rss_mib()
     marks: Dict[str, float] = {}
+    bars: Dict[str, Any] = {}
 
     def progress(done: int, total: int, phase: str = "fit", loss: Optional[float] = None) -> None:
         marks.setdefault(phase + "_start", time.perf_counter())
         marks[phase + "_end"] = time.perf_counter()
+        if params.get("bar", True):
+            from tqdm import tqdm
+
+            for other in [p for p in bars if p != phase]:
+                bars.pop(other).close()
+            if phase not in bars:
+                bars[phase] = tqdm(total=total, desc=phase, file=sys.stderr, unit="step" if phase == "fit" else "slice")
+            bars[phase].update(done - bars[phase].n)
 
     started = time.perf_counter()
     out = super_resolve_through_plane(image, iterations=params.get("iterations"), device=params["device"], progress=progress)
     if params["device"] == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
+    for bar in bars.values():
+        bar.close()
     peak = peak_rss_mib()  # before scoring (SSIM maps of the whole volume are large)
     result = sitk.GetArrayFromImage(out)
     bspline = sitk.GetArrayFromImage(interpolate_through_plane(image, plan_through_plane(image), "bspline"))
@@ -100,13 +114,19 @@ def measure(params: Dict[str, Any]) -> Dict[str, Any]:
         "ssim": round(score["ssim"], 4),
         "bspline_psnr": round(base["psnr"], 2),
         "bspline_ssim": round(base["ssim"], 4),
+        "bar": params.get("bar", True),
     }
 
 
-def run(smoke: bool, device: str, iterations: Optional[int] = None, threads: Optional[int] = None) -> Dict[str, Any]:
-    """Measure in a fresh process (its own peak RSS); on failure ``{"error": ...}``."""
-    params = {"smoke": smoke, "device": device, "iterations": 5 if smoke and iterations is None else iterations, "threads": threads}
-    return run_worker("benchmarks.through_plane_bench", params)
+def run(smoke: bool, device: str, iterations: Optional[int] = None, threads: Optional[int] = None, bar: bool = False) -> Dict[str, Any]:
+    """Measure in a fresh process (its own peak RSS), with the machine and its load; on failure ``{"error": ...}``."""
+    from benchmarks.machine import cpu_model, git_commit, usable_cores
+
+    params = {"smoke": smoke, "device": device, "iterations": 5 if smoke and iterations is None else iterations, "threads": threads, "bar": bar}
+    before = [round(x, 2) for x in os.getloadavg()]
+    result = run_worker("benchmarks.through_plane_bench", params, show_stderr=bar)
+    machine = {"cpu": cpu_model(), "cores": usable_cores(), "load_before": before, "load_after": [round(x, 2) for x in os.getloadavg()]}
+    return dict(result, machine=dict(machine, date=time.strftime("%Y-%m-%d %H:%M"), commit=git_commit()))
 
 
 def serve_worker(params: Optional[str], measure: Callable[[Dict[str, Any]], Dict[str, Any]]) -> bool:
@@ -117,15 +137,17 @@ def serve_worker(params: Optional[str], measure: Callable[[Dict[str, Any]], Dict
     return True
 
 
-def run_worker(module: str, params: Dict[str, Any]) -> Dict[str, Any]:
-    """``python -m module --worker PARAMS`` in a fresh process: its ``RESULT {json}`` line, or ``{"error": ...}``."""
+def run_worker(module: str, params: Dict[str, Any], show_stderr: bool = False) -> Dict[str, Any]:
+    """``python -m module --worker PARAMS`` in a fresh process: its ``RESULT {json}`` line, or ``{"error": ...}``.
+    ``show_stderr``: the worker's stderr (its progress bar) goes to this terminal instead of the error message."""
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "-m", module, "--worker", json.dumps(params)], cwd=str(repo), capture_output=True, text=True, env=dict(os.environ),
+        [sys.executable, "-m", module, "--worker", json.dumps(params)], cwd=str(repo), stdout=subprocess.PIPE,
+        stderr=None if show_stderr else subprocess.PIPE, text=True, env=dict(os.environ),
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        tail = [line for line in proc.stderr.splitlines() if line.strip()]
+        tail = [line for line in (proc.stderr or "").splitlines() if line.strip()]
         return {"error": tail[-1] if tail else f"worker exited with {proc.returncode}"}
     return json.loads(lines[-1][len("RESULT ") :])
 
@@ -142,11 +164,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--iterations", type=int, default=None, help="fit iterations (default: the engine default)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-bar", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     if serve_worker(args.worker, measure):
         return 0
-    result = run(args.smoke, args.device, args.iterations, args.threads)
+    result = run(args.smoke, args.device, args.iterations, args.threads, bar=not args.no_bar)
     print(json.dumps(result))
     if args.output is not None:
         args.output.write_text(json.dumps(result, indent=2) + "\n")
