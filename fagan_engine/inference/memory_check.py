@@ -24,12 +24,14 @@ from fagan_engine.util.errors import InputError
 from fagan_engine.util.memory import available_bytes
 
 BASE_BYTES = 2**29
-BYTES_PER_INPUT_VOXEL = 40
+"""Interpreter, torch and the model (measured nearer 0.8 GiB on the 2-core CPU with the default path; kept)."""
+BYTES_PER_INPUT_VOXEL = 48
 """The float32 input and its input-sized working copies (normalisation percentiles, residual, foreground summary)."""
 BYTES_PER_OUTPUT_VOXEL = 48
 """The in-memory result (measured: about 0.5 GiB + 48 bytes per output voxel before streaming)."""
-STREAMED_BYTES_PER_OUTPUT_VOXEL = 2
-"""A streamed result: slab-sized buffers only (measured slope, docs/performance.md)."""
+STREAMED_BYTES_PER_OUTPUT_VOXEL = 4
+"""A streamed result: slab-sized buffers only; with the input's share the measured slope is 14–15 bytes per output
+voxel at ×2 (docs/performance.md, "Streaming output")."""
 UNCERTAINTY_BYTES_PER_OUTPUT_VOXEL = 24
 """The test-time-augmentation map adds a float64 running mean and sum of squares and a float32 pass."""
 
