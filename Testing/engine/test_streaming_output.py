@@ -213,3 +213,16 @@ def test_peak_memory_grows_by_at_most_16_bytes_per_output_voxel(tmp_path: Path) 
         voxels.append(slices * 512 * 512)
     slope = (peaks[1] - peaks[0]) / (voxels[1] - voxels[0])
     assert slope <= 16, f"{slope:.1f} bytes per output voxel"
+
+
+def test_a_format_that_cannot_be_streamed_is_gathered_and_written_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """NIfTI-2 sizes or a big-endian machine: the slabs are gathered, then written by the in-memory writer."""
+    calls = spy_on_writes(monkeypatch)
+    monkeypatch.setattr(case, "can_stream", lambda path, geometry: False)
+    image = volume("float32")
+    source = tmp_path / "in.nrrd"
+    sitk.WriteImage(image, str(source))
+    assert main([str(source), str(tmp_path / "sr.nii"), *BICUBIC, "--consistency-map"]) == 0, capsys.readouterr().err
+    assert sorted(calls) == ["whole sr.nii", "whole sr_consistency.nii"]
+    expected = super_resolve(image, 2, method="bicubic")
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "sr.nii"))), sitk.GetArrayFromImage(expected))

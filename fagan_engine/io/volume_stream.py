@@ -176,7 +176,7 @@ class VolumeStreamWriter:
 
     def _append(self, block: np.ndarray) -> None:
         try:
-            self.files[0].write(block.tobytes())
+            self.files[-1].write(block.tobytes())
         except OSError as exc:
             raise OutputError(describe_os_error(exc, self.shown)) from None
 
@@ -190,8 +190,8 @@ class VolumeStreamWriter:
             for first in range(0, self.shape[0], step):
                 self._append(self.gathered[first : first + step])
             self.gathered = None
+        data = self.files.pop()
         try:
-            data = self.files[0]
             data.close()
             if data.path == self.path:
                 if self.ext in (".nii", ".nii.gz") and not nifti_complete(self.path):

@@ -185,6 +185,7 @@ class StagedOutputs:
         """Complete a streamed volume and stage it for publishing (in the order of these calls)."""
         writer, staged, target = self.streamed[kind]
         if isinstance(writer, SlabGather):
+            del self.streamed[kind]
             self.add_volume(writer.image(), str(target), replace)
             return
         writer.close()

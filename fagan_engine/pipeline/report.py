@@ -185,8 +185,8 @@ def run_validated(
             upsampled = residuals.add(start, network)
             if residual_out is not None:
                 residual_out.write(start, upsampled)
-    result = sr_out.image() if isinstance(sr_out, SlabGather) else None
-    residual_sr = residual_out.image() if isinstance(residual_out, SlabGather) else None
+    result = sr_out.image() if "image" not in targets else None
+    residual_sr = residual_out.image() if residual_out is not None and "consistency" not in targets else None
     residual_lr, summary = residuals.finish() if residuals is not None else (None, {})
     std = None
     notes: List[str] = []
