@@ -24,7 +24,7 @@ from .maps import overlayLayers
 from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, isThroughPlane, mapKinds, runOptions, runSettings
 from .process import EngineProcess
-from .provenance import RunReport, localIdentity, mergeWarnings, summaryRows
+from .provenance import RunReport, localIdentity, mergeWarnings, summaryRows, throughPlaneIdentity
 from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
 from .volumes import checkScalarVolumeNode, writeVolumeNode
 
@@ -352,25 +352,6 @@ def runIdentity(options: "RunOptions") -> Dict[str, str]:
             info = None
     identity = localIdentity(info, options.method, options.acquisition, engineVersion(), isThroughPlane(options))
     if isThroughPlane(options):
-        identity.update(throughPlaneWeightsIdentity())
+        identity.update(throughPlaneIdentity())
     return identity
 
-
-def throughPlaneWeightsIdentity() -> Dict[str, str]:
-    """Name, SHA-256 and training summary of the engine's bundled through-plane weights, from their
-    JSON sidecar (empty if the engine ships none)."""
-    import json
-
-    from .engine import engineParentDir
-    from .provenance import trainingDataSummary
-
-    for sidecar in sorted((engineParentDir() / "fagan_engine" / "checkpoints").glob("*through_plane*.json")):
-        try:
-            data = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            return {"checkpoint": sidecar.with_suffix(".safetensors").name,
-                    "sha256": str(data.get("tensors_sha256") or data.get("content_sha256") or ""),
-                    "training_data": trainingDataSummary(data.get("training"))}
-    return {}

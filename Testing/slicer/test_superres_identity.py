@@ -23,3 +23,10 @@ def test_through_plane_identity_is_the_engine_reports():
     assert identity["sha256"] == hashlib.sha256(THROUGH_PLANE_WEIGHTS.read_bytes()).hexdigest()
     report = reportIdentity(RunOptions(mode="through-plane"), None, None)["checkpoint"]
     assert (report["name"], report["sha256"]) == (identity["checkpoint"], identity["sha256"])
+
+
+def test_a_through_plane_run_records_the_engines_identity():
+    from FAGANSuperResLib.logic import runIdentity
+
+    identity = runIdentity(RunOptions(mode="through-plane"))
+    assert {key: identity[key] for key in ("checkpoint", "sha256", "training_data")} == throughPlaneIdentity()
