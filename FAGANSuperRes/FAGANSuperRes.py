@@ -18,7 +18,7 @@ from FAGANSuperResLib.display import showSideBySide
 from FAGANSuperResLib.isotropic import throughPlaneDefaults
 from FAGANSuperResLib.logic import SuperResolutionJob, SuperResolutionLogic
 from FAGANSuperResLib.memory import outputVoxels
-from FAGANSuperResLib.options import ACQUISITIONS, DEVICES, METHODS, PLANES, SCALES
+from FAGANSuperResLib.options import ACQUISITIONS, DEVICES, METHODS, PLANES, SCALES, engineFlag
 from FAGANSuperResLib.options import runOptions as engineRunOptions
 from FAGANSuperResLib.process import EngineProcess
 from FAGANSuperResLib.stacks import STACKS_MODE, StacksJob, StacksLogic, checkStackNodes
@@ -62,11 +62,10 @@ THROUGH_PLANE_ROWS = ("targetSpacing", "sliceThickness")
 CODE_ROWS = {"secondStack": ("qMRMLNodeComboBox", "Second stack:", "Another thick-slice volume of the same subject and contrast."),
              "thirdStack": ("qMRMLNodeComboBox", "Third stack:", "Optional: a third thick-slice volume."),
              "stackReference": ("QComboBox", "Reference:", "The stack whose orientation the result takes.")}
-# Trust checkbox -> the engine flag it needs (disabled while the engine lacks it).
-# The uncertainty map is not offered: on real scans it does not follow the error better than the image
-# gradient does (docs/model-card.md, "Real scans"); the Lib and the engine keep it for research.
-TRUST_FLAGS = {"consistencyMapCheckBox": "--consistency-map",
-               "enforceConsistencyCheckBox": "--enforce-consistency"}
+# Trust checkbox -> the map kind or RunOptions field it sets; disabled while the engine lacks its flag
+# (options.engineFlag). The uncertainty map is not offered: on real scans it does not follow the error better
+# than the image gradient does (docs/model-card.md, "Real scans"); the Lib and the engine keep it for research.
+TRUST_OPTIONS = {"consistencyMapCheckBox": "consistency", "enforceConsistencyCheckBox": "enforce_consistency"}
 
 
 #
@@ -300,11 +299,11 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.checkpointComboBox.enabled = usesCheckpoint and not self._job
         self.ui.checkpointInfoLabel.setVisible(usesCheckpoint)
         self.ui.acquisitionComboBox.enabled = p.method == "fagan"
-        for widgetName, flag in TRUST_FLAGS.items():
+        for widgetName, name in TRUST_OPTIONS.items():
             widget = getattr(self.ui, widgetName)
-            widget.enabled = self._engineSupports(flag)
+            widget.enabled = self._engineOffers(name)
             if not widget.enabled:
-                widget.toolTip = _("Needs a newer FA-GAN engine (no {flag} option)").format(flag=flag)
+                widget.toolTip = _("Needs a newer FA-GAN engine")
         self.ui.enforceConsistencyCheckBox.enabled = self.ui.enforceConsistencyCheckBox.enabled and not stacks
         self.ui.batchFolderComboBox.enabled = p.applyToAll
         self.ui.outputSelector.enabled = not p.applyToAll
@@ -332,6 +331,14 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _engineSupports(*flags: str) -> bool:
         try:
             return engine.engineSupports(*flags)
+        except Exception:  # engine missing or broken: the run itself will say why
+            return False
+
+    @staticmethod
+    def _engineOffers(name: str) -> bool:
+        """Whether the engine has the flag of a RunOptions field or map kind (``options.engineFlag``)."""
+        try:
+            return engine.engineSupports(engineFlag(name))
         except Exception:  # engine missing or broken: the run itself will say why
             return False
 
@@ -549,7 +556,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The run's engine RunOptions from the panel; trust features the engine lacks are left out."""
         p = self._parameterNode
         fields = dict(mode=p.mode, device=p.device, batch_size=p.batchSize)
-        if self._engineSupports(TRUST_FLAGS["enforceConsistencyCheckBox"]):
+        if self._engineOffers(TRUST_OPTIONS["enforceConsistencyCheckBox"]):
             fields.update(enforce_consistency=None if p.enforceConsistency else False)  # None: the engine's default (on for FA-GAN)
         if p.mode == "in-plane":
             fields.update(scale=p.scale, method=p.method, acquisition=p.acquisition, plane=p.plane,
@@ -563,7 +570,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def consistencyMapWanted(self) -> bool:
         """Whether the run makes a consistency map (the checkbox, when the engine offers it)."""
-        return self._parameterNode.consistencyMap and self._engineSupports(TRUST_FLAGS["consistencyMapCheckBox"])
+        return self._parameterNode.consistencyMap and self._engineOffers(TRUST_OPTIONS["consistencyMapCheckBox"])
 
     def onPollTimer(self) -> None:
         """Non-blocking poll of the background processes (device probe, super-resolution run)."""

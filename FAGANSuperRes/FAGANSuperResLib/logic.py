@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion, ensureEngineImportable
 from .maps import overlayLayers
 from .memory import checkResultFits
-from .options import checkRunOptions, engineArguments, isThroughPlane, mapKinds, runOptions, runSettings
+from .options import checkRunOptions, engineArguments, engineFlag, isThroughPlane, mapKinds, runOptions, runSettings
 from .process import EngineProcess
 from .provenance import RunReport, localIdentity, mergeWarnings, summaryRows, throughPlaneIdentity
 from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
@@ -319,7 +319,7 @@ class SuperResolutionLogic:
             outputPath = workDir / "output.nrrd"
             mapPaths = {kind: workDir / f"{kind}_map.nrrd" for kind in mapKinds(options, consistencyMap)}
             # One volume's JSON report is part of the engine's trust features (with the maps).
-            reportPath = workDir / "report.json" if engineSupports("--report", "--consistency-map") else None
+            reportPath = workDir / "report.json" if engineSupports("--report", engineFlag("consistency")) else None
             arguments = superResolutionArguments(inputPath, outputPath, options, mapPaths, reportPath)
             job = SuperResolutionJob(inputVolumeNode, outputVolumeNode, options, engineCommand("sr", arguments),
                                      workDir, outputPath, env=engineEnvironment(), mapPaths=mapPaths,

@@ -80,9 +80,20 @@ def engineArguments(options: "RunOptions", consistencyMap: bool, mapPaths: Optio
     args = options.cli_arguments(paths.get("uncertainty"))
     if consistencyMap:
         args += [MAP_FLAGS["consistency"]] + ([paths["consistency"]] if mapPaths is not None else [])
-    if engineSupports(UNCOMPRESSED_FLAG):
-        args.append(UNCOMPRESSED_FLAG)
-    return args + ["--progress", "json"]
+    return args + outputArguments()
+
+
+def outputArguments() -> List[str]:
+    """What every run of the module passes: uncompressed outputs (when the engine offers it) and JSON progress."""
+    return ([UNCOMPRESSED_FLAG] if engineSupports(UNCOMPRESSED_FLAG) else []) + ["--progress", "json"]
+
+
+def engineFlag(name: str) -> str:
+    """The ``fagan-sr`` flag of a RunOptions field (the engine's ``CLI_FLAGS``) or of a trust-map kind (``MAP_FLAGS``)."""
+    ensureEngineImportable()
+    from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS
+
+    return CLI_FLAGS.get(name) or MAP_FLAGS[name]
 
 
 def runSettings(options: "RunOptions") -> Dict[str, str]:

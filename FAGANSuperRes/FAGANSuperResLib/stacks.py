@@ -25,7 +25,7 @@ from .isotropic import formatSpacing
 from .logic import SuperResolutionJob, describeDevice
 from .maps import checkSameGrid, showAsMap
 from .memory import checkStacksFit
-from .options import runOptions
+from .options import engineFlag, outputArguments, runOptions
 from .provenance import NOTICE, fillSummaryTable, stampResultNode
 from .results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT, detachOldMaps, inScene, placeBesideInput, removeNodes
 from .volumes import checkScalarVolumeNode, loadVolumeFile, readVolumeHeader, writeVolumeNode
@@ -65,15 +65,14 @@ def stacksArguments(inputPaths: Sequence[Any], outputPath: Any, reference: int, 
                     consistencyMaps: bool, reportPath: Any) -> List[str]:
     """Arguments of ``fagan_engine sr`` for combining ``inputPaths`` (``options``: device, target spacing, slice
     thickness; ``fit_iterations`` None: no FA-GAN prior, else its fit steps)."""
-    args = ["--stacks", *[str(p) for p in inputPaths], str(outputPath), "--device", options.device,
-            "--report", str(reportPath), "--progress", "json"]
+    args = ["--stacks", *[str(p) for p in inputPaths], str(outputPath), engineFlag("device"), options.device,
+            "--report", str(reportPath)]
     args += ["--reference", str(reference + 1)] if reference else []
-    for flag, value in (("--target-spacing", options.target_spacing), ("--slice-thickness", options.slice_thickness),
-                        ("--iterations", options.fit_iterations)):
-        args += [flag, f"{value:g}"] if value is not None else []
-    args += ["--consistency-map"] if consistencyMaps else []
-    return args + (["--no-compression"] if engineSupports("--no-compression") else [])
-
+    for field in ("target_spacing", "slice_thickness", "fit_iterations"):
+        value = getattr(options, field)
+        args += [engineFlag(field), f"{value:g}"] if value is not None else []
+    args += [engineFlag("consistency")] if consistencyMaps else []
+    return args + outputArguments()
 
 def stackMapPaths(outputPath: Path, count: int) -> List[Path]:
     """Where the engine writes each stack's consistency map (``<output stem>_consistency_stack<k><ext>``)."""

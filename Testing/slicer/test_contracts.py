@@ -127,7 +127,7 @@ def test_every_ui_widget_used_exists_with_a_fitting_class(module):
         for row in moduleTable(module, table):
             assert widgets.get(row + "Label") == "QLabel", f"{table}: no {row}Label"
             assert [w for w in widgets if w.startswith(row) and w != row + "Label" and w.endswith(("ComboBox", "SpinBox"))], row
-    for widget in moduleTable(module, "TRUST_FLAGS"):
+    for widget in moduleTable(module, "TRUST_OPTIONS"):
         assert widgets[widget] == "QCheckBox", widget
 
 
@@ -391,9 +391,9 @@ def test_engine_flags_the_modules_pass_exist_in_the_engine():
     """Every fagan_engine sr flag the Slicer side passes is one the shipped engine's parser accepts
     (the panel disables a feature whose flag is missing, so a typo would silently disable it)."""
     from FAGANSuperResLib import engine
-    from FAGANSuperResLib.options import engineArguments, runOptions
+    from FAGANSuperResLib.options import engineArguments, engineFlag, runOptions
 
-    flags = set(moduleTable("FAGANSuperRes", "TRUST_FLAGS").values()) | {"--output-dir", "--report"}
+    flags = {engineFlag(name) for name in moduleTable("FAGANSuperRes", "TRUST_OPTIONS").values()} | {"--output-dir", "--report"}
     for options in (runOptions(checkpoint="c", batch_size=2, tile_size=64, uncertainty=True, enforce_consistency=True),
                     runOptions(mode="through-plane", target_spacing=1.0, slice_thickness=3.0, fit_iterations=5)):
         flags |= {a for a in engineArguments(options, True) if a.startswith("--")}
@@ -401,16 +401,19 @@ def test_engine_flags_the_modules_pass_exist_in_the_engine():
 
 
 def test_lib_spells_no_run_option_flag():
-    """The Lib takes run-option and map flags from the engine (``RunOptions.cli_arguments``, ``MAP_FLAGS``):
-    none of them stands in a Lib file as a string. ``notYet``: files still to convert (issue 19, item 5)."""
+    """The Slicer side takes run-option and map flags from the engine (``RunOptions.cli_arguments``, ``CLI_FLAGS``,
+    ``MAP_FLAGS``): none of them stands in a Lib file as a string, nor in a module's tables."""
     from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS
 
     engineFlags = set(CLI_FLAGS.values()) | set(MAP_FLAGS.values()) | {"--through-plane", "--no-enforce-consistency"}
-    notYet = {"logic.py", "stacks.py"}
     for package in (ROOT / "FAGANSuperRes" / "FAGANSuperResLib", ROOT / "FAGANTraining" / "FAGANTrainingLib"):
-        for path in sorted(p for p in package.glob("*.py") if p.name not in notYet):
+        for path in sorted(package.glob("*.py")):
             spelled = {n.value for n in ast.walk(parse(path)) if isinstance(n, ast.Constant) and n.value in engineFlags}
             assert not spelled, f"{path.name} spells {sorted(spelled)}"
+    for module, folder in MODULES.items():
+        tables = [n.value for n in parse(folder / f"{module}.py").body if isinstance(n, ast.Assign)]
+        spelled = {n.value for t in tables for n in ast.walk(t) if isinstance(n, ast.Constant) and n.value in engineFlags}
+        assert not spelled, f"{module}.py's tables spell {sorted(spelled)}"
 
 
 def test_panel_choices_are_the_engines():
