@@ -17,8 +17,9 @@ import numpy as np
 import slicer.util
 
 GEOMETRY_TOLERANCE_MM = 1e-4
-MAP_KINDS = ("consistency", "uncertainty")
 MAP_TITLES = {"consistency": "Data consistency residual", "uncertainty": "Uncertainty (TTA std)"}
+MAP_KINDS = tuple(MAP_TITLES)
+"""The engine's map kinds (``fagan_engine.util.options.MAP_KINDS``) this module loads and shows."""
 COLOR_NODE_NAMES = {"consistency": "FA-GAN residual (diverging)", "uncertainty": "FA-GAN uncertainty"}
 COLOR_ATTRIBUTE = "FAGAN.ColorMap"
 OVERLAY_OPACITY = 0.6

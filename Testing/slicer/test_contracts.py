@@ -431,3 +431,11 @@ def test_panel_choices_are_the_engines():
     panelModes = moduleTable("FAGANSuperRes", "PANEL_MODES")  # the engine's modes, then Combine thick stacks
     assert panelModes == options.MODES + (STACKS_MODE,) and set(moduleTable("FAGANSuperRes", "MODE_LABELS")) == set(panelModes)
     assert sorted(options.DEVICES) == sorted(engineOptions.DEVICES)
+
+
+def test_map_kinds_are_the_engines():
+    """The maps the Lib shows are engine map kinds, each with a title and a colour table."""
+    from fagan_engine.util.options import MAP_KINDS as ENGINE_MAP_KINDS
+    from FAGANSuperResLib import maps
+
+    assert set(maps.MAP_KINDS) <= set(ENGINE_MAP_KINDS) and set(maps.COLOR_NODE_NAMES) == set(maps.MAP_KINDS)
