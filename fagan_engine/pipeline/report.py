@@ -26,6 +26,7 @@ from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.slices import Progress, SlabGather, SlabStream
 from fagan_engine.io.geometry import SliceLayout, explicit_axes, plane_axes
 from fagan_engine.io.volume_io import cast_array, validate_image
+from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.forward_model import project_onto_data
 from fagan_engine.through_plane.plan import plan_through_plane
 from fagan_engine.through_plane.run import super_resolve_through_plane
@@ -233,7 +234,7 @@ def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_ch
         metadata = resolver.metadata
         block["checkpoint"] = {
             "name": resolver.checkpoint.name,
-            "sha256": file_sha256(resolver.checkpoint),
+            "sha256": metadata.file_sha256 or file_sha256(resolver.checkpoint),  # the verified bytes where the loader kept them
             "content_sha256": metadata.content_sha256 or metadata.weights_sha256,
             "acquisitions": list(metadata.acquisitions),
             "training_data": metadata.training.get("train_data"),
@@ -243,10 +244,7 @@ def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_ch
             "data_profile_known": bool(metadata.data_profile),
         }
     if options.mode == "through-plane":
-        from fagan_engine.through_plane.fit import bundled_weights
-
-        weights = bundled_weights()
-        block["checkpoint"] = {"name": weights.name, "sha256": file_sha256(weights), "per_scan_fit": True}
+        block["checkpoint"] = {**read_through_plane().identity(), "per_scan_fit": True}
     if ensemble_checkpoint is not None:
         block["ensemble_checkpoint"] = {"name": Path(ensemble_checkpoint).name, "sha256": file_sha256(Path(ensemble_checkpoint))}
     return block
