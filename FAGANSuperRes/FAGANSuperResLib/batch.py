@@ -11,18 +11,16 @@ cases finished before it stay (the engine publishes each output atomically), not
 the scene.
 """
 import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import vtk
 
 from .engine import engineCommand, engineEnvironment, engineSupports
+from .jobs import EngineJob, workFolder
 from .logic import oneLine, resolvedDevice, runIdentity
 from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, mapKinds
-from .process import EngineProcess
 from .provenance import NOTICE, mergeWarnings
 from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
 from .volumes import isUsableInput, writeVolumeNode
@@ -79,7 +77,7 @@ class BatchCase:
         self.mapNodes: Dict[str, Any] = {}
 
 
-class BatchJob:
+class BatchJob(EngineJob):
     """A running batch: ``poll()`` from a timer, ``wait()``, or ``cancel()``.
 
     ``state`` is ``running``, ``succeeded`` (every case done), ``partial`` (some failed or the batch
@@ -89,53 +87,22 @@ class BatchJob:
 
     def __init__(self, cases: List[BatchCase], options: "RunOptions", command: List[str], workDir: Path,
                  env: Optional[Dict[str, str]] = None, identity: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(options, command, workDir, env, identity, f"Starting the engine for {len(cases)} volumes...")
         self.cases = cases
-        self.options = options
-        self.workDir = workDir
         self.scene = cases[0].node.GetScene()
-        self.device = ""
-        self.threads: Optional[int] = None
-        self.identity = dict(identity or {})
-        self.process = EngineProcess(command, env=env, cwd=str(workDir))
-        self.state = "running"
-        self.fraction = 0.0
-        self.status = f"Starting the engine for {len(cases)} volumes..."
-        self.error: Optional[str] = None
-        self.warnings: List[str] = []
         self.current: Optional[BatchCase] = None
         self.tableNode: Any = None
-        self.onProgress: Optional[Callable[["BatchJob"], None]] = None
         self._byName = {case.inputPath.name: case for case in cases}
-
-    @property
-    def done(self) -> bool:
-        return self.state != "running"
 
     @property
     def outputVolumeNodes(self) -> List[Any]:
         return [case.outputVolumeNode for case in self.cases if case.outputVolumeNode is not None]
 
-    def start(self) -> None:
-        try:
-            self.process.start()
-        except OSError as exc:
-            self._finish(f"cannot start the engine ({exc})")
+    def _ended(self) -> None:
+        self._finish(None if self.process.returnCode == 0 else self.process.errorMessage())
 
-    def poll(self) -> bool:
-        if self.done:
-            self.process.poll()
-            return True
-        for event in self.process.poll():
-            self._handleEvent(event)
-        if self.process.finished:
-            self._finish(None if self.process.returnCode == 0 else self.process.errorMessage())
-        return self.done
-
-    def wait(self) -> "BatchJob":
-        while not self.done:
-            self.process.wait(timeout=0.2)
-            self.poll()
-        return self
+    def _fail(self, message: str) -> None:
+        self._finish(message)
 
     def cancel(self, keepFinished: bool = True) -> None:
         """Kill the engine (bounded wait). The cases loaded so far stay; with ``keepFinished`` the
@@ -164,10 +131,6 @@ class BatchJob:
 
         first = next((case for case in self.cases if case.outputVolumeNode is not None), None)
         return overlayLayers(first.outputVolumeNode, first.mapNodes) if first else {}
-
-    def takeLogLines(self) -> List[str]:
-        """The engine's output lines (not protocol events) received since the last call, for a log view."""
-        return self.process.takeNewLogLines()
 
     def _case(self, event: Dict[str, Any]) -> Optional[BatchCase]:
         return self._byName.get(Path(str(event.get("input") or "")).name)
@@ -224,7 +187,7 @@ class BatchJob:
             except Exception as exc:  # the results stay; only the table is missing
                 self.warnings = mergeWarnings(self.warnings, [f"no batch summary table: {oneLine(exc)}"])
         finally:
-            shutil.rmtree(self.workDir, ignore_errors=True)
+            self._cleanup()
         loaded = [case for case in self.cases if case.outputVolumeNode is not None]
         failed = [case for case in self.cases if case.status == "failed"]
         if not loaded:
@@ -314,8 +277,7 @@ class BatchLogic:
             raise ValueError("this version of the FA-GAN engine has no batch mode (--output-dir)")
         checkResultFits(nodes, options, consistencyMap)
         identity = runIdentity(options)
-        workDir = Path(tempfile.mkdtemp(prefix="FAGANBatch-", dir=self.temporaryDirectory))
-        try:
+        with workFolder("FAGANBatch-", self.temporaryDirectory) as workDir:
             inputs, outputs = workDir / "inputs", workDir / "outputs"
             inputs.mkdir()
             cases = []
@@ -330,11 +292,5 @@ class BatchLogic:
             arguments += ["--report", str(workDir / "batch-report.json")]
             job = BatchJob(cases, options, engineCommand("sr", arguments), workDir, env=engineEnvironment(),
                            identity=identity)
-        except Exception:
-            shutil.rmtree(workDir, ignore_errors=True)
-            raise
-        job.start()
-        if waitForCompletion:
-            job.wait()
-        return job
+        return job.run(waitForCompletion)
 

@@ -14,16 +14,14 @@ Example (Slicer Python console)::
     job = SuperResolutionLogic().process(getNode("MRHead"), None, scale=2, device="cpu", consistencyMap=True)
     outputNode = job.outputVolumeNode
 """
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion, ensureEngineImportable
+from .jobs import EngineJob, workFolder
 from .maps import overlayLayers
 from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, engineFlag, isThroughPlane, mapKinds, runOptions, runSettings
-from .process import EngineProcess
 from .provenance import RunReport, localIdentity, mergeWarnings, summaryRows, throughPlaneIdentity
 from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
 from .volumes import checkScalarVolumeNode, writeVolumeNode
@@ -71,7 +69,7 @@ def oneLine(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-class SuperResolutionJob:
+class SuperResolutionJob(EngineJob):
     """One running super-resolution: poll it (non-blocking), wait for it, or cancel it.
 
     ``state`` is ``running``, ``succeeded``, ``failed`` or ``cancelled``; ``fraction``, ``phase``
@@ -87,62 +85,22 @@ class SuperResolutionJob:
                  workDir: Path, outputPath: Path, env: Optional[Dict[str, str]] = None,
                  mapPaths: Optional[Dict[str, Path]] = None, reportPath: Optional[Path] = None,
                  identity: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(options, command, workDir, env, identity, "Starting the engine...")
         self.inputVolumeNode = inputVolumeNode
         self.outputVolumeNode = outputVolumeNode
         self.scene = inputVolumeNode.GetScene()
-        self.device = ""
-        self.threads: Optional[int] = None
-        self._newLogLines: List[str] = []
         self.scale = options.scale
-        self.options = options
-        self.workDir = workDir
         self.outputPath = outputPath
         self.mapPaths = dict(mapPaths or {})
         self.reportPath = reportPath
-        self.process = EngineProcess(command, env=env, cwd=str(workDir))
-        self.state = "running"
-        self.fraction = 0.0
         self.phase = ""
-        self.status = "Starting the engine..."
-        self.error: Optional[str] = None
-        self.warnings: List[str] = []
         self.summary: Dict[str, Any] = {}
-        self.identity: Dict[str, str] = dict(identity or {})
         self.mapNodes: Dict[str, Any] = {}
         self.summaryTableNode: Any = None
-        self.onProgress: Optional[Callable[["SuperResolutionJob"], None]] = None
-
-    @property
-    def done(self) -> bool:
-        return self.state != "running"
-
-    def start(self) -> None:
-        try:
-            self.process.start()
-        except OSError as exc:
-            self._fail(f"cannot start the engine ({exc})")
-
-    def poll(self) -> bool:
-        """Handle the engine output available now; finish the job when the engine ended.
-
-        Returns True when the job is done. Call this from a timer (it never blocks for long;
-        at the end it reads the result files and updates the scene).
-        """
-        if self.done:
-            self.process.poll()  # collects the exit code of a cancelled engine that was still exiting
-            return True
-        for event in self.process.poll():
-            self._handleEvent(event)
-        self._collectLogWarnings()
-        if self.process.finished:
-            self._complete()
-        return self.done
 
     def wait(self) -> "SuperResolutionJob":
         """Block until done; raise SuperResolutionError if the job failed or was cancelled."""
-        while not self.done:
-            self.process.wait(timeout=0.2)
-            self.poll()
+        super().wait()
         if self.state != "succeeded":
             raise SuperResolutionError(self.error or self.state)
         return self
@@ -159,17 +117,13 @@ class SuperResolutionJob:
         self.status = "Cancelled."
         self._cleanup()
 
-    def takeLogLines(self) -> List[str]:
-        """The engine's output lines (not protocol events) received since the last call, for a log view."""
-        lines, self._newLogLines = self._newLogLines, []
-        return lines
-
-    def _collectLogWarnings(self) -> None:
+    def _readLog(self) -> List[str]:
         """``warning: ...`` lines (Python warnings the engine prints at the end) count as warnings."""
-        for line in self.process.takeNewLogLines():
-            self._newLogLines.append(line)
+        lines = super()._readLog()
+        for line in lines:
             if line.startswith("warning: "):
                 self.warnings = mergeWarnings(self.warnings, [line[len("warning: "):]])
+        return lines
 
     def _handleEvent(self, event: Dict[str, Any]) -> None:
         kind = event.get("event")
@@ -208,20 +162,13 @@ class SuperResolutionJob:
         else:
             self.status = f"Slice {done} of {total or '?'}"
 
-    def _complete(self) -> None:
+    def _ended(self) -> None:
+        """The engine exited: its result into the scene, or the job's one-line error with the scene restored."""
         created: List[Any] = []
         try:
             if self.process.returnCode != 0 or not self.outputPath.is_file():
                 raise SuperResolutionError(self.process.errorMessage())
-            report = RunReport.read(self.reportPath) if self.reportPath is not None else RunReport()
-            self.summary = report.summary
-            self.warnings = mergeWarnings(self.warnings, report.warnings)
-            self.identity.update(report.identity)
-            if not inScene(self.scene, self.inputVolumeNode):
-                self.warnings = mergeWarnings(self.warnings, [deletedInputWarning(self.inputVolumeNode.GetName())])
-            self.outputVolumeNode, self.mapNodes, self.summaryTableNode = addResultToScene(
-                self.scene, self.inputVolumeNode, self.outputVolumeNode, self.outputPath, self.mapPaths, self.options,
-                self.identity, self.warnings, self.summary, created, runInfo=self.runInfo())
+            self._addResult(created)
         except Exception as exc:  # any failure becomes the job's one-line error; the scene is restored
             removeNodes(created)
             self._fail(oneLine(exc))
@@ -230,8 +177,23 @@ class SuperResolutionJob:
             self._cleanup()
         self.state = "succeeded"
         self.fraction = 1.0
+        self.status = self._doneStatus()
+
+    def _addResult(self, created: List[Any]) -> None:
+        """Read the engine's files and add the result to the scene (every new node appended to ``created``)."""
+        report = RunReport.read(self.reportPath) if self.reportPath is not None else RunReport()
+        self.summary = report.summary
+        self.warnings = mergeWarnings(self.warnings, report.warnings)
+        self.identity.update(report.identity)
+        if not inScene(self.scene, self.inputVolumeNode):
+            self.warnings = mergeWarnings(self.warnings, [deletedInputWarning(self.inputVolumeNode.GetName())])
+        self.outputVolumeNode, self.mapNodes, self.summaryTableNode = addResultToScene(
+            self.scene, self.inputVolumeNode, self.outputVolumeNode, self.outputPath, self.mapPaths, self.options,
+            self.identity, self.warnings, self.summary, created, runInfo=self.runInfo())
+
+    def _doneStatus(self) -> str:
         ranOn = f" (on {describeDevice(self.device, self.threads, self.options.device)})" if self.device else ""
-        self.status = f"Done: {self.outputVolumeNode.GetName()}{ranOn}"
+        return f"Done: {self.outputVolumeNode.GetName()}{ranOn}"
 
     def runInfo(self) -> Dict[str, str]:
         """What the engine reported about the run, recorded with the result (device, threads)."""
@@ -256,9 +218,6 @@ class SuperResolutionJob:
         self.error = message
         self.status = f"Failed: {message}"
         self._cleanup()
-
-    def _cleanup(self) -> None:
-        shutil.rmtree(self.workDir, ignore_errors=True)
 
 
 class SuperResolutionLogic:
@@ -313,8 +272,7 @@ class SuperResolutionLogic:
         if options.method == "fagan" and options.checkpoint and not Path(options.checkpoint).is_file():
             raise ValueError(f"checkpoint file not found: {options.checkpoint}")
         identity = runIdentity(options)
-        workDir = Path(tempfile.mkdtemp(prefix="FAGANSuperRes-", dir=self.temporaryDirectory))
-        try:
+        with workFolder("FAGANSuperRes-", self.temporaryDirectory) as workDir:
             inputPath = writeVolumeNode(inputVolumeNode, workDir / "input.nrrd")
             outputPath = workDir / "output.nrrd"
             mapPaths = {kind: workDir / f"{kind}_map.nrrd" for kind in mapKinds(options, consistencyMap)}
@@ -324,13 +282,7 @@ class SuperResolutionLogic:
             job = SuperResolutionJob(inputVolumeNode, outputVolumeNode, options, engineCommand("sr", arguments),
                                      workDir, outputPath, env=engineEnvironment(), mapPaths=mapPaths,
                                      reportPath=reportPath, identity=identity)
-        except Exception:
-            shutil.rmtree(workDir, ignore_errors=True)
-            raise
-        job.start()
-        if waitForCompletion:
-            job.wait()
-        return job
+        return job.run(waitForCompletion)
 
 
 def runIdentity(options: "RunOptions") -> Dict[str, str]:

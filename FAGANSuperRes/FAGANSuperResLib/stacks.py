@@ -15,19 +15,18 @@ Example (Slicer Python console)::
     job = StacksLogic().process([getNode("T2ax"), getNode("T2cor"), getNode("T2sag")], device="cpu")
 """
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion
 from .isotropic import formatSpacing
+from .jobs import workFolder
 from .logic import SuperResolutionJob, describeDevice
 from .maps import checkSameGrid, showAsMap
 from .memory import checkStacksFit
 from .options import engineFlag, outputArguments, runOptions
 from .provenance import NOTICE, fillSummaryTable, stampResultNode
-from .results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT, detachOldMaps, inScene, placeBesideInput, removeNodes
+from .results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT, detachOldMaps, inScene, placeBesideInput
 from .volumes import checkScalarVolumeNode, loadVolumeFile, readVolumeHeader, writeVolumeNode
 
 if TYPE_CHECKING:
@@ -165,26 +164,17 @@ class StacksJob(SuperResolutionJob):
             self.fraction = float(event["fraction"])
         self.status = f"{PHASES.get(self.phase, self.phase).capitalize()}: {done} of {total or '?'}"
 
-    def _complete(self) -> None:
-        created: List[Any] = []
-        try:
-            if self.process.returnCode != 0 or not self.outputPath.is_file():
-                raise ValueError(self.process.errorMessage())
-            self.report = readStacksReport(self.reportPath, len(self.stackNodes))
-            self.motionLines = [describeStack(name, entry) for name, entry in zip(self.stackNames, self.report["stacks"])]
-            self._addToScene(created)
-        except Exception as exc:  # any failure becomes the job's one-line error; the scene is restored
-            removeNodes(created)
-            self._fail(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
-            return
-        finally:
-            self._cleanup()
-        self._newLogLines += self.motionLines
-        self.state = "succeeded"
-        self.fraction = 1.0
+    def _addResult(self, created: List[Any]) -> None:
+        """The engine's report, then the result, its maps and its summary table into the scene."""
+        self.report = readStacksReport(self.reportPath, len(self.stackNodes))
+        self.motionLines = [describeStack(name, entry) for name, entry in zip(self.stackNames, self.report["stacks"])]
+        self._addToScene(created)
+        self._logLines += self.motionLines
+
+    def _doneStatus(self) -> str:
         moved = max(self.report["stacks"], key=lambda entry: entry.get("translation_mm", 0.0))
-        self.status = (f"Done: {self.outputVolumeNode.GetName()}; stacks moved up to {moved.get('translation_mm', 0.0):.1f} mm "
-                       f"(details in the log)")
+        return (f"Done: {self.outputVolumeNode.GetName()}; stacks moved up to {moved.get('translation_mm', 0.0):.1f} mm "
+                f"(details in the log)")
 
     def _addToScene(self, created: List[Any]) -> None:
         """The result, its maps and its summary table into the scene (every new node appended to ``created``);
@@ -227,7 +217,7 @@ class StacksJob(SuperResolutionJob):
         fillSummaryTable(table, self.summaryRows(settings))
         table.SetAttribute("FAGAN.Notice", NOTICE)
         table.SetNodeReferenceID(REFERENCE_RESULT, output.GetID())
-        for (index, _, stack), mapNode in zip(mapped, maps.values()):
+        for (_, _, stack), mapNode in zip(mapped, maps.values()):
             mapNode.SetNodeReferenceID(REFERENCE_RESULT, output.GetID())
             output.AddNodeReferenceID(REFERENCE_MAP, mapNode.GetID())
             if inScene(self.scene, stack):
@@ -289,18 +279,11 @@ class StacksLogic:
         options = runOptions(mode="through-plane", device=device, target_spacing=targetSpacing,
                              slice_thickness=sliceThickness, fit_iterations=fitIterations)
         checkStacksFit(stackNodes, targetSpacing, consistencyMaps)
-        workDir = Path(tempfile.mkdtemp(prefix="FAGANStacks-", dir=self.temporaryDirectory))
-        try:
+        with workFolder("FAGANStacks-", self.temporaryDirectory) as workDir:
             inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd") for index, node in enumerate(stackNodes)]
             outputPath, reportPath = workDir / "output.nrrd", workDir / "report.json"
             mapPaths = stackMapPaths(outputPath, len(stackNodes)) if consistencyMaps else [None] * len(stackNodes)
             arguments = stacksArguments(inputPaths, outputPath, reference, options, consistencyMaps, reportPath)
             job = StacksJob(stackNodes, reference, outputVolumeNode, options, engineCommand("sr", arguments), workDir,
                             inputPaths, outputPath, reportPath, mapPaths, env=engineEnvironment())
-        except Exception:
-            shutil.rmtree(workDir, ignore_errors=True)
-            raise
-        job.start()
-        if waitForCompletion:
-            job.wait()
-        return job
+        return job.run(waitForCompletion)

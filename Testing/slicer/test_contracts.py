@@ -435,7 +435,8 @@ def test_panel_choices_are_the_engines():
 
 def test_map_kinds_are_the_engines():
     """The maps the Lib shows are engine map kinds, each with a title and a colour table."""
-    from fagan_engine.util.options import MAP_KINDS as ENGINE_MAP_KINDS
     from FAGANSuperResLib import maps
+
+    from fagan_engine.util.options import MAP_KINDS as ENGINE_MAP_KINDS
 
     assert set(maps.MAP_KINDS) <= set(ENGINE_MAP_KINDS) and set(maps.COLOR_NODE_NAMES) == set(maps.MAP_KINDS)
