@@ -744,16 +744,13 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Bicubic x2 of a synthetic MR volume (no PyTorch needed)")
         inputNode = createSyntheticMRVolume()
         self.assertTrue(FAGANSuperResLogic.ensureDependencies("bicubic"))
-        job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu", method="bicubic")
-        self.assertEqual(job.state, "succeeded")
-        checkSuperResolved(self, inputNode, job.outputVolumeNode, 2)
+        superResolveX2(self, inputNode, method="bicubic")
         self.delayDisplay("Test passed")
 
     def test_LanczosCarriesProvenance(self):
         self.delayDisplay("Lanczos x2 (no PyTorch needed): the result carries the research-use notice")
         inputNode = createSyntheticMRVolume()
-        job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu", method="lanczos")
-        checkSuperResolved(self, inputNode, job.outputVolumeNode, 2)
+        job = superResolveX2(self, inputNode, method="lanczos")
         self.assertEqual(job.outputVolumeNode.GetAttribute("FAGAN.Notice"), "research use, not for diagnosis")
         self.assertTrue(job.outputVolumeNode.GetAttribute("FAGAN.EngineVersion"))
         self.assertIsNotNone(job.summaryTableNode)
@@ -782,9 +779,7 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
             return
         self.delayDisplay("Super-resolving a synthetic MR volume x2 with the bundled checkpoint on CPU")
         inputNode = createSyntheticMRVolume()
-        job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu")
-        self.assertEqual(job.state, "succeeded")
-        checkSuperResolved(self, inputNode, job.outputVolumeNode, 2)
+        superResolveX2(self, inputNode)
         self.delayDisplay("Test passed")
 
     def test_FailureLeavesSceneUnchanged(self):
@@ -819,6 +814,14 @@ def skipUnlessReady(test: ScriptedLoadableModuleTest, task: str) -> bool:
     if os.environ.get(dependencies.SELFTEST_INSTALL_VARIABLE) == "1":
         test.assertTrue(FAGANSuperResLogic.ensureDependencies(task, askConfirmation=False))
     return False
+
+
+def superResolveX2(test: ScriptedLoadableModuleTest, inputNode, **options: Any) -> SuperResolutionJob:
+    """Super-resolve ``inputNode`` x2 on the CPU (``options``: further ``process`` keywords) and check the result."""
+    job = FAGANSuperResLogic().process(inputNode, None, 2, device="cpu", **options)
+    test.assertEqual(job.state, "succeeded")
+    checkSuperResolved(test, inputNode, job.outputVolumeNode, 2)
+    return job
 
 
 def checkSuperResolved(test: ScriptedLoadableModuleTest, inputNode, output, scale: int) -> None:
