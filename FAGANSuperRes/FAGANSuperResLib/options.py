@@ -1,12 +1,14 @@
 """Run options of the FAGANSuperRes module: the engine's ``fagan_engine.util.options.RunOptions``.
 
 The panel, scripts and "Apply to all" describe a run with the same dataclass as ``fagan-sr`` and the
-engine's Python API; ``RunOptions.cli_arguments`` turns it into engine flags and the engine's
-``MAP_FLAGS`` names the map flags (no flag of a run option is spelled here). ``fagan_engine`` is
+engine's Python API; ``RunOptions.cli_arguments`` turns it into engine flags and ``engineFlag`` reads
+one flag from the engine's tables (no flag of a run option is spelled here). ``runOptions`` builds the
+dataclass and the run that takes it validates it once (``checkRunOptions``). ``fagan_engine`` is
 imported only inside functions, after ``ensureEngineImportable``. Which trust maps to make is not a
 run option: the consistency map is the ``consistencyMap`` argument, the uncertainty map is
 ``RunOptions.uncertainty``.
 """
+import dataclasses
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from .engine import engineSupports, ensureEngineImportable
@@ -30,29 +32,33 @@ voxels costs seconds per 100 MiB. Passed when the engine offers it."""
 
 
 def runOptions(**fields: Any) -> "RunOptions":
-    """Validated RunOptions from field values; a bad value or an unknown name raises ValueError (one line)."""
+    """RunOptions from field values, not validated yet: the run that takes them validates them once
+    (``checkRunOptions``). An unknown name raises ValueError (one line)."""
     ensureEngineImportable()
-    from fagan_engine.util.errors import FAGANError
     from fagan_engine.util.options import RunOptions
 
+    unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(RunOptions)})
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}")
+    return RunOptions(**fields)
+
+
+def validRunOptions(options: "RunOptions") -> "RunOptions":
+    """``options`` validated by the engine (``RunOptions.validate``); a bad value raises ValueError (one line)."""
+    ensureEngineImportable()
+    from fagan_engine.util.errors import FAGANError
+
     try:
-        return RunOptions.from_dict(fields)
+        return options.validate()
     except FAGANError as exc:
         raise ValueError(str(exc)) from None
 
 
 def checkRunOptions(options: "RunOptions", consistencyMap: bool = False) -> "RunOptions":
-    """Raise ValueError (one line) for a bad value, a combination Slicer does not run, or a flag of the
-    run that the shipped engine lacks; return ``options``."""
-    ensureEngineImportable()
-    from fagan_engine.util.errors import FAGANError
-
-    try:
-        options.validate()
-    except FAGANError as exc:
-        raise ValueError(str(exc)) from None
-    if isThroughPlane(options) and options.uncertainty:
-        raise ValueError("the uncertainty map needs in-plane mode (test-time augmentation of in-plane slices)")
+    """Validate ``options`` (once per run: the logic calls this where a run enters). Raise ValueError (one line)
+    for a bad value, a combination Slicer does not run, or a flag of the run that the shipped engine lacks;
+    return ``options``."""
+    validRunOptions(options)
     for flag in engineArguments(options, consistencyMap):
         if flag.startswith("--") and not engineSupports(flag):
             raise ValueError(f"this version of the FA-GAN engine has no {flag} option yet")

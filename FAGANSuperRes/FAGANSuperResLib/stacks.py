@@ -24,7 +24,7 @@ from .jobs import workFolder
 from .logic import SuperResolutionJob, describeDevice
 from .maps import checkSameGrid, showAsMap
 from .memory import checkStacksFit
-from .options import engineFlag, outputArguments, runOptions
+from .options import engineFlag, outputArguments, runOptions, validRunOptions
 from .provenance import NOTICE, fillSummaryTable, stampResultNode
 from .results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT, detachOldMaps, inScene, placeBesideInput
 from .volumes import checkScalarVolumeNode, loadVolumeFile, readVolumeHeader, writeVolumeNode
@@ -276,8 +276,8 @@ class StacksLogic:
             raise ValueError("the output volume must be a new volume or another scalar volume, not one of the stacks")
         if not engineSupports("--stacks") or (reference and not engineSupports("--reference")):
             raise ValueError("this version of the FA-GAN engine cannot combine stacks" + (" with another reference" if reference else ""))
-        options = runOptions(mode="through-plane", device=device, target_spacing=targetSpacing,
-                             slice_thickness=sliceThickness, fit_iterations=fitIterations)
+        options = validRunOptions(runOptions(mode="through-plane", device=device, target_spacing=targetSpacing,
+                                             slice_thickness=sliceThickness, fit_iterations=fitIterations))
         checkStacksFit(stackNodes, targetSpacing, consistencyMaps)
         with workFolder("FAGANStacks-", self.temporaryDirectory) as workDir:
             inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd") for index, node in enumerate(stackNodes)]

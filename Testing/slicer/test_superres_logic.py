@@ -20,7 +20,7 @@ from FAGANSuperResLib.logic import (
     SuperResolutionLogic,
     superResolutionArguments,
 )
-from FAGANSuperResLib.options import runOptions
+from FAGANSuperResLib.options import checkRunOptions, runOptions
 from FAGANSuperResLib.process import EngineProcess
 from FAGANSuperResLib.volumes import (
     defaultInputVolume,
@@ -89,9 +89,39 @@ def test_command_line(tmp_path):
     for bad in ({"scale": 3}, {"plane": "oblique"}, {"device": "gpu"}, {"method": "nearest"},
                 {"method": "bicubic", "checkpoint": "/c.safetensors"}, {"batch_size": 0}):
         with pytest.raises(ValueError):
-            runOptions(**{"scale": 2, **bad})
+            checkRunOptions(runOptions(**{"scale": 2, **bad}))
     command = engine.engineCommand("sr", ["a"])
     assert command[:4] == [sys.executable, "-m", "fagan_engine", "sr"]  # outside Slicer: this Python
+
+
+def test_run_options_are_validated_once_per_entry_point(scene, obliqueNode, monkeypatch, tmp_path):
+    """The panel and scripts build RunOptions with ``runOptions`` (not validated); each run validates them once."""
+    from FAGANSuperResLib.batch import BatchLogic
+    from FAGANSuperResLib.jobs import EngineJob
+    from FAGANSuperResLib.stacks import StacksLogic
+
+    from fagan_engine.util.options import RunOptions
+
+    calls = []
+    validate = RunOptions.validate
+    monkeypatch.setattr(RunOptions, "validate", lambda self: calls.append(self) or validate(self))
+    monkeypatch.setattr(EngineJob, "run", lambda self, waitForCompletion: self)  # no engine process
+    logic, folder = SuperResolutionLogic(temporaryDirectory=str(tmp_path)), str(tmp_path)
+    secondStack = addVolumeNode(scene, smoothArray(seed=1), name="Second")
+    entries = {
+        "runOptions": lambda: runOptions(scale=2, method="bicubic"),
+        "process": lambda: logic.process(obliqueNode, None, 2, method="bicubic", waitForCompletion=False),
+        "processWithOptions": lambda: logic.processWithOptions(obliqueNode, None, runOptions(method="bicubic"), False),
+        "script RunOptions": lambda: logic.processWithOptions(obliqueNode, None, RunOptions(method="bicubic"), False),
+        "batch": lambda: BatchLogic(folder).process([obliqueNode], runOptions(method="bicubic"), False),
+        "stacks": lambda: StacksLogic(folder).process([obliqueNode, secondStack], device="cpu", waitForCompletion=False),
+    }
+    counts = {}
+    for name, entry in entries.items():
+        calls.clear()
+        entry()
+        counts[name] = len(calls)
+    assert counts == {"runOptions": 0, **{name: 1 for name in list(entries)[1:]}}
 
 
 def test_engine_environment_puts_the_engine_first():

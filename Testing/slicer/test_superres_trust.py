@@ -45,7 +45,7 @@ def test_command_line_for_acquisition_lanczos_and_through_plane():
                  "--enforce-consistency", "--report r.json", "--progress json"):
         assert part in joined
     with pytest.raises(ValueError, match="acquisition"):
-        runOptions(acquisition="radial")
+        checkRunOptions(runOptions(acquisition="radial"))
     with pytest.raises(ValueError, match="method fagan"):
         checkRunOptions(runOptions(mode="through-plane", method="bicubic"))
     with pytest.raises(ValueError, match="uncertainty map .*in-plane"):  # as the engine says
