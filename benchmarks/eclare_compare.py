@@ -31,7 +31,9 @@ import SimpleITK as sitk
 REALDEV = Path(__file__).resolve().parents[2] / "shared" / "realdev"
 
 
-def cases(realdev: Path, template: bool, names: Optional[List[str]]) -> Iterator[Tuple[str, sitk.Image, sitk.Image, int]]:
+def cases(
+    realdev: Path, template: bool, names: Optional[List[str]], factors: Tuple[int, ...] = (2, 4)
+) -> Iterator[Tuple[str, sitk.Image, sitk.Image, int]]:
     """(name, thick-sliced image, HR image on the product's output grid, SimpleITK slice axis)."""
     from fagan_engine.training.through_plane_eval import box_downsample, realdev_case, volumes
 
@@ -47,7 +49,7 @@ def cases(realdev: Path, template: bool, names: Optional[List[str]]) -> Iterator
     for name, image, axis in sources:
         if names and name not in names:
             continue
-        for factor in (2, 4):
+        for factor in factors:
             lr, hr = realdev_case(image, axis, factor)
             reference = sitk.GetImageFromArray(hr)
             reference.CopyInformation(image[tuple(slice(0, n) for n in reference.GetSize())])
@@ -114,8 +116,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--template", action="store_true", help="also the ICBM152 T1 at 2 mm")
-    parser.add_argument("--volumes", nargs="+", default=None)
+    parser.add_argument("--volumes", nargs="+", default=None, help="case names (realdev index names, icbm152_t1_2mm)")
+    parser.add_argument("--factors", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--realdev", type=Path, default=REALDEV)
+    parser.add_argument("--no-product", action="store_true", help="ECLARE only (the product's column from another run)")
     args = parser.parse_args(argv)
     import torch
 
@@ -124,13 +128,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, lr, reference, axis in cases(args.realdev, args.template, args.volumes):
+    for name, lr, reference, axis in cases(args.realdev, args.template, args.volumes, tuple(args.factors)):
         hr = sitk.GetArrayFromImage(reference)
         plan = plan_through_plane(lr, target_spacing=reference.GetSpacing()[axis])
         base = scores(hr, sitk.GetArrayFromImage(interpolate_through_plane(lr, plan, "bspline")), axis)
-        product, seconds = run_product(lr, reference, axis)
         row: Dict[str, Any] = {"case": name, "input": list(lr.GetSize()), "bspline": base}
-        row["product"] = dict(scores(hr, product, axis), seconds=round(seconds, 1))
+        if not args.no_product:
+            product, seconds = run_product(lr, reference, axis)
+            row["product"] = dict(scores(hr, product, axis), seconds=round(seconds, 1))
         if args.eclare is not None:
             eclare = run_eclare(args.eclare, lr, reference, axis, args.output_dir / name.replace(" ", "_"), args.n_patches, args.batch_size, args.threads)
             array = eclare.pop("array", None)

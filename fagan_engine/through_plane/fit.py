@@ -13,7 +13,9 @@ shapes) with random slice spacings, thicknesses (gaps) and edges, so the per-sca
 weights that already know thick-slice blur and converges in few iterations.
 
 The loss is L1 (a PSNR-oriented fit, as the GAN's pixel pre-training phase; no adversarial term:
-a per-scan fit of a few hundred steps has no room for one). ``fit`` checks ``stop()`` and calls
+a per-scan fit of a few hundred steps has no room for one). Patches are drawn uniformly (with a
+foreground check) or, ``FitConfig.sampling="gradient"``, with probability proportional to their
+gradient magnitude (measured no better on the real development volumes; docs/thick-slices.md). ``fit`` checks ``stop()`` and calls
 ``progress`` between iterations; a stop raises ``FitCancelled`` (a ``KeyboardInterrupt``) so the
 CLI's cancel path leaves no output.
 """
@@ -46,11 +48,12 @@ MIN_DIRECTION_RATIO = 1.25
 
 @dataclass
 class FitConfig:
-    """Per-scan fit (and pretraining) hyper-parameters."""
+    """Per-scan fit (and pretraining) hyper-parameters; the defaults are the per-scan recipe measured in
+    docs/thick-slices.md (600 steps at lr 1e-3 beat 300 at 2e-4 by +0.10 dB at x2 on the real development volumes)."""
 
-    iterations: int = 300
+    iterations: int = 600
     batch_size: int = 12
-    lr: float = 2e-4
+    lr: float = 1e-3
     lr_final_fraction: float = 0.1
     """Cosine decay of the learning rate to this fraction of ``lr`` at the last iteration."""
     lr_rows: int = 12
