@@ -137,7 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             product, seconds = run_product(lr, reference, axis)
             row["product"] = dict(scores(hr, product, axis), seconds=round(seconds, 1))
         if args.eclare is not None:
-            eclare = run_eclare(args.eclare, lr, reference, axis, args.output_dir / name.replace(" ", "_"), args.n_patches, args.batch_size, args.threads)
+            folder = args.output_dir / name.replace(" ", "_")
+            eclare = run_eclare(args.eclare, lr, reference, axis, folder, args.n_patches, args.batch_size, args.threads)
             array = eclare.pop("array", None)
             row["eclare"] = dict(eclare, **(scores(hr, array, axis) if array is not None else {}))
         print(json.dumps(row), flush=True)
@@ -150,7 +151,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def table(rows: List[Dict[str, Any]]) -> str:
     """Markdown: per case, B-spline PSNR/SSIM and each method's gain over it and time."""
-    out = ["| case | B-spline PSNR / SSIM | product ΔPSNR / ΔSSIM | product s | ECLARE ΔPSNR / ΔSSIM | ECLARE s |", "| --- | --- | --- | --- | --- | --- |"]
+    out = [
+        "| case | B-spline PSNR / SSIM | product ΔPSNR / ΔSSIM | product s | ECLARE ΔPSNR / ΔSSIM | ECLARE s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         b = r["bspline"]
         cells = [f"{r['case']}", f"{b['psnr']:.2f} / {b['ssim']:.4f}"]
