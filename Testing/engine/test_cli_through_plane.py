@@ -34,14 +34,11 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
 
     calls: List[Dict[str, Any]] = []
 
-    def fake(image, target_spacing=None, slice_thickness=None, iterations=None, device="auto", progress=None, **_):
+    def fake(image, options, progress=None, stop=None, project=None):
         from fagan_engine.through_plane.plan import output_geometry, plan_through_plane
-        from fagan_engine.util.options import RunOptions
 
-        if isinstance(target_spacing, RunOptions):  # the form sr_result uses
-            options = target_spacing
-            target_spacing, slice_thickness, iterations, device = (
-                options.target_spacing, options.slice_thickness, options.fit_iterations, options.device)
+        target_spacing, slice_thickness, iterations, device = (
+            options.target_spacing, options.slice_thickness, options.fit_iterations, options.device)
         calls.append(dict(target_spacing=target_spacing, slice_thickness=slice_thickness, iterations=iterations, device=device))
         for done in (1, 2):
             call_progress(progress, done, 2, "fit", 0.5 / done)
@@ -51,7 +48,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
         call_progress(progress, 1, 1, "inference", None)
         return out
 
-    monkeypatch.setattr(report, "super_resolve_through_plane", fake)  # where the pipeline calls it
+    monkeypatch.setattr(report, "through_plane_from_options", fake)  # where the pipeline calls it
     return calls
 
 

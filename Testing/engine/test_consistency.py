@@ -20,12 +20,11 @@ from fagan_engine.mri.forward_model import (
 )
 from fagan_engine.mri.noise_estimate import estimate_noise_sigma
 from fagan_engine.pipeline.report import super_resolve
-from fagan_engine.through_plane.plan import ThroughPlanePlan
+from fagan_engine.through_plane.plan import ThroughPlanePlan, slice_matrix
 from fagan_engine.trust.consistency import (
     consistency_maps,
     enforce_consistency,
     enforce_through_plane,
-    profile_matrix,
     redegrade,
     relative_rms,
     through_plane_consistency,
@@ -147,7 +146,7 @@ def through_plane_case(seed: int = 0):
     zz, yy, xx = np.mgrid[0:24, 0:16, 0:18] + 0.5
     hr = 50 + 40 * np.sin(zz / 3.1 + rng.uniform(0, 3)) * np.cos(yy / 4.0) + 5 * np.cos(xx / 2.5)
     plan = ThroughPlanePlan(axis=2, n_in=8, n_out=24, input_spacing=3.0, output_spacing=1.0, thickness=2.5, edge_sigma=0.3)
-    lr = apply_along_axis(hr, profile_matrix(plan), 0)
+    lr = apply_along_axis(hr, slice_matrix(plan), 0)
     sr_image = sitk.GetImageFromArray(hr.astype(np.float32))
     lr_image = sitk.GetImageFromArray(lr.astype(np.float32))
     direction = oblique_volume().GetDirection()

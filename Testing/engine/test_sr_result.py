@@ -17,8 +17,8 @@ from fagan_engine.io.geometry import physical_corners
 from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
 from fagan_engine.mri.forward_model import AcquisitionConfig, apply_along_axis, degrade_volume
 from fagan_engine.pipeline.report import NOTICE, SRResult, super_resolve, super_resolve_report
-from fagan_engine.through_plane.plan import ThroughPlanePlan
-from fagan_engine.trust.consistency import profile_matrix, redegrade, relative_rms
+from fagan_engine.through_plane.plan import ThroughPlanePlan, slice_matrix
+from fagan_engine.trust.consistency import redegrade, relative_rms
 from fagan_engine.util.config import ACQUISITIONS
 from fagan_engine.util.options import RunOptions
 
@@ -107,15 +107,16 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
     """Wiring only (the through-plane SR is another module): a stand-in returns the true volume."""
     plan = ThroughPlanePlan(axis=2, n_in=4, n_out=12, input_spacing=3.0, output_spacing=1.0, thickness=3.0)
     truth = np.random.default_rng(0).random((12, 10, 10)).astype(np.float32) * 100
-    image = sitk.GetImageFromArray(apply_along_axis(truth, profile_matrix(plan), 0).astype(np.float32))
+    image = sitk.GetImageFromArray(apply_along_axis(truth, slice_matrix(plan), 0).astype(np.float32))
     image.SetSpacing((1.0, 1.0, 3.0))
     sr = sitk.GetImageFromArray(truth)
     sr.SetOrigin((0.0, 0.0, -1.0))
     from fagan_engine.pipeline import report
 
     monkeypatch.setattr(report, "plan_through_plane", lambda image, target_spacing=None, slice_thickness=None: plan)
-    monkeypatch.setattr(report, "super_resolve_through_plane", lambda image, options, progress=None: sr)
-    result = super_resolve_report(image, RunOptions(mode="through-plane"))
+    monkeypatch.setattr(report, "through_plane_from_options", lambda image, options, progress=None, project=None: sr)
+    assert RunOptions(mode="through-plane").project  # projected by default; this test looks at the network's own output
+    result = super_resolve_report(image, RunOptions(mode="through-plane", enforce_consistency=False))
     assert result.image is sr and result.summary["relative_rms_residual"] < 1e-6
     assert_same_grid(result.consistency, sr)
     assert_same_grid(result.consistency_lr, image)

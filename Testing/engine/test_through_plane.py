@@ -206,9 +206,10 @@ def test_run_options_through_their_own_function_and_two_argument_progress() -> N
     out = through_plane_from_options(image, options, progress=lambda done, total: seen.append((done, total)))
     assert out.GetSize() == (32, 32, 16) and out.GetPixelID() == sitk.sitkInt16 and same_physical_extent(image, out)
     assert seen[-1] == (64, 64)
-    with pytest.warns(DeprecationWarning, match="through_plane_from_options"):  # the old form, until pipeline.report moves
-        old = super_resolve_through_plane(image, options)
-    assert np.array_equal(sitk.GetArrayFromImage(old), sitk.GetArrayFromImage(out))
+    typed = super_resolve_through_plane(image, 2.0, None, 0, "cpu", output_dtype="int16")
+    assert np.array_equal(sitk.GetArrayFromImage(typed), sitk.GetArrayFromImage(out))
+    with pytest.raises(TypeError):  # one signature: a RunOptions is not a target spacing
+        super_resolve_through_plane(image, options)
 
 
 def test_gradient_sampling_prefers_edges_and_keeps_patches_inside() -> None:

@@ -456,6 +456,14 @@ def separable_matrices(height: int, width: int, scale: int, acquisition: Acquisi
     raise ValueError(f"the {acquisition.model} acquisition is not a separable image-space kernel")
 
 
+def project_along_axis(volume: np.ndarray, slices: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+    """``volume`` plus the minimum-norm correction after which ``matrix`` applied along ``axis`` gives ``slices``
+    exactly, ``x + M⁺(y − M x)`` (the through-plane data-consistency projection); float64."""
+    x = np.asarray(volume, dtype=np.float64)
+    residual = np.asarray(slices, dtype=np.float64) - apply_along_axis(x, matrix, axis)
+    return x + apply_along_axis(residual, _pinv(matrix), axis)
+
+
 def project_onto_data(hr: np.ndarray, lr: np.ndarray, scale: int, acquisition: str) -> np.ndarray:
     """``hr`` (…, H, W) projected onto the images whose noise-free ``acquisition`` is exactly ``lr`` (…, H/s, W/s); float64.
 

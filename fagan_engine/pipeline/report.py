@@ -29,7 +29,7 @@ from fagan_engine.io.volume_io import cast_array, validate_image
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.forward_model import project_onto_data
 from fagan_engine.through_plane.plan import plan_through_plane
-from fagan_engine.through_plane.run import super_resolve_through_plane
+from fagan_engine.through_plane.run import through_plane_from_options
 from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enforce_through_plane, through_plane_consistency
 from fagan_engine.trust.ood import ood_warnings
 from fagan_engine.trust.uncertainty import TRANSFORMS, tta_uncertainty
@@ -271,7 +271,7 @@ def _through_plane(
 ) -> SRResult:
     """Through-plane SR by ``fagan_engine.through_plane.run`` (another engineer's module) with the slice-profile maps."""
     plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
-    network = super_resolve_through_plane(image, options, progress=progress)
+    network = through_plane_from_options(image, options, progress, project=False)
     sr = _cast(enforce_through_plane(image, network, plan), options.output_dtype) if options.project else network
     maps = through_plane_consistency(image, network, plan) if consistency else None
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the

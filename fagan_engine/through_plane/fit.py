@@ -32,15 +32,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fagan_engine.models.checkpoint import BUNDLED_DIR
+from fagan_engine.models.checkpoint import THROUGH_PLANE_FORMAT, THROUGH_PLANE_KEY, THROUGH_PLANE_WEIGHTS, read_through_plane
 from fagan_engine.mri.forward_model import slice_profile_matrix
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
 from fagan_engine.util.errors import CheckpointError, ConfigError
 from fagan_engine.util.progress import FitCancelled, call_progress
 
-CHECKPOINT_KEY = "fagan_through_plane"
-CHECKPOINT_FORMAT = "fagan-through-plane/1"
-BUNDLED_NAME = "fagan_through_plane.safetensors"
 SAMPLINGS = ("uniform", "gradient")
 MIN_DIRECTION_RATIO = 1.25
 """An in-plane direction whose pixel is not this much finer than the slice spacing gives no pairs."""
@@ -243,7 +240,8 @@ def build_model(model_cfg: Any = None) -> Any:
 
 
 def bundled_weights() -> Path:
-    return BUNDLED_DIR / BUNDLED_NAME
+    """The bundled through-plane checkpoint's path."""
+    return THROUGH_PLANE_WEIGHTS
 
 
 def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
@@ -258,7 +256,7 @@ def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
         digest.update(name.encode())
         digest.update(tensors[name].numpy().tobytes())
     metadata = {
-        "format": CHECKPOINT_FORMAT,
+        "format": THROUGH_PLANE_FORMAT,
         "model": model.cfg.to_dict(),
         "normalization": {"low_percentile": 0.5, "high_percentile": 99.5},
         "training": training,
@@ -266,53 +264,29 @@ def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
     }
     text = json.dumps(metadata, indent=2, sort_keys=True)
     path = Path(path)
-    atomic_write_bytes(path, save(tensors, metadata={CHECKPOINT_KEY: text}))
+    atomic_write_bytes(path, save(tensors, metadata={THROUGH_PLANE_KEY: text}))
     atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
     return path
 
 
-def read_weights_metadata(path: Path) -> Dict[str, Any]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = (handle.metadata() or {}).get(CHECKPOINT_KEY)
-    except (OSError, Exception) as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"cannot read through-plane weights {Path(path).name}: {exc}") from None
-    if raw is None:
-        raise CheckpointError(f"{Path(path).name} is not a through-plane FA-GAN checkpoint")
-    metadata = json.loads(raw)
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{Path(path).name}: unsupported format {metadata.get('format')!r}")
-    return metadata
-
-
 def load_weights(path: Optional[Path] = None, device: str = "cpu") -> Tuple[Any, Dict[str, Any]]:
-    """(model, metadata) of a through-plane checkpoint (the bundled one by default), checksum-verified."""
-    from safetensors.torch import load_file
+    """(model, metadata) of a through-plane checkpoint (the bundled one by default), checksum-verified
+    (``models.checkpoint.read_through_plane``); the tensors come from the verified bytes, not a second read."""
+    from safetensors.torch import load as load_tensors
 
     from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig
 
-    path = Path(path) if path is not None else bundled_weights()
-    if not path.is_file():
-        raise CheckpointError(f"through-plane weights not found: {path}")
-    metadata = read_weights_metadata(path)
+    weights = read_through_plane(path)
+    name = weights.path.name
     try:
-        model = build_model(ThroughPlaneModelConfig.from_dict(metadata["model"]))
+        model = build_model(ThroughPlaneModelConfig.from_dict(weights.metadata["model"]))
     except (ConfigError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path.name} has an invalid through-plane architecture: {exc}") from None
-    tensors = load_file(str(path))
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        digest.update(name.encode())
-        digest.update(tensors[name].numpy().tobytes())
-    if digest.hexdigest() != metadata.get("tensors_sha256"):
-        raise CheckpointError(f"through-plane checkpoint {path.name} is corrupt or was modified: checksum mismatch")
+        raise CheckpointError(f"{name} has an invalid through-plane architecture: {exc}") from None
     try:
-        model.load_state_dict(tensors, strict=True)
+        model.load_state_dict(load_tensors(weights.blob), strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"cannot load {path.name}: {str(exc).splitlines()[0]}") from None
-    return model.to(device).eval(), metadata
+        raise CheckpointError(f"cannot load {name}: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval(), weights.metadata
 
 
 # ---------------------------------------------------------------------------- pretraining

@@ -256,12 +256,9 @@ def slice_matrix(plan: ThroughPlanePlan) -> np.ndarray:
 def project_onto_slices(volume: np.ndarray, slices: np.ndarray, plan: ThroughPlanePlan) -> np.ndarray:
     """The (z, y, x) array nearest to ``volume`` (output grid) whose re-slicing with the plan's profile is ``slices``
     (the input grid); float32. The minimum-norm correction ``pinv(S)·(slices − S·volume)`` along the through-plane axis."""
-    from fagan_engine.mri.forward_model import apply_along_axis
+    from fagan_engine.mri.forward_model import project_along_axis
 
-    axis = 2 - plan.axis
-    matrix = slice_matrix(plan)
-    residual = np.asarray(slices, dtype=np.float64) - apply_along_axis(np.asarray(volume, dtype=np.float64), matrix, axis)
-    return (volume + apply_along_axis(residual, np.linalg.pinv(matrix), axis)).astype(np.float32)
+    return project_along_axis(volume, slices, slice_matrix(plan), 2 - plan.axis).astype(np.float32)
 
 
 def profile_in_pixels(plan: ThroughPlanePlan, pixel_spacing: float) -> Tuple[float, float, float]:

@@ -16,13 +16,13 @@ before every iteration and inference before every batch, raising ``FitCancelled`
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
+from fagan_engine.inference.batching import MAX_OUTPUT_PIXELS
 from fagan_engine.io.volume_io import validate_image
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.through_plane.fit import FitConfig, PairSampler, build_model, fit, load_weights, scan_directions
@@ -44,8 +44,6 @@ __all__ = [
 
 DEFAULT_ITERATIONS = FitConfig().iterations
 """Default per-scan fit length (measured: docs/thick-slices.md, "What was measured")."""
-MAX_OUTPUT_PIXELS = 1 << 19
-"""Most output pixels per network call (bounds working memory, as in ``inference``)."""
 FUSIONS = ("average", "fourier")
 
 Progress = Callable[..., None]
@@ -79,9 +77,6 @@ def super_resolve_through_plane(
     (data consistency). ``pretrained=False`` fits from random weights (evaluation only); ``weights`` selects another
     through-plane checkpoint. From a ``RunOptions``: ``through_plane_from_options``.
     """
-    if isinstance(target_spacing, RunOptions):  # deprecated form, kept until pipeline.report calls through_plane_from_options
-        warnings.warn("super_resolve_through_plane(image, RunOptions) is deprecated: use through_plane_from_options", DeprecationWarning, 2)
-        return through_plane_from_options(image, target_spacing, progress, stop)
     from fagan_engine.inference.runners import resolve_device
     from fagan_engine.io.volume_io import cast_array
 
@@ -120,14 +115,19 @@ def super_resolve_through_plane(
 
 
 def through_plane_from_options(
-    image: sitk.Image, options: RunOptions, progress: Optional[Progress] = None, stop: Optional[Callable[[], bool]] = None
+    image: sitk.Image,
+    options: RunOptions,
+    progress: Optional[Progress] = None,
+    stop: Optional[Callable[[], bool]] = None,
+    project: Optional[bool] = None,
 ) -> sitk.Image:
-    """``super_resolve_through_plane`` with a ``RunOptions``'s ``target_spacing``, ``slice_thickness``,
-    ``fit_iterations``, ``device``, ``nan_policy`` and ``output_dtype``."""
-    options = options.validate()
+    """``super_resolve_through_plane`` with a validated ``RunOptions``'s ``target_spacing``, ``slice_thickness``,
+    ``fit_iterations``, ``device``, ``nan_policy``, ``output_dtype`` and ``project`` (``project`` overrides the
+    last: ``pipeline.report`` projects itself, after measuring what the projection removes)."""
     return super_resolve_through_plane(
         image, options.target_spacing, options.slice_thickness, options.fit_iterations, options.device, progress,
         stop=stop, nan_policy=options.nan_policy, output_dtype=options.output_dtype,
+        project=options.project if project is None else project,
     )
 
 

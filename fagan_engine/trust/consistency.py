@@ -35,11 +35,11 @@ from fagan_engine.mri.forward_model import (
     AcquisitionConfig,
     apply_along_axis,
     degrade,
+    project_along_axis,
     project_onto_data,
-    slice_profile_matrix,
 )
 from fagan_engine.mri.noise_estimate import estimate_noise_sigma, foreground, robust_range
-from fagan_engine.through_plane.plan import ThroughPlanePlan
+from fagan_engine.through_plane.plan import ThroughPlanePlan, slice_matrix
 
 SIGMA_FLOOR = 1e-3
 """σ used for ``fraction_above_3sigma`` is at least this fraction of the input's robust range."""
@@ -110,18 +110,12 @@ def enforce_consistency(image: sitk.Image, sr: sitk.Image, scale: int, axes: Tup
 # ---- through-plane ------------------------------------------------------------------------------
 
 
-def profile_matrix(plan: ThroughPlanePlan) -> np.ndarray:
-    """(n_in, n_out) slice-profile matrix of ``plan``, lengths converted to output voxels."""
-    unit = plan.output_spacing
-    return slice_profile_matrix(plan.n_out, plan.n_in, plan.input_spacing / unit, plan.thickness / unit, plan.edge_sigma / unit)
-
-
 def through_plane_consistency(image: sitk.Image, sr: sitk.Image, plan: ThroughPlanePlan) -> ConsistencyMaps:
     """Residual maps of a through-plane SR result: ``sr`` re-sliced with the slice profile, minus ``image``."""
     _check_through_plane(image, sr, plan)
     np_axis = 2 - plan.axis
     data = sitk.GetArrayViewFromImage(image).astype(np.float32)
-    model = apply_along_axis(sitk.GetArrayViewFromImage(sr).astype(np.float32), profile_matrix(plan).astype(np.float32), np_axis)
+    model = apply_along_axis(sitk.GetArrayViewFromImage(sr).astype(np.float32), slice_matrix(plan).astype(np.float32), np_axis)
     residual = model - data
     containing = np.floor((np.arange(plan.n_out) + 0.5) * plan.n_in / plan.n_out).astype(int)
     upsampled = np.take(residual, np.clip(containing, 0, plan.n_in - 1), axis=np_axis)
@@ -132,11 +126,7 @@ def through_plane_consistency(image: sitk.Image, sr: sitk.Image, plan: ThroughPl
 def enforce_through_plane(image: sitk.Image, sr: sitk.Image, plan: ThroughPlanePlan) -> sitk.Image:
     """``sr`` projected onto the volumes whose slice-profile acquisition is exactly ``image``; float32."""
     _check_through_plane(image, sr, plan)
-    np_axis = 2 - plan.axis
-    matrix = profile_matrix(plan)
-    x = sitk.GetArrayViewFromImage(sr).astype(np.float64)
-    y = sitk.GetArrayViewFromImage(image).astype(np.float64)
-    out = x + apply_along_axis(y - apply_along_axis(x, matrix, np_axis), np.linalg.pinv(matrix), np_axis)
+    out = project_along_axis(sitk.GetArrayViewFromImage(sr), sitk.GetArrayViewFromImage(image), slice_matrix(plan), 2 - plan.axis)
     return _like(out, sr)
 
 

@@ -110,10 +110,11 @@ class RunOptions:
 
     @property
     def project(self) -> bool:
-        """Whether the result is projected onto the input: the explicit value, or on for FA-GAN."""
+        """Whether the result is projected onto the input: the explicit value, or on for FA-GAN (in-plane and
+        through-plane; both measured on the real development set)."""
         if self.enforce_consistency is not None:
             return self.enforce_consistency
-        return self.method == "fagan" and self.mode == "in-plane"
+        return self.method == "fagan"
 
     def cli_arguments(self, uncertainty_map: Optional[str] = None) -> List[str]:
         """The ``fagan-sr`` flags that give these options (``cli.sr.run_options`` builds them back): ``--scale``
