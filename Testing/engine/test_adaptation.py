@@ -48,7 +48,8 @@ def test_adaptation_never_returns_a_model_worse_than_its_start(monkeypatch: pyte
     summary = resolver.adaptation.summary()
     assert summary["best_step"] == 0 and summary["stopped"] in ("held-out loss stopped falling", "diverged")
     assert summary["steps"] <= adaptation.PATIENCE < 20
-    np.testing.assert_allclose(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(plain), rtol=1e-4, atol=1e-3)  # layouts differ
+    np.testing.assert_allclose(  # the same weights; layouts and attention-window batches differ, so float sums do
+        sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(plain), rtol=1e-4, atol=2e-3)
 
 
 def test_adaptation_is_on_by_default_for_fagan_in_plane_only() -> None:
