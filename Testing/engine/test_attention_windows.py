@@ -1,13 +1,12 @@
 """Windowed self-attention: global up to ATTENTION_WINDOW a side, window by window above it."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-
-from fagan_engine.models.archs import SelfAttention, attention
-from fagan_engine.models.archs.attention import ATTENTION_WINDOW, window_grid
 from test_models import naive_self_attention
+
+from fagan_engine.models.archs import SelfAttention
+from fagan_engine.models.archs.attention import ATTENTION_WINDOW, window_grid
 
 
 @pytest.mark.parametrize("height, width", [(64, 64), (65, 64), (130, 129), (256, 97), (4, 300)])
