@@ -156,6 +156,9 @@ def test_kill_9_loop_during_training_then_resume_finishes_consistently(crop: Pat
             event = parse_line(line)
             if event is not None and event["event"] in ("progress", "finished"):
                 break
+        first_state = time.monotonic() + 60  # kill only after the first save: a resume needs a state to resume
+        while not (run / "training_state.safetensors").exists() and proc.poll() is None and time.monotonic() < first_state:
+            time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.8))
         proc.kill()
         proc.communicate(timeout=60)
