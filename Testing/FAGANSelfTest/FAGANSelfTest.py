@@ -211,20 +211,32 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         p.inputVolume, p.outputVolume, p.device, p.mode, p.applyToAll = inputNode, None, "cpu", "through-plane", False
         self.assertAlmostEqual(p.targetSpacing, 0.95, places=3)  # finest in-plane spacing
         self.assertAlmostEqual(p.sliceThickness, 2.9, places=3)  # no DICOM: the slice spacing
-        if not widget.ui.applyButton.enabled:
-            self.delayDisplay(f"Skipped: {widget.ui.applyButton.toolTip}")
-            p.mode = "in-plane"
-            return
         p.fitIterations = 2
-        widget.ui.applyButton.click()
-        self.assertEqual(widget.ui.applyButton.text, "Cancel")
-        self.waitUntilIdle(widget)
-        p.mode, p.fitIterations = "in-plane", 0
-        output = widget.lastJob.outputVolumeNode
-        self.assertIsNotNone(output, widget.ui.statusLabel.text)
+
+        def reset():
+            p.mode, p.fitIterations = "in-plane", 0
+
+        output = self.applyAndWait(widget, reset)
+        if output is None:
+            return
         self.assertRegex(output.GetName(), r"^Thick_iso\d+\.\d+mm$")  # 34.8 mm / 37 slices: Thick_iso0.94mm
         np.testing.assert_allclose(FAGANSuperRes.physicalBox(output), FAGANSuperRes.physicalBox(inputNode), atol=1e-4)
         self.delayDisplay("Isotropic result with exact geometry")
+
+    def applyAndWait(self, widget, reset):
+        """Click Apply and wait for the run, then ``reset()`` the panel; the result node, or None when Apply is
+        disabled (skipped, with its tooltip shown)."""
+        if not widget.ui.applyButton.enabled:
+            self.delayDisplay(f"Skipped: {widget.ui.applyButton.toolTip}")
+            reset()
+            return None
+        widget.ui.applyButton.click()
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+        self.waitUntilIdle(widget)
+        reset()
+        output = widget.lastJob.outputVolumeNode
+        self.assertIsNotNone(output, widget.ui.statusLabel.text)
+        return output
 
     def test_CombineThickStacks(self):
         import FAGANSuperRes
@@ -237,16 +249,13 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         p = widget._parameterNode
         p.inputVolume, p.secondStack, p.thirdStack, p.stackReference = axial, coronal, None, 2
         p.outputVolume, p.device, p.mode, p.applyToAll, p.fitIterations = None, "cpu", "stacks", False, 0
-        if not widget.ui.applyButton.enabled:
-            self.delayDisplay(f"Skipped: {widget.ui.applyButton.toolTip}")
+
+        def reset():
             p.mode, p.stackReference = "in-plane", 1
+
+        output = self.applyAndWait(widget, reset)
+        if output is None:
             return
-        widget.ui.applyButton.click()
-        self.assertEqual(widget.ui.applyButton.text, "Cancel")
-        self.waitUntilIdle(widget)
-        p.mode, p.stackReference = "in-plane", 1
-        output = widget.lastJob.outputVolumeNode
-        self.assertIsNotNone(output, widget.ui.statusLabel.text)
         self.assertRegex(output.GetName(), r"^Coronal_stacks_iso1\.0mm$")
         np.testing.assert_allclose(output.GetSpacing(), (1.0, 1.0, 1.0), atol=1e-6)
         np.testing.assert_allclose(directions(output), directions(coronal), atol=1e-6)  # the reference's orientation
