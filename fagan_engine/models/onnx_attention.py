@@ -73,6 +73,20 @@ def replace_placeholders(model: Any, key_channels: Optional[int] = None) -> Any:
     return model
 
 
+DIMENSIONS = (("q", "zero", "batch"), ("q", "one", "queries"), ("k", "one", "keys"), ("v", "two", "v_channels"))
+"""(shape of, index constant, name) of the sizes the chunked attention reads from q, k and v."""
+
+CHUNK_ARITHMETIC = (
+    # chunk = clamp(budget // (batch·keys), 1, queries)
+    ("Mul", "batch", "keys", "scores_per_query"), ("Div", "budget", "scores_per_query", "chunk_raw"),
+    ("Max", "chunk_raw", "one", "chunk_min1"), ("Min", "chunk_min1", "queries", "chunk"),
+    # iterations = ceil(queries / chunk); pad_end = iterations·chunk − queries
+    ("Add", "queries", "chunk", "ceil_a"), ("Sub", "ceil_a", "one", "ceil_b"), ("Div", "ceil_b", "chunk", "iterations"),
+    ("Mul", "iterations", "chunk", "padded_queries"), ("Sub", "padded_queries", "queries", "pad_end"),
+)
+"""(op, left, right, output) of the integer arithmetic that sizes the query chunks."""
+
+
 def chunked_attention(node: Any, prefix: str, key_channels: Optional[int] = None) -> List[Any]:
     """Nodes computing ``node``'s attention: q (B, N, dk), k (B, M, dk), v (B, M, dv) → (B, N, dv).
 
@@ -132,22 +146,9 @@ def chunked_attention(node: Any, prefix: str, key_channels: Optional[int] = None
         const("two", [2]),
         *trim,
         const("budget", [CHUNK_ELEMENTS]),
-        make("Shape", [query], ["q_shape"]),
-        make("Shape", [key], ["k_shape"]),
-        make("Shape", [value], ["v_shape"]),
-        make("Gather", [n("q_shape"), n("zero")], ["batch"]),
-        make("Gather", [n("q_shape"), n("one")], ["queries"]),
-        make("Gather", [n("k_shape"), n("one")], ["keys"]),
-        make("Gather", [n("v_shape"), n("two")], ["v_channels"]),
-        make("Mul", [n("batch"), n("keys")], ["scores_per_query"]),
-        make("Div", [n("budget"), n("scores_per_query")], ["chunk_raw"]),
-        make("Max", [n("chunk_raw"), n("one")], ["chunk_min1"]),
-        make("Min", [n("chunk_min1"), n("queries")], ["chunk"]),
-        make("Add", [n("queries"), n("chunk")], ["ceil_a"]),
-        make("Sub", [n("ceil_a"), n("one")], ["ceil_b"]),
-        make("Div", [n("ceil_b"), n("chunk")], ["iterations"]),
-        make("Mul", [n("iterations"), n("chunk")], ["padded_queries"]),
-        make("Sub", [n("padded_queries"), n("queries")], ["pad_end"]),
+        *[make("Shape", [tensor], [f"{tag}_shape"]) for tag, tensor in (("q", query), ("k", key), ("v", value))],
+        *[make("Gather", [n(f"{tag}_shape"), n(axis)], [dim]) for tag, axis, dim in DIMENSIONS],
+        *[make(op, [n(a), n(b)], [out]) for op, a, b, out in CHUNK_ARITHMETIC],
         make("Concat", [n("zero"), n("zero"), n("zero"), n("zero"), n("pad_end"), n("zero")], ["pads"], axis=0),
         make("Pad", [query, n("pads")], ["q_padded"]),
         make("Squeeze", [n("iterations")], ["trip_count"]),

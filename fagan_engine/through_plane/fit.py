@@ -49,16 +49,22 @@ class FitConfig:
     docs/thick-slices.md (600 steps at lr 1e-3 beat 300 at 2e-4 by +0.10 dB at x2 on the real development volumes)."""
 
     iterations: int = 600
+    """Adam steps; a cancel stops the fit and raises ``FitCancelled``."""
     batch_size: int = 12
+    """Patches per step; successive steps alternate between the in-plane directions."""
     lr: float = 1e-3
     lr_final_fraction: float = 0.1
     """Cosine decay of the learning rate to this fraction of ``lr`` at the last iteration."""
     lr_rows: int = 12
     """Input (thick-slice) rows per training patch; the HR patch has about lr_rows·ratio rows."""
     patch_cols: int = 64
+    """Columns per training patch (along the undegraded in-plane axis)."""
     max_hr_rows: int = 96
+    """Cap on the HR rows of a patch, so a large slice ratio does not make huge patches."""
     seed: int = 0
+    """Seed of torch and of the patch sampler."""
     foreground_tries: int = 8
+    """Uniform draws per patch before one below the foreground threshold is kept anyway."""
     sampling: str = "uniform"
     """Patch positions: ``uniform`` (foreground-checked) or ``gradient`` (probability ∝ the patch's summed gradient magnitude)."""
 
