@@ -61,7 +61,8 @@ def read_series_tags(folder: str, series_id: Optional[str] = None) -> Dict[str, 
     try:
         dataset = pydicom.dcmread(files[0], stop_before_pixels=True)
     except Exception as exc:  # pydicom raises many types for damaged files
-        raise InputError(f"cannot read the DICOM attributes of {Path(files[0]).name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read the DICOM attributes of {Path(files[0]).name}: {reason}") from None
     tags: Dict[str, Any] = {}
     for keyword in PATIENT_STUDY_KEYWORDS + SERIES_KEYWORDS + MR_KEYWORDS:
         element = dataset.data_element(keyword) if keyword in dataset else None

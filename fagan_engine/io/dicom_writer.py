@@ -17,16 +17,19 @@ publishes it with the case's other outputs).
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine._version import __version__
+from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.util.atomic import fsync_dir, fsync_file
 from fagan_engine.util.errors import OutputError
 
@@ -98,28 +101,120 @@ def stage_dicom_series(
     description: str = "FA-GAN SR",
     derivation: str = "",
 ) -> None:
-    """Write the series' files into ``folder`` (created; must not exist) and fsync them."""
+    """Write the series' files of an in-memory ``image`` into ``folder`` (created; must not exist) and fsync them."""
+    array = sitk.GetArrayViewFromImage(image)
+    values = ValueRange(folder)
+    for k in range(array.shape[0]):
+        values.add(array[k])
+    write_instances(folder, geometry_of(image), lambda k: array[k], values, SeriesLabels(source_tags, description, derivation))
+
+
+@dataclass(frozen=True)
+class SeriesLabels:
+    """What describes a written series: the source's patient/study/acquisition tags, its description and derivation."""
+
+    source_tags: Optional[Dict[str, Any]] = None
+    description: str = "FA-GAN SR"
+    derivation: str = ""
+
+
+class ValueRange:
+    """The running minimum, maximum and integrality of a series' values, which fix its one rescale."""
+
+    def __init__(self, shown: Path) -> None:
+        self.shown = shown
+        self.low, self.high, self.integral = math.inf, -math.inf, True
+
+    def add(self, values: np.ndarray) -> None:
+        """Measure some of the values (OutputError, naming ``shown``, on a non-finite one)."""
+        if not values.size:
+            return
+        if not np.all(np.isfinite(values)):
+            raise OutputError(f"cannot write {self.shown}: the result holds non-finite values")
+        self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
+        self.integral = self.integral and bool(np.array_equal(values, np.rint(values)))
+
+    def rescale(self) -> Tuple[float, float]:
+        """(slope, intercept): 1 and 0 for int16 integers; else the range onto +-INT16_LIMIT, rounded as DICOM stores them."""
+        low, high = (self.low, self.high) if self.low <= self.high else (0.0, 0.0)
+        if self.integral and low >= -32768 and high <= 32767:
+            return 1.0, 0.0
+        if high == low:
+            return 1.0, float(_ds(low))
+        return float(_ds((high - low) / (2 * INT16_LIMIT))), float(_ds((high + low) / 2))
+
+
+def to_stored(values: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """The int16 stored values of ``values`` under ``slope`` and ``intercept`` (error at most slope/2)."""
+    return np.clip(np.rint((np.asarray(values, np.float64) - intercept) / slope), -32768, 32767).astype(np.int16)
+
+
+def quantize(values: np.ndarray) -> Tuple[np.ndarray, float, float]:
+    """int16 stored values, slope and intercept with ``stored * slope + intercept`` ~ ``values``.
+
+    Integers within int16 are kept exactly (slope 1, intercept 0). Otherwise the range is mapped
+    onto +-INT16_LIMIT, with slope and intercept rounded to what a DICOM decimal string holds
+    first, so the error is at most slope/2 = range / 65000.
+    """
+    measured = ValueRange(Path("values"))
+    measured.add(np.asarray(values))
+    slope, intercept = measured.rescale()
+    return to_stored(values, slope, intercept), slope, intercept
+
+
+def stored_percentiles(counts: np.ndarray, percents: Tuple[float, ...]) -> List[float]:
+    """``np.percentile`` (linear) of the stored values whose histogram over -32768..32767 is ``counts``."""
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1]) if cumulative.size else 0
+    if total == 0:
+        return [0.0 for _ in percents]
+
+    def ranked(rank: int) -> float:
+        return float(np.searchsorted(cumulative, rank, side="right")) - 32768
+
+    result = []
+    for percent in percents:
+        position = percent / 100 * (total - 1)
+        below = int(math.floor(position))
+        low, high = ranked(below), ranked(min(below + 1, total - 1))
+        result.append(low + (position - below) * (high - low))
+    return result
+
+
+def write_instances(
+    folder: Path, geometry: SRGeometry, read_slice: Callable[[int], np.ndarray], values: ValueRange, labels: SeriesLabels
+) -> None:
+    """Write one instance per slice along index axis 2 (``read_slice(k)``: numpy slice ``k`` of the volume) into
+    ``folder`` (created; must not exist) and fsync them; one rescale and window for the whole series.
+
+    The slices are read twice, once for the window's histogram and once to write them, so only one is held at a time.
+    """
     pydicom = _pydicom()
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-    image = right_handed(image)
-    array = sitk.GetArrayViewFromImage(image)
-    if not np.all(np.isfinite(array)):
-        raise OutputError(f"cannot write {folder}: the result holds non-finite values")
-    stored, slope, intercept = quantize(np.asarray(array, dtype=np.float64))
-    source = dict(source_tags or {})
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    spacing = image.GetSpacing()
+    geometry, flipped = right_handed(geometry)
+    count = geometry.size[2]
+
+    def stored(k: int) -> np.ndarray:
+        return to_stored(read_slice(count - 1 - k if flipped else k), slope, intercept)
+
+    slope, intercept = values.rescale()
+    counts = np.zeros(65536, np.int64)
+    for k in range(count):
+        counts += np.bincount(stored(k).ravel().astype(np.int64) + 32768, minlength=65536)
+    center, width = _window([v * slope + intercept for v in stored_percentiles(counts, (0.5, 99.5))])
+    source = dict(labels.source_tags or {})
+    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
+    spacing = geometry.spacing
     normal = direction[:, 2]
     series_uid = generate_uid(prefix=None)
     study_uid = str(source.get("StudyInstanceUID") or generate_uid(prefix=None))
     frame_uid = str(source.get("FrameOfReferenceUID") or generate_uid(prefix=None))
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    center, width = _window(stored.astype(np.float64) * slope + intercept)
     folder.mkdir(parents=True)
-    for k in range(stored.shape[0]):
+    for k in range(count):
         sop_uid = generate_uid(prefix=None)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
@@ -142,8 +237,8 @@ def stage_dicom_series(
         ds.FrameOfReferenceUID = frame_uid
         ds.Modality = "MR"
         ds.SeriesNumber = _series_number(source.get("SeriesNumber"))
-        ds.SeriesDescription = description[:_LO_LENGTH]
-        ds.DerivationDescription = derivation[:1024]
+        ds.SeriesDescription = labels.description[:_LO_LENGTH]
+        ds.DerivationDescription = labels.derivation[:1024]
         ds.ImageType = ["DERIVED", "SECONDARY"]
         ds.SoftwareVersions = f"fagan_engine {__version__}"
         ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = date
@@ -153,14 +248,14 @@ def stage_dicom_series(
             if keyword not in source:
                 setattr(ds, keyword, default)
         ds.InstanceNumber = k + 1
-        position = np.asarray(image.TransformIndexToPhysicalPoint((0, 0, k)), dtype=float)
+        position = np.asarray(geometry.origin, dtype=float) + direction[:, 2] * spacing[2] * k
         ds.ImagePositionPatient = [_ds(v) for v in position]
         ds.ImageOrientationPatient = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
         ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # row spacing (between rows), column spacing
         ds.SliceThickness = _ds(spacing[2])
         ds.SpacingBetweenSlices = _ds(spacing[2])
         ds.SliceLocation = _ds(float(normal @ position))
-        ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
+        ds.Rows, ds.Columns = int(geometry.size[1]), int(geometry.size[0])
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
@@ -168,47 +263,32 @@ def stage_dicom_series(
         ds.RescaleSlope = _ds(slope)
         ds.RescaleType = "US"
         ds.WindowCenter, ds.WindowWidth = _ds(center), _ds(width)
-        ds.PixelData = np.ascontiguousarray(stored[k], dtype="<i2").tobytes()
+        ds.PixelData = np.ascontiguousarray(stored(k), dtype="<i2").tobytes()
         path = folder / f"IM{k + 1:05d}.dcm"
         _save(pydicom, ds, path)
         fsync_file(path)
     fsync_dir(folder)
 
 
-def quantize(values: np.ndarray) -> Tuple[np.ndarray, float, float]:
-    """int16 stored values, slope and intercept with ``stored * slope + intercept`` ~ ``values``.
-
-    Integers within int16 are kept exactly (slope 1, intercept 0). Otherwise the range is mapped
-    onto +-INT16_LIMIT, with slope and intercept rounded to what a DICOM decimal string holds
-    first, so the error is at most slope/2 = range / 65000.
-    """
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if low >= -32768 and high <= 32767 and np.array_equal(values, np.rint(values)):
-        return values.astype(np.int16), 1.0, 0.0
-    if high == low:
-        return np.zeros(values.shape, dtype=np.int16), 1.0, float(_ds(low))
-    slope = float(_ds((high - low) / (2 * INT16_LIMIT)))
-    intercept = float(_ds((high + low) / 2))
-    stored = np.clip(np.rint((values - intercept) / slope), -32768, 32767).astype(np.int16)
-    return stored, slope, intercept
+def geometry_of(image: sitk.Image) -> SRGeometry:
+    """The size, spacing, origin and direction of ``image``."""
+    return SRGeometry(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
 
 
-def right_handed(image: sitk.Image) -> sitk.Image:
-    """``image`` with its slice axis reversed when needed so that the third direction column is the
-    cross product of the first two (what DICOM readers assume); a sheared direction is refused."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+def right_handed(geometry: SRGeometry) -> Tuple[SRGeometry, bool]:
+    """``geometry`` with its slice axis reversed when needed so that the third direction column is the cross product of
+    the first two (what DICOM readers assume), and whether it was; a sheared direction is refused."""
+    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
     cross = np.cross(direction[:, 0], direction[:, 1])
     alignment = float(cross @ direction[:, 2]) / max(float(np.linalg.norm(cross)), 1e-12)
     if abs(abs(alignment) - 1) > 1e-6 or abs(float(direction[:, 0] @ direction[:, 1])) > 1e-6:
         raise OutputError("a DICOM series cannot store a sheared (non-orthogonal) volume; write .nrrd or .mha instead")
     if alignment > 0:
-        return image
-    flipped = sitk.Flip(image, [False, False, True], flipAboutOrigin=False)
-    flipped.SetOrigin(image.TransformIndexToPhysicalPoint((0, 0, image.GetSize()[2] - 1)))
+        return geometry, False
+    last = np.asarray(geometry.origin, dtype=float) + direction[:, 2] * geometry.spacing[2] * (geometry.size[2] - 1)
     reversed_direction = direction.copy()
     reversed_direction[:, 2] *= -1
-    flipped.SetDirection(reversed_direction.ravel().tolist())
-    return flipped
+    return geometry._replace(origin=tuple(float(v) for v in last), direction=tuple(reversed_direction.ravel().tolist())), True
 
 
 def series_description(source_description: Optional[str], mode: str, method: str, scale: int, spacing: Optional[float]) -> str:
@@ -230,8 +310,9 @@ def _ds(value: float) -> str:
     return f"{float(value):.4g}"
 
 
-def _window(values: np.ndarray) -> Tuple[float, float]:
-    low, high = np.percentile(values, [0.5, 99.5]) if values.size else (0.0, 1.0)
+def _window(percentiles: List[float]) -> Tuple[float, float]:
+    """WindowCenter and WindowWidth from the 0.5th and 99.5th percentiles."""
+    low, high = percentiles
     width = max(float(high - low), 1e-6)
     return float((high + low) / 2), width
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from fagan_engine.util.errors import InputError
 
+
 class _Layout(NamedTuple):
     """Where a NIfTI version keeps the fields checked here (byte positions, struct types)."""
 

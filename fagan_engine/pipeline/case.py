@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine.inference.slices import SlabGather, SlabStream
+from fagan_engine.io.dicom_stream import DicomStreamWriter
 from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_volume, remove_stale_staging, split_extension, write_volume
 from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
 from fagan_engine.pipeline.batch import output_format_of
@@ -103,10 +104,11 @@ def derivation_text(options: RunOptions, resolver: Any) -> str:
     return f"{what} by fagan_engine {__version__} ({model})"
 
 
-def description_for(options: RunOptions, source_tags: Optional[Dict[str, Any]], result: sitk.Image) -> str:
+def description_for(options: RunOptions, source_tags: Optional[Dict[str, Any]], result_spacing: Tuple[float, ...]) -> str:
+    """SeriesDescription of the DICOM output (``result_spacing``: the result's, for through-plane mode)."""
     from fagan_engine.io.dicom_writer import series_description
 
-    spacing = options.target_spacing or (min(result.GetSpacing()) if options.mode == "through-plane" else None)
+    spacing = options.target_spacing or (min(result_spacing) if options.mode == "through-plane" else None)
     return series_description((source_tags or {}).get("SeriesDescription"), options.mode, options.method, options.scale, spacing)
 
 
@@ -140,8 +142,9 @@ class CaseOutputs:
 class StagedOutputs:
     """One case's outputs written into staging folders beside their targets, then published together.
 
-    Volume files of the SR grid (the output unless DICOM, the consistency map) are written slab by slab while
-    they are produced (``streams``, ``io.volume_stream``); the others are staged whole (``add_volume``)."""
+    Volumes of the SR grid (the output, a file or a DICOM series, and the consistency map) are written slab by slab
+    while they are produced (``streams``, ``io.volume_stream``, ``io.dicom_stream``); the others are staged whole
+    (``add_volume``, ``add_dicom``)."""
 
     def __init__(self, outputs: CaseOutputs) -> None:
         self.outputs = outputs
@@ -156,34 +159,42 @@ class StagedOutputs:
 
     def __exit__(self, *exc: Any) -> None:
         for writer, _, _ in self.streamed.values():
-            if isinstance(writer, VolumeStreamWriter):
+            if isinstance(writer, (VolumeStreamWriter, DicomStreamWriter)):
                 writer.abort()
         for folder in self.staging.values():
             shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def streams(self) -> Streams:
-        """The SR-grid volume files this case writes slab by slab: the output (unless DICOM) and the consistency map."""
-        targets = {"consistency": self.outputs.maps.get("consistency")}
-        if output_format_of(self.outputs.output) != "dicom":
-            targets["image"] = self.outputs.output
+        """The SR-grid volumes this case writes slab by slab: the output and the consistency map."""
+        targets = {"consistency": self.outputs.maps.get("consistency"), "image": self.outputs.output}
         return {kind: functools.partial(self._open_stream, kind, target) for kind, target in targets.items() if target is not None}
 
     def _open_stream(self, kind: str, target: str, stream: SlabStream, dtype: str) -> SlabTarget:
         """A staged file of ``target`` for ``stream``'s volume (gathered in memory when its format cannot be streamed)."""
+        if kind == "image" and output_format_of(target) == "dicom":
+            path = Path(target.rstrip("/" + os.sep))
+            writer: Any = DicomStreamWriter(self._staged_path(path), stream.geometry, stream.layout, dtype, shown=path)
+            self.streamed[kind] = (writer, writer.folder, path)
+            return writer
         path = Path(target)
         staged = self._staged_path(path)
         check_nifti_direction(path, np.asarray(stream.geometry.direction).reshape(3, 3))
         if can_stream(str(staged), stream.geometry):
-            writer: Any = VolumeStreamWriter(staged, stream.geometry, stream.layout, dtype, self.compress, shown=path)
+            writer = VolumeStreamWriter(staged, stream.geometry, stream.layout, dtype, self.compress, shown=path)
         else:
             writer = SlabGather(stream, dtype)
         self.streamed[kind] = (writer, staged, path)
         return writer
 
-    def finish_stream(self, kind: str, replace: Optional[bool] = None) -> None:
-        """Complete a streamed volume and stage it for publishing (in the order of these calls)."""
+    def finish_stream(self, kind: str, replace: Optional[bool] = None, **labels: Any) -> None:
+        """Complete a streamed volume and stage it for publishing (in the order of these calls); ``labels``: a DICOM
+        series' ``source_tags``, ``description`` and ``derivation``."""
         writer, staged, target = self.streamed[kind]
+        if isinstance(writer, DicomStreamWriter):
+            writer.close(**labels)
+            self.items.append(("dicom", staged, target, self.force))
+            return
         if isinstance(writer, SlabGather):
             del self.streamed[kind]
             self.add_volume(writer.image(), str(target), replace)
@@ -295,10 +306,14 @@ def write_outputs(
             raise InputError("--report PATH.json for one case needs the trust features (fagan_engine.pipeline.report)")
         text = json.dumps(outcome.report, indent=2, default=str, allow_nan=False) + "\n"
         staged.add_bytes(text.encode("utf-8"), outputs.report_path)
+    dicom = output_format_of(outputs.output) == "dicom"
     if "image" in staged.streamed:
-        staged.finish_stream("image")
-    elif output_format_of(outputs.output) == "dicom":
-        staged.add_dicom(outcome.image, outputs.output, source_tags, description_for(options, source_tags, outcome.image),
+        writer = staged.streamed["image"][0]
+        labels = dict(source_tags=source_tags, description=description_for(options, source_tags, writer.geometry.spacing),
+                      derivation=derivation_text(options, resolver)) if dicom else {}
+        staged.finish_stream("image", **labels)
+    elif dicom:
+        staged.add_dicom(outcome.image, outputs.output, source_tags, description_for(options, source_tags, outcome.image.GetSpacing()),
                          derivation_text(options, resolver))
     else:
         staged.add_volume(outcome.image, outputs.output)
