@@ -149,7 +149,8 @@ def _install_terminate_now() -> None:
     that imports this package as a library (the Slicer module reads the argument parser).
     """
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    command = str(getattr(spec, "name", "") or "").startswith("fagan_engine") or os.path.basename(sys.argv[0] if sys.argv else "").startswith("fagan-")
+    program = os.path.basename(sys.argv[0] if sys.argv else "")
+    command = str(getattr(spec, "name", "") or "").startswith("fagan_engine") or program.startswith("fagan-")
     try:
         if command and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, terminate_now)

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", metavar="PATH",
         help="batch: the batch report (.csv or .json; default <output-dir>/batch-report.csv); one volume: the JSON trust report",
     )
-    batch.add_argument("--shard", metavar="K/N", help="process only shard K of N (0 <= K < N); default from RANK/WORLD_SIZE or SLURM_ARRAY_TASK_ID/COUNT")
+    batch.add_argument("--shard", metavar="K/N",
+                       help="process only shard K of N (0 <= K < N); default from RANK/WORLD_SIZE or SLURM_ARRAY_TASK_ID/COUNT")
     batch.add_argument("--prefetch", action="store_true", help="read the next input while the current one runs (docs/performance.md)")
     _feature_flags(parser)
     return parser
@@ -90,7 +91,8 @@ def _feature_flags(parser: argparse.ArgumentParser) -> None:
     """Through-plane, per-scan adaptation, data-consistency, DICOM gap and trust-map flags."""
     group = parser.add_argument_group("through-plane super-resolution")
     group.add_argument("--through-plane", action="store_true", help="super-resolve across slices to isotropic voxels (--scale not needed)")
-    group.add_argument("--stacks", action="store_true", help="PATH... = A B [C] OUTPUT: combine thick-slice stacks of one subject into one isotropic volume (docs/thick-slices.md)")
+    group.add_argument("--stacks", action="store_true",
+                       help="PATH... = A B [C] OUTPUT: combine thick-slice stacks of one subject into one isotropic volume (docs/thick-slices.md)")
     add_stacks_arguments(group)
     _option(group, "target_spacing", type=float, metavar="MM", help="through-plane: output spacing (default: the in-plane spacing)")
     _option(group, "slice_thickness", type=float, metavar="MM", help="through-plane: acquired slice thickness (default: the slice spacing)")

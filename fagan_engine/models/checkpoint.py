@@ -25,7 +25,7 @@ from fagan_engine._version import __version__
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES, ModelConfig, NormalizationConfig, model_config_from_dict, normalization_from_dict
 from fagan_engine.util.errors import CheckpointError, ConfigError
-from fagan_engine.util.tensor_digest import content_digest, split_safetensors, split_tagged
+from fagan_engine.util.tensor_digest import content_digest, names_and_bytes_digest, split_safetensors, split_tagged
 
 FORMAT = "fagan-checkpoint/2"
 LEGACY_FORMAT = "fagan-checkpoint/1"
@@ -236,12 +236,8 @@ def read_through_plane(path: Optional[Path] = None) -> ThroughPlaneWeights:
     if not isinstance(metadata, dict) or metadata.get("format") != THROUGH_PLANE_FORMAT:
         found = metadata.get("format") if isinstance(metadata, dict) else None
         raise CheckpointError(f"{target.name}: unsupported format {found!r}")
-    digest = hashlib.sha256()
-    for name in sorted(entries):
-        begin, end = entries[name]["data_offsets"]
-        digest.update(name.encode())
-        digest.update(data[begin:end])
-    if digest.hexdigest() != metadata.get("tensors_sha256"):
+    buffers = {name: data[entry["data_offsets"][0] : entry["data_offsets"][1]] for name, entry in entries.items()}
+    if names_and_bytes_digest(buffers) != metadata.get("tensors_sha256"):
         raise CheckpointError(f"through-plane checkpoint {target.name} is corrupt or was modified: checksum mismatch")
     return ThroughPlaneWeights(target, metadata, blob, hashlib.sha256(blob).hexdigest())
 

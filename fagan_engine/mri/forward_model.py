@@ -33,12 +33,15 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from fagan_engine.util.config import ACQUISITIONS, WINDOWS, DegradationConfig
 from fagan_engine.util.errors import ConfigError
+
+if TYPE_CHECKING:  # for the annotations only; the volume functions import SimpleITK when they run
+    import SimpleITK as sitk
 
 ROBUST_PERCENTILE = 99.5
 """The noise level is relative to this percentile of the HR image (its robust maximum)."""

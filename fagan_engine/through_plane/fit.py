@@ -22,7 +22,6 @@ CLI's cancel path leaves no output.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -37,6 +36,7 @@ from fagan_engine.mri.forward_model import slice_profile_matrix
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
 from fagan_engine.util.errors import CheckpointError, ConfigError
 from fagan_engine.util.progress import FitCancelled, call_progress
+from fagan_engine.util.tensor_digest import names_and_bytes_digest
 
 SAMPLINGS = ("uniform", "gradient")
 MIN_DIRECTION_RATIO = 1.25
@@ -257,16 +257,12 @@ def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
     from fagan_engine.util.atomic import atomic_write_bytes
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        digest.update(name.encode())
-        digest.update(tensors[name].numpy().tobytes())
     metadata = {
         "format": THROUGH_PLANE_FORMAT,
         "model": model.cfg.to_dict(),
         "normalization": {"low_percentile": 0.5, "high_percentile": 99.5},
         "training": training,
-        "tensors_sha256": digest.hexdigest(),
+        "tensors_sha256": names_and_bytes_digest({name: tensor.numpy().tobytes() for name, tensor in tensors.items()}),
     }
     text = json.dumps(metadata, indent=2, sort_keys=True)
     path = Path(path)

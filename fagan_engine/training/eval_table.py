@@ -53,7 +53,8 @@ def evaluate(
     rows = []
     for scale in scales:
         cases = [make_case(name, image, scale, axes, acquisition) for name, image, axes in volumes]
-        methods: List[Tuple[str, Optional[str]]] = [(b, None) for b in BASELINES] + [(lab, path) for lab, (path, md) in zip(labels, checkpoints) if md.scale == scale]
+        networks = [(lab, path) for lab, (path, md) in zip(labels, checkpoints) if md.scale == scale]
+        methods: List[Tuple[str, Optional[str]]] = [(b, None) for b in BASELINES] + networks
         reference_features = None
         for label, path in methods:
             log(f"x{scale} {label}: {len(cases)} volume(s)")

@@ -65,6 +65,15 @@ def split_tagged(blob: bytes, key: str, damaged: str, missing: str) -> Tuple[Dic
     return entries, strings, data
 
 
+def names_and_bytes_digest(buffers: Dict[str, Any]) -> str:
+    """SHA-256 over each buffer's name and bytes, in name order: the through-plane checkpoint's ``tensors_sha256``."""
+    digest = hashlib.sha256()
+    for name in sorted(buffers):
+        digest.update(name.encode())
+        digest.update(buffers[name])
+    return digest.hexdigest()
+
+
 def content_digest(entries: Dict[str, Any], data: memoryview, text: str) -> str:
     """SHA-256 over each tensor's name, dtype, shape and bytes (name order), then ``text``."""
     digest = hashlib.sha256()
