@@ -9,6 +9,7 @@ metadata and the progress protocol in a Python that may lack it. The API below i
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from fagan_engine._version import __version__
@@ -27,7 +28,5 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     """The public API, imported on first use (keeps ``import fagan_engine`` light)."""
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

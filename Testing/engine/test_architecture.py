@@ -1,7 +1,9 @@
-"""The engine's layering: subpackages import only from their own layer or below, with no circles and no private names across modules."""
+"""The engine's layering: subpackages import only from their own layer or below, with no circles and no private names across modules;
+an import inside a function is there for a reason, written beside it."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
@@ -99,3 +101,43 @@ def test_no_private_name_imported_across_modules() -> None:
         if name.startswith("_") and name != "__version__"
     ]
     assert not wrong, "\n".join(wrong)
+
+
+LAZY = re.compile(r"#\s*lazy:\s*\S")
+"""The mark of an import left inside a function: ``# lazy: <why>`` (torch kept out of an import, an optional dependency...)."""
+
+
+def _function_imports(tree: ast.AST) -> List[ast.stmt]:
+    """Every import statement inside a function (nested functions and classes included)."""
+    found: List[ast.stmt] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and in_function:
+                found.append(child)
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(tree, False)
+    return found
+
+
+def test_every_import_inside_a_function_says_why() -> None:
+    """Imports belong at the top of the module, except where deferring one keeps torch (or another heavy or optional
+    dependency) out of an import; each of those carries ``# lazy: <why>`` on its line or as a comment line just above."""
+    unmarked = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for node in _function_imports(ast.parse("\n".join(lines))):
+            above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+            if not LAZY.search(lines[node.lineno - 1]) and not (above.startswith("#") and LAZY.search(above)):
+                unmarked.append(f"{_module(path)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not unmarked, "imports inside functions without a '# lazy: <why>' comment (move them to the top, or say why not):\n" + "\n".join(unmarked)
+
+
+def test_the_lazy_mark_check_sees_unmarked_imports() -> None:
+    source = (
+        "import os\n\n\ndef f():\n    import json\n    import torch  # lazy: torch\n\n"
+        "    class C:\n        def g(self):\n            from a import b\n"
+    )
+    assert [node.lineno for node in _function_imports(ast.parse(source))] == [5, 6, 10]
+    assert not LAZY.search("import json  # lazy:") and LAZY.search("import torch  # lazy: torch stays out")

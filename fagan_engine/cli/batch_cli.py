@@ -103,7 +103,7 @@ class CliEvents(BatchEvents):
 
     def _line(self, text: str) -> None:
         if self.outer is not None:
-            from tqdm import tqdm
+            from tqdm import tqdm  # lazy: tqdm only for a terminal progress bar
 
             tqdm.write(text, file=sys.stderr)
         else:
@@ -114,7 +114,7 @@ class CliEvents(BatchEvents):
         if self.mode == "json":
             emit("batch_start", cases=cases, pending=pending, skipped=cases - pending, **self.compute)
         elif self.mode == "bar" and pending:
-            from tqdm import tqdm
+            from tqdm import tqdm  # lazy: tqdm only for a terminal progress bar
 
             self.outer = tqdm(total=pending, unit="case", file=sys.stderr, desc="batch", position=0)
 
@@ -129,7 +129,7 @@ class CliEvents(BatchEvents):
             overall = (self.finished + fraction) / self.pending if self.pending else 1.0
             emit("progress", case=index, cases=total, done=done, total=steps, fraction=round(fraction, 4), overall=round(overall, 4), **extra)
         elif self.mode == "bar":
-            from tqdm import tqdm
+            from tqdm import tqdm  # lazy: tqdm only for a terminal progress bar
 
             if self.inner is None:
                 self.inner = tqdm(total=steps, unit="slice", file=sys.stderr, desc=phase or "super-resolving", position=1, leave=False)

@@ -130,10 +130,10 @@ def _print_summary(scale: int, entry: Dict[str, Any]) -> None:
 
 
 def _save_figure(panels: List[Dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: optional dependency (matplotlib), only for the figure
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: optional dependency (matplotlib), only for the figure
 
     fig, grid = plt.subplots(len(panels), 5, figsize=(16, 3.6 * len(panels)), squeeze=False)
     for row, panel in zip(grid, panels):

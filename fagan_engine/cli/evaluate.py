@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from fagan_engine.cli import OneLineParser, entry_point
+from fagan_engine.models.checkpoint import read_metadata
+from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.config import PLANES, SCALES
+from fagan_engine.util.errors import InputError
 
 
 def build_parser() -> OneLineParser:
@@ -28,13 +31,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: List[str]) -> int:
-    from fagan_engine.inference.slices import MIN_SLICE
-    from fagan_engine.io.geometry import plane_axes
-    from fagan_engine.models.checkpoint import read_metadata
-    from fagan_engine.training.data import expand_entries, load_volume
-    from fagan_engine.training.eval_table import evaluate, to_markdown
-    from fagan_engine.util.atomic import atomic_write_bytes
-    from fagan_engine.util.errors import InputError
+    from fagan_engine.inference.slices import MIN_SLICE  # lazy: keeps SimpleITK/scipy out of this module's import
+    from fagan_engine.io.geometry import plane_axes  # lazy: keeps SimpleITK out of this module's import
+    from fagan_engine.training.data import expand_entries, load_volume  # lazy: keeps torch out of this module's import
+    from fagan_engine.training.eval_table import evaluate, to_markdown  # lazy: keeps SimpleITK/scipy out of this module's import
 
     args = build_parser().parse_args(argv)
     checkpoints = [(path, read_metadata(path)) for path in args.checkpoint]
@@ -55,7 +55,7 @@ def _main(argv: List[str]) -> int:
                 sys.stderr.write(f"note: {name} was training data of {path}; its scores are optimistic\n")
     inception = None
     if args.inception_weights:
-        from fagan_engine.training.inception import load_inception
+        from fagan_engine.training.inception import load_inception  # lazy: keeps torch out of this module's import
 
         inception = load_inception(args.inception_weights)
     report = evaluate(checkpoints, volumes, scales, args.device, args.batch_size, inception, log=lambda m: sys.stderr.write(m + "\n"))

@@ -27,7 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: List[str]) -> int:
-    from fagan_engine.inference.onnx_backend import export_onnx
+    from fagan_engine.inference.onnx_backend import export_onnx  # lazy: keeps SimpleITK/scipy out of this module's import
 
     args = build_parser().parse_args(argv)
     if Path(args.output).exists() and not args.force:

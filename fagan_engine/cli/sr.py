@@ -9,7 +9,13 @@ from typing import Dict, List, Optional
 from fagan_engine.cli import entry_point
 from fagan_engine.cli.arguments import build_parser, run_options
 from fagan_engine.cli.batch_cli import run_batch
-from fagan_engine.pipeline.batch import OUTPUT_FORMATS
+from fagan_engine.cli.stacks import run_stacks
+from fagan_engine.inference.memory_check import out_of_memory_advice
+from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.inference.runners import compute_description
+from fagan_engine.pipeline.batch import OUTPUT_FORMATS, map_paths, output_format_of
+from fagan_engine.pipeline.case import CaseOutputs, StagedOutputs, read_source, super_resolve_case, write_outputs
+from fagan_engine.pipeline.validation import check_run_paths
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.failures import is_out_of_memory
 from fagan_engine.util.options import MAP_FLAGS
@@ -23,8 +29,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.stacks:
-        from fagan_engine.cli.stacks import run_stacks
-
         return run_stacks(args, ProgressReporter(args))
     if args.output_dir is not None or args.manifest is not None:
         return run_batch(args)
@@ -41,12 +45,6 @@ def _main(argv: List[str]) -> int:
 
 def _single(args: argparse.Namespace) -> int:
     """``fagan-sr INPUT OUTPUT``: one volume (the form the Slicer module runs)."""
-    from fagan_engine.inference.memory_check import out_of_memory_advice
-    from fagan_engine.inference.resolver import SuperResolver
-    from fagan_engine.inference.runners import compute_description
-    from fagan_engine.pipeline.case import CaseOutputs, StagedOutputs, read_source, super_resolve_case, write_outputs
-    from fagan_engine.pipeline.validation import check_run_paths
-
     started = time.perf_counter()
     options = run_options(args)
     maps = single_map_paths(args)
@@ -81,8 +79,6 @@ def _single(args: argparse.Namespace) -> int:
 
 def check_single_output(args: argparse.Namespace) -> bool:
     """True when OUTPUT is a DICOM series folder (--output-format dicom); refuse a format/extension mismatch."""
-    from fagan_engine.pipeline.batch import output_format_of
-
     if args.output_format is None:
         return False
     if args.output_format == "dicom":
@@ -96,8 +92,6 @@ def check_single_output(args: argparse.Namespace) -> bool:
 
 def single_map_paths(args: argparse.Namespace) -> Dict[str, str]:
     """Trust map kind -> path for one volume (a flag without a path: ``<output stem>_<kind><ext>``)."""
-    from fagan_engine.pipeline.batch import map_paths
-
     maps: Dict[str, str] = {}
     for kind in MAP_FLAGS:
         value = getattr(args, kind + "_map", None)
@@ -127,7 +121,7 @@ class ProgressReporter:
             emit("progress", done=done, total=total, fraction=round(done / total, 4) if total else 0.0, **extra)
         elif self.mode == "bar":
             if self.bar is None:
-                from tqdm import tqdm
+                from tqdm import tqdm  # lazy: tqdm only for a terminal progress bar
 
                 self.bar = tqdm(total=total, unit="slice", file=sys.stderr, desc="super-resolving")
             if phase is not None and self.bar.desc != phase:

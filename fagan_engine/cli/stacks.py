@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Dict
 
+from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import MAP_FLAGS
 from fagan_engine.util.protocol import emit
@@ -34,10 +35,9 @@ def add_arguments(group: Any) -> None:
 
 def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     """Reconstruct, write OUTPUT (the consistency maps, the JSON report); ``progress`` is the CLI's reporter (closed here)."""
-    from fagan_engine.io import volume_io
-    from fagan_engine.pipeline.validation import check_run_paths
-    from fagan_engine.through_plane.stacks import reconstruct_stacks
-    from fagan_engine.util.atomic import atomic_write_bytes
+    from fagan_engine.io import volume_io  # lazy: keeps SimpleITK out of this module's import (cli.arguments imports it)
+    from fagan_engine.pipeline.validation import check_run_paths  # lazy: keeps SimpleITK/scipy out of this module's import
+    from fagan_engine.through_plane.stacks import reconstruct_stacks  # lazy: keeps SimpleITK/scipy out of this module's import
 
     started = time.perf_counter()
     _check_arguments(args)
@@ -76,7 +76,7 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
 
 def consistency_map_paths(output: str, stacks: int) -> Dict[str, str]:
     """``consistency_stack<k>`` -> ``<output stem>_consistency_stack<k><ext>``, k = 1..stacks."""
-    from fagan_engine.pipeline.batch import map_paths
+    from fagan_engine.pipeline.batch import map_paths  # lazy: keeps SimpleITK/scipy out of this module's import
 
     return map_paths(output, [f"{MAP_KIND}{k}" for k in range(1, stacks + 1)])
 

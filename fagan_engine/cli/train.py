@@ -48,8 +48,8 @@ def _main(argv: List[str], stop: StopRequest) -> int:
         remove_stale_temp_files(run_dir, lock.acquired_at)
         remove_stale_temp_files(run_dir / "checkpoints", lock.acquired_at)
     try:
-        from fagan_engine.training.data import prepare_data
-        from fagan_engine.training.trainer import Trainer, preflight
+        from fagan_engine.training.data import prepare_data  # lazy: keeps torch out of this module's import
+        from fagan_engine.training.trainer import Trainer, preflight  # lazy: keeps torch out of this module's import
 
         preflight(cfg, args.resume)
         data = prepare_data(cfg)

@@ -132,7 +132,7 @@ def adapt_generator(
     phase="adapt", loss=...)`` after every step; ``stop()`` before every step raises ``FitCancelled``.
     The returned model is in eval mode; ``model`` itself is never changed.
     """
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
     device = str(next(model.parameters()).device)
     volume = sitk.GetArrayViewFromImage(image)

@@ -28,7 +28,8 @@ import numpy as np
 
 from fagan_engine._version import __version__
 from fagan_engine.inference.batching import capped
-from fagan_engine.models.checkpoint import METADATA_KEY, CheckpointMetadata, parse_metadata, read_metadata
+from fagan_engine.models.checkpoint import METADATA_KEY, CheckpointMetadata, load_generator, parse_metadata, read_metadata
+from fagan_engine.models.onnx_attention import replace_placeholders, sdpa_translation
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import CheckpointError, InputError, OutputError
@@ -40,8 +41,6 @@ INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
 def export_onnx(checkpoint_path: str, output_path: str) -> Path:
     """Export the checkpoint's generator to ``output_path`` (.onnx) plus ``output_path + '.json'``."""
-    from fagan_engine.models.checkpoint import load_generator
-
     target = Path(output_path)
     if target.suffix != ".onnx":
         raise OutputError(f"ONNX output must end with .onnx, got {target.name}")
@@ -60,8 +59,8 @@ def export_onnx(checkpoint_path: str, output_path: str) -> Path:
 
 def generator_to_onnx(model: Any, metadata: CheckpointMetadata, trim_key_padding: bool = True) -> Any:
     """Trace ``model`` (a Generator) into a checked ``onnx.ModelProto`` carrying ``metadata``."""
-    import onnx
-    import torch
+    import onnx  # lazy: optional dependency (onnx), only to export
+    import torch  # lazy: keeps torch out of this module's import (the ONNX Runtime runner needs none)
 
     proto = trace_to_onnx(model, torch.rand(2, 1, 24, 20), trim_key_padding)
     onnx.helper.set_model_props(proto, {METADATA_KEY: metadata.to_json()})
@@ -76,9 +75,7 @@ def trace_to_onnx(module: Any, example: Any, trim_key_padding: bool = True) -> A
     ``example`` needs a batch ≥ 2 (size 1 would be specialised). ``trim_key_padding`` drops the
     zero channels SelfAttention pads q and k with (False only to measure what that saves).
     """
-    import torch
-
-    from fagan_engine.models.onnx_attention import replace_placeholders, sdpa_translation
+    import torch  # lazy: keeps torch out of this module's import (the ONNX Runtime runner needs none)
 
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=4), 3: torch.export.Dim("width", min=4)}
     exporter_log = logging.getLogger("torch.onnx")
@@ -105,7 +102,7 @@ def trace_to_onnx(module: Any, example: Any, trim_key_padding: bool = True) -> A
 
 def _key_channels(module: Any) -> Optional[int]:
     """The C/8 projection width shared by every SelfAttention in ``module`` (None if none or mixed)."""
-    from fagan_engine.models.archs import SelfAttention
+    from fagan_engine.models.archs import SelfAttention  # lazy: keeps torch out of this module's import
 
     widths = {m.key_channels for m in module.modules() if isinstance(m, SelfAttention)}
     return widths.pop() if len(widths) == 1 else None
@@ -242,7 +239,7 @@ def _load(onnx_path: Path, options: Any) -> Tuple[Any, CheckpointMetadata]:
 
 def _import_onnxruntime() -> Any:
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: optional dependency (onnxruntime), checked with a clear error
     except ImportError:
         raise InputError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
     return onnxruntime

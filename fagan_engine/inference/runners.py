@@ -4,27 +4,27 @@ Also where checkpoints are resolved and loaded for inference and where the devic
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from fagan_engine.inference.batching import Runner, capped
+from fagan_engine.inference.onnx_backend import onnx_runner
+from fagan_engine.models.checkpoint import CheckpointMetadata, default_checkpoint, load_generator, parse_metadata, read_metadata
 from fagan_engine.mri.interpolation import bicubic_matrix, lanczos_matrix
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import CheckpointError, InputError
 from fagan_engine.util.options import RunOptions
-
-if TYPE_CHECKING:
-    from fagan_engine.models.checkpoint import CheckpointMetadata
+from fagan_engine.util.presets import preset_config
 
 DEFAULT_TILE_OVERLAP = 16
 
 
 def resolve_checkpoint(options: RunOptions) -> Optional[Path]:
     """The checkpoint to load: the user's, or the bundled one for the scale and acquisition."""
-    from fagan_engine.models.checkpoint import default_checkpoint
-
     if options.checkpoint is not None:
         return Path(options.checkpoint)
     if options.untrained:
@@ -39,8 +39,6 @@ def resolve_checkpoint(options: RunOptions) -> Optional[Path]:
 
 def checkpoint_metadata(path: Path) -> "CheckpointMetadata":
     """The metadata of a ``.safetensors`` checkpoint or of an exported ``.onnx`` model (its sidecar)."""
-    from fagan_engine.models.checkpoint import parse_metadata, read_metadata
-
     if path.suffix != ".onnx":
         return read_metadata(str(path))
     sidecar = path.with_name(path.name + ".json")
@@ -70,11 +68,9 @@ def load_runner(
     if backend == "onnx" or (backend == "auto" and not torch_available()):
         if checkpoint is None:
             raise InputError("the ONNX backend needs a checkpoint; random weights (--untrained) need PyTorch")
-        from fagan_engine.inference.onnx_backend import onnx_runner
-
         runner, normalization = onnx_runner(str(checkpoint), scale)
         return runner, normalization, checkpoint_metadata(Path(checkpoint))
-    import torch
+    import torch  # lazy: keeps torch out of this module's import (the ONNX backend runs without it)
 
     model, normalization, metadata = load_model(scale, checkpoint, device, untrained)
     # channels_last: oneDNN/cuDNN's fast layout for these 32-channel convs (docs/performance.md)
@@ -89,11 +85,9 @@ def load_model(
         raise CheckpointError("no checkpoint given")
     torch_device = resolve_device(device)
     if checkpoint is None:
-        from fagan_engine.models.archs import build_generator, preset_config
+        from fagan_engine.models.archs import build_generator  # lazy: keeps torch out of this module's import
 
         return build_generator(preset_config("fagan", scale)).to(torch_device).eval(), NormalizationConfig(), None
-    from fagan_engine.models.checkpoint import load_generator
-
     model, metadata = load_generator(str(checkpoint), expected_scale=scale, device=torch_device)
     return model, metadata.normalization_config(), metadata
 
@@ -103,11 +97,9 @@ def compute_description(options: RunOptions) -> Dict[str, Any]:
 
     Interpolation baselines run on the CPU in numpy; everything else on the resolved torch device.
     """
-    import os
-
     if options.method != "fagan" or not torch_available():
         return {"device": "cpu", "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
-    import torch
+    import torch  # lazy: keeps torch out of this module's import (the ONNX backend runs without it)
 
     device = resolve_device(options.device)
     return {"device": "cuda:0" if device == "cuda" else device, "threads": torch.get_num_threads()}
@@ -115,7 +107,7 @@ def compute_description(options: RunOptions) -> Dict[str, Any]:
 
 def resolve_device(device: str) -> str:
     """Map auto/cpu/cuda to a torch device string; asking for cuda without one is an error."""
-    import torch
+    import torch  # lazy: keeps torch out of this module's import (the ONNX backend runs without it)
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -128,7 +120,7 @@ def resolve_device(device: str) -> str:
 
 def torch_runner(model: Any, device: str) -> Runner:
     """Wrap a generator as a numpy → numpy runner without autograd, memory-capped per call."""
-    import torch
+    import torch  # lazy: keeps torch out of this module's import (the ONNX backend runs without it)
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -195,6 +187,4 @@ def model_device(model: Any) -> str:
 
 def torch_available() -> bool:
     """Whether torch can be imported here (without importing it)."""
-    import importlib.util
-
     return importlib.util.find_spec("torch") is not None

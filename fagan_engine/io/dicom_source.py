@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import SimpleITK as sitk
+
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.stdio_capture import captured_stderr
 
@@ -42,8 +44,7 @@ def read_series_tags(folder: str, series_id: Optional[str] = None) -> Dict[str, 
     Only attributes present in the file are returned. Raises InputError when the folder holds
     no series, or several and ``series_id`` is None.
     """
-    import pydicom
-    import SimpleITK as sitk
+    import pydicom  # lazy: pydicom only for DICOM tags; io imports without it
 
     with captured_stderr():
         ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))

@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from fagan_engine._version import __version__
 from fagan_engine.io.geometry import SRGeometry
-from fagan_engine.util.atomic import fsync_dir, fsync_file
+from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file
 from fagan_engine.util.errors import OutputError
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -190,8 +190,8 @@ def write_instances(
     The slices are read twice, once for the window's histogram and once to write them, so only one is held at a time.
     """
     pydicom = _pydicom()
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.dataset import FileMetaDataset  # lazy: pydicom only for DICOM output; io imports without it
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid  # lazy: pydicom only for DICOM output
 
     geometry, flipped = right_handed(geometry)
     count = geometry.size[2]
@@ -327,7 +327,7 @@ def _series_number(source: Any) -> int:
 
 def _pydicom() -> Any:
     try:
-        import pydicom
+        import pydicom  # lazy: pydicom only for DICOM output, missing one named in an OutputError
     except ImportError:
         raise OutputError("DICOM output needs pydicom: pip install pydicom") from None
     return pydicom
@@ -342,6 +342,4 @@ def _save(pydicom: Any, ds: Any, path: Path) -> None:
             ds.is_little_endian, ds.is_implicit_VR = True, False
             ds.save_as(str(path), write_like_original=False)
     except OSError as exc:
-        from fagan_engine.util.atomic import describe_os_error
-
         raise OutputError(describe_os_error(exc, path)) from None

@@ -40,7 +40,7 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
     """
     stored = check_single_file_header(path)
     try:
-        import nibabel as nib
+        import nibabel as nib  # lazy: nibabel only for NIfTI files; io imports without it
 
         with captured_stderr():  # nibabel logs header fix-ups ("sizeof_hdr should be 348") on stderr
             image = nib.load(str(path))
@@ -79,7 +79,7 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
 def nifti_complete(path: Path) -> bool:
     """False when ``path`` holds fewer bytes than its header declares (or cannot be parsed)."""
     try:
-        import nibabel as nib
+        import nibabel as nib  # lazy: nibabel only for NIfTI files; io imports without it
 
         with captured_stderr():
             return data_complete(path, _data_end(nib.load(str(path))))

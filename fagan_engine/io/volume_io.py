@@ -331,7 +331,7 @@ def _read_nifti(path: Path, nan_policy: str) -> sitk.Image:
                 raise
         else:
             return image if facts is None else _with_geometry(image, facts.geometry, path)
-    import nibabel as nib
+    import nibabel as nib  # lazy: nibabel only for NIfTI files; io imports without it
 
     with captured_stderr():
         try:

@@ -109,7 +109,7 @@ def save_checkpoint(path: str, state_dict: Dict[str, Any], metadata: CheckpointM
     The weights carry the metadata in their header and load on their own, so the old sidecar is
     removed first: a crash at any instant leaves a loadable checkpoint (old or new).
     """
-    from safetensors.torch import save
+    from safetensors.torch import save  # lazy: safetensors.torch imports torch; metadata reads need no torch
 
     target = _weights_path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -137,11 +137,11 @@ def load_generator(path: str, expected_scale: Optional[int] = None, device: str 
     names and shapes compared with the file's tensors, so a crafted size is refused before
     anything is allocated.
     """
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load as load_tensors
+    import torch  # lazy: keeps torch out of this module's import; metadata reads need no torch
+    from safetensors import SafetensorError  # lazy: safetensors only to load weights; metadata reads need none
+    from safetensors.torch import load as load_tensors  # lazy: safetensors.torch imports torch
 
-    from fagan_engine.models.archs import build_generator
+    from fagan_engine.models.archs import build_generator  # lazy: models.archs imports torch
 
     metadata, entries, blob = _verified(path)
     name = Path(path).name

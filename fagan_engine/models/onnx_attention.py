@@ -35,8 +35,8 @@ def sdpa_translation(
     enable_gqa: bool = False,
 ) -> Any:
     """Translate aten SDPA on (B, 1, N, C) tensors to the placeholder op (one head only)."""
-    from onnxscript import opset18 as op
-    from onnxscript.values import Opset
+    from onnxscript import opset18 as op  # lazy: optional dependency (onnxscript), only to export
+    from onnxscript.values import Opset  # lazy: optional dependency (onnxscript), only to export
 
     if attn_mask is not None or dropout_p or is_causal or enable_gqa or query.shape[1] != 1:
         raise NotImplementedError("ONNX export supports single-head, unmasked, non-causal attention only")
@@ -94,7 +94,7 @@ def chunked_attention(node: Any, prefix: str, key_channels: Optional[int] = None
     chunk attends through MultiHeadAttention, the stacked chunks are reshaped and cropped to N.
     With ``key_channels``, q and k are first cut to that many channels.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # lazy: optional dependency (onnx), only to export
 
     query, key, value = node.input
     (output,) = node.output
@@ -161,7 +161,7 @@ def chunked_attention(node: Any, prefix: str, key_channels: Optional[int] = None
 
 
 def _register_placeholder() -> None:
-    from onnx import defs
+    from onnx import defs  # lazy: optional dependency (onnx), only to export
 
     if defs.has("Attention", PLACEHOLDER_DOMAIN):
         return

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import ndimage
+from scipy.special import ndtr
 
 from fagan_engine.util.config import ACQUISITIONS, WINDOWS, DegradationConfig
 from fagan_engine.util.errors import ConfigError
@@ -156,8 +158,6 @@ def add_rician_noise(image: np.ndarray, level: float, rng: np.random.Generator) 
 
 def resample_slice(image: np.ndarray, zoom: float) -> np.ndarray:
     """A 2D slice resampled by ``zoom`` (cubic; < 1 first low-passed so the coarser pixels are not aliased); float32, >= 0."""
-    from scipy import ndimage
-
     image = np.asarray(image, dtype=np.float32)
     if zoom < 1.0:
         image = ndimage.gaussian_filter(image, sigma=0.5 * math.sqrt(1.0 / zoom**2 - 1.0))
@@ -343,8 +343,6 @@ def slice_profile_matrix(n_hr: int, n_lr: int, ratio: float, thickness: float, e
 
 def _int_phi(z: np.ndarray) -> np.ndarray:
     """∫ Φ(u) du from −∞ to z = z·Φ(z) + φ(z), for the standard normal Φ, φ."""
-    from scipy.special import ndtr
-
     return z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
 
@@ -402,7 +400,7 @@ def _check_range(key: str, value: float, low: float, high: float, low_open: bool
 
 def crop_to_multiple(image: "sitk.Image", scale: int, axes: Sequence[int]) -> "sitk.Image":
     """Crop the in-plane axes so their sizes divide by ``scale`` (extra voxels dropped at the end)."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # lazy: SimpleITK only for image volumes; mri imports without it
 
     size = list(image.GetSize())
     for axis in axes:
@@ -425,7 +423,7 @@ def degrade_volume(
     same physical extent (spacing × scale, origin shifted by half the spacing difference), so that
     super-resolving it with ``geometry.super_resolved_geometry`` lands exactly on the HR grid.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # lazy: SimpleITK only for image volumes; mri imports without it
 
     array = sitk.GetArrayFromImage(image).astype(np.float32)  # (z, y, x) = sitk axes (2, 1, 0)
     np_axes = tuple(sorted(2 - a for a in axes))

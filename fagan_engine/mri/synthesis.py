@@ -34,11 +34,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from fagan_engine.mri.sample_data import icbm152_path
 from fagan_engine.util.config import SynthesisConfig
 from fagan_engine.util.errors import ConfigError
 
@@ -131,10 +133,10 @@ def _texture_coefficients(rng: np.random.Generator, n: int, amplitude: float) ->
 def _numpy_blas():
     """numpy's and scipy's bundled BLAS (via threadpoolctl, when installed), or None; torch's are left alone."""
     try:
-        from threadpoolctl import ThreadpoolController
+        from threadpoolctl import ThreadpoolController  # lazy: optional dependency (threadpoolctl)
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (nilearn)
         return None
-    root = str(__import__("pathlib").Path(np.__file__).resolve().parent.parent)
+    root = str(Path(np.__file__).resolve().parent.parent)
     controller = ThreadpoolController()
     selected = [
         lib
@@ -211,9 +213,7 @@ def _deform(rng: np.random.Generator, image: np.ndarray, strength: float) -> np.
 @functools.lru_cache(maxsize=1)
 def icbm152_arrays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """(t1, gm, wm) as uint8 numpy arrays (z, y, x), and the T1 sitk image (for plane selection)."""
-    import SimpleITK as sitk
-
-    from fagan_engine.mri.sample_data import icbm152_path
+    import SimpleITK as sitk  # lazy: SimpleITK only to read the template; mri imports without it
 
     t1_image = sitk.ReadImage(str(icbm152_path("t1")))
     arrays = []
@@ -231,7 +231,7 @@ def icbm152_arrays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
 
 def _resolve_axes(plane: PlaneSpec) -> Tuple[int, int]:
     if isinstance(plane, str):
-        from fagan_engine.io.geometry import plane_axes
+        from fagan_engine.io.geometry import plane_axes  # lazy: io.geometry imports SimpleITK; mri imports without it
 
         return plane_axes(icbm152_arrays()[3], plane)
     axes = tuple(int(a) for a in plane)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import stat
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, split_extension
+from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import MAP_KINDS, RunOptions
 
@@ -381,8 +383,6 @@ def default_report_path(output_dir: Optional[str], manifest: Optional[str], shar
 
 def write_report(path: str, rows: Sequence[Dict[str, Any]], totals: Dict[str, Any]) -> None:
     """The batch report as CSV (``.csv``) or JSON (``.json``), written atomically."""
-    from fagan_engine.util.atomic import atomic_write_bytes
-
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix.lower() == ".json":
@@ -398,8 +398,6 @@ def write_report(path: str, rows: Sequence[Dict[str, Any]], totals: Dict[str, An
         cells = [row.get("input"), row.get("output"), row.get("status"), row.get("seconds"),
                  " | ".join(row.get("warnings") or []), row.get("error") or ""]
         lines.append(["" if v is None else str(v) for v in cells] + [_cell(summary.get(k)) for k in extra])
-    import io
-
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(lines)
     atomic_write_bytes(target, buffer.getvalue().encode("utf-8"))

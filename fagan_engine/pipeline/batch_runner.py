@@ -13,11 +13,15 @@ import dataclasses
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from fagan_engine.inference.memory_check import out_of_memory_advice
+from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.io.volume_io import remove_stale_staging, split_extension
 from fagan_engine.pipeline.batch import Case, write_report
 from fagan_engine.pipeline.case import CaseOutputs, Source, StagedOutputs, is_done, read_source, super_resolve_case, write_outputs
+from fagan_engine.pipeline.validation import check_case_outputs
 from fagan_engine.util.errors import FAGANError
 from fagan_engine.util.failures import interrupt_behind, is_out_of_memory
 
@@ -115,8 +119,6 @@ class BatchRunner:
         self.events.case_start(index, total, case)
         started = time.perf_counter()
         try:
-            from fagan_engine.pipeline.validation import check_case_outputs
-
             check_case_outputs(case.input, case.output, case.maps, self.force, create_folders=True)
             source = prefetched.result() if prefetched is not None else self._read(case)
             resolver = self._resolver(case)
@@ -161,8 +163,6 @@ class BatchRunner:
         if key in self.resolver_errors:
             raise _Repeated(self.resolver_errors[key])
         if key not in self.resolvers:
-            from fagan_engine.inference.resolver import SuperResolver
-
             try:
                 self.resolvers[key] = SuperResolver(case.options)
             except FAGANError as exc:
@@ -181,10 +181,6 @@ class BatchRunner:
 
 def _remove_stale_staging(case: Case) -> None:
     """Staging folders of a finished case left by a process killed just after publishing."""
-    from pathlib import Path
-
-    from fagan_engine.io.volume_io import remove_stale_staging, split_extension
-
     for path in case.paths():
         target = Path(path.rstrip("/\\"))
         if target.parent.is_dir():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -21,13 +22,18 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from fagan_engine._version import __version__
+from fagan_engine.inference.memory_check import check_through_plane_fits
 from fagan_engine.inference.slices import SlabGather, SlabStream
+from fagan_engine.io.dicom_source import read_series_tags
 from fagan_engine.io.dicom_stream import DicomStreamWriter
+from fagan_engine.io.dicom_writer import publish_folder, series_description, stage_dicom_series
 from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_volume, remove_stale_staging, split_extension, write_volume
 from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
 from fagan_engine.pipeline.batch import output_format_of
 from fagan_engine.pipeline.report import SlabTarget, Streams, run_validated
-from fagan_engine.util.atomic import fsync_dir, publish_files
+from fagan_engine.through_plane.plan import plan_through_plane
+from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file, publish_files
 from fagan_engine.util.errors import InputError, OutputError
 from fagan_engine.util.options import MAP_KINDS, RunOptions
 
@@ -62,8 +68,6 @@ def read_source(path: str, options: RunOptions, series_id: Optional[str] = None,
     image = read_volume(path, nan_policy=options.nan_policy, series_id=series_id, dicom_gaps=options.dicom_gaps)
     tags = None
     if need_tags and Path(path).is_dir():
-        from fagan_engine.io.dicom_source import read_series_tags
-
         tags = read_series_tags(path, series_id)
     return Source(image, tags, time.perf_counter() - started)
 
@@ -82,9 +86,6 @@ def super_resolve_case(
 
 def check_through_plane_memory(image: sitk.Image, options: RunOptions) -> None:
     """Refuse, before the fit, a through-plane result that cannot fit in memory (``--target-spacing`` too fine)."""
-    from fagan_engine.inference.memory_check import check_through_plane_fits
-    from fagan_engine.through_plane.plan import plan_through_plane
-
     plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
     size = image.GetSize()
     check_through_plane_fits(plan.n_out, (size[plan.in_plane_axes[0]], size[plan.in_plane_axes[1]]), plan.output_spacing)
@@ -92,8 +93,6 @@ def check_through_plane_memory(image: sitk.Image, options: RunOptions) -> None:
 
 def derivation_text(options: RunOptions, resolver: Any) -> str:
     """DerivationDescription: what made the series (method, checkpoint, engine version)."""
-    from fagan_engine._version import __version__
-
     checkpoint = getattr(resolver, "checkpoint", None)
     if options.mode == "through-plane":
         what = f"through-plane super-resolution to {options.target_spacing or 'isotropic'} mm"
@@ -106,8 +105,6 @@ def derivation_text(options: RunOptions, resolver: Any) -> str:
 
 def description_for(options: RunOptions, source_tags: Optional[Dict[str, Any]], result_spacing: Tuple[float, ...]) -> str:
     """SeriesDescription of the DICOM output (``result_spacing``: the result's, for through-plane mode)."""
-    from fagan_engine.io.dicom_writer import series_description
-
     spacing = options.target_spacing or (min(result_spacing) if options.mode == "through-plane" else None)
     return series_description((source_tags or {}).get("SeriesDescription"), options.mode, options.method, options.scale, spacing)
 
@@ -217,8 +214,6 @@ class StagedOutputs:
             try:
                 self.staging[parent] = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-{os.getpid()}-", dir=str(parent)))
             except OSError as exc:
-                from fagan_engine.util.atomic import describe_os_error
-
                 raise OutputError(describe_os_error(exc, target)) from None
         return self.staging[parent]
 
@@ -235,8 +230,6 @@ class StagedOutputs:
 
     def add_bytes(self, data: bytes, target: str) -> None:
         """Stage a small file (the JSON trust report)."""
-        from fagan_engine.util.atomic import fsync_file
-
         path = Path(target)
         staged = self._folder(path) / path.name
         staged.write_bytes(data)
@@ -245,8 +238,6 @@ class StagedOutputs:
 
     def add_dicom(self, image: sitk.Image, target: str, tags: Optional[Dict[str, Any]], description: str, derivation: str) -> None:
         """Stage a DICOM series folder."""
-        from fagan_engine.io.dicom_writer import stage_dicom_series
-
         path = Path(target.rstrip("/" + os.sep))
         staged = self._folder(path) / path.name
         stage_dicom_series(image, staged, tags, description, derivation)
@@ -254,8 +245,6 @@ class StagedOutputs:
 
     def publish(self) -> None:
         """Publish in the order staged (output last); on failure remove what this call published."""
-        from fagan_engine.io.dicom_writer import publish_folder
-
         published: List[Tuple[str, Path]] = []
         try:
             for kind, staged, target, replace in self.items:
@@ -288,8 +277,6 @@ def write_outputs(
 ) -> None:
     """Stage what was not streamed and publish the output and the requested maps together, or none of them (the one
     write path of every run): maps first, then the report, the output last."""
-    import json
-
     outputs = staged.outputs
     for kind in MAP_KINDS:
         if kind not in outputs.maps:

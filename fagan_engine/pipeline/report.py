@@ -28,6 +28,7 @@ from fagan_engine.io.geometry import SliceLayout, explicit_axes, plane_axes
 from fagan_engine.io.volume_io import cast_array, validate_image
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.forward_model import project_onto_data
+from fagan_engine.mri.noise_estimate import foreground
 from fagan_engine.through_plane.plan import plan_through_plane
 from fagan_engine.through_plane.run import through_plane_from_options
 from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enforce_through_plane, through_plane_consistency
@@ -298,8 +299,6 @@ def _share(progress: Optional[Progress], first: int, passes: int, count: int = 1
 
 
 def _foreground_mean(std: sitk.Image, sr: sitk.Image) -> float:
-    from fagan_engine.mri.noise_estimate import foreground
-
     values = sitk.GetArrayViewFromImage(sr).astype(np.float32)
     mask = foreground(values)
     return float(sitk.GetArrayViewFromImage(std)[mask].mean()) if mask.any() else 0.0

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
+from fagan_engine.io.dicom_writer import check_dicom_output
 from fagan_engine.io.paths import InputFiles, check_path_text, file_key
 from fagan_engine.io.volume_io import check_output_path
 from fagan_engine.pipeline.batch import Case, output_format_of
@@ -63,8 +64,6 @@ def check_case_outputs(
     ``create_folders`` (batch mode) creates missing parent folders and lets existing maps be
     replaced (left by a run killed between publishing a case's maps and its output).
     """
-    from fagan_engine.io.dicom_writer import check_dicom_output
-
     reach = inputs if inputs is not None else InputFiles([input_path] if input_path else [])
     for path in [output, *maps.values()]:
         check_path_text(path, "output")

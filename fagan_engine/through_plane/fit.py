@@ -21,9 +21,11 @@ CLI's cancel path leaves no output.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,10 @@ import numpy as np
 
 from fagan_engine.models.checkpoint import THROUGH_PLANE_FORMAT, THROUGH_PLANE_KEY, THROUGH_PLANE_WEIGHTS, read_through_plane
 from fagan_engine.mri.forward_model import slice_profile_matrix
+from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
+from fagan_engine.util.atomic import atomic_write_bytes
+from fagan_engine.util.config import SynthesisConfig
 from fagan_engine.util.errors import CheckpointError, ConfigError
 from fagan_engine.util.progress import FitCancelled, call_progress
 from fagan_engine.util.tensor_digest import names_and_bytes_digest
@@ -209,7 +214,7 @@ def fit(
     ``stop()`` is checked before every iteration; when it returns True, ``FitCancelled`` is raised.
     ``progress(done, total, phase="fit", loss=...)`` is called after every iteration.
     """
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
     total = cfg.iterations
     model.train()
@@ -240,7 +245,7 @@ def fit(
 
 
 def build_model(model_cfg: Any = None) -> Any:
-    from fagan_engine.models.archs.through_plane import ThroughPlaneGenerator, ThroughPlaneModelConfig
+    from fagan_engine.models.archs.through_plane import ThroughPlaneGenerator, ThroughPlaneModelConfig  # lazy: models.archs imports torch
 
     return ThroughPlaneGenerator(model_cfg or ThroughPlaneModelConfig())
 
@@ -252,9 +257,7 @@ def bundled_weights() -> Path:
 
 def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
     """Write ``path`` (.safetensors, metadata in the header) and the readable ``.json`` beside it."""
-    from safetensors.torch import save
-
-    from fagan_engine.util.atomic import atomic_write_bytes
+    from safetensors.torch import save  # lazy: safetensors.torch imports torch
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
@@ -274,9 +277,9 @@ def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
 def load_weights(path: Optional[Path] = None, device: str = "cpu") -> Tuple[Any, Dict[str, Any]]:
     """(model, metadata) of a through-plane checkpoint (the bundled one by default), checksum-verified
     (``models.checkpoint.read_through_plane``); the tensors come from the verified bytes, not a second read."""
-    from safetensors.torch import load as load_tensors
+    from safetensors.torch import load as load_tensors  # lazy: safetensors.torch imports torch
 
-    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig
+    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig  # lazy: models.archs imports torch
 
     weights = read_through_plane(path)
     name = weights.path.name
@@ -357,7 +360,7 @@ class SyntheticSampler:
 
 
 def load_pretrain_config(path: Path) -> PretrainConfig:
-    import yaml
+    import yaml  # lazy: yaml only for the pretraining recipe
 
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     known = {f.name for f in dataclasses.fields(PretrainConfig)}
@@ -370,9 +373,6 @@ def load_pretrain_config(path: Path) -> PretrainConfig:
 
 
 def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.ndarray]:
-    from fagan_engine.mri.synthesis import SliceSynthesizer
-    from fagan_engine.util.config import SynthesisConfig
-
     probe = SliceSynthesizer(SynthesisConfig(**cfg.synthesis), cfg.plane)
     held = set(range(*cfg.validation_slab))
     usable = [i for i in range(probe.n_slices) if i not in held]
@@ -382,9 +382,9 @@ def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.nda
 
 def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) -> Path:
     """Train the bundled through-plane weights from ``config_path``; returns the written path."""
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
-    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig
+    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig  # lazy: models.archs imports torch
 
     cfg = load_pretrain_config(config_path)
     fit_cfg = FitConfig(**cfg.fit)
@@ -411,9 +411,6 @@ def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(prog="python -m fagan_engine.through_plane.fit", description="pretrain the through-plane weights")
     parser.add_argument("config", type=Path)
     args = parser.parse_args(argv)

@@ -25,8 +25,11 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
+from scipy.ndimage import map_coordinates
 
 from fagan_engine.io.geometry import SRGeometry, direction_matrix, through_plane_axis
+from fagan_engine.mri.forward_model import apply_along_axis, project_along_axis, slice_profile_matrix
+from fagan_engine.mri.interpolation import lanczos_matrix
 from fagan_engine.through_plane.profile_estimate import ThicknessEstimate, estimate_thickness
 from fagan_engine.util.errors import InputError
 
@@ -205,8 +208,6 @@ def bspline_matrix(n_in: int, n_out: int) -> np.ndarray:
     (half-sample symmetric) boundaries, so the half input voxel beyond the outer slice centres is
     extrapolated smoothly.
     """
-    from scipy.ndimage import map_coordinates
-
     positions = output_positions(n_in, n_out)[None, :]
     eye = np.eye(n_in)
     return np.stack(
@@ -219,8 +220,6 @@ def interpolation_matrix(method: str, n_in: int, n_out: int) -> np.ndarray:
     if method == "bspline":
         return bspline_matrix(n_in, n_out)
     if method == "lanczos":
-        from fagan_engine.mri.interpolation import lanczos_matrix
-
         return lanczos_matrix(n_in, n_out)
     if method == "linear":
         positions = np.clip(output_positions(n_in, n_out), 0, n_in - 1)
@@ -236,8 +235,6 @@ def interpolation_matrix(method: str, n_in: int, n_out: int) -> np.ndarray:
 
 def interpolate_through_plane(image: sitk.Image, plan: ThroughPlanePlan, method: str = "bspline") -> sitk.Image:
     """The interpolation baseline: ``image`` resampled along ``plan.axis`` onto the output grid."""
-    from fagan_engine.mri.forward_model import apply_along_axis
-
     array = sitk.GetArrayViewFromImage(image).astype(np.float32)
     matrix = interpolation_matrix(method, plan.n_in, plan.n_out).astype(np.float32)
     out = apply_along_axis(array, matrix, 2 - plan.axis).astype(np.float32)
@@ -247,8 +244,6 @@ def interpolate_through_plane(image: sitk.Image, plan: ThroughPlanePlan, method:
 
 def slice_matrix(plan: ThroughPlanePlan) -> np.ndarray:
     """(n_in, n_out) slice-profile matrix of ``plan``: how each input slice averages the output samples."""
-    from fagan_engine.mri.forward_model import slice_profile_matrix
-
     unit = plan.output_spacing
     return slice_profile_matrix(plan.n_out, plan.n_in, plan.input_spacing / unit, plan.thickness / unit, plan.edge_sigma / unit)
 
@@ -256,8 +251,6 @@ def slice_matrix(plan: ThroughPlanePlan) -> np.ndarray:
 def project_onto_slices(volume: np.ndarray, slices: np.ndarray, plan: ThroughPlanePlan) -> np.ndarray:
     """The (z, y, x) array nearest to ``volume`` (output grid) whose re-slicing with the plan's profile is ``slices``
     (the input grid); float32. The minimum-norm correction ``pinv(S)·(slices − S·volume)`` along the through-plane axis."""
-    from fagan_engine.mri.forward_model import project_along_axis
-
     return project_along_axis(volume, slices, slice_matrix(plan), 2 - plan.axis).astype(np.float32)
 
 

@@ -23,7 +23,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine.inference.batching import MAX_OUTPUT_PIXELS
-from fagan_engine.io.volume_io import validate_image
+from fagan_engine.inference.runners import resolve_device
+from fagan_engine.io.volume_io import cast_array, validate_image
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.through_plane.fit import FitConfig, PairSampler, build_model, fit, load_weights, scan_directions
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
@@ -77,9 +78,6 @@ def super_resolve_through_plane(
     (data consistency). ``pretrained=False`` fits from random weights (evaluation only); ``weights`` selects another
     through-plane checkpoint. From a ``RunOptions``: ``through_plane_from_options``.
     """
-    from fagan_engine.inference.runners import resolve_device
-    from fagan_engine.io.volume_io import cast_array
-
     image = validate_image(image, nan_policy)
     plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
     if fusion not in FUSIONS:
@@ -87,7 +85,7 @@ def super_resolve_through_plane(
     if iterations is not None and iterations < 0:
         raise InputError(f"iterations must be >= 0, got {iterations}")
     torch_device = resolve_device(device)
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
     cfg = fit_config or FitConfig()
     cfg = dataclasses.replace(cfg, iterations=cfg.iterations if iterations is None else int(iterations), seed=seed)
@@ -144,7 +142,7 @@ def apply_through_plane(
 
     The result has ``plan.n_out`` samples along the through-plane numpy axis ``2 − plan.axis``.
     """
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
     through = 2 - plan.axis
     moved = np.moveaxis(volume01, through, 0)  # (n_in, A, B)

@@ -40,8 +40,8 @@ class StackOperator:
 
     def apply(self, volume: "torch.Tensor") -> "torch.Tensor":
         """``A_k x`` for a (1, 1, D, H, W) volume on the output grid."""
-        import torch
-        import torch.nn.functional as F
+        import torch  # lazy: keeps torch out of this module's import
+        import torch.nn.functional as F  # lazy: keeps torch out of this module's import
 
         sampled = F.grid_sample(volume, self.grid, mode="bilinear", padding_mode="border", align_corners=True)
         axis = 2 + self.through
@@ -52,7 +52,7 @@ def build_operator(
     stack: sitk.Image, slices: StackSlices, transform: sitk.Euler3DTransform, grid: SRGeometry, data: np.ndarray
 ) -> Optional[StackOperator]:
     """The forward model of one stack onto ``grid`` (None when no voxel of the stack lies inside it)."""
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
     size = np.asarray(grid.size, dtype=float)
     n_slices = stack.GetSize()[slices.axis]
@@ -102,7 +102,7 @@ def solve(
     prior_weight: float = 0.0,
 ) -> "torch.Tensor":
     """Conjugate gradients on ``(Σ AᵀMA + λ∇ᵀ∇ + μ) x = Σ AᵀMy + μu`` from ``start``; returns x."""
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
     def normal(v: "torch.Tensor", with_data: bool) -> "torch.Tensor":
         with torch.enable_grad():
@@ -138,7 +138,7 @@ def solve(
 
 def residuals(volume: "torch.Tensor", operators: Sequence[StackOperator]) -> List[np.ndarray]:
     """``M_k(A_k x − y_k)`` per stack, on each stack's cropped grid (numpy)."""
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
     with torch.no_grad():
         return [(op.mask * (op.apply(volume) - op.data))[0, 0].numpy() for op in operators]

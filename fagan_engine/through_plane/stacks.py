@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.io.volume_io import validate_image
 from fagan_engine.mri.noise_estimate import estimate_noise_sigma
+from fagan_engine.through_plane.run import super_resolve_through_plane
 from fagan_engine.through_plane.stack_geometry import (
     StackSlices,
     common_box,
@@ -157,9 +158,7 @@ def network_prior(
     progress: Optional[Progress], seed: int,
 ) -> "torch.Tensor":
     """The mean of the stacks' through-plane SR results on ``grid`` (each fitted on its own stack), (1, 1, D, H, W)."""
-    import torch
-
-    from fagan_engine.through_plane.run import super_resolve_through_plane
+    import torch  # lazy: keeps torch out of this module's import
 
     isotropic = [
         gain * super_resolve_through_plane(stack, iterations=iterations, device=device, progress=progress, seed=seed)
@@ -264,7 +263,7 @@ def _solve(
     spacing: float, smoothness: float, iterations: int, progress: Optional[Progress],
 ) -> Tuple[SRGeometry, List[StackOperator], "torch.Tensor"]:
     """(grid, operators, volume): the least-squares volume for these transforms, from register-and-average."""
-    import torch
+    import torch  # lazy: keeps torch out of this module's import
 
     grid = _grid(stacks, transforms, reference, spacing)
     start = torch.from_numpy(average_stacks(stacks, transforms, grid, gains))[None, None]

@@ -28,6 +28,7 @@ from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, 
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.sample_data import icbm152_t1_path
 from fagan_engine.mri.structure_checks import nyquist_band_ratio
+from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.training.evaluation import EvalCase, volume_scores
 from fagan_engine.util.config import NormalizationConfig, SynthesisConfig
 from fagan_engine.util.options import RunOptions
@@ -61,8 +62,6 @@ def contrast_volume(t1_slab: sitk.Image, axes: Tuple[int, int], first: int, cont
     """The slab in a synthetic contrast made from its own tissue maps (same geometry, [0, 1] units)."""
     if contrast == "t1":
         return t1_slab
-    from fagan_engine.mri.synthesis import SliceSynthesizer
-
     synthesizer = SliceSynthesizer(SynthesisConfig(), axes)
     layout = SliceLayout.for_axes(axes)
     n = layout.to_slices(sitk.GetArrayViewFromImage(t1_slab)).shape[0]

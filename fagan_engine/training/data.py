@@ -33,6 +33,7 @@ from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, read_volume
 from fagan_engine.mri.forward_model import add_rician_noise, crop_to_multiple, degrade, random_acquisition, resample_slice
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.sample_data import ICBM152_T1, resolve_volume_path
+from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.util.config import DataConfig, FAGANConfig
 from fagan_engine.util.errors import ConfigError
 
@@ -284,8 +285,6 @@ def build_synthesizer(cfg: FAGANConfig, data: PreparedData) -> Optional[Any]:
     """
     if cfg.data.synthetic_fraction <= 0:
         return None
-    from fagan_engine.mri.synthesis import SliceSynthesizer
-
     axes = plane_axes(load_volume(ICBM152_T1), cfg.data.plane)
     if any(entry.startswith(ICBM152_T1) for entry in data.split.get("val", [])) and "validation_slab" not in data.split:
         raise ConfigError("data.synthetic_fraction > 0 synthesises from the ICBM152 template, which is a validation volume here")

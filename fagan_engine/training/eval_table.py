@@ -70,7 +70,7 @@ def evaluate(
                 values = np.array([s[key] for s in scores], dtype=np.float64)
                 row[key] = {"mean": float(values.mean()), "std": float(values.std())}
             if inception is not None:
-                from fagan_engine.training.inception import features, frechet_distance
+                from fagan_engine.training.inception import features, frechet_distance  # lazy: keeps torch out of this module's import
 
                 if reference_features is None:
                     reference_features = features(inception, [s for ref, _ in pairs for s in ref])

@@ -65,7 +65,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     suffix = source.suffix.lower()
     try:
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # lazy: safetensors only for .safetensors weights
 
             tensors = load_file(str(source))
         elif suffix in (".pth", ".pt"):

@@ -24,7 +24,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from fagan_engine.io.geometry import plane_axes
 from fagan_engine.mri.sample_data import ICBM152_T1
+from fagan_engine.mri.synthesis import SHAPE_SIZE
 from fagan_engine.trust.profile import HISTOGRAM_EDGES, histogram
 from fagan_engine.util.config import FAGANConfig
 
@@ -44,7 +46,7 @@ def data_profile(cfg: FAGANConfig, data: Optional[Any] = None, samples: int = SA
 
 
 def _compute(cfg: FAGANConfig, data: Optional[Any], samples: int) -> Dict[str, Any]:
-    from fagan_engine.training.data import PatchDataset, build_synthesizer, prepare_data
+    from fagan_engine.training.data import PatchDataset, build_synthesizer, prepare_data  # lazy: keeps torch out of this module's import
 
     data = data or prepare_data(cfg)
     scale = cfg.model.scale
@@ -52,8 +54,6 @@ def _compute(cfg: FAGANConfig, data: Optional[Any], samples: int) -> Dict[str, A
     spacings: List[float] = []
     sides: List[int] = []
     if synthesizer is not None:
-        from fagan_engine.mri.synthesis import SHAPE_SIZE
-
         spacings += _in_plane_spacings(ICBM152_T1, cfg.data.plane)
         sides += list(synthesizer.slice_shape)
         if cfg.data.synthesis.shapes_weight > 0:
@@ -81,8 +81,7 @@ def _compute(cfg: FAGANConfig, data: Optional[Any], samples: int) -> Dict[str, A
 
 def _in_plane_spacings(entry: str, plane: str) -> List[float]:
     """The two in-plane spacings (mm) of a training entry, read from its header."""
-    from fagan_engine.io.geometry import plane_axes
-    from fagan_engine.training.data import load_volume
+    from fagan_engine.training.data import load_volume  # lazy: keeps torch out of this module's import
 
     image = load_volume(entry)
     spacing = image.GetSpacing()

@@ -129,7 +129,7 @@ def evaluate_slice(
 def uncertainty_correlation(case: RealSlice, scale: int, acquisition: str, base: RunOptions) -> Optional[Dict[str, float]]:
     """Spearman ρ, inside the HR mask, between |error| of the default output and (a) its uncertainty map,
     (b) the free proxy: the gradient magnitude of the bicubic image. None for a slice left out of the means."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats is slow to import and only this correlation needs it
 
     rows, cols = (n - n % scale for n in case.image.shape)
     if min(rows, cols) < MIN_SIDE:
@@ -194,10 +194,10 @@ def to_markdown(table: List[Dict[str, Any]]) -> str:
 
 def save_panel(row: Dict[str, Any], hr: np.ndarray, path: Path, variant: str) -> None:
     """PNG of HR, LR, Lanczos, one FA-GAN variant and its absolute error (×4 for visibility)."""
-    import matplotlib
+    import matplotlib  # lazy: optional dependency (matplotlib), only for the panels
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: optional dependency (matplotlib), only for the panels
 
     outputs = row["outputs"]
     rows, cols = row["size"]

@@ -24,7 +24,7 @@ class RunLog:
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.records).encode("utf-8"))
         self.bar = None
         if progress == "bar" and sys.stderr.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # lazy: tqdm only for a terminal progress bar
 
             self.bar = tqdm(total=total, initial=start, unit="it", file=sys.stderr, desc="training", dynamic_ncols=True)
         self.tensorboard = _tensorboard(run_dir)
@@ -83,10 +83,10 @@ class RunLog:
 
     def plot(self) -> None:
         """Loss and validation-PSNR curves as a PNG (matplotlib Agg), written atomically."""
-        import matplotlib
+        import matplotlib  # lazy: optional dependency (matplotlib), only for the curves
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: optional dependency (matplotlib), only for the curves
 
         train = [r for r in self.records if r["kind"] == "train"]
         val = [r for r in self.records if r["kind"] == "validation"]
@@ -120,7 +120,7 @@ class RunLog:
 def _tensorboard(run_dir: Path) -> Optional[Any]:
     """A SummaryWriter in run_dir/tensorboard when TensorBoard is installed, else None."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency (tensorboard); torch stays out of this module's import
     except ImportError:
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))

@@ -76,7 +76,7 @@ def _list(value: Any) -> list:
 
 def save_state(path: Path, modules: Dict[str, Dict[str, torch.Tensor]], structure: Dict[str, Any]) -> None:
     """Write module state dicts (stored by name: ``G/head.weight``) and ``structure`` atomically."""
-    from safetensors.torch import save
+    from safetensors.torch import save  # lazy: keeps safetensors out of this module's import
 
     tensors: Dict[str, torch.Tensor] = {}
     for name, state_dict in modules.items():
@@ -96,7 +96,7 @@ def load_state(path: Path) -> Tuple[Dict[str, Dict[str, torch.Tensor]], Dict[str
     CheckpointError (one line) if the file is unreadable, not a training state, fails its
     integrity check or holds a malformed structure; nothing is unpickled.
     """
-    from safetensors.torch import load
+    from safetensors.torch import load  # lazy: keeps safetensors out of this module's import
 
     try:
         blob = Path(path).read_bytes()

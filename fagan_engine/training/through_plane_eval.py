@@ -36,9 +36,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
-from fagan_engine.mri.forward_model import degrade_through_plane
-from fagan_engine.mri.metrics import volume_metrics
+from fagan_engine.inference.runners import load_runner
+from fagan_engine.models.checkpoint import default_checkpoint
+from fagan_engine.mri.forward_model import AcquisitionConfig, degrade_through_plane, degrade_volume
+from fagan_engine.mri.metrics import psnr, volume_metrics
+from fagan_engine.mri.normalization import IntensityNormalizer
+from fagan_engine.mri.synthesis import icbm152_arrays
+from fagan_engine.pipeline.report import super_resolve
+from fagan_engine.through_plane.fit import FitConfig, PairSampler, fit, load_weights, scan_directions
+from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
+from fagan_engine.through_plane.run import DEFAULT_ITERATIONS, apply_through_plane, super_resolve_through_plane
+from fagan_engine.util.config import NormalizationConfig
 
 SLAB = (63, 101)
 CROP_Y = (24, 212)
@@ -51,16 +61,12 @@ CONTRAST_MEANS = {  # mid-range class means of synthesis.CONTRAST_RANGES (csf, g
 
 
 def _arrays() -> Dict[str, np.ndarray]:
-    from fagan_engine.mri.synthesis import icbm152_arrays
-
     t1, gm, wm, _ = icbm152_arrays()
     return {"t1": t1.astype(np.float32), "gm": gm.astype(np.float32) / 255.0, "wm": wm.astype(np.float32) / 255.0}
 
 
 def volumes(names: Sequence[str], full: bool = False) -> Dict[str, np.ndarray]:
     """(z, y, x) 1 mm float32 volumes: ``t1`` and the 3D contrasts, cropped to the held-out slab (or whole)."""
-    from scipy import ndimage as ndi
-
     arrays = _arrays()
     t1 = arrays["t1"]
     head = ndi.gaussian_filter((t1 > 0).astype(np.float32), 0.6)
@@ -105,12 +111,6 @@ def score(truth: np.ndarray, result: np.ndarray, np_axis: int) -> Dict[str, floa
 
 def inplane_through_plane(image: sitk.Image, scale: int) -> np.ndarray:
     """The bundled in-plane FA-GAN ×scale on the slices that contain the through-plane axis; the fine axis box-averaged back."""
-    from fagan_engine.inference.runners import load_runner
-    from fagan_engine.models.checkpoint import default_checkpoint
-    from fagan_engine.mri.normalization import IntensityNormalizer
-    from fagan_engine.through_plane.plan import plan_through_plane
-    from fagan_engine.util.config import NormalizationConfig
-
     plan = plan_through_plane(image)
     runner, normalization, _ = load_runner(scale, default_checkpoint(scale, "kspace"), "cpu", "torch", False)
     volume = sitk.GetArrayFromImage(image)
@@ -149,10 +149,6 @@ def method_output(
     lr: Optional[float] = None,
 ) -> Optional[np.ndarray]:
     """One method's output array on the plan's grid (None: the method does not apply to this case); ``lr``: the fit's learning rate."""
-    from fagan_engine.through_plane.fit import FitConfig
-    from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
-    from fagan_engine.through_plane.run import super_resolve_through_plane
-
     plan = plan_through_plane(image, target_spacing=target_spacing)
     if method in ("bspline", "lanczos"):
         return sitk.GetArrayFromImage(interpolate_through_plane(image, plan, method))
@@ -172,13 +168,7 @@ def method_output(
 
 def fit_both_fusions(image: sitk.Image, iterations: Optional[int], seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """The default fit once, applied with averaging and with Fourier fusion (input units)."""
-    import torch
-
-    from fagan_engine.mri.normalization import IntensityNormalizer
-    from fagan_engine.through_plane.fit import FitConfig, PairSampler, fit, load_weights, scan_directions
-    from fagan_engine.through_plane.plan import plan_through_plane
-    from fagan_engine.through_plane.run import DEFAULT_ITERATIONS, apply_through_plane
-    from fagan_engine.util.config import NormalizationConfig
+    import torch  # lazy: keeps torch out of this module's import
 
     plan = plan_through_plane(image)
     volume = sitk.GetArrayFromImage(image)
@@ -253,8 +243,6 @@ def realdev_case(image: sitk.Image, axis: int, factor: int) -> Tuple[sitk.Image,
 
 def realdev_psnr(truth: np.ndarray, result: np.ndarray) -> float:
     """PSNR over HR > 0.05 after dividing both by the HR's 99.9th percentile (realdev/README.md)."""
-    from fagan_engine.mri.metrics import psnr
-
     top = float(np.percentile(truth, 99.9))
     return round(psnr(truth / top, result / top, 1.0, truth / top > 0.05), 3)
 
@@ -283,11 +271,8 @@ def suite_realdev(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[s
 
 
 def suite_curve(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[str, Any]]:
-    from fagan_engine.through_plane.run import super_resolve_through_plane
-
     results = []
     cases = []
-    from fagan_engine.through_plane.fit import FitConfig
 
     for name, hr in volumes(names).items():
         for np_axis in args.axes:
@@ -312,9 +297,6 @@ def suite_curve(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[str
 
 
 def suite_adapt(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[str, Any]]:
-    from fagan_engine.mri.forward_model import AcquisitionConfig, degrade_volume
-    from fagan_engine.pipeline.report import super_resolve
-
     results = []
     for name, hr in volumes(names).items():
         image = sitk.GetImageFromArray(hr[:, :188, :150])
@@ -422,7 +404,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(render(args.results))
         return 0
     if args.threads:
-        import torch
+        import torch  # lazy: keeps torch out of this module's import
 
         torch.set_num_threads(args.threads)
     default_names = {

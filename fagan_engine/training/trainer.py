@@ -24,11 +24,12 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from fagan_engine._version import __version__
 from fagan_engine.inference.runners import resolve_device
 from fagan_engine.models.archs import build_discriminator, build_generator
-from fagan_engine.models.checkpoint import CheckpointMetadata, save_checkpoint
+from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, save_checkpoint
 from fagan_engine.mri.forward_model import AcquisitionConfig
 from fagan_engine.training.data import IterationBatchSampler, PatchDataset, PreparedData, build_loader, build_synthesizer
 from fagan_engine.training.ddp import Dist, any_rank, barrier, init_distributed, shutdown
@@ -79,8 +80,6 @@ def initial_weights(path: str, cfg: FAGANConfig, target: Dict[str, torch.Tensor]
     its fresh initialisation. A resumed run restores its own state afterwards, so this only
     matters at iteration 0.
     """
-    from fagan_engine.models.checkpoint import load_generator
-
     partial = cfg.train.init_from_scale
     model, metadata = load_generator(path, expected_scale=None if partial else cfg.model.scale)
     source = metadata.model_config()
@@ -196,8 +195,6 @@ class Trainer:
         self.g_train: nn.Module = self.G
         self.d_train: nn.Module = self.D
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             ids = [self.dist.local_rank] if self.cuda else None
             self.g_train, self.d_train = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
         if train.compile and self.cuda:

@@ -384,7 +384,7 @@ def load_config(path: str) -> FAGANConfig:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+            import yaml  # lazy: yaml only for YAML configs; util imports without it
 
             data = yaml.safe_load(text)
         else:

@@ -88,14 +88,14 @@ class RunFolderLock:
 
 def _try_lock(fd: int) -> bool:
     if os.name == "nt":
-        import msvcrt
+        import msvcrt  # lazy: Windows only (no fcntl there)
 
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except OSError:
             return False
         return True
-    import fcntl
+    import fcntl  # lazy: POSIX only (no msvcrt there)
 
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
