@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+import scipy.fft
 from scipy import ndimage
 from scipy.special import ndtr
 
@@ -465,18 +466,71 @@ def project_along_axis(volume: np.ndarray, slices: np.ndarray, matrix: np.ndarra
     return x + apply_along_axis(residual, _pinv(matrix), axis)
 
 
+NONNEGATIVE_ITERATIONS = 5
+"""Alternating projections (data consistency, non-negativity) after the first data projection of a magnitude input."""
+MAGNITUDE_UNDERSHOOT = 0.05
+"""An input whose minimum is above −0.05 × its maximum is taken as a magnitude image (``is_magnitude``)."""
+
+
 def project_onto_data(hr: np.ndarray, lr: np.ndarray, scale: int, acquisition: str) -> np.ndarray:
     """``hr`` (…, H, W) projected onto the images whose noise-free ``acquisition`` is exactly ``lr`` (…, H/s, W/s); float64.
 
     k-space: the LR-matrix part of the spectrum is replaced by the measured one (``replace_lr_spectrum``);
     bicubic / gaussian (separable matrices A): ``x + A⁺(y − A x)``, the limit of iterative back-projection.
+    When ``lr`` is a magnitude image (``is_magnitude``), the result is then pushed towards the images that are
+    also non-negative: ``NONNEGATIVE_ITERATIONS`` alternating projections (POCS), each adding the part of the
+    negative excess that the acquisition cannot see, so the result still reproduces ``lr`` exactly. It removes the
+    truncation ringing that the measured band leaves on a dark background where the network's high band does not
+    cancel it (docs/decisions.md, "Non-negativity").
     """
     hr = np.asarray(hr, dtype=np.float64)
     lr = np.asarray(lr, dtype=np.float64)
     if acquisition == "kspace":
-        return replace_lr_spectrum(hr, lr, scale)
-    rows, cols = separable_matrices(hr.shape[-2], hr.shape[-1], scale, AcquisitionConfig(model=acquisition))
-    return hr + apply_separable(lr - apply_separable(hr, rows, cols), _pinv(rows), _pinv(cols))
+        projected = replace_lr_spectrum(hr, lr, scale)
+    else:
+        rows, cols = separable_matrices(hr.shape[-2], hr.shape[-1], scale, AcquisitionConfig(model=acquisition))
+        projected = hr + apply_separable(lr - apply_separable(hr, rows, cols), _pinv(rows), _pinv(cols))
+    if is_magnitude(lr):
+        for _ in range(NONNEGATIVE_ITERATIONS):
+            excess = np.maximum(-projected, 0.0).astype(np.float32)
+            if not excess.any():
+                break
+            projected += unseen_part(excess, scale, acquisition)
+    return projected
+
+
+def is_magnitude(lr: np.ndarray) -> bool:
+    """True when ``lr`` looks like a magnitude image: nothing below ``-MAGNITUDE_UNDERSHOOT`` times its maximum (the
+    undershoot an image-space kernel such as bicubic leaves at edges); a signed or zero-mean image is not one."""
+    if not lr.size:
+        return False
+    top = float(lr.max())
+    return top > 0 and float(lr.min()) >= -MAGNITUDE_UNDERSHOOT * top
+
+
+def unseen_part(images: np.ndarray, scale: int, acquisition: str) -> np.ndarray:
+    """The part of ``images`` (…, H, W) float32 that the noise-free ``acquisition`` does not see (its null space):
+    ``images`` minus the LR-matrix band (k-space) or minus ``A⁺A images`` (separable kernels). float32."""
+    height, width = images.shape[-2:]
+    if acquisition == "kspace":
+        band = scipy.fft.irfft2(scipy.fft.rfft2(images, workers=-1) * _lr_band(height, width, scale), s=(height, width), workers=-1)
+        return images - band
+    rows, cols = separable_matrices(height, width, scale, AcquisitionConfig(model=acquisition))
+    seen = apply_separable(apply_separable(images, rows.astype(np.float32), cols.astype(np.float32)),
+                           _pinv(rows).astype(np.float32), _pinv(cols).astype(np.float32))
+    return images - seen
+
+
+@functools.lru_cache(maxsize=16)
+def _lr_band(height: int, width: int, scale: int) -> np.ndarray:
+    """The LR-matrix frequencies of an H×W image and their Hermitian partners (what ``replace_lr_spectrum`` changes),
+    as a 0/1 float32 mask in ``rfft2`` layout."""
+    rows, cols = height // scale, width // scale
+    top, left = height // 2 - rows // 2, width // 2 - cols // 2
+    centred = np.zeros((height, width), dtype=bool)
+    centred[top : top + rows, left : left + cols] = True
+    partners = centred[(2 * (height // 2) - np.arange(height)) % height][:, (2 * (width // 2) - np.arange(width)) % width]
+    return np.fft.ifftshift(centred | partners)[:, : width // 2 + 1].astype(np.float32)
 
 
 @functools.lru_cache(maxsize=16)
