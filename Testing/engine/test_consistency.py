@@ -214,3 +214,15 @@ def test_a_magnitude_input_loses_the_ringing_on_its_dark_background(acquisition:
         rows, cols = separable_matrices(64, 64, 2, AcquisitionConfig(model=acquisition))
         expected = forward_model.apply_separable(signed, np.linalg.pinv(rows), np.linalg.pinv(cols))
     assert np.allclose(forward_model.project_onto_data(guess, signed, 2, acquisition), expected, atol=1e-12)
+
+
+def test_a_true_magnitude_image_is_nearly_its_own_kspace_projection() -> None:
+    """k-space measures a magnitude: the ringing's negative lobes arrive rectified. Projecting the truth onto them as
+    they are moves it (a positive haze on the background); with the signs of its own LR it stays close."""
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    hr = 0.8 * ((yy - 30) ** 2 + (xx - 34) ** 2 < 14**2) + 0.2 * ((yy - 30) ** 2 + (xx - 34) ** 2 < 5**2)
+    lr = degrade(hr, 2, AcquisitionConfig())
+    signed = forward_model.project_onto_data(hr, lr, 2, "kspace")
+    as_measured = replace_lr_spectrum(hr, lr, 2)
+    assert np.sqrt(np.mean((signed - hr) ** 2)) < 0.7 * np.sqrt(np.mean((as_measured - hr) ** 2))  # 0.013 against 0.023
+    assert np.abs(degrade(signed, 2, AcquisitionConfig()) - lr).max() < 1e-6

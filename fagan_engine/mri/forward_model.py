@@ -477,26 +477,38 @@ def project_onto_data(hr: np.ndarray, lr: np.ndarray, scale: int, acquisition: s
 
     k-space: the LR-matrix part of the spectrum is replaced by the measured one (``replace_lr_spectrum``);
     bicubic / gaussian (separable matrices A): ``x + A⁺(y − A x)``, the limit of iterative back-projection.
-    When ``lr`` is a magnitude image (``is_magnitude``), the result is then pushed towards the images that are
-    also non-negative: ``NONNEGATIVE_ITERATIONS`` alternating projections (POCS), each adding the part of the
-    negative excess that the acquisition cannot see, so the result still reproduces ``lr`` exactly. It removes the
-    truncation ringing that the measured band leaves on a dark background where the network's high band does not
-    cancel it (docs/decisions.md, "Non-negativity").
+    When ``lr`` is a magnitude image (``is_magnitude``): under k-space the measured magnitude first takes the sign of
+    the estimate's own LR where that is clearly negative (``magnitude_signs``), so a true image is its own projection;
+    then ``NONNEGATIVE_ITERATIONS`` alternating projections (POCS) push the result towards the non-negative images, each
+    adding the part of the negative excess that the acquisition cannot see, so the result still reproduces ``lr``
+    exactly. Both remove truncation ringing that the measured band would leave on a dark background where the
+    network's high band does not cancel it (docs/decisions.md, "Non-negativity").
     """
     hr = np.asarray(hr, dtype=np.float64)
     lr = np.asarray(lr, dtype=np.float64)
+    magnitude = is_magnitude(lr)
     if acquisition == "kspace":
-        projected = replace_lr_spectrum(hr, lr, scale)
+        projected = replace_lr_spectrum(hr, lr, scale, signed_magnitude=magnitude)
     else:
         rows, cols = separable_matrices(hr.shape[-2], hr.shape[-1], scale, AcquisitionConfig(model=acquisition))
         projected = hr + apply_separable(lr - apply_separable(hr, rows, cols), _pinv(rows), _pinv(cols))
-    if is_magnitude(lr):
+    if magnitude:
         for _ in range(NONNEGATIVE_ITERATIONS):
             excess = np.maximum(-projected, 0.0).astype(np.float32)
             if not excess.any():
                 break
             projected += unseen_part(excess, scale, acquisition)
     return projected
+
+
+def magnitude_signs(current: np.ndarray, lr: np.ndarray) -> np.ndarray:
+    """±1 per LR pixel: −1 where the estimate's own LR (``current``: its ``lr_spectrum``; real part) is negative by more
+    than half the measured ``lr``. A k-space acquisition measures a magnitude, so near a sharp edge on a dark background the
+    truncation ringing's negative lobes arrive rectified; projecting onto them as they are would add a positive haze.
+    Where the estimate is clearly negative, its sign is given back (the projection onto ``|A x| = lr`` keeps the sign
+    of ``A x``); elsewhere (signal, noise floor) the measured value is used as it is."""
+    estimate = np.fft.ifft2(np.fft.ifftshift(current, axes=(-2, -1))).real
+    return np.where(estimate < -0.5 * lr, -1.0, 1.0)
 
 
 def is_magnitude(lr: np.ndarray) -> bool:
@@ -544,8 +556,9 @@ def _pinv(matrix: np.ndarray) -> np.ndarray:
     return _pinv_cached(matrix.tobytes(), matrix.shape)
 
 
-def replace_lr_spectrum(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
-    """``hr`` (…, H, W) with the LR-matrix part of its spectrum replaced by that of the real image ``lr``.
+def replace_lr_spectrum(hr: np.ndarray, lr: np.ndarray, scale: int, signed_magnitude: bool = False) -> np.ndarray:
+    """``hr`` (…, H, W) with the LR-matrix part of its spectrum replaced by that of the real image ``lr``
+    (``signed_magnitude``: of ``lr`` with the signs ``magnitude_signs`` gives it from ``hr``'s own LR).
 
     The adjoint of ``lr_spectrum``'s crop (same crop position, centring ramp and 1/s² scaling), so
     that the noise-free, unfiltered k-space acquisition of the result is ``lr`` exactly:
@@ -560,12 +573,14 @@ def replace_lr_spectrum(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarra
     if (rows * scale, cols * scale) != (height, width):
         raise ValueError(f"LR {rows}x{cols} times {scale} is not the HR size {height}x{width}")
     top, left = height // 2 - rows // 2, width // 2 - cols // 2
-    measured = np.fft.fftshift(np.fft.fft2(np.asarray(lr, dtype=np.float64)), axes=(-2, -1))
-    wanted = measured * scale * scale / centring_ramp(rows, cols, scale, height, width)
+    current = lr_spectrum(hr, scale)
+    lr = np.asarray(lr, dtype=np.float64)
+    if signed_magnitude:
+        lr = lr * magnitude_signs(current, lr)
+    measured = np.fft.fftshift(np.fft.fft2(lr), axes=(-2, -1))
+    ramp = centring_ramp(rows, cols, scale, height, width)
     change = np.zeros(hr.shape, dtype=np.complex128)
-    change[..., top : top + rows, left : left + cols] = wanted - lr_spectrum(hr, scale) * scale * scale / centring_ramp(
-        rows, cols, scale, height, width
-    )
+    change[..., top : top + rows, left : left + cols] = (measured - current) * scale * scale / ramp
     # Hermitian partners outside the matrix: centred index p ↔ (2·(n // 2) − p) mod n
     partner_rows = (2 * (height // 2) - np.arange(top, top + rows)) % height
     partner_cols = (2 * (width // 2) - np.arange(left, left + cols)) % width
