@@ -9,10 +9,11 @@ import SimpleITK as sitk
 import torch
 from engine_helpers import oblique_volume, save_untrained_checkpoint
 
+from fagan_engine.inference.ensemble import TRANSFORMS, augmented
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.io.geometry import physical_corners
 from fagan_engine.models.checkpoint import load_generator, read_metadata, save_checkpoint
-from fagan_engine.trust.uncertainty import TRANSFORMS, augmented, tta_uncertainty
+from fagan_engine.trust.uncertainty import tta_uncertainty
 from fagan_engine.util.options import RunOptions
 
 
@@ -23,7 +24,7 @@ def nearest(batch: np.ndarray) -> np.ndarray:
 
 def resolver_with(runner) -> SuperResolver:
     resolver = SuperResolver(RunOptions(method="bicubic", scale=2, batch_size=3))
-    resolver.runner = runner
+    resolver.use_runner(runner)
     return resolver
 
 

@@ -18,7 +18,9 @@ from fagan_engine.util.options import (
     ADAPT_DEFAULT_STEPS,
     BACKENDS,
     CLI_FLAGS,
+    DEFAULT_ENSEMBLE_FROM_SCALE,
     DEVICES,
+    ENSEMBLE_SIZES,
     GAP_POLICIES,
     MAP_FLAGS,
     METHODS,
@@ -106,6 +108,11 @@ def _feature_flags(parser: argparse.ArgumentParser) -> None:
         parser, "enforce_consistency", action=argparse.BooleanOptionalAction,
         help="project the result onto the input under --acquisition, so that it reproduces the measured data "
         "(default: on for FA-GAN, off for the interpolation baselines)",
+    )
+    _option(
+        parser, "ensemble", type=int, choices=ENSEMBLE_SIZES, metavar="N",
+        help="self-ensemble: run the FA-GAN network on N flipped/rotated copies of each slice (1, 2, 4, 8) and average; "
+        f"N times the network's time (default {ENSEMBLE_SIZES[-1]} in-plane from x{DEFAULT_ENSEMBLE_FROM_SCALE}, else 1)",
     )
     _option(
         parser, "dicom_gaps", choices=GAP_POLICIES,

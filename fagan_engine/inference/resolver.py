@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 import SimpleITK as sitk
 
 from fagan_engine.inference.adaptation import Adaptation, adapt_generator
+from fagan_engine.inference.ensemble import self_ensemble
 from fagan_engine.inference.memory_check import BYTES_PER_OUTPUT_VOXEL, check_output_fits
 from fagan_engine.inference.runners import (
     Runner,
@@ -48,7 +49,7 @@ class SuperResolver:
         self.checkpoint: Optional[Path] = None
         self.metadata: Optional["CheckpointMetadata"] = None
         if options.method != "fagan":
-            self.runner: Runner = interpolation_runner(options.method, options.scale)
+            self.use_runner(interpolation_runner(options.method, options.scale))
             self.normalization = NormalizationConfig()
             return
         self.checkpoint = resolve_checkpoint(options)
@@ -63,13 +64,21 @@ class SuperResolver:
             self.base_model, self.normalization, self.metadata = load_model(
                 options.scale, self.checkpoint, options.device, options.untrained
             )
-            self.runner = torch_runner(self.base_model, model_device(self.base_model))
+            self.use_runner(torch_runner(self.base_model, model_device(self.base_model)))
         else:
-            self.runner, self.normalization, self.metadata = load_runner(
+            runner, self.normalization, self.metadata = load_runner(
                 options.scale, self.checkpoint, options.device, options.backend, options.untrained
             )
+            self.use_runner(runner)
         if self.checkpoint is not None and self.metadata is not None:
             self.warnings.extend(acquisition_warnings(self.checkpoint.name, self.metadata.acquisitions, options.acquisition))
+
+    def use_runner(self, runner: Runner) -> Runner:
+        """Run ``runner`` from now on: ``base_runner`` is the network alone, ``runner`` its self-ensemble
+        (``RunOptions.ensemble_members`` flipped/rotated copies, averaged; ``inference.ensemble``)."""
+        self.base_runner: Runner = runner
+        self.runner: Runner = self_ensemble(runner, self.options.ensemble_members)
+        return self.runner
 
     base_model: Any = None
     """The loaded generator when per-scan adaptation applies (never changed: each image adapts a copy)."""
@@ -99,8 +108,7 @@ class SuperResolver:
                 raise
             self.image_notes.append(f"per-scan adaptation skipped: {exc}")
             model = self.base_model
-        self.runner = torch_runner(model, model_device(model))
-        return self.runner
+        return self.use_runner(torch_runner(model, model_device(model)))
 
     def __call__(self, image: sitk.Image, progress: Optional[Progress] = None, plane: Optional[Plane] = None,
                  adapt_progress: Optional[Callable[..., None]] = None, stop: Optional[Callable[[], bool]] = None) -> sitk.Image:

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine._version import __version__
+from fagan_engine.inference.ensemble import TRANSFORMS
 from fagan_engine.inference.memory_check import BYTES_PER_OUTPUT_VOXEL, check_output_fits, streamed_bytes_per_output_voxel
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.slices import Progress, SlabGather, SlabStream
@@ -33,7 +34,7 @@ from fagan_engine.through_plane.plan import plan_through_plane
 from fagan_engine.through_plane.run import through_plane_from_options
 from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enforce_through_plane, through_plane_consistency
 from fagan_engine.trust.ood import ood_warnings
-from fagan_engine.trust.uncertainty import TRANSFORMS, tta_uncertainty
+from fagan_engine.trust.uncertainty import tta_uncertainty
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import RunOptions
 from fagan_engine.util.progress import accepts_phase
@@ -168,7 +169,7 @@ def run_validated(
     streaming = streams is not None and not want_uncertainty
     streams = streams if streaming else {}
     check_output_fits(image.GetNumberOfPixels(), options.scale, _bytes_per_output_voxel(streams, axes, options), want_uncertainty)
-    reuse_plain = options.output_dtype == "float32"
+    reuse_plain = options.output_dtype == "float32" and options.ensemble_members == 1  # the plain result is the identity member
     extra = len(TRANSFORMS) * (2 if ensemble_checkpoint else 1) - int(reuse_plain) if want_uncertainty else 0
     stream = resolver.stream(image, _share(progress, 0, 1 + extra), axes, adapt_progress=progress if accepts_phase(progress) else None)
     targets: Dict[str, Any] = {kind: open_target(stream, "float32" if kind == "consistency" else options.output_dtype)

@@ -19,28 +19,12 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from fagan_engine.inference.ensemble import TRANSFORMS, Transform, augmented
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.runners import Runner, load_runner
 from fagan_engine.inference.slices import Progress, run_slices
 from fagan_engine.io.geometry import Plane, SliceLayout, SRGeometry, explicit_axes, plane_axes, super_resolved_geometry
 from fagan_engine.mri.forward_model import project_onto_data
-
-Transform = Tuple[int, bool]
-"""(number of 90° rotations, flip of the columns first)."""
-TRANSFORMS: List[Transform] = [(k, flip) for flip in (False, True) for k in range(4)]
-
-
-def augmented(runner: Runner, transform: Transform) -> Runner:
-    """``runner`` applied to the transformed batch (B, C, h, w), its output transformed back."""
-    turns, flip = transform
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        seen = batch[..., ::-1] if flip else batch
-        out = runner(np.ascontiguousarray(np.rot90(seen, turns, axes=(2, 3))))
-        back = np.rot90(out, -turns, axes=(2, 3))
-        return np.ascontiguousarray(back[..., ::-1] if flip else back)
-
-    return run
 
 
 def tta_uncertainty(
@@ -57,13 +41,15 @@ def tta_uncertainty(
     ``resolver`` supplies the runner, normalisation and options (scale, batch, tile, plane);
     ``plane`` overrides the options' plane (a name or two sitk axes). ``plain`` is the result
     ``resolver`` already produced for ``image`` as float32: it is used as the identity member
-    instead of recomputing it (pass None for a rounded integer output). ``progress(done, total)`` counts slices over all passes.
+    instead of recomputing it (pass None for a rounded integer output or a self-ensembled result). The members
+    are those of the network alone (``resolver.base_runner``), whatever ``RunOptions.ensemble`` says.
+    ``progress(done, total)`` counts slices over all passes.
     ``project``: every member is first projected onto the input (``mri.forward_model.project_onto_data``,
     the options' acquisition), as the product's output is, so the map keeps only the variability the
     projection cannot remove (the band the data do not measure).
     """
     options = resolver.options
-    runners = [resolver.runner]
+    runners = [resolver.base_runner]
     if second_checkpoint is not None:
         runners.append(load_runner(options.scale, second_checkpoint, options.device, options.backend, False)[0])
     members = [(runner, transform) for runner in runners for transform in TRANSFORMS]
