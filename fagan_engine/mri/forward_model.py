@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.fft
@@ -469,7 +469,7 @@ def project_along_axis(volume: np.ndarray, slices: np.ndarray, matrix: np.ndarra
 NONNEGATIVE_ITERATIONS = 5
 """Alternating projections (data consistency, non-negativity) after the first data projection of a magnitude input."""
 MAGNITUDE_UNDERSHOOT = 0.05
-"""An input whose minimum is above −0.05 × its maximum is taken as a magnitude image (``is_magnitude``)."""
+"""A slice whose minimum is above −0.05 × its maximum is taken as a magnitude image (``magnitude_slices``)."""
 
 
 def project_onto_data(hr: np.ndarray, lr: np.ndarray, scale: int, acquisition: str) -> np.ndarray:
@@ -477,7 +477,8 @@ def project_onto_data(hr: np.ndarray, lr: np.ndarray, scale: int, acquisition: s
 
     k-space: the LR-matrix part of the spectrum is replaced by the measured one (``replace_lr_spectrum``);
     bicubic / gaussian (separable matrices A): ``x + A⁺(y − A x)``, the limit of iterative back-projection.
-    When ``lr`` is a magnitude image (``is_magnitude``): under k-space the measured magnitude first takes the sign of
+    For each slice whose ``lr`` is a magnitude image (``magnitude_slices``; decided per slice, so the result does not
+    depend on how slices are batched): under k-space the measured magnitude first takes the sign of
     the estimate's own LR where that is clearly negative (``magnitude_signs``), so a true image is its own projection;
     then ``NONNEGATIVE_ITERATIONS`` alternating projections (POCS) push the result towards the non-negative images, each
     adding the part of the negative excess that the acquisition cannot see, so the result still reproduces ``lr``
@@ -486,15 +487,15 @@ def project_onto_data(hr: np.ndarray, lr: np.ndarray, scale: int, acquisition: s
     """
     hr = np.asarray(hr, dtype=np.float64)
     lr = np.asarray(lr, dtype=np.float64)
-    magnitude = is_magnitude(lr)
+    magnitude = magnitude_slices(lr)
     if acquisition == "kspace":
         projected = replace_lr_spectrum(hr, lr, scale, signed_magnitude=magnitude)
     else:
         rows, cols = separable_matrices(hr.shape[-2], hr.shape[-1], scale, AcquisitionConfig(model=acquisition))
         projected = hr + apply_separable(lr - apply_separable(hr, rows, cols), _pinv(rows), _pinv(cols))
-    if magnitude:
+    if magnitude.any():
         for _ in range(NONNEGATIVE_ITERATIONS):
-            excess = np.maximum(-projected, 0.0).astype(np.float32)
+            excess = np.where(magnitude[..., None, None], np.maximum(-projected, 0.0), 0.0).astype(np.float32)
             if not excess.any():
                 break
             projected += unseen_part(excess, scale, acquisition)
@@ -508,16 +509,17 @@ def magnitude_signs(current: np.ndarray, lr: np.ndarray) -> np.ndarray:
     Where the estimate is clearly negative, its sign is given back (the projection onto ``|A x| = lr`` keeps the sign
     of ``A x``); elsewhere (signal, noise floor) the measured value is used as it is."""
     estimate = np.fft.ifft2(np.fft.ifftshift(current, axes=(-2, -1))).real
-    return np.where(estimate < -0.5 * lr, -1.0, 1.0)
+    return np.where((lr > 0) & (estimate < -0.5 * lr), -1.0, 1.0)
 
 
-def is_magnitude(lr: np.ndarray) -> bool:
-    """True when ``lr`` looks like a magnitude image: nothing below ``-MAGNITUDE_UNDERSHOOT`` times its maximum (the
-    undershoot an image-space kernel such as bicubic leaves at edges); a signed or zero-mean image is not one."""
+def magnitude_slices(lr: np.ndarray) -> np.ndarray:
+    """Per slice of ``lr`` (…, h, w): whether it looks like a magnitude image, i.e. has a positive maximum and nothing below
+    ``-MAGNITUDE_UNDERSHOOT`` times it (the undershoot an image-space kernel such as bicubic leaves at edges); a signed or
+    zero-mean slice is not one. Shape ``lr.shape[:-2]``."""
     if not lr.size:
-        return False
-    top = float(lr.max())
-    return top > 0 and float(lr.min()) >= -MAGNITUDE_UNDERSHOOT * top
+        return np.zeros(lr.shape[:-2], dtype=bool)
+    top, bottom = lr.max(axis=(-2, -1)), lr.min(axis=(-2, -1))
+    return (top > 0) & (bottom >= -MAGNITUDE_UNDERSHOOT * top)
 
 
 def unseen_part(images: np.ndarray, scale: int, acquisition: str) -> np.ndarray:
@@ -556,9 +558,10 @@ def _pinv(matrix: np.ndarray) -> np.ndarray:
     return _pinv_cached(matrix.tobytes(), matrix.shape)
 
 
-def replace_lr_spectrum(hr: np.ndarray, lr: np.ndarray, scale: int, signed_magnitude: bool = False) -> np.ndarray:
+def replace_lr_spectrum(hr: np.ndarray, lr: np.ndarray, scale: int, signed_magnitude: Any = False) -> np.ndarray:
     """``hr`` (…, H, W) with the LR-matrix part of its spectrum replaced by that of the real image ``lr``
-    (``signed_magnitude``: of ``lr`` with the signs ``magnitude_signs`` gives it from ``hr``'s own LR).
+    (``signed_magnitude``, a bool or one per slice: of ``lr`` with the signs ``magnitude_signs`` gives it from ``hr``'s
+    own LR).
 
     The adjoint of ``lr_spectrum``'s crop (same crop position, centring ramp and 1/s² scaling), so
     that the noise-free, unfiltered k-space acquisition of the result is ``lr`` exactly:
@@ -575,8 +578,9 @@ def replace_lr_spectrum(hr: np.ndarray, lr: np.ndarray, scale: int, signed_magni
     top, left = height // 2 - rows // 2, width // 2 - cols // 2
     current = lr_spectrum(hr, scale)
     lr = np.asarray(lr, dtype=np.float64)
-    if signed_magnitude:
-        lr = lr * magnitude_signs(current, lr)
+    signed = np.asarray(signed_magnitude, dtype=bool)
+    if signed.any():
+        lr = lr * np.where(signed[..., None, None], magnitude_signs(current, lr), 1.0)
     measured = np.fft.fftshift(np.fft.fft2(lr), axes=(-2, -1))
     ramp = centring_ramp(rows, cols, scale, height, width)
     change = np.zeros(hr.shape, dtype=np.complex128)

@@ -14,13 +14,13 @@ Summary, inside the foreground (input above ``p0.5 + 0.05·(p99.5 − p0.5)``):
 foreground voxels with |residual| > 3σ, σ from ``noise_estimate`` (floored at 0.1 % of the
 robust range, so noise-free inputs compare against float precision, not 0); ``noise_sigma``.
 
-Hard consistency (``enforce_consistency``): the orthogonal projection of the SR volume onto the
-images whose noise-free acquisition is exactly the input. k-space: the SR's central (LR-matrix)
-spectrum is replaced by the input's (``forward_model.replace_lr_spectrum``); the input magnitude
-image is taken as the real LR image, which reproduces it exactly when it is non-negative.
-bicubic / gaussian / slice profile (separable matrices A): ``x + A⁺(y − A x)`` with the
-pseudo-inverses of the 1D matrices; this is the limit of iterative back-projection
-(``x ← x + μ Aᵀ(y − A x)``) reached in one step.
+Hard consistency (``enforce_consistency``, ``forward_model.project_onto_data``): the projection of the SR volume
+onto the images whose noise-free acquisition is exactly the input. k-space: the SR's central (LR-matrix) spectrum is
+replaced by the input's (``forward_model.replace_lr_spectrum``); on a magnitude slice the measured magnitude takes
+the sign of the SR's own LR where that is clearly negative. bicubic / gaussian / slice profile (separable matrices
+A): ``x + A⁺(y − A x)`` with the pseudo-inverses of the 1D matrices, the limit of iterative back-projection
+(``x ← x + μ Aᵀ(y − A x)``) reached in one step. In-plane, magnitude slices then get a few rounds of alternating
+projections onto the non-negative images; the result still reproduces the input.
 """
 from __future__ import annotations
 
