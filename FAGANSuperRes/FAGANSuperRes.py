@@ -550,7 +550,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception:  # invalid settings: the run itself says why
             return None
         return engine.longCpuRunWarning(voxels, options.method, options.mode, options.scale, p.device, self._deviceInfo,
-                                        fitIterations=options.fit_iterations)
+                                        fitIterations=options.fit_iterations,
+                                        ensembleMembers=getattr(options, "ensemble_members", 1))  # an older engine: none
 
     def runOptions(self) -> Any:
         """The run's engine RunOptions from the panel; trust features the engine lacks are left out."""

@@ -256,11 +256,13 @@ SHORT_FIT_ITERATIONS = 50
 
 def longCpuRunWarning(outputVoxels: int, method: str, mode: str, scale: int, requestedDevice: str,
                       deviceInfo: Optional[DeviceInfo], cpuCount: Optional[int] = None,
-                      fitIterations: Optional[int] = None) -> Optional[str]:
+                      fitIterations: Optional[int] = None, ensembleMembers: int = 1) -> Optional[str]:
     """A question to ask before a run that will be long because it runs FA-GAN on the CPU (as
     TotalSegmentator asks), or None: interpolation, a usable GPU for ``auto``, or a short run. With
     no device probe result yet (``deviceInfo`` None) only an explicit CPU choice is known to be CPU.
-    A thick-slice fit counts as long unless ``fitIterations`` is set below SHORT_FIT_ITERATIONS."""
+    A thick-slice fit counts as long unless ``fitIterations`` is set below SHORT_FIT_ITERATIONS.
+    ``ensembleMembers``: the engine's self-ensemble (``RunOptions.ensemble_members``), which runs the network that many
+    times (the estimate scales the whole run by it: slightly high, on the safe side)."""
     if method != "fagan" and mode != "through-plane":
         return None
     onCpu = requestedDevice == "cpu" or (requestedDevice == "auto" and deviceInfo is not None and not deviceInfo.gpuUsable)
@@ -272,7 +274,8 @@ def longCpuRunWarning(outputVoxels: int, method: str, mode: str, scale: int, req
         return ("No GPU will be used: fitting FA-GAN to this scan on the CPU takes many minutes. "
                 "Continue on the CPU?")
     cores = max(1, cpuCount or os.cpu_count() or 1)
-    seconds = outputVoxels * CPU_SECONDS_PER_OUTPUT_VOXEL.get(scale, CPU_SECONDS_PER_OUTPUT_VOXEL[2]) * MEASURED_CORES / cores
+    perVoxel = CPU_SECONDS_PER_OUTPUT_VOXEL.get(scale, CPU_SECONDS_PER_OUTPUT_VOXEL[2]) * max(1, ensembleMembers)
+    seconds = outputVoxels * perVoxel * MEASURED_CORES / cores
     if seconds < LONG_CPU_RUN_S:
         return None
     return (f"No GPU will be used: FA-GAN on the CPU will take about {max(1, round(seconds / 60))} min for this volume "

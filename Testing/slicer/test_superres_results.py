@@ -218,6 +218,10 @@ def test_a_long_fagan_run_on_the_cpu_asks_first():
     assert engine.longCpuRunWarning(big, "lanczos", "in-plane", 2, "cpu", cpuOnly, cpuCount=4) is None
     assert engine.longCpuRunWarning(small, "fagan", "through-plane", 2, "cpu", cpuOnly, cpuCount=4)
     assert engine.longCpuRunWarning(small, "fagan", "through-plane", 2, "cpu", cpuOnly, fitIterations=2) is None
+    medium = 30_000_000  # about 11 s at x4 on 4 cores: no question; 8 self-ensemble passes make it 90 s
+    assert engine.longCpuRunWarning(medium, "fagan", "in-plane", 4, "cpu", cpuOnly, cpuCount=4) is None
+    eight = engine.longCpuRunWarning(medium, "fagan", "in-plane", 4, "cpu", cpuOnly, cpuCount=4, ensembleMembers=8)
+    assert eight and "about 2 min" in eight
 
 
 def test_the_engine_log_is_handed_to_the_log_view(scene, obliqueNode, fakeEngine):
