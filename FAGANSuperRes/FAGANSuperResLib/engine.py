@@ -10,8 +10,8 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
-import re
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
