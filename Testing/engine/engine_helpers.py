@@ -1,7 +1,11 @@
 """Builders shared by the engine tests (importable by name, unlike conftest)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,3 +36,29 @@ def save_untrained_checkpoint(path: Path, scale: int, **overrides) -> Path:
     cfg = preset_config("fagan", scale, n_feats=16, n_blocks=1, **overrides)
     model = build_generator(cfg)
     return save_checkpoint(str(path), model.state_dict(), CheckpointMetadata.create(cfg, NormalizationConfig()))
+
+
+PEAK_CHILD = """
+import sys
+from fagan_engine.__main__ import main
+code = main(["sr"] + sys.argv[2:])
+open(sys.argv[1], "w").write([line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1])
+sys.exit(code)
+"""
+
+
+def peak_memory_slope(folder: Path, slices: Tuple[int, int], output_suffix: str, flags: Sequence[str]) -> float:
+    """Bytes of peak RSS (``VmHWM``) per output voxel between two ``fagan-sr`` ×4 runs in fresh processes, on random
+    128² inputs of ``slices`` slices; outputs ``sr<n><output_suffix>`` (``""``: a DICOM series folder)."""
+    peaks, voxels = [], []
+    for count in slices:
+        array = np.random.default_rng(count).random((count, 128, 128), dtype=np.float32) * 100
+        source = folder / f"in{count}.nii.gz"
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(source))
+        peak = folder / f"peak{count}"
+        command = [sys.executable, "-c", PEAK_CHILD, str(peak), str(source), str(folder / f"sr{count}{output_suffix}"),
+                   "--scale", "4", "--method", "bicubic", "--progress", "none", *flags]
+        subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=str(Path(__file__).resolve().parents[2]))
+        peaks.append(int(peak.read_text()) * 1024)
+        voxels.append(count * 512 * 512)
+    return (peaks[1] - peaks[0]) / (voxels[1] - voxels[0])

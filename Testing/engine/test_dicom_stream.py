@@ -3,9 +3,6 @@ slices cross the DICOM slice axis) and written at the end with the same rescale,
 the in-memory writer; nothing of it or of the user's files is left when it fails."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import List
 
@@ -13,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from dicom_test_series import folder_digest, oblique_image, read_series
+from engine_helpers import peak_memory_slope
 
 from fagan_engine.cli.sr import main
 from fagan_engine.io.dicom_stream import DicomStreamWriter
@@ -112,29 +110,8 @@ def test_non_finite_values_are_refused_before_any_instance_is_written(tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
-CHILD = """
-import sys
-from fagan_engine.__main__ import main
-code = main(["sr"] + sys.argv[2:])
-open(sys.argv[1], "w").write([line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1])
-sys.exit(code)
-"""
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_dicom_output_peak_memory_grows_by_at_most_16_bytes_per_output_voxel(tmp_path: Path) -> None:
     """Two ×4 runs to a DICOM series in fresh processes: the slope of peak RSS over output voxels."""
-    peaks, voxels = [], []
-    for slices in (8, 48):
-        array = np.random.default_rng(slices).random((slices, 128, 128), dtype=np.float32) * 100
-        source = tmp_path / f"in{slices}.nii.gz"
-        sitk.WriteImage(sitk.GetImageFromArray(array), str(source))
-        peak = tmp_path / f"peak{slices}"
-        command = [sys.executable, "-c", CHILD, str(peak), str(source), str(tmp_path / f"series{slices}"),
-                   "--scale", "4", "--method", "bicubic", "--progress", "none"]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run(command, check=True, env=env, cwd=str(Path(__file__).resolve().parents[2]))
-        peaks.append(int(peak.read_text()) * 1024)
-        voxels.append(slices * 512 * 512)
-    slope = (peaks[1] - peaks[0]) / (voxels[1] - voxels[0])
+    slope = peak_memory_slope(tmp_path, (8, 48), "", [])
     assert slope <= 16, f"{slope:.1f} bytes per output voxel"

@@ -4,10 +4,7 @@ with the output volume."""
 from __future__ import annotations
 
 import gzip
-import os
 import re
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import List
@@ -15,7 +12,7 @@ from typing import List
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from engine_helpers import oblique_volume
+from engine_helpers import oblique_volume, peak_memory_slope
 
 from fagan_engine.cli.sr import main
 from fagan_engine.inference import memory_check
@@ -187,31 +184,10 @@ def test_memory_check_predicts_the_streamed_peak(tmp_path: Path, monkeypatch: py
     assert len(err) == 1 and "GiB of memory" in err[0] and not (tmp_path / "sr2.nrrd").exists()
 
 
-CHILD = """
-import sys
-from fagan_engine.__main__ import main
-code = main(["sr"] + sys.argv[2:])
-open(sys.argv[1], "w").write([line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0].split()[1])
-sys.exit(code)
-"""
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_peak_memory_grows_by_at_most_16_bytes_per_output_voxel(tmp_path: Path) -> None:
     """Two ×4 runs in fresh processes: the slope of peak RSS over output voxels (was about 48 bytes before streaming)."""
-    peaks, voxels = [], []
-    for slices in (8, 64):
-        array = np.random.default_rng(slices).random((slices, 128, 128), dtype=np.float32) * 100
-        source = tmp_path / f"in{slices}.nii.gz"
-        sitk.WriteImage(sitk.GetImageFromArray(array), str(source))
-        peak = tmp_path / f"peak{slices}"
-        command = [sys.executable, "-c", CHILD, str(peak), str(source), str(tmp_path / f"sr{slices}.nii.gz"),
-                   "--scale", "4", "--method", "bicubic", "--progress", "none", "--consistency-map"]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run(command, check=True, env=env, cwd=str(Path(__file__).resolve().parents[2]))
-        peaks.append(int(peak.read_text()) * 1024)
-        voxels.append(slices * 512 * 512)
-    slope = (peaks[1] - peaks[0]) / (voxels[1] - voxels[0])
+    slope = peak_memory_slope(tmp_path, (8, 64), ".nii.gz", ["--consistency-map"])
     assert slope <= 16, f"{slope:.1f} bytes per output voxel"
 
 

@@ -236,11 +236,11 @@ class StagedOutputs:
         fsync_file(staged)
         self.items.append(("file", staged, path, self.force))
 
-    def add_dicom(self, image: sitk.Image, target: str, tags: Optional[Dict[str, Any]], description: str, derivation: str) -> None:
-        """Stage a DICOM series folder."""
+    def add_dicom(self, image: sitk.Image, target: str, **labels: Any) -> None:
+        """Stage a DICOM series folder (``labels``: ``stage_dicom_series``'s ``source_tags``, ``description``, ``derivation``)."""
         path = Path(target.rstrip("/" + os.sep))
         staged = self._folder(path) / path.name
-        stage_dicom_series(image, staged, tags, description, derivation)
+        stage_dicom_series(image, staged, **labels)
         self.items.append(("dicom", staged, path, self.force))
 
     def publish(self) -> None:
@@ -293,15 +293,16 @@ def write_outputs(
             raise InputError("--report PATH.json for one case needs the trust features (fagan_engine.pipeline.report)")
         text = json.dumps(outcome.report, indent=2, default=str, allow_nan=False) + "\n"
         staged.add_bytes(text.encode("utf-8"), outputs.report_path)
-    dicom = output_format_of(outputs.output) == "dicom"
-    if "image" in staged.streamed:
-        writer = staged.streamed["image"][0]
-        labels = dict(source_tags=source_tags, description=description_for(options, source_tags, writer.geometry.spacing),
-                      derivation=derivation_text(options, resolver)) if dicom else {}
+    streamed = staged.streamed.get("image")
+    labels: Dict[str, Any] = {}
+    if output_format_of(outputs.output) == "dicom":
+        spacing = streamed[0].geometry.spacing if streamed else outcome.image.GetSpacing()
+        labels = dict(source_tags=source_tags, description=description_for(options, source_tags, spacing),
+                      derivation=derivation_text(options, resolver))
+    if streamed:
         staged.finish_stream("image", **labels)
-    elif dicom:
-        staged.add_dicom(outcome.image, outputs.output, source_tags, description_for(options, source_tags, outcome.image.GetSpacing()),
-                         derivation_text(options, resolver))
+    elif labels:
+        staged.add_dicom(outcome.image, outputs.output, **labels)
     else:
         staged.add_volume(outcome.image, outputs.output)
     staged.publish()
