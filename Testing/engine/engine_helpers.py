@@ -62,3 +62,17 @@ def peak_memory_slope(folder: Path, slices: Tuple[int, int], output_suffix: str,
         peaks.append(int(peak.read_text()) * 1024)
         voxels.append(count * 512 * 512)
     return (peaks[1] - peaks[0]) / (voxels[1] - voxels[0])
+
+
+def fill_disk_after_first_slab(monkeypatch, writer_class) -> None:
+    """Make ``writer_class.write`` (a slab writer with ``shown``) fail like a full disk on every slab after the first."""
+    from fagan_engine.util.errors import OutputError
+
+    streamed = writer_class.write
+
+    def full_disk(writer, start, slices):
+        if start > 0:
+            raise OutputError(f"no space left on device while writing {writer.shown}")
+        return streamed(writer, start, slices)
+
+    monkeypatch.setattr(writer_class, "write", full_disk)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from dicom_test_series import folder_digest, oblique_image, read_series
-from engine_helpers import peak_memory_slope
+from engine_helpers import fill_disk_after_first_slab, peak_memory_slope
 
 from fagan_engine.cli.sr import main
 from fagan_engine.io.dicom_stream import DicomStreamWriter
@@ -86,14 +86,7 @@ def test_a_failure_while_streaming_dicom_leaves_the_users_series_alone(tmp_path:
     out = tmp_path / "series"
     out.mkdir()
     (out / "IM00001.dcm").write_bytes(b"theirs")
-    streamed = DicomStreamWriter.write
-
-    def full_disk(writer, start, slices):
-        if start > 0:
-            raise OutputError(f"no space left on device while writing {writer.shown}")
-        return streamed(writer, start, slices)
-
-    monkeypatch.setattr(DicomStreamWriter, "write", full_disk)
+    fill_disk_after_first_slab(monkeypatch, DicomStreamWriter)
     code = main([str(source), str(out), *BICUBIC, "--force", "--consistency-map", str(tmp_path / "c.nrrd")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == [f"error: no space left on device while writing {out}"]

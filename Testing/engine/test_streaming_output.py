@@ -12,7 +12,7 @@ from typing import List
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from engine_helpers import oblique_volume, peak_memory_slope
+from engine_helpers import fill_disk_after_first_slab, oblique_volume, peak_memory_slope
 
 from fagan_engine.cli.sr import main
 from fagan_engine.inference import memory_check
@@ -21,7 +21,6 @@ from fagan_engine.io.volume_io import write_volume
 from fagan_engine.io.volume_stream import VolumeStreamWriter
 from fagan_engine.pipeline import case
 from fagan_engine.pipeline.report import super_resolve, super_resolve_report
-from fagan_engine.util.errors import OutputError
 from fagan_engine.util.options import RunOptions
 
 EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -152,14 +151,7 @@ def test_a_failure_while_streaming_leaves_the_users_files_alone(tmp_path: Path, 
     sitk.WriteImage(volume("float32"), str(source))
     out = tmp_path / "sr.mhd"
     out.write_bytes(b"theirs")
-    streamed = VolumeStreamWriter.write
-
-    def full_disk(writer, start, slices):
-        if start > 0:
-            raise OutputError(f"no space left on device while writing {writer.shown}")
-        return streamed(writer, start, slices)
-
-    monkeypatch.setattr(VolumeStreamWriter, "write", full_disk)
+    fill_disk_after_first_slab(monkeypatch, VolumeStreamWriter)
     code = main([str(source), str(out), *BICUBIC, "--force", "--consistency-map"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0] == f"error: no space left on device while writing {out}"
