@@ -12,7 +12,7 @@ from engine_helpers import save_untrained_checkpoint
 from fagan_engine.cli.sr import main
 from fagan_engine.inference.ensemble import ENSEMBLES, self_ensemble
 from fagan_engine.inference.resolver import SuperResolver
-from fagan_engine.pipeline.report import super_resolve
+from fagan_engine.pipeline.report import identity, super_resolve
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import RunOptions
 
@@ -47,6 +47,7 @@ def test_defaults_and_refusals() -> None:
     assert RunOptions(scale=4, mode="through-plane").ensemble_members == 1
     assert RunOptions(scale=4, ensemble=2).validate().ensemble_members == 2
     assert RunOptions(scale=2, ensemble=4).cli_arguments() == ["--scale", "2", "--ensemble", "4"]
+    assert identity(RunOptions(scale=4), None)["self_ensemble"] == 8 and identity(RunOptions(scale=2), None)["self_ensemble"] == 1
     for bad in (dict(ensemble=3), dict(ensemble=2, method="bicubic"), dict(ensemble=2, mode="through-plane")):
         with pytest.raises(InputError):
             RunOptions(**bad).validate()

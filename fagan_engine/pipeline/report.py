@@ -222,7 +222,8 @@ def _bytes_per_output_voxel(streams: Streams, axes: Tuple[int, int], options: Ru
 
 
 def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_checkpoint: Optional[str] = None) -> Dict[str, Any]:
-    """Who made the result: checkpoint (name, file SHA-256, training data, acquisitions), engine, method, options."""
+    """Who made the result: checkpoint (name, file SHA-256, training data, acquisitions), engine, method, options, and the
+    self-ensemble that ran (``RunOptions.ensemble_members``: the options keep ``None`` for "the default")."""
     block: Dict[str, Any] = {
         "notice": NOTICE,
         "engine_version": __version__,
@@ -230,6 +231,7 @@ def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_ch
         "mode": options.mode,
         "acquisition": options.acquisition,
         "options": options.to_dict(),
+        "self_ensemble": options.ensemble_members,
         "checkpoint": None,
     }
     if resolver is not None and resolver.checkpoint is not None:
