@@ -350,9 +350,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not node or node.GetID() == self._prefilledInputID or node.GetImageData() is None:
             return
         self._prefilledInputID = node.GetID()
-        database = getattr(slicer, "dicomDatabase", None)
-        instanceValue = database.instanceValue if database is not None and database.isOpen else None
-        target, thickness, source = throughPlaneDefaults(node, instanceValue)
+        target, thickness, source = throughPlaneDefaults(node, dicomInstanceValue())
         with slicer.util.NodeModify(p):
             p.targetSpacing = round(target, 3)
             p.sliceThickness = round(thickness, 3)
@@ -657,6 +655,7 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def combineStacks(stackNodes, outputVolumeNode=None, reference: int = 0, **kwargs: Any) -> StacksJob:
         """Combine thick stacks (2-3 volume nodes) into one isotropic volume; see FAGANSuperResLib.stacks.StacksLogic.process."""
+        kwargs.setdefault("instanceValue", dicomInstanceValue())
         return StacksLogic(temporaryDirectory=slicer.app.temporaryPath).process(stackNodes, outputVolumeNode, reference, **kwargs)
 
     @staticmethod
@@ -794,6 +793,12 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
             FAGANSuperResLogic().process(inputNode, None, 2, checkpoint=badCheckpoint, device="cpu")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Test passed")
+
+
+def dicomInstanceValue():
+    """Slicer's DICOM database lookup ``instanceValue(sopInstanceUID, tag)``, or None when no database is open."""
+    database = getattr(slicer, "dicomDatabase", None)
+    return database.instanceValue if database is not None and database.isOpen else None
 
 
 def dependencyTask(mode: str, method: str) -> str:

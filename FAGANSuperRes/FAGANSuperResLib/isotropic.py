@@ -9,6 +9,8 @@ import math
 from typing import Any, Callable, Optional, Tuple
 
 SLICE_THICKNESS_TAG = "0018,0050"
+DICOM_SLICE_THICKNESS_KEY = "0018|0050"
+"""The same tag as a SimpleITK/ITK metadata key: in a file header the engine reads it as the DICOM thickness."""
 InstanceValue = Callable[[str, str], str]
 
 

@@ -7,7 +7,9 @@ twice, a 4D or vector volume, memory) is one line before the engine starts; the 
 engine succeeded and every file was read back and checked. The result (``<reference>_stacks_iso<spacing>mm``)
 references every stack (``results.REFERENCE_INPUT``, in the order given); each map references its stack and the
 result. The engine's estimate of each stack's motion and intensity factor goes to the status, the log, the
-summary table and the result's description.
+summary table and the result's description. A stack loaded from DICOM keeps its own Slice Thickness (0018,0050):
+given ``instanceValue`` (Slicer's ``dicomDatabase.instanceValue``), it is written into that stack's NRRD header,
+where the engine reads it (report: ``thickness_source`` ``dicom``); ``sliceThickness`` overrides all stacks.
 
 Example (Slicer Python console)::
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion
-from .isotropic import formatSpacing
+from .isotropic import DICOM_SLICE_THICKNESS_KEY, InstanceValue, dicomSliceThickness, formatSpacing
 from .jobs import workFolder
 from .logic import SuperResolutionJob, describeDevice
 from .maps import checkSameGrid, showAsMap
@@ -72,6 +74,12 @@ def stacksArguments(inputPaths: Sequence[Any], outputPath: Any, reference: int, 
         args += [engineFlag(field), f"{value:g}"] if value is not None else []
     args += [engineFlag("consistency")] if consistencyMaps else []
     return args + outputArguments()
+
+def stackMetadata(stackNode: Any, instanceValue: Optional[InstanceValue]) -> Dict[str, str]:
+    """Header entries for a stack's temporary file: its DICOM Slice Thickness, when the DICOM database knows it."""
+    thickness = dicomSliceThickness(stackNode, instanceValue)
+    return {} if thickness is None else {DICOM_SLICE_THICKNESS_KEY: f"{thickness:g}"}
+
 
 def stackMapPaths(outputPath: Path, count: int) -> List[Path]:
     """Where the engine writes each stack's consistency map (``<output stem>_consistency_stack<k><ext>``)."""
@@ -259,12 +267,13 @@ class StacksLogic:
     def process(self, stackNodes: Sequence[Any], outputVolumeNode: Any = None, reference: int = 0, *,
                 device: str = "auto", targetSpacing: Optional[float] = None, sliceThickness: Optional[float] = None,
                 fitIterations: Optional[int] = None, consistencyMaps: bool = True,
-                waitForCompletion: bool = True) -> StacksJob:
+                waitForCompletion: bool = True, instanceValue: Optional[InstanceValue] = None) -> StacksJob:
         """Combine ``stackNodes`` (2 or 3 volume nodes of one subject) into one isotropic volume.
 
         ``reference`` (index into ``stackNodes``): the stack whose orientation the result takes.
         ``outputVolumeNode=None`` makes a new node on success. ``targetSpacing`` (default: the finest in-plane
-        spacing), ``sliceThickness`` (mm, all stacks; default: the header's or the scan's estimate).
+        spacing), ``sliceThickness`` (mm, all stacks; default: each stack's DICOM Slice Thickness when
+        ``instanceValue`` (``slicer.dicomDatabase.instanceValue``) finds it, else the engine's estimate or the spacing).
         ``fitIterations`` None: no FA-GAN prior (least squares with a smoothness term); 0: the pretrained
         through-plane network as prior; N: fitted N steps per stack. ``consistencyMaps`` adds each stack's map.
         With ``waitForCompletion`` the call blocks and raises SuperResolutionError on failure; otherwise poll the
@@ -280,7 +289,8 @@ class StacksLogic:
                                              slice_thickness=sliceThickness, fit_iterations=fitIterations))
         checkStacksFit(stackNodes, targetSpacing, consistencyMaps)
         with workFolder("FAGANStacks-", self.temporaryDirectory) as workDir:
-            inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd") for index, node in enumerate(stackNodes)]
+            inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd", stackMetadata(node, instanceValue))
+                          for index, node in enumerate(stackNodes)]
             outputPath, reportPath = workDir / "output.nrrd", workDir / "report.json"
             mapPaths = stackMapPaths(outputPath, len(stackNodes)) if consistencyMaps else [None] * len(stackNodes)
             arguments = stacksArguments(inputPaths, outputPath, reference, options, consistencyMaps, reportPath)

@@ -5,7 +5,7 @@ first two world axes change sign both ways. Voxel arrays are shared in (k, j, i)
 results are read with Slicer's own volume storage node (``loadVolumeFile``), not through SimpleITK.
 """
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -122,9 +122,13 @@ def loadVolumeFile(volumeNode: Any, path: Path) -> None:
         volumeNode.SetAndObserveImageData(loaded.GetImageData())
 
 
-def writeVolumeNode(volumeNode: Any, path: Path) -> Path:
-    """Write a scalar volume node to ``path`` (.nrrd, .nii.gz, ...) with its exact geometry."""
-    sitk.WriteImage(imageFromVolumeNode(volumeNode), str(path), useCompression=str(path).endswith(".gz"))
+def writeVolumeNode(volumeNode: Any, path: Path, metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Write a scalar volume node to ``path`` (.nrrd, .nii.gz, ...) with its exact geometry; ``metadata``
+    (key -> text, e.g. the DICOM Slice Thickness as ``0018|0050``) goes into the file's header (NRRD)."""
+    image = imageFromVolumeNode(volumeNode)
+    for key, value in (metadata or {}).items():
+        image.SetMetaData(key, value)
+    sitk.WriteImage(image, str(path), useCompression=str(path).endswith(".gz"))
     return Path(path)
 
 

@@ -162,7 +162,12 @@ def test_the_real_engine_combines_tiny_simulated_stacks_on_the_reference_grid(sc
             stack = sitk.Flip(stack, [False, False, True])
         updateVolumeNodeFromImage(node, stack)
         nodes.append(node)
-    job = StacksLogic().process(nodes, reference=1, device="cpu", waitForCompletion=False)
+    nodes[0].SetAttribute("DICOM.instanceUIDs", "1.2.3.4 1.2.3.5")  # loaded from DICOM: 3.5 mm slices, 0.5 mm gap
+
+    def instanceValue(uid, tag):
+        return "3.5" if (uid, tag) == ("1.2.3.4", "0018,0050") else ""
+
+    job = StacksLogic().process(nodes, reference=1, device="cpu", waitForCompletion=False, instanceValue=instanceValue)
     pollUntilDone(job, timeout=300)
     assert job.state == "succeeded", job.error
     output = job.outputVolumeNode
@@ -177,3 +182,7 @@ def test_the_real_engine_combines_tiny_simulated_stacks_on_the_reference_grid(sc
         assert np.all(local >= -0.5 - 1e-6) and np.all(local <= dims - 0.5 + 1e-6)
     assert [m.GetImageData().GetDimensions() for m in job.mapNodes.values()] == [n.GetImageData().GetDimensions() for n in nodes]
     assert job.report["reference"] == 1 and len(job.motionLines) == 2 and job.motionLines[1].startswith("coronal: moved 0.00 deg")
+    # each stack keeps its own thickness: the axial one its DICOM Slice Thickness, the other the engine's choice
+    axial, coronal = job.report["stacks"]
+    assert (axial["thickness"], axial["thickness_source"]) == (3.5, "dicom")
+    assert coronal["thickness_source"] != "dicom" and "slices 3.5 mm thick (dicom)" in job.motionLines[0]
