@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 import pytest
@@ -237,3 +238,31 @@ def test_projection_makes_the_output_reslice_to_the_input(spacing: float, thickn
     resliced = np.einsum("ij,jyx->iyx", slice_matrix(plan), projected.astype(np.float64))
     assert np.allclose(resliced, data, atol=1e-3)
     assert np.allclose(project_onto_slices(projected, data, plan), projected, atol=1e-3)  # a projection
+
+
+def test_pretraining_recipe_randomises_resolution_and_adds_noise_to_the_hr_slices(tmp_path) -> None:
+    from fagan_engine.through_plane.fit import SyntheticSampler, load_pretrain_config, synthetic_pool
+    from fagan_engine.util.errors import ConfigError
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("pool_size: 4\nzoom: [0.5, 0.5]\nhr_noise_probability: 1.0\nhr_noise: [0.05, 0.05]\n", encoding="utf-8")
+    cfg = load_pretrain_config(recipe)
+    assert cfg.zoom == (0.5, 0.5) and cfg.hr_noise == (0.05, 0.05)
+    zoomed = synthetic_pool(cfg, np.random.default_rng(0))
+    plain = synthetic_pool(load_pretrain_config(_write(tmp_path / "plain.yaml", "pool_size: 4\n")), np.random.default_rng(0))
+    for small, full in zip(zoomed, plain):  # the same slices at half the pixel count (pixels twice as large)
+        assert small.shape == tuple(round(n / 2) for n in full.shape)
+    fit_cfg = FitConfig(batch_size=2, lr_rows=4, patch_cols=16)
+    noisy = SyntheticSampler([np.zeros((40, 40), np.float32) + 0.5], cfg, fit_cfg, np.random.default_rng(1)).batch()[2]
+    assert 0.01 < float(noisy.std()) < 0.05  # Rician noise of 5 % of the slice's robust maximum, fresh per draw
+    quiet = dataclass_replace(cfg, hr_noise_probability=0.0)
+    assert float(SyntheticSampler([np.zeros((40, 40), np.float32) + 0.5], quiet, fit_cfg, np.random.default_rng(1)).batch()[2].std()) == 0
+    with pytest.raises(ConfigError, match="unknown"):
+        load_pretrain_config(_write(tmp_path / "bad.yaml", "zooom: [1, 2]\n"))
+    with pytest.raises(ConfigError, match="zoom must be"):
+        load_pretrain_config(_write(tmp_path / "bad.yaml", "zoom: [0, 2]\n"))
+
+
+def _write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path

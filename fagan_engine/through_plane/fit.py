@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fagan_engine.models.checkpoint import THROUGH_PLANE_FORMAT, THROUGH_PLANE_KEY, THROUGH_PLANE_WEIGHTS, read_through_plane
-from fagan_engine.mri.forward_model import slice_profile_matrix
+from fagan_engine.mri.forward_model import add_rician_noise, resample_slice, slice_profile_matrix
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
 from fagan_engine.util.atomic import atomic_write_bytes
@@ -314,6 +314,14 @@ class PretrainConfig:
     edge_sigma: Tuple[float, float] = (0.1, 0.6)
     """Gaussian edge of the profile, in HR pixels, when there is one."""
     synthesis: Dict[str, Any] = field(default_factory=dict)
+    zoom: Tuple[float, float] = (1.0, 1.0)
+    """Resolution randomisation: each pool slice is resampled by a log-uniform factor in this range
+    (``forward_model.resample_slice``; 0.5 makes the template's 1 mm pixels 2 mm)."""
+    hr_noise_probability: float = 0.0
+    hr_noise: Tuple[float, float] = (0.005, 0.05)
+    """Rician noise (``forward_model.add_rician_noise``, fresh per draw, relative to the slice's robust
+    maximum) added to a drawn slice with ``hr_noise_probability``: the thick slices are then made from
+    the noisy slice, as a scan's own slices are."""
     plane: str = "axial"
     validation_slab: Tuple[int, int] = (63, 101)
     """Template slices (along the plane's axis) never drawn: the bundled in-plane models' held-out slab."""
@@ -336,6 +344,8 @@ class SyntheticSampler:
         images = []
         for _ in range(self.fit_cfg.batch_size):
             image = self.pool[int(rng.integers(len(self.pool)))]
+            if cfg.hr_noise_probability > 0 and rng.random() < cfg.hr_noise_probability:
+                image = add_rician_noise(image, float(rng.uniform(*cfg.hr_noise)), rng)
             if rng.random() < 0.5:
                 image = image.T
             images.append(image)
@@ -366,10 +376,13 @@ def load_pretrain_config(path: Path) -> PretrainConfig:
     known = {f.name for f in dataclasses.fields(PretrainConfig)}
     if set(data) - known:
         raise ConfigError(f"unknown key(s) in {path}: {sorted(set(data) - known)}")
-    for key in ("ratio", "gap_fraction", "edge_sigma", "validation_slab"):
+    for key in ("ratio", "gap_fraction", "edge_sigma", "validation_slab", "zoom", "hr_noise"):
         if key in data:
             data[key] = tuple(data[key])
-    return PretrainConfig(**data)
+    cfg = PretrainConfig(**data)
+    if not 0 < cfg.zoom[0] <= cfg.zoom[1] or not 0 <= cfg.hr_noise_probability <= 1 or not 0 <= cfg.hr_noise[0] <= cfg.hr_noise[1]:
+        raise ConfigError(f"{path}: zoom must be 0 < low <= high, hr_noise_probability in [0, 1] and hr_noise 0 <= low <= high")
+    return cfg
 
 
 def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.ndarray]:
@@ -377,7 +390,11 @@ def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.nda
     held = set(range(*cfg.validation_slab))
     usable = [i for i in range(probe.n_slices) if i not in held]
     synthesizer = SliceSynthesizer(SynthesisConfig(**cfg.synthesis), cfg.plane, slice_indices=usable)
-    return [synthesizer.sample(rng)[0] for _ in range(cfg.pool_size)]
+    pool = [synthesizer.sample(rng)[0] for _ in range(cfg.pool_size)]
+    if cfg.zoom == (1.0, 1.0):
+        return pool
+    low, high = np.log(cfg.zoom[0]), np.log(cfg.zoom[1])
+    return [resample_slice(image, float(np.exp(rng.uniform(low, high)))) for image in pool]
 
 
 def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) -> Path:

@@ -126,19 +126,20 @@ def inplane_through_plane(image: sitk.Image, scale: int) -> np.ndarray:
 
 
 def run_methods(
-    image: sitk.Image, truth: np.ndarray, np_axis: int, methods: Sequence[str], iterations: Optional[int], seed: int = 0
+    image: sitk.Image, truth: np.ndarray, np_axis: int, methods: Sequence[str], iterations: Optional[int], seed: int = 0,
+    weights: Optional[Path] = None,
 ) -> Dict[str, Dict[str, float]]:
     rows: Dict[str, Dict[str, float]] = {}
     for method in methods:
         started = time.time()
         if method == "fit" and "fourier" in methods:  # one fit, both fusions
-            average, fourier = fit_both_fusions(image, iterations, seed)
+            average, fourier = fit_both_fusions(image, iterations, seed, weights)
             rows["fourier"] = dict(score(truth, fourier, np_axis), seconds=0.0)
             result: Optional[np.ndarray] = average
         elif method == "fourier":
             continue
         else:
-            result = method_output(image, method, iterations, seed)
+            result = method_output(image, method, iterations, seed, weights=weights)
         if result is not None:
             rows[method] = dict(score(truth, result, np_axis), seconds=round(time.time() - started, 1))
     return rows
@@ -146,9 +147,10 @@ def run_methods(
 
 def method_output(
     image: sitk.Image, method: str, iterations: Optional[int], seed: int = 0, target_spacing: Optional[float] = None,
-    lr: Optional[float] = None,
+    lr: Optional[float] = None, weights: Optional[Path] = None,
 ) -> Optional[np.ndarray]:
-    """One method's output array on the plan's grid (None: the method does not apply to this case); ``lr``: the fit's learning rate."""
+    """One method's output array on the plan's grid (None: the method does not apply to this case); ``lr``: the fit's
+    learning rate; ``weights``: pretrained through-plane weights other than the bundled ones."""
     plan = plan_through_plane(image, target_spacing=target_spacing)
     if method in ("bspline", "lanczos"):
         return sitk.GetArrayFromImage(interpolate_through_plane(image, plan, method))
@@ -161,12 +163,15 @@ def method_output(
         out = super_resolve_through_plane(
             image, target_spacing=plan.target_spacing, iterations=0 if method == "pretrained0" else iterations,
             device="cpu", pretrained=method != "scratch", seed=seed, fit_config=FitConfig(lr=lr) if lr else None,
+            weights=weights,
         )
         return sitk.GetArrayFromImage(out)
     raise ValueError(method)
 
 
-def fit_both_fusions(image: sitk.Image, iterations: Optional[int], seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+def fit_both_fusions(
+    image: sitk.Image, iterations: Optional[int], seed: int = 0, weights: Optional[Path] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """The default fit once, applied with averaging and with Fourier fusion (input units)."""
     import torch  # lazy: keeps torch out of this module's import
 
@@ -175,7 +180,7 @@ def fit_both_fusions(image: sitk.Image, iterations: Optional[int], seed: int = 0
     normalizer = IntensityNormalizer.fit(volume, NormalizationConfig())
     volume01 = normalizer.forward(volume)
     cfg = FitConfig(iterations=DEFAULT_ITERATIONS if iterations is None else iterations, seed=seed)
-    model, _ = load_weights()
+    model, _ = load_weights(weights)
     torch.manual_seed(seed)
     fit(model, PairSampler(scan_directions(volume01, plan), cfg, np.random.default_rng(seed)), cfg)
     both = [normalizer.inverse(apply_through_plane(model, volume01, plan, "cpu", fusion)) for fusion in ("average", "fourier")]
@@ -194,7 +199,7 @@ def suite_template(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[
                     image, truth = make_case(hr, np_axis, thickness + gap, thickness)
                     methods = args.methods or ["bspline", "lanczos", "inplane", "pretrained0", "fit", "scratch"]
                     row = {"volume": name, "axis": np_axis, "thickness": thickness, "gap": gap, "n_in": image.GetSize()[2 - np_axis]}
-                    row["methods"] = run_methods(image, truth, np_axis, methods, args.iterations)
+                    row["methods"] = run_methods(image, truth, np_axis, methods, args.iterations, weights=args.weights)
                     emit(row, args)
                     results.append(row)
     return results
@@ -218,7 +223,7 @@ def suite_small(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[str
                     methods = args.methods or ["bspline", "fit"]
                     row = {"volume": name, "voxel": voxel, "axis": np_axis, "factor": factor, "shape": list(hr.shape)}
                     row["n_in"] = image.GetSize()[2 - np_axis]
-                    row["methods"] = run_methods(image, truth, np_axis, methods, args.iterations)
+                    row["methods"] = run_methods(image, truth, np_axis, methods, args.iterations, weights=args.weights)
                     emit(row, args)
                     results.append(row)
     return results
@@ -259,11 +264,13 @@ def suite_realdev(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[s
         for factor in (2, 4):
             lr, hr = realdev_case(image, case["axis"], factor)
             row: Dict[str, Any] = {"volume": case["name"], "factor": factor, "n_in": lr.GetSize()[case["axis"]]}
-            row.update(iterations=args.iterations, lr=args.lr)
+            row.update(iterations=args.iterations, lr=args.lr, weights=str(args.weights) if args.weights else None)
             row["methods"] = {}
             for method in args.methods or ["bspline", "pretrained0", "fit"]:
                 started = time.time()
-                out = method_output(lr, method, args.iterations, target_spacing=image.GetSpacing()[case["axis"]], lr=args.lr)
+                out = method_output(
+                    lr, method, args.iterations, target_spacing=image.GetSpacing()[case["axis"]], lr=args.lr, weights=args.weights
+                )
                 row["methods"][method] = {"psnr": realdev_psnr(hr, out), "seconds": round(time.time() - started, 1)}
             emit(row, args)
             results.append(row)
@@ -399,6 +406,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--scratch-curve", action="store_true", help="curve: also from scratch")
     parser.add_argument("--realdev", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "realdev")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="template, small, realdev: pretrained through-plane weights (default: the bundled ones)"
+    )
     args = parser.parse_args(argv)
     if args.suite == "table":
         print(render(args.results))
