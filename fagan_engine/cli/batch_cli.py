@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from fagan_engine.cli.arguments import run_options
+from fagan_engine.cli.phase_bar import PhaseBar
 from fagan_engine.inference.runners import compute_description
 from fagan_engine.pipeline.batch import (
     Case,
@@ -97,7 +98,7 @@ class CliEvents(BatchEvents):
         self.compute = dict(compute or {})
         """The resolved device and CPU threads, reported in ``batch_start``."""
         self.outer: Any = None
-        self.inner: Any = None
+        self.inner = PhaseBar(position=1, leave=False)
         self.pending = 0
         self.finished = 0
 
@@ -129,14 +130,7 @@ class CliEvents(BatchEvents):
             overall = (self.finished + fraction) / self.pending if self.pending else 1.0
             emit("progress", case=index, cases=total, done=done, total=steps, fraction=round(fraction, 4), overall=round(overall, 4), **extra)
         elif self.mode == "bar":
-            from tqdm import tqdm  # lazy: tqdm only for a terminal progress bar
-
-            if self.inner is None:
-                self.inner = tqdm(total=steps, unit="slice", file=sys.stderr, desc=phase or "super-resolving", position=1, leave=False)
-            if phase is not None and self.inner.desc != phase:
-                self.inner.set_description(phase)
-            self.inner.total = steps
-            self.inner.update(done - self.inner.n)
+            self.inner.update(done, steps, phase)
 
     def warning(self, case: Optional[Case], message: str) -> None:
         if self.mode == "json":
@@ -145,9 +139,7 @@ class CliEvents(BatchEvents):
             self._line(f"warning: {case.input + ': ' if case else ''}{message}")
 
     def case_end(self, index: int, total: int, case: Case, record: CaseRecord) -> None:
-        if self.inner is not None:
-            self.inner.close()
-            self.inner = None
+        self.inner.close()
         self.finished += 1
         if self.outer is not None:
             self.outer.update(1)
@@ -159,7 +151,7 @@ class CliEvents(BatchEvents):
             self._line(f"error: {case.input}: {record.error}")
 
     def close(self) -> None:
-        for bar in (self.inner, self.outer):
-            if bar is not None:
-                bar.close()
-        self.inner = self.outer = None
+        self.inner.close()
+        if self.outer is not None:
+            self.outer.close()
+        self.outer = None

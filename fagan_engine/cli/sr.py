@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 from fagan_engine.cli import entry_point
 from fagan_engine.cli.arguments import build_parser, run_options
 from fagan_engine.cli.batch_cli import run_batch
+from fagan_engine.cli.phase_bar import PhaseBar
 from fagan_engine.cli.stacks import run_stacks
 from fagan_engine.inference.memory_check import out_of_memory_advice
 from fagan_engine.inference.resolver import SuperResolver
@@ -109,29 +110,19 @@ def warn(args: argparse.Namespace, line: str) -> None:
 
 
 class ProgressReporter:
-    """Progress callback: tqdm bar on stderr, protocol events, or nothing."""
+    """Progress callback: a phase bar on stderr, protocol events, or nothing."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.mode = args.progress
-        self.bar = None
+        self.bar = PhaseBar()
 
     def __call__(self, done: int, total: int, phase: Optional[str] = None, loss: Optional[float] = None) -> None:
         if self.mode == "json":
             extra = {k: v for k, v in (("phase", phase), ("loss", loss)) if v is not None}
             emit("progress", done=done, total=total, fraction=round(done / total, 4) if total else 0.0, **extra)
         elif self.mode == "bar":
-            if self.bar is None:
-                from tqdm import tqdm  # lazy: tqdm only for a terminal progress bar
-
-                self.bar = tqdm(total=total, unit="slice", file=sys.stderr, desc="super-resolving")
-            if phase is not None and self.bar.desc != phase:
-                self.bar.set_description(phase)
-            self.bar.total = total
-            self.bar.update(done - self.bar.n)
+            self.bar.update(done, total, phase)
 
     def close(self, clear: bool = False) -> None:
         """End the bar: kept as a finished line, or (``clear``, on failure) erased without a newline."""
-        if self.bar is not None:
-            if clear:
-                self.bar.leave = False
-            self.bar.close()
+        self.bar.close(clear)
