@@ -240,7 +240,7 @@ def test_projection_makes_the_output_reslice_to_the_input(spacing: float, thickn
     assert np.allclose(project_onto_slices(projected, data, plan), projected, atol=1e-3)  # a projection
 
 
-def test_pretraining_recipe_randomises_resolution_and_adds_noise_to_the_hr_slices(tmp_path) -> None:
+def test_pretraining_recipe_randomises_resolution_and_adds_noise_to_the_hr_slices(tmp_path, capsys) -> None:
     from fagan_engine.through_plane.fit import SyntheticSampler, load_pretrain_config, synthetic_pool
     from fagan_engine.util.errors import ConfigError
 
@@ -261,6 +261,14 @@ def test_pretraining_recipe_randomises_resolution_and_adds_noise_to_the_hr_slice
         load_pretrain_config(_write(tmp_path / "bad.yaml", "zooom: [1, 2]\n"))
     with pytest.raises(ConfigError, match="zoom must be"):
         load_pretrain_config(_write(tmp_path / "bad.yaml", "zoom: [0, 2]\n"))
+    # the command line: a bad or missing recipe is one error line and exit 2
+    from fagan_engine.cli.pretrain import main
+
+    capsys.readouterr()
+    for recipe in (tmp_path / "missing.yaml", _write(tmp_path / "bad.yaml", "zoom: [0, 2]\n")):
+        assert main([str(recipe)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ")
 
 
 def _write(path, text: str):

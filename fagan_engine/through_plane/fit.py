@@ -21,11 +21,9 @@ CLI's cancel path leaves no output.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +36,7 @@ from fagan_engine.mri.forward_model import add_rician_noise, resample_slice, sli
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
 from fagan_engine.util.atomic import atomic_write_bytes
-from fagan_engine.util.config import SynthesisConfig
+from fagan_engine.util.config import SynthesisConfig, read_config_mapping
 from fagan_engine.util.errors import CheckpointError, ConfigError
 from fagan_engine.util.progress import FitCancelled, call_progress
 from fagan_engine.util.tensor_digest import names_and_bytes_digest
@@ -371,9 +369,7 @@ class SyntheticSampler:
 
 
 def load_pretrain_config(path: Path) -> PretrainConfig:
-    import yaml  # lazy: yaml only for the pretraining recipe
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    data = read_config_mapping(path)
     known = {f.name for f in dataclasses.fields(PretrainConfig)}
     if set(data) - known:
         raise ConfigError(f"unknown key(s) in {path}: {sorted(set(data) - known)}")
@@ -427,19 +423,3 @@ def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) 
     }
     return save_weights(Path(cfg.output), model, training)
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fagan_engine.through_plane.fit", description="pretrain the through-plane weights")
-    parser.add_argument("config", type=Path)
-    args = parser.parse_args(argv)
-
-    def report(done: int, total: int, phase: str = "fit", loss: Optional[float] = None) -> None:
-        if done % 50 == 0 or done == total:
-            print(f"{phase} {done}/{total} loss {loss:.5f}", file=sys.stderr, flush=True)
-
-    print(pretrain(args.config, report))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

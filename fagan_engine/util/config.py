@@ -373,6 +373,11 @@ def normalization_from_dict(data: Dict[str, Any]) -> NormalizationConfig:
 
 def load_config(path: str) -> FAGANConfig:
     """Read a JSON or YAML config file into a validated FAGANConfig."""
+    return FAGANConfig.from_dict(read_config_mapping(path))
+
+
+def read_config_mapping(path: Any) -> Dict[str, Any]:
+    """The mapping in a JSON or YAML config file; ConfigError (one line) when it is missing, unreadable or not a mapping."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -393,7 +398,7 @@ def load_config(path: str) -> FAGANConfig:
         raise ConfigError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of sections")
-    return FAGANConfig.from_dict(data)
+    return data
 
 
 def _from_dict(cls: Any, data: Any, prefix: str) -> Any:
