@@ -2,6 +2,7 @@
 phases on the bar and in protocol events, batch and DICOM output (``iso <spacing> mm``)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -34,7 +35,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
 
     calls: List[Dict[str, Any]] = []
 
-    def fake(image, options, progress=None, stop=None, project=None):
+    def fake(image, options, progress=None, stop=None, project=None, on_fit=None):
         from fagan_engine.through_plane.plan import output_geometry, plan_through_plane
 
         target_spacing, slice_thickness, iterations, device = (
@@ -89,9 +90,12 @@ def test_scale_is_not_needed_and_the_real_fit_runs_when_weights_exist(tmp_path: 
         pytest.skip(f"through-plane weights not available: {bundled_weights()}")
     source = tmp_path / "thick.nrrd"
     sitk.WriteImage(thick_volume(), str(source))
-    code = main([str(source), str(tmp_path / "iso.nrrd"), "--through-plane", "--iterations", "1", "--device", "cpu", "--progress", "none"])
+    code = main([str(source), str(tmp_path / "iso.nrrd"), "--through-plane", "--iterations", "1", "--device", "cpu", "--progress", "none",
+                 "--report", str(tmp_path / "report.json")])
     assert code == 0, capsys.readouterr().err
     assert sitk.ReadImage(str(tmp_path / "iso.nrrd")).GetSpacing()[2] == pytest.approx(1.0)
+    fitted = json.loads((tmp_path / "report.json").read_text())["identity"]["through_plane_fit"]  # the held-out guard's record
+    assert fitted["steps"] == 1 and fitted["best_step"] in (0, 1) and fitted["held_out_best"] <= fitted["held_out_start"]
 
 
 def test_sigterm_during_the_fit_leaves_nothing(tmp_path: Path) -> None:

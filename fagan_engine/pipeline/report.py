@@ -275,13 +275,17 @@ def _through_plane(
 ) -> SRResult:
     """Through-plane SR by ``fagan_engine.through_plane.run`` (another engineer's module) with the slice-profile maps."""
     plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
-    network = through_plane_from_options(image, options, progress, project=False)
+    fits: List[Dict[str, Any]] = []
+    network = through_plane_from_options(image, options, progress, project=False, on_fit=lambda o: fits.append(o.summary()))
     sr = _cast(enforce_through_plane(image, network, plan), options.output_dtype) if options.project else network
     maps = through_plane_consistency(image, network, plan) if consistency else None
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
     # through-plane model is fitted to each scan
     warnings = ["no uncertainty map: test-time augmentation is implemented for in-plane results only"] if want_uncertainty else []
-    return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, warnings, identity(options, None))
+    who = identity(options, None)
+    if fits:
+        who["through_plane_fit"] = fits[0]
+    return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, warnings, who)
 
 
 def _maps(maps: Optional[ConsistencyMaps]) -> List[Optional[sitk.Image]]:

@@ -21,6 +21,7 @@ CLI's cancel path leaves no output.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -199,6 +200,27 @@ def cosine_lr(cfg: FitConfig, step: int, total: int) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+CHECK_EVERY = 100
+"""Fit steps between two scores on the held-out pairs (``held_out.HeldOutPairs``)."""
+PATIENCE = 2
+"""Checks without improvement on the held-out pairs before the fit stops."""
+
+
+@dataclass
+class FitOutcome:
+    """What one fit did: steps run, the step whose weights were kept (0: the start) and the held-out MSEs."""
+
+    steps: int
+    best_step: int
+    held_out_start: Optional[float] = None
+    held_out_best: Optional[float] = None
+    stopped: str = "iterations"
+    """``iterations`` (ran them all), ``no improvement`` (``PATIENCE`` checks without one) or ``no held-out slices``."""
+
+    def summary(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def fit(
     model: Any,
     sampler: Any,
@@ -207,9 +229,13 @@ def fit(
     progress: Optional[Callable[..., None]] = None,
     stop: Optional[Callable[[], bool]] = None,
     log: Optional[List[Dict[str, float]]] = None,
-) -> Any:
-    """Train ``model`` in place for ``cfg.iterations`` L1 steps on ``sampler.batch()``; returns it (eval mode).
+    held_out: Optional[Callable[[Any], float]] = None,
+) -> FitOutcome:
+    """Train ``model`` in place with L1 steps on ``sampler.batch()``, at most ``cfg.iterations``; leaves it in eval mode.
 
+    With ``held_out`` (a model's error on held-out pairs, lower is better) the model is scored before the first
+    step and every ``CHECK_EVERY`` steps; the fit stops after ``PATIENCE`` checks without improvement and the
+    model ends with the best weights seen (the start when none improved on it).
     ``stop()`` is checked before every iteration; when it returns True, ``FitCancelled`` is raised.
     ``progress(done, total, phase="fit", loss=...)`` is called after every iteration.
     """
@@ -219,6 +245,12 @@ def fit(
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     running = None
+    outcome = FitOutcome(steps=0, best_step=0)
+    best_state = None
+    if held_out is not None:
+        outcome.held_out_start = outcome.held_out_best = held_out(model)
+        best_state = copy.deepcopy(model.state_dict())
+    since_best = 0
     for step in range(total):
         if stop is not None and stop():
             raise FitCancelled("through-plane fit cancelled")
@@ -233,11 +265,28 @@ def fit(
         if not math.isfinite(value):
             raise FloatingPointError(f"through-plane fit diverged (loss {value}) at iteration {step + 1}")
         running = value if running is None else 0.9 * running + 0.1 * value
+        outcome.steps = step + 1
         if log is not None:
             log.append({"iteration": step + 1, "loss": value})
         call_progress(progress, step + 1, total, "fit", running)
+        if held_out is not None and ((step + 1) % CHECK_EVERY == 0 or step + 1 == total):
+            score = held_out(model)
+            if score < outcome.held_out_best:
+                outcome.held_out_best, outcome.best_step, since_best = score, step + 1, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+                if since_best >= PATIENCE and step + 1 < total:
+                    outcome.stopped = "no improvement"
+                    break
+    if held_out is None:
+        outcome.best_step = outcome.steps
+    elif outcome.best_step != outcome.steps:
+        model.load_state_dict(best_state)
+    if outcome.stopped == "no improvement" and progress is not None:
+        call_progress(progress, total, total, "fit", running)
     model.eval()
-    return model
+    return outcome
 
 
 # ---------------------------------------------------------------------------- weights

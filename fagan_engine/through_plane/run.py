@@ -26,7 +26,8 @@ from fagan_engine.inference.batching import MAX_OUTPUT_PIXELS
 from fagan_engine.inference.runners import resolve_device
 from fagan_engine.io.volume_io import cast_array, validate_image
 from fagan_engine.mri.normalization import IntensityNormalizer
-from fagan_engine.through_plane.fit import FitConfig, PairSampler, build_model, fit, load_weights, scan_directions
+from fagan_engine.through_plane.fit import FitConfig, FitOutcome, PairSampler, build_model, fit, load_weights, scan_directions
+from fagan_engine.through_plane.held_out import HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import InputError
@@ -68,6 +69,7 @@ def super_resolve_through_plane(
     fit_config: Optional[FitConfig] = None,
     nan_policy: str = "error",
     output_dtype: str = "float32",
+    on_fit: Optional[Callable[[FitOutcome], None]] = None,
 ) -> sitk.Image:
     """Make a thick-slice volume isotropic along its coarsest axis; returns a SimpleITK image (``output_dtype``).
 
@@ -76,7 +78,9 @@ def super_resolve_through_plane(
     ``iterations`` (default ``DEFAULT_ITERATIONS``) is the per-scan fit length; 0 applies the pretrained network as it is.
     ``project``: the result is projected onto the volumes whose slice-profile acquisition is exactly the input
     (data consistency). ``pretrained=False`` fits from random weights (evaluation only); ``weights`` selects another
-    through-plane checkpoint. From a ``RunOptions``: ``through_plane_from_options``.
+    through-plane checkpoint. ``on_fit(outcome)`` receives what the fit did (``fit.FitOutcome``: steps, the step kept,
+    held-out errors; ``held_out.split_held_out``); it is not called when ``iterations`` is 0. From a ``RunOptions``:
+    ``through_plane_from_options``.
     """
     image = validate_image(image, nan_policy)
     plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
@@ -101,9 +105,15 @@ def super_resolve_through_plane(
         directions = scan_directions(volume01, plan)
         if not directions:
             raise InputError("no in-plane axis is finer than the slices: nothing to learn from; use in-plane mode instead")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            fit(model, PairSampler(directions, cfg, np.random.default_rng(seed)), cfg, torch_device, progress, stop)
+        training, held = split_held_out(directions)
+        outcome = FitOutcome(steps=0, best_step=0, stopped="no held-out slices")
+        if held:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                sampler = PairSampler(training, cfg, np.random.default_rng(seed))
+                outcome = fit(model, sampler, cfg, torch_device, progress, stop, held_out=HeldOutPairs(held, cfg, torch_device).score)
+        if on_fit is not None:
+            on_fit(outcome)
     model.eval()
     result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop)
     if project:
@@ -118,6 +128,7 @@ def through_plane_from_options(
     progress: Optional[Progress] = None,
     stop: Optional[Callable[[], bool]] = None,
     project: Optional[bool] = None,
+    on_fit: Optional[Callable[[FitOutcome], None]] = None,
 ) -> sitk.Image:
     """``super_resolve_through_plane`` with a validated ``RunOptions``'s ``target_spacing``, ``slice_thickness``,
     ``fit_iterations``, ``device``, ``nan_policy``, ``output_dtype`` and ``project`` (``project`` overrides the
@@ -125,7 +136,7 @@ def through_plane_from_options(
     return super_resolve_through_plane(
         image, options.target_spacing, options.slice_thickness, options.fit_iterations, options.device, progress,
         stop=stop, nan_policy=options.nan_policy, output_dtype=options.output_dtype,
-        project=options.project if project is None else project,
+        project=options.project if project is None else project, on_fit=on_fit,
     )
 
 
