@@ -90,3 +90,18 @@ def test_a_real_fit_scores_its_held_out_pairs() -> None:
     outcome = fit(build_model(), PairSampler(training, CFG, np.random.default_rng(0)), CFG, held_out=pairs.score)
     assert outcome.held_out_best <= outcome.held_out_start and outcome.steps == CFG.iterations
     assert set(outcome.summary()) == {"steps", "best_step", "held_out_start", "held_out_best", "stopped"}
+
+
+def test_a_scan_with_too_few_slices_keeps_the_pretrained_start() -> None:
+    import SimpleITK as sitk
+
+    from fagan_engine.through_plane.run import super_resolve_through_plane
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((3, 24, 20)).astype(np.float32) * 100)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    seen, phases = [], []
+    fitted = super_resolve_through_plane(image, iterations=5, device="cpu", fit_config=CFG, on_fit=seen.append,
+                                         progress=lambda d, t, phase, loss=None: phases.append(phase))
+    start = super_resolve_through_plane(image, iterations=0, device="cpu")
+    assert [(o.steps, o.stopped) for o in seen] == [(0, "no held-out slices")] and "fit" not in phases
+    assert np.array_equal(sitk.GetArrayFromImage(fitted), sitk.GetArrayFromImage(start))

@@ -2,7 +2,8 @@
 
 ``super_resolve_through_plane(image)`` plans the output grid (``through_plane_plan``), fine-tunes
 the bundled pretrained through-plane generator on pairs made from the scan's own in-plane slices
-(``through_plane_fit``), applies it to the slices of both orientations that contain the
+(``through_plane_fit``; every fourth in-plane slice held out, the best-scoring weights kept, never worse than
+the start on them: ``held_out``), applies it to the slices of both orientations that contain the
 through-plane axis (e.g. coronal and sagittal for an axial scan), averages the two results and
 projects them onto the input's slices (data consistency: re-slicing the output with the slice profile
 gives back the input; docs/thick-slices.md). The output covers exactly the input's physical extent.
