@@ -32,7 +32,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -128,10 +128,11 @@ def inplane_through_plane(image: sitk.Image, scale: int) -> np.ndarray:
 def run_methods(
     image: sitk.Image, truth: np.ndarray, np_axis: int, methods: Sequence[str], iterations: Optional[int], seed: int = 0,
     weights: Optional[Path] = None,
-) -> Dict[str, Dict[str, float]]:
-    rows: Dict[str, Dict[str, float]] = {}
+) -> Dict[str, Dict[str, Any]]:
+    rows: Dict[str, Dict[str, Any]] = {}
     for method in methods:
         started = time.time()
+        fits: List[Any] = []
         if method == "fit" and "fourier" in methods:  # one fit, both fusions
             average, fourier = fit_both_fusions(image, iterations, seed, weights)
             rows["fourier"] = dict(score(truth, fourier, np_axis), seconds=0.0)
@@ -139,18 +140,21 @@ def run_methods(
         elif method == "fourier":
             continue
         else:
-            result = method_output(image, method, iterations, seed, weights=weights)
+            result = method_output(image, method, iterations, seed, weights=weights, on_fit=fits.append)
         if result is not None:
             rows[method] = dict(score(truth, result, np_axis), seconds=round(time.time() - started, 1))
+            if fits:
+                rows[method]["fit"] = fits[-1].summary()
     return rows
 
 
 def method_output(
     image: sitk.Image, method: str, iterations: Optional[int], seed: int = 0, target_spacing: Optional[float] = None,
-    lr: Optional[float] = None, weights: Optional[Path] = None,
+    lr: Optional[float] = None, weights: Optional[Path] = None, on_fit: Optional[Callable[[Any], None]] = None,
 ) -> Optional[np.ndarray]:
     """One method's output array on the plan's grid (None: the method does not apply to this case); ``lr``: the fit's
-    learning rate; ``weights``: pretrained through-plane weights other than the bundled ones."""
+    learning rate; ``weights``: pretrained through-plane weights other than the bundled ones; ``on_fit``: receives
+    the fit's ``FitOutcome`` (``super_resolve_through_plane``)."""
     plan = plan_through_plane(image, target_spacing=target_spacing)
     if method in ("bspline", "lanczos"):
         return sitk.GetArrayFromImage(interpolate_through_plane(image, plan, method))
@@ -163,7 +167,7 @@ def method_output(
         out = super_resolve_through_plane(
             image, target_spacing=plan.target_spacing, iterations=0 if method == "pretrained0" else iterations,
             device="cpu", pretrained=method != "scratch", seed=seed, fit_config=FitConfig(lr=lr) if lr else None,
-            weights=weights,
+            weights=weights, on_fit=on_fit,
         )
         return sitk.GetArrayFromImage(out)
     raise ValueError(method)
@@ -268,10 +272,14 @@ def suite_realdev(args: argparse.Namespace, names: Sequence[str]) -> List[Dict[s
             row["methods"] = {}
             for method in args.methods or ["bspline", "pretrained0", "fit"]:
                 started = time.time()
+                fits: List[Any] = []
                 out = method_output(
-                    lr, method, args.iterations, target_spacing=image.GetSpacing()[case["axis"]], lr=args.lr, weights=args.weights
+                    lr, method, args.iterations, target_spacing=image.GetSpacing()[case["axis"]], lr=args.lr, weights=args.weights,
+                    on_fit=fits.append,
                 )
                 row["methods"][method] = {"psnr": realdev_psnr(hr, out), "seconds": round(time.time() - started, 1)}
+                if fits:
+                    row["methods"][method]["fit"] = fits[-1].summary()
             emit(row, args)
             results.append(row)
     return results
