@@ -7,8 +7,9 @@ slices of 4 mm with the forward model's box profile, so the fit sees real anatom
 can be scored (PSNR/SSIM against the 1 mm template, and cubic B-spline for comparison). The work
 runs in a fresh process, so its peak RSS (VmHWM) is its own; wall time covers the whole
 ``super_resolve_through_plane`` call (plan, fit, inference, fusion) and the phase split comes from
-the progress callback, which also draws the user's progress bar (tqdm on stderr, one phase at a time, as
-``fagan-sr --progress bar``) unless ``--no-bar``. The machine (CPU, cores, load average before and
+the progress callback, which also draws the user's progress bar (``cli.phase_bar.PhaseBar``, the bar of
+``fagan-sr --progress bar``) unless ``--no-bar``. The result records what the fit did (``fit``: steps, the step kept,
+held-out errors). The machine (CPU, cores, load average before and
 after, date, commit) is recorded with the result: the CPU may be shared. ``--smoke``: 64×64×10 and 5
 iterations (seconds).
 """
@@ -63,6 +64,7 @@ def measure(params: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
     from benchmarks.common import peak_rss_mib
+    from fagan_engine.cli.phase_bar import PhaseBar
     from fagan_engine.mri.metrics import volume_metrics
     from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
     from fagan_engine.through_plane.run import super_resolve_through_plane
@@ -72,27 +74,23 @@ def measure(params: Dict[str, Any]) -> Dict[str, Any]:
     image, hr = make_volume(params["smoke"])
     baseline_rss = peak_rss_mib()
     marks: Dict[str, float] = {}
-    bars: Dict[str, Any] = {}
+    bar = PhaseBar()
+    fits: List[Any] = []
 
     def progress(done: int, total: int, phase: str = "fit", loss: Optional[float] = None) -> None:
         marks.setdefault(phase + "_start", time.perf_counter())
         marks[phase + "_end"] = time.perf_counter()
         if params.get("bar", True):
-            from tqdm import tqdm
-
-            for other in [p for p in bars if p != phase]:
-                bars.pop(other).close()
-            if phase not in bars:
-                bars[phase] = tqdm(total=total, desc=phase, file=sys.stderr, unit="step" if phase == "fit" else "slice")
-            bars[phase].update(done - bars[phase].n)
+            bar.update(done, total, phase)
 
     started = time.perf_counter()
-    out = super_resolve_through_plane(image, iterations=params.get("iterations"), device=params["device"], progress=progress)
+    out = super_resolve_through_plane(
+        image, iterations=params.get("iterations"), device=params["device"], progress=progress, on_fit=fits.append
+    )
     if params["device"] == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    for bar in bars.values():
-        bar.close()
+    bar.close()
     peak = peak_rss_mib()  # before scoring (SSIM maps of the whole volume are large)
     result = sitk.GetArrayFromImage(out)
     bspline = sitk.GetArrayFromImage(interpolate_through_plane(image, plan_through_plane(image), "bspline"))
@@ -115,6 +113,7 @@ def measure(params: Dict[str, Any]) -> Dict[str, Any]:
         "bspline_psnr": round(base["psnr"], 2),
         "bspline_ssim": round(base["ssim"], 4),
         "bar": params.get("bar", True),
+        "fit": fits[-1].summary() if fits else None,
     }
 
 
