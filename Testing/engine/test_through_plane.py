@@ -271,6 +271,24 @@ def test_pretraining_recipe_randomises_resolution_and_adds_noise_to_the_hr_slice
         assert len(lines) == 1 and lines[0].startswith("error: ")
 
 
+def test_pretraining_creates_its_output_folder_and_refuses_an_unwritable_one_before_training(tmp_path, capsys) -> None:
+    from fagan_engine.cli.pretrain import main
+    from fagan_engine.util.atomic import atomic_write_bytes
+    from fagan_engine.util.errors import OutputError
+
+    tiny = "pool_size: 2\nfit: {iterations: 2, batch_size: 2, lr_rows: 4, patch_cols: 16}\n"
+    output = tmp_path / "new" / "deeper" / "start.safetensors"
+    assert main([str(_write(tmp_path / "ok.yaml", tiny + f"output: {output}\n"))]) == 0
+    assert output.is_file() and output.with_suffix(".json").is_file()
+    (tmp_path / "a_file").write_text("x", encoding="utf-8")
+    capsys.readouterr()
+    assert main([str(_write(tmp_path / "no.yaml", tiny + f"output: {tmp_path / 'a_file' / 'start.safetensors'}\n"))]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "a_file" in lines[0]  # no fit line: refused before it
+    with pytest.raises(OutputError):  # a missing folder at write time is one line too, not a traceback
+        atomic_write_bytes(tmp_path / "missing" / "x.bin", b"x")
+
+
 def _write(path, text: str):
     path.write_text(text, encoding="utf-8")
     return path

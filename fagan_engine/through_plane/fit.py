@@ -36,7 +36,7 @@ from fagan_engine.models.checkpoint import THROUGH_PLANE_FORMAT, THROUGH_PLANE_K
 from fagan_engine.mri.forward_model import add_rician_noise, resample_slice, slice_profile_matrix
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
-from fagan_engine.util.atomic import atomic_write_bytes
+from fagan_engine.util.atomic import atomic_write_bytes, prepare_output_folder
 from fagan_engine.util.config import SynthesisConfig, read_config_mapping
 from fagan_engine.util.errors import CheckpointError, ConfigError
 from fagan_engine.util.progress import FitCancelled, call_progress
@@ -450,6 +450,7 @@ def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) 
     from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig  # lazy: models.archs imports torch
 
     cfg = load_pretrain_config(config_path)
+    prepare_output_folder(cfg.output)  # before the run, not after it
     fit_cfg = FitConfig(**cfg.fit)
     torch.manual_seed(fit_cfg.seed)
     rng = np.random.default_rng(fit_cfg.seed)

@@ -29,7 +29,10 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     (OSError is turned into a one-line OutputError).
     """
     target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=str(target.parent))
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=str(target.parent))
+    except OSError as exc:  # a missing or read-only folder: one line, nothing written
+        raise OutputError(describe_os_error(exc, target)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -51,6 +54,18 @@ def atomic_write_bytes(target: PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
+
+
+def prepare_output_folder(target: PathLike) -> None:
+    """Create ``target``'s folder (and its parents) and check that it is writable, before a long run that ends by
+    writing ``target``; a one-line ``OutputError`` otherwise."""
+    folder = Path(target).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, target)) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"permission denied writing {target}")
 
 
 def describe_os_error(exc: OSError, target: PathLike) -> str:
