@@ -48,7 +48,9 @@ from fagan_engine.pipeline.report import super_resolve
 from fagan_engine.through_plane.fit import FitConfig, PairSampler, fit, load_weights, scan_directions
 from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
 from fagan_engine.through_plane.run import DEFAULT_ITERATIONS, apply_through_plane, super_resolve_through_plane
+from fagan_engine.util.atomic import prepare_output_folder
 from fagan_engine.util.config import NormalizationConfig
+from fagan_engine.util.errors import OutputError
 
 SLAB = (63, 101)
 CROP_Y = (24, 212)
@@ -421,6 +423,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.suite == "table":
         print(render(args.results))
         return 0
+    if args.output is not None:
+        try:
+            prepare_output_folder(args.output)  # before hours of fits, not after the first
+        except OutputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.threads:
         import torch  # lazy: keeps torch out of this module's import
 

@@ -60,6 +60,9 @@ def prepare_output_folder(target: PathLike) -> None:
     """Create ``target``'s folder (and its parents) and check that it is writable, before a long run that ends by
     writing ``target``; a one-line ``OutputError`` otherwise."""
     folder = Path(target).parent
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"cannot write {target}: {blocking} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
