@@ -103,6 +103,13 @@ class Direction:
         self.base = bspline_matrix(n_lr, hr_rows).astype(np.float32)
         return self
 
+    def pairs(self, patches: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input, base, target) network batches, (b, 1, rows, cols) float32, of HR ``patches`` (b, hr_rows, cols):
+        the thick-slice input by the slice profile, its B-spline back to the HR rows, the patches themselves."""
+        lr = np.einsum("ij,bjk->bik", self.profile, patches)
+        base = np.einsum("ij,bjk->bik", self.base, lr)
+        return lr[:, None].astype(np.float32), base[:, None].astype(np.float32), patches[:, None].astype(np.float32)
+
 
 class PairSampler:
     """Random (input, base, target) batches from one or more ``Direction``s, alternating between them."""
@@ -150,9 +157,7 @@ class PairSampler:
             if self.rng.random() < 0.5:
                 patch = patch[:, ::-1]
             patches[b] = patch
-        lr = np.einsum("ij,bjk->bik", d.profile, patches)
-        base = np.einsum("ij,bjk->bik", d.base, lr)
-        return lr[:, None].astype(np.float32), base[:, None].astype(np.float32), patches[:, None]
+        return d.pairs(patches)
 
 
 def gradient_cdf(direction: Direction, patch_cols: int) -> np.ndarray:
@@ -412,9 +417,7 @@ class SyntheticSampler:
                     break
             patch = patch[::-1] if rng.random() < 0.5 else patch
             patches[b] = patch[:, ::-1] if rng.random() < 0.5 else patch
-        lr = np.einsum("ij,bjk->bik", direction.profile, patches)
-        base = np.einsum("ij,bjk->bik", direction.base, lr)
-        return lr[:, None].astype(np.float32), base[:, None].astype(np.float32), patches[:, None]
+        return direction.pairs(patches)
 
 
 def load_pretrain_config(path: Path) -> PretrainConfig:

@@ -51,10 +51,8 @@ class HeldOutPairs:
             windows = [(i, top) for i in range(n) for top in range(0, rows - d.hr_rows + 1, d.hr_rows)]
             keep = max(1, min(len(windows), budget // (d.hr_rows * cols)))
             chosen = [windows[int(k)] for k in np.linspace(0, len(windows) - 1, keep).round().astype(int)]
-            target = np.stack([d.images[i, top : top + d.hr_rows] for i, top in chosen]).astype(np.float32)
-            lr = np.einsum("ij,bjk->bik", d.profile, target)
-            base = np.einsum("ij,bjk->bik", d.base, lr)
-            self.pairs.append((lr[:, None].astype(np.float32), base[:, None].astype(np.float32), target, d.profile))
+            lr, base, target = d.pairs(np.stack([d.images[i, top : top + d.hr_rows] for i, top in chosen]))
+            self.pairs.append((lr, base, target[:, 0], d.profile))
 
     def score(self, model: Any) -> float:
         """Mean squared error of ``model``'s projected output on the held-out windows (all directions pooled)."""

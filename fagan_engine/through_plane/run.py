@@ -103,16 +103,7 @@ def super_resolve_through_plane(
         torch.manual_seed(seed)
         model = build_model().to(torch_device)
     if cfg.iterations > 0:
-        directions = scan_directions(volume01, plan)
-        if not directions:
-            raise InputError("no in-plane axis is finer than the slices: nothing to learn from; use in-plane mode instead")
-        training, held = split_held_out(directions)
-        outcome = FitOutcome(steps=0, best_step=0, stopped="no held-out slices")
-        if held:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                sampler = PairSampler(training, cfg, np.random.default_rng(seed))
-                outcome = fit(model, sampler, cfg, torch_device, progress, stop, held_out=HeldOutPairs(held, cfg, torch_device).score)
+        outcome = fit_to_scan(model, volume01, plan, cfg, torch_device, progress, stop)
         if on_fit is not None:
             on_fit(outcome)
     model.eval()
@@ -121,6 +112,31 @@ def super_resolve_through_plane(
         result = project_onto_slices(result, volume01, plan)
     out = sitk.GetImageFromArray(cast_array(normalizer.inverse(result), output_dtype))
     return output_geometry(image, plan).apply(out)
+
+
+def fit_to_scan(
+    model: Any,
+    volume01: np.ndarray,
+    plan: ThroughPlanePlan,
+    cfg: FitConfig,
+    device: str = "cpu",
+    progress: Optional[Progress] = None,
+    stop: Optional[Callable[[], bool]] = None,
+) -> FitOutcome:
+    """Fine-tune ``model`` in place on pairs from the normalised scan's own in-plane slices, every fourth slice held
+    out (``held_out``), seeded by ``cfg.seed``; a scan with too few slices to hold any out keeps the start."""
+    import torch  # lazy: keeps torch out of this module's import
+
+    directions = scan_directions(volume01, plan)
+    if not directions:
+        raise InputError("no in-plane axis is finer than the slices: nothing to learn from; use in-plane mode instead")
+    training, held = split_held_out(directions)
+    if not held:
+        return FitOutcome(steps=0, best_step=0, stopped="no held-out slices")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        sampler = PairSampler(training, cfg, np.random.default_rng(cfg.seed))
+        return fit(model, sampler, cfg, device, progress, stop, held_out=HeldOutPairs(held, cfg, device).score)
 
 
 def through_plane_from_options(

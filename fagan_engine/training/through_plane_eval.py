@@ -45,9 +45,10 @@ from fagan_engine.mri.metrics import psnr, volume_metrics
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.synthesis import icbm152_arrays
 from fagan_engine.pipeline.report import super_resolve
-from fagan_engine.through_plane.fit import FitConfig, PairSampler, fit, load_weights, scan_directions
+from fagan_engine.through_plane.fit import FitConfig, load_weights
 from fagan_engine.through_plane.plan import interpolate_through_plane, plan_through_plane
-from fagan_engine.through_plane.run import DEFAULT_ITERATIONS, apply_through_plane, super_resolve_through_plane
+from fagan_engine.through_plane.run import DEFAULT_ITERATIONS, apply_through_plane, fit_to_scan, super_resolve_through_plane
+from fagan_engine.training.realscan_eval import DEFAULT_REALDEV
 from fagan_engine.util.atomic import prepare_output_folder
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import OutputError
@@ -179,7 +180,6 @@ def fit_both_fusions(
     image: sitk.Image, iterations: Optional[int], seed: int = 0, weights: Optional[Path] = None
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The default fit once, applied with averaging and with Fourier fusion (input units)."""
-    import torch  # lazy: keeps torch out of this module's import
 
     plan = plan_through_plane(image)
     volume = sitk.GetArrayFromImage(image)
@@ -187,8 +187,7 @@ def fit_both_fusions(
     volume01 = normalizer.forward(volume)
     cfg = FitConfig(iterations=DEFAULT_ITERATIONS if iterations is None else iterations, seed=seed)
     model, _ = load_weights(weights)
-    torch.manual_seed(seed)
-    fit(model, PairSampler(scan_directions(volume01, plan), cfg, np.random.default_rng(seed)), cfg)
+    fit_to_scan(model, volume01, plan, cfg)
     both = [normalizer.inverse(apply_through_plane(model, volume01, plan, "cpu", fusion)) for fusion in ("average", "fourier")]
     return both[0], both[1]
 
@@ -414,7 +413,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="curve, realdev: fit learning rate (default FitConfig's)")
     parser.add_argument("--small-curve", action="store_true", help="curve: also the 3 mm x4 volume")
     parser.add_argument("--scratch-curve", action="store_true", help="curve: also from scratch")
-    parser.add_argument("--realdev", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "realdev")
+    parser.add_argument("--realdev", type=Path, default=DEFAULT_REALDEV, help="the real-scan development set (default ../shared/realdev)")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument(
         "--weights", type=Path, default=None, help="template, small, realdev: pretrained through-plane weights (default: the bundled ones)"
@@ -423,6 +422,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.suite == "table":
         print(render(args.results))
         return 0
+    if args.suite == "realdev" and not (args.realdev / "volumes" / "index.json").is_file():
+        print(f"error: no real-scan development set at {args.realdev} (volumes/index.json is missing)", file=sys.stderr)
+        return 2
     if args.output is not None:
         try:
             prepare_output_folder(args.output)  # before hours of fits, not after the first
