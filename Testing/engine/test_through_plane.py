@@ -289,6 +289,20 @@ def test_pretraining_creates_its_output_folder_and_refuses_an_unwritable_one_bef
         atomic_write_bytes(tmp_path / "missing" / "x.bin", b"x")
 
 
+def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path, capsys) -> None:
+    from fagan_engine.cli.pretrain import main as pretrain
+    from fagan_engine.training.through_plane_eval import main as evaluate
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    tiny = "pool_size: 2\nfit: {iterations: 2, batch_size: 2, lr_rows: 4, patch_cols: 16}\n"
+    assert pretrain([str(_write(tmp_path / "r.yaml", tiny + f"output: {folder}\n"))]) == 2
+    assert evaluate(["template", "--methods", "bspline", "--output", str(folder)]) == 2  # it appended rows after the first case
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") and "is a folder" in line for line in lines)
+    assert list(folder.iterdir()) == []
+
+
 def _write(path, text: str):
     path.write_text(text, encoding="utf-8")
     return path

@@ -58,7 +58,9 @@ def atomic_write_bytes(target: PathLike, data: bytes) -> None:
 
 def prepare_output_folder(target: PathLike) -> None:
     """Create ``target``'s folder (and its parents) and check that it is writable, before a long run that ends by
-    writing ``target``; a one-line ``OutputError`` otherwise."""
+    writing ``target``; a one-line ``OutputError`` otherwise (also when ``target`` is itself a folder)."""
+    if Path(target).is_dir():
+        raise OutputError(f"cannot write {target}: it is a folder; name a file")
     folder = Path(target).parent
     blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
