@@ -14,7 +14,7 @@ from fagan_engine.inference.ensemble import ENSEMBLES, self_ensemble
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.pipeline.report import identity, super_resolve
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import RunOptions
+from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, RunOptions
 
 
 def nearest(batch: np.ndarray) -> np.ndarray:
@@ -44,11 +44,12 @@ def test_members_are_averaged_and_an_equivariant_runner_is_unchanged() -> None:
 def test_defaults_and_refusals() -> None:
     assert [RunOptions(scale=s).ensemble_members for s in (2, 4, 8)] == [1, 8, 8]
     assert RunOptions(scale=4, method="lanczos").ensemble_members == 1
-    assert RunOptions(scale=4, mode="through-plane").ensemble_members == 1
+    assert RunOptions(scale=4, mode="through-plane").ensemble_members == DEFAULT_THROUGH_PLANE_ENSEMBLE == 2
+    assert RunOptions(mode="through-plane", ensemble=4).validate().ensemble_members == 4
     assert RunOptions(scale=4, ensemble=2).validate().ensemble_members == 2
     assert RunOptions(scale=2, ensemble=4).cli_arguments() == ["--scale", "2", "--ensemble", "4"]
     assert identity(RunOptions(scale=4), None)["self_ensemble"] == 8 and identity(RunOptions(scale=2), None)["self_ensemble"] == 1
-    for bad in (dict(ensemble=3), dict(ensemble=2, method="bicubic"), dict(ensemble=2, mode="through-plane")):
+    for bad in (dict(ensemble=3), dict(ensemble=2, method="bicubic"), dict(ensemble=8, mode="through-plane")):
         with pytest.raises(InputError):
             RunOptions(**bad).validate()
 

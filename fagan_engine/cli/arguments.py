@@ -19,6 +19,7 @@ from fagan_engine.util.options import (
     BACKENDS,
     CLI_FLAGS,
     DEFAULT_ENSEMBLE_FROM_SCALE,
+    DEFAULT_THROUGH_PLANE_ENSEMBLE,
     DEVICES,
     ENSEMBLE_SIZES,
     GAP_POLICIES,
@@ -111,8 +112,9 @@ def _feature_flags(parser: argparse.ArgumentParser) -> None:
     )
     _option(
         parser, "ensemble", type=int, choices=ENSEMBLE_SIZES, metavar="N",
-        help="self-ensemble: run the FA-GAN network on N flipped/rotated copies of each slice (1, 2, 4, 8) and average; "
-        f"N times the network's time (default {ENSEMBLE_SIZES[-1]} in-plane from x{DEFAULT_ENSEMBLE_FROM_SCALE}, else 1)",
+        help="self-ensemble: run the FA-GAN network on N flipped/rotated copies of each slice (1, 2, 4, 8; through-plane "
+        f"1, 2, 4 flipped copies) and average; N times the network's time (default {ENSEMBLE_SIZES[-1]} in-plane from "
+        f"x{DEFAULT_ENSEMBLE_FROM_SCALE}, {DEFAULT_THROUGH_PLANE_ENSEMBLE} through-plane, else 1)",
     )
     _option(
         parser, "dicom_gaps", choices=GAP_POLICIES,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,7 +32,7 @@ from fagan_engine.through_plane.held_out import HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import RunOptions
+from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, RunOptions
 from fagan_engine.util.progress import FitCancelled, call_progress
 
 __all__ = [
@@ -48,6 +48,10 @@ __all__ = [
 DEFAULT_ITERATIONS = FitConfig().iterations
 """Default per-scan fit length (measured: docs/thick-slices.md, "What was measured")."""
 FUSIONS = ("average", "fourier")
+ENSEMBLE_FLIPS: Dict[int, Tuple[Tuple[int, ...], ...]] = {1: ((),), 2: ((), (2, 3)), 4: ((), (3,), (2,), (2, 3))}
+"""Self-ensemble members per size: the axes of a (batch, 1, slices, columns) tensor flipped before the network and back
+after it (none; the half-turn; every flip of the slice and column axes). Both axes keep the geometry: the slice profile
+and the B-spline base are symmetric under reversal."""
 
 Progress = Callable[..., None]
 
@@ -71,6 +75,7 @@ def super_resolve_through_plane(
     nan_policy: str = "error",
     output_dtype: str = "float32",
     on_fit: Optional[Callable[[FitOutcome], None]] = None,
+    ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
 ) -> sitk.Image:
     """Make a thick-slice volume isotropic along its coarsest axis; returns a SimpleITK image (``output_dtype``).
 
@@ -80,7 +85,8 @@ def super_resolve_through_plane(
     ``project``: the result is projected onto the volumes whose slice-profile acquisition is exactly the input
     (data consistency). ``pretrained=False`` fits from random weights (evaluation only); ``weights`` selects another
     through-plane checkpoint. ``on_fit(outcome)`` receives what the fit did (``fit.FitOutcome``: steps, the step kept,
-    held-out errors; ``held_out.split_held_out``); it is not called when ``iterations`` is 0. From a ``RunOptions``:
+    held-out errors; ``held_out.split_held_out``); it is not called when ``iterations`` is 0. ``ensemble`` (1, 2 or 4):
+    the network on that many flipped copies of every slice, averaged (``ENSEMBLE_FLIPS``). From a ``RunOptions``:
     ``through_plane_from_options``.
     """
     image = validate_image(image, nan_policy)
@@ -89,6 +95,8 @@ def super_resolve_through_plane(
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     if iterations is not None and iterations < 0:
         raise InputError(f"iterations must be >= 0, got {iterations}")
+    if ensemble not in ENSEMBLE_FLIPS:
+        raise InputError(f"the through-plane self-ensemble must be 1, 2 or 4 flipped copies, got {ensemble!r}")
     torch_device = resolve_device(device)
     import torch  # lazy: keeps torch out of this module's import
 
@@ -107,7 +115,7 @@ def super_resolve_through_plane(
         if on_fit is not None:
             on_fit(outcome)
     model.eval()
-    result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop)
+    result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop, ensemble)
     if project:
         result = project_onto_slices(result, volume01, plan)
     out = sitk.GetImageFromArray(cast_array(normalizer.inverse(result), output_dtype))
@@ -148,12 +156,12 @@ def through_plane_from_options(
     on_fit: Optional[Callable[[FitOutcome], None]] = None,
 ) -> sitk.Image:
     """``super_resolve_through_plane`` with a validated ``RunOptions``'s ``target_spacing``, ``slice_thickness``,
-    ``fit_iterations``, ``device``, ``nan_policy``, ``output_dtype`` and ``project`` (``project`` overrides the
-    last: ``pipeline.report`` projects itself, after measuring what the projection removes)."""
+    ``fit_iterations``, ``device``, ``nan_policy``, ``output_dtype``, ``ensemble_members`` and ``project``
+    (``project`` overrides the last: ``pipeline.report`` projects itself, after measuring what the projection removes)."""
     return super_resolve_through_plane(
         image, options.target_spacing, options.slice_thickness, options.fit_iterations, options.device, progress,
         stop=stop, nan_policy=options.nan_policy, output_dtype=options.output_dtype,
-        project=options.project if project is None else project, on_fit=on_fit,
+        project=options.project if project is None else project, on_fit=on_fit, ensemble=options.ensemble_members,
     )
 
 
@@ -165,10 +173,12 @@ def apply_through_plane(
     fusion: str = "average",
     progress: Optional[Progress] = None,
     stop: Optional[Callable[[], bool]] = None,
+    ensemble: int = 1,
 ) -> np.ndarray:
     """Run ``model`` on both orientations' slices of a normalised (z, y, x) array and fuse; (…) float32.
 
-    The result has ``plan.n_out`` samples along the through-plane numpy axis ``2 − plan.axis``.
+    The result has ``plan.n_out`` samples along the through-plane numpy axis ``2 − plan.axis``. ``ensemble``: the
+    network's outputs on ``ENSEMBLE_FLIPS[ensemble]`` flipped copies of every slice, flipped back and averaged.
     """
     import torch  # lazy: keeps torch out of this module's import
 
@@ -189,14 +199,22 @@ def apply_through_plane(
                 raise FitCancelled("through-plane inference cancelled")
             batch = torch.from_numpy(np.ascontiguousarray(stack[start : start + step], dtype=np.float32)[:, None]).to(device)
             with torch.inference_mode():
-                out = model(batch, torch.matmul(matrix, batch))
-            result[start : start + step] = out[:, 0].float().cpu().numpy()
+                out = sum(_flipped(model(seen, torch.matmul(matrix, seen)), dims) for dims, seen in _copies(batch, ensemble))
+            result[start : start + step] = (out[:, 0] / len(ENSEMBLE_FLIPS[ensemble])).float().cpu().numpy()
             done += min(step, count - start)
             call_progress(progress, done, total, "inference")
         # back to (n_out, A, B)
         outputs.append(np.moveaxis(result, 0, 1 + orientation) if orientation == 1 else np.moveaxis(result, 1, 0))
     fused = fuse(outputs[0], outputs[1], fusion)
     return np.ascontiguousarray(np.moveaxis(fused, 0, through))
+
+
+def _flipped(tensor: Any, dims: Tuple[int, ...]) -> Any:
+    return tensor.flip(dims) if dims else tensor
+
+
+def _copies(batch: Any, ensemble: int) -> List[Tuple[Tuple[int, ...], Any]]:
+    return [(dims, _flipped(batch, dims)) for dims in ENSEMBLE_FLIPS[ensemble]]
 
 
 def fuse(first: np.ndarray, second: np.ndarray, fusion: str = "average") -> np.ndarray:

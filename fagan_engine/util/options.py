@@ -41,6 +41,10 @@ CLI_FLAGS = {
 ENSEMBLE_SIZES = (1, 2, 4, 8)
 DEFAULT_ENSEMBLE_FROM_SCALE = 4
 """In-plane FA-GAN at this scale and above self-ensembles over all 8 flips/rotations by default (``ensemble_members``)."""
+THROUGH_PLANE_ENSEMBLE_SIZES = (1, 2, 4)
+"""Through-plane self-ensembles flip the slices only: their slice axis cannot be turned into their column axis."""
+DEFAULT_THROUGH_PLANE_ENSEMBLE = 2
+"""Through-plane FA-GAN self-ensembles over each slice and its half-turn by default (``ensemble_members``)."""
 
 
 @dataclass
@@ -70,8 +74,8 @@ class RunOptions:
     uncertainty: bool = False
     dicom_gaps: str = "error"
     ensemble: Optional[int] = None
-    """Self-ensemble: the network on 1, 2, 4 or 8 flipped/rotated copies of each slice, averaged; None: 8 for FA-GAN
-    in-plane at ×4 and ×8, else 1 (``ensemble_members``)."""
+    """Self-ensemble: the network on 1, 2, 4 or 8 flipped/rotated copies of each slice (through-plane: 1, 2 or 4
+    flipped copies), averaged; None: 8 for FA-GAN in-plane at ×4 and ×8, 2 through-plane, else 1 (``ensemble_members``)."""
 
     def validate(self) -> "RunOptions":
         """Raise InputError (one line) on an impossible combination; return self."""
@@ -106,8 +110,10 @@ class RunOptions:
             raise InputError("per-scan adaptation (--adapt) is for in-plane FA-GAN; through-plane fits every scan anyway (--iterations)")
         if self.ensemble is not None:
             _choice("ensemble", self.ensemble, ENSEMBLE_SIZES)
-            if self.ensemble > 1 and (self.method != "fagan" or self.mode != "in-plane"):
-                raise InputError("the self-ensemble (--ensemble) is for in-plane FA-GAN only")
+            if self.ensemble > 1 and self.method != "fagan":
+                raise InputError(f"the self-ensemble (--ensemble) is for FA-GAN only, not {self.method}")
+            if self.mode == "through-plane" and self.ensemble not in THROUGH_PLANE_ENSEMBLE_SIZES:
+                raise InputError("through-plane self-ensembles flip the slices only: --ensemble 1, 2 or 4")
         if self.mode == "through-plane" and self.uncertainty:
             raise InputError("the uncertainty map is made for in-plane results only; drop --uncertainty-map with --through-plane")
         return self
@@ -122,11 +128,15 @@ class RunOptions:
     @property
     def ensemble_members(self) -> int:
         """How many flipped/rotated copies of each slice the network sees: the explicit value, or 8 for FA-GAN in-plane
-        from ×4 (measured on the real development set: +0.06 dB at ×4, +0.09 at ×8 k-space), else 1."""
+        from ×4 (measured on the real development set: +0.06 dB at ×4, +0.09 at ×8 k-space), 2 through-plane
+        (``DEFAULT_THROUGH_PLANE_ENSEMBLE``; docs/thick-slices.md, round 5), else 1."""
         if self.ensemble is not None:
             return self.ensemble
-        in_plane_fagan = self.method == "fagan" and self.mode == "in-plane"
-        return 8 if in_plane_fagan and self.scale >= DEFAULT_ENSEMBLE_FROM_SCALE else 1
+        if self.method != "fagan":
+            return 1
+        if self.mode == "through-plane":
+            return DEFAULT_THROUGH_PLANE_ENSEMBLE
+        return 8 if self.scale >= DEFAULT_ENSEMBLE_FROM_SCALE else 1
 
     @property
     def project(self) -> bool:
