@@ -70,6 +70,14 @@ def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
         ([first, second], ["--reference", "0"]),
         ([first, second], ["--reference", "3"]),
         ([first, second], ["--reference", "coronal"]),
+        # options of one volume that --stacks does not use: refused, not silently dropped
+        ([first, second], ["--method", "lanczos"]),
+        ([first, second], ["--adapt", "5"]),
+        ([first, second], ["--dtype", "int16"]),
+        ([first, second], ["--no-enforce-consistency"]),
+        ([first, second], ["--checkpoint", first]),
+        ([first, second], ["--ensemble", "2"]),  # the prior's self-ensemble: without the prior (--iterations) it has none
+        ([first, second], ["--iterations", "0", "--ensemble", "8"]),  # through-plane flips only
     ]
 
 
@@ -81,6 +89,18 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(tmp_path: Path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), (paths, flags, err)
         assert list(output.parent.iterdir()) == [], (paths, flags)
+
+
+def test_the_prior_runs_the_self_ensemble_asked_for_and_the_report_says_so(tmp_path: Path) -> None:
+    inputs = _write_stacks(tmp_path)
+    results = {}
+    for ensemble in ("1", "2"):
+        output, report = tmp_path / f"iso{ensemble}.nrrd", tmp_path / f"iso{ensemble}.json"
+        flags = ["--iterations", "0", "--ensemble", ensemble, "--device", "cpu", "--report", str(report), "--progress", "none"]
+        assert main(["--stacks", *inputs, str(output), *flags]) == 0
+        assert json.loads(report.read_text())["network_ensemble"] == int(ensemble)
+        results[ensemble] = sitk.GetArrayFromImage(sitk.ReadImage(str(output)))
+    assert not np.allclose(results["1"], results["2"], atol=1e-6)  # the bundled network is not flip-equivariant
 
 
 def test_an_output_that_is_any_input_is_refused_even_with_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

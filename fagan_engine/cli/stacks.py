@@ -2,7 +2,9 @@
 
 ``--reference N`` picks the stack (1 = the first given) whose orientation the output takes (default 1).
 ``--target-spacing`` and ``--slice-thickness`` apply to every stack; ``--iterations N`` adds the FA-GAN
-prior (each stack's through-plane network fitted for N steps; 0: the pretrained one); ``--report R.json``
+prior (each stack's through-plane network fitted for N steps; 0: the pretrained one; ``--ensemble 1|2|4`` its
+self-ensemble); ``--device``, ``--nan-policy`` and ``--dicom-gaps`` apply as for one volume; any other option of
+one volume is refused in one line (``STACKS_FIELDS``); ``--report R.json``
 writes the registration and reconstruction report; ``--consistency-map`` (no PATH) writes each stack's
 consistency map beside OUTPUT (``<stem>_consistency_stack<k><ext>``, on that stack's grid). Every check
 (inputs, outputs, overlap, registration) runs before anything is written; writes are atomic.
@@ -17,12 +19,14 @@ from typing import Any, Dict
 
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import MAP_FLAGS
+from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS, THROUGH_PLANE_ENSEMBLE_SIZES, RunOptions
 from fagan_engine.util.protocol import emit
 
 USAGE = "fagan-sr --stacks A B [C] OUTPUT"
 MAP_KIND = "consistency_stack"
 """``--consistency-map``'s kind per stack: ``consistency_stack<k>``, k = 1 for the first stack given."""
+STACKS_FIELDS = ("target_spacing", "slice_thickness", "fit_iterations", "device", "nan_policy", "dicom_gaps", "ensemble")
+"""The ``RunOptions`` fields ``--stacks`` uses; a flag of any other that is given a value other than its default is refused."""
 
 
 def add_arguments(group: Any) -> None:
@@ -45,17 +49,17 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     reference = (args.reference or 1) - 1
     maps = consistency_map_paths(output, len(inputs)) if args.consistency_map else {}
     check_run_paths(inputs, output, maps, args.report, args.force)  # nothing reaches any input; the report is writable
-    images = [volume_io.read_volume(path, args.nan_policy) for path in inputs]
+    images = [volume_io.read_volume(path, args.nan_policy, dicom_gaps=args.dicom_gaps) for path in inputs]
     if args.progress == "json":
         options = {
             "mode": "stacks", "reference": reference + 1, "target_spacing": args.target_spacing,
-            "slice_thickness": args.slice_thickness,
+            "slice_thickness": args.slice_thickness, "fit_iterations": args.fit_iterations, "ensemble": args.ensemble,
         }
         emit("start", input=inputs[reference], inputs=inputs, output=output, options=options)  # sr's start event, plus every input
     try:
         image, report = reconstruct_stacks(
             images, args.target_spacing, reference, args.slice_thickness, network_iterations=args.fit_iterations,
-            device=args.device, progress=progress,
+            device=args.device, progress=progress, **({} if args.ensemble is None else {"network_ensemble": args.ensemble}),
         )
     finally:
         progress.close()
@@ -92,9 +96,17 @@ def _check_arguments(args: argparse.Namespace) -> None:
         ("--output-format", args.output_format),
     ]
     others += [(flag, getattr(args, f"{kind}_map", None)) for kind, flag in MAP_FLAGS.items() if kind != "consistency"]
+    defaults = RunOptions()
+    others += [(flag, getattr(args, name)) for name, flag in CLI_FLAGS.items() if name not in STACKS_FIELDS + ("scale",)
+               and getattr(args, name) != getattr(defaults, name)]
     for flag, value in others:
         if value is not None:
             raise InputError(f"--stacks cannot be combined with {flag}")
+    if args.ensemble is not None:
+        if args.fit_iterations is None:
+            raise InputError("--ensemble with --stacks is the FA-GAN prior's self-ensemble: add --iterations N to use the prior")
+        if args.ensemble not in THROUGH_PLANE_ENSEMBLE_SIZES:
+            raise InputError("the FA-GAN prior's through-plane networks self-ensemble over flips only: --ensemble 1, 2 or 4")
     if args.consistency_map not in (None, True):
         raise InputError(
             f"--consistency-map with --stacks writes one map per stack beside OUTPUT (<stem>_{MAP_KIND}<k><ext>): give it no PATH"

@@ -41,6 +41,7 @@ from fagan_engine.through_plane.stack_registration import (
 )
 from fagan_engine.through_plane.stack_solver import StackOperator, build_operator, residuals, solve
 from fagan_engine.util.errors import InputError
+from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE
 from fagan_engine.util.progress import call_progress
 
 MIN_NMI = 0.08
@@ -73,6 +74,8 @@ class StackReport:
     smoothness: float = 0.0
     network_iterations: Optional[int] = None
     """Fit steps of the FA-GAN prior's per-stack networks (None: no network prior)."""
+    network_ensemble: Optional[int] = None
+    """Flipped copies of every slice those networks ran on (None: no network prior)."""
     stacks: List[Dict[str, Any]] = field(default_factory=list)
     transforms: List[sitk.Euler3DTransform] = field(default_factory=list)
     """Stack frame → reference frame, per stack (identity for the reference)."""
@@ -84,7 +87,7 @@ class StackReport:
 
     def to_dict(self) -> Dict[str, Any]:
         fields = {"reference": self.reference, "spacing": self.spacing, "smoothness": self.smoothness, "stacks": self.stacks}
-        fields["network_iterations"] = self.network_iterations
+        fields["network_iterations"], fields["network_ensemble"] = self.network_iterations, self.network_ensemble
         return dict(fields, seconds=round(self.seconds, 3))
 
     def describe(self) -> List[str]:
@@ -110,6 +113,7 @@ def reconstruct_stacks(
     device: str = "auto",
     progress: Optional[Progress] = None,
     seed: int = 0,
+    network_ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
 ) -> Tuple[sitk.Image, StackReport]:
     """One isotropic float32 volume from 2+ stacks of the same subject, and the report of how.
 
@@ -120,7 +124,8 @@ def reconstruct_stacks(
     isotropic by ``super_resolve_through_plane`` with that many fit steps on its own in-plane detail (0:
     the pretrained network), the results averaged on the output grid and the volume solved again with
     ``μ‖x − u‖²`` beside the data terms; those networks run on ``device`` (the least squares on the
-    CPU). ``progress(done, total, phase="register"|"reconstruct"|"fit"|"inference")``.
+    CPU), each on ``network_ensemble`` flipped copies of every slice (``super_resolve_through_plane``'s ``ensemble``).
+    ``progress(done, total, phase="register"|"reconstruct"|"fit"|"inference")``.
     """
     started = time.perf_counter()
     stacks, slices, spacing = _check_inputs(stacks, target_spacing, reference, slice_thickness)
@@ -144,24 +149,25 @@ def reconstruct_stacks(
         grid, operators, volume = _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress)
         moving = grid.apply(sitk.GetImageFromArray(volume[0, 0].numpy()))
     if network_iterations is not None:
-        prior = network_prior(stacks, transforms, grid, gains, network_iterations, device, progress, seed)
+        prior = network_prior(stacks, transforms, grid, gains, network_iterations, device, progress, seed, network_ensemble)
         smoothness *= 0.5
         volume = solve(volume, operators, smoothness, iterations, _phase(progress, "reconstruct"), prior=prior, prior_weight=PRIOR_WEIGHT)
     report = _report(stacks, slices, transforms, matches, operators, volume, reference, spacing)
     report.smoothness, report.network_iterations, report.seconds = smoothness, network_iterations, time.perf_counter() - started
+    report.network_ensemble = None if network_iterations is None else network_ensemble
     out = grid.apply(sitk.GetImageFromArray((volume[0, 0].numpy() * scale).astype(np.float32)))
     return out, report
 
 
 def network_prior(
     stacks: Images, transforms: Transforms, grid: SRGeometry, gains: Sequence[float], iterations: int, device: str,
-    progress: Optional[Progress], seed: int,
+    progress: Optional[Progress], seed: int, ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
 ) -> "torch.Tensor":
     """The mean of the stacks' through-plane SR results on ``grid`` (each fitted on its own stack), (1, 1, D, H, W)."""
     import torch  # lazy: keeps torch out of this module's import
 
     isotropic = [
-        gain * super_resolve_through_plane(stack, iterations=iterations, device=device, progress=progress, seed=seed)
+        gain * super_resolve_through_plane(stack, iterations=iterations, device=device, progress=progress, seed=seed, ensemble=ensemble)
         for stack, gain in zip(stacks, gains)
     ]
     unit = [1.0] * len(stacks)
