@@ -120,3 +120,35 @@ def test_sigterm_during_the_fit_leaves_nothing(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "error: terminated", err
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--scale", "4"], ["--checkpoint", "x.safetensors"], ["--acquisition", "bicubic"], ["--plane", "axial"],
+     ["--backend", "onnx"], ["--tile-size", "64"], ["--untrained"], ["--ensemble", "8"]],
+)
+def test_in_plane_options_are_refused_not_dropped(flags: List[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "thick.nrrd"
+    sitk.WriteImage(thick_volume(), str(source))
+    assert main([str(source), str(tmp_path / "iso.nrrd"), "--through-plane", *flags, "--progress", "none"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flags[0] in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thick.nrrd"]
+
+
+def test_batch_size_caps_the_slices_per_network_call() -> None:
+    from fagan_engine.through_plane.fit import load_weights
+    from fagan_engine.through_plane.plan import plan_through_plane
+    from fagan_engine.through_plane.run import apply_through_plane
+
+    image = thick_volume()
+    volume = sitk.GetArrayFromImage(image) / 100
+    model, _ = load_weights()
+    sizes: List[int] = []
+    model.register_forward_hook(lambda module, inputs, output: sizes.append(inputs[0].shape[0]))
+    plan = plan_through_plane(image)
+    default = apply_through_plane(model, volume, plan)
+    assert max(sizes) > 3
+    sizes.clear()
+    capped = apply_through_plane(model, volume, plan, batch_size=3)
+    assert max(sizes) == 3 and np.allclose(capped, default, atol=1e-5)

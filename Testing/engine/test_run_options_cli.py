@@ -15,7 +15,7 @@ EXAMPLES = [
     RunOptions(scale=8, checkpoint="/weights/x8.safetensors", untrained=True, adapt_iterations=5,
                enforce_consistency=True, uncertainty=True),
     RunOptions(mode="through-plane", target_spacing=1.0, slice_thickness=4.5, fit_iterations=50),
-    RunOptions(mode="through-plane", scale=4, fit_iterations=0, enforce_consistency=True, device="cuda"),
+    RunOptions(mode="through-plane", ensemble=4, batch_size=2, fit_iterations=0, enforce_consistency=True, device="cuda"),
 ]
 
 
@@ -28,6 +28,18 @@ def test_cli_arguments_round_trip_through_the_fagan_sr_parser(options: RunOption
 def test_uncertainty_map_path_and_short_defaults() -> None:
     assert RunOptions(uncertainty=True).cli_arguments("u.nrrd") == ["--scale", "2", "--uncertainty-map", "u.nrrd"]
     assert RunOptions(mode="through-plane").cli_arguments() == ["--through-plane"]
+
+
+def test_through_plane_refuses_the_in_plane_fields_it_cannot_use() -> None:
+    from fagan_engine.util.errors import InputError
+    from fagan_engine.util.options import THROUGH_PLANE_UNUSED
+
+    for field, value in (("scale", 4), ("checkpoint", "c.safetensors"), ("acquisition", "bicubic"), ("plane", "axial"),
+                         ("backend", "onnx"), ("tile_size", 64), ("untrained", True)):
+        assert field in THROUGH_PLANE_UNUSED
+        with pytest.raises(InputError, match="does not use"):
+            RunOptions(mode="through-plane", **{field: value}).validate()
+    RunOptions(mode="through-plane", backend="torch", batch_size=2, ensemble=4).validate()  # these it uses
 
 
 def test_every_field_has_a_flag() -> None:

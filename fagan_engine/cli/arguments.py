@@ -131,6 +131,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     through_plane = args.through_plane
     if args.scale is None and not through_plane and args.manifest is None:
         raise InputError("the following arguments are required: --scale")
+    if args.scale is not None and through_plane:
+        raise InputError("--through-plane takes its ratio from the slice spacing: give --target-spacing MM, not --scale")
     fields: Dict[str, Any] = {name: getattr(args, name) for name in CLI_FLAGS}
     fields["scale"] = args.scale if args.scale is not None else DEFAULTS.scale
     fields["mode"] = "through-plane" if through_plane else "in-plane"

@@ -76,6 +76,7 @@ def super_resolve_through_plane(
     output_dtype: str = "float32",
     on_fit: Optional[Callable[[FitOutcome], None]] = None,
     ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
+    batch_size: Optional[int] = None,
 ) -> sitk.Image:
     """Make a thick-slice volume isotropic along its coarsest axis; returns a SimpleITK image (``output_dtype``).
 
@@ -86,7 +87,8 @@ def super_resolve_through_plane(
     (data consistency). ``pretrained=False`` fits from random weights (evaluation only); ``weights`` selects another
     through-plane checkpoint. ``on_fit(outcome)`` receives what the fit did (``fit.FitOutcome``: steps, the step kept,
     held-out errors; ``held_out.split_held_out``); it is not called when ``iterations`` is 0. ``ensemble`` (1, 2 or 4):
-    the network on that many flipped copies of every slice, averaged (``ENSEMBLE_FLIPS``). From a ``RunOptions``:
+    the network on that many flipped copies of every slice, averaged (``ENSEMBLE_FLIPS``). ``batch_size``: most slices per
+    network call (None: as many as ``MAX_OUTPUT_PIXELS`` allows). From a ``RunOptions``:
     ``through_plane_from_options``.
     """
     image = validate_image(image, nan_policy)
@@ -115,7 +117,7 @@ def super_resolve_through_plane(
         if on_fit is not None:
             on_fit(outcome)
     model.eval()
-    result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop, ensemble)
+    result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop, ensemble, batch_size)
     if project:
         result = project_onto_slices(result, volume01, plan)
     out = sitk.GetImageFromArray(cast_array(normalizer.inverse(result), output_dtype))
@@ -156,12 +158,13 @@ def through_plane_from_options(
     on_fit: Optional[Callable[[FitOutcome], None]] = None,
 ) -> sitk.Image:
     """``super_resolve_through_plane`` with a validated ``RunOptions``'s ``target_spacing``, ``slice_thickness``,
-    ``fit_iterations``, ``device``, ``nan_policy``, ``output_dtype``, ``ensemble_members`` and ``project``
+    ``fit_iterations``, ``device``, ``nan_policy``, ``output_dtype``, ``ensemble_members``, ``batch_size`` and ``project``
     (``project`` overrides the last: ``pipeline.report`` projects itself, after measuring what the projection removes)."""
     return super_resolve_through_plane(
         image, options.target_spacing, options.slice_thickness, options.fit_iterations, options.device, progress,
         stop=stop, nan_policy=options.nan_policy, output_dtype=options.output_dtype,
         project=options.project if project is None else project, on_fit=on_fit, ensemble=options.ensemble_members,
+        batch_size=options.batch_size,
     )
 
 
@@ -174,11 +177,13 @@ def apply_through_plane(
     progress: Optional[Progress] = None,
     stop: Optional[Callable[[], bool]] = None,
     ensemble: int = 1,
+    batch_size: Optional[int] = None,
 ) -> np.ndarray:
     """Run ``model`` on both orientations' slices of a normalised (z, y, x) array and fuse; (…) float32.
 
     The result has ``plan.n_out`` samples along the through-plane numpy axis ``2 − plan.axis``. ``ensemble``: the
     network's outputs on ``ENSEMBLE_FLIPS[ensemble]`` flipped copies of every slice, flipped back and averaged.
+    ``batch_size``: most slices per network call (never more than ``MAX_OUTPUT_PIXELS`` output pixels).
     """
     import torch  # lazy: keeps torch out of this module's import
 
@@ -193,7 +198,7 @@ def apply_through_plane(
         stack = np.moveaxis(moved, 1 + orientation, 0)  # (count, n_in, cols)
         count, _, cols = stack.shape
         result = np.empty((count, plan.n_out, cols), dtype=np.float32)
-        step = max(1, MAX_OUTPUT_PIXELS // (plan.n_out * cols))
+        step = max(1, min(MAX_OUTPUT_PIXELS // (plan.n_out * cols), batch_size or count))
         for start in range(0, count, step):
             if stop is not None and stop():
                 raise FitCancelled("through-plane inference cancelled")

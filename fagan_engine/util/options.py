@@ -47,6 +47,18 @@ DEFAULT_THROUGH_PLANE_ENSEMBLE = 2
 """Through-plane FA-GAN self-ensembles over each slice and its half-turn by default (``ensemble_members``)."""
 
 
+THROUGH_PLANE_UNUSED: Dict[str, Any] = {
+    "scale": lambda value: value != 2,  # the dataclass default: the ratio comes from the slice spacing
+    "checkpoint": lambda value: value is not None,
+    "acquisition": lambda value: value != "kspace",
+    "plane": lambda value: value != "auto",
+    "backend": lambda value: value == "onnx",
+    "tile_size": lambda value: value is not None,
+    "untrained": bool,
+}
+"""In-plane fields that through-plane runs cannot use, each with the test of a value that asks for them (refused)."""
+
+
 @dataclass
 class RunOptions:
     """Everything that decides how one volume is processed (not where it is read from or written to)."""
@@ -106,6 +118,13 @@ class RunOptions:
             raise InputError(f"through-plane super-resolution runs the FA-GAN fit only (method fagan), not {self.method}")
         if self.method != "fagan" and self.adapt_iterations:
             raise InputError("per-scan adaptation (--adapt) needs --method fagan")
+        if self.mode == "through-plane":
+            unused = [CLI_FLAGS[name] for name, given in THROUGH_PLANE_UNUSED.items() if given(getattr(self, name))]
+            if unused:
+                raise InputError(
+                    f"through-plane super-resolution does not use {', '.join(unused)}: it fits its own bundled network to "
+                    "the scan's slices with PyTorch"
+                )
         if self.mode == "through-plane" and self.adapt_iterations:
             raise InputError("per-scan adaptation (--adapt) is for in-plane FA-GAN; through-plane fits every scan anyway (--iterations)")
         if self.ensemble is not None:
