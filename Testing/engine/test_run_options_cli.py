@@ -40,6 +40,9 @@ def test_through_plane_refuses_the_in_plane_fields_it_cannot_use() -> None:
         with pytest.raises(InputError, match="does not use"):
             RunOptions(mode="through-plane", **{field: value}).validate()
     RunOptions(mode="through-plane", backend="torch", batch_size=2, ensemble=4).validate()  # these it uses
+    for field in ("target_spacing", "slice_thickness", "fit_iterations"):  # and in-plane runs refuse the through-plane ones
+        with pytest.raises(InputError, match="add --through-plane"):
+            RunOptions(**{field: 2}).validate()
 
 
 def test_every_field_has_a_flag() -> None:

@@ -57,6 +57,8 @@ THROUGH_PLANE_UNUSED: Dict[str, Any] = {
     "untrained": bool,
 }
 """In-plane fields that through-plane runs cannot use, each with the test of a value that asks for them (refused)."""
+IN_PLANE_UNUSED = ("target_spacing", "slice_thickness", "fit_iterations")
+"""Through-plane fields that in-plane runs cannot use: refused when set."""
 
 
 @dataclass
@@ -118,6 +120,10 @@ class RunOptions:
             raise InputError(f"through-plane super-resolution runs the FA-GAN fit only (method fagan), not {self.method}")
         if self.method != "fagan" and self.adapt_iterations:
             raise InputError("per-scan adaptation (--adapt) needs --method fagan")
+        if self.mode == "in-plane":
+            unused = [CLI_FLAGS[name] for name in IN_PLANE_UNUSED if getattr(self, name) is not None]
+            if unused:
+                raise InputError(f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} for thick slices: add --through-plane")
         if self.mode == "through-plane":
             unused = [CLI_FLAGS[name] for name, given in THROUGH_PLANE_UNUSED.items() if given(getattr(self, name))]
             if unused:
