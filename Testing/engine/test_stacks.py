@@ -134,6 +134,7 @@ def test_refusals_are_one_line() -> None:
         ([first, second], {"target_spacing": 2.0}, "coarser than the stacks' finest in-plane spacing"),
         ([first, second], {"slice_thickness": [4.0]}, "one per stack"),
         ([first, second], {"reference": 2}, "reference must be a stack index from 0 to 1"),
+        ([first, second], {"network_iterations": 0, "network_ensemble": 8}, "1, 2 or 4 flipped copies"),
     ]
     for stacks, kwargs, message in cases:
         with pytest.raises(InputError, match=message) as error:
