@@ -289,6 +289,31 @@ def test_pretraining_creates_its_output_folder_and_refuses_an_unwritable_one_bef
         atomic_write_bytes(tmp_path / "missing" / "x.bin", b"x")
 
 
+def test_pretraining_continues_from_a_checkpoint_of_the_same_architecture_only(tmp_path, capsys) -> None:
+    import torch
+
+    from fagan_engine.cli.pretrain import main
+
+    model = "model: {n_feats: 16, n_blocks: 3, upsampler: axis}\n"
+    tiny = "pool_size: 2\nfit: {iterations: 2, batch_size: 2, lr_rows: 4, patch_cols: 16, lr: 1.0e-3}\n"
+    output = tmp_path / "continued.safetensors"
+    recipe = _write(tmp_path / "c.yaml", model + tiny + f"init: {bundled_weights()}\noutput: {output}\n")
+    assert main([str(recipe)]) == 0
+    start, _ = load_weights()
+    continued, metadata = load_weights(output)
+    assert metadata["training"]["config"]["init"] == str(bundled_weights())
+    moved = [float((a - b).abs().max()) for a, b in zip(start.state_dict().values(), continued.state_dict().values())]
+    assert 0 < max(moved) < 0.05  # two small steps from the start, not a fresh random network
+    with torch.no_grad():
+        assert all(torch.isfinite(t).all() for t in continued.state_dict().values())
+    capsys.readouterr()
+    other = _write(tmp_path / "o.yaml", "model: {n_feats: 8}\n" + tiny + f"init: {bundled_weights()}\noutput: {tmp_path / 'o.safetensors'}\n")
+    assert main([str(other)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "different through-plane architecture" in lines[0]
+    assert not (tmp_path / "o.safetensors").exists()
+
+
 def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path, capsys) -> None:
     from fagan_engine.cli.pretrain import main as pretrain
     from fagan_engine.training.through_plane_eval import main as evaluate

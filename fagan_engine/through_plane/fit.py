@@ -379,6 +379,8 @@ class PretrainConfig:
     validation_slab: Tuple[int, int] = (63, 101)
     """Template slices (along the plane's axis) never drawn: the bundled in-plane models' held-out slab."""
     output: str = "fagan_engine/checkpoints/fagan_through_plane.safetensors"
+    init: Optional[str] = None
+    """A through-plane checkpoint to continue from (its architecture must be ``model``'s); None: random weights."""
 
 
 class SyntheticSampler:
@@ -446,6 +448,14 @@ def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.nda
     return [resample_slice(image, float(np.exp(rng.uniform(low, high)))) for image in pool]
 
 
+def continued_model(init: Path, model_cfg: Any) -> Any:
+    """The checkpoint ``init``'s model in training mode, refused in one line unless its architecture is ``model_cfg``."""
+    model, metadata = load_weights(init)
+    if metadata["model"] != model_cfg.to_dict():
+        raise ConfigError(f"init {init} is a different through-plane architecture than the recipe's model: {metadata['model']}")
+    return model.train()
+
+
 def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) -> Path:
     """Train the bundled through-plane weights from ``config_path``; returns the written path."""
     import torch  # lazy: keeps torch out of this module's import
@@ -457,10 +467,12 @@ def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) 
     fit_cfg = FitConfig(**cfg.fit)
     torch.manual_seed(fit_cfg.seed)
     rng = np.random.default_rng(fit_cfg.seed)
+    model_cfg = ThroughPlaneModelConfig(**cfg.model)
+    start = continued_model(Path(cfg.init), model_cfg) if cfg.init is not None else None  # refused before the pool
     started = time.time()
     pool = synthetic_pool(cfg, rng)
     pool_seconds = time.time() - started
-    model = build_model(ThroughPlaneModelConfig(**cfg.model))
+    model = start if start is not None else build_model(model_cfg)
     log: List[Dict[str, float]] = []
     fit(model, SyntheticSampler(pool, cfg, fit_cfg, rng), fit_cfg, progress=progress, log=log)
     losses = [entry["loss"] for entry in log]
