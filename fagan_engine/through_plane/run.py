@@ -76,7 +76,7 @@ def super_resolve_through_plane(
     output_dtype: str = "float32",
     on_fit: Optional[Callable[[FitOutcome], None]] = None,
     ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
-    batch_size: Optional[int] = None,
+    batch_size: Optional[int] = RunOptions.batch_size,
 ) -> sitk.Image:
     """Make a thick-slice volume isotropic along its coarsest axis; returns a SimpleITK image (``output_dtype``).
 
@@ -88,7 +88,7 @@ def super_resolve_through_plane(
     through-plane checkpoint. ``on_fit(outcome)`` receives what the fit did (``fit.FitOutcome``: steps, the step kept,
     held-out errors; ``held_out.split_held_out``); it is not called when ``iterations`` is 0. ``ensemble`` (1, 2 or 4):
     the network on that many flipped copies of every slice, averaged (``ENSEMBLE_FLIPS``). ``batch_size``: most slices per
-    network call (None: as many as ``MAX_OUTPUT_PIXELS`` allows). From a ``RunOptions``:
+    network call (``RunOptions``'s default; None: as many as ``MAX_OUTPUT_PIXELS`` allows). From a ``RunOptions``:
     ``through_plane_from_options``.
     """
     image = validate_image(image, nan_policy)
