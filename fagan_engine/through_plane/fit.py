@@ -7,7 +7,7 @@ Gaussian-edged, sampled at the slice spacing, in in-plane pixels) gives a thick-
 target is the patch itself. Both in-plane directions are used (alternating batches), so the
 network sees the two orientations it is later applied to.
 
-Pretraining (``pretrain``, recipe in ``configs/through_plane_pretrain.yaml``) does the same on
+Pretraining (``pretrain``, recipes in ``configs/through_plane_pretrain*.yaml``) does the same on
 synthetic HR slices (``synthesis.SliceSynthesizer``: template, synthetic brain contrasts, random
 shapes) with random slice spacings, thicknesses (gaps) and edges, so the per-scan fit starts from
 weights that already know thick-slice blur and converges in few iterations.
@@ -352,7 +352,7 @@ def load_weights(path: Optional[Path] = None, device: str = "cpu") -> Tuple[Any,
 
 @dataclass
 class PretrainConfig:
-    """The recipe of the bundled weights (``configs/through_plane_pretrain.yaml``)."""
+    """A pretraining recipe (``configs/through_plane_pretrain*.yaml``; the bundled weights: ``..._continued.yaml``)."""
 
     model: Dict[str, Any] = field(default_factory=dict)
     fit: Dict[str, Any] = field(default_factory=dict)
