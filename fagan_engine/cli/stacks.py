@@ -19,7 +19,7 @@ from typing import Any, Dict
 
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS, THROUGH_PLANE_ENSEMBLE_SIZES, RunOptions
+from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS, RunOptions, check_through_plane_ensemble
 from fagan_engine.util.protocol import emit
 
 USAGE = "fagan-sr --stacks A B [C] OUTPUT"
@@ -105,8 +105,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.ensemble is not None:
         if args.fit_iterations is None:
             raise InputError("--ensemble with --stacks is the FA-GAN prior's self-ensemble: add --iterations N to use the prior")
-        if args.ensemble not in THROUGH_PLANE_ENSEMBLE_SIZES:
-            raise InputError("the FA-GAN prior's through-plane networks self-ensemble over flips only: --ensemble 1, 2 or 4")
+        check_through_plane_ensemble(args.ensemble)
     if args.consistency_map not in (None, True):
         raise InputError(
             f"--consistency-map with --stacks writes one map per stack beside OUTPUT (<stem>_{MAP_KIND}<k><ext>): give it no PATH"

@@ -32,7 +32,7 @@ from fagan_engine.through_plane.held_out import HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, RunOptions
+from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, RunOptions, check_through_plane_ensemble
 from fagan_engine.util.progress import FitCancelled, call_progress
 
 __all__ = [
@@ -97,8 +97,7 @@ def super_resolve_through_plane(
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     if iterations is not None and iterations < 0:
         raise InputError(f"iterations must be >= 0, got {iterations}")
-    if ensemble not in ENSEMBLE_FLIPS:
-        raise InputError(f"the through-plane self-ensemble must be 1, 2 or 4 flipped copies, got {ensemble!r}")
+    check_through_plane_ensemble(ensemble)
     torch_device = resolve_device(device)
     import torch  # lazy: keeps torch out of this module's import
 
@@ -204,8 +203,8 @@ def apply_through_plane(
                 raise FitCancelled("through-plane inference cancelled")
             batch = torch.from_numpy(np.ascontiguousarray(stack[start : start + step], dtype=np.float32)[:, None]).to(device)
             with torch.inference_mode():
-                out = sum(_flipped(model(seen, torch.matmul(matrix, seen)), dims) for dims, seen in _copies(batch, ensemble))
-            result[start : start + step] = (out[:, 0] / len(ENSEMBLE_FLIPS[ensemble])).float().cpu().numpy()
+                out = _flip_averaged(model, batch, matrix, ENSEMBLE_FLIPS[ensemble])
+            result[start : start + step] = out[:, 0].float().cpu().numpy()
             done += min(step, count - start)
             call_progress(progress, done, total, "inference")
         # back to (n_out, A, B)
@@ -214,12 +213,15 @@ def apply_through_plane(
     return np.ascontiguousarray(np.moveaxis(fused, 0, through))
 
 
-def _flipped(tensor: Any, dims: Tuple[int, ...]) -> Any:
-    return tensor.flip(dims) if dims else tensor
-
-
-def _copies(batch: Any, ensemble: int) -> List[Tuple[Tuple[int, ...], Any]]:
-    return [(dims, _flipped(batch, dims)) for dims in ENSEMBLE_FLIPS[ensemble]]
+def _flip_averaged(model: Any, batch: Any, matrix: Any, flips: Tuple[Tuple[int, ...], ...]) -> Any:
+    """The mean over ``flips`` of ``model`` on the flipped batch (with its B-spline base), each output flipped back."""
+    total = None
+    for dims in flips:
+        seen = batch.flip(dims) if dims else batch
+        out = model(seen, matrix @ seen)
+        out = out.flip(dims) if dims else out
+        total = out if total is None else total + out
+    return total / len(flips)
 
 
 def fuse(first: np.ndarray, second: np.ndarray, fusion: str = "average") -> np.ndarray:

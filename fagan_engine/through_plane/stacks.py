@@ -41,7 +41,7 @@ from fagan_engine.through_plane.stack_registration import (
 )
 from fagan_engine.through_plane.stack_solver import StackOperator, build_operator, residuals, solve
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, THROUGH_PLANE_ENSEMBLE_SIZES
+from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, check_through_plane_ensemble
 from fagan_engine.util.progress import call_progress
 
 MIN_NMI = 0.08
@@ -128,8 +128,7 @@ def reconstruct_stacks(
     ``progress(done, total, phase="register"|"reconstruct"|"fit"|"inference")``.
     """
     started = time.perf_counter()
-    if network_ensemble not in THROUGH_PLANE_ENSEMBLE_SIZES:  # before the registration, not after it
-        raise InputError(f"the FA-GAN prior's self-ensemble must be 1, 2 or 4 flipped copies, got {network_ensemble!r}")
+    check_through_plane_ensemble(network_ensemble)  # before the registration, not after it
     stacks, slices, spacing = _check_inputs(stacks, target_spacing, reference, slice_thickness)
     scale = float(np.percentile(sitk.GetArrayViewFromImage(stacks[reference]), ROBUST_PERCENTILE)) or 1.0
     stacks = [sitk.Cast(s, sitk.sitkFloat32) / scale for s in stacks]

@@ -137,8 +137,8 @@ class RunOptions:
             _choice("ensemble", self.ensemble, ENSEMBLE_SIZES)
             if self.ensemble > 1 and self.method != "fagan":
                 raise InputError(f"the self-ensemble (--ensemble) is for FA-GAN only, not {self.method}")
-            if self.mode == "through-plane" and self.ensemble not in THROUGH_PLANE_ENSEMBLE_SIZES:
-                raise InputError("through-plane self-ensembles flip the slices only: --ensemble 1, 2 or 4")
+            if self.mode == "through-plane":
+                check_through_plane_ensemble(self.ensemble)
         if self.mode == "through-plane" and self.uncertainty:
             raise InputError("the uncertainty map is made for in-plane results only; drop --uncertainty-map with --through-plane")
         return self
@@ -204,6 +204,12 @@ class RunOptions:
         if unknown:
             raise InputError(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
         return cls(**data).validate()
+
+
+def check_through_plane_ensemble(members: Any) -> None:
+    """Refuse (one line) a through-plane self-ensemble size other than ``THROUGH_PLANE_ENSEMBLE_SIZES``."""
+    if members not in THROUGH_PLANE_ENSEMBLE_SIZES:
+        raise InputError(f"through-plane self-ensembles take 1, 2 or 4 flipped copies of each slice (--ensemble), got {members!r}")
 
 
 def _choice(name: str, value: Any, choices: Any) -> None:
