@@ -21,7 +21,7 @@ from .jobs import EngineJob, workFolder
 from .logic import oneLine, resolvedDevice, runIdentity
 from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, mapKinds
-from .provenance import NOTICE, mergeWarnings
+from .provenance import NOTICE, identityFromReport, mergeWarnings
 from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
 from .volumes import isUsableInput, writeVolumeNode
 
@@ -73,6 +73,8 @@ class BatchCase:
         self.error = ""
         self.warnings: List[str] = []
         self.summary: Dict[str, Any] = {}
+        self.identity: Dict[str, str] = {}
+        """The checkpoint that made this case, from its ``case_end`` event (through-plane it depends on the case)."""
         self.outputVolumeNode: Any = None
         self.mapNodes: Dict[str, Any] = {}
 
@@ -162,6 +164,7 @@ class BatchJob(EngineJob):
             case.error = str(event.get("error") or "")
             case.warnings = mergeWarnings(case.warnings, [str(w) for w in event.get("warnings") or []])
             case.summary = event.get("summary") if isinstance(event.get("summary"), dict) else {}
+            case.identity = identityFromReport({"checkpoint": event.get("checkpoint")}) if isinstance(event.get("checkpoint"), dict) else {}
             if isinstance(event.get("overall"), (int, float)):
                 self.fraction = float(event["overall"])
             if case.status == "done":
@@ -214,7 +217,7 @@ class BatchJob(EngineJob):
         runInfo = {"device": self.device} if self.device else {}
         try:
             node, mapNodes, _ = addResultToScene(self.scene, case.node, None, case.outputPath, case.mapPaths, self.options,
-                                                 self.identity, case.warnings, case.summary, created, runInfo=runInfo,
+                                                 {**self.identity, **case.identity}, case.warnings, case.summary, created, runInfo=runInfo,
                                                  summaryTable=False)
             node.SetAttribute("FAGAN.Batch", "yes")
         except Exception as exc:

@@ -18,8 +18,11 @@ import torch
 from engine_helpers import save_untrained_checkpoint
 
 from fagan_engine.models.checkpoint import (
+    LOW_RATIO_LIMIT,
+    LOW_RATIO_THROUGH_PLANE_WEIGHTS,
     THROUGH_PLANE_WEIGHTS,
     CheckpointMetadata,
+    bundled_through_plane,
     load_generator,
     read_metadata,
     read_through_plane,
@@ -284,6 +287,15 @@ def test_file_digest_is_never_stored(tmp_path: Path) -> None:
     path.with_suffix(".json").write_text(json.dumps(sidecar), encoding="utf-8")
     with pytest.raises(CheckpointError, match="unreadable FA-GAN metadata"):
         read_metadata(str(path))
+
+
+def test_each_slice_ratio_gets_the_bundled_start_pretrained_for_it() -> None:
+    assert [bundled_through_plane(r) for r in (1.5, 2.0, LOW_RATIO_LIMIT)] == [LOW_RATIO_THROUGH_PLANE_WEIGHTS] * 3
+    assert [bundled_through_plane(r) for r in (None, 3.01, 4.0, 8.0)] == [THROUGH_PLANE_WEIGHTS] * 4
+    assert read_through_plane(ratio=2.0).path == LOW_RATIO_THROUGH_PLANE_WEIGHTS
+    low = read_through_plane(LOW_RATIO_THROUGH_PLANE_WEIGHTS).metadata["training"]["config"]["ratio"]
+    general = read_through_plane(THROUGH_PLANE_WEIGHTS).metadata["training"]["config"]["ratio"]
+    assert low[1] == LOW_RATIO_LIMIT and general[0] <= LOW_RATIO_LIMIT < general[1]  # the limit is where the pretraining says
 
 
 def test_through_plane_identity_is_read_and_verified_by_the_engine(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from engine_helpers import oblique_volume, save_untrained_checkpoint
 
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.io.geometry import physical_corners
-from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
+from fagan_engine.models.checkpoint import CheckpointMetadata, bundled_through_plane, load_generator, read_metadata, save_checkpoint
 from fagan_engine.mri.forward_model import AcquisitionConfig, apply_along_axis, degrade_volume
 from fagan_engine.pipeline.report import NOTICE, SRResult, super_resolve, super_resolve_report
 from fagan_engine.through_plane.plan import ThroughPlanePlan, slice_matrix
@@ -122,7 +122,7 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
     assert_same_grid(result.consistency_lr, image)
     assert result.uncertainty is None
     checkpoint = result.report()["identity"]["checkpoint"]
-    assert checkpoint["name"] == "fagan_through_plane.safetensors" and len(checkpoint["sha256"]) == 64
+    assert checkpoint["name"] == bundled_through_plane(plan.ratio).name and len(checkpoint["sha256"]) == 64
 
 
 def test_package_exports_are_lazy() -> None:

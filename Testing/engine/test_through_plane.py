@@ -9,8 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from fagan_engine.io.geometry import physical_corners, same_physical_extent
+from fagan_engine.models.checkpoint import LOW_RATIO_THROUGH_PLANE_WEIGHTS, THROUGH_PLANE_WEIGHTS
 from fagan_engine.mri.forward_model import slice_profile_matrix
-from fagan_engine.through_plane.fit import Direction, FitConfig, PairSampler, bundled_weights, load_weights, scan_directions
+from fagan_engine.through_plane.fit import Direction, FitConfig, PairSampler, load_weights, scan_directions
 from fagan_engine.through_plane.plan import (
     bspline_matrix,
     interpolate_through_plane,
@@ -183,13 +184,14 @@ def test_cancel_during_the_fit_raises_and_returns_nothing() -> None:
     assert isinstance(caught.value, KeyboardInterrupt) and seen == [1, 2]
 
 
-def test_bundled_weights_load_and_detect_tampering(tmp_path) -> None:
+@pytest.mark.parametrize("bundled", [THROUGH_PLANE_WEIGHTS, LOW_RATIO_THROUGH_PLANE_WEIGHTS], ids=["general", "low-ratio"])
+def test_bundled_weights_load_and_detect_tampering(tmp_path, bundled) -> None:
     from fagan_engine.util.errors import CheckpointError
 
-    model, metadata = load_weights()
+    model, metadata = load_weights(bundled)
     assert metadata["model"]["upsampler"] in ("axis", "preinterp")
-    assert bundled_weights().stat().st_size < 4 << 20
-    blob = bytearray(bundled_weights().read_bytes())
+    assert bundled.stat().st_size < 4 << 20
+    blob = bytearray(bundled.read_bytes())
     blob[-5] ^= 0xFF
     broken = tmp_path / "tp.safetensors"
     broken.write_bytes(bytes(blob))
@@ -297,17 +299,17 @@ def test_pretraining_continues_from_a_checkpoint_of_the_same_architecture_only(t
     model = "model: {n_feats: 16, n_blocks: 3, upsampler: axis}\n"
     tiny = "pool_size: 2\nfit: {iterations: 2, batch_size: 2, lr_rows: 4, patch_cols: 16, lr: 1.0e-3}\n"
     output = tmp_path / "continued.safetensors"
-    recipe = _write(tmp_path / "c.yaml", model + tiny + f"init: {bundled_weights()}\noutput: {output}\n")
+    recipe = _write(tmp_path / "c.yaml", model + tiny + f"init: {THROUGH_PLANE_WEIGHTS}\noutput: {output}\n")
     assert main([str(recipe)]) == 0
     start, _ = load_weights()
     continued, metadata = load_weights(output)
-    assert metadata["training"]["config"]["init"] == str(bundled_weights())
+    assert metadata["training"]["config"]["init"] == str(THROUGH_PLANE_WEIGHTS)
     moved = [float((a - b).abs().max()) for a, b in zip(start.state_dict().values(), continued.state_dict().values())]
     assert 0 < max(moved) < 0.05  # two small steps from the start, not a fresh random network
     with torch.no_grad():
         assert all(torch.isfinite(t).all() for t in continued.state_dict().values())
     capsys.readouterr()
-    other = _write(tmp_path / "o.yaml", "model: {n_feats: 8}\n" + tiny + f"init: {bundled_weights()}\noutput: {tmp_path / 'o.safetensors'}\n")
+    other = _write(tmp_path / "o.yaml", "model: {n_feats: 8}\n" + tiny + f"init: {THROUGH_PLANE_WEIGHTS}\noutput: {tmp_path / 'o.safetensors'}\n")
     assert main([str(other)]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "different through-plane architecture" in lines[0]

@@ -309,7 +309,7 @@ def test_through_plane_with_the_real_engine(scene):
     assert result.GetName().startswith("thick_iso") and result.GetName().endswith("mm")
     np.testing.assert_allclose(physicalCornersRAS(result), physicalCornersRAS(node), atol=1e-4)
     assert any(e.get("phase") == "fit" for e in job.process.events)
-    assert result.GetAttribute("FAGAN.Checkpoint") == "fagan_through_plane.safetensors"
+    assert result.GetAttribute("FAGAN.Checkpoint") == "fagan_through_plane_low.safetensors"  # 3 mm to 1 mm: the low-ratio start
     assert len(result.GetAttribute("FAGAN.CheckpointSHA256")) == 64 and result.GetAttribute("FAGAN.Mode") == "through-plane"
 
 
@@ -330,6 +330,22 @@ def test_trust_maps_with_the_real_engine(scene, obliqueNode, tinyCheckpoints):
 
 
 # ---------------------------------------------------------------- apply to all volumes (batch)
+
+
+@pytest.mark.skipif(not throughPlaneReady(), reason="the engine has no --through-plane (or its weights) yet")
+def test_a_through_plane_batch_names_the_start_each_case_used(scene, tmp_path):
+    """The engine picks the through-plane start by each volume's slice ratio, so one batch can use both."""
+    from FAGANSuperResLib.batch import BatchLogic
+
+    nodes = [addVolumeNode(scene, smoothArray((8, 32, 32), seed=i), spacing=(1.0, 1.0, thick), name=f"{thick:g} mm")
+             for i, thick in enumerate((2.0, 4.0))]
+    job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
+        nodes, runOptions(mode="through-plane", fit_iterations=0, device="cpu"), waitForCompletion=False)
+    pollUntilDone(job, 120)
+    assert job.state == "succeeded", job.error
+    names = [case.outputVolumeNode.GetAttribute("FAGAN.Checkpoint") for case in job.cases]
+    assert names == ["fagan_through_plane_low.safetensors", "fagan_through_plane.safetensors"]
+    assert len({case.outputVolumeNode.GetAttribute("FAGAN.CheckpointSHA256") for case in job.cases}) == 2
 
 
 def test_batch_input_volumes_skip_results_label_maps_and_other_folders(scene):

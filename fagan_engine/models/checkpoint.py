@@ -37,7 +37,13 @@ BUNDLED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 THROUGH_PLANE_KEY = "fagan_through_plane"
 THROUGH_PLANE_FORMAT = "fagan-through-plane/1"
 THROUGH_PLANE_WEIGHTS = BUNDLED_DIR / "fagan_through_plane.safetensors"
-"""The bundled through-plane generator (made and fitted by ``through_plane.fit``)."""
+"""The bundled through-plane start for slices more than ``LOW_RATIO_LIMIT`` times the target spacing (made by
+``through_plane.fit``'s pretraining, fitted to each scan)."""
+LOW_RATIO_THROUGH_PLANE_WEIGHTS = BUNDLED_DIR / "fagan_through_plane_low.safetensors"
+"""The bundled through-plane start for ratios up to ``LOW_RATIO_LIMIT`` (pretrained on ratios 1.5 to 3)."""
+LOW_RATIO_LIMIT = 3.0
+"""Largest ratio (output samples per input slice, ``ThroughPlanePlan.ratio``) given the low-ratio start: a ×2 scan
+gets the start specialised on ratios 1.5 to 3, a ×4 scan the other (docs/thick-slices.md, round 6)."""
 _TEXT_FIELDS = ("engine_version", "created", "weights_sha256", "content_sha256", "onnx_sha256", "format")
 
 
@@ -212,13 +218,20 @@ class ThroughPlaneWeights:
                 "training": self.metadata.get("training", {})}
 
 
-def read_through_plane(path: Optional[Path] = None) -> ThroughPlaneWeights:
-    """The through-plane checkpoint ``path`` (default: the bundled one), its ``tensors_sha256`` checked.
+def bundled_through_plane(ratio: Optional[float] = None) -> Path:
+    """The bundled through-plane start for a plan's ``ratio``: the low-ratio one up to ``LOW_RATIO_LIMIT``, else (and
+    when ``ratio`` is None) the other."""
+    return LOW_RATIO_THROUGH_PLANE_WEIGHTS if ratio is not None and ratio <= LOW_RATIO_LIMIT else THROUGH_PLANE_WEIGHTS
+
+
+def read_through_plane(path: Optional[Path] = None, ratio: Optional[float] = None) -> ThroughPlaneWeights:
+    """The through-plane checkpoint ``path`` (default: the bundled start for ``ratio``, ``bundled_through_plane``),
+    its ``tensors_sha256`` checked.
 
     The check hashes each tensor's name and bytes in name order, as ``through_plane.fit`` wrote it;
     no torch is needed (the Slicer module reads the identity with it).
     """
-    target = Path(path) if path is not None else THROUGH_PLANE_WEIGHTS
+    target = Path(path) if path is not None else bundled_through_plane(ratio)
     if not target.is_file():
         raise CheckpointError(f"through-plane weights not found: {target}")
     try:

@@ -367,7 +367,7 @@ def select_shard(cases: Sequence[Case], index: int, count: int) -> List[Case]:
 
 # --- report ------------------------------------------------------------------------------------------
 
-REPORT_COLUMNS = ("input", "output", "status", "seconds", "warnings", "error")
+REPORT_COLUMNS = ("input", "output", "status", "seconds", "warnings", "error", "checkpoint")
 """Fixed report columns; trust summary figures follow, one column each (``summary`` keys)."""
 
 
@@ -396,7 +396,7 @@ def write_report(path: str, rows: Sequence[Dict[str, Any]], totals: Dict[str, An
     for row in rows:
         summary = row.get("summary") or {}
         cells = [row.get("input"), row.get("output"), row.get("status"), row.get("seconds"),
-                 " | ".join(row.get("warnings") or []), row.get("error") or ""]
+                 " | ".join(row.get("warnings") or []), row.get("error") or "", (row.get("checkpoint") or {}).get("name")]
         lines.append(["" if v is None else str(v) for v in cells] + [_cell(summary.get(k)) for k in extra])
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(lines)

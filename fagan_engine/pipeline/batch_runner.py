@@ -39,6 +39,9 @@ class CaseRecord:
     warnings: List[str] = dataclasses.field(default_factory=list)
     error: str = ""
     summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    checkpoint: Optional[Dict[str, str]] = None
+    """Name and SHA-256 of the checkpoint that made this case (from its report's identity); through-plane it depends on
+    the case's slice ratio (``models.checkpoint.bundled_through_plane``). None: no checkpoint (interpolation)."""
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +136,8 @@ class BatchRunner:
                 outcome = super_resolve_case(source.image, case.options, resolver, progress, staged.streams)
                 record.warnings += [w for w in outcome.warnings if w not in record.warnings]
                 record.summary = dict(outcome.summary)
+                made_by = (outcome.report or {}).get("identity", {}).get("checkpoint")
+                record.checkpoint = {key: made_by[key] for key in ("name", "sha256")} if made_by else None
                 write_outputs(staged, outcome, case.options, resolver, source.dicom_tags)
             record.status = "done"
         except FAGANError as exc:

@@ -221,9 +221,12 @@ def _bytes_per_output_voxel(streams: Streams, axes: Tuple[int, int], options: Ru
     return streamed_bytes_per_output_voxel(gathered)
 
 
-def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_checkpoint: Optional[str] = None) -> Dict[str, Any]:
+def identity(
+    options: RunOptions, resolver: Optional[SuperResolver], ensemble_checkpoint: Optional[str] = None, ratio: Optional[float] = None
+) -> Dict[str, Any]:
     """Who made the result: checkpoint (name, file SHA-256, training data, acquisitions), engine, method, options, and the
-    self-ensemble that ran (``RunOptions.ensemble_members``: the options keep ``None`` for "the default")."""
+    self-ensemble that ran (``RunOptions.ensemble_members``: the options keep ``None`` for "the default"). Through-plane,
+    the checkpoint is the bundled start for the plan's ``ratio`` (``models.checkpoint.bundled_through_plane``)."""
     block: Dict[str, Any] = {
         "notice": NOTICE,
         "engine_version": __version__,
@@ -248,7 +251,7 @@ def identity(options: RunOptions, resolver: Optional[SuperResolver], ensemble_ch
             "data_profile_known": bool(metadata.data_profile),
         }
     if options.mode == "through-plane":
-        block["checkpoint"] = {**read_through_plane().identity(), "per_scan_fit": True}
+        block["checkpoint"] = {**read_through_plane(ratio=ratio).identity(), "per_scan_fit": True}
     if ensemble_checkpoint is not None:
         block["ensemble_checkpoint"] = {"name": Path(ensemble_checkpoint).name, "sha256": file_sha256(Path(ensemble_checkpoint))}
     return block
@@ -282,7 +285,7 @@ def _through_plane(
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
     # through-plane model is fitted to each scan
     warnings = ["no uncertainty map: test-time augmentation is implemented for in-plane results only"] if want_uncertainty else []
-    who = identity(options, None)
+    who = identity(options, None, ratio=plan.ratio)
     if fits:
         who["through_plane_fit"] = fits[0]
     return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, warnings, who)

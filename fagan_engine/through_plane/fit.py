@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fagan_engine.models.checkpoint import THROUGH_PLANE_FORMAT, THROUGH_PLANE_KEY, THROUGH_PLANE_WEIGHTS, read_through_plane
+from fagan_engine.models.checkpoint import THROUGH_PLANE_FORMAT, THROUGH_PLANE_KEY, read_through_plane
 from fagan_engine.mri.forward_model import add_rician_noise, resample_slice, slice_profile_matrix
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
@@ -303,11 +303,6 @@ def build_model(model_cfg: Any = None) -> Any:
     return ThroughPlaneGenerator(model_cfg or ThroughPlaneModelConfig())
 
 
-def bundled_weights() -> Path:
-    """The bundled through-plane checkpoint's path."""
-    return THROUGH_PLANE_WEIGHTS
-
-
 def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
     """Write ``path`` (.safetensors, metadata in the header) and the readable ``.json`` beside it."""
     from safetensors.torch import save  # lazy: safetensors.torch imports torch
@@ -327,14 +322,14 @@ def save_weights(path: Path, model: Any, training: Dict[str, Any]) -> Path:
     return path
 
 
-def load_weights(path: Optional[Path] = None, device: str = "cpu") -> Tuple[Any, Dict[str, Any]]:
-    """(model, metadata) of a through-plane checkpoint (the bundled one by default), checksum-verified
+def load_weights(path: Optional[Path] = None, device: str = "cpu", ratio: Optional[float] = None) -> Tuple[Any, Dict[str, Any]]:
+    """(model, metadata) of a through-plane checkpoint (by default the bundled start for ``ratio``), checksum-verified
     (``models.checkpoint.read_through_plane``); the tensors come from the verified bytes, not a second read."""
     from safetensors.torch import load as load_tensors  # lazy: safetensors.torch imports torch
 
     from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig  # lazy: models.archs imports torch
 
-    weights = read_through_plane(path)
+    weights = read_through_plane(path, ratio)
     name = weights.path.name
     try:
         model = build_model(ThroughPlaneModelConfig.from_dict(weights.metadata["model"]))

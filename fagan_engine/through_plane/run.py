@@ -85,7 +85,8 @@ def super_resolve_through_plane(
     ``iterations`` (default ``DEFAULT_ITERATIONS``) is the per-scan fit length; 0 applies the pretrained network as it is.
     ``project``: the result is projected onto the volumes whose slice-profile acquisition is exactly the input
     (data consistency). ``pretrained=False`` fits from random weights (evaluation only); ``weights`` selects another
-    through-plane checkpoint. ``on_fit(outcome)`` receives what the fit did (``fit.FitOutcome``: steps, the step kept,
+    through-plane checkpoint (default: the bundled start for the plan's ratio, ``models.checkpoint.bundled_through_plane``).
+    ``on_fit(outcome)`` receives what the fit did (``fit.FitOutcome``: steps, the step kept,
     held-out errors; ``held_out.split_held_out``); it is not called when ``iterations`` is 0. ``ensemble`` (1, 2 or 4):
     the network on that many flipped copies of every slice, averaged (``ENSEMBLE_FLIPS``). ``batch_size``: most slices per
     network call (``RunOptions``'s default; None: as many as ``MAX_OUTPUT_PIXELS`` allows). From a ``RunOptions``:
@@ -107,7 +108,7 @@ def super_resolve_through_plane(
     normalizer = IntensityNormalizer.fit(volume, NormalizationConfig())
     volume01 = normalizer.forward(np.asarray(volume, dtype=np.float32))
     if pretrained:
-        model, _ = load_weights(weights, device=torch_device)
+        model, _ = load_weights(weights, device=torch_device, ratio=plan.ratio)
     else:
         torch.manual_seed(seed)
         model = build_model().to(torch_device)

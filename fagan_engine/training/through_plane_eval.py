@@ -186,7 +186,7 @@ def fit_both_fusions(
     normalizer = IntensityNormalizer.fit(volume, NormalizationConfig())
     volume01 = normalizer.forward(volume)
     cfg = FitConfig(iterations=DEFAULT_ITERATIONS if iterations is None else iterations, seed=seed)
-    model, _ = load_weights(weights)
+    model, _ = load_weights(weights, ratio=plan.ratio)
     fit_to_scan(model, volume01, plan, cfg)
     both = [normalizer.inverse(apply_through_plane(model, volume01, plan, "cpu", fusion)) for fusion in ("average", "fourier")]
     return both[0], both[1]
