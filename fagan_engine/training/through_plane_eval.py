@@ -416,7 +416,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--realdev", type=Path, default=DEFAULT_REALDEV, help="the real-scan development set (default ../shared/realdev)")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument(
-        "--weights", type=Path, default=None, help="template, small, realdev: pretrained through-plane weights (default: the bundled ones)"
+        "--weights", type=Path, default=None,
+        help="template, small, realdev: pretrained through-plane weights (default: the bundled start for each case's slice ratio)",
     )
     args = parser.parse_args(argv)
     if args.suite == "table":
