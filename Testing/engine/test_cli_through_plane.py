@@ -85,6 +85,7 @@ def test_through_plane_batch_to_dicom_says_iso(stand_in: List[Dict[str, Any]], t
     assert code == 0, capsys.readouterr().err
     first = pydicom.dcmread(str(sorted((tmp_path / "out" / "a").iterdir())[0]))
     assert first.SeriesDescription == "FA-GAN SR iso 1 mm" and "through-plane" in first.DerivationDescription
+    assert LOW_RATIO_THROUGH_PLANE_WEIGHTS.name in first.DerivationDescription  # the start that ran (3 mm to 1 mm), not "untrained"
 
 
 def test_scale_is_not_needed_and_the_real_fit_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

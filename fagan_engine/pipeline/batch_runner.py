@@ -136,8 +136,7 @@ class BatchRunner:
                 outcome = super_resolve_case(source.image, case.options, resolver, progress, staged.streams)
                 record.warnings += [w for w in outcome.warnings if w not in record.warnings]
                 record.summary = dict(outcome.summary)
-                made_by = (outcome.report or {}).get("identity", {}).get("checkpoint")
-                record.checkpoint = {key: made_by[key] for key in ("name", "sha256")} if made_by else None
+                record.checkpoint = outcome.checkpoint
                 write_outputs(staged, outcome, case.options, resolver, source.dicom_tags)
             record.status = "done"
         except FAGANError as exc:

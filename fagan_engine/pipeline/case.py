@@ -52,6 +52,13 @@ class Outcome:
     report: Optional[Dict[str, Any]] = None
     """The trust report (``SRResult.report()``) when the trust features ran."""
 
+    @property
+    def checkpoint(self) -> Optional[Dict[str, str]]:
+        """Name and SHA-256 of the checkpoint that made the result, from the report's identity (through-plane: the start
+        for the volume's slice ratio); None without one (interpolation, random weights) or without a report."""
+        made_by = (self.report or {}).get("identity", {}).get("checkpoint")
+        return {key: made_by[key] for key in ("name", "sha256")} if made_by else None
+
 
 @dataclasses.dataclass
 class Source:
@@ -91,9 +98,9 @@ def check_through_plane_memory(image: sitk.Image, options: RunOptions) -> None:
     check_through_plane_fits(plan.n_out, (size[plan.in_plane_axes[0]], size[plan.in_plane_axes[1]]), plan.output_spacing)
 
 
-def derivation_text(options: RunOptions, resolver: Any) -> str:
-    """DerivationDescription: what made the series (method, checkpoint, engine version)."""
-    checkpoint = getattr(resolver, "checkpoint", None)
+def derivation_text(options: RunOptions, resolver: Any, outcome: Outcome) -> str:
+    """DerivationDescription: what made the series (method, the checkpoint that ran, engine version)."""
+    checkpoint = outcome.checkpoint["name"] if outcome.checkpoint else getattr(resolver, "checkpoint", None)
     if options.mode == "through-plane":
         what = f"through-plane super-resolution to {options.target_spacing or 'isotropic'} mm"
     else:
@@ -298,7 +305,7 @@ def write_outputs(
     if output_format_of(outputs.output) == "dicom":
         spacing = streamed[0].geometry.spacing if streamed else outcome.image.GetSpacing()
         labels = dict(source_tags=source_tags, description=description_for(options, source_tags, spacing),
-                      derivation=derivation_text(options, resolver))
+                      derivation=derivation_text(options, resolver, outcome))
     if streamed:
         staged.finish_stream("image", **labels)
     elif labels:
