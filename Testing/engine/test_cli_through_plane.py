@@ -39,15 +39,16 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
 
     calls: List[Dict[str, Any]] = []
 
-    def fake(image, options, progress=None, stop=None, project=None, on_fit=None):
-        from fagan_engine.through_plane.plan import output_geometry, plan_through_plane
+    def fake(image, options, progress=None, stop=None, project=None, on_fit=None, plan=None):
+        from fagan_engine.through_plane.plan import output_geometry
 
         target_spacing, slice_thickness, iterations, device = (
             options.target_spacing, options.slice_thickness, options.fit_iterations, options.device)
         calls.append(dict(target_spacing=target_spacing, slice_thickness=slice_thickness, iterations=iterations, device=device))
+        assert (plan.target_spacing, plan.thickness) == (target_spacing or plan.target_spacing, slice_thickness or plan.thickness)
         for done in (1, 2):
             call_progress(progress, done, 2, "fit", 0.5 / done)
-        geometry = output_geometry(image, plan_through_plane(image, target_spacing, slice_thickness))
+        geometry = output_geometry(image, plan)
         reference = geometry.apply(sitk.Image(list(geometry.size), sitk.sitkFloat32))
         out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear)
         call_progress(progress, 1, 1, "inference", None)

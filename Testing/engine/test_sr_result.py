@@ -114,7 +114,7 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
     from fagan_engine.pipeline import report
 
     monkeypatch.setattr(report, "plan_through_plane", lambda image, target_spacing=None, slice_thickness=None: plan)
-    monkeypatch.setattr(report, "through_plane_from_options", lambda image, options, progress=None, project=None, on_fit=None: sr)
+    monkeypatch.setattr(report, "through_plane_from_options", lambda image, options, progress=None, project=None, on_fit=None, plan=None: sr)
     assert RunOptions(mode="through-plane").project  # projected by default; this test looks at the network's own output
     result = super_resolve_report(image, RunOptions(mode="through-plane", enforce_consistency=False))
     assert result.image is sr and result.summary["relative_rms_residual"] < 1e-6

@@ -215,6 +215,30 @@ def test_run_options_through_their_own_function_and_two_argument_progress() -> N
         super_resolve_through_plane(image, options)
 
 
+def test_a_report_plans_the_volume_once(monkeypatch) -> None:
+    """The report's plan (with its seconds-long slice-profile estimate when no thickness is given) is handed to the
+    run, not made again inside it; the result is the same as without the report."""
+    import fagan_engine.pipeline.report as report
+    import fagan_engine.through_plane.run as run
+    from fagan_engine.pipeline.report import super_resolve_report
+    from fagan_engine.util.options import RunOptions
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1:])
+        return plan_through_plane(*args, **kwargs)
+
+    monkeypatch.setattr(report, "plan_through_plane", counted)
+    monkeypatch.setattr(run, "plan_through_plane", counted)
+    image = _oblique(size=(32, 32, 8), spacing=(1.0, 1.0, 4.0))
+    options = RunOptions(mode="through-plane", target_spacing=2.0, fit_iterations=0, device="cpu")
+    result = super_resolve_report(image, options)
+    assert len(calls) == 1
+    alone = super_resolve_through_plane(image, 2.0, None, 0, "cpu")
+    assert np.allclose(sitk.GetArrayFromImage(result.image), sitk.GetArrayFromImage(alone), atol=1e-4)
+
+
 def test_gradient_sampling_prefers_edges_and_keeps_patches_inside() -> None:
     images = np.zeros((3, 40, 50), np.float32)
     images[:, :, 30:] = 1.0  # one vertical edge at column 30

@@ -279,7 +279,9 @@ def _through_plane(
     """Through-plane SR by ``fagan_engine.through_plane.run`` (another engineer's module) with the slice-profile maps."""
     plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
     fits: List[Dict[str, Any]] = []
-    network = through_plane_from_options(image, options, progress, project=False, on_fit=lambda o: fits.append(o.summary()))
+    network = through_plane_from_options(
+        image, options, progress, project=False, on_fit=lambda o: fits.append(o.summary()), plan=plan
+    )
     sr = _cast(enforce_through_plane(image, network, plan), options.output_dtype) if options.project else network
     maps = through_plane_consistency(image, network, plan) if consistency else None
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the

@@ -77,6 +77,7 @@ def super_resolve_through_plane(
     on_fit: Optional[Callable[[FitOutcome], None]] = None,
     ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
     batch_size: Optional[int] = RunOptions.batch_size,
+    plan: Optional[ThroughPlanePlan] = None,
 ) -> sitk.Image:
     """Make a thick-slice volume isotropic along its coarsest axis; returns a SimpleITK image (``output_dtype``).
 
@@ -89,11 +90,14 @@ def super_resolve_through_plane(
     ``on_fit(outcome)`` receives what the fit did (``fit.FitOutcome``: steps, the step kept,
     held-out errors; ``held_out.split_held_out``); it is not called when ``iterations`` is 0. ``ensemble`` (1, 2 or 4):
     the network on that many flipped copies of every slice, averaged (``ENSEMBLE_FLIPS``). ``batch_size``: most slices per
-    network call (``RunOptions``'s default; None: as many as ``MAX_OUTPUT_PIXELS`` allows). From a ``RunOptions``:
+    network call (``RunOptions``'s default; None: as many as ``MAX_OUTPUT_PIXELS`` allows). ``plan``: this image's plan
+    when the caller has made it already (``plan_through_plane`` with these ``target_spacing``, ``slice_thickness`` and
+    ``edge_sigma``), so it is not made twice (its slice-profile estimate takes seconds). From a ``RunOptions``:
     ``through_plane_from_options``.
     """
     image = validate_image(image, nan_policy)
-    plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
+    if plan is None:
+        plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
     if fusion not in FUSIONS:
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     if iterations is not None and iterations < 0:
@@ -156,15 +160,17 @@ def through_plane_from_options(
     stop: Optional[Callable[[], bool]] = None,
     project: Optional[bool] = None,
     on_fit: Optional[Callable[[FitOutcome], None]] = None,
+    plan: Optional[ThroughPlanePlan] = None,
 ) -> sitk.Image:
     """``super_resolve_through_plane`` with a validated ``RunOptions``'s ``target_spacing``, ``slice_thickness``,
     ``fit_iterations``, ``device``, ``nan_policy``, ``output_dtype``, ``ensemble_members``, ``batch_size`` and ``project``
-    (``project`` overrides the last: ``pipeline.report`` projects itself, after measuring what the projection removes)."""
+    (``project`` overrides the last: ``pipeline.report`` projects itself, after measuring what the projection removes).
+    ``plan``: the image's plan from these options, when the caller has made it already."""
     return super_resolve_through_plane(
         image, options.target_spacing, options.slice_thickness, options.fit_iterations, options.device, progress,
         stop=stop, nan_policy=options.nan_policy, output_dtype=options.output_dtype,
         project=options.project if project is None else project, on_fit=on_fit, ensemble=options.ensemble_members,
-        batch_size=options.batch_size,
+        batch_size=options.batch_size, plan=plan,
     )
 
 
