@@ -9,7 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from fagan_engine.io.geometry import SRGeometry, direction_matrix
+from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.metrics import psnr
+from fagan_engine.through_plane.plan import plan_through_plane
 from fagan_engine.through_plane.run import super_resolve_through_plane
 from fagan_engine.through_plane.stack_geometry import corners, rotation_angle_degrees, transform_matrix
 from fagan_engine.through_plane.stack_simulation import motion, orientation, phantom, simulate_stack
@@ -67,7 +69,26 @@ def test_the_fa_gan_prior_improves_the_least_squares_reconstruction(moved) -> No
     volume, stacks, _, out, _ = moved
     prior, report = reconstruct_stacks(stacks, network_iterations=0)
     assert report.network_iterations == 0
+    start = read_through_plane(ratio=4.0).identity()  # 4 mm slices to 1 mm: the start for ratios above 3
+    assert [entry["network_start"] for entry in report.stacks] == [{"name": start["name"], "sha256": start["sha256"]}] * 3
+    assert all("network_start" not in entry for entry in moved[4].stacks)  # no prior, no start named
     assert _score(volume, prior, sitk.GetArrayFromImage(prior)) >= _score(volume, out, sitk.GetArrayFromImage(out)) + 0.5
+
+
+def test_the_prior_fits_each_stack_with_the_slice_thickness_the_data_terms_use(moved, monkeypatch) -> None:
+    """The normalised stacks handed to the prior carry no header, so the thickness travels with them: the argument's
+    (here), else the header's or the scan's estimate, never a second guess."""
+    import fagan_engine.through_plane.stacks as stacks_module
+
+    thicknesses = []
+
+    def planned(image, target=None, thickness=None, *args):
+        thicknesses.append(thickness)
+        return plan_through_plane(image, target, thickness, *args)
+
+    monkeypatch.setattr(stacks_module, "plan_through_plane", planned)
+    _, report = reconstruct_stacks(moved[1][:2], slice_thickness=[3.0, 4.5], network_iterations=0, refinements=0)
+    assert thicknesses == [3.0, 4.5] == [entry["thickness"] for entry in report.stacks]
 
 
 def test_report_and_consistency_maps(moved) -> None:

@@ -7,7 +7,7 @@ from FAGANSuperResLib.logic import SuperResolutionError
 from FAGANSuperResLib.memory import checkStacksFit, stacksResultBytes
 from FAGANSuperResLib.results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT
 from FAGANSuperResLib.options import runOptions
-from FAGANSuperResLib.stacks import StacksLogic, stacksArguments, stacksResultName
+from FAGANSuperResLib.stacks import StacksLogic, describeStack, stacksArguments, stacksResultName
 from FAGANSuperResLib.volumes import physicalCornersRAS, updateVolumeNodeFromImage
 from mrml_helpers import addVolumeNode, ijkToRas, pollUntilDone, rotation, smoothArray
 
@@ -186,3 +186,11 @@ def test_the_real_engine_combines_tiny_simulated_stacks_on_the_reference_grid(sc
     axial, coronal = job.report["stacks"]
     assert (axial["thickness"], axial["thickness_source"]) == (3.5, "dicom")
     assert coronal["thickness_source"] != "dicom" and "slices 3.5 mm thick (dicom)" in job.motionLines[0]
+
+
+def test_a_stack_line_names_the_start_its_prior_began_from():
+    entry = {"rotation_degrees": 1.0, "translation_mm": 2.0, "intensity_scale": 1.0, "residual_rms": 0.01, "thickness": 4.0,
+             "thickness_source": "argument"}
+    assert "prior" not in describeStack("T2ax", entry)  # no FA-GAN prior, no start
+    entry["network_start"] = {"name": "fagan_through_plane.safetensors", "sha256": "ab" * 32}
+    assert describeStack("T2ax", entry).endswith("slices 4 mm thick (argument); prior from fagan_through_plane.safetensors")

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.io.volume_io import validate_image
+from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.noise_estimate import estimate_noise_sigma
+from fagan_engine.through_plane.plan import plan_through_plane
 from fagan_engine.through_plane.run import super_resolve_through_plane
 from fagan_engine.through_plane.stack_geometry import (
     StackSlices,
@@ -149,11 +151,14 @@ def reconstruct_stacks(
             smoothness = _default_smoothness(stacks, slices, gains)
         grid, operators, volume = _solve(stacks, slices, transforms, gains, reference, spacing, smoothness, iterations, progress)
         moving = grid.apply(sitk.GetImageFromArray(volume[0, 0].numpy()))
+    starts: List[Dict[str, str]] = []
     if network_iterations is not None:
-        prior = network_prior(stacks, transforms, grid, gains, network_iterations, device, progress, seed, network_ensemble)
+        prior, starts = network_prior(stacks, slices, transforms, grid, gains, network_iterations, device, progress, seed, network_ensemble)
         smoothness *= 0.5
         volume = solve(volume, operators, smoothness, iterations, _phase(progress, "reconstruct"), prior=prior, prior_weight=PRIOR_WEIGHT)
     report = _report(stacks, slices, transforms, matches, operators, volume, reference, spacing)
+    for entry, start in zip(report.stacks, starts):
+        entry["network_start"] = start
     report.smoothness, report.network_iterations, report.seconds = smoothness, network_iterations, time.perf_counter() - started
     report.network_ensemble = None if network_iterations is None else network_ensemble
     out = grid.apply(sitk.GetImageFromArray((volume[0, 0].numpy() * scale).astype(np.float32)))
@@ -161,18 +166,25 @@ def reconstruct_stacks(
 
 
 def network_prior(
-    stacks: Images, transforms: Transforms, grid: SRGeometry, gains: Sequence[float], iterations: int, device: str,
-    progress: Optional[Progress], seed: int, ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
-) -> "torch.Tensor":
-    """The mean of the stacks' through-plane SR results on ``grid`` (each fitted on its own stack), (1, 1, D, H, W)."""
+    stacks: Images, slices: Sequence[StackSlices], transforms: Transforms, grid: SRGeometry, gains: Sequence[float],
+    iterations: int, device: str, progress: Optional[Progress], seed: int, ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
+) -> Tuple["torch.Tensor", List[Dict[str, str]]]:
+    """The mean of the stacks' through-plane SR results on ``grid``, (1, 1, D, H, W), each fitted on its own stack with
+    that stack's slice thickness (``slices``: the argument's, the header's or the estimate the data terms use; the
+    normalised stacks carry no header); and the name and SHA-256 of the pretrained start each one began from."""
     import torch  # lazy: keeps torch out of this module's import
 
-    isotropic = [
-        gain * super_resolve_through_plane(stack, iterations=iterations, device=device, progress=progress, seed=seed, ensemble=ensemble)
-        for stack, gain in zip(stacks, gains)
-    ]
+    isotropic, starts = [], []
+    for stack, info, gain in zip(stacks, slices, gains):
+        plan = plan_through_plane(stack, None, info.thickness)
+        result = super_resolve_through_plane(
+            stack, None, info.thickness, iterations, device, progress, seed=seed, ensemble=ensemble, plan=plan
+        )
+        isotropic.append(gain * result)
+        weights = read_through_plane(ratio=plan.ratio).identity()
+        starts.append({"name": weights["name"], "sha256": weights["sha256"]})
     unit = [1.0] * len(stacks)
-    return torch.from_numpy(average_stacks(isotropic, transforms, grid, unit))[None, None]
+    return torch.from_numpy(average_stacks(isotropic, transforms, grid, unit))[None, None], starts
 
 
 def average_stacks(
