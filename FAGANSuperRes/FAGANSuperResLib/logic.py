@@ -271,7 +271,7 @@ class SuperResolutionLogic:
             raise ValueError("the output volume cannot be a label map")
         if options.method == "fagan" and options.checkpoint and not Path(options.checkpoint).is_file():
             raise ValueError(f"checkpoint file not found: {options.checkpoint}")
-        identity = runIdentity(options)
+        identity = runIdentity(options, inputVolumeNode)
         with workFolder("FAGANSuperRes-", self.temporaryDirectory) as workDir:
             inputPath = writeVolumeNode(inputVolumeNode, workDir / "input.nrrd")
             outputPath = workDir / "output.nrrd"
@@ -285,9 +285,11 @@ class SuperResolutionLogic:
         return job.run(waitForCompletion)
 
 
-def runIdentity(options: "RunOptions") -> Dict[str, str]:
+def runIdentity(options: "RunOptions", inputVolumeNode: Any = None) -> Dict[str, str]:
     """Checkpoint identity and engine version known before the run (the engine's report, when it
-    writes one, completes it). A checkpoint that cannot be read is left to the engine to refuse."""
+    writes one, completes it). A checkpoint that cannot be read is left to the engine to refuse.
+    Through-plane, ``inputVolumeNode``'s geometry picks the bundled start as the engine will (without it: the general
+    start; a batch names each case's from the engine's events)."""
     from .checkpoints import readCheckpoint
 
     ensureEngineImportable()
@@ -304,6 +306,21 @@ def runIdentity(options: "RunOptions") -> Dict[str, str]:
             info = None
     identity = localIdentity(info, options.method, options.acquisition, engineVersion(), isThroughPlane(options))
     if isThroughPlane(options):
-        identity.update(throughPlaneIdentity())
+        identity.update(throughPlaneIdentity(volumeSliceRatio(inputVolumeNode, options.target_spacing)))
     return identity
+
+
+def volumeSliceRatio(volumeNode: Any, targetSpacing: Optional[float]) -> Optional[float]:
+    """The engine's through-plane slice ratio for ``volumeNode``'s grid (``plan.slice_ratio``); None without a node or
+    image, or when the geometry is not one the engine would plan (it refuses it itself)."""
+    imageData = volumeNode.GetImageData() if volumeNode is not None else None
+    if imageData is None:
+        return None
+    ensureEngineImportable()
+    from fagan_engine.through_plane.plan import slice_ratio
+
+    try:
+        return slice_ratio(imageData.GetDimensions(), volumeNode.GetSpacing(), targetSpacing)
+    except (ValueError, ZeroDivisionError, IndexError):
+        return None
 

@@ -73,17 +73,17 @@ def localIdentity(checkpointInfo: Any, method: str, acquisition: str, engineVers
     }
 
 
-def throughPlaneIdentity() -> Dict[str, str]:
-    """Name, SHA-256 (of the file the engine verified, as its report gives it) and training summary of the
-    engine's general bundled through-plane start; empty if the engine ships none or they do not verify. Known before the
-    run; the engine picks the start by the volume's slice ratio, and its report (a batch: each case's ``case_end``) names
-    the one it used, which replaces this."""
+def throughPlaneIdentity(ratio: Optional[float] = None) -> Dict[str, str]:
+    """Name, SHA-256 (of the file the engine verified, as its report gives it) and training summary of the engine's
+    bundled through-plane start for slice ratio ``ratio`` (None: the general one); empty if the engine ships none or
+    it does not verify. Known before the run (``volumeSliceRatio``); the engine's report (a batch: each case's
+    ``case_end``) names the one it used, which replaces this."""
     ensureEngineImportable()
     from fagan_engine.models.checkpoint import read_through_plane
     from fagan_engine.util.errors import FAGANError
 
     try:
-        found = read_through_plane().identity()
+        found = read_through_plane(ratio=ratio).identity()
     except FAGANError:
         return {}
     return {"checkpoint": found["name"], "sha256": found["sha256"], "training_data": trainingDataSummary(found["training"])}

@@ -57,8 +57,13 @@ def through_plane_axis(image: sitk.Image, plane: str = "auto") -> int:
     if image.GetDimension() != 3:
         raise ValueError(f"plane selection needs a 3D image, got {image.GetDimension()}D")
     if plane == "auto":
-        return _last_argmax(image.GetSpacing())
+        return coarsest_axis(image.GetSpacing())
     return _last_argmax(np.abs(direction_matrix(image)[_WORLD_AXIS[plane], :]))
+
+
+def coarsest_axis(spacing: Sequence[float]) -> int:
+    """The index axis of the largest spacing (near-ties to the largest index): ``through_plane_axis``'s ``auto``."""
+    return _last_argmax(spacing)
 
 
 def plane_axes(image: sitk.Image, plane: str = "auto") -> Tuple[int, int]:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import map_coordinates
 
-from fagan_engine.io.geometry import SRGeometry, direction_matrix, through_plane_axis
+from fagan_engine.io.geometry import SRGeometry, coarsest_axis, direction_matrix, through_plane_axis
 from fagan_engine.mri.forward_model import apply_along_axis, project_along_axis, slice_profile_matrix
 from fagan_engine.mri.interpolation import lanczos_matrix
 from fagan_engine.through_plane.profile_estimate import ThicknessEstimate, estimate_thickness
@@ -142,7 +142,7 @@ def plan_through_plane(
         )
     thickness, source, estimate = choose_thickness(image, axis, slice_thickness)
     extent = size[axis] * spacing[axis]
-    n_out = max(size[axis] + 1, int(round(extent / target)))
+    n_out = _output_count(int(size[axis]), spacing[axis], target)
     return ThroughPlanePlan(
         axis=axis,
         n_in=int(size[axis]),
@@ -156,6 +156,21 @@ def plan_through_plane(
         thickness_source=source,
         estimated_thickness=estimate,
     )
+
+
+def slice_ratio(size: Sequence[int], spacing: Sequence[float], target_spacing: Optional[float] = None) -> float:
+    """The ``ratio`` ``plan_through_plane`` gives a volume of ``size`` and ``spacing`` (index order), from the geometry
+    alone (no checks, no thickness): what picks the bundled start (``models.checkpoint.bundled_through_plane``) before
+    a run, where only the geometry is at hand (the Slicer module)."""
+    axis = coarsest_axis(spacing)
+    finest = min(float(spacing[a]) for a in range(3) if a != axis)
+    count = int(size[axis])
+    return _output_count(count, float(spacing[axis]), finest if target_spacing is None else float(target_spacing)) / count
+
+
+def _output_count(count: int, spacing: float, target: float) -> int:
+    """Output samples across ``count`` slices of ``spacing`` mm at ``target`` mm (at least one more than the input)."""
+    return max(count + 1, int(round(count * spacing / target)))
 
 
 def choose_thickness(image: sitk.Image, axis: int, slice_thickness: Optional[float] = None) -> Tuple[float, str, Optional[float]]:
