@@ -1,4 +1,4 @@
-"""``python -m fagan_engine {sr,train,eval,export,demo,pretrain-through-plane,store-half} ...``: the engine's subcommands."""
+"""``python -m fagan_engine {sr,train,eval,export,demo,pretrain-through-plane} ...``: the engine's subcommands."""
 from __future__ import annotations
 
 import importlib
@@ -12,7 +12,6 @@ COMMANDS = {
     "export": "fagan_engine.cli.export",
     "demo": "fagan_engine.cli.demo",
     "pretrain-through-plane": "fagan_engine.cli.pretrain",
-    "store-half": "fagan_engine.cli.half",
 }
 
 

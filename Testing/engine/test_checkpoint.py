@@ -316,13 +316,13 @@ def test_through_plane_identity_is_read_and_verified_by_the_engine(tmp_path: Pat
 
 
 def test_half_precision_storage_halves_the_file_loads_as_float32_and_keeps_its_checks(tmp_path: Path, capsys) -> None:
-    """``store-half`` (how the bundled in-plane checkpoints ship): half the bytes, the same metadata, float32 weights
+    """``fagan-export`` to a ``.safetensors`` output (how the bundled in-plane checkpoints ship): half the bytes, the same metadata, float32 weights
     on load equal to the rounded originals, a smooth image's output within float16 rounding; still tamper-proof."""
     from fagan_engine.__main__ import main
 
     source = save_untrained_checkpoint(tmp_path / "full.safetensors", 2)
     target = tmp_path / "half.safetensors"
-    assert main(["store-half", str(source), str(target)]) == 0
+    assert main(["export", str(source), str(target)]) == 0
     assert target.stat().st_size < 0.55 * source.stat().st_size
     full, full_meta = load_generator(str(source))
     half, half_meta = load_generator(str(target))
@@ -335,7 +335,7 @@ def test_half_precision_storage_halves_the_file_loads_as_float32_and_keeps_its_c
     image = (0.5 + 0.3 * torch.sin(6 * xx) * torch.cos(4 * yy))[None, None]
     with torch.no_grad():
         assert float((full(image) - half(image)).abs().max()) < 5e-3
-    assert main(["store-half", str(source), str(target)]) == 2 and "exists" in capsys.readouterr().err
+    assert main(["export", str(source), str(target)]) == 2 and "exists" in capsys.readouterr().err
     assert store_half(str(source), str(tmp_path / "again.safetensors")).read_bytes() == target.read_bytes()  # deterministic
     edit_header(target, swap_offsets)
     with pytest.raises(CheckpointError, match="checksum mismatch"):
