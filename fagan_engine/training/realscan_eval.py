@@ -112,7 +112,7 @@ def evaluate_slice(
     for name in variants:
         fields = dict(VARIANTS[name])
         if fields.get("method", base.method) != "fagan":
-            fields["checkpoint"] = None
+            fields.update(checkpoint=None, ensemble=None)
         options = base.replace(scale=scale, acquisition=acquisition, plane="axial", **fields)
 
         sr = super_resolve_report(image, options, consistency=False).image
