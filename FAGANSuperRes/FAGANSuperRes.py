@@ -18,7 +18,16 @@ from FAGANSuperResLib.display import showSideBySide
 from FAGANSuperResLib.isotropic import throughPlaneDefaults
 from FAGANSuperResLib.logic import SuperResolutionJob, SuperResolutionLogic
 from FAGANSuperResLib.memory import outputVoxels
-from FAGANSuperResLib.options import ACQUISITIONS, DEVICES, METHODS, PLANES, SCALES, engineFlag
+from FAGANSuperResLib.options import (
+    ACQUISITIONS,
+    DEVICES,
+    ENSEMBLES,
+    METHODS,
+    PLANES,
+    SCALES,
+    THROUGH_PLANE_ENSEMBLES,
+    engineFlag,
+)
 from FAGANSuperResLib.options import runOptions as engineRunOptions
 from FAGANSuperResLib.process import EngineProcess
 from FAGANSuperResLib.stacks import STACKS_MODE, StacksJob, StacksLogic, checkStackNodes
@@ -40,7 +49,7 @@ PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "mode": "modeComboBox", "sc
                      "method": "methodComboBox", "acquisition": "acquisitionComboBox", "plane": "planeComboBox",
                      "device": "deviceComboBox", "targetSpacing": "targetSpacingSpinBox",
                      "sliceThickness": "sliceThicknessSpinBox", "batchSize": "batchSizeSpinBox",
-                     "tileSize": "tileSizeSpinBox", "fitIterations": "fitIterationsSpinBox",
+                     "tileSize": "tileSizeSpinBox", "fitIterations": "fitIterationsSpinBox", "ensemble": "ensembleComboBox",
                      "consistencyMap": "consistencyMapCheckBox",
                      "enforceConsistency": "enforceConsistencyCheckBox", "adapt": "adaptCheckBox", "applyToAll": "applyToAllCheckBox",
                      "outputVolume": "outputSelector", "sideBySide": "sideBySideCheckBox",
@@ -52,6 +61,7 @@ PANEL_MODES = ("in-plane", "through-plane", "stacks")
 MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slices → isotropic",
                "stacks": "Combine thick stacks (2-3)"}
 STACK_LABELS = ("First stack (input volume)", "Second stack", "Third stack")
+ENSEMBLE_LABELS = {0: "Engine default", 1: "Off", 2: "2 copies", 4: "4 copies", 8: "8 copies"}
 FIT_TOOLTIPS = {False: "Thick slices -> isotropic: iterations of the per-scan fit. 0: the engine's measured default.",
                 True: "Combine thick stacks: 0 reconstructs from the stacks alone (minutes); N adds the FA-GAN prior, "
                       "a through-plane network fitted N steps per stack (much longer on a CPU)."}
@@ -110,6 +120,7 @@ class FAGANSuperResParameterNode:
     targetSpacing, sliceThickness - thick slices -> isotropic, in mm; prefilled from the input volume
       (0: let the engine take them from the volume).
     tileSize, fitIterations - 0: whole slices, the engine's default iteration count.
+    ensemble - self-ensemble members (flipped/rotated copies averaged); 0: the engine's default.
     applyToAll - Apply processes every volume of the scene (or of the selected folder).
     outputVolume - None: a new result node per run (reset to None after every run that made a result).
     sideBySide - show input and result in two linked slice views after a run.
@@ -132,6 +143,7 @@ class FAGANSuperResParameterNode:
     batchSize: Annotated[int, WithinRange(1, 256)] = 8
     tileSize: Annotated[int, WithinRange(0, 4096)] = 0
     fitIterations: Annotated[int, WithinRange(0, 100000)] = 0
+    ensemble: Annotated[int, Choice(list(ENSEMBLES))] = 0
     consistencyMap: bool = True
     enforceConsistency: bool = True
     adapt: bool = True
@@ -299,6 +311,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.checkpointComboBox.enabled = usesCheckpoint and not self._job
         self.ui.checkpointInfoLabel.setVisible(usesCheckpoint)
         self.ui.acquisitionComboBox.enabled = p.method == "fagan"
+        self.ui.ensembleComboBox.enabled = throughPlane or usesCheckpoint
         for widgetName, name in TRUST_OPTIONS.items():
             widget = getattr(self.ui, widgetName)
             widget.enabled = self._engineOffers(name)
@@ -381,6 +394,9 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif p.mode == "through-plane":
             if not self._engineSupports("--through-plane"):
                 return _("This FA-GAN engine has no thick-slice mode yet")
+            if p.ensemble and p.ensemble not in THROUGH_PLANE_ENSEMBLES:
+                return _("Thick slices average at most {members} flipped copies: choose fewer in Self-ensemble").format(
+                    members=max(THROUGH_PLANE_ENSEMBLES))
         elif p.method == "fagan" and not p.checkpointPath:
             return _("No checkpoint for x{scale}: use Browse... or an interpolation method").format(scale=p.scale)
         return None
@@ -482,6 +498,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modeComboBox.setItemText(index, _(MODE_LABELS[mode]))
         for index, label in enumerate(STACK_LABELS):
             self.ui.stackReferenceComboBox.setItemText(index, _(label))
+        for index, members in enumerate(ENSEMBLES):
+            self.ui.ensembleComboBox.setItemText(index, _(ENSEMBLE_LABELS[members]))
 
     def stackNodes(self) -> List[Any]:
         """Combine thick stacks: the input volume, the second stack and the third (when selected)."""
@@ -555,6 +573,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The run's engine RunOptions from the panel; trust features the engine lacks are left out."""
         p = self._parameterNode
         fields = dict(mode=p.mode, device=p.device, batch_size=p.batchSize)
+        if p.ensemble and (p.mode == "through-plane" or (p.mode == "in-plane" and p.method == "fagan")):  # 0: engine default
+            fields.update(ensemble=p.ensemble)
         if self._engineOffers(TRUST_OPTIONS["enforceConsistencyCheckBox"]):
             fields.update(enforce_consistency=None if p.enforceConsistency else False)  # None: the engine's default (on for FA-GAN)
         if p.mode == "in-plane":

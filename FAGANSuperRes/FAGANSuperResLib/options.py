@@ -26,6 +26,11 @@ DEVICES = ("auto", "cuda", "cpu")
 METHODS = ("fagan", "bicubic", "lanczos")
 ACQUISITIONS = ("kspace", "bicubic", "gaussian")
 MODES = ("in-plane", "through-plane")
+ENSEMBLES = (0, 1, 2, 4, 8)
+"""Self-ensemble members (the engine's ENSEMBLE_SIZES) after 0, the engine's default: 8 in-plane from ×4, 2
+through-plane, else 1 (``RunOptions.ensemble_members``)."""
+THROUGH_PLANE_ENSEMBLES = (1, 2, 4)
+"""The members a through-plane run takes (flips only; the engine's THROUGH_PLANE_ENSEMBLE_SIZES)."""
 UNCOMPRESSED_FLAG = "--no-compression"
 """Engine flag for uncompressed outputs: the module's files are temporary, and reading gzip-compressed
 voxels costs seconds per 100 MiB. Passed when the engine offers it."""
@@ -115,6 +120,10 @@ def runSettings(options: "RunOptions") -> Dict[str, str]:
     values["enforceConsistency"] = "yes" if options.project else "no"
     if options.mode == "in-plane" and options.method == "fagan":
         values["adaptation"] = f"up to {options.adapt_steps} steps" if options.adapt_steps else "off"
+    if options.method == "fagan":
+        members = getattr(options, "ensemble_members", 1)  # an older engine: no self-ensemble
+        copies = "flipped" if isThroughPlane(options) else "flipped/rotated"
+        values["selfEnsemble"] = f"{members} {copies} copies" if members > 1 else "off"
     return values
 
 

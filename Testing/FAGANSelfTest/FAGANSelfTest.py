@@ -129,12 +129,16 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Clinician: Apply again at x4, side by side: a second result, the first one untouched")
         firstDims = output.GetImageData().GetDimensions()
-        p.scale, p.sideBySide = 4, True
+        p.scale, p.sideBySide, p.ensemble = 4, True, 2  # Advanced -> Self-ensemble: 2 copies instead of the default 8
+        self.assertEqual(widget.ui.ensembleComboBox.enabled, method == "fagan")
         widget.ui.applyButton.click()
         self.waitUntilIdle(widget)
-        p.sideBySide = False
+        p.sideBySide, p.ensemble = False, 0
         second = widget.lastJob.outputVolumeNode
         self.assertIsNotNone(second, widget.ui.statusLabel.text)
+        if method == "fagan":
+            self.assertEqual(second.GetAttribute("FAGAN.SelfEnsemble"), "2 flipped/rotated copies")
+            self.assertIn("--ensemble 2", widget.ui.logTextEdit.toPlainText())
         self.assertIsNot(second, output)
         self.assertEqual(output.GetImageData().GetDimensions(), firstDims)
         self.assertEqual(second.GetNodeReference("FAGANInput"), inputNode)
@@ -211,6 +215,10 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         p.inputVolume, p.outputVolume, p.device, p.mode, p.applyToAll = inputNode, None, "cpu", "through-plane", False
         self.assertAlmostEqual(p.targetSpacing, 0.95, places=3)  # finest in-plane spacing
         self.assertAlmostEqual(p.sliceThickness, 2.9, places=3)  # no DICOM: the slice spacing
+        p.ensemble = 8  # thick slices take at most 4 flipped copies: Apply says so instead of running
+        self.assertFalse(widget.ui.applyButton.enabled)
+        self.assertIn("Self-ensemble", widget.ui.applyButton.toolTip)
+        p.ensemble = 0
         p.fitIterations = 2
 
         def reset():

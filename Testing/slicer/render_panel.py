@@ -84,6 +84,7 @@ def comboItems() -> Dict[str, List[str]]:
         "acquisitionComboBox": list(options["ACQUISITIONS"]),
         "planeComboBox": list(options["PLANES"]),
         "deviceComboBox": ["Auto (GPU if usable, else CPU)", "GPU (checking...)", "CPU"],
+        "ensembleComboBox": [module["ENSEMBLE_LABELS"][members] for members in options["ENSEMBLES"]],
         "checkpointComboBox": ["fagan_x4 (x4, fagan, kspace, bundled)", "Browse..."],  # CheckpointInfo.label
     }
 

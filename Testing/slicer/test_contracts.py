@@ -394,8 +394,8 @@ def test_engine_flags_the_modules_pass_exist_in_the_engine():
     from FAGANSuperResLib.options import engineArguments, engineFlag, runOptions
 
     flags = {engineFlag(name) for name in moduleTable("FAGANSuperRes", "TRUST_OPTIONS").values()} | {"--output-dir", "--report"}
-    for options in (runOptions(checkpoint="c", batch_size=2, tile_size=64, uncertainty=True, enforce_consistency=True),
-                    runOptions(mode="through-plane", target_spacing=1.0, slice_thickness=3.0, fit_iterations=5)):
+    for options in (runOptions(checkpoint="c", batch_size=2, tile_size=64, uncertainty=True, enforce_consistency=True, ensemble=2),
+                    runOptions(mode="through-plane", target_spacing=1.0, slice_thickness=3.0, fit_iterations=5, ensemble=4)):
         flags |= {a for a in engineArguments(options, True) if a.startswith("--")}
     assert flags <= engine.engineSrOptions(), sorted(flags - engine.engineSrOptions())
 
@@ -431,6 +431,9 @@ def test_panel_choices_are_the_engines():
     panelModes = moduleTable("FAGANSuperRes", "PANEL_MODES")  # the engine's modes, then Combine thick stacks
     assert panelModes == options.MODES + (STACKS_MODE,) and set(moduleTable("FAGANSuperRes", "MODE_LABELS")) == set(panelModes)
     assert sorted(options.DEVICES) == sorted(engineOptions.DEVICES)
+    assert options.ENSEMBLES == (0,) + engineOptions.ENSEMBLE_SIZES  # 0: the engine's default
+    assert options.THROUGH_PLANE_ENSEMBLES == engineOptions.THROUGH_PLANE_ENSEMBLE_SIZES
+    assert set(moduleTable("FAGANSuperRes", "ENSEMBLE_LABELS")) == set(options.ENSEMBLES)
 
 
 def test_map_kinds_are_the_engines():

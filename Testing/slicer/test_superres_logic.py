@@ -20,7 +20,7 @@ from FAGANSuperResLib.logic import (
     SuperResolutionLogic,
     superResolutionArguments,
 )
-from FAGANSuperResLib.options import checkRunOptions, runOptions
+from FAGANSuperResLib.options import checkRunOptions, runOptions, runSettings
 from FAGANSuperResLib.process import EngineProcess
 from FAGANSuperResLib.volumes import (
     defaultInputVolume,
@@ -79,15 +79,21 @@ def test_default_input_skips_label_maps_and_other_volume_kinds(scene):
 
 
 def test_command_line(tmp_path):
-    options = runOptions(scale=4, checkpoint="/c/x4.safetensors", plane="coronal", device="cpu", batch_size=2, tile_size=64)
+    options = runOptions(scale=4, checkpoint="/c/x4.safetensors", plane="coronal", device="cpu", batch_size=2, tile_size=64,
+                         ensemble=2)
     args = superResolutionArguments("in.nrrd", "out.nrrd", options)
     assert args[:2] == ["in.nrrd", "out.nrrd"]
     joined = " ".join(args)
     for part in ("--scale 4", "--plane coronal", "--device cpu", "--progress json", "--checkpoint /c/x4.safetensors",
-                 "--batch-size 2", "--tile-size 64"):
+                 "--batch-size 2", "--tile-size 64", "--ensemble 2"):
         assert part in joined
+    assert runSettings(options)["selfEnsemble"] == "2 flipped/rotated copies"
+    assert runSettings(runOptions(scale=4))["selfEnsemble"] == "8 flipped/rotated copies"  # the engine's default at x4
+    assert runSettings(runOptions(scale=2))["selfEnsemble"] == "off" and "selfEnsemble" not in runSettings(runOptions(method="lanczos"))
+    assert runSettings(runOptions(mode="through-plane"))["selfEnsemble"] == "2 flipped copies"
     for bad in ({"scale": 3}, {"plane": "oblique"}, {"device": "gpu"}, {"method": "nearest"},
-                {"method": "bicubic", "checkpoint": "/c.safetensors"}, {"batch_size": 0}):
+                {"method": "bicubic", "checkpoint": "/c.safetensors"}, {"batch_size": 0}, {"ensemble": 3},
+                {"method": "lanczos", "ensemble": 2}, {"mode": "through-plane", "method": "fagan", "ensemble": 8}):
         with pytest.raises(ValueError):
             checkRunOptions(runOptions(**{"scale": 2, **bad}))
     command = engine.engineCommand("sr", ["a"])
