@@ -18,8 +18,8 @@ from .engine import (
 from .isotropic import formatSpacing, isotropicName, throughPlaneDefaults
 from .logic import SuperResolutionError, SuperResolutionJob, SuperResolutionLogic
 from .options import runOptions
-from .provenance import NOTICE
 from .process import EngineProcess
+from .provenance import NOTICE
 from .volumes import (
     defaultInputVolume,
     imageFromVolumeNode,
