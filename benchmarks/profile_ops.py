@@ -27,7 +27,9 @@ def torch_top_ops(checkpoint: str, scale: int, batch: np.ndarray, rows: int) -> 
     runner(batch)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         runner(batch)
-    table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=32, max_shapes_column_width=48)
+    table = prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=32, max_shapes_column_width=48
+    )
     return ["```", table.strip(), "```"]
 
 

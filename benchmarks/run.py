@@ -88,7 +88,8 @@ def inference_section(sizes: Sizes, device: str, peak: Dict[str, Any], tmp: Path
         model, metadata = load_generator(model_info["checkpoint"])
         flops = generator_flops(model, side, side)
         analytic = analytic_generator_flops(metadata.model_config(), side, side)
-        base = dict(scale=scale, slices=sizes.slices, side=side, batch=sizes.batch, model_batches=sizes.model_batches, checkpoint=model_info["checkpoint"])
+        base = dict(scale=scale, slices=sizes.slices, side=side, batch=sizes.batch, model_batches=sizes.model_batches,
+                    checkpoint=model_info["checkpoint"])
         configs = [dict(backend="bicubic", device="cpu", precision="fp32", compiled=False)]
         if device == "cpu":
             onnx = export_to(model_info["checkpoint"], tmp)

@@ -36,9 +36,8 @@ def load(mode: str, path: str) -> Dict[str, float]:
     set before the load) and the seconds."""
     sys.path[:0] = [str(ROOT / "FAGANSuperRes"), str(ROOT)]
     import SimpleITK as sitk
-    from slicer import vtkMRMLScene
-
     from FAGANSuperResLib.volumes import loadVolumeFile, updateVolumeNodeFromImage
+    from slicer import vtkMRMLScene
 
     scene = vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "result")

@@ -171,10 +171,16 @@ def _set(name: str, value: object) -> Callable[[pydicom.Dataset], None]:
 SLICE_EDITS: Dict[str, Callable[[pydicom.Dataset], None]] = {
     "orientation-30-degrees": _rotate,
     "pixel-spacing-2": _set("PixelSpacing", ["2", "2"]),
-    "position-duplicated": lambda ds: setattr(ds, "ImagePositionPatient", list(ds.ImagePositionPatient[:2]) + [f"{float(ds.ImagePositionPatient[2]) - 3.0:.6f}"]),
+    "position-duplicated": lambda ds: setattr(
+        ds, "ImagePositionPatient", list(ds.ImagePositionPatient[:2]) + [f"{float(ds.ImagePositionPatient[2]) - 3.0:.6f}"]
+    ),
     "position-missing": lambda ds: delattr(ds, "ImagePositionPatient"),
-    "position-shifted-in-plane": lambda ds: setattr(ds, "ImagePositionPatient", [f"{float(ds.ImagePositionPatient[0]) + 5.0:.6f}"] + list(ds.ImagePositionPatient[1:])),
-    "orientation-flipped-row": lambda ds: setattr(ds, "ImageOrientationPatient", [f"{-float(v):.8f}" for v in ds.ImageOrientationPatient[:3]] + list(ds.ImageOrientationPatient[3:])),
+    "position-shifted-in-plane": lambda ds: setattr(
+        ds, "ImagePositionPatient", [f"{float(ds.ImagePositionPatient[0]) + 5.0:.6f}"] + list(ds.ImagePositionPatient[1:])
+    ),
+    "orientation-flipped-row": lambda ds: setattr(
+        ds, "ImageOrientationPatient", [f"{-float(v):.8f}" for v in ds.ImageOrientationPatient[:3]] + list(ds.ImageOrientationPatient[3:])
+    ),
 }
 
 

@@ -95,7 +95,8 @@ def test_already_upsampled_input_warns(template_lr: sitk.Image, profile: dict) -
     assert lines(template_lr, profile, "Nyquist") == []
     bicubic = super_resolve(template_lr, 2, method="bicubic", plane=AXES)
     assert len(lines(bicubic, {}, "already upsampled")) == 1
-    lr4 = degrade_volume(crop_to_multiple(sitk.ReadImage(str(icbm152_t1_path()), sitk.sitkFloat32)[:, :, 80:86], 4, AXES), 4, AXES, AcquisitionConfig())
+    slab = sitk.ReadImage(str(icbm152_t1_path()), sitk.sitkFloat32)[:, :, 80:86]
+    lr4 = degrade_volume(crop_to_multiple(slab, 4, AXES), 4, AXES, AcquisitionConfig())
     twice = super_resolve(lr4, 4, method="lanczos", plane=AXES)
     assert len(lines(twice, {}, "already upsampled")) == 1
     assert nyquist_ratio(np.zeros((1, 8, 8))) is None  # too small to tell
@@ -103,7 +104,9 @@ def test_already_upsampled_input_warns(template_lr: sitk.Image, profile: dict) -
 
 def test_acquisition_warning_is_the_inference_line(template_lr: sitk.Image) -> None:
     other = ood_warnings(template_lr, AXES, None, checkpoint_name="m.safetensors", acquisition=(["kspace"], "bicubic"))
-    assert other == ["checkpoint m.safetensors was trained for kspace acquisition, not bicubic: the result may show artefacts; see docs/model-card.md"]
+    assert other == [
+        "checkpoint m.safetensors was trained for kspace acquisition, not bicubic: the result may show artefacts; see docs/model-card.md"
+    ]
     assert ood_warnings(template_lr, AXES, None, acquisition=(["kspace", "bicubic"], "bicubic")) == []
 
 

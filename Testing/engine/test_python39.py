@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_engine_runs_on_python_3_9() -> None:
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("vermin")), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations", "--backport", "dataclasses", str(ROOT / "fagan_engine")],
+        [str(Path(sys.executable).with_name("vermin")), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations",
+         "--backport", "dataclasses", str(ROOT / "fagan_engine")],
         capture_output=True,
         text=True,
     )

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from engine_helpers import save_untrained_checkpoint
+from test_checkpoint import edit_header, swap_offsets
+
 from fagan_engine.models.checkpoint import load_generator, read_metadata
 from fagan_engine.util.errors import CheckpointError
-from test_checkpoint import edit_header, swap_offsets
 
 
 def downgrade(header: dict, drop_content_checksum: bool) -> None:

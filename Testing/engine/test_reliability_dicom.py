@@ -65,7 +65,11 @@ def test_gap_error_names_the_gap_and_the_cli_flag(tmp_path: Path, capsys: pytest
 
 def test_slice_shifted_within_its_plane_is_refused_by_name(tmp_path: Path) -> None:
     folder = series(tmp_path)
-    edit_slice(folder, 3, lambda ds: setattr(ds, "ImagePositionPatient", [f"{float(ds.ImagePositionPatient[0]) + 5.0:.6f}"] + list(ds.ImagePositionPatient[1:])))
+
+    def shift_5mm_along_x(ds) -> None:
+        ds.ImagePositionPatient = [f"{float(ds.ImagePositionPatient[0]) + 5.0:.6f}"] + list(ds.ImagePositionPatient[1:])
+
+    edit_slice(folder, 3, shift_5mm_along_x)
     with pytest.raises(InputError, match="slice003.dcm is shifted .* within the slice plane") as excinfo:
         read_volume(str(folder))
     assert "\n" not in str(excinfo.value)

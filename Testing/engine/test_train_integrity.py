@@ -75,7 +75,9 @@ TAMPERING = {
     "edited iteration": (lambda p: rewrite_header(p, edit_structure("iteration", 10**6)), "checksum mismatch"),
     "structure not JSON": (lambda p: rewrite_header(p, lambda h: h["__metadata__"].update(fagan_train_state="{")), "checksum"),
     "metadata a list": (lambda p: rewrite_header(p, lambda h: h.update(__metadata__=["x"])), "damaged"),
-    "offsets past the end": (lambda p: rewrite_header(p, lambda h: h[next(k for k in h if k != "__metadata__")].update(data_offsets=[0, 10**9])), "damaged"),
+    "offsets past the end": (
+        lambda p: rewrite_header(p, lambda h: h[next(k for k in h if k != "__metadata__")].update(data_offsets=[0, 10**9])), "damaged"
+    ),
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[:-100]), "damaged"),
     "not safetensors": (lambda p: p.write_bytes(b"\x00" * 64), "damaged"),
 }

@@ -13,8 +13,8 @@ for folder in (ROOT / "FAGANSuperRes", ROOT / "FAGANTraining", ROOT):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from mrml_helpers import addVolumeNode, smoothArray
-from slicer import vtkMRMLScene
+from mrml_helpers import addVolumeNode, smoothArray  # noqa: E402 (after the module folders are on sys.path)
+from slicer import vtkMRMLScene  # noqa: E402
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 

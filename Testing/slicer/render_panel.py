@@ -95,7 +95,7 @@ def addCodeRows(panel) -> None:
 
     layout = panel.findChild(QtWidgets.QFormLayout, "inputsFormLayout")
     labels = constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")["STACK_LABELS"]
-    for row, (name, (widgetClass, label, tip)) in enumerate(constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")["CODE_ROWS"].items(), start=2):
+    for row, (_name, (widgetClass, label, tip)) in enumerate(constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")["CODE_ROWS"].items(), start=2):
         if widgetClass == "QComboBox":
             field = QtWidgets.QComboBox()
             field.addItems(list(labels))

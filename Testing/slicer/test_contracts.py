@@ -204,7 +204,6 @@ def test_training_panel_defaults_are_the_bundled_recipe():
     """The FAGANTraining parameter node shows the bundled recipe's acquisition model and synthetic
     data mix (configs/fagan_x2_acquisition.yaml), the same values as TrainingSettings' defaults."""
     import yaml
-
     from FAGANTrainingLib import TrainingSettings
 
     defaults = {}
@@ -419,9 +418,10 @@ def test_lib_spells_no_run_option_flag():
 def test_panel_choices_are_the_engines():
     """The comboboxes offer exactly the engine's choices (listed once in the Lib: the parameter node
     is declared before the engine may be imported)."""
+    from FAGANSuperResLib import options
+
     from fagan_engine.util import config
     from fagan_engine.util import options as engineOptions
-    from FAGANSuperResLib import options
 
     assert options.SCALES == config.SCALES and options.PLANES == config.PLANES
     assert options.ACQUISITIONS == config.ACQUISITIONS

@@ -2,16 +2,14 @@
 results read by Slicer's storage node and checked against the memory, new results linked by node
 references, a deleted input, device reporting, the log, and the side-by-side display."""
 
+import FAGANSuperResLib.logic as logicModule
+import FAGANSuperResLib.memory as memoryModule
+import FAGANSuperResLib.options as optionsModule
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer
 import slicer.util
-from vtk.util import numpy_support
-
-import FAGANSuperResLib.logic as logicModule
-import FAGANSuperResLib.memory as memoryModule
-import FAGANSuperResLib.options as optionsModule
 from FAGANSuperResLib import engine
 from FAGANSuperResLib.display import showSideBySide
 from FAGANSuperResLib.logic import SuperResolutionError, SuperResolutionLogic, describeDevice
@@ -22,6 +20,7 @@ from FAGANSuperResLib.results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_R
 from FAGANSuperResLib.volumes import imageFromVolumeNode, loadVolumeFile
 from mrml_helpers import addVolumeNode, ijkToRas, smoothArray
 from test_superres_trust import savedAndReloaded
+from vtk.util import numpy_support
 
 # ---------------------------------------------------------------- 1: what the display node draws
 

@@ -5,8 +5,8 @@ import pytest
 import slicer.util
 from FAGANSuperResLib.logic import SuperResolutionError
 from FAGANSuperResLib.memory import checkStacksFit, stacksResultBytes
-from FAGANSuperResLib.results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT
 from FAGANSuperResLib.options import runOptions
+from FAGANSuperResLib.results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT
 from FAGANSuperResLib.stacks import StacksLogic, describeStack, stacksArguments, stacksResultName
 from FAGANSuperResLib.volumes import physicalCornersRAS, updateVolumeNodeFromImage
 from mrml_helpers import addVolumeNode, ijkToRas, pollUntilDone, rotation, smoothArray
@@ -151,6 +151,7 @@ def test_the_memory_check_counts_the_result_and_every_map(scene):
 def test_the_real_engine_combines_tiny_simulated_stacks_on_the_reference_grid(scene):
     """Two 4 mm stacks (axial, coronal tilted 15 deg) of a 32 mm phantom; the coronal stack is the reference."""
     import SimpleITK as sitk
+
     from fagan_engine.through_plane.stack_simulation import orientation, phantom, simulate_stack
 
     volume = phantom(32, seed=0)

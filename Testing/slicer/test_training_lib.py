@@ -282,7 +282,6 @@ def test_real_trainer_accepts_the_config_and_reports_progress(tmp_path, scene):
 
 def recipe(scale=2):
     import yaml
-
     from FAGANTrainingLib.training import ROOT_CONFIGS
 
     return yaml.safe_load((ROOT_CONFIGS / f"fagan_x{scale}_acquisition.yaml").read_text())
@@ -318,6 +317,7 @@ def test_acquisition_mix_and_synthesis_reach_the_config(tmp_path, dataFolder):
 
 def test_fine_tuning_takes_the_checkpoint_architecture(tmp_path, dataFolder, tinyCheckpoints, monkeypatch):
     from FAGANTrainingLib import BUNDLED
+
     from fagan_engine.models.checkpoint import default_checkpoint
 
     files = trainingVolumeFiles(dataFolder)
