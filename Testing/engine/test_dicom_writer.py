@@ -120,3 +120,24 @@ def test_cli_dicom_output_of_a_file_input_gets_new_study(tmp_path: Path, capsys:
     code = main([str(volume), str(tmp_path / "v.nii.gz"), "--scale", "2", "--method", "bicubic", "--output-format", "dicom"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "series folder" in err[0]
+
+
+def test_cli_output_folder_without_format_flag_is_dicom_in_the_input_study(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An OUTPUT without extension is a DICOM series folder with or without ``--output-format dicom``: both keep the
+    patient and study (the folder form used to write a series detached from them); an unknown extension is refused."""
+    series = write_mr_series(oblique_image(size=(12, 10, 4)), tmp_path / "in" / "t1")
+    checkpoint = save_untrained_checkpoint(tmp_path / "tiny.safetensors", 2)
+    out = tmp_path / "t1_sr"
+    assert main([str(series), str(out), "--scale", "2", "--checkpoint", str(checkpoint), "--progress", "none"]) == 0
+    first = datasets(out)[0]
+    for keyword, value in PATIENT_STUDY.items():
+        assert str(first.data_element(keyword).value) == value, keyword
+    capsys.readouterr()
+    for name in ("t1_sr.txt", "t1_sr.nii.gzz"):
+        code = main([str(series), str(tmp_path / name), "--scale", "2", "--checkpoint", str(checkpoint), "--progress", "none"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "not a volume format" in err[0]
+        assert not (tmp_path / name).exists()
+    dotted = tmp_path / "t1.v2"
+    assert main([str(series), str(dotted) + "/", "--scale", "2", "--checkpoint", str(checkpoint), "--progress", "none"]) == 0
+    assert str(datasets(dotted)[0].PatientID) == PATIENT_STUDY["PatientID"]

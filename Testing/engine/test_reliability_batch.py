@@ -176,7 +176,7 @@ def test_trust_report_path_follows_force_and_names_itself(tmp_path, capsys, forc
 
 def test_dicom_output_folder_named_like_the_report_is_one_line(tmp_path, capsys):
     (a,) = volumes(tmp_path, 1)
-    code, err = run([a, tmp_path / "r.json", "--output-format", "dicom", "--report", tmp_path / "r.json", *BICUBIC], capsys)
+    code, err = run([a, f"{tmp_path / 'r.json'}/", "--output-format", "dicom", "--report", tmp_path / "r.json", *BICUBIC], capsys)
     refused(code, err, "same path")
     assert not (tmp_path / "r.json").exists()
 
@@ -225,3 +225,13 @@ def test_report_inside_the_dicom_output_folder_is_refused_before_any_work(tmp_pa
     code, err = run([a, tmp_path / "series", "--output-format", "dicom", "--report", tmp_path / "series" / "r.json", *BICUBIC], capsys)
     refused(code, err, "inside the DICOM output folder")
     assert list((tmp_path / "series").iterdir()) == []
+
+
+def test_manifest_output_with_an_unknown_extension_is_refused(tmp_path, capsys):
+    """``out.txt`` would have become a DICOM series folder of that name; ``series.v2/`` is one on purpose."""
+    (a,) = volumes(tmp_path, 1)
+    code, err = run(["--manifest", manifest(tmp_path, [(a.name, "out.txt")]), *BICUBIC], capsys)
+    refused(code, err, "line 2: output out.txt: .txt is not a volume format")
+    assert not (tmp_path / "out.txt").exists()
+    assert run(["--manifest", manifest(tmp_path, [(a.name, "series.v2/")]), *BICUBIC], capsys)[0] == 0
+    assert (tmp_path / "series.v2").is_dir()

@@ -149,3 +149,13 @@ def test_reference_gives_the_output_that_stacks_orientation_and_maps_lie_on_each
         consistency = sitk.ReadImage(path)
         assert consistency.GetSize() == stack.GetSize() and consistency.GetOrigin() == pytest.approx(stack.GetOrigin())
         assert consistency.GetDirection() == pytest.approx(stack.GetDirection())
+
+
+@pytest.mark.parametrize("name", ["iso", "iso.txt"])
+def test_an_output_that_is_no_volume_file_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture, name: str) -> None:
+    """--stacks writes one volume file: a folder name (a DICOM series elsewhere) or an unknown extension is refused
+    before registration, not after the reconstruction."""
+    inputs = _write_stacks(tmp_path)
+    assert main(["--stacks", *inputs, str(tmp_path / name), "--progress", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and not (tmp_path / name).exists(), err

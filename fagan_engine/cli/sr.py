@@ -14,7 +14,7 @@ from fagan_engine.cli.stacks import run_stacks
 from fagan_engine.inference.memory_check import out_of_memory_advice
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.runners import compute_description
-from fagan_engine.pipeline.batch import OUTPUT_FORMATS, map_paths, output_format_of
+from fagan_engine.pipeline.batch import OUTPUT_FORMATS, check_output_name, map_paths, output_format_of
 from fagan_engine.pipeline.case import CaseOutputs, StagedOutputs, read_source, super_resolve_case, write_outputs
 from fagan_engine.pipeline.validation import check_run_paths
 from fagan_engine.util.errors import InputError
@@ -79,9 +79,11 @@ def _single(args: argparse.Namespace) -> int:
 
 
 def check_single_output(args: argparse.Namespace) -> bool:
-    """True when OUTPUT is a DICOM series folder (--output-format dicom); refuse a format/extension mismatch."""
+    """True when OUTPUT is a DICOM series folder (a name without extension, or --output-format dicom); refuse an
+    extension that is no volume format, and a format/extension mismatch."""
+    check_output_name(args.output)
     if args.output_format is None:
-        return False
+        return output_format_of(args.output) == "dicom"
     if args.output_format == "dicom":
         if output_format_of(args.output) != "dicom":
             raise InputError(f"--output-format dicom writes a series folder; OUTPUT {args.output} has a volume file extension")

@@ -116,6 +116,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
     stacks = len(args.paths) - 1
     if args.reference is not None and not 1 <= args.reference <= stacks:
         raise InputError(f"--reference must be a stack number from 1 to {stacks} (in the order given), got {args.reference}")
+    from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS  # lazy: keeps SimpleITK out of this module's import
+    from fagan_engine.pipeline.batch import check_output_name, output_format_of  # lazy: as above
+
+    output = args.paths[-1]
+    check_output_name(output)
+    if output_format_of(output) == "dicom":
+        raise InputError(f"--stacks writes one volume file ({', '.join(SUPPORTED_EXTENSIONS)}); OUTPUT {output} has no volume extension")
     if args.report is not None and not args.report.lower().endswith(".json"):
         raise InputError(f"--report with --stacks writes the JSON report; {args.report} does not end in .json")
 

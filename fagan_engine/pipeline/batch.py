@@ -67,8 +67,21 @@ class Case:
         return [self.maps[k] for k in MAP_KINDS if k in self.maps] + [self.output]
 
 
+def check_output_name(path: str) -> None:
+    """InputError for an output whose name ends in an extension that is no volume format (``out.txt``, a typo such as
+    ``out.nii.gzz``): ``output_format_of`` would take it for a DICOM series folder of that name. A DICOM folder whose
+    name holds a dot is given with a trailing ``/``."""
+    ext = split_extension(path)[1]
+    if ext and ext not in SUPPORTED_EXTENSIONS and not path.endswith(("/", os.sep)):
+        raise InputError(
+            f"output {path}: {ext} is not a volume format ({', '.join(SUPPORTED_EXTENSIONS)}); a DICOM series folder "
+            f"has no extension, or ends in / ({path}/)"
+        )
+
+
 def output_format_of(path: str) -> str:
-    """nifti/nrrd/mha (also nhdr/mhd) from a file extension; a name without one is a DICOM series folder."""
+    """nifti/nrrd/mha (also nhdr/mhd) from a file extension; a name without one is a DICOM series folder
+    (``check_output_name`` refuses other extensions where a user names the output)."""
     ext = split_extension(path)[1]
     if path.endswith(("/", os.sep)) or ext not in SUPPORTED_EXTENSIONS:
         return "dicom"
@@ -241,6 +254,10 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
                 raise InputError(f"manifest {path} line {number}: the {column} cell holds a NUL byte")
         if not cells["input"] or not cells["output"]:
             raise InputError(f"manifest {path} line {number}: empty input or output")
+        try:
+            check_output_name(cells["output"])
+        except InputError as exc:
+            raise InputError(f"manifest {path} line {number}: {exc}") from None
         for name in required:
             if not cells.get(name):
                 raise InputError(f"manifest {path} line {number}: no {name}; give --{name} or a {name} cell in every row")
