@@ -15,6 +15,7 @@ from FAGANSuperResLib.checkpoints import (
     userCheckpointRegistry,
 )
 from FAGANSuperResLib.display import showSideBySide
+from FAGANSuperResLib.errors import OneLineErrors
 from FAGANSuperResLib.isotropic import throughPlaneDefaults
 from FAGANSuperResLib.logic import SuperResolutionJob, SuperResolutionLogic
 from FAGANSuperResLib.memory import outputVoxels
@@ -527,9 +528,10 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p.device == "cuda" and self._deviceInfo and not self._deviceInfo.gpuUsable:
             slicer.util.errorDisplay(self._deviceInfo.gpuLabel() + _(". Select Auto or CPU."))
             return
-        with slicer.util.tryWithErrorDisplay(_("FA-GAN cannot run yet."), waitCursor=False):
-            if not self.logic.ensureDependencies(dependencyTask(p.mode, p.method), onInstalled=self.startDeviceProbe):
-                return
+        with OneLineErrors(slicer.util.errorDisplay, _("FA-GAN cannot run yet.")) as errors:
+            ready = self.logic.ensureDependencies(dependencyTask(p.mode, p.method), onInstalled=self.startDeviceProbe)
+        if errors.failed or not ready:
+            return
         volumes = batchInputVolumes(slicer.mrmlScene, self.ui.batchFolderComboBox.currentItem() or None) \
             if p.applyToAll else [p.inputVolume]
         question = self._longCpuRunQuestion(volumes)
@@ -537,7 +539,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.ui.warningsLabel.text = ""
         self.ui.summaryLabel.text = ""
-        with slicer.util.tryWithErrorDisplay(_("Failed to start super-resolution."), waitCursor=True):
+        with OneLineErrors(slicer.util.errorDisplay, _("Failed to start super-resolution.")), slicer.util.WaitCursor():
             if p.mode == STACKS_MODE:
                 self._job = self.logic.combineStacks(
                     self.stackNodes(), p.outputVolume, p.stackReference - 1, device=p.device,
@@ -610,7 +612,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._onJobDone()
         for job in self._exitingJobs:
             job.poll()
-        self._exitingJobs = [job for job in self._exitingJobs if not job.process.finished]
+        self._exitingJobs = [job for job in self._exitingJobs if job.process.exiting]
         if not self._job and not self._deviceProbe and not self._exitingJobs:
             self._timer.stop()
 
@@ -619,7 +621,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.lastJob = job
         for line in job.takeLogLines():
             self.ui.logTextEdit.appendPlainText(line)
-        if not job.process.finished:
+        if job.process.exiting:  # never for an engine that failed to start: it has nothing to wait for
             self._exitingJobs.append(job)
             self._timer.start()
         self._setRunning(False)

@@ -7,6 +7,7 @@ import qt
 import slicer
 import vtk
 from FAGANSuperResLib.checkpoints import userCheckpointRegistry
+from FAGANSuperResLib.errors import OneLineErrors
 from FAGANTrainingLib import (
     ACQUISITIONS,
     BUNDLED,
@@ -271,9 +272,10 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onStartButton(self) -> None:
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Training cannot run yet.")):
-            if not self.logic.ensureDependencies():
-                return
+        with OneLineErrors(slicer.util.errorDisplay, _("Training cannot run yet.")) as errors:
+            ready = self.logic.ensureDependencies()
+        if errors.failed or not ready:
+            return
         settings = TrainingSettings(
             outputDir=p.outputFolder, dataFolder=p.dataFolder, valFraction=p.validationShare, scale=p.scale,
             preset=p.preset, iterations=p.iterations, patchSize=p.patchSize, batchSize=p.batchSize,
@@ -283,17 +285,18 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             noiseMin=p.noiseMin, noiseMax=p.noiseMax, syntheticFraction=p.syntheticFraction,
             templateWeight=p.templateWeight, brainWeight=p.brainWeight, shapesWeight=p.shapesWeight,
             initCheckpoint=(p.initCheckpoint or BUNDLED) if p.fineTune else "")
-        with slicer.util.tryWithErrorDisplay(_("Cannot start training."), waitCursor=True):
+        with OneLineErrors(slicer.util.errorDisplay, _("Cannot start training.")), slicer.util.WaitCursor():
             configPath = prepareTraining(settings, nodesInScene(p.trainingVolumes))
             p.configPath = str(configPath)
             self._startRun(TrainingRun(configPath), resume=False)
 
     def onResumeButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Training cannot run yet.")):
-            if not self.logic.ensureDependencies():
-                return
-        run = self._run or TrainingRun.stoppedEarlier(self._parameterNode.configPath)
-        with slicer.util.tryWithErrorDisplay(_("Cannot resume training."), waitCursor=True):
+        with OneLineErrors(slicer.util.errorDisplay, _("Training cannot run yet.")) as errors:
+            ready = self.logic.ensureDependencies()
+        if errors.failed or not ready:
+            return
+        with OneLineErrors(slicer.util.errorDisplay, _("Cannot resume training.")), slicer.util.WaitCursor():
+            run = self._run or TrainingRun.stoppedEarlier(self._parameterNode.configPath)
             self._startRun(run, resume=True)
 
     def onStopButton(self) -> None:

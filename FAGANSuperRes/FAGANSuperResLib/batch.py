@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 import vtk
 
 from .engine import engineCommand, engineEnvironment, engineSupports
+from .errors import oneLine
 from .jobs import EngineJob, workFolder
-from .logic import oneLine, resolvedDevice, runIdentity
+from .logic import resolvedDevice, runIdentity
 from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, mapKinds
 from .provenance import NOTICE, identityFromReport, mergeWarnings

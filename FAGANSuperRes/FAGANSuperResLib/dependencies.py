@@ -9,7 +9,7 @@ import os
 from typing import Any, Callable, Optional
 
 from .engine import backendAvailable, installedTorchVersion, missingRequirements, torchProblem
-from .logic import oneLine
+from .errors import oneLine
 
 SELFTEST_INSTALL_VARIABLE = "FAGAN_SELFTEST_INSTALL_DEPENDENCIES"
 """Set to 1 to let the self-tests install missing dependencies and run the heavy tests."""

@@ -53,6 +53,11 @@ class EngineProcess:
         """True once the output is exhausted and the process has exited."""
         return self.returnCode is not None
 
+    @property
+    def exiting(self) -> bool:
+        """True while a started process has not finished (False before ``start`` and after a failed one)."""
+        return self._popen is not None and not self.finished
+
     def start(self) -> None:
         """Launch the process and its output-reader thread."""
         if self._popen is not None:

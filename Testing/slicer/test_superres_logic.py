@@ -15,6 +15,7 @@ from FAGANSuperResLib.checkpoints import (
     availableCheckpoints,
     readCheckpoint,
 )
+from FAGANSuperResLib.errors import OneLineErrors
 from FAGANSuperResLib.logic import (
     SuperResolutionError,
     SuperResolutionLogic,
@@ -292,6 +293,35 @@ def test_error_message_prefers_the_protocol_event():
     assert process.wait(30) == 2
     assert process.errorMessage() == "bad input"
     assert process.takeNewLogLines() == ["error: bad input"] and process.takeNewLogLines() == []
+
+
+def test_button_errors_are_one_line_without_traceback_and_stop_the_handler():
+    """What the modules' buttons show: the reason in one line (no traceback under "Show Details..."); the caller
+    learns from ``failed`` to stop; KeyboardInterrupt and SystemExit are not swallowed."""
+    shown = []
+    with OneLineErrors(shown.append, "Cannot start training.") as errors:
+        raise ValueError("first line\n\nTraceback (most recent call last):\n  ...\nthe output folder is not writable")
+    assert errors.failed and shown == ["Cannot start training. the output folder is not writable"]
+    with OneLineErrors(shown.append, "unused") as errors:
+        pass
+    assert not errors.failed and len(shown) == 1
+    with pytest.raises(KeyboardInterrupt), OneLineErrors(shown.append, "unused"):
+        raise KeyboardInterrupt
+    assert len(shown) == 1
+
+
+def test_only_a_started_unfinished_engine_is_exiting(tmp_path):
+    """The module keeps polling a cancelled job while ``process.exiting``: never for an engine that failed to start
+    (it used to wait on ``not finished``, which such a process never becomes, and the poll timer ran for the session)."""
+    missing = EngineProcess([str(tmp_path / "no-such-engine")])
+    with pytest.raises(OSError):
+        missing.start()
+    assert not missing.exiting and not missing.finished
+    process = EngineProcess([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    assert not process.exiting
+    process.start()
+    assert process.exiting
+    assert process.wait(30) == 0 and not process.exiting
 
 
 # ---------------------------------------------------------------- checkpoints and devices
