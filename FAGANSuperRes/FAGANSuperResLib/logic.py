@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion, ensureEngineImportable
+from .errors import oneLine
 from .jobs import EngineJob, workFolder
 from .maps import overlayLayers
 from .memory import checkResultFits
@@ -61,12 +62,6 @@ def describeDevice(device: str, threads: Optional[int], requested: str) -> str:
     if device == "cpu":
         return f"CPU ({threads} threads)" if threads else "CPU"
     return device
-
-
-def oneLine(exc: BaseException) -> str:
-    """The last non-empty line of an exception's message (its type name if it has none)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 class SuperResolutionJob(EngineJob):
@@ -143,7 +138,9 @@ class SuperResolutionJob(EngineJob):
 
     def _progress(self, event: Dict[str, Any]) -> None:
         total = event.get("total") or 0
-        if isinstance(event.get("fraction"), (int, float)):
+        if isinstance(event.get("run_fraction"), (int, float)):  # the whole run's: adaptation or fit, then inference
+            self.fraction = float(event["run_fraction"])
+        elif isinstance(event.get("fraction"), (int, float)):
             self.fraction = float(event["fraction"])
         elif total:
             self.fraction = float(event.get("done", 0)) / total

@@ -73,6 +73,9 @@ def test_flags_reach_the_fit_and_phases_reach_the_protocol(stand_in: List[Dict[s
     assert events[0]["options"]["mode"] == "through-plane"
     phases = [(e.get("phase"), e.get("loss")) for e in events if e["event"] == "progress"]
     assert phases == [("fit", 0.5), ("fit", 0.25), ("inference", None)]
+    # the phase's own fraction restarts at inference; the run's fills the fit's 60 % first and never goes back
+    fractions = [(e["fraction"], e["run_fraction"]) for e in events if e["event"] == "progress"]
+    assert fractions == [(0.5, 0.3), (1.0, 0.6), (1.0, 1.0)]
     assert sitk.ReadImage(str(out)).GetSpacing()[2] == pytest.approx(1.5)
 
 
@@ -194,3 +197,16 @@ def test_batch_size_caps_the_slices_per_network_call() -> None:
     sizes.clear()
     capped = apply_through_plane(model, volume, plan, batch_size=3)
     assert max(sizes) == 3 and np.allclose(capped, default, atol=1e-4)  # float32 summation order only
+
+
+def test_run_fraction_gives_the_first_phase_its_share_and_never_goes_back() -> None:
+    """An in-plane run with per-scan adaptation (stopped early at 40 of 100 steps), then 4 slices of inference; a run
+    without a first phase is inference alone."""
+    from fagan_engine.util.progress import RunFraction
+
+    run = RunFraction()
+    seen = [run.update(done, 100, "adapt") for done in (20, 40)] + [run.update(done, 4, "inference") for done in (1, 2, 4)]
+    assert seen == pytest.approx([0.06, 0.12, 0.3 + 0.7 / 4, 0.3 + 0.7 / 2, 1.0])
+    plain = RunFraction()
+    assert [plain.update(done, 2, "inference") for done in (1, 2)] == [0.5, 1.0]
+    assert plain.update(0, 0, "inference") == 1.0  # a report without a total never moves it back

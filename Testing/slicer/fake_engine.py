@@ -68,21 +68,26 @@ def main():
         inPlane = min(s for a, s in enumerate(spacing) if a != axis)
         target_spacing = float(args.target_spacing or inPlane)
         iterations = int(args.iterations or 4)
+        first = 0.6  # the engine's share of the fit in run_fraction (fagan_engine.util.progress.FIRST_PHASE_SHARES)
         for it in range(1, iterations + 1):
-            emit("progress", phase="fit", done=it, total=iterations, fraction=it / iterations, loss=1.0 / it)
+            emit("progress", phase="fit", done=it, total=iterations, fraction=it / iterations, run_fraction=first * it / iterations,
+                 loss=1.0 / it)
             if fail == "slow":
                 time.sleep(0.5)
         result = resampled(image, [axis], [spacing[axis] / target_spacing])
         total = result.GetSize()[axis]
     else:
+        first = 0.0
         if (args.method or "fagan") == "fagan" and args.adapt != "0":  # the engine's default: adaptation first
+            first = 0.3
             for step in range(1, 4):
-                emit("progress", phase="adapt", done=step, total=3, fraction=step / 3, loss=0.1 / step)
+                emit("progress", phase="adapt", done=step, total=3, fraction=step / 3, run_fraction=first * step / 3, loss=0.1 / step)
         scale = int(args.scale)
         result = resampled(image, [0, 1], [scale, scale])
         total = image.GetSize()[2]
     for done in range(1, total + 1):
-        emit("progress", phase="inference", done=done, total=total, fraction=done / total)
+        emit("progress", phase="inference", done=done, total=total, fraction=done / total,
+             run_fraction=first + (1 - first) * done / total)
     compress = not args.no_compression
     sitk.WriteImage(result, target, compress)
     if args.consistency_map:

@@ -235,10 +235,11 @@ def test_isotropic_result_names():
 def test_in_plane_run_shows_the_adaptation_phase_and_the_switches_reach_the_engine(scene, fakeEngine):
     node = addVolumeNode(scene, smoothArray((6, 16, 20)), spacing=(1.0, 1.0, 4.0), name="t1")
     job = SuperResolutionLogic().process(node, None, 2, device="cpu", waitForCompletion=False)
-    statuses = []
-    job.onProgress = lambda j: statuses.append(j.status)
+    statuses, fractions = [], []
+    job.onProgress = lambda j: (statuses.append(j.status), fractions.append(j.fraction))
     pollUntilDone(job)
     assert job.state == "succeeded", job.error
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, "the bar restarted at inference"
     assert "Step 1/2, adapting the model to this scan: step 3 of at most 3" in statuses
     assert any(status.startswith("Step 2/2, super-resolving") for status in statuses)
     assert "--adapt" not in job.process.command and "--no-enforce-consistency" not in job.process.command

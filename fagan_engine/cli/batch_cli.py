@@ -29,6 +29,7 @@ from fagan_engine.pipeline.validation import check_batch_run
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.locking import RunFolderLock
 from fagan_engine.util.options import MAP_FLAGS
+from fagan_engine.util.progress import RunFraction
 from fagan_engine.util.protocol import emit
 
 
@@ -101,6 +102,7 @@ class CliEvents(BatchEvents):
         self.inner = PhaseBar(position=1, leave=False)
         self.pending = 0
         self.finished = 0
+        self.case_run = RunFraction()
 
     def _line(self, text: str) -> None:
         if self.outer is not None:
@@ -120,6 +122,7 @@ class CliEvents(BatchEvents):
             self.outer = tqdm(total=pending, unit="case", file=sys.stderr, desc="batch", position=0)
 
     def case_start(self, index: int, total: int, case: Case) -> None:
+        self.case_run = RunFraction()
         if self.mode == "json":
             emit("case_start", case=index, cases=total, input=case.input, output=case.output, position=self.finished, pending=self.pending)
 
@@ -127,8 +130,10 @@ class CliEvents(BatchEvents):
         fraction = done / steps if steps else 0.0
         if self.mode == "json":
             extra = {k: v for k, v in (("phase", phase), ("loss", loss)) if v is not None}
-            overall = (self.finished + fraction) / self.pending if self.pending else 1.0
-            emit("progress", case=index, cases=total, done=done, total=steps, fraction=round(fraction, 4), overall=round(overall, 4), **extra)
+            run_fraction = self.case_run.update(done, steps, phase)
+            overall = (self.finished + run_fraction) / self.pending if self.pending else 1.0
+            emit("progress", case=index, cases=total, done=done, total=steps, fraction=round(fraction, 4),
+                 run_fraction=round(run_fraction, 4), overall=round(overall, 4), **extra)
         elif self.mode == "bar":
             self.inner.update(done, steps, phase)
 

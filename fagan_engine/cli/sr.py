@@ -20,6 +20,7 @@ from fagan_engine.pipeline.validation import check_run_paths
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.failures import is_out_of_memory
 from fagan_engine.util.options import MAP_FLAGS
+from fagan_engine.util.progress import RunFraction
 from fagan_engine.util.protocol import emit
 
 
@@ -53,7 +54,7 @@ def _single(args: argparse.Namespace) -> int:
     check_run_paths([args.input], args.output, maps, args.report, args.force)
     source = read_source(args.input, options, args.series_id, need_tags=output_is_dicom)
     resolver = SuperResolver(options) if options.mode != "through-plane" else None
-    report = ProgressReporter(args)
+    report = ProgressReporter(args, whole_run=True)
     if args.progress == "json":
         emit("start", input=args.input, output=args.output, options=options.to_dict(), **compute_description(options))
     with StagedOutputs(CaseOutputs(args.output, maps, args.force, args.report, compress=not args.no_compression)) as staged:
@@ -112,15 +113,19 @@ def warn(args: argparse.Namespace, line: str) -> None:
 
 
 class ProgressReporter:
-    """Progress callback: a phase bar on stderr, protocol events, or nothing."""
+    """Progress callback: a phase bar on stderr, protocol events, or nothing. With ``whole_run`` the events also carry
+    ``run_fraction`` (``util.progress.RunFraction``: one volume's adaptation or fit, then inference)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, whole_run: bool = False) -> None:
         self.mode = args.progress
         self.bar = PhaseBar()
+        self.run = RunFraction() if whole_run else None
 
     def __call__(self, done: int, total: int, phase: Optional[str] = None, loss: Optional[float] = None) -> None:
         if self.mode == "json":
             extra = {k: v for k, v in (("phase", phase), ("loss", loss)) if v is not None}
+            if self.run is not None:
+                extra["run_fraction"] = round(self.run.update(done, total, phase), 4)
             emit("progress", done=done, total=total, fraction=round(done / total, 4) if total else 0.0, **extra)
         elif self.mode == "bar":
             self.bar.update(done, total, phase)

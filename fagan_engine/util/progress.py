@@ -28,3 +28,29 @@ def call_progress(progress: Optional[Callable[..., None]], done: int, total: int
         progress(done, total, phase=phase, loss=loss)
     else:
         progress(done, total)
+
+
+FIRST_PHASE_SHARES = {"adapt": 0.3, "fit": 0.6}
+"""The share of a run's progress that its first phase fills, when it has one: per-scan adaptation (about a third of the
+×2 default run's time) or the through-plane fit (about 60 % of a thick-slice run's; docs/performance.md). The phase
+after it (inference) fills the rest."""
+
+
+class RunFraction:
+    """One run's progress in [0, 1] from its per-phase ``(done, total, phase)`` reports (the protocol's ``run_fraction``):
+    a first phase (``FIRST_PHASE_SHARES``) fills its share and the next phase the rest, so a bar fed with it never
+    restarts at 0 when inference begins; it never goes backwards."""
+
+    def __init__(self) -> None:
+        self.rest_starts = 0.0
+        self.value = 0.0
+
+    def update(self, done: int, total: int, phase: Optional[str]) -> float:
+        part = min(max(done / total, 0.0), 1.0) if total else 0.0
+        if phase in FIRST_PHASE_SHARES:
+            self.rest_starts = FIRST_PHASE_SHARES[phase]
+            value = self.rest_starts * part
+        else:
+            value = self.rest_starts + (1.0 - self.rest_starts) * part
+        self.value = max(self.value, value)
+        return self.value
