@@ -93,9 +93,9 @@ def buildTrainingConfig(settings: TrainingSettings, trainFiles: Sequence[Any]) -
     chart gets points and the run can be resumed.
     """
     ensureEngineImportable()
-    from fagan_engine.util.presets import preset_config
     from fagan_engine.util.config import FAGANConfig
     from fagan_engine.util.errors import FAGANError
+    from fagan_engine.util.presets import preset_config
 
     if settings.preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {settings.preset!r}")
