@@ -389,7 +389,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if p.stackReference > 1 and not self._engineSupports("--reference"):
                 return _("This FA-GAN engine takes the first stack as the reference")
             try:
-                checkStackNodes(self.stackNodes(), p.stackReference - 1)
+                checkStackNodes(self.stackNodes(), p.stackReference - 1, p.outputVolume)
             except ValueError as exc:
                 return str(exc)
         elif p.mode == "through-plane":

@@ -109,14 +109,15 @@ class BatchJob(EngineJob):
 
     def cancel(self, keepFinished: bool = True) -> None:
         """Kill the engine (bounded wait). The cases loaded so far stay; with ``keepFinished`` the
-        ones whose end arrived just before the kill are loaded too (not while the scene closes)."""
+        ones whose end arrived just before the kill are loaded too, and the summary table is added. Without it (the
+        scene is closing) nothing more is added to the scene."""
         if self.done:
             return
         self.process.kill()
         if keepFinished:
             for event in self.process.poll():  # case_end events that arrived before the kill
                 self._handleEvent(event)
-        self._finish("cancelled by the user", cancelled=True)
+        self._finish("cancelled by the user", cancelled=True, addTable=keepFinished)
 
     def summaryText(self) -> str:
         """One line per volume (result or failure), then the notice and the warnings."""
@@ -179,15 +180,16 @@ class BatchJob(EngineJob):
         name = case.node.GetName() if case is not None else "?"
         return f"Volume {position} of {len(self.cases)} ({name}): {what}"
 
-    def _finish(self, error: Optional[str], cancelled: bool = False) -> None:
-        """Settle the cases still open, add the summary table, remove the work folder."""
+    def _finish(self, error: Optional[str], cancelled: bool = False, addTable: bool = True) -> None:
+        """Settle the cases still open, add the summary table (``addTable``), remove the work folder."""
         try:
             for case in self.cases:
                 if case.status in ("running", "pending", "done"):  # done: finished but not loaded (scene closing)
                     case.status = "cancelled" if cancelled else "failed"
                     case.error = case.error or ("" if cancelled else (error or "not processed"))
             try:
-                self._addTable()
+                if addTable:
+                    self._addTable()
             except Exception as exc:  # the results stay; only the table is missing
                 self.warnings = mergeWarnings(self.warnings, [f"no batch summary table: {oneLine(exc)}"])
         finally:

@@ -42,9 +42,9 @@ PHASES = {"register": "registering the stacks", "reconstruct": "reconstructing",
           "fit": "FA-GAN prior, fitting a stack's network", "inference": "FA-GAN prior, a stack's network"}
 
 
-def checkStackNodes(stackNodes: Sequence[Any], reference: int = 0) -> None:
-    """Raise ValueError (one line) unless ``stackNodes`` are 2 or 3 different 3D scalar volumes of one scene
-    and ``reference`` indexes one of them."""
+def checkStackNodes(stackNodes: Sequence[Any], reference: int = 0, outputVolumeNode: Any = None) -> None:
+    """Raise ValueError (one line) unless ``stackNodes`` are 2 or 3 different 3D scalar volumes of one scene,
+    ``reference`` indexes one of them and ``outputVolumeNode`` (None: a new node) is none of them nor a label map."""
     if not MIN_STACKS <= len(stackNodes) <= MAX_STACKS:
         raise ValueError(f"combining stacks needs {MIN_STACKS} or {MAX_STACKS} volumes, got {len(stackNodes)}")
     for index, node in enumerate(stackNodes):
@@ -60,6 +60,8 @@ def checkStackNodes(stackNodes: Sequence[Any], reference: int = 0) -> None:
             raise ValueError(f"{node.GetName()} is not in the scene of {stackNodes[0].GetName()}")
     if not 0 <= reference < len(stackNodes):
         raise ValueError(f"the reference must be stack 1 to {len(stackNodes)}, got {reference + 1}")
+    if outputVolumeNode is not None and (outputVolumeNode in stackNodes or outputVolumeNode.IsA("vtkMRMLLabelMapVolumeNode")):
+        raise ValueError("the output volume must be a new volume or another scalar volume, not one of the stacks")
 
 
 def stacksArguments(inputPaths: Sequence[Any], outputPath: Any, reference: int, options: "RunOptions",
@@ -281,9 +283,7 @@ class StacksLogic:
         returned job. Invalid arguments raise ValueError (one line) before anything starts.
         """
         stackNodes = list(stackNodes)
-        checkStackNodes(stackNodes, reference)
-        if outputVolumeNode is not None and (outputVolumeNode in stackNodes or outputVolumeNode.IsA("vtkMRMLLabelMapVolumeNode")):
-            raise ValueError("the output volume must be a new volume or another scalar volume, not one of the stacks")
+        checkStackNodes(stackNodes, reference, outputVolumeNode)
         if not engineSupports("--stacks") or (reference and not engineSupports("--reference")):
             raise ValueError("this version of the FA-GAN engine cannot combine stacks" + (" with another reference" if reference else ""))
         options = validRunOptions(runOptions(mode="through-plane", device=device, target_spacing=targetSpacing,

@@ -7,7 +7,7 @@ from FAGANSuperResLib.logic import SuperResolutionError
 from FAGANSuperResLib.memory import checkStacksFit, stacksResultBytes
 from FAGANSuperResLib.options import runOptions
 from FAGANSuperResLib.results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT
-from FAGANSuperResLib.stacks import StacksLogic, describeStack, stacksArguments, stacksResultName
+from FAGANSuperResLib.stacks import StacksLogic, checkStackNodes, describeStack, stacksArguments, stacksResultName
 from FAGANSuperResLib.volumes import physicalCornersRAS, updateVolumeNodeFromImage
 from mrml_helpers import addVolumeNode, ijkToRas, pollUntilDone, rotation, smoothArray
 
@@ -108,6 +108,10 @@ def test_bad_selections_are_refused_in_one_line_before_anything_starts(scene, fa
             StacksLogic().process(nodes, **kwargs)
         assert "\n" not in str(error.value)
     assert sceneNodes(scene) == before
+    # the panel's Apply check (checkStackNodes with its output) refuses what process would, before the button is pressed
+    with pytest.raises(ValueError, match="not one of the stacks"):
+        checkStackNodes(stacks, 0, stacks[2])
+    checkStackNodes(stacks, 0, addVolumeNode(scene, smoothArray(), name="result"))
 
 
 def test_an_engine_refusal_is_one_line_and_the_scene_is_unchanged(scene, fakeEngine):

@@ -444,7 +444,10 @@ def test_report_identity_forms():
     assert [figureLabel(k) for k in ("relative_rms_residual", "targetSpacing", "mode")] == ["Relative rms residual", "Target spacing", "Mode"]
 
 
-def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path):
+@pytest.mark.parametrize("sceneClosing", [False, True])
+def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path, sceneClosing):
+    """A cancel keeps the loaded results and adds the summary table; while the scene closes (the module cancels with
+    ``keepFinished=False``) it adds nothing more to the scene."""
     from FAGANSuperResLib.batch import BatchLogic
 
     if not engine.engineSupports("--output-dir"):
@@ -459,10 +462,15 @@ def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path):
         time.sleep(0.05)
     first = job.cases[0].outputVolumeNode
     assert first.GetScene() is scene and first.GetName() == "small_SRx8"  # in the scene while the batch runs
-    job.cancel()
+    if sceneClosing:
+        before = sceneNodes(scene)
+        job.cancel(keepFinished=False)
+        assert job.tableNode is None and sceneNodes(scene) == before
+    else:
+        job.cancel()
+        assert [row[2] for row in tableRows(job.tableNode)] == ["done", "cancelled", "cancelled"]
     assert job.state == "partial" and job.cases[0].status == "loaded"
     assert [case.status for case in job.cases[1:]] == ["cancelled", "cancelled"]
-    assert [row[2] for row in tableRows(job.tableNode)] == ["done", "cancelled", "cancelled"]
     assert first.GetScene() is scene
     waitForExit(job)
     assert list(tmp_path.iterdir()) == []
