@@ -64,12 +64,18 @@ def referencedMaps(resultNode: Any) -> List[Any]:
     return [resultNode.GetNthNodeReference(REFERENCE_MAP, i) for i in range(resultNode.GetNumberOfNodeReferences(REFERENCE_MAP))]
 
 
-def detachOldMaps(resultNode: Any) -> None:
-    """A result node being overwritten keeps no link to the maps of its earlier run (they no longer match)."""
+def detachOldRun(resultNode: Any) -> None:
+    """A result node being overwritten keeps no link to the maps and summary tables of its earlier run (they no
+    longer match it; they stay in the scene, unlinked)."""
     for mapNode in referencedMaps(resultNode):
         if mapNode is not None:
             mapNode.RemoveNodeReferenceIDs(REFERENCE_RESULT)
     resultNode.RemoveNodeReferenceIDs(REFERENCE_MAP)
+    scene = resultNode.GetScene()
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode") if scene is not None else 0):
+        table = scene.GetNthNodeByClass(index, "vtkMRMLTableNode")
+        if table.GetNodeReferenceID(REFERENCE_RESULT) == resultNode.GetID():
+            table.RemoveNodeReferenceIDs(REFERENCE_RESULT)
 
 
 def addResultToScene(scene: Any, inputVolumeNode: Any, outputVolumeNode: Any, outputPath: Path,
@@ -96,7 +102,7 @@ def addResultToScene(scene: Any, inputVolumeNode: Any, outputVolumeNode: Any, ou
         mapNodes[kind] = newNode(f"{node.GetName()}_{kind}")
         loadVolumeFile(mapNodes[kind], path)
     loadVolumeFile(node, outputPath)
-    detachOldMaps(node)
+    detachOldRun(node)
     transformID = inputVolumeNode.GetTransformNodeID()
     transformID = transformID if transformID and scene.GetNodeByID(transformID) is not None else None
     node.SetAndObserveTransformNodeID(transformID)

@@ -28,7 +28,7 @@ from .maps import checkSameGrid, showAsMap
 from .memory import checkStacksFit
 from .options import engineFlag, outputArguments, runOptions, validRunOptions
 from .provenance import NOTICE, fillSummaryTable, stampResultNode
-from .results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT, detachOldMaps, inScene, placeBesideInput
+from .results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT, detachOldRun, inScene, placeBesideInput
 from .volumes import checkScalarVolumeNode, loadVolumeFile, readVolumeHeader, writeVolumeNode
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class StacksJob(SuperResolutionJob):
             if legend is not None:
                 created.append(legend)
         loadVolumeFile(output, self.outputPath)
-        detachOldMaps(output)
+        detachOldRun(output)
         output.RemoveNodeReferenceIDs(REFERENCE_INPUT)
         output.SetAndObserveTransformNodeID(_transformID(self.scene, referenceNode))
         if output.GetDisplayNode() is None:

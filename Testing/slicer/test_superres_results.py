@@ -146,14 +146,16 @@ def test_each_run_makes_a_new_result_linked_to_its_input_and_maps(scene, fakeEng
     assert reloadedResult.GetNodeReference(REFERENCE_MAP).GetName() == "T1_SRx2_consistency"
 
 
-def test_a_result_overwritten_by_another_run_drops_its_old_maps(scene, obliqueNode, fakeEngine):
+def test_a_result_overwritten_by_another_run_drops_its_old_maps_and_table(scene, obliqueNode, fakeEngine):
     logic = SuperResolutionLogic()
     a = logic.process(obliqueNode, None, 2, device="cpu", consistencyMap=True)
-    oldMap = a.mapNodes["consistency"]
+    oldMap, oldTable = a.mapNodes["consistency"], a.summaryTableNode
     b = logic.process(obliqueNode, a.outputVolumeNode, 4, device="cpu", consistencyMap=True)
     assert b.outputVolumeNode is a.outputVolumeNode
     assert referencedMaps(b.outputVolumeNode) == [b.mapNodes["consistency"]]
     assert oldMap.GetNodeReference(REFERENCE_RESULT) is None
+    assert oldTable.GetScene() is scene and oldTable.GetNodeReference(REFERENCE_RESULT) is None  # kept, unlinked
+    assert b.summaryTableNode.GetNodeReference(REFERENCE_RESULT) is b.outputVolumeNode
 
 
 def test_an_unreadable_map_leaves_an_existing_output_volume_unchanged(scene, obliqueNode, fakeEngine):
