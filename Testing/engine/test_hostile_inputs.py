@@ -58,6 +58,22 @@ def test_upper_case_detached_header_finds_its_data_file(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read_volume(str(tmp_path / "v.MHD"))), sitk.GetArrayFromImage(small_volume()))
 
 
+@pytest.mark.parametrize("header", ["my scan.nhdr", "my scan.mhd"])
+def test_force_never_replaces_an_input_data_file_whose_name_has_a_space(tmp_path, header, capsys):
+    """The data-file field of a detached header runs to the end of its line: ``my scan.raw`` was read as ``my`` and
+    ``--force`` then rewrote the input's voxels through the other header format."""
+    from fagan_engine.cli.sr import main
+
+    sitk.WriteImage(small_volume(), str(tmp_path / header))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    other = "my scan.mhd" if header.endswith(".nhdr") else "my scan.nhdr"
+    code = main([str(tmp_path / header), str(tmp_path / other), "--scale", "2", "--method", "bicubic", "--no-compression",
+                 "--force", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "would replace the input" in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 # --- 2, 3, 20: NIfTI header and data ---------------------------------------------------------
 
 

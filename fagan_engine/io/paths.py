@@ -16,8 +16,9 @@ from fagan_engine.util.errors import InputError
 
 DETACHED_DATA_SUFFIXES = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
 """Data file names a writer may give a detached header's voxels (``<stem><suffix>``)."""
-_DATA_FIELD = {".mhd": re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S+)[ \t]*\r?$", re.M),
-               ".nhdr": re.compile(rb"^[ \t]*data ?file[ \t]*:[ \t]*(\S+)[ \t]*\r?$", re.M | re.I)}
+_DATA_FIELD = {".mhd": re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S(?:[^\r\n]*\S)?)[ \t]*\r?$", re.M),
+               ".nhdr": re.compile(rb"^[ \t]*data ?file[ \t]*:[ \t]*(\S(?:[^\r\n]*\S)?)[ \t]*\r?$", re.M | re.I)}
+"""A detached header's data-file field; the name runs to the end of the line, so it may hold spaces (``my scan.raw``)."""
 _HEADER_BYTES = 1 << 16
 Key = Tuple[object, ...]
 
