@@ -141,3 +141,21 @@ def test_cli_output_folder_without_format_flag_is_dicom_in_the_input_study(tmp_p
     dotted = tmp_path / "t1.v2"
     assert main([str(series), str(dotted) + "/", "--scale", "2", "--checkpoint", str(checkpoint), "--progress", "none"]) == 0
     assert str(datasets(dotted)[0].PatientID) == PATIENT_STUDY["PatientID"]
+
+
+def test_force_replaces_an_earlier_dicom_output_but_never_a_folder_of_other_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An OUTPUT without extension is a DICOM folder; ``--force`` used to delete whatever folder had that name."""
+    volume = tmp_path / "v.nrrd"
+    sitk.WriteImage(oblique_image(seed=3, integers=False), str(volume))
+    docs = tmp_path / "mydocs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "thesis.txt").write_text("important")
+    (docs / "sub" / "notes.md").write_text("x")
+    code = main([str(volume), str(docs), "--scale", "2", "--method", "bicubic", "--force", "--progress", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "holds more than a DICOM series (sub, thesis.txt)" in err[0]
+    assert (docs / "thesis.txt").read_text() == "important" and (docs / "sub" / "notes.md").read_text() == "x"
+    series = tmp_path / "series"
+    for force in ([], ["--force"]):  # a second run replaces the first run's series
+        assert main([str(volume), str(series), "--scale", "2", "--method", "bicubic", "--progress", "none", *force]) == 0
+    assert sorted(p.suffix for p in series.iterdir()) == [".dcm"] * len(list(series.iterdir()))

@@ -63,11 +63,24 @@ def write_dicom_series(image: sitk.Image, folder: str, force: bool = False, **la
 
 
 def check_dicom_output(target: Path, force: bool) -> None:
-    """Refuse a DICOM output folder that exists (unless ``force``) or is a file."""
+    """Refuse a DICOM output folder that exists (unless ``force``) or is a file, and, even with ``force``, one that
+    holds anything but DICOM files (``check_replaceable``)."""
     if target.exists() and not target.is_dir():
         raise OutputError(f"DICOM output {target} is a file; a DICOM series is written as a folder")
-    if target.exists() and not force and any(target.iterdir()):
-        raise OutputError(f"output {target} already exists; pass --force to overwrite it")
+    if target.exists() and any(target.iterdir()):
+        if not force:
+            raise OutputError(f"output {target} already exists; pass --force to overwrite it")
+        check_replaceable(target)
+
+
+def check_replaceable(target: Path) -> None:
+    """OutputError unless the folder ``target`` holds only ``.dcm`` files, as an earlier DICOM output does: ``--force``
+    replaces a series, never a folder of other files (an OUTPUT without extension names a DICOM folder)."""
+    others = sorted(p.name for p in target.iterdir() if not (p.suffix.lower() == ".dcm" and p.is_file() and not p.is_symlink()))
+    if others:
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise OutputError(f"output {target} holds more than a DICOM series ({listed}); --force replaces only an earlier "
+                          "DICOM output: choose another folder")
 
 
 def publish_folder(staged: Path, target: Path, force: bool) -> None:
@@ -78,6 +91,7 @@ def publish_folder(staged: Path, target: Path, force: bool) -> None:
     """
     aside: Optional[Path] = None
     if target.exists() and force and any(target.iterdir()):
+        check_replaceable(target)  # again: the folder may have changed since the run began
         aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=str(target.parent)))
         os.replace(target, aside / target.name)
     try:
