@@ -148,6 +148,29 @@ def test_manifest_with_series_id_and_relative_paths(tmp_path: Path, capsys: pyte
     assert (tmp_path / "out" / "first.nrrd").is_file()
 
 
+def test_manifest_checkpoint_cell_is_relative_to_the_manifest(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like its input and output: it used to be read from the current folder, where a file of the same name would have
+    been used without a word."""
+    from fagan_engine.pipeline.batch import read_manifest
+    from fagan_engine.util.options import RunOptions
+
+    data = tmp_path / "data"
+    data.mkdir()
+    sitk.WriteImage(oblique_image(seed=7), str(data / "v.nrrd"))
+    checkpoint = save_untrained_checkpoint(data / "ck.safetensors", 2)
+    manifest = data / "m.csv"
+    manifest.write_text("input,output,checkpoint\nv.nrrd,v_sr.nrrd,ck.safetensors\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (case,) = read_manifest(str(manifest), RunOptions(scale=2))
+    assert Path(case.options.checkpoint) == checkpoint
+    code, _, err = run(["--manifest", manifest, "--scale", "2", "--adapt", "0", "--progress", "none"], capsys)
+    assert code == 0, err
+    assert (data / "v_sr.nrrd").is_file()
+
+
 def bad_batches(tmp: Path) -> dict:
     """name -> (argv, fragment of the one error line)."""
     source = make_tree(tmp)

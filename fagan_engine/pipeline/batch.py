@@ -36,6 +36,8 @@ OUTPUT_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": "
 DICOM_DEFAULT_FORMAT = "nrrd"
 """Format of the output of a DICOM input when --output-format is not given."""
 MANIFEST_PATH_COLUMNS = ("input", "output", "series_id")
+MANIFEST_PATH_FIELDS = ("checkpoint",)
+"""RunOptions fields of a manifest that name a file: relative to the manifest's folder, like its input and output."""
 _DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 _DICOM_SNIFF_LIMIT = 8
 """Extension-less files looked at (for the DICM preamble) before a folder is judged not DICOM."""
@@ -267,6 +269,8 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
                 continue
             name = column.replace("-", "_")
             changes[name] = _parse_cell(cell, str(fields[name].type), name, f"manifest {path} line {number}")
+            if name in MANIFEST_PATH_FIELDS and changes[name] is not None:
+                changes[name] = str(_resolve(base, changes[name]))
         if changes.get("method", "fagan") != "fagan":  # a baseline row drops the command line's FA-GAN-only options
             changes.setdefault("checkpoint", None)
             changes.setdefault("adapt_iterations", None)
