@@ -106,11 +106,22 @@ def test_bad_arguments_give_clear_errors(tmp_path: Path) -> None:
     assert np.isfinite(sitk.GetArrayFromImage(super_resolve(nan_image, 2, method="bicubic", nan_policy="zero"))).all()
 
 
-def test_integer_output_dtype_is_rounded_and_clipped() -> None:
-    image = sitk.GetImageFromArray(np.full((2, 8, 8), 70000.0, dtype=np.float32))
+def test_integer_output_dtype_is_rounded_and_clipped_and_says_so() -> None:
+    """Clipping and coarse rounding are warned about; a range that would round to one value is refused before any
+    work (an ADC map in mm²/s used to come out all zeros with exit 0)."""
+    from fagan_engine.pipeline.report import super_resolve_report
+    from fagan_engine.util.options import RunOptions
+
+    image = sitk.GetImageFromArray(np.linspace(0, 70000, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8))
     out = super_resolve(image, 2, method="bicubic", output_dtype="int16")
     assert out.GetPixelID() == sitk.sitkInt16
     assert sitk.GetArrayFromImage(out).max() == 32767
+    report = super_resolve_report(image, RunOptions(scale=2, method="bicubic", output_dtype="int16"), consistency=False)
+    assert any("clips the input's range" in w for w in report.warnings)
+    coarse = super_resolve_report(image / 1000.0, RunOptions(scale=2, method="bicubic", output_dtype="uint16"), consistency=False)
+    assert any("to about 71 levels" in w for w in coarse.warnings)
+    with pytest.raises(InputError, match="to one value"):
+        super_resolve(image * 1e-8, 2, method="bicubic", output_dtype="int16")
 
 
 @pytest.mark.parametrize("acquisition", ["kspace", "bicubic", "gaussian"])

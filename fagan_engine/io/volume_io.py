@@ -484,6 +484,31 @@ def _itk_detail(exc: RuntimeError) -> str:
     return useful[-1] if useful else (lines[0] if lines and lines[0] else type(exc).__name__)
 
 
+MIN_INTEGER_LEVELS = 256
+"""An integer output type rounds the result to whole numbers: below this many levels across the input's range, say so."""
+
+
+def integer_output_note(image: sitk.Image, output_dtype: str) -> Optional[str]:
+    """For an integer ``output_dtype``: InputError when rounding would leave at most one level of the input's range
+    (an ADC map in mm²/s becomes all zeros), else a warning when the type clips the range or keeps fewer than
+    ``MIN_INTEGER_LEVELS`` levels of it; None for float outputs and ranges that fit."""
+    dtype = np.dtype(output_dtype)
+    if dtype.kind not in "iu":
+        return None
+    array = sitk.GetArrayViewFromImage(image)
+    low, high = float(np.min(array)), float(np.max(array))
+    info = np.iinfo(dtype)
+    if high - low < 1.0:
+        raise InputError(f"--dtype {output_dtype} would round the input's whole range [{low:.4g}, {high:.4g}] to one value; "
+                         "keep float32 for this volume")
+    if low < info.min or high > info.max:
+        return f"--dtype {output_dtype} clips the input's range [{low:.6g}, {high:.6g}] to [{info.min}, {info.max}]"
+    if high - low < MIN_INTEGER_LEVELS:
+        return (f"--dtype {output_dtype} rounds the input's range [{low:.4g}, {high:.4g}] to about {int(high - low) + 1} levels; "
+                "float32 keeps its detail")
+    return None
+
+
 def cast_array(array: np.ndarray, output_dtype: str) -> np.ndarray:
     """Cast the float32 result, rounding and clipping for integer outputs."""
     dtype = np.dtype(output_dtype)

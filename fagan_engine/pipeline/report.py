@@ -26,7 +26,7 @@ from fagan_engine.inference.memory_check import BYTES_PER_OUTPUT_VOXEL, check_ou
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.slices import Progress, SlabGather, SlabStream
 from fagan_engine.io.geometry import SliceLayout, explicit_axes, plane_axes
-from fagan_engine.io.volume_io import cast_array, validate_image
+from fagan_engine.io.volume_io import cast_array, integer_output_note, validate_image
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.forward_model import project_onto_data
 from fagan_engine.mri.noise_estimate import foreground
@@ -162,8 +162,11 @@ def run_validated(
     consistency map is made only when streamed.
     """
     image = validate_image(image, options.nan_policy)
+    dtype_note = integer_output_note(image, options.output_dtype)  # refuses before any work when nothing would be left
     if options.mode == "through-plane":
-        return _through_plane(image, options, progress, consistency, want_uncertainty)
+        result = _through_plane(image, options, progress, consistency, want_uncertainty)
+        result.warnings.extend([dtype_note] if dtype_note else [])
+        return result
     resolver = resolver or SuperResolver(options)
     axes = axes or plane_axes(image, options.plane)
     streaming = streams is not None and not want_uncertainty
@@ -199,6 +202,7 @@ def run_validated(
         summary["mean_uncertainty"] = _foreground_mean(std, result)
         notes.append(UNCERTAINTY_CAVEAT)
     metadata = resolver.metadata
+    notes += [dtype_note] if dtype_note else []
     warnings = list(resolver.warnings) + list(resolver.image_notes) + notes + ood_warnings(
         image,
         axes,
