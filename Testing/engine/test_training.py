@@ -190,6 +190,17 @@ def test_existing_run_needs_resume_and_same_recipe(crop: Path, tmp_path: Path, c
     assert code == 2 and "--resume" in err
     code, _, err = train(tiny_args(crop, run, "train.lr=0.01", "--resume"), capsys)
     assert code == 2 and "train.lr" in err
+    # the state removed (to save space): the run's checkpoints are still never overwritten, with or without --resume
+    state = run / "training_state.safetensors"
+    state.unlink()
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    for extra in ([], ["--resume"]):
+        code, _, err = train(tiny_args(crop, run, *extra), capsys)
+        assert code == 2 and err.count("\n") == 1 and "holds checkpoints of an earlier run" in err, err
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+    state.mkdir()  # a folder where the state belongs
+    code, _, err = train(tiny_args(crop, run, "--resume"), capsys)
+    assert code == 2 and "is not a file" in err
 
 
 def test_split_is_by_volume_for_folders_and_manifests(tmp_path: Path) -> None:

@@ -114,7 +114,15 @@ def preflight(cfg: FAGANConfig, resume: bool) -> None:
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no CUDA GPU is usable; set train.device=auto or cpu")
     state = Path(cfg.train.output_dir) / STATE_FILE
+    if state.exists() and not state.is_file():
+        raise ConfigError(f"{state} is not a file; remove it or choose another train.output_dir")
     if not state.is_file():
+        earlier = sorted((Path(cfg.train.output_dir) / "checkpoints").glob("*.safetensors"))
+        if earlier:  # a finished run whose state was removed: its checkpoints would be overwritten
+            raise ConfigError(
+                f"{cfg.train.output_dir} holds checkpoints of an earlier run ({earlier[0].name}, ...) and no training state "
+                "to resume; choose another train.output_dir"
+            )
         return
     if not resume:
         raise ConfigError(
