@@ -357,3 +357,27 @@ def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path, capsys)
 def _write(path, text: str):
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_a_recipe_out_of_range_or_an_existing_output_is_refused_before_any_work(tmp_path, capsys) -> None:
+    """One ``error:`` line each (ranges that numpy rejected with a traceback; an output replaced without asking)."""
+    from fagan_engine.cli.pretrain import main as pretrain
+
+    tiny = "fit: {iterations: 2, batch_size: 2, lr_rows: 4, patch_cols: 16}\n"
+    output = tmp_path / "x.safetensors"
+    bad = {
+        "ratio": f"ratio: [3.0, 1.5]\npool_size: 2\n{tiny}output: {output}\n",
+        "pool": f"pool_size: 0\n{tiny}output: {output}\n",
+        "iterations": f"pool_size: 2\nfit: {{iterations: -3, batch_size: 2, lr_rows: 4, patch_cols: 16}}\noutput: {output}\n",
+        "fit key": f"pool_size: 2\nfit: {{iterations: 2, steps: 4}}\noutput: {output}\n",
+        "suffix": f"pool_size: 2\n{tiny}output: {tmp_path / 'x.onnx'}\n",
+    }
+    for name, text in bad.items():
+        assert pretrain([str(_write(tmp_path / f"{name}.yaml", text))]) == 2, name
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, lines)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".yaml")) == []
+    (tmp_path / "x.json").write_text("{}")  # a sidecar alone is enough to refuse
+    assert pretrain([str(_write(tmp_path / "ok.yaml", f"pool_size: 2\n{tiny}output: {output}\n"))]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "x.json").read_text() == "{}" and not output.exists()

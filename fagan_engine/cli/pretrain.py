@@ -17,6 +17,7 @@ def build_parser() -> OneLineParser:
         description="Pretrain the through-plane generator on synthetic slices; writes the recipe's output (.safetensors + .json).",
     )
     parser.add_argument("config", type=Path, help="pretraining recipe (YAML), e.g. configs/through_plane_pretrain_realistic.yaml")
+    parser.add_argument("--force", action="store_true", help="replace the recipe's output (.safetensors and .json) if it exists")
     return parser
 
 
@@ -33,5 +34,5 @@ def _main(argv: List[str]) -> int:
         if done % REPORT_EVERY == 0 or done == total:
             print(f"{phase} {done}/{total} loss {loss:.5f}", file=sys.stderr, flush=True)
 
-    print(pretrain(args.config, report))
+    print(pretrain(args.config, report, force=args.force))
     return 0

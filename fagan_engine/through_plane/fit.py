@@ -38,7 +38,7 @@ from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
 from fagan_engine.util.atomic import atomic_write_bytes, prepare_output_folder
 from fagan_engine.util.config import SynthesisConfig, read_config_mapping
-from fagan_engine.util.errors import CheckpointError, ConfigError
+from fagan_engine.util.errors import CheckpointError, ConfigError, OutputError
 from fagan_engine.util.progress import FitCancelled, call_progress
 from fagan_engine.util.tensor_digest import names_and_bytes_digest
 
@@ -428,7 +428,28 @@ def load_pretrain_config(path: Path) -> PretrainConfig:
     cfg = PretrainConfig(**data)
     if not 0 < cfg.zoom[0] <= cfg.zoom[1] or not 0 <= cfg.hr_noise_probability <= 1 or not 0 <= cfg.hr_noise[0] <= cfg.hr_noise[1]:
         raise ConfigError(f"{path}: zoom must be 0 < low <= high, hr_noise_probability in [0, 1] and hr_noise 0 <= low <= high")
+    if not 1 < cfg.ratio[0] <= cfg.ratio[1] or not 0 <= cfg.gap_fraction[0] <= cfg.gap_fraction[1] < 1:
+        raise ConfigError(f"{path}: ratio must be 1 < low <= high and gap_fraction 0 <= low <= high < 1")
+    if not 0 <= cfg.edge_sigma[0] <= cfg.edge_sigma[1] or not 0 <= cfg.validation_slab[0] <= cfg.validation_slab[1]:
+        raise ConfigError(f"{path}: edge_sigma and validation_slab must be 0 <= low <= high")
+    if isinstance(cfg.pool_size, bool) or not isinstance(cfg.pool_size, int) or cfg.pool_size < 1:
+        raise ConfigError(f"{path}: pool_size must be a whole number >= 1, got {cfg.pool_size!r}")
+    fit_config(cfg.fit, path)
     return cfg
+
+
+def fit_config(values: Dict[str, Any], path: Path) -> FitConfig:
+    """The recipe's ``fit`` section as a FitConfig, refused in one line when a key is unknown or a value out of range."""
+    known = {f.name for f in dataclasses.fields(FitConfig)}
+    if not isinstance(values, dict) or set(values) - known:
+        raise ConfigError(f"{path}: fit must be a mapping of {', '.join(sorted(known))}")
+    fit = FitConfig(**values)
+    counts = (fit.iterations, fit.batch_size, fit.lr_rows, fit.patch_cols, fit.max_hr_rows)
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts) or fit.lr_rows < 2:
+        raise ConfigError(f"{path}: fit.iterations, batch_size, patch_cols and max_hr_rows must be whole numbers >= 1, lr_rows >= 2")
+    if not isinstance(fit.lr, (int, float)) or not math.isfinite(fit.lr) or fit.lr <= 0 or not 0 <= fit.lr_final_fraction <= 1:
+        raise ConfigError(f"{path}: fit.lr must be a finite number > 0 and fit.lr_final_fraction in [0, 1]")
+    return fit
 
 
 def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.ndarray]:
@@ -451,15 +472,21 @@ def continued_model(init: Path, model_cfg: Any) -> Any:
     return model.train()
 
 
-def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None) -> Path:
-    """Train the bundled through-plane weights from ``config_path``; returns the written path."""
+def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None, force: bool = False) -> Path:
+    """Train the bundled through-plane weights from ``config_path``; returns the written path. An existing output (or
+    its .json) is replaced only with ``force``."""
     import torch  # lazy: keeps torch out of this module's import
 
     from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig  # lazy: models.archs imports torch
 
     cfg = load_pretrain_config(config_path)
     prepare_output_folder(cfg.output)  # before the run, not after it
-    fit_cfg = FitConfig(**cfg.fit)
+    if not str(cfg.output).endswith(".safetensors"):
+        raise ConfigError(f"{config_path}: output must name a .safetensors file (its .json is written beside it), got {cfg.output}")
+    taken = [p for p in (Path(cfg.output), Path(cfg.output).with_suffix(".json")) if p.exists()]
+    if taken and not force:
+        raise OutputError(f"{taken[0]} already exists; pass --force to replace it")
+    fit_cfg = fit_config(cfg.fit, config_path)
     torch.manual_seed(fit_cfg.seed)
     rng = np.random.default_rng(fit_cfg.seed)
     model_cfg = ThroughPlaneModelConfig(**cfg.model)
