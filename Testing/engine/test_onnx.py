@@ -182,6 +182,10 @@ def test_fagan_export_cli(exported: Dict, tmp_path: Path, capsys: pytest.Capture
     assert "must end with .onnx" in capsys.readouterr().err
     assert export_main([str(tmp_path / "missing.safetensors"), str(tmp_path / "m.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    (tmp_path / "e.onnx.json").write_text('{"mine": 1}')  # a sidecar alone: the export would replace it
+    assert export_main([str(checkpoint), str(tmp_path / "e.onnx")]) == 2
+    assert "e.onnx.json) exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "e.onnx.json").read_text() == '{"mine": 1}' and not (tmp_path / "e.onnx").exists()
 
 
 def test_onnx_backend_needs_a_checkpoint() -> None:

@@ -37,8 +37,9 @@ def _main(argv: List[str]) -> int:
     output = Path(args.output)
     if output.suffix == ".safetensors":
         return _store_half(args.checkpoint, output, args.force)
-    if output.exists() and not args.force:
-        raise OutputError(f"output {args.output} exists; pass --force to overwrite it")
+    sidecar = output.with_name(output.name + ".json")
+    if (output.exists() or sidecar.exists()) and not args.force:
+        raise OutputError(f"output {args.output} (or its {sidecar.name}) exists; pass --force to overwrite it")
     from fagan_engine.inference.onnx_backend import export_onnx  # lazy: keeps SimpleITK/scipy out of this module's import
 
     target = export_onnx(args.checkpoint, args.output)
