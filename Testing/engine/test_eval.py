@@ -41,6 +41,15 @@ def test_table_has_bicubic_and_lanczos_rows_and_no_fid_without_weights(volumes: 
     assert set(rows) == {(s, m) for s in (2, 4) for m in ("bicubic", "lanczos", "FA-GAN")}
     assert all("fid" not in r and r["n"] == 2 and r["psnr"]["std"] >= 0 for r in rows.values())
     assert rows[(2, "bicubic")]["psnr"]["mean"] > rows[(4, "bicubic")]["psnr"]["mean"]
+    # a second run never replaces the tables without --force; an --output that is a file is one line, not a traceback
+    before = (out / "evaluation.json").read_bytes()
+    assert main(["--checkpoint", str(x2), "--data", str(volumes[0]), "--output", str(out)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err and (out / "evaluation.json").read_bytes() == before
+    assert main(["--checkpoint", str(x2), "--data", str(volumes[0]), "--output", str(volumes[0])]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert main(["--checkpoint", str(x2), "--data", str(volumes[0]), "--output", str(out), "--force"]) == 0
+    assert (out / "evaluation.json").read_bytes() != before
 
 
 def test_single_volume_std_over_slices_and_fid_with_weights(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -71,3 +80,14 @@ def test_frechet_distance_matches_the_sqrtm_formula() -> None:
     c1, c2 = np.cov(few, rowvar=False), np.cov(other, rowvar=False)
     expected = np.sum((few.mean(0) - other.mean(0)) ** 2) + np.trace(c1 + c2 - 2 * np.real(linalg.sqrtm(c1 @ c2)))
     assert frechet_distance(few, other) == pytest.approx(expected, rel=1e-6)
+
+
+def test_demo_output_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """It was a FileExistsError traceback from mkdir."""
+    from fagan_engine.cli.demo import main as demo
+
+    taken = tmp_path / "f"
+    taken.write_text("mine")
+    assert demo(["--output", str(taken), "--scales", "2"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "is a file" in err[0] and taken.read_text() == "mine"

@@ -27,6 +27,7 @@ from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, 
 from fagan_engine.mri.metrics import volume_metrics
 from fagan_engine.mri.sample_data import icbm152_t1_path
 from fagan_engine.pipeline.report import super_resolve
+from fagan_engine.util.atomic import prepare_output_folder
 from fagan_engine.util.config import ACQUISITIONS
 
 
@@ -41,7 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def run_demo(output: Path, scales: List[int], device: str = "auto", acquisition: str = "kspace") -> int:
-    output.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(output / "metrics.json")  # one error line when --output is a file or not writable
     hr_full = read_volume(str(icbm152_t1_path()))
     report: Dict[str, Any] = {
         "data": "ICBM152 2009a T1 template (nilearn), 1 mm",

@@ -8,9 +8,9 @@ from typing import List, Optional
 
 from fagan_engine.cli import OneLineParser, entry_point
 from fagan_engine.models.checkpoint import read_metadata
-from fagan_engine.util.atomic import atomic_write_bytes
+from fagan_engine.util.atomic import atomic_write_bytes, prepare_output_folder
 from fagan_engine.util.config import PLANES, SCALES
-from fagan_engine.util.errors import InputError
+from fagan_engine.util.errors import InputError, OutputError
 
 
 def build_parser() -> OneLineParser:
@@ -23,6 +23,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--plane", default="auto", choices=PLANES)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--force", action="store_true", help="replace evaluation.md and evaluation.json of an earlier run in --output")
     return parser
 
 
@@ -37,6 +38,14 @@ def _main(argv: List[str]) -> int:
     from fagan_engine.training.eval_table import evaluate, to_markdown  # lazy: keeps SimpleITK/scipy out of this module's import
 
     args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    output = Path(args.output)
+    targets = [output / "evaluation.md", output / "evaluation.json"]
+    prepare_output_folder(targets[0])  # before the evaluation: --output that is a file, or not writable
+    taken = [t for t in targets if t.exists()]
+    if taken and not args.force:
+        raise OutputError(f"{taken[0]} already exists; pass --force to replace it")
     checkpoints = [(path, read_metadata(path)) for path in args.checkpoint]
     scales = sorted(set(args.scales or [md.scale for _, md in checkpoints]))
     for path, md in checkpoints:
@@ -59,11 +68,9 @@ def _main(argv: List[str]) -> int:
 
         inception = load_inception(args.inception_weights)
     report = evaluate(checkpoints, volumes, scales, args.device, args.batch_size, inception, log=lambda m: sys.stderr.write(m + "\n"))
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(report)
-    atomic_write_bytes(output / "evaluation.md", markdown.encode("utf-8"))
-    atomic_write_bytes(output / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(targets[0], markdown.encode("utf-8"))
+    atomic_write_bytes(targets[1], (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     sys.stdout.write(markdown)
     return 0
 
