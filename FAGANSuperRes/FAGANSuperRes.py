@@ -583,7 +583,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             fields.update(scale=p.scale, method=p.method, acquisition=p.acquisition, plane=p.plane,
                           adapt_iterations=None if p.adapt or p.method != "fagan" else 0,
                           checkpoint=(p.checkpointPath or None) if p.method == "fagan" else None,
-                          tile_size=p.tileSize or None)
+                          tile_size=(p.tileSize or None) if p.method == "fagan" else None)
         else:
             fields.update(target_spacing=p.targetSpacing or None, slice_thickness=p.sliceThickness or None,
                           fit_iterations=p.fitIterations or None)

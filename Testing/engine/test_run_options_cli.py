@@ -10,8 +10,9 @@ from fagan_engine.util.options import CLI_FLAGS, RunOptions
 
 EXAMPLES = [
     RunOptions(),
-    RunOptions(scale=4, method="lanczos", acquisition="gaussian", plane="coronal", device="cpu", backend="onnx",
-               batch_size=2, tile_size=64, nan_policy="zero", output_dtype="int16", dicom_gaps="resample"),
+    RunOptions(scale=4, method="lanczos", acquisition="gaussian", plane="coronal", device="cpu",
+               batch_size=2, nan_policy="zero", output_dtype="int16", dicom_gaps="resample"),
+    RunOptions(scale=4, backend="onnx", tile_size=64, checkpoint="/weights/x4.onnx", adapt_iterations=0),
     RunOptions(scale=8, checkpoint="/weights/x8.safetensors", untrained=True, adapt_iterations=5,
                enforce_consistency=True, uncertainty=True),
     RunOptions(mode="through-plane", target_spacing=1.0, slice_thickness=4.5, fit_iterations=50),
@@ -47,3 +48,20 @@ def test_through_plane_refuses_the_in_plane_fields_it_cannot_use() -> None:
 
 def test_every_field_has_a_flag() -> None:
     assert set(CLI_FLAGS) | {"mode", "uncertainty"} == {f.name for f in dataclasses.fields(RunOptions)}
+
+
+@pytest.mark.parametrize("flags", [["--tile-size", "-5"], ["--method", "bicubic", "--tile-size", "64"],
+                                   ["--method", "lanczos", "--backend", "onnx"], ["--method", "bicubic", "--untrained"],
+                                   ["--reference", "2"]])
+def test_options_that_would_not_take_effect_are_refused_in_one_line(flags, tmp_path, capsys) -> None:
+    """An interpolation method runs no network (no tiles, backend or random weights); --reference is for --stacks."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from fagan_engine.cli.sr import main
+
+    source = tmp_path / "v.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((3, 12, 12)).astype(np.float32)), str(source))
+    assert main([str(source), str(tmp_path / "o.nrrd"), "--scale", "2", "--progress", "none", *flags]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and not (tmp_path / "o.nrrd").exists(), err

@@ -78,6 +78,8 @@ def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
         ([first, second], ["--checkpoint", first]),
         ([first, second], ["--ensemble", "2"]),  # the prior's self-ensemble: without the prior (--iterations) it has none
         ([first, second], ["--iterations", "0", "--ensemble", "8"]),  # through-plane flips only
+        ([first, second], ["--shard", "1/2"]),  # batch options
+        ([first, second], ["--prefetch"]),
     ]
 
 

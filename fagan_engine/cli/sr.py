@@ -32,6 +32,8 @@ def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.stacks:
         return run_stacks(args, ProgressReporter(args))
+    if args.reference is not None:
+        raise InputError("--reference picks the stack whose orientation the result takes: it applies to --stacks only")
     if args.output_dir is not None or args.manifest is not None:
         return run_batch(args)
     if len(args.paths) != 2:

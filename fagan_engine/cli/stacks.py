@@ -94,6 +94,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         ("--manifest", args.manifest),
         ("--series-id", args.series_id),
         ("--output-format", args.output_format),
+        ("--shard", args.shard),
+        ("--prefetch", args.prefetch or None),
     ]
     others += [(flag, getattr(args, f"{kind}_map", None)) for kind, flag in MAP_FLAGS.items() if kind != "consistency"]
     defaults = RunOptions()

@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, split_extension
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import MAP_KINDS, RunOptions
+from fagan_engine.util.options import MAP_KINDS, NETWORK_ONLY, RunOptions
 
 OUTPUT_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
 """--output-format name -> file extension ('' = a DICOM series folder)."""
@@ -274,6 +274,8 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
         if changes.get("method", "fagan") != "fagan":  # a baseline row drops the command line's FA-GAN-only options
             changes.setdefault("checkpoint", None)
             changes.setdefault("adapt_iterations", None)
+            for name, unset in NETWORK_ONLY.items():
+                changes.setdefault(name, unset)
         try:
             row_options = options.replace(**changes) if changes else options
         except InputError as exc:
