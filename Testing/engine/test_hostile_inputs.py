@@ -134,11 +134,14 @@ def test_nifti_with_non_finite_sform_is_refused(tmp_path, bad):
 # --- 4: values near the float32 limit ----------------------------------------------------------
 
 
-def test_values_near_the_float32_limit_are_refused():
-    image = sitk.GetImageFromArray(np.full((3, 4, 4), 3.0e38, np.float32))
+@pytest.mark.parametrize("value", [3.0e38, 1.0e36])
+def test_values_near_the_float32_limit_are_refused(value):
+    """1e36 passed the old bound (1e37) and came out of FA-GAN as zeros with numpy's overflow warnings."""
+    image = sitk.GetImageFromArray(np.full((3, 4, 4), value, np.float32))
     with pytest.raises(InputError, match="overflow") as excinfo:
         validate_image(image)
     assert_one_line(excinfo)
+    validate_image(sitk.GetImageFromArray(np.full((3, 4, 4), 1.0e29, np.float32)))
 
 
 # --- 5: broken MetaImage -------------------------------------------------------------------------
