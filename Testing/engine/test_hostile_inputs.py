@@ -371,3 +371,24 @@ def test_fifo_detached_data_file_is_refused(tmp_path):
     (tmp_path / "v.raw").unlink()
     os.mkfifo(tmp_path / "v.raw")
     refused(path, "not a regular file")
+
+
+@pytest.mark.parametrize("where, name", [("input", "v\udcff.nii.gz"), ("output", "v\udcff.nii.gz"), ("report", "v\udcff.nii.gz"),
+                                         ("output", "a" * 300 + ".nii.gz"), ("report", "a" * 300 + ".nii.gz")])
+def test_paths_that_are_not_utf8_or_too_long_are_one_line(tmp_path, capsys, where, name):
+    """A name that is not UTF-8 made SimpleITK abort the process (leaving a staging folder); one longer than 255 bytes
+    raised OSError from pathlib."""
+    from fagan_engine.cli.sr import main
+
+    source = tmp_path / "v.nii.gz"
+    write_volume(small_volume(), str(source))
+    odd = os.path.join(str(tmp_path), name if where != "report" else name.replace(".nii.gz", ".json"))
+    if where == "input":
+        shutil.copy(source, os.fsencode(odd))
+    paths = {"input": [odd, str(tmp_path / "o.nii.gz")], "output": [str(source), odd],
+             "report": [str(source), str(tmp_path / "o.nii.gz"), "--report", odd]}[where]
+    before = sorted(os.listdir(os.fsencode(str(tmp_path))))
+    assert main([*paths, "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and ("UTF-8" in err[0] or "longer than 255" in err[0]), err
+    assert sorted(os.listdir(os.fsencode(str(tmp_path)))) == before

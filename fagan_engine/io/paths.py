@@ -23,10 +23,21 @@ _HEADER_BYTES = 1 << 16
 Key = Tuple[object, ...]
 
 
+NAME_MAX = 255
+"""Longest file or folder name (bytes) of the common file systems (ext4, APFS, NTFS in UTF-16 units)."""
+
+
 def check_path_text(path: str, what: str) -> None:
-    """InputError (one line) for a path no file system can hold: empty, or with a NUL byte."""
+    """InputError (one line) for a path no file system or library here can hold: empty, with a NUL byte, not valid
+    UTF-8 (SimpleITK aborts the process on such a name), or with a name longer than ``NAME_MAX`` bytes."""
     if not path or "\0" in path:
         raise InputError(f"{what} path {path!r} is empty or holds a NUL byte")
+    try:
+        encoded = [part.encode("utf-8") for part in Path(path).parts]
+    except UnicodeEncodeError:
+        raise InputError(f"{what} path {path!r} is not valid UTF-8; rename it") from None
+    if any(len(part) > NAME_MAX for part in encoded):
+        raise InputError(f"{what} path {path[:60]!r}... has a name longer than {NAME_MAX} bytes")
 
 
 def lower_extension(path: str) -> str:
