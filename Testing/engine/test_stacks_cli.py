@@ -161,3 +161,17 @@ def test_an_output_that_is_no_volume_file_is_refused_before_any_work(tmp_path: P
     assert main(["--stacks", *inputs, str(tmp_path / name), "--progress", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and not (tmp_path / name).exists(), err
+
+
+def test_a_map_nifti_cannot_hold_is_refused_before_the_reconstruction_and_nothing_is_written(tmp_path: Path, capsys) -> None:
+    """A sheared stack's consistency map cannot be NIfTI: the run used to write the first map, reconstruct, then fail."""
+    first, second = _write_stacks(tmp_path)
+    sheared = sitk.ReadImage(second)
+    sheared.SetDirection(tuple((np.array(sheared.GetDirection()).reshape(3, 3) @ np.array([[1, 0.2, 0], [0, 1, 0], [0, 0, 1]])).ravel()))
+    sheared_path = tmp_path / "sheared.nrrd"
+    sitk.WriteImage(sheared, str(sheared_path))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["--stacks", first, str(sheared_path), str(out / "iso.nii.gz"), "--consistency-map", "--progress", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sheared" in err[0] and list(out.iterdir()) == [], err
