@@ -85,6 +85,14 @@ def test_pickle_checkpoints_are_never_unpickled(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_an_onnx_file_or_a_folder_as_checkpoint_gets_the_right_reason(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    with pytest.raises(CheckpointError, match="ONNX export: run it with --backend onnx"):
+        load_generator(str(tmp_path / "model.onnx"))
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_generator(str(tmp_path))
+
+
 def test_metadata_and_weights_disagreeing_is_refused(tmp_path: Path) -> None:
     from fagan_engine.models.archs import build_generator, preset_config
     from fagan_engine.util.config import NormalizationConfig

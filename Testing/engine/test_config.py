@@ -25,6 +25,7 @@ def test_round_trip_through_dict() -> None:
         ({"data": {"train": "a.nii"}}, "must be a list"),
         ({"optimizer": {}}, "unknown config key"),
         ({"train": {"pretrain_iterations": 10, "iterations": 5}}, "pretrain_iterations"),
+        ({"train": {"output_dir": " "}}, "train.output_dir must name the run folder"),
     ],
 )
 def test_bad_configs_are_refused_with_the_key_named(data: dict, fragment: str) -> None:
@@ -82,3 +83,21 @@ def test_both_generators_share_one_list_of_attention_settings() -> None:
     through_plane = read_through_plane().metadata["model"]
     assert ThroughPlaneModelConfig.from_dict(through_plane).to_dict() == through_plane
     assert ThroughPlaneModelConfig().ca_reduction == 4 and AttentionConfig().ca_reduction == 16
+
+
+@pytest.mark.parametrize("name, text", [
+    ("c.yaml", "model:\n  scale: 2\ntrain:\n  output_dir: mine\ntrain:\n  iterations: 2\n"),
+    ("c.json", '{"train": {"output_dir": "mine"}, "train": {"iterations": 2}}'),
+])
+def test_a_section_given_twice_is_refused_not_merged(tmp_path: Path, name: str, text: str) -> None:
+    """The parsers keep the last of two equal keys: the first ``train`` section (its output_dir) was silently dropped."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match="'train' is given twice"):
+        load_config(str(tmp_path / name))
+
+
+def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    from fagan_engine.util.config import read_config_mapping
+
+    (tmp_path / "m.yaml").write_text("a: &x {b: 1}\nc:\n  <<: *x\n  b: 3\n")
+    assert read_config_mapping(tmp_path / "m.yaml") == {"a": {"b": 1}, "c": {"b": 3}}

@@ -275,8 +275,12 @@ def _weights_path(path: str) -> Path:
 
 
 def _read_file(target: Path) -> bytes:
+    if target.is_dir():
+        raise CheckpointError(f"checkpoint {target} is a folder; name its .safetensors file")
     if not target.is_file():
         raise CheckpointError(f"checkpoint not found: {target}")
+    if target.suffix == ".onnx":
+        raise CheckpointError(f"{target.name} is an ONNX export: run it with --backend onnx (or give its .safetensors checkpoint)")
     if target.suffix != ".safetensors":
         raise CheckpointError(f"{target.name} is not a .safetensors checkpoint (pickled .pt/.pth files are refused)")
     try:

@@ -16,7 +16,7 @@ import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fagan_engine.util.errors import ConfigError
 
@@ -313,6 +313,8 @@ class TrainConfig:
             raise ConfigError("train.init_from_scale needs train.init_checkpoint")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("train.ema_decay must be in [0, 1)")
+        if not self.output_dir.strip():
+            raise ConfigError("train.output_dir must name the run folder; it is empty")
 
 
 @dataclass
@@ -389,16 +391,44 @@ def read_config_mapping(path: Any) -> Dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml  # lazy: yaml only for YAML configs; util imports without it
-
-            data = yaml.safe_load(text)
+            data = _yaml_without_duplicates(text)
         else:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_pairs_without_duplicates)
+    except ConfigError as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
     except Exception as exc:  # parse errors of either library
         raise ConfigError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of sections")
     return data
+
+
+def _pairs_without_duplicates(pairs: List[Tuple[Any, Any]]) -> Dict[Any, Any]:
+    """A JSON object, or a YAML mapping's (key, value) pairs, as a dict; ConfigError when a key repeats (the parsers keep
+    the last one, so a second ``train:`` section would silently drop the first's ``output_dir``)."""
+    result: Dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ConfigError(f"{key!r} is given twice in one mapping; merge the two")
+        result[key] = value
+    return result
+
+
+def _yaml_without_duplicates(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a repeated key (``_pairs_without_duplicates``)."""
+    import yaml  # lazy: yaml only for YAML configs; util imports without it
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any) -> Dict[Any, Any]:
+        own = [(loader.construct_object(key, deep=True), None) for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"]
+        _pairs_without_duplicates(own)  # a key written twice; one that overrides a merged (<<) key is YAML's own rule
+        loader.flatten_mapping(node)
+        return dict(loader.construct_pairs(node, deep=True))
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _from_dict(cls: Any, data: Any, prefix: str) -> Any:
