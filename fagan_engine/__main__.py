@@ -17,8 +17,13 @@ COMMANDS = {
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: python -m fagan_engine {{{','.join(COMMANDS)}}} [options]   (COMMAND --help for its options)"
+    if args[:1] in (["-h"], ["--help"]):
+        sys.stdout.write(usage + "\n")
+        return 0
     if not args or args[0] not in COMMANDS:
-        sys.stderr.write(f"usage: python -m fagan_engine {{{','.join(COMMANDS)}}} [options]\n")
+        given = f"unknown command {args[0]!r}" if args else "no command given"
+        sys.stderr.write(f"error: {given}; {usage}\n")
         return 2
     module = importlib.import_module(COMMANDS[args[0]])
     return int(module.main(args[1:]) or 0)

@@ -101,3 +101,14 @@ def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
 
     (tmp_path / "m.yaml").write_text("a: &x {b: 1}\nc:\n  <<: *x\n  b: 3\n")
     assert read_config_mapping(tmp_path / "m.yaml") == {"a": {"b": 1}, "c": {"b": 3}}
+
+
+def test_the_module_entry_point_help_and_errors(capsys: pytest.CaptureFixture) -> None:
+    """``python -m fagan_engine --help`` is help (exit 0); no or an unknown command is one ``error:`` line (exit 2)."""
+    from fagan_engine.__main__ import main
+
+    assert main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: python -m fagan_engine {sr,")
+    for argv in ([], ["frobnicate"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ")
