@@ -203,6 +203,15 @@ def test_existing_run_needs_resume_and_same_recipe(crop: Path, tmp_path: Path, c
     assert code == 2 and "is not a file" in err
 
 
+def test_a_refused_run_leaves_no_empty_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The run folder's lock creates ``runs/deep/x``; a config refused before training removes all three again."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f'data:\n  train: ["{tmp_path / "missing.nii.gz"}"]\ntrain:\n  output_dir: {tmp_path / "runs" / "deep" / "x"}\n')
+    code, _, err = train(["--config", str(config), "--progress", "none"], capsys)
+    assert code == 2 and "not found" in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_split_is_by_volume_for_folders_and_manifests(tmp_path: Path) -> None:
     folder = tmp_path / "volumes"
     folder.mkdir()
