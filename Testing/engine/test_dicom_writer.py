@@ -138,6 +138,10 @@ def test_cli_output_folder_without_format_flag_is_dicom_in_the_input_study(tmp_p
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "not a volume format" in err[0]
         assert not (tmp_path / name).exists()
+    for name in (".", ".."):  # a folder that exists and holds more than this run's series: named, not guessed at
+        code = main([str(series), name, "--scale", "2", "--checkpoint", str(checkpoint), "--progress", "none"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "names no file or folder of its own" in err[0]
     dotted = tmp_path / "t1.v2"
     assert main([str(series), str(dotted) + "/", "--scale", "2", "--checkpoint", str(checkpoint), "--progress", "none"]) == 0
     assert str(datasets(dotted)[0].PatientID) == PATIENT_STUDY["PatientID"]

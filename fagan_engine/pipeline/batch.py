@@ -73,6 +73,8 @@ def check_output_name(path: str) -> None:
     """InputError for an output whose name ends in an extension that is no volume format (``out.txt``, a typo such as
     ``out.nii.gzz``): ``output_format_of`` would take it for a DICOM series folder of that name. A DICOM folder whose
     name holds a dot is given with a trailing ``/``."""
+    if Path(path).name in ("", ".", ".."):
+        raise InputError(f"output {path} names no file or folder of its own; give one, e.g. {os.path.join(path, 'result.nii.gz')}")
     ext = split_extension(path)[1]
     if ext and ext not in SUPPORTED_EXTENSIONS and not path.endswith(("/", os.sep)):
         raise InputError(
