@@ -240,9 +240,11 @@ def test_dicom_unreadable_slice_is_a_gap(tmp_path, damage):
     refused(folder, "gap")
 
 
-def test_dicom_duplicated_slice_is_refused(tmp_path):
+@pytest.mark.parametrize("copy", ["slice002_copy.dcm", "slice999.dcm"])
+def test_dicom_duplicated_slice_is_refused(tmp_path, copy):
+    """Next to its original, or sorted after the last slice (it was then called a gap of -12 mm, a missing slice)."""
     folder = dicom_folder(tmp_path)
-    shutil.copy(folder / "slice002.dcm", folder / "slice002_copy.dcm")
+    shutil.copy(folder / ("slice002.dcm" if copy.startswith("slice002") else "slice001.dcm"), folder / copy)
     refused(folder, "duplicated slice")
 
 

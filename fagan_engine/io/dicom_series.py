@@ -151,6 +151,13 @@ def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], ga
                 f"{positions[index]:.3f} mm along the slice normal (duplicated slice)"
             )
     nominal = float(steps[np.argmin(np.abs(steps))])  # the acquired spacing: the closest pair of slices
+    backwards = [i for i, step in enumerate(steps) if step * nominal < 0]
+    if backwards:  # no resampling can mend it: a position repeats further on, or two stacks are interleaved
+        index = backwards[0]
+        raise InputError(
+            f"DICOM slices {Path(files[index]).name} and {Path(files[index + 1]).name} go back {abs(steps[index]):.3f} mm "
+            "along the slice normal: a slice position repeats (a duplicated slice) or the folder mixes two stacks"
+        )
     tol = max(abs(nominal) * _REL_TOL, 1e-4)
     uneven = [i for i, step in enumerate(steps) if abs(step - nominal) > tol]
     if not uneven:
