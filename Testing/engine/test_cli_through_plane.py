@@ -210,3 +210,16 @@ def test_run_fraction_gives_the_first_phase_its_share_and_never_goes_back() -> N
     plain = RunFraction()
     assert [plain.update(done, 2, "inference") for done in (1, 2)] == [0.5, 1.0]
     assert plain.update(0, 0, "inference") == 1.0  # a report without a total never moves it back
+
+
+def test_a_matrix_too_small_for_the_slice_ratio_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """0.5 mm pixels under 6 mm slices: finer in-plane, but 20 pixels hold no pair of 24-pixel slices (it was called
+    "no in-plane axis is finer than the slices")."""
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((10, 20, 20)).astype(np.float32))
+    image.SetSpacing((0.5, 0.5, 6.0))
+    source = tmp_path / "thin.nrrd"
+    sitk.WriteImage(image, str(source))
+    assert main([str(source), str(tmp_path / "iso.nrrd"), "--through-plane", "--iterations", "2", "--progress", "none"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "smaller than two slice spacings (24 pixels at 0.5 mm)" in err[0], err
+    assert not (tmp_path / "iso.nrrd").exists()

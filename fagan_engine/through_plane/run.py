@@ -27,7 +27,16 @@ from fagan_engine.inference.batching import MAX_OUTPUT_PIXELS
 from fagan_engine.inference.runners import resolve_device
 from fagan_engine.io.volume_io import cast_array, validate_image
 from fagan_engine.mri.normalization import IntensityNormalizer
-from fagan_engine.through_plane.fit import FitConfig, FitOutcome, PairSampler, build_model, fit, load_weights, scan_directions
+from fagan_engine.through_plane.fit import (
+    MIN_DIRECTION_RATIO,
+    FitConfig,
+    FitOutcome,
+    PairSampler,
+    build_model,
+    fit,
+    load_weights,
+    scan_directions,
+)
 from fagan_engine.through_plane.held_out import HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
@@ -143,6 +152,11 @@ def fit_to_scan(
 
     directions = scan_directions(volume01, plan)
     if not directions:
+        ratio = plan.input_spacing / min(plan.in_plane_spacing)
+        size = min(volume01.shape[2 - a] for a in plan.in_plane_axes)
+        if ratio >= MIN_DIRECTION_RATIO:  # finer in-plane, but too few pixels to make one training pair
+            raise InputError(f"the in-plane matrix ({size} pixels) is smaller than two slice spacings ({2 * ratio:.0f} pixels at "
+                             f"{min(plan.in_plane_spacing):g} mm): too small to learn the slice profile from")
         raise InputError("no in-plane axis is finer than the slices: nothing to learn from; use in-plane mode instead")
     training, held = split_held_out(directions)
     if not held:
