@@ -324,3 +324,20 @@ def test_sigterm_stops_between_cases_with_a_report(tmp_path: Path) -> None:
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "staging left behind"
     statuses = [r["status"] for r in read_report(out / "batch-report.csv")]
     assert "done" in statuses and "not run" in statuses
+
+
+def test_manifest_uncertainty_cell_writes_or_withholds_the_map() -> None:
+    """A row's ``uncertainty`` cell used to compute the eight passes and write no map."""
+    import tempfile
+
+    from fagan_engine.pipeline.batch import read_manifest
+    from fagan_engine.util.options import RunOptions
+
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = Path(folder) / "m.csv"
+        manifest.write_text("input,output,uncertainty\na.nrrd,a_sr.nrrd,true\nb.nrrd,b_sr.nrrd,false\nc.nrrd,c_sr.nrrd,\n")
+        with_map, without, default = read_manifest(str(manifest), RunOptions(scale=2))
+        assert list(with_map.maps) == ["uncertainty"] and with_map.maps["uncertainty"].endswith("a_sr_uncertainty.nrrd")
+        assert without.maps == {} and default.maps == {}
+        flagged = read_manifest(str(manifest), RunOptions(scale=2, uncertainty=True), maps=["uncertainty"])
+        assert [sorted(case.maps) for case in flagged] == [["uncertainty"], [], ["uncertainty"]]

@@ -284,9 +284,10 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
             raise InputError(f"manifest {path} line {number}: {exc}") from None
         output = str(_resolve(base, cells["output"]))
         key = _relative_key(base, output)
-        cases.append(
+        row_maps = [kind for kind in maps if kind != "uncertainty"] + ["uncertainty"] * row_options.uncertainty  # the cell
+        cases.append(  # decides: true writes the map beside the output, as --uncertainty-map does; false writes none
             Case(str(_resolve(base, cells["input"])), output, row_options, key=key,
-                 series_id=cells.get("series_id") or None, maps=map_paths(output, maps))
+                 series_id=cells.get("series_id") or None, maps=map_paths(output, row_maps))
         )
     if not cases:
         raise InputError(f"manifest {path} lists no cases")
