@@ -40,6 +40,9 @@ MAP_KIND = "consistency_stack"
 """The engine's map kind per stack: ``consistency_stack<k>`` (k = 1 for the first stack)."""
 PHASES = {"register": "registering the stacks", "reconstruct": "reconstructing",
           "fit": "FA-GAN prior, fitting a stack's network", "inference": "FA-GAN prior, a stack's network"}
+REGISTRATION_SHARE, PRIOR_SHARE = 0.3, 0.6
+"""With the FA-GAN prior: the bar's share of the registration rounds and of the stacks' networks (the final
+reconstruction has the rest); rough shares of the run's time, so the bar moves on and never goes back."""
 
 
 def checkStackNodes(stackNodes: Sequence[Any], reference: int = 0, outputVolumeNode: Any = None) -> None:
@@ -146,6 +149,7 @@ class StacksJob(SuperResolutionJob):
         self.report: Dict[str, Any] = {}
         self.motionLines: List[str] = []
         self._round = (0, 1)
+        self._priorStack = 0
 
     def _handleEvent(self, event: Dict[str, Any]) -> None:
         if event.get("event") == "start":
@@ -161,19 +165,29 @@ class StacksJob(SuperResolutionJob):
             self.onProgress(self)
 
     def _stacksProgress(self, event: Dict[str, Any]) -> None:
-        """Status per phase; the bar runs once over the registration rounds (each with its reconstruction)."""
+        """Status per phase; the bar runs once over the whole run and never goes back. Without the FA-GAN prior it
+        runs over the registration rounds (each with its reconstruction); with it those fill ``REGISTRATION_SHARE``,
+        each stack's fit and inference an equal part of ``PRIOR_SHARE`` (the fit 60 % of that part, as in the
+        engine's ``run_fraction``) and the final reconstruction the rest."""
         done, total = event.get("done", 0), event.get("total") or 0
-        self.phase = str(event.get("phase") or self.phase)
+        previous, self.phase = self.phase, str(event.get("phase") or self.phase)
+        part = min(max(done / total, 0.0), 1.0) if total else 0.0
+        registration = REGISTRATION_SHARE if self.options.fit_iterations is not None else 1.0
         if self.phase == "register" and total:
             self._round = (int(done), int(total))
             self.status = f"Registering the stacks, round {int(done) + 1} of {total}..."
-            self.fraction = done / total
-            return
-        if self.phase == "reconstruct" and total:
-            self.fraction = min(1.0, (self._round[0] + done / total) / self._round[1])
-        elif isinstance(event.get("fraction"), (int, float)):
-            self.fraction = float(event["fraction"])
-        self.status = f"{PHASES.get(self.phase, self.phase).capitalize()}: {done} of {total or '?'}"
+            fraction = registration * part
+        elif self.phase == "fit" or self.phase == "inference":
+            self._priorStack += int(self.phase == "fit" and previous != "fit")
+            stackPart = 0.6 * part if self.phase == "fit" else 0.6 + 0.4 * part
+            fraction = registration + PRIOR_SHARE * (max(self._priorStack - 1, 0) + stackPart) / len(self.stackNodes)
+        elif self.phase == "reconstruct" and self._priorStack:  # the final reconstruction with the prior
+            fraction = registration + PRIOR_SHARE + (1.0 - registration - PRIOR_SHARE) * part
+        else:
+            fraction = registration * min(1.0, (self._round[0] + part) / self._round[1])
+        self.fraction = max(self.fraction, fraction)
+        if self.phase != "register":
+            self.status = f"{PHASES.get(self.phase, self.phase).capitalize()}: {done} of {total or '?'}"
 
     def _addResult(self, created: List[Any]) -> None:
         """The engine's report, then the result, its maps and its summary table into the scene."""

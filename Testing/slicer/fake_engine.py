@@ -141,6 +141,14 @@ def stacks(args, fail):
             time.sleep(0.5)
         for it in (10, 20, 30):
             emit("progress", phase="reconstruct", done=it, total=30, fraction=it / 30)
+    if args.iterations is not None:  # the FA-GAN prior, as the engine runs it: each stack fitted and run, then solved again
+        for _ in images:
+            for it in (1, 2):
+                emit("progress", phase="fit", done=it, total=2, fraction=it / 2)
+            for it in (1, 2, 3):
+                emit("progress", phase="inference", done=it, total=3, fraction=it / 3)
+        for it in (10, 20, 30):
+            emit("progress", phase="reconstruct", done=it, total=30, fraction=it / 30)
     base = images[reference]
     result = resampled(base, [0, 1, 2], [s / spacing for s in base.GetSpacing()])
     compress = not args.no_compression

@@ -74,6 +74,22 @@ def test_combining_three_stacks_loads_the_result_maps_and_provenance(scene, fake
     assert not job.workDir.exists()
 
 
+@pytest.mark.parametrize("fitIterations", [None, 2])
+def test_the_bar_runs_once_over_the_whole_run_and_never_goes_back(scene, fakeEngine, fitIterations):
+    """With the FA-GAN prior the stacks' fits and inferences came after the registration had filled the bar: it jumped
+    back to 0 at every stack."""
+    job = StacksLogic().process(threeStacks(scene)[:2], None, device="cpu", fitIterations=fitIterations,
+                                waitForCompletion=False)
+    fractions = []
+    job.onProgress = lambda j: fractions.append(j.fraction)
+    pollUntilDone(job)
+    assert job.state == "succeeded", job.error
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    if fitIterations:  # the prior's phases moved it on from the registration's share
+        priorEvents = sum(e.get("phase") in ("fit", "inference") for e in job.process.events)
+        assert priorEvents == 10 and len(set(fractions)) > 12
+
+
 def test_without_maps_into_an_existing_output_volume(scene, fakeEngine):
     stacks = threeStacks(scene)[:2]
     existing = addVolumeNode(scene, smoothArray(), name="previous")
