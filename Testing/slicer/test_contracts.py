@@ -363,6 +363,24 @@ def test_index_entry_agrees_with_cmake():
     assert entry["build_subdirectory"] == "." and 1 <= entry["tier"] <= 5
 
 
+def test_the_5_6_index_entry_agrees_with_cmake_and_the_catalog_entry():
+    """Slicer 5.6's ExtensionsIndex branch still reads .s4ext files (5.8 on: the JSON catalog entry)."""
+    fields = {}
+    for line in (ROOT / "FAGANSuperResolution.s4ext").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            fields[key] = value.strip()
+    entry = json.loads((ROOT / "FAGANSuperResolution.json").read_text(encoding="utf-8"))
+    assert fields["scm"] == "git" and fields["scmurl"] == entry["scm_url"] and fields["scmrevision"] == entry["scm_revision"]
+    assert fields["category"] == entry["category"] and fields["build_subdirectory"] == entry["build_subdirectory"]
+    assert fields["depends"].split() == entry["build_dependencies"] == cmakeValue("EXTENSION_DEPENDS").split()
+    for key, cmake in (("homepage", "EXTENSION_HOMEPAGE"), ("contributors", "EXTENSION_CONTRIBUTORS"),
+                       ("description", "EXTENSION_DESCRIPTION"), ("iconurl", "EXTENSION_ICONURL"),
+                       ("screenshoturls", "EXTENSION_SCREENSHOTURLS")):
+        assert fields[key] == cmakeValue(cmake), key
+    assert fields["enabled"] == "1" and fields["status"]
+
+
 def test_cmake_follows_the_5_10_extension_template():
     text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)" in text
