@@ -271,22 +271,28 @@ def test_sigterm_at_several_moments_exits_143_in_one_line_and_leaves_nothing(sam
                 "--uncertainty-map", "--progress", "none"]
         runs[delay] = (folder, subprocess.Popen(argv, stderr=subprocess.PIPE, env=env))
     catching: Dict[float, float] = {}
+    sent: Dict[float, str] = {}
+    started = time.perf_counter()
     pending = set(SIGNAL_DELAYS)
     while pending:
         for delay in sorted(pending):
             process = runs[delay][1]
             if process.poll() is not None:  # ended before its moment: the assertions below say how
+                sent[delay] = "never sent: the run ended first"
                 pending.discard(delay)
                 continue
             if delay not in catching and _catches_sigterm(process.pid):
                 catching[delay] = time.perf_counter()
             if delay in catching and time.perf_counter() >= catching[delay] + delay:
                 process.send_signal(signal.SIGTERM)
+                now = time.perf_counter()
+                sent[delay] = f"sent {now - started:.2f} s after the start, {now - catching[delay]:.2f} s after the handler"
                 pending.discard(delay)
         time.sleep(0.002)
     for delay, (folder, process) in runs.items():
         err = process.communicate(timeout=60)[1].decode()
-        assert process.returncode == 143 and err == "error: terminated\n", f"SIGTERM at {delay} s: {process.returncode} {err!r}"
+        assert process.returncode == 143 and err == "error: terminated\n", (
+            f"SIGTERM at {delay} s ({sent.get(delay)}): {process.returncode} {err!r}")
         assert list(folder.iterdir()) == [], f"SIGTERM at {delay} s left {list(folder.iterdir())}"
 
 
