@@ -52,8 +52,9 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     maps = consistency_map_paths(output, len(inputs)) if args.consistency_map else {}
     check_run_paths(inputs, output, maps, args.report, args.force)  # nothing reaches any input; the report is writable
     images = [volume_io.read_volume(path, args.nan_policy, dicom_gaps=args.dicom_gaps) for path in inputs]
-    for path, grid in [*zip(maps.values(), images), (output, images[reference])]:  # each map on its stack's grid, the
-        volume_io.check_nifti_direction(Path(path), direction_matrix(grid))  # output in the reference's orientation
+    for path, grid in [*zip(maps.values(), images), (output, images[reference])]:  # each map lies on its stack's grid,
+        volume_io.check_nifti_direction(Path(path), direction_matrix(grid))  # the output in the reference's orientation:
+    # every file is known to take its volume before the reconstruction, so none is written unless all can be
     if args.progress == "json":
         options = {
             "mode": "stacks", "reference": reference + 1, "target_spacing": args.target_spacing,
@@ -68,12 +69,9 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     finally:
         progress.close()
     compress = not args.no_compression
-    writes = [(consistency, path, inputs[index]) for index, (path, consistency) in enumerate(zip(maps.values(), report.consistency_maps))]
-    writes.append((image, output, inputs[reference]))
-    for volume, path, _ in writes:  # checked again on the results: no file is written unless every one can be
-        volume_io.check_nifti_direction(Path(path), direction_matrix(volume))
-    for volume, path, source in writes:
-        volume_io.write_volume(volume, path, force=args.force, input_path=source, compress=compress)
+    for index, (path, consistency) in enumerate(zip(maps.values(), report.consistency_maps)):
+        volume_io.write_volume(consistency, path, force=args.force, input_path=inputs[index], compress=compress)
+    volume_io.write_volume(image, output, force=args.force, input_path=inputs[reference], compress=compress)
     if args.report is not None:
         atomic_write_bytes(args.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     seconds = time.perf_counter() - started

@@ -42,7 +42,6 @@ def _main(argv: List[str], stop: StopRequest) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config).with_overrides(args.overrides)
     run_dir = Path(cfg.train.output_dir)
-    created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]  # the lock makes them
     lock = RunFolderLock(run_dir, "train.output_dir") if int(os.environ.get("RANK", "0")) == 0 else None
     if lock is not None:  # DDP: rank 0 owns the folder
         lock.acquire()
@@ -58,12 +57,6 @@ def _main(argv: List[str], stop: StopRequest) -> int:
     finally:
         if lock is not None:
             lock.release()
-        for folder in created:  # a run refused before it wrote anything leaves no empty parent folders behind
-            try:
-                if folder.exists():  # the lock removes the run folder it created and left unused
-                    folder.rmdir()
-            except OSError:  # not empty: the run wrote
-                break
 
 
 if __name__ == "__main__":

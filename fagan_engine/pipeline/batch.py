@@ -274,7 +274,6 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
             if name in MANIFEST_PATH_FIELDS and changes[name] is not None:
                 changes[name] = str(_resolve(base, changes[name]))
         if changes.get("method", "fagan") != "fagan":  # a baseline row drops the command line's FA-GAN-only options
-            changes.setdefault("checkpoint", None)
             changes.setdefault("adapt_iterations", None)
             for name, unset in NETWORK_ONLY.items():
                 changes.setdefault(name, unset)

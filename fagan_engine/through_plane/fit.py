@@ -434,12 +434,12 @@ def load_pretrain_config(path: Path) -> PretrainConfig:
         raise ConfigError(f"{path}: edge_sigma and validation_slab must be 0 <= low <= high")
     if isinstance(cfg.pool_size, bool) or not isinstance(cfg.pool_size, int) or cfg.pool_size < 1:
         raise ConfigError(f"{path}: pool_size must be a whole number >= 1, got {cfg.pool_size!r}")
-    fit_config(cfg.fit, path)
+    check_fit_section(cfg.fit, path)
     return cfg
 
 
-def fit_config(values: Dict[str, Any], path: Path) -> FitConfig:
-    """The recipe's ``fit`` section as a FitConfig, refused in one line when a key is unknown or a value out of range."""
+def check_fit_section(values: Dict[str, Any], path: Path) -> None:
+    """Refuse in one line a recipe's ``fit`` section with an unknown key or a value out of range."""
     known = {f.name for f in dataclasses.fields(FitConfig)}
     if not isinstance(values, dict) or set(values) - known:
         raise ConfigError(f"{path}: fit must be a mapping of {', '.join(sorted(known))}")
@@ -449,7 +449,6 @@ def fit_config(values: Dict[str, Any], path: Path) -> FitConfig:
         raise ConfigError(f"{path}: fit.iterations, batch_size, patch_cols and max_hr_rows must be whole numbers >= 1, lr_rows >= 2")
     if not isinstance(fit.lr, (int, float)) or not math.isfinite(fit.lr) or fit.lr <= 0 or not 0 <= fit.lr_final_fraction <= 1:
         raise ConfigError(f"{path}: fit.lr must be a finite number > 0 and fit.lr_final_fraction in [0, 1]")
-    return fit
 
 
 def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.ndarray]:
@@ -486,7 +485,7 @@ def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None, 
     taken = [p for p in (Path(cfg.output), Path(cfg.output).with_suffix(".json")) if p.exists()]
     if taken and not force:
         raise OutputError(f"{taken[0]} already exists; pass --force to replace it")
-    fit_cfg = fit_config(cfg.fit, config_path)
+    fit_cfg = FitConfig(**cfg.fit)  # checked by load_pretrain_config
     torch.manual_seed(fit_cfg.seed)
     rng = np.random.default_rng(fit_cfg.seed)
     model_cfg = ThroughPlaneModelConfig(**cfg.model)

@@ -13,7 +13,7 @@ import errno
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from fagan_engine.util.errors import ConfigError
 
@@ -35,11 +35,12 @@ class RunFolderLock:
         """Delete the lock file on release (safe: ``acquire`` re-checks that the locked file is still the named one)."""
         self.fd: Optional[int] = None
         self.acquired_at = 0.0
-        self.created_folder = False
+        self.created_folders: List[Path] = []
+        """The folder and the parents of it that ``acquire`` created, deepest first."""
 
     def acquire(self) -> "RunFolderLock":
         """Create the folder if needed and lock it; ConfigError naming the holder's PID if taken."""
-        self.created_folder = not self.folder.exists()
+        self.created_folders = [f for f in (self.folder, *self.folder.parents) if not f.exists()]
         while True:
             fd = self._open()
             if not _try_lock(fd):
@@ -66,16 +67,20 @@ class RunFolderLock:
             raise ConfigError(f"{self.what} {self.folder} {reason}") from None
 
     def release(self) -> None:
-        """Drop the lock; a folder this lock created and nothing else used is removed again."""
+        """Drop the lock; the folders this lock created (the folder and its new parents) that nothing else used are
+        removed again."""
         if self.fd is None:
             return
-        alone = self.created_folder and [p.name for p in self.folder.iterdir()] == [self.path.name]
+        alone = bool(self.created_folders) and [p.name for p in self.folder.iterdir()] == [self.path.name]
         if self.remove or alone:
             with contextlib.suppress(OSError):
                 self.path.unlink()  # while still locked, so no one else holds the unlinked file
         if alone:
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()
+            for folder in self.created_folders:  # deepest first; the first one in use ends it
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
         os.close(self.fd)  # closing drops the lock
         self.fd = None
 

@@ -59,7 +59,7 @@ THROUGH_PLANE_UNUSED: Dict[str, Any] = {
 """In-plane fields that through-plane runs cannot use, each with the test of a value that asks for them (refused)."""
 IN_PLANE_UNUSED = ("target_spacing", "slice_thickness", "fit_iterations")
 """Through-plane fields that in-plane runs cannot use: refused when set."""
-NETWORK_ONLY: Dict[str, Any] = {"tile_size": None, "backend": "auto", "untrained": False}
+NETWORK_ONLY: Dict[str, Any] = {"checkpoint": None, "tile_size": None, "backend": "auto", "untrained": False}
 """Fields (with their unset value) that only the FA-GAN network uses: refused with an interpolation method."""
 
 
@@ -116,8 +116,6 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise InputError(f"{name.replace('_', ' ')} must be a positive number of mm, got {value}")
-        if self.method != "fagan" and self.checkpoint is not None:
-            raise InputError(f"--checkpoint is used only by --method fagan, not {self.method}")
         if self.tile_size is not None and self.tile_size < 1:
             raise InputError(f"tile size must be a positive number of pixels, got {self.tile_size}")
         network_only = [CLI_FLAGS[name] for name, unset in NETWORK_ONLY.items() if getattr(self, name) != unset]
