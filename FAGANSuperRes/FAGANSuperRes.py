@@ -1,7 +1,7 @@
 import logging
 import os
 import sys
-from typing import Annotated, Any, Callable, List, Optional, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import qt
@@ -59,24 +59,49 @@ PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "mode": "modeComboBox", "sc
 # The engine's run modes (options.MODES) and Combine thick stacks (stacks.STACKS_MODE, the engine's --stacks);
 # a literal, as the parameter node needs it at import (Testing/slicer/test_contracts.py checks it).
 PANEL_MODES = ("in-plane", "through-plane", "stacks")
-MODE_LABELS = {"in-plane": "In-plane ×2/×4/×8", "through-plane": "Thick slices → isotropic",
-               "stacks": "Combine thick stacks (2-3)"}
-STACK_LABELS = ("First stack (input volume)", "Second stack", "Third stack")
-ENSEMBLE_LABELS = {0: "Engine default", 1: "Off", 2: "2 copies", 4: "4 copies", 8: "8 copies"}
-FIT_TOOLTIPS = {False: "Thick slices -> isotropic: iterations of the per-scan fit. 0: the engine's measured default.",
-                True: "Combine thick stacks: 0 reconstructs from the stacks alone (minutes); N adds the FA-GAN prior, "
-                      "a through-plane network fitted N steps per stack (much longer on a CPU)."}
 # Widgets (with their labels) used by one mode only.
 IN_PLANE_ROWS = ("scale", "method", "acquisition", "checkpoint", "plane")
 THROUGH_PLANE_ROWS = ("targetSpacing", "sliceThickness")
-# Combine thick stacks rows, built in code (name -> field class, label, tooltip); the .ui holds the other rows.
-CODE_ROWS = {"secondStack": ("qMRMLNodeComboBox", "Second stack:", "Another thick-slice volume of the same subject and contrast."),
-             "thirdStack": ("qMRMLNodeComboBox", "Third stack:", "Optional: a third thick-slice volume."),
-             "stackReference": ("QComboBox", "Reference:", "The stack whose orientation the result takes.")}
+# Combine thick stacks rows, built in code (name -> field class); their texts are stackRowTexts().
+CODE_ROWS = {"secondStack": "qMRMLNodeComboBox", "thirdStack": "qMRMLNodeComboBox", "stackReference": "QComboBox"}
 # Trust checkbox -> the map kind or RunOptions field it sets; disabled while the engine lacks its flag
 # (options.engineFlag). The uncertainty map is not offered: on real scans it does not follow the error better
 # than the image gradient does (docs/model-card.md, "Real scans"); the Lib and the engine keep it for research.
 TRUST_OPTIONS = {"consistencyMapCheckBox": "consistency", "enforceConsistencyCheckBox": "enforce_consistency"}
+
+
+# The panel's texts kept in tables are translated when shown: each function returns literal _() calls,
+# which Qt's lupdate can read (a _() of a variable cannot be extracted for translators).
+
+
+def modeLabels() -> Dict[str, str]:
+    """PANEL_MODES -> the mode selector's entry."""
+    return {"in-plane": _("In-plane ×2/×4/×8"), "through-plane": _("Thick slices → isotropic"),
+            "stacks": _("Combine thick stacks (2-3)")}
+
+
+def stackLabels() -> Tuple[str, ...]:
+    """The reference selector's entries, in stack order."""
+    return (_("First stack (input volume)"), _("Second stack"), _("Third stack"))
+
+
+def ensembleLabels() -> Dict[int, str]:
+    """options.ENSEMBLES -> the self-ensemble selector's entry (0: the engine's default)."""
+    return {0: _("Engine default"), 1: _("Off"), 2: _("2 copies"), 4: _("4 copies"), 8: _("8 copies")}
+
+
+def fitTooltips() -> Dict[bool, str]:
+    """The fit iterations' tooltip: Thick slices -> isotropic (False) or Combine thick stacks (True)."""
+    return {False: _("Thick slices -> isotropic: iterations of the per-scan fit. 0: the engine's measured default."),
+            True: _("Combine thick stacks: 0 reconstructs from the stacks alone (minutes); N adds the FA-GAN prior, "
+                    "a through-plane network fitted N steps per stack (much longer on a CPU).")}
+
+
+def stackRowTexts() -> Dict[str, Tuple[str, str]]:
+    """CODE_ROWS name -> (label, tooltip)."""
+    return {"secondStack": (_("Second stack:"), _("Another thick-slice volume of the same subject and contrast.")),
+            "thirdStack": (_("Third stack:"), _("Optional: a third thick-slice volume.")),
+            "stackReference": (_("Reference:"), _("The stack whose orientation the result takes."))}
 
 
 #
@@ -207,7 +232,9 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _addStackRows(self) -> None:
         """The CODE_ROWS (Combine thick stacks) as ``<name>Label`` and ``<name>ComboBox``, below the mode selector."""
         layout = self.ui.inputsCollapsibleButton.layout()
-        for row, (name, (widgetClass, label, tip)) in enumerate(CODE_ROWS.items(), start=2):
+        texts = stackRowTexts()
+        for row, (name, widgetClass) in enumerate(CODE_ROWS.items(), start=2):
+            label, tip = texts[name]
             field = slicer.qMRMLNodeComboBox() if widgetClass == "qMRMLNodeComboBox" else qt.QComboBox()
             if widgetClass == "qMRMLNodeComboBox":
                 field.showChildNodeTypes = False
@@ -216,8 +243,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 field.addEnabled = False
                 field.removeEnabled = False
                 field.setMRMLScene(slicer.mrmlScene)
-            field.toolTip = _(tip)
-            labelWidget = qt.QLabel(_(label))
+            field.toolTip = tip
+            labelWidget = qt.QLabel(label)
             layout.insertRow(row, labelWidget, field)
             setattr(self.ui, name + "Label", labelWidget)
             setattr(self.ui, name + "ComboBox", field)
@@ -307,7 +334,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.inputVolumeLabel.text = _("First stack:") if stacks else _("Input volume:")
         self.ui.fitIterationsSpinBox.enabled = throughPlane or stacks
         self.ui.fitIterationsSpinBox.specialValueText = _("no FA-GAN prior") if stacks else _("engine default")
-        self.ui.fitIterationsSpinBox.toolTip = _(FIT_TOOLTIPS[stacks])
+        self.ui.fitIterationsSpinBox.toolTip = fitTooltips()[stacks]
         usesCheckpoint = p.method == "fagan" and p.mode == "in-plane"
         self.ui.checkpointComboBox.enabled = usesCheckpoint and not self._job
         self.ui.checkpointInfoLabel.setVisible(usesCheckpoint)
@@ -495,12 +522,14 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start()
 
     def _updateModeLabels(self) -> None:
+        labels = modeLabels()
         for index, mode in enumerate(PANEL_MODES):
-            self.ui.modeComboBox.setItemText(index, _(MODE_LABELS[mode]))
-        for index, label in enumerate(STACK_LABELS):
-            self.ui.stackReferenceComboBox.setItemText(index, _(label))
+            self.ui.modeComboBox.setItemText(index, labels[mode])
+        for index, label in enumerate(stackLabels()):
+            self.ui.stackReferenceComboBox.setItemText(index, label)
+        labels = ensembleLabels()
         for index, members in enumerate(ENSEMBLES):
-            self.ui.ensembleComboBox.setItemText(index, _(ENSEMBLE_LABELS[members]))
+            self.ui.ensembleComboBox.setItemText(index, labels[members])
 
     def stackNodes(self) -> List[Any]:
         """Combine thick stacks: the input volume, the second stack and the third (when selected)."""

@@ -13,28 +13,18 @@ them (read from the module sources), at their defaults. Run in a separate enviro
 The optional second argument is the mode shown (``in-plane``, the default, or ``stacks``: Combine thick stacks, with
 the rows the module builds in code, ``CODE_ROWS``).
 """
-import ast
 import io
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List
 
+from module_source import constants, translatedTable
+
 ROOT = Path(__file__).resolve().parents[2]
 UI_FILE = ROOT / "FAGANSuperRes" / "Resources" / "UI" / "FAGANSuperRes.ui"
+MODULE_FILE = ROOT / "FAGANSuperRes" / "FAGANSuperRes.py"
 PLACEHOLDERS = {"qMRMLNodeComboBox": "QLabel", "qMRMLSubjectHierarchyComboBox": "QLabel"}
-
-
-def constants(path: Path) -> Dict[str, object]:
-    """Literal module-level constants of a Python file (read, not imported: no Slicer here)."""
-    values = {}
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                continue
-    return values
 
 
 def placeholderUi(collapsed: List[str]) -> bytes:
@@ -76,15 +66,16 @@ def placeholderUi(collapsed: List[str]) -> bytes:
 def comboItems() -> Dict[str, List[str]]:
     """Combobox name -> the entries the module shows (options.py choices, the module's labels)."""
     options = constants(ROOT / "FAGANSuperRes" / "FAGANSuperResLib" / "options.py")
-    module = constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")
+    module = constants(MODULE_FILE)
+    modeLabels, ensembleLabels = translatedTable(MODULE_FILE, "modeLabels"), translatedTable(MODULE_FILE, "ensembleLabels")
     return {
-        "modeComboBox": [module["MODE_LABELS"][mode] for mode in module["PANEL_MODES"]],
+        "modeComboBox": [modeLabels[mode] for mode in module["PANEL_MODES"]],
         "scaleComboBox": [str(scale) for scale in options["SCALES"]],
         "methodComboBox": list(options["METHODS"]),
         "acquisitionComboBox": list(options["ACQUISITIONS"]),
         "planeComboBox": list(options["PLANES"]),
         "deviceComboBox": ["Auto (GPU if usable, else CPU)", "GPU (checking...)", "CPU"],
-        "ensembleComboBox": [module["ENSEMBLE_LABELS"][members] for members in options["ENSEMBLES"]],
+        "ensembleComboBox": [ensembleLabels[members] for members in options["ENSEMBLES"]],
         "checkpointComboBox": ["fagan_x4 (x4, fagan, kspace, bundled)", "Browse..."],  # CheckpointInfo.label
     }
 
@@ -94,8 +85,9 @@ def addCodeRows(panel) -> None:
     from PyQt5 import QtWidgets
 
     layout = panel.findChild(QtWidgets.QFormLayout, "inputsFormLayout")
-    labels = constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")["STACK_LABELS"]
-    for row, (_name, (widgetClass, label, tip)) in enumerate(constants(ROOT / "FAGANSuperRes" / "FAGANSuperRes.py")["CODE_ROWS"].items(), start=2):
+    labels, texts = translatedTable(MODULE_FILE, "stackLabels"), translatedTable(MODULE_FILE, "stackRowTexts")
+    for row, (name, widgetClass) in enumerate(constants(MODULE_FILE)["CODE_ROWS"].items(), start=2):
+        label, tip = texts[name]
         if widgetClass == "QComboBox":
             field = QtWidgets.QComboBox()
             field.addItems(list(labels))

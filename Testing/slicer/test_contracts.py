@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Dict, List, Set
 
 import pytest
+from module_source import translatedTable
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = {"FAGANSuperRes": ROOT / "FAGANSuperRes", "FAGANTraining": ROOT / "FAGANTraining",
            "FAGANSelfTest": ROOT / "Testing" / "FAGANSelfTest"}
+MODULE_FILE = MODULES["FAGANSuperRes"] / "FAGANSuperRes.py"
 UI_MODULES = ("FAGANSuperRes", "FAGANTraining")
 LIB_PACKAGES = {"FAGANSuperResLib", "FAGANTrainingLib"}
 SLICER_SIDE = [ROOT / "FAGANSuperRes", ROOT / "FAGANTraining", ROOT / "Testing" / "FAGANSelfTest"]
@@ -47,7 +49,7 @@ def uiWidgets(module: str) -> Dict[str, str]:
     (``CODE_ROWS``: ``<name>Label`` and ``<name>ComboBox``)."""
     tree = ET.parse(MODULES[module] / "Resources" / "UI" / f"{module}.ui")
     widgets = {w.get("name"): w.get("class") for w in tree.iter("widget")}
-    for name, (widgetClass, _, _) in moduleTable(module, "CODE_ROWS").items():
+    for name, widgetClass in moduleTable(module, "CODE_ROWS").items():
         widgets.update({name + "Label": "QLabel", name + "ComboBox": widgetClass})
     return widgets
 
@@ -279,6 +281,30 @@ def test_module_file_runs_nothing_at_import(module):
         ast.literal_eval(node.value)  # raises for anything but a literal
 
 
+def translationCalls(tree: ast.Module):
+    """Every ``_(...)`` and ``translate(...)`` call of a file."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("_", "translate"):
+            yield node
+
+
+@pytest.mark.parametrize("path", slicerSideFiles(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_translated_texts_are_literals(path):
+    """Qt's lupdate extracts only literal texts: ``_("text")`` and ``translate("Context", "text")``. A variable or
+    f-string passed to them would reach no translator (tables of texts are functions returning ``_()`` calls)."""
+    for call in translationCalls(parse(path)):
+        assert not call.keywords and len(call.args) == (1 if call.func.id == "_" else 2), ast.unparse(call)
+        for argument in call.args:
+            assert isinstance(argument, ast.Constant) and isinstance(argument.value, str), \
+                f"{path.name}:{call.lineno}: {ast.unparse(call)[:80]}"
+
+
+def test_translation_check_catches_variables():
+    bad = ast.parse('label = "x"\n_(label)\n_(f"{label}")\ntranslate("C", label)\n_("ok")')
+    literal = [all(isinstance(a, ast.Constant) for a in call.args) for call in translationCalls(bad)]
+    assert literal == [False, False, False, True]
+
+
 def test_python_3_9_compatible():
     vermin = Path(sys.executable).with_name("vermin")
     proc = subprocess.run([str(vermin), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations",
@@ -447,11 +473,14 @@ def test_panel_choices_are_the_engines():
     from FAGANSuperResLib.stacks import STACKS_MODE
 
     panelModes = moduleTable("FAGANSuperRes", "PANEL_MODES")  # the engine's modes, then Combine thick stacks
-    assert panelModes == options.MODES + (STACKS_MODE,) and set(moduleTable("FAGANSuperRes", "MODE_LABELS")) == set(panelModes)
+    assert panelModes == options.MODES + (STACKS_MODE,) and set(translatedTable(MODULE_FILE, "modeLabels")) == set(panelModes)
     assert sorted(options.DEVICES) == sorted(engineOptions.DEVICES)
     assert options.ENSEMBLES == (0,) + engineOptions.ENSEMBLE_SIZES  # 0: the engine's default
     assert options.THROUGH_PLANE_ENSEMBLES == engineOptions.THROUGH_PLANE_ENSEMBLE_SIZES
-    assert set(moduleTable("FAGANSuperRes", "ENSEMBLE_LABELS")) == set(options.ENSEMBLES)
+    assert set(translatedTable(MODULE_FILE, "ensembleLabels")) == set(options.ENSEMBLES)
+    assert len(translatedTable(MODULE_FILE, "stackLabels")) == 3  # the most stacks the panel takes
+    assert set(translatedTable(MODULE_FILE, "stackRowTexts")) == set(moduleTable("FAGANSuperRes", "CODE_ROWS"))
+    assert set(translatedTable(MODULE_FILE, "fitTooltips")) == {False, True}
 
 
 def test_map_kinds_are_the_engines():
