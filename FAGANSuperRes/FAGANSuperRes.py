@@ -120,8 +120,9 @@ class FAGANSuperRes(ScriptedLoadableModule):
         self.parent.contributors = list(CONTRIBUTORS)
         self.parent.helpText = _("""
 Increase the in-plane resolution of an MRI volume by 2, 4 or 8 with FA-GAN (fused attentive GAN), or
-turn a thick-slice scan into an isotropic volume (FA-GAN fitted to the scan itself). The result covers the
-same physical region as the input, with a data-consistency map shown
+turn a thick-slice scan into an isotropic volume (FA-GAN fitted to the scan itself), or combine two or three
+thick-slice stacks of the same subject (for example axial, coronal and sagittal) into one isotropic volume. The
+result covers the same physical region as the input, with a data-consistency map shown
 as a colour overlay. Results are for research use, not for diagnosis. Computation runs in a background
 process; Slicer stays responsive and the run can be cancelled. "Apply to all volumes" processes every
 volume of the scene (or of a folder) in one process.

@@ -1,7 +1,7 @@
 """Volume inference tasks, each run in a fresh worker process so its peak RSS is its own.
 
 ``volume``: a synthetic LR volume (slices × side²) super-resolved end to end through
-``fagan_engine.inference.resolver.super_resolve`` (checkpoint load, normalisation, batching, output
+``fagan_engine.pipeline.report.super_resolve`` (checkpoint load, normalisation, batching, output
 volume), after one warm-up call on one batch; then the model alone on ``model_batches``
 prepared batches (``model_s`` = that per-slice time × slices). ``tiling``: one ×8 slice with
 and without ``tile_size``. The ONNX Runtime worker never imports torch, as in a Slicer

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv, install the engine (CPU torch 2.13.0 pinned) and run the ICBM152 demo into demo_output/.
+# Create .venv, install the engine (torch 2.13.0 pinned) and run the ICBM152 demo into demo_output/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

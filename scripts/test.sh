@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv, install the engine with test dependencies (CPU torch 2.13.0 pinned) and run every test.
+# Create .venv, install the engine with test dependencies (torch 2.13.0 pinned) and run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

@@ -140,3 +140,19 @@ def test_sigterm_during_a_run_cleans_up_and_exits_143(tmp_path: Path) -> None:
         pytest.skip("the run finished before SIGTERM arrived")
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "error: terminated", err
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_bug_keeps_its_traceback_and_tells_a_json_reader(capsys: pytest.CaptureFixture) -> None:
+    """An unexpected exception (a bug) exits 1 with its traceback; under --progress json an ``error`` event
+    (``internal error: ...``) comes first, so a parent process such as the Slicer module learns of it."""
+    from fagan_engine.cli import run_cli
+
+    def bug() -> int:
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    for json_progress in (True, False):
+        with pytest.raises(ZeroDivisionError):
+            run_cli(bug, json_progress)
+        events = [parse_line(line) for line in capsys.readouterr().out.splitlines()]
+        expected = [{"message": "internal error: division by zero", "kind": "ZeroDivisionError"}] if json_progress else []
+        assert [{k: e[k] for k in ("message", "kind")} for e in events if e and e["event"] == "error"] == expected

@@ -25,7 +25,7 @@ def thick_volume(seed: int = 0) -> sitk.Image:
 
 
 def call_progress(progress, done, total, phase, loss):
-    """Report a phase where the callback takes one (the CLI's does; sr_result's shares do not)."""
+    """Report a phase where the callback takes one (the CLI's does; pipeline.report's shares do not)."""
     try:
         progress(done, total, phase=phase, loss=loss)
     except TypeError:

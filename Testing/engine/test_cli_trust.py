@@ -1,4 +1,4 @@
-"""fagan-sr wiring of the trust features (sr_result.super_resolve_report): maps written beside the
+"""fagan-sr wiring of the trust features (pipeline.report.super_resolve_report): maps written beside the
 output and published with it or not at all, warnings as lines/events, the JSON report, batch
 report columns."""
 from __future__ import annotations

@@ -13,8 +13,8 @@ EXAMPLES = [
     RunOptions(scale=4, method="lanczos", acquisition="gaussian", plane="coronal", device="cpu",
                batch_size=2, nan_policy="zero", output_dtype="int16", dicom_gaps="resample"),
     RunOptions(scale=4, backend="onnx", tile_size=64, checkpoint="/weights/x4.onnx", adapt_iterations=0),
-    RunOptions(scale=8, checkpoint="/weights/x8.safetensors", untrained=True, adapt_iterations=5,
-               enforce_consistency=True, uncertainty=True),
+    RunOptions(scale=8, checkpoint="/weights/x8.safetensors", adapt_iterations=5, enforce_consistency=True, uncertainty=True),
+    RunOptions(scale=4, untrained=True, ensemble=2),
     RunOptions(mode="through-plane", target_spacing=1.0, slice_thickness=4.5, fit_iterations=50),
     RunOptions(mode="through-plane", ensemble=4, batch_size=2, fit_iterations=0, enforce_consistency=True, device="cuda"),
 ]
@@ -52,9 +52,11 @@ def test_every_field_has_a_flag() -> None:
 
 @pytest.mark.parametrize("flags", [["--tile-size", "-5"], ["--method", "bicubic", "--tile-size", "64"],
                                    ["--method", "lanczos", "--backend", "onnx"], ["--method", "bicubic", "--untrained"],
-                                   ["--reference", "2"]])
+                                   ["--method", "bicubic", "--ensemble", "1"], ["--reference", "2"],
+                                   ["--untrained", "--checkpoint", "x2.safetensors"]])
 def test_options_that_would_not_take_effect_are_refused_in_one_line(flags, tmp_path, capsys) -> None:
-    """An interpolation method runs no network (no tiles, backend or random weights); --reference is for --stacks."""
+    """An interpolation method runs no network (no tiles, backend, random weights or self-ensemble); --reference is for
+    --stacks; random weights replace a checkpoint, so --untrained cannot run with --checkpoint."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -65,3 +67,22 @@ def test_options_that_would_not_take_effect_are_refused_in_one_line(flags, tmp_p
     assert main([str(source), str(tmp_path / "o.nrrd"), "--scale", "2", "--progress", "none", *flags]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and not (tmp_path / "o.nrrd").exists(), err
+
+
+def test_random_weights_run_and_say_so_on_the_result(tmp_path, capsys) -> None:
+    """--untrained replaces the bundled checkpoint (it used to read as if a checkpoint were missing, and said nothing)."""
+    import json
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from fagan_engine.cli.sr import main
+    from fagan_engine.inference.resolver import UNTRAINED_WARNING
+
+    source = tmp_path / "v.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((3, 12, 12)).astype(np.float32)), str(source))
+    args = [str(source), str(tmp_path / "o.nrrd"), "--scale", "2", "--untrained", "--adapt", "0", "--progress", "none"]
+    assert main([*args, "--report", str(tmp_path / "r.json")]) == 0
+    assert capsys.readouterr().err.splitlines().count(f"warning: {UNTRAINED_WARNING}") == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["identity"]["checkpoint"] is None and UNTRAINED_WARNING in report["warnings"]

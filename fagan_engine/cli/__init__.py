@@ -79,7 +79,8 @@ def entry_point(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> 
 def run_cli(body: Callable[[], int], json_progress: bool) -> int:
     """Run ``body``; turn user errors into one ``error: ...`` line (and an ``error`` event) + exit 2.
 
-    Unexpected exceptions keep their traceback (a bug to report) and exit 1; KeyboardInterrupt
+    Unexpected exceptions keep their traceback (a bug to report) and exit 1, after an ``error`` event
+    (its message starting ``internal error:``) when progress is JSON, so a parent process such as the Slicer module learns of it; KeyboardInterrupt
     exits 130 and SIGTERM 143. Python warnings become one ``warning: ...`` line each (repeats
     dropped), printed at the end of a successful run only. No command leaves partial output behind: writers are atomic.
     """
@@ -101,6 +102,8 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
         if isinstance(exc, FAGANError):
             return _error_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, type(exc).__name__, json_progress, exc.exit_code)
         if not is_out_of_memory(exc):
+            if json_progress:
+                emit("error", message=f"internal error: {(str(exc).splitlines() or [''])[0]}", kind=type(exc).__name__)
             raise
         message = "out of memory: use a smaller batch (fagan-sr --batch-size or --tile-size; training train.batch_size or data.patch_size)"
         return _error_line(message, "OutOfMemoryError", json_progress, 2)

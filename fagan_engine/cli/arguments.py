@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(parser, "tile_size", type=int, help="process slices in overlapping LR tiles of this size (bounds memory)")
     _option(parser, "output_dtype", choices=OUTPUT_DTYPES, help="output voxel type")
     _option(parser, "nan_policy", choices=NAN_POLICIES, help="non-finite input voxels: refuse, or treat as 0")
-    _option(parser, "untrained", action="store_true", help="use random weights when no checkpoint exists (testing only)")
+    _option(parser, "untrained", action="store_true",
+            help="random weights instead of the bundled checkpoint, to test a pipeline (a warning says so on every result)")
     parser.add_argument("--series-id", help="DICOM folder with several series: the SeriesInstanceUID to read")
     parser.add_argument("--force", action="store_true", help="allow overwriting an existing output file (batch: redo finished cases)")
     parser.add_argument("--progress", default="bar", choices=("bar", "json", "none"))
@@ -98,7 +99,9 @@ def _feature_flags(parser: argparse.ArgumentParser) -> None:
                        help="PATH... = A B [C] OUTPUT: combine thick-slice stacks of one subject into one isotropic volume (docs/thick-slices.md)")
     add_stacks_arguments(group)
     _option(group, "target_spacing", type=float, metavar="MM", help="through-plane: output spacing (default: the in-plane spacing)")
-    _option(group, "slice_thickness", type=float, metavar="MM", help="through-plane: acquired slice thickness (default: the slice spacing)")
+    _option(group, "slice_thickness", type=float, metavar="MM",
+            help="through-plane: acquired slice thickness (default: the DICOM Slice Thickness, else the scan's own estimate "
+            "when clear, else the slice spacing)")
     _option(group, "fit_iterations", type=int, metavar="N", help="through-plane: fitting iterations")
     _option(
         parser, "adapt_iterations", type=int, metavar="N",

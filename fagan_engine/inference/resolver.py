@@ -28,6 +28,8 @@ from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import RunOptions
 from fagan_engine.util.progress import accepts_phase
 
+UNTRAINED_WARNING = "the FA-GAN network has random weights (--untrained): a test of the pipeline, not an image to read"
+
 if TYPE_CHECKING:
     from fagan_engine.models.checkpoint import CheckpointMetadata
 
@@ -70,6 +72,8 @@ class SuperResolver:
                 options.scale, self.checkpoint, options.device, options.backend, options.untrained
             )
             self.use_runner(runner)
+        if options.untrained:
+            self.warnings.append(UNTRAINED_WARNING)
         if self.checkpoint is not None and self.metadata is not None:
             self.warnings.extend(acquisition_warnings(self.checkpoint.name, self.metadata.acquisitions, options.acquisition))
 

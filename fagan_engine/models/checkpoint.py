@@ -58,7 +58,7 @@ class CheckpointMetadata:
     acquisitions: List[str] = dataclasses.field(default_factory=lambda: ["bicubic"])
     training: Dict[str, Any] = dataclasses.field(default_factory=dict)
     data_profile: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    """What the model saw in training (``training_profile``); empty = unknown (no range warnings)."""
+    """What the model saw in training (``training.profile``); empty = unknown (no range warnings)."""
     engine_version: str = __version__
     created: str = ""
     weights_sha256: str = ""

@@ -2,7 +2,7 @@
 
 A thick-slice scan (fine in-plane, coarse slices) is made isotropic along its coarsest-spaced
 SimpleITK index axis. ``plan_through_plane`` decides everything from the header and the user's
-numbers; the fit (``through_plane_fit``), the network and another engineer's consistency map use
+numbers; the fit (``through_plane.fit``), the network and another engineer's consistency map use
 exactly these fields. No torch here.
 
 Output grid: the output covers exactly the input's voxel-corner box along every axis. Along the

@@ -1,8 +1,8 @@
 """Thick-slice scans to isotropic volumes: self-supervised through-plane SR with the FA-GAN generator.
 
-``super_resolve_through_plane(image)`` plans the output grid (``through_plane_plan``), fine-tunes
+``super_resolve_through_plane(image)`` plans the output grid (``through_plane.plan``), fine-tunes
 the bundled pretrained through-plane generator on pairs made from the scan's own in-plane slices
-(``through_plane_fit``; every fourth in-plane slice held out, the best-scoring weights kept, never worse than
+(``through_plane.fit``; every fourth in-plane slice held out, the best-scoring weights kept, never worse than
 the start on them: ``held_out``), applies it to the slices of both orientations that contain the
 through-plane axis (e.g. coronal and sagittal for an axial scan), averages the two results and
 projects them onto the input's slices (data consistency: re-slicing the output with the slice profile

@@ -1,6 +1,6 @@
 """Out-of-distribution warnings: one line each, returned, never raised; they change no exit code.
 
-Against the checkpoint's ``data_profile`` (``training_profile``; an empty profile means unknown,
+Against the checkpoint's ``data_profile`` (recorded by ``training.profile``; an empty profile means unknown,
 and those checks are skipped):
 
 - **spacing**: an in-plane spacing outside ``[lo / 1.5, hi · 1.5]`` of the training LR spacings

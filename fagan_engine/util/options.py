@@ -59,7 +59,7 @@ THROUGH_PLANE_UNUSED: Dict[str, Any] = {
 """In-plane fields that through-plane runs cannot use, each with the test of a value that asks for them (refused)."""
 IN_PLANE_UNUSED = ("target_spacing", "slice_thickness", "fit_iterations")
 """Through-plane fields that in-plane runs cannot use: refused when set."""
-NETWORK_ONLY: Dict[str, Any] = {"checkpoint": None, "tile_size": None, "backend": "auto", "untrained": False}
+NETWORK_ONLY: Dict[str, Any] = {"checkpoint": None, "tile_size": None, "backend": "auto", "untrained": False, "ensemble": None}
 """Fields (with their unset value) that only the FA-GAN network uses: refused with an interpolation method."""
 
 
@@ -86,7 +86,7 @@ class RunOptions:
     slice_thickness: Optional[float] = None
     fit_iterations: Optional[int] = None
     enforce_consistency: Optional[bool] = None
-    """Project the result onto the input (data consistency); None: on for FA-GAN in-plane, else off (``project``)."""
+    """Project the result onto the input (data consistency); None: on for FA-GAN (in-plane and through-plane), else off (``project``)."""
     uncertainty: bool = False
     dicom_gaps: str = "error"
     ensemble: Optional[int] = None
@@ -118,6 +118,8 @@ class RunOptions:
                 raise InputError(f"{name.replace('_', ' ')} must be a positive number of mm, got {value}")
         if self.tile_size is not None and self.tile_size < 1:
             raise InputError(f"tile size must be a positive number of pixels, got {self.tile_size}")
+        if self.untrained and self.checkpoint is not None:
+            raise InputError("--untrained (random weights) and --checkpoint exclude each other")
         network_only = [CLI_FLAGS[name] for name, unset in NETWORK_ONLY.items() if getattr(self, name) != unset]
         if self.method != "fagan" and network_only:
             raise InputError(f"{', '.join(network_only)} {'is' if len(network_only) == 1 else 'are'} used only by --method fagan, "
@@ -141,8 +143,6 @@ class RunOptions:
             raise InputError("per-scan adaptation (--adapt) is for in-plane FA-GAN; through-plane fits every scan anyway (--iterations)")
         if self.ensemble is not None:
             _choice("ensemble", self.ensemble, ENSEMBLE_SIZES)
-            if self.ensemble > 1 and self.method != "fagan":
-                raise InputError(f"the self-ensemble (--ensemble) is for FA-GAN only, not {self.method}")
             if self.mode == "through-plane":
                 check_through_plane_ensemble(self.ensemble)
         if self.mode == "through-plane" and self.uncertainty:
@@ -178,7 +178,7 @@ class RunOptions:
         return self.method == "fagan"
 
     def cli_arguments(self, uncertainty_map: Optional[str] = None) -> List[str]:
-        """The ``fagan-sr`` flags that give these options (``cli.sr.run_options`` builds them back): ``--scale``
+        """The ``fagan-sr`` flags that give these options (``cli.arguments.run_options`` builds them back): ``--scale``
         in-plane, other fields only when not the default. ``uncertainty`` is ``--uncertainty-map [uncertainty_map]``
         (the engine computes it only to write that map; no path: beside the output)."""
         in_plane = self.mode == "in-plane"

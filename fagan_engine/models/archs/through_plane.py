@@ -2,7 +2,7 @@
 
 Input slices are (B, 1, n_in, W): rows run across the thick slices (the through-plane axis), columns
 along a fine in-plane axis. The output is (B, 1, n_out, W) on the grid of
-``through_plane_plan.output_positions`` (any ratio n_out/n_in, integer or not).
+``through_plane.plan.output_positions`` (any ratio n_out/n_in, integer or not).
 
 Two upsamplers (``ThroughPlaneModelConfig.upsampler``), compared in docs/decisions.md:
 
