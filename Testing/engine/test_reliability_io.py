@@ -91,6 +91,45 @@ def test_nifti_pixdim_invalid_without_an_sform_is_refused(tmp_path, pixdim):
     refused(patched(source, 88, "<f", pixdim), "pixdim")
 
 
+@pytest.mark.parametrize("unit, mm_per_unit", [(1, 1000.0), (3, 0.001), (2, 1.0), (0, 1.0)], ids=["metre", "micron", "mm", "unknown"])
+@pytest.mark.parametrize("rule", ["sform", "qform"])
+def test_nifti_transform_in_metres_or_microns_is_read_in_millimetres(tmp_path, unit, mm_per_unit, rule):
+    """xyzt_units: a transform stored in metres or microns was taken as millimetres (a 1 mm voxel read as 1000 mm)."""
+    source = sample(tmp_path)
+    if rule == "qform":
+        source = patched(source, 254, "<h", 0, name="qform.nii")  # sform_code 0: the qform decides
+    data = bytearray(source.read_bytes())
+    for start, count in ((76 + 4, 3), (280, 12)):  # pixdim[1..3] and the sform rows, in the file's unit
+        values = struct.unpack_from(f"<{count}f", data, start)
+        struct.pack_into(f"<{count}f", data, start, *(v / mm_per_unit for v in values))
+    for offset in (268, 272, 276):  # the qform offsets
+        struct.pack_into("<f", data, offset, struct.unpack_from("<f", data, offset)[0] / mm_per_unit)
+    data[123] = unit  # xyzt_units: the spatial code in its low 3 bits
+    path = tmp_path / f"units{unit}.nii"
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = read_volume(str(path))
+    assert image.GetSpacing() == pytest.approx((1.0, 1.0, 3.0), rel=1e-5)
+    assert image.GetOrigin() == pytest.approx((5.0, 6.0, 7.0), rel=1e-5)
+    assert not [w for w in caught if issubclass(w.category, FAGANWarning)]
+
+
+@pytest.mark.parametrize("direction", [(2, 0, 0, 0, 2, 0, 0, 0, 2), (1, 0, 0, 0, 1, 0, 0, 0, 0.5)])
+def test_a_scaled_direction_is_refused(tmp_path, direction):
+    """A MetaImage TransformMatrix that holds the spacing was accepted: .mha output kept it, NIfTI output dropped it."""
+    image = sitk.GetImageFromArray(np.ones((4, 8, 8), dtype=np.float32))
+    image.SetDirection(direction)
+    sitk.WriteImage(image, str(tmp_path / "scaled.mha"))
+    refused(tmp_path / "scaled.mha", "direction columns have lengths")
+
+
+@pytest.mark.parametrize("slope, inter", [(2.0, float("inf")), (float("nan"), 1.0), (float("inf"), 0.0), (0.0, 5.0)])
+def test_nifti_voxel_scaling_that_readers_disagree_on_is_refused(tmp_path, slope, inter):
+    """ITK applied part of such a scaling and nibabel none of it: values were read without a word."""
+    refused(patched(patched(sample(tmp_path), 112, "<f", slope), 116, "<f", inter), "scl_")
+
+
 def test_cli_prints_the_geometry_rule_not_itk_text(tmp_path):
     import subprocess
     import sys

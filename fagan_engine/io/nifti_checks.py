@@ -7,11 +7,12 @@ sees the file as written, so it decides here what is refused and which reader is
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -34,11 +35,12 @@ class NiftiFacts(NamedTuple):
 def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
     """Check ``path`` and return its facts; None when nibabel cannot parse it (ITK then reports why).
 
-    Raises InputError for a damaged magic or data offset, a bitpix that disagrees with the datatype,
+    Raises InputError for a damaged magic or data offset, voxel scaling that readers disagree on, a bitpix that disagrees with the datatype,
     non-positive sizes, no valid transform, a data section shorter or longer than the header declares
     and (``.nii.gz``) a gzip stream whose CRC or length check fails.
     """
     stored = check_single_file_header(path)
+    _check_scaling(stored.scaling, path)
     try:
         import nibabel as nib  # lazy: nibabel only for NIfTI files; io imports without it
 
@@ -74,6 +76,20 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
     sheared = geometry.affine is not None and is_sheared(geometry.affine[:3, :3])
     with captured_stderr():
         return NiftiFacts(_non_finite(image), sheared, geometry)
+
+
+def _check_scaling(scaling: Tuple[float, float], path: Path) -> None:
+    """Refuse voxel scaling that readers disagree on: a non-finite ``scl_slope`` or ``scl_inter`` (ITK applies part of
+    it, nibabel drops it), or ``scl_inter`` without a slope (the standard says slope 0 means no scaling; ITK adds it)."""
+    slope, inter = scaling
+    if not (math.isfinite(slope) and math.isfinite(inter)):
+        raise InputError(
+            f"cannot read {path}: its voxel scaling (scl_slope {slope:g}, scl_inter {inter:g}) is not finite; the header is damaged"
+        )
+    if slope == 0 and inter != 0:
+        raise InputError(
+            f"cannot read {path}: its scl_inter {inter:g} comes without a scl_slope (0 means no scaling); the header is damaged"
+        )
 
 
 def nifti_complete(path: Path) -> bool:

@@ -9,7 +9,9 @@ sform says otherwise. The rule here (docs/reliability.md):
 3. else, with both codes 0, ``pixdim[1..3]`` alone (finite and positive);
 4. else the file is refused.
 
-Any other field that disagrees with the deciding transform is named in one warning line.
+Any other field that disagrees with the deciding transform is named in one warning line. The transform is in the
+file's spatial unit (``xyzt_units``: metres, millimetres or microns; unknown is taken as millimetres, as ITK does) and is
+returned in millimetres.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import math
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -37,10 +39,13 @@ class _Layout(NamedTuple):
     pixdim_at: int
     pixdim_type: str
     bitpix_at: int
+    scaling_at: int
 
 
-_LAYOUTS = (_Layout(348, b"n+1\0", 344, 108, "f", 352, 76, "f", 72), _Layout(540, b"n+2\0\r\n\x1a\n", 4, 168, "q", 544, 104, "d", 14))
+_LAYOUTS = (_Layout(348, b"n+1\0", 344, 108, "f", 352, 76, "f", 72, 112), _Layout(540, b"n+2\0\r\n\x1a\n", 4, 168, "q", 544, 104, "d", 14, 176))
 _REL_TOL = 1e-3
+_MM_PER_UNIT = {1: 1000.0, 2: 1.0, 3: 0.001}
+"""NIfTI ``xyz_units`` code (metre, millimetre, micron) -> millimetres per unit; any other code counts as millimetres."""
 
 
 class Stored(NamedTuple):
@@ -49,6 +54,8 @@ class Stored(NamedTuple):
     pixdim: np.ndarray
     """``pixdim[1..3]``."""
     bitpix: int
+    scaling: Tuple[float, float]
+    """``scl_slope``, ``scl_inter`` (nibabel's loaded header holds NaN for both once its data proxy took them)."""
 
 
 class Geometry(NamedTuple):
@@ -75,7 +82,8 @@ def check_single_file_header(path: Path) -> Stored:
             if size == layout.size and len(head) >= layout.size:
                 _check_layout(path, head, endian, layout)
                 pixdim = struct.unpack_from(endian + "4" + layout.pixdim_type, head, layout.pixdim_at)[1:]
-                return Stored(np.asarray(pixdim, dtype=float), struct.unpack_from(endian + "h", head, layout.bitpix_at)[0])
+                scaling = struct.unpack_from(endian + "2" + layout.pixdim_type, head, layout.scaling_at)
+                return Stored(np.asarray(pixdim, dtype=float), struct.unpack_from(endian + "h", head, layout.bitpix_at)[0], scaling)
     raise InputError(f"cannot read {path}: not a NIfTI file (its header size field is not 348 or 540, or the header is cut short)")
 
 
@@ -93,8 +101,18 @@ def _check_layout(path: Path, head: bytes, endian: str, layout: _Layout) -> None
 
 
 def decide_geometry(header: "nibabel.Nifti1Header", pixdim: np.ndarray, path: Path) -> Geometry:  # noqa: F821
-    """The transform that decides the geometry (rule in the module docstring), given the stored
+    """The transform that decides the geometry (rule in the module docstring), in millimetres, given the stored
     ``pixdim[1..3]``; InputError when none is valid."""
+    geometry = _deciding_transform(header, pixdim, path)
+    if geometry.affine is None:
+        return geometry
+    affine = geometry.affine.copy()
+    affine[:3, :] *= _MM_PER_UNIT.get(int(header["xyzt_units"]) & 0x07, 1.0)
+    return geometry._replace(affine=affine)
+
+
+def _deciding_transform(header: "nibabel.Nifti1Header", pixdim: np.ndarray, path: Path) -> Geometry:  # noqa: F821
+    """``decide_geometry`` in the file's own spatial unit."""
     sform, sform_code = header.get_sform(coded=True)
     has_qform = int(header["qform_code"]) > 0
     qform = _qform(header) if has_qform else None

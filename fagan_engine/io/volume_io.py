@@ -48,6 +48,8 @@ MAX_ABS_VALUE = 1e30
 """Larger voxel magnitudes are refused: float32 (max 3.4e38) arithmetic on them overflows. Measured: FA-GAN with the
 projection and the consistency map is exact up to 1e34 and returned zeros from 1e35 on (2026-12-07); the bound keeps a
 margin of 10⁴. No MR image comes near it."""
+DIRECTION_LENGTH_TOL = 1e-3
+"""How far from 1 a direction column's length may be (headers store 6 or so decimals)."""
 
 _NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 _IMAGE_IO = {
@@ -384,6 +386,12 @@ def _check_geometry(image: sitk.Image) -> None:
         raise InputError(f"input spacing {tuple(spacing)} must be positive")
     if abs(np.linalg.det(direction.reshape(3, 3))) < 1e-6:
         raise InputError("input direction matrix is singular (two axes point the same way)")
+    lengths = np.linalg.norm(direction.reshape(3, 3), axis=0)
+    if np.any(np.abs(lengths - 1) > DIRECTION_LENGTH_TOL):
+        raise InputError(
+            f"input direction columns have lengths {tuple(round(float(v), 6) for v in lengths)}, not 1: a scaled direction "
+            "(e.g. a MetaImage TransformMatrix that holds the spacing) would place every voxel wrongly"
+        )
 
 
 def _check_value_range(image: sitk.Image) -> None:
