@@ -171,6 +171,26 @@ def test_manifest_checkpoint_cell_is_relative_to_the_manifest(tmp_path: Path, ca
     assert (data / "v_sr.nrrd").is_file()
 
 
+def test_rows_drop_the_command_line_options_they_cannot_use(tmp_path: Path) -> None:
+    """A baseline row drops the network's options (the uncertainty map included), a through-plane row the in-plane ones
+    (--scale 2 used to pass silently there while --scale 4 was refused); the FA-GAN in-plane rows keep them all."""
+    from fagan_engine.pipeline.batch import read_manifest
+    from fagan_engine.util.options import RunOptions
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("input,output,method,mode\na.nrrd,a_sr.nrrd,,\na.nrrd,a_bic.nrrd,bicubic,\na.nrrd,a_iso.nrrd,,through-plane\n")
+    for scale in (2, 4):
+        command_line = RunOptions(scale=scale, uncertainty=True, ensemble=2, acquisition="bicubic")
+        cases = read_manifest(str(manifest), command_line, maps=["uncertainty"])
+        network, baseline, through = (case.options for case in cases)
+        assert [set(case.maps) for case in cases] == [{"uncertainty"}, set(), set()]
+        assert network == command_line
+        assert baseline == RunOptions(scale=scale, method="bicubic", acquisition="bicubic")
+        assert through == RunOptions(mode="through-plane", ensemble=2)
+    with pytest.raises(InputError, match="uncertainty"):
+        RunOptions(method="lanczos", uncertainty=True).validate()
+
+
 def bad_batches(tmp: Path) -> dict:
     """name -> (argv, fragment of the one error line)."""
     source = make_tree(tmp)

@@ -52,7 +52,7 @@ def test_every_field_has_a_flag() -> None:
 
 @pytest.mark.parametrize("flags", [["--tile-size", "-5"], ["--method", "bicubic", "--tile-size", "64"],
                                    ["--method", "lanczos", "--backend", "onnx"], ["--method", "bicubic", "--untrained"],
-                                   ["--method", "bicubic", "--ensemble", "1"], ["--reference", "2"],
+                                   ["--method", "bicubic", "--ensemble", "1"], ["--reference", "2"], ["--method", "lanczos", "--uncertainty-map"],
                                    ["--untrained", "--checkpoint", "x2.safetensors"]])
 def test_options_that_would_not_take_effect_are_refused_in_one_line(flags, tmp_path, capsys) -> None:
     """An interpolation method runs no network (no tiles, backend, random weights or self-ensemble); --reference is for

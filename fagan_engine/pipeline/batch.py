@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, split_extension
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import MAP_KINDS, NETWORK_ONLY, RunOptions
+from fagan_engine.util.options import MAP_KINDS, NETWORK_ONLY, THROUGH_PLANE_UNUSED, RunOptions
 
 OUTPUT_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
 """--output-format name -> file extension ('' = a DICOM series folder)."""
@@ -273,10 +273,12 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
             changes[name] = _parse_cell(cell, str(fields[name].type), name, f"manifest {path} line {number}")
             if name in MANIFEST_PATH_FIELDS and changes[name] is not None:
                 changes[name] = str(_resolve(base, changes[name]))
+        dropped: Dict[str, Any] = {}
         if changes.get("method", "fagan") != "fagan":  # a baseline row drops the command line's FA-GAN-only options
-            changes.setdefault("adapt_iterations", None)
-            for name, unset in NETWORK_ONLY.items():
-                changes.setdefault(name, unset)
+            dropped.update(NETWORK_ONLY, adapt_iterations=None, uncertainty=False)
+        if changes.get("mode") == "through-plane":  # a through-plane row its in-plane-only ones (--scale, the uncertainty map)
+            dropped.update({name: fields[name].default for name in THROUGH_PLANE_UNUSED}, uncertainty=False)
+        changes = {**dropped, **changes}
         try:
             row_options = options.replace(**changes) if changes else options
         except InputError as exc:

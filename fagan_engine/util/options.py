@@ -145,6 +145,8 @@ class RunOptions:
             _choice("ensemble", self.ensemble, ENSEMBLE_SIZES)
             if self.mode == "through-plane":
                 check_through_plane_ensemble(self.ensemble)
+        if self.uncertainty and self.method != "fagan":
+            raise InputError(f"the uncertainty map (--uncertainty-map) measures the FA-GAN network's spread, not {self.method}'s")
         if self.mode == "through-plane" and self.uncertainty:
             raise InputError("the uncertainty map is made for in-plane results only; drop --uncertainty-map with --through-plane")
         return self
