@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[demo,onnx]"
-.venv/bin/python -m fagan_engine demo --output demo_output
+.venv/bin/python -m fagan_engine demo --output demo_output --force

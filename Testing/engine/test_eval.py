@@ -91,3 +91,42 @@ def test_demo_output_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.C
     assert demo(["--output", str(taken), "--scales", "2"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "is a file" in err[0] and taken.read_text() == "mine"
+
+
+def _fake_demo(fail: bool):
+    """A stand-in for the demo's computation that writes every file it would (or fails half-way)."""
+    from fagan_engine.cli import demo
+
+    def write(folder: Path, scales, device, acquisition) -> None:
+        for path in demo.demo_files(folder, scales):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("new")
+            if fail:
+                raise RuntimeError("the network failed")
+
+    return write
+
+
+def test_demo_never_replaces_an_earlier_demo_without_force_and_publishes_all_or_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It replaced the files of an earlier demo in --output without a word, and wrote them one by one."""
+    from fagan_engine.cli import demo
+
+    output = tmp_path / "new" / "out"
+    monkeypatch.setattr(demo, "_write_demo", _fake_demo(fail=True))
+    with pytest.raises(RuntimeError):
+        demo.main(["--output", str(output), "--scales", "2"])
+    assert not (tmp_path / "new").exists()  # the folders it made are gone again, nothing was published
+    monkeypatch.setattr(demo, "_write_demo", _fake_demo(fail=False))
+    assert demo.main(["--output", str(output), "--scales", "2", "4"]) == 0
+    assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(output).as_posix() for p in demo.demo_files(output, [2, 4]))
+    (output / "metrics.json").write_text("my notes")
+    assert demo.main(["--output", str(output), "--scales", "2"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: ") and "--force" in err[-1] and (output / "metrics.json").read_text() == "my notes"
+    assert demo.main(["--output", str(output), "--scales", "2", "--force"]) == 0
+    assert (output / "metrics.json").read_text() == "new"
+    capsys.readouterr()
+    assert demo.main(["--output", str(output), "--scales", "3"]) == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1

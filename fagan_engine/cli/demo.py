@@ -10,16 +10,17 @@ everything it writes says "untrained".
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
-from fagan_engine.cli import run_cli
+from fagan_engine.cli import OneLineParser, entry_point
 from fagan_engine.io.geometry import SliceLayout, plane_axes
 from fagan_engine.io.volume_io import read_volume, write_volume
 from fagan_engine.models.checkpoint import default_checkpoint, read_metadata
@@ -27,22 +28,64 @@ from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, 
 from fagan_engine.mri.metrics import volume_metrics
 from fagan_engine.mri.sample_data import icbm152_t1_path
 from fagan_engine.pipeline.report import super_resolve
-from fagan_engine.util.atomic import prepare_output_folder
+from fagan_engine.util.atomic import prepare_output_folder, publish_files
 from fagan_engine.util.config import ACQUISITIONS
+from fagan_engine.util.errors import OutputError
+
+OUTPUT_FILES = ("metrics.json", "comparison.png")
+VOLUMES = ("hr", "lr", "bicubic", "lanczos", "fagan_network_only", "fagan")
+"""The volumes each ``x<scale>/`` folder holds (``<name>.nii.gz``)."""
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fagan_engine demo", description=__doc__)
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m fagan_engine demo", description=__doc__)
     parser.add_argument("--output", default="demo_output", help="folder for volumes, figure and metrics")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4], choices=(2, 4, 8))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--acquisition", default="kspace", choices=ACQUISITIONS, help="how the LR input is simulated")
-    args = parser.parse_args(argv)
-    return run_cli(lambda: run_demo(Path(args.output), args.scales, args.device, args.acquisition), json_progress=False)
+    parser.add_argument("--force", action="store_true", help="replace the files of an earlier demo in --output")
+    return parser
 
 
-def run_demo(output: Path, scales: List[int], device: str = "auto", acquisition: str = "kspace") -> int:
-    prepare_output_folder(output / "metrics.json")  # one error line when --output is a file or not writable
+def main(argv: Optional[List[str]] = None) -> int:
+    return entry_point(_main, argv)
+
+
+def _main(argv: List[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return run_demo(Path(args.output), args.scales, args.device, args.acquisition, args.force)
+
+
+def demo_files(output: Path, scales: List[int]) -> List[Path]:
+    """Every file the demo writes into ``output``."""
+    return [output / name for name in OUTPUT_FILES] + [output / f"x{s}" / f"{v}.nii.gz" for s in scales for v in VOLUMES]
+
+
+def run_demo(output: Path, scales: List[int], device: str = "auto", acquisition: str = "kspace", force: bool = False) -> int:
+    """Write the demo into ``output``: every file is staged and published together at the end, so a failed or
+    interrupted demo leaves nothing, and an earlier demo's files are replaced only with ``force``."""
+    existing = [path for path in demo_files(output, scales) if path.exists()]
+    if existing and not force:
+        raise OutputError(f"{existing[0]} already exists (an earlier demo?): pass --force to replace the demo's files, or choose "
+                          "another --output")
+    created = [folder for folder in (output, *output.parents) if not folder.exists()]
+    prepare_output_folder(output / OUTPUT_FILES[0])  # one error line when --output is a file or not writable
+    try:
+        with tempfile.TemporaryDirectory(prefix=".demo-", dir=output) as staging:
+            _write_demo(Path(staging), scales, device, acquisition)
+            for scale in scales:
+                (output / f"x{scale}").mkdir(exist_ok=True)
+            publish_files([(Path(staging) / path.relative_to(output), path) for path in demo_files(output, scales)], force, output)
+    except BaseException:
+        for folder in created:  # deepest first: the folders this run made, where nothing else was written
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    sys.stderr.write(f"demo written to {output}/ (metrics.json, comparison.png, x*/ volumes)\n")
+    return 0
+
+
+def _write_demo(folder: Path, scales: List[int], device: str, acquisition: str) -> None:
     hr_full = read_volume(str(icbm152_t1_path()))
     report: Dict[str, Any] = {
         "data": "ICBM152 2009a T1 template (nilearn), 1 mm",
@@ -51,14 +94,12 @@ def run_demo(output: Path, scales: List[int], device: str = "auto", acquisition:
     }
     panels = []
     for scale in scales:
-        entry, panel = _demo_scale(hr_full, scale, output / f"x{scale}", device, acquisition)
+        entry, panel = _demo_scale(hr_full, scale, folder / f"x{scale}", device, acquisition)
         report["scales"][f"x{scale}"] = entry
         panels.append(panel)
         _print_summary(scale, entry)
-    (output / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    _save_figure(panels, output / "comparison.png")
-    sys.stderr.write(f"demo written to {output}/ (metrics.json, comparison.png, x*/ volumes)\n")
-    return 0
+    (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _save_figure(panels, folder / "comparison.png")
 
 
 def _demo_scale(
@@ -78,8 +119,9 @@ def _demo_scale(
         "fagan_network_only": super_resolve(lr, scale, plane=axes, adapt_iterations=0, enforce_consistency=False, **network),
         "fagan": super_resolve(lr, scale, plane=axes, **network),
     }
-    for name, image in (("hr", hr), ("lr", lr), *outputs.items()):
-        write_volume(image, str(folder / f"{name}.nii.gz"), force=True)
+    volumes = {"hr": hr, "lr": lr, **outputs}
+    for name in VOLUMES:
+        write_volume(volumes[name], str(folder / f"{name}.nii.gz"))
     layout = SliceLayout.for_axes(axes)
     hr_array = sitk.GetArrayFromImage(hr)
     held_out = _held_out_slices(checkpoint, hr_array.shape[layout.through_axis])
