@@ -73,3 +73,95 @@ def test_slice_shifted_within_its_plane_is_refused_by_name(tmp_path: Path) -> No
     with pytest.raises(InputError, match="slice003.dcm is shifted .* within the slice plane") as excinfo:
         read_volume(str(folder))
     assert "\n" not in str(excinfo.value)
+
+
+def axial_series(tmp_path: Path) -> Path:
+    """An 8×8×4 axial series whose rows and columns run right-to-left and anterior-to-posterior (an
+    identity orientation read in place of its own would flip both axes and still stack)."""
+    image = oblique_image(size=(8, 8, 4), spacing=(0.9, 1.1, 3.0))
+    image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    return write_mr_series(image, tmp_path / "axial")
+
+
+def edit_every_slice(folder: Path, change) -> None:
+    for index in range(len(list(folder.iterdir()))):
+        edit_slice(folder, index, change)
+
+
+def truncate_64_bytes(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-64])
+
+
+def delete_pixel_data(path: Path) -> None:
+    ds = pydicom.dcmread(str(path))
+    del ds.PixelData
+    ds.save_as(str(path))
+
+
+@pytest.mark.parametrize("damage", [delete_pixel_data, truncate_64_bytes], ids=["no-pixel-data", "truncated"])
+def test_unreadable_last_slice_is_refused_by_name(tmp_path: Path, damage, capsys: pytest.CaptureFixture) -> None:
+    """GDCM leaves such a file out of the series: the volume lost its last slice without a word."""
+    folder = axial_series(tmp_path)
+    damage(folder / "slice003.dcm")
+    out = tmp_path / "o.nrrd"
+    assert main([str(folder), str(out), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: DICOM slice slice003.dcm of the series cannot be read") and not out.exists()
+    with pytest.raises(InputError, match="slice003.dcm of the series cannot be read"):
+        read_volume(str(folder), dicom_gaps="resample")
+
+
+def test_unreadable_slice_of_another_series_is_ignored(tmp_path: Path) -> None:
+    folder = axial_series(tmp_path)
+    write_mr_series(oblique_image(size=(8, 8, 3), seed=1), folder, series_uid="1.2.826.0.1.3680043.8.498.199", prefix="other")
+    delete_pixel_data(folder / "other002.dcm")
+    (folder / "notes.txt").write_text("not DICOM\n")
+    assert read_volume(str(folder), series_id="1.2.826.0.1.3680043.8.498.101").GetSize() == (8, 8, 4)
+    with pytest.raises(InputError, match="other002.dcm of the series cannot be read"):
+        read_volume(str(folder), series_id="1.2.826.0.1.3680043.8.498.199")
+
+
+def drop_orientation(ds: pydicom.Dataset) -> None:
+    del ds.ImageOrientationPatient
+
+
+@pytest.mark.parametrize("change, problem", [
+    (drop_orientation, "missing: the orientation of the slices is unknown"),
+    (lambda ds: setattr(ds, "ImageOrientationPatient", ["0"] * 6), "0.0.0.0.0.0: its row and column"),
+    (lambda ds: setattr(ds, "ImageOrientationPatient", ["1", "0", "0", "1", "0", "0"]), "1.0.0.1.0.0: its row and column"),
+    (lambda ds: setattr(ds, "ImageOrientationPatient", ["1", "0", "0", "0.5", "0.866", "0"]), "1.0.0.0.5.0.866.0: its row and column"),
+], ids=["missing", "zeros", "parallel", "not-perpendicular"])
+def test_unknown_or_invalid_orientation_is_refused(tmp_path: Path, change, problem: str) -> None:
+    """ITK reads each of these as the identity orientation."""
+    folder = axial_series(tmp_path)
+    edit_every_slice(folder, change)
+    with pytest.raises(InputError, match=f"slice000.dcm and the rest of its series have ImageOrientationPatient {problem}") as excinfo:
+        read_volume(str(folder))
+    assert "\n" not in str(excinfo.value)
+
+
+def drop_pixel_spacing(ds: pydicom.Dataset) -> None:
+    del ds.PixelSpacing
+
+
+@pytest.mark.parametrize("change, problem", [
+    (drop_pixel_spacing, "missing: the pixel size is unknown"),
+    (lambda ds: setattr(ds, "PixelSpacing", ["0", "0"]), "0.0: a pixel size must be positive"),
+    (lambda ds: setattr(ds, "PixelSpacing", ["-1.1", "-0.9"]), "-1.1.-0.9: a pixel size must be positive"),
+], ids=["missing", "zero", "negative"])
+def test_unknown_or_invalid_pixel_spacing_is_refused(tmp_path: Path, change, problem: str) -> None:
+    """ITK reads a missing or zero pixel spacing as 1 mm, and a negative one as flipped axes."""
+    folder = axial_series(tmp_path)
+    edit_every_slice(folder, change)
+    with pytest.raises(InputError, match=f"slice000.dcm and the rest of its series have PixelSpacing {problem}"):
+        read_volume(str(folder))
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@pytest.mark.parametrize("slope", ["0", "nan"])
+def test_zero_or_non_finite_rescale_slope_is_refused(tmp_path: Path, slope: str) -> None:
+    """ITK ignores such a slope: the slice's stored values came out unscaled."""
+    folder = axial_series(tmp_path)
+    edit_slice(folder, 2, lambda ds: (setattr(ds, "RescaleSlope", slope), setattr(ds, "RescaleIntercept", "0")))
+    with pytest.raises(InputError, match=f"slice002.dcm has RescaleSlope {slope}: the rescale slope and intercept must be finite"):
+        read_volume(str(folder))

@@ -4,14 +4,18 @@ ITK rebuilds a series with a missing, unreadable or duplicated slice as a unifor
 slices after the gap sit at wrong positions. Here every slice's ImagePositionPatient is
 projected on the slice normal: a duplicate is always refused, a gap is refused unless the
 caller asks (``gaps="resample"``) for linear resampling onto a uniform grid at the true positions.
+A file of the series that GDCM skips (no pixel data, truncated) is refused by name, and so is a missing
+or invalid orientation, pixel spacing or rescale, which ITK would replace silently (identity, 1 mm, no rescale).
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
+import warnings
 from collections import Counter
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,9 +28,8 @@ _REL_TOL = 0.01  # slice distances may differ from the nominal spacing by 1 % (r
 _POSITION_TAG = "0020|0032"
 _IN_PLANE_TOL = 0.05
 """A slice may sit this fraction of a pixel off the line through the first slice along the normal (header rounding)."""
-_PLANE_TAGS = (("0020|0037", "ImageOrientationPatient", 1e-3), ("0028|0030", "PixelSpacing", 1e-3),
-               ("0028|0010", "Rows", 0.0), ("0028|0011", "Columns", 0.0))
-"""Tags every slice of one volume shares, with the tolerance of the comparison."""
+_UNIT_TOL = 1e-3
+"""ImageOrientationPatient's vectors may be this far from unit length and from perpendicular (headers round them)."""
 
 
 def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error") -> sitk.Image:
@@ -34,6 +37,30 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
     if gaps not in GAP_POLICIES:
         raise ConfigError(f"DICOM gap policy must be one of {', '.join(GAP_POLICIES)}; got {gaps!r}")
     _check_no_symlink_loop(folder)
+    chosen = _chosen_series(folder, series_id)
+    reader = sitk.ImageSeriesReader()
+    with captured_stderr() as noise:
+        try:
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), chosen)
+            reader.SetFileNames(files)
+            reader.MetaDataDictionaryArrayUpdateOn()
+            image = reader.Execute()
+        except RuntimeError as exc:
+            image, failure = None, _last_line(exc, "")
+    if image is None:
+        raise InputError(f"cannot read DICOM series in {folder}: {noise.first_message() or failure}")
+    unread = _unread_slices(folder, chosen, files)
+    per_slice = image.GetDimension() == 3 and image.GetSize()[2] == len(files)  # not one multi-frame file
+    if per_slice:
+        _check_same_plane(reader, files)
+        _check_rescale(reader, files)
+    positions = _slice_positions(reader, image, files) if per_slice and len(files) > 1 else None
+    _check_unread(unread, gaps, image, positions)
+    return image if positions is None else _with_slice_tags(_checked_grid(image, positions, files, gaps), reader)
+
+
+def _chosen_series(folder: Path, series_id: Optional[str]) -> str:
+    """The GDCM id of the series to read: ``series_id``, or the folder's only series."""
     with captured_stderr() as noise:
         try:
             ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
@@ -45,22 +72,7 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
         raise InputError(f"folder {folder} holds {len(ids)} DICOM series; pass one as series_id: {', '.join(ids)}")
     if series_id is not None and series_id not in ids:
         raise InputError(f"DICOM series {series_id} not found in {folder}; available: {', '.join(ids)}")
-    reader = sitk.ImageSeriesReader()
-    with captured_stderr() as noise:
-        try:
-            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id or ids[0])
-            reader.SetFileNames(files)
-            reader.MetaDataDictionaryArrayUpdateOn()
-            image = reader.Execute()
-        except RuntimeError as exc:
-            image, failure = None, _last_line(exc, "")
-    if image is None:
-        raise InputError(f"cannot read DICOM series in {folder}: {noise.first_message() or failure}")
-    if image.GetDimension() != 3 or image.GetSize()[2] != len(files) or len(files) < 2:
-        return image
-    _check_same_plane(reader, files)
-    positions = _slice_positions(reader, image, files)
-    return _with_slice_tags(_checked_grid(image, positions, files, gaps), reader)
+    return series_id or ids[0]
 
 
 SLICE_TAGS = ("0018|0050", "0018|0088")
@@ -91,23 +103,76 @@ def _check_no_symlink_loop(folder: Path) -> None:
                     raise InputError(f"DICOM folder {folder} holds a symbolic link loop: {entry.name}") from None
 
 
+def _orientation_problem(value: Optional[np.ndarray]) -> Optional[str]:
+    """Why an ImageOrientationPatient value cannot orient the slices (ITK would read it as the identity); None if it can."""
+    if value is None or value.size != 6:
+        return "the orientation of the slices is unknown"
+    row, column = value[:3], value[3:]
+    if max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(column) - 1), abs(row @ column)) > _UNIT_TOL:
+        return "its row and column directions are not two perpendicular unit vectors"
+    return None
+
+
+def _spacing_problem(value: Optional[np.ndarray]) -> Optional[str]:
+    """Why a PixelSpacing value cannot size the pixels (ITK would read 1 mm or flip the axes); None if it can."""
+    if value is None or value.size != 2:
+        return "the pixel size is unknown"
+    return "a pixel size must be positive" if np.any(value <= 0) else None
+
+
+_PLANE_TAGS = (("0020|0037", "ImageOrientationPatient", 1e-3, _orientation_problem),
+               ("0028|0030", "PixelSpacing", 1e-3, _spacing_problem),
+               ("0028|0010", "Rows", 0.0, None), ("0028|0011", "Columns", 0.0, None))
+"""Tags every slice of one volume shares: the tolerance of the comparison, and the check of the shared value."""
+
+
 def _check_same_plane(reader: sitk.ImageSeriesReader, files: List[str]) -> None:
-    """Refuse a series whose slices do not all share one orientation, pixel spacing and matrix
+    """Refuse a series whose slices do not all share one valid orientation, pixel spacing and matrix
     (ITK would stack them as a regular volume with the first slice's geometry)."""
-    for tag, name, tol in _PLANE_TAGS:
-        values = [_numbers(reader, index, tag) for index in range(len(files))]
-        keys = [tuple(np.round(v, 3)) if v is not None else None for v in values]
-        common = Counter(keys).most_common(1)[0][0]
-        reference = values[keys.index(common)]
-        for index, value in enumerate(values):
-            if value is None and reference is None:
-                continue
-            if reference is None or value is None or len(value) != len(reference) or not np.allclose(value, reference, atol=tol, rtol=tol):
-                shown = "missing" if value is None else "\\".join(f"{v:g}" for v in value)
-                expected = "\\".join(f"{v:g}" for v in reference) if reference is not None else "missing"
+    for tag, name, tol, problem_of in _PLANE_TAGS:
+        reference = _common_value(reader, files, tag, name, tol)
+        problem = problem_of(reference) if problem_of else None
+        if problem:
+            raise InputError(
+                f"DICOM slice {Path(files[0]).name} and the rest of its series have {name} {_shown(reference)}: {problem}"
+            )
+
+
+def _common_value(reader: sitk.ImageSeriesReader, files: List[str], tag: str, name: str, tol: float) -> Optional[np.ndarray]:
+    """The value of ``tag`` most slices hold (None: missing); refuse a slice that holds another one."""
+    values = [_numbers(reader, index, tag) for index in range(len(files))]
+    keys = [tuple(np.round(v, 3)) if v is not None else None for v in values]
+    reference = values[keys.index(Counter(keys).most_common(1)[0][0])]
+    for index, value in enumerate(values):
+        if value is None and reference is None:
+            continue
+        if reference is None or value is None or len(value) != len(reference) or not np.allclose(value, reference, atol=tol, rtol=tol):
+            raise InputError(
+                f"DICOM slice {Path(files[index]).name} has {name} {_shown(value)}, unlike the other slices ({_shown(reference)}); "
+                "the files are not one volume"
+            )
+    return reference
+
+
+def _shown(value: Optional[np.ndarray]) -> str:
+    """A tag's value as the header writes it (``missing`` for None)."""
+    return "missing" if value is None else "\\".join(f"{v:g}" for v in value)
+
+
+_RESCALE_TAGS = (("0028|1053", "RescaleSlope"), ("0028|1052", "RescaleIntercept"))
+
+
+def _check_rescale(reader: sitk.ImageSeriesReader, files: List[str]) -> None:
+    """Refuse a slice whose RescaleSlope or RescaleIntercept is not a finite number, or whose slope is 0
+    (ITK ignores such a rescale and reads the slice's stored values unscaled)."""
+    for index, path in enumerate(files):
+        for tag, name in _RESCALE_TAGS:
+            text = reader.GetMetaData(index, tag).strip() if reader.HasMetaDataKey(index, tag) else ""
+            value = _numbers(reader, index, tag)
+            if text and (value is None or value.size != 1 or (name == "RescaleSlope" and value[0] == 0)):
                 raise InputError(
-                    f"DICOM slice {Path(files[index]).name} has {name} {shown}, unlike the other slices ({expected}); "
-                    "the files are not one volume"
+                    f"DICOM slice {Path(path).name} has {name} {text}: the rescale slope and intercept must be finite numbers "
+                    "and the slope not 0 (ITK would read the stored values unscaled)"
                 )
 
 
@@ -117,6 +182,64 @@ def _numbers(reader: sitk.ImageSeriesReader, index: int, tag: str) -> Optional[n
     except (RuntimeError, ValueError):
         return None
     return values if values.size and np.all(np.isfinite(values)) else None
+
+
+def _unread_slices(folder: Path, series: str, files: List[str]) -> List[Tuple[str, Optional[np.ndarray]]]:
+    """The image files of ``series`` in ``folder`` that GDCM left out of ``files`` (no pixel data, damaged or
+    truncated), each with its ImagePositionPatient; GDCM's scan: the folder's regular files, hidden ones left out."""
+    read = {Path(name).name for name in files}
+    skipped = sorted(Path(entry.path) for entry in os.scandir(folder)
+                     if entry.name not in read and not entry.name.startswith(".") and entry.is_file())
+    if not skipped:
+        return []
+    import pydicom  # lazy: pydicom only reads the headers of files GDCM skipped
+
+    headers = [(path.name, _header(pydicom, path)) for path in skipped]
+    return [(name, _position(header)) for name, header in headers
+            if header is not None and "Rows" in header and _series_id(header) == series]
+
+
+def _header(pydicom: Any, path: Path) -> Optional[Any]:
+    """The header of a DICOM file; None for a file that is not DICOM (such as a text file)."""
+    try:
+        with warnings.catch_warnings():  # pydicom warns of the damage for which GDCM skipped the file
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(str(path), stop_before_pixels=True,
+                                   specific_tags=["SeriesInstanceUID", "Rows", "ImagePositionPatient"])
+    except pydicom.errors.InvalidDicomError:
+        return None
+    except Exception as exc:  # pydicom raises many types for damaged files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"DICOM file {path.name} in {path.parent} cannot be read ({reason}); it may be a slice of the series") from None
+
+
+def _series_id(header: Any) -> str:
+    """The series id GDCM gives the file: its SeriesInstanceUID without characters other than letters, digits and dots."""
+    return re.sub(r"[^A-Za-z0-9.]", "", str(header.get("SeriesInstanceUID", "")))
+
+
+def _position(header: Any) -> Optional[np.ndarray]:
+    """The file's ImagePositionPatient; None when it is missing or not three finite numbers."""
+    try:
+        point = np.asarray([float(v) for v in header.ImagePositionPatient])
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return point if point.size == 3 and np.all(np.isfinite(point)) else None
+
+
+def _check_unread(unread: List[Tuple[str, Optional[np.ndarray]]], gaps: str, image: sitk.Image,
+                  positions: Optional[np.ndarray] = None) -> None:
+    """Refuse a slice of the series that could not be read, unless it lies between two read slices and
+    ``gaps="resample"`` interpolates it (``positions``: the read slices' positions along the normal)."""
+    normal = None if positions is None else np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    for name, point in unread:
+        inside = normal is not None and point is not None and min(positions) < float(point @ normal) < max(positions)
+        if gaps == "resample" and inside:
+            continue
+        raise InputError(
+            f"DICOM slice {name} of the series cannot be read (no pixel data, or a damaged or truncated file)"
+            + ("; --dicom-gaps resample interpolates it from its neighbours instead" if inside else "")
+        )
 
 
 def _slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, files: List[str]) -> np.ndarray:
