@@ -52,6 +52,20 @@ def test_table_has_bicubic_and_lanczos_rows_and_no_fid_without_weights(volumes: 
     assert (out / "evaluation.json").read_bytes() != before
 
 
+def test_refused_evaluations_leave_no_folder(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--output's folders were made before the inputs were checked, and a checkpoint outside --scales left a table of the
+    baselines alone."""
+    x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    out = tmp_path / "deep" / "a" / "b"
+    for argv, fragment in ((["--checkpoint", str(tmp_path / "missing.safetensors"), "--data", str(volumes[0])], "missing"),
+                           (["--checkpoint", str(x2), "--data", str(tmp_path / "nope.nii.gz")], "nope"),
+                           (["--checkpoint", str(x2), "--data", str(volumes[0]), "--scales", "4"], "no checkpoint is for --scales 4")):
+        assert main([*argv, "--output", str(out)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[-1].startswith("error: ") and fragment in err[-1], err
+        assert not (tmp_path / "deep").exists()
+
+
 def test_single_volume_std_over_slices_and_fid_with_weights(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from safetensors.torch import save_file
 

@@ -10,7 +10,6 @@ everything it writes says "untrained".
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, 
 from fagan_engine.mri.metrics import volume_metrics
 from fagan_engine.mri.sample_data import icbm152_t1_path
 from fagan_engine.pipeline.report import super_resolve
-from fagan_engine.util.atomic import prepare_output_folder, publish_files
+from fagan_engine.util.atomic import prepared_output_folder, publish_files
 from fagan_engine.util.config import ACQUISITIONS
 from fagan_engine.util.errors import OutputError
 
@@ -68,19 +67,12 @@ def run_demo(output: Path, scales: List[int], device: str = "auto", acquisition:
     if existing and not force:
         raise OutputError(f"{existing[0]} already exists (an earlier demo?): pass --force to replace the demo's files, or choose "
                           "another --output")
-    created = [folder for folder in (output, *output.parents) if not folder.exists()]
-    prepare_output_folder(output / OUTPUT_FILES[0])  # one error line when --output is a file or not writable
-    try:
+    with prepared_output_folder(output / OUTPUT_FILES[0]):  # one error line when --output is a file or not writable
         with tempfile.TemporaryDirectory(prefix=".demo-", dir=output) as staging:
             _write_demo(Path(staging), scales, device, acquisition)
             for scale in scales:
                 (output / f"x{scale}").mkdir(exist_ok=True)
             publish_files([(Path(staging) / path.relative_to(output), path) for path in demo_files(output, scales)], force, output)
-    except BaseException:
-        for folder in created:  # deepest first: the folders this run made, where nothing else was written
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
     sys.stderr.write(f"demo written to {output}/ (metrics.json, comparison.png, x*/ volumes)\n")
     return 0
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from fagan_engine.cli import OneLineParser, entry_point
 from fagan_engine.models.checkpoint import read_metadata
-from fagan_engine.util.atomic import atomic_write_bytes, prepare_output_folder
+from fagan_engine.util.atomic import atomic_write_bytes, prepared_output_folder
 from fagan_engine.util.config import PLANES, SCALES
 from fagan_engine.util.errors import InputError, OutputError
 
@@ -42,7 +42,6 @@ def _main(argv: List[str]) -> int:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     output = Path(args.output)
     targets = [output / "evaluation.md", output / "evaluation.json"]
-    prepare_output_folder(targets[0])  # before the evaluation: --output that is a file, or not writable
     taken = [t for t in targets if t.exists()]
     if taken and not args.force:
         raise OutputError(f"{taken[0]} already exists; pass --force to replace it")
@@ -52,6 +51,8 @@ def _main(argv: List[str]) -> int:
         if md.scale not in scales:
             sys.stderr.write(f"note: {path} is x{md.scale}, not among --scales; skipped\n")
     checkpoints = [(path, md) for path, md in checkpoints if md.scale in scales]
+    if not checkpoints:
+        raise InputError(f"no checkpoint is for --scales {' '.join(map(str, scales))}: nothing to evaluate")
     volumes = []
     for name in expand_entries(args.data):
         image = load_volume(name)
@@ -67,10 +68,11 @@ def _main(argv: List[str]) -> int:
         from fagan_engine.training.inception import load_inception  # lazy: keeps torch out of this module's import
 
         inception = load_inception(args.inception_weights)
-    report = evaluate(checkpoints, volumes, scales, args.device, args.batch_size, inception, log=lambda m: sys.stderr.write(m + "\n"))
-    markdown = to_markdown(report)
-    atomic_write_bytes(targets[0], markdown.encode("utf-8"))
-    atomic_write_bytes(targets[1], (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    with prepared_output_folder(targets[0]):  # every input checked; before the evaluation: --output a file, or not writable
+        report = evaluate(checkpoints, volumes, scales, args.device, args.batch_size, inception, log=lambda m: sys.stderr.write(m + "\n"))
+        markdown = to_markdown(report)
+        atomic_write_bytes(targets[0], markdown.encode("utf-8"))
+        atomic_write_bytes(targets[1], (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     sys.stdout.write(markdown)
     return 0
 

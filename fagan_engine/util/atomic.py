@@ -73,6 +73,24 @@ def prepare_output_folder(target: PathLike) -> None:
         raise OutputError(f"permission denied writing {target}")
 
 
+@contextlib.contextmanager
+def prepared_output_folder(target: PathLike) -> Iterator[Path]:
+    """``prepare_output_folder(target)`` for the length of a run: when the run fails or is interrupted, the folders it
+    created (``target``'s folder and new parents) are removed again where nothing else was written into them."""
+    folder = Path(target).parent
+    created = [f for f in (folder, *folder.parents) if not f.exists()]
+    prepare_output_folder(target)
+    try:
+        yield folder
+    except BaseException:
+        for made in created:  # deepest first; the first one that holds anything ends it
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def describe_os_error(exc: OSError, target: PathLike) -> str:
     """One-line, user-facing description of a failed write."""
     if exc.errno == errno.ENOSPC:
