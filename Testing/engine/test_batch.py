@@ -191,6 +191,20 @@ def test_rows_drop_the_command_line_options_they_cannot_use(tmp_path: Path) -> N
         RunOptions(method="lanczos", uncertainty=True).validate()
 
 
+def test_no_compression_takes_effect_or_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--no-compression with a .nii.gz output was accepted and wrote gzip anyway: a batch now writes .nii, a named
+    .nii.gz output is refused."""
+    source = tmp_path / "in"
+    source.mkdir()
+    sitk.WriteImage(oblique_image(seed=3), str(source / "v.nii.gz"))
+    code, _, err = run([source, "--output-dir", tmp_path / "out", *BICUBIC, "--no-compression", "--progress", "none"], capsys)
+    assert code == 0, err
+    written = tmp_path / "out" / "v.nii"
+    assert written.is_file() and written.read_bytes()[:2] != b"\x1f\x8b" and not (tmp_path / "out" / "v.nii.gz").exists()
+    code, _, err = run([source / "v.nii.gz", tmp_path / "one.nii.gz", *BICUBIC, "--no-compression", "--progress", "none"], capsys)
+    assert code == 2 and err.splitlines() == [err.splitlines()[0]] and "name it .nii" in err and not (tmp_path / "one.nii.gz").exists()
+
+
 def bad_batches(tmp: Path) -> dict:
     """name -> (argv, fragment of the one error line)."""
     source = make_tree(tmp)

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--series-id", help="DICOM folder with several series: the SeriesInstanceUID to read")
     parser.add_argument("--force", action="store_true", help="allow overwriting an existing output file (batch: redo finished cases)")
     parser.add_argument("--progress", default="bar", choices=("bar", "json", "none"))
-    parser.add_argument("--no-compression", action="store_true", help="write volumes without gzip (larger files that load faster)")
+    parser.add_argument("--no-compression", action="store_true", help="write volumes without gzip (larger files that load faster); "
+                        "a .nii.gz OUTPUT is refused, batch NIfTI outputs are .nii")
     batch = parser.add_argument_group("batch mode (docs/batch.md)")
     batch.add_argument("--output-dir", help="batch mode: write each input's output here, mirroring sub-folders")
     batch.add_argument("--manifest", help="batch mode: CSV with columns input,output[,series_id][,RunOptions fields]")

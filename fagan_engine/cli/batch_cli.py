@@ -55,11 +55,11 @@ def run_batch(args: argparse.Namespace) -> int:
     else:
         if not args.paths:
             raise InputError("batch mode needs inputs (files or folders) before --output-dir, or a --manifest")
-        cases = cases_from_inputs(args.paths, args.output_dir, options, args.output_format, maps)
+        cases = cases_from_inputs(args.paths, args.output_dir, options, args.output_format, maps, compress=not args.no_compression)
     shard = parse_shard(args.shard)
     mine = select_shard(cases, *shard)
     report = args.report or default_report_path(args.output_dir, args.manifest, shard)
-    check_batch_run(cases, report, args.force, args.manifest)
+    check_batch_run(cases, report, args.force, args.manifest, compress=not args.no_compression)
     events = CliEvents(args.progress, compute_description(options))
     runner = BatchRunner(
         mine, force=args.force, events=events, prefetch=args.prefetch, report_path=report,

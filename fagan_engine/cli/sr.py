@@ -53,7 +53,7 @@ def _single(args: argparse.Namespace) -> int:
     options = run_options(args)
     maps = single_map_paths(args)
     output_is_dicom = check_single_output(args)
-    check_run_paths([args.input], args.output, maps, args.report, args.force)
+    check_run_paths([args.input], args.output, maps, args.report, args.force, compress=not args.no_compression)
     source = read_source(args.input, options, args.series_id, need_tags=output_is_dicom)
     resolver = SuperResolver(options) if options.mode != "through-plane" else None
     report = ProgressReporter(args, whole_run=True)

@@ -50,7 +50,7 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     *inputs, output = args.paths
     reference = (args.reference or 1) - 1
     maps = consistency_map_paths(output, len(inputs)) if args.consistency_map else {}
-    check_run_paths(inputs, output, maps, args.report, args.force)  # nothing reaches any input; the report is writable
+    check_run_paths(inputs, output, maps, args.report, args.force, not args.no_compression)  # nothing reaches any input; the report is writable
     images = [volume_io.read_volume(path, args.nan_policy, dicom_gaps=args.dicom_gaps) for path in inputs]
     for path, grid in [*zip(maps.values(), images), (output, images[reference])]:  # each map lies on its stack's grid,
         volume_io.check_nifti_direction(Path(path), direction_matrix(grid))  # the output in the reference's orientation:

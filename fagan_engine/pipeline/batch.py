@@ -151,12 +151,18 @@ def _walk(folder: Path) -> Iterable[Path]:
                 yield here / name
 
 
-def output_name(relative: str, input_path: str, output_format: Optional[str]) -> str:
+def output_name(relative: str, input_path: str, output_format: Optional[str], compress: bool = True) -> str:
     """The output's path relative to --output-dir for an input named ``relative``.
 
     Files keep their name (and extension unless ``output_format`` changes it); a DICOM series
     folder becomes ``<folder>.nrrd``, or a folder of the same name with ``output_format`` dicom.
+    Without ``compress`` (``--no-compression``) a NIfTI output is ``.nii``, not ``.nii.gz``.
     """
+    name = _output_name(relative, input_path, output_format)
+    return name[: -len(".gz")] if not compress and name.lower().endswith(".nii.gz") else name
+
+
+def _output_name(relative: str, input_path: str, output_format: Optional[str]) -> str:
     dicom_input = Path(input_path).is_dir()
     stem = relative if dicom_input else split_extension(relative)[0]
     if output_format is None:
@@ -176,13 +182,14 @@ def map_paths(output: str, kinds: Iterable[str]) -> Dict[str, str]:
 
 
 def cases_from_inputs(
-    inputs: Sequence[str], output_dir: str, options: RunOptions, output_format: Optional[str], maps: Sequence[str] = ()
+    inputs: Sequence[str], output_dir: str, options: RunOptions, output_format: Optional[str], maps: Sequence[str] = (),
+    compress: bool = True,
 ) -> List[Case]:
-    """The cases of command-line inputs, with outputs under ``output_dir``."""
+    """The cases of command-line inputs, with outputs under ``output_dir`` (``compress``: see ``output_name``)."""
     check_output_dir(inputs, output_dir)
     cases = []
     for path, relative, _ in discover(inputs):
-        name = output_name(relative, path, output_format)
+        name = output_name(relative, path, output_format, compress)
         output = str(Path(output_dir) / name)
         cases.append(Case(path, output, options, key=name, maps=map_paths(output, maps)))
     if not cases:

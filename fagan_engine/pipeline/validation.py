@@ -29,30 +29,41 @@ _CSV_REPORT_HEAD = b"input,output,status,"
 _JSON_REPORT_HEAD = b'{\n  "totals": {'
 
 
-def check_run_paths(input_paths: Sequence[str], output: str, maps: Dict[str, str], report: Optional[str], force: bool) -> None:
+def check_run_paths(input_paths: Sequence[str], output: str, maps: Dict[str, str], report: Optional[str], force: bool,
+                    compress: bool = True) -> None:
     """All paths of a run with one output: ``fagan-sr INPUT OUTPUT`` (trust maps and JSON report
-    included), or several inputs to one output (``--stacks A B OUTPUT``)."""
+    included), or several inputs to one output (``--stacks A B OUTPUT``); ``compress`` False: ``--no-compression``."""
     for path in input_paths:
         check_path_text(path, "input")
     inputs = InputFiles(input_paths)
+    check_compression([output, *maps.values()], compress)
     check_distinct([output, *maps.values(), *([report] if report is not None else [])])
     check_case_outputs(None, output, maps, force, inputs=inputs)
     if report is not None:
         check_report(report, force, inputs, batch=False)
 
 
-def check_batch_run(cases: Sequence[Case], report: str, force: bool, manifest: Optional[str]) -> None:
-    """A batch's paths: no case output reaches any input (or the manifest), and the report is safe to write."""
+def check_batch_run(cases: Sequence[Case], report: str, force: bool, manifest: Optional[str], compress: bool = True) -> None:
+    """A batch's paths: no case output reaches any input (or the manifest), every output can be written as
+    ``compress`` asks, and the report is safe to write."""
     for case in cases:
         check_path_text(case.input, "input")
         for path in case.paths():
             check_path_text(path, f"output of {case.input}")
+        check_compression(case.paths(), compress)
     inputs = InputFiles([case.input for case in cases] + ([manifest] if manifest else []))
     for case in cases:
         for path in case.paths():
             refuse_input_reach(path, inputs)
     check_distinct([p for case in cases for p in case.paths()] + [report])
     check_report(report, force, inputs, batch=True)
+
+
+def check_compression(outputs: Iterable[str], compress: bool) -> None:
+    """Refuse ``--no-compression`` (``compress`` False) for an output whose name makes it gzip (``.nii.gz``)."""
+    gzip_named = next((path for path in outputs if not compress and path.lower().endswith(".nii.gz")), None)
+    if gzip_named is not None:
+        raise InputError(f"--no-compression cannot write {gzip_named} uncompressed: a .nii.gz file is gzip by its name; name it .nii")
 
 
 def check_case_outputs(
