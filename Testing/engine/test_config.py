@@ -26,6 +26,18 @@ def test_round_trip_through_dict() -> None:
         ({"optimizer": {}}, "unknown config key"),
         ({"train": {"pretrain_iterations": 10, "iterations": 5}}, "pretrain_iterations"),
         ({"train": {"output_dir": " "}}, "train.output_dir must name the run folder"),
+        ({"train": {"beta1": 2}}, "train.beta1 must be in [0, 1)"),
+        ({"train": {"beta2": -0.5}}, "train.beta2 must be in [0, 1)"),
+        ({"train": {"lr": 1e300}}, "train.lr must be in [1.17549e-38, 3.40282e+38]"),
+        ({"train": {"lr": 0}}, "train.lr must be in"),
+        ({"train": {"lr_gamma": 0}}, "train.lr_gamma must be in (0, 1]"),
+        ({"train": {"lr_gamma": 1.5}}, "train.lr_gamma must be in (0, 1]"),
+        ({"train": {"ema_decay": 1}}, "train.ema_decay must be in [0, 1)"),
+        ({"train": {"pixel_weight": -5}}, "train.pixel_weight must be in [0, "),
+        ({"train": {"perceptual_weight": -1}}, "train.perceptual_weight must be in [0, "),
+        ({"train": {"adversarial_weight": 1e39}}, "train.adversarial_weight must be in [0, "),
+        ({"train": {"seed": -1}}, "train.seed must be in [0, 4294967296)"),
+        ({"train": {"seed": 2**64}}, "train.seed must be in [0, 4294967296)"),
     ],
 )
 def test_bad_configs_are_refused_with_the_key_named(data: dict, fragment: str) -> None:
@@ -112,3 +124,96 @@ def test_the_module_entry_point_help_and_errors(capsys: pytest.CaptureFixture) -
         assert main(argv) == 2
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith("error: ")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_FIT = {"iterations": 1, "batch_size": 2, "lr_rows": 4, "patch_cols": 16}
+
+
+def test_every_bundled_recipe_passes_the_checks() -> None:
+    """The range checks refuse no recipe the project ships (training configs and through-plane pretraining recipes)."""
+    from fagan_engine.through_plane.fit import load_pretrain_config
+
+    recipes = sorted((ROOT / "configs").glob("*.yaml"))
+    assert len(recipes) > 10
+    for recipe in recipes:
+        load = load_pretrain_config if recipe.name.startswith("through_plane_pretrain") else lambda p: load_config(str(p))
+        load(recipe)
+
+
+def pretrain_recipe(tmp_path: Path, **changes: object) -> Path:
+    """A tiny pretraining recipe (JSON) writing ``tmp_path/new/sub/x.safetensors``, with ``changes`` (``fit``: merged)."""
+    fit = {**TINY_FIT, **changes.pop("fit", {})}
+    data = {"pool_size": 2, "output": str(tmp_path / "new" / "sub" / "x.safetensors"), **changes, "fit": fit}
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def pretrain_error(recipe: Path, capsys: pytest.CaptureFixture) -> str:
+    """The one ``error:`` line of ``pretrain-through-plane recipe`` (exit 2); nothing but the recipe is left."""
+    from fagan_engine.cli.pretrain import main
+
+    capsys.readouterr()
+    code = main([str(recipe)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, lines)
+    assert [p.name for p in recipe.parent.iterdir()] == [recipe.name]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"model": {"bogus": 1}}, "unknown config key model.'bogus'"),
+        ({"model": {"n_feats": "16"}}, "'model.n_feats' must be an integer"),
+        ({"synthesis": {"bogus_weight": 1}}, "unknown config key synthesis.'bogus_weight'"),
+        ({"synthesis": {"texture": 0.9}}, "synthesis.texture must be in [0, 0.5]"),
+        ({"synthesis": 3}, "'synthesis' must be a mapping"),
+        ({"ratio": 3}, "'ratio' must be a list of 2 values"),
+        ({"ratio": [3.0, 1.5]}, "ratio must be [low, high] with low <= high"),
+        ({"validation_slab": [1.5, 2.5]}, "'validation_slab' must be an integer"),
+        ({"output": 5}, "'output' must be a string"),
+        ({"init": 7}, "'init' must be a string"),
+        ({"gap_probability": 7}, "gap_probability must be in [0, 1]"),
+        ({"plane": "oblique"}, "plane must be one of"),
+        ({"bogus": 1}, "unknown config key 'bogus'"),
+        ({"fit": {"seed": "abc"}}, "'fit.seed' must be an integer"),
+        ({"fit": {"seed": -1}}, "fit.seed must be in [0, 4294967296)"),
+        ({"fit": {"lr": 1e300}}, "fit.lr must be in"),
+        ({"fit": {"foreground_tries": 0}}, "fit.foreground_tries must be in [1, inf)"),
+        ({"fit": {"lr_rows": 1}}, "fit.lr_rows must be in [2, inf)"),
+        ({"fit": {"sampling": "edges"}}, "fit.sampling must be one of"),
+        ({"fit": {"steps": 4}}, "unknown config key fit.'steps'"),
+    ],
+)
+def test_a_pretraining_recipe_is_checked_key_by_key_before_any_work(tmp_path, capsys, changes: dict, fragment: str) -> None:
+    """Unknown keys, wrong types and out-of-range values of every section: one line naming the key as the recipe
+    spells it (``synthesis.*``, not ``data.synthesis.*``), exit 2, no output folder (were tracebacks, or a run)."""
+    line = pretrain_error(pretrain_recipe(tmp_path, **changes), capsys)
+    assert fragment in line and "data." not in line, line
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"output": "new/sub/x.pt"}, "output must name a .safetensors file"),
+    ({"init": "missing.safetensors"}, "not found"),
+])
+def test_a_refused_pretraining_leaves_no_folder_behind(tmp_path, capsys, monkeypatch, changes: dict, fragment: str) -> None:
+    """Refusals after the recipe's checks left the output's new folders (``new/sub``) behind."""
+    monkeypatch.chdir(tmp_path)
+    assert fragment in pretrain_error(pretrain_recipe(tmp_path, **changes), capsys)
+
+
+def test_an_interrupted_pretraining_leaves_no_folder_behind(tmp_path) -> None:
+    """Ctrl-C during the fit left the output's new folders; a finished run keeps them, without its lock file."""
+    from fagan_engine.through_plane.fit import pretrain
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    recipe = pretrain_recipe(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(recipe, interrupt)
+    assert [p.name for p in tmp_path.iterdir()] == [recipe.name]
+    written = pretrain(recipe)
+    assert sorted(p.name for p in written.parent.iterdir()) == ["x.json", "x.safetensors"]

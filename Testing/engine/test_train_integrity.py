@@ -203,3 +203,34 @@ def test_config_that_is_not_utf8_is_one_line(tmp_path, capsys) -> None:
     config.write_bytes(b"train:\n  lr: 0.001 # \xff\xfe\n")
     code, _, err = train(["--config", config], capsys)
     assert_one_error(code, err, "is not UTF-8")
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.beta2=-0.5", "train.beta2 must be in [0, 1)"),
+    ("train.beta1=2", "train.beta1 must be in [0, 1)"),
+    ("train.lr=1e300", "train.lr must be in"),
+    ("train.lr_gamma=0", "train.lr_gamma must be in (0, 1]"),
+    ("train.pixel_weight=-5", "train.pixel_weight must be in [0, "),
+])
+def test_impossible_optimiser_settings_are_refused_before_the_run_folder(crop, tmp_path, capsys, override, fragment) -> None:
+    """Were Adam's tracebacks (betas, an lr float32 overflows, leaving the run folder behind) or a run (weights)."""
+    code, _, err = train(tiny_args(crop, tmp_path / "run", override, "train.iterations=1", "train.pretrain_iterations=1"), capsys)
+    assert_one_error(code, err, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"RANK": "abc"}, "RANK"),
+    ({"WORLD_SIZE": "x"}, "WORLD_SIZE"),
+    ({"WORLD_SIZE": "2", "LOCAL_RANK": "zz"}, "LOCAL_RANK"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "MASTER_ADDR"),
+])
+def test_a_bad_launch_environment_is_one_line_naming_the_variable(crop, tmp_path, capsys, monkeypatch, env, variable) -> None:
+    """Were ``int()`` and torch.distributed tracebacks; nothing is left behind."""
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = train(tiny_args(crop, tmp_path / "run", "train.iterations=1", "train.pretrain_iterations=1"), capsys)
+    assert_one_error(code, err, f"environment variable {variable}")
+    assert list(tmp_path.iterdir()) == []

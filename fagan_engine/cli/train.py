@@ -1,7 +1,6 @@
 """``fagan-train``: train an FA-GAN generator from a JSON/YAML config (see docs/training.md)."""
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -41,8 +40,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: List[str], stop: StopRequest) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config).with_overrides(args.overrides)
+    from fagan_engine.training.ddp import launch_environment  # lazy: keeps torch out of this module's import
+
     run_dir = Path(cfg.train.output_dir)
-    lock = RunFolderLock(run_dir, "train.output_dir") if int(os.environ.get("RANK", "0")) == 0 else None
+    lock = RunFolderLock(run_dir, "train.output_dir") if launch_environment().is_main else None
     if lock is not None:  # DDP: rank 0 owns the folder
         lock.acquire()
         remove_stale_temp_files(run_dir, lock.acquired_at)

@@ -37,8 +37,19 @@ from fagan_engine.mri.forward_model import add_rician_noise, resample_slice, sli
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix
 from fagan_engine.util.atomic import atomic_write_bytes, prepare_output_folder
-from fagan_engine.util.config import SynthesisConfig, read_config_mapping
+from fagan_engine.util.config import (
+    PLANES,
+    SynthesisConfig,
+    check_choice,
+    check_interval,
+    check_learning_rate,
+    check_range_pair,
+    check_seed,
+    read_config_mapping,
+    section_from_dict,
+)
 from fagan_engine.util.errors import CheckpointError, ConfigError, OutputError
+from fagan_engine.util.locking import RunFolderLock
 from fagan_engine.util.progress import FitCancelled, call_progress
 from fagan_engine.util.tensor_digest import names_and_bytes_digest
 
@@ -417,38 +428,60 @@ class SyntheticSampler:
         return direction.pairs(patches)
 
 
+RECIPE_RANGES = {  # recipe key: (lowest, highest, open or closed ends) of both values of its [low, high] pair
+    "ratio": (1.0, math.inf, "()"),
+    "gap_fraction": (0.0, 1.0, "[)"),
+    "edge_sigma": (0.0, math.inf, "[)"),
+    "validation_slab": (0, math.inf, "[)"),
+    "zoom": (0.0, math.inf, "()"),
+    "hr_noise": (0.0, math.inf, "[)"),
+}
+RECIPE_PROBABILITIES = ("gap_probability", "edge_probability", "hr_noise_probability")
+FIT_MINIMA = {"iterations": 1, "batch_size": 1, "lr_rows": 2, "patch_cols": 1, "max_hr_rows": 1, "foreground_tries": 1}
+"""The least whole number of each count of a recipe's ``fit`` section."""
+
+
 def load_pretrain_config(path: Path) -> PretrainConfig:
+    """The recipe at ``path``, every section and key checked: a one-line ConfigError naming the key as the recipe spells
+    it (unknown, wrong type, out of range) otherwise."""
     data = read_config_mapping(path)
-    known = {f.name for f in dataclasses.fields(PretrainConfig)}
-    if set(data) - known:
-        raise ConfigError(f"unknown key(s) in {path}: {sorted(set(data) - known)}")
-    for key in ("ratio", "gap_fraction", "edge_sigma", "validation_slab", "zoom", "hr_noise"):
-        if key in data:
-            data[key] = tuple(data[key])
-    cfg = PretrainConfig(**data)
-    if not 0 < cfg.zoom[0] <= cfg.zoom[1] or not 0 <= cfg.hr_noise_probability <= 1 or not 0 <= cfg.hr_noise[0] <= cfg.hr_noise[1]:
-        raise ConfigError(f"{path}: zoom must be 0 < low <= high, hr_noise_probability in [0, 1] and hr_noise 0 <= low <= high")
-    if not 1 < cfg.ratio[0] <= cfg.ratio[1] or not 0 <= cfg.gap_fraction[0] <= cfg.gap_fraction[1] < 1:
-        raise ConfigError(f"{path}: ratio must be 1 < low <= high and gap_fraction 0 <= low <= high < 1")
-    if not 0 <= cfg.edge_sigma[0] <= cfg.edge_sigma[1] or not 0 <= cfg.validation_slab[0] <= cfg.validation_slab[1]:
-        raise ConfigError(f"{path}: edge_sigma and validation_slab must be 0 <= low <= high")
-    if isinstance(cfg.pool_size, bool) or not isinstance(cfg.pool_size, int) or cfg.pool_size < 1:
-        raise ConfigError(f"{path}: pool_size must be a whole number >= 1, got {cfg.pool_size!r}")
-    check_fit_section(cfg.fit, path)
+    try:
+        cfg = section_from_dict(PretrainConfig, data, "")
+        check_recipe(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return cfg
 
 
-def check_fit_section(values: Dict[str, Any], path: Path) -> None:
-    """Refuse in one line a recipe's ``fit`` section with an unknown key or a value out of range."""
-    known = {f.name for f in dataclasses.fields(FitConfig)}
-    if not isinstance(values, dict) or set(values) - known:
-        raise ConfigError(f"{path}: fit must be a mapping of {', '.join(sorted(known))}")
-    fit = FitConfig(**values)
-    counts = (fit.iterations, fit.batch_size, fit.lr_rows, fit.patch_cols, fit.max_hr_rows)
-    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts) or fit.lr_rows < 2:
-        raise ConfigError(f"{path}: fit.iterations, batch_size, patch_cols and max_hr_rows must be whole numbers >= 1, lr_rows >= 2")
-    if not isinstance(fit.lr, (int, float)) or not math.isfinite(fit.lr) or fit.lr <= 0 or not 0 <= fit.lr_final_fraction <= 1:
-        raise ConfigError(f"{path}: fit.lr must be a finite number > 0 and fit.lr_final_fraction in [0, 1]")
+def check_recipe(cfg: PretrainConfig) -> None:
+    """Refuse the first value of a parsed recipe that is out of range, section by section."""
+    for key, (low, high, ends) in RECIPE_RANGES.items():
+        check_range_pair(key, getattr(cfg, key), low, high, ends)
+    for key in RECIPE_PROBABILITIES:
+        check_interval(key, getattr(cfg, key), 0.0, 1.0)
+    check_interval("pool_size", cfg.pool_size, 1, math.inf, "[)")
+    check_choice("plane", cfg.plane, PLANES)
+    recipe_model(cfg)
+    check_fit_section(cfg.fit)
+    section_from_dict(SynthesisConfig, cfg.synthesis, "synthesis.").validate("synthesis.")
+
+
+def recipe_model(cfg: PretrainConfig) -> Any:
+    """The recipe's through-plane architecture (``ThroughPlaneModelConfig``); ConfigError naming a bad ``model.`` key."""
+    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig  # lazy: models.archs imports torch
+
+    return section_from_dict(ThroughPlaneModelConfig, cfg.model, "model.").validate()
+
+
+def check_fit_section(values: Dict[str, Any]) -> None:
+    """Refuse in one line a recipe's ``fit`` section with an unknown key, a wrong type or a value out of range."""
+    fit = section_from_dict(FitConfig, values, "fit.")
+    for key, least in FIT_MINIMA.items():
+        check_interval(f"fit.{key}", getattr(fit, key), least, math.inf, "[)")
+    check_learning_rate("fit.lr", fit.lr)
+    check_interval("fit.lr_final_fraction", fit.lr_final_fraction, 0.0, 1.0)
+    check_seed("fit.seed", fit.seed)
+    check_choice("fit.sampling", fit.sampling, SAMPLINGS)
 
 
 def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.ndarray]:
@@ -473,22 +506,34 @@ def continued_model(init: Path, model_cfg: Any) -> Any:
 
 def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None, force: bool = False) -> Path:
     """Train the bundled through-plane weights from ``config_path``; returns the written path. An existing output (or
-    its .json) is replaced only with ``force``."""
-    import torch  # lazy: keeps torch out of this module's import
-
-    from fagan_engine.models.archs.through_plane import ThroughPlaneModelConfig  # lazy: models.archs imports torch
-
+    its .json) is replaced only with ``force``. A refused, failed or interrupted run leaves no folder it created: the
+    output folder's lock (``util.locking.RunFolderLock``) creates it and removes it again unless the weights are in it."""
     cfg = load_pretrain_config(config_path)
-    prepare_output_folder(cfg.output)  # before the run, not after it
-    if not str(cfg.output).endswith(".safetensors"):
-        raise ConfigError(f"{config_path}: output must name a .safetensors file (its .json is written beside it), got {cfg.output}")
-    taken = [p for p in (Path(cfg.output), Path(cfg.output).with_suffix(".json")) if p.exists()]
+    output = Path(cfg.output)
+    with RunFolderLock(output.parent, "output folder", name=f".{output.name}.lock", remove=True, label=f"output {output}"):
+        check_output(output, config_path, force)
+        return save_weights(output, *pretrained_model(cfg, config_path, progress))
+
+
+def check_output(output: Path, config_path: Path, force: bool) -> None:
+    """Refuse, before any work, an output that is a folder or unwritable, is not .safetensors, or (without ``force``)
+    exists, it or its .json."""
+    prepare_output_folder(output)
+    if output.suffix != ".safetensors":
+        raise ConfigError(f"{config_path}: output must name a .safetensors file (its .json is written beside it), got {output}")
+    taken = [p for p in (output, output.with_suffix(".json")) if p.exists()]
     if taken and not force:
         raise OutputError(f"{taken[0]} already exists; pass --force to replace it")
+
+
+def pretrained_model(cfg: PretrainConfig, config_path: Path, progress: Optional[Callable[..., None]]) -> Tuple[Any, Dict[str, Any]]:
+    """The model the recipe ``cfg`` trains, and its training summary for the metadata."""
+    import torch  # lazy: keeps torch out of this module's import
+
     fit_cfg = FitConfig(**cfg.fit)  # checked by load_pretrain_config
     torch.manual_seed(fit_cfg.seed)
     rng = np.random.default_rng(fit_cfg.seed)
-    model_cfg = ThroughPlaneModelConfig(**cfg.model)
+    model_cfg = recipe_model(cfg)
     start = continued_model(Path(cfg.init), model_cfg) if cfg.init is not None else None  # refused before the pool
     started = time.time()
     pool = synthetic_pool(cfg, rng)
@@ -507,5 +552,5 @@ def pretrain(config_path: Path, progress: Optional[Callable[..., None]] = None, 
         "final_l1_last100": float(np.mean(tail)),
         "torch": torch.__version__,
     }
-    return save_weights(Path(cfg.output), model, training)
+    return model, training
 

@@ -45,6 +45,12 @@ WINDOWS = ("none", "hamming", "tukey", "fermi")
 """The k-space apodisation filters of ``forward_model``."""
 ATTENTION_PLACEMENTS = ("lr", "hr")
 FUSIONS = ("weighted", "direct")
+FLOAT32_TINY = 1.1754943508222875e-38
+FLOAT32_MAX = 3.4028234663852886e38
+"""The smallest normal and the largest float32: learning rates and loss weights scale float32 tensors."""
+SEED_LIMIT = 2**32
+"""Seeds are whole numbers below this (numpy's seeds; larger ones repeated the streams of smaller ones)."""
+LOSS_WEIGHTS = ("pixel_weight", "perceptual_weight", "adversarial_weight", "overshoot_weight", "highband_weight")
 
 
 @dataclass
@@ -78,15 +84,15 @@ class ModelConfig(AttentionConfig):
 
     def validate(self) -> None:
         """Raise ConfigError on impossible values."""
-        _check_choice("model.scale", self.scale, SCALES)
-        _check_choice("model.preset", self.preset, PRESETS)
+        check_choice("model.scale", self.scale, SCALES)
+        check_choice("model.preset", self.preset, PRESETS)
         for key, value in PRESET_SWITCHES[self.preset].items():
             if getattr(self, key) != value:
                 raise ConfigError(
                     f"model.{key}={getattr(self, key)!r} contradicts preset {self.preset!r}, which sets {key}={value!r}"
                 )
-        _check_choice("model.fusion", self.fusion, FUSIONS)
-        _check_choice("model.attention_placement", self.attention_placement, ATTENTION_PLACEMENTS)
+        check_choice("model.fusion", self.fusion, FUSIONS)
+        check_choice("model.attention_placement", self.attention_placement, ATTENTION_PLACEMENTS)
         for name in ("n_feats", "n_blocks", "ca_reduction", "d_feats"):
             if not 1 <= getattr(self, name) <= MODEL_SIZE_LIMITS[name]:
                 raise ConfigError(f"model.{name} must be in [1, {MODEL_SIZE_LIMITS[name]}], got {getattr(self, name)}")
@@ -146,7 +152,7 @@ class DegradationConfig:
         return [self.primary] + [name for name, weight in self.weights().items() if weight > 0 and name != self.primary]
 
     def validate(self) -> None:
-        _check_choice("data.degradation.primary", self.primary, ACQUISITIONS)
+        check_choice("data.degradation.primary", self.primary, ACQUISITIONS)
         weights = self.weights()
         if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
             raise ConfigError("data.degradation weights must be >= 0 and not all 0")
@@ -155,12 +161,12 @@ class DegradationConfig:
         if not self.windows:
             raise ConfigError("data.degradation.windows must list at least one window")
         for window in self.windows:
-            _check_choice("data.degradation.windows", window, WINDOWS)
-        _check_range_pair("data.degradation.window_strength", self.window_strength, 0.0, 1.0)
-        _check_range_pair("data.degradation.noise", self.noise, 0.0, 0.5)
-        _check_range_pair("data.degradation.psf_fwhm", self.psf_fwhm, 0.1, 8.0)
-        _check_range_pair("data.degradation.hr_noise", self.hr_noise, 0.0, 0.5)
-        _check_range_pair("data.degradation.zoom", self.zoom, 0.25, 4.0)
+            check_choice("data.degradation.windows", window, WINDOWS)
+        check_range_pair("data.degradation.window_strength", self.window_strength, 0.0, 1.0)
+        check_range_pair("data.degradation.noise", self.noise, 0.0, 0.5)
+        check_range_pair("data.degradation.psf_fwhm", self.psf_fwhm, 0.1, 8.0)
+        check_range_pair("data.degradation.hr_noise", self.hr_noise, 0.0, 0.5)
+        check_range_pair("data.degradation.zoom", self.zoom, 0.25, 4.0)
         for name in ("partial_fourier_probability", "noise_probability", "hr_noise_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.degradation.{name} must be in [0, 1]")
@@ -193,32 +199,26 @@ class SynthesisConfig:
     texture: float = 0.05
     deform: float = 0.1
 
-    _LIMITS = {  # key: (low, high, high inclusive)
-        "bias_field": (0.0, 1.0, False),
-        "gamma_range": (0.0, 2.0, True),
-        "texture": (0.0, 0.5, True),
-        "deform": (0.0, 1.0, True),
+    _LIMITS = {  # key: (low, high, open or closed ends)
+        "bias_field": (0.0, 1.0, "[)"),
+        "gamma_range": (0.0, 2.0, "[]"),
+        "texture": (0.0, 0.5, "[]"),
+        "deform": (0.0, 1.0, "[]"),
     }
 
-    def validate(self) -> None:
-        """Raise ConfigError (one line, naming the key) on a wrong type or an impossible value."""
+    def validate(self, prefix: str = "data.synthesis.") -> None:
+        """Raise ConfigError (one line, naming the key as ``prefix`` + key) on a wrong type or an impossible value."""
         for f in fields(self):
             value = getattr(self, f.name)
             if not _is_finite_number(value):
-                raise ConfigError(f"data.synthesis.{f.name} must be a finite number, got {value!r}")
+                raise ConfigError(f"{prefix}{f.name} must be a finite number, got {value!r}")
         for key in ("template_weight", "brain_weight", "shapes_weight"):
             if getattr(self, key) < 0:
-                raise ConfigError(f"data.synthesis.{key} must be >= 0, got {getattr(self, key)}")
+                raise ConfigError(f"{prefix}{key} must be >= 0, got {getattr(self, key)}")
         if self.template_weight + self.brain_weight + self.shapes_weight <= 0:
-            raise ConfigError(
-                "data.synthesis.template_weight, brain_weight and shapes_weight "
-                "must not all be 0"
-            )
-        for key, (low, high, inclusive) in self._LIMITS.items():
-            value = getattr(self, key)
-            if not (low <= value and (value <= high if inclusive else value < high)):
-                bracket = "]" if inclusive else ")"
-                raise ConfigError(f"data.synthesis.{key} must be in [{low:g}, {high:g}{bracket}, got {value}")
+            raise ConfigError(f"{prefix}template_weight, brain_weight and shapes_weight must not all be 0")
+        for key, (low, high, ends) in self._LIMITS.items():
+            check_interval(f"{prefix}{key}", getattr(self, key), low, high, ends)
 
     @property
     def weights(self) -> Dict[str, float]:
@@ -248,7 +248,7 @@ class DataConfig:
     num_workers: int = 0
 
     def validate(self) -> None:
-        _check_choice("data.plane", self.plane, PLANES)
+        check_choice("data.plane", self.plane, PLANES)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patch_size < 8:
@@ -295,24 +295,23 @@ class TrainConfig:
     compile: bool = False
 
     def validate(self) -> None:
-        _check_choice("train.lr_schedule", self.lr_schedule, ("constant", "multistep", "cosine"))
-        _check_choice("train.pixel_loss", self.pixel_loss, ("l1", "mse"))
-        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        check_choice("train.lr_schedule", self.lr_schedule, ("constant", "multistep", "cosine"))
+        check_choice("train.pixel_loss", self.pixel_loss, ("l1", "mse"))
+        check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
         for name in ("iterations", "batch_size", "val_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.pretrain_iterations <= self.iterations:
             raise ConfigError("train.pretrain_iterations must be between 0 and train.iterations")
-        if self.lr <= 0:
-            raise ConfigError("train.lr must be > 0")
-        if self.overshoot_weight < 0:
-            raise ConfigError("train.overshoot_weight must be >= 0")
-        if self.highband_weight < 0:
-            raise ConfigError("train.highband_weight must be >= 0")
+        check_learning_rate("train.lr", self.lr)
+        check_interval("train.lr_gamma", self.lr_gamma, 0.0, 1.0, "(]")
+        for name in ("beta1", "beta2", "ema_decay"):
+            check_interval(f"train.{name}", getattr(self, name), 0.0, 1.0, "[)")
+        for name in LOSS_WEIGHTS:
+            check_interval(f"train.{name}", getattr(self, name), 0.0, FLOAT32_MAX)
+        check_seed("train.seed", self.seed)
         if self.init_from_scale and not self.init_checkpoint:
             raise ConfigError("train.init_from_scale needs train.init_checkpoint")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError("train.ema_decay must be in [0, 1)")
         if not self.output_dir.strip():
             raise ConfigError("train.output_dir must name the run folder; it is empty")
 
@@ -337,7 +336,7 @@ class FAGANConfig:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "FAGANConfig":
         """Build and validate a config; unknown keys and wrong types raise ConfigError."""
-        return _from_dict(cls, data, "").validate()
+        return section_from_dict(cls, data, "").validate()
 
     def with_overrides(self, overrides: Sequence[str]) -> "FAGANConfig":
         """Apply ``section.key=value`` (or ``section.sub.key=value``) strings; values parse as JSON, else strings."""
@@ -362,13 +361,13 @@ class FAGANConfig:
 
 def model_config_from_dict(data: Dict[str, Any]) -> ModelConfig:
     """Parse and validate a ModelConfig (used for checkpoint metadata)."""
-    cfg = _from_dict(ModelConfig, data, "model.")
+    cfg = section_from_dict(ModelConfig, data, "model.")
     cfg.validate()
     return cfg
 
 
 def normalization_from_dict(data: Dict[str, Any]) -> NormalizationConfig:
-    cfg = _from_dict(NormalizationConfig, data, "normalization.")
+    cfg = section_from_dict(NormalizationConfig, data, "normalization.")
     cfg.validate()
     return cfg
 
@@ -431,7 +430,8 @@ def _yaml_without_duplicates(text: str) -> Any:
     return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _from_dict(cls: Any, data: Any, prefix: str) -> Any:
+def section_from_dict(cls: Any, data: Any, prefix: str) -> Any:
+    """The config dataclass ``cls`` of a mapping; ConfigError naming ``prefix`` + key on unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section {prefix.rstrip('.') or 'root'} must be a mapping")
     hints = typing.get_type_hints(cls)
@@ -445,7 +445,7 @@ def _from_dict(cls: Any, data: Any, prefix: str) -> Any:
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value, f"{prefix}{name}.")
+            kwargs[name] = section_from_dict(hint, value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
     return cls(**kwargs)
@@ -462,6 +462,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"config key {key!r} must be a list, got {type(value).__name__}")
         return [_coerce(key, v, args[0]) for v in value]
+    if origin is tuple:  # a fixed-length list, e.g. a [low, high] range
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key {key!r} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+    if origin is dict:  # a section checked by its own dataclass
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+        return value
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
@@ -490,11 +498,42 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def _check_range_pair(key: str, pair: Sequence[float], low: float, high: float) -> None:
-    if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
-        raise ConfigError(f"{key} must be [low, high] with {low:g} <= low <= high <= {high:g}, got {list(pair)}")
+def check_interval(key: str, value: float, low: float, high: float, ends: str = "[]") -> None:
+    """ConfigError naming ``key`` unless ``value`` lies between ``low`` and ``high``; ``ends`` marks each end closed
+    (``[``, ``]``) or open (``(``, ``)``)."""
+    if not _inside(value, low, high, ends):
+        raise ConfigError(f"{key} must be in {_interval(low, high, ends)}, got {value!r}")
 
 
-def _check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+def check_range_pair(key: str, pair: Sequence[float], low: float, high: float, ends: str = "[]") -> None:
+    """ConfigError naming ``key`` unless ``pair`` is ``[a, b]`` with a <= b, both in the interval of ``check_interval``."""
+    if len(pair) != 2 or pair[0] > pair[1] or not all(_inside(v, low, high, ends) for v in pair):
+        raise ConfigError(f"{key} must be [low, high] with low <= high, both in {_interval(low, high, ends)}, got {list(pair)}")
+
+
+def check_learning_rate(key: str, value: float) -> None:
+    """A learning rate is > 0 and a normal float32, the optimiser's arithmetic (1e300 overflowed inside Adam)."""
+    check_interval(key, value, FLOAT32_TINY, FLOAT32_MAX)
+
+
+def check_seed(key: str, value: int) -> None:
+    """A seed is a whole number in [0, SEED_LIMIT) (torch refused larger ones with a traceback, numpy negative ones)."""
+    check_interval(key, value, 0, SEED_LIMIT, "[)")
+
+
+def _inside(value: float, low: float, high: float, ends: str) -> bool:
+    above = value > low if ends[0] == "(" else value >= low
+    below = value < high if ends[1] == ")" else value <= high
+    return above and below
+
+
+def _interval(low: float, high: float, ends: str) -> str:
+    def show(bound: float) -> str:
+        return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+    return f"{ends[0]}{show(low)}, {show(high)}{ends[1]}"
+
+
+def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
