@@ -66,6 +66,18 @@ def test_thickness_from_argument_dicom_header_or_spacing() -> None:
     assert plan_through_plane(image, slice_thickness=3.0).thickness == 3.0
 
 
+@pytest.mark.parametrize("thickness, source", [(14.0, "--slice-thickness"), (1e6, "--slice-thickness"), (1e30, "--slice-thickness"),
+                                               (None, "DICOM Slice Thickness")])
+def test_a_thickness_far_beyond_the_slice_spacing_is_refused(thickness, source) -> None:
+    """1e6 mm made every slice the volume's mean without a word, 1e30 a ValueError traceback."""
+    image = _oblique()
+    image.SetMetaData("0018|0050", "40")
+    with pytest.raises(InputError, match="more than 4 times the slice spacing 3.3 mm") as refusal:
+        plan_through_plane(image, slice_thickness=thickness)
+    assert source in str(refusal.value)
+    assert plan_through_plane(image, slice_thickness=13.2).thickness == 13.2  # 4 times: an overlapping acquisition still
+
+
 def test_bad_input_one_clear_line() -> None:
     iso = sitk.Image([16, 16, 16], sitk.sitkFloat32)
     with pytest.raises(InputError, match="already .*isotropic.*in-plane mode"):

@@ -35,6 +35,8 @@ from fagan_engine.util.errors import InputError
 
 MIN_RATIO = 1.25
 """Slice spacing / finest in-plane spacing below which a volume counts as already isotropic."""
+MAX_THICKNESS_RATIO = 4.0
+"""Slice thickness / slice spacing above which the thickness is refused (overlapping acquisitions stay near 2)."""
 DICOM_SLICE_THICKNESS = "0018|0050"
 DICOM_SPACING_BETWEEN_SLICES = "0018|0088"
 
@@ -141,6 +143,12 @@ def plan_through_plane(
             f"target spacing {target:g} mm is not smaller than the slice spacing {spacing[axis]:g} mm: nothing to super-resolve"
         )
     thickness, source, estimate = choose_thickness(image, axis, slice_thickness)
+    if thickness > MAX_THICKNESS_RATIO * spacing[axis]:
+        given = {"argument": "--slice-thickness", "dicom": "the DICOM Slice Thickness"}.get(source, "the estimated thickness")
+        raise InputError(
+            f"slice thickness {thickness:g} mm ({given}) is more than {MAX_THICKNESS_RATIO:g} times the slice spacing "
+            f"{spacing[axis]:g} mm: no acquisition overlaps its slices that much; check the value"
+        )
     extent = size[axis] * spacing[axis]
     n_out = _output_count(int(size[axis]), spacing[axis], target)
     return ThroughPlanePlan(
