@@ -1,14 +1,14 @@
 """Training inputs: data files, scene volumes exported to NIfTI, the config file, the command line."""
 import dataclasses
 import json
-import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Iterator, List, Sequence
 
 from FAGANSuperResLib.engine import engineCommand, ensureEngineImportable
 from FAGANSuperResLib.options import ACQUISITIONS
-from FAGANSuperResLib.volumes import writeVolumeNode
+from FAGANSuperResLib.volumes import indexedFileName, writeVolumeNode
 
 PRESETS = ("fagan", "srgan", "ca-srgan", "sa-srgan")
 """The presets the panel offers: the paper's methods (the engine's ``PRESETS`` add the ablations)."""
@@ -75,9 +75,8 @@ def nodesInScene(volumeNodes: Sequence[Any]) -> List[Any]:
 
 
 def exportPaths(volumeNodes: Sequence[Any], folder: Any) -> List[Path]:
-    """NIfTI file names for scene volumes: ``NNN_<sanitized node name>.nii.gz`` in ``folder``."""
-    names = [re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName()).strip("._") or "volume" for node in volumeNodes]
-    return [Path(folder) / f"{index:03d}_{name}.nii.gz" for index, name in enumerate(names)]
+    """NIfTI file names for scene volumes: ``NNN_<sanitized node name>.nii.gz`` in ``folder`` (``volumes.indexedFileName``)."""
+    return [Path(folder) / indexedFileName(index, node.GetName(), ".nii.gz") for index, node in enumerate(volumeNodes)]
 
 
 def exportVolumeNodes(volumeNodes: Sequence[Any], folder: Any) -> List[Path]:
@@ -178,10 +177,34 @@ def fineTunedModel(checkpoint: str, settings: TrainingSettings) -> dict:
     return model
 
 
+@contextmanager
+def newRunFolder(runDir: Path) -> Iterator[None]:
+    """Hold the engine's lock on ``runDir`` (``fagan_engine.util.locking``, the trainer's own) while a new run's files
+    are written, after the trainer's own check (``fagan_engine.util.run_folder``): a folder in use by a running trainer,
+    or holding an earlier run, is refused (ValueError, one line) before anything is written."""
+    ensureEngineImportable()
+    from fagan_engine.util.errors import FAGANError
+    from fagan_engine.util.locking import RunFolderLock
+    from fagan_engine.util.run_folder import check_run_folder
+
+    lock = RunFolderLock(runDir, "run folder")
+    try:
+        lock.acquire()
+        check_run_folder(runDir, resume=False, resume_hint="use Resume to continue that run", folder="run folder")
+    except FAGANError as exc:
+        lock.release()
+        raise ValueError(str(exc)) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def prepareTraining(settings: TrainingSettings, volumeNodes: Sequence[Any] = ()) -> Path:
     """Collect the data (folder files + exported scene volumes), write the config into the run
     folder and return the config path. Scene volumes are exported into the run folder so a run
-    can be resumed after Slicer restarts; nodes no longer in the scene are left out."""
+    can be resumed after Slicer restarts; nodes no longer in the scene are left out. A folder that
+    holds an earlier run or is in use (``newRunFolder``) is refused before anything is written."""
     volumeNodes = nodesInScene(volumeNodes)
     runDir = Path(settings.outputDir)
     if not settings.outputDir:
@@ -192,10 +215,10 @@ def prepareTraining(settings: TrainingSettings, volumeNodes: Sequence[Any] = ())
     if settings.dataFolder:
         files += trainingVolumeFiles(settings.dataFolder)
     config = buildTrainingConfig(settings, files + exportPaths(volumeNodes, runDir / EXPORT_FOLDER))
-    exportVolumeNodes(volumeNodes, runDir / EXPORT_FOLDER)
-    runDir.mkdir(parents=True, exist_ok=True)
     configPath = runDir / CONFIG_FILENAME
-    configPath.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with newRunFolder(runDir):
+        exportVolumeNodes(volumeNodes, runDir / EXPORT_FOLDER)
+        configPath.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     return configPath
 
 

@@ -3,6 +3,7 @@ import json
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +150,71 @@ def test_prepare_refuses_incomplete_settings(tmp_path):
     with pytest.raises(ValueError, match="no training volumes"):
         prepareTraining(settingsFor(tmp_path))
     assert not (tmp_path / "run").exists()
+
+
+def test_start_refuses_a_folder_holding_an_earlier_run_before_writing_anything(tmp_path, scene):
+    """Start on a folder with a training state overwrote the run's config and exported volumes before the trainer refused
+    it; a later Resume then continued the old run on the replaced data."""
+    from fagan_engine.util.locking import RunFolderLock
+
+    first = addVolumeNode(scene, smoothArray(seed=1), name="T1")
+    configPath = prepareTraining(settingsFor(tmp_path), [first])
+    runDir, exported = configPath.parent, configPath.parent / "scene_volumes" / "000_T1.nii.gz"
+    (runDir / "training_state.safetensors").write_bytes(b"state")
+    before = (configPath.read_bytes(), exported.read_bytes())
+    other = addVolumeNode(scene, smoothArray(seed=9) * 5, name="T1")
+    with pytest.raises(ValueError, match="already holds a training state; use Resume") as error:
+        prepareTraining(settingsFor(tmp_path, iterations=80), [other])
+    assert "\n" not in str(error.value) and (configPath.read_bytes(), exported.read_bytes()) == before
+    (runDir / "training_state.safetensors").unlink()
+    (runDir / "checkpoints").mkdir()
+    (runDir / "checkpoints" / "best.safetensors").write_bytes(b"weights")
+    with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(best.safetensors, ...\)"):
+        prepareTraining(settingsFor(tmp_path, iterations=80), [other])
+    assert (configPath.read_bytes(), exported.read_bytes()) == before
+    (runDir / "checkpoints" / "best.safetensors").unlink()
+    with RunFolderLock(runDir, "train.output_dir"):  # a trainer running in the folder
+        with pytest.raises(ValueError, match="is in use by process"):
+            prepareTraining(settingsFor(tmp_path, iterations=80), [other])
+    assert (configPath.read_bytes(), exported.read_bytes()) == before
+    prepareTraining(settingsFor(tmp_path, iterations=80), [other])  # a run that never saved a state starts again
+    assert json.loads(configPath.read_text())["train"]["iterations"] == 80 and exported.read_bytes() != before[1]
+
+
+@pytest.mark.parametrize("earlier", ["", "training_state.safetensors", "checkpoints/latest.safetensors"])
+def test_start_refuses_the_folders_the_trainer_refuses(tmp_path, dataFolder, earlier):
+    """Start and the trainer without --resume (``trainer.preflight``) refuse the same run folders: both ask
+    ``fagan_engine.util.run_folder``."""
+    from fagan_engine.training.trainer import preflight
+    from fagan_engine.util.errors import ConfigError
+
+    settings = settingsFor(tmp_path, dataFolder=str(dataFolder))
+    runDir = Path(settings.outputDir)
+    (runDir / "checkpoints").mkdir(parents=True)
+    if earlier:
+        (runDir / earlier).write_bytes(b"x")
+    refusals = []
+    cfg = buildTrainingConfig(settings, trainingVolumeFiles(dataFolder))
+    for check, error in ((lambda: prepareTraining(settings), ValueError), (lambda: preflight(cfg, False), ConfigError)):
+        try:
+            check()
+            refusals.append(False)
+        except error:
+            refusals.append(True)
+    assert refusals == [bool(earlier)] * 2
+
+
+def test_long_node_names_are_exported_under_short_unique_names(tmp_path, scene):
+    """A node name of 246+ characters failed the NIfTI export and left an empty scene_volumes folder."""
+    from FAGANSuperResLib.volumes import FILE_NAME_CHARACTERS
+
+    from fagan_engine.util.config import load_config
+
+    stem = "T2 " + "axial fat-sat " * 18
+    nodes = [addVolumeNode(scene, smoothArray(seed=i), name=f"{stem}{i}") for i in range(2)]
+    exported = [Path(p) for p in load_config(str(prepareTraining(settingsFor(tmp_path), nodes))).data.train]
+    assert [p.name[:4] for p in exported] == ["000_", "001_"] and all(p.is_file() for p in exported)
+    assert all(len(p.name) <= len("000_.nii.gz") + FILE_NAME_CHARACTERS for p in exported)
 
 
 def test_training_command_line():

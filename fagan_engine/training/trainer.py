@@ -52,8 +52,8 @@ from fagan_engine.training.stop import STOP_FILE, StopRequest  # noqa: F401  (ST
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.config import FAGANConfig, TrainConfig
 from fagan_engine.util.errors import CheckpointError, ConfigError, FAGANError
+from fagan_engine.util.run_folder import STATE_FILE, check_run_folder
 
-STATE_FILE = "training_state.safetensors"
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -113,22 +113,9 @@ def preflight(cfg: FAGANConfig, resume: bool) -> None:
     """
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no CUDA GPU is usable; set train.device=auto or cpu")
-    state = Path(cfg.train.output_dir) / STATE_FILE
-    if state.exists() and not state.is_file():
-        raise ConfigError(f"{state} is not a file; remove it or choose another train.output_dir")
-    if not state.is_file():
-        earlier = sorted((Path(cfg.train.output_dir) / "checkpoints").glob("*.safetensors"))
-        if earlier:  # a finished run whose state was removed: its checkpoints would be overwritten
-            raise ConfigError(
-                f"{cfg.train.output_dir} holds checkpoints of an earlier run ({earlier[0].name}, ...) and no training state "
-                "to resume; choose another train.output_dir"
-            )
+    if not check_run_folder(Path(cfg.train.output_dir), resume):
         return
-    if not resume:
-        raise ConfigError(
-            f"{cfg.train.output_dir} already holds a training state; pass --resume to continue it "
-            "or choose another train.output_dir"
-        )
+    state = Path(cfg.train.output_dir) / STATE_FILE
     structure = load_state(state)[1]
     saved = structure.get("config")
     if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
