@@ -52,7 +52,8 @@ PARAMETER_WIDGETS = {"inputVolume": "inputSelector", "mode": "modeComboBox", "sc
                      "sliceThickness": "sliceThicknessSpinBox", "batchSize": "batchSizeSpinBox",
                      "tileSize": "tileSizeSpinBox", "fitIterations": "fitIterationsSpinBox", "ensemble": "ensembleComboBox",
                      "consistencyMap": "consistencyMapCheckBox",
-                     "enforceConsistency": "enforceConsistencyCheckBox", "adapt": "adaptCheckBox", "applyToAll": "applyToAllCheckBox",
+                     "enforceConsistency": "enforceConsistencyCheckBox", "adapt": "adaptCheckBox", "nanToZero": "nanToZeroCheckBox",
+                     "applyToAll": "applyToAllCheckBox",
                      "outputVolume": "outputSelector", "sideBySide": "sideBySideCheckBox",
                      "secondStack": "secondStackComboBox", "thirdStack": "thirdStackComboBox",
                      "stackReference": "stackReferenceComboBox"}
@@ -64,10 +65,11 @@ IN_PLANE_ROWS = ("scale", "method", "acquisition", "checkpoint", "plane")
 THROUGH_PLANE_ROWS = ("targetSpacing", "sliceThickness")
 # Combine thick stacks rows, built in code (name -> field class); their texts are stackRowTexts().
 CODE_ROWS = {"secondStack": "qMRMLNodeComboBox", "thirdStack": "qMRMLNodeComboBox", "stackReference": "QComboBox"}
-# Trust checkbox -> the map kind or RunOptions field it sets; disabled while the engine lacks its flag
+# Checkbox -> the map kind or RunOptions field it sets; disabled while the engine lacks its flag
 # (options.engineFlag). The uncertainty map is not offered: on real scans it does not follow the error better
 # than the image gradient does (docs/model-card.md, "Real scans"); the Lib and the engine keep it for research.
-TRUST_OPTIONS = {"consistencyMapCheckBox": "consistency", "enforceConsistencyCheckBox": "enforce_consistency"}
+OPTION_CHECKBOXES = {"consistencyMapCheckBox": "consistency", "enforceConsistencyCheckBox": "enforce_consistency",
+                     "nanToZeroCheckBox": "nan_policy"}
 
 
 # The panel's texts kept in tables are translated when shown: each function returns literal _() calls,
@@ -155,6 +157,8 @@ class FAGANSuperResParameterNode:
       the third is optional; the reference (1-3) gives the result its orientation.
     enforceConsistency, adapt - FA-GAN in-plane: project onto the measured data, adapt the model to the scan
       (both on, the engine's defaults; unchecked turns them off).
+    nanToZero - non-finite (NaN or Inf) input voxels become 0 (the engine's 'zero' NaN policy); unchecked (default)
+      the engine refuses such an input.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -174,6 +178,7 @@ class FAGANSuperResParameterNode:
     consistencyMap: bool = True
     enforceConsistency: bool = True
     adapt: bool = True
+    nanToZero: bool = False
     applyToAll: bool = False
     outputVolume: vtkMRMLScalarVolumeNode
     sideBySide: bool = False
@@ -341,7 +346,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.checkpointInfoLabel.setVisible(usesCheckpoint)
         self.ui.acquisitionComboBox.enabled = p.method == "fagan"
         self.ui.ensembleComboBox.enabled = throughPlane or usesCheckpoint
-        for widgetName, name in TRUST_OPTIONS.items():
+        for widgetName, name in OPTION_CHECKBOXES.items():
             widget = getattr(self.ui, widgetName)
             widget.enabled = self._engineOffers(name)
             if not widget.enabled:
@@ -573,7 +578,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if p.mode == STACKS_MODE:
                 self._job = self.logic.combineStacks(
                     self.stackNodes(), p.outputVolume, p.stackReference - 1, device=p.device,
-                    fitIterations=p.fitIterations or None, consistencyMaps=self.consistencyMapWanted(), waitForCompletion=False)
+                    fitIterations=p.fitIterations or None, consistencyMaps=self.consistencyMapWanted(),
+                    nanPolicy=self.nanPolicy(), waitForCompletion=False)
             elif p.applyToAll:
                 options, consistencyMap = self.runOptions(), self.consistencyMapWanted()
                 self._job = self.logic.processAll(volumes, options, waitForCompletion=False, consistencyMap=consistencyMap)
@@ -602,12 +608,12 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         ensembleMembers=getattr(options, "ensemble_members", 1))  # an older engine: none
 
     def runOptions(self) -> Any:
-        """The run's engine RunOptions from the panel; trust features the engine lacks are left out."""
+        """The run's engine RunOptions from the panel; options whose flag the engine lacks are left out."""
         p = self._parameterNode
-        fields = dict(mode=p.mode, device=p.device, batch_size=p.batchSize)
+        fields = dict(mode=p.mode, device=p.device, batch_size=p.batchSize, nan_policy=self.nanPolicy())
         if p.ensemble and (p.mode == "through-plane" or (p.mode == "in-plane" and p.method == "fagan")):  # 0: engine default
             fields.update(ensemble=p.ensemble)
-        if self._engineOffers(TRUST_OPTIONS["enforceConsistencyCheckBox"]):
+        if self._engineOffers(OPTION_CHECKBOXES["enforceConsistencyCheckBox"]):
             fields.update(enforce_consistency=None if p.enforceConsistency else False)  # None: the engine's default (on for FA-GAN)
         if p.mode == "in-plane":
             fields.update(scale=p.scale, method=p.method, acquisition=p.acquisition, plane=p.plane,
@@ -621,7 +627,13 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def consistencyMapWanted(self) -> bool:
         """Whether the run makes a consistency map (the checkbox, when the engine offers it)."""
-        return self._parameterNode.consistencyMap and self._engineOffers(TRUST_OPTIONS["consistencyMapCheckBox"])
+        return self._parameterNode.consistencyMap and self._engineOffers(OPTION_CHECKBOXES["consistencyMapCheckBox"])
+
+    def nanPolicy(self) -> str:
+        """The engine's NaN policy: "zero" (non-finite voxels become 0) when the checkbox is checked and the engine
+        offers it, else "error" (the engine's default: such an input is refused)."""
+        offered = self._engineOffers(OPTION_CHECKBOXES["nanToZeroCheckBox"])
+        return "zero" if self._parameterNode.nanToZero and offered else "error"
 
     def onPollTimer(self) -> None:
         """Non-blocking poll of the background processes (device probe, super-resolution run)."""

@@ -10,7 +10,6 @@ table node lists every case. A failed case does not stop the others. Cancel kill
 cases finished before it stay (the engine publishes each output atomically), nothing else enters
 the scene.
 """
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
@@ -24,7 +23,7 @@ from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, mapKinds
 from .provenance import NOTICE, identityFromReport, mergeWarnings
 from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
-from .volumes import isUsableInput, writeVolumeNode
+from .volumes import indexedFileName, isUsableInput, writeVolumeNode
 
 if TYPE_CHECKING:
     from fagan_engine.util.options import RunOptions
@@ -56,9 +55,8 @@ def batchInputVolumes(scene: Any, folderItemID: Optional[int] = None) -> List[An
 
 
 def caseFileName(index: int, node: Any) -> str:
-    """``NNN_<sanitised node name>.nrrd``: unique per case, safe on every file system."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName()).strip("._") or "volume"
-    return f"{index:03d}_{name}.nrrd"
+    """``NNN_<sanitised node name>.nrrd``: unique per case, safe on every file system (``volumes.indexedFileName``)."""
+    return indexedFileName(index, node.GetName(), ".nrrd")
 
 
 class BatchCase:

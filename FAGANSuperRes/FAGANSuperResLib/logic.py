@@ -25,7 +25,7 @@ from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, engineFlag, isThroughPlane, mapKinds, runOptions, runSettings
 from .provenance import RunReport, localIdentity, mergeWarnings, summaryRows, throughPlaneIdentity
 from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
-from .volumes import checkScalarVolumeNode, writeVolumeNode
+from .volumes import checkOutputVolumeNode, checkScalarVolumeNode, writeVolumeNode
 
 if TYPE_CHECKING:
     from fagan_engine.util.options import RunOptions
@@ -264,8 +264,7 @@ class SuperResolutionLogic:
         checkResultFits([inputVolumeNode], options, consistencyMap)
         if outputVolumeNode is not None and outputVolumeNode is inputVolumeNode:
             raise ValueError("the output volume must differ from the input volume")
-        if outputVolumeNode is not None and outputVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
-            raise ValueError("the output volume cannot be a label map")
+        checkOutputVolumeNode(outputVolumeNode, inputVolumeNode.GetScene())
         if options.method == "fagan" and options.checkpoint and not Path(options.checkpoint).is_file():
             raise ValueError(f"checkpoint file not found: {options.checkpoint}")
         identity = runIdentity(options, inputVolumeNode)

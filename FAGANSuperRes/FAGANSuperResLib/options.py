@@ -31,6 +31,8 @@ ENSEMBLES = (0, 1, 2, 4, 8)
 through-plane, else 1 (``RunOptions.ensemble_members``)."""
 THROUGH_PLANE_ENSEMBLES = (1, 2, 4)
 """The members a through-plane run takes (flips only; the engine's THROUGH_PLANE_ENSEMBLE_SIZES)."""
+NON_FINITE_ZEROED = "set to 0"
+"""What the run settings record (``nonFiniteVoxels``) when non-finite input voxels were replaced with 0."""
 UNCOMPRESSED_FLAG = "--no-compression"
 """Engine flag for uncompressed outputs: the module's files are temporary, and reading gzip-compressed
 voxels costs seconds per 100 MiB. Passed when the engine offers it."""
@@ -72,6 +74,12 @@ def checkRunOptions(options: "RunOptions", consistencyMap: bool = False) -> "Run
 
 def isThroughPlane(options: "RunOptions") -> bool:
     return options.mode == "through-plane"
+
+
+def zeroesNonFinite(options: "RunOptions") -> bool:
+    """Whether ``options`` replace non-finite (NaN or Inf) input voxels with 0 (the engine's 'zero' NaN policy)
+    instead of refusing the input."""
+    return options.nan_policy == "zero"
 
 
 def mapKinds(options: "RunOptions", consistencyMap: bool) -> List[str]:
@@ -124,6 +132,8 @@ def runSettings(options: "RunOptions") -> Dict[str, str]:
         members = getattr(options, "ensemble_members", 1)  # an older engine: no self-ensemble
         copies = "flipped" if isThroughPlane(options) else "flipped/rotated"
         values["selfEnsemble"] = f"{members} {copies} copies" if members > 1 else "off"
+    if zeroesNonFinite(options):
+        values["nonFiniteVoxels"] = NON_FINITE_ZEROED
     return values
 
 

@@ -8,7 +8,7 @@ renaming: result, maps and table -> input (``REFERENCE_INPUT``); maps and table 
 the run started, so a run whose input was deleted meanwhile still lands (the caller adds a warning).
 """
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .isotropic import isotropicName, throughPlaneAxis
 from .maps import checkSameGrid, showAsMap
@@ -126,11 +126,20 @@ def addResultToScene(scene: Any, inputVolumeNode: Any, outputVolumeNode: Any, ou
         table.SetAttribute("FAGAN.Notice", NOTICE)
         table.SetNodeReferenceID(REFERENCE_RESULT, node.GetID())
     nodes = [node] + list(mapNodes.values()) + ([table] if table is not None else [])
+    for each in nodes:
+        linkToInputs(scene, each, [inputVolumeNode])
     if inputPresent:
-        for each in nodes:
-            each.SetNodeReferenceID(REFERENCE_INPUT, inputVolumeNode.GetID())
         placeBesideInput(scene, inputVolumeNode, nodes)
     return node, mapNodes, table
+
+
+def linkToInputs(scene: Any, node: Any, inputNodes: Sequence[Any]) -> None:
+    """``node`` references (``REFERENCE_INPUT``, in order) each of ``inputNodes`` still in ``scene``, and no input of
+    an earlier run (an output volume used again would otherwise keep its link to the earlier run's input)."""
+    node.RemoveNodeReferenceIDs(REFERENCE_INPUT)
+    for inputNode in inputNodes:
+        if inScene(scene, inputNode):
+            node.AddNodeReferenceID(REFERENCE_INPUT, inputNode.GetID())
 
 
 def placeBesideInput(scene: Any, inputVolumeNode: Any, nodes: List[Any]) -> None:

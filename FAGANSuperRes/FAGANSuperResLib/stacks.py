@@ -26,10 +26,18 @@ from .jobs import workFolder
 from .logic import SuperResolutionJob, describeDevice
 from .maps import checkSameGrid, showAsMap
 from .memory import checkStacksFit
-from .options import engineFlag, outputArguments, runOptions, validRunOptions
-from .provenance import NOTICE, fillSummaryTable, stampResultNode
-from .results import REFERENCE_INPUT, REFERENCE_MAP, REFERENCE_RESULT, detachOldRun, inScene, placeBesideInput
-from .volumes import checkScalarVolumeNode, loadVolumeFile, readVolumeHeader, writeVolumeNode
+from .options import NON_FINITE_ZEROED, engineFlag, outputArguments, runOptions, validRunOptions, zeroesNonFinite
+from .provenance import NOTICE, fillSummaryTable, mergeWarnings, stampResultNode
+from .results import (
+    REFERENCE_MAP,
+    REFERENCE_RESULT,
+    deletedInputWarning,
+    detachOldRun,
+    inScene,
+    linkToInputs,
+    placeBesideInput,
+)
+from .volumes import checkOutputVolumeNode, checkScalarVolumeNode, loadVolumeFile, readVolumeHeader, writeVolumeNode
 
 if TYPE_CHECKING:
     from fagan_engine.util.options import RunOptions
@@ -47,7 +55,7 @@ reconstruction has the rest); rough shares of the run's time, so the bar moves o
 
 def checkStackNodes(stackNodes: Sequence[Any], reference: int = 0, outputVolumeNode: Any = None) -> None:
     """Raise ValueError (one line) unless ``stackNodes`` are 2 or 3 different 3D scalar volumes of one scene,
-    ``reference`` indexes one of them and ``outputVolumeNode`` (None: a new node) is none of them nor a label map."""
+    ``reference`` indexes one of them and ``outputVolumeNode`` (None: a new node) is another scalar volume of that scene."""
     if not MIN_STACKS <= len(stackNodes) <= MAX_STACKS:
         raise ValueError(f"combining stacks needs {MIN_STACKS} or {MAX_STACKS} volumes, got {len(stackNodes)}")
     for index, node in enumerate(stackNodes):
@@ -63,20 +71,22 @@ def checkStackNodes(stackNodes: Sequence[Any], reference: int = 0, outputVolumeN
             raise ValueError(f"{node.GetName()} is not in the scene of {stackNodes[0].GetName()}")
     if not 0 <= reference < len(stackNodes):
         raise ValueError(f"the reference must be stack 1 to {len(stackNodes)}, got {reference + 1}")
-    if outputVolumeNode is not None and (outputVolumeNode in stackNodes or outputVolumeNode.IsA("vtkMRMLLabelMapVolumeNode")):
+    if outputVolumeNode is not None and outputVolumeNode in stackNodes:
         raise ValueError("the output volume must be a new volume or another scalar volume, not one of the stacks")
+    checkOutputVolumeNode(outputVolumeNode, stackNodes[0].GetScene())
 
 
 def stacksArguments(inputPaths: Sequence[Any], outputPath: Any, reference: int, options: "RunOptions",
                     consistencyMaps: bool, reportPath: Any) -> List[str]:
     """Arguments of ``fagan_engine sr`` for combining ``inputPaths`` (``options``: device, target spacing, slice
-    thickness; ``fit_iterations`` None: no FA-GAN prior, else its fit steps)."""
+    thickness, NaN policy; ``fit_iterations`` None: no FA-GAN prior, else its fit steps)."""
     args = ["--stacks", *[str(p) for p in inputPaths], str(outputPath), engineFlag("device"), options.device,
             "--report", str(reportPath)]
     args += ["--reference", str(reference + 1)] if reference else []
     for field in ("target_spacing", "slice_thickness", "fit_iterations"):
         value = getattr(options, field)
         args += [engineFlag(field), f"{value:g}"] if value is not None else []
+    args += [engineFlag("nan_policy"), options.nan_policy] if zeroesNonFinite(options) else []
     args += [engineFlag("consistency")] if consistencyMaps else []
     return args + outputArguments()
 
@@ -121,10 +131,13 @@ def describeStack(name: str, entry: Dict[str, Any]) -> str:
 def stacksSettings(names: Sequence[str], reference: int, options: "RunOptions", spacing: float) -> Dict[str, str]:
     """The run settings recorded on the result (attribute name -> text)."""
     thickness, prior = options.slice_thickness, options.fit_iterations
-    return {"mode": STACKS_MODE, "stacks": ", ".join(names), "reference": names[reference],
-            "targetSpacing": f"{spacing:g} mm",
-            "sliceThickness": f"{thickness:g} mm" if thickness else "from the header or the scan",
-            "faganPrior": "off" if prior is None else f"{prior} fit steps per stack"}
+    settings = {"mode": STACKS_MODE, "stacks": ", ".join(names), "reference": names[reference],
+                "targetSpacing": f"{spacing:g} mm",
+                "sliceThickness": f"{thickness:g} mm" if thickness else "from the header or the scan",
+                "faganPrior": "off" if prior is None else f"{prior} fit steps per stack"}
+    if zeroesNonFinite(options):
+        settings["nonFiniteVoxels"] = NON_FINITE_ZEROED
+    return settings
 
 
 class StacksJob(SuperResolutionJob):
@@ -190,9 +203,12 @@ class StacksJob(SuperResolutionJob):
             self.status = f"{PHASES.get(self.phase, self.phase).capitalize()}: {done} of {total or '?'}"
 
     def _addResult(self, created: List[Any]) -> None:
-        """The engine's report, then the result, its maps and its summary table into the scene."""
+        """The engine's report, then the result, its maps and its summary table into the scene (a warning for each
+        stack deleted during the run)."""
         self.report = readStacksReport(self.reportPath, len(self.stackNodes))
         self.motionLines = [describeStack(name, entry) for name, entry in zip(self.stackNames, self.report["stacks"])]
+        deleted = [name for node, name in zip(self.stackNodes, self.stackNames) if not inScene(self.scene, node)]
+        self.warnings = mergeWarnings(self.warnings, [deletedInputWarning(name) for name in deleted])
         self._addToScene(created)
         self._logLines += self.motionLines
 
@@ -233,7 +249,6 @@ class StacksJob(SuperResolutionJob):
                 created.append(legend)
         loadVolumeFile(output, self.outputPath)
         detachOldRun(output)
-        output.RemoveNodeReferenceIDs(REFERENCE_INPUT)
         output.SetAndObserveTransformNodeID(_transformID(self.scene, referenceNode))
         if output.GetDisplayNode() is None:
             output.CreateDefaultDisplayNodes()
@@ -245,12 +260,9 @@ class StacksJob(SuperResolutionJob):
         for (_, _, stack), mapNode in zip(mapped, maps.values()):
             mapNode.SetNodeReferenceID(REFERENCE_RESULT, output.GetID())
             output.AddNodeReferenceID(REFERENCE_MAP, mapNode.GetID())
-            if inScene(self.scene, stack):
-                mapNode.SetNodeReferenceID(REFERENCE_INPUT, stack.GetID())
-        for stack in self.stackNodes:
-            if inScene(self.scene, stack):
-                output.AddNodeReferenceID(REFERENCE_INPUT, stack.GetID())
-                table.AddNodeReferenceID(REFERENCE_INPUT, stack.GetID())
+            linkToInputs(self.scene, mapNode, [stack])
+        for node in (output, table):
+            linkToInputs(self.scene, node, self.stackNodes)
         if inScene(self.scene, referenceNode):
             placeBesideInput(self.scene, referenceNode, [output, table] + list(maps.values()))
         self.outputVolumeNode, self.mapNodes, self.summaryTableNode = output, maps, table
@@ -283,7 +295,7 @@ class StacksLogic:
 
     def process(self, stackNodes: Sequence[Any], outputVolumeNode: Any = None, reference: int = 0, *,
                 device: str = "auto", targetSpacing: Optional[float] = None, sliceThickness: Optional[float] = None,
-                fitIterations: Optional[int] = None, consistencyMaps: bool = True,
+                fitIterations: Optional[int] = None, consistencyMaps: bool = True, nanPolicy: str = "error",
                 waitForCompletion: bool = True, instanceValue: Optional[InstanceValue] = None) -> StacksJob:
         """Combine ``stackNodes`` (2 or 3 volume nodes of one subject) into one isotropic volume.
 
@@ -293,6 +305,7 @@ class StacksLogic:
         ``instanceValue`` (``slicer.dicomDatabase.instanceValue``) finds it, else the engine's estimate or the spacing).
         ``fitIterations`` None: no FA-GAN prior (least squares with a smoothness term); 0: the pretrained
         through-plane network as prior; N: fitted N steps per stack. ``consistencyMaps`` adds each stack's map.
+        ``nanPolicy`` "zero" replaces non-finite (NaN or Inf) voxels with 0; "error" (default): the engine refuses them.
         With ``waitForCompletion`` the call blocks and raises SuperResolutionError on failure; otherwise poll the
         returned job. Invalid arguments raise ValueError (one line) before anything starts.
         """
@@ -301,7 +314,10 @@ class StacksLogic:
         if not engineSupports("--stacks") or (reference and not engineSupports("--reference")):
             raise ValueError("this version of the FA-GAN engine cannot combine stacks" + (" with another reference" if reference else ""))
         options = validRunOptions(runOptions(mode="through-plane", device=device, target_spacing=targetSpacing,
-                                             slice_thickness=sliceThickness, fit_iterations=fitIterations))
+                                             slice_thickness=sliceThickness, fit_iterations=fitIterations,
+                                             nan_policy=nanPolicy))
+        if zeroesNonFinite(options) and not engineSupports(engineFlag("nan_policy")):
+            raise ValueError(f"this version of the FA-GAN engine has no {engineFlag('nan_policy')} option yet")
         checkStacksFit(stackNodes, targetSpacing, consistencyMaps)
         with workFolder("FAGANStacks-", self.temporaryDirectory) as workDir:
             inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd", stackMetadata(node, instanceValue))

@@ -4,6 +4,7 @@ MRML stores geometry in RAS, ITK/SimpleITK (and NRRD files written by them) in L
 first two world axes change sign both ways. Voxel arrays are shared in (k, j, i) order. Engine
 results are read with Slicer's own volume storage node (``loadVolumeFile``), not through SimpleITK.
 """
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -14,14 +15,20 @@ import vtk
 from vtk.util import numpy_support
 
 _RAS_LPS = np.diag([-1.0, -1.0, 1.0])
+SCALAR_VOLUME_CLASS = "vtkMRMLScalarVolumeNode"
+"""The one node class inputs and outputs may have: its subclasses (label maps, vector, tensor and diffusion
+volumes) hold other kinds of voxels."""
+FILE_NAME_CHARACTERS = 64
+"""The most characters of a node name in a file name: the engine adds suffixes (``_uncertainty``, its temporary
+``.<name>.<random>.tmp``) and file systems take 255 bytes."""
 
 
 def checkScalarVolumeNode(volumeNode: Any) -> None:
-    """Raise ValueError unless ``volumeNode`` is a 3D single-component scalar volume with voxels."""
+    """Raise ValueError unless ``volumeNode`` is a plain scalar volume node with 3D single-component voxels."""
     if volumeNode is None:
         raise ValueError("no input volume selected")
-    if not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
-        raise ValueError(f"{volumeNode.GetName()} is not a scalar (grayscale) volume")
+    if volumeNode.GetClassName() != SCALAR_VOLUME_CLASS:
+        raise ValueError(f"{volumeNode.GetName()} is not a scalar (grayscale) volume ({volumeNode.GetClassName()})")
     imageData = volumeNode.GetImageData()
     if imageData is None or imageData.GetNumberOfPoints() == 0:
         raise ValueError(f"{volumeNode.GetName()} has no voxels")
@@ -29,11 +36,21 @@ def checkScalarVolumeNode(volumeNode: Any) -> None:
         raise ValueError(f"{volumeNode.GetName()} has {imageData.GetNumberOfScalarComponents()} components; one is needed")
 
 
+def checkOutputVolumeNode(outputVolumeNode: Any, scene: Any) -> None:
+    """Raise ValueError (one line) unless ``outputVolumeNode`` is None (a new node) or a plain scalar volume node in
+    ``scene`` (the input's), which can take the result."""
+    if outputVolumeNode is None:
+        return
+    name, className = outputVolumeNode.GetName(), outputVolumeNode.GetClassName()
+    if className != SCALAR_VOLUME_CLASS:
+        raise ValueError(f"the output volume {name} is not a scalar (grayscale) volume ({className})")
+    if outputVolumeNode.GetScene() is not scene or not scene.IsNodePresent(outputVolumeNode):
+        raise ValueError(f"the output volume {name} is not in the input volume's scene")
+
+
 def isUsableInput(volumeNode: Any) -> bool:
     """True for what the input selector offers and Apply accepts: a plain scalar volume node (no
     label map or other subclass) with one-component voxels."""
-    if volumeNode is None or volumeNode.GetClassName() != "vtkMRMLScalarVolumeNode":
-        return False
     try:
         checkScalarVolumeNode(volumeNode)
     except ValueError:
@@ -130,6 +147,13 @@ def writeVolumeNode(volumeNode: Any, path: Path, metadata: Optional[Dict[str, st
         image.SetMetaData(key, value)
     sitk.WriteImage(image, str(path), useCompression=str(path).endswith(".gz"))
     return Path(path)
+
+
+def indexedFileName(index: int, name: str, suffix: str) -> str:
+    """``NNN_<name><suffix>`` with the name reduced to file-safe characters and at most ``FILE_NAME_CHARACTERS`` of
+    them; the index keeps names unique."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:FILE_NAME_CHARACTERS].rstrip("._") or "volume"
+    return f"{index:03d}_{safe}{suffix}"
 
 
 def ijkToRasArray(volumeNode: Any) -> np.ndarray:

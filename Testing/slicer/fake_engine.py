@@ -44,7 +44,7 @@ def main():
     parser.add_argument("paths", nargs="*")
     for flag in ("--scale", "--target-spacing", "--slice-thickness", "--iterations", "--reference",
                  "--uncertainty-map", "--report", "--acquisition", "--method", "--checkpoint", "--plane",
-                 "--device", "--backend", "--progress", "--batch-size", "--tile-size", "--adapt"):
+                 "--device", "--backend", "--progress", "--batch-size", "--tile-size", "--adapt", "--nan-policy"):
         parser.add_argument(flag)
     parser.add_argument("--consistency-map", nargs="?", const=True)
     parser.add_argument("--through-plane", action="store_true")

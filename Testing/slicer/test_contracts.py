@@ -129,7 +129,7 @@ def test_every_ui_widget_used_exists_with_a_fitting_class(module):
         for row in moduleTable(module, table):
             assert widgets.get(row + "Label") == "QLabel", f"{table}: no {row}Label"
             assert [w for w in widgets if w.startswith(row) and w != row + "Label" and w.endswith(("ComboBox", "SpinBox"))], row
-    for widget in moduleTable(module, "TRUST_OPTIONS"):
+    for widget in moduleTable(module, "OPTION_CHECKBOXES"):
         assert widgets[widget] == "QCheckBox", widget
 
 
@@ -436,7 +436,7 @@ def test_engine_flags_the_modules_pass_exist_in_the_engine():
     from FAGANSuperResLib import engine
     from FAGANSuperResLib.options import engineArguments, engineFlag, runOptions
 
-    flags = {engineFlag(name) for name in moduleTable("FAGANSuperRes", "TRUST_OPTIONS").values()} | {"--output-dir", "--report"}
+    flags = {engineFlag(name) for name in moduleTable("FAGANSuperRes", "OPTION_CHECKBOXES").values()} | {"--output-dir", "--report"}
     for options in (runOptions(checkpoint="c", batch_size=2, tile_size=64, uncertainty=True, enforce_consistency=True, ensemble=2),
                     runOptions(mode="through-plane", target_spacing=1.0, slice_thickness=3.0, fit_iterations=5, ensemble=4)):
         flags |= {a for a in engineArguments(options, True) if a.startswith("--")}
@@ -490,3 +490,30 @@ def test_map_kinds_are_the_engines():
     from fagan_engine.util.options import MAP_KINDS as ENGINE_MAP_KINDS
 
     assert set(maps.MAP_KINDS) <= set(ENGINE_MAP_KINDS) and set(maps.COLOR_NODE_NAMES) == set(maps.MAP_KINDS)
+
+
+def test_the_nan_option_offers_the_policy_the_engine_message_names():
+    """The engine refuses an input with NaN voxels saying "use the 'zero' NaN policy": the panel offers it (Advanced, a
+    checkbox on the parameter node, disabled while the engine lacks its flag), its tooltip names it the same way and
+    the panel passes only the engine's policies."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from fagan_engine.io.volume_io import validate_image
+    from fagan_engine.util.errors import InputError
+    from fagan_engine.util.options import NAN_POLICIES
+
+    assert moduleTable("FAGANSuperRes", "PARAMETER_WIDGETS")["nanToZero"] == "nanToZeroCheckBox"
+    assert moduleTable("FAGANSuperRes", "OPTION_CHECKBOXES")["nanToZeroCheckBox"] == "nan_policy"
+    assert parameterAnnotations("FAGANSuperRes")["nanToZero"] == "bool"
+    tree = ET.parse(MODULES["FAGANSuperRes"] / "Resources" / "UI" / "FAGANSuperRes.ui")
+    advanced = next(w for w in tree.iter("widget") if w.get("name") == "advancedCollapsibleButton")
+    checkbox = next(w for w in advanced.iter("widget") if w.get("name") == "nanToZeroCheckBox")
+    tooltip = checkbox.find("property[@name='toolTip']/string").text
+    with pytest.raises(InputError) as refusal:
+        validate_image(sitk.GetImageFromArray(np.full((2, 3, 4), np.nan, np.float32)))
+    assert "'zero' NaN policy" in str(refusal.value) and "'zero' NaN policy" in tooltip
+    method = next(n for n in ast.walk(parse(MODULE_FILE)) if isinstance(n, ast.FunctionDef) and n.name == "nanPolicy")
+    returned = {n.value for r in ast.walk(method) if isinstance(r, ast.Return) for n in ast.walk(r.value)
+                if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert returned == set(NAN_POLICIES)

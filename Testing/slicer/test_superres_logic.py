@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer.util
+import vtk
 from FAGANSuperResLib import dependencies, engine
 from FAGANSuperResLib.checkpoints import (
     CheckpointRegistry,
@@ -31,6 +32,7 @@ from FAGANSuperResLib.volumes import (
     updateVolumeNodeFromImage,
 )
 from mrml_helpers import addVolumeNode, ijkToRas, pollUntilDone, smoothArray
+from slicer import vtkMRMLScene
 
 # ---------------------------------------------------------------- node <-> image
 
@@ -61,6 +63,31 @@ def test_non_scalar_inputs_are_refused(scene, obliqueNode):
             logic.process(node, None, 2, method="bicubic")
     with pytest.raises(ValueError, match="differ"):
         logic.process(obliqueNode, obliqueNode, 2, method="bicubic")
+
+
+def test_volume_kinds_and_scenes_that_cannot_take_part_are_refused_in_one_line(scene, obliqueNode, fakeEngine):
+    """An output node of another scene was ignored (the result went to a new node), a vector output node took a scalar
+    result, and a tensor input passed the checks and failed in SimpleITK with a multi-line error."""
+    fakeEngine.setattr("FAGANSuperResLib.logic.engineCommand", lambda *a: pytest.fail("the engine was started"))
+    otherScene = vtkMRMLScene()
+    elsewhere = otherScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "elsewhere")
+    vector = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "vec")
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    tensor = scene.AddNewNodeByClass("vtkMRMLDiffusionTensorVolumeNode", "dti")
+    image = vtk.vtkImageData()
+    image.SetDimensions(12, 12, 4)
+    image.AllocateScalars(vtk.VTK_FLOAT, 1)
+    tensor.SetAndObserveImageData(image)
+    cases = [(obliqueNode, elsewhere, "the output volume elsewhere is not in the input volume's scene"),
+             (obliqueNode, vector, r"the output volume vec is not a scalar \(grayscale\) volume \(vtkMRMLVectorVolumeNode\)"),
+             (obliqueNode, label, "the output volume labels is not a scalar"),
+             (tensor, None, r"dti is not a scalar \(grayscale\) volume \(vtkMRMLDiffusionTensorVolumeNode\)")]
+    nodes = scene.GetNumberOfNodes()
+    for inputNode, outputNode, message in cases:
+        with pytest.raises(ValueError, match=message) as error:
+            SuperResolutionLogic().process(inputNode, outputNode, 2, method="bicubic")
+        assert "\n" not in str(error.value)
+    assert scene.GetNumberOfNodes() == nodes and not isUsableInput(tensor)
 
 
 def test_default_input_skips_label_maps_and_other_volume_kinds(scene):

@@ -185,6 +185,23 @@ def test_deleting_the_input_during_a_run_keeps_the_result(scene, obliqueNode):
     assert result.GetNodeReference(REFERENCE_INPUT) is None
 
 
+def test_an_output_volume_used_again_links_only_the_new_input(scene, fakeEngine):
+    """A result node used as the output of a run on another input kept its link to the first input: the input of the
+    second run, deleted during it, left the result pointing at the first one while its description named the second."""
+    first = addVolumeNode(scene, smoothArray(seed=1), name="A")
+    second = addVolumeNode(scene, smoothArray(seed=2), name="B")
+    logic = SuperResolutionLogic()
+    result = logic.process(first, None, 2, device="cpu", consistencyMap=True).outputVolumeNode
+    again = logic.process(second, result, 2, device="cpu", consistencyMap=True, waitForCompletion=False)
+    scene.RemoveNode(second)
+    again.wait()
+    assert again.outputVolumeNode is result and "Input: B" in result.GetDescription()
+    assert result.GetNumberOfNodeReferences(REFERENCE_INPUT) == 0
+    assert any("the input volume B was deleted during the run" in w for w in again.warnings)
+    for node in (again.mapNodes["consistency"], again.summaryTableNode):
+        assert node.GetNodeReference(REFERENCE_INPUT) is None
+
+
 # ---------------------------------------------------------------- 7, 8: device, log
 
 

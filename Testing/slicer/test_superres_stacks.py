@@ -130,6 +130,49 @@ def test_bad_selections_are_refused_in_one_line_before_anything_starts(scene, fa
     checkStackNodes(stacks, 0, addVolumeNode(scene, smoothArray(), name="result"))
 
 
+def test_an_output_volume_of_another_scene_or_kind_is_refused(scene, fakeEngine):
+    """It was ignored (another scene: the result went to a new node) or took the scalar result (a vector volume)."""
+    stacks = threeStacks(scene)[:2]
+    vector = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "vec")
+    otherScene = type(scene)()
+    elsewhere = otherScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "elsewhere")
+    for output, message in ((vector, "the output volume vec is not a scalar"),
+                            (elsewhere, "the output volume elsewhere is not in the input volume's scene")):
+        with pytest.raises(ValueError, match=message):
+            checkStackNodes(stacks, 0, output)
+        with pytest.raises(ValueError, match=message):
+            StacksLogic().process(stacks, output)
+
+
+def test_a_stack_deleted_during_the_run_is_named_in_a_warning(scene, fakeEngine):
+    """Single and batch runs warned; combining stacks kept the result silently without the deleted stack's link."""
+    stacks = threeStacks(scene)
+    job = StacksLogic().process(stacks, None, device="cpu", waitForCompletion=False)
+    scene.RemoveNode(stacks[1])
+    pollUntilDone(job)
+    assert job.state == "succeeded", job.error
+    assert job.warnings == ["the input volume T2cor was deleted during the run; the result is kept without a link to it"]
+    output = job.outputVolumeNode
+    assert "T2cor was deleted" in output.GetAttribute("FAGAN.Warnings") and "T2cor was deleted" in job.summaryText()
+    assert [output.GetNthNodeReference(REFERENCE_INPUT, i) for i in range(2)] == [stacks[0], stacks[2]]
+    assert output.GetNumberOfNodeReferences(REFERENCE_INPUT) == 2
+    assert job.mapNodes["consistency_stack2"].GetNodeReference(REFERENCE_INPUT) is None
+
+
+def test_the_nan_policy_reaches_the_engine_and_the_result(scene, fakeEngine):
+    """Treat NaN/Inf voxels as 0 (the engine's 'zero' NaN policy) applies to combining stacks too, and is recorded."""
+    zero = runOptions(mode="through-plane", nan_policy="zero")
+    assert "--nan-policy zero" in " ".join(stacksArguments(["a", "b"], "o", 0, zero, False, "r.json"))
+    job = StacksLogic().process(threeStacks(scene)[:2], None, device="cpu", consistencyMaps=False, nanPolicy="zero")
+    assert job.process.command[job.process.command.index("--nan-policy") + 1] == "zero"
+    assert job.outputVolumeNode.GetAttribute("FAGAN.NonFiniteVoxels") == "set to 0"
+    plain = StacksLogic().process(threeStacks(scene)[:2], None, device="cpu", consistencyMaps=False)
+    assert "--nan-policy" not in plain.process.command and not plain.outputVolumeNode.GetAttribute("FAGAN.NonFiniteVoxels")
+    fakeEngine.setattr("FAGANSuperResLib.stacks.engineSupports", lambda *flags: "--nan-policy" not in flags)
+    with pytest.raises(ValueError, match="no --nan-policy option"):
+        StacksLogic().process(threeStacks(scene)[:2], None, nanPolicy="zero")
+
+
 def test_an_engine_refusal_is_one_line_and_the_scene_is_unchanged(scene, fakeEngine):
     stacks = threeStacks(scene)
     before = sceneNodes(scene)

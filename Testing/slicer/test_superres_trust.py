@@ -72,6 +72,21 @@ def test_engine_flags_are_read_from_the_engine_parser():
 # ---------------------------------------------------------------- real engine: Lanczos, acquisition warning, provenance
 
 
+def test_nan_voxels_are_refused_or_set_to_0_with_the_zero_nan_policy(scene):
+    """The engine's refusal points at the 'zero' NaN policy (the panel's "Treat NaN/Inf voxels as 0"); with it the run
+    succeeds and the result records that non-finite voxels were set to 0."""
+    array = smoothArray((2, 8, 10))
+    array[1, 3, 3], array[0, 0, 0] = np.nan, np.inf
+    node = addVolumeNode(scene, array, name="holes")
+    logic = SuperResolutionLogic()
+    with pytest.raises(SuperResolutionError, match="2 non-finite .* use the 'zero' NaN policy"):
+        logic.process(node, None, 2, method="bicubic", device="cpu")
+    job = logic.processWithOptions(node, None, runOptions(scale=2, method="bicubic", device="cpu", nan_policy="zero"))
+    assert "--nan-policy" in job.process.command and np.isfinite(slicer.util.arrayFromVolume(job.outputVolumeNode)).all()
+    assert job.outputVolumeNode.GetAttribute("FAGAN.NonFiniteVoxels") == "set to 0"
+    assert "Non finite voxels: set to 0" in job.summaryText()
+
+
 def test_lanczos_with_the_real_engine_carries_the_notice(scene, obliqueNode):
     job = SuperResolutionLogic().process(obliqueNode, None, 2, method="lanczos", device="cpu")
     node = job.outputVolumeNode
@@ -398,6 +413,24 @@ def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(
     rows = tableRows(job.tableNode)
     assert [row[2] for row in rows] == ["done", "failed", "done"] and rows[1][5]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_file_names_of_long_node_names_are_short_and_unique(scene, tmp_path):
+    """A node name of 246+ characters made a case file name the file system refused: the whole batch failed."""
+    from FAGANSuperResLib.batch import BatchLogic, caseFileName
+    from FAGANSuperResLib.volumes import FILE_NAME_CHARACTERS
+
+    if not engine.engineSupports("--output-dir"):
+        pytest.skip("the engine has no batch mode yet")
+    stem = "T2 " + "axial fat-sat " * 18
+    nodes = [addVolumeNode(scene, smoothArray((2, 8, 10), seed=i), name=f"{stem}{i}") for i in range(2)]
+    names = [caseFileName(index, node) for index, node in enumerate(nodes)]
+    assert names[0].startswith("000_T2_axial_fat-sat_axial") and names[1].startswith("001_T2_axial_fat-sat_axial")
+    assert all(name.endswith("_axial.nrrd") and len(name) <= len("000_.nrrd") + FILE_NAME_CHARACTERS for name in names)
+    job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
+        nodes, runOptions(scale=2, method="lanczos", device="cpu"), consistencyMap=engine.engineSupports("--consistency-map"))
+    assert job.state == "succeeded", job.error
+    assert [case.outputVolumeNode.GetName() for case in job.cases] == [f"{node.GetName()}_SRx2" for node in nodes]
 
 
 def test_batch_cancel_leaves_the_scene_unchanged_when_nothing_finished(scene, tmp_path):
