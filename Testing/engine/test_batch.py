@@ -218,6 +218,8 @@ def bad_batches(tmp: Path) -> dict:
     unknown.write_text("input,output,colour\nin/a.nii.gz,x.nrrd,red\n")
     duplicate = tmp / "duplicate.csv"
     duplicate.write_text("input,output\nin/a.nii.gz,x.nrrd\nin/sub/b.nrrd,x.nrrd\n")
+    cased = tmp / "cased.csv"
+    cased.write_text("input,output\nin/a.nii.gz,out/A.nrrd\nin/sub/b.nrrd,out/a.nrrd\n")
     out = tmp / "results"
     return {
         "output dir inside the input dir": ([source, "--output-dir", source / "results", *BICUBIC], "inside the input folder"),
@@ -225,7 +227,8 @@ def bad_batches(tmp: Path) -> dict:
         "manifest without an output column": (["--manifest", no_output, *BICUBIC], "no 'output' column"),
         "manifest with a bad value": (["--manifest", bad_value, *BICUBIC], "line 2: scale must be an integer"),
         "manifest with an unknown column": (["--manifest", unknown, *BICUBIC], "unknown column 'colour'"),
-        "manifest with a duplicate output": (["--manifest", duplicate, *BICUBIC], "both map to"),
+        "manifest with a duplicate output": (["--manifest", duplicate, *BICUBIC], "both map to the output"),
+        "manifest outputs one in letter case": (["--manifest", cased, *BICUBIC], "differ only in letter case"),
         "missing manifest": (["--manifest", tmp / "nope.csv", *BICUBIC], "manifest not found"),
         "bad shard": ([source, "--output-dir", out, *BICUBIC, "--shard", "3/3"], "0 <= K < N"),
         "inputs and a manifest": ([source, "--manifest", duplicate, *BICUBIC], "not both"),

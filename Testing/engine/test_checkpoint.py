@@ -319,7 +319,7 @@ def test_through_plane_identity_is_read_and_verified_by_the_engine(tmp_path: Pat
     copy.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="corrupt or was modified"):
         read_through_plane(copy)
-    with pytest.raises(CheckpointError, match="not a through-plane"):
+    with pytest.raises(CheckpointError, match="an in-plane FA-GAN checkpoint, not through-plane weights"):
         read_through_plane(save_untrained_checkpoint(tmp_path / "m.safetensors", 2))
 
 

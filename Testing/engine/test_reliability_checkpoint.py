@@ -52,3 +52,14 @@ def test_cli_refuses_a_downgraded_checkpoint_in_one_line(tmp_path: Path, command
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
     assert "format was edited" in proc.stderr
     assert not (tmp_path / "o.nrrd").exists() and not (tmp_path / "o.onnx").exists()
+
+
+def test_one_kind_of_weights_given_for_the_other_says_which_it_is(tmp_path: Path) -> None:
+    """Through-plane weights given as --checkpoint read as "not an FA-GAN checkpoint (no metadata)"."""
+    from fagan_engine.models.checkpoint import THROUGH_PLANE_WEIGHTS, read_through_plane
+
+    with pytest.raises(CheckpointError, match="holds through-plane weights .* not an in-plane FA-GAN checkpoint"):
+        read_metadata(str(THROUGH_PLANE_WEIGHTS))
+    in_plane = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    with pytest.raises(CheckpointError, match="is an in-plane FA-GAN checkpoint, not through-plane weights"):
+        read_through_plane(in_plane)

@@ -253,6 +253,7 @@ def read_through_plane(path: Optional[Path] = None, ratio: Optional[float] = Non
     entries, strings, data = split_tagged(
         blob, THROUGH_PLANE_KEY, f"cannot read through-plane weights {target.name}",
         f"{target.name} is not a through-plane FA-GAN checkpoint",
+        {METADATA_KEY: f"{target.name} is an in-plane FA-GAN checkpoint, not through-plane weights"},
     )
     try:
         metadata = json.loads(strings[THROUGH_PLANE_KEY])
@@ -296,6 +297,8 @@ def _verified(path: str) -> Tuple[CheckpointMetadata, Dict[str, Any], bytes]:
     entries, strings, data = split_tagged(
         blob, METADATA_KEY, f"{target.name} is not a safetensors file or is damaged",
         f"{target.name} is a safetensors file but not an FA-GAN checkpoint (no metadata)",
+        {THROUGH_PLANE_KEY: f"{target.name} holds through-plane weights (the thick-slice fit's start), not an in-plane FA-GAN "
+                            "checkpoint; --through-plane finds its bundled weights itself"},
     )
     metadata = parse_metadata(strings[METADATA_KEY], target)
     if metadata.format == FORMAT:

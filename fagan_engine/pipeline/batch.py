@@ -211,18 +211,18 @@ def check_output_dir(inputs: Sequence[str], output_dir: str) -> None:
             )
 
 
-def check_unique_outputs(cases: Sequence[Case]) -> None:
-    """Refuse two cases (or a case's map and another's output) writing the same path."""
-    seen: Dict[str, str] = {}
+def check_unique_outputs(cases: Sequence[Case], remedy: str = "rename one, or list them in a --manifest with distinct outputs") -> None:
+    """Refuse two cases (or a case's map and another's output) writing the same path, or paths that differ only in
+    letter case (one file on Windows and macOS); ``remedy`` ends the message."""
+    seen: Dict[str, Tuple[str, str]] = {}
     for case in cases:
         for path in case.paths():
             key = os.path.normcase(os.path.realpath(path.rstrip("/" + os.sep))).lower()
-            if key in seen and seen[key] != case.input:
-                raise InputError(
-                    f"inputs {seen[key]} and {case.input} both map to the output {path}; rename one, "
-                    "or list them in a --manifest with distinct outputs"
-                )
-            seen[key] = case.input
+            if key in seen and seen[key][0] != case.input:
+                other_input, other_path = seen[key]
+                same = "the output" if other_path == path else f"outputs that differ only in letter case ({other_path}),"
+                raise InputError(f"inputs {other_input} and {case.input} both map to {same} {path}; {remedy}")
+            seen[key] = (case.input, path)
 
 
 # --- manifest ----------------------------------------------------------------------------------
@@ -299,7 +299,7 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
         )
     if not cases:
         raise InputError(f"manifest {path} lists no cases")
-    check_unique_outputs(cases)
+    check_unique_outputs(cases, remedy=f"give each row of {path} its own output")
     return cases
 
 

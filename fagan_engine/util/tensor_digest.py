@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from fagan_engine.util.errors import CheckpointError
 
@@ -51,17 +51,19 @@ def split_safetensors(blob: bytes) -> Tuple[Dict[str, Any], Dict[str, str], memo
     return header, metadata, data
 
 
-def split_tagged(blob: bytes, key: str, damaged: str, missing: str) -> Tuple[Dict[str, Any], Dict[str, str], memoryview]:
+def split_tagged(blob: bytes, key: str, damaged: str, missing: str, instead: Optional[Dict[str, str]] = None
+                 ) -> Tuple[Dict[str, Any], Dict[str, str], memoryview]:
     """``split_safetensors`` of a file whose header must carry the metadata string ``key``.
 
-    CheckpointError ``"{damaged}: <reason>"`` for a malformed file, ``missing`` when ``key`` is absent.
+    CheckpointError ``"{damaged}: <reason>"`` for a malformed file; when ``key`` is absent, the message ``instead`` gives
+    for another project key the header carries (another kind of FA-GAN file), else ``missing``.
     """
     try:
         entries, strings, data = split_safetensors(blob)
     except SafetensorsFormatError as exc:
         raise CheckpointError(f"{damaged}: {exc}") from None
     if key not in strings:
-        raise CheckpointError(missing)
+        raise CheckpointError(next((message for other, message in (instead or {}).items() if other in strings), missing))
     return entries, strings, data
 
 
