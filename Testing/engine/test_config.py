@@ -167,6 +167,10 @@ def pretrain_error(recipe: Path, capsys: pytest.CaptureFixture) -> str:
     [
         ({"model": {"bogus": 1}}, "unknown config key model.'bogus'"),
         ({"model": {"n_feats": "16"}}, "'model.n_feats' must be an integer"),
+        ({"model": {"n_feats": 4}}, "model.n_feats must be in [8, 256]"),
+        ({"model": {"upsampler": "pixelshuffle"}}, "model.upsampler"),
+        ({"model": {"fusion_eps": 0}}, "model.fusion_eps must be in (0"),
+        ({"model": {"fusion_alpha": float("nan")}}, "'model.fusion_alpha' must be a finite number"),
         ({"synthesis": {"bogus_weight": 1}}, "unknown config key synthesis.'bogus_weight'"),
         ({"synthesis": {"texture": 0.9}}, "synthesis.texture must be in [0, 0.5]"),
         ({"synthesis": 3}, "'synthesis' must be a mapping"),

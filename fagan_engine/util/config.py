@@ -67,6 +67,15 @@ class AttentionConfig:
     ca_reduction: int = 16
     attention_pool: bool = True
 
+    def check_fusion(self) -> None:
+        """ConfigError (naming ``model.<key>``) on an impossible fusion: an unknown kind, weights that are not finite,
+        or an epsilon that is not a finite number > 0."""
+        check_choice("model.fusion", self.fusion, FUSIONS)
+        for name in ("fusion_alpha", "fusion_beta"):
+            if not _is_finite_number(getattr(self, name)):
+                raise ConfigError(f"model.{name} must be a finite number, got {getattr(self, name)!r}")
+        check_interval("model.fusion_eps", self.fusion_eps, 0.0, FLOAT32_MAX, "(]")
+
 
 @dataclass
 class ModelConfig(AttentionConfig):
@@ -91,15 +100,13 @@ class ModelConfig(AttentionConfig):
                 raise ConfigError(
                     f"model.{key}={getattr(self, key)!r} contradicts preset {self.preset!r}, which sets {key}={value!r}"
                 )
-        check_choice("model.fusion", self.fusion, FUSIONS)
+        self.check_fusion()
         check_choice("model.attention_placement", self.attention_placement, ATTENTION_PLACEMENTS)
         for name in ("n_feats", "n_blocks", "ca_reduction", "d_feats"):
             if not 1 <= getattr(self, name) <= MODEL_SIZE_LIMITS[name]:
                 raise ConfigError(f"model.{name} must be in [1, {MODEL_SIZE_LIMITS[name]}], got {getattr(self, name)}")
         if self.n_feats < 8 and self.use_sa:
             raise ConfigError("model.n_feats must be >= 8 when self-attention is on (f, g project to C/8)")
-        if self.fusion_eps <= 0:
-            raise ConfigError("model.fusion_eps must be > 0")
 
 
 @dataclass

@@ -30,10 +30,12 @@ from torch import nn
 
 from fagan_engine.models.archs.attention import GFFB
 from fagan_engine.models.archs.blocks import LFFB, conv
-from fagan_engine.util.config import AttentionConfig
+from fagan_engine.util.config import AttentionConfig, check_choice, check_interval
 from fagan_engine.util.errors import ConfigError
 
 UPSAMPLERS = ("axis", "preinterp")
+SIZE_LIMITS = {"n_feats": (8, 256), "n_blocks": (1, 32), "ca_reduction": (1, 256)}
+"""The through-plane generator's size fields and their ranges."""
 
 
 @dataclass
@@ -46,12 +48,11 @@ class ThroughPlaneModelConfig(AttentionConfig):
     upsampler: str = "axis"
 
     def validate(self) -> "ThroughPlaneModelConfig":
-        if self.upsampler not in UPSAMPLERS:
-            raise ConfigError(f"upsampler must be one of {', '.join(UPSAMPLERS)}, got {self.upsampler!r}")
-        if not 8 <= self.n_feats <= 256 or not 1 <= self.n_blocks <= 32 or not 1 <= self.ca_reduction <= 256:
-            raise ConfigError("through-plane model: n_feats must be in [8, 256], n_blocks in [1, 32], ca_reduction in [1, 256]")
-        if self.fusion not in ("weighted", "direct") or self.fusion_eps <= 0:
-            raise ConfigError("through-plane model: fusion must be weighted or direct with fusion_eps > 0")
+        """ConfigError naming the ``model.`` key of an impossible value."""
+        check_choice("model.upsampler", self.upsampler, UPSAMPLERS)
+        for name, (low, high) in SIZE_LIMITS.items():
+            check_interval(f"model.{name}", getattr(self, name), low, high)
+        self.check_fusion()
         return self
 
     def to_dict(self) -> Dict[str, Any]:
