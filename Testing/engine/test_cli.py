@@ -156,3 +156,20 @@ def test_a_bug_keeps_its_traceback_and_tells_a_json_reader(capsys: pytest.Captur
         events = [parse_line(line) for line in capsys.readouterr().out.splitlines()]
         expected = [{"message": "internal error: division by zero", "kind": "ZeroDivisionError"}] if json_progress else []
         assert [{k: e[k] for k in ("message", "kind")} for e in events if e and e["event"] == "error"] == expected
+
+
+def test_only_the_engines_own_warnings_reach_the_user(capsys: pytest.CaptureFixture) -> None:
+    """numpy's "invalid value encountered in dot" (nibabel reading an Inf pixdim) was printed as a warning line."""
+    import warnings
+
+    from fagan_engine.cli import run_cli
+    from fagan_engine.util.errors import FAGANWarning
+
+    def body() -> int:
+        warnings.warn("invalid value encountered in dot", RuntimeWarning)
+        warnings.warn("a.nii: pixdim disagrees with the sform", FAGANWarning)
+        warnings.warn("a.nii: pixdim disagrees with the sform", FAGANWarning)
+        return 0
+
+    assert run_cli(body, json_progress=False) == 0
+    assert capsys.readouterr().err.splitlines() == ["warning: a.nii: pixdim disagrees with the sform"]

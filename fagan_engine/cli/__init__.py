@@ -8,7 +8,7 @@ import sys
 import warnings
 from typing import Any, Callable, List, Optional
 
-from fagan_engine.util.errors import FAGANError, InputError
+from fagan_engine.util.errors import FAGANError, FAGANWarning, InputError
 from fagan_engine.util.failures import interrupt_behind, is_out_of_memory
 from fagan_engine.util.protocol import emit
 
@@ -79,10 +79,11 @@ def entry_point(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> 
 def run_cli(body: Callable[[], int], json_progress: bool) -> int:
     """Run ``body``; turn user errors into one ``error: ...`` line (and an ``error`` event) + exit 2.
 
-    Unexpected exceptions keep their traceback (a bug to report) and exit 1, after an ``error`` event
-    (its message starting ``internal error:``) when progress is JSON, so a parent process such as the Slicer module learns of it; KeyboardInterrupt
-    exits 130 and SIGTERM 143. Python warnings become one ``warning: ...`` line each (repeats
-    dropped), printed at the end of a successful run only. No command leaves partial output behind: writers are atomic.
+    Unexpected exceptions keep their traceback (a bug to report) and exit 1, after an ``error`` event (its message
+    starting ``internal error:``) when progress is JSON, so a parent process such as the Slicer module learns of it;
+    KeyboardInterrupt exits 130 and SIGTERM 143. The engine's own warnings (``FAGANWarning``) become one
+    ``warning: ...`` line each (repeats dropped), printed at the end of a successful run only; other libraries'
+    warnings are dropped. No command leaves partial output behind: writers are atomic.
     """
     notes: List[str] = []
     try:
@@ -129,9 +130,12 @@ def _interrupted(exc: BaseException) -> int:
 
 
 def _collect_warning(notes: List[str]) -> Callable[..., None]:
-    """A ``warnings.showwarning`` that keeps the first line of each distinct warning in ``notes``."""
+    """A ``warnings.showwarning`` that keeps the first line of each distinct ``FAGANWarning`` in ``notes``; a library's
+    own warnings (numpy's "invalid value encountered", torch's deprecations) are noise to the user and are dropped."""
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if not issubclass(category, FAGANWarning):
+            return
         text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
         if text not in notes:
             notes.append(text)
