@@ -125,9 +125,12 @@ def _feature_flags(parser: argparse.ArgumentParser) -> None:
         help="DICOM series with missing or duplicated slices: refuse (default), or resample onto a uniform grid at the true positions",
     )
     group = parser.add_argument_group("trust maps (written with the output, atomically)")
+    caveats = {"uncertainty": "; research output: on real scans it follows the error no better than the image gradient "
+                              "(docs/model-card.md)"}
     for kind, flag in MAP_FLAGS.items():
         group.add_argument(flag, dest=f"{kind}_map", nargs="?", const=True, metavar="PATH",
-                           help=f"write the {kind.replace('_', ' ')} map (batch, or no PATH: <output stem>_{kind}<ext>)")
+                           help=f"write the {kind.replace('_', ' ')} map (batch, or no PATH: <output stem>_{kind}<ext>)"
+                           f"{caveats.get(kind, '')}")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
