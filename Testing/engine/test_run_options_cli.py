@@ -86,3 +86,30 @@ def test_random_weights_run_and_say_so_on_the_result(tmp_path, capsys) -> None:
     assert capsys.readouterr().err.splitlines().count(f"warning: {UNTRAINED_WARNING}") == 1
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["identity"]["checkpoint"] is None and UNTRAINED_WARNING in report["warnings"]
+
+
+@pytest.mark.parametrize("bad", [dict(enforce_consistency="no"), dict(untrained="False"), dict(scale=2.0), dict(batch_size="8"),
+                                 dict(adapt_iterations=True), dict(target_spacing="1"), dict(ensemble=2.0), dict(tile_size=True),
+                                 dict(target_spacing=float("nan"), mode="through-plane"), dict(plane=5)])
+def test_values_of_the_wrong_type_are_refused_by_name(bad) -> None:
+    """Python callers got a string read as True (enforce_consistency="no" projected), or a TypeError deep inside."""
+    from fagan_engine.util.errors import InputError
+
+    name = next(key for key in bad if key != "mode")
+    with pytest.raises(InputError, match=f"option {name} must be"):
+        RunOptions(**bad).validate()
+
+
+def test_numpy_whole_numbers_become_ints_and_unknown_names_are_refused_everywhere() -> None:
+    import json
+
+    import numpy as np
+
+    from fagan_engine.util.errors import InputError
+
+    options = RunOptions(scale=np.int64(4), batch_size=np.int32(2)).validate()
+    assert type(options.scale) is int and json.loads(json.dumps(options.to_dict()))["scale"] == 4
+    with pytest.raises(InputError, match="unknown option 'scales'"):
+        RunOptions().replace(scales=2)
+    with pytest.raises(InputError, match="must be a mapping"):
+        RunOptions.from_dict(None)

@@ -133,3 +133,34 @@ def test_package_exports_are_lazy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["fagan_engine.pipeline.report", "False"]
     assert SRResult.__module__ == "fagan_engine.pipeline.report"
+
+
+def test_the_python_api_refuses_what_it_cannot_do_and_warns_as_the_report_does(tmp_path: Path) -> None:
+    """A dict for options and a plane of 5 raised AttributeError / TypeError; the uncertainty map of an interpolation
+    method was all zeros; a second checkpoint without the map was recorded as if used; super_resolve dropped warnings."""
+    import warnings
+
+    from fagan_engine.util.errors import FAGANWarning, InputError
+
+    image = oblique_volume(size=(16, 16, 4)) - 50.0
+    for call, fragment in ((lambda: super_resolve(image, 2, options={"method": "lanczos"}), "must be a RunOptions"),
+                           (lambda: super_resolve_report(image, {"scale": 2}), "must be a RunOptions"),
+                           (lambda: super_resolve(image, 2, method="lanczos", plane=5), "in-plane axes"),
+                           (lambda: super_resolve(image, 2, method="lanczos", plane=["x", "y"]), "in-plane axes"),
+                           (lambda: super_resolve_report(image, RunOptions(method="lanczos"), uncertainty=True), "uncertainty"),
+                           (lambda: super_resolve_report(image, RunOptions(method="lanczos"), ensemble_checkpoint="x.safetensors"),
+                            "ensemble_checkpoint is used only by the uncertainty map")):
+        with pytest.raises(InputError, match=fragment):
+            call()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        super_resolve(image, 2, method="lanczos", output_dtype="uint16")
+    assert any(issubclass(w.category, FAGANWarning) and "clips" in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("not_an_image", [np.zeros((4, 16, 16), dtype=np.float32), None, "volume.nii.gz"])
+def test_an_input_that_is_not_an_image_is_refused_in_one_line(not_an_image) -> None:
+    from fagan_engine.util.errors import InputError
+
+    with pytest.raises(InputError, match="must be a SimpleITK image"):
+        super_resolve(not_an_image, 2, method="lanczos")

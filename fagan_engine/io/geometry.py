@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import numbers
 from typing import Iterable, NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
@@ -153,8 +154,12 @@ class SliceLayout:
 
 
 def explicit_axes(axes: Sequence[int]) -> Tuple[int, int]:
-    """Two different in-plane SimpleITK axes, sorted; InputError otherwise."""
-    pair = tuple(sorted(int(a) for a in axes))
-    if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= {0, 1, 2}:
-        raise InputError(f"in-plane axes must be two different axes among 0, 1, 2; got {tuple(axes)}")
-    return pair[0], pair[1]
+    """Two different in-plane SimpleITK axes, sorted; InputError otherwise (also for anything but a pair of whole numbers)."""
+    try:
+        pair = tuple(sorted(axes))
+    except TypeError:  # not a sequence, or of values that do not compare
+        pair = ()
+    if len(pair) != 2 or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in pair) \
+            or pair[0] == pair[1] or not set(pair) <= {0, 1, 2}:
+        raise InputError(f"in-plane axes must be two different axes among 0, 1, 2 (or a plane name); got {axes!r}")
+    return int(pair[0]), int(pair[1])

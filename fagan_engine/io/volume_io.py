@@ -107,6 +107,9 @@ def validate_image(image: sitk.Image, nan_policy: str = "error") -> sitk.Image:
     Origin, spacing and direction are kept; the input itself is returned when nothing changes.
     """
     _check_nan_policy(nan_policy)
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"the input must be a SimpleITK image (read a file with fagan_engine.io.volume_io.read_volume), "
+                         f"got {type(image).__name__}")
     _check_shape_and_type(image)
     _check_geometry(image)
     _check_value_range(image)

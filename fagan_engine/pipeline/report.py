@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
@@ -35,7 +36,7 @@ from fagan_engine.through_plane.run import through_plane_from_options
 from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enforce_through_plane, through_plane_consistency
 from fagan_engine.trust.ood import ood_warnings
 from fagan_engine.trust.uncertainty import tta_uncertainty
-from fagan_engine.util.errors import InputError
+from fagan_engine.util.errors import FAGANWarning, InputError
 from fagan_engine.util.options import RunOptions
 from fagan_engine.util.progress import accepts_phase
 
@@ -95,7 +96,7 @@ def super_resolve(
     in-plane axes. The uncertainty map is not part of a bare image: ask ``super_resolve_report`` for it.
     """
     plane = overrides.pop("plane", None)
-    fields = dict(options.to_dict() if options is not None else {}, **overrides)
+    fields = dict(_checked(options).to_dict() if options is not None else {}, **overrides)
     if scale is not None:
         fields["scale"] = scale
     if isinstance(plane, str):
@@ -106,7 +107,10 @@ def super_resolve(
     if run.uncertainty:
         raise InputError("super_resolve returns the image only; use super_resolve_report for the uncertainty map")
     axes = explicit_axes(plane) if plane is not None and not isinstance(plane, str) else None
-    return run_validated(image, run, None, progress, False, False, None, axes).image
+    result = run_validated(image, run, None, progress, False, False, None, axes)
+    for note in result.warnings:  # what the report would list (clipping, the model's range, ...): Python warnings here
+        warnings.warn(note, FAGANWarning, stacklevel=2)
+    return result.image
 
 
 def super_resolve_report(
@@ -127,9 +131,20 @@ def super_resolve_report(
     ``ensemble_checkpoint``, a second checkpoint such as the final weights next to the EMA ones).
     ``progress(done, total)`` counts slices over all passes.
     """
-    options = options.validate()
+    options = _checked(options).validate()
     want_uncertainty = options.uncertainty if uncertainty is None else uncertainty
+    if want_uncertainty != options.uncertainty:
+        options.replace(uncertainty=want_uncertainty)  # the same rules as asking through the options (FA-GAN in-plane only)
+    if ensemble_checkpoint is not None and not want_uncertainty:
+        raise InputError("ensemble_checkpoint is used only by the uncertainty map (uncertainty=True)")
     return run_validated(image, options, resolver, progress, consistency, want_uncertainty, ensemble_checkpoint, axes)
+
+
+def _checked(options: Any) -> RunOptions:
+    """``options`` when it is a ``RunOptions``; InputError otherwise (a dict: ``RunOptions.from_dict``)."""
+    if not isinstance(options, RunOptions):
+        raise InputError(f"options must be a RunOptions (RunOptions.from_dict builds one from a dict), got {type(options).__name__}")
+    return options
 
 
 class SlabTarget(Protocol):
@@ -164,7 +179,7 @@ def run_validated(
     image = validate_image(image, options.nan_policy)
     dtype_note = integer_output_note(image, options.output_dtype)  # refuses before any work when nothing would be left
     if options.mode == "through-plane":
-        result = _through_plane(image, options, progress, consistency, want_uncertainty)
+        result = _through_plane(image, options, progress, consistency)
         result.warnings.extend([dtype_note] if dtype_note else [])
         return result
     resolver = resolver or SuperResolver(options)
@@ -203,7 +218,7 @@ def run_validated(
         notes.append(UNCERTAINTY_CAVEAT)
     metadata = resolver.metadata
     notes += [dtype_note] if dtype_note else []
-    warnings = list(resolver.warnings) + list(resolver.image_notes) + notes + ood_warnings(
+    lines = list(resolver.warnings) + list(resolver.image_notes) + notes + ood_warnings(
         image,
         axes,
         metadata.data_profile if metadata else None,
@@ -213,7 +228,7 @@ def run_validated(
     who = identity(options, resolver, ensemble_checkpoint)
     if resolver.adaptation is not None:
         who["adaptation"] = resolver.adaptation.summary()
-    return SRResult(result, residual_sr, residual_lr, std, summary, warnings, who)
+    return SRResult(result, residual_sr, residual_lr, std, summary, lines, who)
 
 
 def _bytes_per_output_voxel(streams: Streams, axes: Tuple[int, int], options: RunOptions) -> int:
@@ -277,9 +292,7 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def _through_plane(
-    image: sitk.Image, options: RunOptions, progress: Optional[Progress], consistency: bool, want_uncertainty: bool
-) -> SRResult:
+def _through_plane(image: sitk.Image, options: RunOptions, progress: Optional[Progress], consistency: bool) -> SRResult:
     """Through-plane SR by ``fagan_engine.through_plane.run`` (another engineer's module) with the slice-profile maps."""
     plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
     fits: List[Dict[str, Any]] = []
@@ -289,12 +302,11 @@ def _through_plane(
     sr = _cast(enforce_through_plane(image, network, plan), options.output_dtype) if options.project else network
     maps = through_plane_consistency(image, network, plan) if consistency else None
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
-    # through-plane model is fitted to each scan
-    warnings = ["no uncertainty map: test-time augmentation is implemented for in-plane results only"] if want_uncertainty else []
+    # through-plane model is fitted to each scan (the uncertainty map is in-plane only: RunOptions refuses it here)
     who = identity(options, None, ratio=plan.ratio)
     if fits:
         who["through_plane_fit"] = fits[0]
-    return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, warnings, who)
+    return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, [], who)
 
 
 def _maps(maps: Optional[ConsistencyMaps]) -> List[Optional[sitk.Image]]:

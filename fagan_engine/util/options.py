@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -93,8 +94,18 @@ class RunOptions:
     """Self-ensemble: the network on 1, 2, 4 or 8 flipped/rotated copies of each slice (through-plane: 1, 2 or 4
     flipped copies), averaged; None: 8 for FA-GAN in-plane at ×4 and ×8, 2 through-plane, else 1 (``ensemble_members``)."""
 
+    def __post_init__(self) -> None:
+        """numpy's whole numbers (``np.int64(4)``, e.g. read from an array) become Python ints, so every field stays a plain
+        JSON type; any other value is left for ``validate`` to judge."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+                setattr(self, field.name, int(value))
+
     def validate(self) -> "RunOptions":
-        """Raise InputError (one line) on an impossible combination; return self."""
+        """Raise InputError (one line) on a value of the wrong type or an impossible combination; return self."""
+        for field in dataclasses.fields(self):
+            _check_type(field.name, getattr(self, field.name), FIELD_TYPES[field.name])
         _choice("mode", self.mode, MODES)
         if self.mode == "in-plane":
             _choice("scale", self.scale, SCALES)
@@ -198,7 +209,8 @@ class RunOptions:
         return args
 
     def replace(self, **changes: Any) -> "RunOptions":
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields changed; unknown names are an InputError."""
+        _check_names(changes)
         return dataclasses.replace(self, **changes).validate()
 
     def to_dict(self) -> Dict[str, Any]:
@@ -207,11 +219,36 @@ class RunOptions:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "RunOptions":
         """Build from keyword values (API, manifest rows); unknown names are an InputError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
+        if not isinstance(data, dict):
+            raise InputError(f"options must be a mapping of option names to values, got {type(data).__name__}")
+        _check_names(data)
         return cls(**data).validate()
+
+
+FIELD_TYPES = {field.name: field.type for field in dataclasses.fields(RunOptions)}
+"""Each field's annotation, as text (``int``, ``Optional[float]``, ...): what ``validate`` checks values against."""
+
+
+def _check_names(data: Dict[str, Any]) -> None:
+    """InputError naming the first key of ``data`` that is not a RunOptions field."""
+    unknown = sorted(set(data) - set(FIELD_TYPES))
+    if unknown:
+        raise InputError(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(FIELD_TYPES))}")
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """InputError unless ``value`` fits the field's annotation: a bool for ``bool``, a whole number (not a bool) for
+    ``int``, a finite real number for ``float``, a string for ``str``; ``Optional[...]`` also takes None."""
+    kind = annotation[len("Optional["):-1] if annotation.startswith("Optional[") else annotation
+    if value is None and kind != annotation:
+        return
+    fits = {"bool": lambda v: isinstance(v, bool),
+            "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+            "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v),
+            "str": lambda v: isinstance(v, str)}[kind]
+    if not fits(value):
+        wanted = {"bool": "True or False", "int": "a whole number", "float": "a finite number", "str": "a string"}[kind]
+        raise InputError(f"option {name} must be {wanted}{' or None' if kind != annotation else ''}, got {value!r}")
 
 
 def check_through_plane_ensemble(members: Any) -> None:
