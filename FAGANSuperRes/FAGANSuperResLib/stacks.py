@@ -78,10 +78,11 @@ def checkStackNodes(stackNodes: Sequence[Any], reference: int = 0, outputVolumeN
 
 def stacksArguments(inputPaths: Sequence[Any], outputPath: Any, reference: int, options: "RunOptions",
                     consistencyMaps: bool, reportPath: Any) -> List[str]:
-    """Arguments of ``fagan_engine sr`` for combining ``inputPaths`` (``options``: device, target spacing, slice
-    thickness, NaN policy; ``fit_iterations`` None: no FA-GAN prior, else its fit steps)."""
-    args = ["--stacks", *[str(p) for p in inputPaths], str(outputPath), engineFlag("device"), options.device,
-            "--report", str(reportPath)]
+    """Arguments of ``fagan_engine sr`` for combining ``inputPaths`` (``options``: target spacing, slice thickness, NaN
+    policy; ``fit_iterations`` None: no FA-GAN prior, else its fit steps, on ``options.device``: the least squares
+    alone run on the CPU, and the engine refuses a device for them)."""
+    args = ["--stacks", *[str(p) for p in inputPaths], str(outputPath), "--report", str(reportPath)]
+    args += [engineFlag("device"), options.device] if options.fit_iterations is not None else []
     args += ["--reference", str(reference + 1)] if reference else []
     for field in ("target_spacing", "slice_thickness", "fit_iterations"):
         value = getattr(options, field)

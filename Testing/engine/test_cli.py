@@ -166,9 +166,9 @@ def test_only_the_engines_own_warnings_reach_the_user(capsys: pytest.CaptureFixt
     from fagan_engine.util.errors import FAGANWarning
 
     def body() -> int:
-        warnings.warn("invalid value encountered in dot", RuntimeWarning)
-        warnings.warn("a.nii: pixdim disagrees with the sform", FAGANWarning)
-        warnings.warn("a.nii: pixdim disagrees with the sform", FAGANWarning)
+        warnings.warn("invalid value encountered in dot", RuntimeWarning, stacklevel=1)
+        warnings.warn("a.nii: pixdim disagrees with the sform", FAGANWarning, stacklevel=1)
+        warnings.warn("a.nii: pixdim disagrees with the sform", FAGANWarning, stacklevel=1)
         return 0
 
     assert run_cli(body, json_progress=False) == 0

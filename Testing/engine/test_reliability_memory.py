@@ -58,7 +58,6 @@ def test_through_plane_out_of_memory_advises_the_target_spacing_not_the_batch_si
         raise MemoryError
 
     monkeypatch.setattr(case, "run_validated", run_out_of_memory)
-    monkeypatch.setattr(case, "check_through_plane_memory", lambda image, options: None)  # the estimate said it fits
     code = main([str(thick_slices(tmp_path)), str(tmp_path / "iso.nii.gz"), "--through-plane", "--progress", "none"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--target-spacing" in err and "--batch-size" not in err, err

@@ -149,7 +149,7 @@ def test_refusals_are_one_line() -> None:
     other = _pair(seed=1)[1]
     cases = [
         ([first], {}, "at least 2 stacks"),
-        ([first, sitk.Image([8, 8, 8, 2], sitk.sitkFloat32)], {}, "not a 3D scalar volume"),
+        ([first, sitk.Image([8, 8, 8, 2], sitk.sitkFloat32)], {}, "stack 2: input is 4D"),
         ([first, far], {}, "do not overlap"),
         ([first, other], {}, "does not match the reference"),
         ([first, second], {"target_spacing": 2.0}, "coarser than the stacks' finest in-plane spacing"),
@@ -161,3 +161,71 @@ def test_refusals_are_one_line() -> None:
         with pytest.raises(InputError, match=message) as error:
             reconstruct_stacks(stacks, **kwargs)
         assert "\n" not in str(error.value)
+
+
+def _no_work(monkeypatch) -> None:
+    """Make the registration (the first work after the checks) fail the test."""
+    import fagan_engine.through_plane.stacks as stacks_module
+
+    monkeypatch.setattr(stacks_module, "register", lambda *a, **k: pytest.fail("the registration began before the refusal"))
+
+
+def test_bad_arguments_are_refused_in_one_line_before_any_work(monkeypatch) -> None:
+    """Each was an AttributeError, TypeError, ValueError, UnboundLocalError or ITK RuntimeError, or was accepted (a NaN
+    volume from smoothness nan, a GPU request ignored)."""
+    first, second = _pair()
+    zero = sitk.Image(first.GetSize(), sitk.sitkFloat32)
+    zero.CopyInformation(first)
+    pair = [first, second]
+    cases = [
+        (first, {}, "stacks must be a list of SimpleITK images, got Image"),
+        (["a.nii.gz", "b.nii.gz"], {}, "stack 1: the input must be a SimpleITK image .*got str"),
+        ([np.zeros((8, 32, 32)), np.zeros((32, 8, 32))], {}, "stack 1: the input must be a SimpleITK image .*got ndarray"),
+        ([first, None], {}, "stack 2: the input must be a SimpleITK image .*got NoneType"),
+        ([zero, second], {}, "stack 1 holds no signal: every voxel is 0"),
+        (pair, {"reference": 1.5}, "reference must be a stack index from 0 to 1, got 1.5"),
+        (pair, {"reference": "0"}, "reference must be a stack index from 0 to 1, got '0'"),
+        (pair, {"slice_thickness": "3"}, "slice_thickness must be a number of mm or a list of one per stack, got str"),
+        (pair, {"slice_thickness": np.array([3.0, 3.0])}, "slice_thickness must be a number of mm or a list"),
+        (pair, {"slice_thickness": [3.0, "3"]}, "slice_thickness must be a finite number"),
+        (pair, {"target_spacing": "abc"}, "target_spacing must be a finite number"),
+        (pair, {"iterations": 1.5}, "iterations must be a whole number >= 0"),
+        (pair, {"refinements": -1}, "refinements must be a whole number >= 0"),
+        (pair, {"seed": "x"}, "seed must be a whole number >= 0"),
+        (pair, {"progress": "x"}, "progress must be a function"),
+        (pair, {"smoothness": float("nan")}, "smoothness must be a finite number >= 0"),
+        (pair, {"smoothness": float("inf")}, "smoothness must be a finite number >= 0"),
+        (pair, {"smoothness": -100.0}, "smoothness must be a finite number >= 0"),
+        (pair, {"device": "gpu"}, "device must be one of auto, cpu, cuda"),
+        (pair, {"device": "cuda"}, "device 'cuda' is for the FA-GAN prior's networks"),
+        (pair, {"network_ensemble": 2}, "network_ensemble is for the FA-GAN prior's networks"),
+        (pair, {"nan_policy": "ignore"}, "nan policy must be one of error, zero"),
+    ]
+    _no_work(monkeypatch)
+    for stacks, kwargs, message in cases:
+        with pytest.raises(InputError, match=message) as refusal:
+            reconstruct_stacks(stacks, **kwargs)
+        assert "\n" not in str(refusal.value), kwargs
+
+
+def test_an_output_grid_beyond_the_memory_is_refused_before_the_registration(monkeypatch) -> None:
+    """target_spacing 1e-4 mm reached ITK's "Failed to allocate memory"."""
+    import fagan_engine.inference.memory_check as memory_check
+
+    monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**33)
+    _no_work(monkeypatch)
+    with pytest.raises(InputError, match=r"through-plane result \(\d+ slices at 0.0001 mm\).*choose a larger"):
+        reconstruct_stacks(_pair(), target_spacing=1e-4)
+
+
+def test_non_finite_voxels_follow_the_nan_policy() -> None:
+    """The refusal's advice (the 'zero' NaN policy) names an option reconstruct_stacks takes."""
+    first, second = _pair()
+    values = sitk.GetArrayFromImage(first)
+    values[0, 0, 0] = np.nan
+    holed = sitk.GetImageFromArray(values)
+    holed.CopyInformation(first)
+    with pytest.raises(InputError, match="stack 1: input has 1 non-finite .* 'zero' NaN policy"):
+        reconstruct_stacks([holed, second])
+    out, _ = reconstruct_stacks([holed, second], iterations=1, refinements=0, nan_policy="zero")
+    assert np.isfinite(sitk.GetArrayFromImage(out)).all()

@@ -77,6 +77,7 @@ def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
         ([first, second], ["--no-enforce-consistency"]),
         ([first, second], ["--checkpoint", first]),
         ([first, second], ["--ensemble", "2"]),  # the prior's self-ensemble: without the prior (--iterations) it has none
+        ([first, second], ["--device", "cuda"]),  # the prior's device: the least squares run on the CPU
         ([first, second], ["--iterations", "0", "--ensemble", "8"]),  # through-plane flips only
         ([first, second], ["--shard", "1/2"]),  # batch options
         ([first, second], ["--prefetch"]),

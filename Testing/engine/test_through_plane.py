@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace as dataclass_replace
 
 import numpy as np
@@ -18,8 +19,9 @@ from fagan_engine.through_plane.plan import (
     output_geometry,
     plan_through_plane,
 )
-from fagan_engine.through_plane.run import fuse, super_resolve_through_plane
-from fagan_engine.util.errors import InputError
+from fagan_engine.through_plane.run import fuse, super_resolve_through_plane, through_plane_from_options
+from fagan_engine.util.errors import FAGANWarning, InputError
+from fagan_engine.util.options import RunOptions
 from fagan_engine.util.progress import FitCancelled
 
 TINY = FitConfig(iterations=2, batch_size=2, lr_rows=4, patch_cols=16)
@@ -94,6 +96,65 @@ def test_bad_input_one_clear_line() -> None:
         with error as caught:
             super_resolve_through_plane(iso, iterations=1, device="cpu")
         assert "\n" not in str(caught.value)
+
+
+def _no_work(monkeypatch) -> None:
+    """Make loading the network (the first work after the checks) fail the test."""
+    import fagan_engine.through_plane.run as run
+
+    monkeypatch.setattr(run, "load_weights", lambda *a, **k: pytest.fail("the run began before the refusal"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"iterations": "3"}, "iterations must be a whole number"),
+    ({"iterations": 1.5}, "iterations must be a whole number"),  # was truncated to 1
+    ({"batch_size": "4"}, "batch_size must be a whole number"),
+    ({"batch_size": 0}, "batch size must be >= 1"),  # was all slices at once
+    ({"batch_size": -3}, "batch size must be >= 1"),  # was one slice at a time
+    ({"progress": "x"}, "progress must be a function"),
+    ({"stop": True}, "stop must be a function"),
+    ({"seed": "a"}, "seed must be a whole number"),
+    ({"output_dtype": "int8"}, "output dtype must be one of float32, int16, uint16"),  # was accepted, clipping at 127
+    ({"target_spacing": "1"}, "target_spacing must be a finite number"),
+    ({"edge_sigma": "x"}, "edge sigma must be a positive number"),
+])
+def test_bad_arguments_are_refused_in_one_line_before_any_work(monkeypatch, kwargs, message) -> None:
+    _no_work(monkeypatch)
+    with pytest.raises(InputError, match=message) as refusal:
+        super_resolve_through_plane(_oblique(size=(16, 16, 4), spacing=(1.0, 1.0, 4.0)), **dict({"device": "cpu"}, **kwargs))
+    assert "\n" not in str(refusal.value)
+
+
+def test_integer_output_types_follow_the_in_plane_rule(monkeypatch) -> None:
+    """int16 on values 0.05-0.48 gave an all-zero volume; a type that clips the range says so."""
+    image = _oblique(size=(16, 16, 4), spacing=(1.0, 1.0, 4.0))
+    small = sitk.Cast(image, sitk.sitkFloat32) * 0.0043 + 0.05
+    with monkeypatch.context() as patched:
+        _no_work(patched)
+        with pytest.raises(InputError, match="would round the input's whole range .* to one value"):
+            super_resolve_through_plane(small, iterations=0, device="cpu", output_dtype="int16")
+    negative = sitk.Cast(image, sitk.sitkFloat32) - 50.0
+    with pytest.warns(FAGANWarning, match="uint16 clips the input's range"):
+        out = super_resolve_through_plane(negative, iterations=0, device="cpu", output_dtype="uint16")
+    assert out.GetPixelID() == sitk.sitkUInt16
+    notes = []
+    options = RunOptions(mode="through-plane", fit_iterations=0, device="cpu", output_dtype="uint16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FAGANWarning)  # handed to on_note instead
+        through_plane_from_options(negative, options, on_note=notes.append)
+    assert len(notes) == 1 and "clips" in notes[0]
+
+
+def test_a_result_beyond_the_memory_is_refused_on_the_api_path_too(monkeypatch) -> None:
+    """target_spacing 0.01 mm on a 4 mm scan went on to allocate; only the CLI path checked."""
+    import fagan_engine.inference.memory_check as memory_check
+
+    image = _oblique(size=(16, 16, 4), spacing=(1.0, 1.0, 4.0))
+    monkeypatch.setattr(memory_check, "available_bytes", lambda: memory_check.BASE_BYTES + 2**24)
+    assert super_resolve_through_plane(image, iterations=0, device="cpu").GetSize() == (16, 16, 16)  # 1 mm fits
+    _no_work(monkeypatch)
+    with pytest.raises(InputError, match=r"through-plane result \(1600 slices at 0.01 mm\).*choose a larger"):
+        super_resolve_through_plane(image, target_spacing=0.01, iterations=0, device="cpu")
 
 
 def _box_average(hr: np.ndarray, centre: float, thickness: float, sub: int = 2000) -> float:
@@ -212,18 +273,16 @@ def test_bundled_weights_load_and_detect_tampering(tmp_path, bundled) -> None:
 
 
 def test_run_options_through_their_own_function_and_two_argument_progress() -> None:
-    from fagan_engine.through_plane.run import through_plane_from_options
-    from fagan_engine.util.options import RunOptions
-
     image = _oblique(size=(32, 32, 8), spacing=(1.0, 1.0, 4.0))
     options = RunOptions(mode="through-plane", target_spacing=2.0, fit_iterations=0, device="cpu", output_dtype="int16")
     seen = []
-    out = through_plane_from_options(image, options, progress=lambda done, total: seen.append((done, total)))
+    with pytest.warns(FAGANWarning, match="int16 rounds the input's range .* to about 100 levels"):  # values 0-100
+        out = through_plane_from_options(image, options, progress=lambda done, total: seen.append((done, total)))
+        typed = super_resolve_through_plane(image, 2.0, None, 0, "cpu", output_dtype="int16")
     assert out.GetSize() == (32, 32, 16) and out.GetPixelID() == sitk.sitkInt16 and same_physical_extent(image, out)
     assert seen[-1] == (64, 64)
-    typed = super_resolve_through_plane(image, 2.0, None, 0, "cpu", output_dtype="int16")
     assert np.array_equal(sitk.GetArrayFromImage(typed), sitk.GetArrayFromImage(out))
-    with pytest.raises(TypeError):  # one signature: a RunOptions is not a target spacing
+    with pytest.raises(InputError, match="target_spacing must be a finite number"):  # one signature: a RunOptions is not a target spacing
         super_resolve_through_plane(image, options)
 
 
@@ -233,7 +292,6 @@ def test_a_report_plans_the_volume_once(monkeypatch) -> None:
     import fagan_engine.pipeline.report as report
     import fagan_engine.through_plane.run as run
     from fagan_engine.pipeline.report import super_resolve_report
-    from fagan_engine.util.options import RunOptions
 
     calls = []
 

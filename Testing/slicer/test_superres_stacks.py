@@ -32,8 +32,9 @@ def test_arguments_name_the_stacks_reference_and_maps():
     for part in ("--reference 2", "--target-spacing 0.5", "--iterations 0", "--consistency-map", "--report r.json",
                  "--device cpu", "--progress json"):
         assert part in joined
-    plain = " ".join(stacksArguments(["a", "b"], "o", 0, runOptions(mode="through-plane"), False, "r.json"))
+    plain = " ".join(stacksArguments(["a", "b"], "o", 0, runOptions(mode="through-plane", device="cuda"), False, "r.json"))
     assert "--reference" not in plain and "--iterations" not in plain and "--consistency-map" not in plain
+    assert "--device" not in plain  # no prior: the least squares run on the CPU, and the engine refuses --device cuda
     assert stacksResultName("T2ax", 0.8) == "T2ax_stacks_iso0.8mm"
 
 

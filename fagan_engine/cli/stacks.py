@@ -109,9 +109,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for flag, value in others:
         if value is not None:
             raise InputError(f"--stacks cannot be combined with {flag}")
+    prior_only = [flag for flag, given in (("--ensemble", args.ensemble is not None), ("--device cuda", args.device == "cuda")) if given]
+    if prior_only and args.fit_iterations is None:
+        raise InputError(f"with --stacks, {' and '.join(prior_only)} concern the FA-GAN prior's networks: add --iterations N to use "
+                         "the prior (the least squares run on the CPU)")
     if args.ensemble is not None:
-        if args.fit_iterations is None:
-            raise InputError("--ensemble with --stacks is the FA-GAN prior's self-ensemble: add --iterations N to use the prior")
         check_through_plane_ensemble(args.ensemble)
     if args.consistency_map not in (None, True):
         raise InputError(

@@ -23,7 +23,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine._version import __version__
-from fagan_engine.inference.memory_check import check_through_plane_fits
 from fagan_engine.inference.slices import SlabGather, SlabStream
 from fagan_engine.io.dicom_source import read_series_tags
 from fagan_engine.io.dicom_stream import DicomStreamWriter
@@ -32,7 +31,6 @@ from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_
 from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
 from fagan_engine.pipeline.batch import output_format_of
 from fagan_engine.pipeline.report import SlabTarget, Streams, run_validated
-from fagan_engine.through_plane.plan import plan_through_plane
 from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file, publish_files
 from fagan_engine.util.errors import InputError, OutputError
 from fagan_engine.util.options import MAP_KINDS, RunOptions
@@ -84,18 +82,9 @@ def super_resolve_case(
 ) -> Outcome:
     """Super-resolve ``image`` (either mode) through the trust report; ``streams``: the SR-grid volumes written slab by
     slab as they are produced (``StagedOutputs.streams``), absent from the outcome."""
-    if options.mode == "through-plane":
-        check_through_plane_memory(image, options)
     report = run_validated(image, options, resolver, progress, True, options.uncertainty, None, None, streams)
     maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}
     return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
-
-
-def check_through_plane_memory(image: sitk.Image, options: RunOptions) -> None:
-    """Refuse, before the fit, a through-plane result that cannot fit in memory (``--target-spacing`` too fine)."""
-    plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
-    size = image.GetSize()
-    check_through_plane_fits(plan.n_out, (size[plan.in_plane_axes[0]], size[plan.in_plane_axes[1]]), plan.output_spacing)
 
 
 def derivation_text(options: RunOptions, resolver: Any, outcome: Outcome) -> str:

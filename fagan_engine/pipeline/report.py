@@ -296,10 +296,11 @@ def _through_plane(image: sitk.Image, options: RunOptions, progress: Optional[Pr
     """Through-plane SR by ``fagan_engine.through_plane.run`` (another engineer's module) with the slice-profile maps."""
     plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
     fits: List[Dict[str, Any]] = []
-    network = through_plane_from_options(
-        image, options, progress, project=False, on_fit=lambda o: fits.append(o.summary()), plan=plan
+    network = through_plane_from_options(  # float32: the projection and the maps see the network's own values; cast once
+        image, dataclasses.replace(options, output_dtype="float32"), progress, project=False,
+        on_fit=lambda o: fits.append(o.summary()), plan=plan,
     )
-    sr = _cast(enforce_through_plane(image, network, plan), options.output_dtype) if options.project else network
+    sr = _cast(enforce_through_plane(image, network, plan) if options.project else network, options.output_dtype)
     maps = through_plane_consistency(image, network, plan) if consistency else None
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
     # through-plane model is fitted to each scan (the uncertainty map is in-plane only: RunOptions refuses it here)

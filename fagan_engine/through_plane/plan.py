@@ -20,6 +20,7 @@ it is clear, else the slice spacing.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -135,8 +136,9 @@ def plan_through_plane(
     if min(size[a] for a in in_axes) < 8:
         raise InputError(f"in-plane size {size[in_axes[0]]}x{size[in_axes[1]]} is too small to learn from (at least 8x8)")
     for name, value in (("target spacing", target_spacing), ("slice thickness", slice_thickness), ("edge sigma", edge_sigma)):
-        if value is not None and not (math.isfinite(value) and value >= 0 and (value > 0 or name == "edge sigma")):
-            raise InputError(f"{name} must be a positive number of mm, got {value}")
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value) and value >= 0 and (value > 0 or name == "edge sigma")):
+            raise InputError(f"{name} must be a positive number of mm, got {value!r}")
     target = finest if target_spacing is None else float(target_spacing)
     if target >= spacing[axis]:
         raise InputError(

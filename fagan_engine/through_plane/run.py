@@ -17,6 +17,8 @@ before every iteration and inference before every batch, raising ``FitCancelled`
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -24,8 +26,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine.inference.batching import MAX_OUTPUT_PIXELS
+from fagan_engine.inference.memory_check import check_through_plane_fits
 from fagan_engine.inference.runners import resolve_device
-from fagan_engine.io.volume_io import cast_array, validate_image
+from fagan_engine.io.volume_io import cast_array, integer_output_note, validate_image
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.through_plane.fit import (
     MIN_DIRECTION_RATIO,
@@ -40,7 +43,7 @@ from fagan_engine.through_plane.fit import (
 from fagan_engine.through_plane.held_out import HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
-from fagan_engine.util.errors import InputError
+from fagan_engine.util.errors import FAGANWarning, InputError
 from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, RunOptions, check_through_plane_ensemble
 from fagan_engine.util.progress import FitCancelled, call_progress
 
@@ -87,6 +90,7 @@ def super_resolve_through_plane(
     ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
     batch_size: Optional[int] = RunOptions.batch_size,
     plan: Optional[ThroughPlanePlan] = None,
+    on_note: Optional[Callable[[str], None]] = None,
 ) -> sitk.Image:
     """Make a thick-slice volume isotropic along its coarsest axis; returns a SimpleITK image (``output_dtype``).
 
@@ -101,22 +105,29 @@ def super_resolve_through_plane(
     the network on that many flipped copies of every slice, averaged (``ENSEMBLE_FLIPS``). ``batch_size``: most slices per
     network call (``RunOptions``'s default; None: as many as ``MAX_OUTPUT_PIXELS`` allows). ``plan``: this image's plan
     when the caller has made it already (``plan_through_plane`` with these ``target_spacing``, ``slice_thickness`` and
-    ``edge_sigma``), so it is not made twice (its slice-profile estimate takes seconds). From a ``RunOptions``:
+    ``edge_sigma``), so it is not made twice (its slice-profile estimate takes seconds). ``output_dtype``: one of
+    ``OUTPUT_DTYPES``, under the in-plane path's rule (``io.volume_io.integer_output_note``): an integer type that would
+    round the input's range to one value is refused; one that clips it or keeps few levels of it is noted, to
+    ``on_note(note)`` when given, else as a ``FAGANWarning``. Bad arguments and a result beyond the available memory
+    (``check_through_plane_fits``) are refused in one line before any work. From a ``RunOptions``:
     ``through_plane_from_options``.
     """
+    checked_options(target_spacing=target_spacing, slice_thickness=slice_thickness, fit_iterations=iterations, device=device,
+                    nan_policy=nan_policy, output_dtype=output_dtype, ensemble=ensemble,
+                    batch_size=RunOptions.batch_size if batch_size is None else batch_size)
+    _check_arguments(seed, fusion, progress=progress, stop=stop, on_fit=on_fit, on_note=on_note)
     image = validate_image(image, nan_policy)
+    note = integer_output_note(image, output_dtype)  # raises when the type would leave one value
     if plan is None:
         plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
-    if fusion not in FUSIONS:
-        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-    if iterations is not None and iterations < 0:
-        raise InputError(f"iterations must be >= 0, got {iterations}")
-    check_through_plane_ensemble(ensemble)
+    check_memory(image, plan)
+    if note is not None:
+        (on_note or _warn)(note)
     torch_device = resolve_device(device)
     import torch  # lazy: keeps torch out of this module's import
 
     cfg = fit_config or FitConfig()
-    cfg = dataclasses.replace(cfg, iterations=cfg.iterations if iterations is None else int(iterations), seed=seed)
+    cfg = dataclasses.replace(cfg, iterations=cfg.iterations if iterations is None else iterations, seed=seed)
     volume = sitk.GetArrayViewFromImage(image)
     normalizer = IntensityNormalizer.fit(volume, NormalizationConfig())
     volume01 = normalizer.forward(np.asarray(volume, dtype=np.float32))
@@ -135,6 +146,53 @@ def super_resolve_through_plane(
         result = project_onto_slices(result, volume01, plan)
     out = sitk.GetImageFromArray(cast_array(normalizer.inverse(result), output_dtype))
     return output_geometry(image, plan).apply(out)
+
+
+def checked_options(**fields: Any) -> RunOptions:
+    """The through-plane ``RunOptions`` of ``fields``, validated: the API's arguments follow the options' rules
+    (``util.options``), one line each. A self-ensemble size and ``fit_iterations`` are checked first, so that their
+    refusals name the through-plane sizes and the API's ``iterations``."""
+    if fields.get("ensemble") is not None:
+        check_through_plane_ensemble(fields["ensemble"])
+    if fields.get("fit_iterations") is not None:
+        check_whole("iterations", fields["fit_iterations"])
+    return RunOptions(mode="through-plane", **fields).validate()
+
+
+def is_whole(value: Any) -> bool:
+    """True for a whole number (a Python or numpy integer, not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_whole(name: str, value: Any, minimum: int = 0) -> None:
+    """InputError unless ``value`` is a whole number of at least ``minimum``."""
+    if not (is_whole(value) and value >= minimum):
+        raise InputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def check_callables(**callbacks: Any) -> None:
+    """InputError naming the first of ``callbacks`` that is neither None nor callable."""
+    for name, callback in callbacks.items():
+        if callback is not None and not callable(callback):
+            raise InputError(f"{name} must be a function or None, got {callback!r}")
+
+
+def check_memory(image: sitk.Image, plan: ThroughPlanePlan) -> None:
+    """Refuse, before the fit, a result of ``plan`` that cannot fit in memory (a ``target_spacing`` too fine)."""
+    size = image.GetSize()
+    check_through_plane_fits(plan.n_out, (size[plan.in_plane_axes[0]], size[plan.in_plane_axes[1]]), plan.output_spacing)
+
+
+def _check_arguments(seed: Any, fusion: Any, **callbacks: Any) -> None:
+    """InputError (one line) on the arguments no ``RunOptions`` holds: the seed, the fusion and the callbacks."""
+    check_whole("seed", seed)
+    if fusion not in FUSIONS:
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    check_callables(**callbacks)
+
+
+def _warn(note: str) -> None:
+    warnings.warn(note, FAGANWarning, stacklevel=3)
 
 
 def fit_to_scan(
@@ -175,16 +233,18 @@ def through_plane_from_options(
     project: Optional[bool] = None,
     on_fit: Optional[Callable[[FitOutcome], None]] = None,
     plan: Optional[ThroughPlanePlan] = None,
+    on_note: Optional[Callable[[str], None]] = None,
 ) -> sitk.Image:
     """``super_resolve_through_plane`` with a validated ``RunOptions``'s ``target_spacing``, ``slice_thickness``,
     ``fit_iterations``, ``device``, ``nan_policy``, ``output_dtype``, ``ensemble_members``, ``batch_size`` and ``project``
     (``project`` overrides the last: ``pipeline.report`` projects itself, after measuring what the projection removes).
-    ``plan``: the image's plan from these options, when the caller has made it already."""
+    ``plan``: the image's plan from these options, when the caller has made it already. ``on_note``: receives the
+    integer-output note instead of a warning (a caller that reports ``integer_output_note`` itself)."""
     return super_resolve_through_plane(
         image, options.target_spacing, options.slice_thickness, options.fit_iterations, options.device, progress,
         stop=stop, nan_policy=options.nan_policy, output_dtype=options.output_dtype,
         project=options.project if project is None else project, on_fit=on_fit, ensemble=options.ensemble_members,
-        batch_size=options.batch_size, plan=plan,
+        batch_size=options.batch_size, plan=plan, on_note=on_note,
     )
 
 

@@ -8,10 +8,12 @@ profile, plus a smoothness term), starting from register-and-average. The regist
 refined against that reconstruction and the volume solved again. The output grid is the
 reference's orientation at the finest in-plane spacing, over the common field of view
 (``stack_geometry``). Returns the image and a ``StackReport`` (transforms, intensity factors,
-per-stack residuals and consistency maps). Refusals are one-line ``InputError``s.
+per-stack residuals and consistency maps). Refusals are one-line ``InputError``s, made before any work.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -22,12 +24,13 @@ import SimpleITK as sitk
 if TYPE_CHECKING:
     import torch
 
+from fagan_engine.inference.memory_check import check_through_plane_fits
 from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.io.volume_io import validate_image
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.noise_estimate import estimate_noise_sigma
 from fagan_engine.through_plane.plan import plan_through_plane
-from fagan_engine.through_plane.run import super_resolve_through_plane
+from fagan_engine.through_plane.run import check_callables, check_whole, checked_options, is_whole, super_resolve_through_plane
 from fagan_engine.through_plane.stack_geometry import (
     StackSlices,
     common_box,
@@ -43,7 +46,7 @@ from fagan_engine.through_plane.stack_registration import (
 )
 from fagan_engine.through_plane.stack_solver import StackOperator, build_operator, residuals, solve
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, check_through_plane_ensemble
+from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE
 from fagan_engine.util.progress import call_progress
 
 MIN_NMI = 0.08
@@ -115,7 +118,8 @@ def reconstruct_stacks(
     device: str = "auto",
     progress: Optional[Progress] = None,
     seed: int = 0,
-    network_ensemble: int = DEFAULT_THROUGH_PLANE_ENSEMBLE,
+    network_ensemble: Optional[int] = None,
+    nan_policy: str = "error",
 ) -> Tuple[sitk.Image, StackReport]:
     """One isotropic float32 volume from 2+ stacks of the same subject, and the report of how.
 
@@ -126,17 +130,23 @@ def reconstruct_stacks(
     isotropic by ``super_resolve_through_plane`` with that many fit steps on its own in-plane detail (0:
     the pretrained network), the results averaged on the output grid and the volume solved again with
     ``μ‖x − u‖²`` beside the data terms; those networks run on ``device`` (the least squares on the
-    CPU), each on ``network_ensemble`` flipped copies of every slice (``super_resolve_through_plane``'s ``ensemble``).
+    CPU; ``"cuda"`` without the prior is refused), each on ``network_ensemble`` flipped copies of every slice
+    (``super_resolve_through_plane``'s ``ensemble``; None: ``DEFAULT_THROUGH_PLANE_ENSEMBLE``; refused without the prior).
+    ``nan_policy``: non-finite voxels refuse a stack ("error") or read as 0 ("zero"), as for one volume.
     ``progress(done, total, phase="register"|"reconstruct"|"fit"|"inference")``.
     """
     started = time.perf_counter()
-    check_through_plane_ensemble(network_ensemble)  # before the registration, not after it
-    stacks, slices, spacing = _check_inputs(stacks, target_spacing, reference, slice_thickness)
+    _check_arguments(target_spacing, smoothness, iterations, refinements, network_iterations, device, progress, seed, network_ensemble,
+                     nan_policy)
+    network_ensemble = DEFAULT_THROUGH_PLANE_ENSEMBLE if network_ensemble is None else network_ensemble
+    stacks, slices, spacing = _check_inputs(stacks, target_spacing, reference, slice_thickness, nan_policy)
     scale = float(np.percentile(sitk.GetArrayViewFromImage(stacks[reference]), ROBUST_PERCENTILE)) or 1.0
     stacks = [sitk.Cast(s, sitk.sitkFloat32) / scale for s in stacks]
     identity = [sitk.Euler3DTransform() for _ in stacks]
-    if output_geometry(stacks, identity, reference, spacing) is None:
+    grid = output_geometry(stacks, identity, reference, spacing)
+    if grid is None:
         raise InputError("the stacks do not overlap: their fields of view share no region")
+    _check_memory(grid, slices[reference].axis)
     start = sitk.Euler3DTransform()
     start.SetCenter(_box_centre(stacks, identity, reference))
     transforms = [sitk.Euler3DTransform(start) for _ in stacks]
@@ -209,33 +219,76 @@ def average_stacks(
 # ---- checks --------------------------------------------------------------------------------------
 
 
+def _check_arguments(
+    target: Optional[float], smoothness: Optional[float], iterations: int, refinements: int, network_iterations: Optional[int],
+    device: str, progress: Optional[Progress], seed: int, network_ensemble: Optional[int], nan_policy: str,
+) -> None:
+    """InputError (one line) on an argument of ``reconstruct_stacks`` other than the stacks, their thickness and the reference."""
+    counts = (("iterations", iterations), ("refinements", refinements), ("seed", seed), ("network_iterations", network_iterations))
+    for name, count in counts:  # before the options: named as here
+        if count is not None:
+            check_whole(name, count)
+    checked_options(target_spacing=target, fit_iterations=network_iterations, device=device, nan_policy=nan_policy, ensemble=network_ensemble)
+    check_callables(progress=progress)
+    number = isinstance(smoothness, numbers.Real) and not isinstance(smoothness, bool)
+    if smoothness is not None and not (number and math.isfinite(smoothness) and smoothness >= 0):
+        raise InputError(f"smoothness must be a finite number >= 0 (None: set by the stacks' noise), got {smoothness!r}")
+    unused = [name for name, given in (("network_ensemble", network_ensemble is not None), ("device 'cuda'", device == "cuda")) if given]
+    if network_iterations is None and unused:
+        raise InputError(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for the FA-GAN prior's networks, which run only "
+                         "with network_iterations set (the least squares run on the CPU)")
+
+
 def _check_inputs(
-    stacks: Sequence[sitk.Image], target: Optional[float], reference: int, thickness: Thickness
+    stacks: Sequence[sitk.Image], target: Optional[float], reference: int, thickness: Thickness, nan_policy: str
 ) -> Tuple[List[sitk.Image], List[StackSlices], float]:
     """Validated stacks, their slicing and the output spacing; InputError otherwise."""
-    stacks = list(stacks)
+    if not isinstance(stacks, (list, tuple)):
+        raise InputError(f"stacks must be a list of SimpleITK images, got {type(stacks).__name__}")
     if len(stacks) < 2:
         raise InputError(f"combining stacks needs at least 2 stacks, got {len(stacks)}")
-    for index, stack in enumerate(stacks):
-        if stack.GetDimension() != 3 or stack.GetNumberOfComponentsPerPixel() != 1:
-            components = stack.GetNumberOfComponentsPerPixel()
-            raise InputError(f"stack {index + 1} is not a 3D scalar volume ({stack.GetDimension()}D, {components} components)")
-    stacks = [validate_image(s) for s in stacks]
-    if not 0 <= reference < len(stacks):
-        raise InputError(f"reference must be a stack index from 0 to {len(stacks) - 1}, got {reference}")
-    thicknesses = list(thickness) if isinstance(thickness, (list, tuple)) else [thickness] * len(stacks)
-    if len(thicknesses) != len(stacks):
-        raise InputError(f"give one slice thickness, or one per stack ({len(stacks)}), not {len(thicknesses)}")
-    if any(t is not None and not t > 0 for t in thicknesses):
-        raise InputError(f"slice thickness must be a positive number of mm, got {thickness}")
-    slices = [StackSlices.of(s, t) for s, t in zip(stacks, thicknesses)]
+    stacks = [_checked_stack(index, stack, nan_policy) for index, stack in enumerate(stacks)]
+    if not (is_whole(reference) and 0 <= reference < len(stacks)):
+        raise InputError(f"reference must be a stack index from 0 to {len(stacks) - 1}, got {reference!r}")
+    slices = [StackSlices.of(s, t) for s, t in zip(stacks, _thicknesses(thickness, len(stacks)))]
     finest = min(min(s.in_plane_spacing) for s in slices)
     spacing = finest if target is None else float(target)
-    if not spacing > 0:
-        raise InputError(f"target spacing must be a positive number of mm, got {target}")
     if spacing > finest * (1 + 1e-6):
         raise InputError(f"target spacing {spacing:g} mm is coarser than the stacks' finest in-plane spacing {finest:g} mm")
     return stacks, slices, spacing
+
+
+def _checked_stack(index: int, stack: Any, nan_policy: str) -> sitk.Image:
+    """Stack ``index`` validated (``validate_image``, its errors naming the stack); InputError when it holds no signal."""
+    try:
+        stack = validate_image(stack, nan_policy)
+    except InputError as error:
+        raise InputError(f"stack {index + 1}: {error}") from None
+    values = sitk.GetArrayViewFromImage(stack)
+    if values.min() == values.max():
+        raise InputError(f"stack {index + 1} holds no signal: every voxel is {float(values.min()):g}")
+    return stack
+
+
+def _thicknesses(thickness: Thickness, count: int) -> List[Optional[float]]:
+    """One slice thickness per stack (None: the header's), each checked as ``RunOptions.slice_thickness``."""
+    if isinstance(thickness, (list, tuple)):
+        values = list(thickness)
+    elif thickness is None or isinstance(thickness, numbers.Real):
+        values = [thickness] * count
+    else:
+        raise InputError(f"slice_thickness must be a number of mm or a list of one per stack, got {type(thickness).__name__}")
+    if len(values) != count:
+        raise InputError(f"give one slice thickness, or one per stack ({count}), not {len(values)}")
+    for value in values:
+        checked_options(slice_thickness=value)
+    return values
+
+
+def _check_memory(grid: SRGeometry, axis: int) -> None:
+    """Refuse, before the registration, an output grid that cannot fit in memory (a ``target_spacing`` too fine)."""
+    size = grid.size
+    check_through_plane_fits(size[axis], (size[(axis + 1) % 3], size[(axis + 2) % 3]), grid.spacing[axis])
 
 
 def _check_match(index: int, stack: sitk.Image, ref: sitk.Image, transform: sitk.Euler3DTransform, reference: int) -> Tuple[float, float, float]:

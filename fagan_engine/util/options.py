@@ -153,9 +153,9 @@ class RunOptions:
         if self.mode == "through-plane" and self.adapt_iterations:
             raise InputError("per-scan adaptation (--adapt) is for in-plane FA-GAN; through-plane fits every scan anyway (--iterations)")
         if self.ensemble is not None:
-            _choice("ensemble", self.ensemble, ENSEMBLE_SIZES)
             if self.mode == "through-plane":
                 check_through_plane_ensemble(self.ensemble)
+            _choice("ensemble", self.ensemble, ENSEMBLE_SIZES)
         if self.uncertainty and self.method != "fagan":
             raise InputError(f"the uncertainty map (--uncertainty-map) measures the FA-GAN network's spread, not {self.method}'s")
         if self.mode == "through-plane" and self.uncertainty:
