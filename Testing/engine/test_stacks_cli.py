@@ -60,6 +60,8 @@ def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
     sitk.WriteImage(far, str(far_path))
     return [
         ([first], []),  # a single stack
+        ([first, first], []),  # one stack given twice: the same volume
+        ([first, second], ["--slice-thickness", "100"]),  # far beyond the slice spacing, as for one stack
         ([first, other], []),  # different subjects
         ([first, str(four_d)], []),  # a 4D stack
         ([first, str(far_path)], []),  # no overlap

@@ -451,3 +451,10 @@ def test_a_recipe_out_of_range_or_an_existing_output_is_refused_before_any_work(
     assert pretrain([str(_write(tmp_path / "ok.yaml", f"pool_size: 2\n{tiny}output: {output}\n"))]) == 2
     assert "already exists; pass --force" in capsys.readouterr().err
     assert (tmp_path / "x.json").read_text() == "{}" and not output.exists()
+
+
+def test_an_output_spacing_far_from_the_target_is_said() -> None:
+    """--target-spacing 2.9 on 3 mm slices gave 2.571 mm without a word (at least one more slice than the input)."""
+    image = _oblique(size=(20, 18, 6), spacing=(0.9, 0.8, 3.0))
+    assert "2.571 mm, not the target 2.9 mm" in plan_through_plane(image, target_spacing=2.9).spacing_note()
+    assert plan_through_plane(image, target_spacing=1.0).spacing_note() is None

@@ -307,7 +307,8 @@ def _through_plane(image: sitk.Image, options: RunOptions, progress: Optional[Pr
     who = identity(options, None, ratio=plan.ratio)
     if fits:
         who["through_plane_fit"] = fits[0]
-    return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, [], who)
+    lines = [note for note in (plan.spacing_note(),) if note]
+    return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, lines, who)
 
 
 def _maps(maps: Optional[ConsistencyMaps]) -> List[Optional[sitk.Image]]:

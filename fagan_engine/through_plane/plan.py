@@ -36,6 +36,8 @@ from fagan_engine.util.errors import InputError
 
 MIN_RATIO = 1.25
 """Slice spacing / finest in-plane spacing below which a volume counts as already isotropic."""
+SPACING_NOTE_TOLERANCE = 0.05
+"""Relative distance of the output spacing from the target above which the run says so (``ThroughPlanePlan.spacing_note``)."""
 MAX_THICKNESS_RATIO = 4.0
 """Slice thickness / slice spacing above which the thickness is refused (overlapping acquisitions stay near 2)."""
 DICOM_SLICE_THICKNESS = "0018|0050"
@@ -87,6 +89,14 @@ class ThroughPlanePlan:
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
+
+    def spacing_note(self) -> Optional[str]:
+        """One line when the output spacing is more than ``SPACING_NOTE_TOLERANCE`` away from the target (the slices must
+        tile the extent, and there is at least one more of them than input slices), else None."""
+        if abs(self.output_spacing - self.target_spacing) <= SPACING_NOTE_TOLERANCE * self.target_spacing:
+            return None
+        return (f"the output slice spacing is {self.output_spacing:.4g} mm, not the target {self.target_spacing:g} mm: the nearest "
+                f"that tiles the {self.extent:g} mm extent with more slices than the input's {self.n_in}")
 
     def describe(self) -> str:
         gap = f", gap {self.gap:g} mm" if self.gap > 1e-6 else ""
@@ -145,12 +155,6 @@ def plan_through_plane(
             f"target spacing {target:g} mm is not smaller than the slice spacing {spacing[axis]:g} mm: nothing to super-resolve"
         )
     thickness, source, estimate = choose_thickness(image, axis, slice_thickness)
-    if thickness > MAX_THICKNESS_RATIO * spacing[axis]:
-        given = {"argument": "--slice-thickness", "dicom": "the DICOM Slice Thickness"}.get(source, "the estimated thickness")
-        raise InputError(
-            f"slice thickness {thickness:g} mm ({given}) is more than {MAX_THICKNESS_RATIO:g} times the slice spacing "
-            f"{spacing[axis]:g} mm: no acquisition overlaps its slices that much; check the value"
-        )
     extent = size[axis] * spacing[axis]
     n_out = _output_count(int(size[axis]), spacing[axis], target)
     return ThroughPlanePlan(
@@ -185,7 +189,20 @@ def _output_count(count: int, spacing: float, target: float) -> int:
 
 def choose_thickness(image: sitk.Image, axis: int, slice_thickness: Optional[float] = None) -> Tuple[float, str, Optional[float]]:
     """(thickness mm, source, the scan's estimate or None) of the slices across index ``axis``:
-    the argument, else the DICOM header's, else the scan's estimate when clear, else the slice spacing."""
+    the argument, else the DICOM header's, else the scan's estimate when clear, else the slice spacing. InputError when it
+    is more than ``MAX_THICKNESS_RATIO`` times the slice spacing (no acquisition overlaps its slices that much)."""
+    spacing = float(image.GetSpacing()[axis])
+    chosen = _chosen_thickness(image, axis, slice_thickness)
+    if chosen[0] > MAX_THICKNESS_RATIO * spacing:
+        given = {"argument": "--slice-thickness", "dicom": "the DICOM Slice Thickness"}.get(chosen[1], "the estimated thickness")
+        raise InputError(
+            f"slice thickness {chosen[0]:g} mm ({given}) is more than {MAX_THICKNESS_RATIO:g} times the slice spacing "
+            f"{spacing:g} mm: no acquisition overlaps its slices that much; check the value"
+        )
+    return chosen
+
+
+def _chosen_thickness(image: sitk.Image, axis: int, slice_thickness: Optional[float]) -> Tuple[float, str, Optional[float]]:
     if slice_thickness is not None:
         return float(slice_thickness), "argument", None
     header = header_slice_thickness(image)

@@ -250,12 +250,36 @@ def _check_inputs(
     stacks = [_checked_stack(index, stack, nan_policy) for index, stack in enumerate(stacks)]
     if not (is_whole(reference) and 0 <= reference < len(stacks)):
         raise InputError(f"reference must be a stack index from 0 to {len(stacks) - 1}, got {reference!r}")
-    slices = [StackSlices.of(s, t) for s, t in zip(stacks, _thicknesses(thickness, len(stacks)))]
+    _check_distinct(stacks)
+    slices = [_stack_slices(index, s, t) for index, (s, t) in enumerate(zip(stacks, _thicknesses(thickness, len(stacks))))]
     finest = min(min(s.in_plane_spacing) for s in slices)
     spacing = finest if target is None else float(target)
     if spacing > finest * (1 + 1e-6):
         raise InputError(f"target spacing {spacing:g} mm is coarser than the stacks' finest in-plane spacing {finest:g} mm")
     return stacks, slices, spacing
+
+
+def _stack_slices(index: int, stack: sitk.Image, thickness: Optional[float]) -> StackSlices:
+    """``StackSlices.of`` with its refusals naming the stack."""
+    try:
+        return StackSlices.of(stack, thickness)
+    except InputError as error:
+        raise InputError(f"stack {index + 1}: {error}") from None
+
+
+def _check_distinct(stacks: Sequence[sitk.Image]) -> None:
+    """InputError when two stacks are one volume (the same file given twice): combining needs different acquisitions."""
+    for later in range(1, len(stacks)):
+        for earlier in range(later):
+            if _same_volume(stacks[earlier], stacks[later]):
+                raise InputError(f"stacks {earlier + 1} and {later + 1} are the same volume: combining needs different acquisitions")
+
+
+def _same_volume(first: sitk.Image, second: sitk.Image) -> bool:
+    geometry = ("GetSize", "GetSpacing", "GetOrigin", "GetDirection")
+    if any(getattr(first, name)() != getattr(second, name)() for name in geometry):
+        return False
+    return bool(np.array_equal(sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(second)))
 
 
 def _checked_stack(index: int, stack: Any, nan_policy: str) -> sitk.Image:
