@@ -229,3 +229,12 @@ def test_no_onnx_export_is_tracked_and_tracked_files_stay_inside_the_budget() ->
     assert not [f for f in files if f.suffix == ".onnx" or f.name.endswith(".onnx.json")]
     total = sum(f.stat().st_size for f in files if f.is_file())
     assert total <= TRACKED_BUDGET, f"tracked files total {total / 1e6:.1f} MB, over the {TRACKED_BUDGET / 1e6:.0f} MB budget"
+
+
+@pytest.mark.parametrize("output", [".", "/", "x.SAFETENSORS", ".onnx", "x.onnx.bak"])
+def test_export_to_a_name_that_is_no_model_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, output: str) -> None:
+    """'.' and '/' gave a ValueError traceback; x.SAFETENSORS was told it must end with .onnx."""
+    checkpoint = save_active_checkpoint(tmp_path / "tiny.safetensors", 2, n_feats=8, n_blocks=1)
+    assert export_main([str(checkpoint), output]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "must name a file ending in .onnx or .safetensors" in err[0]

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from fagan_engine.cli import OneLineParser, entry_point
-from fagan_engine.util.errors import OutputError
+from fagan_engine.util.errors import InputError, OutputError
+
+
+EXPORT_SUFFIXES = (".onnx", ".safetensors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +38,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output)
-    if output.suffix == ".safetensors":
+    suffix = output.suffix
+    if suffix not in EXPORT_SUFFIXES or output.name == suffix:
+        raise InputError(f"output {args.output} must name a file ending in .onnx or .safetensors (NAME.onnx, NAME.safetensors)")
+    if suffix == ".safetensors":
         return _store_half(args.checkpoint, output, args.force)
     sidecar = output.with_name(output.name + ".json")
     if (output.exists() or sidecar.exists()) and not args.force:
