@@ -179,7 +179,7 @@ def test_fagan_export_cli(exported: Dict, tmp_path: Path, capsys: pytest.Capture
     assert export_main([str(checkpoint), str(onnx_path)]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
     assert export_main([str(checkpoint), str(tmp_path / "model.onx")]) == 2
-    assert "must end with .onnx" in capsys.readouterr().err
+    assert "must name a file ending in .onnx or .safetensors" in capsys.readouterr().err
     assert export_main([str(tmp_path / "missing.safetensors"), str(tmp_path / "m.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     (tmp_path / "e.onnx.json").write_text('{"mine": 1}')  # a sidecar alone: the export would replace it

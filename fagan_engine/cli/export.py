@@ -11,7 +11,6 @@ from typing import List, Optional
 from fagan_engine.cli import OneLineParser, entry_point
 from fagan_engine.util.errors import InputError, OutputError
 
-
 EXPORT_SUFFIXES = (".onnx", ".safetensors")
 
 
