@@ -59,7 +59,9 @@ def test_refused_evaluations_leave_no_folder(volumes: "list[Path]", tmp_path: Pa
     out = tmp_path / "deep" / "a" / "b"
     for argv, fragment in ((["--checkpoint", str(tmp_path / "missing.safetensors"), "--data", str(volumes[0])], "missing"),
                            (["--checkpoint", str(x2), "--data", str(tmp_path / "nope.nii.gz")], "nope"),
-                           (["--checkpoint", str(x2), "--data", str(volumes[0]), "--scales", "4"], "no checkpoint is for --scales 4")):
+                           (["--checkpoint", str(x2), "--data", str(volumes[0]), "--scales", "4"], "no checkpoint is for --scales 4"),
+                           (["--checkpoint", str(x2), "--data", str(volumes[0]), str(volumes[0].parent / "." / volumes[0].name)],
+                            "more than once")):
         assert main([*argv, "--output", str(out)]) == 2
         err = capsys.readouterr().err.splitlines()
         assert err[-1].startswith("error: ") and fragment in err[-1], err

@@ -54,7 +54,11 @@ def _main(argv: List[str]) -> int:
     if not checkpoints:
         raise InputError(f"no checkpoint is for --scales {' '.join(map(str, scales))}: nothing to evaluate")
     volumes = []
-    for name in expand_entries(args.data):
+    names = expand_entries(args.data)
+    repeated = next((name for index, name in enumerate(names) if _same_entry(name, names[:index])), None)
+    if repeated is not None:
+        raise InputError(f"--data lists {repeated} more than once: it would count as several test volumes")
+    for name in names:
         image = load_volume(name)
         axes = plane_axes(image, args.plane)
         if min(image.GetSize()[a] for a in axes) < MIN_SLICE * max(scales):
@@ -75,6 +79,12 @@ def _main(argv: List[str]) -> int:
         atomic_write_bytes(targets[1], (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     sys.stdout.write(markdown)
     return 0
+
+
+def _same_entry(name: str, earlier: List[str]) -> bool:
+    """Whether ``name`` is one of ``earlier`` (the same file by its resolved path, or the same sample name)."""
+    resolved = Path(name).resolve() if Path(name).exists() else None
+    return any(name == other or (resolved is not None and Path(other).exists() and Path(other).resolve() == resolved) for other in earlier)
 
 
 if __name__ == "__main__":
