@@ -113,3 +113,16 @@ def test_numpy_whole_numbers_become_ints_and_unknown_names_are_refused_everywher
         RunOptions().replace(scales=2)
     with pytest.raises(InputError, match="must be a mapping"):
         RunOptions.from_dict(None)
+
+
+def test_input_and_output_may_follow_the_options(tmp_path, capsys) -> None:
+    """fagan-sr IN --scale 2 --method bicubic OUT said "unrecognized arguments: OUT"."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from fagan_engine.cli.sr import main
+
+    source = tmp_path / "v.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((3, 12, 12)).astype(np.float32)), str(source))
+    assert main([str(source), "--scale", "2", "--method", "bicubic", "--progress", "none", str(tmp_path / "o.nrrd")]) == 0
+    assert (tmp_path / "o.nrrd").is_file()

@@ -44,6 +44,7 @@ def test_stacks_json_protocol(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert main(["--stacks", *inputs, str(output), "--progress", "json"]) == 0
     events = [e for e in (parse_line(line) for line in capsys.readouterr().out.splitlines()) if e is not None]
     assert events[0]["event"] == "start" and events[0]["inputs"] == inputs and events[0]["options"]["mode"] == "stacks"
+    assert events[0]["device"] == "cpu" and events[0]["threads"] >= 1  # as sr's start event
     assert {e.get("phase") for e in events if e["event"] == "progress"} == {"register", "reconstruct"}
     assert events[-1]["event"] == "finished" and len(events[-1]["summary"]["stacks"]) == 2 and output.is_file()
 
@@ -61,6 +62,7 @@ def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
     return [
         ([first], []),  # a single stack
         ([first, first], []),  # one stack given twice: the same volume
+        ([first, second], ["--target-spacing", "1e-300"]),  # finer than anything the stacks resolve (was "do not overlap")
         ([first, second], ["--slice-thickness", "100"]),  # far beyond the slice spacing, as for one stack
         ([first, other], []),  # different subjects
         ([first, str(four_d)], []),  # a 4D stack

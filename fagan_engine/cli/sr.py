@@ -29,7 +29,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: List[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # INPUT OUTPUT may also follow options
     if args.stacks:
         return run_stacks(args, ProgressReporter(args))
     if args.reference is not None:

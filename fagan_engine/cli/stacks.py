@@ -60,7 +60,11 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
             "mode": "stacks", "reference": reference + 1, "target_spacing": args.target_spacing,
             "slice_thickness": args.slice_thickness, "fit_iterations": args.fit_iterations, "ensemble": args.ensemble,
         }
-        emit("start", input=inputs[reference], inputs=inputs, output=output, options=options)  # sr's start event, plus every input
+        from fagan_engine.inference.runners import compute_description  # lazy: keeps torch out of this module's import
+
+        prior = RunOptions(device=args.device) if args.fit_iterations is not None else RunOptions(method="bicubic")  # CPU alone
+        emit("start", input=inputs[reference], inputs=inputs, output=output, options=options,  # sr's start event, plus every input
+             **compute_description(prior))
     try:
         image, report = reconstruct_stacks(
             images, args.target_spacing, reference, args.slice_thickness, network_iterations=args.fit_iterations,

@@ -69,7 +69,8 @@ def _chosen_series(folder: Path, series_id: Optional[str]) -> str:
     if not ids:
         raise InputError(f"no DICOM series found in folder {folder}")
     if series_id is None and len(ids) > 1:
-        raise InputError(f"folder {folder} holds {len(ids)} DICOM series; pass one as series_id: {', '.join(ids)}")
+        raise InputError(f"folder {folder} holds {len(ids)} DICOM series: choose one (fagan-sr --series-id, a manifest's series_id "
+                         f"column), or give each series its own folder; series: {', '.join(ids)}")
     if series_id is not None and series_id not in ids:
         raise InputError(f"DICOM series {series_id} not found in {folder}; available: {', '.join(ids)}")
     return series_id or ids[0]

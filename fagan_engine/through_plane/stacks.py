@@ -62,6 +62,8 @@ REFINEMENTS = 2
 """Rounds of registration against the reconstruction, each followed by a new solve."""
 PRIOR_WEIGHT = 0.1
 """μ of the network prior; with it the smoothness weight is halved (chosen on the benchmark's smoke case)."""
+MAX_REFINEMENT = 8
+"""A target spacing may be at most this many times finer than the stacks' finest in-plane spacing."""
 ROBUST_PERCENTILE = 99.5
 
 Progress = Callable[..., None]
@@ -256,6 +258,9 @@ def _check_inputs(
     spacing = finest if target is None else float(target)
     if spacing > finest * (1 + 1e-6):
         raise InputError(f"target spacing {spacing:g} mm is coarser than the stacks' finest in-plane spacing {finest:g} mm")
+    if spacing < finest / MAX_REFINEMENT:
+        raise InputError(f"target spacing {spacing:g} mm is more than {MAX_REFINEMENT} times finer than the stacks' finest in-plane "
+                         f"spacing {finest:g} mm: nothing in the stacks resolves it")
     return stacks, slices, spacing
 
 
