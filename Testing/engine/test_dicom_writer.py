@@ -163,3 +163,13 @@ def test_force_replaces_an_earlier_dicom_output_but_never_a_folder_of_other_file
     for force in ([], ["--force"]):  # a second run replaces the first run's series
         assert main([str(volume), str(series), "--scale", "2", "--method", "bicubic", "--progress", "none", *force]) == 0
     assert sorted(p.suffix for p in series.iterdir()) == [".dcm"] * len(list(series.iterdir()))
+
+
+def test_multi_valued_source_description_is_one_readable_value(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``T1\\post`` (two values) used to become ``['T1', 'post'] bicubic SR x2``."""
+    series = write_mr_series(oblique_image(size=(12, 10, 4)), tmp_path / "in" / "t1", description=["T1", "post"])
+    assert list(datasets(series)[0].SeriesDescription) == ["T1", "post"]
+    out = tmp_path / "t1_sr"
+    assert main([str(series), str(out), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 0, capsys.readouterr().err
+    written = datasets(out)[0].data_element("SeriesDescription")
+    assert written.VM == 1 and written.value == "T1 post bicubic SR x2"

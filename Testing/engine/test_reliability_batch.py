@@ -1,10 +1,11 @@
 """Issue #20, batch and trust-report paths: the report never overwrites an input or an existing file,
 is checked before any work, a manifest must be a bounded regular file with no NUL bytes, a manifest
 row never writes its own input, two batches never share a report, and --report PATH.json follows
---force."""
+--force. A resumed batch's report keeps the rows of the cases an earlier run did."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -88,9 +89,9 @@ def test_rerun_updates_its_own_report_and_force_replaces_another_file(tmp_path, 
     cases = manifest(tmp_path, [(a.name, "out.nrrd")])
     report = tmp_path / "r.csv"
     assert run(["--manifest", cases, "--report", report, *BICUBIC], capsys)[0] == 0
+    first = report.read_text()
     assert run(["--manifest", cases, "--report", report, *BICUBIC], capsys)[0] == 0  # a resume updates its own report
-    with open(report, newline="") as handle:
-        assert [row["status"] for row in csv.DictReader(handle)] == ["skipped"]
+    assert report.read_text() == first  # the case done earlier keeps its row
     other = tmp_path / "notes.csv"
     other.write_text("notes\n")
     assert run(["--manifest", cases, "--report", other, "--force", *BICUBIC], capsys)[0] == 0
@@ -235,3 +236,77 @@ def test_manifest_output_with_an_unknown_extension_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out.txt").exists()
     assert run(["--manifest", manifest(tmp_path, [(a.name, "series.v2/")]), *BICUBIC], capsys)[0] == 0
     assert (tmp_path / "series.v2").is_dir()
+
+
+class StopAt(BatchEvents):
+    """Ctrl-C as the case ``index`` starts."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def case_start(self, index, total, case):
+        if index == self.index:
+            raise KeyboardInterrupt
+
+
+def report_rows(path: Path) -> List[dict]:
+    if path.suffix == ".json":
+        return json.loads(path.read_text())["cases"]
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_a_resumed_batch_keeps_the_rows_of_the_cases_done_before_the_interrupt(tmp_path, suffix):
+    inputs = volumes(tmp_path / "in", 3)
+    cases = [Case(str(p), str(tmp_path / "out" / p.name), RunOptions(scale=2, method="bicubic"), key=p.name) for p in inputs]
+    report = tmp_path / f"r{suffix}"
+    with pytest.raises(KeyboardInterrupt):
+        BatchRunner(cases, events=StopAt(2), report_path=str(report)).run()
+    first = report_rows(report)
+    assert [row["status"] for row in first] == ["done", "done", "not run"]
+    assert first[0]["seconds"] and first[0]["summary" if suffix == ".json" else "noise_sigma"]  # figures to keep
+    records = BatchRunner(cases, report_path=str(report)).run()
+    assert [record.status for record in records] == ["skipped", "skipped", "done"]  # this run (the summary line)
+    rows = report_rows(report)
+    assert rows[:2] == first[:2] and rows[2]["status"] == "done"
+    if suffix == ".json":
+        assert json.loads(report.read_text())["totals"]["done"] == 3
+
+
+EARLIER = ("input,output,status,seconds,warnings,error,checkpoint,noise_sigma\n"
+           "{a},{out},done,1.5,first | second,,tiny.safetensors,0.25{extra}\n")
+
+
+@pytest.mark.parametrize("damage", ["none", "cells", "seconds", "json"])
+def test_a_rerun_keeps_an_earlier_row_whole_or_does_not_trust_a_damaged_report(tmp_path, damage):
+    (a,) = volumes(tmp_path / "in", 1)
+    output = tmp_path / "out.nii"
+    output.write_bytes(a.read_bytes())
+    report = tmp_path / ("r.json" if damage == "json" else "r.csv")
+    text = EARLIER.format(a=a, out=output, extra=",1" if damage == "cells" else "")
+    if damage == "seconds":
+        text = text.replace(",1.5,", ",soon,")
+    if damage == "json":
+        text = '{\n  "totals": {}, "cases": [{"input": "%s", "output": "%s", "status": "done"}]}\n' % (a, output)
+    report.write_text(text)
+    BatchRunner([Case(str(a), str(output), RunOptions(scale=2, method="bicubic"), key="v0")], report_path=str(report)).run()
+    if damage == "none":
+        assert report.read_text() == text
+    else:
+        assert [row["status"] for row in report_rows(report)] == ["skipped"]
+
+
+def test_a_batch_puts_back_a_dicom_series_left_aside_by_kill_9(tmp_path):
+    """A ``--force`` run killed between moving the old series aside and renaming the new one in: the rerun finds the
+    old series back in place (and skips the case) instead of redoing it beside a hidden copy."""
+    (a,) = volumes(tmp_path / "in", 1)
+    series = tmp_path / "out" / "v0"
+    case = Case(str(a), str(series), RunOptions(scale=2, method="bicubic"), key="v0")
+    assert BatchRunner([case]).run()[0].status == "done"
+    old = snapshot(series)
+    aside = tmp_path / "out" / ".v0.old-99999999-abc123"
+    aside.mkdir()
+    os.replace(series, aside / "v0")
+    assert BatchRunner([case]).run()[0].status == "skipped"
+    assert snapshot(series) == old and not aside.exists()

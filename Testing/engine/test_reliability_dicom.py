@@ -1,17 +1,23 @@
 """Issue #20 item 8: a DICOM slice that does not share the series' plane is refused; gaps keep the
-acquired spacing and the error names the right slices and the CLI flag."""
+acquired spacing and the error names the right slices and the CLI flag. A --force replacement of a
+DICOM output interrupted between its two renames keeps the old series or the new one."""
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from dicom_test_series import oblique_image, write_mr_series
+import SimpleITK as sitk
+from dicom_test_series import folder_digest, oblique_image, write_mr_series
 
 from fagan_engine.cli.sr import main
+from fagan_engine.io.dicom_writer import write_dicom_series
 from fagan_engine.io.volume_io import read_volume
-from fagan_engine.util.errors import InputError
+from fagan_engine.util.errors import InputError, OutputError
 
 
 def series(tmp_path: Path, count: int = 6) -> Path:
@@ -165,3 +171,51 @@ def test_zero_or_non_finite_rescale_slope_is_refused(tmp_path: Path, slope: str)
     edit_slice(folder, 2, lambda ds: (setattr(ds, "RescaleSlope", slope), setattr(ds, "RescaleIntercept", "0")))
     with pytest.raises(InputError, match=f"slice002.dcm has RescaleSlope {slope}: the rescale slope and intercept must be finite"):
         read_volume(str(folder))
+
+
+DEAD_PID = 99999999
+"""Above any pid_max: no process has it (a process killed with ``kill -9``)."""
+
+
+@pytest.mark.parametrize("interrupt", ["sigterm", "raised"])
+def test_force_replacement_interrupted_between_its_renames_keeps_a_whole_series(tmp_path, monkeypatch, capsys, interrupt):
+    """SIGTERM arriving just before the new series is renamed in (what /tmp/cli4/fi/harness.py does) waits for the
+    rename; an interrupt raised by the rename itself puts the old series back. No ``.old-`` folder is left."""
+    volume, out = tmp_path / "v.nrrd", tmp_path / "out"
+    sitk.WriteImage(oblique_image(seed=1), str(volume))
+    argv = [str(volume), str(out), "--scale", "2", "--method", "bicubic", "--progress", "none"]
+    assert main(argv) == 0
+    old = folder_digest(out)
+    real = os.rename
+
+    def rename(src, dst, *args, **kwargs):
+        if Path(dst) == out and ".tmp-" in str(src):
+            if interrupt == "raised":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(src, dst, *args, **kwargs)
+
+    sitk.WriteImage(oblique_image(seed=2), str(volume))
+    monkeypatch.setattr(os, "rename", rename)
+    code = main([*argv, "--force"])
+    assert code == (143 if interrupt == "sigterm" else 130), capsys.readouterr().err
+    now = folder_digest(out)
+    assert len(now) == len(old) and (now != old if interrupt == "sigterm" else now == old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "v.nrrd"]
+
+
+def test_old_series_left_aside_by_kill_9_is_put_back_or_removed(tmp_path):
+    """After ``kill -9`` between the renames the old series is put back when the output name is missing; after one
+    between the rename and the clean-up it is removed, as the output holds the new series; a live run's is left alone."""
+    out = write_dicom_series(oblique_image(seed=1), str(tmp_path / "out"))
+    old = folder_digest(out)
+    aside = tmp_path / f".out.old-{DEAD_PID}-abc123"
+    aside.mkdir()
+    os.replace(out, aside / "out")
+    with pytest.raises(OutputError, match="already exists"):
+        write_dicom_series(oblique_image(seed=2), str(out))
+    assert folder_digest(out) == old and not aside.exists()
+    for pid in (DEAD_PID, os.getpid()):
+        shutil.copytree(out, tmp_path / f".out.old-{pid}-abc123" / "out")
+    write_dicom_series(oblique_image(seed=3), str(out), force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.old-{os.getpid()}-abc123", "out"]

@@ -16,21 +16,25 @@ publishes it with the case's other outputs).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from fagan_engine._version import __version__
 from fagan_engine.io.geometry import SRGeometry
-from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file
+from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file, process_alive
 from fagan_engine.util.errors import OutputError
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -64,7 +68,9 @@ def write_dicom_series(image: sitk.Image, folder: str, force: bool = False, **la
 
 def check_dicom_output(target: Path, force: bool) -> None:
     """Refuse a DICOM output folder that exists (unless ``force``) or is a file, and, even with ``force``, one that
-    holds anything but DICOM files (``check_replaceable``)."""
+    holds anything but DICOM files (``check_replaceable``). A replacement cut short by ``kill -9`` is finished first
+    (``recover_replaced``), so a hidden old series is back before the check."""
+    recover_replaced(target)
     if target.exists() and not target.is_dir():
         raise OutputError(f"DICOM output {target} is a file; a DICOM series is written as a folder")
     if target.exists() and any(target.iterdir()):
@@ -76,7 +82,7 @@ def check_dicom_output(target: Path, force: bool) -> None:
 def check_replaceable(target: Path) -> None:
     """OutputError unless the folder ``target`` holds only ``.dcm`` files, as an earlier DICOM output does: ``--force``
     replaces a series, never a folder of other files (an OUTPUT without extension names a DICOM folder)."""
-    others = sorted(p.name for p in target.iterdir() if not (p.suffix.lower() == ".dcm" and p.is_file() and not p.is_symlink()))
+    others = _foreign_entries(target)
     if others:
         listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise OutputError(f"output {target} holds more than a DICOM series ({listed}); --force replaces only an earlier "
@@ -86,26 +92,112 @@ def check_replaceable(target: Path) -> None:
 def publish_folder(staged: Path, target: Path, force: bool) -> None:
     """Rename the complete folder ``staged`` to ``target`` (same file system).
 
-    An empty ``target`` is replaced; a non-empty one only with ``force``, moved aside first and
-    removed once the new folder is in place (put back if the rename fails).
+    An empty ``target`` is replaced; a non-empty one only with ``force``: moved aside into a hidden
+    ``.<name>.old-<pid>-XXXX`` folder, the new folder renamed in, then the old one removed. Ctrl-C and
+    SIGTERM wait until both renames are done, and a failed rename puts the old folder back, so ``target``
+    always holds the old series or the new one (after ``kill -9``: ``recover_replaced``).
     """
     aside: Optional[Path] = None
     if target.exists() and force and any(target.iterdir()):
         check_replaceable(target)  # again: the folder may have changed since the run began
         aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=str(target.parent)))
-        os.replace(target, aside / target.name)
-    try:
-        os.rename(staged, target)
-    except OSError as exc:
+    with _interrupts_deferred():
+        try:
+            _swap(staged, target, aside)
+        except OSError as exc:
+            if exc.errno in (39, 17, 66):  # ENOTEMPTY, EEXIST (Linux / macOS)
+                raise OutputError(f"output {target} already exists (created meanwhile); pass --force to overwrite it") from None
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
         if aside is not None:
-            os.replace(aside / target.name, target)
-            shutil.rmtree(aside, ignore_errors=True)
-        if exc.errno in (39, 17, 66):  # ENOTEMPTY, EEXIST (Linux / macOS)
-            raise OutputError(f"output {target} already exists (created meanwhile); pass --force to overwrite it") from None
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+            _discard(aside, target.name)
     fsync_dir(target.parent)
+
+
+def _swap(staged: Path, target: Path, aside: Optional[Path]) -> None:
+    """Move ``target`` into ``aside`` (when given), then rename ``staged`` to ``target``; on any failure or interrupt
+    the old folder is put back."""
+    try:
+        if aside is not None:
+            os.replace(target, aside / target.name)
+        os.rename(staged, target)
+    except BaseException:
+        if aside is not None:
+            _put_back(aside, target)
+        raise
+
+
+def _put_back(aside: Path, target: Path) -> None:
+    """Return the old folder in ``aside`` to ``target`` when that name is free; remove ``aside`` once it is empty."""
+    old = aside / target.name
+    if old.is_dir() and not os.path.lexists(target):
+        os.replace(old, target)
+    if not old.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _discard(aside: Path, name: str) -> None:
+    """Remove the replaced folder ``aside/name``; renamed first, so that ``name`` in an ``.old-`` folder is always whole."""
+    with contextlib.suppress(OSError):
+        os.replace(aside / name, aside / f"{name}.discarded")
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_replaced(target: Path) -> None:
+    """Finish a replacement of ``target`` cut short by ``kill -9`` (an ``.<name>.old-<pid>-*`` folder of a process that
+    no longer runs): the old series is put back when ``target`` is missing or empty, and removed when ``target`` holds
+    a series (the new one, renamed in whole); anything else is left alone. Best effort."""
+    prefix = f".{target.name}.old-"
+    try:
+        entries = [e for e in os.scandir(target.parent) if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for entry in entries:
+        match = re.fullmatch(r"(\d+)-\w+", entry.name[len(prefix):])
+        if match and not process_alive(int(match.group(1))):
+            _recover_aside(Path(entry.path), target)
+
+
+def _recover_aside(aside: Path, target: Path) -> None:
+    """Put back or drop the old folder in a dead process's ``aside`` (``recover_replaced``)."""
+    old = aside / target.name
+    try:
+        if old.is_dir() and target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+            target.rmdir()  # an empty folder made in its place: the old series goes back
+        if not os.path.lexists(target) or not old.exists():
+            _put_back(aside, target)
+        elif _is_series(target):
+            _discard(aside, target.name)
+    except OSError:
+        pass
+
+
+def _is_series(folder: Path) -> bool:
+    """True when ``folder`` is a non-empty folder of ``.dcm`` files only, as a written series is."""
+    return folder.is_dir() and not folder.is_symlink() and any(folder.iterdir()) and not _foreign_entries(folder)
+
+
+def _foreign_entries(folder: Path) -> List[str]:
+    """The sorted names in ``folder`` that are not ``.dcm`` files."""
+    return sorted(p.name for p in folder.iterdir() if not (p.suffix.lower() == ".dcm" and p.is_file() and not p.is_symlink()))
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (acted on when the block ends) in the main thread, where Python runs its signal
+    handlers; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: List[int] = []
+    kinds = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (None, signal.SIG_DFL, signal.SIG_IGN)]
+    handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in kinds}
+    try:
+        yield
+    finally:
+        for kind, handler in handlers.items():
+            signal.signal(kind, handler)
+        for kind in dict.fromkeys(caught):
+            signal.raise_signal(kind)
 
 
 def stage_dicom_series(
@@ -305,14 +397,21 @@ def right_handed(geometry: SRGeometry) -> Tuple[SRGeometry, bool]:
     return geometry._replace(origin=tuple(float(v) for v in last), direction=tuple(reversed_direction.ravel().tolist())), True
 
 
-def series_description(source_description: Optional[str], mode: str, method: str, scale: int, spacing: Optional[float]) -> str:
-    """``<input description> FA-GAN SR x<scale>`` (``iso <spacing> mm`` in through-plane mode)."""
+def series_description(source_description: Any, mode: str, method: str, scale: int, spacing: Optional[float]) -> str:
+    """``<input description> FA-GAN SR x<scale>`` (``iso <spacing> mm`` in through-plane mode); one LO value."""
     what = "FA-GAN SR" if method == "fagan" else f"{method} SR"
     amount = f"iso {spacing:g} mm" if mode == "through-plane" and spacing else f"x{scale}"
     suffix = f"{what} {amount}"
-    prefix = str(source_description or "").strip()
+    prefix = _single_value(source_description)
     room = _LO_LENGTH - len(suffix) - 1
     return f"{prefix[:room].rstrip()} {suffix}" if prefix and room > 0 else suffix
+
+
+def _single_value(value: Any) -> str:
+    """A DICOM text value as one value: several (``T1\\post``, a pydicom MultiValue) joined by spaces, as a viewer
+    shows them; backslashes (the value delimiter) and runs of whitespace become one space."""
+    values = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+    return " ".join(" ".join(str(v) for v in values if v is not None).replace("\\", " ").split())
 
 
 def _ds(value: float) -> str:

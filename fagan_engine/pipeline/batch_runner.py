@@ -5,23 +5,27 @@ with those options). A case whose output exists is skipped unless ``force``. A f
 (unreadable input, bad geometry, full disk...) is reported through ``events.case_failed`` and
 the batch goes on. KeyboardInterrupt / SIGTERM stop the batch between two writes: every
 published output is complete (case.py publishes atomically), the report is written with the
-cases not run, and the exception propagates (exit 130 / 143). See docs/batch.md.
+cases not run, and the exception propagates (exit 130 / 143). A rerun updates the report: a case skipped because an
+earlier run of the batch made it keeps that run's row (``earlier_rows``). See docs/batch.md.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from fagan_engine.inference.memory_check import out_of_memory_advice
 from fagan_engine.inference.resolver import SuperResolver
+from fagan_engine.io.dicom_writer import recover_replaced
 from fagan_engine.io.volume_io import remove_stale_staging, split_extension
-from fagan_engine.pipeline.batch import Case, write_report
+from fagan_engine.pipeline.batch import REPORT_COLUMNS, Case, write_report
 from fagan_engine.pipeline.case import CaseOutputs, Source, StagedOutputs, is_done, read_source, super_resolve_case, write_outputs
-from fagan_engine.pipeline.validation import check_case_outputs
+from fagan_engine.pipeline.validation import check_case_outputs, is_batch_report
 from fagan_engine.util.errors import FAGANError
 from fagan_engine.util.failures import interrupt_behind, is_out_of_memory
 
@@ -80,19 +84,19 @@ class BatchRunner:
         self.report_path = report_path
         self.report_extra = dict(report_extra or {})
         self.records = [CaseRecord(c.input, c.output) for c in self.cases]
+        self.earlier: Dict[int, Dict[str, Any]] = {}
+        """Index -> the earlier report's row of a case skipped because that run made it (written in its place)."""
         self.resolvers: Dict[str, Any] = {}
         self.resolver_errors: Dict[str, str] = {}
         self.started = time.perf_counter()
 
     def run(self) -> List[CaseRecord]:
         """Process every case; returns the records (also in the report)."""
+        for case in self.cases:
+            if case.output_format == "dicom":  # a --force replacement cut short by kill -9: old series back, or leftover gone
+                recover_replaced(Path(case.output.rstrip("/\\")))
         pending = [i for i, case in enumerate(self.cases) if self.force or not is_done(case.output)]
-        waiting = set(pending)
-        for i, case in enumerate(self.cases):
-            if i not in waiting:
-                self.records[i].status = "skipped"
-                self.records[i].error = "output exists (pass --force to redo it)"
-                _remove_stale_staging(case)
+        self._skip_finished(set(pending))
         self.events.batch_start(len(self.cases), len(pending))
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fagan-prefetch") if self.prefetch else None
         upcoming: Dict[int, "Future[Source]"] = {}
@@ -112,6 +116,19 @@ class BatchRunner:
                     record.status = "done"
             self.write_report()
         return self.records
+
+    def _skip_finished(self, waiting: Set[int]) -> None:
+        """Mark the cases not ``waiting`` skipped (their output exists), each keeping the earlier report's row when that
+        run made it (``earlier_rows``)."""
+        earlier = earlier_rows(self.report_path) if len(waiting) < len(self.cases) else {}
+        for i, case in enumerate(self.cases):
+            if i in waiting:
+                continue
+            self.records[i].status = "skipped"
+            self.records[i].error = "output exists (pass --force to redo it)"
+            _remove_stale_staging(case)
+            if (case.input, case.output) in earlier:
+                self.earlier[i] = earlier[(case.input, case.output)]
 
     def _read(self, case: Case) -> Source:
         return read_source(case.input, case.options, case.series_id, need_tags=case.output_format == "dicom")
@@ -175,12 +192,82 @@ class BatchRunner:
         return self.resolvers[key]
 
     def totals(self) -> Dict[str, Any]:
-        counts = {status: sum(r.status == status for r in self.records) for status in STATUSES}
-        return {**counts, "cases": len(self.records), "seconds": round(time.perf_counter() - self.started, 3), **self.report_extra}
+        """This run's counts (the summary line and the ``finished`` event)."""
+        return self._totals([r.status for r in self.records])
+
+    def _totals(self, statuses: List[str]) -> Dict[str, Any]:
+        counts = {status: statuses.count(status) for status in STATUSES}
+        return {**counts, "cases": len(statuses), "seconds": round(time.perf_counter() - self.started, 3), **self.report_extra}
+
+    def report_rows(self) -> List[Dict[str, Any]]:
+        """The report's rows: this run's records, an earlier run's row for a case skipped because that run made it."""
+        return [self.earlier.get(i) or record.to_dict() for i, record in enumerate(self.records)]
 
     def write_report(self) -> None:
+        """Write the report (its totals count its rows, so the cases done earlier count as ``done``)."""
         if self.report_path is not None:
-            write_report(self.report_path, [r.to_dict() for r in self.records], self.totals())
+            rows = self.report_rows()
+            write_report(self.report_path, rows, self._totals([row["status"] for row in rows]))
+
+
+def earlier_rows(report_path: Optional[str]) -> Dict[Tuple[str, str], Dict[str, Any]]:
+    """The ``done`` rows, by (input, output), of the batch report an earlier run wrote at ``report_path``; none when there
+    is no such report or it cannot be parsed whole (it is then not trusted)."""
+    path = Path(report_path) if report_path else None
+    if path is None or not is_batch_report(path):
+        return {}
+    try:
+        rows = _json_rows(path) if path.suffix.lower() == ".json" else _csv_rows(path)
+    except (OSError, ValueError, csv.Error):
+        return {}
+    return {(row["input"], row["output"]): row for row in rows if row["status"] == "done"}
+
+
+def _json_rows(path: Path) -> List[Dict[str, Any]]:
+    """The rows of a JSON batch report (ValueError unless each is a record's dict)."""
+    data = json.loads(path.read_text(encoding="utf-8"), parse_float=_finite, parse_constant=_finite)
+    cases = data.get("cases") if isinstance(data, dict) else None
+    if not isinstance(cases, list) or not all(_is_row(case) for case in cases):
+        raise ValueError(f"{path} is not a batch report")
+    fields = [field.name for field in dataclasses.fields(CaseRecord)]
+    return [{name: case.get(name) for name in fields} for case in cases]
+
+
+def _is_row(row: Any) -> bool:
+    """True when ``row`` has a record's shape (what ``write_report`` writes again)."""
+    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("input", "output", "status", "error")):
+        return False
+    seconds, warnings, checkpoint = row.get("seconds"), row.get("warnings"), row.get("checkpoint")
+    return ((seconds is None or isinstance(seconds, (int, float)) and not isinstance(seconds, bool))
+            and isinstance(warnings, list) and all(isinstance(w, str) for w in warnings)
+            and isinstance(row.get("summary"), dict) and (checkpoint is None or isinstance(checkpoint, dict)))
+
+
+def _finite(text: str) -> float:
+    """``text`` as a finite float (ValueError otherwise: a report never holds NaN or infinity)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} in a batch report")
+    return value
+
+
+def _csv_rows(path: Path) -> List[Dict[str, Any]]:
+    """The rows of a CSV batch report as records' dicts (ValueError when a line does not match the header)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = list(csv.reader(handle))
+    header = lines[0] if lines else []
+    if header[:len(REPORT_COLUMNS)] != list(REPORT_COLUMNS) or any(len(cells) != len(header) for cells in lines):
+        raise ValueError(f"{path} is not a batch report")
+    return [_csv_row(dict(zip(header, cells)), header[len(REPORT_COLUMNS):]) for cells in lines[1:]]
+
+
+def _csv_row(cells: Dict[str, str], figures: List[str]) -> Dict[str, Any]:
+    """One CSV line as a record's dict; the trust figures stay text (they are written again as read)."""
+    seconds = _finite(cells["seconds"]) if cells["seconds"] else None
+    return {"input": cells["input"], "output": cells["output"], "status": cells["status"], "seconds": seconds,
+            "warnings": cells["warnings"].split(" | ") if cells["warnings"] else [], "error": cells["error"],
+            "summary": {name: cells[name] for name in figures if cells[name]},
+            "checkpoint": {"name": cells["checkpoint"]} if cells["checkpoint"] else None}
 
 
 def _remove_stale_staging(case: Case) -> None:
