@@ -88,8 +88,17 @@ def test_through_plane_batch_to_dicom_says_iso(stand_in: List[Dict[str, Any]], t
                  "--output-format", "dicom", "--progress", "none"])
     assert code == 0, capsys.readouterr().err
     first = pydicom.dcmread(str(sorted((tmp_path / "out" / "a").iterdir())[0]))
-    assert first.SeriesDescription == "FA-GAN SR iso 1 mm" and "through-plane" in first.DerivationDescription
+    assert first.SeriesDescription == "FA-GAN SR iso 1 mm" and "through-plane super-resolution to iso 1 mm voxels" in first.DerivationDescription
     assert LOW_RATIO_THROUGH_PLANE_WEIGHTS.name in first.DerivationDescription  # the start that ran (3 mm to 1 mm), not "untrained"
+
+
+def test_dicom_texts_name_the_voxels_the_result_has() -> None:
+    """--target-spacing 2.9 gave a 1x1x2.571 mm series described as "iso 2.9 mm"."""
+    from fagan_engine.io.dicom_writer import series_description
+
+    assert series_description("T1 thick", "through-plane", "fagan", 2, (1.0, 1.0, 18 / 7)) == "T1 thick FA-GAN SR 1x1x2.571 mm"
+    assert series_description(None, "through-plane", "fagan", 2, (0.9, 0.9, 0.9)) == "FA-GAN SR iso 0.9 mm"
+    assert series_description(None, "in-plane", "lanczos", 4, (0.5, 0.5, 3.0)) == "lanczos SR x4"
 
 
 def test_scale_is_not_needed_and_the_real_fit_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

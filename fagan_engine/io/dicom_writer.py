@@ -397,10 +397,10 @@ def right_handed(geometry: SRGeometry) -> Tuple[SRGeometry, bool]:
     return geometry._replace(origin=tuple(float(v) for v in last), direction=tuple(reversed_direction.ravel().tolist())), True
 
 
-def series_description(source_description: Any, mode: str, method: str, scale: int, spacing: Optional[float]) -> str:
-    """``<input description> FA-GAN SR x<scale>`` (``iso <spacing> mm`` in through-plane mode); one LO value."""
+def series_description(source_description: Any, mode: str, method: str, scale: int, spacing: Sequence[float] = ()) -> str:
+    """``<input description> FA-GAN SR x<scale>`` (in through-plane mode the result's voxels, ``voxel_text``); one LO value."""
     what = "FA-GAN SR" if method == "fagan" else f"{method} SR"
-    amount = f"iso {spacing:g} mm" if mode == "through-plane" and spacing else f"x{scale}"
+    amount = voxel_text(spacing) if mode == "through-plane" and len(spacing) else f"x{scale}"
     suffix = f"{what} {amount}"
     prefix = _single_value(source_description)
     room = _LO_LENGTH - len(suffix) - 1
@@ -412,6 +412,13 @@ def _single_value(value: Any) -> str:
     shows them; backslashes (the value delimiter) and runs of whitespace become one space."""
     values = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
     return " ".join(" ".join(str(v) for v in values if v is not None).replace("\\", " ").split())
+
+
+def voxel_text(spacing: Sequence[float]) -> str:
+    """``iso 1 mm`` for (nearly) equal spacings, else ``1x1x2.57 mm``."""
+    if max(spacing) - min(spacing) <= 1e-3 * max(spacing):
+        return f"iso {max(spacing):.4g} mm"
+    return "x".join(f"{value:.4g}" for value in spacing) + " mm"
 
 
 def _ds(value: float) -> str:

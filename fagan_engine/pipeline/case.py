@@ -26,7 +26,7 @@ from fagan_engine._version import __version__
 from fagan_engine.inference.slices import SlabGather, SlabStream
 from fagan_engine.io.dicom_source import read_series_tags
 from fagan_engine.io.dicom_stream import DicomStreamWriter
-from fagan_engine.io.dicom_writer import publish_folder, series_description, stage_dicom_series
+from fagan_engine.io.dicom_writer import publish_folder, series_description, stage_dicom_series, voxel_text
 from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_volume, remove_stale_staging, split_extension, write_volume
 from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
 from fagan_engine.pipeline.batch import output_format_of
@@ -87,11 +87,12 @@ def super_resolve_case(
     return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
 
 
-def derivation_text(options: RunOptions, resolver: Any, outcome: Outcome) -> str:
-    """DerivationDescription: what made the series (method, the checkpoint that ran, engine version)."""
+def derivation_text(options: RunOptions, resolver: Any, outcome: Outcome, result_spacing: Tuple[float, ...]) -> str:
+    """DerivationDescription: what made the series (method, the result's voxels through-plane, the checkpoint that ran,
+    engine version)."""
     checkpoint = outcome.checkpoint["name"] if outcome.checkpoint else getattr(resolver, "checkpoint", None)
     if options.mode == "through-plane":
-        what = f"through-plane super-resolution to {options.target_spacing or 'isotropic'} mm"
+        what = f"through-plane super-resolution to {voxel_text(result_spacing)} voxels"
     else:
         what = f"in-plane super-resolution x{options.scale}"
     weights = Path(checkpoint).name if checkpoint else "untrained (random weights)"
@@ -100,9 +101,8 @@ def derivation_text(options: RunOptions, resolver: Any, outcome: Outcome) -> str
 
 
 def description_for(options: RunOptions, source_tags: Optional[Dict[str, Any]], result_spacing: Tuple[float, ...]) -> str:
-    """SeriesDescription of the DICOM output (``result_spacing``: the result's, for through-plane mode)."""
-    spacing = options.target_spacing or (min(result_spacing) if options.mode == "through-plane" else None)
-    return series_description((source_tags or {}).get("SeriesDescription"), options.mode, options.method, options.scale, spacing)
+    """SeriesDescription of the DICOM output (``result_spacing``: the result's, named in through-plane mode)."""
+    return series_description((source_tags or {}).get("SeriesDescription"), options.mode, options.method, options.scale, result_spacing)
 
 
 # --- outputs ------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def write_outputs(
     if output_format_of(outputs.output) == "dicom":
         spacing = streamed[0].geometry.spacing if streamed else outcome.image.GetSpacing()
         labels = dict(source_tags=source_tags, description=description_for(options, source_tags, spacing),
-                      derivation=derivation_text(options, resolver, outcome))
+                      derivation=derivation_text(options, resolver, outcome, spacing))
     if streamed:
         staged.finish_stream("image", **labels)
     elif labels:
