@@ -209,12 +209,15 @@ def test_bad_arguments_are_refused_in_one_line_before_any_work(monkeypatch) -> N
 
 
 def test_an_output_grid_beyond_the_memory_is_refused_before_the_registration(monkeypatch) -> None:
-    """target_spacing 1e-4 mm reached ITK's "Failed to allocate memory"."""
+    """target_spacing 1e-4 mm reached ITK's "Failed to allocate memory" (now refused as finer than the stacks resolve;
+    a grid the stacks do resolve but the memory cannot hold is refused by the memory check)."""
     import fagan_engine.inference.memory_check as memory_check
 
-    monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**33)
+    monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**16)
     _no_work(monkeypatch)
-    with pytest.raises(InputError, match=r"through-plane result \(\d+ slices at 0.0001 mm\).*choose a larger"):
+    with pytest.raises(InputError, match=r"through-plane result \(\d+ slices at 0.2 mm\).*choose a larger"):
+        reconstruct_stacks(_pair(), target_spacing=0.2)
+    with pytest.raises(InputError, match="more than 8 times finer"):
         reconstruct_stacks(_pair(), target_spacing=1e-4)
 
 
