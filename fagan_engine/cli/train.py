@@ -46,6 +46,7 @@ def _main(argv: List[str], stop: StopRequest) -> int:
     lock = RunFolderLock(run_dir, "train.output_dir") if launch_environment().is_main else None
     if lock is not None:  # DDP: rank 0 owns the folder
         lock.acquire()
+        stop.watch(run_dir)  # a STOP left by an earlier run is removed now; one written from here on stops this run
         remove_stale_temp_files(run_dir, lock.acquired_at)
         remove_stale_temp_files(run_dir / "checkpoints", lock.acquired_at)
     try:

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from fagan_engine._version import __version__
 from fagan_engine.inference.runners import resolve_device
 from fagan_engine.models.archs import build_discriminator, build_generator
-from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, save_checkpoint
+from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, read_metadata, save_checkpoint
 from fagan_engine.mri.forward_model import AcquisitionConfig
 from fagan_engine.training.data import IterationBatchSampler, PatchDataset, PreparedData, build_loader, build_synthesizer
 from fagan_engine.training.ddp import Dist, any_rank, barrier, init_distributed, shutdown
@@ -52,11 +52,10 @@ from fagan_engine.training.stop import STOP_FILE, StopRequest  # noqa: F401  (ST
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.config import FAGANConfig, TrainConfig
 from fagan_engine.util.errors import CheckpointError, ConfigError, FAGANError
-from fagan_engine.util.run_folder import STATE_FILE, check_run_folder
+from fagan_engine.util.run_folder import CHECKPOINT_FOLDER, STATE_FILE, check_run_folder
 
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
-CHECKPOINT_DIR = "checkpoints"
 RESUMABLE_CHANGES = (
     "train.iterations",
     "train.val_every",
@@ -168,7 +167,8 @@ class Trainer:
         torch.manual_seed(train.seed)
         self.G = build_generator(cfg.model).to(self.device)
         self.init_note = ""
-        if train.init_checkpoint:
+        resuming = resume and (self.run_dir / STATE_FILE).is_file()
+        if train.init_checkpoint and not resuming:  # a resumed run's weights come from its state
             weights, self.init_note = initial_weights(train.init_checkpoint, cfg, self.G.state_dict())
             self.G.load_state_dict(weights)
         self.D = build_discriminator(cfg.model).to(self.device)
@@ -197,10 +197,12 @@ class Trainer:
         self.iteration = 0
         self.best_psnr: Optional[float] = None
         self.last_validation: Optional[Dict[str, float]] = None
-        if resume and (self.run_dir / STATE_FILE).is_file():
+        if resuming:
             self._load_state()
         self.stop = stop or StopRequest()
-        self.stop.watch(self.run_dir)
+        if self.stop.stop_file is None:  # fagan-train watches the folder from the moment it holds its lock
+            self.stop.watch(self.run_dir)
+        self.synthesizer = build_synthesizer(cfg, data)  # its refusals come before the run folder is written
         self.log: Optional[RunLog] = None
         self.cases: List[EvalCase] = []
         self.baseline: Dict[str, float] = {}
@@ -234,12 +236,12 @@ class Trainer:
                     latest_checkpoint=str(self._checkpoint_path("latest")),
                     seconds=round(time.perf_counter() - started, 3),
                 )
-                self.log.log(f"finished {train.iterations} iterations; checkpoints in {self.run_dir / CHECKPOINT_DIR}")
+                self.log.log(f"finished {train.iterations} iterations; checkpoints in {self.run_dir / CHECKPOINT_FOLDER}")
         return 0
 
     def _open_run_folder(self) -> None:
         train = self.cfg.train
-        (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        (self.run_dir / CHECKPOINT_FOLDER).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.run_dir / CONFIG_FILE, _json(self.cfg.to_dict()))
         atomic_write_bytes(self.run_dir / SPLIT_FILE, _json(self.data.split))
         self.log = RunLog(self.run_dir, self.progress_mode, train.iterations, self.iteration)
@@ -251,6 +253,8 @@ class Trainer:
             self.log.log(f"note: {self.data.split['caveat']}")
         if self.init_note and self.iteration == 0:
             self.log.log(self.init_note)
+        if self.iteration > 0:
+            self._republish()
         primary = AcquisitionConfig(model=self.cfg.data.degradation.primary)
         self.cases = [make_case(v.name, v.hr, self.cfg.model.scale, v.axes, primary) for v in self.data.val]
         if self.cases:
@@ -262,8 +266,7 @@ class Trainer:
     def _loop(self) -> bool:
         """Train until the last iteration (False) or a stop request (True)."""
         train = self.cfg.train
-        synthesizer = build_synthesizer(self.cfg, self.data)
-        dataset = PatchDataset(self.data.train, self.cfg.data, self.cfg.model.scale, train.seed, synthesizer)
+        dataset = PatchDataset(self.data.train, self.cfg.data, self.cfg.model.scale, train.seed, self.synthesizer)
         sampler = IterationBatchSampler(self.iteration, train.iterations, train.batch_size, self.dist.rank, self.dist.world_size)
         loader = build_loader(dataset, sampler, self.cfg.data.num_workers, pin_memory=self.cuda)
         sums: Dict[str, torch.Tensor] = {}
@@ -283,6 +286,8 @@ class Trainer:
             if self.log is not None:
                 validate_now = bool(self.cases) and (done % train.val_every == 0 or last)
                 periodic = done % train.checkpoint_every == 0
+                if validate_now or periodic or last:
+                    self._check_finite(sums, count)  # a diverged model is neither validated nor saved
                 if validate_now:
                     self._validate()
                 if validate_now or periodic or last:
@@ -364,11 +369,16 @@ class Trainer:
     def _phase(self, iteration: int) -> str:
         return "pretrain" if iteration <= self.cfg.train.pretrain_iterations else "gan"
 
-    def _report(self, sums: Dict[str, torch.Tensor], count: int, seconds: float) -> None:
-        train = self.cfg.train
+    def _check_finite(self, sums: Dict[str, torch.Tensor], count: int) -> Dict[str, float]:
+        """The mean losses since the last report; FAGANError when one is not finite (the run diverged)."""
         losses = {name: float(value) / count for name, value in sums.items()}
         if not all(math.isfinite(v) for v in losses.values()):
             raise FAGANError(f"training diverged at iteration {self.iteration} (non-finite loss); lower train.lr")
+        return losses
+
+    def _report(self, sums: Dict[str, torch.Tensor], count: int, seconds: float) -> None:
+        train = self.cfg.train
+        losses = self._check_finite(sums, count)
         rate = count / max(seconds, 1e-9)
         self.log.progress(
             {
@@ -403,7 +413,7 @@ class Trainer:
 
     # -------------------------------------------------------- checkpoints
     def _checkpoint_path(self, name: str) -> Path:
-        return self.run_dir / CHECKPOINT_DIR / f"{name}.safetensors"
+        return self.run_dir / CHECKPOINT_FOLDER / f"{name}.safetensors"
 
     def _metadata(self) -> CheckpointMetadata:
         cfg, split = self.cfg, self.data.split
@@ -445,12 +455,25 @@ class Trainer:
         if improved:
             self.best_psnr = self.last_validation["psnr"]
         kinds = ["latest"] + (["best"] if improved else []) + (["periodic"] if periodic else [])
+        self._save_state()  # first: a kill -9 before the checkpoints leaves a state that resumes (and rewrites them)
         for kind in kinds:
             path = self._checkpoint_path(f"iter_{self.iteration:07d}" if kind == "periodic" else kind)
             save_checkpoint(str(path), weights, metadata)
             self.log.event("checkpoint", iteration=self.iteration, path=str(path), kind=kind)
-        self._save_state()
         return self.iteration
+
+    def _republish(self) -> None:
+        """On resume: a kill -9 between a state and its checkpoints left ``latest`` (and ``best``, when the state's own
+        validation was the best) older than the state; they are written again from it."""
+        kinds = ["latest"]
+        last = self.last_validation
+        if last is not None and last["iteration"] == self.iteration and self.best_psnr == last["psnr"]:
+            kinds.append("best")
+        stale = [kind for kind in kinds if _checkpoint_iteration(self._checkpoint_path(kind)) != self.iteration]
+        if stale:
+            metadata, weights = self._metadata(), self.ema.model.state_dict()
+            for kind in stale:
+                save_checkpoint(str(self._checkpoint_path(kind)), weights, metadata)
 
     def _save_state(self) -> None:
         modules = {"G": self.G.state_dict(), "EMA": self.ema.model.state_dict(), "D": self.D.state_dict()}
@@ -508,6 +531,14 @@ class Trainer:
         self.iteration = int(structure["iteration"])
         self.best_psnr = structure["best_psnr"]
         self.last_validation = structure["last_validation"]
+
+
+def _checkpoint_iteration(path: Path) -> Optional[int]:
+    """The training iteration a run's checkpoint records; None when it is missing or unreadable."""
+    try:
+        return int(read_metadata(str(path)).training.get("iterations"))
+    except (FAGANError, OSError, TypeError, ValueError):
+        return None
 
 
 def _json(data: Any) -> bytes:

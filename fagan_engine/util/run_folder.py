@@ -7,6 +7,8 @@ from fagan_engine.util.errors import ConfigError
 
 STATE_FILE = "training_state.safetensors"
 """The resumable training state in a run folder."""
+CHECKPOINT_FOLDER = "checkpoints"
+"""Where a run writes its checkpoints."""
 
 
 def check_run_folder(run_dir: Path, resume: bool, resume_hint: str = "pass --resume to continue it",
@@ -17,11 +19,14 @@ def check_run_folder(run_dir: Path, resume: bool, resume_hint: str = "pass --res
     state = run_dir / STATE_FILE
     if state.exists() and not state.is_file():
         raise ConfigError(f"{state} is not a file; remove it or choose another {folder}")
+    checkpoints = run_dir / CHECKPOINT_FOLDER
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise ConfigError(f"{checkpoints} is not a folder (a run keeps its checkpoints there); remove it or choose another {folder}")
     if state.is_file():
         if not resume:
             raise ConfigError(f"{run_dir} already holds a training state; {resume_hint} or choose another {folder}")
         return True
-    earlier = sorted((run_dir / "checkpoints").glob("*.safetensors"))
+    earlier = sorted(checkpoints.glob("*.safetensors"))
     if earlier:  # a finished run whose state was removed: its checkpoints would be overwritten
         raise ConfigError(f"{run_dir} holds checkpoints of an earlier run ({earlier[0].name}, ...) and no training state to resume; "
                           f"choose another {folder}")
