@@ -56,6 +56,19 @@ def test_overrides_parse_json_values() -> None:
         FAGANConfig().with_overrides(["scale=2"])
 
 
+def test_an_override_given_twice_is_refused_with_the_key_named() -> None:
+    """As a key written twice in a config file: which one wins would be silent."""
+    cases = {
+        ("train.iterations=5", "train.iterations=7"): "--set gives train.iterations twice ('train.iterations=5' and 'train.iterations=7')",
+        ("data.degradation.zoom=[1, 1]", "data.degradation={}"): "--set gives data.degradation.zoom twice, once inside data.degradation",
+    }
+    for overrides, fragment in cases.items():
+        with pytest.raises(ConfigError) as info:
+            FAGANConfig().with_overrides(list(overrides))
+        assert str(info.value).startswith(fragment) and "\n" not in str(info.value)
+    assert FAGANConfig().with_overrides(["data.degradation.zoom=[1, 1]", "data.degradation.noise=[0, 0]"]).data.degradation.zoom == [1, 1]
+
+
 def test_load_yaml_and_json(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("model:\n  scale: 8\ntrain:\n  iterations: 3\n  pretrain_iterations: 1\n")
     (tmp_path / "c.json").write_text(json.dumps({"model": {"scale": 2}}))

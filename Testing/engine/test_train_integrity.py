@@ -156,7 +156,7 @@ def test_stale_temporaries_are_removed_and_fresh_folders_are_not_left_behind(cro
 def test_output_dir_that_is_a_file_fails_before_reading_data(crop, tmp_path, capsys) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, _, err = train(tiny_args(crop, blocker, 'data.train=["/nonexistent.nii"]'), capsys)
+    code, _, err = train(tiny_args(Path("/nonexistent.nii"), blocker), capsys)
     assert_one_error(code, err, "is not a folder")
     assert blocker.read_text() == "not a folder"
 
@@ -167,7 +167,7 @@ def test_unwritable_output_dir_fails_before_reading_data(crop, tmp_path, capsys)
     parent.mkdir()
     parent.chmod(0o555)
     try:
-        code, _, err = train(tiny_args(crop, parent / "run", 'data.train=["/nonexistent.nii"]'), capsys)
+        code, _, err = train(tiny_args(Path("/nonexistent.nii"), parent / "run"), capsys)
     finally:
         parent.chmod(0o755)
     assert_one_error(code, err, "is not writable")

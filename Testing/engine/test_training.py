@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import List
@@ -17,7 +20,7 @@ from fagan_engine.training.data import IterationBatchSampler, PatchDataset, buil
 from fagan_engine.training.losses import CONTENT_PIXEL, CONTENT_VGG, VGG19Features, load_vgg19
 from fagan_engine.training.state import decode, encode, load_state
 from fagan_engine.util.config import load_config
-from fagan_engine.util.errors import ConfigError
+from fagan_engine.util.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +147,26 @@ def test_with_vgg19_weights_file(crop: Path, tmp_path: Path, capsys: pytest.Capt
     assert read_metadata(str(run / "checkpoints" / "latest.safetensors")).training["content_loss"] == CONTENT_VGG
     hostile = tmp_path / "hostile.pth"
     torch.save({"features.0.weight": NotATensor()}, str(hostile))
-    with pytest.raises(ConfigError, match="cannot read weights"):
+    with pytest.raises(ConfigError, match="is not a torchvision vgg19 state dict"):
         load_vgg19(str(hostile))
 
 
+def test_bad_vgg19_weights_files_are_named_in_one_plain_line(tmp_path: Path) -> None:
+    """Not torch's many-line text with terminal escapes that advises ``weights_only=False``."""
+    module, garbage = tmp_path / "module.pth", tmp_path / "garbage.pth"
+    torch.save(torch.nn.Linear(2, 2), str(module))
+    garbage.write_bytes(np.random.default_rng(0).bytes(2000))
+    cases = {module: "is not a torchvision vgg19 state dict (.safetensors or a plain .pth of tensors)",
+             garbage: "is not a torchvision vgg19 state dict (.safetensors or a plain .pth of tensors)",
+             tmp_path: "is a folder, not a weights file"}
+    for path, fragment in cases.items():
+        with pytest.raises(ConfigError) as info:
+            load_vgg19(str(path))
+        assert str(info.value) == f"train.vgg_weights {path} {fragment}"
+
+
 def _bad_configs(tmp: Path, crop: Path) -> dict:
-    """name -> (extra arguments, expected message fragment)."""
+    """name -> (extra arguments, expected message fragment); ``data.train`` is the crop unless they set it."""
     empty = tmp / "empty"
     empty.mkdir()
     garbage = tmp / "garbage.nii.gz"
@@ -169,13 +186,22 @@ def _bad_configs(tmp: Path, crop: Path) -> dict:
         "patch too small for the scale": (["model.scale=8", "data.patch_size=24"], "LR patches"),
         "slices smaller than the patch": (["data.patch_size=64"], "smaller than data.patch_size"),
         "volume too thin for a slab": ([f'data.train=["{thin}"]'], "too few"),
+        "a key set twice": (["train.iterations=5", "train.iterations=7"], "--set gives train.iterations twice"),
+        "vgg weights a folder": ([f"train.vgg_weights={empty}"], f"train.vgg_weights {empty} is a folder"),
     }
+
+
+def _bad_config_args(crop: Path, run: Path, overrides: List[str]) -> List[str]:
+    """tiny_args, but with the ``data.train`` of ``overrides`` where they set one (``--set`` takes each key once)."""
+    if any(item.startswith("data.train=") for item in overrides):
+        return ["--config", str(TINY_CONFIG), "--set", f"train.output_dir={run}", *overrides]
+    return tiny_args(crop, run, *overrides)
 
 
 def test_bad_configs_fail_before_training(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     for name, (overrides, fragment) in _bad_configs(tmp_path, crop).items():
-        code, _, err = train(tiny_args(crop, run, *overrides), capsys)
+        code, _, err = train(_bad_config_args(crop, run, overrides), capsys)
         lines = err.strip().splitlines()
         assert code == 2, name
         assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
@@ -273,3 +299,62 @@ def test_init_from_another_scale_takes_every_matching_tensor(crop: Path, tmp_pat
         initial_weights(source, wider, build_generator(wider.model).state_dict())
     with pytest.raises(ConfigError, match="needs train.init_checkpoint"):
         load_config(str(TINY_CONFIG)).with_overrides(["train.init_from_scale=true"])
+
+
+def test_data_errors_name_the_volume_and_give_advice_for_training(crop: Path, tmp_path: Path) -> None:
+    """Not "input is a 2D image" without the file, nor fagan-sr's NaN policy, --series-id and --dicom-gaps."""
+    import SimpleITK as sitk
+    from dicom_test_series import oblique_image, write_mr_series
+
+    twod, nan = tmp_path / "twod.mha", tmp_path / "nan.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((64, 64), np.float32)), str(twod))
+    image = sitk.ReadImage(str(crop))
+    values = sitk.GetArrayFromImage(image)
+    values[3, 3, 3] = np.nan
+    with_nan = sitk.GetImageFromArray(values)
+    with_nan.CopyInformation(image)
+    sitk.WriteImage(with_nan, str(nan))
+    two_series, gap = tmp_path / "two_series", tmp_path / "gap"
+    for uid, prefix in (("1.2.826.0.1.3680043.8.498.1", "a"), ("1.2.826.0.1.3680043.8.498.2", "b")):
+        write_mr_series(oblique_image(), two_series, uid, prefix=prefix)
+    write_mr_series(oblique_image(size=(16, 12, 5)), gap)
+    (gap / "slice002.dcm").unlink()
+    cases = {
+        f'["{crop}", "{twod}"]': f"training volume {twod} is a 2D image",
+        f'["{nan}"]': f"training volume {nan} has 1 non-finite (NaN or Inf) voxels",
+        f'["{two_series}"]': f"training volume {two_series} holds 2 DICOM series: give each series its own folder",
+        f'["{gap}"]': f"training volume {gap}: DICOM series has a gap",
+    }
+    base = load_config(str(TINY_CONFIG)).with_overrides(["data.val_fraction=0"])
+    for entries, fragment in cases.items():
+        with pytest.raises(InputError) as info:
+            prepare_data(base.with_overrides([f"data.train={entries}"]))
+        message = str(info.value)
+        assert message.startswith(fragment) and "\n" not in message, message
+        assert not re.search(r"fagan-sr|series.id|policy|--dicom-gaps", message), message
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_sent_to_the_process_group_stops_a_run_with_loader_workers(crop: Path, tmp_path: Path, signum: int) -> None:
+    """The Slicer module's Stop (``killpg``), job schedulers and Ctrl-C signal the DataLoader worker too: the run
+    still stops gracefully (a worker killed by SIGTERM made the main process fail with a traceback)."""
+    argv = tiny_args(crop, tmp_path / "run", "data.num_workers=1", "train.iterations=100000", "train.val_every=100000", "--progress", "json")
+    proc = subprocess.Popen(
+        engine_command("train", *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+        start_new_session=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if any(e["event"] == "progress" for e in events(line)):
+                os.killpg(proc.pid, signum)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    last = events("".join(lines) + out)[-1]
+    assert last["event"] == "stopped" and Path(last["state"]).is_file(), last

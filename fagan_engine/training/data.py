@@ -18,6 +18,8 @@ its borders around.
 from __future__ import annotations
 
 import json
+import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -35,7 +37,7 @@ from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.sample_data import ICBM152_T1, resolve_volume_path
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.util.config import DataConfig, FAGANConfig
-from fagan_engine.util.errors import ConfigError
+from fagan_engine.util.errors import ConfigError, InputError
 
 PATCH_TRIES = 10
 """Random patch positions tried per sample to find one with enough foreground."""
@@ -45,6 +47,15 @@ SINGLE_VOLUME_CAVEAT = (
     "single training volume: validation is a held-out slab of the same volume, separated from the "
     "training slabs by a gap; anatomy and contrast are shared, so validation scores are optimistic"
 )
+TRAINING_ADVICE = (
+    (re.compile(r"use the 'zero' NaN policy to replace them with 0"), "replace them (e.g. with 0) in the file first"),
+    (
+        re.compile(r"choose one \(fagan-sr --series-id[^)]*\), or give each series its own folder"),
+        "give each series its own folder and list the folders in data.train",
+    ),
+    (re.compile(r"--dicom-gaps resample interpolates it [^;]*instead"), "add the missing slice or leave the series out"),
+)
+"""The advice of ``read_volume``'s errors (fagan-sr's options) in the words of the training command."""
 
 
 @dataclass
@@ -129,9 +140,25 @@ def read_manifest(path: str) -> Tuple[List[str], Optional[List[str]]]:
     return train, val
 
 
-def load_volume(entry: str) -> sitk.Image:
-    """Read one data entry (a path or ``icbm152:t1``) as a validated float32 volume."""
-    return read_volume(str(resolve_volume_path(entry)))
+def load_volume(entry: str, role: str = "volume") -> sitk.Image:
+    """Read one data entry (a path or ``icbm152:t1``) as a validated float32 volume.
+
+    Errors name the entry as ``role`` and give advice that needs no fagan-sr option.
+    """
+    try:
+        return read_volume(str(resolve_volume_path(entry)))
+    except InputError as exc:
+        raise InputError(_data_error(entry, role, str(exc))) from None
+
+
+def _data_error(entry: str, role: str, message: str) -> str:
+    """``message`` of ``read_volume`` about ``entry``: prefixed with ``role`` and the entry, TRAINING_ADVICE applied."""
+    for pattern, advice in TRAINING_ADVICE:
+        message = pattern.sub(advice, message)
+    subject = next((s for s in ("input ", f"folder {entry} ") if message.startswith(s)), None)
+    if subject is not None:
+        return f"{role} {entry} {message[len(subject):]}"
+    return f"{role} {entry}: {message}"
 
 
 def check_patch_size(cfg: FAGANConfig) -> None:
@@ -178,8 +205,8 @@ def _identity(entry: str) -> str:
 
 
 def _from_lists(cfg: FAGANConfig, train: List[str], val: List[str]) -> PreparedData:
-    volumes = [_train_volume(name, _slices(load_volume(name), cfg.data.plane)[0], cfg) for name in train]
-    held_out = [_val_volume(name, load_volume(name), cfg) for name in val]
+    volumes = [_train_volume(name, _slices(load_volume(name, "training volume"), cfg.data.plane)[0], cfg) for name in train]
+    held_out = [_val_volume(name, load_volume(name, "validation volume"), cfg) for name in val]
     return PreparedData(volumes, held_out, {"mode": "manifest", "train": train, "val": val})
 
 
@@ -198,7 +225,7 @@ def _volume_split(cfg: FAGANConfig, entries: List[str]) -> PreparedData:
 
 def _single_volume_split(cfg: FAGANConfig, name: str) -> PreparedData:
     """Hold out a central slab (around the foreground's centre) with a gap on both sides."""
-    image = load_volume(name)
+    image = load_volume(name, "training volume")
     slices, axes = _slices(image, cfg.data.plane)
     if cfg.data.val_fraction == 0:
         return PreparedData([_train_volume(name, slices, cfg)], [], {"mode": "none", "train": [name], "val": []})
@@ -388,4 +415,18 @@ def build_loader(
     dataset: PatchDataset, sampler: IterationBatchSampler, num_workers: int, pin_memory: bool
 ) -> DataLoader:
     """DataLoader over ``sampler`` with worker processes and pinned memory (CUDA)."""
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory)
+    return DataLoader(
+        dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=ignore_stop_signals
+    )
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGTERM and SIGINT: a stop sent to the process group is the main process's.
+
+    The Slicer module's Stop (``killpg``), job schedulers and Ctrl-C signal every process of the group; torch's
+    worker handler dies of a SIGTERM not sent by its parent, and the main process then fails with "DataLoader
+    worker ... is killed by signal" instead of saving its state. The main process stops gracefully and shuts its
+    workers down (a worker also exits when its parent is gone).
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)

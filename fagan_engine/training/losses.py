@@ -53,51 +53,62 @@ class VGG19Features(nn.Module):
         return self.features((rgb - self.mean.to(rgb.dtype)) / self.std.to(rgb.dtype))
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read a state dict without unpickling arbitrary objects.
+def read_state_dict(path: str, kind: str, option: str = "weights file") -> Dict[str, torch.Tensor]:
+    """Read a ``kind`` (e.g. "vgg19") state dict without unpickling arbitrary objects; errors name ``option``.
 
     ``.safetensors`` is read with safetensors; ``.pth``/``.pt`` with ``torch.load(weights_only=True)``,
-    which only accepts tensors and plain containers. Anything else is refused.
+    which only accepts tensors and plain containers. Anything else is refused in one plain line
+    (torch's own message is many lines with terminal escapes and advises an unsafe load).
     """
     source = Path(path)
+    named = f"{option} {path}"
+    if source.is_dir():
+        raise ConfigError(f"{named} is a folder, not a weights file")
     if not source.is_file():
-        raise ConfigError(f"weights file not found: {path}")
+        raise ConfigError(f"{named} not found")
     suffix = source.suffix.lower()
+    if suffix not in (".safetensors", ".pth", ".pt"):
+        raise ConfigError(f"{named} must be .safetensors, .pth or .pt")
     try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file  # lazy: safetensors only for .safetensors weights
-
-            tensors = load_file(str(source))
-        elif suffix in (".pth", ".pt"):
-            tensors = torch.load(str(source), map_location="cpu", weights_only=True)
-        else:
-            raise ConfigError(f"weights file {source.name} must be .safetensors, .pth or .pt")
-    except ConfigError:
-        raise
-    except Exception as exc:  # safetensors/unpickler errors of any kind
-        raise ConfigError(f"cannot read weights file {source.name}: {str(exc).splitlines()[0]}") from None
+        tensors = _load_tensors(source, suffix == ".safetensors")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {named}: {exc.strerror or exc}") from None
+    except Exception:  # safetensors/unpickler errors of any kind
+        tensors = None
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-        raise ConfigError(f"weights file {source.name} is not a state dict of tensors")
+        raise ConfigError(f"{named} is not a torchvision {kind} state dict (.safetensors or a plain .pth of tensors)")
     return tensors
 
 
-def load_frozen(model: nn.Module, path: str, kind: str) -> nn.Module:
-    """Load a torchvision-format state dict of ``kind`` (e.g. "vgg19") into ``model``; frozen, eval mode."""
-    tensors = read_state_dict(path)
+def _load_tensors(source: Path, safetensors: bool) -> object:
+    """The object stored in ``source``: safetensors' tensors, or what ``torch.load(weights_only=True)`` accepts."""
+    if safetensors:
+        from safetensors.torch import load_file  # lazy: safetensors only for .safetensors weights
+
+        return load_file(str(source))
+    return torch.load(str(source), map_location="cpu", weights_only=True)
+
+
+def load_frozen(model: nn.Module, path: str, kind: str, option: str = "weights file") -> nn.Module:
+    """Load a torchvision-format state dict of ``kind`` (e.g. "vgg19") into ``model``; frozen, eval mode.
+
+    ``option`` names the file in errors (the setting or command-line option that gave it).
+    """
+    tensors = read_state_dict(path, kind, option)
     wanted = model.state_dict()
     missing = [k for k in wanted if k not in tensors]
     if missing:
-        raise ConfigError(f"{Path(path).name} is not a torchvision {kind} state dict (missing {missing[0]})")
+        raise ConfigError(f"{option} {path} is not a torchvision {kind} state dict (missing {missing[0]})")
     bad = [k for k in wanted if tensors[k].shape != wanted[k].shape]
     if bad:
-        raise ConfigError(f"{Path(path).name}: {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}")
+        raise ConfigError(f"{option} {path}: {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}")
     model.load_state_dict({k: tensors[k].float() for k in wanted})
     return model.eval().requires_grad_(False)
 
 
 def load_vgg19(path: str) -> VGG19Features:
-    """VGG19 φ5,4 with weights from a torchvision-format file; frozen, eval mode."""
-    return load_frozen(VGG19Features(), path, "vgg19")
+    """VGG19 φ5,4 with weights from a torchvision-format file (``train.vgg_weights``); frozen, eval mode."""
+    return load_frozen(VGG19Features(), path, "vgg19", "train.vgg_weights")
 
 
 class ContentLoss(nn.Module):

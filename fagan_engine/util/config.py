@@ -347,6 +347,7 @@ class FAGANConfig:
 
     def with_overrides(self, overrides: Sequence[str]) -> "FAGANConfig":
         """Apply ``section.key=value`` (or ``section.sub.key=value``) strings; values parse as JSON, else strings."""
+        check_overrides_once(overrides)
         data = self.to_dict()
         for item in sorted(overrides, key=lambda o: not o.strip().startswith("model.preset=")):
             key, sep, raw = item.partition("=")
@@ -364,6 +365,20 @@ class FAGANConfig:
             if key.strip() == "model.preset" and data["model"]["preset"] in PRESET_SWITCHES:
                 data["model"].update(PRESET_SWITCHES[data["model"]["preset"]])
         return FAGANConfig.from_dict(data)
+
+
+def check_overrides_once(overrides: Sequence[str]) -> None:
+    """ConfigError when two overrides set the same key, or one a key inside another's section (``data.degradation``
+    and ``data.degradation.zoom``): which would win is no better defined than a key given twice in a config file."""
+    seen: Dict[str, str] = {}
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        clash = next((k for k in seen if k == key or key.startswith(k + ".") or k.startswith(key + ".")), None)
+        if clash is not None:
+            parent, child = sorted((clash, key), key=len)
+            inside = "" if clash == key else f", once inside {parent}"
+            raise ConfigError(f"--set gives {child} twice{inside} ({seen[clash]!r} and {item.strip()!r}); give each key once")
+        seen[key] = item.strip()
 
 
 def model_config_from_dict(data: Dict[str, Any]) -> ModelConfig:
