@@ -110,3 +110,12 @@ def test_resume_needs_no_init_checkpoint(crop: Path, tmp_path: Path, capsys) -> 
     shutil.rmtree(run / "checkpoints")  # not needed either: the resume rewrites latest from the state
     code, _, err = train(argv + ["--resume"], capsys)
     assert code == 0, err
+
+
+def test_an_init_checkpoint_of_another_architecture_names_the_key(crop: Path, tmp_path: Path, capsys) -> None:
+    """The refusal printed the checkpoint's whole model dict."""
+    assert train(tiny_args(crop, tmp_path / "first", "train.iterations=4", "--progress", "none"), capsys)[0] == 0
+    init = tmp_path / "first" / "checkpoints" / "latest.safetensors"
+    code, _, err = train(tiny_args(crop, tmp_path / "run", f"train.init_checkpoint={init}", "model.n_blocks=2", "--progress", "none"),
+                         capsys)
+    assert code == 2 and err.splitlines()[-1].endswith("has another architecture than model: model.n_blocks is 1 in the checkpoint, 2 here")

@@ -85,15 +85,22 @@ def initial_weights(path: str, cfg: FAGANConfig, target: Dict[str, torch.Tensor]
     name = Path(path).name
     if partial:
         if dataclasses.replace(source, scale=cfg.model.scale) != cfg.model:
-            raise ConfigError(f"train.init_checkpoint {name} differs from model: in more than the scale: {metadata.model}")
+            raise ConfigError(f"train.init_checkpoint {name} differs from model in more than the scale: "
+                              f"{_first_difference(dataclasses.replace(source, scale=cfg.model.scale), cfg.model)}")
         stored = model.state_dict()
         weights = {k: v for k, v in stored.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
         fresh = sorted(set(target) - set(weights))
         note = f"initialised from x{source.scale} checkpoint {name}: {len(weights)} of {len(target)} tensors; new: {', '.join(fresh) or 'none'}"
         return {**target, **weights}, note
     if source != cfg.model:
-        raise ConfigError(f"train.init_checkpoint {name} has another architecture than model: {metadata.model}")
+        raise ConfigError(f"train.init_checkpoint {name} has another architecture than model: {_first_difference(source, cfg.model)}")
     return model.state_dict(), ""
+
+
+def _first_difference(checkpoint: Any, recipe: Any) -> str:
+    """``model.<key> is <value> in the checkpoint, <value> here`` for the first field where two model configs differ."""
+    key = next(f.name for f in dataclasses.fields(recipe) if getattr(checkpoint, f.name) != getattr(recipe, f.name))
+    return f"model.{key} is {getattr(checkpoint, key)!r} in the checkpoint, {getattr(recipe, key)!r} here"
 
 
 def schedule(train: TrainConfig) -> Callable[[int], float]:
