@@ -78,17 +78,27 @@ def prepared_output_folder(target: PathLike) -> Iterator[Path]:
     """``prepare_output_folder(target)`` for the length of a run: when the run fails or is interrupted, the folders it
     created (``target``'s folder and new parents) are removed again where nothing else was written into them."""
     folder = Path(target).parent
-    created = [f for f in (folder, *folder.parents) if not f.exists()]
+    created = missing_folders(folder)
     prepare_output_folder(target)
     try:
         yield folder
     except BaseException:
-        for made in created:  # deepest first; the first one that holds anything ends it
-            try:
-                made.rmdir()
-            except OSError:
-                break
+        remove_empty_folders(created)
         raise
+
+
+def missing_folders(folder: Path) -> List[Path]:
+    """``folder`` and its parents that do not exist yet, deepest first: what creating ``folder`` would make."""
+    return [f for f in (folder, *folder.parents) if not f.exists()]
+
+
+def remove_empty_folders(created: List[Path]) -> None:
+    """Remove ``created`` (deepest first, as ``missing_folders`` lists them) up to the first that holds anything."""
+    for made in created:
+        try:
+            made.rmdir()
+        except OSError:
+            break
 
 
 def describe_os_error(exc: OSError, target: PathLike) -> str:

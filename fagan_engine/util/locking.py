@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from fagan_engine.util.atomic import missing_folders, remove_empty_folders
 from fagan_engine.util.errors import ConfigError
 
 LOCK_FILE = ".fagan.lock"
@@ -40,7 +41,7 @@ class RunFolderLock:
 
     def acquire(self) -> "RunFolderLock":
         """Create the folder if needed and lock it; ConfigError naming the holder's PID if taken."""
-        self.created_folders = [f for f in (self.folder, *self.folder.parents) if not f.exists()]
+        self.created_folders = missing_folders(self.folder)
         while True:
             fd = self._open()
             if not _try_lock(fd):
@@ -76,11 +77,7 @@ class RunFolderLock:
             with contextlib.suppress(OSError):
                 self.path.unlink()  # while still locked, so no one else holds the unlinked file
         if alone:
-            for folder in self.created_folders:  # deepest first; the first one in use ends it
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
+            remove_empty_folders(self.created_folders)
         os.close(self.fd)  # closing drops the lock
         self.fd = None
 
