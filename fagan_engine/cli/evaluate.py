@@ -47,12 +47,12 @@ def _main(argv: List[str]) -> int:
         raise OutputError(f"{taken[0]} already exists; pass --force to replace it")
     checkpoints = [(path, read_metadata(path)) for path in args.checkpoint]
     scales = sorted(set(args.scales or [md.scale for _, md in checkpoints]))
-    for path, md in checkpoints:
-        if md.scale not in scales:
-            sys.stderr.write(f"note: {path} is x{md.scale}, not among --scales; skipped\n")
+    skipped = [(path, md) for path, md in checkpoints if md.scale not in scales]
     checkpoints = [(path, md) for path, md in checkpoints if md.scale in scales]
     if not checkpoints:
         raise InputError(f"no checkpoint is for --scales {' '.join(map(str, scales))}: nothing to evaluate")
+    for path, md in skipped:
+        sys.stderr.write(f"note: {path} is x{md.scale}, not among --scales; skipped\n")
     volumes = []
     names = expand_entries(args.data)
     repeated = next((name for index, name in enumerate(names) if _same_entry(name, names[:index])), None)
