@@ -22,12 +22,10 @@ import math
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -36,6 +34,7 @@ from fagan_engine._version import __version__
 from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file, process_alive
 from fagan_engine.util.errors import OutputError
+from fagan_engine.util.failures import interrupts_deferred
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 INT16_LIMIT = 32500
@@ -101,7 +100,7 @@ def publish_folder(staged: Path, target: Path, force: bool) -> None:
     if target.exists() and force and any(target.iterdir()):
         check_replaceable(target)  # again: the folder may have changed since the run began
         aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=str(target.parent)))
-    with _interrupts_deferred():
+    with interrupts_deferred():
         try:
             _swap(staged, target, aside)
         except OSError as exc:
@@ -179,25 +178,6 @@ def _is_series(folder: Path) -> bool:
 def _foreign_entries(folder: Path) -> List[str]:
     """The sorted names in ``folder`` that are not ``.dcm`` files."""
     return sorted(p.name for p in folder.iterdir() if not (p.suffix.lower() == ".dcm" and p.is_file() and not p.is_symlink()))
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back (acted on when the block ends) in the main thread, where Python runs its signal
-    handlers; elsewhere a no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: List[int] = []
-    kinds = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (None, signal.SIG_DFL, signal.SIG_IGN)]
-    handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in kinds}
-    try:
-        yield
-    finally:
-        for kind, handler in handlers.items():
-            signal.signal(kind, handler)
-        for kind in dict.fromkeys(caught):
-            signal.raise_signal(kind)
 
 
 def stage_dicom_series(

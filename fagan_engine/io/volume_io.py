@@ -35,6 +35,7 @@ from fagan_engine.io.paths import InputFiles, check_path_text, written_files
 from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files
 from fagan_engine.util.errors import ConfigError, FAGANWarning, InputError, OutputError
+from fagan_engine.util.failures import interrupts_deferred
 from fagan_engine.util.options import NAN_POLICIES
 from fagan_engine.util.stdio_capture import captured_stderr
 
@@ -217,7 +218,8 @@ def write_volume(
         staged = _write_staged(image, staging, target, compress)
         publish_files([(f, target if f == staged[-1] else target.parent / f.name) for f in staged], force, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with interrupts_deferred():  # a SIGTERM during the removal would leave the staging folder
+            shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(target.parent)
 
 

@@ -33,6 +33,7 @@ from fagan_engine.pipeline.batch import output_format_of
 from fagan_engine.pipeline.report import SlabTarget, Streams, run_validated
 from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file, publish_files
 from fagan_engine.util.errors import InputError, OutputError
+from fagan_engine.util.failures import interrupts_deferred
 from fagan_engine.util.options import MAP_KINDS, RunOptions
 
 Progress = Callable[..., None]
@@ -151,11 +152,12 @@ class StagedOutputs:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for writer, _, _ in self.streamed.values():
-            if isinstance(writer, (VolumeStreamWriter, DicomStreamWriter)):
-                writer.abort()
-        for folder in self.staging.values():
-            shutil.rmtree(folder, ignore_errors=True)
+        with interrupts_deferred():  # a SIGTERM here (right after a case was published) would leave a staging folder
+            for writer, _, _ in self.streamed.values():
+                if isinstance(writer, (VolumeStreamWriter, DicomStreamWriter)):
+                    writer.abort()
+            for folder in self.staging.values():
+                shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def streams(self) -> Streams:
