@@ -131,13 +131,11 @@ def super_resolve_report(
     ``ensemble_checkpoint``, a second checkpoint such as the final weights next to the EMA ones).
     ``progress(done, total)`` counts slices over all passes.
     """
-    options = _checked(options).validate()
-    want_uncertainty = options.uncertainty if uncertainty is None else uncertainty
-    if want_uncertainty != options.uncertainty:
-        options.replace(uncertainty=want_uncertainty)  # the same rules as asking through the options (FA-GAN in-plane only)
-    if ensemble_checkpoint is not None and not want_uncertainty:
+    options = _checked(options)  # ``uncertainty`` given: the options ask for it, under their rules (FA-GAN in-plane only)
+    options = options.validate() if uncertainty is None else options.replace(uncertainty=uncertainty)
+    if ensemble_checkpoint is not None and not options.uncertainty:
         raise InputError("ensemble_checkpoint is used only by the uncertainty map (uncertainty=True)")
-    return run_validated(image, options, resolver, progress, consistency, want_uncertainty, ensemble_checkpoint, axes)
+    return run_validated(image, options, resolver, progress, consistency, options.uncertainty, ensemble_checkpoint, axes)
 
 
 def _checked(options: Any) -> RunOptions:

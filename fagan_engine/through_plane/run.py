@@ -17,7 +17,6 @@ before every iteration and inference before every batch, raising ``FitCancelled`
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -44,7 +43,7 @@ from fagan_engine.through_plane.held_out import HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import FAGANWarning, InputError
-from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, RunOptions, check_through_plane_ensemble
+from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, RunOptions, check_through_plane_ensemble, is_whole
 from fagan_engine.util.progress import FitCancelled, call_progress
 
 __all__ = [
@@ -157,11 +156,6 @@ def checked_options(**fields: Any) -> RunOptions:
     if fields.get("fit_iterations") is not None:
         check_whole("iterations", fields["fit_iterations"])
     return RunOptions(mode="through-plane", **fields).validate()
-
-
-def is_whole(value: Any) -> bool:
-    """True for a whole number (a Python or numpy integer, not a bool)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_whole(name: str, value: Any, minimum: int = 0) -> None:

@@ -229,6 +229,11 @@ FIELD_TYPES = {field.name: field.type for field in dataclasses.fields(RunOptions
 """Each field's annotation, as text (``int``, ``Optional[float]``, ...): what ``validate`` checks values against."""
 
 
+def is_whole(value: Any) -> bool:
+    """True for a whole number (a Python or numpy integer, not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_names(data: Dict[str, Any]) -> None:
     """InputError naming the first key of ``data`` that is not a RunOptions field."""
     unknown = sorted(set(data) - set(FIELD_TYPES))
@@ -243,7 +248,7 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
     if value is None and kind != annotation:
         return
     fits = {"bool": lambda v: isinstance(v, bool),
-            "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+            "int": is_whole,
             "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v),
             "str": lambda v: isinstance(v, str)}[kind]
     if not fits(value):
