@@ -283,7 +283,8 @@ def _read_file(target: Path) -> bytes:
     if target.suffix == ".onnx":
         raise CheckpointError(f"{target.name} is an ONNX export: run it with --backend onnx (or give its .safetensors checkpoint)")
     if target.suffix != ".safetensors":
-        raise CheckpointError(f"{target.name} is not a .safetensors checkpoint (pickled .pt/.pth files are refused)")
+        why = " (pickled .pt/.pth files are refused)" if target.suffix in (".pt", ".pth") else ""
+        raise CheckpointError(f"{target.name} is not a .safetensors checkpoint{why}")
     try:
         return target.read_bytes()
     except OSError as exc:
