@@ -257,6 +257,23 @@ def test_split_is_by_volume_for_folders_and_manifests(tmp_path: Path) -> None:
         prepare_data(cfg.with_overrides(["data.train=[]", f"data.manifest={manifest}"]))
 
 
+@pytest.mark.parametrize("spelling", ["token", "path"])
+def test_synthesis_keeps_off_the_held_out_template_slab_however_the_template_is_named(spelling: str) -> None:
+    """Given as the template file's path rather than ``icbm152:t1``, the synthesizer drew from the validation slab."""
+    from fagan_engine.mri.sample_data import ICBM152_T1, icbm152_t1_path
+    from fagan_engine.training.data import build_synthesizer
+
+    entry = ICBM152_T1 if spelling == "token" else str(icbm152_t1_path())
+    cfg = load_config(str(TINY_CONFIG)).with_overrides([f'data.train=["{entry}"]', "data.synthetic_fraction=0.5"])
+    data = prepare_data(cfg)
+    slab = data.split["validation_slab"]
+    drawn = set(int(i) for i in build_synthesizer(cfg, data).slice_indices)
+    assert drawn and not drawn & set(range(slab["start"], slab["stop"]))
+    validating = load_config(str(TINY_CONFIG)).with_overrides(["data.synthetic_fraction=0.5"])
+    with pytest.raises(ConfigError, match="validation volume"):
+        build_synthesizer(validating, type(data)(data.train, data.val, {"mode": "manifest", "train": ["x"], "val": [entry]}))
+
+
 def test_float32_training_slices_are_the_file_values(tmp_path: Path) -> None:
     """Training slices of a float32 volume are copies, not views of a freed SimpleITK buffer."""
     import SimpleITK as sitk

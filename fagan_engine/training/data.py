@@ -313,10 +313,11 @@ def build_synthesizer(cfg: FAGANConfig, data: PreparedData) -> Optional[Any]:
     if cfg.data.synthetic_fraction <= 0:
         return None
     axes = plane_axes(load_volume(ICBM152_T1), cfg.data.plane)
-    if any(entry.startswith(ICBM152_T1) for entry in data.split.get("val", [])) and "validation_slab" not in data.split:
+    template = _identity(ICBM152_T1)  # the token or the template file's path, however spelled
+    if "validation_slab" not in data.split and any(_identity(entry) == template for entry in data.split.get("val", [])):
         raise ConfigError("data.synthetic_fraction > 0 synthesises from the ICBM152 template, which is a validation volume here")
     indices = None
-    if "validation_slab" in data.split and data.split["train"] == [ICBM152_T1]:
+    if "validation_slab" in data.split and [_identity(entry) for entry in data.split["train"]] == [template]:
         indices = [i for start, stop in data.split["train_slabs"] for i in range(start, stop)]
     return SliceSynthesizer(cfg.data.synthesis, axes, indices)
 
