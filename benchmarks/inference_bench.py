@@ -49,7 +49,7 @@ def tiling(p: Dict[str, Any]) -> Dict[str, Any]:
 
     image = synthetic_volume(1, p["side"])
     kwargs = dict(checkpoint=p["checkpoint"], plane=PLANE, device=p["device"], batch_size=1, tile_size=p["tile"],
-                  adapt_iterations=0, enforce_consistency=False)
+                  adapt_iterations=0, enforce_consistency=False, ensemble=1)
     super_resolve(image, p["scale"], **kwargs)
     cuda = p["device"] == "cuda"
     if cuda:
@@ -70,7 +70,8 @@ def _end_to_end(p: Dict[str, Any]) -> Callable[[Any], Any]:
     from fagan_engine.pipeline.report import super_resolve
 
     common = dict(plane=PLANE, batch_size=p["batch"])
-    network = dict(common, adapt_iterations=0, enforce_consistency=False)  # the network alone (default path: default_run_bench)
+    # the network alone, one pass per slice (the default path, with its x4/x8 self-ensemble: default_run_bench)
+    network = dict(common, adapt_iterations=0, enforce_consistency=False, ensemble=1)
     if p["backend"] == "bicubic":
         return lambda image: super_resolve(image, p["scale"], method="bicubic", **common)
     if p["backend"] == "onnx":

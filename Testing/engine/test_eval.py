@@ -68,6 +68,42 @@ def test_refused_evaluations_leave_no_folder(volumes: "list[Path]", tmp_path: Pa
         assert not (tmp_path / "deep").exists()
 
 
+def test_the_lr_follows_the_acquisition_the_checkpoints_are_made_for(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """fagan-eval made k-space LR for every checkpoint, a bicubic-only model included (and warned about it)."""
+    from fagan_engine.models.archs import build_generator, preset_config
+    from fagan_engine.models.checkpoint import CheckpointMetadata, save_checkpoint
+    from fagan_engine.util.config import NormalizationConfig
+
+    cfg = preset_config("fagan", 2, n_feats=16, n_blocks=1)
+    made = {}
+    for acquisitions in (["bicubic"], ["kspace", "gaussian"]):
+        made[acquisitions[0]] = save_checkpoint(str(tmp_path / f"{acquisitions[0]}.safetensors"), build_generator(cfg).state_dict(),
+                                                CheckpointMetadata.create(cfg, NormalizationConfig(), acquisitions=acquisitions))
+    for checkpoints, extra, expected in (([made["bicubic"]], [], "bicubic"), ([made["kspace"]], [], "kspace"),
+                                         ([made["bicubic"], made["kspace"]], ["--acquisition", "gaussian"], "gaussian")):
+        out = tmp_path / f"eval-{expected}"
+        assert main(["--checkpoint", *map(str, checkpoints), "--data", str(volumes[0]), "--output", str(out), *extra]) == 0
+        err = capsys.readouterr().err
+        assert json.loads((out / "evaluation.json").read_text())["acquisition"]["model"] == expected
+        assert ("was trained for" in err) == (expected == "gaussian" and len(checkpoints) == 2), err
+    assert main(["--checkpoint", str(made["bicubic"]), str(made["kspace"]), "--data", str(volumes[0]), "--output", str(tmp_path / "mixed")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "different acquisitions" in err[0] and "--acquisition" in err[0] and not (tmp_path / "mixed").exists()
+
+
+def test_a_volume_with_nothing_to_score_is_refused(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A blank test volume gave a table of NaN (and NaN literals in the JSON) with exit 0."""
+    import SimpleITK as sitk
+
+    blank = tmp_path / "blank.nii.gz"
+    sitk.WriteImage(sitk.Image(48, 48, 4, sitk.sitkFloat32), str(blank))
+    x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    assert main(["--checkpoint", str(x2), "--data", str(blank), str(volumes[0]), "--output", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "blank.nii.gz has no foreground" in err[0]
+    assert not (tmp_path / "eval").exists()
+
+
 def test_single_volume_std_over_slices_and_fid_with_weights(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from safetensors.torch import save_file
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 from fagan_engine.cli import OneLineParser, entry_point
 from fagan_engine.models.checkpoint import read_metadata
 from fagan_engine.util.atomic import atomic_write_bytes, prepared_output_folder
-from fagan_engine.util.config import PLANES, SCALES
+from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES
 from fagan_engine.util.errors import InputError, OutputError
 
 
@@ -20,6 +20,11 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--scales", type=int, nargs="+", choices=SCALES, help="scales to evaluate (default: the checkpoints' scales)")
     parser.add_argument("--output", default="fagan_eval", help="folder for evaluation.md and evaluation.json")
     parser.add_argument("--inception-weights", help="torchvision inception_v3 state dict (.safetensors/.pth) to add FID")
+    parser.add_argument(
+        "--acquisition", choices=ACQUISITIONS,
+        help="how the LR is made from each test volume (default: the acquisition the checkpoints are made for, the first "
+        "their metadata lists)",
+    )
     parser.add_argument("--plane", default="auto", choices=PLANES)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=8)
@@ -34,8 +39,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: List[str]) -> int:
     from fagan_engine.inference.slices import MIN_SLICE  # lazy: keeps SimpleITK/scipy out of this module's import
     from fagan_engine.io.geometry import plane_axes  # lazy: keeps SimpleITK out of this module's import
+    from fagan_engine.mri.forward_model import AcquisitionConfig  # lazy: keeps scipy out of this module's import
     from fagan_engine.training.data import expand_entries, load_volume  # lazy: keeps torch out of this module's import
     from fagan_engine.training.eval_table import evaluate, to_markdown  # lazy: keeps SimpleITK/scipy out of this module's import
+    from fagan_engine.training.evaluation import has_foreground  # lazy: keeps torch out of this module's import
 
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
@@ -51,6 +58,7 @@ def _main(argv: List[str]) -> int:
     checkpoints = [(path, md) for path, md in checkpoints if md.scale in scales]
     if not checkpoints:
         raise InputError(f"no checkpoint is for --scales {' '.join(map(str, scales))}: nothing to evaluate")
+    acquisition = args.acquisition or _common_primary(checkpoints)
     for path, md in skipped:
         sys.stderr.write(f"note: {path} is x{md.scale}, not among --scales; skipped\n")
     volumes = []
@@ -63,6 +71,9 @@ def _main(argv: List[str]) -> int:
         axes = plane_axes(image, args.plane)
         if min(image.GetSize()[a] for a in axes) < MIN_SLICE * max(scales):
             raise InputError(f"{name} is too small in-plane for x{max(scales)} (needs {MIN_SLICE * max(scales)} voxels)")
+        if not has_foreground(image, axes, max(scales)):
+            raise InputError(f"{name} has no foreground to score (docs/metrics.md: the mask of the reference's robust [0, 1] "
+                             "normalisation, inside the border crop)")
         volumes.append((name, image, axes))
         for path, md in checkpoints:
             if name in md.training.get("train_data", []):
@@ -73,12 +84,22 @@ def _main(argv: List[str]) -> int:
 
         inception = load_inception(args.inception_weights)
     with prepared_output_folder(targets[0]):  # every input checked; before the evaluation: --output a file, or not writable
-        report = evaluate(checkpoints, volumes, scales, args.device, args.batch_size, inception, log=lambda m: sys.stderr.write(m + "\n"))
+        report = evaluate(checkpoints, volumes, scales, args.device, args.batch_size, inception,
+                          log=lambda m: sys.stderr.write(m + "\n"), acquisition=AcquisitionConfig(model=acquisition))
         markdown = to_markdown(report)
         atomic_write_bytes(targets[0], markdown.encode("utf-8"))
         atomic_write_bytes(targets[1], (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     sys.stdout.write(markdown)
     return 0
+
+
+def _common_primary(checkpoints: list) -> str:
+    """The acquisition every checkpoint is made for (the first its metadata lists); InputError when they differ."""
+    primaries = {md.acquisitions[0] for _, md in checkpoints}
+    if len(primaries) > 1:
+        named = ", ".join(f"{Path(path).name}: {md.acquisitions[0]}" for path, md in checkpoints)
+        raise InputError(f"the checkpoints are made for different acquisitions ({named}); pass --acquisition to compare them on one")
+    return primaries.pop()
 
 
 def _same_entry(name: str, earlier: List[str]) -> bool:

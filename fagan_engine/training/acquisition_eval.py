@@ -93,9 +93,10 @@ def evaluate(
                 for method in ("bicubic", "lanczos", *checkpoints):
                     key = (method, acquisition.model)
                     if key not in resolvers:
-                        # the network alone (no adaptation; SuperResolver does not project): the checkpoints are compared here,
-                        # fagan-sr's default path is measured on real scans by training.realscan_eval
-                        options = RunOptions(scale=scale, acquisition=acquisition.model, device=device, plane="auto", adapt_iterations=0)
+                        # the network alone (no adaptation, one pass per slice; SuperResolver does not project): the checkpoints
+                        # are compared here, fagan-sr's default path is measured on real scans by training.realscan_eval
+                        options = RunOptions(scale=scale, acquisition=acquisition.model, device=device, plane="auto",
+                                             adapt_iterations=0, ensemble=1)
                         if method in checkpoints:
                             options = options.replace(checkpoint=checkpoints[method])
                         else:

@@ -61,7 +61,7 @@ def evaluate(
             scores: List[Dict[str, float]] = []
             pairs: List[Tuple[np.ndarray, np.ndarray]] = []
             for case in cases:
-                sr = interpolated(case, label) if path is None else _checkpoint_sr(case, path, device, batch_size)
+                sr = interpolated(case, label) if path is None else _checkpoint_sr(case, path, device, batch_size, acquisition.model)
                 scores += [volume_scores(case, sr)] if std_over == "volumes" else slice_scores(case, sr)
                 if inception is not None:
                     pairs.append(_foreground_slices(case, sr))
@@ -85,11 +85,12 @@ def evaluate(
     }
 
 
-def _checkpoint_sr(case: EvalCase, path: str, device: str, batch_size: int) -> sitk.Image:
-    """The checkpoint's network alone: ``fagan-eval`` compares checkpoints; the default path of ``fagan-sr``
-    (projection and per-scan adaptation on top) is measured by ``training.realscan_eval``."""
+def _checkpoint_sr(case: EvalCase, path: str, device: str, batch_size: int, acquisition: str) -> sitk.Image:
+    """The checkpoint's network alone, one pass per slice (no self-ensemble): ``fagan-eval`` compares checkpoints, as
+    the trainer's validation does; the default path of ``fagan-sr`` (projection, per-scan adaptation and the ×4/×8
+    self-ensemble on top) is measured by ``training.realscan_eval``."""
     return super_resolve(case.lr, case.scale, checkpoint=path, plane=case.axes, device=device, batch_size=batch_size,
-                         adapt_iterations=0, enforce_consistency=False)
+                         acquisition=acquisition, adapt_iterations=0, enforce_consistency=False, ensemble=1)
 
 
 def _foreground_slices(case: EvalCase, sr: sitk.Image) -> Tuple[List[np.ndarray], List[np.ndarray]]:

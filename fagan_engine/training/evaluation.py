@@ -65,6 +65,14 @@ def normalised_stacks(case: EvalCase, sr: sitk.Image) -> Tuple[np.ndarray, np.nd
     return ref, out, foreground_mask(ref)
 
 
+def has_foreground(hr: sitk.Image, axes: Tuple[int, int], scale: int) -> bool:
+    """Whether ``hr`` has voxels to score at ``scale`` (the scores' normalisation, mask and border crop): a blank
+    volume has none, and its PSNR/SSIM would be the mean of an empty mask (NaN)."""
+    hr = crop_to_multiple(hr, scale, axes)
+    _, _, mask = normalised_stacks(EvalCase("", hr, hr, axes, scale), hr)
+    return bool(mask.any())
+
+
 def slice_scores(case: EvalCase, sr: sitk.Image) -> List[Dict[str, float]]:
     """PSNR/SSIM per slice with foreground, under the same normalisation, mask and crop as the volume scores."""
     ref, out, mask = normalised_stacks(case, sr)
