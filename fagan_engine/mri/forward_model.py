@@ -512,6 +512,20 @@ def magnitude_signs(current: np.ndarray, lr: np.ndarray) -> np.ndarray:
     return np.where((lr > 0) & (estimate < -0.5 * lr), -1.0, 1.0)
 
 
+def acquired_like(hr: np.ndarray, lr: np.ndarray, scale: int, acquisition: str) -> np.ndarray:
+    """The noise-free ``acquisition`` of ``hr`` (…, H, W) as the projection models the measured ``lr`` (…, H/s, W/s):
+    ``degrade`` (a k-space magnitude) for the slices of ``lr`` that are magnitude images (``magnitude_slices``), the signed
+    image (the real part of the complex k-space LR) for the others, which ``project_onto_data`` treats linearly. The
+    image-space kernels are linear either way. So ``acquired_like(x, y) − y`` is the residual the projection removes,
+    whatever the sign of ``y`` (a z-scored or subtracted input read ``|A x| − y``, about 2|y| wherever y < 0); float32."""
+    config = AcquisitionConfig(model=acquisition)
+    if acquisition != "kspace":
+        return degrade(hr, scale, config)
+    complex_lr = kspace_image(np.asarray(hr, dtype=np.float32), scale)
+    magnitude = magnitude_slices(np.asarray(lr, dtype=np.float32))[..., None, None]
+    return np.where(magnitude, np.abs(complex_lr), complex_lr.real).astype(np.float32)
+
+
 def magnitude_slices(lr: np.ndarray) -> np.ndarray:
     """Per slice of ``lr`` (…, h, w): whether it looks like a magnitude image, i.e. has a positive maximum and nothing below
     ``-MAGNITUDE_UNDERSHOOT`` times it (the undershoot an image-space kernel such as bicubic leaves at edges); a signed or

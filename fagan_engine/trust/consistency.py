@@ -1,9 +1,9 @@
 """Data-consistency maps and hard consistency: does the SR volume reproduce its input under the forward model?
 
-Map: the SR volume is re-degraded with ``forward_model`` (in-plane: ``degrade`` with the noise-free
-``AcquisitionConfig(model=acquisition)`` on the in-plane axes; through-plane: the slice profile)
-and the input is subtracted, on the input grid, in the input's units:
-``residual = degrade(SR) − input`` (positive where the SR is brighter than the data allow).
+Map: the SR volume is re-degraded with ``forward_model`` (in-plane: ``acquired_like``, the noise-free acquisition
+on the in-plane axes as the projection models the input: a magnitude for magnitude slices, signed for signed ones;
+through-plane: the slice profile) and the input is subtracted, on the input grid, in the input's units:
+``residual = A(SR) − input`` (positive where the SR is brighter than the data allow).
 For overlay it is also put on the SR grid by **nearest neighbour**: every SR voxel shows the
 residual of the input voxel (or slice) that contains it, so the map stays piecewise constant on
 the input's voxels and is neither smoothed nor extrapolated. Both maps carry exactly the geometry
@@ -32,9 +32,8 @@ import SimpleITK as sitk
 
 from fagan_engine.io.geometry import SliceLayout
 from fagan_engine.mri.forward_model import (
-    AcquisitionConfig,
+    acquired_like,
     apply_along_axis,
-    degrade,
     project_along_axis,
     project_onto_data,
 )
@@ -57,11 +56,13 @@ class ConsistencyMaps:
 # ---- in-plane -----------------------------------------------------------------------------------
 
 
-def redegrade(sr: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: str) -> np.ndarray:
-    """The noise-free acquisition of the SR volume as an array on the input grid (z, y, x)."""
+def redegrade(sr: sitk.Image, image: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: str) -> np.ndarray:
+    """The noise-free acquisition of the SR volume, as the projection models the input ``image``
+    (``forward_model.acquired_like``), as an array on the input grid (z, y, x)."""
     layout = SliceLayout.for_axes(axes)
     slices = layout.to_slices(sitk.GetArrayViewFromImage(sr).astype(np.float32))
-    return layout.from_slices(degrade(slices, scale, AcquisitionConfig(model=acquisition)))
+    data = layout.to_slices(sitk.GetArrayViewFromImage(image).astype(np.float32))
+    return layout.from_slices(acquired_like(slices, data, scale, acquisition))
 
 
 def consistency_maps(image: sitk.Image, sr: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: str) -> ConsistencyMaps:
@@ -80,7 +81,7 @@ class SlabConsistency:
     def __init__(self, image: sitk.Image, scale: int, axes: Tuple[int, int], acquisition: str) -> None:
         self.image = image
         self.scale = scale
-        self.acquisition = AcquisitionConfig(model=acquisition)
+        self.acquisition = acquisition
         self.layout = SliceLayout.for_axes(axes)
         self.data = np.asarray(sitk.GetArrayViewFromImage(image), dtype=np.float32)
         self.residual = np.empty_like(self.data)
@@ -88,7 +89,7 @@ class SlabConsistency:
     def add(self, start: int, network: np.ndarray) -> np.ndarray:
         """Record slices ``start, ...`` (n, rows·s, cols·s) of the network's output; returns their SR-grid residual."""
         data = self.layout.to_slices(self.data)[start : start + len(network)]
-        residual = degrade(np.asarray(network, dtype=np.float32), self.scale, self.acquisition) - data
+        residual = acquired_like(np.asarray(network, dtype=np.float32), data, self.scale, self.acquisition) - data
         self.layout.to_slices(self.residual)[start : start + len(network)] = residual
         return np.repeat(np.repeat(residual, self.scale, axis=1), self.scale, axis=2)
 
