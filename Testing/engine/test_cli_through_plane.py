@@ -108,8 +108,25 @@ def test_scale_is_not_needed_and_the_real_fit_runs(tmp_path: Path, capsys: pytes
                  "--report", str(tmp_path / "report.json")])
     assert code == 0, capsys.readouterr().err
     assert sitk.ReadImage(str(tmp_path / "iso.nrrd")).GetSpacing()[2] == pytest.approx(1.0)
-    fitted = json.loads((tmp_path / "report.json").read_text())["identity"]["through_plane_fit"]  # the held-out guard's record
+    who = json.loads((tmp_path / "report.json").read_text())["identity"]
+    fitted = who["through_plane_fit"]  # the held-out guard's record
     assert fitted["steps"] == 1 and fitted["best_step"] in (0, 1) and fitted["held_out_best"] <= fitted["held_out_start"]
+    # the plan the maps and the projection assumed (the report gave no thickness, source or output spacing)
+    plan = who["through_plane_plan"]
+    assert plan["thickness_source"] in ("spacing", "estimate", "dicom") and plan["output_spacing"] == pytest.approx(1.0)
+    assert plan["description"].startswith("axis 2: ") and who["projection"] is True
+
+
+def test_an_unclear_thickness_estimate_that_differs_from_the_spacing_is_said() -> None:
+    """2 mm slices 6 mm apart: the estimate (3 mm) was not clear, the run assumed 6 mm, and nothing said so."""
+    from fagan_engine.through_plane.plan import ThroughPlanePlan
+
+    common = dict(axis=2, n_in=10, n_out=30, input_spacing=6.0, output_spacing=2.0, thickness=6.0, thickness_source="spacing")
+    note = ThroughPlanePlan(**common, estimated_thickness=3.0).thickness_note()
+    assert note is not None and "6 mm slice spacing" in note and "3 mm" in note and "--slice-thickness" in note
+    assert ThroughPlanePlan(**common, estimated_thickness=5.8).thickness_note() is None
+    assert ThroughPlanePlan(**common).thickness_note() is None
+    assert ThroughPlanePlan(**dict(common, thickness=2.0, thickness_source="argument"), estimated_thickness=3.0).thickness_note() is None
 
 
 @pytest.mark.parametrize("slice_spacing, bundled", [(2.0, LOW_RATIO_THROUGH_PLANE_WEIGHTS), (3.0, LOW_RATIO_THROUGH_PLANE_WEIGHTS),

@@ -49,6 +49,9 @@ def test_defaults_and_refusals() -> None:
     assert RunOptions(scale=4, ensemble=2).validate().ensemble_members == 2
     assert RunOptions(scale=2, ensemble=4).cli_arguments() == ["--scale", "2", "--ensemble", "4"]
     assert identity(RunOptions(scale=4), None)["self_ensemble"] == 8 and identity(RunOptions(scale=2), None)["self_ensemble"] == 1
+    # the projection that ran, resolved like the ensemble (the options keep None for the default)
+    assert [identity(RunOptions(method=m), None)["projection"] for m in ("fagan", "lanczos")] == [True, False]
+    assert identity(RunOptions(enforce_consistency=False), None)["projection"] is False
     for bad in (dict(ensemble=3), dict(ensemble=2, method="bicubic"), dict(ensemble=8, mode="through-plane")):
         with pytest.raises(InputError):
             RunOptions(**bad).validate()

@@ -242,7 +242,8 @@ def identity(
     options: RunOptions, resolver: Optional[SuperResolver], ensemble_checkpoint: Optional[str] = None, ratio: Optional[float] = None
 ) -> Dict[str, Any]:
     """Who made the result: checkpoint (name, file SHA-256, training data, acquisitions), engine, method, options, and the
-    self-ensemble that ran (``RunOptions.ensemble_members``: the options keep ``None`` for "the default"). Through-plane,
+    self-ensemble and projection that ran (``RunOptions.ensemble_members``, ``RunOptions.project``: the options keep ``None``
+    for "the default"). Through-plane,
     the checkpoint is the bundled start for the plan's ``ratio`` (``models.checkpoint.bundled_through_plane``)."""
     block: Dict[str, Any] = {
         "notice": NOTICE,
@@ -252,6 +253,7 @@ def identity(
         "acquisition": options.acquisition,
         "options": options.to_dict(),
         "self_ensemble": options.ensemble_members,
+        "projection": options.project,
         "checkpoint": None,
     }
     if resolver is not None and resolver.checkpoint is not None:
@@ -303,9 +305,10 @@ def _through_plane(image: sitk.Image, options: RunOptions, progress: Optional[Pr
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
     # through-plane model is fitted to each scan (the uncertainty map is in-plane only: RunOptions refuses it here)
     who = identity(options, None, ratio=plan.ratio)
+    who["through_plane_plan"] = dict(plan.to_dict(), description=plan.describe())
     if fits:
         who["through_plane_fit"] = fits[0]
-    lines = [note for note in (plan.spacing_note(),) if note]
+    lines = [note for note in (plan.spacing_note(), plan.thickness_note()) if note]
     return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, lines, who)
 
 
