@@ -112,6 +112,14 @@ def test_intensity_differences_are_normalised_and_reported() -> None:
     plain, plain_report = reconstruct_stacks(stacks)
     assert report.intensity_scales[1] / plain_report.intensity_scales[1] == pytest.approx(1 / 1.6, rel=0.01)
     assert _score(volume, out, sitk.GetArrayFromImage(out)) == pytest.approx(_score(volume, plain, sitk.GetArrayFromImage(plain)), abs=0.3)
+    # the maps and residuals are in each stack's own units (they were in the solver's normalised units: 224x too small on a
+    # stack reaching 230)
+    _, large = reconstruct_stacks([s * 100.0 for s in stacks])
+    for index in range(2):
+        assert large.stacks[index]["residual_rms"] == pytest.approx(100 * plain_report.stacks[index]["residual_rms"], rel=0.05)
+        maxima = [float(sitk.GetArrayViewFromImage(r.consistency_maps[index]).max()) for r in (large, plain_report)]
+        assert maxima[0] == pytest.approx(100 * maxima[1], rel=0.05)
+    assert report.stacks[1]["residual_rms"] == pytest.approx(1.6 * plain_report.stacks[1]["residual_rms"], rel=0.15)
 
 
 @pytest.mark.parametrize("reference", [0, 2])

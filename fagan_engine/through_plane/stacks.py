@@ -89,7 +89,8 @@ class StackReport:
     intensity_scales: List[float] = field(default_factory=list)
     """Factor applied to each stack's intensities to match the reference."""
     consistency_maps: List[sitk.Image] = field(default_factory=list)
-    """|A_k x − y_k| on each stack's own grid (0 where the stack lies outside the output)."""
+    """|A_k x − y_k| on each stack's own grid, in that stack's own intensity units (0 where the stack lies outside the
+    output: no residual there, not a perfect fit; ``voxels_used`` counts the voxels that have one)."""
     seconds: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
@@ -168,7 +169,7 @@ def reconstruct_stacks(
         prior, starts = network_prior(stacks, slices, transforms, grid, gains, network_iterations, device, progress, seed, network_ensemble)
         smoothness *= 0.5
         volume = solve(volume, operators, smoothness, iterations, _phase(progress, "reconstruct"), prior=prior, prior_weight=PRIOR_WEIGHT)
-    report = _report(stacks, slices, transforms, matches, operators, volume, reference, spacing)
+    report = _report(stacks, slices, transforms, matches, operators, volume, reference, spacing, scale)
     for entry, start in zip(report.stacks, starts):
         entry["network_start"] = start
     report.smoothness, report.network_iterations, report.seconds = smoothness, network_iterations, time.perf_counter() - started
@@ -391,13 +392,16 @@ def _phase(progress: Optional[Progress], phase: str) -> Optional[Callable[[int, 
 
 def _report(
     stacks: Images, slices: Sequence[StackSlices], transforms: Transforms, matches: Sequence[Tuple[float, float, float]],
-    operators: Sequence[StackOperator], volume: "torch.Tensor", reference: int, spacing: float,
+    operators: Sequence[StackOperator], volume: "torch.Tensor", reference: int, spacing: float, scale: float,
 ) -> StackReport:
-    """The per-stack report and consistency maps (each residual placed back on its stack's grid)."""
+    """The per-stack report and consistency maps (each residual placed back on its stack's grid). The solver's data are
+    the stacks divided by ``scale`` (the reference's robust maximum) and times their gain; the maps and ``residual_rms``
+    are given back in each stack's own units."""
     report = StackReport(reference=reference, spacing=spacing, transforms=list(transforms))
-    for stack, info, transform, (nmi, correlation, gain), operator, residual in zip(
+    for stack, info, transform, (nmi, correlation, gain), operator, normalised in zip(
         stacks, slices, transforms, matches, operators, residuals(volume, operators)
     ):
+        residual = normalised * np.float32(scale / gain)
         rotation, offset = transform_matrix(transform)
         full = np.zeros(stack.GetSize()[::-1], dtype=np.float32)
         full[operator.crop] = np.abs(residual)
