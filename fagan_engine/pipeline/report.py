@@ -3,7 +3,7 @@
 The CLI (``--consistency-map``, ``--uncertainty-map``, ``--report``), batch mode and Slicer call
 this; ``super_resolve`` still returns a bare image for existing callers. Order of work:
 super-resolve (in-plane via ``SuperResolver``, or through-plane via ``fagan_engine.through_plane.run``),
-project onto the data (``options.project``, on by default for FA-GAN in-plane), then the consistency
+project onto the data (``options.project``, on by default for FA-GAN in-plane and through-plane), then the consistency
 maps of the network's output (where it disagreed with the data: what the projection removed), the
 TTA uncertainty of the network (``options.uncertainty``; in-plane only), the out-of-distribution
 warnings and the identity block. Every result says "research use, not for diagnosis".
