@@ -10,13 +10,13 @@ import SimpleITK as sitk
 from engine_helpers import save_untrained_checkpoint
 
 from fagan_engine.io.geometry import SliceLayout
-from fagan_engine.models.checkpoint import CheckpointMetadata, load_generator, parse_metadata, read_metadata, save_checkpoint
+from fagan_engine.models.checkpoint import CheckpointMetadata, default_checkpoint, load_generator, parse_metadata, read_metadata, save_checkpoint
 from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.sample_data import icbm152_t1_path
 from fagan_engine.pipeline.report import super_resolve
 from fagan_engine.training.profile import data_profile
-from fagan_engine.trust.ood import histogram_distance, nyquist_ratio, ood_warnings
+from fagan_engine.trust.ood import HISTOGRAM_DISTANCE, histogram_distance, nyquist_ratio, ood_warnings
 from fagan_engine.trust.profile import histogram
 from fagan_engine.util.config import NormalizationConfig, load_config
 from fagan_engine.util.errors import CheckpointError
@@ -86,8 +86,9 @@ def test_far_intensity_histogram_warns(template_lr: sitk.Image, profile: dict) -
     array = sitk.GetArrayFromImage(template_lr)
     assert histogram_distance(SliceLayout.for_axes(AXES).to_slices(array), profile["histogram"]) < 0.02
     mask = with_array(template_lr, (array > 0.3 * array.max()) * 100.0)  # a binary image: nothing like an MRI
-    assert len(lines(mask, profile, "intensity histogram is far")) == 1
-    assert lines(template_lr, profile, "histogram") == []
+    bundled = dict(profile, histogram=read_metadata(str(default_checkpoint(2))).data_profile["histogram"])  # the shipped ×2 profile
+    assert len(lines(mask, bundled, "intensity histogram is far")) == 1
+    assert lines(template_lr, profile, "histogram") == [] and lines(template_lr, bundled, "histogram") == []
 
 
 def test_already_upsampled_input_warns(template_lr: sitk.Image, profile: dict) -> None:
@@ -145,3 +146,20 @@ def test_add_data_profile_script_updates_a_checkpoint_in_place(tmp_path: Path) -
     assert after.data_profile["lr_spacing_mm"] == [2.0, 2.0] and after.weights_sha256 == before.weights_sha256
     assert json.loads(path.with_suffix(".json").read_text())["data_profile"] == after.data_profile
     assert main([str(path), str(REPO / "configs" / "fagan_x4_acquisition.yaml")]) == 2  # not its recipe
+
+
+def test_the_histogram_check_is_quiet_on_the_bundled_models_own_held_out_data_and_warns_on_a_label_map() -> None:
+    """At 0.25 it warned on the noise-free held-out template slab (0.25-0.27) against the stage-4 profiles."""
+    from fagan_engine.mri.forward_model import degrade
+    from fagan_engine.training.acquisition_eval import held_out_slab
+    from fagan_engine.util.config import NormalizationConfig
+
+    for scale, acquisition in ((2, "kspace"), (4, "bicubic")):
+        bundled = default_checkpoint(scale, acquisition)
+        metadata = read_metadata(str(bundled))
+        trained, normalization = metadata.data_profile["histogram"], NormalizationConfig(**metadata.normalization)
+        slab = sitk.GetArrayFromImage(held_out_slab(bundled)[0]).astype(np.float32)
+        rows, cols = (n - n % scale for n in slab.shape[1:])
+        lr = degrade(slab[:, :rows, :cols], scale, AcquisitionConfig(model=acquisition))
+        assert histogram_distance(lr, trained, normalization) <= HISTOGRAM_DISTANCE
+        assert histogram_distance((lr > np.percentile(lr, 60)).astype(np.float32), trained, normalization) > HISTOGRAM_DISTANCE
