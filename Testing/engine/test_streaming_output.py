@@ -194,3 +194,37 @@ def test_a_format_that_cannot_be_streamed_is_gathered_and_written_whole(tmp_path
     assert sorted(calls) == ["whole sr.nii", "whole sr_consistency.nii"]
     expected = super_resolve(image, 2, method="bicubic")
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "sr.nii"))), sitk.GetArrayFromImage(expected))
+
+
+@pytest.mark.parametrize("name", ["SR.NII.GZ", "sr.Nii.Gz", "SR.NII", "SR.NHDR", "SR.MHA", "SR.MHD"])
+def test_an_output_extension_in_any_letter_case_is_written(tmp_path: Path, name: str, capsys) -> None:
+    """SimpleITK picks its writer by a case-sensitive extension: OUT.NII.GZ gave a traceback, OUT.MHA a false 'No such file'."""
+    source = tmp_path / "in.nrrd"
+    image = volume("float32", size=(8, 8, 6))
+    sitk.WriteImage(image, str(source))
+    code = main([str(source), str(tmp_path / name), *BICUBIC])
+    assert code == 0, capsys.readouterr().err
+    from fagan_engine.io.volume_io import read_volume
+
+    expected = super_resolve(image, 2, method="bicubic", plane="auto")
+    written = read_volume(str(tmp_path / name))
+    assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))
+    assert written.GetOrigin() == pytest.approx(expected.GetOrigin()) and written.GetSpacing() == pytest.approx(expected.GetSpacing())
+
+
+def test_a_header_that_cannot_be_written_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """On a full disk ITK's proxy header write raised RuntimeError, or left a short file that failed to parse (tracebacks)."""
+    import fagan_engine.io.volume_stream as volume_stream
+
+    source = tmp_path / "in.nrrd"
+    sitk.WriteImage(volume("float32"), str(source))
+
+    def short_write(image, path, compress=True):
+        Path(path).write_bytes(b"NRRD0004\n# truncated")
+
+    monkeypatch.setattr(volume_stream.sitk, "WriteImage", short_write)
+    monkeypatch.setattr("fagan_engine.util.atomic._free_bytes", lambda folder: 0)
+    code = main([str(source), str(tmp_path / "sr.nrrd"), *BICUBIC])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: no space left on device while writing {tmp_path / 'sr.nrrd'}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]

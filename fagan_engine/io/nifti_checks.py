@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 
 from fagan_engine.io.nifti_header import Geometry, check_single_file_header, decide_geometry
+from fagan_engine.io.paths import lower_case_alias
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.stdio_capture import captured_stderr
 
@@ -97,8 +98,9 @@ def nifti_complete(path: Path) -> bool:
     try:
         import nibabel as nib  # lazy: nibabel only for NIfTI files; io imports without it
 
-        with captured_stderr():
-            return data_complete(path, _data_end(nib.load(str(path))))
+        ext = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+        with captured_stderr(), lower_case_alias(path, ext) as alias:
+            return data_complete(path, _data_end(nib.load(str(alias))))
     except Exception:  # unparsable: not a complete NIfTI
         return False
 

@@ -7,10 +7,13 @@ DICOM output folder must not hold an input. ``InputFiles`` answers that from the
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from fagan_engine.util.errors import InputError
 
@@ -108,3 +111,19 @@ class InputFiles:
                 if resolved.startswith(folder):
                     return given
         return None
+
+
+@contextlib.contextmanager
+def lower_case_alias(path: Path, ext: str) -> Iterator[Path]:
+    """``path``, or a link to it with the lower-case extension ``ext`` in a temporary folder: nibabel and ITK's NIfTI
+    reader match ``.nii.gz`` case-sensitively (``OUT.Nii.Gz`` is not read as NIfTI)."""
+    if path.name.endswith(ext):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="fagan-read-") as folder:
+        alias = Path(folder) / ("volume" + ext)
+        try:
+            os.symlink(os.path.abspath(path), alias)
+        except OSError:  # no symlinks (Windows without the privilege): a copy
+            shutil.copyfile(path, alias)
+        yield alias

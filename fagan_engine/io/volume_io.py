@@ -13,8 +13,6 @@ I/O error) never leaves a partial output and never destroys an existing file. Se
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import re
 import shutil
@@ -22,7 +20,7 @@ import stat
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -31,9 +29,9 @@ from fagan_engine.io.dicom_series import read_dicom_series
 from fagan_engine.io.geometry import direction_matrix
 from fagan_engine.io.nifti_checks import inspect_nifti, is_sheared, nifti_complete
 from fagan_engine.io.nifti_header import Geometry
-from fagan_engine.io.paths import InputFiles, check_path_text, written_files
+from fagan_engine.io.paths import InputFiles, check_path_text, lower_case_alias, written_files
 from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
-from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files
+from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files, write_error
 from fagan_engine.util.errors import ConfigError, FAGANWarning, InputError, OutputError
 from fagan_engine.util.failures import interrupts_deferred
 from fagan_engine.util.options import NAN_POLICIES
@@ -64,7 +62,6 @@ _SCALAR_PIXEL_IDS = frozenset(
     )
 )
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
-_LOW_SPACE_BYTES = 1 << 20  # a failed write with less free space than this is reported as a full disk
 _FAILURE_WORDS = re.compile(r"error|fail|cannot|could not|unable|not read", re.IGNORECASE)
 _ITK_PREFIX = re.compile(r"^(ITK ERROR: \w+\(0x[0-9a-fA-F]+\): |sitk::ERROR: )")
 
@@ -213,7 +210,7 @@ def write_volume(
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-{os.getpid()}-", dir=str(target.parent)))
     except OSError as exc:
-        raise _write_error(target, exc.strerror, exc.errno) from None
+        raise write_error(target, exc.strerror, exc.errno) from None
     try:
         staged = _write_staged(image, staging, target, compress)
         publish_files([(f, target if f == staged[-1] else target.parent / f.name) for f in staged], force, target)
@@ -270,7 +267,7 @@ def _read_file(path: Path, nan_policy: str) -> sitk.Image:
         raise InputError(f"input {path} is not a regular file (a FIFO, device or socket cannot be read)")
     try:
         if ext in _NIFTI_EXTENSIONS:
-            with _lower_case_alias(path, ext) as alias:
+            with lower_case_alias(path, ext) as alias:
                 try:
                     return _read_nifti(alias, nan_policy)
                 except InputError as exc:
@@ -284,20 +281,6 @@ def _read_file(path: Path, nan_policy: str) -> sitk.Image:
     return _itk_read(path, ext)
 
 
-@contextlib.contextmanager
-def _lower_case_alias(path: Path, ext: str) -> Iterator[Path]:
-    """``path``, or a link to it with a lower-case extension (nibabel and ITK's NIfTI reader match
-    ``.nii.gz`` case-sensitively) in a temporary folder."""
-    if path.name.endswith(ext):
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="fagan-read-") as folder:
-        alias = Path(folder) / ("volume" + ext)
-        try:
-            os.symlink(os.path.abspath(path), alias)
-        except OSError:  # no symlinks (Windows without the privilege): a copy
-            shutil.copyfile(path, alias)
-        yield alias
 
 
 def _itk_read(path: Path, ext: str, quiet: bool = False) -> sitk.Image:
@@ -457,35 +440,16 @@ def _write_staged(image: sitk.Image, staging: Path, target: Path, compress: bool
         except RuntimeError as exc:
             failure = _itk_detail(exc)
     if failure is not None:
-        raise _write_error(target, noise.first_message() or failure)
+        raise write_error(target, noise.first_message() or failure)
     try:
         if ext in _NIFTI_EXTENSIONS and not nifti_complete(staged):
-            raise _write_error(target, "the written file is incomplete")
+            raise write_error(target, "the written file is incomplete")
         files = sorted(staging.iterdir(), key=lambda f: f == staged)
         for written in files:
             fsync_file(written)
     except OSError as exc:
-        raise _write_error(target, exc.strerror, exc.errno) from None
+        raise write_error(target, exc.strerror, exc.errno) from None
     return files
-
-
-def _write_error(target: Path, detail: str, error_number: Optional[int] = None) -> OutputError:
-    """One-line OutputError; a failure on a nearly full disk is reported as a full disk.
-
-    ITK writers do not expose errno, so for them the free space left (measured while the
-    partial file still exists) decides.
-    """
-    full = error_number == errno.ENOSPC or (error_number is None and _free_bytes(target.parent) < _LOW_SPACE_BYTES)
-    if full:
-        return OutputError(f"no space left on device while writing {target}")
-    return OutputError(f"cannot write {target}: {detail}")
-
-
-def _free_bytes(folder: Path) -> int:
-    try:
-        return shutil.disk_usage(str(folder)).free
-    except OSError:
-        return _LOW_SPACE_BYTES
 
 
 def _itk_detail(exc: RuntimeError) -> str:

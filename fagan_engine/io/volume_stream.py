@@ -27,8 +27,9 @@ import SimpleITK as sitk
 from fagan_engine.io.geometry import SliceLayout, SRGeometry
 from fagan_engine.io.nifti_checks import nifti_complete
 from fagan_engine.io.paths import lower_extension
-from fagan_engine.util.atomic import describe_os_error, fsync_file
+from fagan_engine.util.atomic import describe_os_error, fsync_file, write_error
 from fagan_engine.util.errors import OutputError
+from fagan_engine.util.stdio_capture import captured_stderr
 
 STREAMED_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 NIFTI1_MAX_DIM = 32767
@@ -103,6 +104,9 @@ class VolumeStreamWriter:
         except OSError as exc:
             self.abort()
             raise OutputError(describe_os_error(exc, self.shown)) from None
+        except (RuntimeError, ValueError, AttributeError, struct.error, zlib.error):  # ITK failed, or left a short proxy (full disk)
+            self.abort()
+            raise write_error(self.shown, "the header could not be written") from None
 
     # --- header ----------------------------------------------------------------------------------
 
@@ -116,8 +120,11 @@ class VolumeStreamWriter:
             proxy.SetSpacing(self.geometry.spacing)
             proxy.SetOrigin(self.geometry.origin)
             proxy.SetDirection(self.geometry.direction)
-            written = folder / self.path.name
-            sitk.WriteImage(proxy, str(written), compress)
+            # SimpleITK picks its writer by a case-sensitive extension: the proxy takes the lower-case one (a detached
+            # header's data file is then named after the output's stem with the writer's lower-case suffix)
+            written = folder / (self.path.name[: len(self.path.name) - len(self.ext)] + self.ext)
+            with captured_stderr():  # ITK's own lines on a failed write (a full disk) do not reach the user
+                sitk.WriteImage(proxy, str(written), compress)
             data = written.read_bytes()
         finally:
             shutil.rmtree(folder, ignore_errors=True)

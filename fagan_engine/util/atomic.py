@@ -5,9 +5,10 @@ import contextlib
 import ctypes
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, List, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 from fagan_engine.util.errors import OutputError
 
@@ -108,6 +109,28 @@ def describe_os_error(exc: OSError, target: PathLike) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied writing {target}"
     return f"cannot write {target}: {exc.strerror or exc}"
+
+
+LOW_SPACE_BYTES = 1 << 20
+"""A failed write with less free space than this left is reported as a full disk (``write_error``)."""
+
+
+def write_error(target: PathLike, detail: str, error_number: Optional[int] = None) -> OutputError:
+    """One-line OutputError for a failed write of ``target``; on a nearly full disk, a full disk.
+
+    ITK writers do not expose errno (they raise RuntimeError, or leave a short file), so for them
+    (``error_number`` None) the free space left, measured while the partial file still exists, decides.
+    """
+    if error_number == errno.ENOSPC or (error_number is None and _free_bytes(Path(target).parent) < LOW_SPACE_BYTES):
+        return OutputError(f"no space left on device while writing {target}")
+    return OutputError(f"cannot write {target}: {detail}")
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(str(folder)).free
+    except OSError:
+        return LOW_SPACE_BYTES
 
 
 def fsync_file(path: Path) -> None:
