@@ -173,6 +173,30 @@ def test_zero_or_non_finite_rescale_slope_is_refused(tmp_path: Path, slope: str)
         read_volume(str(folder))
 
 
+def test_slices_with_their_own_rescale_or_pixel_representation_keep_their_values(tmp_path: Path) -> None:
+    """ITK took the pixel type from the first slice: a slice rescaled by 100 wrapped around int16, one rescaled by 0.01
+    was truncated to whole numbers, an unsigned slice above 32767 wrapped; exit 0."""
+    folder = series(tmp_path)
+    expected = []
+    for index, change in ((2, (100.0, 0.0)), (3, (0.01, 0.5))):
+        edit_slice(folder, index, lambda ds, c=change: (setattr(ds, "RescaleSlope", f"{c[0]:g}"), setattr(ds, "RescaleIntercept", f"{c[1]:g}")))
+    path = sorted(folder.iterdir())[4]
+    ds = pydicom.dcmread(str(path))
+    ds.PixelRepresentation = 0
+    ds.PixelData = (ds.pixel_array.astype(np.uint16) + np.uint16(40000)).astype(np.uint16).tobytes()
+    ds.save_as(str(path))
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(str(path))
+        slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
+        expected.append((np.asarray(ds.ImagePositionPatient, float), ds.pixel_array * slope + intercept))
+    image = read_volume(str(folder))
+    array = sitk.GetArrayFromImage(image)
+    for k in range(array.shape[0]):
+        corner = np.asarray(image.TransformIndexToPhysicalPoint((0, 0, k)))
+        truth = next(v for position, v in expected if np.abs(position - corner).max() < 1e-3)
+        assert np.allclose(array[k], truth, rtol=1e-6, atol=1e-3), k
+
+
 DEAD_PID = 99999999
 """Above any pid_max: no process has it (a process killed with ``kill -9``)."""
 

@@ -39,6 +39,9 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
     _check_no_symlink_loop(folder)
     chosen = _chosen_series(folder, series_id)
     reader = sitk.ImageSeriesReader()
+    # float32, so every slice keeps its own RescaleSlope/Intercept and pixel representation: ITK otherwise takes the
+    # pixel type from the first slice and truncates (or wraps) the others' rescaled values into it
+    reader.SetOutputPixelType(sitk.sitkFloat32)
     with captured_stderr() as noise:
         try:
             files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), chosen)
