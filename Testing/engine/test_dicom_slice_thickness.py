@@ -21,3 +21,22 @@ def test_slice_thickness_from_the_series_header(tmp_path: Path) -> None:
     assert float(image.GetMetaData("0018|0050")) == pytest.approx(2.5)
     plan = plan_through_plane(image)
     assert plan.thickness == pytest.approx(2.5) and plan.thickness_source == "dicom"
+
+
+def test_an_in_plane_dicom_result_keeps_the_acquired_thickness_and_a_through_plane_one_gets_its_spacing(tmp_path: Path, capsys) -> None:
+    """The in-plane result wrote its slice spacing as SliceThickness: run through-plane on it, the 0.5 mm gap was gone."""
+    from fagan_engine.cli.sr import main
+
+    folder = write_mr_series(oblique_image(size=(16, 12, 5), spacing=(0.9, 0.9, 3.0)), tmp_path / "series")
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.SliceThickness = "2.5"
+        ds.save_as(path)
+    common = ["--method", "bicubic", "--output-format", "dicom", "--progress", "none"]
+    assert main([str(folder), str(tmp_path / "inplane"), "--scale", "2", *common]) == 0, capsys.readouterr().err
+    written = [pydicom.dcmread(p) for p in sorted((tmp_path / "inplane").iterdir())]
+    assert {float(ds.SliceThickness) for ds in written} == {2.5} and float(written[0].SpacingBetweenSlices) == pytest.approx(3.0)
+    assert plan_through_plane(read_volume(str(tmp_path / "inplane"))).thickness == pytest.approx(2.5)
+    assert main([str(folder), str(tmp_path / "through"), "--through-plane", "--target-spacing", "1.5", "--iterations", "0", *common[2:]]) == 0
+    through = pydicom.dcmread(sorted((tmp_path / "through").iterdir())[0])
+    assert float(through.SliceThickness) == pytest.approx(1.5) == float(through.SpacingBetweenSlices)

@@ -338,7 +338,8 @@ def write_instances(
         ds.ImagePositionPatient = [_ds(v) for v in position]
         ds.ImageOrientationPatient = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
         ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # row spacing (between rows), column spacing
-        ds.SliceThickness = _ds(spacing[2])
+        if "SliceThickness" not in source:  # an in-plane result keeps the acquired thickness (and so its gap)
+            ds.SliceThickness = _ds(spacing[2])
         ds.SpacingBetweenSlices = _ds(spacing[2])
         ds.SliceLocation = _ds(float(normal @ position))
         ds.Rows, ds.Columns = int(geometry.size[1]), int(geometry.size[0])

@@ -24,7 +24,7 @@ import SimpleITK as sitk
 
 from fagan_engine._version import __version__
 from fagan_engine.inference.slices import SlabGather, SlabStream
-from fagan_engine.io.dicom_source import read_series_tags
+from fagan_engine.io.dicom_source import SLICE_KEYWORDS, read_series_tags
 from fagan_engine.io.dicom_stream import DicomStreamWriter
 from fagan_engine.io.dicom_writer import publish_folder, series_description, stage_dicom_series, voxel_text
 from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_volume, remove_stale_staging, split_extension, write_volume
@@ -295,6 +295,8 @@ def write_outputs(
     labels: Dict[str, Any] = {}
     if output_format_of(outputs.output) == "dicom":
         spacing = streamed[0].geometry.spacing if streamed else outcome.image.GetSpacing()
+        if options.mode != "in-plane" and source_tags:  # new slices: their thickness is the output spacing
+            source_tags = {k: v for k, v in source_tags.items() if k not in SLICE_KEYWORDS}
         labels = dict(source_tags=source_tags, description=description_for(options, source_tags, spacing),
                       derivation=derivation_text(options, resolver, outcome, spacing))
     if streamed:
