@@ -163,6 +163,13 @@ def test_force_replaces_an_earlier_dicom_output_but_never_a_folder_of_other_file
     for force in ([], ["--force"]):  # a second run replaces the first run's series
         assert main([str(volume), str(series), "--scale", "2", "--method", "bicubic", "--progress", "none", *force]) == 0
     assert sorted(p.suffix for p in series.iterdir()) == [".dcm"] * len(list(series.iterdir()))
+    # a scanner's (or a PACS export's) series is all .dcm too, and --force replaced it with an unrelated result
+    scanner = write_mr_series(oblique_image(size=(12, 10, 4)), tmp_path / "patient_T1")
+    before = {p.name: p.read_bytes() for p in scanner.iterdir()}
+    code = main([str(volume), str(scanner), "--scale", "2", "--method", "bicubic", "--force", "--progress", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "holds a DICOM series this engine did not write" in err[0]
+    assert {p.name: p.read_bytes() for p in scanner.iterdir()} == before
 
 
 def test_multi_valued_source_description_is_one_readable_value(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -37,6 +37,8 @@ from fagan_engine.util.errors import OutputError
 from fagan_engine.util.failures import interrupts_deferred
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+SOFTWARE = "fagan_engine"
+"""The first word of every written instance's SoftwareVersions: how ``--force`` recognises an earlier output."""
 INT16_LIMIT = 32500
 """Largest |stored value| used for quantised (non-integer) results: a margin below 32767 absorbs the
 rounding of slope and intercept to DICOM decimal strings."""
@@ -79,13 +81,31 @@ def check_dicom_output(target: Path, force: bool) -> None:
 
 
 def check_replaceable(target: Path) -> None:
-    """OutputError unless the folder ``target`` holds only ``.dcm`` files, as an earlier DICOM output does: ``--force``
-    replaces a series, never a folder of other files (an OUTPUT without extension names a DICOM folder)."""
+    """OutputError unless the folder ``target`` holds only ``.dcm`` files that this engine wrote (their SoftwareVersions
+    name ``fagan_engine``), as an earlier DICOM output does: ``--force`` replaces such a series, never a folder of other
+    files (an OUTPUT without extension names a DICOM folder) nor a scanner's or a PACS export's series."""
     others = _foreign_entries(target)
     if others:
         listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise OutputError(f"output {target} holds more than a DICOM series ({listed}); --force replaces only an earlier "
                           "DICOM output: choose another folder")
+    foreign = next((path for path in sorted(target.iterdir()) if not _written_by_engine(path)), None)
+    if foreign is not None:
+        raise OutputError(f"output {target} holds a DICOM series this engine did not write ({foreign.name}); --force replaces "
+                          "only an earlier output of fagan-sr: choose another folder")
+
+
+def _written_by_engine(path: Path) -> bool:
+    """Whether the DICOM file ``path`` names this engine in its SoftwareVersions (``write_instances`` sets it)."""
+    import pydicom  # lazy: pydicom only for DICOM output; io imports without it
+
+    try:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SoftwareVersions"])
+    except Exception:  # pydicom raises many types for damaged files: not one of ours
+        return False
+    versions = header.get("SoftwareVersions", "")
+    values = list(versions) if isinstance(versions, (list, tuple, pydicom.multival.MultiValue)) else [versions]
+    return any(str(value).startswith(f"{SOFTWARE} ") for value in values)
 
 
 def publish_folder(staged: Path, target: Path, force: bool) -> None:
@@ -326,7 +346,7 @@ def write_instances(
         ds.SeriesDescription = labels.description[:_LO_LENGTH]
         ds.DerivationDescription = labels.derivation[:1024]
         ds.ImageType = ["DERIVED", "SECONDARY"]
-        ds.SoftwareVersions = f"fagan_engine {__version__}"
+        ds.SoftwareVersions = f"{SOFTWARE} {__version__}"
         ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = date
         ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = time
         for keyword, default in (("ScanningSequence", "RM"), ("SequenceVariant", "NONE"), ("ScanOptions", ""),
