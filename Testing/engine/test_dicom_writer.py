@@ -85,6 +85,7 @@ def test_cli_dicom_in_dicom_out_copies_patient_and_study(tmp_path: Path, capsys:
     before = folder_digest(series)
     checkpoint = save_untrained_checkpoint(tmp_path / "tiny.safetensors", 2)
     out = tmp_path / "out" / "t1_sr"
+    out.parent.mkdir()  # the output's folder must exist, as for a file output (docs/reliability.md)
     code = main([str(series), str(out), "--scale", "2", "--checkpoint", str(checkpoint), "--output-format", "dicom", "--progress", "none"])
     assert code == 0, capsys.readouterr().err
     assert folder_digest(series) == before, "the input series was modified"
@@ -180,3 +181,23 @@ def test_multi_valued_source_description_is_one_readable_value(tmp_path: Path, c
     assert main([str(series), str(out), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 0, capsys.readouterr().err
     written = datasets(out)[0].data_element("SeriesDescription")
     assert written.VM == 1 and written.value == "T1 post bicubic SR x2"
+
+
+def test_a_dicom_output_whose_folder_cannot_hold_it_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A parent that is a file gave a FileExistsError traceback (NotADirectoryError one level down); a missing parent was
+    created silently, although a file output there is refused."""
+    volume = tmp_path / "v.nrrd"
+    sitk.WriteImage(oblique_image(seed=3, integers=False), str(volume))
+    (tmp_path / "afile").write_text("x")
+    for output, fragment in ((tmp_path / "afile" / "sr", "output folder does not exist"),
+                             (tmp_path / "afile" / "x" / "sr", "output folder does not exist"),
+                             (tmp_path / "new" / "deep" / "sr", "output folder does not exist")):
+        code = main([str(volume), str(output), "--scale", "2", "--method", "bicubic", "--progress", "none"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert not (tmp_path / "new").exists() and (tmp_path / "afile").read_text() == "x"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"input,output\n{volume.name},afile/sr2/\n")
+    assert main(["--manifest", str(manifest), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err and "afile" in err

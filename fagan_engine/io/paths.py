@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-from fagan_engine.util.errors import InputError
+from fagan_engine.util.errors import InputError, OutputError
 
 DETACHED_DATA_SUFFIXES = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
 """Data file names a writer may give a detached header's voxels (``<stem><suffix>``)."""
@@ -127,3 +127,11 @@ def lower_case_alias(path: Path, ext: str) -> Iterator[Path]:
         except OSError:  # no symlinks (Windows without the privilege): a copy
             shutil.copyfile(path, alias)
         yield alias
+
+
+def check_output_folder(folder: Path) -> None:
+    """OutputError unless ``folder`` (an output's parent) is an existing, writable folder."""
+    if not folder.is_dir():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder}")

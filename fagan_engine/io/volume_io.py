@@ -29,7 +29,7 @@ from fagan_engine.io.dicom_series import read_dicom_series
 from fagan_engine.io.geometry import direction_matrix
 from fagan_engine.io.nifti_checks import inspect_nifti, is_sheared, nifti_complete
 from fagan_engine.io.nifti_header import Geometry
-from fagan_engine.io.paths import InputFiles, check_path_text, lower_case_alias, written_files
+from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, lower_case_alias, written_files
 from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files, write_error
 from fagan_engine.util.errors import ConfigError, FAGANWarning, InputError, OutputError
@@ -171,11 +171,7 @@ def check_output_path(input_path: Optional[str], output_path: str, force: bool =
             f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
     target = Path(output_path)
-    folder = target.parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder is not writable: {folder}")
+    check_output_folder(target.parent)
     if target.is_dir():
         raise OutputError(f"output {output_path} is a folder, not a file name")
     if input_path is not None and InputFiles([input_path]).reached_by(output_path):

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 from fagan_engine.io.dicom_writer import check_dicom_output
-from fagan_engine.io.paths import InputFiles, check_path_text, file_key
+from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, file_key
 from fagan_engine.io.volume_io import check_output_path
 from fagan_engine.pipeline.batch import Case, output_format_of
+from fagan_engine.util.atomic import describe_os_error
 from fagan_engine.util.errors import InputError, OutputError
 
 BATCH_REPORT_SUFFIXES = (".csv", ".json")
@@ -79,10 +80,15 @@ def check_case_outputs(
     for path in [output, *maps.values()]:
         check_path_text(path, "output")
         refuse_input_reach(path, reach)
+        parent = Path(path.rstrip("/" + os.sep)).parent
         if create_folders:
-            Path(path.rstrip("/" + os.sep)).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(describe_os_error(exc, parent)) from None
         replace = force or (create_folders and path != output)
         if output_format_of(path) == "dicom":
+            check_output_folder(parent)  # as for a file: a DICOM folder is made in an existing, writable folder
             check_dicom_output(Path(path), replace)
         else:
             check_output_path(None, path, replace)
