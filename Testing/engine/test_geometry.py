@@ -49,6 +49,16 @@ def test_auto_plane_uses_finest_axes_with_documented_tie_rule(spacing, expected)
     assert plane_axes(make_image(spacing=spacing), "auto") == expected
 
 
+@pytest.mark.parametrize("size, spacing, expected", [
+    ((32, 32, 1), (1.5, 1.5, 1.0), (0, 1)),  # one DICOM slice: ITK reads it 1 mm thick, finer than its pixels
+    ((32, 1, 24), (0.8, 0.5, 0.8), (0, 2)),  # one coronal slice with a small pixdim
+    ((32, 1, 1), (1.0, 1.0, 1.0), (0, 1)),  # a line: no single slice, the spacing rule
+])
+def test_auto_plane_of_a_single_slice_is_that_slice(size, spacing, expected):
+    """A 32x32x1 DICOM slice was refused as "in-plane slice is 32x1 voxels" unless --plane was given."""
+    assert plane_axes(make_image(size=size, spacing=spacing), "auto") == expected
+
+
 @pytest.mark.parametrize("tilt", [0.0, 0.35])
 @pytest.mark.parametrize(
     "direction, expected",
