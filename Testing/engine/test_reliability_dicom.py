@@ -197,6 +197,38 @@ def test_slices_with_their_own_rescale_or_pixel_representation_keep_their_values
         assert np.allclose(array[k], truth, rtol=1e-6, atol=1e-3), k
 
 
+def test_an_enhanced_multi_frame_file_is_named_as_such(tmp_path: Path) -> None:
+    """One Enhanced MR Image file was refused as "input is 4D ... extract one volume": it is one 3D volume."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds, meta = Dataset(), FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4.1", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID, ds.Modality = generate_uid(), generate_uid(), generate_uid(), "MR"
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8, 8, 4, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared, measures, orientation = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = ["1", "1"], "3"
+    orientation.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([orientation])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in range(4):
+        frame, position = Dataset(), Dataset()
+        position.ImagePositionPatient = ["0", "0", f"{3 * k}"]
+        frame.PlanePositionSequence = Sequence([position])
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = np.arange(256, dtype="<i2").tobytes()
+    (tmp_path / "mf").mkdir()
+    ds.save_as(str(tmp_path / "mf" / "mf.dcm"), enforce_file_format=True)
+    with pytest.raises(InputError, match="mf.dcm in .* is one enhanced \\(multi-frame\\) DICOM file"):
+        read_volume(str(tmp_path / "mf"))
+
+
 DEAD_PID = 99999999
 """Above any pid_max: no process has it (a process killed with ``kill -9``)."""
 

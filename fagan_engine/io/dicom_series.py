@@ -52,6 +52,11 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
             image, failure = None, _last_line(exc, "")
     if image is None:
         raise InputError(f"cannot read DICOM series in {folder}: {noise.first_message() or failure}")
+    if image.GetDimension() == 4 and len(files) == 1:
+        raise InputError(
+            f"{Path(files[0]).name} in {folder} is one enhanced (multi-frame) DICOM file, which is not read here: convert it to "
+            "a classic series of one file per slice (e.g. dcm2niix to NIfTI, or dcuncat/emf2sf) and give that"
+        )
     unread = _unread_slices(folder, chosen, files)
     per_slice = image.GetDimension() == 3 and image.GetSize()[2] == len(files)  # not one multi-frame file
     if per_slice:
