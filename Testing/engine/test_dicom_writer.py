@@ -201,3 +201,23 @@ def test_a_dicom_output_whose_folder_cannot_hold_it_is_one_line(tmp_path: Path, 
     assert main(["--manifest", str(manifest), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error" not in err and "afile" in err
+
+
+def test_a_full_disk_while_writing_instances_names_the_series_not_its_staged_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The message named the hidden staging file (…/.v1.tmp-26547-…/v1/IM00012.dcm)."""
+    import errno
+
+    import fagan_engine.io.dicom_writer as dicom_writer
+
+    def full(pydicom, ds, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dicom_writer, "_save", full)
+    volume = tmp_path / "v.nrrd"
+    sitk.WriteImage(oblique_image(seed=3, integers=False), str(volume))
+    out = tmp_path / "series"  # the CLI streams it
+    code = main([str(volume), str(out), "--scale", "2", "--method", "bicubic", "--progress", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: no space left on device while writing {out}"], err
+    with pytest.raises(dicom_writer.OutputError, match=f"no space left on device while writing {tmp_path / 'direct'}$"):
+        dicom_writer.write_dicom_series(oblique_image(seed=3, integers=False), str(tmp_path / "direct"))

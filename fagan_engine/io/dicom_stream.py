@@ -69,7 +69,7 @@ class DicomStreamWriter:
         try:
             if self.gathered is not None:
                 volume, self.gathered = self.gathered, None
-                write_instances(self.folder, self.geometry, lambda k: volume[k], self.values, labels)
+                write_instances(self.folder, self.geometry, lambda k: volume[k], self.values, labels, self.shown)
                 return self.folder
             self.spool.close()
             slice_items = self.shape[1] * self.shape[2]
@@ -79,7 +79,7 @@ class DicomStreamWriter:
                     spool.seek(k * slice_items * self.dtype.itemsize)
                     return np.fromfile(spool, self.dtype, slice_items).reshape(self.shape[1:])
 
-                write_instances(self.folder, self.geometry, read_slice, self.values, labels)
+                write_instances(self.folder, self.geometry, read_slice, self.values, labels, self.shown)
             return self.folder
         except OSError as exc:
             raise OutputError(describe_os_error(exc, self.shown)) from None

@@ -60,7 +60,7 @@ def write_dicom_series(image: sitk.Image, folder: str, force: bool = False, **la
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=str(target.parent)))
     try:
         staged = staging / target.name
-        stage_dicom_series(image, staged, **labels)
+        stage_dicom_series(image, staged, **labels, shown=target)
         publish_folder(staged, target, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -206,13 +206,16 @@ def stage_dicom_series(
     source_tags: Optional[Dict[str, Any]] = None,
     description: str = "FA-GAN SR",
     derivation: str = "",
+    shown: Optional[Path] = None,
 ) -> None:
-    """Write the series' files of an in-memory ``image`` into ``folder`` (created; must not exist) and fsync them."""
+    """Write the series' files of an in-memory ``image`` into ``folder`` (created; must not exist) and fsync them;
+    errors name ``shown`` (the final series folder; default ``folder``)."""
     array = sitk.GetArrayViewFromImage(image)
-    values = ValueRange(folder)
+    values = ValueRange(shown or folder)
     for k in range(array.shape[0]):
         values.add(array[k])
-    write_instances(folder, geometry_of(image), lambda k: array[k], values, SeriesLabels(source_tags, description, derivation))
+    labels = SeriesLabels(source_tags, description, derivation)
+    write_instances(folder, geometry_of(image), lambda k: array[k], values, labels, shown)
 
 
 @dataclass(frozen=True)
@@ -288,10 +291,12 @@ def stored_percentiles(counts: np.ndarray, percents: Tuple[float, ...]) -> List[
 
 
 def write_instances(
-    folder: Path, geometry: SRGeometry, read_slice: Callable[[int], np.ndarray], values: ValueRange, labels: SeriesLabels
+    folder: Path, geometry: SRGeometry, read_slice: Callable[[int], np.ndarray], values: ValueRange, labels: SeriesLabels,
+    shown: Optional[Path] = None,
 ) -> None:
     """Write one instance per slice along index axis 2 (``read_slice(k)``: numpy slice ``k`` of the volume) into
-    ``folder`` (created; must not exist) and fsync them; one rescale and window for the whole series.
+    ``folder`` (created; must not exist) and fsync them; one rescale and window for the whole series. A failed write
+    names ``shown`` (the final series folder; default ``folder``), not the staged instance.
 
     The slices are read twice, once for the window's histogram and once to write them, so only one is held at a time.
     """
@@ -372,8 +377,11 @@ def write_instances(
         ds.WindowCenter, ds.WindowWidth = _ds(center), _ds(width)
         ds.PixelData = np.ascontiguousarray(stored(k), dtype="<i2").tobytes()
         path = folder / f"IM{k + 1:05d}.dcm"
-        _save(pydicom, ds, path)
-        fsync_file(path)
+        try:
+            _save(pydicom, ds, path)
+            fsync_file(path)
+        except OSError as exc:
+            raise OutputError(describe_os_error(exc, shown or folder)) from None
     fsync_dir(folder)
 
 
@@ -456,11 +464,8 @@ def _pydicom() -> Any:
 
 def _save(pydicom: Any, ds: Any, path: Path) -> None:
     """Save as a DICOM Part 10 file with pydicom 2.x or 3.x."""
-    try:
-        if int(pydicom.__version__.split(".")[0]) >= 3:
-            ds.save_as(str(path), enforce_file_format=True)
-        else:
-            ds.is_little_endian, ds.is_implicit_VR = True, False
-            ds.save_as(str(path), write_like_original=False)
-    except OSError as exc:
-        raise OutputError(describe_os_error(exc, path)) from None
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(str(path), enforce_file_format=True)
+    else:
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(str(path), write_like_original=False)

@@ -238,7 +238,7 @@ class StagedOutputs:
         """Stage a DICOM series folder (``labels``: ``stage_dicom_series``'s ``source_tags``, ``description``, ``derivation``)."""
         path = Path(target.rstrip("/" + os.sep))
         staged = self._folder(path) / path.name
-        stage_dicom_series(image, staged, **labels)
+        stage_dicom_series(image, staged, **labels, shown=path)
         self.items.append(("dicom", staged, path, self.force))
 
     def publish(self) -> None:
