@@ -91,6 +91,17 @@ def test_nifti_pixdim_invalid_without_an_sform_is_refused(tmp_path, pixdim):
     refused(patched(source, 88, "<f", pixdim), "pixdim")
 
 
+def test_nifti_without_an_orientation_is_read_as_itk_does_with_one_warning(tmp_path):
+    """Both codes 0: read as ITK does (identity direction), which nibabel-based tools place flipped; nothing said so."""
+    source = patched(patched(sample(tmp_path), 254, "<h", 0, name="nosform.nii"), 252, "<h", 0, name="nocodes.nii")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = read_volume(str(source))
+    lines = [str(w.message) for w in caught if issubclass(w.category, FAGANWarning)]
+    assert len(lines) == 1 and "sform_code and qform_code are 0" in lines[0] and "identity direction" in lines[0]
+    assert image.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
 @pytest.mark.parametrize("unit, mm_per_unit", [(1, 1000.0), (3, 0.001), (2, 1.0), (0, 1.0)], ids=["metre", "micron", "mm", "unknown"])
 @pytest.mark.parametrize("rule", ["sform", "qform"])
 def test_nifti_transform_in_metres_or_microns_is_read_in_millimetres(tmp_path, unit, mm_per_unit, rule):

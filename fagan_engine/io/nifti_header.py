@@ -133,7 +133,8 @@ def _deciding_transform(header: "nibabel.Nifti1Header", pixdim: np.ndarray, path
         raise InputError(f"cannot read {path}: neither its sform nor its qform is valid (they hold NaN or Inf, are singular or not a rotation)")
     if has_qform:
         return Geometry(qform, "qform", "the sform holds NaN or Inf or is singular" if sform_code > 0 else "")
-    return Geometry(None, "pixdim", "")
+    return Geometry(None, "pixdim", "sform_code and qform_code are 0, so the file gives no orientation or origin: read as ITK "
+                    "reads it (identity direction, origin 0), which nibabel-based tools (FSL, ...) place differently")
 
 
 def _qform(header: "nibabel.Nifti1Header") -> Optional[np.ndarray]:  # noqa: F821
