@@ -57,6 +57,7 @@ def test_oblique_series_reads_back_with_the_same_geometry_and_values(tmp_path: P
     assert len({ds.SOPInstanceUID for ds in files}) == len(files) and len({ds.SeriesInstanceUID for ds in files}) == 1
     first = files[0]
     assert list(first.ImageType) == ["DERIVED", "SECONDARY"] and first.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
+    assert "PatientPosition" in first and first.PatientPosition == ""  # type 2C for MR: present, empty when unknown
     assert float(first.SliceThickness) == pytest.approx(0.0 + image.GetSpacing()[2]) == float(first.SpacingBetweenSlices)
     assert [float(v) for v in first.PixelSpacing] == pytest.approx([image.GetSpacing()[1], image.GetSpacing()[0]])
     pixels = first.pixel_array.astype(float) * float(first.RescaleSlope) + float(first.RescaleIntercept)

@@ -335,8 +335,9 @@ def write_instances(
         ds = pydicom.Dataset()
         ds.file_meta = meta
         for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                        "ReferringPhysicianName", "StudyID", "AccessionNumber", "PositionReferenceIndicator", "Manufacturer"):
-            setattr(ds, keyword, "")  # type 2: present, empty when unknown
+                        "ReferringPhysicianName", "StudyID", "AccessionNumber", "PositionReferenceIndicator", "Manufacturer",
+                        "PatientPosition"):
+            setattr(ds, keyword, "")  # type 2 (PatientPosition 2C for MR): present, empty when unknown
         for keyword, value in source.items():
             if keyword not in ("SeriesInstanceUID", "SeriesDescription", "SeriesNumber", "Modality", "Manufacturer",
                                "ManufacturerModelName"):
