@@ -77,7 +77,7 @@ def split_held_out(slices01: np.ndarray, scale: int) -> Tuple[np.ndarray, np.nda
     """(training slices, held-out slices): every fourth slice, or the last quarter of the columns of each slice."""
     n, rows, cols = slices01.shape
     if min(rows, cols) < MIN_SIDE:
-        raise InputError(f"in-plane slices of {rows}x{cols} are smaller than the {MIN_SIDE}x{MIN_SIDE} that per-scan adaptation needs")
+        raise InputError(f"in-plane slices of {cols}x{rows} are smaller than the {MIN_SIDE}x{MIN_SIDE} that per-scan adaptation needs")
     if n >= 4:
         keep = np.ones(n, dtype=bool)
         keep[3::4] = False
