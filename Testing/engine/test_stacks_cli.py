@@ -34,6 +34,8 @@ def test_stacks_run_writes_the_volume_and_report(tmp_path: Path, capsys: pytest.
     assert image.GetSpacing() == pytest.approx((1.0, 1.0, 1.0)) and image.GetDirection() == sitk.ReadImage(inputs[0]).GetDirection()
     saved = json.loads(report.read_text())
     assert [s["slices"] for s in saved["stacks"]] == [8, 8, 8] and saved["reference"] == 0
+    # who made it, as the one-volume report says (the --stacks report had neither)
+    assert saved["notice"] == "research use, not for diagnosis" and saved["engine_version"] and saved["inputs"] == [str(p) for p in inputs]
     err = capsys.readouterr().err
     assert "stack 3:" in err and f"wrote {output}" in err
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
+from fagan_engine._version import __version__
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS, RunOptions, check_through_plane_ensemble
@@ -42,6 +43,7 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     """Reconstruct, write OUTPUT (the consistency maps, the JSON report); ``progress`` is the CLI's reporter (closed here)."""
     from fagan_engine.io import volume_io  # lazy: keeps SimpleITK out of this module's import
     from fagan_engine.io.geometry import direction_matrix  # lazy: as above (cli.arguments imports it)
+    from fagan_engine.pipeline.report import NOTICE  # lazy: keeps SimpleITK/scipy out of this module's import
     from fagan_engine.pipeline.validation import check_run_paths  # lazy: keeps SimpleITK/scipy out of this module's import
     from fagan_engine.through_plane.stacks import reconstruct_stacks  # lazy: keeps SimpleITK/scipy out of this module's import
 
@@ -76,8 +78,9 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     for index, (path, consistency) in enumerate(zip(maps.values(), report.consistency_maps)):
         volume_io.write_volume(consistency, path, force=args.force, input_path=inputs[index], compress=compress)
     volume_io.write_volume(image, output, force=args.force, input_path=inputs[reference], compress=compress)
-    if args.report is not None:
-        atomic_write_bytes(args.report, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    if args.report is not None:  # who made it, as every other report says (pipeline.report.identity)
+        document = {"notice": NOTICE, "engine_version": __version__, "inputs": inputs, "output": output, **report.to_dict()}
+        atomic_write_bytes(args.report, (json.dumps(document, indent=2) + "\n").encode())
     seconds = time.perf_counter() - started
     if args.progress == "json":
         emit("finished", output=output, seconds=round(seconds, 3), summary=report.to_dict(), maps=list(maps.values()))
