@@ -419,6 +419,7 @@ def _apply_nan_policy(image: sitk.Image, nan_policy: str) -> sitk.Image:
         return image
     if nan_policy == "error":
         raise _non_finite_error(bad, values.size)
+    warnings.warn(f"{bad} of {values.size} voxels were NaN or Inf and were set to 0 (the 'zero' NaN policy)", FAGANWarning, stacklevel=4)
     cleaned = sitk.GetImageFromArray(np.where(finite, values, np.float32(0)))
     cleaned.CopyInformation(image)
     return cleaned
