@@ -5,7 +5,8 @@ super-resolved ×2 by the ``fagan-sr`` command in a fresh process, once per conf
 the default (data-consistency projection and per-scan adaptation), without adaptation
 (``--adapt 0``), the network alone (``--adapt 0 --no-enforce-consistency``), the default with a two-member
 self-ensemble (``--ensemble 2``, the user's trade of time for quality at ×2) and Lanczos. Wall time
-and peak RSS (``ru_maxrss`` of that child, from ``os.wait4``) per row; the adaptation summary of the trust report.
+and peak RSS (the child's own ``VmHWM``, as ``memory_bench`` reads it: ``ru_maxrss`` may start at the parent's) per row;
+the adaptation summary of the trust report.
 Issue #16's bound: the default row ≤ 90 s on the 2-core CPU.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
+
+from benchmarks.memory_bench import CHILD
 
 CONFIGS = {
     "default": [],
@@ -49,17 +52,17 @@ def run_row(name: str, flags: List[str], folder: Path, threads: int) -> Dict[str
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     report = folder / f"{name.replace(' ', '_')}.json"
     output = folder / f"{name.replace(' ', '_')}.nii.gz"
-    command = [sys.executable, "-m", "fagan_engine", "sr", str(folder / "input.nii.gz"), str(output), "--scale", "2",
+    peak = folder / f"{name.replace(' ', '_')}.peak"
+    command = [sys.executable, "-c", CHILD, str(peak), str(folder / "input.nii.gz"), str(output), "--scale", "2",
                "--device", "cpu", "--progress", "none", "--report", str(report), *flags]
     started = time.perf_counter()
-    child = subprocess.Popen(command, env=env)
-    _, status, usage = os.wait4(child.pid, 0)
+    status = subprocess.call(command, env=env)
     seconds = time.perf_counter() - started
     if status != 0:
         raise RuntimeError(f"{' '.join(command)} failed with status {status}")
     identity = json.loads(report.read_text())["identity"]
     return {"config": name, "flags": " ".join(flags), "seconds": round(seconds, 1),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024), "adaptation": identity.get("adaptation")}
+            "peak_rss_mib": round(int(peak.read_text()) / 1024), "adaptation": identity.get("adaptation")}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -31,7 +31,8 @@ def markdown(results: Dict[str, Any]) -> str:
          "GFLOP/s", "% of peak", "× bicubic time", "peak RSS MiB", "GPU peak MiB"],
         [
             [f"×{r['scale']}", r["backend"] + (" compiled" if r["compiled"] else ""), r["device"], r["precision"], r["weights"],
-             _f(r.get("volume_s")), _f(r.get("slice_s")), _f(r.get("model_slice_s")), _f(r["flops_per_slice"] / 1e9),
+             _f(r.get("volume_s")), _f(r.get("slice_s")), _f(r.get("model_slice_s")),
+             _f(r["flops_per_slice"] / 1e9) if r["backend"] != "bicubic" else "",
              _f(r.get("achieved_gflops")), _pct(r.get("fraction_of_peak")), _f(r.get("vs_bicubic")),
              _f(r.get("peak_rss_mib")), _f(r.get("cuda_peak_mib")) + _err(r)]
             for r in results["inference"]
