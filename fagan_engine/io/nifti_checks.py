@@ -31,6 +31,7 @@ class NiftiFacts(NamedTuple):
     non_finite: int
     sheared: bool
     geometry: Geometry
+    voxels: int
 
 
 def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
@@ -76,7 +77,7 @@ def inspect_nifti(path: Path) -> Optional["NiftiFacts"]:
         )
     sheared = geometry.affine is not None and is_sheared(geometry.affine[:3, :3])
     with captured_stderr():
-        return NiftiFacts(_non_finite(image), sheared, geometry)
+        return NiftiFacts(_non_finite(image), sheared, geometry, int(np.prod(image.shape)))
 
 
 def _check_scaling(scaling: Tuple[float, float], path: Path) -> None:

@@ -310,7 +310,7 @@ def _read_nifti(path: Path, nan_policy: str) -> sitk.Image:
     """
     facts = inspect_nifti(path)
     if facts is not None and facts.non_finite and nan_policy == "error":
-        raise _non_finite_error(facts.non_finite)
+        raise _non_finite_error(facts.non_finite, facts.voxels)
     if facts is None or not facts.sheared:
         try:
             image = _itk_read(path, ".nii", quiet=facts is not None)
@@ -318,6 +318,8 @@ def _read_nifti(path: Path, nan_policy: str) -> sitk.Image:
             if facts is None:
                 raise
         else:
+            if facts is not None and facts.non_finite:  # ITK has already set them to 0: say how many, as for other formats
+                _warn_zeroed(facts.non_finite, facts.voxels)
             return image if facts is None else _with_geometry(image, facts.geometry, path)
     import nibabel as nib  # lazy: nibabel only for NIfTI files; io imports without it
 
@@ -404,11 +406,12 @@ def _dimension_error(dim: int, size: Tuple[int, ...]) -> InputError:
     )
 
 
-def _non_finite_error(count: int, total: Optional[int] = None) -> InputError:
-    of = f" of {total}" if total is not None else ""
-    return InputError(
-        f"input has {count} non-finite (NaN or Inf) voxels{of}; use the 'zero' NaN policy to replace them with 0"
-    )
+def _warn_zeroed(count: int, total: int) -> None:
+    warnings.warn(f"{count} of {total} voxels were NaN or Inf and were set to 0 (the 'zero' NaN policy)", FAGANWarning, stacklevel=5)
+
+
+def _non_finite_error(count: int, total: int) -> InputError:
+    return InputError(f"input has {count} non-finite (NaN or Inf) voxels of {total}; use the 'zero' NaN policy to replace them with 0")
 
 
 def _apply_nan_policy(image: sitk.Image, nan_policy: str) -> sitk.Image:
@@ -419,7 +422,7 @@ def _apply_nan_policy(image: sitk.Image, nan_policy: str) -> sitk.Image:
         return image
     if nan_policy == "error":
         raise _non_finite_error(bad, values.size)
-    warnings.warn(f"{bad} of {values.size} voxels were NaN or Inf and were set to 0 (the 'zero' NaN policy)", FAGANWarning, stacklevel=4)
+    _warn_zeroed(bad, values.size)
     cleaned = sitk.GetImageFromArray(np.where(finite, values, np.float32(0)))
     cleaned.CopyInformation(image)
     return cleaned
