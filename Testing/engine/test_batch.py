@@ -102,7 +102,7 @@ def test_json_protocol_reports_overall_and_per_case_progress(tmp_path: Path, cap
     kinds = [e["event"] for e in events]
     assert kinds[0] == "batch_start" and kinds[-1] == "finished" and kinds.count("case_start") == kinds.count("case_end") == 3
     progress = [e for e in events if e["event"] == "progress"]
-    assert progress and all({"case", "cases", "done", "total", "fraction", "run_fraction", "overall"} <= set(e) for e in progress)
+    assert progress and all({"case", "cases", "done", "total", "fraction", "run_fraction", "overall", "phase"} <= set(e) for e in progress)
     overall = [e["overall"] for e in events if "overall" in e]
     assert overall == sorted(overall), "the batch's progress went backwards"
     assert [e["overall"] for e in events if e["event"] == "case_end"] == [pytest.approx(1 / 3, abs=1e-3), pytest.approx(2 / 3, abs=1e-3), 1.0]

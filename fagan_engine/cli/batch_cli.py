@@ -29,7 +29,7 @@ from fagan_engine.pipeline.validation import check_batch_run
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.locking import RunFolderLock
 from fagan_engine.util.options import MAP_FLAGS
-from fagan_engine.util.progress import RunFraction
+from fagan_engine.util.progress import RunFraction, event_fields
 from fagan_engine.util.protocol import emit
 
 
@@ -129,7 +129,7 @@ class CliEvents(BatchEvents):
     def case_progress(self, index: int, total: int, done: int, steps: int, phase: Optional[str], loss: Optional[float]) -> None:
         fraction = done / steps if steps else 0.0
         if self.mode == "json":
-            extra = {k: v for k, v in (("phase", phase), ("loss", loss)) if v is not None}
+            extra = event_fields(phase, loss)
             run_fraction = self.case_run.update(done, steps, phase)
             overall = (self.finished + run_fraction) / self.pending if self.pending else 1.0
             emit("progress", case=index, cases=total, done=done, total=steps, fraction=round(fraction, 4),

@@ -20,7 +20,7 @@ from fagan_engine.pipeline.validation import check_run_paths
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.failures import is_out_of_memory
 from fagan_engine.util.options import MAP_FLAGS
-from fagan_engine.util.progress import RunFraction
+from fagan_engine.util.progress import RunFraction, event_fields
 from fagan_engine.util.protocol import emit
 
 
@@ -125,7 +125,7 @@ class ProgressReporter:
 
     def __call__(self, done: int, total: int, phase: Optional[str] = None, loss: Optional[float] = None) -> None:
         if self.mode == "json":
-            extra = {k: v for k, v in (("phase", phase), ("loss", loss)) if v is not None}
+            extra = event_fields(phase, loss)
             if self.run is not None:
                 extra["run_fraction"] = round(self.run.update(done, total, phase), 4)
             emit("progress", done=done, total=total, fraction=round(done / total, 4) if total else 0.0, **extra)

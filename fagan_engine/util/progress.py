@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 
 class FitCancelled(KeyboardInterrupt):
@@ -18,6 +18,11 @@ def accepts_phase(progress: Optional[Callable[..., None]]) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.kind is p.VAR_KEYWORD or p.name == "phase" for p in parameters)
+
+
+def event_fields(phase: Optional[str], loss: Optional[float]) -> Dict[str, Any]:
+    """A ``progress`` event's ``phase`` (steps reported without one are the slices' ``inference``) and ``loss`` (when given)."""
+    return {"phase": phase or "inference", **({} if loss is None else {"loss": loss})}
 
 
 def call_progress(progress: Optional[Callable[..., None]], done: int, total: int, phase: str, loss: Optional[float] = None) -> None:
