@@ -391,7 +391,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _prefillThroughPlane(self) -> None:
         """Target spacing and slice thickness from a newly selected input (finest in-plane spacing;
-        DICOM Slice Thickness when Slicer's DICOM database knows the series, else the slice spacing)."""
+        DICOM Slice Thickness when Slicer's DICOM database knows the series, else 0: the engine decides)."""
         p = self._parameterNode
         node = p.inputVolume
         if not node or node.GetID() == self._prefilledInputID or node.GetImageData() is None:
@@ -401,7 +401,13 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.NodeModify(p):
             p.targetSpacing = round(target, 3)
             p.sliceThickness = round(thickness, 3)
-        self.ui.sliceThicknessSpinBox.toolTip = _("Acquired slice thickness (here from the {source}).").format(source=source)
+        if source == "DICOM":
+            self.ui.sliceThicknessSpinBox.toolTip = _("Acquired slice thickness (here from the DICOM Slice Thickness of the series).")
+        else:
+            self.ui.sliceThicknessSpinBox.toolTip = _(
+                "Acquired slice thickness. 'from the volume': the engine estimates it from the scan (it reports the value it "
+                "used), else takes the slice spacing. Set it when you know the slices are thinner than their spacing."
+            )
 
     def _applyProblem(self) -> Optional[str]:
         p = self._parameterNode

@@ -39,13 +39,13 @@ def dicomSliceThickness(volumeNode: Any, instanceValue: Optional[InstanceValue])
 
 
 def throughPlaneDefaults(volumeNode: Any, instanceValue: Optional[InstanceValue] = None) -> Tuple[float, float, str]:
-    """(target spacing, slice thickness, where the thickness came from: ``DICOM`` or ``slice spacing``)."""
+    """(target spacing, slice thickness, where the thickness comes from): ``DICOM`` with the series' Slice Thickness, else
+    ``engine`` with 0, which lets the engine decide (the file's header, else its estimate from the scan, else the slice
+    spacing): filling in the slice spacing here would pass it as ``--slice-thickness`` and defeat the estimate."""
     thickness = dicomSliceThickness(volumeNode, instanceValue)
-    source = "DICOM"
     if thickness is None:
-        thickness = float(volumeNode.GetSpacing()[throughPlaneAxis(volumeNode)])
-        source = "slice spacing"
-    return finestInPlaneSpacing(volumeNode), thickness, source
+        return finestInPlaneSpacing(volumeNode), 0.0, "engine"
+    return finestInPlaneSpacing(volumeNode), thickness, "DICOM"
 
 
 def formatSpacing(spacing: float) -> str:

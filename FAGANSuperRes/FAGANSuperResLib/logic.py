@@ -90,6 +90,8 @@ class SuperResolutionJob(EngineJob):
         self.reportPath = reportPath
         self.phase = ""
         self.summary: Dict[str, Any] = {}
+        self.reportSettings: Dict[str, str] = {}
+        """Settings the engine decided, from its report (``provenance.planSettings``)."""
         self.mapNodes: Dict[str, Any] = {}
         self.summaryTableNode: Any = None
 
@@ -182,6 +184,7 @@ class SuperResolutionJob(EngineJob):
         self.summary = report.summary
         self.warnings = mergeWarnings(self.warnings, report.warnings)
         self.identity.update(report.identity)
+        self.reportSettings = report.settings
         if not inScene(self.scene, self.inputVolumeNode):
             self.warnings = mergeWarnings(self.warnings, [deletedInputWarning(self.inputVolumeNode.GetName())])
         self.outputVolumeNode, self.mapNodes, self.summaryTableNode = addResultToScene(
@@ -193,16 +196,16 @@ class SuperResolutionJob(EngineJob):
         return f"Done: {self.outputVolumeNode.GetName()}{ranOn}"
 
     def runInfo(self) -> Dict[str, str]:
-        """What the engine reported about the run, recorded with the result (device, threads)."""
-        info = {"device": self.device} if self.device else {}
+        """What the engine reported about the run, recorded with the result (device, threads, the settings it decided)."""
+        info = dict(self.reportSettings, **({"device": self.device} if self.device else {}))
         if self.threads:
             info["threads"] = str(self.threads)
         return info
 
     def summaryText(self) -> str:
         """The result's notice, identity, summary figures and warnings, one ``item: value`` per line."""
-        rows = summaryRows(self.inputVolumeNode.GetName(), runSettings(self.options), self.identity, self.summary,
-                           self.warnings)
+        rows = summaryRows(self.inputVolumeNode.GetName(), dict(runSettings(self.options), **self.reportSettings), self.identity,
+                           self.summary, self.warnings)
         return "\n".join(f"{item}: {value}" for item, value in rows)
 
     def overlayLayers(self) -> Dict[str, Any]:

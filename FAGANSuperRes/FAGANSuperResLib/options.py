@@ -120,7 +120,7 @@ def runSettings(options: "RunOptions") -> Dict[str, str]:
     values = {"mode": options.mode, "method": options.method}
     if isThroughPlane(options):
         values.update(targetSpacing=_mm(options.target_spacing) or "finest in-plane spacing",
-                      sliceThickness=_mm(options.slice_thickness) or "from the header")
+                      sliceThickness=_mm(options.slice_thickness) or "chosen by the engine (header, estimate or spacing)")
     else:
         values["scale"] = f"x{options.scale}"
         if options.method == "fagan":

@@ -24,7 +24,7 @@ IDENTITY_KEYS = ("checkpoint", "sha256", "training_data", "acquisition", "engine
 _IDENTITY_SYNONYMS = {
     "checkpoint": ("checkpoint", "checkpoint_name", "name"),
     "sha256": ("sha256", "checkpoint_sha256", "content_sha256", "weights_sha256"),
-    "training_data": ("training_data", "training", "data"),
+    "training_data": ("training_data", "data"),
     "acquisition": ("acquisitions", "checkpoint_acquisition", "acquisition"),
     "engine_version": ("engine_version", "version"),
 }
@@ -86,7 +86,8 @@ def throughPlaneIdentity(ratio: Optional[float] = None) -> Dict[str, str]:
         found = read_through_plane(ratio=ratio).identity()
     except FAGANError:
         return {}
-    return {"checkpoint": found["name"], "sha256": found["sha256"], "training_data": trainingDataSummary(found["training"])}
+    return {"checkpoint": found["name"], "sha256": found["sha256"],
+            "training_data": found.get("training_data") or trainingDataSummary(found["training"])}
 
 
 def identityFromReport(identity: Any, engineVersion: Any = None) -> Dict[str, str]:
@@ -123,10 +124,12 @@ class RunReport:
     """The engine's JSON report, read defensively: a missing or malformed part is just empty."""
 
     def __init__(self, summary: Optional[Dict[str, Any]] = None, warnings: Optional[List[str]] = None,
-                 identity: Optional[Dict[str, str]] = None) -> None:
+                 identity: Optional[Dict[str, str]] = None, settings: Optional[Dict[str, str]] = None) -> None:
         self.summary = summary or {}
         self.warnings = warnings or []
         self.identity = identity or {}
+        self.settings = settings or {}
+        """Run settings the engine decided (``planSettings``), recorded over the panel's."""
 
     @classmethod
     def read(cls, path: Any) -> "RunReport":
@@ -141,7 +144,23 @@ class RunReport:
             raise ValueError(f"the engine's report {Path(path).name} is not a JSON object")
         summary = data.get("summary") if isinstance(data.get("summary"), dict) else {}
         warnings = [_text(w) for w in data.get("warnings", []) if _text(w)] if isinstance(data.get("warnings"), list) else []
-        return cls(summary, warnings, identityFromReport(data.get("identity"), data.get("engine_version")))
+        identity = data.get("identity")
+        return cls(summary, warnings, identityFromReport(identity, data.get("engine_version")), planSettings(identity))
+
+
+_THICKNESS_SOURCES = {"argument": "as given", "dicom": "the DICOM Slice Thickness", "estimate": "estimated from the scan",
+                      "spacing": "assumed: the slice spacing"}
+
+
+def planSettings(identity: Any) -> Dict[str, str]:
+    """What the engine decided that the panel left to it: through-plane, the slice thickness it used and where it came
+    from (the report's ``identity.through_plane_plan``); empty when the report does not say."""
+    plan = identity.get("through_plane_plan") if isinstance(identity, dict) else None
+    thickness = plan.get("thickness") if isinstance(plan, dict) else None
+    if not isinstance(thickness, (int, float)) or isinstance(thickness, bool):
+        return {}
+    source = plan.get("thickness_source")
+    return {"sliceThickness": f"{thickness:g} mm ({_THICKNESS_SOURCES.get(source, _text(source))})"}
 
 
 def mergeWarnings(*lists: List[str]) -> List[str]:

@@ -2,6 +2,7 @@
 the real engine; trust maps, report, provenance and thick slices -> isotropic against the engine's
 CLI contract (a stand-in engine process, fake_engine.py, until the real flags exist; the same tests
 run against the real engine once it offers them)."""
+import re
 import time
 
 import FAGANSuperResLib.options as optionsModule
@@ -226,7 +227,8 @@ def test_a_failed_run_creates_nothing(scene, obliqueNode, fakeEngine, failure, t
 
 def test_through_plane_defaults_come_from_the_node(scene):
     node = addVolumeNode(scene, smoothArray(), spacing=(0.9, 1.3, 3.5))
-    assert throughPlaneDefaults(node) == (0.9, 3.5, "slice spacing")
+    # no DICOM value: 0, so the engine decides (header, its own estimate, the spacing) rather than being told the spacing
+    assert throughPlaneDefaults(node) == (0.9, 0.0, "engine")
     node.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
     asked = []
 
@@ -236,9 +238,9 @@ def test_through_plane_defaults_come_from_the_node(scene):
 
     assert throughPlaneDefaults(node, instanceValue) == (0.9, 4.0, "DICOM")
     assert asked == [("1.2.3.1", "0018,0050")]
-    assert throughPlaneDefaults(node, lambda uid, tag: "")[1:] == (3.5, "slice spacing")  # tag missing
+    assert throughPlaneDefaults(node, lambda uid, tag: "")[1:] == (0.0, "engine")  # tag missing
     sagittal = addVolumeNode(scene, smoothArray(), spacing=(5.0, 0.5, 0.6))
-    assert throughPlaneDefaults(sagittal)[:2] == (0.5, 5.0)
+    assert throughPlaneDefaults(sagittal)[:2] == (0.5, 0.0)
 
 
 def test_isotropic_result_names():
@@ -327,6 +329,9 @@ def test_through_plane_with_the_real_engine(scene):
     assert any(e.get("phase") == "fit" for e in job.process.events)
     assert result.GetAttribute("FAGAN.Checkpoint") == "fagan_through_plane_low.safetensors"  # 3 mm to 1 mm: the low-ratio start
     assert len(result.GetAttribute("FAGAN.CheckpointSHA256")) == 64 and result.GetAttribute("FAGAN.Mode") == "through-plane"
+    # the thickness the engine used and where it came from (it said "from the header" whatever the engine did)
+    assert re.fullmatch(r"[0-9.]+ mm \((estimated from the scan|assumed: the slice spacing)\)", result.GetAttribute("FAGAN.SliceThickness"))
+    assert result.GetAttribute("FAGAN.TrainingData").startswith("icbm152:t1")  # in words, not the pretraining record
 
 
 @pytest.mark.skipif(not engine.engineSupports("--consistency-map", "--uncertainty-map"), reason="the engine has no trust maps yet")

@@ -225,9 +225,14 @@ class ThroughPlaneWeights:
     file_sha256: str
 
     def identity(self) -> Dict[str, Any]:
-        """What a report or a result shows about these weights (the same digest everywhere)."""
+        """What a report or a result shows about these weights (the same digest everywhere); ``training_data`` in words,
+        ``training`` the pretraining record (recipe, timings)."""
         return {"name": self.path.name, "sha256": self.file_sha256, "format": self.metadata["format"],
-                "training": self.metadata.get("training", {})}
+                "training_data": THROUGH_PLANE_TRAINING_DATA, "training": self.metadata.get("training", {})}
+
+
+THROUGH_PLANE_TRAINING_DATA = "icbm152:t1 (synthetic slices of the template and its tissue maps)"
+"""What every through-plane start is pretrained on (``through_plane.fit.synthetic_pool``), then fitted to each scan."""
 
 
 def bundled_through_plane(ratio: Optional[float] = None) -> Path:

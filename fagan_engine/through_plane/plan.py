@@ -106,7 +106,8 @@ class ThroughPlanePlan:
         if abs(self.estimated_thickness - self.input_spacing) < 0.1 * self.input_spacing:
             return None
         return (f"the slice thickness is taken as the {self.input_spacing:g} mm slice spacing (no gap); the scan's own estimate, "
-                f"{self.estimated_thickness:.3g} mm, is not clear enough to use: give --slice-thickness if the slices are thinner")
+                f"{self.estimated_thickness:.3g} mm, is not clear enough to use: set the slice thickness (--slice-thickness) if the "
+                "slices are thinner")
 
     def describe(self) -> str:
         gap = f", gap {self.gap:g} mm" if self.gap > 1e-6 else ""
