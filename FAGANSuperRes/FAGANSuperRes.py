@@ -567,7 +567,7 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         if p.device == "cuda" and self._deviceInfo and not self._deviceInfo.gpuUsable:
-            slicer.util.errorDisplay(self._deviceInfo.gpuLabel() + _(". Select Auto or CPU."))
+            slicer.util.errorDisplay(_("{gpu}. Select Auto or CPU.").format(gpu=self._deviceInfo.gpuLabel()))
             return
         with OneLineErrors(slicer.util.errorDisplay, _("FA-GAN cannot run yet.")) as errors:
             ready = self.logic.ensureDependencies(dependencyTask(p.mode, p.method), onInstalled=self.startDeviceProbe)

@@ -359,7 +359,7 @@ class FAGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGUI()
 
     def _statusText(self, run: TrainingRun) -> str:
-        text = f"{run.state.value}: iteration {run.iteration}/{run.total or '?'}"
+        text = _("{state}: iteration {iteration}/{total}").format(state=run.state.value, iteration=run.iteration, total=run.total or "?")
         if run.phase:
             text += f" ({run.phase})"
         if run.active and run.etaSeconds:

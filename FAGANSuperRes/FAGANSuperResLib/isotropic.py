@@ -3,10 +3,12 @@
 The through-plane axis is the coarsest-spaced voxel axis (as in the engine). The target spacing
 defaults to the finest in-plane spacing. The slice thickness comes from the DICOM Slice Thickness
 (0018,0050) of the series the node was loaded from, when Slicer's DICOM database knows it (the
-caller passes ``slicer.dicomDatabase.instanceValue``), else it is the slice spacing.
+caller passes ``slicer.dicomDatabase.instanceValue``), else the engine chooses it (``throughPlaneDefaults``).
 """
 import math
 from typing import Any, Callable, Optional, Tuple
+
+from .engine import ensureEngineImportable
 
 SLICE_THICKNESS_TAG = "0018,0050"
 DICOM_SLICE_THICKNESS_KEY = "0018|0050"
@@ -15,9 +17,12 @@ InstanceValue = Callable[[str, str], str]
 
 
 def throughPlaneAxis(volumeNode: Any) -> int:
-    """Index axis (0, 1, 2 = i, j, k) with the coarsest spacing (the last one on a tie)."""
-    spacing = volumeNode.GetSpacing()
-    return max(range(3), key=lambda axis: (spacing[axis], axis))
+    """Index axis (0, 1, 2 = i, j, k) with the coarsest spacing, by the engine's own rule (near-ties, within a relative
+    1e-5, go to the last: ``fagan_engine.io.geometry.coarsest_axis``), so the result's name gives the spacing it has."""
+    ensureEngineImportable()
+    from fagan_engine.io.geometry import coarsest_axis
+
+    return coarsest_axis(tuple(volumeNode.GetSpacing()))
 
 
 def finestInPlaneSpacing(volumeNode: Any) -> float:

@@ -17,6 +17,7 @@ during those callbacks, which is enough: the pipe buffers the rest).
 """
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -27,6 +28,8 @@ from .engine import ensureEngineImportable
 
 _EOF = object()
 LOG_LINES_KEPT = 2000
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+"""The last line of a Python traceback (``RuntimeError: ...``, ``torch.OutOfMemoryError: ...``)."""
 GUI_WAIT_S = 0.3
 """Longest wait of ``kill()`` by default: a few hundred ms, so the GUI thread never stalls."""
 
@@ -187,14 +190,23 @@ class EngineProcess:
         self.wait(timeout)
 
     def errorMessage(self) -> str:
-        """One line explaining a failure: the engine's ``error`` event, its ``error:`` line,
-        or the last line it printed (a traceback's last line)."""
+        """One line explaining a failure: the engine's ``error`` event, its ``error:`` line, the exception line a traceback
+        ends with, else how the process ended (a signal by name: ``kill -9`` or the out-of-memory killer leave no line;
+        the last log line, e.g. a validation result, is not the reason)."""
         for event in reversed(self.events):
             if event.get("event") == "error" and event.get("message"):
                 return str(event["message"])
         for line in reversed(self.logLines):
             if line.startswith("error: "):
                 return line[len("error: "):]
-        if self.logLines:
+        if self.logLines and EXCEPTION_LINE.match(self.logLines[-1].strip()):
             return self.logLines[-1].strip()
-        return f"the engine process exited with code {self.returnCode}"
+        code = self.returnCode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            hint = " (out of memory?)" if name == "SIGKILL" else ""
+            return f"the engine process was killed by {name}{hint}"
+        return f"the engine process exited with code {code}"

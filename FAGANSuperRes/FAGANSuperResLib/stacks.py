@@ -27,7 +27,7 @@ from .logic import SuperResolutionJob, describeDevice
 from .maps import checkSameGrid, showAsMap
 from .memory import checkStacksFit
 from .options import NON_FINITE_ZEROED, engineFlag, outputArguments, runOptions, validRunOptions, zeroesNonFinite
-from .provenance import NOTICE, fillSummaryTable, mergeWarnings, stampResultNode
+from .provenance import NOTICE, figureLabel, fillSummaryTable, mergeWarnings, stampResultNode
 from .results import (
     REFERENCE_MAP,
     REFERENCE_RESULT,
@@ -201,7 +201,8 @@ class StacksJob(SuperResolutionJob):
             fraction = registration * min(1.0, (self._round[0] + part) / self._round[1])
         self.fraction = max(self.fraction, fraction)
         if self.phase != "register":
-            self.status = f"{PHASES.get(self.phase, self.phase).capitalize()}: {done} of {total or '?'}"
+            phase = PHASES.get(self.phase, self.phase)
+            self.status = f"{phase[:1].upper()}{phase[1:]}: {done} of {total or '?'}"  # not capitalize(): "FA-GAN" stays
 
     def _addResult(self, created: List[Any]) -> None:
         """The engine's report, then the result, its maps and its summary table into the scene (a warning for each
@@ -270,7 +271,7 @@ class StacksJob(SuperResolutionJob):
 
     def summaryRows(self, settings: Dict[str, str]) -> List[List[str]]:
         """(item, value) rows: notice, settings, identity, one row per stack, warnings."""
-        rows = [["Notice", NOTICE]] + [[key, value] for key, value in settings.items()]
+        rows = [["Notice", NOTICE]] + [[figureLabel(key), value] for key, value in settings.items()]
         rows += [["Engine version", self.identity.get("engine_version", "")], ["Prior", self.identity.get("checkpoint", "")]]
         rows += [["Stack", line] for line in self.motionLines] + [["Warning", w] for w in self.warnings]
         return [row for row in rows if row[1]]

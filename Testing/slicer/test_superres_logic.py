@@ -322,6 +322,25 @@ def test_error_message_prefers_the_protocol_event():
     assert process.takeNewLogLines() == ["error: bad input"] and process.takeNewLogLines() == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_killed_or_crashed_engine_is_named_so_not_by_its_last_log_line():
+    """A trainer killed by the out-of-memory killer failed with "validation it 10: PSNR 41.62 dB ..." as its reason."""
+    import signal as signals
+
+    killed = EngineProcess([sys.executable, "-c", "import os, signal, sys; print('validation it 10: PSNR 41.62 dB', "
+                                                  "file=sys.stderr, flush=True); os.kill(os.getpid(), signal.SIGKILL)"])
+    killed.start()
+    assert killed.wait(30) == -signals.SIGKILL
+    assert killed.errorMessage() == "the engine process was killed by SIGKILL (out of memory?)"
+    crashed = EngineProcess([sys.executable, "-c", "raise RuntimeError('CUDA error: device-side assert')"])
+    crashed.start()
+    assert crashed.wait(30) == 1
+    assert crashed.errorMessage() == "RuntimeError: CUDA error: device-side assert"  # a traceback's own last line
+    quiet = EngineProcess([sys.executable, "-c", "import sys; print('step 3', file=sys.stderr); sys.exit(3)"])
+    quiet.start()
+    assert quiet.wait(30) == 3 and quiet.errorMessage() == "the engine process exited with code 3"
+
+
 def test_button_errors_are_one_line_without_traceback_and_stop_the_handler():
     """What the modules' buttons show: the reason in one line (no traceback under "Show Details..."); the caller
     learns from ``failed`` to stop; KeyboardInterrupt and SystemExit are not swallowed."""

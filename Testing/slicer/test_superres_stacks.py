@@ -70,6 +70,7 @@ def test_combining_three_stacks_loads_the_result_maps_and_provenance(scene, fake
     log = job.takeLogLines()
     assert "T2cor: moved 2.50 deg, 3.10 mm; intensity x1.200; residual 0.0120; slices 3 mm thick (spacing)" in log
     assert "Stack: T2ax: moved 0.00 deg" in job.summaryText()
+    assert "Target spacing:" in job.summaryText() and "targetSpacing" not in job.summaryText()  # labels, as a single run's
     for node, array in zip(stacks, before):
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)
     assert not job.workDir.exists()

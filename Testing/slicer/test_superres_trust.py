@@ -241,6 +241,10 @@ def test_through_plane_defaults_come_from_the_node(scene):
     assert throughPlaneDefaults(node, lambda uid, tag: "")[1:] == (0.0, "engine")  # tag missing
     sagittal = addVolumeNode(scene, smoothArray(), spacing=(5.0, 0.5, 0.6))
     assert throughPlaneDefaults(sagittal)[:2] == (0.5, 0.0)
+    # a near-tie goes where the engine sends it (the last axis), so the name's spacing is the result's
+    from FAGANSuperResLib.isotropic import throughPlaneAxis
+
+    assert throughPlaneAxis(addVolumeNode(scene, smoothArray(), spacing=(3.0, 1.0, 2.99999))) == 2
 
 
 def test_isotropic_result_names():
