@@ -254,7 +254,8 @@ class StacksJob(SuperResolutionJob):
         output.SetAndObserveTransformNodeID(_transformID(self.scene, referenceNode))
         if output.GetDisplayNode() is None:
             output.CreateDefaultDisplayNodes()
-        stampResultNode(output, ", ".join(self.stackNames), settings, self.identity, self.warnings + self.motionLines)
+        motion = {f"stack{k}": line for k, line in enumerate(self.motionLines, 1)}  # facts of the run, not warnings
+        stampResultNode(output, ", ".join(self.stackNames), dict(settings, **motion), self.identity, self.warnings)
         table = newNode(f"{output.GetName()}_summary", "vtkMRMLTableNode")
         fillSummaryTable(table, self.summaryRows(settings))
         table.SetAttribute("FAGAN.Notice", NOTICE)

@@ -58,6 +58,8 @@ def test_combining_three_stacks_loads_the_result_maps_and_provenance(scene, fake
     assert output.GetAttribute("FAGAN.Mode") == "stacks" and output.GetAttribute("FAGAN.Reference") == "T2cor"
     assert output.GetAttribute("FAGAN.Notice") == "research use, not for diagnosis"
     assert "T2sag: moved 1.25 deg, 1.75 mm; intensity x0.900" in output.GetDescription()
+    # the motion is a fact of the run, not a warning (every stacks result looked as if it had warnings)
+    assert output.GetAttribute("FAGAN.Warnings") is None and output.GetAttribute("FAGAN.Stack3").startswith("T2sag: moved")
     maps = [output.GetNthNodeReference(REFERENCE_MAP, i) for i in range(output.GetNumberOfNodeReferences(REFERENCE_MAP))]
     assert maps == list(job.mapNodes.values()) and len(maps) == 3
     for mapNode, stack in zip(maps, stacks):  # each map on its own stack's grid, linked both ways
