@@ -182,3 +182,29 @@ def test_demo_never_replaces_an_earlier_demo_without_force_and_publishes_all_or_
     capsys.readouterr()
     assert demo.main(["--output", str(output), "--scales", "3"]) == 2
     assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_every_method_acquisition_eval_compares_has_valid_options() -> None:
+    """acquisition_eval gave the baselines a one-pass ensemble, which RunOptions refuses for interpolation: it crashed."""
+    from fagan_engine.training.acquisition_eval import network_alone
+
+    checkpoints = {"FA-GAN": "fagan_x4.safetensors"}
+    for method in ("bicubic", "lanczos", "FA-GAN"):
+        options = network_alone(4, "kspace", "cpu", method, checkpoints).validate()
+        assert options.ensemble_members == 1 and options.adapt_steps == 0
+    assert network_alone(4, "kspace", "cpu", "FA-GAN", checkpoints).checkpoint == "fagan_x4.safetensors"
+
+
+def test_checkpoints_of_the_same_file_name_each_get_a_column(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """runs/*/checkpoints/latest.safetensors: both were labelled "FA-GAN (latest)" and the table kept one; the same file
+    twice was accepted."""
+    first = save_untrained_checkpoint((tmp_path / "a").mkdir() or tmp_path / "a" / "latest.safetensors", 2)
+    torch.manual_seed(1)
+    second = save_untrained_checkpoint((tmp_path / "b").mkdir() or tmp_path / "b" / "latest.safetensors", 2)
+    assert main(["--checkpoint", str(first), str(second), "--data", str(volumes[0]), "--output", str(tmp_path / "eval")]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert f"FA-GAN (latest, {first}) PSNR" in header and f"FA-GAN (latest, {second}) PSNR" in header
+    assert main(["--checkpoint", str(first), str(first.parent / "." / first.name), "--data", str(volumes[0]),
+                 "--output", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--checkpoint lists" in err[0] and "more than once" in err[0]

@@ -52,6 +52,9 @@ def _main(argv: List[str]) -> int:
     taken = [t for t in targets if t.exists()]
     if taken and not args.force:
         raise OutputError(f"{taken[0]} already exists; pass --force to replace it")
+    repeated_checkpoint = next((p for i, p in enumerate(args.checkpoint) if _same_entry(p, args.checkpoint[:i])), None)
+    if repeated_checkpoint is not None:
+        raise InputError(f"--checkpoint lists {repeated_checkpoint} more than once")
     checkpoints = [(path, read_metadata(path)) for path in args.checkpoint]
     scales = sorted(set(args.scales or [md.scale for _, md in checkpoints]))
     skipped = [(path, md) for path, md in checkpoints if md.scale not in scales]
@@ -76,7 +79,7 @@ def _main(argv: List[str]) -> int:
                              "normalisation, inside the border crop)")
         volumes.append((name, image, axes))
         for path, md in checkpoints:
-            if name in md.training.get("train_data", []):
+            if any(_same_entry(name, [trained]) or _same_entry(trained, [name]) for trained in md.training.get("train_data", [])):
                 sys.stderr.write(f"note: {name} was training data of {path}; its scores are optimistic\n")
     inception = None
     if args.inception_weights:

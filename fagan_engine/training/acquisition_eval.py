@@ -95,13 +95,7 @@ def evaluate(
                     if key not in resolvers:
                         # the network alone (no adaptation, one pass per slice; SuperResolver does not project): the checkpoints
                         # are compared here, fagan-sr's default path is measured on real scans by training.realscan_eval
-                        options = RunOptions(scale=scale, acquisition=acquisition.model, device=device, plane="auto",
-                                             adapt_iterations=0, ensemble=1)
-                        if method in checkpoints:
-                            options = options.replace(checkpoint=checkpoints[method])
-                        else:
-                            options = options.replace(method=method)
-                        resolvers[key] = SuperResolver(options)
+                        resolvers[key] = SuperResolver(network_alone(scale, acquisition.model, device, method, checkpoints))
                     sr = resolvers[key](lr, plane=axes)
                     row["methods"][method] = {**volume_scores(case, sr), "overshoot": _overshoot(case, sr)}
                 rows.append(row)
@@ -148,6 +142,15 @@ def to_markdown(rows: List[Dict[str, Any]]) -> str:
             lines.append(f"| {name} | {np.mean(gains):+.2f} dB | {min(gains):+.2f} dB | {np.mean(bic):+.2f} dB | {over:.3f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def network_alone(scale: int, acquisition: str, device: str, method: str, checkpoints: Dict[str, str]) -> RunOptions:
+    """The options of one compared method: a checkpoint's network alone (no adaptation, one pass per slice; SuperResolver
+    does not project), or an interpolation baseline (which takes no network options)."""
+    options = RunOptions(scale=scale, acquisition=acquisition, device=device, plane="auto", adapt_iterations=0)
+    if method in checkpoints:
+        return options.replace(checkpoint=checkpoints[method], ensemble=1)
+    return options.replace(method=method)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -24,13 +24,14 @@ Checkpoint = Tuple[str, CheckpointMetadata]
 
 
 def method_labels(checkpoints: Sequence[Checkpoint]) -> List[str]:
-    """Table labels: the preset's name, plus the file name where two share a scale and a preset."""
+    """Table labels, one per checkpoint and distinct within a scale: the preset's name, plus the file name where two share
+    a scale and a preset, plus the file's path where two also share the file name (``runs/*/checkpoints/latest``)."""
     base = [PRESET_LABELS.get(md.model["preset"], md.model["preset"]) for _, md in checkpoints]
     keys = [(label, md.scale) for label, (_, md) in zip(base, checkpoints)]
-    return [
-        f"{label} ({Path(path).stem})" if keys.count(key) > 1 else label
-        for label, key, (path, _) in zip(base, keys, checkpoints)
-    ]
+    named = [f"{label} ({Path(path).stem})" if keys.count(key) > 1 else label for label, key, (path, _) in zip(base, keys, checkpoints)]
+    scaled = [(label, md.scale) for label, (_, md) in zip(named, checkpoints)]
+    return [f"{label[:-1]}, {path})" if scaled.count(key) > 1 else label
+            for label, key, (path, _) in zip(named, scaled, checkpoints)]
 
 
 def evaluate(
