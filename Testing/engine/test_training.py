@@ -375,3 +375,23 @@ def test_a_stop_sent_to_the_process_group_stops_a_run_with_loader_workers(crop: 
     assert proc.returncode == 0, err
     last = events("".join(lines) + out)[-1]
     assert last["event"] == "stopped" and Path(last["state"]).is_file(), last
+
+
+def test_a_volume_listed_twice_or_an_output_folder_of_someone_elses_files_is_refused(tmp_path: Path, capsys) -> None:
+    """["v.nii.gz", "./v.nii.gz"] put one volume in training and validation alike; a train.output_dir holding the user's
+    own config.json and metrics.jsonl had them replaced."""
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    volume = write_crop(folder / "v.nii.gz", index=(60, 88, 60), size=(40, 40, 8))
+    cfg = load_config(str(TINY_CONFIG))
+    for entries in ([str(volume), str(folder / "." / "v.nii.gz")], [str(folder), str(volume)]):
+        with pytest.raises(ConfigError, match="lists the volume .* more than once"):
+            prepare_data(cfg.with_overrides([f"data.train={json.dumps(entries)}"]))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"my": "project settings"}')
+    code = main(["--config", str(TINY_CONFIG), "--progress", "none", "--set", f"train.output_dir={project}",
+                 f"data.train=[\"{volume}\"]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "already holds config.json" in err[0]
+    assert (project / "config.json").read_text() == '{"my": "project settings"}' and sorted(p.name for p in project.iterdir()) == ["config.json"]

@@ -49,15 +49,18 @@ def _main(argv: List[str], stop: StopRequest) -> int:
         stop.watch(run_dir)  # a STOP left by an earlier run is removed now; one written from here on stops this run
         remove_stale_temp_files(run_dir, lock.acquired_at)
         remove_stale_temp_files(run_dir / "checkpoints", lock.acquired_at)
+    trainer = None
     try:
         from fagan_engine.training.data import prepare_data  # lazy: keeps torch out of this module's import
         from fagan_engine.training.trainer import Trainer, preflight  # lazy: keeps torch out of this module's import
 
         preflight(cfg, args.resume)
         data = prepare_data(cfg)
-        return Trainer(cfg, data, progress=args.progress, resume=args.resume, stop=stop).run()
+        trainer = Trainer(cfg, data, progress=args.progress, resume=args.resume, stop=stop)
+        return trainer.run()
     finally:
         if lock is not None:
+            lock.remove = lock.remove or trainer is None  # refused before the run: no lock file left in the user's folder
             lock.release()
 
 

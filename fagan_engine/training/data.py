@@ -183,6 +183,11 @@ def prepare_data(cfg: FAGANConfig) -> PreparedData:
         train_entries += manifest_train
     if not train_entries:
         raise ConfigError("no training data: set data.train (files, folders or icbm152:t1) or data.manifest")
+    for entries, where in ((train_entries, "data.train (with the manifest's train list)"), (val_entries or [], "the manifest's val list")):
+        identities = [_identity(entry) for entry in entries]
+        repeated = next((entry for index, entry in enumerate(entries) if identities[index] in identities[:index]), None)
+        if repeated is not None:  # split by volume, one copy could land in training and the other in validation
+            raise ConfigError(f"{where} lists the volume {repeated} more than once (directly or through a folder)")
     if val_entries is not None:
         overlap = sorted(set(map(_identity, train_entries)) & set(map(_identity, val_entries)))
         if overlap:

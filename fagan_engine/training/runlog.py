@@ -8,9 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from fagan_engine.util.atomic import atomic_path, atomic_write_bytes
 from fagan_engine.util.protocol import emit
-
-METRICS_FILE = "metrics.jsonl"
-CURVES_FILE = "curves.png"
+from fagan_engine.util.run_folder import CURVES_FILE, METRICS_FILE
 
 
 class RunLog:

@@ -52,10 +52,8 @@ from fagan_engine.training.stop import STOP_FILE, StopRequest  # noqa: F401  (ST
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.config import FAGANConfig, TrainConfig
 from fagan_engine.util.errors import CheckpointError, ConfigError, FAGANError
-from fagan_engine.util.run_folder import CHECKPOINT_FOLDER, STATE_FILE, check_run_folder
+from fagan_engine.util.run_folder import CHECKPOINT_FOLDER, CONFIG_FILE, SPLIT_FILE, STATE_FILE, check_run_folder
 
-CONFIG_FILE = "config.json"
-SPLIT_FILE = "split.json"
 RESUMABLE_CHANGES = (
     "train.iterations",
     "train.val_every",
@@ -232,7 +230,8 @@ class Trainer:
         if self.log is not None:
             if stopped:
                 state = self.run_dir / STATE_FILE
-                self.log.log(f"stopped at iteration {self.iteration}; resume with --resume")
+                self.log.log(f"stopped at iteration {self.iteration}; resume with --resume" if state.is_file() else
+                             f"stopped at iteration {self.iteration}, before any training state was saved: nothing to resume")
                 self.log.event("stopped", iteration=self.iteration, state=str(state) if state.is_file() else None)
             else:
                 best = self._checkpoint_path("best")

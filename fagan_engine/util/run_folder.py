@@ -1,6 +1,7 @@
 """What marks an earlier training run in a run folder; torch-free, so the Slicer module checks a folder as the trainer does."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fagan_engine.util.errors import ConfigError
@@ -9,13 +10,20 @@ STATE_FILE = "training_state.safetensors"
 """The resumable training state in a run folder."""
 CHECKPOINT_FOLDER = "checkpoints"
 """Where a run writes its checkpoints."""
+CONFIG_FILE = "config.json"
+SPLIT_FILE = "split.json"
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+RUN_FILES = (CONFIG_FILE, SPLIT_FILE, METRICS_FILE, CURVES_FILE)
+"""The files a run writes beside its state and checkpoints (its resolved recipe, data split, metrics and curves)."""
 
 
 def check_run_folder(run_dir: Path, resume: bool, resume_hint: str = "pass --resume to continue it",
                      folder: str = "train.output_dir") -> bool:
     """Refuse (ConfigError, one line) a run folder whose earlier run would be overwritten: a training state unless
-    ``resume``, a state path that is not a file, or checkpoints without a state. Returns whether a state is there to
-    resume. ``resume_hint`` and ``folder`` word the messages for the caller (command line or Slicer panel)."""
+    ``resume``, a state path that is not a file, or checkpoints without a state; and, for a new run, a folder holding a
+    file of ``RUN_FILES`` that no run of this engine wrote (someone's own ``config.json``). Returns whether a state is
+    there to resume. ``resume_hint`` and ``folder`` word the messages for the caller (command line or Slicer panel)."""
     state = run_dir / STATE_FILE
     if state.exists() and not state.is_file():
         raise ConfigError(f"{state} is not a file; remove it or choose another {folder}")
@@ -30,4 +38,18 @@ def check_run_folder(run_dir: Path, resume: bool, resume_hint: str = "pass --res
     if earlier:  # a finished run whose state was removed: its checkpoints would be overwritten
         raise ConfigError(f"{run_dir} holds checkpoints of an earlier run ({earlier[0].name}, ...) and no training state to resume; "
                           f"choose another {folder}")
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if present and not _written_by_a_run(run_dir):
+        raise ConfigError(f"{run_dir} already holds {present[0]}, which a run writes and no training run of this engine wrote; "
+                          f"choose another {folder} (an empty or new one)")
     return False
+
+
+def _written_by_a_run(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s config.json is a run's resolved recipe (a JSON object with ``model``, ``data`` and ``train``):
+    an earlier run stopped before it saved a state, whose files a new run may replace."""
+    try:
+        config = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"model", "data", "train"} <= set(config)
