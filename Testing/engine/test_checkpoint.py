@@ -344,6 +344,9 @@ def test_half_precision_storage_halves_the_file_loads_as_float32_and_keeps_its_c
     with torch.no_grad():
         assert float((full(image) - half(image)).abs().max()) < 5e-3
     assert main(["export", str(source), str(target)]) == 2 and "exists" in capsys.readouterr().err
+    before = source.read_bytes()  # named by its sidecar, the checkpoint replaced itself with float16 weights under --force
+    assert main(["export", str(source.with_suffix(".json")), str(source), "--force"]) == 2
+    assert "output must differ from the checkpoint" in capsys.readouterr().err and source.read_bytes() == before
     assert store_half(str(source), str(tmp_path / "again.safetensors")).read_bytes() == target.read_bytes()  # deterministic
     edit_header(target, swap_offsets)
     with pytest.raises(CheckpointError, match="checksum mismatch"):

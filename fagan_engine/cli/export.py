@@ -55,7 +55,9 @@ def _main(argv: List[str]) -> int:
 def _store_half(checkpoint: str, output: Path, force: bool) -> int:
     from fagan_engine.models.checkpoint import store_half  # lazy: loading weights imports torch
 
-    if output.resolve() == Path(checkpoint).resolve():
+    given = Path(checkpoint)
+    weights = given.with_suffix(".safetensors") if given.suffix == ".json" else given  # a checkpoint may be named by its sidecar
+    if output.resolve() == weights.resolve():
         raise OutputError("output must differ from the checkpoint")
     if (output.exists() or output.with_suffix(".json").exists()) and not force:
         raise OutputError(f"output {output} (or its .json) exists; pass --force to overwrite it")
