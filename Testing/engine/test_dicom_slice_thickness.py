@@ -40,3 +40,7 @@ def test_an_in_plane_dicom_result_keeps_the_acquired_thickness_and_a_through_pla
     assert main([str(folder), str(tmp_path / "through"), "--through-plane", "--target-spacing", "1.5", "--iterations", "0", *common[2:]]) == 0
     through = pydicom.dcmread(sorted((tmp_path / "through").iterdir())[0])
     assert float(through.SliceThickness) == pytest.approx(1.5) == float(through.SpacingBetweenSlices)
+    # in-plane, but in a plane across the slices: the slices are new (1.5 mm apart), the acquired thickness no longer applies
+    assert main([str(folder), str(tmp_path / "coronal"), "--scale", "2", "--plane", "coronal", *common]) == 0
+    across = pydicom.dcmread(sorted((tmp_path / "coronal").iterdir())[0])
+    assert float(across.SliceThickness) == pytest.approx(float(across.SpacingBetweenSlices)) == pytest.approx(1.5)

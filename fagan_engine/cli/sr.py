@@ -68,7 +68,7 @@ def _single(args: argparse.Namespace) -> int:
                 raise InputError(out_of_memory_advice(options.mode)) from None
             raise
         report.close()
-        write_outputs(staged, outcome, options, resolver, source.dicom_tags)
+        write_outputs(staged, outcome, options, resolver, source)
     notes = list(getattr(resolver, "warnings", []))
     for line in notes + [w for w in outcome.warnings if w not in notes]:  # only once the result is written: a failure prints its error line alone
         warn(args, line)

@@ -49,9 +49,7 @@ def direction_matrix(image: sitk.Image) -> np.ndarray:
 def through_plane_axis(image: sitk.Image, plane: str = "auto") -> int:
     """The index axis across the slices of ``plane``.
 
-    ``auto``: the coarsest-spaced axis, except that a volume of one slice (exactly one axis of size 1) is that slice,
-    whatever its spacing says (a single DICOM slice reads as 1 mm thick, a NIfTI slice may store any pixdim).
-    ``axial``/``coronal``/``sagittal``: the index axis
+    ``auto``: the coarsest-spaced axis. ``axial``/``coronal``/``sagittal``: the index axis
     whose direction is most aligned (largest |cosine|) with S-I / A-P / L-R, so oblique
     acquisitions work. Near-ties (relative 1e-5) go to the largest index.
     """
@@ -60,8 +58,7 @@ def through_plane_axis(image: sitk.Image, plane: str = "auto") -> int:
     if image.GetDimension() != 3:
         raise ValueError(f"plane selection needs a 3D image, got {image.GetDimension()}D")
     if plane == "auto":
-        single = [axis for axis, size in enumerate(image.GetSize()) if size == 1]
-        return single[0] if len(single) == 1 else coarsest_axis(image.GetSpacing())
+        return coarsest_axis(image.GetSpacing())
     return _last_argmax(np.abs(direction_matrix(image)[_WORLD_AXIS[plane], :]))
 
 
@@ -71,8 +68,11 @@ def coarsest_axis(spacing: Sequence[float]) -> int:
 
 
 def plane_axes(image: sitk.Image, plane: str = "auto") -> Tuple[int, int]:
-    """The two in-plane index axes of ``plane``, in increasing order (see ``through_plane_axis``)."""
-    through = through_plane_axis(image, plane)
+    """The two in-plane index axes of ``plane``, in increasing order (see ``through_plane_axis``). With ``auto``, a volume of
+    one slice (exactly one axis of size 1) is super-resolved in that slice, whatever its spacing says (a single DICOM
+    slice reads as 1 mm thick, a NIfTI slice may store any pixdim)."""
+    single = [axis for axis, size in enumerate(image.GetSize()) if size == 1] if plane == "auto" else []
+    through = single[0] if len(single) == 1 else through_plane_axis(image, plane)
     first, second = (axis for axis in range(3) if axis != through)
     return first, second
 

@@ -154,7 +154,7 @@ class BatchRunner:
                 record.warnings += [w for w in outcome.warnings if w not in record.warnings]
                 record.summary = dict(outcome.summary)
                 record.checkpoint = outcome.checkpoint
-                write_outputs(staged, outcome, case.options, resolver, source.dicom_tags)
+                write_outputs(staged, outcome, case.options, resolver, source)
             record.status = "done"
         except FAGANError as exc:
             record.status, record.error = "failed", _first_line(exc)

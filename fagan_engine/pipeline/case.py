@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -270,11 +271,17 @@ class StagedOutputs:
             fsync_dir(parent)
 
 
-def write_outputs(
-    staged: StagedOutputs, outcome: Outcome, options: RunOptions, resolver: Any = None, source_tags: Optional[Dict[str, Any]] = None
-) -> None:
+def _same_slices(source: Optional[Source], spacing: Sequence[float]) -> bool:
+    """Whether the result keeps the input's DICOM slices (slice axis 2 at the input's spacing: an in-plane result whose
+    plane is the slices'), so that their acquired Slice Thickness still describes it."""
+    return source is not None and math.isclose(spacing[2], source.image.GetSpacing()[2], rel_tol=1e-6)
+
+
+def write_outputs(staged: StagedOutputs, outcome: Outcome, options: RunOptions, resolver: Any = None, source: Optional[Source] = None) -> None:
     """Stage what was not streamed and publish the output and the requested maps together, or none of them (the one
-    write path of every run): maps first, then the report, the output last."""
+    write path of every run): maps first, then the report, the output last. ``source``: the input as read (a DICOM
+    output takes its series' tags)."""
+    source_tags = source.dicom_tags if source is not None else None
     outputs = staged.outputs
     for kind in MAP_KINDS:
         if kind not in outputs.maps:
@@ -295,7 +302,7 @@ def write_outputs(
     labels: Dict[str, Any] = {}
     if output_format_of(outputs.output) == "dicom":
         spacing = streamed[0].geometry.spacing if streamed else outcome.image.GetSpacing()
-        if options.mode != "in-plane" and source_tags:  # new slices: their thickness is the output spacing
+        if source_tags and not _same_slices(source, spacing):  # new slices: their thickness is the output spacing
             source_tags = {k: v for k, v in source_tags.items() if k not in SLICE_KEYWORDS}
         labels = dict(source_tags=source_tags, description=description_for(options, source_tags, spacing),
                       derivation=derivation_text(options, resolver, outcome, spacing))
