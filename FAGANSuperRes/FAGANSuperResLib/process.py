@@ -189,6 +189,15 @@ class EngineProcess:
                 pass
         self.wait(timeout)
 
+    def _exceptionLine(self) -> str:
+        """The exception line of the last traceback printed (its message may run on over more lines, as CUDA errors
+        do), or the last line when it is one; else ''."""
+        lines = [line.strip() for line in self.logLines]
+        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+        tail = lines[starts[-1] + 1:] if starts else lines[-1:]
+        found = [line for line in tail if EXCEPTION_LINE.match(line)]
+        return found[-1] if found else ""
+
     def errorMessage(self) -> str:
         """One line explaining a failure: the engine's ``error`` event, its ``error:`` line, the exception line a traceback
         ends with, else how the process ended (a signal by name: ``kill -9`` or the out-of-memory killer leave no line;
@@ -199,8 +208,9 @@ class EngineProcess:
         for line in reversed(self.logLines):
             if line.startswith("error: "):
                 return line[len("error: "):]
-        if self.logLines and EXCEPTION_LINE.match(self.logLines[-1].strip()):
-            return self.logLines[-1].strip()
+        exception = self._exceptionLine()
+        if exception:
+            return exception
         code = self.returnCode
         if code is not None and code < 0:
             try:

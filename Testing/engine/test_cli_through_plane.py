@@ -124,6 +124,7 @@ def test_an_unclear_thickness_estimate_that_differs_from_the_spacing_is_said() -
     common = dict(axis=2, n_in=10, n_out=30, input_spacing=6.0, output_spacing=2.0, thickness=6.0, thickness_source="spacing")
     note = ThroughPlanePlan(**common, estimated_thickness=3.0).thickness_note()
     assert note is not None and "6 mm slice spacing" in note and "3 mm" in note and "--slice-thickness" in note
+    assert "9 mm" in ThroughPlanePlan(**common, estimated_thickness=9.0).thickness_note()  # an overlap is said the same way
     assert ThroughPlanePlan(**common, estimated_thickness=5.8).thickness_note() is None
     assert ThroughPlanePlan(**common).thickness_note() is None
     assert ThroughPlanePlan(**dict(common, thickness=2.0, thickness_source="argument"), estimated_thickness=3.0).thickness_note() is None

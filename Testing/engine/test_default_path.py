@@ -9,9 +9,8 @@ import pytest
 import SimpleITK as sitk
 
 from fagan_engine.cli.sr import main
-from fagan_engine.io.geometry import SliceLayout
-from fagan_engine.mri.forward_model import AcquisitionConfig, degrade
 from fagan_engine.pipeline.report import super_resolve, super_resolve_report
+from fagan_engine.trust.consistency import redegrade
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.options import RunOptions
 from fagan_engine.util.protocol import parse_line
@@ -26,11 +25,6 @@ def _volume(slices: int = 3, side: int = 32) -> sitk.Image:
     return image
 
 
-def _redegraded(sr: sitk.Image, scale: int, acquisition: str) -> np.ndarray:
-    layout = SliceLayout.for_axes((0, 1))
-    return degrade(layout.to_slices(sitk.GetArrayFromImage(sr)), scale, AcquisitionConfig(model=acquisition))
-
-
 @pytest.mark.parametrize("acquisition", ["kspace", "bicubic"])
 def test_super_resolve_projects_onto_the_data_by_default_and_the_opt_out_takes_effect(acquisition: str) -> None:
     image = _volume()
@@ -38,8 +32,8 @@ def test_super_resolve_projects_onto_the_data_by_default_and_the_opt_out_takes_e
     default = super_resolve(image, 2, acquisition=acquisition, adapt_iterations=0, device="cpu", plane="axial")
     plain = super_resolve(image, 2, acquisition=acquisition, adapt_iterations=0, enforce_consistency=False, device="cpu", plane="axial")
     range_ = float(data.max())
-    assert np.abs(_redegraded(default, 2, acquisition) - data).max() < 1e-3 * range_
-    assert np.abs(_redegraded(plain, 2, acquisition) - data).max() > 1e-2 * range_
+    assert np.abs(redegrade(default, image, 2, (0, 1), acquisition) - data).max() < 1e-3 * range_
+    assert np.abs(redegrade(plain, image, 2, (0, 1), acquisition) - data).max() > 1e-2 * range_
 
 
 def test_super_resolve_refuses_the_uncertainty_map_it_cannot_return() -> None:

@@ -74,7 +74,11 @@ def test_set_values_may_be_plain_text_and_bad_pairs_are_one_line(standin_realdev
     """--set device=cpu (not JSON-quoted) and --checkpoint 2 (no '=') gave tracebacks."""
     for argv, fragment in ((["--checkpoint", "2"], "--checkpoint takes SCALE=PATH"), (["--set", "scale"], "--set takes FIELD=VALUE"),
                            (["--set", "device=cpu", "--set", "device=cuda"], "--set gives device twice"),
-                           (["--set", "device=nowhere"], "device")):
+                           (["--set", "device=nowhere"], "device"),
+                           (["--checkpoint", "x=a.safetensors"], "names no scale of --scales 2"),
+                           (["--checkpoint", "2=missing.safetensors"], "missing.safetensors"),
+                           (["--panels", str(standin_realdev / "p"), "--variants", "plain"], "--panel-variant default is not among"),
+                           (["--json", str(standin_realdev / "absent" / "x.json")], "output folder does not exist")):
         assert realscan_eval.main(["--realdev", str(standin_realdev), "--scales", "2", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err

@@ -336,6 +336,9 @@ def test_a_killed_or_crashed_engine_is_named_so_not_by_its_last_log_line():
     crashed.start()
     assert crashed.wait(30) == 1
     assert crashed.errorMessage() == "RuntimeError: CUDA error: device-side assert"  # a traceback's own last line
+    wordy = EngineProcess([sys.executable, "-c", "raise RuntimeError('CUDA error: device-side assert\\nCompile with TORCH_USE_CUDA_DSA')"])
+    wordy.start()
+    assert wordy.wait(30) == 1 and wordy.errorMessage() == "RuntimeError: CUDA error: device-side assert"  # message on two lines
     quiet = EngineProcess([sys.executable, "-c", "import sys; print('step 3', file=sys.stderr); sys.exit(3)"])
     quiet.start()
     assert quiet.wait(30) == 3 and quiet.errorMessage() == "the engine process exited with code 3"

@@ -28,6 +28,7 @@ import numpy as np
 
 from fagan_engine._version import __version__
 from fagan_engine.inference.batching import capped
+from fagan_engine.io.paths import check_output_folder
 from fagan_engine.models.checkpoint import METADATA_KEY, CheckpointMetadata, load_generator, parse_metadata, read_metadata
 from fagan_engine.models.onnx_attention import replace_placeholders, sdpa_translation
 from fagan_engine.util.atomic import atomic_write_bytes
@@ -44,8 +45,7 @@ def export_onnx(checkpoint_path: str, output_path: str) -> Path:
     target = Path(output_path)
     if target.suffix != ".onnx":
         raise OutputError(f"ONNX output must end with .onnx, got {target.name}")
-    if not target.parent.is_dir():
-        raise OutputError(f"output folder does not exist: {target.parent}")
+    check_output_folder(target.parent)
     model, metadata = load_generator(checkpoint_path)
     blob = generator_to_onnx(model, metadata).SerializeToString()
     sidecar = sidecar_path(target)

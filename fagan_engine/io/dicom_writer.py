@@ -69,7 +69,7 @@ def write_dicom_series(image: sitk.Image, folder: str, force: bool = False, **la
 
 def check_dicom_output(target: Path, force: bool) -> None:
     """Refuse a DICOM output folder that exists (unless ``force``) or is a file, and, even with ``force``, one that
-    holds anything but DICOM files (``check_replaceable``). A replacement cut short by ``kill -9`` is finished first
+    holds anything but DICOM files this engine wrote (``check_replaceable``). A replacement cut short by ``kill -9`` is finished first
     (``recover_replaced``), so a hidden old series is back before the check."""
     recover_replaced(target)
     if target.exists() and not target.is_dir():

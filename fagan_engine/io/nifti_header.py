@@ -60,7 +60,7 @@ class Stored(NamedTuple):
 
 class Geometry(NamedTuple):
     """The RAS affine that decides the image's geometry (None: ITK's pixdim-only reading stands), which
-    field gave it, and what disagreed (or '')."""
+    field gave it, and the one warning line about it (what disagreed, or that the file gives no orientation; or '')."""
 
     affine: Optional[np.ndarray]
     source: str

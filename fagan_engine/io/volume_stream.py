@@ -48,6 +48,9 @@ def can_stream(path: str, geometry: SRGeometry) -> bool:
     return ext not in (".nii", ".nii.gz") or max(geometry.size) <= NIFTI1_MAX_DIM
 
 
+_DATA_FILE = {".nhdr": rb"^data file: (.+)$", ".mhd": rb"^ElementDataFile = (.+)$"}
+"""A detached header's line naming its data file."""
+
 class _DataFile:
     """One data file: raw, or a gzip member / zlib stream of the bytes written."""
 
@@ -104,9 +107,9 @@ class VolumeStreamWriter:
         except OSError as exc:
             self.abort()
             raise OutputError(describe_os_error(exc, self.shown)) from None
-        except (RuntimeError, ValueError, AttributeError, struct.error, zlib.error):  # ITK failed, or left a short proxy (full disk)
+        except OutputError:
             self.abort()
-            raise write_error(self.shown, "the header could not be written") from None
+            raise
 
     # --- header ----------------------------------------------------------------------------------
 
@@ -124,17 +127,25 @@ class VolumeStreamWriter:
             # header's data file is then named after the output's stem with the writer's lower-case suffix)
             written = folder / (self.path.name[: len(self.path.name) - len(self.ext)] + self.ext)
             with captured_stderr():  # ITK's own lines on a failed write (a full disk) do not reach the user
-                sitk.WriteImage(proxy, str(written), compress)
+                try:
+                    sitk.WriteImage(proxy, str(written), compress)
+                except RuntimeError:
+                    raise write_error(self.shown, "the header could not be written") from None
             data = written.read_bytes()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        if self.ext == ".nii.gz":
-            data = zlib.decompress(data, _GZIP)
-        if self.ext in (".nii", ".nii.gz"):
-            return data[: int(struct.unpack_from("<f", data, 108)[0])]
-        if self.ext in (".nrrd", ".mha"):
-            end = b"\n\n" if self.ext == ".nrrd" else b"ElementDataFile = LOCAL\n"
-            return data[: data.index(end) + len(end)]
+        try:  # a short proxy (ITK may stop writing on a full disk without raising) does not parse
+            if self.ext == ".nii.gz":
+                data = zlib.decompress(data, _GZIP)
+            if self.ext in (".nii", ".nii.gz"):
+                return data[: int(struct.unpack_from("<f", data, 108)[0])]
+            if self.ext in (".nrrd", ".mha"):
+                end = b"\n\n" if self.ext == ".nrrd" else b"ElementDataFile = LOCAL\n"
+                return data[: data.index(end) + len(end)]
+        except (ValueError, struct.error, zlib.error):
+            raise write_error(self.shown, "the header could not be written") from None
+        if self.ext in (".nhdr", ".mhd") and not re.search(_DATA_FILE[self.ext], data, re.M):
+            raise write_error(self.shown, "the header could not be written")
         return data
 
     def _header(self, compressed_size: Optional[int] = None) -> bytes:
@@ -158,9 +169,8 @@ class VolumeStreamWriter:
 
     def _open(self) -> None:
         codec = self._codec()
-        if self.ext in (".nhdr", ".mhd"):  # detached: data file now, header at close
-            pattern = rb"^data file: (.+)$" if self.ext == ".nhdr" else rb"^ElementDataFile = (.+)$"
-            name = re.search(pattern, self.header, re.M).group(1).decode("latin-1")
+        if self.ext in (".nhdr", ".mhd"):  # detached: data file now, header at close (its line checked by _proxy_header)
+            name = re.search(_DATA_FILE[self.ext], self.header, re.M).group(1).decode("latin-1")
             self.files.append(_DataFile(self.path.parent / name, codec))
         elif codec == _ZLIB:  # .mha: the compressed size comes first, the data are staged apart
             self.files.append(_DataFile(self.path.parent / (self.path.name + ".data"), codec))

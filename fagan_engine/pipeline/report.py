@@ -55,7 +55,7 @@ class SRResult:
     """The SR volume (as ``super_resolve`` returns it; projected onto the data when ``options.project``); None when
     it was streamed into a file (``pipeline.case``)."""
     consistency: Optional[sitk.Image]
-    """Signed residual ``degrade(network output) − input`` on the SR grid (nearest neighbour), input units: where
+    """Signed residual ``A(network output) − input`` (``forward_model.acquired_like``) on the SR grid (nearest neighbour), input units: where
     the network disagreed with the data, i.e. under the projection exactly what the projection removed."""
     consistency_lr: Optional[sitk.Image]
     """The same residual on the input grid."""

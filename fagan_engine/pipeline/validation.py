@@ -151,10 +151,7 @@ def _check_writable_folder(folder: Path, create: bool) -> None:
     existing = folder
     while not existing.exists() and create and existing.parent != existing:
         existing = existing.parent
-    if not existing.exists():
-        raise OutputError(f"output folder does not exist: {folder}")
-    if not existing.is_dir():
+    if existing.exists() and not existing.is_dir():
         raise OutputError(f"cannot write into {folder}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder is not writable: {existing}")
+    check_output_folder(existing if existing.exists() else folder)
 

@@ -100,14 +100,14 @@ class ThroughPlanePlan:
 
     def thickness_note(self) -> Optional[str]:
         """One line when the thickness was assumed equal to the spacing although the scan's own estimate, not clear enough
-        to use, differs from it by 10 % or more (a gap the run cannot see), else None."""
+        to use, differs from it by 10 % or more (a gap or an overlap the run cannot see), else None."""
         if self.thickness_source != "spacing" or self.estimated_thickness is None:
             return None
         if abs(self.estimated_thickness - self.input_spacing) < 0.1 * self.input_spacing:
             return None
-        return (f"the slice thickness is taken as the {self.input_spacing:g} mm slice spacing (no gap); the scan's own estimate, "
-                f"{self.estimated_thickness:.3g} mm, is not clear enough to use: set the slice thickness (--slice-thickness) if the "
-                "slices are thinner")
+        return (f"the slice thickness is taken as the {self.input_spacing:g} mm slice spacing; the scan's own estimate, "
+                f"{self.estimated_thickness:.3g} mm, is not clear enough to use: set the slice thickness (--slice-thickness) "
+                "if you know it")
 
     def describe(self) -> str:
         gap = f", gap {self.gap:g} mm" if self.gap > 1e-6 else ""

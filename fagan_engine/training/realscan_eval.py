@@ -33,11 +33,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from fagan_engine.io.paths import check_output_folder
 from fagan_engine.mri.forward_model import AcquisitionConfig, degrade
 from fagan_engine.mri.metrics import psnr, ssim
 from fagan_engine.mri.structure_checks import nyquist_band_ratio
 from fagan_engine.pipeline.report import super_resolve_report
-from fagan_engine.util.errors import InputError
+from fagan_engine.util.atomic import atomic_write_bytes
+from fagan_engine.util.errors import FAGANError, InputError
 from fagan_engine.util.options import RunOptions
 
 DEFAULT_REALDEV = Path(__file__).resolve().parents[2].parent / "shared" / "realdev"
@@ -127,7 +129,7 @@ def evaluate_slice(
     for name in variants:
         if name == PROTOCOL_LANCZOS:
             row["outputs"][name] = out = np.clip(protocol_lanczos(lr, scale), 0.0, 1.0)
-            row["scores"][name] = {"psnr": psnr(hr, out, 1.0, mask), "ssim": ssim(hr, out, 1.0), "overshoot": nyquist_band_ratio(out, hr, scale)}
+            row["scores"][name] = _scores(hr, out, mask, scale)
             continue
         fields = dict(VARIANTS[name])
         if fields.get("method", base.method) != "fagan":
@@ -136,8 +138,13 @@ def evaluate_slice(
 
         sr = super_resolve_report(image, options, consistency=False).image
         row["outputs"][name] = out = np.clip(sitk.GetArrayFromImage(sr)[0], 0.0, 1.0)
-        row["scores"][name] = {"psnr": psnr(hr, out, 1.0, mask), "ssim": ssim(hr, out, 1.0), "overshoot": nyquist_band_ratio(out, hr, scale)}
+        row["scores"][name] = _scores(hr, out, mask, scale)
     return row
+
+
+def _scores(hr: np.ndarray, out: np.ndarray, mask: np.ndarray, scale: int) -> Dict[str, float]:
+    """The protocol's scores of one output: PSNR over the mask, SSIM on the whole slice, the Nyquist-band overshoot."""
+    return {"psnr": psnr(hr, out, 1.0, mask), "ssim": ssim(hr, out, 1.0), "overshoot": nyquist_band_ratio(out, hr, scale)}
 
 
 def uncertainty_correlation(case: RealSlice, scale: int, acquisition: str, base: RunOptions) -> Optional[Dict[str, float]]:
@@ -278,6 +285,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         fields = {key: _field_value(value) for key, value in _pairs(args.set, "--set", "FIELD=VALUE").items()}
         base = RunOptions.from_dict(fields)
         checkpoints = _pairs(args.checkpoint, "--checkpoint", "SCALE=PATH")
+        unused = sorted(set(checkpoints) - {str(scale) for scale in args.scales})
+        if unused:
+            raise InputError(f"--checkpoint {unused[0]}=... names no scale of --scales {' '.join(map(str, args.scales))}")
+        if args.panels is not None and args.panel_variant not in args.variants:
+            raise InputError(f"--panel-variant {args.panel_variant} is not among --variants {' '.join(args.variants)}: no panel would be written")
+        for target in (args.json, args.markdown):  # checked before the run: its results are written after it
+            if target is not None:
+                check_output_folder(target.absolute().parent)
         if args.uncertainty:
             return _uncertainty_main(args, base, checkpoints)
         results: Dict[str, Any] = {"scales": {}}
@@ -287,14 +302,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                                            args.panel_variant, sys.stdout)
         summary = [r for part in results["scales"].values() for r in part["summary"]]
         results["summary"] = summary
-    except InputError as exc:
+    except FAGANError as exc:  # bad input, a missing or damaged --checkpoint
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(to_markdown(summary))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1, default=_json_default))
+        atomic_write_bytes(args.json, json.dumps(results, indent=1, default=_json_default).encode("utf-8"))
     if args.markdown:
-        args.markdown.write_text(to_markdown(summary) + "\n")
+        atomic_write_bytes(args.markdown, (to_markdown(summary) + "\n").encode("utf-8"))
     return 0
 
 
@@ -336,7 +351,7 @@ def _uncertainty_main(args: argparse.Namespace, base: RunOptions, checkpoints: D
     mean_g = float(np.mean([r["gradient_rho"] for r in rows]))
     print(f"mean Spearman rho with |error| over {len(rows)} cases: uncertainty map {mean_u:.3f}, bicubic-gradient proxy {mean_g:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"cases": rows, "uncertainty_rho": mean_u, "gradient_rho": mean_g}, indent=1))
+        atomic_write_bytes(args.json, json.dumps({"cases": rows, "uncertainty_rho": mean_u, "gradient_rho": mean_g}, indent=1).encode("utf-8"))
     return 0
 
 
