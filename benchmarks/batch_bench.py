@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks.common import checked_output, write_output
+
 
 def make_volumes(folder: Path, count: int, size: Sequence[int], seed: int = 0) -> List[Path]:
     """``count`` smooth random float32 NIfTI volumes of ``size`` (x, y, z), 1×1×3 mm."""
@@ -116,6 +118,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="2 volumes of 16×16×4")
     parser.add_argument("--output", help="also write the result as JSON here")
     args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error(f"--count must be at least 1, got {args.count}")
+    output = checked_output(args.output)
     count, size = (2, (16, 16, 4)) if args.smoke else (args.count, tuple(args.size))
     with tempfile.TemporaryDirectory(prefix="fagan-batch-bench-") as folder:
         result = run_batch_bench(count, size, args.scale, args.device, args.threads, Path(folder), method=args.method,
@@ -127,8 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["command"] = " ".join(["python -m benchmarks.batch_bench"] + list(sys.argv[1:] if argv is None else argv))
     text = json.dumps(result, indent=2)
     print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    if output is not None:
+        write_output(output, text + "\n")
     return 0
 
 

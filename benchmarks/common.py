@@ -62,6 +62,29 @@ SMOKE = Sizes(
 )
 
 
+def checked_output(path: Optional[Any]) -> Optional[Path]:
+    """``--output`` checked before the benchmark runs (its folder made and writable), so a long run's result is not lost to
+    a bad path at the end; one ``error:`` line and exit 2 otherwise."""
+    if path is None:
+        return None
+    from fagan_engine.util.atomic import prepare_output_folder
+    from fagan_engine.util.errors import FAGANError
+
+    try:
+        prepare_output_folder(path)
+    except FAGANError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
+    return Path(path)
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a result file whole (never a half-written one)."""
+    from fagan_engine.util.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def worker_env(sizes: Sizes) -> Dict[str, str]:
     """Environment for worker processes: the torch thread count of ``sizes``."""
     return {"OMP_NUM_THREADS": str(sizes.threads)} if sizes.threads else {}

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import SimpleITK as sitk
 
+from benchmarks.common import checked_output, write_output
 from benchmarks.memory_bench import CHILD
 
 CONFIGS = {
@@ -71,6 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output", type=Path)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args(argv)
+    output = checked_output(args.output)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fagan-default-bench-") as name:
         folder = Path(name)
@@ -78,8 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for config in args.configs:
             rows.append(run_row(config, CONFIGS[config], folder, args.threads))
             print(json.dumps(rows[-1]), flush=True)
-    if args.output:
-        args.output.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1) + "\n")
+    if output is not None:
+        write_output(output, json.dumps({"threads": args.threads, "rows": rows}, indent=1) + "\n")
     return 0
 
 

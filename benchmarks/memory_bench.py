@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import SimpleITK as sitk
 
+from benchmarks.common import checked_output, write_output
+
 SCALE = 2
 SIDE = 128
 CONFIGS = {"default": [], "no adaptation": ["--adapt", "0"]}
@@ -96,6 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="the checkout whose fagan_engine runs (default: this one)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
+    output = checked_output(args.output)
     rows: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fagan-memory-bench-") as name:
         for config in args.configs:
@@ -105,8 +108,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = slopes(rows)
     for line in summary:
         print(json.dumps(line), flush=True)
-    if args.output:
-        args.output.write_text(json.dumps({"threads": args.threads, "rows": rows, "slopes": summary}, indent=1) + "\n")
+    if output is not None:
+        write_output(output, json.dumps({"threads": args.threads, "rows": rows, "slopes": summary}, indent=1) + "\n")
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from benchmarks.common import checked_output, write_output
 from benchmarks.through_plane_bench import padded_template, run_worker, serve_worker
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -162,12 +163,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--network-iterations", type=int, default=None, help="reconstruct with the FA-GAN prior (its fit length)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
+    output = checked_output(args.output)
     if serve_worker(args.worker, measure):
         return 0
     result = run(args.smoke, args.threads, args.through_plane_iterations, args.network_iterations)
     print(json.dumps(result, indent=2))
-    if args.output is not None:
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    if output is not None:
+        write_output(output, json.dumps(result, indent=2) + "\n")
     return 0 if "error" not in result else 1
 
 

@@ -26,6 +26,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from benchmarks.common import checked_output, write_output
+
 
 def make_volume(smoke: bool):
     import SimpleITK as sitk
@@ -166,12 +168,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-bar", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
+    output = checked_output(args.output)
     if serve_worker(args.worker, measure):
         return 0
     result = run(args.smoke, args.device, args.iterations, args.threads, bar=not args.no_bar)
     print(json.dumps(result))
-    if args.output is not None:
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    if output is not None:
+        write_output(output, json.dumps(result, indent=2) + "\n")
     return 0 if "error" not in result else 1
 
 

@@ -208,3 +208,24 @@ def test_checkpoints_of_the_same_file_name_each_get_a_column(volumes: "list[Path
                  "--output", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "--checkpoint lists" in err[0] and "more than once" in err[0]
+
+
+def test_the_evaluation_tools_refuse_bad_arguments_in_one_line_and_touch_no_other_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """acquisition_eval --extra bad gave a traceback after nothing; through_plane_eval appended a results line to whatever
+    --output named (a NIfTI), and its table suite gave tracebacks."""
+    from fagan_engine.training import acquisition_eval, through_plane_eval
+
+    victim = tmp_path / "scan.nii"
+    victim.write_bytes(b"not results")
+    for call, argv, fragment in (
+        (acquisition_eval.main, ["--extra", "bad", "--output", str(tmp_path / "aq")], "--extra takes LABEL:SCALE=CHECKPOINT"),
+        (through_plane_eval.main, ["realdev", "--realdev", str(tmp_path), "--output", str(victim)], "no real-scan development set"),
+        (through_plane_eval.main, ["table"], "table needs the JSON-lines results file"),
+        (through_plane_eval.main, ["table", str(victim)], "cannot render"),
+    ):
+        assert call(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert victim.read_bytes() == b"not results" and not (tmp_path / "aq").exists()
+    with pytest.raises(Exception, match="not a results file of this tool"):
+        through_plane_eval.check_results_file(victim)

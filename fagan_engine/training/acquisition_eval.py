@@ -30,7 +30,9 @@ from fagan_engine.mri.sample_data import icbm152_t1_path
 from fagan_engine.mri.structure_checks import nyquist_band_ratio
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.training.evaluation import EvalCase, volume_scores
+from fagan_engine.util.atomic import atomic_write_bytes, prepare_output_folder
 from fagan_engine.util.config import NormalizationConfig, SynthesisConfig
+from fagan_engine.util.errors import FAGANError, InputError
 from fagan_engine.util.options import RunOptions
 
 CONTRASTS = ("t1", "t2", "pd", "flair")
@@ -160,18 +162,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--output", required=True, help="folder for results.json and results.md")
     args = parser.parse_args(argv)
-    extra: Dict[str, Dict[int, str]] = {}
-    for item in args.extra:
-        label, _, rest = item.partition(":")
-        scale, _, path = rest.partition("=")
-        extra.setdefault(label, {})[int(scale)] = path
-    rows = evaluate(args.scales, extra, args.device, log=lambda line: print(line, file=sys.stderr))
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(to_markdown(rows), encoding="utf-8")
+    try:
+        extra = parse_extra(args.extra)
+        prepare_output_folder(out / "results.json")  # before the run: its results are written after it
+        rows = evaluate(args.scales, extra, args.device, log=lambda line: print(line, file=sys.stderr))
+    except FAGANError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    atomic_write_bytes(out / "results.json", (json.dumps(rows, indent=1) + "\n").encode("utf-8"))
+    atomic_write_bytes(out / "results.md", to_markdown(rows).encode("utf-8"))
     print(to_markdown(rows))
     return 0
+
+
+def parse_extra(items: Sequence[str]) -> Dict[str, Dict[int, str]]:
+    """``LABEL:SCALE=CHECKPOINT`` items by label and scale; InputError (one line) on any other form."""
+    extra: Dict[str, Dict[int, str]] = {}
+    for item in items:
+        label, _, rest = item.partition(":")
+        scale, _, path = rest.partition("=")
+        if not label or scale not in ("2", "4", "8") or not path:
+            raise InputError(f"--extra takes LABEL:SCALE=CHECKPOINT with SCALE 2, 4 or 8, got {item!r}")
+        extra.setdefault(label, {})[int(scale)] = path
+    return extra
 
 
 if __name__ == "__main__":

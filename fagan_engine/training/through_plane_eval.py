@@ -332,6 +332,21 @@ def volume_metrics_axial(truth: np.ndarray, result: np.ndarray) -> Dict[str, flo
     return {"psnr": round(metrics["psnr"], 3), "ssim": round(metrics["ssim"], 4)}
 
 
+def check_results_file(path: Path) -> None:
+    """OutputError unless ``path`` is new or an earlier results file of this tool (JSON lines, appended to): rows used to
+    be appended to whatever file ``--output`` named."""
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline()
+        earlier = not first or isinstance(json.loads(first.decode("utf-8")), dict)
+    except (OSError, ValueError):
+        earlier = False
+    if not earlier:
+        raise OutputError(f"{path} exists and is not a results file of this tool (JSON lines); choose another --output")
+
+
 def emit(row: Dict[str, Any], args: argparse.Namespace) -> None:
     line = json.dumps(row)
     print(line, flush=True)
@@ -402,7 +417,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("results", nargs="?", type=Path, help="table: the JSON-lines file to render")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None, help="fit iterations (default: the engine default)")
-    parser.add_argument("--axes", type=int, nargs="*", default=[0, 1, 2], help="numpy axes (0 = z)")
+    parser.add_argument("--axes", type=int, nargs="*", default=[0, 1, 2], choices=(0, 1, 2), help="numpy axes (0 = z)")
     parser.add_argument("--thicknesses", type=float, nargs="+", default=[3.0, 4.0, 5.0])
     parser.add_argument("--gaps", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--voxels", type=float, nargs="+", default=[2.0, 3.0])
@@ -421,7 +436,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.suite == "table":
-        print(render(args.results))
+        if args.results is None:
+            print("error: table needs the JSON-lines results file to render", file=sys.stderr)
+            return 2
+        try:
+            print(render(args.results))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # missing, unreadable or not this tool's rows
+            print(f"error: cannot render {args.results}: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.suite == "realdev" and not (args.realdev / "volumes" / "index.json").is_file():
         print(f"error: no real-scan development set at {args.realdev} (volumes/index.json is missing)", file=sys.stderr)
@@ -429,6 +451,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.output is not None:
         try:
             prepare_output_folder(args.output)  # before hours of fits, not after the first
+            check_results_file(Path(args.output))
         except OutputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
