@@ -352,8 +352,10 @@ class FAGANConfig:
         for item in sorted(overrides, key=lambda o: not o.strip().startswith("model.preset=")):
             key, sep, raw = item.partition("=")
             parts = key.strip().split(".")
-            if not sep or len(parts) < 2 or parts[0] not in data:
+            if not sep or len(parts) < 2:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
+            if parts[0] not in data:
+                raise ConfigError(f"override {item!r} names no config section {parts[0]!r}; sections: {', '.join(sorted(data))}")
             target = data
             for part in parts[:-1]:
                 target = target.get(part) if isinstance(target, dict) else None
@@ -402,8 +404,10 @@ def load_config(path: str) -> FAGANConfig:
 def read_config_mapping(path: Any) -> Dict[str, Any]:
     """The mapping in a JSON or YAML config file; ConfigError (one line) when it is missing, unreadable or not a mapping."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file not found: {path}")
+    if not p.is_file():
+        raise ConfigError(f"config {path} is not a regular file (a folder, FIFO or device cannot be read as a config)")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -460,7 +464,7 @@ def section_from_dict(cls: Any, data: Any, prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known keys: {', '.join(sorted(known))}")
     if cls is ModelConfig and data.get("preset") in PRESET_SWITCHES:  # unspecified switches follow the preset
         data = {**PRESET_SWITCHES[data["preset"]], **data}
     kwargs = {}
