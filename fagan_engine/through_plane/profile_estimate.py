@@ -67,7 +67,8 @@ def estimate_thickness(volume: np.ndarray, through: int, spacing: float, pixels:
     volume = np.asarray(volume, dtype=np.float64)
     if volume.shape[through] < SEGMENT:
         raise ValueError(f"{volume.shape[through]} slices are too few to estimate the slice profile (at least {SEGMENT})")
-    threshold = 0.1 * float(np.percentile(volume, 99.5))
+    low, high = (float(v) for v in np.percentile(volume, (0.5, 99.5)))
+    threshold = low + 0.1 * (high - low)  # the object, also in a signed (z-scored, offset) volume
     others = [a for a in range(3) if a != through]
     sources = [
         (axis, pixel)
@@ -80,14 +81,18 @@ def estimate_thickness(volume: np.ndarray, through: int, spacing: float, pixels:
     for axis, pixel in sources:
         lines = _lines(volume, axis, threshold, rng)
         planes = _planes(volume, through, axis, rng)  # (k, slices, n_a)
+        if not len(lines):
+            raise ValueError("no line of the scan holds enough signal to estimate its slice profile")
         n_lr = int(np.floor(lines.shape[1] * pixel / spacing))
         n_a = planes.shape[2]
         for i, fraction in enumerate(CANDIDATES):
             width = fraction * spacing / pixel
             degraded = lines @ slice_profile_matrix(lines.shape[1], n_lr, spacing / pixel, width).T
             across = (planes @ slice_profile_matrix(n_a, n_a, 1.0, width).T).transpose(0, 2, 1).reshape(-1, planes.shape[1])
-            target = _spectrum(across[across.mean(axis=1) > threshold])
-            misfits[i] += float(np.mean((_spectrum(degraded) - target) ** 2))
+            bright = across[across.mean(axis=1) > threshold]
+            if not len(bright):
+                raise ValueError("no line across the slices holds enough signal to estimate the slice profile")
+            misfits[i] += float(np.mean((_spectrum(degraded) - _spectrum(bright)) ** 2))
     misfits /= len(sources)
     best = int(np.argmin(misfits))
     at_spacing = int(np.argmin(np.abs(CANDIDATES - 1.0)))

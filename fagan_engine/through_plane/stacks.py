@@ -333,9 +333,18 @@ def _check_match(index: int, stack: sitk.Image, ref: sitk.Image, transform: sitk
             f"stack {index + 1} does not match the reference stack {reference + 1} after registration (normalised mutual "
             f"information {nmi:.3f}, correlation {correlation:.2f}, rotation {angle:.1f} deg): different subjects or contrasts?"
         )
-    foreground = (fixed > 0.1) & (moving > 0.1)
-    gain = float(moving[foreground].mean() / fixed[foreground].mean()) if foreground.sum() > 64 else 1.0
-    return nmi, correlation, gain
+    return nmi, correlation, intensity_gain(fixed, moving)
+
+
+def intensity_gain(fixed: np.ndarray, moving: np.ndarray) -> float:
+    """The factor that brings a stack's overlap samples ``fixed`` to the reference's ``moving``: the ratio of their
+    foreground means for magnitude data (both non-negative); for signed data (z-scored, offset), where a ratio of means
+    is meaningless, the least-squares factor through the origin over the whole overlap; 1 when there is too little."""
+    if min(float(fixed.min()), float(moving.min())) >= 0:
+        foreground = (fixed > 0.1) & (moving > 0.1)
+        return float(moving[foreground].mean() / fixed[foreground].mean()) if foreground.sum() > 64 else 1.0
+    energy = float(np.dot(fixed, fixed))
+    return float(np.dot(fixed, moving) / energy) if energy > 0 and fixed.size > 64 else 1.0
 
 
 # ---- steps ---------------------------------------------------------------------------------------
