@@ -164,3 +164,30 @@ def test_an_input_that_is_not_an_image_is_refused_in_one_line(not_an_image) -> N
 
     with pytest.raises(InputError, match="must be a SimpleITK image"):
         super_resolve(not_an_image, 2, method="lanczos")
+
+
+def test_the_python_api_refuses_in_one_line_what_it_cannot_use(tmp_path) -> None:
+    """Found by an API audit: pathlib paths gave a TypeError; a non-callable progress failed after inference; explicit
+    axes were ignored through-plane and a plane name as axes gave a TypeError; an unknown acquisition model ran as Gaussian."""
+    from pathlib import Path
+
+    from fagan_engine.io.volume_io import read_volume, write_volume
+    from fagan_engine.mri.forward_model import AcquisitionConfig, degrade
+    from fagan_engine.pipeline.report import super_resolve
+    from fagan_engine.util.errors import ConfigError, InputError
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((4, 16, 16)).astype(np.float32))
+    write_volume(image, Path(tmp_path / "v.nrrd"))  # a pathlib.Path, as notebooks pass it
+    assert read_volume(Path(tmp_path / "v.nrrd")).GetSize() == (16, 16, 4)
+    with pytest.raises(InputError, match="must be a string or a pathlib.Path, got int"):
+        read_volume(5)
+    with pytest.raises(InputError, match="progress must be a function or None"):
+        super_resolve(image, 2, method="bicubic", progress=5)
+    thick = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 16, 16)).astype(np.float32))
+    thick.SetSpacing((1.0, 1.0, 3.0))
+    with pytest.raises(InputError, match="explicit in-plane axes do not apply"):
+        super_resolve(thick, mode="through-plane", fit_iterations=0, plane=(0, 2), device="cpu")
+    with pytest.raises(InputError, match="in-plane axes must be two different axes"):
+        super_resolve_report(image, RunOptions(method="bicubic", scale=2), axes="axial")
+    with pytest.raises(ConfigError, match="acquisition.model must be one of"):
+        degrade(np.zeros((8, 8), np.float32), 2, AcquisitionConfig(model="foo"))

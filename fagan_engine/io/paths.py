@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from fagan_engine.util.errors import InputError, OutputError
 
@@ -28,6 +28,17 @@ Key = Tuple[object, ...]
 
 NAME_MAX = 255
 """Longest file or folder name (bytes) of the common file systems (ext4, APFS, NTFS in UTF-16 units)."""
+
+
+def path_text(path: Any, what: str) -> str:
+    """``path`` (a ``str`` or ``os.PathLike`` such as ``pathlib.Path``) as checked text (``check_path_text``); InputError
+    (one line) for anything else (a number, None)."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise InputError(f"{what} path must be a string or a pathlib.Path, got {type(path).__name__}")
+    check_path_text(path, what)
+    return path
 
 
 def check_path_text(path: str, what: str) -> None:

@@ -29,7 +29,7 @@ from fagan_engine.io.dicom_series import read_dicom_series
 from fagan_engine.io.geometry import direction_matrix
 from fagan_engine.io.nifti_checks import inspect_nifti, is_sheared, nifti_complete
 from fagan_engine.io.nifti_header import Geometry
-from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, lower_case_alias, written_files
+from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, lower_case_alias, path_text, written_files
 from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files, write_error
 from fagan_engine.util.errors import ConfigError, FAGANWarning, InputError, OutputError
@@ -84,7 +84,7 @@ def read_volume(
     interpolates a series with missing slices onto a uniform grid instead of refusing it.
     """
     _check_nan_policy(nan_policy)
-    check_path_text(path, "input")
+    path = path_text(path, "input")
     source = Path(path)
     if not os.path.lexists(source):
         raise InputError(f"input not found: {path}")
@@ -198,7 +198,8 @@ def write_volume(
     the name meanwhile; with ``force`` it is ``os.replace``. NIfTI cannot hold a sheared
     (non-orthogonal) direction, so such an image is refused for ``.nii``/``.nii.gz``.
     """
-    check_output_path(input_path, path, force)
+    path = path_text(path, "output")
+    check_output_path(None if input_path is None else path_text(input_path, "input"), path, force)
     target = Path(path)
     check_nifti_direction(target, direction_matrix(image))
     stem = os.path.basename(split_extension(path)[0])

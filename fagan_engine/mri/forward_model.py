@@ -132,6 +132,9 @@ def degrade(
     H and W must divide by ``scale``. ``rng`` draws the noise; it is required when
     ``acquisition.noise > 0``.
     """
+    if not isinstance(acquisition, AcquisitionConfig):
+        raise ConfigError(f"acquisition must be an AcquisitionConfig (e.g. AcquisitionConfig(model='kspace')), got {acquisition!r}")
+    acquisition.validate()  # an unknown model or window ran as another one
     hr = np.asarray(hr, dtype=np.float32)
     height, width = hr.shape[-2:]
     if scale < 1 or height % scale or width % scale:
@@ -518,7 +521,7 @@ def acquired_like(hr: np.ndarray, lr: np.ndarray, scale: int, acquisition: str) 
     image (the real part of the complex k-space LR) for the others, which ``project_onto_data`` treats linearly. The
     image-space kernels are linear either way. So ``acquired_like(x, y) − y`` is the residual the projection removes,
     whatever the sign of ``y`` (a z-scored or subtracted input read ``|A x| − y``, about 2|y| wherever y < 0); float32."""
-    config = AcquisitionConfig(model=acquisition)
+    config = AcquisitionConfig(model=acquisition).validate()
     if acquisition != "kspace":
         return degrade(hr, scale, config)
     complex_lr = kspace_image(np.asarray(hr, dtype=np.float32), scale)

@@ -32,7 +32,7 @@ from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.forward_model import project_onto_data
 from fagan_engine.mri.noise_estimate import foreground
 from fagan_engine.through_plane.plan import plan_through_plane
-from fagan_engine.through_plane.run import through_plane_from_options
+from fagan_engine.through_plane.run import check_callables, through_plane_from_options
 from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enforce_through_plane, through_plane_consistency
 from fagan_engine.trust.ood import ood_warnings
 from fagan_engine.trust.uncertainty import tta_uncertainty
@@ -174,6 +174,11 @@ def run_validated(
     apply in-plane without the uncertainty map (which needs every pass in memory); with ``streams`` the SR-grid
     consistency map is made only when streamed.
     """
+    check_callables(progress=progress)
+    if axes is not None:
+        if options.mode == "through-plane":  # the plan picks the slice axis; an explicit pair was ignored
+            raise InputError("through-plane takes its slices across the coarsest-spaced axis; explicit in-plane axes do not apply")
+        axes = explicit_axes(axes)
     image = validate_image(image, options.nan_policy)
     dtype_note = integer_output_note(image, options.output_dtype)  # refuses before any work when nothing would be left
     if options.mode == "through-plane":
