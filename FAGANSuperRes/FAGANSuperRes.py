@@ -827,7 +827,7 @@ class FAGANSuperResTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Test passed")
 
     def test_ThickSlicesToIsotropic(self):
-        if skipUnlessReady(self, "train"):
+        if skipUnlessReady(self, "fit"):
             return
         if not engine.engineSupports("--through-plane"):
             self.delayDisplay("Skipped (through-plane): this engine has no --through-plane")
@@ -872,10 +872,10 @@ def dicomInstanceValue():
 
 
 def dependencyTask(mode: str, method: str) -> str:
-    """What a run needs installed: the thick-slice fit trains and combining stacks solves with torch, FA-GAN
-    inference needs torch or ONNX Runtime, interpolation (bicubic, Lanczos) needs nothing beyond Slicer."""
+    """What a run needs installed: the thick-slice fit and combining stacks need torch (not the training data's nilearn),
+    FA-GAN inference needs torch or ONNX Runtime, interpolation (bicubic, Lanczos) needs nothing beyond Slicer."""
     if mode in ("through-plane", STACKS_MODE):
-        return "train"
+        return "fit"
     return "fagan" if method == "fagan" else "bicubic"
 
 

@@ -37,7 +37,7 @@ def missingDependencies(task: str) -> Optional[str]:
 
 def ensureDependencies(task: str, confirm: Confirm, pipInstall: PipInstall, installTorch: TorchInstall,
                        onInstalled: Optional[Callable[[], None]] = None) -> bool:
-    """Install what ``task`` (fagan, bicubic or train) needs, asking first with ``confirm``. A torch
+    """Install what ``task`` (``engine.TASKS``) needs, asking first with ``confirm``. A torch
     older than the engine's minimum counts as missing (PyTorchUtils installs one that fits).
 
     ``onInstalled`` is called after anything was installed (the module then checks the devices again).

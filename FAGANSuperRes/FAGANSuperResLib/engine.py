@@ -107,7 +107,9 @@ def moduleAvailable(name: str) -> bool:
         return False
 
 
-TASKS = ("fagan", "bicubic", "train")
+TASKS = ("fagan", "bicubic", "fit", "train")
+"""What a run needs: ``fagan`` inference (torch or ONNX Runtime), ``bicubic`` nothing, ``fit`` torch (the thick-slice fit
+and Combine thick stacks), ``train`` torch and nilearn (the recipes' synthetic data)."""
 
 _srOptionsCache: Dict[str, frozenset] = {}
 
@@ -176,9 +178,8 @@ def torchProblem(version: Optional[str]) -> Optional[str]:
 
 
 def backendAvailable(task: str = "fagan") -> bool:
-    """True if the engine can compute ``task`` (fagan, bicubic or train) here: bicubic runs on
-    numpy alone; fagan runs on torch (at least TORCH_MINIMUM) or, without it, on ONNX Runtime
-    (``--backend auto``); training needs torch."""
+    """True if the engine can compute ``task`` (``TASKS``) here: bicubic runs on numpy alone; fagan runs on torch (at
+    least TORCH_MINIMUM) or, without it, on ONNX Runtime (``--backend auto``); a fit and training need torch."""
     if task == "bicubic":
         return True
     return torchProblem(installedTorchVersion()) is None or (task == "fagan" and moduleAvailable("onnxruntime"))

@@ -415,6 +415,7 @@ def test_training_installs_what_the_default_synthetic_share_needs(monkeypatch):
     monkeypatch.setattr(engine, "moduleAvailable", lambda name: name != "nilearn")
     monkeypatch.setattr(engine, "installedTorchVersion", lambda: "2.4.0")
     assert engine.missingRequirements("train") == ["nilearn>=0.10"]
+    assert engine.missingRequirements("fit") == []  # the thick-slice fit and stacks need torch, not the training data's nilearn
     assert engine.missingRequirements("fagan") == []
     assert "nilearn" in dependencies.selfTestSkipReason("train")
 
