@@ -611,7 +611,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None
         return engine.longCpuRunWarning(voxels, options.method, options.mode, options.scale, p.device, self._deviceInfo,
                                         fitIterations=options.fit_iterations,
-                                        ensembleMembers=getattr(options, "ensemble_members", 1))  # an older engine: none
+                                        ensembleMembers=getattr(options, "ensemble_members", 1),  # an older engine: none
+                                        adaptSteps=getattr(options, "adapt_steps", 0) or 0)
 
     def runOptions(self) -> Any:
         """The run's engine RunOptions from the panel; options whose flag the engine lacks are left out."""

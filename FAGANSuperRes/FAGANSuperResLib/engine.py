@@ -182,7 +182,19 @@ def backendAvailable(task: str = "fagan") -> bool:
     least TORCH_MINIMUM) or, without it, on ONNX Runtime (``--backend auto``); a fit and training need torch."""
     if task == "bicubic":
         return True
-    return torchProblem(installedTorchVersion()) is None or (task == "fagan" and moduleAvailable("onnxruntime"))
+    return torchProblem(installedTorchVersion()) is None or (task == "fagan" and onnxCanRun())
+
+
+def onnxCanRun() -> bool:
+    """ONNX Runtime is installed and every bundled in-plane checkpoint has an export on disk: no exports ship, and only
+    PyTorch makes one, so with ONNX Runtime alone the first FA-GAN run would fail (the module offers PyTorch instead)."""
+    if not moduleAvailable("onnxruntime"):
+        return False
+    ensureEngineImportable()
+    from fagan_engine.inference.onnx_backend import export_present
+    from fagan_engine.models.checkpoint import bundled_checkpoints
+
+    return all(export_present(path) for path in bundled_checkpoints())
 
 
 @dataclass
@@ -250,6 +262,9 @@ def parseDeviceProbe(lines: Sequence[str]) -> DeviceInfo:
 # Measured CPU cost of FA-GAN per output voxel on 2 cores (docs/performance.md, "Targets": x2 160 x 128²
 # -> 256² in 30 s, x4 160 x 64² -> 256² in 7.9 s); x8 is taken as x4's (its LR input is smaller still).
 CPU_SECONDS_PER_OUTPUT_VOXEL = {2: 2.9e-6, 4: 0.75e-6, 8: 0.75e-6}
+ADAPT_CPU_SECONDS_PER_STEP = 0.3
+"""Per-scan adaptation on 2 cores: 21.5-37 s for its 100 steps on a 256x256x40 volume (docs/performance.md), about the
+same for any volume (its pairs are patches)."""
 MEASURED_CORES = 2
 LONG_CPU_RUN_S = 60.0
 SHORT_FIT_ITERATIONS = 50
@@ -257,13 +272,15 @@ SHORT_FIT_ITERATIONS = 50
 
 def longCpuRunWarning(outputVoxels: int, method: str, mode: str, scale: int, requestedDevice: str,
                       deviceInfo: Optional[DeviceInfo], cpuCount: Optional[int] = None,
-                      fitIterations: Optional[int] = None, ensembleMembers: int = 1) -> Optional[str]:
+                      fitIterations: Optional[int] = None, ensembleMembers: int = 1, adaptSteps: int = 0) -> Optional[str]:
     """A question to ask before a run that will be long because it runs FA-GAN on the CPU (as
     TotalSegmentator asks), or None: interpolation, a usable GPU for ``auto``, or a short run. With
     no device probe result yet (``deviceInfo`` None) only an explicit CPU choice is known to be CPU.
     A thick-slice fit counts as long unless ``fitIterations`` is set below SHORT_FIT_ITERATIONS.
     ``ensembleMembers``: the engine's self-ensemble (``RunOptions.ensemble_members``), which runs the network that many
-    times (the estimate scales the whole run by it: slightly high, on the safe side)."""
+    times (the estimate scales the whole run by it: slightly high, on the safe side). ``adaptSteps``: per-scan adaptation's
+    most steps (``RunOptions.adapt_steps``), which the default ×2 run adds to the network's time (about as much again on a
+    256×256×40 volume)."""
     if method != "fagan" and mode != "through-plane":
         return None
     onCpu = requestedDevice == "cpu" or (requestedDevice == "auto" and deviceInfo is not None and not deviceInfo.gpuUsable)
@@ -276,7 +293,7 @@ def longCpuRunWarning(outputVoxels: int, method: str, mode: str, scale: int, req
                 "Continue on the CPU?")
     cores = max(1, cpuCount or os.cpu_count() or 1)
     perVoxel = CPU_SECONDS_PER_OUTPUT_VOXEL.get(scale, CPU_SECONDS_PER_OUTPUT_VOXEL[2]) * max(1, ensembleMembers)
-    seconds = outputVoxels * perVoxel * MEASURED_CORES / cores
+    seconds = (outputVoxels * perVoxel + ADAPT_CPU_SECONDS_PER_STEP * max(0, adaptSteps)) * MEASURED_CORES / cores
     if seconds < LONG_CPU_RUN_S:
         return None
     return (f"No GPU will be used: FA-GAN on the CPU will take about {max(1, round(seconds / 60))} min for this volume "

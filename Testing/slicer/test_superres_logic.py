@@ -518,7 +518,11 @@ def test_dependency_install_failures_become_one_line_errors(monkeypatch):
 
 
 def test_onnx_runtime_is_enough_for_fagan_but_not_for_training(monkeypatch):
+    """With the bundled checkpoints exported (only PyTorch makes exports: see the next test without them)."""
+    import fagan_engine.inference.onnx_backend as onnx_backend
+
     monkeypatch.setattr(engine, "moduleAvailable", lambda name: name != "torch")
+    monkeypatch.setattr(onnx_backend, "export_present", lambda checkpoint: True)
     installers = Installers()
     assert installers.ensure("fagan") is True and installers.torchCalls == 0
     assert dependencies.missingDependencies("train") == "PyTorch is not installed"
@@ -533,3 +537,17 @@ def test_self_test_skip_reason(monkeypatch):
     assert dependencies.selfTestSkipReason("bicubic") is None
     monkeypatch.setenv(dependencies.SELFTEST_INSTALL_VARIABLE, "1")
     assert dependencies.selfTestSkipReason("train") is None
+
+
+def test_onnx_runtime_alone_counts_only_when_the_exports_are_there(monkeypatch, tmp_path):
+    """With ONNX Runtime and no PyTorch, Apply never offered PyTorch and the first FA-GAN run failed: no exports ship."""
+    from FAGANSuperResLib import engine
+
+    monkeypatch.setattr(engine, "moduleAvailable", lambda name: name != "torch")
+    monkeypatch.setattr(engine, "installedTorchVersion", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty export cache
+    assert not engine.backendAvailable("fagan") and engine.backendAvailable("bicubic")
+    import fagan_engine.inference.onnx_backend as onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "export_present", lambda checkpoint: True)
+    assert engine.backendAvailable("fagan")

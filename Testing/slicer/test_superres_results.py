@@ -240,6 +240,10 @@ def test_a_long_fagan_run_on_the_cpu_asks_first():
     assert engine.longCpuRunWarning(medium, "fagan", "in-plane", 4, "cpu", cpuOnly, cpuCount=4) is None
     eight = engine.longCpuRunWarning(medium, "fagan", "in-plane", 4, "cpu", cpuOnly, cpuCount=4, ensembleMembers=8)
     assert eight and "about 2 min" in eight
+    # the default x2 run on 256x256x40 (10.5 M output voxels) takes 68-89 s on 2 cores: adaptation counts, the network alone does not ask
+    default = 512 * 512 * 40
+    assert engine.longCpuRunWarning(default, "fagan", "in-plane", 2, "cpu", cpuOnly, cpuCount=2) is None
+    assert engine.longCpuRunWarning(default, "fagan", "in-plane", 2, "cpu", cpuOnly, cpuCount=2, adaptSteps=100)
 
 
 def test_the_engine_log_is_handed_to_the_log_view(scene, obliqueNode, fakeEngine):

@@ -163,14 +163,27 @@ def _sidecar_metadata(onnx_path: Path) -> CheckpointMetadata:
     return parse_metadata(text, sidecar)
 
 
+def export_present(checkpoint: Path) -> bool:
+    """Whether an ONNX export of ``checkpoint`` is on disk (its sibling, or the cached one): without PyTorch nothing can
+    make one. Cheap (no model is loaded); the run verifies it."""
+    try:
+        return any(path.is_file() for path in _export_paths(checkpoint, read_metadata(str(checkpoint))))
+    except (CheckpointError, OSError):
+        return False
+
+
+def _export_paths(checkpoint: Path, wanted: CheckpointMetadata) -> Tuple[Path, Path]:
+    """Where an export of ``checkpoint`` may be: (its sibling ``.onnx``, the user cache's)."""
+    key = wanted.content_sha256 or wanted.weights_sha256
+    return checkpoint.with_suffix(".onnx"), _cache_dir() / f"{key[:32]}-{__version__}.onnx"
+
+
 def _onnx_for_checkpoint(checkpoint: Path) -> Path:
     """The exported model of ``checkpoint``: its sibling, a cached export, or a fresh one."""
     wanted = read_metadata(str(checkpoint))
-    sibling = checkpoint.with_suffix(".onnx")
+    sibling, cached = _export_paths(checkpoint, wanted)
     if sibling.is_file() and _read_embedded_metadata(sibling) == wanted:
         return sibling
-    key = wanted.content_sha256 or wanted.weights_sha256
-    cached = _cache_dir() / f"{key[:32]}-{__version__}.onnx"
     if cached.is_file() and _cached_export_matches(cached, wanted):
         return cached
     if importlib.util.find_spec("torch") is None:
