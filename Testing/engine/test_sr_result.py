@@ -191,3 +191,23 @@ def test_the_python_api_refuses_in_one_line_what_it_cannot_use(tmp_path) -> None
         super_resolve_report(image, RunOptions(method="bicubic", scale=2), axes="axial")
     with pytest.raises(ConfigError, match="acquisition.model must be one of"):
         degrade(np.zeros((8, 8), np.float32), 2, AcquisitionConfig(model="foo"))
+
+
+def test_through_plane_and_write_volume_arguments_are_type_checked(tmp_path) -> None:
+    """pretrained="no" ran the pretrained start; fit_config="x" and plan="x" gave raw errors; write_volume wrote 2D and
+    vector images that read_volume then refused, and compress="no" gave a SWIG TypeError."""
+    from fagan_engine.io.volume_io import write_volume
+    from fagan_engine.through_plane.run import super_resolve_through_plane
+    from fagan_engine.util.errors import InputError
+
+    thick = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 16, 16)).astype(np.float32))
+    thick.SetSpacing((1.0, 1.0, 3.0))
+    for keyword, value in (("pretrained", "no"), ("project", "x"), ("fit_config", "x"), ("plan", "x"), ("edge_sigma", True)):
+        with pytest.raises(InputError, match=f"{keyword} must be"):
+            super_resolve_through_plane(thick, iterations=0, device="cpu", **{keyword: value})
+    for image in (sitk.Image(8, 8, sitk.sitkFloat32), sitk.Image([8, 8, 4], sitk.sitkVectorFloat32, 2), np.zeros((4, 8, 8))):
+        with pytest.raises(InputError, match="non-empty 3D scalar SimpleITK image"):
+            write_volume(image, str(tmp_path / "x.nrrd"))
+    with pytest.raises(InputError, match="compress must be True or False"):
+        write_volume(thick, str(tmp_path / "x.nrrd"), compress="no")
+    assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ before every iteration and inference before every batch, raising ``FitCancelled`
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -115,6 +116,9 @@ def super_resolve_through_plane(
                     nan_policy=nan_policy, output_dtype=output_dtype, ensemble=ensemble,
                     batch_size=RunOptions.batch_size if batch_size is None else batch_size)
     _check_arguments(seed, fusion, progress=progress, stop=stop, on_fit=on_fit, on_note=on_note)
+    _check_types(pretrained=(pretrained, bool), project=(project, bool), fit_config=(fit_config, (FitConfig, type(None))),
+                 plan=(plan, (ThroughPlanePlan, type(None))), weights=(weights, (str, os.PathLike, type(None))),
+                 edge_sigma=(edge_sigma, (int, float)))
     image = validate_image(image, nan_policy)
     note = integer_output_note(image, output_dtype)  # raises when the type would leave one value
     if plan is None:
@@ -183,6 +187,15 @@ def _check_arguments(seed: Any, fusion: Any, **callbacks: Any) -> None:
     if fusion not in FUSIONS:
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     check_callables(**callbacks)
+
+
+def _check_types(**arguments: Tuple[Any, Any]) -> None:
+    """InputError (one line) naming the first argument that is not of its type(s) (a string "no" read as True)."""
+    for name, (value, kinds) in arguments.items():
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds if k is not type(None))
+            raise InputError(f"{name} must be {names}{' or None' if type(None) in kinds else ''}, got {value!r}")
 
 
 def _warn(note: str) -> None:
