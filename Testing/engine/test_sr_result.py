@@ -202,7 +202,7 @@ def test_through_plane_and_write_volume_arguments_are_type_checked(tmp_path) -> 
 
     thick = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 16, 16)).astype(np.float32))
     thick.SetSpacing((1.0, 1.0, 3.0))
-    for keyword, value in (("pretrained", "no"), ("project", "x"), ("fit_config", "x"), ("plan", "x"), ("edge_sigma", True)):
+    for keyword, value in (("pretrained", "no"), ("project", "x"), ("fit_config", "x"), ("plan", "x"), ("weights", 3)):
         with pytest.raises(InputError, match=f"{keyword} must be"):
             super_resolve_through_plane(thick, iterations=0, device="cpu", **{keyword: value})
     for image in (sitk.Image(8, 8, sitk.sitkFloat32), sitk.Image([8, 8, 4], sitk.sitkVectorFloat32, 2), np.zeros((4, 8, 8))):

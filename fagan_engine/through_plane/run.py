@@ -117,8 +117,7 @@ def super_resolve_through_plane(
                     batch_size=RunOptions.batch_size if batch_size is None else batch_size)
     _check_arguments(seed, fusion, progress=progress, stop=stop, on_fit=on_fit, on_note=on_note)
     _check_types(pretrained=(pretrained, bool), project=(project, bool), fit_config=(fit_config, (FitConfig, type(None))),
-                 plan=(plan, (ThroughPlanePlan, type(None))), weights=(weights, (str, os.PathLike, type(None))),
-                 edge_sigma=(edge_sigma, (int, float)))
+                 plan=(plan, (ThroughPlanePlan, type(None))), weights=(weights, (str, os.PathLike, type(None))))
     image = validate_image(image, nan_policy)
     note = integer_output_note(image, output_dtype)  # raises when the type would leave one value
     if plan is None:
