@@ -211,3 +211,15 @@ def test_through_plane_and_write_volume_arguments_are_type_checked(tmp_path) -> 
     with pytest.raises(InputError, match="compress must be True or False"):
         write_volume(thick, str(tmp_path / "x.nrrd"), compress="no")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resolver_built_for_other_options_is_refused() -> None:
+    """A bicubic resolver with FA-GAN options ran bicubic while the identity said FA-GAN with the projection."""
+    from fagan_engine.inference.resolver import SuperResolver
+    from fagan_engine.util.errors import InputError
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((4, 16, 16)).astype(np.float32))
+    with pytest.raises(InputError, match="the resolver was built for method 'bicubic', these options say 'fagan'"):
+        super_resolve_report(image, RunOptions(scale=2, adapt_iterations=0), resolver=SuperResolver(RunOptions(method="bicubic", scale=2)))
+    options = RunOptions(method="bicubic", scale=2)
+    assert super_resolve_report(image, options, resolver=SuperResolver(options)).image.GetSize() == (32, 32, 4)

@@ -133,6 +133,7 @@ def super_resolve_report(
     """
     options = _checked(options)  # ``uncertainty`` given: the options ask for it, under their rules (FA-GAN in-plane only)
     options = options.validate() if uncertainty is None else options.replace(uncertainty=uncertainty)
+    _check_resolver(resolver, options)
     if ensemble_checkpoint is not None and not options.uncertainty:
         raise InputError("ensemble_checkpoint is used only by the uncertainty map (uncertainty=True)")
     return run_validated(image, options, resolver, progress, consistency, options.uncertainty, ensemble_checkpoint, axes)
@@ -154,6 +155,24 @@ class SlabTarget(Protocol):
 Streams = Dict[str, Callable[[SlabStream, str], SlabTarget]]
 """SR-grid volumes the caller writes slab by slab: ``"image"`` and/or ``"consistency"`` -> opens the target for the
 stream and its output type. A streamed volume is None in the ``SRResult``."""
+
+
+RESOLVER_FIELDS = ("mode", "method", "scale", "acquisition", "checkpoint", "untrained", "backend", "device", "ensemble",
+                   "adapt_iterations", "tile_size")
+"""What a ``SuperResolver`` computes from its options: a resolver built for other values would make another result than
+the report's identity (built from ``options``) describes."""
+
+
+def _check_resolver(resolver: Optional[SuperResolver], options: RunOptions) -> None:
+    """InputError (one line) when ``resolver`` was built for options that differ from ``options`` in a ``RESOLVER_FIELDS``."""
+    built = getattr(resolver, "options", None)
+    if built is None:
+        return
+    mine, theirs = options.to_dict(), built.to_dict()
+    differing = next((field for field in RESOLVER_FIELDS if mine.get(field) != theirs.get(field)), None)
+    if differing is not None:
+        raise InputError(f"the resolver was built for {differing} {theirs.get(differing)!r}, these options say "
+                         f"{mine.get(differing)!r}: build it from the same options")
 
 
 def run_validated(
