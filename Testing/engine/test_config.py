@@ -242,3 +242,13 @@ def test_a_config_that_is_a_folder_and_an_override_of_no_section_are_named_so(tm
         load_config(str(tmp_path))
     with pytest.raises(ConfigError, match="names no config section 'bogus'; sections: "):
         FAGANConfig().with_overrides(["bogus.x=1"])
+
+
+def test_a_validation_slab_that_leaves_no_slice_is_named() -> None:
+    """validation_slab [0, 1000] failed with "no usable template slice", naming neither the recipe key nor why."""
+    import numpy as np
+
+    from fagan_engine.through_plane.fit import PretrainConfig, synthetic_pool
+
+    with pytest.raises(ConfigError, match=r"validation_slab \[0, 1000\] holds every one of the template's"):
+        synthetic_pool(PretrainConfig(validation_slab=(0, 1000)), np.random.default_rng(0))

@@ -488,6 +488,9 @@ def synthetic_pool(cfg: PretrainConfig, rng: np.random.Generator) -> List[np.nda
     probe = SliceSynthesizer(SynthesisConfig(**cfg.synthesis), cfg.plane)
     held = set(range(*cfg.validation_slab))
     usable = [i for i in range(probe.n_slices) if i not in held]
+    if not usable:
+        raise ConfigError(f"validation_slab {list(cfg.validation_slab)} holds every one of the template's {probe.n_slices} "
+                          f"{cfg.plane} slices: nothing is left to pretrain on")
     synthesizer = SliceSynthesizer(SynthesisConfig(**cfg.synthesis), cfg.plane, slice_indices=usable)
     pool = [synthesizer.sample(rng)[0] for _ in range(cfg.pool_size)]
     if cfg.zoom == (1.0, 1.0):
