@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 
 from fagan_engine.io.nifti_header import Geometry, check_single_file_header, decide_geometry
-from fagan_engine.io.paths import lower_case_alias
+from fagan_engine.io.paths import lower_case_alias, lower_extension
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.stdio_capture import captured_stderr
 
@@ -99,8 +99,7 @@ def nifti_complete(path: Path) -> bool:
     try:
         import nibabel as nib  # lazy: nibabel only for NIfTI files; io imports without it
 
-        ext = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-        with captured_stderr(), lower_case_alias(path, ext) as alias:
+        with captured_stderr(), lower_case_alias(path, lower_extension(str(path))) as alias:
             return data_complete(path, _data_end(nib.load(str(alias))))
     except Exception:  # unparsable: not a complete NIfTI
         return False

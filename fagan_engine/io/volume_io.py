@@ -20,7 +20,7 @@ import stat
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -199,10 +199,13 @@ def write_volume(
     (non-orthogonal) direction, so such an image is refused for ``.nii``/``.nii.gz``.
     """
     path = path_text(path, "output")
-    if not isinstance(image, sitk.Image) or image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1 \
-            or 0 in image.GetSize():
-        raise InputError(f"write_volume writes a non-empty 3D scalar SimpleITK image (what read_volume takes back), got "
-                         f"{_described(image)}")
+    wanted = "write_volume writes a non-empty 3D scalar SimpleITK image (what read_volume takes back)"
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"{wanted}, got {type(image).__name__}")
+    try:
+        _check_shape_and_type(image)  # read_volume's own rule
+    except InputError as exc:
+        raise InputError(f"{wanted}: {str(exc).replace('input ', 'this image ', 1)}") from None
     if not isinstance(compress, bool):
         raise InputError(f"compress must be True or False, got {compress!r}")
     check_output_path(None if input_path is None else path_text(input_path, "input"), path, force)
@@ -221,12 +224,6 @@ def write_volume(
         with interrupts_deferred():  # a SIGTERM during the removal would leave the staging folder
             shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(target.parent)
-
-
-def _described(image: Any) -> str:
-    if not isinstance(image, sitk.Image):
-        return type(image).__name__
-    return f"a {image.GetDimension()}D image of size {image.GetSize()} with {image.GetNumberOfComponentsPerPixel()} component(s)"
 
 
 def check_nifti_direction(target: Path, direction: np.ndarray) -> None:

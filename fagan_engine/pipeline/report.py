@@ -32,12 +32,12 @@ from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.forward_model import project_onto_data
 from fagan_engine.mri.noise_estimate import foreground
 from fagan_engine.through_plane.plan import plan_through_plane
-from fagan_engine.through_plane.run import check_callables, through_plane_from_options
+from fagan_engine.through_plane.run import through_plane_from_options
 from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enforce_through_plane, through_plane_consistency
 from fagan_engine.trust.ood import ood_warnings
 from fagan_engine.trust.uncertainty import tta_uncertainty
 from fagan_engine.util.errors import FAGANWarning, InputError
-from fagan_engine.util.options import RunOptions
+from fagan_engine.util.options import RunOptions, check_callables
 from fagan_engine.util.progress import accepts_phase
 
 NOTICE = "research use, not for diagnosis"

@@ -44,7 +44,13 @@ from fagan_engine.through_plane.held_out import HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import FAGANWarning, InputError
-from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, RunOptions, check_through_plane_ensemble, is_whole
+from fagan_engine.util.options import (
+    DEFAULT_THROUGH_PLANE_ENSEMBLE,
+    RunOptions,
+    check_callables,
+    check_through_plane_ensemble,
+    check_whole,
+)
 from fagan_engine.util.progress import FitCancelled, call_progress
 
 __all__ = [
@@ -159,19 +165,6 @@ def checked_options(**fields: Any) -> RunOptions:
     if fields.get("fit_iterations") is not None:
         check_whole("iterations", fields["fit_iterations"])
     return RunOptions(mode="through-plane", **fields).validate()
-
-
-def check_whole(name: str, value: Any, minimum: int = 0) -> None:
-    """InputError unless ``value`` is a whole number of at least ``minimum``."""
-    if not (is_whole(value) and value >= minimum):
-        raise InputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-
-
-def check_callables(**callbacks: Any) -> None:
-    """InputError naming the first of ``callbacks`` that is neither None nor callable."""
-    for name, callback in callbacks.items():
-        if callback is not None and not callable(callback):
-            raise InputError(f"{name} must be a function or None, got {callback!r}")
 
 
 def check_memory(image: sitk.Image, plan: ThroughPlanePlan) -> None:

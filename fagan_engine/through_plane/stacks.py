@@ -30,7 +30,7 @@ from fagan_engine.io.volume_io import validate_image
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.noise_estimate import estimate_noise_sigma
 from fagan_engine.through_plane.plan import plan_through_plane
-from fagan_engine.through_plane.run import check_callables, check_whole, checked_options, super_resolve_through_plane
+from fagan_engine.through_plane.run import checked_options, super_resolve_through_plane
 from fagan_engine.through_plane.stack_geometry import (
     StackSlices,
     common_box,
@@ -46,7 +46,7 @@ from fagan_engine.through_plane.stack_registration import (
 )
 from fagan_engine.through_plane.stack_solver import StackOperator, build_operator, residuals, solve
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, is_whole
+from fagan_engine.util.options import DEFAULT_THROUGH_PLANE_ENSEMBLE, check_callables, check_whole, is_whole
 from fagan_engine.util.progress import call_progress
 
 MIN_NMI = 0.08

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple, Union
 
 from fagan_engine.util.errors import OutputError
+from fagan_engine.util.failures import interrupts_deferred
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -165,17 +166,19 @@ def publish_files(moves: List[Tuple[Path, Path]], force: bool, target: PathLike)
 
     Without ``force`` each file is hard-linked to its final name, which fails atomically if the
     name exists (another process may have created it since the output check); on any failure
-    the names published so far are removed again. With ``force`` files are ``os.replace``d.
+    the names published so far are removed again. With ``force`` files are ``os.replace``d. Ctrl-C and SIGTERM wait until
+    every file is moved (``interrupts_deferred``): a detached header is never left beside another run's data file.
     Raises OutputError.
     """
     published: List[Path] = []
     try:
-        for source, destination in moves:
-            if force:
-                os.replace(source, destination)
-                continue
-            _link_exclusive(source, destination)
-            published.append(destination)
+        with interrupts_deferred():
+            for source, destination in moves:
+                if force:
+                    os.replace(source, destination)
+                    continue
+                _link_exclusive(source, destination)
+                published.append(destination)
     except FileExistsError as exc:
         _unpublish(published)
         raise OutputError(f"output {exc.filename2 or target} already exists (created meanwhile); pass --force to overwrite it") from None

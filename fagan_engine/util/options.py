@@ -234,6 +234,19 @@ def is_whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_whole(name: str, value: Any, minimum: int = 0) -> None:
+    """InputError unless ``value`` is a whole number of at least ``minimum``."""
+    if not (is_whole(value) and value >= minimum):
+        raise InputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def check_callables(**callbacks: Any) -> None:
+    """InputError naming the first of ``callbacks`` that is neither None nor callable (progress, stop, on_fit, ...)."""
+    for name, callback in callbacks.items():
+        if callback is not None and not callable(callback):
+            raise InputError(f"{name} must be a function or None, got {callback!r}")
+
+
 def _check_names(data: Dict[str, Any]) -> None:
     """InputError naming the first key of ``data`` that is not a RunOptions field."""
     unknown = sorted(set(data) - set(FIELD_TYPES))
