@@ -78,6 +78,24 @@ def test_folder_batch_mirrors_names_goes_on_after_a_failure_and_resumes(tmp_path
     assert report["totals"]["done"] == 4 and {c["status"] for c in report["cases"]} == {"done"}
 
 
+def test_a_rerun_asking_for_maps_the_outputs_lack_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for seed in range(2):
+        sitk.WriteImage(oblique_image(seed=seed), str(source / f"v{seed}.nrrd"))
+    out = tmp_path / "out"
+    assert run([source, "--output-dir", out, *BICUBIC, "--progress", "none"], capsys)[0] == 0
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none", "--consistency-map"], capsys)
+    assert code == 0 and "0 done, 2 skipped" in err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2 and all("without its consistency map" in line and "--force" in line for line in warnings)
+    assert all("without its consistency map" in row["error"] for row in read_report(out / "batch-report.csv"))
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none", "--consistency-map", "--force"], capsys)
+    assert code == 0 and sorted(p.name for p in out.glob("*_consistency.nrrd")) == ["v0_consistency.nrrd", "v1_consistency.nrrd"]
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none", "--consistency-map"], capsys)
+    assert code == 0 and "warning: " not in err and {row["status"] for row in read_report(out / "batch-report.csv")} == {"done"}
+
+
 def test_output_format_and_explicit_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     source = make_tree(tmp_path)
     out = tmp_path / "out"

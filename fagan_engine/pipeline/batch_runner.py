@@ -84,6 +84,8 @@ class BatchRunner:
         self.report_path = report_path
         self.report_extra = dict(report_extra or {})
         self.records = [CaseRecord(c.input, c.output) for c in self.cases]
+        self.skipped_without_maps: List[int] = []
+        """Indices of skipped cases whose output exists without a map this run asks for (reported, not made)."""
         self.earlier: Dict[int, Dict[str, Any]] = {}
         """Index -> the earlier report's row of a case skipped because that run made it (written in its place)."""
         self.resolvers: Dict[str, Any] = {}
@@ -98,6 +100,8 @@ class BatchRunner:
         pending = [i for i, case in enumerate(self.cases) if self.force or not is_done(case.output)]
         self._skip_finished(set(pending))
         self.events.batch_start(len(self.cases), len(pending))
+        for i in self.skipped_without_maps:
+            self.events.warning(self.cases[i], self.records[i].error)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fagan-prefetch") if self.prefetch else None
         upcoming: Dict[int, "Future[Source]"] = {}
         try:
@@ -127,7 +131,11 @@ class BatchRunner:
             self.records[i].status = "skipped"
             self.records[i].error = "output exists (pass --force to redo it)"
             _remove_stale_staging(case)
-            if (case.input, case.output) in earlier:
+            missing = missing_maps(case)
+            if missing:  # asked for now, not made by the run that wrote the output: say so rather than skip silently
+                self.records[i].error = f"output exists without its {' and '.join(missing)} map (pass --force to redo the case with it)"
+                self.skipped_without_maps.append(i)
+            elif (case.input, case.output) in earlier:
                 self.earlier[i] = earlier[(case.input, case.output)]
 
     def _read(self, case: Case) -> Source:
@@ -208,6 +216,11 @@ class BatchRunner:
         if self.report_path is not None:
             rows = self.report_rows()
             write_report(self.report_path, rows, self._totals([row["status"] for row in rows]))
+
+
+def missing_maps(case: Case) -> List[str]:
+    """The trust map kinds ``case`` asks for whose file is not there."""
+    return [kind for kind, path in case.maps.items() if not Path(path).exists()]
 
 
 def earlier_rows(report_path: Optional[str]) -> Dict[Tuple[str, str], Dict[str, Any]]:
