@@ -148,10 +148,6 @@ class RunReport:
         return cls(summary, warnings, identityFromReport(identity, data.get("engine_version")), planSettings(identity))
 
 
-_THICKNESS_SOURCES = {"argument": "as given", "dicom": "the DICOM Slice Thickness", "estimate": "estimated from the scan",
-                      "spacing": "assumed: the slice spacing"}
-
-
 def planSettings(identity: Any) -> Dict[str, str]:
     """What the engine decided that the panel left to it: through-plane, the slice thickness it used and where it came
     from (the report's ``identity.through_plane_plan``); empty when the report does not say."""
@@ -159,8 +155,15 @@ def planSettings(identity: Any) -> Dict[str, str]:
     thickness = plan.get("thickness") if isinstance(plan, dict) else None
     if not isinstance(thickness, (int, float)) or isinstance(thickness, bool):
         return {}
-    source = plan.get("thickness_source")
-    return {"sliceThickness": f"{thickness:g} mm ({_THICKNESS_SOURCES.get(source, _text(source))})"}
+    return {"sliceThickness": f"{thickness:g} mm ({thicknessSourceWords(_text(plan.get('thickness_source')))})"}
+
+
+def thicknessSourceWords(source: Any) -> str:
+    """The engine's words for where a slice thickness came from (a report's ``thickness_source``)."""
+    ensureEngineImportable()
+    from fagan_engine.through_plane.plan import thickness_source_words
+
+    return thickness_source_words(source)
 
 
 def mergeWarnings(*lists: List[str]) -> List[str]:

@@ -27,7 +27,7 @@ from .logic import SuperResolutionJob, describeDevice
 from .maps import checkSameGrid, showAsMap
 from .memory import checkStacksFit
 from .options import NON_FINITE_ZEROED, engineFlag, outputArguments, runOptions, validRunOptions, zeroesNonFinite
-from .provenance import NOTICE, figureLabel, fillSummaryTable, mergeWarnings, stampResultNode
+from .provenance import NOTICE, figureLabel, fillSummaryTable, mergeWarnings, stampResultNode, thicknessSourceWords
 from .results import (
     REFERENCE_MAP,
     REFERENCE_RESULT,
@@ -125,7 +125,7 @@ def describeStack(name: str, entry: Dict[str, Any]) -> str:
     """One line of a stack's estimated motion, intensity factor and fit, for the status and the log."""
     return (f"{name}: moved {entry.get('rotation_degrees', 0.0):.2f} deg, {entry.get('translation_mm', 0.0):.2f} mm; "
             f"intensity x{entry.get('intensity_scale', 1.0):.3f}; residual {entry.get('residual_rms', 0.0):.4f}; "
-            f"slices {entry.get('thickness', 0.0):g} mm thick ({entry.get('thickness_source', '?')})"
+            f"slices {entry.get('thickness', 0.0):g} mm thick ({thicknessSourceWords(entry.get('thickness_source', '?'))})"
             + (f"; prior from {entry['network_start'].get('name', '?')}" if isinstance(entry.get("network_start"), dict) else ""))
 
 

@@ -70,7 +70,7 @@ def test_combining_three_stacks_loads_the_result_maps_and_provenance(scene, fake
     assert job.summaryTableNode.GetNodeReference(REFERENCE_RESULT) is output
     assert job.status.startswith("Done: T2cor_stacks_iso0.8mm; stacks moved up to 3.1 mm")
     log = job.takeLogLines()
-    assert "T2cor: moved 2.50 deg, 3.10 mm; intensity x1.200; residual 0.0120; slices 3 mm thick (spacing)" in log
+    assert "T2cor: moved 2.50 deg, 3.10 mm; intensity x1.200; residual 0.0120; slices 3 mm thick (assumed: the slice spacing)" in log
     assert "Stack: T2ax: moved 0.00 deg" in job.summaryText()
     assert "Target spacing:" in job.summaryText() and "targetSpacing" not in job.summaryText()  # labels, as a single run's
     for node, array in zip(stacks, before):
@@ -253,7 +253,7 @@ def test_the_real_engine_combines_tiny_simulated_stacks_on_the_reference_grid(sc
     # each stack keeps its own thickness: the axial one its DICOM Slice Thickness, the other the engine's choice
     axial, coronal = job.report["stacks"]
     assert (axial["thickness"], axial["thickness_source"]) == (3.5, "dicom")
-    assert coronal["thickness_source"] != "dicom" and "slices 3.5 mm thick (dicom)" in job.motionLines[0]
+    assert coronal["thickness_source"] != "dicom" and "slices 3.5 mm thick (from the DICOM Slice Thickness)" in job.motionLines[0]
 
 
 def test_a_stack_line_names_the_start_its_prior_began_from():
@@ -261,4 +261,4 @@ def test_a_stack_line_names_the_start_its_prior_began_from():
              "thickness_source": "argument"}
     assert "prior" not in describeStack("T2ax", entry)  # no FA-GAN prior, no start
     entry["network_start"] = {"name": "fagan_through_plane.safetensors", "sha256": "ab" * 32}
-    assert describeStack("T2ax", entry).endswith("slices 4 mm thick (argument); prior from fagan_through_plane.safetensors")
+    assert describeStack("T2ax", entry).endswith("slices 4 mm thick (as given); prior from fagan_through_plane.safetensors")

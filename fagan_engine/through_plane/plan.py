@@ -40,6 +40,9 @@ SPACING_NOTE_TOLERANCE = 0.05
 """Relative distance of the output spacing from the target above which the run says so (``ThroughPlanePlan.spacing_note``)."""
 MAX_THICKNESS_RATIO = 4.0
 """Slice thickness / slice spacing above which the thickness is refused (overlapping acquisitions stay near 2)."""
+THICKNESS_SOURCE_WORDS = {"argument": "as given", "dicom": "from the DICOM Slice Thickness", "estimate": "estimated from the scan",
+                          "spacing": "assumed: the slice spacing"}
+"""Where a slice thickness came from (``ThroughPlanePlan.thickness_source``), in words for the user."""
 DICOM_SLICE_THICKNESS = "0018|0050"
 DICOM_SPACING_BETWEEN_SLICES = "0018|0088"
 
@@ -111,11 +114,16 @@ class ThroughPlanePlan:
 
     def describe(self) -> str:
         gap = f", gap {self.gap:g} mm" if self.gap > 1e-6 else ""
-        source = {"estimate": ", estimated from the scan", "spacing": ", assumed"}.get(self.thickness_source, "")
         return (
-            f"axis {self.axis}: {self.n_in} slices of {self.input_spacing:g} mm (thickness {self.thickness:g} mm{source}{gap}) "
+            f"axis {self.axis}: {self.n_in} slices of {self.input_spacing:g} mm (thickness {self.thickness:g} mm, "
+            f"{thickness_source_words(self.thickness_source)}{gap}) "
             f"-> {self.n_out} at {self.output_spacing:.4g} mm"
         )
+
+
+def thickness_source_words(source: object) -> str:
+    """``THICKNESS_SOURCE_WORDS`` for ``source``; an unknown value as it is."""
+    return THICKNESS_SOURCE_WORDS.get(source, str(source)) if isinstance(source, str) else str(source)
 
 
 def header_slice_thickness(image: sitk.Image) -> Optional[float]:

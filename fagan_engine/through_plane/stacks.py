@@ -29,7 +29,7 @@ from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.io.volume_io import validate_image
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.noise_estimate import estimate_noise_sigma
-from fagan_engine.through_plane.plan import plan_through_plane
+from fagan_engine.through_plane.plan import plan_through_plane, thickness_source_words
 from fagan_engine.through_plane.run import checked_options, super_resolve_through_plane
 from fagan_engine.through_plane.stack_geometry import (
     StackSlices,
@@ -101,7 +101,8 @@ class StackReport:
     def describe(self) -> List[str]:
         """One line per stack."""
         return [
-            f"stack {i + 1}: {s['slices']} slices of {s['slice_spacing']:g} mm (thickness {s['thickness']:g} mm, {s['thickness_source']}); "
+            f"stack {i + 1}: {s['slices']} slices of {s['slice_spacing']:g} mm "
+            f"(thickness {s['thickness']:g} mm, {thickness_source_words(s['thickness_source'])}); "
             f"rotation {s['rotation_degrees']:.2f} deg, translation {s['translation_mm']:.2f} mm, intensity x{s['intensity_scale']:.3f}, "
             f"NMI {s['nmi']:.3f}, correlation {s['correlation']:.2f}, residual {s['residual_rms']:.4f}"
             for i, s in enumerate(self.stacks)
