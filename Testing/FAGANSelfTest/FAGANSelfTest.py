@@ -100,6 +100,10 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
         if method == "fagan":
             self.assertTrue(p.checkpointPath, "a bundled x2 checkpoint is expected")
         self.assertTrue(widget.ui.applyButton.enabled)
+        for box in (widget.ui.adaptCheckBox, widget.ui.tileSizeSpinBox):  # FA-GAN in-plane only: greyed out for bicubic
+            self.assertEqual(box.enabled, method == "fagan")
+        if widget._engineOffers("enforce_consistency"):
+            self.assertEqual(widget.ui.enforceConsistencyCheckBox.enabled, method == "fagan")
 
         widget.ui.applyButton.click()
         self.assertEqual(widget.ui.applyButton.text, "Cancel")
@@ -206,7 +210,7 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
     def test_ThickSlicesToIsotropic(self):
         import FAGANSuperRes
 
-        if FAGANSuperRes.skipUnlessReady(self, "train"):
+        if FAGANSuperRes.skipUnlessReady(self, "fit"):  # torch and the engine's packages, not training's nilearn
             return
         self.delayDisplay("Clinician: thick slices -> isotropic; spacing and thickness prefilled from the volume")
         inputNode = FAGANSuperRes.createSyntheticMRVolume("Thick")
@@ -249,7 +253,7 @@ class FAGANSelfTestTest(ScriptedLoadableModuleTest):
     def test_CombineThickStacks(self):
         import FAGANSuperRes
 
-        if FAGANSuperRes.skipUnlessReady(self, "train"):
+        if FAGANSuperRes.skipUnlessReady(self, "fit"):  # torch and the engine's packages, not training's nilearn
             return
         self.delayDisplay("Clinician: combine an axial and a coronal thick stack, the coronal one as the reference")
         axial, coronal = FAGANSuperRes.createSyntheticStacks()

@@ -244,6 +244,9 @@ def test_a_long_fagan_run_on_the_cpu_asks_first():
     default = 512 * 512 * 40
     assert engine.longCpuRunWarning(default, "fagan", "in-plane", 2, "cpu", cpuOnly, cpuCount=2) is None
     assert engine.longCpuRunWarning(default, "fagan", "in-plane", 2, "cpu", cpuOnly, cpuCount=2, adaptSteps=100)
+    # a small volume on one core asks because of the adaptation alone: its size reads as it is, the core count in words
+    tiny = engine.longCpuRunWarning(96 * 80 * 12, "fagan", "in-plane", 2, "cpu", cpuOnly, cpuCount=1, adaptSteps=100)
+    assert tiny and "(0.092 M output voxels, 1 core)" in tiny
 
 
 def test_the_engine_log_is_handed_to_the_log_view(scene, obliqueNode, fakeEngine):
