@@ -297,5 +297,6 @@ def longCpuRunWarning(outputVoxels: int, method: str, mode: str, scale: int, req
     if seconds < LONG_CPU_RUN_S:
         return None
     return (f"No GPU will be used: FA-GAN on the CPU will take about {max(1, round(seconds / 60))} min for this volume "
-            f"({outputVoxels / 1e6:.2g} M output voxels, {cores} {'core' if cores == 1 else 'cores'}). Continue on the CPU, or choose the Lanczos method "
+            f"({outputVoxels / 1e6:.2g} M output voxels, {cores} {'core' if cores == 1 else 'cores'}). "
+            "Continue on the CPU, or choose the Lanczos method "
             "for a quick result?")
