@@ -96,6 +96,30 @@ def test_a_rerun_asking_for_maps_the_outputs_lack_says_so(tmp_path: Path, capsys
     assert code == 0 and "warning: " not in err and {row["status"] for row in read_report(out / "batch-report.csv")} == {"done"}
 
 
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_what_reading_says_is_each_cases_warning_in_the_lines_and_the_report(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                              prefetch: bool) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for count in (1, 2, 3):
+        image = sitk.GetArrayFromImage(oblique_image(seed=count)).astype(np.float32)
+        image[0, 0, :count] = np.nan
+        sitk.WriteImage(sitk.GetImageFromArray(image), str(source / f"v{count}.nrrd"))
+    out = tmp_path / "out"
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none", "--nan-policy", "zero",
+                        *(["--prefetch"] if prefetch else [])], capsys)
+    assert code == 0, err
+    for count in (1, 2, 3):  # one line each, naming its input, not merged into one unnamed line at the end
+        assert err.count(f"warning: {source / f'v{count}.nrrd'}: {count} of ") == 1
+    assert err.count("warning: ") == 3
+    rows = {Path(row["input"]).name: row for row in read_report(out / "batch-report.csv")}
+    assert all(rows[f"v{count}.nrrd"]["warnings"].startswith(f"{count} of ") for count in (1, 2, 3))
+    code, _, err = run([source / "v2.nrrd", tmp_path / "one.nrrd", *BICUBIC, "--progress", "none", "--nan-policy", "zero",
+                        "--report", tmp_path / "one.json"], capsys)
+    assert code == 0 and err.count("warning: 2 of ") == 1
+    assert json.loads((tmp_path / "one.json").read_text())["warnings"][0].startswith("2 of ")
+
+
 def test_output_format_and_explicit_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     source = make_tree(tmp_path)
     out = tmp_path / "out"

@@ -61,7 +61,7 @@ def _single(args: argparse.Namespace) -> int:
         emit("start", input=args.input, output=args.output, options=options.to_dict(), **compute_description(options))
     with StagedOutputs(CaseOutputs(args.output, maps, args.force, args.report, compress=not args.no_compression)) as staged:
         try:
-            outcome = super_resolve_case(source.image, options, resolver, report, staged.streams)
+            outcome = super_resolve_case(source.image, options, resolver, report, staged.streams, source.warnings)
         except BaseException as exc:
             report.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
             if is_out_of_memory(exc):

@@ -18,7 +18,6 @@ import re
 import shutil
 import stat
 import tempfile
-import warnings
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -32,7 +31,7 @@ from fagan_engine.io.nifti_header import Geometry
 from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, lower_case_alias, path_text, written_files
 from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files, write_error
-from fagan_engine.util.errors import ConfigError, FAGANWarning, InputError, OutputError
+from fagan_engine.util.errors import ConfigError, InputError, OutputError, warn
 from fagan_engine.util.failures import interrupts_deferred
 from fagan_engine.util.options import NAN_POLICIES
 from fagan_engine.util.stdio_capture import captured_stderr
@@ -309,7 +308,7 @@ def _itk_read(path: Path, ext: str, quiet: bool = False) -> sitk.Image:
     if failure is not None or noise.has_error() or _FAILURE_WORDS.search(complaint):
         raise InputError(f"cannot read {path}: {failure or complaint}")
     if complaint and not quiet:
-        warnings.warn(f"{path.name}: {complaint}", FAGANWarning, stacklevel=3)
+        warn(f"{path.name}: {complaint}", stacklevel=2)
     return image
 
 
@@ -346,8 +345,8 @@ def _with_geometry(image: sitk.Image, geometry: Geometry, path: Path) -> sitk.Im
     """``image`` with the geometry of the transform the NIfTI rule chose (ITK may have read another),
     and one warning line when the header disagreed with itself."""
     if geometry.conflict:
-        warnings.warn(f"{path.name}: {geometry.conflict}; the geometry follows the {geometry.source} (docs/reliability.md)",
-                      FAGANWarning, stacklevel=4)
+        warn(f"{path.name}: {geometry.conflict}; the geometry follows the {geometry.source} (docs/reliability.md)",
+             stacklevel=3)
     if geometry.affine is None or image.GetDimension() != 3:  # not 3D: validate_image refuses it
         return image
     spacing, direction, origin = lps_geometry(geometry.affine)
@@ -417,7 +416,7 @@ def _dimension_error(dim: int, size: Tuple[int, ...]) -> InputError:
 
 
 def _warn_zeroed(count: int, total: int) -> None:
-    warnings.warn(f"{count} of {total} voxels were NaN or Inf and were set to 0 (the 'zero' NaN policy)", FAGANWarning, stacklevel=5)
+    warn(f"{count} of {total} voxels were NaN or Inf and were set to 0 (the 'zero' NaN policy)", stacklevel=4)
 
 
 def _non_finite_error(count: int, total: int) -> InputError:

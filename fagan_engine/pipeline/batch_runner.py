@@ -158,7 +158,7 @@ class BatchRunner:
                 record.warnings.append(line)
             outputs = CaseOutputs(case.output, case.maps, self.force, replace_maps=True, compress=self.compress)
             with StagedOutputs(outputs) as staged:
-                outcome = super_resolve_case(source.image, case.options, resolver, progress, staged.streams)
+                outcome = super_resolve_case(source.image, case.options, resolver, progress, staged.streams, source.warnings)
                 record.warnings += [w for w in outcome.warnings if w not in record.warnings]
                 record.summary = dict(outcome.summary)
                 record.checkpoint = outcome.checkpoint

@@ -33,7 +33,7 @@ from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
 from fagan_engine.pipeline.batch import output_format_of
 from fagan_engine.pipeline.report import SlabTarget, Streams, run_validated
 from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file, publish_files
-from fagan_engine.util.errors import InputError, OutputError
+from fagan_engine.util.errors import InputError, OutputError, collected_warnings
 from fagan_engine.util.failures import interrupts_deferred
 from fagan_engine.util.options import MAP_KINDS, RunOptions
 
@@ -67,24 +67,31 @@ class Source:
     image: sitk.Image
     dicom_tags: Optional[Dict[str, Any]] = None
     seconds: float = 0.0
+    warnings: List[str] = dataclasses.field(default_factory=list)
+    """What reading said (geometry conflicts, header complaints, voxels the NaN policy zeroed): the case's first warnings."""
 
 
 def read_source(path: str, options: RunOptions, series_id: Optional[str] = None, need_tags: bool = False) -> Source:
-    """Read one input; the DICOM tags only when ``need_tags`` (DICOM output) and it is a folder."""
+    """Read one input; the DICOM tags only when ``need_tags`` (DICOM output) and it is a folder. The engine's warnings
+    while reading are kept with the source (so a batch names its case, and the report lists them)."""
     started = time.perf_counter()
-    image = read_volume(path, nan_policy=options.nan_policy, series_id=series_id, dicom_gaps=options.dicom_gaps)
-    tags = None
-    if need_tags and Path(path).is_dir():
-        tags = read_series_tags(path, series_id)
-    return Source(image, tags, time.perf_counter() - started)
+    with collected_warnings() as notes:
+        image = read_volume(path, nan_policy=options.nan_policy, series_id=series_id, dicom_gaps=options.dicom_gaps)
+        tags = None
+        if need_tags and Path(path).is_dir():
+            tags = read_series_tags(path, series_id)
+    return Source(image, tags, time.perf_counter() - started, notes)
 
 
 def super_resolve_case(
-    image: sitk.Image, options: RunOptions, resolver: Any, progress: Optional[Progress], streams: Optional[Streams] = None
+    image: sitk.Image, options: RunOptions, resolver: Any, progress: Optional[Progress], streams: Optional[Streams] = None,
+    read_warnings: Sequence[str] = (),
 ) -> Outcome:
     """Super-resolve ``image`` (either mode) through the trust report; ``streams``: the SR-grid volumes written slab by
-    slab as they are produced (``StagedOutputs.streams``), absent from the outcome."""
+    slab as they are produced (``StagedOutputs.streams``), absent from the outcome; ``read_warnings``: what reading the
+    input said (``Source.warnings``), first among the outcome's and the report's warnings."""
     report = run_validated(image, options, resolver, progress, True, options.uncertainty, None, None, streams)
+    report.warnings[:0] = [line for line in read_warnings if line not in report.warnings]
     maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}
     return Outcome(report.image, maps, list(report.warnings), dict(report.summary or {}), report.report())
 

@@ -1,6 +1,11 @@
 """User-facing errors: each carries a one-line message that the CLI prints as ``error: ...``."""
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
+from typing import Iterator, List
+
 
 class FAGANError(Exception):
     """Base class for every error a user can cause and fix (bad input, bad checkpoint, bad config)."""
@@ -26,3 +31,29 @@ class OutputError(FAGANError):
 
 class FAGANWarning(UserWarning):
     """Something the user should know that does not stop the work; CLIs print ``warning: ...``."""
+
+
+_collectors = threading.local()
+
+
+@contextlib.contextmanager
+def collected_warnings() -> Iterator[List[str]]:
+    """Within this thread (a batch prefetches its next input in another), the engine's warnings (``warn``) go into the
+    yielded list, without repeats, instead of Python's warnings machinery."""
+    outer = getattr(_collectors, "notes", None)
+    notes: List[str] = []
+    _collectors.notes = notes
+    try:
+        yield notes
+    finally:
+        _collectors.notes = outer
+
+
+def warn(message: str, stacklevel: int = 1) -> None:
+    """An engine warning: into this thread's ``collected_warnings`` list when one is open, else a ``FAGANWarning``
+    (``stacklevel`` counts from the caller of ``warn``)."""
+    notes = getattr(_collectors, "notes", None)
+    if notes is None:
+        warnings.warn(message, FAGANWarning, stacklevel=stacklevel + 2)
+    elif message not in notes:
+        notes.append(message)
