@@ -622,7 +622,8 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def runOptions(self) -> Any:
         """The run's engine RunOptions from the panel; options whose flag the engine lacks are left out."""
         p = self._parameterNode
-        fields = dict(mode=p.mode, device=p.device, batch_size=p.batchSize, nan_policy=self.nanPolicy())
+        usesNetwork = p.mode == "through-plane" or p.method == "fagan"  # the device is the network's (interpolation: CPU)
+        fields = dict(mode=p.mode, device=p.device if usesNetwork else "auto", batch_size=p.batchSize, nan_policy=self.nanPolicy())
         if p.ensemble and (p.mode == "through-plane" or (p.mode == "in-plane" and p.method == "fagan")):  # 0: engine default
             fields.update(ensemble=p.ensemble)
         if self._engineOffers(OPTION_CHECKBOXES["enforceConsistencyCheckBox"]):

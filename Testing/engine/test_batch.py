@@ -420,3 +420,22 @@ def test_manifest_uncertainty_cell_writes_or_withholds_the_map() -> None:
         assert without.maps == {} and default.maps == {}
         flagged = read_manifest(str(manifest), RunOptions(scale=2, uncertainty=True), maps=["uncertainty"])
         assert [sorted(case.maps) for case in flagged] == [["uncertainty"], [], ["uncertainty"]]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"method": "bicubic", "tile_size": 16}, "--tile-size is used only by --method fagan"),
+    ({"mode": "through-plane", "checkpoint": "x.safetensors"}, "does not use --checkpoint"),
+    ({"method": "lanczos", "uncertainty": True}, "not lanczos's"),
+    ({"scale": 3}, "scale must be one of"),
+])
+def test_the_python_batch_api_refuses_options_that_cannot_run(tmp_path: Path, options: dict, message: str) -> None:
+    """cases_from_inputs + BatchRunner (docs/batch.md, "From Python") ran these, ignoring the options or failing per case."""
+    from fagan_engine.pipeline.batch import cases_from_inputs
+    from fagan_engine.util.options import RunOptions
+
+    source = tmp_path / "in"
+    source.mkdir()
+    sitk.WriteImage(oblique_image(seed=1), str(source / "a.nrrd"))
+    with pytest.raises(InputError, match=message):
+        cases_from_inputs([str(source)], str(tmp_path / "out"), RunOptions(**options), None)
+    assert not (tmp_path / "out").exists()

@@ -100,7 +100,7 @@ def test_values_of_the_wrong_type_are_refused_by_name(bad) -> None:
         RunOptions(**bad).validate()
 
 
-def test_numpy_whole_numbers_become_ints_and_unknown_names_are_refused_everywhere() -> None:
+def test_numpy_numbers_become_python_numbers_and_unknown_names_are_refused_everywhere() -> None:
     import json
 
     import numpy as np
@@ -109,6 +109,11 @@ def test_numpy_whole_numbers_become_ints_and_unknown_names_are_refused_everywher
 
     options = RunOptions(scale=np.int64(4), batch_size=np.int32(2)).validate()
     assert type(options.scale) is int and json.loads(json.dumps(options.to_dict()))["scale"] == 4
+    thick = RunOptions(mode="through-plane", target_spacing=np.float32(2.0), slice_thickness=np.float64(3.5),
+                       uncertainty=np.bool_(False)).validate()
+    assert (type(thick.target_spacing), type(thick.slice_thickness), type(thick.uncertainty)) == (float, float, bool)
+    assert thick.cli_arguments()[1:] == ["--target-spacing", "2.0", "--slice-thickness", "3.5"]  # flags the engine reads back
+    assert json.loads(json.dumps(thick.to_dict()))["target_spacing"] == 2.0
     with pytest.raises(InputError, match="unknown option 'scales'"):
         RunOptions().replace(scales=2)
     with pytest.raises(InputError, match="must be a mapping"):
@@ -126,3 +131,18 @@ def test_input_and_output_may_follow_the_options(tmp_path, capsys) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((3, 12, 12)).astype(np.float32)), str(source))
     assert main([str(source), "--scale", "2", "--method", "bicubic", "--progress", "none", str(tmp_path / "o.nrrd")]) == 0
     assert (tmp_path / "o.nrrd").is_file()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"backend": "onnx", "device": "cuda"}, "ONNX backend runs on the CPU"),
+    ({"method": "bicubic", "device": "cuda"}, "bicubic runs on the CPU"),
+    ({"method": "lanczos", "device": "cuda"}, "lanczos runs on the CPU"),
+])
+def test_a_device_the_run_would_not_use_is_refused(fields, message) -> None:
+    """--backend onnx --device cuda ran on the CPU with exit 0 (and failed only with --progress json)."""
+    from fagan_engine.util.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        RunOptions(**fields).validate()
+    RunOptions(method="bicubic", device="cpu").validate()  # the CPU, named or by default, stays accepted
+    RunOptions(mode="through-plane", device="cuda").validate()

@@ -60,6 +60,12 @@ class Case:
     maps: Dict[str, str] = dataclasses.field(default_factory=dict)
     """Trust map kind -> path, written with the output."""
 
+    def __post_init__(self) -> None:
+        """Options that cannot run are refused here, where a batch's options enter (the Python API builds cases too)."""
+        if not isinstance(self.options, RunOptions):
+            raise InputError(f"a case's options must be RunOptions, got {type(self.options).__name__}")
+        self.options.validate()
+
     @property
     def output_format(self) -> str:
         return output_format_of(self.output)

@@ -12,6 +12,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES
 from fagan_engine.util.errors import InputError
 
@@ -95,12 +97,17 @@ class RunOptions:
     flipped copies), averaged; None: 8 for FA-GAN in-plane at ×4 and ×8, 2 through-plane, else 1 (``ensemble_members``)."""
 
     def __post_init__(self) -> None:
-        """numpy's whole numbers (``np.int64(4)``, e.g. read from an array) become Python ints, so every field stays a plain
-        JSON type; any other value is left for ``validate`` to judge."""
+        """numpy's numbers (``np.int64(4)``, ``np.float32(2.0)``, ``np.bool_(True)``, e.g. read from an array) become
+        Python ints, floats and bools, so every field stays a plain JSON type and its flag reads as a number; any other
+        value is left for ``validate`` to judge."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+            if isinstance(value, np.bool_):
+                setattr(self, field.name, bool(value))
+            elif isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
                 setattr(self, field.name, int(value))
+            elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and type(value) is not float:
+                setattr(self, field.name, float(value))
 
     def validate(self) -> "RunOptions":
         """Raise InputError (one line) on a value of the wrong type or an impossible combination; return self."""
@@ -131,6 +138,10 @@ class RunOptions:
             raise InputError(f"tile size must be a positive number of pixels, got {self.tile_size}")
         if self.untrained and self.checkpoint is not None:
             raise InputError("--untrained (random weights) and --checkpoint exclude each other")
+        if self.backend == "onnx" and self.device == "cuda":
+            raise InputError("the ONNX backend runs on the CPU: drop --device cuda, or use --backend torch on the GPU")
+        if self.method != "fagan" and self.device == "cuda":
+            raise InputError(f"--device cuda is for the FA-GAN network; {self.method} runs on the CPU: drop --device cuda")
         network_only = [CLI_FLAGS[name] for name, unset in NETWORK_ONLY.items() if getattr(self, name) != unset]
         if self.method != "fagan" and network_only:
             raise InputError(f"{', '.join(network_only)} {'is' if len(network_only) == 1 else 'are'} used only by --method fagan, "
