@@ -50,7 +50,7 @@ def run_batch(args: argparse.Namespace) -> int:
             raise InputError("give either inputs with --output-dir or a --manifest, not both")
         if args.output_format is not None:
             raise InputError("--output-format does not apply to a --manifest: each output's extension (none: a DICOM folder) picks its format")
-        required = ["scale"] if args.scale is None and options.mode == "in-plane" else []
+        required = ["scale"] if args.scale is None else []  # rows in-plane (by the command line or their mode cell)
         cases = read_manifest(args.manifest, options, maps, required)
     else:
         if not args.paths:

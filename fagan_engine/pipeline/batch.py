@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, split_extension
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import MAP_KINDS, NETWORK_ONLY, THROUGH_PLANE_UNUSED, RunOptions
+from fagan_engine.util.options import IN_PLANE_UNUSED, MAP_KINDS, NETWORK_ONLY, THROUGH_PLANE_UNUSED, RunOptions
 
 OUTPUT_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
 """--output-format name -> file extension ('' = a DICOM series folder)."""
@@ -237,7 +237,8 @@ def check_unique_outputs(cases: Sequence[Case], remedy: str = "rename one, or li
 def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), required: Sequence[str] = ()) -> List[Case]:
     """The cases of a CSV manifest; every problem is one InputError naming the file and line.
 
-    ``required``: RunOptions fields every row must set (``scale`` when --scale is not given)."""
+    ``required``: RunOptions fields every in-plane row must set (``scale`` when --scale is not given). A row's ``mode``
+    cell may differ from the command line's: each row then drops the command line's options of the other mode."""
     manifest = Path(path)
     text = _manifest_text(manifest)
     rows = list(csv.reader(text.splitlines()))
@@ -275,9 +276,10 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
             check_output_name(cells["output"])
         except InputError as exc:
             raise InputError(f"manifest {path} line {number}: {exc}") from None
+        row_mode = cells.get("mode") or options.mode
         for name in required:
-            if not cells.get(name):
-                raise InputError(f"manifest {path} line {number}: no {name}; give --{name} or a {name} cell in every row")
+            if row_mode == "in-plane" and not cells.get(name):
+                raise InputError(f"manifest {path} line {number}: no {name}; give --{name} or a {name} cell in every in-plane row")
         changes = {}
         for column, cell in cells.items():
             if column in MANIFEST_PATH_COLUMNS or cell == "":
@@ -288,9 +290,11 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
                 changes[name] = str(_resolve(base, changes[name]))
         dropped: Dict[str, Any] = {}
         if changes.get("method", "fagan") != "fagan":  # a baseline row drops the command line's FA-GAN-only options
-            dropped.update(NETWORK_ONLY, adapt_iterations=None, uncertainty=False)
+            dropped.update(NETWORK_ONLY, adapt_iterations=None, uncertainty=False, device="auto")
         if changes.get("mode") == "through-plane":  # a through-plane row its in-plane-only ones (--scale, the uncertainty map)
             dropped.update({name: fields[name].default for name in THROUGH_PLANE_UNUSED}, uncertainty=False)
+        if changes.get("mode") == "in-plane":  # an in-plane row the thick-slice ones of a --through-plane command line
+            dropped.update({name: None for name in IN_PLANE_UNUSED})
         changes = {**dropped, **changes}
         try:
             row_options = options.replace(**changes) if changes else options
