@@ -276,7 +276,7 @@ class BatchLogic:
         nodes = [node for node in volumeNodes if isUsableInput(node)]
         if not nodes:
             raise ValueError("no volume to process: the scene (or folder) has no grayscale volume")
-        checkRunOptions(options, consistencyMap)
+        options = checkRunOptions(options, consistencyMap)
         if not engineSupports("--output-dir"):
             raise ValueError("this version of the FA-GAN engine has no batch mode (--output-dir)")
         checkResultFits(nodes, options, consistencyMap)

@@ -260,7 +260,7 @@ class SuperResolutionLogic:
         otherwise it returns the running job at once: call ``job.poll()`` periodically.
         Invalid arguments raise ValueError before anything starts.
         """
-        checkRunOptions(options, consistencyMap)
+        options = checkRunOptions(options, consistencyMap)
         checkScalarVolumeNode(inputVolumeNode)
         if inputVolumeNode.GetScene() is None:
             raise ValueError(f"{inputVolumeNode.GetName()} is not in a scene")

@@ -9,6 +9,7 @@ run option: the consistency map is the ``consistencyMap`` argument, the uncertai
 ``RunOptions.uncertainty``.
 """
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from .engine import engineSupports, ensureEngineImportable
@@ -64,11 +65,13 @@ def validRunOptions(options: "RunOptions") -> "RunOptions":
 def checkRunOptions(options: "RunOptions", consistencyMap: bool = False) -> "RunOptions":
     """Validate ``options`` (once per run: the logic calls this where a run enters). Raise ValueError (one line)
     for a bad value, a combination Slicer does not run, or a flag of the run that the shipped engine lacks;
-    return ``options``."""
+    return ``options``, a relative checkpoint path made absolute (the engine runs in its own work folder)."""
     validRunOptions(options)
     for flag in engineArguments(options, consistencyMap):
         if flag.startswith("--") and not engineSupports(flag):
             raise ValueError(f"this version of the FA-GAN engine has no {flag} option yet")
+    if options.checkpoint and not Path(options.checkpoint).is_absolute():
+        options = dataclasses.replace(options, checkpoint=str(Path(options.checkpoint).resolve()))
     return options
 
 

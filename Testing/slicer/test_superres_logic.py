@@ -221,6 +221,15 @@ def test_fagan_into_existing_node_with_explicit_plane(scene, obliqueNode, tinyCh
     assert np.isfinite(slicer.util.arrayFromVolume(existing)).all()
 
 
+def test_a_checkpoint_named_relative_to_slicers_folder_is_run(scene, obliqueNode, tinyCheckpoints, monkeypatch):
+    """The Lib found it, but the engine, which runs in its own work folder, answered 'checkpoint not found'."""
+    monkeypatch.chdir(tinyCheckpoints[2].parent)
+    job = SuperResolutionLogic().process(obliqueNode, None, 2, checkpoint=tinyCheckpoints[2].name, device="cpu", adapt_iterations=0)
+    assert job.state == "succeeded", job.error
+    given = job.process.command[job.process.command.index("--checkpoint") + 1]
+    assert Path(given) == tinyCheckpoints[2].resolve()
+
+
 def test_bad_checkpoint_leaves_scene_unchanged(scene, obliqueNode, tmp_path):
     existing = addVolumeNode(scene, np.ones((2, 3, 4), np.float32), name="Existing")
     existingMatrix, existingArray = ijkToRas(existing), slicer.util.arrayFromVolume(existing).copy()
