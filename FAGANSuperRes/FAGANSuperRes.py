@@ -16,7 +16,7 @@ from FAGANSuperResLib.checkpoints import (
 )
 from FAGANSuperResLib.display import showSideBySide
 from FAGANSuperResLib.errors import OneLineErrors
-from FAGANSuperResLib.isotropic import throughPlaneDefaults
+from FAGANSuperResLib.isotropic import batchThroughPlaneValues, throughPlaneDefaults
 from FAGANSuperResLib.logic import SuperResolutionJob, SuperResolutionLogic
 from FAGANSuperResLib.memory import outputVoxels
 from FAGANSuperResLib.options import (
@@ -634,20 +634,11 @@ class FAGANSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                           checkpoint=(p.checkpointPath or None) if p.method == "fagan" else None,
                           tile_size=(p.tileSize or None) if p.method == "fagan" else None)
         else:
-            target, thickness = self._throughPlaneValues()
+            target, thickness = p.targetSpacing, p.sliceThickness
+            if p.applyToAll:  # the values prefilled from the selected volume describe it, not the others
+                target, thickness = batchThroughPlaneValues(p.inputVolume, target, thickness, dicomInstanceValue())
             fields.update(target_spacing=target or None, slice_thickness=thickness or None, fit_iterations=p.fitIterations or None)
         return engineRunOptions(**fields)
-
-    def _throughPlaneValues(self) -> Tuple[float, float]:
-        """Target spacing and slice thickness for the run (0: the engine's choice). Apply to all volumes leaves a value the
-        panel prefilled from the selected volume to the engine, volume by volume: it describes that volume, not the others;
-        a value the user typed applies to all."""
-        p = self._parameterNode
-        if not (p.applyToAll and p.inputVolume and p.inputVolume.GetImageData() is not None):
-            return p.targetSpacing, p.sliceThickness
-        target, thickness, _source = throughPlaneDefaults(p.inputVolume, dicomInstanceValue())
-        return (0.0 if p.targetSpacing == round(target, 3) else p.targetSpacing,
-                0.0 if p.sliceThickness == round(thickness, 3) else p.sliceThickness)
 
     def consistencyMapWanted(self) -> bool:
         """Whether the run makes a consistency map (the checkbox, when the engine offers it)."""

@@ -53,6 +53,18 @@ def throughPlaneDefaults(volumeNode: Any, instanceValue: Optional[InstanceValue]
     return finestInPlaneSpacing(volumeNode), thickness, "DICOM"
 
 
+def batchThroughPlaneValues(selected: Any, targetSpacing: float, sliceThickness: float,
+                            instanceValue: Optional[InstanceValue] = None) -> Tuple[float, float]:
+    """Target spacing and slice thickness for Apply to all volumes (0: each volume's own, decided by the engine): a panel
+    value equal to what ``throughPlaneDefaults`` prefills from the ``selected`` volume describes that volume, not the
+    others, so it is left to the engine; a value the user typed applies to all."""
+    if selected is None or selected.GetImageData() is None:
+        return targetSpacing, sliceThickness
+    target, thickness, _source = throughPlaneDefaults(selected, instanceValue)
+    return (0.0 if targetSpacing == round(target, 3) else targetSpacing,
+            0.0 if sliceThickness == round(thickness, 3) else sliceThickness)
+
+
 def formatSpacing(spacing: float) -> str:
     """Spacing for a node name: rounded to 0.01 mm, trailing zeros dropped, one decimal kept
     (1 -> ``1.0``, 0.5 -> ``0.5``, 0.9968 -> ``1.0``, 0.625 -> ``0.62``, 1.25 -> ``1.25``)."""

@@ -11,7 +11,7 @@ import pytest
 import slicer
 import slicer.util
 from FAGANSuperResLib import engine
-from FAGANSuperResLib.isotropic import formatSpacing, isotropicName, throughPlaneDefaults
+from FAGANSuperResLib.isotropic import batchThroughPlaneValues, formatSpacing, isotropicName, throughPlaneDefaults
 from FAGANSuperResLib.logic import (
     SuperResolutionError,
     SuperResolutionLogic,
@@ -223,6 +223,17 @@ def test_a_failed_run_creates_nothing(scene, obliqueNode, fakeEngine, failure, t
 
 
 # ---------------------------------------------------------------- thick slices -> isotropic
+
+
+def test_apply_to_all_leaves_the_selected_volumes_prefilled_values_to_the_engine(scene):
+    """Every volume of the batch was reconstructed with the selected volume's target spacing and DICOM thickness."""
+    node = addVolumeNode(scene, smoothArray(), spacing=(0.9, 1.3, 3.5))
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3.1")
+    dicom = lambda uid, tag: "4.0"  # noqa: E731
+    assert batchThroughPlaneValues(node, 0.9, 4.0, dicom) == (0.0, 0.0)  # prefilled: each volume its own
+    assert batchThroughPlaneValues(node, 0.5, 4.0, dicom) == (0.5, 0.0)  # typed: for all
+    assert batchThroughPlaneValues(node, 0.9, 3.0, dicom) == (0.0, 3.0)
+    assert batchThroughPlaneValues(None, 0.9, 3.0) == (0.9, 3.0)
 
 
 def test_through_plane_defaults_come_from_the_node(scene):
