@@ -252,3 +252,15 @@ def test_the_intensity_factor_of_signed_stacks_does_not_depend_on_their_offset()
     assert intensity_gain(values, 1.5 * values) == pytest.approx(1.5, rel=1e-6)  # magnitude: the ratio of means
     for offset in (-50.0, -30.0):  # signed: least squares through the origin, 1 for the same data
         assert intensity_gain(values + offset, noisy + offset) == pytest.approx(1.0, abs=0.01)
+
+
+
+@pytest.mark.parametrize("factor", [0.05, 0.2, 5.0, 12.0, 1000.0])
+def test_the_intensity_factor_holds_for_a_stack_much_dimmer_or_brighter_than_the_reference(factor: float) -> None:
+    """The foreground was above 0.1 of the reference's level in both: a stack 10 times dimmer had none and got 1.0
+    (a wrong output, exit 0), one 5 times brighter a biased 4.70 for 5."""
+    from fagan_engine.through_plane.stacks import intensity_gain
+
+    rng = np.random.default_rng(1)
+    reference = np.concatenate([rng.random(3000) * 0.05, 0.3 + rng.random(3000) * 0.7])  # background and tissue
+    assert intensity_gain(reference * factor, reference) == pytest.approx(1 / factor, rel=1e-6)

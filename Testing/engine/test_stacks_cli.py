@@ -61,7 +61,15 @@ def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
     far.SetOrigin(tuple(np.asarray(far.GetOrigin()) + 400.0))
     far_path = tmp_path / "far.nrrd"
     sitk.WriteImage(far, str(far_path))
+    coronal = sitk.ReadImage(second)
+    thin_path, edge_path = tmp_path / "thin.nrrd", tmp_path / "edge.nrrd"
+    sitk.WriteImage(coronal[:, :, 2:5], str(thin_path))  # 3 slices: ITK's smoothing raised a multi-line traceback, exit 1
+    edge = sitk.Image(coronal)
+    edge.SetOrigin(tuple(np.asarray(coronal.GetOrigin()) + np.asarray(coronal.GetDirection()).reshape(3, 3)[:, 2] * 29.0))
+    sitk.WriteImage(edge, str(edge_path))  # a sliver of overlap: "All samples map outside moving image buffer", exit 1
     return [
+        ([first, str(thin_path)], []),
+        ([first, str(edge_path)], []),
         ([first], []),  # a single stack
         ([first, first], []),  # one stack given twice: the same volume
         ([first, second], ["--target-spacing", "1e-300"]),  # finer than anything the stacks resolve (was "do not overlap")

@@ -47,6 +47,13 @@ def test_plan_picks_coarsest_axis_and_target_defaults_to_finest_in_plane() -> No
     assert plan.output_spacing == pytest.approx(7 * 3.3 / plan.n_out)
     permuted = _oblique(size=(6, 20, 18), spacing=(4.0, 1.0, 1.0))
     assert plan_through_plane(permuted).axis == 0
+    assert plan.anisotropy_note() is None
+
+
+def test_a_volume_coarse_along_two_axes_is_told_its_result_is_not_isotropic() -> None:
+    """1 x 4 x 4 mm gave 1 x 4 x 1 mm with exit 0 and no word of the second coarse axis."""
+    plan = plan_through_plane(_oblique(size=(48, 12, 8), spacing=(1.0, 4.0, 4.0)))
+    assert plan.axis == 2 and "axis 1 keeps its 4 mm spacing" in plan.anisotropy_note()
 
 
 @pytest.mark.parametrize("target", [1.0, 0.7, 1.37])

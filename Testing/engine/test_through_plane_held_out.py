@@ -99,9 +99,10 @@ def test_a_scan_with_too_few_slices_keeps_the_pretrained_start() -> None:
 
     image = sitk.GetImageFromArray(np.random.default_rng(0).random((3, 24, 20)).astype(np.float32) * 100)
     image.SetSpacing((1.0, 1.0, 3.0))
-    seen, phases = [], []
+    seen, phases, notes = [], [], []
     fitted = super_resolve_through_plane(image, iterations=5, device="cpu", fit_config=CFG, on_fit=seen.append,
-                                         progress=lambda d, t, phase, loss=None: phases.append(phase))
+                                         progress=lambda d, t, phase, loss=None: phases.append(phase), on_note=notes.append)
     start = super_resolve_through_plane(image, iterations=0, device="cpu")
     assert [(o.steps, o.stopped) for o in seen] == [(0, "no held-out slices")] and "fit" not in phases
+    assert len(notes) == 1 and notes[0].startswith("the per-scan fit did not run")  # the user who asked for 5 steps is told
     assert np.array_equal(sitk.GetArrayFromImage(fitted), sitk.GetArrayFromImage(start))

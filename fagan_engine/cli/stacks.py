@@ -20,7 +20,7 @@ from typing import Any, Dict
 
 from fagan_engine._version import __version__
 from fagan_engine.util.atomic import atomic_write_bytes
-from fagan_engine.util.errors import InputError
+from fagan_engine.util.errors import FAGANError, InputError
 from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS, RunOptions, check_through_plane_ensemble
 from fagan_engine.util.protocol import emit
 
@@ -39,6 +39,16 @@ def add_arguments(group: Any) -> None:
     )
 
 
+def _read_stack(index: int, path: str, args: argparse.Namespace) -> Any:
+    """Stack ``index`` read as one volume is; its error line says which stack it is."""
+    from fagan_engine.io import volume_io  # lazy: keeps SimpleITK out of this module's import
+
+    try:
+        return volume_io.read_volume(path, args.nan_policy, dicom_gaps=args.dicom_gaps)
+    except FAGANError as exc:
+        raise type(exc)(f"stack {index + 1}: {exc}") from None
+
+
 def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     """Reconstruct, write OUTPUT (the consistency maps, the JSON report); ``progress`` is the CLI's reporter (closed here)."""
     from fagan_engine.io import volume_io  # lazy: keeps SimpleITK out of this module's import
@@ -53,7 +63,7 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     reference = (args.reference or 1) - 1
     maps = consistency_map_paths(output, len(inputs)) if args.consistency_map else {}
     check_run_paths(inputs, output, maps, args.report, args.force, not args.no_compression)  # nothing reaches any input; the report is writable
-    images = [volume_io.read_volume(path, args.nan_policy, dicom_gaps=args.dicom_gaps) for path in inputs]
+    images = [_read_stack(k, path, args) for k, path in enumerate(inputs)]
     for path, grid in [*zip(maps.values(), images), (output, images[reference])]:  # each map lies on its stack's grid,
         volume_io.check_nifti_direction(Path(path), direction_matrix(grid))  # the output in the reference's orientation:
     # every file is known to take its volume before the reconstruction, so none is written unless all can be
@@ -72,8 +82,10 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
             images, args.target_spacing, reference, args.slice_thickness, network_iterations=args.fit_iterations,
             device=args.device, progress=progress, **({} if args.ensemble is None else {"network_ensemble": args.ensemble}),
         )
-    finally:
-        progress.close()
+    except BaseException:
+        progress.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
+        raise
+    progress.close()
     compress = not args.no_compression
     for index, (path, consistency) in enumerate(zip(maps.values(), report.consistency_maps)):
         volume_io.write_volume(consistency, path, force=args.force, input_path=inputs[index], compress=compress)

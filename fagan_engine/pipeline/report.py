@@ -320,9 +320,10 @@ def _through_plane(image: sitk.Image, options: RunOptions, progress: Optional[Pr
     """Through-plane SR by ``fagan_engine.through_plane.run`` (another engineer's module) with the slice-profile maps."""
     plan = plan_through_plane(image, options.target_spacing, options.slice_thickness)
     fits: List[Dict[str, Any]] = []
+    notes: List[str] = []  # what the run says (the fit that could not run): the report's warnings
     network = through_plane_from_options(  # float32: the projection and the maps see the network's own values; cast once
         image, dataclasses.replace(options, output_dtype="float32"), progress, project=False,
-        on_fit=lambda o: fits.append(o.summary()), plan=plan,
+        on_fit=lambda o: fits.append(o.summary()), plan=plan, on_note=notes.append,
     )
     sr = _cast(enforce_through_plane(image, network, plan) if options.project else network, options.output_dtype)
     maps = through_plane_consistency(image, network, plan) if consistency else None
@@ -332,7 +333,7 @@ def _through_plane(image: sitk.Image, options: RunOptions, progress: Optional[Pr
     who["through_plane_plan"] = dict(plan.to_dict(), description=plan.describe())
     if fits:
         who["through_plane_fit"] = fits[0]
-    lines = [note for note in (plan.spacing_note(), plan.thickness_note()) if note]
+    lines = [note for note in (plan.spacing_note(), plan.anisotropy_note(), plan.thickness_note()) if note] + notes
     return SRResult(sr, *_maps(maps), None, dict(maps.summary) if maps else {}, lines, who)
 
 

@@ -22,6 +22,8 @@ from fagan_engine.through_plane.fit import Direction, FitConfig
 
 HOLD_OUT_EVERY = 4
 """Every fourth in-plane slice is held out (a quarter of the pairs)."""
+NO_HELD_OUT = "no held-out slices"
+"""``FitOutcome.stopped`` of a scan too small to hold slices out: the fit does not run."""
 MAX_HELD_OUT_PIXELS = 1 << 18
 """Cap on the HR pixels scored per check over all directions (evenly spread windows beyond it)."""
 

@@ -101,6 +101,17 @@ class ThroughPlanePlan:
         return (f"the output slice spacing is {self.output_spacing:.4g} mm, not the target {self.target_spacing:g} mm: the nearest "
                 f"that tiles the {self.extent:g} mm extent with more slices than the input's {self.n_in}")
 
+    def anisotropy_note(self) -> Optional[str]:
+        """One line when an in-plane axis is nearly as coarse as the slices (``MIN_RATIO`` times the output spacing or
+        more): only the slice axis is made finer, so the result is not isotropic; else None."""
+        coarse = [(a, s) for a, s in zip(self.in_plane_axes, self.in_plane_spacing) if s >= MIN_RATIO * self.output_spacing]
+        if not coarse:
+            return None
+        axis, spacing = coarse[0]
+        return (f"the result is not isotropic: axis {axis} keeps its {spacing:g} mm spacing, since only the slice axis "
+                f"{self.axis} is made finer ({self.output_spacing:.4g} mm); a volume coarse along two axes needs in-plane "
+                "super-resolution for the other")
+
     def thickness_note(self) -> Optional[str]:
         """One line when the thickness was assumed equal to the spacing although the scan's own estimate, not clear enough
         to use, differs from it by 10 % or more (a gap or an overlap the run cannot see), else None."""

@@ -40,7 +40,7 @@ from fagan_engine.through_plane.fit import (
     load_weights,
     scan_directions,
 )
-from fagan_engine.through_plane.held_out import HeldOutPairs, split_held_out
+from fagan_engine.through_plane.held_out import HOLD_OUT_EVERY, NO_HELD_OUT, HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
 from fagan_engine.util.errors import FAGANWarning, InputError
@@ -146,6 +146,9 @@ def super_resolve_through_plane(
         model = build_model().to(torch_device)
     if cfg.iterations > 0:
         outcome = fit_to_scan(model, volume01, plan, cfg, torch_device, progress, stop)
+        if outcome.stopped == NO_HELD_OUT:
+            (on_note or _warn)(f"the per-scan fit did not run: the scan is too small to hold slices out for its stopping rule "
+                               f"(fewer than {HOLD_OUT_EVERY}); the bundled start network was applied as it is")
         if on_fit is not None:
             on_fit(outcome)
     model.eval()
@@ -217,7 +220,7 @@ def fit_to_scan(
         raise InputError("no in-plane axis is finer than the slices: nothing to learn from; use in-plane mode instead")
     training, held = split_held_out(directions)
     if not held:
-        return FitOutcome(steps=0, best_step=0, stopped="no held-out slices")
+        return FitOutcome(steps=0, best_step=0, stopped=NO_HELD_OUT)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         sampler = PairSampler(training, cfg, np.random.default_rng(cfg.seed))

@@ -65,6 +65,10 @@ PRIOR_WEIGHT = 0.1
 MAX_REFINEMENT = 8
 """A target spacing may be at most this many times finer than the stacks' finest in-plane spacing."""
 ROBUST_PERCENTILE = 99.5
+MIN_REGISTRATION_SIDE = 4
+"""Voxels along each axis below which ITK's smoothing, and so the registration, fails."""
+FOREGROUND_FRACTION = 0.1
+"""Overlap samples above this fraction of their own robust maximum are foreground (``intensity_gain``)."""
 
 Progress = Callable[..., None]
 Images = Sequence[sitk.Image]
@@ -158,7 +162,7 @@ def reconstruct_stacks(
     for round_ in range(1 + refinements):  # round 0: against the reference stack; then against the reconstruction
         call_progress(progress, round_, 1 + refinements, "register")
         shrink = (4, 2, 1) if round_ == 0 else (2, 1)
-        transforms = [t if i == reference else register(stacks[i], moving, t, seed, shrink)[0] for i, t in enumerate(transforms)]
+        transforms = [t if i == reference else _register(i, stacks, moving, t, seed, shrink, reference) for i, t in enumerate(transforms)]
         matches = [_check_match(i, stacks[i], stacks[reference], transforms[i], reference) for i in range(len(stacks))]
         gains = [m[2] for m in matches]
         if smoothness is None:
@@ -322,6 +326,20 @@ def _check_memory(grid: SRGeometry, axis: int) -> None:
     check_through_plane_fits(size[axis], (size[(axis + 1) % 3], size[(axis + 2) % 3]), grid.spacing[axis])
 
 
+def _register(index: int, stacks: Images, moving: sitk.Image, transform: sitk.Euler3DTransform, seed: int,
+              shrink: Tuple[int, ...], reference: int) -> sitk.Euler3DTransform:
+    """``register``'s transform of ``stacks[index]``; InputError (one line) where ITK cannot register (a stack of a few
+    slices, stacks whose fields of view barely overlap) instead of its multi-line exception."""
+    try:
+        return register(stacks[index], moving, transform, seed, shrink)[0]
+    except RuntimeError:
+        pass
+    thin = [k for k in (index, reference) if min(stacks[k].GetSize()) < MIN_REGISTRATION_SIDE]
+    reason = (f"stack {thin[0] + 1} has only {min(stacks[thin[0]].GetSize())} voxels along one axis (registration needs "
+              f"{MIN_REGISTRATION_SIDE})") if thin else "their fields of view overlap too little for mutual information"
+    raise InputError(f"stack {index + 1} cannot be registered to the reference stack {reference + 1}: {reason}")
+
+
 def _check_match(index: int, stack: sitk.Image, ref: sitk.Image, transform: sitk.Euler3DTransform, reference: int) -> Tuple[float, float, float]:
     """(NMI, correlation, intensity gain) of a registered stack against the reference; InputError when they do not match."""
     fixed, moving = overlap_samples(stack, ref, transform)
@@ -339,10 +357,13 @@ def _check_match(index: int, stack: sitk.Image, ref: sitk.Image, transform: sitk
 
 def intensity_gain(fixed: np.ndarray, moving: np.ndarray) -> float:
     """The factor that brings a stack's overlap samples ``fixed`` to the reference's ``moving``: the ratio of their
-    foreground means for magnitude data (both non-negative); for signed data (z-scored, offset), where a ratio of means
-    is meaningless, the least-squares factor through the origin over the whole overlap; 1 when there is too little."""
+    foreground means for magnitude data (both non-negative; each one's foreground above a tenth of its own robust maximum,
+    so a stack 20 times dimmer than the reference is matched as one 20 times brighter); for signed data (z-scored,
+    offset), where a ratio of means is meaningless, the least-squares factor through the origin over the whole overlap;
+    1 when there is too little."""
     if min(float(fixed.min()), float(moving.min())) >= 0:
-        foreground = (fixed > 0.1) & (moving > 0.1)
+        levels = [FOREGROUND_FRACTION * float(np.percentile(samples, ROBUST_PERCENTILE)) for samples in (fixed, moving)]
+        foreground = (fixed > levels[0]) & (moving > levels[1])
         return float(moving[foreground].mean() / fixed[foreground].mean()) if foreground.sum() > 64 else 1.0
     energy = float(np.dot(fixed, fixed))
     return float(np.dot(fixed, moving) / energy) if energy > 0 and fixed.size > 64 else 1.0
