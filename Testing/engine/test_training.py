@@ -255,6 +255,15 @@ def test_split_is_by_volume_for_folders_and_manifests(tmp_path: Path) -> None:
     manifest.write_text(json.dumps({"train": ["volumes/v0.nii.gz"], "val": ["volumes/v0.nii.gz"]}))
     with pytest.raises(ConfigError, match="both"):
         prepare_data(cfg.with_overrides(["data.train=[]", f"data.manifest={manifest}"]))
+    # a blank or constant validation volume: its PSNR was NaN at the first validation, a traceback after training began
+    import SimpleITK as sitk
+
+    for name, value in (("zero", 0.0), ("constant", 7.0)):
+        blank = sitk.Image(40, 40, 8, sitk.sitkFloat32) + value
+        sitk.WriteImage(blank, str(folder / f"{name}.nii.gz"))
+        manifest.write_text(json.dumps({"train": ["volumes/v0.nii.gz"], "val": [f"volumes/{name}.nii.gz"]}))
+        with pytest.raises(ConfigError, match="has no foreground to score"):
+            prepare_data(cfg.with_overrides(["data.train=[]", f"data.manifest={manifest}"]))
 
 
 @pytest.mark.parametrize("spelling", ["token", "path"])

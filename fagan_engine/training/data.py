@@ -35,6 +35,7 @@ from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, read_volume
 from fagan_engine.mri.forward_model import add_rician_noise, crop_to_multiple, degrade, random_acquisition, resample_slice
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.sample_data import ICBM152_T1, resolve_volume_path
+from fagan_engine.training.evaluation import has_foreground
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.util.config import DataConfig, FAGANConfig
 from fagan_engine.util.errors import ConfigError, InputError
@@ -305,6 +306,8 @@ def _val_volume(name: str, image: sitk.Image, cfg: FAGANConfig, axes: Optional[T
             f"validation volume {name} is {size[axes[0]]}x{size[axes[1]]} in-plane: too small for x{scale} "
             f"(needs at least {MIN_SLICE * scale} voxels)"
         )
+    if not has_foreground(image, axes, scale):  # its PSNR would be NaN at the first validation, after the training began
+        raise ConfigError(f"validation volume {name} has no foreground to score (blank or constant); give a volume with anatomy")
     return ValVolume(name, crop_to_multiple(image, scale, axes), axes)
 
 
