@@ -229,6 +229,24 @@ def test_existing_run_needs_resume_and_same_recipe(crop: Path, tmp_path: Path, c
     assert code == 2 and "is not a file" in err
 
 
+def test_resume_refuses_data_that_now_splits_differently(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A volume added to the data folder reshuffled the seeded split on --resume, silently: validation and the best
+    checkpoint then compared different sets."""
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    for i in range(3):
+        write_crop(folder / f"v{i}.nii.gz", index=(60 + 4 * i, 88, 60), size=(40, 40, 8))
+    run = tmp_path / "run"
+    assert train(tiny_args(folder, run, "train.iterations=3", "data.val_fraction=0.34"), capsys)[0] == 0
+    split = (run / "split.json").read_bytes()
+    write_crop(folder / "v3.nii.gz", index=(76, 88, 60), size=(40, 40, 8))
+    code, _, err = train(tiny_args(folder, run, "train.iterations=6", "data.val_fraction=0.34", "--resume"), capsys)
+    assert code == 2 and err.count("\n") == 1 and "splits into training and validation differently" in err, err
+    assert (run / "split.json").read_bytes() == split
+    (folder / "v3.nii.gz").unlink()  # the same data again: the run resumes
+    assert train(tiny_args(folder, run, "train.iterations=6", "data.val_fraction=0.34", "--resume"), capsys)[0] == 0
+
+
 def test_a_refused_run_leaves_no_empty_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The run folder's lock creates ``runs/deep/x``; a config refused before training removes all three again."""
     config = tmp_path / "c.yaml"

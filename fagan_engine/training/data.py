@@ -35,8 +35,8 @@ from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, read_volume
 from fagan_engine.mri.forward_model import add_rician_noise, crop_to_multiple, degrade, random_acquisition, resample_slice
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.sample_data import ICBM152_T1, resolve_volume_path
-from fagan_engine.training.evaluation import has_foreground
 from fagan_engine.mri.synthesis import SliceSynthesizer
+from fagan_engine.training.evaluation import has_foreground
 from fagan_engine.util.config import DataConfig, FAGANConfig
 from fagan_engine.util.errors import ConfigError, InputError
 

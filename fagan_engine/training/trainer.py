@@ -489,6 +489,7 @@ class Trainer:
             "best_psnr": self.best_psnr,
             "last_validation": self.last_validation,
             "config": self.cfg.to_dict(),
+            "split": self.data.split,
             "optimizers": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
             "lr_schedule": {"name": self.cfg.train.lr_schedule, "factor": self.lr_factor(self.iteration)},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -506,11 +507,30 @@ class Trainer:
         """Restore a saved state; any missing or mistyped part is a one-line CheckpointError."""
         path = self.run_dir / STATE_FILE
         modules, structure = load_state(path)
+        self._check_same_split(structure.get("split"))
         try:
             self._restore(modules, structure)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"training state {path} does not fit this run: {detail[:200]}") from None
+
+    def _check_same_split(self, saved: Any) -> None:
+        """ConfigError when the data now split differently from the run's (a volume added to or removed from a folder
+        reshuffles the seeded split): validation scores and the best checkpoint would compare different sets. The run's
+        split comes from its state (``split.json`` for a state written before the state kept it)."""
+        if saved is None:
+            try:
+                saved = json.loads((self.run_dir / SPLIT_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return
+        if _plain(saved) == _plain(self.data.split):
+            return
+        was = saved.get("val") if isinstance(saved, dict) else None
+        raise ConfigError(
+            f"--resume: the data now splits into training and validation differently from the run's (validation was {was!r}, now "
+            f"{self.data.split.get('val')!r}): resume with the same data (adding or removing a volume changes the split), "
+            "or start a new run in another train.output_dir"
+        )
 
     def _restore(self, modules: Dict[str, Dict[str, torch.Tensor]], structure: Dict[str, Any]) -> None:
         iteration = structure["iteration"]
@@ -537,6 +557,11 @@ class Trainer:
         self.iteration = int(structure["iteration"])
         self.best_psnr = structure["best_psnr"]
         self.last_validation = structure["last_validation"]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists), for comparing a saved structure with a live one."""
+    return json.loads(json.dumps(value))
 
 
 def _checkpoint_iteration(path: Path) -> Optional[int]:
