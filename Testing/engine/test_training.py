@@ -145,6 +145,11 @@ def test_with_vgg19_weights_file(crop: Path, tmp_path: Path, capsys: pytest.Capt
     assert code == 0, err
     assert "falls back" not in err
     assert read_metadata(str(run / "checkpoints" / "latest.safetensors")).training["content_loss"] == CONTENT_VGG
+    # a patch smaller than VGG's four max-pools take crashed the run at the first GAN iteration (every resume too)
+    small = tmp_path / "small"
+    code, _, err = train(tiny_args(crop, small, f"train.vgg_weights={safetensors_file}", "data.patch_size=12"), capsys)
+    assert code == 2 and err.strip() == ("error: data.patch_size 12 is too small for the VGG content loss (train.vgg_weights): "
+                                         "its features need patches of at least 16 pixels") and not small.exists()
     hostile = tmp_path / "hostile.pth"
     torch.save({"features.0.weight": NotATensor()}, str(hostile))
     with pytest.raises(ConfigError, match="is not a torchvision vgg19 state dict"):

@@ -37,6 +37,7 @@ from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.sample_data import ICBM152_T1, resolve_volume_path
 from fagan_engine.mri.synthesis import SliceSynthesizer
 from fagan_engine.training.evaluation import has_foreground
+from fagan_engine.training.losses import vgg_min_patch
 from fagan_engine.util.config import DataConfig, FAGANConfig
 from fagan_engine.util.errors import ConfigError, InputError
 
@@ -172,6 +173,9 @@ def check_patch_size(cfg: FAGANConfig) -> None:
             f"data.patch_size {patch} gives {patch // scale}-pixel LR patches at x{scale}; "
             f"the network needs data.patch_size >= {MIN_SLICE * scale}"
         )
+    if cfg.train.vgg_weights and patch < vgg_min_patch():  # the GAN phase's content loss would fail on its first patch
+        raise ConfigError(f"data.patch_size {patch} is too small for the VGG content loss (train.vgg_weights): its "
+                          f"features need patches of at least {vgg_min_patch()} pixels")
 
 
 def prepare_data(cfg: FAGANConfig) -> PreparedData:

@@ -30,6 +30,12 @@ CONTENT_VGG = "vgg19_phi54_mse"
 CONTENT_PIXEL = "pixel_mse_fallback_no_vgg_weights"
 
 
+def vgg_min_patch(end: int = PHI54_END) -> int:
+    """The smallest patch side ``VGG19Features(end)`` takes: 2 to the number of its max-pools (16 for φ5,4)."""
+    kinds = [kind for item in VGG19_LAYERS for kind in (("pool",) if item == "M" else ("conv", "relu"))]
+    return 2 ** kinds[:end].count("pool")
+
+
 class VGG19Features(nn.Module):
     """VGG19 ``features`` truncated at φ5,4; input grey (B, 1, H, W) in [0, 1]."""
 
