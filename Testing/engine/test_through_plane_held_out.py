@@ -84,6 +84,22 @@ def test_fit_returns_the_best_checked_weights(monkeypatch) -> None:
     assert all(torch.equal(kept[1][k], v) for k, v in model.state_dict().items())
 
 
+def test_a_diverging_fit_keeps_its_best_weights_and_pretraining_says_so_in_one_line() -> None:
+    """A loss that is not finite raised FloatingPointError: a traceback from fagan-pretrain (and from a per-scan fit)."""
+    from fagan_engine.util.errors import ConfigError
+
+    training, held = split_held_out(_directions())
+    wild = FitConfig(iterations=6, batch_size=2, lr_rows=4, patch_cols=16, lr=1e30)
+    torch.manual_seed(0)
+    model = build_model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    outcome = fit(model, PairSampler(training, wild, np.random.default_rng(0)), wild, held_out=HeldOutPairs(held, wild).score)
+    assert outcome.stopped == "diverged" and outcome.best_step == 0
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="diverged .* lower fit.lr"):
+        fit(build_model(), PairSampler(training, wild, np.random.default_rng(0)), wild)
+
+
 def test_a_real_fit_scores_its_held_out_pairs() -> None:
     training, held = split_held_out(_directions())
     pairs = HeldOutPairs(held, CFG)

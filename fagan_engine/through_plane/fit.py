@@ -231,7 +231,8 @@ class FitOutcome:
     held_out_start: Optional[float] = None
     held_out_best: Optional[float] = None
     stopped: str = "iterations"
-    """``iterations`` (ran them all), ``no improvement`` (``PATIENCE`` checks without one) or ``no held-out slices``."""
+    """``iterations`` (ran them all), ``no improvement`` (``PATIENCE`` checks without one), ``diverged`` (a loss that is
+    not finite: the best weights seen are kept) or ``no held-out slices``."""
 
     def summary(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -250,8 +251,9 @@ def fit(
     """Train ``model`` in place with L1 steps on ``sampler.batch()``, at most ``cfg.iterations``; leaves it in eval mode.
 
     With ``held_out`` (a model's error on held-out pairs, lower is better) the model is scored before the first
-    step and every ``CHECK_EVERY`` steps; the fit stops after ``PATIENCE`` checks without improvement and the
-    model ends with the best weights seen (the start when none improved on it).
+    step and every ``CHECK_EVERY`` steps; the fit stops after ``PATIENCE`` checks without improvement, or on a loss that
+    is not finite, and the model ends with the best weights seen (the start when none improved on it). Without it, a
+    loss that is not finite is a ConfigError (pretraining: lower the learning rate).
     ``stop()`` is checked before every iteration; when it returns True, ``FitCancelled`` is raised.
     ``progress(done, total, phase="fit", loss=...)`` is called after every iteration.
     """
@@ -278,8 +280,11 @@ def fit(
         loss.backward()
         optimizer.step()
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"through-plane fit diverged (loss {value}) at iteration {step + 1}")
+        if not math.isfinite(value):  # a per-scan fit keeps its best weights; pretraining has none to keep
+            if held_out is None:
+                raise ConfigError(f"through-plane fit diverged (loss {value}) at iteration {step + 1}; lower fit.lr")
+            outcome.stopped = "diverged"
+            break
         running = value if running is None else 0.9 * running + 0.1 * value
         outcome.steps = step + 1
         if log is not None:
@@ -297,9 +302,9 @@ def fit(
                     break
     if held_out is None:
         outcome.best_step = outcome.steps
-    elif outcome.best_step != outcome.steps:
+    elif outcome.best_step != outcome.steps or outcome.stopped == "diverged":
         model.load_state_dict(best_state)
-    if outcome.stopped == "no improvement" and progress is not None:
+    if outcome.stopped in ("no improvement", "diverged") and progress is not None:
         call_progress(progress, total, total, "fit", running)
     model.eval()
     return outcome
