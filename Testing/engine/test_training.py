@@ -88,6 +88,15 @@ def test_resume_continues_exactly(crop: Path, tmp_path: Path, capsys: pytest.Cap
     records = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if r["kind"] == "train"] == list(range(1, 7))
 
+    # damaged lines (no kind, a string iteration, bytes that are no UTF-8) are dropped as a line cut by a kill is:
+    # they made the resume fail with a traceback (KeyError, TypeError, UnicodeDecodeError)
+    with open(split / "metrics.jsonl", "ab") as handle:
+        handle.write(b'{"iteration": 2}\n{"iteration": "5", "kind": "train"}\n\xff\xfe\n')
+    code, _, err = train(tiny_args(crop, split, "train.iterations=8", "--resume"), capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == list(range(1, 9))
+
 
 def test_samples_depend_only_on_seed_and_index(crop: Path) -> None:
     degradations = [
