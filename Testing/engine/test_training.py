@@ -436,3 +436,10 @@ def test_a_volume_listed_twice_or_an_output_folder_of_someone_elses_files_is_ref
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "already holds config.json" in err[0]
     assert (project / "config.json").read_text() == '{"my": "project settings"}' and sorted(p.name for p in project.iterdir()) == ["config.json"]
+    own = tmp_path / "own"
+    (own / "checkpoints").mkdir(parents=True)
+    (own / "checkpoints" / "best.json").write_text('{"my": "notes"}')  # named like a checkpoint's sidecar: it was replaced
+    code = main(["--config", str(TINY_CONFIG), "--progress", "none", "--set", f"train.output_dir={own}", f"data.train=[\"{volume}\"]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "already holds best.json" in err[0]
+    assert (own / "checkpoints" / "best.json").read_text() == '{"my": "notes"}'

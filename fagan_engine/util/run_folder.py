@@ -38,6 +38,10 @@ def check_run_folder(run_dir: Path, resume: bool, resume_hint: str = "pass --res
     if earlier:  # a finished run whose state was removed: its checkpoints would be overwritten
         raise ConfigError(f"{run_dir} holds checkpoints of an earlier run ({earlier[0].name}, ...) and no training state to resume; "
                           f"choose another {folder}")
+    sidecars = sorted(checkpoints.glob("*.json"))  # a checkpoint's readable sidecar: best.json, latest.json, iter_*.json
+    if sidecars:
+        raise ConfigError(f"{checkpoints} already holds {sidecars[0].name}, which a run writes beside its checkpoints; "
+                          f"choose another {folder} (an empty or new one)")
     present = [name for name in RUN_FILES if (run_dir / name).exists()]
     if present and not _written_by_a_run(run_dir):
         raise ConfigError(f"{run_dir} already holds {present[0]}, which a run writes and no training run of this engine wrote; "
