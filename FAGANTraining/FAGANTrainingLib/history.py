@@ -1,10 +1,14 @@
 """Loss and validation history from training events, shown with MRML table and plot nodes."""
+import json
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import vtk
 
 VALIDATION_COLUMNS = ("psnr", "bicubic_psnr", "ssim", "bicubic_ssim")
 PSNR_COLUMNS = ("psnr", "bicubic_psnr")
+RECORD_EVENTS = {"train": "progress", "validation": "validation"}
+"""metrics.jsonl record kind -> the event it was logged with."""
 _COLORS = [(0.95, 0.55, 0.1), (0.2, 0.6, 0.95), (0.3, 0.75, 0.3), (0.85, 0.25, 0.3), (0.6, 0.4, 0.8), (0.55, 0.55, 0.55)]
 
 
@@ -15,6 +19,24 @@ class TrainingHistory:
         self.lossColumns: List[str] = []
         self.lossRows: List[Dict[str, float]] = []
         self.validationRows: List[Dict[str, float]] = []
+
+    @classmethod
+    def fromMetrics(cls, path: Any) -> "TrainingHistory":
+        """The history an earlier session showed, read back from a run's ``metrics.jsonl`` (the trainer's own record of
+        its progress and validation events); empty when the file is missing. Lines that are not such records are skipped."""
+        history = cls()
+        try:
+            lines = Path(path).read_bytes().decode("utf-8", errors="replace").splitlines()
+        except OSError:
+            return history
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("kind") in RECORD_EVENTS:
+                history.add(dict(record, event=RECORD_EVENTS[record["kind"]]))
+        return history
 
     def add(self, event: Dict[str, Any]) -> bool:
         """Record one event; return True if a row was added or removed."""

@@ -62,9 +62,14 @@ class TrainingRun:
 
     @classmethod
     def stoppedEarlier(cls, configPath: Any) -> "TrainingRun":
-        """A run stopped in an earlier session (e.g. before a scene reload), ready to resume."""
+        """A run stopped in an earlier session (e.g. before a scene reload), ready to resume, with the history that
+        session showed (from its run folder's ``metrics.jsonl``: the charts keep the rows before the stop)."""
+        ensureEngineImportable()
+        from fagan_engine.util.run_folder import METRICS_FILE
+
         run = cls(configPath)
         run.state = RunState.STOPPED
+        run.history = TrainingHistory.fromMetrics(run.configPath.parent / METRICS_FILE)
         return run
 
     @property

@@ -292,6 +292,25 @@ def test_resume_a_run_stopped_in_an_earlier_session(fakeRun):
     assert later.wait(20) == RunState.FINISHED and later.history.lossRows[0]["iteration"] > 3
 
 
+def test_a_run_stopped_in_an_earlier_session_keeps_the_history_that_session_showed(tmp_path, scene):
+    """After a scene reload the charts restarted at the resumed iteration: the rows before the stop were rewritten away."""
+    import json
+
+    records = [{"kind": "train", "iteration": it, "phase": "gan", "losses": {"pixel": 1.0 / it}, "lr": 1e-4, "throughput": 5.0}
+               for it in (5, 10, 15)]
+    records.insert(2, {"kind": "validation", "iteration": 10, "psnr": 30.5, "bicubic_psnr": 29.0, "ssim": 0.9, "bicubic_ssim": 0.8})
+    lines = [json.dumps(r) for r in records] + ['{"iteration": 2}', "cut by a ki"]
+    (tmp_path / "metrics.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\n")
+    run = TrainingRun.stoppedEarlier(tmp_path / "slicer_training_config.json")
+    assert run.canResume and [r["iteration"] for r in run.history.lossRows] == [5, 10, 15]
+    assert [r["psnr"] for r in run.history.validationRows] == [30.5]
+    plots = TrainingPlots(scene)
+    plots.update(run.history)
+    assert plots.lossTable.GetNumberOfRows() == 3 and plots.validationTable.GetNumberOfRows() == 1
+    assert run.history.add({"event": "start", "iteration": 10}) and [r["iteration"] for r in run.history.lossRows] == [5, 10]
+    assert TrainingRun.stoppedEarlier(tmp_path / "elsewhere" / "c.json").history.lossRows == []  # no metrics: empty
+
+
 # ---------------------------------------------------------------- history and MRML plots
 
 
