@@ -455,3 +455,14 @@ def test_an_in_plane_row_under_a_through_plane_command_line_needs_its_scale_and_
     code, _, err = run(["--manifest", tmp_path / "m.csv", "--through-plane", "--iterations", "0", "--progress", "none"], capsys)
     assert code == 0, err
     assert sitk.ReadImage(str(tmp_path / "out" / "a.nrrd")).GetSize()[:2] == tuple(4 * n for n in oblique_image(seed=1).GetSize()[:2])
+
+
+# The tests below were added after a mutation audit (2026-12-07): each fails on a plausible bug the suite missed.
+
+def test_an_empty_dicom_output_folder_is_not_done(tmp_path: Path):
+    from fagan_engine.pipeline.case import is_done
+
+    (tmp_path / "series").mkdir()
+    assert not is_done(str(tmp_path / "series"))
+    (tmp_path / "series" / "x.dcm").write_bytes(b"")
+    assert is_done(str(tmp_path / "series"))

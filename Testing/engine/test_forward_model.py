@@ -158,3 +158,22 @@ def test_acquisition_parsing_refuses_bad_values() -> None:
     for bad in ({"model": "nearest"}, {"noise": float("nan")}, {"partial_fourier": 0.4}, {"window": 3}, {"extra": 1}, []):
         with pytest.raises(ConfigError):
             acquisition_from_dict(bad)
+
+
+# The tests below were added after a mutation audit (2026-12-07): each fails on a plausible bug the suite missed.
+
+def test_partial_fourier_drops_phase_encoding_lines_and_hamming_is_hamming():
+    from fagan_engine.mri.forward_model import _window_1d, kspace_filter
+
+    w = kspace_filter((16, 16), "none", 0.5, 0.75)
+    assert (w[:4] == 0).all() and (w[4:] == 1).all()  # first in-plane axis only
+    h = _window_1d(16, "hamming", 0.5)
+    assert h[8] == pytest.approx(1.0) and h[0] == pytest.approx(0.08)
+
+
+def test_noise_is_relative_to_the_995th_percentile_not_the_maximum():
+    from fagan_engine.mri.forward_model import robust_max
+
+    image = np.ones((1, 100, 100), np.float32)
+    image[0, 0, :10] = 100.0  # 0.1 % outliers
+    assert robust_max(image).ravel()[0] == pytest.approx(1.0)

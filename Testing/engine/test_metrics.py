@@ -48,3 +48,27 @@ def test_volume_metrics_mask_and_crop_change_the_numbers_as_documented() -> None
     assert np.isfinite(cropped["psnr"])
     with pytest.raises(ValueError):
         volume_metrics(reference, test[:, :10])
+
+
+# The tests below were added after a mutation audit (2026-12-07): each fails on a plausible bug the suite missed.
+
+def test_volume_metrics_follow_the_documented_mask_and_crop():
+    from scipy import ndimage
+
+    from fagan_engine.mri.metrics import psnr, ssim_map, volume_metrics
+    from fagan_engine.mri.normalization import IntensityNormalizer
+    from fagan_engine.util.config import NormalizationConfig
+
+    rng = np.random.default_rng(3)
+    reference = np.zeros((3, 64, 64), np.float32)
+    yy, xx = np.mgrid[0:64, 0:64]
+    reference[:] = (1000 * np.exp(-((yy - 20) ** 2 + (xx - 40) ** 2) / 300.0)).astype(np.float32)
+    test = reference + rng.normal(0, 15, reference.shape).astype(np.float32)
+    n = IntensityNormalizer.fit(reference, NormalizationConfig())
+    ref, out = np.clip(n.forward(reference), 0, 1), np.clip(n.forward(test), 0, 1)
+    ref, out = ref[:, 2:-2, 2:-2], out[:, 2:-2, 2:-2]
+    mask = ndimage.binary_dilation(ref > 0.05, iterations=2)
+    got = volume_metrics(reference, test, crop=2)
+    assert got["psnr"] == pytest.approx(psnr(ref, out, 1.0, mask), rel=1e-9)
+    assert got["ssim"] == pytest.approx(float(ssim_map(ref, out, 1.0)[mask].mean()), rel=1e-9)
+    assert got["psnr_all"] == pytest.approx(psnr(ref, out, 1.0, None), rel=1e-9)

@@ -223,3 +223,36 @@ def test_a_resolver_built_for_other_options_is_refused() -> None:
         super_resolve_report(image, RunOptions(scale=2, adapt_iterations=0), resolver=SuperResolver(RunOptions(method="bicubic", scale=2)))
     options = RunOptions(method="bicubic", scale=2)
     assert super_resolve_report(image, options, resolver=SuperResolver(options)).image.GetSize() == (32, 32, 4)
+
+
+def _textured(n: int = 3) -> sitk.Image:
+    """A 48x48 textured block on a dark background, ``n`` slices of 3 mm (the mutation audit's case)."""
+    rng = np.random.default_rng(0)
+    array = np.zeros((n, 48, 48), np.float32)
+    array[:, 8:40, 6:42] = 50 + 20 * rng.random((n, 32, 36))
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    return image
+
+
+# The tests below were added after a mutation audit (2026-12-07): each fails on a plausible bug the suite missed.
+
+def test_interpolation_is_not_projected_and_the_identity_says_so():
+    from fagan_engine.pipeline.report import identity
+    from fagan_engine.util.options import RunOptions
+
+    options = RunOptions(method="lanczos").validate()
+    assert options.project is False
+    assert identity(options, None)["projection"] is False
+    assert identity(RunOptions(method="lanczos", enforce_consistency=True).validate(), None)["projection"] is True
+
+
+def test_a_resolver_built_for_another_acquisition_is_refused():
+    from fagan_engine.inference.resolver import SuperResolver
+    from fagan_engine.pipeline.report import super_resolve_report
+    from fagan_engine.util.errors import InputError
+    from fagan_engine.util.options import RunOptions
+
+    resolver = SuperResolver(RunOptions(method="lanczos", scale=2, acquisition="bicubic"))
+    with pytest.raises(InputError, match="acquisition"):
+        super_resolve_report(_textured(), RunOptions(method="lanczos", scale=2, acquisition="kspace"), resolver)

@@ -416,3 +416,11 @@ def test_split_extension():
     assert split_extension("/a/b.c/Brain.NII.GZ") == ("/a/b.c/Brain", ".nii.gz")
     assert split_extension("scan.nrrd") == ("scan", ".nrrd")
     assert split_extension("noext") == ("noext", "")
+
+
+# The tests below were added after a mutation audit (2026-12-07): each fails on a plausible bug the suite missed.
+
+def test_integer_output_rounds_to_nearest():
+    from fagan_engine.io.volume_io import cast_array
+
+    assert cast_array(np.array([1.6, -1.6, 2.4, 40000.0], np.float32), "int16").tolist() == [2, -2, 2, 32767]
