@@ -266,3 +266,19 @@ def test_the_map_of_a_signed_input_shows_only_what_the_network_changed(icbm_crop
     assert (data < -0.5).any()
     assert np.abs(sitk.GetArrayFromImage(maps.residual_lr)).max() < 1e-3 * float(np.ptp(data))
     assert maps.summary["relative_rms_residual"] < 1e-3
+
+
+def test_each_sr_slice_of_the_through_plane_map_shows_the_input_slice_that_contains_it() -> None:
+    """Mutation audit: rounding instead of flooring the containing slice moved the SR-grid map by up to one slice
+    unnoticed. 4 input slices of 5 mm -> 10 of 2 mm: SR slice j lies in input slice floor((j + 0.5) * 0.4)."""
+    from fagan_engine.through_plane.plan import plan_through_plane
+
+    lr = sitk.GetImageFromArray(np.random.default_rng(0).random((4, 12, 12)).astype(np.float32))
+    lr.SetSpacing((1.0, 1.0, 5.0))
+    plan = plan_through_plane(lr, target_spacing=2.0, slice_thickness=5.0)
+    assert (plan.n_in, plan.n_out) == (4, 10)
+    sr = sitk.GetImageFromArray(np.random.default_rng(1).random((10, 12, 12)).astype(np.float32))
+    maps = through_plane_consistency(lr, sr, plan)
+    on_lr, on_sr = sitk.GetArrayFromImage(maps.residual_lr), sitk.GetArrayFromImage(maps.residual_sr)
+    for j in range(10):
+        assert np.array_equal(on_sr[j], on_lr[int(np.floor((j + 0.5) * 0.4))]), j

@@ -256,3 +256,14 @@ def test_a_resolver_built_for_another_acquisition_is_refused():
     resolver = SuperResolver(RunOptions(method="lanczos", scale=2, acquisition="bicubic"))
     with pytest.raises(InputError, match="acquisition"):
         super_resolve_report(_textured(), RunOptions(method="lanczos", scale=2, acquisition="kspace"), resolver)
+    for field, built, asked in (("adapt_iterations", 0, 5), ("tile_size", None, 32), ("ensemble", None, 2)):
+        resolver = SuperResolver(RunOptions(scale=2, untrained=True, **{field: built}))
+        with pytest.raises(InputError, match=field):
+            super_resolve_report(_textured(), RunOptions(scale=2, untrained=True, **{field: asked}), resolver)
+
+
+def test_the_identity_names_this_engine_version() -> None:
+    from fagan_engine._version import __version__
+    from fagan_engine.pipeline.report import identity
+
+    assert identity(RunOptions(method="lanczos").validate(), None)["engine_version"] == __version__

@@ -89,3 +89,20 @@ def test_second_checkpoint_makes_a_two_member_ensemble(tmp_path: Path) -> None:
     assert alone.max() < 1e-3 * 100  # an untrained generator is bicubic: equivariant
     assert sitk.GetArrayFromImage(ensemble).max() > 10 * max(alone.max(), 1e-6)
     assert calls[-1] == 16 * 2  # 16 members, 2 slices each
+
+
+def test_the_map_is_the_population_spread_of_its_members_projected_when_asked(monkeypatch) -> None:
+    """Mutation audit: a wrong running-variance update, or members left unprojected, went unseen."""
+    from fagan_engine.mri.forward_model import project_onto_data
+    from fagan_engine.trust import uncertainty
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((3, 8, 8)).astype(np.float32) * 10)
+    members = [np.random.default_rng(seed).random((3, 16, 16)) * 10 for seed in range(1, 9)]
+    monkeypatch.setattr(uncertainty, "_member_volumes", lambda *args: iter(members))
+    resolver = SuperResolver(RunOptions(method="bicubic", scale=2))
+    std = sitk.GetArrayFromImage(tta_uncertainty(image, resolver))
+    np.testing.assert_allclose(std, np.std(members, axis=0), rtol=1e-5, atol=1e-6)
+    data = sitk.GetArrayFromImage(image)
+    projected = [project_onto_data(m, data, 2, "kspace") for m in members]
+    std = sitk.GetArrayFromImage(tta_uncertainty(image, resolver, project=True))
+    np.testing.assert_allclose(std, np.std(projected, axis=0), rtol=1e-4, atol=1e-5)
