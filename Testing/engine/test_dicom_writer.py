@@ -222,3 +222,19 @@ def test_a_full_disk_while_writing_instances_names_the_series_not_its_staged_fil
     assert code == 2 and err == [f"error: no space left on device while writing {out}"], err
     with pytest.raises(dicom_writer.OutputError, match=f"no space left on device while writing {tmp_path / 'direct'}$"):
         dicom_writer.write_dicom_series(oblique_image(seed=3, integers=False), str(tmp_path / "direct"))
+
+
+def test_force_checks_the_folder_again_when_it_publishes(tmp_path: Path) -> None:
+    """Files that are not this engine's, put into the output folder while a run works, are never replaced: the check at
+    publish time (the mutation audit removed it unnoticed, the early check hid it)."""
+    from fagan_engine.io.dicom_writer import publish_folder, stage_dicom_series
+
+    target = tmp_path / "series"
+    write_dicom_series(oblique_image(seed=1), str(target))  # an earlier output: --force may replace it
+    staged = tmp_path / "staged"
+    stage_dicom_series(oblique_image(seed=2), staged, shown=target)
+    (target / "notes.txt").write_text("arrived meanwhile")
+    before = folder_digest(target)
+    with pytest.raises(OutputError, match="holds more than a DICOM series"):
+        publish_folder(staged, target, force=True)
+    assert folder_digest(target) == before
