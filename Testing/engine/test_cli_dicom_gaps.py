@@ -26,3 +26,17 @@ def test_missing_slice_refused_then_resampled(tmp_path: Path, capsys: pytest.Cap
     assert result.GetSize()[2] == 6
     corner = np.array(result.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5, -0.5]))
     assert np.allclose(corner, image.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5, -0.5]), atol=1e-3)
+
+
+def test_the_gap_policy_on_one_volume_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """It was accepted and did nothing (a batch, which may mix files and series folders, still takes it)."""
+    volume = tmp_path / "v.nrrd"
+    sitk.WriteImage(oblique_image(size=(16, 12, 6)), str(volume))
+    code = main([str(volume), str(tmp_path / "sr.nrrd"), "--scale", "2", "--method", "bicubic", "--dicom-gaps", "resample",
+                 "--progress", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: --dicom-gaps applies to a DICOM series folder, and {volume} is a file"]
+    assert not (tmp_path / "sr.nrrd").exists()
+    code = main([str(volume), "--output-dir", str(tmp_path / "out"), "--scale", "2", "--method", "bicubic", "--dicom-gaps",
+                 "resample", "--progress", "none"])
+    assert code == 0 and (tmp_path / "out" / "v.nrrd").is_file()

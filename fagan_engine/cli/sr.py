@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from fagan_engine.cli import entry_point
@@ -51,6 +52,8 @@ def _single(args: argparse.Namespace) -> int:
     """``fagan-sr INPUT OUTPUT``: one volume (the form the Slicer module runs)."""
     started = time.perf_counter()
     options = run_options(args)
+    if options.dicom_gaps != "error" and not Path(args.input).is_dir():  # a batch mixes files and folders: it may be given
+        raise InputError(f"--dicom-gaps applies to a DICOM series folder, and {args.input} is a file")
     maps = single_map_paths(args)
     output_is_dicom = check_single_output(args)
     check_run_paths([args.input], args.output, maps, args.report, args.force, compress=not args.no_compression)
