@@ -267,3 +267,11 @@ def test_the_identity_names_this_engine_version() -> None:
     from fagan_engine.pipeline.report import identity
 
     assert identity(RunOptions(method="lanczos").validate(), None)["engine_version"] == __version__
+
+
+def test_the_identity_names_the_in_plane_axes_that_ran() -> None:
+    """Explicit axes made a coronal result whose identity said only plane 'auto'."""
+    image = _textured(6)
+    options = RunOptions(method="bicubic", scale=2)
+    assert super_resolve_report(image, options).identity["in_plane_axes"] == [0, 1]
+    assert super_resolve_report(image, options, axes=(0, 2)).identity["in_plane_axes"] == [0, 2]

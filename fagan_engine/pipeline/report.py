@@ -248,6 +248,7 @@ def run_validated(
         resolver.checkpoint.name if resolver.checkpoint else "the checkpoint",
     )
     who = identity(options, resolver, ensemble_checkpoint)
+    who["in_plane_axes"] = [int(a) for a in axes]  # the SimpleITK index axes the slices spanned: the plane that ran
     if resolver.adaptation is not None:
         who["adaptation"] = resolver.adaptation.summary()
     return SRResult(result, residual_sr, residual_lr, std, summary, lines, who)
