@@ -86,7 +86,7 @@ def stacksArguments(inputPaths: Sequence[Any], outputPath: Any, reference: int, 
     args += ["--reference", str(reference + 1)] if reference else []
     for field in ("target_spacing", "slice_thickness", "fit_iterations"):
         value = getattr(options, field)
-        args += [engineFlag(field), f"{value:g}"] if value is not None else []
+        args += [engineFlag(field), repr(float(value)) if isinstance(value, float) else str(value)] if value is not None else []
     args += [engineFlag("nan_policy"), options.nan_policy] if zeroesNonFinite(options) else []
     args += [engineFlag("consistency")] if consistencyMaps else []
     return args + outputArguments()

@@ -36,6 +36,10 @@ def test_arguments_name_the_stacks_reference_and_maps():
     assert "--reference" not in plain and "--iterations" not in plain and "--consistency-map" not in plain
     assert "--device" not in plain  # no prior: the least squares run on the CPU, and the engine refuses --device cuda
     assert stacksResultName("T2ax", 0.8) == "T2ax_stacks_iso0.8mm"
+    # every digit reaches the engine, and a long fit stays a whole number (``{:g}`` wrote 0.123457 and 1e+06)
+    exact = runOptions(mode="through-plane", device="cpu", target_spacing=0.1234567, fit_iterations=1_000_000)
+    joined = " ".join(stacksArguments(["a", "b"], "o", 0, exact, False, "r.json"))
+    assert "--target-spacing 0.1234567" in joined and "--iterations 1000000" in joined
 
 
 def test_combining_three_stacks_loads_the_result_maps_and_provenance(scene, fakeEngine):
