@@ -78,7 +78,10 @@ def initial_weights(path: str, cfg: FAGANConfig, target: Dict[str, torch.Tensor]
     matters at iteration 0.
     """
     partial = cfg.train.init_from_scale
-    model, metadata = load_generator(path, expected_scale=None if partial else cfg.model.scale)
+    try:
+        model, metadata = load_generator(path, expected_scale=None if partial else cfg.model.scale)
+    except CheckpointError as exc:  # named as the setting the user gave, not as fagan-sr's --checkpoint
+        raise CheckpointError(f"train.init_checkpoint: {exc}") from None
     source = metadata.model_config()
     name = Path(path).name
     if partial:
