@@ -270,6 +270,12 @@ LONG_CPU_RUN_S = 60.0
 SHORT_FIT_ITERATIONS = 50
 
 
+def _millions(count: int) -> str:
+    """``count`` in millions as people write it: 0.092, 1.3, 42, 419."""
+    millions = count / 1e6
+    return f"{millions:.2g}" if millions < 10 else f"{millions:.0f}"
+
+
 def longCpuRunWarning(outputVoxels: int, method: str, mode: str, scale: int, requestedDevice: str,
                       deviceInfo: Optional[DeviceInfo], cpuCount: Optional[int] = None,
                       fitIterations: Optional[int] = None, ensembleMembers: int = 1, adaptSteps: int = 0) -> Optional[str]:
@@ -297,6 +303,6 @@ def longCpuRunWarning(outputVoxels: int, method: str, mode: str, scale: int, req
     if seconds < LONG_CPU_RUN_S:
         return None
     return (f"No GPU will be used: FA-GAN on the CPU will take about {max(1, round(seconds / 60))} min for this volume "
-            f"({outputVoxels / 1e6:.2g} M output voxels, {cores} {'core' if cores == 1 else 'cores'}). "
+            f"({_millions(outputVoxels)} M output voxels, {cores} {'core' if cores == 1 else 'cores'}). "
             "Continue on the CPU, or choose the Lanczos method "
             "for a quick result?")

@@ -1,7 +1,7 @@
 """Loss and validation history from training events, shown with MRML table and plot nodes."""
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import vtk
 
@@ -21,9 +21,10 @@ class TrainingHistory:
         self.validationRows: List[Dict[str, float]] = []
 
     @classmethod
-    def fromMetrics(cls, path: Any) -> "TrainingHistory":
+    def fromMetrics(cls, path: Any, isRecord: Callable[[Any], bool]) -> "TrainingHistory":
         """The history an earlier session showed, read back from a run's ``metrics.jsonl`` (the trainer's own record of
-        its progress and validation events); empty when the file is missing. Lines that are not such records are skipped."""
+        its progress and validation events); empty when the file is missing. Lines that ``isRecord`` (the engine's
+        ``util.run_folder.is_metrics_record``) does not accept are skipped, as the trainer's resume skips them."""
         history = cls()
         try:
             lines = Path(path).read_bytes().decode("utf-8", errors="replace").splitlines()
@@ -34,7 +35,7 @@ class TrainingHistory:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("kind") in RECORD_EVENTS:
+            if isRecord(record):
                 history.add(dict(record, event=RECORD_EVENTS[record["kind"]]))
         return history
 

@@ -65,11 +65,11 @@ class TrainingRun:
         """A run stopped in an earlier session (e.g. before a scene reload), ready to resume, with the history that
         session showed (from its run folder's ``metrics.jsonl``: the charts keep the rows before the stop)."""
         ensureEngineImportable()
-        from fagan_engine.util.run_folder import METRICS_FILE
+        from fagan_engine.util.run_folder import METRICS_FILE, is_metrics_record
 
         run = cls(configPath)
         run.state = RunState.STOPPED
-        run.history = TrainingHistory.fromMetrics(run.configPath.parent / METRICS_FILE)
+        run.history = TrainingHistory.fromMetrics(run.configPath.parent / METRICS_FILE, is_metrics_record)
         return run
 
     @property

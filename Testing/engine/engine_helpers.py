@@ -27,6 +27,16 @@ def oblique_volume(size=(20, 16, 5), spacing=(0.9, 1.3, 3.0), seed: int = 0) -> 
     return image
 
 
+def textured_block(slices: int = 3) -> sitk.Image:
+    """A 48x48 textured block on a dark background, ``slices`` slices of 3 mm (large enough to adapt on)."""
+    rng = np.random.default_rng(0)
+    array = np.zeros((slices, 48, 48), np.float32)
+    array[:, 8:40, 6:42] = 50 + 20 * rng.random((slices, 32, 36))
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    return image
+
+
 def save_untrained_checkpoint(path: Path, scale: int, **overrides) -> Path:
     """A small random-weight FA-GAN checkpoint."""
     from fagan_engine.models.archs import build_generator, preset_config

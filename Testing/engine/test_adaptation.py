@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from engine_helpers import textured_block
 
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.util.errors import InputError
@@ -89,16 +90,6 @@ def test_adaptation_refuses_onnx_when_asked_and_is_off_with_a_warning_by_default
     assert resolver.base_model is None and any("adaptation is off" in line for line in resolver.warnings)
 
 
-def _textured(n: int = 3) -> sitk.Image:
-    """A 48x48 textured block on a dark background, ``n`` slices of 3 mm (the mutation audit's case)."""
-    rng = np.random.default_rng(0)
-    array = np.zeros((n, 48, 48), np.float32)
-    array[:, 8:40, 6:42] = 50 + 20 * rng.random((n, 32, 36))
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing((1.0, 1.0, 3.0))
-    return image
-
-
 # The tests below were added after a mutation audit (2026-12-07): each fails on a plausible bug the suite missed.
 
 def test_adaptation_with_finite_but_harmful_steps_keeps_the_loaded_model(monkeypatch):
@@ -108,7 +99,7 @@ def test_adaptation_with_finite_but_harmful_steps_keeps_the_loaded_model(monkeyp
 
     monkeypatch.setattr(adaptation, "ADAPT_LR", 0.01)  # finite losses, worse held-out MSE (not the NaN path)
     resolver = SuperResolver(RunOptions(scale=2, adapt_iterations=60, device="cpu"))
-    resolver(_textured())
+    resolver(textured_block())
     s = resolver.adaptation.summary()
     assert s["stopped"] != "diverged"
     assert s["best_step"] == 0 and s["held_out_mse_best"] == s["held_out_mse_start"], s
@@ -121,11 +112,11 @@ def test_adaptation_returns_the_best_step_not_the_last(monkeypatch):
 
     monkeypatch.setattr(adaptation, "ADAPT_LR", 1e-3)
     long = SuperResolver(RunOptions(scale=2, adapt_iterations=60, device="cpu"))
-    out_long = long(_textured())
+    out_long = long(textured_block())
     best = long.adaptation.summary()["best_step"]
     assert 0 < best < long.adaptation.summary()["steps"]  # the scenario: a later step was worse
     short = SuperResolver(RunOptions(scale=2, adapt_iterations=best, device="cpu"))
-    out_short = short(_textured())
+    out_short = short(textured_block())
     np.testing.assert_allclose(sitk.GetArrayFromImage(out_long), sitk.GetArrayFromImage(out_short), rtol=1e-5, atol=1e-4)
 
 
@@ -138,10 +129,10 @@ def test_held_out_pairs_never_train(monkeypatch, n):
     seen = []
     real = adaptation.adaptation_pairs
     monkeypatch.setattr(adaptation, "adaptation_pairs", lambda s, *a, **k: (seen.append(np.array(s)), real(s, *a, **k))[1])
-    SuperResolver(RunOptions(scale=2, adapt_iterations=2, device="cpu"))(_textured(n))
+    SuperResolver(RunOptions(scale=2, adapt_iterations=2, device="cpu"))(textured_block(n))
     held, trained = seen[0], seen[1:]
     for t in trained:  # a partition: every voxel of the scan is either held out or trained on, never both
-        assert t.size + held.size == np.prod(_textured(n).GetSize())
+        assert t.size + held.size == np.prod(textured_block(n).GetSize())
 
 
 def test_held_out_score_is_of_the_projected_output(monkeypatch):
@@ -152,5 +143,5 @@ def test_held_out_score_is_of_the_projected_output(monkeypatch):
     calls = []
     real = adaptation.project_onto_data
     monkeypatch.setattr(adaptation, "project_onto_data", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    SuperResolver(RunOptions(scale=2, adapt_iterations=1, device="cpu"))(_textured())
+    SuperResolver(RunOptions(scale=2, adapt_iterations=1, device="cpu"))(textured_block())
     assert len(calls) >= 2  # start score and the step's score

@@ -466,3 +466,18 @@ def test_an_empty_dicom_output_folder_is_not_done(tmp_path: Path):
     assert not is_done(str(tmp_path / "series"))
     (tmp_path / "series" / "x.dcm").write_bytes(b"")
     assert is_done(str(tmp_path / "series"))
+
+
+def test_a_through_plane_row_drops_the_command_lines_in_plane_network_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--adapt 5 and --ensemble 8 (in-plane only) refused a through-plane row instead of being dropped for it."""
+    thick = oblique_image(seed=1)
+    thick.SetSpacing((1.0, 1.0, 4.0))
+    sitk.WriteImage(thick, str(tmp_path / "t.nrrd"))
+    sitk.WriteImage(oblique_image(seed=2), str(tmp_path / "a.nrrd"))
+    (tmp_path / "m.csv").write_text("input,output,mode,fit_iterations,method\n"
+                                    "t.nrrd,out/t.nrrd,through-plane,0,\na.nrrd,out/a.nrrd,,,bicubic\n")
+    code, _, err = run(["--manifest", tmp_path / "m.csv", "--scale", "2", "--adapt", "5", "--ensemble", "8", "--progress", "none"],
+                       capsys)
+    assert code == 0, err
+    rows = {Path(row["input"]).name: row for row in read_report(tmp_path / "m.report.csv")}
+    assert rows["t.nrrd"]["status"] == rows["a.nrrd"]["status"] == "done"

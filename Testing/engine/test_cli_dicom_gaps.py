@@ -40,3 +40,6 @@ def test_the_gap_policy_on_one_volume_file_is_refused(tmp_path: Path, capsys: py
     code = main([str(volume), "--output-dir", str(tmp_path / "out"), "--scale", "2", "--method", "bicubic", "--dicom-gaps",
                  "resample", "--progress", "none"])
     assert code == 0 and (tmp_path / "out" / "v.nrrd").is_file()
+    code = main([str(tmp_path / "missing.nrrd"), str(tmp_path / "sr.nrrd"), "--scale", "2", "--method", "bicubic",
+                 "--dicom-gaps", "resample", "--progress", "none"])
+    assert code == 2 and "input not found" in capsys.readouterr().err  # not "is a file"

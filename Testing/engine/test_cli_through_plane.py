@@ -39,7 +39,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> List[Dict[str, Any]]:
 
     calls: List[Dict[str, Any]] = []
 
-    def fake(image, options, progress=None, stop=None, project=None, on_fit=None, plan=None):
+    def fake(image, options, progress=None, stop=None, project=None, on_fit=None, plan=None, on_note=None):
         from fagan_engine.through_plane.plan import output_geometry
 
         target_spacing, slice_thickness, iterations, device = (

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from engine_helpers import oblique_volume, save_untrained_checkpoint
+from engine_helpers import oblique_volume, save_untrained_checkpoint, textured_block
 
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.io.geometry import physical_corners
@@ -114,7 +114,7 @@ def test_through_plane_mode_uses_the_through_plane_module_and_the_slice_profile(
     from fagan_engine.pipeline import report
 
     monkeypatch.setattr(report, "plan_through_plane", lambda image, target_spacing=None, slice_thickness=None: plan)
-    monkeypatch.setattr(report, "through_plane_from_options", lambda image, options, progress=None, project=None, on_fit=None, plan=None: sr)
+    monkeypatch.setattr(report, "through_plane_from_options", lambda image, options, progress=None, **named: sr)
     assert RunOptions(mode="through-plane").project  # projected by default; this test looks at the network's own output
     result = super_resolve_report(image, RunOptions(mode="through-plane", enforce_consistency=False))
     assert result.image is sr and result.summary["relative_rms_residual"] < 1e-6
@@ -225,16 +225,6 @@ def test_a_resolver_built_for_other_options_is_refused() -> None:
     assert super_resolve_report(image, options, resolver=SuperResolver(options)).image.GetSize() == (32, 32, 4)
 
 
-def _textured(n: int = 3) -> sitk.Image:
-    """A 48x48 textured block on a dark background, ``n`` slices of 3 mm (the mutation audit's case)."""
-    rng = np.random.default_rng(0)
-    array = np.zeros((n, 48, 48), np.float32)
-    array[:, 8:40, 6:42] = 50 + 20 * rng.random((n, 32, 36))
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing((1.0, 1.0, 3.0))
-    return image
-
-
 # The tests below were added after a mutation audit (2026-12-07): each fails on a plausible bug the suite missed.
 
 def test_interpolation_is_not_projected_and_the_identity_says_so():
@@ -255,11 +245,11 @@ def test_a_resolver_built_for_another_acquisition_is_refused():
 
     resolver = SuperResolver(RunOptions(method="lanczos", scale=2, acquisition="bicubic"))
     with pytest.raises(InputError, match="acquisition"):
-        super_resolve_report(_textured(), RunOptions(method="lanczos", scale=2, acquisition="kspace"), resolver)
+        super_resolve_report(textured_block(), RunOptions(method="lanczos", scale=2, acquisition="kspace"), resolver)
     for field, built, asked in (("adapt_iterations", 0, 5), ("tile_size", None, 32), ("ensemble", None, 2)):
         resolver = SuperResolver(RunOptions(scale=2, untrained=True, **{field: built}))
         with pytest.raises(InputError, match=field):
-            super_resolve_report(_textured(), RunOptions(scale=2, untrained=True, **{field: asked}), resolver)
+            super_resolve_report(textured_block(), RunOptions(scale=2, untrained=True, **{field: asked}), resolver)
 
 
 def test_the_identity_names_this_engine_version() -> None:
@@ -271,7 +261,7 @@ def test_the_identity_names_this_engine_version() -> None:
 
 def test_the_identity_names_the_in_plane_axes_that_ran() -> None:
     """Explicit axes made a coronal result whose identity said only plane 'auto'."""
-    image = _textured(6)
+    image = textured_block(6)
     options = RunOptions(method="bicubic", scale=2)
     assert super_resolve_report(image, options).identity["in_plane_axes"] == [0, 1]
     assert super_resolve_report(image, options, axes=(0, 2)).identity["in_plane_axes"] == [0, 2]

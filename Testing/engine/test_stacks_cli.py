@@ -68,6 +68,7 @@ def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
     edge.SetOrigin(tuple(np.asarray(coronal.GetOrigin()) + np.asarray(coronal.GetDirection()).reshape(3, 3)[:, 2] * 29.0))
     sitk.WriteImage(edge, str(edge_path))  # a sliver of overlap: "All samples map outside moving image buffer", exit 1
     return [
+        ([first, second], ["--dicom-gaps", "resample"]),  # every stack a file: the gap policy cannot act (it was ignored)
         ([first, str(thin_path)], []),
         ([first, str(edge_path)], []),
         ([first], []),  # a single stack

@@ -54,6 +54,8 @@ def test_a_volume_coarse_along_two_axes_is_told_its_result_is_not_isotropic() ->
     """1 x 4 x 4 mm gave 1 x 4 x 1 mm with exit 0 and no word of the second coarse axis."""
     plan = plan_through_plane(_oblique(size=(48, 12, 8), spacing=(1.0, 4.0, 4.0)))
     assert plan.axis == 2 and "axis 1 keeps its 4 mm spacing" in plan.anisotropy_note()
+    finer = plan_through_plane(_oblique(size=(20, 20, 8), spacing=(1.0, 1.0, 4.0)), target_spacing=0.5)
+    assert finer.anisotropy_note() is None  # a target below both in-plane spacings: the user's choice, no second coarse axis
 
 
 @pytest.mark.parametrize("target", [1.0, 0.7, 1.37])

@@ -86,6 +86,9 @@ def test_fit_returns_the_best_checked_weights(monkeypatch) -> None:
 
 def test_a_diverging_fit_keeps_its_best_weights_and_pretraining_says_so_in_one_line() -> None:
     """A loss that is not finite raised FloatingPointError: a traceback from fagan-pretrain (and from a per-scan fit)."""
+    import SimpleITK as sitk
+
+    from fagan_engine.through_plane.run import super_resolve_through_plane
     from fagan_engine.util.errors import ConfigError
 
     training, held = split_held_out(_directions())
@@ -98,6 +101,11 @@ def test_a_diverging_fit_keeps_its_best_weights_and_pretraining_says_so_in_one_l
     assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match="diverged .* lower fit.lr"):
         fit(build_model(), PairSampler(training, wild, np.random.default_rng(0)), wild)
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 24, 20)).astype(np.float32) * 100)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    notes = []
+    super_resolve_through_plane(image, iterations=6, device="cpu", fit_config=wild, on_note=notes.append)
+    assert len(notes) == 1 and "the per-scan fit diverged" in notes[0] and "bundled start network" in notes[0]
 
 
 def test_a_real_fit_scores_its_held_out_pairs() -> None:

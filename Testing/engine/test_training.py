@@ -443,3 +443,6 @@ def test_a_volume_listed_twice_or_an_output_folder_of_someone_elses_files_is_ref
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "already holds best.json" in err[0]
     assert (own / "checkpoints" / "best.json").read_text() == '{"my": "notes"}'
+    (own / "checkpoints" / "best.json").rename(own / "checkpoints" / "my_notes.json")  # a name no run writes: kept, not refused
+    code = main(["--config", str(TINY_CONFIG), "--progress", "none", "--set", f"train.output_dir={own}", f"data.train=[\"{volume}\"]"])
+    assert code == 0 and (own / "checkpoints" / "my_notes.json").read_text() == '{"my": "notes"}'

@@ -247,6 +247,8 @@ def test_a_long_fagan_run_on_the_cpu_asks_first():
     # a small volume on one core asks because of the adaptation alone: its size reads as it is, the core count in words
     tiny = engine.longCpuRunWarning(96 * 80 * 12, "fagan", "in-plane", 2, "cpu", cpuOnly, cpuCount=1, adaptSteps=100)
     assert tiny and "(0.092 M output voxels, 1 core)" in tiny
+    huge = engine.longCpuRunWarning(1024 * 1024 * 400, "fagan", "in-plane", 2, "cpu", cpuOnly, cpuCount=8)
+    assert huge and "(419 M output voxels, 8 cores)" in huge
 
 
 def test_the_engine_log_is_handed_to_the_log_view(scene, obliqueNode, fakeEngine):

@@ -299,7 +299,8 @@ def test_a_run_stopped_in_an_earlier_session_keeps_the_history_that_session_show
     records = [{"kind": "train", "iteration": it, "phase": "gan", "losses": {"pixel": 1.0 / it}, "lr": 1e-4, "throughput": 5.0}
                for it in (5, 10, 15)]
     records.insert(2, {"kind": "validation", "iteration": 10, "psnr": 30.5, "bicubic_psnr": 29.0, "ssim": 0.9, "bicubic_ssim": 0.8})
-    lines = [json.dumps(r) for r in records] + ['{"iteration": 2}', "cut by a ki"]
+    lines = [json.dumps(r) for r in records] + ['{"iteration": 2}', "cut by a ki", '{"kind": "train", "iteration": "x", "losses": {}}',
+                                                 '{"kind": "validation", "iteration": null, "psnr": 30}']
     (tmp_path / "metrics.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\n")
     run = TrainingRun.stoppedEarlier(tmp_path / "slicer_training_config.json")
     assert run.canResume and [r["iteration"] for r in run.history.lossRows] == [5, 10, 15]

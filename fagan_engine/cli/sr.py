@@ -52,7 +52,7 @@ def _single(args: argparse.Namespace) -> int:
     """``fagan-sr INPUT OUTPUT``: one volume (the form the Slicer module runs)."""
     started = time.perf_counter()
     options = run_options(args)
-    if options.dicom_gaps != "error" and not Path(args.input).is_dir():  # a batch mixes files and folders: it may be given
+    if options.dicom_gaps != "error" and Path(args.input).is_file():  # a batch mixes files and folders: it may be given
         raise InputError(f"--dicom-gaps applies to a DICOM series folder, and {args.input} is a file")
     maps = single_map_paths(args)
     output_is_dicom = check_single_output(args)

@@ -63,6 +63,8 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     reference = (args.reference or 1) - 1
     maps = consistency_map_paths(output, len(inputs)) if args.consistency_map else {}
     check_run_paths(inputs, output, maps, args.report, args.force, not args.no_compression)  # nothing reaches any input; the report is writable
+    if args.dicom_gaps != "error" and all(Path(path).is_file() for path in inputs):
+        raise InputError("--dicom-gaps applies to DICOM series folders, and every stack is a file")
     images = [_read_stack(k, path, args) for k, path in enumerate(inputs)]
     for path, grid in [*zip(maps.values(), images), (output, images[reference])]:  # each map lies on its stack's grid,
         volume_io.check_nifti_direction(Path(path), direction_matrix(grid))  # the output in the reference's orientation:

@@ -29,7 +29,14 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, split_extension
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.options import IN_PLANE_UNUSED, MAP_KINDS, NETWORK_ONLY, THROUGH_PLANE_UNUSED, RunOptions
+from fagan_engine.util.options import (
+    IN_PLANE_UNUSED,
+    MAP_KINDS,
+    NETWORK_ONLY,
+    THROUGH_PLANE_ENSEMBLE_SIZES,
+    THROUGH_PLANE_UNUSED,
+    RunOptions,
+)
 
 OUTPUT_FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "dicom": ""}
 """--output-format name -> file extension ('' = a DICOM series folder)."""
@@ -291,8 +298,10 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
         dropped: Dict[str, Any] = {}
         if changes.get("method", "fagan") != "fagan":  # a baseline row drops the command line's FA-GAN-only options
             dropped.update(NETWORK_ONLY, adapt_iterations=None, uncertainty=False, device="auto")
-        if changes.get("mode") == "through-plane":  # a through-plane row its in-plane-only ones (--scale, the uncertainty map)
-            dropped.update({name: fields[name].default for name in THROUGH_PLANE_UNUSED}, uncertainty=False)
+        if changes.get("mode") == "through-plane":  # a through-plane row its in-plane-only ones (--scale, --adapt, the uncertainty
+            dropped.update({name: fields[name].default for name in THROUGH_PLANE_UNUSED}, uncertainty=False, adapt_iterations=None)
+            if options.ensemble not in THROUGH_PLANE_ENSEMBLE_SIZES:  # map, an in-plane self-ensemble of 8)
+                dropped["ensemble"] = None
         if changes.get("mode") == "in-plane":  # an in-plane row the thick-slice ones of a --through-plane command line
             dropped.update({name: None for name in IN_PLANE_UNUSED})
         changes = {**dropped, **changes}

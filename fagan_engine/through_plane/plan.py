@@ -102,9 +102,12 @@ class ThroughPlanePlan:
                 f"that tiles the {self.extent:g} mm extent with more slices than the input's {self.n_in}")
 
     def anisotropy_note(self) -> Optional[str]:
-        """One line when an in-plane axis is nearly as coarse as the slices (``MIN_RATIO`` times the output spacing or
-        more): only the slice axis is made finer, so the result is not isotropic; else None."""
-        coarse = [(a, s) for a, s in zip(self.in_plane_axes, self.in_plane_spacing) if s >= MIN_RATIO * self.output_spacing]
+        """One line when the volume is coarse along two axes: an in-plane axis ``MIN_RATIO`` times coarser than the other
+        and than the output spacing. Only the slice axis is made finer, so the result is not isotropic; else None (a
+        target finer than both in-plane axes is the user's choice, not a second coarse axis)."""
+        finest = min(self.in_plane_spacing)
+        coarse = [(a, s) for a, s in zip(self.in_plane_axes, self.in_plane_spacing)
+                  if s >= MIN_RATIO * finest and s >= MIN_RATIO * self.output_spacing]
         if not coarse:
             return None
         axis, spacing = coarse[0]

@@ -149,6 +149,10 @@ def super_resolve_through_plane(
         if outcome.stopped == NO_HELD_OUT:
             (on_note or _warn)(f"the per-scan fit did not run: the scan is too small to hold slices out for its stopping rule "
                                f"(fewer than {HOLD_OUT_EVERY}); the bundled start network was applied as it is")
+        elif outcome.stopped == "diverged":
+            kept = f"the weights of step {outcome.best_step}" if outcome.best_step else "the bundled start network"
+            (on_note or _warn)(f"the per-scan fit diverged at step {outcome.steps + 1}; {kept}, the best on the held-out slices, "
+                               "was applied")
         if on_fit is not None:
             on_fit(outcome)
     model.eval()

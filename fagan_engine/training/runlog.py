@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from fagan_engine.util.atomic import atomic_path, atomic_write_bytes
 from fagan_engine.util.protocol import emit
-from fagan_engine.util.run_folder import CURVES_FILE, METRICS_FILE
+from fagan_engine.util.run_folder import CURVES_FILE, METRICS_FILE, is_metrics_record
 
 
 class RunLog:
@@ -37,7 +37,7 @@ class RunLog:
                 record = json.loads(line)
             except ValueError:  # a line cut by a kill
                 continue
-            if _well_formed(record) and record["iteration"] <= start:  # a damaged line is dropped, as a cut one is
+            if is_metrics_record(record) and record["iteration"] <= start:  # a damaged line is dropped, as a cut one is
                 kept.append(record)
         return kept
 
@@ -113,21 +113,6 @@ class RunLog:
             self.bar.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _well_formed(record: Any) -> bool:
-    """Whether a metrics.jsonl line is a record this log writes: a ``train`` record with numeric losses, or a
-    ``validation`` record with the PSNRs the curves plot, at a whole iteration."""
-    if not isinstance(record, dict) or not isinstance(record.get("iteration"), int) or isinstance(record["iteration"], bool):
-        return False
-    if record.get("kind") == "train":
-        losses = record.get("losses")
-        return isinstance(losses, dict) and all(_is_number(v) for v in losses.values())
-    return record.get("kind") == "validation" and _is_number(record.get("psnr")) and _is_number(record.get("bicubic_psnr"))
 
 
 def _tensorboard(run_dir: Path) -> Optional[Any]:

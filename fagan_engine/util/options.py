@@ -12,8 +12,6 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-
 from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES
 from fagan_engine.util.errors import InputError
 
@@ -102,12 +100,8 @@ class RunOptions:
         value is left for ``validate`` to judge."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, np.bool_):
-                setattr(self, field.name, bool(value))
-            elif isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
-                setattr(self, field.name, int(value))
-            elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and type(value) is not float:
-                setattr(self, field.name, float(value))
+            if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():  # a numpy scalar (numpy not imported)
+                setattr(self, field.name, value.item())
 
     def validate(self) -> "RunOptions":
         """Raise InputError (one line) on a value of the wrong type or an impossible combination; return self."""

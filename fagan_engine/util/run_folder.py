@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from fagan_engine.util.errors import ConfigError
 
@@ -14,6 +15,8 @@ CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+CHECKPOINT_SIDECARS = ("best.json", "latest.json", "iter_*.json")
+"""The names of the readable sidecars a run writes beside its checkpoints (``<name>.json`` of ``<name>.safetensors``)."""
 RUN_FILES = (CONFIG_FILE, SPLIT_FILE, METRICS_FILE, CURVES_FILE)
 """The files a run writes beside its state and checkpoints (its resolved recipe, data split, metrics and curves)."""
 
@@ -38,7 +41,7 @@ def check_run_folder(run_dir: Path, resume: bool, resume_hint: str = "pass --res
     if earlier:  # a finished run whose state was removed: its checkpoints would be overwritten
         raise ConfigError(f"{run_dir} holds checkpoints of an earlier run ({earlier[0].name}, ...) and no training state to resume; "
                           f"choose another {folder}")
-    sidecars = sorted(checkpoints.glob("*.json"))  # a checkpoint's readable sidecar: best.json, latest.json, iter_*.json
+    sidecars = sorted(p for pattern in CHECKPOINT_SIDECARS for p in checkpoints.glob(pattern))  # a checkpoint's readable sidecar
     if sidecars:
         raise ConfigError(f"{checkpoints} already holds {sidecars[0].name}, which a run writes beside its checkpoints; "
                           f"choose another {folder} (an empty or new one)")
@@ -57,3 +60,19 @@ def _written_by_a_run(run_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and {"model", "data", "train"} <= set(config)
+
+
+def is_metrics_record(record: Any) -> bool:
+    """Whether a parsed ``metrics.jsonl`` line is a record a run writes: a ``train`` record with numeric losses, or a
+    ``validation`` record with the PSNRs the curves plot, at a whole iteration (the trainer's resume and the Slicer
+    module's charts skip any other line, as they skip one cut by a kill)."""
+    if not isinstance(record, dict) or not isinstance(record.get("iteration"), int) or isinstance(record["iteration"], bool):
+        return False
+    if record.get("kind") == "train":
+        losses = record.get("losses")
+        return isinstance(losses, dict) and all(_is_number(v) for v in losses.values())
+    return record.get("kind") == "validation" and _is_number(record.get("psnr")) and _is_number(record.get("bicubic_psnr"))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
