@@ -67,7 +67,10 @@ def _bad_inputs(tmp_path: Path) -> List[Tuple[List[str], List[str]]]:
     edge = sitk.Image(coronal)
     edge.SetOrigin(tuple(np.asarray(coronal.GetOrigin()) + np.asarray(coronal.GetDirection()).reshape(3, 3)[:, 2] * 29.0))
     sitk.WriteImage(edge, str(edge_path))  # a sliver of overlap: "All samples map outside moving image buffer", exit 1
+    iso_path = tmp_path / "iso.nrrd"
+    sitk.WriteImage(simulate_stack(phantom(32), orientation("coronal"), 1.0, 1.0, sitk.Euler3DTransform()), str(iso_path))
     return [
+        ([first, str(iso_path)], ["--iterations", "0"]),  # no thick slices for the prior: it advised "use --scale"
         ([first, second], ["--dicom-gaps", "resample"]),  # every stack a file: the gap policy cannot act (it was ignored)
         ([first, str(thin_path)], []),
         ([first, str(edge_path)], []),

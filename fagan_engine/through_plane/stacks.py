@@ -193,8 +193,12 @@ def network_prior(
     import torch  # lazy: keeps torch out of this module's import
 
     isotropic, starts = [], []
-    for stack, info, gain in zip(stacks, slices, gains):
-        plan = plan_through_plane(stack, None, info.thickness)
+    for index, (stack, info, gain) in enumerate(zip(stacks, slices, gains)):
+        try:
+            plan = plan_through_plane(stack, None, info.thickness)
+        except InputError as exc:  # one volume's advice (in-plane mode) does not apply to a stack: say which, and why
+            raise InputError(f"stack {index + 1}: {str(exc).split(';')[0]}; the FA-GAN prior (a through-plane fit per stack) "
+                             "needs thick slices in every stack: combine these stacks without it") from None
         result = super_resolve_through_plane(
             stack, None, info.thickness, iterations, device, progress, seed=seed, ensemble=ensemble, plan=plan
         )
