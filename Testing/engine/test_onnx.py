@@ -198,7 +198,8 @@ def test_onnx_backend_needs_a_checkpoint() -> None:
 
 
 def test_a_tampered_or_unchecksummed_onnx_is_refused(exported: Dict, tmp_path: Path) -> None:
-    """The ONNX bytes are bound to their export by the sidecar's SHA-256; a sibling is used only for its own checkpoint."""
+    """The ONNX bytes are bound to their export by the sidecar's SHA-256; a sibling is used only for its own checkpoint and
+    only intact."""
     checkpoint, onnx_path = exported["x2-lr-pooled"]
     folder = tmp_path / "pair"
     folder.mkdir()
@@ -209,7 +210,9 @@ def test_a_tampered_or_unchecksummed_onnx_is_refused(exported: Dict, tmp_path: P
     blob[len(blob) // 2] ^= 0x01  # one weight bit
     sibling.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="checksum mismatch"):
-        onnx_runner(str(folder / checkpoint.name), 2)
+        onnx_runner(str(sibling), 2)  # named itself: refused
+    onnx_runner(str(folder / checkpoint.name), 2)  # through its checkpoint: never used, a verified export is made instead
+    assert sibling.read_bytes() == bytes(blob)  # and left as it was
     sidecar = json.loads(sidecar_path(sibling).read_text())
     sidecar["onnx_sha256"] = ""
     sidecar_path(sibling).write_text(json.dumps(sidecar))
@@ -238,3 +241,64 @@ def test_export_to_a_name_that_is_no_model_file_is_one_line(tmp_path: Path, caps
     assert export_main([str(checkpoint), output]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "must name a file ending in .onnx or .safetensors" in err[0]
+
+
+def test_the_cache_keeps_a_models_sidecar_while_another_process_exports_it_again(exported: Dict, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two first uses at once (batch shards sharing a home): the second export deleted the sidecar the first process was
+    about to read ('has no metadata sidecar', exit 2). A cache export is now written aside and renamed into place."""
+    from fagan_engine.inference import onnx_backend
+
+    checkpoint, _ = exported["x2-lr-pooled"]
+    lonely = tmp_path / "lonely" / checkpoint.name
+    lonely.parent.mkdir()
+    shutil.copy(checkpoint, lonely)
+    first = onnx_backend._onnx_for_checkpoint(lonely)  # exported into the (private) cache
+    assert first.parent.name == "onnx" and sidecar_path(first).is_file()
+    real, seen = onnx_backend.export_onnx, []
+
+    def exporting(source: str, target: str) -> Path:
+        seen.append(sidecar_path(first).is_file())  # what a reader in another process finds meanwhile
+        return real(source, target)
+
+    monkeypatch.setattr(onnx_backend, "export_onnx", exporting)
+    again = onnx_backend._export_to_cache(lonely, first)
+    assert seen == [True] and again == first and sidecar_path(first).is_file()
+    assert sorted(p.name for p in first.parent.iterdir()) == [first.name, sidecar_path(first).name]  # no staging left
+    onnx_runner(str(lonely), 2)
+
+
+def test_a_damaged_sibling_export_gives_way_to_the_cache_and_is_not_counted(exported: Dict, tmp_path: Path) -> None:
+    """A truncated NAME.onnx beside the checkpoint refused the ONNX path ('checksum mismatch') and counted as present."""
+    from fagan_engine.inference.onnx_backend import export_present
+
+    checkpoint, onnx_path = exported["x2-lr-pooled"]
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    for source in (checkpoint, onnx_path, sidecar_path(onnx_path)):
+        shutil.copy(source, folder / source.name)
+    copy = folder / checkpoint.name
+    assert export_present(copy)
+    (folder / onnx_path.name).write_bytes(onnx_path.read_bytes()[:1000])
+    sidecar_path(folder / onnx_path.name).write_text("{}")  # edited: describes no checkpoint
+    assert not export_present(copy)
+    runner, _ = onnx_runner(str(copy), 2)  # re-exported into the cache
+    assert runner(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 1, 16, 16)
+
+
+def test_a_cache_that_cannot_be_written_is_one_line(exported: Dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    checkpoint, _ = exported["x2-lr-pooled"]
+    lonely = tmp_path / "lonely" / checkpoint.name
+    lonely.parent.mkdir()
+    shutil.copy(checkpoint, lonely)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    volume = tmp_path / "v.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((2, 12, 10)).astype(np.float32)), str(volume))
+    code = sr_main([str(volume), str(tmp_path / "o.nrrd"), "--scale", "2", "--checkpoint", str(lonely), "--backend", "onnx",
+                    "--adapt", "0", "--progress", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: cannot write the ONNX export cache") and "XDG_CACHE_HOME" in err[0]
+    assert not (tmp_path / "o.nrrd").exists()

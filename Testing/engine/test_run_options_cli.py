@@ -146,3 +146,31 @@ def test_a_device_the_run_would_not_use_is_refused(fields, message) -> None:
         RunOptions(**fields).validate()
     RunOptions(method="bicubic", device="cpu").validate()  # the CPU, named or by default, stays accepted
     RunOptions(mode="through-plane", device="cuda").validate()
+
+
+def test_a_missing_optional_package_is_one_line_naming_how_to_install_it(capsys) -> None:
+    """Without PyTorch, --backend torch, --through-plane, fagan-export... ended in a ModuleNotFoundError traceback."""
+    from fagan_engine.cli import run_cli
+
+    def needs(name: str):
+        def body() -> int:
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return body
+
+    assert run_cli(needs("torch"), False) == 2
+    assert capsys.readouterr().err == ("error: this needs PyTorch, which is not installed: pip install torch (in Slicer, the "
+                                       "PyTorch extension provides it)\n")
+    assert run_cli(needs("onnxscript"), False) == 2
+    assert "pip install 'fagan-engine[onnx]'" in capsys.readouterr().err
+
+
+def test_without_pytorch_a_cuda_device_is_refused_and_onnx_runs_report_the_cpu(monkeypatch) -> None:
+    """auto fell back to ONNX Runtime on the CPU and ignored --device cuda; the start event named torch's device."""
+    from fagan_engine.inference import runners
+    from fagan_engine.util.errors import InputError
+
+    monkeypatch.setattr(runners, "torch_available", lambda: False)
+    with pytest.raises(InputError, match="ONNX Runtime runs on the CPU"):
+        runners.load_runner(2, "x.safetensors", "cuda", "auto", False)
+    monkeypatch.undo()
+    assert runners.compute_description(RunOptions(backend="onnx"))["device"] == "cpu"

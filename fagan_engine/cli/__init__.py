@@ -102,6 +102,8 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
             return _interrupted(interrupt)
         if isinstance(exc, FAGANError):
             return _error_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, type(exc).__name__, json_progress, exc.exit_code)
+        if isinstance(exc, ModuleNotFoundError) and exc.name:  # an optional package this command needs (torch, onnx...)
+            return _error_line(missing_package_advice(exc.name), "ModuleNotFoundError", json_progress, 2)
         if not is_out_of_memory(exc):
             if json_progress:
                 emit("error", message=f"internal error: {(str(exc).splitlines() or [''])[0]}", kind=type(exc).__name__)
@@ -110,6 +112,16 @@ def run_cli(body: Callable[[], int], json_progress: bool) -> int:
         return _error_line(message, "OutOfMemoryError", json_progress, 2)
     except (KeyboardInterrupt, Terminated) as exc:
         return _interrupted(exc)
+
+
+def missing_package_advice(module: str) -> str:
+    """One line for a Python package this command needs that is not installed (``module``: the import that failed)."""
+    package = module.split(".")[0]
+    if package == "torch":
+        return "this needs PyTorch, which is not installed: pip install torch (in Slicer, the PyTorch extension provides it)"
+    extra = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx"}.get(package)
+    how = f"pip install 'fagan-engine[{extra}]'" if extra else f"pip install {package}"
+    return f"this needs the Python package {package}, which is not installed: {how}"
 
 
 def _error_line(message: str, kind: str, json_progress: bool, code: int) -> int:

@@ -12,6 +12,7 @@ consistency map beside OUTPUT (``<stem>_consistency_stack<k><ext>``, on that sta
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -59,6 +60,9 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
 
     started = time.perf_counter()
     _check_arguments(args)
+    if importlib.util.find_spec("torch") is None:  # the least squares run on torch: say so before the registration's minutes
+        raise InputError("combining stacks needs PyTorch, which is not installed: pip install torch (in Slicer, the PyTorch "
+                         "extension provides it)")
     *inputs, output = args.paths
     reference = (args.reference or 1) - 1
     maps = consistency_map_paths(output, len(inputs)) if args.consistency_map else {}

@@ -20,6 +20,8 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Tuple
@@ -59,7 +61,12 @@ def export_onnx(checkpoint_path: str, output_path: str) -> Path:
 
 def generator_to_onnx(model: Any, metadata: CheckpointMetadata, trim_key_padding: bool = True) -> Any:
     """Trace ``model`` (a Generator) into a checked ``onnx.ModelProto`` carrying ``metadata``."""
-    import onnx  # lazy: optional dependency (onnx), only to export
+    try:
+        import onnx  # lazy: optional dependency (onnx), only to export
+        import onnxscript  # noqa: F401  # lazy: torch.onnx's exporter needs it; checked here for a clear error
+    except ImportError as exc:
+        raise InputError(f"exporting to ONNX needs the {exc.name} package: pip install 'fagan-engine[onnx]' "
+                         "(onnx, onnxscript and onnxruntime)") from None
     import torch  # lazy: keeps torch out of this module's import (the ONNX Runtime runner needs none)
 
     proto = trace_to_onnx(model, torch.rand(2, 1, 24, 20), trim_key_padding)
@@ -116,6 +123,7 @@ def onnx_runner(checkpoint_or_onnx_path: str, scale: int) -> Tuple[Runner, Norma
     checkpoint is exported once into the user cache, else a CheckpointError says to export it.
     """
     path = Path(checkpoint_or_onnx_path)
+    _import_onnxruntime()  # before any export: without ONNX Runtime the export would be written for nothing
     if path.suffix == ".onnx":
         onnx_path = path
     elif path.suffix in (".safetensors", ".json"):
@@ -164,10 +172,18 @@ def _sidecar_metadata(onnx_path: Path) -> CheckpointMetadata:
 
 
 def export_present(checkpoint: Path) -> bool:
-    """Whether an ONNX export of ``checkpoint`` is on disk (its sibling, or the cached one): without PyTorch nothing can
-    make one. Cheap (no model is loaded); the run verifies it."""
+    """Whether an ONNX export of ``checkpoint`` is on disk (its sibling, or the cached one) whose sidecar describes these
+    weights: without PyTorch nothing can make one. Cheap (no model is loaded); the run verifies the bytes."""
     try:
-        return any(path.is_file() for path in _export_paths(checkpoint, read_metadata(str(checkpoint))))
+        wanted = read_metadata(str(checkpoint))
+    except (CheckpointError, OSError):
+        return False
+    return any(_sidecar_describes(path, wanted) for path in _export_paths(checkpoint, wanted))
+
+
+def _sidecar_describes(onnx_path: Path, wanted: CheckpointMetadata) -> bool:
+    try:
+        return onnx_path.is_file() and dataclasses.replace(_sidecar_metadata(onnx_path), onnx_sha256="") == wanted
     except (CheckpointError, OSError):
         return False
 
@@ -182,26 +198,49 @@ def _onnx_for_checkpoint(checkpoint: Path) -> Path:
     """The exported model of ``checkpoint``: its sibling, a cached export, or a fresh one."""
     wanted = read_metadata(str(checkpoint))
     sibling, cached = _export_paths(checkpoint, wanted)
-    if sibling.is_file() and _read_embedded_metadata(sibling) == wanted:
-        return sibling
-    if cached.is_file() and _cached_export_matches(cached, wanted):
-        return cached
+    for found in (sibling, cached):
+        if found.is_file() and _export_matches(found, wanted):
+            return found
     if importlib.util.find_spec("torch") is None:
-        stale = " (the sibling .onnx was exported from other weights)" if sibling.is_file() else ""
+        stale = " (the sibling .onnx is damaged or was exported from other weights)" if sibling.is_file() else ""
+        force = " --force" if sibling.exists() else ""
         raise CheckpointError(
-            f"no ONNX export of {checkpoint.name}{stale}; run `fagan-export {checkpoint} {sibling}` "
+            f"no ONNX export of {checkpoint.name}{stale}; run `fagan-export{force} {checkpoint} {sibling}` "
             "where PyTorch is installed, or install PyTorch"
         )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    return export_onnx(str(checkpoint), str(cached))
+    return _export_to_cache(checkpoint, cached)
 
 
-def _cached_export_matches(cached: Path, wanted: CheckpointMetadata) -> bool:
-    """True when the cached export is intact and made from ``wanted``'s checkpoint (else re-export)."""
+def _export_matches(onnx_path: Path, wanted: CheckpointMetadata) -> bool:
+    """True when the export is intact and made from ``wanted``'s checkpoint (else another is used or made)."""
     try:
-        return _read_embedded_metadata(cached) == wanted
+        return _read_embedded_metadata(onnx_path) == wanted
     except CheckpointError:
         return False
+
+
+def _export_to_cache(checkpoint: Path, cached: Path) -> Path:
+    """Export ``checkpoint`` as ``cached``: written whole in a private folder beside it, then renamed into place, the model
+    before its sidecar. Another process using or exporting the same key at the same time (batch shards sharing a home)
+    never sees a missing sidecar: the key names the weights and the engine version, and an export is byte-for-byte
+    reproducible, so an existing sidecar always describes the bytes beside it."""
+    cache = cached.parent
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=str(cache)))
+    except OSError as exc:
+        raise OutputError(f"cannot write the ONNX export cache {cache} ({exc.strerror or exc}); set XDG_CACHE_HOME to a "
+                          f"writable folder, or export beside the checkpoint: fagan-export {checkpoint} "
+                          f"{checkpoint.with_suffix('.onnx')}") from None
+    try:
+        made = export_onnx(str(checkpoint), str(staging / cached.name))
+        os.replace(made, cached)
+        os.replace(sidecar_path(made), sidecar_path(cached))
+    except OSError as exc:
+        raise OutputError(f"cannot write the ONNX export cache {cache} ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cached
 
 
 def _cache_dir() -> Path:
@@ -252,7 +291,8 @@ def _load(onnx_path: Path, options: Any) -> Tuple[Any, CheckpointMetadata]:
 
 def _import_onnxruntime() -> Any:
     try:
-        import onnxruntime  # lazy: optional dependency (onnxruntime), checked with a clear error
+        with captured_stderr():  # its import may log (telemetry) on descriptor 2
+            import onnxruntime  # lazy: optional dependency (onnxruntime), checked with a clear error
     except ImportError:
         raise InputError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
     return onnxruntime

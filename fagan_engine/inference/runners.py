@@ -66,6 +66,8 @@ def load_runner(
     if checkpoint is None and not untrained:
         raise CheckpointError("no checkpoint given")
     if backend == "onnx" or (backend == "auto" and not torch_available()):
+        if device == "cuda":  # --backend onnx with it is refused by RunOptions; auto falls back to ONNX without PyTorch
+            raise InputError("device 'cuda' needs PyTorch, which is not installed: ONNX Runtime runs on the CPU; use --device cpu")
         if checkpoint is None:
             raise InputError("the ONNX backend needs a checkpoint; random weights (--untrained) need PyTorch")
         runner, normalization = onnx_runner(str(checkpoint), scale)
@@ -95,9 +97,9 @@ def load_model(
 def compute_description(options: RunOptions) -> Dict[str, Any]:
     """``{"device": resolved device, "threads": CPU threads}`` of a run, for the protocol's start event.
 
-    Interpolation baselines run on the CPU in numpy; everything else on the resolved torch device.
+    Interpolation baselines and ONNX Runtime run on the CPU; everything else on the resolved torch device.
     """
-    if options.method != "fagan" or not torch_available():
+    if options.method != "fagan" or options.backend == "onnx" or not torch_available():
         return {"device": "cpu", "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
     import torch  # lazy: keeps torch out of this module's import (the ONNX backend runs without it)
 
