@@ -37,7 +37,14 @@ from .results import (
     linkToInputs,
     placeBesideInput,
 )
-from .volumes import checkOutputVolumeNode, checkScalarVolumeNode, loadVolumeFile, readVolumeHeader, writeVolumeNode
+from .volumes import (
+    checkOutputVolumeNode,
+    checkScalarVolumeNode,
+    loadVolumeFile,
+    readVolumeHeader,
+    rigidTransformBetween,
+    writeVolumeNode,
+)
 
 if TYPE_CHECKING:
     from fagan_engine.util.options import RunOptions
@@ -239,11 +246,11 @@ class StacksJob(SuperResolutionJob):
             newNode(stacksResultName(self.stackNames[self.reference], spacing))
         settings = dict(stacksSettings(self.stackNames, self.reference, self.options, spacing), **self.runInfo())
         maps = {}
-        for index, path, stack in mapped:
+        for index, path, _stack in mapped:
             name = self.stackNames[index]
             mapNode = maps[f"{MAP_KIND}{index + 1}"] = newNode(f"{output.GetName()}_consistency_{name}")
-            loadVolumeFile(mapNode, path)
-            mapNode.SetAndObserveTransformNodeID(_transformID(self.scene, stack))
+            loadVolumeFile(mapNode, path)  # on the stack's grid as the engine saw it: in the reference's frame
+            mapNode.SetAndObserveTransformNodeID(_transformID(self.scene, referenceNode))
             stampResultNode(mapNode, name, dict(settings, map=f"consistency of {name}"), self.identity, self.warnings,
                             role="consistency map")
             legend = showAsMap(mapNode, "consistency")
@@ -322,9 +329,11 @@ class StacksLogic:
         if zeroesNonFinite(options) and not engineSupports(engineFlag("nan_policy")):
             raise ValueError(f"this version of the FA-GAN engine has no {engineFlag('nan_policy')} option yet")
         checkStacksFit(stackNodes, targetSpacing, consistencyMaps)
+        # each stack in the reference's frame: a stack moved by its own (registration) transform is combined where it is
+        frames = [rigidTransformBetween(node, stackNodes[reference]) for node in stackNodes]
         with workFolder("FAGANStacks-", self.temporaryDirectory) as workDir:
-            inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd", stackMetadata(node, instanceValue))
-                          for index, node in enumerate(stackNodes)]
+            inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd", stackMetadata(node, instanceValue), frame)
+                          for index, (node, frame) in enumerate(zip(stackNodes, frames))]
             outputPath, reportPath = workDir / "output.nrrd", workDir / "report.json"
             mapPaths = stackMapPaths(outputPath, len(stackNodes)) if consistencyMaps else [None] * len(stackNodes)
             arguments = stacksArguments(inputPaths, outputPath, reference, options, consistencyMaps, reportPath)

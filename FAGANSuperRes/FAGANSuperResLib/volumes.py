@@ -67,20 +67,43 @@ def defaultInputVolume(scene: Any) -> Any:
     return None
 
 
-def imageFromVolumeNode(volumeNode: Any) -> sitk.Image:
+def imageFromVolumeNode(volumeNode: Any, toFrame: Optional[np.ndarray] = None) -> sitk.Image:
     """Copy a scalar volume node into a SimpleITK image with the same voxels and LPS geometry.
 
-    The node's parent transform is not applied (the result lives in the node's local frame).
+    The node's parent transform is not applied (the result lives in the node's local frame), unless ``toFrame`` (a
+    rigid 4x4 RAS matrix, ``rigidTransformBetween``) moves the geometry into another frame.
     """
     checkScalarVolumeNode(volumeNode)
     image = sitk.GetImageFromArray(np.array(slicer.util.arrayFromVolume(volumeNode)))
     matrix = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASDirectionMatrix(matrix)
     directionRAS = np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])
+    originRAS = np.array(volumeNode.GetOrigin())
+    if toFrame is not None:
+        directionRAS, originRAS = toFrame[:3, :3] @ directionRAS, toFrame[:3, :3] @ originRAS + toFrame[:3, 3]
     image.SetDirection((_RAS_LPS @ directionRAS).ravel().tolist())
-    image.SetOrigin((_RAS_LPS @ np.array(volumeNode.GetOrigin())).tolist())
+    image.SetOrigin((_RAS_LPS @ originRAS).tolist())
     image.SetSpacing(volumeNode.GetSpacing())
     return image
+
+
+def rigidTransformBetween(node: Any, target: Any) -> np.ndarray:
+    """The 4x4 RAS matrix from ``node``'s frame to ``target``'s (their parent transforms; identity when they share one).
+    ValueError (one line) when either is under a non-linear transform, or when the two frames differ by more than a
+    rotation and a shift (scaling, shear or a mirror, which a voxel grid's geometry cannot take): harden it first."""
+    for each in (node, target):
+        parent = each.GetParentTransformNode()
+        if parent is not None and not parent.IsTransformToWorldLinear():
+            raise ValueError(f"{each.GetName()} is under a non-linear transform: harden it (Data module) or remove it first")
+    matrix = vtk.vtkMatrix4x4()
+    slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(node.GetParentTransformNode(), target.GetParentTransformNode(),
+                                                               matrix)
+    array = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    rotation = array[:3, :3]
+    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-6) or np.linalg.det(rotation) < 0:
+        raise ValueError(f"the transform between {node.GetName()} and {target.GetName()} scales, shears or mirrors: "
+                         "harden it (Data module) first")
+    return array
 
 
 def updateVolumeNodeFromImage(volumeNode: Any, image: sitk.Image) -> None:
@@ -139,10 +162,12 @@ def loadVolumeFile(volumeNode: Any, path: Path) -> None:
         volumeNode.SetAndObserveImageData(loaded.GetImageData())
 
 
-def writeVolumeNode(volumeNode: Any, path: Path, metadata: Optional[Dict[str, str]] = None) -> Path:
-    """Write a scalar volume node to ``path`` (.nrrd, .nii.gz, ...) with its exact geometry; ``metadata``
-    (key -> text, e.g. the DICOM Slice Thickness as ``0018|0050``) goes into the file's header (NRRD)."""
-    image = imageFromVolumeNode(volumeNode)
+def writeVolumeNode(volumeNode: Any, path: Path, metadata: Optional[Dict[str, str]] = None,
+                    toFrame: Optional[np.ndarray] = None) -> Path:
+    """Write a scalar volume node to ``path`` (.nrrd, .nii.gz, ...) with its exact geometry (moved by ``toFrame``, see
+    ``imageFromVolumeNode``); ``metadata`` (key -> text, e.g. the DICOM Slice Thickness as ``0018|0050``) goes into the
+    file's header (NRRD)."""
+    image = imageFromVolumeNode(volumeNode, toFrame)
     for key, value in (metadata or {}).items():
         image.SetMetaData(key, value)
     sitk.WriteImage(image, str(path), useCompression=str(path).endswith(".gz"))

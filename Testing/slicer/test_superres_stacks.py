@@ -70,7 +70,7 @@ def test_combining_three_stacks_loads_the_result_maps_and_provenance(scene, fake
         np.testing.assert_allclose(ijkToRas(mapNode), ijkToRas(stack), atol=1e-6)
         assert mapNode.GetNodeReference(REFERENCE_INPUT) is stack and mapNode.GetNodeReference(REFERENCE_RESULT) is output
         assert mapNode.GetName() == f"{output.GetName()}_consistency_{stack.GetName()}"
-        assert mapNode.GetTransformNodeID() == stack.GetTransformNodeID()
+        assert mapNode.GetTransformNodeID() == transform.GetID()  # the reference's frame, where the engine saw every stack
     assert job.summaryTableNode.GetNodeReference(REFERENCE_RESULT) is output
     assert job.status.startswith("Done: T2cor_stacks_iso0.8mm; stacks moved up to 3.1 mm")
     log = job.takeLogLines()
@@ -217,6 +217,57 @@ def test_the_memory_check_counts_the_result_and_every_map(scene):
     with pytest.raises(ValueError, match="^the combined volume and its maps need about .* GiB"):
         checkStacksFit(stacks, 0.4, True, available=1000)
     checkStacksFit(stacks, None, True, available=10**9)
+
+
+def test_a_stack_under_its_own_registration_transform_is_combined_where_the_scene_shows_it(scene):
+    """Parent transforms were dropped: a stack aligned in Slicer by a transform was combined where its voxels lay, a
+    worse result with exit 0 (30 deg) or a refusal as 'different subjects' (45 deg)."""
+    import SimpleITK as sitk
+    import vtk
+
+    from fagan_engine.through_plane.stack_simulation import orientation, phantom, simulate_stack
+
+    volume = phantom(32, seed=0)
+    stacks = [simulate_stack(volume, orientation(plane), 4.0, 4.0, sitk.Euler3DTransform()) for plane in ("axial", "coronal")]
+    results = []
+    for moved in (False, True):
+        nodes = []
+        for plane, stack in zip(("axial", "coronal"), stacks):
+            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", plane)
+            if np.linalg.det(np.reshape(stack.GetDirection(), (3, 3))) < 0:
+                stack = sitk.Flip(stack, [False, False, True])
+            updateVolumeNodeFromImage(node, stack)
+            nodes.append(node)
+        if moved:  # the coronal voxels moved by 40 deg and 12 mm, and a transform in the scene that puts them back
+            rotation = vtk.vtkTransform()
+            rotation.Translate(12.0, 0.0, 0.0)
+            rotation.RotateWXYZ(40.0, 0.3, 0.4, 0.866)
+            undo = vtk.vtkMatrix4x4()
+            undo.DeepCopy(rotation.GetMatrix())
+            undo.Invert()
+            toParent = vtk.vtkMatrix4x4()
+            nodes[1].ApplyTransformMatrix(rotation.GetMatrix())
+            transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+            toParent.DeepCopy(undo)
+            transform.SetMatrixTransformToParent(toParent)
+            nodes[1].SetAndObserveTransformNodeID(transform.GetID())
+        job = StacksLogic().process(nodes, device="cpu", consistencyMaps=True)
+        assert job.state == "succeeded", job.error
+        results.append(slicer.util.arrayFromVolume(job.outputVolumeNode).copy())
+        mapNode = job.mapNodes["consistency_stack2"]
+        corners = [np.append(c, 1.0) for c in physicalCornersRAS(mapNode)]  # the map lies on its stack in the world
+        world = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(mapNode.GetParentTransformNode(), None, world)
+        stackWorld = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(nodes[1].GetParentTransformNode(), None, stackWorld)
+        for mine, theirs in zip(corners, (np.append(c, 1.0) for c in physicalCornersRAS(nodes[1]))):
+            np.testing.assert_allclose(world.TransformPoint(mine[:3]), stackWorld.TransformPoint(theirs[:3]), atol=1e-6)
+    assert results[0].shape == results[1].shape
+    assert np.corrcoef(results[0].ravel(), results[1].ravel())[0, 1] > 0.999
+    bent = scene.AddNewNodeByClass("vtkMRMLGridTransformNode")
+    nodes[0].SetAndObserveTransformNodeID(bent.GetID())
+    with pytest.raises(ValueError, match="non-linear transform"):
+        StacksLogic().process(nodes, device="cpu")
 
 
 def test_the_real_engine_combines_tiny_simulated_stacks_on_the_reference_grid(scene):
