@@ -95,6 +95,10 @@ def displayRange(kind: str, array: np.ndarray) -> Tuple[float, float]:
     return (-top, top) if kind == "consistency" else (0.0, top)
 
 
+GREY_COLOR_NODE_ID = "vtkMRMLColorTableNodeGrey"
+"""Slicer's default colour table of a scalar volume (the Colors module's ID)."""
+
+
 def showAsMap(mapNode: Any, kind: str) -> Optional[Any]:
     """Give ``mapNode`` its colour table, display range and colour legend; return the legend
     display node (None where the Colors module's legend node is not registered in the scene)."""
@@ -109,6 +113,21 @@ def showAsMap(mapNode: Any, kind: str) -> Optional[Any]:
         display.SetWindowLevelMinMax(low, high)
         display.SetInterpolate(False)
     return addColorLegend(mapNode, MAP_TITLES[kind])
+
+
+def showAsImage(volumeNode: Any) -> None:
+    """Give a node that showed a trust map the plain display of an image again: grey, automatic window, interpolated,
+    no colour legend (a new result written into an earlier run's map node)."""
+    if volumeNode.GetDisplayNode() is None:
+        volumeNode.CreateDefaultDisplayNodes()
+    display = volumeNode.GetDisplayNode()
+    with slicer.util.NodeModify(display):
+        display.SetAndObserveColorNodeID(GREY_COLOR_NODE_ID)
+        display.SetAutoWindowLevel(True)
+        display.SetInterpolate(True)
+    legend = colorLegend(volumeNode)
+    if legend is not None:
+        legend.SetVisibility(False)
 
 
 def addColorLegend(volumeNode: Any, title: str) -> Optional[Any]:

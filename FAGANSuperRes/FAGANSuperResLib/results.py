@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .isotropic import isotropicName, throughPlaneAxis
-from .maps import checkSameGrid, showAsMap
+from .maps import checkSameGrid, showAsImage, showAsMap
 from .options import isThroughPlane, runSettings
 from .provenance import NOTICE, fillSummaryTable, stampResultNode, summaryRows
 from .volumes import loadVolumeFile, readVolumeHeader
@@ -66,7 +66,15 @@ def referencedMaps(resultNode: Any) -> List[Any]:
 
 def detachOldRun(resultNode: Any) -> None:
     """A result node being overwritten keeps no link to the maps and summary tables of its earlier run (they no
-    longer match it; they stay in the scene, unlinked)."""
+    longer match it; they stay in the scene, unlinked). A node that was an earlier run's trust map leaves that run
+    (the old result no longer lists it) and shows as an image again."""
+    oldResult = resultNode.GetNodeReference(REFERENCE_RESULT)
+    if oldResult is not None:
+        for index in reversed(range(oldResult.GetNumberOfNodeReferences(REFERENCE_MAP))):
+            if oldResult.GetNthNodeReferenceID(REFERENCE_MAP, index) == resultNode.GetID():
+                oldResult.RemoveNthNodeReferenceID(REFERENCE_MAP, index)
+        resultNode.RemoveNodeReferenceIDs(REFERENCE_RESULT)
+        showAsImage(resultNode)
     for mapNode in referencedMaps(resultNode):
         if mapNode is not None:
             mapNode.RemoveNodeReferenceIDs(REFERENCE_RESULT)

@@ -551,3 +551,18 @@ def test_enforced_consistency_with_the_real_engine(scene, obliqueNode):
     assert job.summary["relative_rms_residual"] == pytest.approx(plain.summary["relative_rms_residual"])
     assert job.outputVolumeNode.GetAttribute("FAGAN.EnforceConsistency") == "yes"
     assert ["Enforce consistency", "yes"] in tableRows(job.summaryTableNode)
+
+
+def test_a_result_written_into_an_earlier_runs_map_leaves_that_run_and_shows_as_an_image(scene):
+    """The old result still listed the node as its consistency map (its overlay showed the new x4 image), the node still
+    pointed back to it, and the new result kept the residual colours with a fixed window: a flat colour."""
+    from FAGANSuperResLib.results import REFERENCE_MAP, REFERENCE_RESULT
+
+    node = addVolumeNode(scene, smoothArray(), name="In")
+    first = SuperResolutionLogic().process(node, None, 2, device="cpu", method="bicubic", consistencyMap=True)
+    mapNode = first.mapNodes["consistency"]
+    second = SuperResolutionLogic().process(node, mapNode, 4, device="cpu", method="lanczos")
+    assert second.outputVolumeNode is mapNode and mapNode.GetAttribute("FAGAN.Role") == "result"
+    assert first.outputVolumeNode.GetNumberOfNodeReferences(REFERENCE_MAP) == 0 and mapNode.GetNodeReference(REFERENCE_RESULT) is None
+    display = mapNode.GetDisplayNode()
+    assert display.GetColorNodeID() == "vtkMRMLColorTableNodeGrey" and display.GetAutoWindowLevel()
