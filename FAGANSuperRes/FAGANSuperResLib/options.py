@@ -123,7 +123,9 @@ def runSettings(options: "RunOptions") -> Dict[str, str]:
     values = {"mode": options.mode, "method": options.method}
     if isThroughPlane(options):
         values.update(targetSpacing=_mm(options.target_spacing) or "finest in-plane spacing",
-                      sliceThickness=_mm(options.slice_thickness) or "chosen by the engine (header, estimate or spacing)")
+                      sliceThickness=_mm(options.slice_thickness) or "chosen by the engine (header, estimate or spacing)",
+                      fit=f"up to {options.fit_iterations} steps" if options.fit_iterations else
+                      "off (the pretrained network)" if options.fit_iterations == 0 else "engine default")
     else:
         values["scale"] = f"x{options.scale}"
         if options.method == "fagan":

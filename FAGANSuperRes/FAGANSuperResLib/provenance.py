@@ -150,12 +150,17 @@ class RunReport:
 
 def planSettings(identity: Any) -> Dict[str, str]:
     """What the engine decided that the panel left to it: through-plane, the slice thickness it used and where it came
-    from (the report's ``identity.through_plane_plan``); empty when the report does not say."""
+    from (the report's ``identity.through_plane_plan``), and what the per-scan fit did (``identity.through_plane_fit``);
+    empty when the report does not say."""
+    settings: Dict[str, str] = {}
     plan = identity.get("through_plane_plan") if isinstance(identity, dict) else None
     thickness = plan.get("thickness") if isinstance(plan, dict) else None
-    if not isinstance(thickness, (int, float)) or isinstance(thickness, bool):
-        return {}
-    return {"sliceThickness": f"{thickness:g} mm ({thicknessSourceWords(_text(plan.get('thickness_source')))})"}
+    if isinstance(thickness, (int, float)) and not isinstance(thickness, bool):
+        settings["sliceThickness"] = f"{thickness:g} mm ({thicknessSourceWords(_text(plan.get('thickness_source')))})"
+    fit = identity.get("through_plane_fit") if isinstance(identity, dict) else None
+    if isinstance(fit, dict) and isinstance(fit.get("steps"), int):
+        settings["fit"] = f"{fit['steps']} steps, kept step {_text(fit.get('best_step'))} ({_text(fit.get('stopped'))})"
+    return settings
 
 
 def thicknessSourceWords(source: Any) -> str:

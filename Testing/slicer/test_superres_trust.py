@@ -566,3 +566,12 @@ def test_a_result_written_into_an_earlier_runs_map_leaves_that_run_and_shows_as_
     assert first.outputVolumeNode.GetNumberOfNodeReferences(REFERENCE_MAP) == 0 and mapNode.GetNodeReference(REFERENCE_RESULT) is None
     display = mapNode.GetDisplayNode()
     assert display.GetColorNodeID() == "vtkMRMLColorTableNodeGrey" and display.GetAutoWindowLevel()
+
+
+def test_a_thick_slice_result_records_what_the_per_scan_fit_did(scene):
+    """With 0 fit steps (the pretrained network) or 3, the result's attributes were the same: nothing named the fit."""
+    node = addVolumeNode(scene, smoothArray((6, 24, 24)), spacing=(1.0, 1.0, 3.0), name="TP")
+    pretrained = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", fit_iterations=0)
+    assert pretrained.outputVolumeNode.GetAttribute("FAGAN.Fit") == "off (the pretrained network)"
+    fitted = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", fit_iterations=3)
+    assert re.fullmatch(r"\d+ steps, kept step \d+ \(.+\)", fitted.outputVolumeNode.GetAttribute("FAGAN.Fit"))
