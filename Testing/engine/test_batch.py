@@ -481,3 +481,18 @@ def test_a_through_plane_row_drops_the_command_lines_in_plane_network_options(tm
     assert code == 0, err
     rows = {Path(row["input"]).name: row for row in read_report(tmp_path / "m.report.csv")}
     assert rows["t.nrrd"]["status"] == rows["a.nrrd"]["status"] == "done"
+
+
+def test_shards_given_one_report_path_each_write_their_own(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--report r.csv with --shard K/N: the second shard replaced the first one's rows (run side by side, one was refused)."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for seed in range(4):
+        sitk.WriteImage(oblique_image(seed=seed), str(source / f"v{seed}.nrrd"))
+    for shard in ("0/2", "1/2"):
+        code, _, err = run([source, "--output-dir", tmp_path / "out", *BICUBIC, "--report", tmp_path / "r.csv", "--shard", shard,
+                            "--progress", "none"], capsys)
+        assert code == 0, err
+    rows = [row for k in (0, 1) for row in read_report(tmp_path / f"r.shard-{k}-of-2.csv")]
+    assert sorted(Path(row["input"]).name for row in rows) == [f"v{seed}.nrrd" for seed in range(4)]
+    assert not (tmp_path / "r.csv").exists()

@@ -264,3 +264,15 @@ def test_the_intensity_factor_holds_for_a_stack_much_dimmer_or_brighter_than_the
     rng = np.random.default_rng(1)
     reference = np.concatenate([rng.random(3000) * 0.05, 0.3 + rng.random(3000) * 0.7])  # background and tissue
     assert intensity_gain(reference * factor, reference) == pytest.approx(1 / factor, rel=1e-6)
+
+
+def test_a_progress_callback_written_as_documented_gets_no_loss_keyword() -> None:
+    """``progress(done, total, phase=None)`` (docs/thick-slices.md) stopped with 'unexpected keyword argument loss'."""
+    from fagan_engine.util.progress import call_progress
+
+    seen = []
+    call_progress(lambda done, total, phase=None: seen.append((done, total, phase)), 1, 4, "register", 0.5)
+    call_progress(lambda done, total, phase=None, loss=None: seen.append((done, total, phase, loss)), 2, 4, "fit", 0.25)
+    call_progress(lambda done, total, **named: seen.append((done, total, named)), 3, 4, "fit", 0.125)
+    call_progress(lambda done, total: seen.append((done, total)), 4, 4, "inference")
+    assert seen == [(1, 4, "register"), (2, 4, "fit", 0.25), (3, 4, {"phase": "fit", "loss": 0.125}), (4, 4)]

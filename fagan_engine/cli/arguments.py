@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-compression", action="store_true", help="write volumes without gzip (larger files that load faster); "
                         "a .nii.gz OUTPUT is refused, batch NIfTI outputs are .nii")
     batch = parser.add_argument_group("batch mode (docs/batch.md)")
-    batch.add_argument("--output-dir", help="batch mode: write each input's output here, mirroring sub-folders")
+    batch.add_argument("--output-dir", help="batch mode: write each input's output here, mirroring sub-folders (with "
+                       "--manifest, whose rows name their outputs: only where the default report goes)")
     batch.add_argument("--manifest", help="batch mode: CSV with columns input,output[,series_id][,RunOptions fields]")
     batch.add_argument(
         "--output-format", choices=tuple(OUTPUT_FORMATS),

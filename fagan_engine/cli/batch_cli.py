@@ -23,6 +23,7 @@ from fagan_engine.pipeline.batch import (
     parse_shard,
     read_manifest,
     select_shard,
+    shard_report_path,
 )
 from fagan_engine.pipeline.batch_runner import BatchEvents, BatchRunner, CaseRecord
 from fagan_engine.pipeline.validation import check_batch_run
@@ -58,7 +59,7 @@ def run_batch(args: argparse.Namespace) -> int:
         cases = cases_from_inputs(args.paths, args.output_dir, options, args.output_format, maps, compress=not args.no_compression)
     shard = parse_shard(args.shard)
     mine = select_shard(cases, *shard)
-    report = args.report or default_report_path(args.output_dir, args.manifest, shard)
+    report = shard_report_path(args.report, shard) if args.report else default_report_path(args.output_dir, args.manifest, shard)
     check_batch_run(cases, report, args.force, args.manifest, compress=not args.no_compression)
     events = CliEvents(args.progress, compute_description(options))
     runner = BatchRunner(

@@ -18,7 +18,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--config", required=True, help="config file (.json, .yaml or .yml)")
     parser.add_argument(
         "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
-        help="override config values (VALUE parsed as JSON, else as a string), e.g. train.iterations=100",
+        help="override config values (VALUE parsed as JSON, else as a string), e.g. train.iterations=5000",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's training state")
     parser.add_argument("--progress", default="bar", choices=("bar", "json", "none"))

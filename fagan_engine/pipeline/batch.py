@@ -427,11 +427,19 @@ REPORT_COLUMNS = ("input", "output", "status", "seconds", "warnings", "error", "
 def default_report_path(output_dir: Optional[str], manifest: Optional[str], shard: Tuple[int, int]) -> str:
     """``<output-dir>/batch-report.csv`` (``batch-report.shard-K-of-N.csv`` for a shard); with a
     manifest and no --output-dir, beside the manifest."""
-    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""
     if output_dir is not None:
-        return str(Path(output_dir) / f"batch-report{suffix}.csv")
+        return shard_report_path(str(Path(output_dir) / "batch-report.csv"), shard)
     assert manifest is not None
-    return str(Path(manifest).with_name(f"{Path(manifest).stem}.report{suffix}.csv"))
+    return shard_report_path(str(Path(manifest).with_name(f"{Path(manifest).stem}.report.csv")), shard)
+
+
+def shard_report_path(report: str, shard: Tuple[int, int]) -> str:
+    """``report`` with ``.shard-K-of-N`` before its extension for one of several shards (each writes its own report, so
+    shards run side by side, a given ``--report`` too), else ``report``."""
+    if shard[1] <= 1:
+        return report
+    path = Path(report)
+    return str(path.with_name(f"{path.stem}.shard-{shard[0]}-of-{shard[1]}{path.suffix}"))
 
 
 def write_report(path: str, rows: Sequence[Dict[str, Any]], totals: Dict[str, Any]) -> None:

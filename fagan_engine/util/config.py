@@ -309,7 +309,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.pretrain_iterations <= self.iterations:
-            raise ConfigError("train.pretrain_iterations must be between 0 and train.iterations")
+            raise ConfigError(f"train.pretrain_iterations ({self.pretrain_iterations}) must be between 0 and train.iterations "
+                              f"({self.iterations}); set both (--set train.pretrain_iterations=N)")
         check_learning_rate("train.lr", self.lr)
         check_interval("train.lr_gamma", self.lr_gamma, 0.0, 1.0, "(]")
         for name in ("beta1", "beta2", "ema_decay"):

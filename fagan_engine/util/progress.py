@@ -26,13 +26,21 @@ def event_fields(phase: Optional[str], loss: Optional[float]) -> Dict[str, Any]:
 
 
 def call_progress(progress: Optional[Callable[..., None]], done: int, total: int, phase: str, loss: Optional[float] = None) -> None:
-    """Report ``(done, total)`` with ``phase=``/``loss=`` keywords when ``progress`` accepts them."""
+    """Report ``(done, total)`` with the ``phase=`` and ``loss=`` keywords that ``progress`` accepts (a callback written
+    as ``(done, total, phase=None)`` gets no ``loss``)."""
     if progress is None:
         return
-    if accepts_phase(progress):
+    if not accepts_phase(progress):
+        progress(done, total)
+    elif _takes_keyword(progress, "loss"):
         progress(done, total, phase=phase, loss=loss)
     else:
-        progress(done, total)
+        progress(done, total, phase=phase)
+
+
+def _takes_keyword(progress: Callable[..., None], name: str) -> bool:
+    parameters = inspect.signature(progress).parameters.values()
+    return any(p.kind is p.VAR_KEYWORD or (p.name == name and p.kind is not p.POSITIONAL_ONLY) for p in parameters)
 
 
 FIRST_PHASE_SHARES = {"adapt": 0.3, "fit": 0.6}
