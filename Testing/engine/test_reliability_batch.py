@@ -310,3 +310,16 @@ def test_a_batch_puts_back_a_dicom_series_left_aside_by_kill_9(tmp_path):
     os.replace(series, aside / "v0")
     assert BatchRunner([case]).run()[0].status == "skipped"
     assert snapshot(series) == old and not aside.exists()
+
+
+def test_two_detached_headers_that_would_share_a_data_file_are_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    """o.nhdr and o.mhd both write o.raw: the streamed map silently replaced the result (exit 0); in a batch one case's
+    voxels replaced another's under its header."""
+    first, second = volumes(tmp_path)
+    code, err = run([first, tmp_path / "o.nhdr", "--scale", "2", "--method", "bicubic", "--consistency-map", tmp_path / "o.mhd",
+                     "--no-compression", "--progress", "none"], capsys)
+    assert code == 2 and err.startswith("error: outputs ") and "would both write the data file" in err
+    assert not list(tmp_path.glob("o.*"))
+    rows = manifest(tmp_path, [(str(first), "a.nhdr"), (str(second), "a.mhd")])
+    code, err = run(["--manifest", rows, "--scale", "2", "--method", "bicubic", "--no-compression", "--progress", "none"], capsys)
+    assert code == 2 and "would both write the data file" in err and not list(tmp_path.glob("a.*"))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 from fagan_engine.io.dicom_writer import check_dicom_output
-from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, file_key
+from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, file_key, written_files
 from fagan_engine.io.volume_io import check_output_path
 from fagan_engine.pipeline.batch import Case, output_format_of
 from fagan_engine.util.atomic import describe_os_error
@@ -102,14 +102,22 @@ def refuse_input_reach(path: str, inputs: InputFiles) -> None:
 
 
 def check_distinct(paths: Iterable[str]) -> None:
-    """OutputError when two outputs of one run are the same file or folder, or one lies inside a DICOM output folder."""
+    """OutputError when two outputs of one run are the same file or folder, write the same file (two detached headers,
+    ``o.nhdr`` and ``o.mhd``, both write ``o.raw``), or one lies inside a DICOM output folder."""
     seen: Dict[object, str] = {}
+    writes: Dict[object, str] = {}
     folders = []
     for path in paths:
         key = file_key(Path(path.rstrip("/" + os.sep) or path))
         if key in seen:
             raise OutputError(f"two outputs of this run are the same path: {seen[key]} and {path}")
         seen[key] = path
+        for written in written_files(path)[1:]:  # a detached header's data files
+            data_key = file_key(written)
+            if data_key in writes and writes[data_key] != path:
+                raise OutputError(f"outputs {writes[data_key]} and {path} would both write the data file {written}; "
+                                  "give one of them another name or a single-file format")
+            writes[data_key] = path
         if output_format_of(path) == "dicom":
             folders.append((os.path.normcase(os.path.realpath(path.rstrip("/" + os.sep))) + os.sep, path))
     for path in seen.values():
