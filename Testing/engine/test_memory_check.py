@@ -26,9 +26,9 @@ def test_available_memory_is_read_from_meminfo(tmp_path: Path, monkeypatch: pyte
 def test_a_result_larger_than_memory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**30)
     memory_check.check_output_fits(250_000, 2)
-    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 25.7 GiB"):
+    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 25.70 GiB"):
         memory_check.check_output_fits(555_000_000 // 64, 8)  # in memory: 48 bytes per output voxel
-    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 3.0 GiB"):
+    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 2.96 GiB"):
         memory_check.check_output_fits(555_000_000 // 64, 8, memory_check.streamed_bytes_per_output_voxel([]))
 
 

@@ -194,3 +194,18 @@ def test_a_map_nifti_cannot_hold_is_refused_before_the_reconstruction_and_nothin
     assert main(["--stacks", first, str(sheared_path), str(out / "iso.nii.gz"), "--consistency-map", "--progress", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sheared" in err[0] and list(out.iterdir()) == [], err
+
+
+def test_running_out_of_memory_gives_the_stacks_advice(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    """It advised --batch-size or --tile-size, which --stacks refuses."""
+    from fagan_engine.through_plane import stacks
+
+    def exhausted(*args, **named):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(stacks, "reconstruct_stacks", exhausted)
+    inputs = _write_stacks(tmp_path)
+    assert main(["--stacks", *inputs, str(tmp_path / "iso.nrrd"), "--progress", "none"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: out of memory: the combined volume does not fit; choose a larger "
+                                               "--target-spacing or crop the stacks")
+    assert not (tmp_path / "iso.nrrd").exists()

@@ -467,3 +467,20 @@ def test_an_output_spacing_far_from_the_target_is_said() -> None:
     image = _oblique(size=(20, 18, 6), spacing=(0.9, 0.8, 3.0))
     assert "2.571 mm, not the target 2.9 mm" in plan_through_plane(image, target_spacing=2.9).spacing_note()
     assert plan_through_plane(image, target_spacing=1.0).spacing_note() is None
+
+
+@pytest.mark.parametrize("target", [1e-308, 5e-324, 0.09])
+def test_a_target_spacing_far_finer_than_the_scan_resolves_is_one_line(target: float) -> None:
+    """1e-308 overflowed the slice count (a traceback); 1e-300 printed a 300-digit memory figure."""
+    with pytest.raises(InputError, match="more than 8 times finer than the finest in-plane spacing 0.8 mm"):
+        plan_through_plane(_oblique(), target_spacing=target)
+    assert plan_through_plane(_oblique(), target_spacing=0.1).target_spacing == 0.1
+
+
+def test_out_of_memory_is_recognised_where_libraries_raise_no_memory_error() -> None:
+    """torch's CPU allocator raises a RuntimeError ('can't allocate memory'): a traceback instead of the advice line."""
+    from fagan_engine.util.failures import is_out_of_memory
+
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                                         "you tried to allocate 140737488355328 bytes"))
+    assert is_out_of_memory(MemoryError()) and not is_out_of_memory(RuntimeError("size mismatch"))

@@ -63,8 +63,8 @@ def _refuse_beyond_memory(input_voxels: int, voxels: int, per_voxel: int, what: 
     needed = BASE_BYTES + BYTES_PER_INPUT_VOXEL * input_voxels + per_voxel * voxels
     if available is not None and needed > available:
         raise InputError(
-            f"{what} has {voxels / 1e6:.0f} M voxels and needs about {needed / 2**30:.1f} GiB of memory, "
-            f"but {available / 2**30:.1f} GiB is available; {advice} or use a machine with more memory"
+            f"{what} has {voxels / 1e6:.3g} M voxels and needs about {needed / 2**30:.2f} GiB of memory, "
+            f"but {available / 2**30:.2f} GiB is available; {advice} or use a machine with more memory"
         )
 
 
@@ -72,4 +72,6 @@ def out_of_memory_advice(mode: str) -> str:
     """The one line for a run that ran out of memory anyway, with the advice that applies to ``mode``."""
     if mode == "through-plane":
         return "out of memory: the through-plane result does not fit; choose a larger --target-spacing or crop the input"
+    if mode == "stacks":
+        return "out of memory: the combined volume does not fit; choose a larger --target-spacing or crop the stacks"
     return "out of memory: use a smaller --batch-size or --tile-size"

@@ -33,7 +33,8 @@ from fagan_engine.util.stdio_capture import captured_stderr
 
 STREAMED_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 NIFTI1_MAX_DIM = 32767
-"""NIfTI-1 stores sizes as int16; a larger volume makes SimpleITK write NIfTI-2, which is not streamed."""
+"""NIfTI-1 stores sizes as int16: such a volume is not streamed, and SimpleITK refuses to write it (one line naming the
+size, after the work: write .nrrd or .mha, which take any size)."""
 CHUNK_BYTES = 1 << 24
 """Bytes per write when a gathered volume is written out."""
 

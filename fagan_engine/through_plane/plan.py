@@ -38,6 +38,9 @@ MIN_RATIO = 1.25
 """Slice spacing / finest in-plane spacing below which a volume counts as already isotropic."""
 SPACING_NOTE_TOLERANCE = 0.05
 """Relative distance of the output spacing from the target above which the run says so (``ThroughPlanePlan.spacing_note``)."""
+MAX_REFINEMENT = 8
+"""A target spacing may be at most this many times finer than the finest in-plane spacing (nothing in a scan resolves
+more; one stack or several)."""
 MAX_THICKNESS_RATIO = 4.0
 """Slice thickness / slice spacing above which the thickness is refused (overlapping acquisitions stay near 2)."""
 THICKNESS_SOURCE_WORDS = {"argument": "as given", "dicom": "from the DICOM Slice Thickness", "estimate": "estimated from the scan",
@@ -183,6 +186,9 @@ def plan_through_plane(
         if value is not None and not (number and math.isfinite(value) and value >= 0 and (value > 0 or name == "edge sigma")):
             raise InputError(f"{name} must be a positive number of mm, got {value!r}")
     target = finest if target_spacing is None else float(target_spacing)
+    if target < finest / MAX_REFINEMENT:
+        raise InputError(f"target spacing {target:g} mm is more than {MAX_REFINEMENT} times finer than the finest in-plane "
+                         f"spacing {finest:g} mm: nothing in the scan resolves it")
     if target >= spacing[axis]:
         raise InputError(
             f"target spacing {target:g} mm is not smaller than the slice spacing {spacing[axis]:g} mm: nothing to super-resolve"

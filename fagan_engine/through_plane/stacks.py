@@ -29,7 +29,7 @@ from fagan_engine.io.geometry import SRGeometry
 from fagan_engine.io.volume_io import validate_image
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.noise_estimate import estimate_noise_sigma
-from fagan_engine.through_plane.plan import plan_through_plane, thickness_source_words
+from fagan_engine.through_plane.plan import MAX_REFINEMENT, plan_through_plane, thickness_source_words
 from fagan_engine.through_plane.run import checked_options, super_resolve_through_plane
 from fagan_engine.through_plane.stack_geometry import (
     StackSlices,
@@ -62,8 +62,6 @@ REFINEMENTS = 2
 """Rounds of registration against the reconstruction, each followed by a new solve."""
 PRIOR_WEIGHT = 0.1
 """μ of the network prior; with it the smoothness weight is halved (chosen on the benchmark's smoke case)."""
-MAX_REFINEMENT = 8
-"""A target spacing may be at most this many times finer than the stacks' finest in-plane spacing."""
 ROBUST_PERCENTILE = 99.5
 MIN_REGISTRATION_SIDE = 4
 """Voxels along each axis below which ITK's smoothing, and so the registration, fails."""

@@ -25,9 +25,18 @@ def interrupt_behind(exc: BaseException) -> Optional[BaseException]:
     return None
 
 
+OUT_OF_MEMORY_MESSAGES = ("can't allocate memory", "failed to allocate memory", "out of memory")
+"""What a failed allocation says where it is no MemoryError: torch's CPU allocator (``DefaultCPUAllocator: can't allocate
+memory``, a RuntimeError) and ONNX Runtime's arena (``Failed to allocate memory``, its own exception type)."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CPU MemoryError or torch's (CUDA) OutOfMemoryError (matched by name: torch may be absent)."""
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+    """CPU MemoryError, torch's (CUDA) OutOfMemoryError (matched by name: torch may be absent), or a library's failed
+    allocation (``OUT_OF_MEMORY_MESSAGES``)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    first = (str(exc).splitlines() or [""])[0].lower() if isinstance(exc, Exception) else ""
+    return any(message in first for message in OUT_OF_MEMORY_MESSAGES)
 
 
 @contextlib.contextmanager
