@@ -73,7 +73,8 @@ def detachOldRun(resultNode: Any) -> None:
         for index in reversed(range(oldResult.GetNumberOfNodeReferences(REFERENCE_MAP))):
             if oldResult.GetNthNodeReferenceID(REFERENCE_MAP, index) == resultNode.GetID():
                 oldResult.RemoveNthNodeReferenceID(REFERENCE_MAP, index)
-        resultNode.RemoveNodeReferenceIDs(REFERENCE_RESULT)
+    resultNode.RemoveNodeReferenceIDs(REFERENCE_RESULT)
+    if (resultNode.GetAttribute("FAGAN.Role") or "").endswith("map"):  # read before the new run stamps it: its old result may be gone
         showAsImage(resultNode)
     for mapNode in referencedMaps(resultNode):
         if mapNode is not None:

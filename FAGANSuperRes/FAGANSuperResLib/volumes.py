@@ -87,10 +87,17 @@ def imageFromVolumeNode(volumeNode: Any, toFrame: Optional[np.ndarray] = None) -
     return image
 
 
+RIGID_TOLERANCE = 1e-4
+"""Largest deviation of RᵀR from the identity still taken as a rotation (a matrix typed or stored to a few digits)."""
+
+
 def rigidTransformBetween(node: Any, target: Any) -> np.ndarray:
-    """The 4x4 RAS matrix from ``node``'s frame to ``target``'s (their parent transforms; identity when they share one).
+    """The 4x4 RAS matrix from ``node``'s frame to ``target``'s (their parent transforms; identity when they share one,
+    even a non-linear one).
     ValueError (one line) when either is under a non-linear transform, or when the two frames differ by more than a
     rotation and a shift (scaling, shear or a mirror, which a voxel grid's geometry cannot take): harden it first."""
+    if node.GetParentTransformNode() is target.GetParentTransformNode():  # one frame (none, or one shared transform)
+        return np.eye(4)
     for each in (node, target):
         parent = each.GetParentTransformNode()
         if parent is not None and not parent.IsTransformToWorldLinear():
@@ -100,7 +107,7 @@ def rigidTransformBetween(node: Any, target: Any) -> np.ndarray:
                                                                matrix)
     array = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
     rotation = array[:3, :3]
-    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-6) or np.linalg.det(rotation) < 0:
+    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=RIGID_TOLERANCE) or np.linalg.det(rotation) < 0:
         raise ValueError(f"the transform between {node.GetName()} and {target.GetName()} scales, shears or mirrors: "
                          "harden it (Data module) first")
     return array

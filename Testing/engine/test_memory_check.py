@@ -26,10 +26,12 @@ def test_available_memory_is_read_from_meminfo(tmp_path: Path, monkeypatch: pyte
 def test_a_result_larger_than_memory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**30)
     memory_check.check_output_fits(250_000, 2)
-    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 25.70 GiB"):
+    with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 25.7 GiB"):
         memory_check.check_output_fits(555_000_000 // 64, 8)  # in memory: 48 bytes per output voxel
     with pytest.raises(InputError, match="x8 result has 555 M voxels and needs about 2.96 GiB"):
         memory_check.check_output_fits(555_000_000 // 64, 8, memory_check.streamed_bytes_per_output_voxel([]))
+    with pytest.raises(InputError, match="x4 result has 3000 M voxels and needs about 143 GiB of memory, but 1 GiB"):
+        memory_check.check_output_fits(3_000_000_000 // 16, 4)  # no 3e+03
 
 
 def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

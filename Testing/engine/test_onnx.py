@@ -279,8 +279,9 @@ def test_a_damaged_sibling_export_gives_way_to_the_cache_and_is_not_counted(expo
         shutil.copy(source, folder / source.name)
     copy = folder / checkpoint.name
     assert export_present(copy)
-    (folder / onnx_path.name).write_bytes(onnx_path.read_bytes()[:1000])
-    sidecar_path(folder / onnx_path.name).write_text("{}")  # edited: describes no checkpoint
+    (folder / onnx_path.name).write_bytes(onnx_path.read_bytes()[:1000])  # the model truncated, its sidecar intact
+    assert not export_present(copy)
+    sidecar_path(folder / onnx_path.name).write_text("{}")  # and the sidecar edited: describes no checkpoint
     assert not export_present(copy)
     runner, _ = onnx_runner(str(copy), 2)  # re-exported into the cache
     assert runner(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 1, 16, 16)

@@ -323,3 +323,8 @@ def test_two_detached_headers_that_would_share_a_data_file_are_refused_before_an
     rows = manifest(tmp_path, [(str(first), "a.nhdr"), (str(second), "a.mhd")])
     code, err = run(["--manifest", rows, "--scale", "2", "--method", "bicubic", "--no-compression", "--progress", "none"], capsys)
     assert code == 2 and "would both write the data file" in err and not list(tmp_path.glob("a.*"))
+    # compressed (the default) they write o.raw.gz and o.zraw: both are made
+    code, err = run([first, tmp_path / "o.nhdr", "--scale", "2", "--method", "bicubic", "--consistency-map", tmp_path / "o.mhd",
+                     "--progress", "none"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("o.*")) == ["o.mhd", "o.nhdr", "o.raw.gz", "o.zraw"]

@@ -22,9 +22,9 @@ def thick_slices(tmp_path: Path) -> Path:
 
 
 def test_through_plane_result_beyond_memory_is_refused_before_the_fit(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**34)
+    monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**28)
     started = time.perf_counter()
-    code = main([str(thick_slices(tmp_path)), str(tmp_path / "iso.nii.gz"), "--through-plane", "--target-spacing", "1e-5"])
+    code = main([str(thick_slices(tmp_path)), str(tmp_path / "iso.nii.gz"), "--through-plane", "--target-spacing", "0.2"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: the through-plane result"), err
     assert "--target-spacing" in err and "--batch-size" not in err
@@ -34,7 +34,7 @@ def test_through_plane_result_beyond_memory_is_refused_before_the_fit(tmp_path: 
 def test_through_plane_memory_check_counts_the_output_grid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_check, "available_bytes", lambda: 2**30)
     memory_check.check_through_plane_fits(100, (256, 256), 1.0)
-    with pytest.raises(memory_check.InputError, match="has 66 M voxels"):
+    with pytest.raises(memory_check.InputError, match="has 65.5 M voxels"):
         memory_check.check_through_plane_fits(1000, (256, 256), 0.1)
 
 

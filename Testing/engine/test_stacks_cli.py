@@ -209,3 +209,12 @@ def test_running_out_of_memory_gives_the_stacks_advice(tmp_path: Path, capsys: p
     assert capsys.readouterr().err.strip() == ("error: out of memory: the combined volume does not fit; choose a larger "
                                                "--target-spacing or crop the stacks")
     assert not (tmp_path / "iso.nrrd").exists()
+    monkeypatch.undo()  # while writing the result, too (it gave the in-plane advice)
+    from fagan_engine.io import volume_io
+
+    def full(*args, **named):
+        raise MemoryError()
+
+    monkeypatch.setattr(volume_io, "write_volume", full)
+    assert main(["--stacks", *inputs, str(tmp_path / "iso.nrrd"), "--progress", "none"]) == 2
+    assert "the combined volume does not fit" in capsys.readouterr().err

@@ -483,4 +483,8 @@ def test_out_of_memory_is_recognised_where_libraries_raise_no_memory_error() -> 
 
     assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
                                          "you tried to allocate 140737488355328 bytes"))
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: "
+                                         "you tried to allocate 123 bytes."))  # torch on Windows
+    assert is_out_of_memory(OSError(12, "Cannot allocate memory")) and is_out_of_memory(RuntimeError("CUDNN_STATUS_ALLOC_FAILED"))
     assert is_out_of_memory(MemoryError()) and not is_out_of_memory(RuntimeError("size mismatch"))
+    assert not is_out_of_memory(KeyError("out of memory"))

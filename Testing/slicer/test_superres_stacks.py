@@ -317,3 +317,30 @@ def test_a_stack_line_names_the_start_its_prior_began_from():
     assert "prior" not in describeStack("T2ax", entry)  # no FA-GAN prior, no start
     entry["network_start"] = {"name": "fagan_through_plane.safetensors", "sha256": "ab" * 32}
     assert describeStack("T2ax", entry).endswith("slices 4 mm thick (as given); prior from fagan_through_plane.safetensors")
+
+
+def test_the_frame_between_two_stacks(scene):
+    """Stacks sharing one non-linear transform were refused; a rotation stored to five digits read as a shear."""
+    import vtk
+    from FAGANSuperResLib.volumes import rigidTransformBetween
+
+    first, second = (addVolumeNode(scene, smoothArray(), name=name) for name in ("first", "second"))
+    bent = scene.AddNewNodeByClass("vtkMRMLGridTransformNode")
+    for node in (first, second):
+        node.SetAndObserveTransformNodeID(bent.GetID())
+    np.testing.assert_array_equal(rigidTransformBetween(first, second), np.eye(4))  # one frame: nothing to apply
+    second.SetAndObserveTransformNodeID(None)
+    with pytest.raises(ValueError, match="first is under a non-linear transform"):
+        rigidTransformBetween(first, second)
+    rounded = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    for r, row in enumerate(np.round(rotation((0.2, 0.5, 0.84), 0.3), 5)):
+        for c, value in enumerate(row):
+            matrix.SetElement(r, c, value)
+    rounded.SetMatrixTransformToParent(matrix)
+    first.SetAndObserveTransformNodeID(rounded.GetID())
+    assert rigidTransformBetween(first, second)[0, 0] == pytest.approx(matrix.GetElement(0, 0))
+    matrix.SetElement(0, 0, 1.2 * matrix.GetElement(0, 0))  # scaled: the grid cannot take it
+    rounded.SetMatrixTransformToParent(matrix)
+    with pytest.raises(ValueError, match="scales, shears or mirrors"):
+        rigidTransformBetween(first, second)

@@ -575,3 +575,14 @@ def test_a_thick_slice_result_records_what_the_per_scan_fit_did(scene):
     assert pretrained.outputVolumeNode.GetAttribute("FAGAN.Fit") == "off (the pretrained network)"
     fitted = SuperResolutionLogic().process(node, None, 2, device="cpu", mode="through-plane", fit_iterations=3)
     assert re.fullmatch(r"\d+ steps, kept step \d+ \(.+\)", fitted.outputVolumeNode.GetAttribute("FAGAN.Fit"))
+
+
+def test_a_map_node_reused_after_its_result_was_deleted_shows_as_an_image(scene):
+    """With the old result gone, the back-reference did not resolve and the map's colours stayed."""
+    node = addVolumeNode(scene, smoothArray(), name="In")
+    first = SuperResolutionLogic().process(node, None, 2, device="cpu", method="bicubic", consistencyMap=True)
+    mapNode = first.mapNodes["consistency"]
+    scene.RemoveNode(first.outputVolumeNode)
+    SuperResolutionLogic().process(node, mapNode, 2, device="cpu", method="lanczos")
+    display = mapNode.GetDisplayNode()
+    assert display.GetColorNodeID() == "vtkMRMLColorTableNodeGrey" and display.GetAutoWindowLevel()

@@ -12,14 +12,13 @@ from fagan_engine.cli.arguments import build_parser, run_options
 from fagan_engine.cli.batch_cli import run_batch
 from fagan_engine.cli.phase_bar import PhaseBar
 from fagan_engine.cli.stacks import run_stacks
-from fagan_engine.inference.memory_check import out_of_memory_advice
+from fagan_engine.inference.memory_check import out_of_memory_as_advice
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.runners import compute_description
 from fagan_engine.pipeline.batch import OUTPUT_FORMATS, check_output_name, map_paths, output_format_of
 from fagan_engine.pipeline.case import CaseOutputs, StagedOutputs, read_source, super_resolve_case, write_outputs
 from fagan_engine.pipeline.validation import check_run_paths
 from fagan_engine.util.errors import InputError
-from fagan_engine.util.failures import is_out_of_memory
 from fagan_engine.util.options import MAP_FLAGS
 from fagan_engine.util.progress import RunFraction, event_fields
 from fagan_engine.util.protocol import emit
@@ -32,7 +31,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: List[str]) -> int:
     args = build_parser().parse_intermixed_args(argv)  # INPUT OUTPUT may also follow options
     if args.stacks:
-        return run_stacks(args, ProgressReporter(args))
+        with out_of_memory_as_advice("stacks"):
+            return run_stacks(args, ProgressReporter(args))
     if args.reference is not None:
         raise InputError("--reference picks the stack whose orientation the result takes: it applies to --stacks only")
     if args.output_dir is not None or args.manifest is not None:
@@ -57,21 +57,20 @@ def _single(args: argparse.Namespace) -> int:
     maps = single_map_paths(args)
     output_is_dicom = check_single_output(args)
     check_run_paths([args.input], args.output, maps, args.report, args.force, compress=not args.no_compression)
-    source = read_source(args.input, options, args.series_id, need_tags=output_is_dicom)
-    resolver = SuperResolver(options) if options.mode != "through-plane" else None
-    report = ProgressReporter(args, whole_run=True)
-    if args.progress == "json":
-        emit("start", input=args.input, output=args.output, options=options.to_dict(), **compute_description(options))
-    with StagedOutputs(CaseOutputs(args.output, maps, args.force, args.report, compress=not args.no_compression)) as staged:
-        try:
-            outcome = super_resolve_case(source.image, options, resolver, report, staged.streams, source.warnings)
-        except BaseException as exc:
-            report.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
-            if is_out_of_memory(exc):
-                raise InputError(out_of_memory_advice(options.mode)) from None
-            raise
-        report.close()
-        write_outputs(staged, outcome, options, resolver, source)
+    with out_of_memory_as_advice(options.mode):  # reading, computing and writing alike
+        source = read_source(args.input, options, args.series_id, need_tags=output_is_dicom)
+        resolver = SuperResolver(options) if options.mode != "through-plane" else None
+        report = ProgressReporter(args, whole_run=True)
+        if args.progress == "json":
+            emit("start", input=args.input, output=args.output, options=options.to_dict(), **compute_description(options))
+        with StagedOutputs(CaseOutputs(args.output, maps, args.force, args.report, compress=not args.no_compression)) as staged:
+            try:
+                outcome = super_resolve_case(source.image, options, resolver, report, staged.streams, source.warnings)
+            except BaseException:
+                report.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
+                raise
+            report.close()
+            write_outputs(staged, outcome, options, resolver, source)
     notes = list(getattr(resolver, "warnings", []))
     for line in notes + [w for w in outcome.warnings if w not in notes]:  # only once the result is written: a failure prints its error line alone
         warn(args, line)

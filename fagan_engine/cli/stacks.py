@@ -22,7 +22,6 @@ from typing import Any, Dict
 from fagan_engine._version import __version__
 from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import FAGANError, InputError
-from fagan_engine.util.failures import is_out_of_memory
 from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS, RunOptions, check_through_plane_ensemble
 from fagan_engine.util.protocol import emit
 
@@ -53,7 +52,6 @@ def _read_stack(index: int, path: str, args: argparse.Namespace) -> Any:
 
 def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     """Reconstruct, write OUTPUT (the consistency maps, the JSON report); ``progress`` is the CLI's reporter (closed here)."""
-    from fagan_engine.inference.memory_check import out_of_memory_advice  # lazy: as below
     from fagan_engine.io import volume_io  # lazy: keeps SimpleITK out of this module's import
     from fagan_engine.io.geometry import direction_matrix  # lazy: as above (cli.arguments imports it)
     from fagan_engine.pipeline.report import NOTICE  # lazy: keeps SimpleITK/scipy out of this module's import
@@ -90,10 +88,8 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
             images, args.target_spacing, reference, args.slice_thickness, network_iterations=args.fit_iterations,
             device=args.device, progress=progress, **({} if args.ensemble is None else {"network_ensemble": args.ensemble}),
         )
-    except BaseException as exc:
+    except BaseException:
         progress.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
-        if is_out_of_memory(exc):
-            raise InputError(out_of_memory_advice("stacks")) from None
         raise
     progress.close()
     compress = not args.no_compression

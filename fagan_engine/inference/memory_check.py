@@ -16,11 +16,13 @@ Without a reading of the available memory (no /proc/meminfo) nothing is checked.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+import contextlib
+from typing import Iterator, Sequence, Tuple
 
 import numpy as np
 
 from fagan_engine.util.errors import InputError
+from fagan_engine.util.failures import is_out_of_memory
 from fagan_engine.util.memory import available_bytes
 
 BASE_BYTES = 2**29
@@ -63,9 +65,14 @@ def _refuse_beyond_memory(input_voxels: int, voxels: int, per_voxel: int, what: 
     needed = BASE_BYTES + BYTES_PER_INPUT_VOXEL * input_voxels + per_voxel * voxels
     if available is not None and needed > available:
         raise InputError(
-            f"{what} has {voxels / 1e6:.3g} M voxels and needs about {needed / 2**30:.2f} GiB of memory, "
-            f"but {available / 2**30:.2f} GiB is available; {advice} or use a machine with more memory"
+            f"{what} has {_figure(voxels / 1e6)} M voxels and needs about {_figure(needed / 2**30)} GiB of memory, "
+            f"but {_figure(available / 2**30)} GiB is available; {advice} or use a machine with more memory"
         )
+
+
+def _figure(value: float) -> str:
+    """A size as people write it: 0.524, 2.96, 25.7, 3000."""
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
 def out_of_memory_advice(mode: str) -> str:
@@ -75,3 +82,15 @@ def out_of_memory_advice(mode: str) -> str:
     if mode == "stacks":
         return "out of memory: the combined volume does not fit; choose a larger --target-spacing or crop the stacks"
     return "out of memory: use a smaller --batch-size or --tile-size"
+
+
+@contextlib.contextmanager
+def out_of_memory_as_advice(mode: str) -> Iterator[None]:
+    """Running out of memory anywhere inside (reading, computing, writing) becomes the one line of advice for ``mode``
+    (``out_of_memory_advice``)."""
+    try:
+        yield
+    except BaseException as exc:
+        if is_out_of_memory(exc):
+            raise InputError(out_of_memory_advice(mode)) from None
+        raise

@@ -172,8 +172,9 @@ def _sidecar_metadata(onnx_path: Path) -> CheckpointMetadata:
 
 
 def export_present(checkpoint: Path) -> bool:
-    """Whether an ONNX export of ``checkpoint`` is on disk (its sibling, or the cached one) whose sidecar describes these
-    weights: without PyTorch nothing can make one. Cheap (no model is loaded); the run verifies the bytes."""
+    """Whether an intact ONNX export of ``checkpoint`` is on disk (its sibling, or the cached one): its sidecar describes
+    these weights and its bytes match the sidecar's checksum. Without PyTorch nothing can make one. Cheap (no model is
+    loaded; a few MB hashed)."""
     try:
         wanted = read_metadata(str(checkpoint))
     except (CheckpointError, OSError):
@@ -183,7 +184,10 @@ def export_present(checkpoint: Path) -> bool:
 
 def _sidecar_describes(onnx_path: Path, wanted: CheckpointMetadata) -> bool:
     try:
-        return onnx_path.is_file() and dataclasses.replace(_sidecar_metadata(onnx_path), onnx_sha256="") == wanted
+        if not onnx_path.is_file() or dataclasses.replace(_sidecar_metadata(onnx_path), onnx_sha256="") != wanted:
+            return False
+        verified_onnx_bytes(onnx_path)
+        return True
     except (CheckpointError, OSError):
         return False
 

@@ -70,6 +70,16 @@ def written_files(path: str) -> List[Path]:
     return [Path(path)] + [Path(stem + suffix) for suffix in DETACHED_DATA_SUFFIXES.get(ext, ())]
 
 
+def written_data_file(path: str, compress: bool) -> Optional[Path]:
+    """The data file SimpleITK writes for a detached header (``o.nhdr``: ``o.raw``, compressed ``o.raw.gz``; ``o.mhd``:
+    ``o.raw``, compressed ``o.zraw``), else None."""
+    ext = lower_extension(path)
+    suffixes = DETACHED_DATA_SUFFIXES.get(ext)
+    if not suffixes:
+        return None
+    return Path(path[: len(path) - len(ext)] + suffixes[1 if compress else 0])
+
+
 def read_files(path: str) -> List[Path]:
     """Every file a read of ``path`` uses: the file, and the data file its detached header names."""
     files = [Path(path)]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 from fagan_engine.io.dicom_writer import check_dicom_output
-from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, file_key, written_files
+from fagan_engine.io.paths import InputFiles, check_output_folder, check_path_text, file_key, written_data_file
 from fagan_engine.io.volume_io import check_output_path
 from fagan_engine.pipeline.batch import Case, output_format_of
 from fagan_engine.util.atomic import describe_os_error
@@ -38,7 +38,7 @@ def check_run_paths(input_paths: Sequence[str], output: str, maps: Dict[str, str
         check_path_text(path, "input")
     inputs = InputFiles(input_paths)
     check_compression([output, *maps.values()], compress)
-    check_distinct([output, *maps.values(), *([report] if report is not None else [])])
+    check_distinct([output, *maps.values(), *([report] if report is not None else [])], compress)
     check_case_outputs(None, output, maps, force, inputs=inputs)
     if report is not None:
         check_report(report, force, inputs, batch=False)
@@ -56,7 +56,7 @@ def check_batch_run(cases: Sequence[Case], report: str, force: bool, manifest: O
     for case in cases:
         for path in case.paths():
             refuse_input_reach(path, inputs)
-    check_distinct([p for case in cases for p in case.paths()] + [report])
+    check_distinct([p for case in cases for p in case.paths()] + [report], compress)
     check_report(report, force, inputs, batch=True)
 
 
@@ -101,9 +101,10 @@ def refuse_input_reach(path: str, inputs: InputFiles) -> None:
         raise OutputError(f"output {path} would replace the input {reached}; choose another output (--force never replaces an input)")
 
 
-def check_distinct(paths: Iterable[str]) -> None:
-    """OutputError when two outputs of one run are the same file or folder, write the same file (two detached headers,
-    ``o.nhdr`` and ``o.mhd``, both write ``o.raw``), or one lies inside a DICOM output folder."""
+def check_distinct(paths: Iterable[str], compress: bool = True) -> None:
+    """OutputError when two outputs of one run are the same file or folder, write the same data file (two detached
+    headers written uncompressed, ``o.nhdr`` and ``o.mhd``, both write ``o.raw``), or one lies inside a DICOM output
+    folder."""
     seen: Dict[object, str] = {}
     writes: Dict[object, str] = {}
     folders = []
@@ -112,7 +113,8 @@ def check_distinct(paths: Iterable[str]) -> None:
         if key in seen:
             raise OutputError(f"two outputs of this run are the same path: {seen[key]} and {path}")
         seen[key] = path
-        for written in written_files(path)[1:]:  # a detached header's data files
+        written = written_data_file(path, compress)
+        if written is not None:
             data_key = file_key(written)
             if data_key in writes and writes[data_key] != path:
                 raise OutputError(f"outputs {writes[data_key]} and {path} would both write the data file {written}; "

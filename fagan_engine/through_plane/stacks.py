@@ -195,8 +195,9 @@ def network_prior(
         try:
             plan = plan_through_plane(stack, None, info.thickness)
         except InputError as exc:  # one volume's advice (in-plane mode) does not apply to a stack: say which, and why
-            raise InputError(f"stack {index + 1}: {str(exc).split(';')[0]}; the FA-GAN prior (a through-plane fit per stack) "
-                             "needs thick slices in every stack: combine these stacks without it") from None
+            reason = str(exc).split("; use in-plane mode")[0]
+            raise InputError(f"stack {index + 1}: {reason}; the FA-GAN prior (a through-plane fit per stack) cannot run on it: "
+                             "combine these stacks without it") from None
         result = super_resolve_through_plane(
             stack, None, info.thickness, iterations, device, progress, seed=seed, ensemble=ensemble, plan=plan
         )

@@ -25,17 +25,21 @@ def interrupt_behind(exc: BaseException) -> Optional[BaseException]:
     return None
 
 
-OUT_OF_MEMORY_MESSAGES = ("can't allocate memory", "failed to allocate memory", "out of memory")
+OUT_OF_MEMORY_MESSAGES = ("can't allocate memory", "not enough memory", "failed to allocate memory", "out of memory",
+                          "cannot allocate memory", "status_alloc_failed")
 """What a failed allocation says where it is no MemoryError: torch's CPU allocator (``DefaultCPUAllocator: can't allocate
-memory``, a RuntimeError) and ONNX Runtime's arena (``Failed to allocate memory``, its own exception type)."""
+memory`` on Linux, ``not enough memory`` on Windows: a RuntimeError), ONNX Runtime's arena (``Failed to allocate memory``),
+the OS (``Cannot allocate memory``, ENOMEM) and cuDNN/cuBLAS (``..._STATUS_ALLOC_FAILED``)."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CPU MemoryError, torch's (CUDA) OutOfMemoryError (matched by name: torch may be absent), or a library's failed
-    allocation (``OUT_OF_MEMORY_MESSAGES``)."""
+    allocation (``OUT_OF_MEMORY_MESSAGES`` in the first line of an error that is no lookup of a name)."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
-    first = (str(exc).splitlines() or [""])[0].lower() if isinstance(exc, Exception) else ""
+    if not isinstance(exc, Exception) or isinstance(exc, LookupError):
+        return False
+    first = (str(exc).splitlines() or [""])[0].lower()
     return any(message in first for message in OUT_OF_MEMORY_MESSAGES)
 
 
