@@ -155,15 +155,16 @@ def test_integer_output_types_follow_the_in_plane_rule(monkeypatch) -> None:
 
 
 def test_a_result_beyond_the_memory_is_refused_on_the_api_path_too(monkeypatch) -> None:
-    """target_spacing 0.01 mm on a 4 mm scan went on to allocate; only the CLI path checked."""
+    """A target spacing far below the slice spacing went on to allocate; only the CLI path checked."""
     import fagan_engine.inference.memory_check as memory_check
 
     image = _oblique(size=(16, 16, 4), spacing=(1.0, 1.0, 4.0))
     monkeypatch.setattr(memory_check, "available_bytes", lambda: memory_check.BASE_BYTES + 2**24)
     assert super_resolve_through_plane(image, iterations=0, device="cpu").GetSize() == (16, 16, 16)  # 1 mm fits
     _no_work(monkeypatch)
-    with pytest.raises(InputError, match=r"through-plane result \(1600 slices at 0.01 mm\).*choose a larger"):
-        super_resolve_through_plane(image, target_spacing=0.01, iterations=0, device="cpu")
+    monkeypatch.setattr(memory_check, "available_bytes", lambda: memory_check.BASE_BYTES + 2**20)
+    with pytest.raises(InputError, match=r"through-plane result \(128 slices at 0.125 mm\).*choose a larger"):
+        super_resolve_through_plane(image, target_spacing=0.125, iterations=0, device="cpu")
 
 
 def _box_average(hr: np.ndarray, centre: float, thickness: float, sub: int = 2000) -> float:
