@@ -27,7 +27,10 @@ class CheckpointInfo:
     def label(self) -> str:
         preset = self.metadata.model.get("preset", "?")
         origin = "bundled" if self.bundled else "user"
-        return f"{self.path.stem} (x{self.scale}, {preset}, {self.acquisition}, {origin})"
+        name = self.path.stem
+        if not self.bundled and self.path.parent.name == "checkpoints":  # a training run's best/latest: name its run folder
+            name = f"{self.path.parent.parent.name}/{name}"
+        return f"{name} (x{self.scale}, {preset}, {self.acquisition}, {origin})"
 
     @property
     def acquisition(self) -> str:

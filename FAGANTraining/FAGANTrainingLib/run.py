@@ -9,6 +9,7 @@ trainer saves a resumable state and reports ``stopped``), ``poll`` (from a timer
 protocol events and moves the state.
 """
 import enum
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -40,6 +41,16 @@ _TRANSITIONS = {
     RunState.FAILED: (RunState.STARTING,),
     RunState.FINISHED: (),
 }
+
+
+def configuredRunFolder(configPath: Path) -> Optional[Path]:
+    """The ``train.output_dir`` a run's config names (resolved), or None when the config cannot say (the trainer's own
+    errors then apply)."""
+    try:
+        config = json.loads(Path(configPath).read_text(encoding="utf-8"))
+        return Path(config["train"]["output_dir"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class TrainingRun:
@@ -91,9 +102,14 @@ class TrainingRun:
         self._launch(resume=False)
 
     def resume(self) -> None:
-        """Continue a stopped or failed run from its last saved state."""
+        """Continue a stopped or failed run from its last saved state. ValueError (one line) when the run folder was moved:
+        its config names the old folder, where the trainer would begin a new run."""
         if not self.canResume:
             raise RuntimeError(f"cannot resume a run that is {self.state.value}")
+        named = configuredRunFolder(self.configPath)
+        if named is not None and named != self.configPath.parent.resolve():
+            raise ValueError(f"this run was moved: its config names the run folder {named}, not {self.configPath.parent}; "
+                             "resume it where it was made, or start a new run")
         self._launch(resume=True)
 
     def stop(self) -> None:

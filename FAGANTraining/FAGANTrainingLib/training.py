@@ -8,7 +8,7 @@ from typing import Any, Iterator, List, Sequence
 
 from FAGANSuperResLib.engine import engineCommand, ensureEngineImportable
 from FAGANSuperResLib.options import ACQUISITIONS
-from FAGANSuperResLib.volumes import indexedFileName, writeVolumeNode
+from FAGANSuperResLib.volumes import checkScalarVolumeNode, indexedFileName, writeVolumeNode
 
 PRESETS = ("fagan", "srgan", "ca-srgan", "sa-srgan")
 """The presets the panel offers: the paper's methods (the engine's ``PRESETS`` add the ablations)."""
@@ -126,7 +126,11 @@ def buildTrainingConfig(settings: TrainingSettings, trainFiles: Sequence[Any]) -
                 "init_checkpoint": initCheckpoint or None,
             },
         }
-        return FAGANConfig.from_dict(data).with_overrides(settings.overrides)
+        config = FAGANConfig.from_dict(data).with_overrides(settings.overrides)
+        from fagan_engine.training.data import check_patch_size  # the trainer's own rule: patch, scale, VGG
+
+        check_patch_size(config)
+        return config
     except FAGANError as exc:
         raise ValueError(str(exc)) from None
 
@@ -206,9 +210,11 @@ def prepareTraining(settings: TrainingSettings, volumeNodes: Sequence[Any] = ())
     can be resumed after Slicer restarts; nodes no longer in the scene are left out. A folder that
     holds an earlier run or is in use (``newRunFolder``) is refused before anything is written."""
     volumeNodes = nodesInScene(volumeNodes)
-    runDir = Path(settings.outputDir)
     if not settings.outputDir:
         raise ValueError("choose an output run folder")
+    runDir = Path(settings.outputDir).resolve()  # the trainer runs in the run folder: a relative name would not reach it
+    for node in volumeNodes:  # every node checked before the run folder gets a file
+        checkScalarVolumeNode(node)
     if settings.vggWeights and not Path(settings.vggWeights).is_file():
         raise ValueError(f"VGG19 weights file not found: {settings.vggWeights}")
     files: List[Path] = [Path(p) for p in settings.volumeFiles]

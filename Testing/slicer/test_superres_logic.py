@@ -400,6 +400,13 @@ def test_checkpoint_registry_and_listing(tmp_path, tinyCheckpoints):
     assert all(info.scale == 8 for info in availableCheckpoints(8, registry))
     registry.remove(tinyCheckpoints[4])
     assert registry.paths() == [tinyCheckpoints[2].resolve()]
+    import shutil
+
+    for run in ("runA", "runB"):  # two training runs' best checkpoints both read "best (x2, ...)" in the list
+        (tmp_path / run / "checkpoints").mkdir(parents=True)
+        registry.add(shutil.copy(tinyCheckpoints[2], tmp_path / run / "checkpoints" / "best.safetensors"))
+    labels = [info.label for info in availableCheckpoints(2, registry) if not info.bundled]
+    assert sum(label.startswith("runA/best (x2") for label in labels) == sum(label.startswith("runB/best (x2") for label in labels) == 1
     (tmp_path / "settings" / "user-checkpoints.json").write_text("{not json")
     assert registry.paths() == []
 

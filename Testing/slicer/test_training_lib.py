@@ -152,6 +152,35 @@ def test_prepare_refuses_incomplete_settings(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_prepare_refuses_what_the_trainer_would_and_writes_nothing(tmp_path, scene, monkeypatch):
+    """Patch sizes the panel offers (8 at x8, 10 at x4, 512 on small slices...) were refused only by the trainer, after
+    the config and the volumes were written; an empty node left the volumes exported before it; a relative run folder
+    wrote a config the trainer, running in that folder, could not find."""
+    good = addVolumeNode(scene, smoothArray(seed=1), name="T1")
+    for changes, message in ((dict(patchSize=8, scale=8), "LR patches"), (dict(patchSize=10, scale=4), "not a multiple")):
+        with pytest.raises(ValueError, match=message):
+            prepareTraining(settingsFor(tmp_path, **changes), [good])
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Empty")
+    with pytest.raises(ValueError, match="Empty"):
+        prepareTraining(settingsFor(tmp_path), [good, empty])
+    assert not (tmp_path / "run").exists()
+    monkeypatch.chdir(tmp_path)
+    configPath = prepareTraining(settingsFor(tmp_path, outputDir="relative"), [good])
+    assert configPath.is_absolute() and configPath == (tmp_path / "relative" / "slicer_training_config.json").resolve()
+
+
+def test_resume_refuses_a_run_folder_that_was_moved(tmp_path, scene):
+    """The config names its run folder: resuming a moved one began a new run from iteration 1 in the old place."""
+    node = addVolumeNode(scene, smoothArray(seed=1), name="T1")
+    configPath = prepareTraining(settingsFor(tmp_path), [node])
+    moved = tmp_path / "moved"
+    configPath.parent.rename(moved)
+    run = TrainingRun.stoppedEarlier(moved / configPath.name)
+    with pytest.raises(ValueError, match="this run was moved: its config names the run folder"):
+        run.resume()
+    assert not (tmp_path / "run").exists()
+
+
 def test_start_refuses_a_folder_holding_an_earlier_run_before_writing_anything(tmp_path, scene):
     """Start on a folder with a training state overwrote the run's config and exported volumes before the trainer refused
     it; a later Resume then continued the old run on the replaced data."""
