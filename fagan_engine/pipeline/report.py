@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
@@ -36,7 +35,7 @@ from fagan_engine.through_plane.run import through_plane_from_options
 from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enforce_through_plane, through_plane_consistency
 from fagan_engine.trust.ood import ood_warnings
 from fagan_engine.trust.uncertainty import tta_uncertainty
-from fagan_engine.util.errors import FAGANWarning, InputError
+from fagan_engine.util.errors import InputError, warn
 from fagan_engine.util.options import RunOptions, check_callables
 from fagan_engine.util.progress import accepts_phase
 
@@ -109,7 +108,7 @@ def super_resolve(
     axes = explicit_axes(plane) if plane is not None and not isinstance(plane, str) else None
     result = run_validated(image, run, None, progress, False, False, None, axes)
     for note in result.warnings:  # what the report would list (clipping, the model's range, ...): Python warnings here
-        warnings.warn(note, FAGANWarning, stacklevel=2)
+        warn(note)
     return result.image
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -43,7 +42,7 @@ from fagan_engine.through_plane.fit import (
 from fagan_engine.through_plane.held_out import HOLD_OUT_EVERY, NO_HELD_OUT, HeldOutPairs, split_held_out
 from fagan_engine.through_plane.plan import ThroughPlanePlan, bspline_matrix, output_geometry, plan_through_plane, project_onto_slices
 from fagan_engine.util.config import NormalizationConfig
-from fagan_engine.util.errors import FAGANWarning, InputError
+from fagan_engine.util.errors import InputError, warn
 from fagan_engine.util.options import (
     DEFAULT_THROUGH_PLANE_ENSEMBLE,
     RunOptions,
@@ -130,7 +129,7 @@ def super_resolve_through_plane(
         plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
     check_memory(image, plan)
     if note is not None:
-        (on_note or _warn)(note)
+        (on_note or warn)(note)
     torch_device = resolve_device(device)
     import torch  # lazy: keeps torch out of this module's import
 
@@ -147,11 +146,11 @@ def super_resolve_through_plane(
     if cfg.iterations > 0:
         outcome = fit_to_scan(model, volume01, plan, cfg, torch_device, progress, stop)
         if outcome.stopped == NO_HELD_OUT:
-            (on_note or _warn)(f"the per-scan fit did not run: the scan is too small to hold slices out for its stopping rule "
+            (on_note or warn)(f"the per-scan fit did not run: the scan is too small to hold slices out for its stopping rule "
                                f"(fewer than {HOLD_OUT_EVERY}); the bundled start network was applied as it is")
         elif outcome.stopped == "diverged":
             kept = f"the weights of step {outcome.best_step}" if outcome.best_step else "the bundled start network"
-            (on_note or _warn)(f"the per-scan fit diverged at step {outcome.steps + 1}; {kept}, the best on the held-out slices, "
+            (on_note or warn)(f"the per-scan fit diverged at step {outcome.steps + 1}; {kept}, the best on the held-out slices, "
                                "was applied")
         if on_fit is not None:
             on_fit(outcome)
@@ -195,10 +194,6 @@ def _check_types(**arguments: Tuple[Any, Any]) -> None:
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds if k is not type(None))
             raise InputError(f"{name} must be {names}{' or None' if type(None) in kinds else ''}, got {value!r}")
-
-
-def _warn(note: str) -> None:
-    warnings.warn(note, FAGANWarning, stacklevel=3)
 
 
 def fit_to_scan(
