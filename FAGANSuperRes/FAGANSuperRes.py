@@ -744,9 +744,9 @@ class FAGANSuperResLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def processAll(volumeNodes, options: Any, waitForCompletion: bool = True, consistencyMap: bool = False):
         """Apply to all volumes with ``options`` (a RunOptions): one background engine process for ``volumeNodes``
-        (see BatchLogic)."""
+        (see BatchLogic); in thick-slice mode each volume's DICOM Slice Thickness comes from Slicer's DICOM database."""
         return BatchLogic(temporaryDirectory=slicer.app.temporaryPath).process(volumeNodes, options, waitForCompletion,
-                                                                               consistencyMap)
+                                                                               consistencyMap, dicomInstanceValue())
 
     @staticmethod
     def showResult(job, sideBySide: bool = False) -> None:

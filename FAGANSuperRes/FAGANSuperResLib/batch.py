@@ -5,10 +5,10 @@ The volumes are written to ``<work>/inputs/NNN_<name>.nrrd`` and the engine's ba
 --progress json``. Its events (``batch_start``, ``case_start``, ``progress`` with ``case`` and
 ``overall``, ``warning`` with ``input``, ``case_end`` with ``status``, ``warnings`` and ``summary``,
 ``finished``) drive the progress and say which cases are complete. Each case becomes a result node
-(and its maps), with the same provenance as a single run, as soon as it finishes; at the end one
-table node lists every case. A failed case does not stop the others. Cancel kills the process; the
-cases finished before it stay (the engine publishes each output atomically), nothing else enters
-the scene.
+(and its maps), with the same provenance as a single run, as soon as it finishes (in thick-slice mode each volume's
+DICOM Slice Thickness goes into its file's header, and the thickness the engine used is recorded on its result); at the
+end one table node lists every case with its trust figures. A failed case does not stop the others. Cancel kills the
+process; the cases finished before it stay (the engine publishes each output atomically) and the table lists them.
 """
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
@@ -17,11 +17,12 @@ import vtk
 
 from .engine import engineCommand, engineEnvironment, engineSupports
 from .errors import oneLine
+from .isotropic import InstanceValue, thicknessMetadata
 from .jobs import EngineJob, workFolder
 from .logic import resolvedDevice, runIdentity
 from .memory import checkResultFits
 from .options import checkRunOptions, engineArguments, mapKinds
-from .provenance import NOTICE, identityFromReport, mergeWarnings
+from .provenance import NOTICE, figureLabel, formatFigure, identityFromReport, mergeWarnings, planSettings
 from .results import addResultToScene, deletedInputWarning, inScene, removeNodes
 from .volumes import indexedFileName, isUsableInput, writeVolumeNode
 
@@ -74,6 +75,8 @@ class BatchCase:
         self.summary: Dict[str, Any] = {}
         self.identity: Dict[str, str] = {}
         """The checkpoint that made this case, from its ``case_end`` event (through-plane it depends on the case)."""
+        self.decided: Dict[str, str] = {}
+        """Through-plane: the slice thickness the engine used for this case and what its fit did (``planSettings``)."""
         self.outputVolumeNode: Any = None
         self.mapNodes: Dict[str, Any] = {}
 
@@ -100,7 +103,13 @@ class BatchJob(EngineJob):
         return [case.outputVolumeNode for case in self.cases if case.outputVolumeNode is not None]
 
     def _ended(self) -> None:
-        self._finish(None if self.process.returnCode == 0 else self.process.errorMessage())
+        """The engine exited. A failed case's own ``error:`` line is that case's (its ``case_end`` says it), so the batch's
+        reason is how the process ended or a line that names no case."""
+        if self.process.returnCode == 0:
+            self._finish(None)
+            return
+        names = [f"{case.inputPath.name}: " for case in self.cases]  # the engine prints ``error: <input as resolved>: ...``
+        self._finish(self.process.errorMessage(ignoring=lambda reason: any(name in reason for name in names)), stopped=True)
 
     def _fail(self, message: str) -> None:
         self._finish(message)
@@ -149,8 +158,7 @@ class BatchJob(EngineJob):
         elif kind == "progress":
             if isinstance(event.get("overall"), (int, float)):
                 self.fraction = float(event["overall"])
-            phase = event.get("phase")
-            step = "fitting" if phase == "fit" else "slice"
+            step = {"fit": "fitting, iteration", "adapt": "adapting to this scan, step"}.get(str(event.get("phase")), "slice")
             self.status = self._caseText(event, f"{step} {event.get('done', '?')} of {event.get('total', '?')}")
         elif kind == "warning" and event.get("message"):
             message = str(event["message"])
@@ -165,6 +173,7 @@ class BatchJob(EngineJob):
             case.warnings = mergeWarnings(case.warnings, [str(w) for w in event.get("warnings") or []])
             case.summary = event.get("summary") if isinstance(event.get("summary"), dict) else {}
             case.identity = identityFromReport({"checkpoint": event.get("checkpoint")}) if isinstance(event.get("checkpoint"), dict) else {}
+            case.decided = planSettings(event["through_plane"]) if isinstance(event.get("through_plane"), dict) else {}
             if isinstance(event.get("overall"), (int, float)):
                 self.fraction = float(event["overall"])
             if case.status == "done":
@@ -173,18 +182,23 @@ class BatchJob(EngineJob):
             self.onProgress(self)
 
     def _caseText(self, event: Dict[str, Any], what: str) -> str:
-        case = self._case(event)
+        """``Volume k of n (name): what``; progress events name no input, so they are the running case's."""
+        case = self._case(event) or self.current
         position = self.cases.index(case) + 1 if case is not None else "?"
         name = case.node.GetName() if case is not None else "?"
         return f"Volume {position} of {len(self.cases)} ({name}): {what}"
 
-    def _finish(self, error: Optional[str], cancelled: bool = False, addTable: bool = True) -> None:
-        """Settle the cases still open, add the summary table (``addTable``), remove the work folder."""
+    def _finish(self, error: Optional[str], cancelled: bool = False, addTable: bool = True, stopped: bool = False) -> None:
+        """Settle the cases still open, add the summary table (``addTable``), remove the work folder. ``stopped``: the
+        engine ended abnormally, so ``error`` is the running case's and the cases it never began are ``not run``."""
         try:
             for case in self.cases:
-                if case.status in ("running", "pending", "done"):  # done: finished but not loaded (scene closing)
-                    case.status = "cancelled" if cancelled else "failed"
-                    case.error = case.error or ("" if cancelled else (error or "not processed"))
+                if cancelled and case.status in ("running", "pending", "done"):  # done: finished but not loaded (scene closing)
+                    case.status = "cancelled"
+                elif stopped and case.status == "pending":
+                    case.status, case.error = "not run", "the engine stopped before this volume"
+                elif case.status in ("running", "pending", "done"):
+                    case.status, case.error = "failed", case.error or error or "not processed"
             try:
                 if addTable:
                     self._addTable()
@@ -194,9 +208,10 @@ class BatchJob(EngineJob):
             self._cleanup()
         loaded = [case for case in self.cases if case.outputVolumeNode is not None]
         failed = [case for case in self.cases if case.status == "failed"]
+        notRun = [case for case in self.cases if case.status == "not run"]
         if not loaded:
             self.state = "cancelled" if cancelled else "failed"
-        elif failed or cancelled:
+        elif failed or notRun or cancelled:
             self.state = "partial"
         else:
             self.state = "succeeded"
@@ -206,7 +221,8 @@ class BatchJob(EngineJob):
             self.error = error if self.state in ("failed", "cancelled") else None
         self.fraction = 1.0 if self.state == "succeeded" else self.fraction
         self.status = f"{len(loaded)} of {len(self.cases)} volumes done" + (
-            f", {len(failed)} failed" if failed else "") + (", cancelled" if cancelled else "") + "."
+            f", {len(failed)} failed" if failed else "") + (f", {len(notRun)} not run" if notRun else "") + (
+            ", cancelled" if cancelled else "") + "."
 
     def _load(self, case: BatchCase) -> None:
         """Add a finished case to the scene at once (results appear one by one); a case whose files
@@ -215,7 +231,9 @@ class BatchJob(EngineJob):
         created: List[Any] = []
         if not inScene(self.scene, case.node):
             case.warnings = mergeWarnings(case.warnings, [deletedInputWarning(case.node.GetName())])
-        runInfo = {"device": self.device} if self.device else {}
+        runInfo = dict(case.decided, **({"device": self.device} if self.device else {}))
+        if self.threads:
+            runInfo["threads"] = str(self.threads)
         try:
             node, mapNodes, _ = addResultToScene(self.scene, case.node, None, case.outputPath, case.mapPaths, self.options,
                                                  {**self.identity, **case.identity}, case.warnings, case.summary, created, runInfo=runInfo,
@@ -243,9 +261,14 @@ class BatchJob(EngineJob):
         self.tableNode = table
 
     def _fillTable(self, table: Any) -> None:
+        """One row per case; after the fixed columns, one per trust figure of the engine's summary (as a single run's
+        summary table has them), in order of first appearance."""
+        figures: List[str] = []
+        for case in self.cases:
+            figures += [key for key in case.summary if key not in figures]
         data = vtk.vtkTable()
         columns = []
-        for name in BATCH_TABLE_COLUMNS:
+        for name in list(BATCH_TABLE_COLUMNS) + [figureLabel(key) for key in figures]:
             column = vtk.vtkStringArray()
             column.SetName(name)
             data.AddColumn(column)
@@ -254,7 +277,7 @@ class BatchJob(EngineJob):
             values = [case.node.GetName(), case.outputVolumeNode.GetName() if case.outputVolumeNode else "",
                       "done" if case.status == "loaded" else case.status,
                       f"{case.seconds:.1f}" if isinstance(case.seconds, (int, float)) else "",
-                      " | ".join(case.warnings), case.error]
+                      " | ".join(case.warnings), case.error] + [formatFigure(case.summary[key]) if key in case.summary else "" for key in figures]
             for column, value in zip(columns, values):
                 column.InsertNextValue(value)
         table.SetAndObserveTable(data)
@@ -268,10 +291,11 @@ class BatchLogic:
         self.temporaryDirectory = temporaryDirectory
 
     def process(self, volumeNodes: List[Any], options: "RunOptions", waitForCompletion: bool = True,
-                consistencyMap: bool = False) -> BatchJob:
+                consistencyMap: bool = False, instanceValue: Optional[InstanceValue] = None) -> BatchJob:
         """Super-resolve ``volumeNodes`` with ``options`` (the engine's ``RunOptions``) in one engine
         process (new result nodes, named as single runs name them); ``consistencyMap`` adds that map
-        to each. Raises ValueError before anything starts if there is nothing to do, an option is
+        to each; ``instanceValue`` (Slicer's ``dicomDatabase.instanceValue``) gives each volume's DICOM Slice Thickness to
+        the engine in thick-slice mode. Raises ValueError before anything starts if there is nothing to do, an option is
         invalid, or the engine has no batch mode."""
         nodes = [node for node in volumeNodes if isUsableInput(node)]
         if not nodes:
@@ -290,7 +314,8 @@ class BatchLogic:
                 output = outputs / name
                 stem = output.name[: -len(".nrrd")]
                 mapPaths = {kind: outputs / f"{stem}_{kind}.nrrd" for kind in mapKinds(options, consistencyMap)}
-                cases.append(BatchCase(node, writeVolumeNode(node, inputs / name), output, mapPaths))
+                metadata = thicknessMetadata(node, instanceValue) if options.mode == "through-plane" else None
+                cases.append(BatchCase(node, writeVolumeNode(node, inputs / name, metadata), output, mapPaths))
             arguments = [str(case.inputPath) for case in cases] + ["--output-dir", str(outputs)]
             arguments += engineArguments(options, consistencyMap)  # batch: maps beside each output
             arguments += ["--report", str(workDir / "batch-report.json")]

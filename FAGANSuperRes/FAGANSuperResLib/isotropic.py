@@ -6,7 +6,7 @@ defaults to the finest in-plane spacing. The slice thickness comes from the DICO
 caller passes ``slicer.dicomDatabase.instanceValue``), else the engine chooses it (``throughPlaneDefaults``).
 """
 import math
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .engine import ensureEngineImportable
 
@@ -41,6 +41,13 @@ def dicomSliceThickness(volumeNode: Any, instanceValue: Optional[InstanceValue])
     except (ValueError, TypeError, RuntimeError):
         return None
     return value if math.isfinite(value) and value > 0 else None
+
+
+def thicknessMetadata(volumeNode: Any, instanceValue: Optional[InstanceValue]) -> Dict[str, str]:
+    """Header entries for a volume's temporary file (a stack, a volume of Apply to all): its DICOM Slice Thickness, when
+    the DICOM database knows it, so that the engine uses it as it would reading the series itself."""
+    thickness = dicomSliceThickness(volumeNode, instanceValue)
+    return {} if thickness is None else {DICOM_SLICE_THICKNESS_KEY: f"{thickness:g}"}
 
 
 def throughPlaneDefaults(volumeNode: Any, instanceValue: Optional[InstanceValue] = None) -> Tuple[float, float, str]:

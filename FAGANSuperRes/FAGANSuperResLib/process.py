@@ -22,7 +22,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .engine import ensureEngineImportable
 
@@ -198,25 +198,35 @@ class EngineProcess:
         found = [line for line in tail if EXCEPTION_LINE.match(line)]
         return found[-1] if found else ""
 
-    def errorMessage(self) -> str:
+    def errorMessage(self, ignoring: Optional[Callable[[str], bool]] = None) -> str:
         """One line explaining a failure: the engine's ``error`` event, its ``error:`` line, the exception line a traceback
         ends with, else how the process ended (a signal by name: ``kill -9`` or the out-of-memory killer leave no line;
-        the last log line, e.g. a validation result, is not the reason)."""
+        the last log line, e.g. a validation result, is not the reason). ``ignoring``: an ``error:`` line's text for which it
+        is true (in a batch, a case's own failure) is not the process's reason; a process killed by a signal then says so
+        first."""
         for event in reversed(self.events):
             if event.get("event") == "error" and event.get("message"):
                 return str(event["message"])
+        killed = self._signalMessage()
+        if ignoring and killed:
+            return killed
         for line in reversed(self.logLines):
-            if line.startswith("error: "):
-                return line[len("error: "):]
+            reason = line[len("error: "):]
+            if line.startswith("error: ") and not (ignoring and ignoring(reason)):
+                return reason
         exception = self._exceptionLine()
         if exception:
             return exception
+        return killed or f"the engine process exited with code {self.returnCode}"
+
+    def _signalMessage(self) -> str:
+        """``the engine process was killed by SIGKILL (out of memory?)`` when a signal ended it, else empty."""
         code = self.returnCode
-        if code is not None and code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            hint = " (out of memory?)" if name == "SIGKILL" else ""
-            return f"the engine process was killed by {name}{hint}"
-        return f"the engine process exited with code {code}"
+        if code is None or code >= 0:
+            return ""
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the engine process was killed by {name}{hint}"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from .engine import engineCommand, engineEnvironment, engineSupports, engineVersion
-from .isotropic import DICOM_SLICE_THICKNESS_KEY, InstanceValue, dicomSliceThickness, formatSpacing
+from .isotropic import InstanceValue, formatSpacing, thicknessMetadata
 from .jobs import workFolder
 from .logic import SuperResolutionJob, describeDevice
 from .maps import checkSameGrid, showAsMap
@@ -97,12 +97,6 @@ def stacksArguments(inputPaths: Sequence[Any], outputPath: Any, reference: int, 
     args += [engineFlag("nan_policy"), options.nan_policy] if zeroesNonFinite(options) else []
     args += [engineFlag("consistency")] if consistencyMaps else []
     return args + outputArguments()
-
-def stackMetadata(stackNode: Any, instanceValue: Optional[InstanceValue]) -> Dict[str, str]:
-    """Header entries for a stack's temporary file: its DICOM Slice Thickness, when the DICOM database knows it."""
-    thickness = dicomSliceThickness(stackNode, instanceValue)
-    return {} if thickness is None else {DICOM_SLICE_THICKNESS_KEY: f"{thickness:g}"}
-
 
 def stackMapPaths(outputPath: Path, count: int) -> List[Path]:
     """Where the engine writes each stack's consistency map (``<output stem>_consistency_stack<k><ext>``)."""
@@ -332,7 +326,7 @@ class StacksLogic:
         # each stack in the reference's frame: a stack moved by its own (registration) transform is combined where it is
         frames = [rigidTransformBetween(node, stackNodes[reference]) for node in stackNodes]
         with workFolder("FAGANStacks-", self.temporaryDirectory) as workDir:
-            inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd", stackMetadata(node, instanceValue), frame)
+            inputPaths = [writeVolumeNode(node, workDir / f"stack{index + 1}.nrrd", thicknessMetadata(node, instanceValue), frame)
                           for index, (node, frame) in enumerate(zip(stackNodes, frames))]
             outputPath, reportPath = workDir / "output.nrrd", workDir / "report.json"
             mapPaths = stackMapPaths(outputPath, len(stackNodes)) if consistencyMaps else [None] * len(stackNodes)

@@ -156,6 +156,8 @@ def test_a_batch_records_the_start_each_case_used(tmp_path: Path, capsys: pytest
     for name, thick in (("a", 2.0), ("b", 4.0)):
         image = thick_volume()
         image.SetSpacing((1.0, 1.0, thick))
+        if name == "b":  # a DICOM Slice Thickness in the header: the engine uses it, and the batch says so per case
+            image.SetMetaData("0018|0050", "3")
         sitk.WriteImage(image, str(tmp_path / "in" / f"{name}.nrrd"))
     code = main([str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"), "--through-plane", "--iterations", "0", "--device", "cpu",
                  "--progress", "json", "--report", str(tmp_path / "batch.csv")])
@@ -168,6 +170,8 @@ def test_a_batch_records_the_start_each_case_used(tmp_path: Path, capsys: pytest
     with open(tmp_path / "batch.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["checkpoint"] for row in rows] == [LOW_RATIO_THROUGH_PLANE_WEIGHTS.name, THROUGH_PLANE_WEIGHTS.name]
+    plans = [event["through_plane"]["through_plane_plan"] for event in ends]
+    assert [(plan["thickness"], plan["thickness_source"]) for plan in plans] == [(2.0, "spacing"), (3.0, "dicom")]
 
 
 def test_sigterm_during_the_fit_leaves_nothing(tmp_path: Path) -> None:

@@ -122,6 +122,11 @@ def tableRows(tableNode):
     return [[table.GetValue(r, c).ToString() for c in range(table.GetNumberOfColumns())] for r in range(table.GetNumberOfRows())]
 
 
+def tableHeader(tableNode):
+    table = tableNode.GetTable()
+    return [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+
+
 # ---------------------------------------------------------------- trust maps (engine contract)
 
 
@@ -375,13 +380,23 @@ def test_a_through_plane_batch_names_the_start_each_case_used(scene, tmp_path):
 
     nodes = [addVolumeNode(scene, smoothArray((8, 32, 32), seed=i), spacing=(1.0, 1.0, thick), name=f"{thick:g} mm")
              for i, thick in enumerate((2.0, 4.0))]
+    # The second was loaded from DICOM with 3 mm slices every 4 mm: a single run hands that thickness to the engine, and so
+    # must the batch (it used the 4 mm spacing, and its result recorded no thickness).
+    nodes[1].SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
     job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
-        nodes, runOptions(mode="through-plane", fit_iterations=0, device="cpu"), waitForCompletion=False)
+        nodes, runOptions(mode="through-plane", fit_iterations=0, device="cpu"), waitForCompletion=False,
+        instanceValue=lambda uid, tag: "3" if tag == "0018,0050" else "")
     pollUntilDone(job, 120)
     assert job.state == "succeeded", job.error
-    names = [case.outputVolumeNode.GetAttribute("FAGAN.Checkpoint") for case in job.cases]
+    results = [case.outputVolumeNode for case in job.cases]
+    names = [result.GetAttribute("FAGAN.Checkpoint") for result in results]
     assert names == ["fagan_through_plane_low.safetensors", "fagan_through_plane.safetensors"]
-    assert len({case.outputVolumeNode.GetAttribute("FAGAN.CheckpointSHA256") for case in job.cases}) == 2
+    assert len({result.GetAttribute("FAGAN.CheckpointSHA256") for result in results}) == 2
+    thickness = [result.GetAttribute("FAGAN.SliceThickness") for result in results]
+    assert thickness[0].startswith("2 mm (") and "spacing" in thickness[0]
+    assert thickness[1].startswith("3 mm (") and "DICOM" in thickness[1]
+    assert all(result.GetAttribute("FAGAN.Fit") for result in results)
+    assert all(result.GetAttribute("FAGAN.Threads") == str(job.threads) for result in results) and job.threads
 
 
 def test_batch_input_volumes_skip_results_label_maps_and_other_folders(scene):
@@ -415,9 +430,13 @@ def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(
     job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
         batchInputVolumes(scene), runOptions(scale=2, method="lanczos", device="cpu"), waitForCompletion=False,
         consistencyMap=consistencyMap)
-    fractions = []
-    job.onProgress = lambda j: fractions.append(j.fraction)
+    fractions, statuses = [], []
+    job.onProgress = lambda j: (fractions.append(j.fraction), statuses.append(j.status))
     pollUntilDone(job, 120)
+    # progress events name no input: the status line named "Volume ? of 3 (?)" while each volume ran
+    progress = [status for status in statuses if ": slice " in status]
+    assert progress and all(status.startswith(("Volume 1 of 3 (case 0)", "Volume 2 of 3 (case 1)", "Volume 3 of 3 (case 2)"))
+                            for status in progress), progress
     assert sum(1 for part in job.process.command if part.endswith(".nrrd")) == 3  # one process for all
     assert job.state == "partial" and "case 1" in job.error
     assert [case.status for case in job.cases] == ["loaded", "failed", "loaded"]
@@ -432,6 +451,43 @@ def test_batch_runs_every_volume_in_one_process_and_keeps_going_after_a_failure(
     assert fractions and max(fractions) <= 1.0
     rows = tableRows(job.tableNode)
     assert [row[2] for row in rows] == ["done", "failed", "done"] and rows[1][5]
+    if consistencyMap:  # the trust figures of a single run's summary table, one column each (they were dropped)
+        header = tableHeader(job.tableNode)
+        column = header.index("Relative rms residual")
+        assert [bool(row[column]) for row in rows] == [True, False, True]
+        assert float(rows[0][column]) == pytest.approx(job.cases[0].summary["relative_rms_residual"], rel=1e-3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_whose_engine_is_killed_names_the_kill_on_the_running_volume_only(scene, tmp_path):
+    """The engine killed (the out-of-memory killer) while the second volume ran, after the first had failed: every open
+    volume was given the first one's error line, and the kill was not mentioned."""
+    import os
+    import signal
+
+    from FAGANSuperResLib.batch import BatchLogic
+
+    if not engine.engineSupports("--output-dir"):
+        pytest.skip("the engine has no batch mode yet")
+    nodes = [addVolumeNode(scene, smoothArray((4, 16, 20)), name="has NaN")]
+    broken = slicer.util.arrayFromVolume(nodes[0])
+    broken[0, 0, 0] = np.nan
+    slicer.util.arrayFromVolumeModified(nodes[0])
+    nodes += [addVolumeNode(scene, smoothArray((40, 128, 128), seed=i), name=f"large {i}") for i in range(2)]
+    job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
+        nodes, runOptions(scale=8, method="lanczos", device="cpu"), waitForCompletion=False)
+    deadline = time.monotonic() + 120
+    while job.cases[1].status != "running":
+        assert not job.poll() and time.monotonic() < deadline, job.status
+        time.sleep(0.02)
+    os.kill(job.process._popen.pid, signal.SIGKILL)  # only the engine, as the out-of-memory killer would
+    pollUntilDone(job, 60)
+    assert [case.status for case in job.cases] == ["failed", "failed", "not run"]
+    assert "non-finite" in job.cases[0].error
+    assert job.cases[1].error == "the engine process was killed by SIGKILL (out of memory?)"
+    assert job.cases[2].error == "the engine stopped before this volume"
+    assert job.state == "failed" and "non-finite" not in job.cases[1].error
+    assert job.status == "0 of 3 volumes done, 2 failed, 1 not run."
     assert list(tmp_path.iterdir()) == []
 
 

@@ -152,7 +152,7 @@ class CliEvents(BatchEvents):
         if self.mode == "json":
             emit("case_end", case=index, cases=total, input=case.input, output=case.output, status=record.status,
                  seconds=record.seconds, error=record.error or None, warnings=record.warnings, summary=record.summary or None,
-                 checkpoint=record.checkpoint,
+                 checkpoint=record.checkpoint, through_plane=record.through_plane,
                  overall=round(self.finished / self.pending, 4) if self.pending else 1.0)
         if record.status == "failed":
             self._line(f"error: {case.input}: {record.error}")

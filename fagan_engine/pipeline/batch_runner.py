@@ -46,6 +46,9 @@ class CaseRecord:
     checkpoint: Optional[Dict[str, str]] = None
     """Name and SHA-256 of the checkpoint that made this case (from its report's identity); through-plane it depends on
     the case's slice ratio (``models.checkpoint.bundled_through_plane``). None: no checkpoint (interpolation)."""
+    through_plane: Optional[Dict[str, Any]] = None
+    """Through-plane: the slice thickness the engine used (and where it came from) and what the fit did for this case
+    (``Outcome.through_plane``), since a batch leaves them to the engine volume by volume. None in-plane."""
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,6 +165,7 @@ class BatchRunner:
                 record.warnings += [w for w in outcome.warnings if w not in record.warnings]
                 record.summary = dict(outcome.summary)
                 record.checkpoint = outcome.checkpoint
+                record.through_plane = outcome.through_plane
                 write_outputs(staged, outcome, case.options, resolver, source)
             record.status = "done"
         except FAGANError as exc:
@@ -253,7 +257,8 @@ def _is_row(row: Any) -> bool:
     seconds, warnings, checkpoint = row.get("seconds"), row.get("warnings"), row.get("checkpoint")
     return ((seconds is None or isinstance(seconds, (int, float)) and not isinstance(seconds, bool))
             and isinstance(warnings, list) and all(isinstance(w, str) for w in warnings)
-            and isinstance(row.get("summary"), dict) and (checkpoint is None or isinstance(checkpoint, dict)))
+            and isinstance(row.get("summary"), dict) and (checkpoint is None or isinstance(checkpoint, dict))
+            and (row.get("through_plane") is None or isinstance(row.get("through_plane"), dict)))
 
 
 def _finite(text: str) -> float:

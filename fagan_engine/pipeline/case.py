@@ -59,6 +59,14 @@ class Outcome:
         made_by = (self.report or {}).get("identity", {}).get("checkpoint")
         return {key: made_by[key] for key in ("name", "sha256")} if made_by else None
 
+    @property
+    def through_plane(self) -> Optional[Dict[str, Any]]:
+        """Through-plane: what the engine decided for this volume, the report identity's ``through_plane_plan`` (slice
+        thickness and its source, spacings) and ``through_plane_fit`` (what the per-scan fit did); None in-plane."""
+        identity = (self.report or {}).get("identity", {})
+        decided = {key: identity[key] for key in ("through_plane_plan", "through_plane_fit") if key in identity}
+        return decided or None
+
 
 @dataclasses.dataclass
 class Source:
