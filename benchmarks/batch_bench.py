@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from benchmarks.common import checked_output, write_output
+from benchmarks.common import checked_device, checked_output, write_output
 
 
 def make_volumes(folder: Path, count: int, size: Sequence[int], seed: int = 0) -> List[Path]:
@@ -120,11 +120,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error(f"--count must be at least 1, got {args.count}")
+    checked_device(args.device)
     output = checked_output(args.output)
     count, size = (2, (16, 16, 4)) if args.smoke else (args.count, tuple(args.size))
     with tempfile.TemporaryDirectory(prefix="fagan-batch-bench-") as folder:
-        result = run_batch_bench(count, size, args.scale, args.device, args.threads, Path(folder), method=args.method,
-                                 separate=args.separate)
+        try:
+            result = run_batch_bench(count, size, args.scale, args.device, args.threads, Path(folder), method=args.method,
+                                     separate=args.separate)
+        except RuntimeError as exc:  # a fagan-sr run failed: its last line, nothing written
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
     from .machine import load_average, machine_info
 
     result["machine"] = machine_info(args.device)

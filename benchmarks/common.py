@@ -62,6 +62,17 @@ SMOKE = Sizes(
 )
 
 
+def checked_device(device: str) -> None:
+    """``--device cuda`` where no CUDA GPU is usable: one ``error:`` line and exit 2, before anything runs or is written."""
+    if device != "cuda":
+        return
+    import torch  # lazy: the suite's workers and the ONNX rows do not need it at import
+
+    if not torch.cuda.is_available():
+        sys.stderr.write("error: --device cuda: no CUDA GPU is usable here\n")
+        raise SystemExit(2)
+
+
 def checked_output(path: Optional[Any]) -> Optional[Path]:
     """``--output`` checked before the benchmark runs (its folder made and writable), so a long run's result is not lost to
     a bad path at the end; one ``error:`` line and exit 2 otherwise."""
@@ -179,12 +190,10 @@ def export_to(checkpoint: str, folder: Path) -> str:
 
 
 def export_padded_onnx(checkpoint: str, path: Path) -> str:
-    """The engine's export without dropping SelfAttention's q/k zero padding (to measure it)."""
-    from fagan_engine.inference.onnx_backend import generator_to_onnx
-    from fagan_engine.models.checkpoint import load_generator
-    from fagan_engine.util.atomic import atomic_write_bytes
+    """The engine's export (with its sidecar, which the runner checks) without dropping SelfAttention's q/k zero padding
+    (to measure it)."""
+    from fagan_engine.inference.onnx_backend import export_onnx
 
-    model, metadata = load_generator(checkpoint)
-    atomic_write_bytes(path, generator_to_onnx(model, metadata, trim_key_padding=False).SerializeToString())
+    export_onnx(checkpoint, str(path), trim_key_padding=False)
     return str(path)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .batch_bench import batch_section
-from .common import FULL, SMOKE, Sizes, checked_output, export_padded_onnx, export_to, prepare_checkpoint, worker_env
+from .common import FULL, SMOKE, Sizes, checked_device, checked_output, export_padded_onnx, export_to, prepare_checkpoint, worker_env
 from .machine import REPO, load_average, machine_info, machine_name
 from .through_plane_bench import through_plane_section
 from .trust_bench import trust_section
@@ -32,11 +32,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results"), help="results folder")
     args = parser.parse_args(argv)
+    checked_device(args.device)
     checked_output(Path(args.output) / "results.json")  # the folder, before the run: the results are written after it
-    import torch
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA GPU is usable here")
     results = run_suite(SMOKE if args.smoke else FULL, args.device, args.smoke)
     results["command"] = " ".join(["python -m benchmarks.run"] + list(sys.argv[1:] if argv is None else argv))
     paths = write_results(results, Path(args.output))

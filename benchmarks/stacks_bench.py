@@ -168,9 +168,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     result = run(args.smoke, args.threads, args.through_plane_iterations, args.network_iterations)
     print(json.dumps(result, indent=2))
+    if "error" in result:  # an earlier result at --output stays as it was
+        sys.stderr.write(f"error: {result['error']}\n")
+        return 1
     if output is not None:
         write_output(output, json.dumps(result, indent=2) + "\n")
-    return 0 if "error" not in result else 1
+    return 0
 
 
 if __name__ == "__main__":

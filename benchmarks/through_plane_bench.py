@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from benchmarks.common import checked_output, write_output
+from benchmarks.common import checked_device, checked_output, write_output
 
 
 def make_volume(smoke: bool):
@@ -168,14 +168,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-bar", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
+    checked_device(args.device)
     output = checked_output(args.output)
     if serve_worker(args.worker, measure):
         return 0
     result = run(args.smoke, args.device, args.iterations, args.threads, bar=not args.no_bar)
     print(json.dumps(result))
+    if "error" in result:  # an earlier result at --output stays as it was
+        sys.stderr.write(f"error: {result['error']}\n")
+        return 1
     if output is not None:
         write_output(output, json.dumps(result, indent=2) + "\n")
-    return 0 if "error" not in result else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The step mirrors ``fagan_engine.training.trainer.Trainer._step`` in its GAN phase, with the
 trainer's loss functions: G update on pixel (L1) + content + 1e-3·adversarial, then D update
-on [HR, SR.detach()]. The trainer's step is a method of a Trainer bound to a run folder and a
+on [HR, SR.detach()], then the EMA update of G; on CUDA with the trainer's set-up (cuDNN autotuning, channels_last for G, D
+and the content network). The trainer's step is a method of a Trainer bound to a run folder and a
 data set, so it is reproduced here on random patches. ``vgg``: content loss through VGG19 φ5,4
 (random weights: the same cost as the real ones, which are not shipped) or the pixel-MSE
 fallback used when ``train.vgg_weights`` is unset.
@@ -55,6 +56,7 @@ def make_step(device: str, precision: str, batch: int, patch: int, vgg: bool, tr
 
     from fagan_engine.models.archs import build_discriminator, build_generator, preset_config
     from fagan_engine.mri.forward_model import AcquisitionConfig, degrade
+    from fagan_engine.training.ema import EMA
     from fagan_engine.training.losses import (
         ContentLoss,
         VGG19Features,
@@ -64,10 +66,15 @@ def make_step(device: str, precision: str, batch: int, patch: int, vgg: bool, tr
     )
 
     cfg = preset_config("fagan", 4)
-    memory_format = torch.channels_last if device == "cuda" else torch.contiguous_format
+    cuda = device == "cuda"
+    memory_format = torch.channels_last if cuda and train.channels_last else torch.contiguous_format
+    if cuda:
+        torch.backends.cudnn.benchmark = True
     G = build_generator(cfg).to(device, memory_format=memory_format).train()
     D = build_discriminator(cfg).to(device, memory_format=memory_format).train()
-    content = ContentLoss(VGG19Features().requires_grad_(False).eval() if vgg else None).to(device)
+    content = ContentLoss(VGG19Features().requires_grad_(False).eval() if vgg else None).to(device, memory_format=memory_format)
+    ema = EMA(G, train.ema_decay)
+    iteration = [0]
     opt_g = torch.optim.Adam(G.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     hr = torch.rand(batch, 1, patch, patch, device=device).contiguous(memory_format=memory_format)
@@ -100,5 +107,7 @@ def make_step(device: str, precision: str, batch: int, patch: int, vgg: bool, tr
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
+        iteration[0] += 1
+        ema.update(G, iteration[0])
 
     return step

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
-from .common import FULL, SMOKE, Sizes, prepare_checkpoint, synthetic_volume
+from .common import FULL, SMOKE, Sizes, checked_device, prepare_checkpoint, synthetic_volume
 
 UNCERTAINTY_SLICES = 16
 
@@ -38,7 +38,9 @@ def trust_row(scale: int, sizes: Sizes, device: str, tmp: Path) -> Dict[str, Any
 
     side = sizes.output // scale
     model = prepare_checkpoint(scale, tmp)
-    resolver = SuperResolver(RunOptions(scale=scale, checkpoint=model["checkpoint"], device=device, backend="torch", batch_size=sizes.batch))
+    # the network's single pass, the denominator of every ratio: no per-scan adaptation, no self-ensemble, no projection
+    resolver = SuperResolver(RunOptions(scale=scale, checkpoint=model["checkpoint"], device=device, backend="torch", batch_size=sizes.batch,
+                                        adapt_iterations=0, ensemble=1, enforce_consistency=False))
     image = synthetic_volume(sizes.slices, side)
     axes = (0, 1)
     resolver(synthetic_volume(min(sizes.batch, sizes.slices), side, seed=1), plane=axes)  # warm-up
@@ -58,6 +60,7 @@ def trust_row(scale: int, sizes: Sizes, device: str, tmp: Path) -> Dict[str, Any
         "consistency_fraction": consistency_s / inference_s, "enforce_s": enforce_s, "ood_s": ood_s,
         "uncertainty_slices": count, "uncertainty_s": uncertainty_s, "uncertainty_vs_inference": uncertainty_s / subset_s,
         "sr_voxels": int(sitk.GetArrayViewFromImage(sr).size),
+        "adapted": resolver.adaptation is not None, "ensemble_members": resolver.options.ensemble_members,
     }
 
 
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=None)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
+    checked_device(args.device)
     sizes = SMOKE if args.smoke else FULL
     if args.scales:
         sizes = dataclasses.replace(sizes, scales=tuple(args.scales))

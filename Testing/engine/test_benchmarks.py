@@ -55,3 +55,38 @@ def test_smoke_run_produces_sane_figures(tmp_path: Path) -> None:
     for row in results["training"]:
         assert row["iterations_per_s"] > 0 and row["flops_per_step"] > 0 and 0 < row["mfu"]
     assert all(r["slice_s"] > 0 and r["peak_rss_mib"] > 0 for r in results["tiling"])
+
+
+def test_the_cpu_variants_section_runs_at_tiny_sizes(tmp_path: Path) -> None:
+    """The full suite's CPU variants (never reached by --smoke) failed every scale: the padded ONNX export had no sidecar."""
+    import dataclasses
+
+    from benchmarks.common import FULL
+    from benchmarks.run import variants_section
+
+    rows = variants_section(dataclasses.replace(FULL, scales=(4,), output=32, batch=2, repeats=1, threads=1), tmp_path)
+    assert rows and all("error" not in row for row in rows), rows
+    assert "ONNX Runtime, padded q/k (before)" in {row["name"] for row in rows}
+
+
+def test_the_trust_ratios_are_against_the_networks_single_pass(tmp_path: Path) -> None:
+    """Their denominator included per-scan adaptation and, at x4, the 8-member self-ensemble (about 40 times the pass)."""
+    import dataclasses
+
+    from benchmarks.common import SMOKE
+    from benchmarks.trust_bench import trust_section
+
+    (row,) = trust_section(dataclasses.replace(SMOKE, scales=(4,)), "cpu", tmp_path)
+    assert row["adapted"] is False and row["ensemble_members"] == 1
+
+
+def test_cuda_without_a_gpu_is_one_error_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is usable here")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "cuda", "--output", str(tmp_path / "new")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --device cuda: no CUDA GPU is usable here"]
+    assert not (tmp_path / "new").exists()

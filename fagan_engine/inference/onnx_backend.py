@@ -42,14 +42,15 @@ Runner = Callable[[np.ndarray], np.ndarray]
 OPSET = 18
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
-def export_onnx(checkpoint_path: str, output_path: str) -> Path:
-    """Export the checkpoint's generator to ``output_path`` (.onnx) plus ``output_path + '.json'``."""
+def export_onnx(checkpoint_path: str, output_path: str, trim_key_padding: bool = True) -> Path:
+    """Export the checkpoint's generator to ``output_path`` (.onnx) plus ``output_path + '.json'`` (``trim_key_padding``:
+    see ``trace_to_onnx``)."""
     target = Path(output_path)
     if target.suffix != ".onnx":
         raise OutputError(f"ONNX output must end with .onnx, got {target.name}")
     check_output_folder(target.parent)
     model, metadata = load_generator(checkpoint_path)
-    blob = generator_to_onnx(model, metadata).SerializeToString()
+    blob = generator_to_onnx(model, metadata, trim_key_padding).SerializeToString()
     sidecar = sidecar_path(target)
     if sidecar.exists():  # a kill between the writes must never pair new bytes with an old checksum
         sidecar.unlink()
