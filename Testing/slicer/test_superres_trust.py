@@ -122,6 +122,22 @@ def tableRows(tableNode):
     return [[table.GetValue(r, c).ToString() for c in range(table.GetNumberOfColumns())] for r in range(table.GetNumberOfRows())]
 
 
+def slowBatch(scene, tmp_path, first):
+    """A ×8 Lanczos batch of ``first`` and two large volumes that take seconds each, started in the background."""
+    from FAGANSuperResLib.batch import BatchLogic
+
+    nodes = [first] + [addVolumeNode(scene, smoothArray((40, 128, 128), seed=i), name=f"large {i}") for i in range(2)]
+    return BatchLogic(temporaryDirectory=str(tmp_path)).process(
+        nodes, runOptions(scale=8, method="lanczos", device="cpu"), waitForCompletion=False)
+
+
+def waitForCase(job, index, status, timeout=120):
+    deadline = time.monotonic() + timeout
+    while job.cases[index].status != status:
+        assert not job.poll() and time.monotonic() < deadline, job.status
+        time.sleep(0.02)
+
+
 def tableHeader(tableNode):
     table = tableNode.GetTable()
     return [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
@@ -465,21 +481,15 @@ def test_a_batch_whose_engine_is_killed_names_the_kill_on_the_running_volume_onl
     import os
     import signal
 
-    from FAGANSuperResLib.batch import BatchLogic
 
     if not engine.engineSupports("--output-dir"):
         pytest.skip("the engine has no batch mode yet")
-    nodes = [addVolumeNode(scene, smoothArray((4, 16, 20)), name="has NaN")]
-    broken = slicer.util.arrayFromVolume(nodes[0])
+    first = addVolumeNode(scene, smoothArray((4, 16, 20)), name="has NaN")
+    broken = slicer.util.arrayFromVolume(first)
     broken[0, 0, 0] = np.nan
-    slicer.util.arrayFromVolumeModified(nodes[0])
-    nodes += [addVolumeNode(scene, smoothArray((40, 128, 128), seed=i), name=f"large {i}") for i in range(2)]
-    job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
-        nodes, runOptions(scale=8, method="lanczos", device="cpu"), waitForCompletion=False)
-    deadline = time.monotonic() + 120
-    while job.cases[1].status != "running":
-        assert not job.poll() and time.monotonic() < deadline, job.status
-        time.sleep(0.02)
+    slicer.util.arrayFromVolumeModified(first)
+    job = slowBatch(scene, tmp_path, first)
+    waitForCase(job, 1, "running")
     os.kill(job.process._popen.pid, signal.SIGKILL)  # only the engine, as the out-of-memory killer would
     pollUntilDone(job, 60)
     assert [case.status for case in job.cases] == ["failed", "failed", "not run"]
@@ -557,18 +567,11 @@ def test_report_identity_forms():
 def test_batch_results_appear_one_by_one_and_cancel_keeps_them(scene, tmp_path, sceneClosing):
     """A cancel keeps the loaded results and adds the summary table; while the scene closes (the module cancels with
     ``keepFinished=False``) it adds nothing more to the scene."""
-    from FAGANSuperResLib.batch import BatchLogic
 
     if not engine.engineSupports("--output-dir"):
         pytest.skip("the engine has no batch mode yet")
-    nodes = [addVolumeNode(scene, smoothArray((4, 16, 20)), name="small")]
-    nodes += [addVolumeNode(scene, smoothArray((40, 128, 128), seed=i), name=f"large {i}") for i in range(2)]
-    job = BatchLogic(temporaryDirectory=str(tmp_path)).process(
-        nodes, runOptions(scale=8, method="lanczos", device="cpu"), waitForCompletion=False)
-    deadline = time.monotonic() + 120
-    while job.cases[0].status != "loaded":
-        assert not job.poll() and time.monotonic() < deadline, job.status
-        time.sleep(0.05)
+    job = slowBatch(scene, tmp_path, addVolumeNode(scene, smoothArray((4, 16, 20)), name="small"))
+    waitForCase(job, 0, "loaded")
     first = job.cases[0].outputVolumeNode
     assert first.GetScene() is scene and first.GetName() == "small_SRx8"  # in the scene while the batch runs
     if sceneClosing:
