@@ -58,6 +58,37 @@ def test_resampling_gaps_keeps_the_acquired_spacing(tmp_path: Path) -> None:
     assert image.GetSize()[2] == 4 and image.GetSpacing()[2] == pytest.approx(3.0, rel=1e-4)
 
 
+def rounded_axial_series(tmp_path: Path, count: int, step: float) -> Path:
+    """An axial series whose ImagePositionPatient is written with two decimals, as many scanners write it."""
+    image = sitk.Image(16, 12, count, sitk.sitkInt16)
+    image.SetSpacing((0.9, 0.9, step))
+    folder = write_mr_series(image, tmp_path / "rounded")
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(str(path))
+        ds.ImagePositionPatient = [f"{float(v):.2f}" for v in ds.ImagePositionPatient]
+        ds.save_as(str(path))
+    return folder
+
+
+def test_positions_written_with_two_decimals_are_one_even_series(tmp_path: Path) -> None:
+    """0.9375 mm slices read 0.94, 0.94, 0.93, ...: 1.07 % apart, refused as "a slice is missing"; the spacing ITK
+    gives is the first step (0.94). The series' mean step is the spacing."""
+    folder = rounded_axial_series(tmp_path, 12, 0.9375)
+    steps = np.diff(sorted(float(pydicom.dcmread(str(p)).ImagePositionPatient[2]) for p in folder.iterdir()))
+    assert {round(float(step), 2) for step in steps} == {0.93, 0.94}
+    image = read_volume(str(folder))
+    assert image.GetSize()[2] == 12 and image.GetSpacing()[2] == pytest.approx(10.31 / 11, abs=1e-6)
+
+
+def test_a_missing_slice_of_a_rounded_series_is_still_a_gap(tmp_path: Path) -> None:
+    folder = rounded_axial_series(tmp_path, 12, 0.9375)
+    sorted(folder.iterdir(), key=lambda p: float(pydicom.dcmread(str(p)).ImagePositionPatient[2]))[5].unlink()
+    with pytest.raises(InputError, match="gap of 1.8"):
+        read_volume(str(folder))
+    resampled = read_volume(str(folder), dicom_gaps="resample")
+    assert resampled.GetSize()[2] == 12 and resampled.GetSpacing()[2] == pytest.approx(0.9375, abs=0.002)
+
+
 def test_gap_error_names_the_gap_and_the_cli_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     folder = series(tmp_path, count=10)
     for index, path in enumerate(sorted(folder.iterdir())):

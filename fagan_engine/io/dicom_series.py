@@ -25,6 +25,8 @@ from fagan_engine.util.options import GAP_POLICIES
 from fagan_engine.util.stdio_capture import captured_stderr
 
 _REL_TOL = 0.01  # slice distances may differ from the nominal spacing by 1 % (rounding in headers)
+_MAX_ROUNDING_TOL = 0.25
+"""The allowance for ImagePositionPatient written with few decimals is at most this fraction of the slice spacing."""
 _POSITION_TAG = "0020|0032"
 _IN_PLANE_TOL = 0.05
 """A slice may sit this fraction of a pixel off the line through the first slice along the normal (header rounding)."""
@@ -64,7 +66,10 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
         _check_rescale(reader, files)
     positions = _slice_positions(reader, image, files) if per_slice and len(files) > 1 else None
     _check_unread(unread, gaps, image, positions)
-    return image if positions is None else _with_slice_tags(_checked_grid(image, positions, files, gaps), reader)
+    if positions is None:
+        return image
+    rounding = _position_rounding(reader, files, np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2])
+    return _with_slice_tags(_checked_grid(image, positions, files, gaps, rounding), reader)
 
 
 def _chosen_series(folder: Path, series_id: Optional[str]) -> str:
@@ -273,7 +278,27 @@ def _slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, files: L
     return offsets @ normal + float(np.asarray(points[0]) @ normal)
 
 
-def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], gaps: str) -> sitk.Image:
+def _position_rounding(reader: sitk.ImageSeriesReader, files: List[str], normal: np.ndarray) -> float:
+    """How far (mm) a step between two slices along ``normal`` may be off from rounding alone: ImagePositionPatient is
+    text, often written with two decimals (0.9375 mm slices read 0.94, 0.93, 0.94, ...). Each coordinate that varies
+    over the series adds its last written decimal, weighted by the normal's component; one that stays the same rounds
+    the same way on every slice and adds nothing."""
+    texts = [reader.GetMetaData(index, _POSITION_TAG).split("\\") if reader.HasMetaDataKey(index, _POSITION_TAG) else []
+             for index in range(len(files))]
+    rounding = 0.0
+    for axis in range(3):
+        column = [parts[axis].strip() for parts in texts if len(parts) == 3]
+        if len(set(column)) < 2 or any("e" in value.lower() for value in column):
+            continue
+        decimals = min(len(value.split(".")[1]) if "." in value else 0 for value in column)
+        rounding += abs(float(normal[axis])) * 10.0 ** -decimals
+    return rounding
+
+
+def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], gaps: str, rounding: float = 0.0) -> sitk.Image:
+    """Refuse duplicated, backward or (unless ``gaps="resample"``) uneven steps between slices; ``rounding``: how far a step
+    may be off from the header's rounding of the positions (``_position_rounding``). An even series gets the mean step
+    from the first to the last slice as its spacing (ITK takes the first step, off by that rounding)."""
     steps = np.diff(positions)
     same = max(float(np.median(np.abs(steps))) * _REL_TOL, 1e-4)
     for index, step in enumerate(steps):
@@ -282,18 +307,19 @@ def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], ga
                 f"DICOM slices {Path(files[index]).name} and {Path(files[index + 1]).name} are both at "
                 f"{positions[index]:.3f} mm along the slice normal (duplicated slice)"
             )
-    nominal = float(steps[np.argmin(np.abs(steps))])  # the acquired spacing: the closest pair of slices
-    backwards = [i for i, step in enumerate(steps) if step * nominal < 0]
+    smallest = float(steps[np.argmin(np.abs(steps))])  # the acquired spacing: the closest pair of slices
+    backwards = [i for i, step in enumerate(steps) if step * smallest < 0]
     if backwards:  # no resampling can mend it: a position repeats further on, or two stacks are interleaved
         index = backwards[0]
         raise InputError(
             f"DICOM slices {Path(files[index]).name} and {Path(files[index + 1]).name} go back {abs(steps[index]):.3f} mm "
             "along the slice normal: a slice position repeats (a duplicated slice) or the folder mixes two stacks"
         )
-    tol = max(abs(nominal) * _REL_TOL, 1e-4)
-    uneven = [i for i, step in enumerate(steps) if abs(step - nominal) > tol]
+    tol = max(abs(smallest) * _REL_TOL, min(2 * rounding, abs(smallest) * _MAX_ROUNDING_TOL), 1e-4)
+    uneven = [i for i, step in enumerate(steps) if abs(step - smallest) > tol]
+    nominal = float(np.mean([step for step in steps if abs(step - smallest) <= tol]))  # rounding averages out
     if not uneven:
-        return image
+        return _with_spacing(image, (positions[-1] - positions[0]) / (len(positions) - 1))
     first = uneven[0]
     if gaps == "error":
         raise InputError(
@@ -304,11 +330,26 @@ def _checked_grid(image: sitk.Image, positions: np.ndarray, files: List[str], ga
     return _resampled(image, positions, nominal)
 
 
+def _with_spacing(image: sitk.Image, spacing: float) -> sitk.Image:
+    """``image`` with its slice spacing set to ``spacing`` (the series' mean step), where ITK's differs."""
+    if spacing > 0 and abs(image.GetSpacing()[2] - spacing) > 1e-6 * spacing:
+        image.SetSpacing((*image.GetSpacing()[:2], spacing))
+    return image
+
+
+_WHOLE_STEPS_TOL = 0.05
+"""A first-to-last distance within this many steps of a whole number of them is that number (header rounding)."""
+
+
 def _resampled(image: sitk.Image, positions: np.ndarray, nominal: float) -> sitk.Image:
-    """Linear interpolation along the normal onto positions ``positions[0] + k * nominal``."""
+    """Linear interpolation along the normal onto positions ``positions[0] + k * nominal`` (``nominal`` made to fit a
+    whole number of steps between the first and last slice when it nearly does)."""
     if nominal < 0:
         raise InputError("DICOM slices are not in increasing order along their normal")
     values = sitk.GetArrayViewFromImage(image).astype(np.float32)
+    steps = (positions[-1] - positions[0]) / nominal
+    if abs(steps - round(steps)) <= _WHOLE_STEPS_TOL:  # missing slices: a whole number of steps from the first to the last
+        nominal = (positions[-1] - positions[0]) / round(steps)
     count = int(np.floor((positions[-1] - positions[0]) / nominal + 1e-6)) + 1
     targets = positions[0] + nominal * np.arange(count)
     upper = np.clip(np.searchsorted(positions, targets, side="right"), 1, len(positions) - 1)
