@@ -58,6 +58,32 @@ def test_resampling_gaps_keeps_the_acquired_spacing(tmp_path: Path) -> None:
     assert image.GetSize()[2] == 4 and image.GetSpacing()[2] == pytest.approx(3.0, rel=1e-4)
 
 
+def make_rgb(ds: pydicom.Dataset) -> None:
+    pixels = np.zeros((ds.Rows, ds.Columns, 3), np.uint8)
+    pixels[..., 0] = 200
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+
+
+def test_a_colour_series_is_refused_as_a_colour_file_is(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """ITK mixed the channels into one grey value and the run went on with exit 0."""
+    folder = series(tmp_path)
+    for index in range(6):
+        edit_slice(folder, index, make_rgb)
+    assert main([str(folder), str(tmp_path / "o.nrrd"), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is colour (RGB)" in err[0] and not (tmp_path / "o.nrrd").exists()
+
+
+def test_a_monochrome1_series_says_it_is_read_inverted(tmp_path: Path) -> None:
+    folder = series(tmp_path)
+    for index in range(6):
+        edit_slice(folder, index, lambda ds: setattr(ds, "PhotometricInterpretation", "MONOCHROME1"))
+    with pytest.warns(UserWarning, match="MONOCHROME1"):
+        read_volume(str(folder))
+
+
 def rounded_axial_series(tmp_path: Path, count: int, step: float) -> Path:
     """An axial series whose ImagePositionPatient is written with two decimals, as many scanners write it."""
     image = sitk.Image(16, 12, count, sitk.sitkInt16)

@@ -20,7 +20,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from fagan_engine.util.errors import ConfigError, InputError
+from fagan_engine.util.errors import ConfigError, InputError, warn
 from fagan_engine.util.options import GAP_POLICIES
 from fagan_engine.util.stdio_capture import captured_stderr
 
@@ -59,6 +59,7 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
             f"{Path(files[0]).name} in {folder} is one enhanced (multi-frame) DICOM file, which is not read here: convert it to "
             "a classic series of one file per slice (e.g. dcm2niix to NIfTI, or dcuncat/emf2sf) and give that"
         )
+    _check_photometric(reader, files, folder)
     unread = _unread_slices(folder, chosen, files)
     per_slice = image.GetDimension() == 3 and image.GetSize()[2] == len(files)  # not one multi-frame file
     if per_slice:
@@ -70,6 +71,21 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
         return image
     rounding = _position_rounding(reader, files, np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2])
     return _with_slice_tags(_checked_grid(image, positions, files, gaps, rounding), reader)
+
+
+def _check_photometric(reader: sitk.ImageSeriesReader, files: List[str], folder: Path) -> None:
+    """Refuse a colour series (ITK mixes its channels into one grey value, as a colour volume file is refused); say that
+    a MONOCHROME1 series is read as displayed (GDCM inverts it: the brightest stored value becomes the darkest)."""
+    def text(tag: str) -> str:
+        return reader.GetMetaData(0, tag).strip().upper() if reader.HasMetaDataKey(0, tag) else ""
+
+    samples, photometric = text("0028|0002"), text("0028|0004")
+    if (samples and samples != "1") or photometric.startswith(("RGB", "YBR", "PALETTE")):
+        raise InputError(f"DICOM series in {folder} is colour ({photometric or samples + ' samples per pixel'}): "
+                         "a single-channel (grayscale) volume is required")
+    if photometric == "MONOCHROME1":
+        warn(f"DICOM series in {folder} is MONOCHROME1 (stored values shown inverted): it is read and written as "
+             "displayed, so its values are inverted against the stored ones")
 
 
 def _chosen_series(folder: Path, series_id: Optional[str]) -> str:
