@@ -132,6 +132,19 @@ def test_output_format_and_explicit_inputs(tmp_path: Path, capsys: pytest.Captur
     assert code == 0 and sorted(p.name for p in (out / "nii").iterdir()) == ["a.nii.gz", "b.nii.gz", "batch-report.csv", "t1.nii.gz"]
 
 
+def test_dicom_output_of_a_file_named_like_two_formats_is_a_series_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``scan.nrrd.nii.gz`` with --output-format dicom wrote the NRRD file ``scan.nrrd`` (the stem read as a format), exit 0."""
+    source = tmp_path / "in"
+    source.mkdir()
+    sitk.WriteImage(oblique_image(), str(source / "scan.nrrd.nii.gz"))
+    out = tmp_path / "out"
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--output-format", "dicom", "--progress", "none"], capsys)
+    assert code == 0, err
+    assert (out / "scan.nrrd").is_dir() and len(list((out / "scan.nrrd").iterdir())) == 4
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--output-format", "dicom", "--progress", "none"], capsys)
+    assert code == 0 and "1 skipped" in err  # a rerun finds it done
+
+
 def test_json_protocol_reports_overall_and_per_case_progress(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     source = tmp_path / "in"
     source.mkdir()

@@ -183,6 +183,8 @@ def _output_name(relative: str, input_path: str, output_format: Optional[str]) -
             return stem + OUTPUT_FORMATS[DICOM_DEFAULT_FORMAT]
         ext = split_extension(relative)[1]
         return relative if ext in SUPPORTED_EXTENSIONS else stem + OUTPUT_FORMATS[DICOM_DEFAULT_FORMAT]
+    if output_format == "dicom" and split_extension(stem)[1] in SUPPORTED_EXTENSIONS:
+        return stem + os.sep  # a series folder named like a file (``scan.nrrd`` from ``scan.nrrd.nii.gz``): the separator says so
     return stem + OUTPUT_FORMATS[output_format]
 
 
@@ -203,7 +205,7 @@ def cases_from_inputs(
     cases = []
     for path, relative, _ in discover(inputs):
         name = output_name(relative, path, output_format, compress)
-        output = str(Path(output_dir) / name)
+        output = str(Path(output_dir) / name) + (os.sep if name.endswith(os.sep) else "")  # Path drops the folder's separator
         cases.append(Case(path, output, options, key=name, maps=map_paths(output, maps)))
     if not cases:
         raise InputError(f"no volume files or DICOM series folders found in {', '.join(inputs)}")
