@@ -124,6 +124,23 @@ def test_integer_output_dtype_is_rounded_and_clipped_and_says_so() -> None:
         super_resolve(image * 1e-8, 2, method="bicubic", output_dtype="int16")
 
 
+def test_an_integer_type_that_clips_the_result_says_so() -> None:
+    """An input that fits uint16 overshoots it after SR near bright edges: 4.6 % of a DICOM series' voxels were clipped to
+    65535 without a word."""
+    from fagan_engine.pipeline.report import super_resolve_report
+    from fagan_engine.util.options import RunOptions
+
+    array = np.full((2, 8, 8), 60000, np.float32)
+    array[:, :, 4:] = 65535  # a bright edge at the top of the type: bicubic overshoots it
+    options = RunOptions(scale=2, method="bicubic", output_dtype="uint16")
+    report = super_resolve_report(sitk.GetImageFromArray(array), options, consistency=False)
+    (note,) = [w for w in report.warnings if "of the result" in w]
+    float_result = sitk.GetArrayFromImage(super_resolve(sitk.GetImageFromArray(array), 2, method="bicubic"))
+    assert f"clipped {int(np.count_nonzero(float_result >= 65535.5))} voxels" in note and "[0, 65535]" in note
+    assert not any("of the result" in w for w in super_resolve_report(
+        sitk.GetImageFromArray(array - 10000), options, consistency=False).warnings)
+
+
 @pytest.mark.parametrize("acquisition", ["kspace", "bicubic", "gaussian"])
 def test_acquisition_then_bicubic_lands_on_the_hr_grid(icbm_crop: sitk.Image, acquisition: str) -> None:
     axes = plane_axes(icbm_crop, "axial")

@@ -151,7 +151,7 @@ def test_integer_output_types_follow_the_in_plane_rule(monkeypatch) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", FAGANWarning)  # handed to on_note instead
         through_plane_from_options(negative, options, on_note=notes.append)
-    assert len(notes) == 1 and "clips" in notes[0]
+    assert len(notes) == 2 and "clips the input's range" in notes[0] and "of the result to [0, 65535]" in notes[1]
 
 
 def test_a_result_beyond_the_memory_is_refused_on_the_api_path_too(monkeypatch) -> None:

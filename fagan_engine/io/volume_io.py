@@ -497,6 +497,25 @@ def integer_output_note(image: sitk.Image, output_dtype: str) -> Optional[str]:
     return None
 
 
+def clipped_voxels(array: np.ndarray, output_dtype: str) -> int:
+    """How many of the float32 result's voxels an integer ``output_dtype`` clips (``cast_array``); 0 for float outputs."""
+    dtype = np.dtype(output_dtype)
+    if dtype.kind not in "iu":
+        return 0
+    info = np.iinfo(dtype)
+    return int(np.count_nonzero((array < info.min - 0.5) | (array >= info.max + 0.5)))
+
+
+def clipping_note(clipped: int, total: int, output_dtype: str) -> Optional[str]:
+    """The warning for ``clipped`` of ``total`` result voxels clipped by an integer output type (None when none were):
+    super-resolution overshoots the input's range near bright edges, so an input that fits the type need not."""
+    if not clipped:
+        return None
+    info = np.iinfo(np.dtype(output_dtype))
+    return (f"--dtype {output_dtype} clipped {clipped} voxels ({100.0 * clipped / max(total, 1):.2g} %) of the result to "
+            f"[{info.min}, {info.max}]; float32 keeps them")
+
+
 def cast_array(array: np.ndarray, output_dtype: str) -> np.ndarray:
     """Cast the float32 result, rounding and clipping for integer outputs."""
     dtype = np.dtype(output_dtype)

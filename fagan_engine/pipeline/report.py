@@ -26,7 +26,7 @@ from fagan_engine.inference.memory_check import BYTES_PER_OUTPUT_VOXEL, check_ou
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.slices import Progress, SlabGather, SlabStream
 from fagan_engine.io.geometry import SliceLayout, explicit_axes, plane_axes
-from fagan_engine.io.volume_io import cast_array, integer_output_note, validate_image
+from fagan_engine.io.volume_io import cast_array, clipped_voxels, clipping_note, integer_output_note, validate_image
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.forward_model import project_onto_data
 from fagan_engine.mri.noise_estimate import foreground
@@ -218,8 +218,10 @@ def run_validated(
     network_out = SlabGather(stream, "float32") if want_uncertainty and reuse_plain and options.project else None
     residuals = SlabConsistency(image, options.scale, axes, options.acquisition) if consistency else None
     data = stream.layout.to_slices(sitk.GetArrayViewFromImage(image))
+    clipped = 0
     for start, network in stream.slabs:
         sr = project_onto_data(network, data[start : start + len(network)], options.scale, options.acquisition) if options.project else network
+        clipped += clipped_voxels(sr, options.output_dtype)
         sr_out.write(start, cast_array(sr, options.output_dtype))
         if network_out is not None:
             network_out.write(start, network)
@@ -239,6 +241,8 @@ def run_validated(
         notes.append(UNCERTAINTY_CAVEAT)
     metadata = resolver.metadata
     notes += [dtype_note] if dtype_note else []
+    clip_note = clipping_note(clipped, image.GetNumberOfPixels() * options.scale ** 2, options.output_dtype)
+    notes += [clip_note] if clip_note else []
     lines = list(resolver.warnings) + list(resolver.image_notes) + notes + ood_warnings(
         image,
         axes,

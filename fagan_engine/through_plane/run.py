@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from fagan_engine.inference.batching import MAX_OUTPUT_PIXELS
 from fagan_engine.inference.memory_check import check_through_plane_fits
 from fagan_engine.inference.runners import resolve_device
-from fagan_engine.io.volume_io import cast_array, integer_output_note, validate_image
+from fagan_engine.io.volume_io import cast_array, clipped_voxels, clipping_note, integer_output_note, validate_image
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.through_plane.fit import (
     MIN_DIRECTION_RATIO,
@@ -158,7 +158,11 @@ def super_resolve_through_plane(
     result = apply_through_plane(model, volume01, plan, torch_device, fusion, progress, stop, ensemble, batch_size)
     if project:
         result = project_onto_slices(result, volume01, plan)
-    out = sitk.GetImageFromArray(cast_array(normalizer.inverse(result), output_dtype))
+    values = normalizer.inverse(result)
+    clip_note = clipping_note(clipped_voxels(values, output_dtype), values.size, output_dtype)
+    if clip_note:
+        (on_note or warn)(clip_note)
+    out = sitk.GetImageFromArray(cast_array(values, output_dtype))
     return output_geometry(image, plan).apply(out)
 
 
