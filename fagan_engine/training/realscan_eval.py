@@ -71,7 +71,8 @@ class RealSlice:
 
 
 def load_slices(realdev: Path) -> List[RealSlice]:
-    """The development slices and the central slice of each volume (normalised like the slices)."""
+    """The development slices and the central slice of each volume (clipped at 0 and divided by the whole volume's 99.9th
+    percentile, the README's normalisation applied to the volume rather than to the one slice)."""
     slices_dir, volumes_dir = realdev / "slices", realdev / "volumes"
     if not (slices_dir / "index.json").is_file():
         raise InputError(f"no real-scan development set at {realdev} (slices/index.json is missing)")
