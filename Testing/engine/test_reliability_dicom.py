@@ -332,3 +332,26 @@ def test_old_series_left_aside_by_kill_9_is_put_back_or_removed(tmp_path):
         shutil.copytree(out, tmp_path / f".out.old-{pid}-abc123" / "out")
     write_dicom_series(oblique_image(seed=3), str(out), force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.old-{os.getpid()}-abc123", "out"]
+
+
+def sheared(cosine: float) -> sitk.Image:
+    image = sitk.Image(8, 8, 4, sitk.sitkFloat32) + 100.0
+    direction = np.eye(3)
+    direction[0, 1] = cosine
+    direction[:, 1] /= np.linalg.norm(direction[:, 1])
+    image.SetDirection(direction.ravel().tolist())
+    return image
+
+
+def test_a_header_rounded_shear_is_written_as_dicom_and_a_real_one_is_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A NIfTI whose direction columns are 2e-6 off perpendicular was refused for DICOM output, and only after the whole
+    super-resolution had run."""
+    sitk.WriteImage(sheared(2e-6), str(tmp_path / "rounded.nrrd"))
+    assert main([str(tmp_path / "rounded.nrrd"), str(tmp_path / "out"), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 0
+    assert len(list((tmp_path / "out").iterdir())) == 4
+    sitk.WriteImage(sheared(0.01), str(tmp_path / "sheared.nrrd"))
+    code = main([str(tmp_path / "sheared.nrrd"), str(tmp_path / "out2"), "--scale", "2", "--method", "bicubic", "--progress", "json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and '"progress"' not in out and not (tmp_path / "out2").exists()
+    assert err.strip().splitlines()[-1].startswith("error: a DICOM series cannot store a sheared")

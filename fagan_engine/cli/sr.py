@@ -58,7 +58,7 @@ def _single(args: argparse.Namespace) -> int:
     output_is_dicom = check_single_output(args)
     check_run_paths([args.input], args.output, maps, args.report, args.force, compress=not args.no_compression)
     with out_of_memory_as_advice(options.mode):  # reading, computing and writing alike
-        source = read_source(args.input, options, args.series_id, need_tags=output_is_dicom)
+        source = read_source(args.input, options, args.series_id, dicom_output=output_is_dicom)
         resolver = SuperResolver(options) if options.mode != "through-plane" else None
         report = ProgressReporter(args, whole_run=True)
         if args.progress == "json":

@@ -391,15 +391,27 @@ def geometry_of(image: sitk.Image) -> SRGeometry:
     return SRGeometry(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
 
 
+SHEAR_TOL = 1e-4
+"""Direction columns this far from perpendicular (cosine) are written as DICOM: over a 500 mm field that is 0.05 mm, and
+NIfTI headers round their directions about this much (ITK reads such files as orthogonal too)."""
+
+
+def check_dicom_direction(direction: Sequence[float]) -> float:
+    """OutputError for a sheared (non-orthogonal) direction, which a DICOM series cannot store; else the alignment (±1) of
+    the third column with the cross product of the first two."""
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    cross = np.cross(matrix[:, 0], matrix[:, 1])
+    alignment = float(cross @ matrix[:, 2]) / max(float(np.linalg.norm(cross)), 1e-12)
+    if abs(abs(alignment) - 1) > SHEAR_TOL or abs(float(matrix[:, 0] @ matrix[:, 1])) > SHEAR_TOL:
+        raise OutputError("a DICOM series cannot store a sheared (non-orthogonal) volume; write .nrrd or .mha instead")
+    return alignment
+
+
 def right_handed(geometry: SRGeometry) -> Tuple[SRGeometry, bool]:
     """``geometry`` with its slice axis reversed when needed so that the third direction column is the cross product of
     the first two (what DICOM readers assume), and whether it was; a sheared direction is refused."""
     direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
-    cross = np.cross(direction[:, 0], direction[:, 1])
-    alignment = float(cross @ direction[:, 2]) / max(float(np.linalg.norm(cross)), 1e-12)
-    if abs(abs(alignment) - 1) > 1e-6 or abs(float(direction[:, 0] @ direction[:, 1])) > 1e-6:
-        raise OutputError("a DICOM series cannot store a sheared (non-orthogonal) volume; write .nrrd or .mha instead")
-    if alignment > 0:
+    if check_dicom_direction(geometry.direction) > 0:
         return geometry, False
     last = np.asarray(geometry.origin, dtype=float) + direction[:, 2] * geometry.spacing[2] * (geometry.size[2] - 1)
     reversed_direction = direction.copy()

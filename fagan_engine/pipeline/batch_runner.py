@@ -142,7 +142,7 @@ class BatchRunner:
                 self.earlier[i] = earlier[(case.input, case.output)]
 
     def _read(self, case: Case) -> Source:
-        return read_source(case.input, case.options, case.series_id, need_tags=case.output_format == "dicom")
+        return read_source(case.input, case.options, case.series_id, dicom_output=case.output_format == "dicom")
 
     def _run_one(self, index: int, prefetched: "Optional[Future[Source]]") -> None:
         case, record = self.cases[index], self.records[index]

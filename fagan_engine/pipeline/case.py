@@ -27,7 +27,7 @@ from fagan_engine._version import __version__
 from fagan_engine.inference.slices import SlabGather, SlabStream
 from fagan_engine.io.dicom_source import SLICE_KEYWORDS, read_series_tags
 from fagan_engine.io.dicom_stream import DicomStreamWriter
-from fagan_engine.io.dicom_writer import publish_folder, series_description, stage_dicom_series, voxel_text
+from fagan_engine.io.dicom_writer import check_dicom_direction, publish_folder, series_description, stage_dicom_series, voxel_text
 from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_volume, remove_stale_staging, split_extension, write_volume
 from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
 from fagan_engine.pipeline.batch import output_format_of
@@ -79,14 +79,17 @@ class Source:
     """What reading said (geometry conflicts, header complaints, voxels the NaN policy zeroed): the case's first warnings."""
 
 
-def read_source(path: str, options: RunOptions, series_id: Optional[str] = None, need_tags: bool = False) -> Source:
-    """Read one input; the DICOM tags only when ``need_tags`` (DICOM output) and it is a folder. The engine's warnings
-    while reading are kept with the source (so a batch names its case, and the report lists them)."""
+def read_source(path: str, options: RunOptions, series_id: Optional[str] = None, dicom_output: bool = False) -> Source:
+    """Read one input. For a DICOM output (``dicom_output``): the tags of a folder input, and a direction a series cannot
+    store (sheared) refused before any work. The engine's warnings while reading are kept with the source (so a batch names
+    its case, and the report lists them)."""
     started = time.perf_counter()
     with collected_warnings() as notes:
         image = read_volume(path, nan_policy=options.nan_policy, series_id=series_id, dicom_gaps=options.dicom_gaps)
         tags = None
-        if need_tags and Path(path).is_dir():
+        if dicom_output:
+            check_dicom_direction(image.GetDirection())  # the result keeps the input's direction
+        if dicom_output and Path(path).is_dir():
             tags = read_series_tags(path, series_id)
     return Source(image, tags, time.perf_counter() - started, notes)
 
