@@ -99,6 +99,7 @@ def test_dicom_texts_name_the_voxels_the_result_has() -> None:
     assert series_description("T1 thick", "through-plane", "fagan", 2, (1.0, 1.0, 18 / 7)) == "T1 thick FA-GAN SR 1x1x2.571 mm"
     assert series_description(None, "through-plane", "fagan", 2, (0.9, 0.9, 0.9)) == "FA-GAN SR iso 0.9 mm"
     assert series_description(None, "in-plane", "lanczos", 4, (0.5, 0.5, 3.0)) == "lanczos SR x4"
+    assert series_description("T1", "in-plane", "fagan", 2, untrained=True) == "T1 UNTRAINED FA-GAN SR x2"  # random weights
 
 
 def test_scale_is_not_needed_and_the_real_fit_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -355,3 +355,18 @@ def test_a_header_rounded_shear_is_written_as_dicom_and_a_real_one_is_refused_be
     out, err = capsys.readouterr()
     assert code == 2 and '"progress"' not in out and not (tmp_path / "out2").exists()
     assert err.strip().splitlines()[-1].startswith("error: a DICOM series cannot store a sheared")
+
+
+def test_a_derived_series_keeps_the_lossy_flag_and_declares_unicode_it_writes(tmp_path: Path) -> None:
+    """An image derived from a lossily compressed one must say so (PS3.3 C.7.6.1.1.5); a checkpoint named in other letters
+    was written as Latin-1 bytes and '?' with no SpecificCharacterSet."""
+    from engine_helpers import save_untrained_checkpoint
+
+    source = write_mr_series(oblique_image(size=(12, 10, 4)), tmp_path / "in",
+                             tags={"LossyImageCompression": "01", "LossyImageCompressionRatio": "8.5"})
+    checkpoint = save_untrained_checkpoint(tmp_path / "modèle_日本.safetensors", 2)
+    assert main([str(source), str(tmp_path / "out"), "--scale", "2", "--checkpoint", str(checkpoint), "--adapt", "0",
+                 "--progress", "none"]) == 0
+    ds = pydicom.dcmread(str(sorted((tmp_path / "out").iterdir())[0]))
+    assert ds.LossyImageCompression == "01" and float(ds.LossyImageCompressionRatio) == 8.5
+    assert ds.SpecificCharacterSet == "ISO_IR 192" and "modèle_日本.safetensors" in ds.DerivationDescription

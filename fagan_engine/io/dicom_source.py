@@ -37,6 +37,9 @@ MR_KEYWORDS = (
 )
 """MR Image module attributes that describe the acquisition (unchanged by super-resolution)."""
 
+LOSSY_KEYWORDS = ("LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod")
+"""An image derived from a lossily compressed one says so (DICOM PS3.3 C.7.6.1.1.5): copied unchanged."""
+
 SLICE_KEYWORDS = ("SliceThickness",)
 """The acquired slice thickness: an in-plane result keeps it (its slices are the input's), a through-plane one does not
 (``pipeline.case``); the writer writes the slice spacing where it is absent."""
@@ -69,7 +72,7 @@ def read_series_tags(folder: str, series_id: Optional[str] = None) -> Dict[str, 
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read the DICOM attributes of {Path(files[0]).name}: {reason}") from None
     tags: Dict[str, Any] = {}
-    for keyword in PATIENT_STUDY_KEYWORDS + SERIES_KEYWORDS + MR_KEYWORDS + SLICE_KEYWORDS:
+    for keyword in PATIENT_STUDY_KEYWORDS + SERIES_KEYWORDS + MR_KEYWORDS + LOSSY_KEYWORDS + SLICE_KEYWORDS:
         element = dataset.data_element(keyword) if keyword in dataset else None
         if element is not None and element.value not in (None, ""):
             tags[keyword] = element.value

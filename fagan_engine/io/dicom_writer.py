@@ -45,6 +45,8 @@ rounding of slope and intercept to DICOM decimal strings."""
 MAX_RELATIVE_ERROR = 1e-3
 """The contract: |read back - result| <= 0.1 % of the result's range."""
 _LO_LENGTH = 64
+UTF8 = "ISO_IR 192"
+"""SpecificCharacterSet for Unicode in UTF-8, set when the series's own texts need it and the source declares no other set."""
 
 
 def write_dicom_series(image: sitk.Image, folder: str, force: bool = False, **labels: Any) -> Path:
@@ -351,6 +353,8 @@ def write_instances(
         ds.SeriesNumber = _series_number(source.get("SeriesNumber"))
         ds.SeriesDescription = labels.description[:_LO_LENGTH]
         ds.DerivationDescription = labels.derivation[:1024]
+        if not (labels.description + labels.derivation).isascii() and str(ds.get("SpecificCharacterSet") or "").strip() in ("", UTF8):
+            ds.SpecificCharacterSet = UTF8  # a checkpoint's name in other letters: declared, not written as '?' or Latin-1
         ds.ImageType = ["DERIVED", "SECONDARY"]
         ds.SoftwareVersions = f"{SOFTWARE} {__version__}"
         ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = date
@@ -419,9 +423,11 @@ def right_handed(geometry: SRGeometry) -> Tuple[SRGeometry, bool]:
     return geometry._replace(origin=tuple(float(v) for v in last), direction=tuple(reversed_direction.ravel().tolist())), True
 
 
-def series_description(source_description: Any, mode: str, method: str, scale: int, spacing: Sequence[float] = ()) -> str:
-    """``<input description> FA-GAN SR x<scale>`` (in through-plane mode the result's voxels, ``voxel_text``); one LO value."""
-    what = "FA-GAN SR" if method == "fagan" else f"{method} SR"
+def series_description(source_description: Any, mode: str, method: str, scale: int, spacing: Sequence[float] = (),
+                       untrained: bool = False) -> str:
+    """``<input description> FA-GAN SR x<scale>`` (in through-plane mode the result's voxels, ``voxel_text``; random weights:
+    ``UNTRAINED FA-GAN SR``, so that the list of series says so, not only the derivation); one LO value."""
+    what = ("UNTRAINED FA-GAN SR" if untrained else "FA-GAN SR") if method == "fagan" else f"{method} SR"
     amount = voxel_text(spacing) if mode == "through-plane" and len(spacing) else f"x{scale}"
     suffix = f"{what} {amount}"
     prefix = _single_value(source_description)

@@ -122,7 +122,8 @@ def derivation_text(options: RunOptions, resolver: Any, outcome: Outcome, result
 
 def description_for(options: RunOptions, source_tags: Optional[Dict[str, Any]], result_spacing: Tuple[float, ...]) -> str:
     """SeriesDescription of the DICOM output (``result_spacing``: the result's, named in through-plane mode)."""
-    return series_description((source_tags or {}).get("SeriesDescription"), options.mode, options.method, options.scale, result_spacing)
+    return series_description((source_tags or {}).get("SeriesDescription"), options.mode, options.method, options.scale, result_spacing,
+                              options.untrained)
 
 
 # --- outputs ------------------------------------------------------------------------------------
