@@ -370,3 +370,17 @@ def test_a_derived_series_keeps_the_lossy_flag_and_declares_unicode_it_writes(tm
     ds = pydicom.dcmread(str(sorted((tmp_path / "out").iterdir())[0]))
     assert ds.LossyImageCompression == "01" and float(ds.LossyImageCompressionRatio) == 8.5
     assert ds.SpecificCharacterSet == "ISO_IR 192" and "modèle_日本.safetensors" in ds.DerivationDescription
+
+
+def test_a_smaller_slice_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """ITK's refusal read 'cannot read DICOM series in ...: Size: [16, 11, 1]'."""
+    folder = series(tmp_path)
+
+    def crop(ds: pydicom.Dataset) -> None:
+        pixels = ds.pixel_array[:-1]
+        ds.Rows, ds.PixelData = pixels.shape[0], pixels.tobytes()
+
+    edit_slice(folder, 2, crop)
+    assert main([str(folder), str(tmp_path / "o.nrrd"), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "slice002.dcm" in err[0] and "unlike the other slices" in err[0], err

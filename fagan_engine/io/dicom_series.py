@@ -53,10 +53,10 @@ def read_dicom_series(folder: Path, series_id: Optional[str], gaps: str = "error
         except RuntimeError as exc:
             image, failure = None, _last_line(exc, "")
     if image is None:
-        raise InputError(f"cannot read DICOM series in {folder}: {noise.first_message() or failure}")
+        raise InputError(_size_mismatch(files, folder) or f"cannot read DICOM series in {folder}: {noise.first_message() or failure}")
     if image.GetDimension() == 4 and len(files) == 1:
         raise InputError(
-            f"{Path(files[0]).name} in {folder} is one enhanced (multi-frame) DICOM file, which is not read here: convert it to "
+            f"{Path(files[0]).name} in {folder} is one multi-frame DICOM file (enhanced or legacy), which is not read here: convert it to "
             "a classic series of one file per slice (e.g. dcm2niix to NIfTI, or dcuncat/emf2sf) and give that"
         )
     _check_photometric(reader, files, folder)
@@ -86,6 +86,26 @@ def _check_photometric(reader: sitk.ImageSeriesReader, files: List[str], folder:
     if photometric == "MONOCHROME1":
         warn(f"DICOM series in {folder} is MONOCHROME1 (stored values shown inverted): it is read and written as "
              "displayed, so its values are inverted against the stored ones")
+
+
+def _size_mismatch(files: List[str], folder: Path) -> Optional[str]:
+    """The refusal naming a slice whose Rows or Columns differ from the series' (ITK's own message is only a size), or None."""
+    import pydicom  # lazy: pydicom only reads the headers of a series ITK could not stack
+
+    sizes = []
+    for name in files:
+        try:
+            header = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+            sizes.append((int(header.Rows), int(header.Columns)))
+        except Exception:  # pydicom raises many types for damaged files; ITK's message stands then
+            return None
+    common = Counter(sizes).most_common(1)[0][0] if sizes else None
+    odd = [index for index, size in enumerate(sizes) if size != common]
+    if not odd:
+        return None
+    rows, columns = sizes[odd[0]]
+    return (f"DICOM slice {Path(files[odd[0]]).name} in {folder} is {rows}x{columns} pixels, unlike the other slices "
+            f"({common[0]}x{common[1]}); the files are not one volume")
 
 
 def _chosen_series(folder: Path, series_id: Optional[str]) -> str:
