@@ -282,7 +282,7 @@ def test_an_enhanced_multi_frame_file_is_named_as_such(tmp_path: Path) -> None:
     ds.PixelData = np.arange(256, dtype="<i2").tobytes()
     (tmp_path / "mf").mkdir()
     ds.save_as(str(tmp_path / "mf" / "mf.dcm"), enforce_file_format=True)
-    with pytest.raises(InputError, match="mf.dcm in .* is one enhanced \\(multi-frame\\) DICOM file"):
+    with pytest.raises(InputError, match="mf.dcm in .* is one multi-frame DICOM file \\(enhanced or legacy\\)"):
         read_volume(str(tmp_path / "mf"))
 
 
