@@ -85,6 +85,18 @@ def markdown(results: Dict[str, Any]) -> str:
             [[f"×{r['scale']}", r.get("name", "-"), r.get("batch", "-"), _f(r.get("ms_per_slice")), _f(r.get("first_call_s")),
               _g(r.get("max_abs_vs_first")) + _err(r)] for r in results["cpu_variants"]],
         )
+    if results.get("trust"):
+        from .trust_bench import markdown as trust_markdown
+
+        measured = [r for r in results["trust"] if "error" not in r]
+        lines += ["", "## Trust outputs against the network's single pass", ""]
+        lines += trust_markdown(measured).splitlines() if measured else []
+        lines += [f"- ×{r.get('scale', '?')} failed: {r['error']}" for r in results["trust"] if "error" in r]
+    for section, title in (("batch", "Batch mode against separate calls"), ("through_plane", "Through-plane, end to end")):
+        for row in results.get(section) or []:
+            lines += ["", f"## {title}", ""]
+            lines += [f"- {key}: {_f(value) if isinstance(value, float) else value}" for key, value in row.items()
+                      if isinstance(value, (int, float, str)) and not isinstance(value, bool)]
     return "\n".join(lines) + "\n"
 
 

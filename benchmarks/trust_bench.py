@@ -22,8 +22,14 @@ UNCERTAINTY_SLICES = 16
 
 
 def trust_section(sizes: Sizes, device: str, tmp: Path) -> List[Dict[str, Any]]:
-    """One row per scale of ``sizes``."""
-    return [trust_row(scale, sizes, device, tmp) for scale in sizes.scales]
+    """One row per scale of ``sizes``; a scale that fails is a row with its ``error`` (the suite's other sections are kept)."""
+    rows = []
+    for scale in sizes.scales:
+        try:
+            rows.append(trust_row(scale, sizes, device, tmp))
+        except Exception as exc:  # in the suite's own process, after its other sections: keep them
+            rows.append({"scale": scale, "error": f"{type(exc).__name__}: {exc}"})
+    return rows
 
 
 def trust_row(scale: int, sizes: Sizes, device: str, tmp: Path) -> Dict[str, Any]:
@@ -83,7 +89,8 @@ def _timed(call: Callable[[], Any]) -> Tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def main() -> None:
+def main() -> int:
+    import sys
     import tempfile
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.trust_bench", description=__doc__.splitlines()[0])
@@ -96,8 +103,15 @@ def main() -> None:
     if args.scales:
         sizes = dataclasses.replace(sizes, scales=tuple(args.scales))
     with tempfile.TemporaryDirectory(prefix="fagan-trust-") as folder:
-        print(markdown(trust_section(sizes, args.device, Path(folder))))
+        rows = trust_section(sizes, args.device, Path(folder))
+    measured = [row for row in rows if "error" not in row]
+    if measured:
+        print(markdown(measured))
+    for row in rows:
+        if "error" in row:
+            sys.stderr.write(f"error: x{row['scale']}: {row['error']}\n")
+    return 0 if len(measured) == len(rows) else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -37,6 +37,8 @@ def test_smoke_run_produces_sane_figures(tmp_path: Path) -> None:
     markdown = json_path.with_suffix(".md").read_text()
     assert results["machine"]["cores"] >= 1 and results["machine"]["commit"]
     assert "--smoke" in results["command"] and "| ×4 | onnx |" in markdown
+    for title in ("## Trust outputs", "## Batch mode", "## Through-plane, end to end"):  # they were in the JSON only
+        assert title in markdown, title
     assert results["peak"]["fp32"]["peak_gflops"] > 0
     sections = ("inference", "attention", "training", "tiling")
     for section in sections:
