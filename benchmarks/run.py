@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -201,26 +200,16 @@ def variants_section(sizes: Sizes, tmp: Path) -> List[Dict[str, Any]]:
 
 def write_results(results: Dict[str, Any], folder: Path) -> List[Path]:
     from fagan_engine.util.atomic import atomic_write_bytes
+    from fagan_engine.util.json_values import finite_json
 
     from .report import markdown
 
     folder.mkdir(parents=True, exist_ok=True)
     stem = machine_name(results["machine"]) + ("-smoke" if results["smoke"] else "")
     json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
-    atomic_write_bytes(json_path, (json.dumps(_finite(results), indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(json_path, (json.dumps(finite_json(results), indent=2, allow_nan=False) + "\n").encode("utf-8"))
     atomic_write_bytes(md_path, markdown(results).encode("utf-8"))
     return [json_path, md_path]
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity: replace them by None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

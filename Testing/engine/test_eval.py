@@ -229,3 +229,31 @@ def test_the_evaluation_tools_refuse_bad_arguments_in_one_line_and_touch_no_othe
     assert victim.read_bytes() == b"not results" and not (tmp_path / "aq").exists()
     with pytest.raises(Exception, match="not a results file of this tool"):
         through_plane_eval.check_results_file(victim)
+
+
+def test_one_volume_reaching_the_top_of_the_head_scores_finite_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The mask is dilated in 3D: slices above the head held mask voxels and no foreground, the baselines scored an
+    infinite PSNR there, and the table read 'inf ± nan' (its JSON then held Infinity and NaN). The mean is the volume's
+    score, as with several volumes."""
+    from fagan_engine.mri.forward_model import AcquisitionConfig
+    from fagan_engine.training.evaluation import interpolated, make_case, volume_scores
+
+    volume = write_crop(tmp_path / "top.nii.gz", index=(50, 70, 150), size=(96, 96, 10))
+    out = tmp_path / "eval"
+    x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    assert main(["--checkpoint", str(x2), "--data", str(volume), "--output", str(out), "--scale", "2"]) == 0
+    capsys.readouterr()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} in the report")
+
+    report = json.loads((out / "evaluation.json").read_text(), parse_constant=refuse)
+    assert report["std_over"] == "slices"
+    for row in report["results"]:
+        assert all(np.isfinite(row[key][part]) for key in ("psnr", "ssim") for part in ("mean", "std")), row
+        assert row["n"] == 5  # the slices with foreground of their own
+    import SimpleITK as sitk
+
+    case = make_case("top", sitk.ReadImage(str(volume), sitk.sitkFloat32), 2, (0, 1), AcquisitionConfig(**report["acquisition"]))
+    bicubic = next(row for row in report["results"] if row["method"] == "bicubic")
+    assert bicubic["psnr"]["mean"] == pytest.approx(volume_scores(case, interpolated(case, "bicubic"))["psnr"], abs=1e-9)

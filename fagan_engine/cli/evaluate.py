@@ -11,6 +11,7 @@ from fagan_engine.models.checkpoint import read_metadata
 from fagan_engine.util.atomic import atomic_write_bytes, prepared_output_folder
 from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES
 from fagan_engine.util.errors import InputError, OutputError
+from fagan_engine.util.json_values import finite_json
 
 
 def build_parser() -> OneLineParser:
@@ -91,7 +92,7 @@ def _main(argv: List[str]) -> int:
                           log=lambda m: sys.stderr.write(m + "\n"), acquisition=AcquisitionConfig(model=acquisition))
         markdown = to_markdown(report)
         atomic_write_bytes(targets[0], markdown.encode("utf-8"))
-        atomic_write_bytes(targets[1], (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+        atomic_write_bytes(targets[1], (json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n").encode("utf-8"))
     sys.stdout.write(markdown)
     return 0
 

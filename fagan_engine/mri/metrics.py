@@ -55,7 +55,11 @@ def ssim(
     return float(values[mask].mean() if mask is not None else values.mean())
 
 
-def foreground_mask(reference01: np.ndarray, threshold: float = 0.05, dilation: int = 2) -> np.ndarray:
+FOREGROUND_THRESHOLD = 0.05
+"""The head: voxels above this fraction of the normalised reference's range (docs/metrics.md)."""
+
+
+def foreground_mask(reference01: np.ndarray, threshold: float = FOREGROUND_THRESHOLD, dilation: int = 2) -> np.ndarray:
     """Voxels above ``threshold`` of the normalised range, dilated by ``dilation`` voxels."""
     mask = reference01 > threshold
     return ndimage.binary_dilation(mask, iterations=dilation) if dilation > 0 else mask

@@ -1,7 +1,8 @@
 """``fagan-eval`` tables: PSNR ± std and SSIM ± std per method and scale; bicubic and Lanczos always rows.
 
-The standard deviation is across test volumes when there are several, and across the slices
-with foreground of the single volume otherwise (population std, ddof = 0); the tables say which.
+The mean is over the test volumes' scores (one volume: its score, as with several); the standard deviation is across
+test volumes when there are several, and across the slices with foreground of the single volume otherwise (population
+std, ddof = 0); the tables say which.
 FID is computed only when Inception-v3 weights are given; otherwise it is absent.
 """
 from __future__ import annotations
@@ -60,16 +61,17 @@ def evaluate(
         for label, path in methods:
             log(f"x{scale} {label}: {len(cases)} volume(s)")
             scores: List[Dict[str, float]] = []
+            spread: List[Dict[str, float]] = []
             pairs: List[Tuple[np.ndarray, np.ndarray]] = []
             for case in cases:
                 sr = interpolated(case, label) if path is None else _checkpoint_sr(case, path, device, batch_size, acquisition.model)
-                scores += [volume_scores(case, sr)] if std_over == "volumes" else slice_scores(case, sr)
+                scores.append(volume_scores(case, sr))
+                spread += scores[-1:] if std_over == "volumes" else slice_scores(case, sr)
                 if inception is not None:
                     pairs.append(_foreground_slices(case, sr))
-            row: Dict[str, Any] = {"scale": scale, "method": label, "checkpoint": path, "n": len(scores)}
+            row: Dict[str, Any] = {"scale": scale, "method": label, "checkpoint": path, "n": len(spread)}
             for key in ("psnr", "ssim"):
-                values = np.array([s[key] for s in scores], dtype=np.float64)
-                row[key] = {"mean": float(values.mean()), "std": float(values.std())}
+                row[key] = {"mean": float(np.mean([s[key] for s in scores])), "std": float(np.std([s[key] for s in spread]))}
             if inception is not None:
                 from fagan_engine.training.inception import features, frechet_distance  # lazy: keeps torch out of this module's import
 

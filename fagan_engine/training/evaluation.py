@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from fagan_engine.inference.resolver import super_resolve_with_model
 from fagan_engine.io.geometry import SliceLayout
 from fagan_engine.mri.forward_model import AcquisitionConfig, crop_to_multiple, degrade_volume
-from fagan_engine.mri.metrics import foreground_mask, psnr, ssim, volume_metrics
+from fagan_engine.mri.metrics import FOREGROUND_THRESHOLD, foreground_mask, psnr, ssim, volume_metrics
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.pipeline.report import super_resolve
 from fagan_engine.util.config import NormalizationConfig
@@ -74,12 +74,14 @@ def has_foreground(hr: sitk.Image, axes: Tuple[int, int], scale: int) -> bool:
 
 
 def slice_scores(case: EvalCase, sr: sitk.Image) -> List[Dict[str, float]]:
-    """PSNR/SSIM per slice with foreground, under the same normalisation, mask and crop as the volume scores."""
+    """PSNR/SSIM per slice with foreground of its own, under the same normalisation, mask and crop as the volume scores. The
+    mask is dilated in 3D, so a slice next to the head holds mask voxels without any foreground: its baselines scored an
+    infinite PSNR (both zero there), so such slices are left out."""
     ref, out, mask = normalised_stacks(case, sr)
     return [
         {"psnr": psnr(ref[i], out[i], 1.0, mask[i]), "ssim": ssim(ref[i], out[i], 1.0, mask[i])}
         for i in range(ref.shape[0])
-        if mask[i].any()
+        if (ref[i] > FOREGROUND_THRESHOLD).any()
     ]
 
 
