@@ -38,6 +38,13 @@ def test_round_trip_through_dict() -> None:
         ({"train": {"adversarial_weight": 1e39}}, "train.adversarial_weight must be in [0, "),
         ({"train": {"seed": -1}}, "train.seed must be in [0, 4294967296)"),
         ({"train": {"seed": 2**64}}, "train.seed must be in [0, 4294967296)"),
+        ({"model": {True: 2}}, "unknown config key 'model.True' (YAML reads on, off"),  # a TypeError traceback
+        ({1: "x"}, "unknown config key '1'"),
+        ({"train": {"lr_milestones": [2], "lr_gamma": 0.1}}, "act only with train.lr_schedule=multistep"),  # ignored
+        ({"train": {"lr_schedule": "multistep", "lr_milestones": [-3, 1000]}}, "must be increasing iterations from 1"),
+        ({"train": {"lr_schedule": "multistep", "lr_milestones": [5, 5]}}, "must be increasing iterations from 1"),
+        ({"train": {"lr_schedule": "multistep"}}, "needs train.lr_milestones"),
+        ({"train": {"lr": "fast"}}, "must be a number, got 'fast'"),
     ],
 )
 def test_bad_configs_are_refused_with_the_key_named(data: dict, fragment: str) -> None:
@@ -45,6 +52,13 @@ def test_bad_configs_are_refused_with_the_key_named(data: dict, fragment: str) -
         FAGANConfig.from_dict(data)
     assert fragment.split("'")[0] in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_yaml_number_without_a_dot_is_a_number(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``1e-4`` as text: it was refused as "must be a number, got '1e-4'"."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-4\n")
+    assert load_config(path).train.lr == 1e-4
 
 
 def test_overrides_parse_json_values() -> None:

@@ -313,6 +313,7 @@ class TrainConfig:
                               f"({self.iterations}); set both (--set train.pretrain_iterations=N)")
         check_learning_rate("train.lr", self.lr)
         check_interval("train.lr_gamma", self.lr_gamma, 0.0, 1.0, "(]")
+        self._check_milestones()
         for name in ("beta1", "beta2", "ema_decay"):
             check_interval(f"train.{name}", getattr(self, name), 0.0, 1.0, "[)")
         for name in LOSS_WEIGHTS:
@@ -322,6 +323,18 @@ class TrainConfig:
             raise ConfigError("train.init_from_scale needs train.init_checkpoint")
         if not self.output_dir.strip():
             raise ConfigError("train.output_dir must name the run folder; it is empty")
+
+    def _check_milestones(self) -> None:
+        """Milestones act only in the multistep schedule (given with another they did nothing), as increasing iterations
+        from 1 (a negative one lowered the rate from the first iteration)."""
+        milestones = self.lr_milestones
+        if milestones and self.lr_schedule != "multistep":
+            raise ConfigError(f"train.lr_milestones {milestones} act only with train.lr_schedule=multistep, not "
+                              f"{self.lr_schedule}; set the schedule or leave the milestones out")
+        if self.lr_schedule == "multistep" and not milestones:
+            raise ConfigError("train.lr_schedule=multistep needs train.lr_milestones (the iterations where the rate drops)")
+        if any(m < 1 for m in milestones) or any(b <= a for a, b in zip(milestones, milestones[1:])):
+            raise ConfigError(f"train.lr_milestones must be increasing iterations from 1, got {milestones}")
 
 
 @dataclass
@@ -463,9 +476,10 @@ def section_from_dict(cls: Any, data: Any, prefix: str) -> Any:
         raise ConfigError(f"config section {prefix.rstrip('.') or 'root'} must be a mapping")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)  # YAML 1.1 reads on/off/yes/no as booleans and 1 as a number
     if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+        hint = " (YAML reads on, off, yes and no as true or false: quote such a key)" if isinstance(unknown[0], bool) else ""
+        raise ConfigError(f"unknown config key {prefix + str(unknown[0])!r}{hint}; known keys: {', '.join(sorted(known))}")
     if cls is ModelConfig and data.get("preset") in PRESET_SWITCHES:  # unspecified switches follow the preset
         data = {**PRESET_SWITCHES[data["preset"]], **data}
     kwargs = {}
@@ -476,6 +490,14 @@ def section_from_dict(cls: Any, data: Any, prefix: str) -> Any:
         else:
             kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
     return cls(**kwargs)
+
+
+def _float_text(key: str, text: str) -> float:
+    """A number YAML left as text (``1e-4``: YAML 1.1 needs ``1.0e-4``); ConfigError for any other text."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"config key {key!r} must be a number, got {text!r}") from None
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -506,6 +528,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
+            value = _float_text(key, value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
         if not math.isfinite(value):
