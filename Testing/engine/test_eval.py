@@ -257,3 +257,44 @@ def test_one_volume_reaching_the_top_of_the_head_scores_finite_figures(tmp_path:
     case = make_case("top", sitk.ReadImage(str(volume), sitk.sitkFloat32), 2, (0, 1), AcquisitionConfig(**report["acquisition"]))
     bicubic = next(row for row in report["results"] if row["method"] == "bicubic")
     assert bicubic["psnr"]["mean"] == pytest.approx(volume_scores(case, interpolated(case, "bicubic"))["psnr"], abs=1e-9)
+
+
+def test_a_training_volume_is_named_from_any_folder_and_by_any_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """The checkpoint kept the training path as typed (relative): evaluated from another folder, or a copy of the volume,
+    the 'was training data' note was silently lost. The checkpoint records its volumes' voxel digests."""
+    import shutil
+
+    from train_helpers import tiny_args
+
+    from fagan_engine.cli.train import main as train
+
+    (tmp_path / "a").mkdir()
+    write_crop(tmp_path / "a" / "vol.nii.gz", index=(66, 88, 60), size=(48, 48, 12))
+    monkeypatch.chdir(tmp_path / "a")
+    assert train(tiny_args(Path("vol.nii.gz"), tmp_path / "run", "data.val_fraction=0")) == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "latest.safetensors"
+    shutil.copy(tmp_path / "a" / "vol.nii.gz", tmp_path / "copy.nii.gz")
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    capsys.readouterr()
+    for data in ("../a/vol.nii.gz", "../copy.nii.gz"):
+        assert main(["--checkpoint", str(checkpoint), "--data", data, "--output", f"ev{len(data)}"]) == 0
+        assert f"note: {data} was training data of {checkpoint}" in capsys.readouterr().err
+
+
+def test_a_checkpoint_and_its_sidecar_are_one_checkpoint(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    code = main(["--checkpoint", str(x2), str(x2.with_suffix(".json")), "--data", str(volumes[0]), "--output", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: --checkpoint lists {x2.with_suffix('.json')} more than once"]
+    assert not (tmp_path / "e").exists()
+
+
+def test_an_onnx_export_given_as_a_checkpoint_is_not_told_to_use_a_missing_option(tmp_path: Path, volumes: "list[Path]",
+                                                                                  capsys: pytest.CaptureFixture) -> None:
+    export = tmp_path / "m.onnx"
+    export.write_bytes(b"onnx")
+    assert main(["--checkpoint", str(export), "--data", str(volumes[0]), "--output", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give its .safetensors file" in err[0] and not err[0].startswith("error: m.onnx is an ONNX export: run")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from fagan_engine.cli import OneLineParser, entry_point
-from fagan_engine.models.checkpoint import read_metadata
+from fagan_engine.models.checkpoint import read_metadata, weights_path
 from fagan_engine.util.atomic import atomic_write_bytes, prepared_output_folder
 from fagan_engine.util.config import ACQUISITIONS, PLANES, SCALES
 from fagan_engine.util.errors import InputError, OutputError
@@ -40,6 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: List[str]) -> int:
     from fagan_engine.inference.slices import MIN_SLICE  # lazy: keeps SimpleITK/scipy out of this module's import
     from fagan_engine.io.geometry import plane_axes  # lazy: keeps SimpleITK out of this module's import
+    from fagan_engine.io.volume_io import voxel_digest  # lazy: keeps SimpleITK out of this module's import
     from fagan_engine.mri.forward_model import AcquisitionConfig  # lazy: keeps scipy out of this module's import
     from fagan_engine.training.data import expand_entries, load_volume  # lazy: keeps torch out of this module's import
     from fagan_engine.training.eval_table import evaluate, to_markdown  # lazy: keeps SimpleITK/scipy out of this module's import
@@ -53,7 +54,8 @@ def _main(argv: List[str]) -> int:
     taken = [t for t in targets if t.exists()]
     if taken and not args.force:
         raise OutputError(f"{taken[0]} already exists; pass --force to replace it")
-    repeated_checkpoint = next((p for i, p in enumerate(args.checkpoint) if _same_entry(p, args.checkpoint[:i])), None)
+    files = [str(weights_path(path)) for path in args.checkpoint]  # a checkpoint and its .json sidecar are one
+    repeated_checkpoint = next((p for i, p in enumerate(args.checkpoint) if _same_entry(files[i], files[:i])), None)
     if repeated_checkpoint is not None:
         raise InputError(f"--checkpoint lists {repeated_checkpoint} more than once")
     checkpoints = [(path, read_metadata(path)) for path in args.checkpoint]
@@ -79,8 +81,10 @@ def _main(argv: List[str]) -> int:
             raise InputError(f"{name} has no foreground to score (docs/metrics.md: the mask of the reference's robust [0, 1] "
                              "normalisation, inside the border crop)")
         volumes.append((name, image, axes))
+        digest = voxel_digest(image)
         for path, md in checkpoints:
-            if any(_same_entry(name, [trained]) or _same_entry(trained, [name]) for trained in md.training.get("train_data", [])):
+            if digest in (md.training.get("train_data_digests") or []) or any(
+                    _same_entry(name, [trained]) or _same_entry(trained, [name]) for trained in md.training.get("train_data", [])):
                 sys.stderr.write(f"note: {name} was training data of {path}; its scores are optimistic\n")
     inception = None
     if args.inception_weights:

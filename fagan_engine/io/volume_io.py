@@ -13,6 +13,7 @@ I/O error) never leaves a partial output and never destroys an existing file. Se
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -94,6 +95,14 @@ def read_volume(
     else:
         image = _read_file(source, nan_policy)
     return validate_image(image, nan_policy)
+
+
+def voxel_digest(image: sitk.Image) -> str:
+    """The first 16 hex digits of SHA-256 over the image's size and float32 voxels: the same data read from any path, in
+    any format that keeps the values (a checkpoint records its training volumes' digests, ``fagan-eval`` compares them)."""
+    digest = hashlib.sha256(np.asarray(image.GetSize(), dtype="<i8").tobytes())
+    digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image), dtype="<f4").tobytes())
+    return digest.hexdigest()[:16]
 
 
 def validate_image(image: sitk.Image, nan_policy: str = "error") -> sitk.Image:

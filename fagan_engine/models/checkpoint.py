@@ -117,7 +117,7 @@ def save_checkpoint(path: str, state_dict: Dict[str, Any], metadata: CheckpointM
     """
     from safetensors.torch import save  # lazy: safetensors.torch imports torch; metadata reads need no torch
 
-    target = _weights_path(path)
+    target = weights_path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     entries, _, data = split_safetensors(save(tensors, metadata={METADATA_KEY: "{}"}))
     metadata = dataclasses.replace(metadata, format=FORMAT, weights_sha256=hashlib.sha256(data).hexdigest(), content_sha256="")
@@ -273,7 +273,8 @@ def read_through_plane(path: Optional[Path] = None, ratio: Optional[float] = Non
     return ThroughPlaneWeights(target, metadata, blob, hashlib.sha256(blob).hexdigest())
 
 
-def _weights_path(path: str) -> Path:
+def weights_path(path: str) -> Path:
+    """The ``.safetensors`` file a checkpoint argument names (its ``.json`` sidecar names it too)."""
     target = Path(path)
     if target.suffix == ".json":
         target = target.with_suffix(".safetensors")
@@ -286,7 +287,8 @@ def _read_file(target: Path) -> bytes:
     if not target.is_file():
         raise CheckpointError(f"checkpoint not found: {target}")
     if target.suffix == ".onnx":
-        raise CheckpointError(f"{target.name} is an ONNX export: run it with --backend onnx (or give its .safetensors checkpoint)")
+        raise CheckpointError(f"{target.name} is an ONNX export, not a checkpoint: give its .safetensors file (fagan-sr can run "
+                              "the export itself with --backend onnx)")
     if target.suffix != ".safetensors":
         why = " (pickled .pt/.pth files are refused)" if target.suffix in (".pt", ".pth") else ""
         raise CheckpointError(f"{target.name} is not a .safetensors checkpoint{why}")
@@ -298,7 +300,7 @@ def _read_file(target: Path) -> bytes:
 
 def _verified(path: str) -> Tuple[CheckpointMetadata, Dict[str, Any], bytes]:
     """(metadata, tensor entries, file bytes) of a checkpoint whose header, checksum and sidecar check out."""
-    target = _weights_path(path)
+    target = weights_path(path)
     blob = _read_file(target)
     entries, strings, data = split_tagged(
         blob, METADATA_KEY, f"{target.name} is not a safetensors file or is damaged",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fagan_engine.inference.slices import MIN_SLICE
 from fagan_engine.io.geometry import SliceLayout, plane_axes
-from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, read_volume
+from fagan_engine.io.volume_io import SUPPORTED_EXTENSIONS, read_volume, voxel_digest
 from fagan_engine.mri.forward_model import add_rician_noise, crop_to_multiple, degrade, random_acquisition, resample_slice
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.mri.sample_data import ICBM152_T1, resolve_volume_path
@@ -83,6 +83,9 @@ class PreparedData:
     train: List[TrainVolume]
     val: List[ValVolume]
     split: Dict[str, Any]
+    digests: List[str] = field(default_factory=list)
+    """``io.volume_io.voxel_digest`` of each training entry (``split["train"]``'s order): recorded in the checkpoint, so that
+    ``fagan-eval`` knows a test volume that was trained on whatever path it is given by."""
 
     @property
     def n_slices(self) -> int:
@@ -215,9 +218,13 @@ def _identity(entry: str) -> str:
 
 
 def _from_lists(cfg: FAGANConfig, train: List[str], val: List[str]) -> PreparedData:
-    volumes = [_train_volume(name, _slices(load_volume(name, "training volume"), cfg.data.plane)[0], cfg) for name in train]
+    volumes, digests = [], []
+    for name in train:
+        image = load_volume(name, "training volume")
+        volumes.append(_train_volume(name, _slices(image, cfg.data.plane)[0], cfg))
+        digests.append(voxel_digest(image))
     held_out = [_val_volume(name, load_volume(name, "validation volume"), cfg) for name in val]
-    return PreparedData(volumes, held_out, {"mode": "manifest", "train": train, "val": val})
+    return PreparedData(volumes, held_out, {"mode": "manifest", "train": train, "val": val}, digests)
 
 
 def _volume_split(cfg: FAGANConfig, entries: List[str]) -> PreparedData:
@@ -238,7 +245,7 @@ def _single_volume_split(cfg: FAGANConfig, name: str) -> PreparedData:
     image = load_volume(name, "training volume")
     slices, axes = _slices(image, cfg.data.plane)
     if cfg.data.val_fraction == 0:
-        return PreparedData([_train_volume(name, slices, cfg)], [], {"mode": "none", "train": [name], "val": []})
+        return PreparedData([_train_volume(name, slices, cfg)], [], {"mode": "none", "train": [name], "val": []}, [voxel_digest(image)])
     n = slices.shape[0]
     count = max(1, round(n * cfg.data.val_fraction))
     gap = max(2, n // 20)
@@ -267,7 +274,7 @@ def _single_volume_split(cfg: FAGANConfig, name: str) -> PreparedData:
         "caveat": SINGLE_VOLUME_CAVEAT,
     }
     val = _val_volume(split["val"][0], sitk.RegionOfInterest(image, size, index), cfg, axes)
-    return PreparedData([_train_volume(name, train_slices, cfg)], [val], split)
+    return PreparedData([_train_volume(name, train_slices, cfg)], [val], split, [voxel_digest(image)])
 
 
 def _slices(image: sitk.Image, plane: str) -> Tuple[np.ndarray, Tuple[int, int]]:

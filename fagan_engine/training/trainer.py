@@ -443,6 +443,7 @@ class Trainer:
             "degradation": dataclasses.asdict(cfg.data.degradation),
             "split": split["mode"],
             "train_data": split["train"],
+            "train_data_digests": self.data.digests,
             "validation_data": split["val"],
             "validation": self.last_validation,
             "engine_version": __version__,
