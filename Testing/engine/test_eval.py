@@ -121,6 +121,13 @@ def test_single_volume_std_over_slices_and_fid_with_weights(volumes: "list[Path]
     assert "| ×2 |" in (out / "evaluation.md").read_text() and "FID" in (out / "evaluation.md").read_text()
 
 
+def test_fid_of_one_slice_is_refused_not_nan() -> None:
+    from fagan_engine.util.errors import InputError
+
+    with pytest.raises(InputError, match="FID needs at least 2 foreground slices; the test data has 1"):
+        frechet_distance(np.ones((1, 4)), np.ones((3, 4)))
+
+
 def test_frechet_distance_matches_the_sqrtm_formula() -> None:
     from scipy import linalg
 

@@ -20,6 +20,7 @@ from scipy import linalg
 from torch import nn
 
 from fagan_engine.training.losses import load_frozen
+from fagan_engine.util.errors import InputError
 
 Size = Union[int, Tuple[int, int]]
 
@@ -210,6 +211,9 @@ def frechet_distance(first: np.ndarray, second: np.ndarray) -> float:
     With fewer samples than dimensions, Tr (Σ1 Σ2)^½ is computed exactly as the nuclear norm of
     X1 X2ᵀ / √((n1 − 1)(n2 − 1)) (centred features; same non-zero spectrum, no singular sqrtm).
     """
+    if min(len(first), len(second)) < 2:  # a covariance of one sample divides by zero: FID read nan with exit 0
+        raise InputError(f"FID needs at least 2 foreground slices; the test data has {min(len(first), len(second))}: add "
+                         "slices or volumes, or leave out --inception-weights")
     a, b = first - first.mean(0), second - second.mean(0)
     n1, n2 = len(a) - 1, len(b) - 1
     if min(len(a), len(b)) < a.shape[1]:
