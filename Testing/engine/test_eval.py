@@ -305,3 +305,15 @@ def test_an_onnx_export_given_as_a_checkpoint_is_not_told_to_use_a_missing_optio
     assert main(["--checkpoint", str(export), "--data", str(volumes[0]), "--output", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "give its .safetensors file" in err[0] and not err[0].startswith("error: m.onnx is an ONNX export: run")
+
+
+def test_cuda_without_a_gpu_is_refused_before_the_baselines_run(volumes: "list[Path]", tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from fagan_engine.training import eval_table
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is usable here")
+    monkeypatch.setattr(eval_table, "evaluate", lambda *a, **k: pytest.fail("the evaluation ran"))
+    x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
+    assert main(["--checkpoint", str(x2), "--data", str(volumes[0]), "--device", "cuda", "--output", str(tmp_path / "e")]) == 2
+    assert "no CUDA GPU is usable" in capsys.readouterr().err and not (tmp_path / "e").exists()

@@ -38,6 +38,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: List[str]) -> int:
+    from fagan_engine.inference.runners import resolve_device  # lazy: keeps SimpleITK out of this module's import
     from fagan_engine.inference.slices import MIN_SLICE  # lazy: keeps SimpleITK/scipy out of this module's import
     from fagan_engine.io.geometry import plane_axes  # lazy: keeps SimpleITK out of this module's import
     from fagan_engine.io.volume_io import voxel_digest  # lazy: keeps SimpleITK out of this module's import
@@ -49,6 +50,8 @@ def _main(argv: List[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.device == "cuda":  # before the baselines run, not after
+        resolve_device(args.device)
     output = Path(args.output)
     targets = [output / "evaluation.md", output / "evaluation.json"]
     taken = [t for t in targets if t.exists()]
