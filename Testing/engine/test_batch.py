@@ -509,3 +509,26 @@ def test_shards_given_one_report_path_each_write_their_own(tmp_path: Path, capsy
     rows = [row for k in (0, 1) for row in read_report(tmp_path / f"r.shard-{k}-of-2.csv")]
     assert sorted(Path(row["input"]).name for row in rows) == [f"v{seed}.nrrd" for seed in range(4)]
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_a_case_another_batch_finished_meanwhile_keeps_that_batchs_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """Two batches on one output folder: the one that found the output written meanwhile still replaced the winner's trust
+    map (batches may replace maps that a killed run left without their output), so the map described another result."""
+    from fagan_engine.pipeline import case as case_module
+
+    source = tmp_path / "in"
+    source.mkdir()
+    sitk.WriteImage(oblique_image(), str(source / "a.nii.gz"))
+    out = tmp_path / "out"
+    publish = case_module.StagedOutputs.publish
+
+    def the_other_batch_finishes_first(staged):
+        (out / "a_consistency.nii.gz").write_bytes(b"winner's map")
+        (out / "a.nii.gz").write_bytes(b"winner's output")
+        return publish(staged)
+
+    monkeypatch.setattr(case_module.StagedOutputs, "publish", the_other_batch_finishes_first)
+    code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none", "--consistency-map"], capsys)
+    assert code == 0 and "1 skipped" in err
+    assert (out / "a_consistency.nii.gz").read_bytes() == b"winner's map" and (out / "a.nii.gz").read_bytes() == b"winner's output"

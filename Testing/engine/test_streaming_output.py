@@ -228,3 +228,84 @@ def test_a_header_that_cannot_be_written_is_one_line(tmp_path: Path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == [f"error: no space left on device while writing {tmp_path / 'sr.nrrd'}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
+
+
+def test_a_full_disk_that_also_fails_the_final_flush_leaves_no_staging_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                              capsys) -> None:
+    """Closing a stream flushes it again, which raises ENOSPC on a full disk: a traceback, and the staging folder with its
+    partial data stayed behind."""
+    import errno
+
+    from fagan_engine.util.errors import OutputError
+
+    streamed = VolumeStreamWriter.write
+
+    class FlushFails:
+        def __init__(self, handle) -> None:
+            self.handle = handle
+
+        def close(self) -> None:
+            self.handle.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name: str):
+            return getattr(self.handle, name)
+
+    def full_disk(writer, start, slices):
+        if start > 0:
+            for data in writer.files:
+                data.handle = FlushFails(data.handle)
+            raise OutputError(f"no space left on device while writing {writer.shown}")
+        return streamed(writer, start, slices)
+
+    monkeypatch.setattr(VolumeStreamWriter, "write", full_disk)
+    source = tmp_path / "in.nrrd"
+    sitk.WriteImage(volume("float32"), str(source))
+    code = main([str(source), str(tmp_path / "sr.nii.gz"), *BICUBIC, "--consistency-map"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: no space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
+
+
+def test_a_signal_while_publishing_waits_for_the_whole_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """SIGTERM after the map was linked left the map without its output (and a rerun was refused); the set is published
+    whole, then the run stops."""
+    import os
+    import signal
+
+    source = tmp_path / "in.nrrd"
+    sitk.WriteImage(volume("float32"), str(source))
+    real = os.link
+
+    def link(src, dst, *args, **kwargs):
+        real(src, dst, *args, **kwargs)
+        if Path(dst).name == "sr_consistency.nii.gz":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "link", link)
+    code = main([str(source), str(tmp_path / "sr.nii.gz"), *BICUBIC, "--consistency-map", "--report", str(tmp_path / "r.json")])
+    capsys.readouterr()
+    assert code == 143
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd", "r.json", "sr.nii.gz", "sr_consistency.nii.gz"]
+
+
+def test_a_refusal_at_publishing_replaces_none_of_the_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A DICOM output that came to hold another file during the run was refused only after the run's map had replaced the
+    earlier one (with --force): the map then described another result than the series beside it."""
+    source = tmp_path / "in.nrrd"
+    sitk.WriteImage(volume("float32"), str(source))
+    argv = [str(source), str(tmp_path / "series"), *BICUBIC, "--consistency-map", str(tmp_path / "cm.nii.gz")]
+    assert main(argv) == 0
+    before = (tmp_path / "cm.nii.gz").read_bytes()
+    publish = case.StagedOutputs.publish
+
+    def someone_writes_into_the_series(staged):
+        (tmp_path / "series" / "README.txt").write_text("notes")
+        return publish(staged)
+
+    monkeypatch.setattr(case.StagedOutputs, "publish", someone_writes_into_the_series)
+    sitk.WriteImage(volume("float32") * 2, str(source))
+    capsys.readouterr()
+    assert main([*argv, "--force"]) == 2
+    assert "holds more than a DICOM series" in capsys.readouterr().err
+    assert (tmp_path / "cm.nii.gz").read_bytes() == before

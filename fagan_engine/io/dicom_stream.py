@@ -90,7 +90,10 @@ class DicomStreamWriter:
         """Close and remove the spool (the series folder belongs to the caller's staging)."""
         self.gathered = None
         if self.spool is not None:
-            self.spool.close()
+            try:  # a full disk makes the final flush fail; the spool goes anyway
+                self.spool.close()
+            except OSError:
+                pass
             self.spool = None
             try:
                 os.unlink(self.spool_path)

@@ -232,7 +232,10 @@ class VolumeStreamWriter:
     def abort(self) -> None:
         """Close and remove what was written (the staging folder is removed by its owner anyway)."""
         for data in self.files:
-            data.handle.close()
+            try:  # closing flushes the buffer again: on a full disk that raises ENOSPC, and the file goes anyway
+                data.handle.close()
+            except OSError:
+                pass
             try:
                 data.path.unlink()
             except OSError:

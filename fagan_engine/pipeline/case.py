@@ -27,7 +27,14 @@ from fagan_engine._version import __version__
 from fagan_engine.inference.slices import SlabGather, SlabStream
 from fagan_engine.io.dicom_source import SLICE_KEYWORDS, read_series_tags
 from fagan_engine.io.dicom_stream import DicomStreamWriter
-from fagan_engine.io.dicom_writer import check_dicom_direction, publish_folder, series_description, stage_dicom_series, voxel_text
+from fagan_engine.io.dicom_writer import (
+    check_dicom_direction,
+    check_replaceable,
+    publish_folder,
+    series_description,
+    stage_dicom_series,
+    voxel_text,
+)
 from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_volume, remove_stale_staging, split_extension, write_volume
 from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
 from fagan_engine.pipeline.batch import output_format_of
@@ -173,11 +180,13 @@ class StagedOutputs:
 
     def __exit__(self, *exc: Any) -> None:
         with interrupts_deferred():  # a SIGTERM here (right after a case was published) would leave a staging folder
-            for writer, _, _ in self.streamed.values():
-                if isinstance(writer, (VolumeStreamWriter, DicomStreamWriter)):
-                    writer.abort()
-            for folder in self.staging.values():
-                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                for writer, _, _ in self.streamed.values():
+                    if isinstance(writer, (VolumeStreamWriter, DicomStreamWriter)):
+                        writer.abort()
+            finally:
+                for folder in self.staging.values():
+                    shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def streams(self) -> Streams:
@@ -250,8 +259,11 @@ class StagedOutputs:
         """Stage a small file (the JSON trust report)."""
         path = Path(target)
         staged = self._folder(path) / path.name
-        staged.write_bytes(data)
-        fsync_file(staged)
+        try:
+            staged.write_bytes(data)
+            fsync_file(staged)
+        except OSError as exc:  # a full disk: one line naming the target
+            raise OutputError(describe_os_error(exc, path)) from None
         self.items.append(("file", staged, path, self.force))
 
     def add_dicom(self, image: sitk.Image, target: str, **labels: Any) -> None:
@@ -262,32 +274,47 @@ class StagedOutputs:
         self.items.append(("dicom", staged, path, self.force))
 
     def publish(self) -> None:
-        """Publish in the order staged (output last); on failure remove what this call published."""
+        """Publish in the order staged (output last) as one set: every refusal is checked before anything is moved (an
+        output that appeared meanwhile, a DICOM folder that may not be replaced), Ctrl-C and SIGTERM wait until the whole
+        set is in place, and on a failure what this call created is removed again (replaced files cannot be restored)."""
+        self._check_publishable()
         published: List[Tuple[str, Path]] = []
-        try:
-            for kind, staged, target, replace in self.items:
-                if kind == "dicom":
-                    publish_folder(staged, target, replace)
+        with interrupts_deferred():
+            try:
+                for kind, staged, target, replace in self.items:
+                    if kind == "dicom":
+                        publish_folder(staged, target, replace)
+                        if not replace:
+                            published.append(("dicom", target))
+                        continue
+                    names = [staged.parent / Path(p).name for p in output_files(staged)]
+                    moves = [(f, target.parent / f.name) for f in names if f.exists() and f != staged] + [(staged, target)]
+                    publish_files(moves, replace, target)
                     if not replace:
-                        published.append(("dicom", target))
-                    continue
-                names = [staged.parent / Path(p).name for p in output_files(staged)]
-                moves = [(f, target.parent / f.name) for f in names if f.exists() and f != staged] + [(staged, target)]
-                publish_files(moves, replace, target)
-                if not replace:
-                    published += [("file", destination) for _, destination in moves]
-        except BaseException:  # what this call created is removed again (replaced files cannot be restored)
-            for kind, path in published:
-                if kind == "dicom":
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    try:
-                        path.unlink()
-                    except OSError:
-                        pass
-            raise
+                        published += [("file", destination) for _, destination in moves]
+            except BaseException:
+                for kind, path in published:
+                    if kind == "dicom":
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        try:
+                            path.unlink()
+                        except OSError:
+                            pass
+                raise
         for parent in self.staging:
             fsync_dir(parent)
+
+    def _check_publishable(self) -> None:
+        """OutputError, before anything is moved, for an item that may not be published: a name that exists now without
+        leave to replace it (written meanwhile by another process: its maps must not be replaced by this run's), or a
+        DICOM folder that holds more than a series."""
+        for kind, _, target, replace in self.items:
+            exists = is_done(str(target)) if kind == "dicom" else os.path.lexists(target)
+            if exists and not replace:
+                raise OutputError(f"output {target} already exists (created meanwhile); pass --force to overwrite it")
+            if exists and kind == "dicom":
+                check_replaceable(target)
 
 
 def _same_slices(source: Optional[Source], spacing: Sequence[float]) -> bool:
