@@ -210,11 +210,32 @@ def test_running_out_of_memory_gives_the_stacks_advice(tmp_path: Path, capsys: p
                                                "--target-spacing or crop the stacks")
     assert not (tmp_path / "iso.nrrd").exists()
     monkeypatch.undo()  # while writing the result, too (it gave the in-plane advice)
-    from fagan_engine.io import volume_io
+    from fagan_engine.pipeline import case
 
     def full(*args, **named):
         raise MemoryError()
 
-    monkeypatch.setattr(volume_io, "write_volume", full)
+    monkeypatch.setattr(case, "write_volume", full)  # the stacks' outputs are published as one set (pipeline.case)
     assert main(["--stacks", *inputs, str(tmp_path / "iso.nrrd"), "--progress", "none"]) == 2
     assert "the combined volume does not fit" in capsys.readouterr().err
+
+
+def test_the_maps_report_and_output_are_one_set(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    """A full disk at the output left both consistency maps (a rerun was then refused: they exist), and a report that
+    could not be written came after the output and maps. All of them are published together, or none."""
+    from fagan_engine.pipeline import case
+    from fagan_engine.util.errors import OutputError
+
+    inputs = _write_stacks(tmp_path)
+    written = case.write_volume
+
+    def full_at_the_output(image, path, **named):
+        if Path(path).name == "iso.nii":
+            raise OutputError(f"no space left on device while writing {path}")
+        return written(image, path, **named)
+
+    monkeypatch.setattr(case, "write_volume", full_at_the_output)
+    argv = ["--stacks", *inputs, str(tmp_path / "iso.nii"), "--consistency-map", "--report", str(tmp_path / "r.json"),
+            "--progress", "none"]
+    assert main(argv) == 2 and capsys.readouterr().err.startswith("error: no space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(p).name for p in inputs)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 from fagan_engine._version import __version__
-from fagan_engine.util.atomic import atomic_write_bytes
 from fagan_engine.util.errors import FAGANError, InputError
 from fagan_engine.util.options import CLI_FLAGS, MAP_FLAGS, RunOptions, check_through_plane_ensemble
 from fagan_engine.util.protocol import emit
@@ -54,6 +53,7 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
     """Reconstruct, write OUTPUT (the consistency maps, the JSON report); ``progress`` is the CLI's reporter (closed here)."""
     from fagan_engine.io import volume_io  # lazy: keeps SimpleITK out of this module's import
     from fagan_engine.io.geometry import direction_matrix  # lazy: as above (cli.arguments imports it)
+    from fagan_engine.pipeline.case import CaseOutputs, StagedOutputs  # lazy: keeps SimpleITK out of this module's import
     from fagan_engine.pipeline.report import NOTICE  # lazy: keeps SimpleITK/scipy out of this module's import
     from fagan_engine.pipeline.validation import check_run_paths  # lazy: keeps SimpleITK/scipy out of this module's import
     from fagan_engine.through_plane.stacks import reconstruct_stacks  # lazy: keeps SimpleITK/scipy out of this module's import
@@ -92,13 +92,15 @@ def run_stacks(args: argparse.Namespace, progress: Any) -> int:
         progress.close(clear=True)  # the error line stands alone, without a half-drawn bar above it
         raise
     progress.close()
-    compress = not args.no_compression
-    for index, (path, consistency) in enumerate(zip(maps.values(), report.consistency_maps)):
-        volume_io.write_volume(consistency, path, force=args.force, input_path=inputs[index], compress=compress)
-    volume_io.write_volume(image, output, force=args.force, input_path=inputs[reference], compress=compress)
-    if args.report is not None:  # who made it, as every other report says (pipeline.report.identity)
-        document = {"notice": NOTICE, "engine_version": __version__, "inputs": inputs, "output": output, **report.to_dict()}
-        atomic_write_bytes(args.report, (json.dumps(document, indent=2) + "\n").encode())
+    # one set, as every run publishes its outputs (pipeline.case): maps, report, output last; all of them or none
+    with StagedOutputs(CaseOutputs(output, force=args.force, compress=not args.no_compression)) as staged:
+        for path, consistency in zip(maps.values(), report.consistency_maps):
+            staged.add_volume(consistency, path)
+        if args.report is not None:  # who made it, as every other report says (pipeline.report.identity)
+            document = {"notice": NOTICE, "engine_version": __version__, "inputs": inputs, "output": output, **report.to_dict()}
+            staged.add_bytes((json.dumps(document, indent=2) + "\n").encode(), args.report)
+        staged.add_volume(image, output)
+        staged.publish()
     seconds = time.perf_counter() - started
     if args.progress == "json":
         emit("finished", output=output, seconds=round(seconds, 3), summary=report.to_dict(), maps=list(maps.values()))
