@@ -532,3 +532,25 @@ def test_a_case_another_batch_finished_meanwhile_keeps_that_batchs_maps(tmp_path
     code, _, err = run([source, "--output-dir", out, *BICUBIC, "--progress", "none", "--consistency-map"], capsys)
     assert code == 0 and "1 skipped" in err
     assert (out / "a_consistency.nii.gz").read_bytes() == b"winner's map" and (out / "a.nii.gz").read_bytes() == b"winner's output"
+
+
+def test_the_report_is_written_after_every_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """It was written only at the end: a batch killed outright (kill -9, the out-of-memory killer) lost every row."""
+    from fagan_engine.pipeline import batch_runner
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for seed in range(3):
+        sitk.WriteImage(oblique_image(seed=seed), str(source / f"v{seed}.nrrd"))
+    report = tmp_path / "out" / "batch-report.csv"
+    seen: List[List[str]] = []
+    run_one = batch_runner.BatchRunner._run_one
+
+    def watching(runner, index, prefetched):
+        seen.append([row["status"] for row in read_report(report)] if report.exists() else [])
+        return run_one(runner, index, prefetched)
+
+    monkeypatch.setattr(batch_runner.BatchRunner, "_run_one", watching)
+    code, _, _ = run([source, "--output-dir", tmp_path / "out", *BICUBIC, "--progress", "none"], capsys)
+    assert code == 0
+    assert seen == [[], ["done", "not run", "not run"], ["done", "done", "not run"]]

@@ -113,6 +113,7 @@ class BatchRunner:
                     following = pending[position + 1]
                     upcoming[following] = executor.submit(self._read, self.cases[following])
                 self._run_one(index, upcoming.pop(index, None))
+                self._save_progress()
         finally:
             for future in upcoming.values():
                 future.cancel()
@@ -214,6 +215,14 @@ class BatchRunner:
     def report_rows(self) -> List[Dict[str, Any]]:
         """The report's rows: this run's records, an earlier run's row for a case skipped because that run made it."""
         return [self.earlier.get(i) or record.to_dict() for i, record in enumerate(self.records)]
+
+    def _save_progress(self) -> None:
+        """The report as it stands after a case (the cases to come read ``not run``), so that a batch killed outright
+        (``kill -9``, the out-of-memory killer) keeps the rows of the cases it finished; the final write says if it fails."""
+        try:
+            self.write_report()
+        except FAGANError:
+            pass
 
     def write_report(self) -> None:
         """Write the report (its totals count its rows, so the cases done earlier count as ``done``)."""
