@@ -384,3 +384,30 @@ def test_a_smaller_slice_is_named(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert main([str(folder), str(tmp_path / "o.nrrd"), "--scale", "2", "--method", "bicubic", "--progress", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "slice002.dcm" in err[0] and "unlike the other slices" in err[0], err
+
+
+def test_an_uneven_step_among_positions_written_without_trailing_zeros_is_a_gap(tmp_path: Path) -> None:
+    """``12.5`` beside ``13.4375``: the shortest value widened the rounding allowance to 25 %, and a 1.1 mm step among
+    0.9375 mm slices was read as an even series."""
+    image = sitk.Image(16, 12, 6, sitk.sitkInt16)
+    folder = write_mr_series(image, tmp_path / "exact")
+    positions = [12.5, 13.4375, 14.375, 15.475, 16.4125, 17.35]
+    for path, z in zip(sorted(folder.iterdir()), positions):
+        ds = pydicom.dcmread(str(path))
+        ds.ImagePositionPatient = ["0", "0", f"{z:g}"]
+        ds.save_as(str(path))
+    with pytest.raises(InputError, match="gap of 1.100 mm"):
+        read_volume(str(folder))
+
+
+def test_a_checkpoint_name_the_source_character_set_cannot_hold_switches_the_series_to_utf8(tmp_path: Path) -> None:
+    from engine_helpers import save_untrained_checkpoint
+
+    source = write_mr_series(oblique_image(size=(12, 10, 4)), tmp_path / "in",
+                             tags={"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Müller^Jörg"})
+    checkpoint = save_untrained_checkpoint(tmp_path / "modèle_日本.safetensors", 2)
+    assert main([str(source), str(tmp_path / "out"), "--scale", "2", "--checkpoint", str(checkpoint), "--adapt", "0",
+                 "--progress", "none"]) == 0
+    ds = pydicom.dcmread(str(sorted((tmp_path / "out").iterdir())[0]))
+    assert ds.SpecificCharacterSet == "ISO_IR 192" and "modèle_日本.safetensors" in ds.DerivationDescription
+    assert str(ds.PatientName) == "Müller^Jörg"

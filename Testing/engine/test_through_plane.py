@@ -152,6 +152,11 @@ def test_integer_output_types_follow_the_in_plane_rule(monkeypatch) -> None:
         warnings.simplefilter("error", FAGANWarning)  # handed to on_note instead
         through_plane_from_options(negative, options, on_note=notes.append)
     assert len(notes) == 2 and "clips the input's range" in notes[0] and "of the result to [0, 65535]" in notes[1]
+    # the product's path (CLI, Slicer) casts after the projection: it said nothing of the voxels it clipped
+    from fagan_engine.pipeline.report import super_resolve_report
+
+    report = super_resolve_report(negative, options, consistency=False)
+    assert any("of the result to [0, 65535]" in w for w in report.warnings), report.warnings
 
 
 def test_a_result_beyond_the_memory_is_refused_on_the_api_path_too(monkeypatch) -> None:

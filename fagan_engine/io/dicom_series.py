@@ -317,8 +317,8 @@ def _slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, files: L
 def _position_rounding(reader: sitk.ImageSeriesReader, files: List[str], normal: np.ndarray) -> float:
     """How far (mm) a step between two slices along ``normal`` may be off from rounding alone: ImagePositionPatient is
     text, often written with two decimals (0.9375 mm slices read 0.94, 0.93, 0.94, ...). Each coordinate that varies
-    over the series adds its last written decimal, weighted by the normal's component; one that stays the same rounds
-    the same way on every slice and adds nothing."""
+    over the series adds the last decimal its longest value writes, weighted by the normal's component; one that stays
+    the same rounds the same way on every slice and adds nothing."""
     texts = [reader.GetMetaData(index, _POSITION_TAG).split("\\") if reader.HasMetaDataKey(index, _POSITION_TAG) else []
              for index in range(len(files))]
     rounding = 0.0
@@ -326,7 +326,8 @@ def _position_rounding(reader: sitk.ImageSeriesReader, files: List[str], normal:
         column = [parts[axis].strip() for parts in texts if len(parts) == 3]
         if len(set(column)) < 2 or any("e" in value.lower() for value in column):
             continue
-        decimals = min(len(value.split(".")[1]) if "." in value else 0 for value in column)
+        decimals = max(len(value.split(".")[1]) if "." in value else 0 for value in column)  # a dropped trailing zero
+        # (``12.5`` beside ``13.4375``) says nothing of the writer's precision: its longest value does
         rounding += abs(float(normal[axis])) * 10.0 ** -decimals
     return rounding
 

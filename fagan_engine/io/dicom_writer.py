@@ -353,7 +353,7 @@ def write_instances(
         ds.SeriesNumber = _series_number(source.get("SeriesNumber"))
         ds.SeriesDescription = labels.description[:_LO_LENGTH]
         ds.DerivationDescription = labels.derivation[:1024]
-        if not (labels.description + labels.derivation).isascii() and str(ds.get("SpecificCharacterSet") or "").strip() in ("", UTF8):
+        if not _encodable(labels.description + labels.derivation, ds.get("SpecificCharacterSet")):
             ds.SpecificCharacterSet = UTF8  # a checkpoint's name in other letters: declared, not written as '?' or Latin-1
         ds.ImageType = ["DERIVED", "SECONDARY"]
         ds.SoftwareVersions = f"{SOFTWARE} {__version__}"
@@ -388,6 +388,27 @@ def write_instances(
         except OSError as exc:
             raise OutputError(describe_os_error(exc, shown or folder)) from None
     fsync_dir(folder)
+
+
+def _encodable(text: str, declared: Any) -> bool:
+    """Whether ``text`` can be written in the declared SpecificCharacterSet (none declared: ASCII). Where it cannot, the
+    series is written in UTF-8, which holds the copied patient and study texts too (pydicom decoded them)."""
+    if text.isascii():
+        return True
+    values = [str(v).strip() for v in (declared if isinstance(declared, (list, tuple)) else [declared or ""])]
+    if values == [UTF8]:
+        return True
+    if values == [""]:
+        return False
+    from pydicom.charset import convert_encodings  # lazy: pydicom only for DICOM output; io imports without it
+
+    for codec in convert_encodings(values):
+        try:
+            text.encode(codec)
+            return True
+        except (LookupError, UnicodeEncodeError):
+            continue
+    return False
 
 
 def geometry_of(image: sitk.Image) -> SRGeometry:

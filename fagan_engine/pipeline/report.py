@@ -329,7 +329,11 @@ def _through_plane(image: sitk.Image, options: RunOptions, progress: Optional[Pr
         image, dataclasses.replace(options, output_dtype="float32"), progress, project=False,
         on_fit=lambda o: fits.append(o.summary()), plan=plan, on_note=notes.append,
     )
-    sr = _cast(enforce_through_plane(image, network, plan) if options.project else network, options.output_dtype)
+    result = enforce_through_plane(image, network, plan) if options.project else network
+    values = sitk.GetArrayViewFromImage(result)
+    clip_note = clipping_note(clipped_voxels(values, options.output_dtype), values.size, options.output_dtype)
+    notes += [clip_note] if clip_note else []
+    sr = _cast(result, options.output_dtype)
     maps = through_plane_consistency(image, network, plan) if consistency else None
     # no OOD lines: the in-plane checks describe the in-plane network's training data, and the
     # through-plane model is fitted to each scan (the uncertainty map is in-plane only: RunOptions refuses it here)
