@@ -317,3 +317,18 @@ def test_cuda_without_a_gpu_is_refused_before_the_baselines_run(volumes: "list[P
     x2 = save_untrained_checkpoint(tmp_path / "x2.safetensors", 2)
     assert main(["--checkpoint", str(x2), "--data", str(volumes[0]), "--device", "cuda", "--output", str(tmp_path / "e")]) == 2
     assert "no CUDA GPU is usable" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_the_demo_without_matplotlib_is_refused_before_its_minutes_of_work(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its figure is drawn last: without matplotlib the whole demo was computed and thrown away."""
+    import importlib.util
+
+    from fagan_engine.cli import demo
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
+    monkeypatch.setattr(demo, "_write_demo", lambda *a: pytest.fail("the demo ran"))
+    assert demo.main(["--output", str(tmp_path / "d"), "--scales", "2"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: this needs the Python package matplotlib")
+    assert not (tmp_path / "d").exists()

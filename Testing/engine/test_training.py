@@ -446,3 +446,17 @@ def test_a_volume_listed_twice_or_an_output_folder_of_someone_elses_files_is_ref
     (own / "checkpoints" / "best.json").rename(own / "checkpoints" / "my_notes.json")  # a name no run writes: kept, not refused
     code = main(["--config", str(TINY_CONFIG), "--progress", "none", "--set", f"train.output_dir={own}", f"data.train=[\"{volume}\"]"])
     assert code == 0 and (own / "checkpoints" / "my_notes.json").read_text() == '{"my": "notes"}'
+
+
+def test_training_without_matplotlib_goes_on_without_its_curves(crop: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slicer bundles no matplotlib and the engine does not require it: training stopped at its first validation, before
+    any checkpoint, with "this needs the Python package matplotlib"."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    run = tmp_path / "run"
+    code, _, err = train(tiny_args(crop, run), capsys)
+    assert code == 0, err
+    assert err.count("note: no curves.png: matplotlib is not installed") == 1
+    assert (run / "checkpoints" / "latest.safetensors").is_file() and not (run / "curves.png").exists()

@@ -10,6 +10,7 @@ everything it writes says "untrained".
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import SimpleITK as sitk
 
-from fagan_engine.cli import OneLineParser, entry_point
+from fagan_engine.cli import OneLineParser, entry_point, missing_package_advice
 from fagan_engine.io.geometry import SliceLayout, plane_axes
 from fagan_engine.io.volume_io import read_volume, write_volume
 from fagan_engine.models.checkpoint import default_checkpoint, read_metadata
@@ -29,7 +30,7 @@ from fagan_engine.mri.sample_data import icbm152_t1_path
 from fagan_engine.pipeline.report import super_resolve
 from fagan_engine.util.atomic import prepared_output_folder, publish_files
 from fagan_engine.util.config import ACQUISITIONS
-from fagan_engine.util.errors import OutputError
+from fagan_engine.util.errors import InputError, OutputError
 
 OUTPUT_FILES = ("metrics.json", "comparison.png")
 VOLUMES = ("hr", "lr", "bicubic", "lanczos", "fagan_network_only", "fagan")
@@ -63,6 +64,8 @@ def demo_files(output: Path, scales: List[int]) -> List[Path]:
 def run_demo(output: Path, scales: List[int], device: str = "auto", acquisition: str = "kspace", force: bool = False) -> int:
     """Write the demo into ``output``: every file is staged and published together at the end, so a failed or
     interrupted demo leaves nothing, and an earlier demo's files are replaced only with ``force``."""
+    if importlib.util.find_spec("matplotlib") is None:  # its figure is drawn last: say so before minutes of work
+        raise InputError(missing_package_advice("matplotlib"))
     existing = [path for path in demo_files(output, scales) if path.exists()]
     if existing and not force:
         raise OutputError(f"{existing[0]} already exists (an earlier demo?): pass --force to replace the demo's files, or choose "

@@ -26,6 +26,7 @@ class RunLog:
 
             self.bar = tqdm(total=total, initial=start, unit="it", file=sys.stderr, desc="training", dynamic_ncols=True)
         self.tensorboard = _tensorboard(run_dir)
+        self.said_no_curves = False
 
     def _kept_records(self, start: int) -> List[Dict[str, Any]]:
         """Records of a resumed run up to its state's iteration (a killed run may have logged further)."""
@@ -80,8 +81,16 @@ class RunLog:
                     self.tensorboard.add_scalar(f"{prefix}/{key}", value, step)
 
     def plot(self) -> None:
-        """Loss and validation-PSNR curves as a PNG (matplotlib Agg), written atomically."""
-        import matplotlib  # lazy: optional dependency (matplotlib), only for the curves
+        """Loss and validation-PSNR curves as a PNG (matplotlib Agg), written atomically. Without matplotlib (Slicer
+        bundles none; the engine does not require it) the run goes on without the picture, and says so once."""
+        try:
+            import matplotlib  # lazy: optional dependency (matplotlib), only for the curves
+        except ImportError:
+            if not self.said_no_curves:
+                self.log(f"note: no {CURVES_FILE}: matplotlib is not installed (pip install matplotlib draws the curves; "
+                         f"{METRICS_FILE} holds the figures)")
+                self.said_no_curves = True
+            return
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # lazy: optional dependency (matplotlib), only for the curves
