@@ -424,3 +424,25 @@ def test_integer_output_rounds_to_nearest():
     from fagan_engine.io.volume_io import cast_array
 
     assert cast_array(np.array([1.6, -1.6, 2.4, 40000.0], np.float32), "int16").tolist() == [2, -2, 2, 32767]
+
+
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
+def test_a_written_nifti_is_checked_without_nibabel(tmp_path, monkeypatch, name) -> None:
+    """Where nibabel is not installed (Slicer's Python, bicubic needing nothing else) every NIfTI output was refused as
+    "the written file is incomplete": the check read the header with nibabel."""
+    import gzip
+    import sys
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from fagan_engine.io.nifti_checks import nifti_complete
+
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)), str(path))
+    monkeypatch.setitem(sys.modules, "nibabel", None)
+    assert nifti_complete(path)
+    raw = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+    cut = raw[:-8]
+    path.write_bytes(gzip.compress(cut) if name.endswith(".gz") else cut)
+    assert not nifti_complete(path)

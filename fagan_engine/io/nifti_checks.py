@@ -17,7 +17,6 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 
 from fagan_engine.io.nifti_header import Geometry, check_single_file_header, decide_geometry
-from fagan_engine.io.paths import lower_case_alias, lower_extension
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.stdio_capture import captured_stderr
 
@@ -95,12 +94,10 @@ def _check_scaling(scaling: Tuple[float, float], path: Path) -> None:
 
 
 def nifti_complete(path: Path) -> bool:
-    """False when ``path`` holds fewer bytes than its header declares (or cannot be parsed)."""
+    """False when ``path`` holds fewer bytes than its header declares (or cannot be parsed). The header is read here, not
+    by nibabel, so that a NIfTI output is checked where nibabel is not installed (it read "incomplete" there)."""
     try:
-        import nibabel as nib  # lazy: nibabel only for NIfTI files; io imports without it
-
-        with captured_stderr(), lower_case_alias(path, lower_extension(str(path))) as alias:
-            return data_complete(path, _data_end(nib.load(str(alias))))
+        return data_complete(path, check_single_file_header(path).data_end)
     except Exception:  # unparsable: not a complete NIfTI
         return False
 

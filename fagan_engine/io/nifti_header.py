@@ -40,9 +40,12 @@ class _Layout(NamedTuple):
     pixdim_type: str
     bitpix_at: int
     scaling_at: int
+    dim_at: int
+    dim_type: str
 
 
-_LAYOUTS = (_Layout(348, b"n+1\0", 344, 108, "f", 352, 76, "f", 72, 112), _Layout(540, b"n+2\0\r\n\x1a\n", 4, 168, "q", 544, 104, "d", 14, 176))
+_LAYOUTS = (_Layout(348, b"n+1\0", 344, 108, "f", 352, 76, "f", 72, 112, 40, "h"),
+            _Layout(540, b"n+2\0\r\n\x1a\n", 4, 168, "q", 544, 104, "d", 14, 176, 16, "q"))
 _REL_TOL = 1e-3
 _MM_PER_UNIT = {1: 1000.0, 2: 1.0, 3: 0.001}
 """NIfTI ``xyz_units`` code (metre, millimetre, micron) -> millimetres per unit; any other code counts as millimetres."""
@@ -56,6 +59,8 @@ class Stored(NamedTuple):
     bitpix: int
     scaling: Tuple[float, float]
     """``scl_slope``, ``scl_inter`` (nibabel's loaded header holds NaN for both once its data proxy took them)."""
+    data_end: int
+    """Byte offset where the voxel data ends: ``vox_offset`` + the voxels of ``dim[1..dim[0]]`` × ``bitpix`` / 8."""
 
 
 class Geometry(NamedTuple):
@@ -83,7 +88,11 @@ def check_single_file_header(path: Path) -> Stored:
                 _check_layout(path, head, endian, layout)
                 pixdim = struct.unpack_from(endian + "4" + layout.pixdim_type, head, layout.pixdim_at)[1:]
                 scaling = struct.unpack_from(endian + "2" + layout.pixdim_type, head, layout.scaling_at)
-                return Stored(np.asarray(pixdim, dtype=float), struct.unpack_from(endian + "h", head, layout.bitpix_at)[0], scaling)
+                bitpix = struct.unpack_from(endian + "h", head, layout.bitpix_at)[0]
+                dims = struct.unpack_from(endian + "8" + layout.dim_type, head, layout.dim_at)
+                offset = int(struct.unpack_from(endian + layout.vox_offset_type, head, layout.vox_offset_at)[0])
+                voxels = math.prod(max(int(d), 0) for d in dims[1 : 1 + min(max(int(dims[0]), 0), 7)])
+                return Stored(np.asarray(pixdim, dtype=float), bitpix, scaling, offset + voxels * max(bitpix, 0) // 8)
     raise InputError(f"cannot read {path}: not a NIfTI file (its header size field is not 348 or 540, or the header is cut short)")
 
 
