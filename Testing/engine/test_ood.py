@@ -163,3 +163,34 @@ def test_the_histogram_check_is_quiet_on_the_bundled_models_own_held_out_data_an
         lr = degrade(slab[:, :rows, :cols], scale, AcquisitionConfig(model=acquisition))
         assert histogram_distance(lr, trained, normalization) <= HISTOGRAM_DISTANCE
         assert histogram_distance((lr > np.percentile(lr, 60)).astype(np.float32), trained, normalization) > HISTOGRAM_DISTANCE
+
+
+def test_a_segmentation_loaded_as_a_volume_warns_and_a_uint16_scan_does_not(template_lr: sitk.Image, profile: dict) -> None:
+    """A 4-label tissue map was super-resolved into 3,518 fractional values without a word: its histogram is as close to
+    the training data's as a T1's."""
+    array = sitk.GetArrayFromImage(template_lr)
+    labels = np.digitize(array, np.quantile(array, [0.3, 0.6, 0.85])).astype(np.float32)  # 0..3
+    assert len(lines(with_array(template_lr, labels), profile, "4 distinct whole-number values")) == 1
+    scan = np.round(array / array.max() * 4000)  # a uint16-like MR: whole numbers, thousands of them
+    assert lines(with_array(template_lr, scan), profile, "label map") == []
+    assert lines(with_array(template_lr, np.full_like(array, 7.0)), profile, "label map") == []  # constant: not labels
+
+
+def test_pixels_far_from_square_warn(template_lr: sitk.Image, profile: dict) -> None:
+    """A coronal plane across 4 mm slices (1x4 mm pixels) passed every check: each spacing alone is in range."""
+    rectangular = sitk.Image(template_lr)
+    rectangular.SetSpacing((2.0, 4.0, 2.0))
+    assert len(lines(rectangular, profile, "the in-plane pixels are 2x4 mm, far from square")) == 1
+    slightly = sitk.Image(template_lr)
+    slightly.SetSpacing((2.0, 2.4, 2.0))  # a rectangular field of view: not flagged
+    assert lines(slightly, profile, "far from square") == []
+
+
+def test_a_constant_input_reports_no_consistency_figures_rather_than_perfect_ones() -> None:
+    from fagan_engine.pipeline.report import super_resolve_report
+    from fagan_engine.util.options import RunOptions
+
+    image = sitk.Image(16, 16, 3, sitk.sitkFloat32) + 5.0
+    report = super_resolve_report(image, RunOptions(scale=2, method="bicubic")).report()
+    assert report["summary"]["relative_rms_residual"] is None and report["summary"]["fraction_above_3sigma"] is None
+    json.dumps(report, allow_nan=False)

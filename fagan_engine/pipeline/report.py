@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
@@ -36,6 +35,7 @@ from fagan_engine.trust.consistency import ConsistencyMaps, SlabConsistency, enf
 from fagan_engine.trust.ood import ood_warnings
 from fagan_engine.trust.uncertainty import tta_uncertainty
 from fagan_engine.util.errors import InputError, warn
+from fagan_engine.util.json_values import finite_json
 from fagan_engine.util.options import RunOptions, check_callables
 from fagan_engine.util.progress import accepts_phase
 
@@ -60,7 +60,7 @@ class SRResult:
     """The same residual on the input grid."""
     uncertainty: Optional[sitk.Image]
     """Standard deviation over the test-time augmentations, SR grid, input units."""
-    summary: Dict[str, float]
+    summary: Dict[str, Optional[float]]
     """``relative_rms_residual``, ``fraction_above_3sigma``, ``noise_sigma``, ``foreground_voxels``, and
     ``mean_uncertainty`` (foreground mean of the uncertainty map) when it was computed."""
     warnings: List[str]
@@ -72,7 +72,7 @@ class SRResult:
         return {
             "notice": NOTICE,
             "engine_version": __version__,
-            "summary": {key: (value if math.isfinite(value) else None) for key, value in self.summary.items()},
+            "summary": finite_json(self.summary),  # None where a figure is undefined (no foreground) or not finite
             "warnings": list(self.warnings),
             "identity": self.identity,
         }

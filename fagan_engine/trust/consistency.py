@@ -25,7 +25,7 @@ projections onto the non-negative images; the result still reproduces the input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -50,7 +50,7 @@ class ConsistencyMaps:
 
     residual_lr: sitk.Image
     residual_sr: sitk.Image
-    summary: Dict[str, float]
+    summary: Dict[str, Optional[float]]
 
 
 # ---- in-plane -----------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ class SlabConsistency:
         self.layout.to_slices(self.residual)[start : start + len(network)] = residual
         return np.repeat(np.repeat(residual, self.scale, axis=1), self.scale, axis=2)
 
-    def finish(self) -> Tuple[sitk.Image, Dict[str, float]]:
+    def finish(self) -> Tuple[sitk.Image, Dict[str, Optional[float]]]:
         """The input-grid residual map (geometry of the input) and the summary figures."""
         return _like(self.residual, self.image), residual_summary(self.data, self.residual, self.layout.to_slices(self.data))
 
@@ -134,8 +134,9 @@ def enforce_through_plane(image: sitk.Image, sr: sitk.Image, plan: ThroughPlaneP
 # ---- summary ------------------------------------------------------------------------------------
 
 
-def residual_summary(data: np.ndarray, residual: np.ndarray, noise_slices: np.ndarray) -> Dict[str, float]:
-    """Relative RMS residual and fraction above 3σ inside the input's foreground; σ from ``noise_slices``."""
+def residual_summary(data: np.ndarray, residual: np.ndarray, noise_slices: np.ndarray) -> Dict[str, Optional[float]]:
+    """Relative RMS residual and fraction above 3σ inside the input's foreground; σ from ``noise_slices``. Without a
+    foreground (a constant input) both are None: there is nothing to judge, which a 0 would not say."""
     mask = foreground(data)
     low, high = robust_range(data)
     sigma = estimate_noise_sigma(noise_slices)
@@ -143,8 +144,8 @@ def residual_summary(data: np.ndarray, residual: np.ndarray, noise_slices: np.nd
     inside = residual[mask].astype(np.float64)
     reference = float(np.linalg.norm(data[mask].astype(np.float64)))
     return {
-        "relative_rms_residual": float(np.linalg.norm(inside)) / reference if reference > 0 else 0.0,
-        "fraction_above_3sigma": float(np.mean(np.abs(inside) > threshold)) if inside.size else 0.0,
+        "relative_rms_residual": float(np.linalg.norm(inside)) / reference if reference > 0 else None,
+        "fraction_above_3sigma": float(np.mean(np.abs(inside) > threshold)) if inside.size else None,
         "noise_sigma": sigma,
         "foreground_voxels": float(inside.size),
     }

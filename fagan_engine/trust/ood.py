@@ -32,6 +32,10 @@ Without a profile:
   ×2: 0.001–0.009) and a 1.5-px Gaussian PSF also read low and warn: their real resolution is
   coarser than their voxels too, which the line says. FA-GAN ×2 outputs (0.018–0.021) have a
   near-native spectrum and are *not* detected (docs/decisions.md, "Trust maps").
+- **pixel shape**: in-plane pixels more than ``MAX_PIXEL_ASPECT`` = 1.5 times longer than wide (a plane across thick
+  slices): training rescales each slice by one factor, so the networks have seen square pixels only.
+- **label map**: at most ``MAX_LABELS`` = 32 distinct whole-number values (a segmentation loaded as a volume; the
+  histogram check catches near-binary maps only): super-resolution would blend its labels into fractions.
 - **acquisition**: the selected acquisition is not one the checkpoint was trained for
   (``inference.acquisition_warnings``; ``SuperResolver`` already adds it to its warnings).
 """
@@ -55,6 +59,12 @@ NOISE_FACTOR = 1.25
 NOISE_MARGIN = 0.02
 HISTOGRAM_DISTANCE = 0.40
 UPSAMPLED_RATIO = 0.015
+MAX_PIXEL_ASPECT = 1.5
+"""In-plane pixels longer than this many times their width are called far from square."""
+MAX_LABELS = 32
+"""An input of at most this many distinct whole-number values is taken for a label map."""
+LABEL_SAMPLE = 1 << 22
+"""Voxels sampled (evenly) for the label-map check."""
 MIN_SPECTRUM_SIDE = 16
 """Slices narrower than this along an axis are not tested for upsampling."""
 
@@ -87,6 +97,8 @@ def ood_warnings(
     if isinstance(trained, list) and len(trained) == len(HISTOGRAM_EDGES) - 1 and all(map(_number, trained)):
         lines.append(histogram_warning(histogram_distance(slices, trained, normalization), checkpoint_name))
     lines.append(upsampled_warning(nyquist_ratio(slices)))
+    lines.append(pixel_shape_warning([image.GetSpacing()[a] for a in axes]))
+    lines.append(label_map_warning(slices))
     if acquisition is not None:
         lines += acquisition_warnings(checkpoint_name, *acquisition)
     return [line for line in lines if line]
@@ -169,6 +181,30 @@ def upsampled_warning(ratio: Optional[float]) -> str:
         f"the input has little energy near its Nyquist frequency (ratio {ratio:.4f} < {UPSAMPLED_RATIO:g}): it looks "
         "already upsampled (interpolated, zero-filled or super-resolved) or heavily filtered; super-resolving it adds no real detail"
     )
+
+
+def pixel_shape_warning(spacing: Sequence[float]) -> str:
+    """A line when the in-plane pixels are far from square (``MAX_PIXEL_ASPECT``): training rescales each slice by one
+    factor, so the networks have seen square pixels only; else ''."""
+    if max(spacing) <= MAX_PIXEL_ASPECT * min(spacing):
+        return ""
+    shown = "x".join(f"{s:.3g}" for s in spacing)
+    return (f"the in-plane pixels are {shown} mm, far from square: the model was trained on square pixels; with thick "
+            "slices, super-resolve in the slices' own plane (--plane) or make them isotropic (--through-plane)")
+
+
+def label_map_warning(slices: np.ndarray) -> str:
+    """A line when the input holds at most ``MAX_LABELS`` distinct whole numbers (a segmentation loaded as a volume); else
+    ''. Checked on an even sample of at most ``LABEL_SAMPLE`` voxels."""
+    flat = slices.reshape(-1)
+    sample = flat[:: max(1, flat.size // LABEL_SAMPLE)]
+    if sample.size == 0 or not np.all(np.isfinite(sample)) or np.any(sample != np.round(sample)):
+        return ""
+    distinct = np.unique(sample)
+    if not 2 <= distinct.size <= MAX_LABELS:  # one value: a constant volume, not a segmentation
+        return ""
+    return (f"the input holds only {distinct.size} distinct whole-number values: it looks like a label map (a segmentation); "
+            "super-resolution blends labels into fractional values, so resample label maps with nearest neighbour instead")
 
 
 def _range(lo: float, hi: float) -> str:
