@@ -11,6 +11,7 @@ therefore have a central band whose alpha is exactly 0: a residual within ``TRAN
 display range's half-width (an uncertainty below that share of its range) is not drawn at all, and
 the result shows through; outside the band the map is drawn at the layer's opacity.
 """
+import math
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -86,9 +87,18 @@ def colorNode(scene: Any, kind: str) -> Any:
     return node
 
 
-def displayRange(kind: str, array: np.ndarray) -> Tuple[float, float]:
-    """Colour range: symmetric about 0 for the signed residual, from 0 for the uncertainty; the
+NOISE_MULTIPLE = 3.0
+"""With the input's noise level known, a residual within this many σ of zero is drawn transparent."""
+
+
+def displayRange(kind: str, array: np.ndarray, noiseSigma: Optional[float] = None) -> Tuple[float, float]:
+    """Colour range: symmetric about 0 for the signed residual, from 0 for the uncertainty. The residual's, when the
+    input's noise σ is known (the engine's ``noise_sigma``), puts the transparent band at ±3σ: what noise alone
+    explains is not coloured (with the data's own range even an interpolation coloured a third of the head). Otherwise the
     99th percentile of the magnitude, so a few outliers do not wash the map out."""
+    if kind == "consistency" and isinstance(noiseSigma, (int, float)) and math.isfinite(noiseSigma) and noiseSigma > 0:
+        top = NOISE_MULTIPLE * float(noiseSigma) / TRANSPARENT_BAND
+        return -top, top
     finite = np.abs(array[np.isfinite(array)])
     top = float(np.percentile(finite, 99)) if finite.size else 0.0
     top = top if top > 0 else (float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
@@ -99,14 +109,15 @@ GREY_COLOR_NODE_ID = "vtkMRMLColorTableNodeGrey"
 """Slicer's default colour table of a scalar volume (the Colors module's ID)."""
 
 
-def showAsMap(mapNode: Any, kind: str) -> Optional[Any]:
-    """Give ``mapNode`` its colour table, display range and colour legend; return the legend
-    display node (None where the Colors module's legend node is not registered in the scene)."""
+def showAsMap(mapNode: Any, kind: str, noiseSigma: Optional[float] = None) -> Optional[Any]:
+    """Give ``mapNode`` its colour table, display range (``displayRange``; ``noiseSigma``: the input's, from the run's
+    summary) and colour legend; return the legend display node (None where the Colors module's legend node is not
+    registered in the scene)."""
     scene = mapNode.GetScene()
     if mapNode.GetDisplayNode() is None:
         mapNode.CreateDefaultDisplayNodes()
     display = mapNode.GetDisplayNode()
-    low, high = displayRange(kind, slicer.util.arrayFromVolume(mapNode))
+    low, high = displayRange(kind, slicer.util.arrayFromVolume(mapNode), noiseSigma)
     with slicer.util.NodeModify(display):
         display.SetAndObserveColorNodeID(colorNode(scene, kind).GetID())
         display.SetAutoWindowLevel(False)

@@ -123,7 +123,7 @@ def addResultToScene(scene: Any, inputVolumeNode: Any, outputVolumeNode: Any, ou
     for kind, mapNode in mapNodes.items():
         mapNode.SetAndObserveTransformNodeID(transformID)
         stampResultNode(mapNode, inputName, dict(settings, map=kind), identity, warnings, role=f"{kind} map")
-        legend = showAsMap(mapNode, kind)
+        legend = showAsMap(mapNode, kind, summary.get("noise_sigma") if isinstance(summary, dict) else None)
         if legend is not None:
             created.append(legend)
         mapNode.SetNodeReferenceID(REFERENCE_RESULT, node.GetID())

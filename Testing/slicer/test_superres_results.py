@@ -51,6 +51,20 @@ def test_a_zero_residual_is_not_drawn_and_a_large_one_is(scene):
     assert displayedRGBA(uncertainty)[0, 3] == 0 and displayedRGBA(uncertainty)[1, 3] == 255
 
 
+def test_with_the_inputs_noise_known_what_noise_explains_is_transparent(scene):
+    """The band was a share of the map's own range, so noise coloured a third of the head even for an interpolation,
+    which invents nothing. With the engine's noise σ the band is ±3σ."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "residual")
+    sigma = 2.0
+    slicer.util.updateVolumeFromArray(node, np.asarray([0.0, 2.9 * sigma, -2.9 * sigma, 3.2 * sigma, 40.0] + [1.0] * 95,
+                                                       np.float32).reshape(1, 1, -1))
+    showAsMap(node, "consistency", noiseSigma=sigma)
+    rgba = displayedRGBA(node)
+    assert (rgba[0:3, 3] == 0).all() and rgba[3, 3] == 255 and rgba[4, 3] == 255, rgba[:5]
+    showAsMap(node, "consistency")  # no σ (a noise-free input): the map's own range, as before
+    assert displayedRGBA(node)[1, 3] == 255
+
+
 def test_a_colour_table_saved_by_an_older_version_gets_the_current_colours(scene):
     old = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "old residual table")
     old.SetTypeToUser()
