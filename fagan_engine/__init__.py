@@ -14,8 +14,11 @@ from typing import Any
 
 from fagan_engine._version import __version__
 
-__all__ = ["__version__", "super_resolve", "super_resolve_through_plane", "reconstruct_stacks", "super_resolve_report", "SRResult", "RunOptions"]
+__all__ = ["__version__", "super_resolve", "super_resolve_through_plane", "reconstruct_stacks", "super_resolve_report", "SRResult", "RunOptions",
+           "read_volume", "write_volume"]
 _LAZY = {
+    "read_volume": "fagan_engine.io.volume_io",
+    "write_volume": "fagan_engine.io.volume_io",
     "super_resolve": "fagan_engine.pipeline.report",
     "super_resolve_report": "fagan_engine.pipeline.report",
     "SRResult": "fagan_engine.pipeline.report",
@@ -30,3 +33,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> "list[str]":
+    """The lazy API too, so that tab completion (Slicer's Python console) offers it."""
+    return sorted(set(globals()) | set(__all__))

@@ -557,3 +557,37 @@ def test_the_report_is_written_after_every_case(tmp_path: Path, monkeypatch: pyt
     code, _, _ = run([source, "--output-dir", tmp_path / "out", *BICUBIC, "--progress", "none"], capsys)
     assert code == 0
     assert seen == [[], ["done", "not run", "not run"], ["done", "done", "not run"]]
+
+
+def test_hand_built_cases_get_the_clis_checks(tmp_path: Path) -> None:
+    """The Python batch API ran two cases onto one output (the second replaced the first) and wrote a DICOM folder named
+    out.txt; force="no" acted as True and redid finished cases."""
+    from fagan_engine.pipeline.batch import Case
+    from fagan_engine.pipeline.batch_runner import BatchRunner
+    from fagan_engine.util.options import RunOptions
+
+    source, other = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    sitk.WriteImage(oblique_image(), str(source))
+    sitk.WriteImage(oblique_image(seed=1), str(other))
+    options = RunOptions(scale=2, method="bicubic")
+    same = [Case(str(source), str(tmp_path / "o.nii.gz"), options, key="a"), Case(str(other), str(tmp_path / "o.nii.gz"), options, key="b")]
+    with pytest.raises(InputError, match="o.nii.gz"):
+        BatchRunner(same, force=True)
+    with pytest.raises(InputError, match=r"\.txt is not a volume format"):
+        BatchRunner([Case(str(source), str(tmp_path / "out.txt"), options, key="a")])
+    with pytest.raises(InputError, match="force must be True or False, got 'no'"):
+        BatchRunner([Case(str(source), str(tmp_path / "o.nii.gz"), options, key="a")], force="no")
+    from fagan_engine.io.volume_io import write_volume
+
+    with pytest.raises(InputError, match="force must be True or False"):
+        write_volume(sitk.Image(4, 4, 2, sitk.sitkFloat32), str(tmp_path / "w.nii.gz"), force="no")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_a_manifest_series_folder_named_like_a_file_keeps_its_slash(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``scan.nrrd/`` in a manifest lost its "/" and became the NRRD file scan.nrrd."""
+    sitk.WriteImage(oblique_image(), str(tmp_path / "a.nii.gz"))
+    (tmp_path / "m.csv").write_text("input,output\na.nii.gz,scan.nrrd/\n")
+    code, _, err = run(["--manifest", tmp_path / "m.csv", *BICUBIC, "--progress", "none"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "scan.nrrd").is_dir() and len(list((tmp_path / "scan.nrrd").iterdir())) == 4

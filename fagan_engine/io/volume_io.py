@@ -34,7 +34,7 @@ from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files, write_error
 from fagan_engine.util.errors import ConfigError, InputError, OutputError, warn
 from fagan_engine.util.failures import interrupts_deferred
-from fagan_engine.util.options import NAN_POLICIES
+from fagan_engine.util.options import NAN_POLICIES, check_flags
 from fagan_engine.util.stdio_capture import captured_stderr
 
 SUPPORTED_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -206,6 +206,7 @@ def write_volume(
     the name meanwhile; with ``force`` it is ``os.replace``. NIfTI cannot hold a sheared
     (non-orthogonal) direction, so such an image is refused for ``.nii``/``.nii.gz``.
     """
+    check_flags(force=force, compress=compress)
     path = path_text(path, "output")
     wanted = "write_volume writes a non-empty 3D scalar SimpleITK image (what read_volume takes back)"
     if not isinstance(image, sitk.Image):

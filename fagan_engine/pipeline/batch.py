@@ -312,6 +312,7 @@ def read_manifest(path: str, options: RunOptions, maps: Sequence[str] = (), requ
         except InputError as exc:
             raise InputError(f"manifest {path} line {number}: {exc}") from None
         output = str(_resolve(base, cells["output"]))
+        output += os.sep if cells["output"].endswith(("/", os.sep)) else ""  # a series folder named like a file keeps its "/"
         key = _relative_key(base, output)
         row_maps = [kind for kind in maps if kind != "uncertainty"] + ["uncertainty"] * row_options.uncertainty  # the cell
         cases.append(  # decides: true writes the map beside the output, as --uncertainty-map does; false writes none

@@ -23,11 +23,12 @@ from fagan_engine.inference.memory_check import out_of_memory_advice
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.io.dicom_writer import recover_replaced
 from fagan_engine.io.volume_io import remove_stale_staging, split_extension
-from fagan_engine.pipeline.batch import REPORT_COLUMNS, Case, write_report
+from fagan_engine.pipeline.batch import REPORT_COLUMNS, Case, check_output_name, check_unique_outputs, write_report
 from fagan_engine.pipeline.case import CaseOutputs, Source, StagedOutputs, is_done, read_source, super_resolve_case, write_outputs
 from fagan_engine.pipeline.validation import check_case_outputs, is_batch_report
 from fagan_engine.util.errors import FAGANError
 from fagan_engine.util.failures import interrupt_behind, is_out_of_memory
+from fagan_engine.util.options import check_flags
 
 STATUSES = ("done", "skipped", "failed", "not run")
 
@@ -79,7 +80,11 @@ class BatchRunner:
     def __init__(self, cases: Sequence[Case], force: bool = False, events: Optional[BatchEvents] = None,
                  prefetch: bool = False, report_path: Optional[str] = None, report_extra: Optional[Dict[str, Any]] = None,
                  compress: bool = True) -> None:
+        check_flags(force=force, prefetch=prefetch, compress=compress)
         self.cases = list(cases)
+        check_unique_outputs(self.cases)  # the CLI's and manifest's own check: hand-built cases too
+        for case in self.cases:
+            check_output_name(case.output)
         self.compress = compress
         self.force = force
         self.events = events or BatchEvents()

@@ -274,6 +274,14 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
         raise InputError(f"option {name} must be {wanted}{' or None' if kind != annotation else ''}, got {value!r}")
 
 
+def check_flags(**flags: Any) -> None:
+    """InputError (one line) naming the first of ``flags`` that is not True or False: a string such as ``"no"`` would act
+    as True (``force="no"`` replaced finished outputs)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise InputError(f"{name} must be True or False, got {value!r}")
+
+
 def check_through_plane_ensemble(members: Any) -> None:
     """Refuse (one line) a through-plane self-ensemble size other than ``THROUGH_PLANE_ENSEMBLE_SIZES``."""
     if members not in THROUGH_PLANE_ENSEMBLE_SIZES:
