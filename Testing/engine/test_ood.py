@@ -179,10 +179,10 @@ def test_a_segmentation_loaded_as_a_volume_warns_and_a_uint16_scan_does_not(temp
 def test_pixels_far_from_square_warn(template_lr: sitk.Image, profile: dict) -> None:
     """A coronal plane across 4 mm slices (1x4 mm pixels) passed every check: each spacing alone is in range."""
     rectangular = sitk.Image(template_lr)
-    rectangular.SetSpacing((2.0, 4.0, 2.0))
-    assert len(lines(rectangular, profile, "the in-plane pixels are 2x4 mm, far from square")) == 1
+    rectangular.SetSpacing((2.0, 5.0, 2.0))
+    assert len(lines(rectangular, profile, "the in-plane pixels are 2x5 mm, far from square")) == 1
     slightly = sitk.Image(template_lr)
-    slightly.SetSpacing((2.0, 2.4, 2.0))  # a rectangular field of view: not flagged
+    slightly.SetSpacing((2.0, 3.2, 2.0))  # rectangular acquisition pixels (0.7x1.1 mm and the like): not flagged
     assert lines(slightly, profile, "far from square") == []
 
 

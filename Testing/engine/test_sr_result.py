@@ -265,3 +265,22 @@ def test_the_identity_names_the_in_plane_axes_that_ran() -> None:
     options = RunOptions(method="bicubic", scale=2)
     assert super_resolve_report(image, options).identity["in_plane_axes"] == [0, 1]
     assert super_resolve_report(image, options, axes=(0, 2)).identity["in_plane_axes"] == [0, 2]
+
+
+def test_super_resolve_case_checks_the_options_it_is_given() -> None:
+    """A public entry of ``pipeline``: it ran a projection for enforce_consistency="no" and wrote int8 volumes."""
+    import numpy as np
+    import pytest
+    import SimpleITK as sitk
+
+    from fagan_engine.pipeline.case import super_resolve_case
+    from fagan_engine.util.errors import InputError
+    from fagan_engine.util.options import RunOptions
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((2, 16, 16)).astype(np.float32))
+    with pytest.raises(InputError, match="enforce_consistency"):
+        super_resolve_case(image, RunOptions(scale=2, enforce_consistency="no", adapt_iterations=0), None, None)
+    with pytest.raises(InputError, match="options must be a RunOptions"):
+        super_resolve_case(image, {"scale": 2}, None, None)
+    with pytest.raises(InputError, match="resolver must be a SuperResolver"):
+        super_resolve_case(image, RunOptions(scale=2, method="bicubic"), "x", None)

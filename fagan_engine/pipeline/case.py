@@ -38,7 +38,7 @@ from fagan_engine.io.dicom_writer import (
 from fagan_engine.io.volume_io import check_nifti_direction, output_files, read_volume, remove_stale_staging, split_extension, write_volume
 from fagan_engine.io.volume_stream import VolumeStreamWriter, can_stream
 from fagan_engine.pipeline.batch import output_format_of
-from fagan_engine.pipeline.report import SlabTarget, Streams, run_validated
+from fagan_engine.pipeline.report import SlabTarget, Streams, check_resolver, require_run_options, run_validated
 from fagan_engine.util.atomic import describe_os_error, fsync_dir, fsync_file, publish_files
 from fagan_engine.util.errors import InputError, OutputError, collected_warnings
 from fagan_engine.util.failures import interrupts_deferred
@@ -108,6 +108,8 @@ def super_resolve_case(
     """Super-resolve ``image`` (either mode) through the trust report; ``streams``: the SR-grid volumes written slab by
     slab as they are produced (``StagedOutputs.streams``), absent from the outcome; ``read_warnings``: what reading the
     input said (``Source.warnings``), first among the outcome's and the report's warnings."""
+    options = require_run_options(options).validate()  # a public entry: the options are checked here as everywhere they enter
+    check_resolver(resolver, options)
     report = run_validated(image, options, resolver, progress, True, options.uncertainty, None, None, streams)
     report.warnings[:0] = [line for line in read_warnings if line not in report.warnings]
     maps = {"consistency": report.consistency, "consistency_lr": report.consistency_lr, "uncertainty": report.uncertainty}

@@ -95,7 +95,7 @@ def super_resolve(
     in-plane axes. The uncertainty map is not part of a bare image: ask ``super_resolve_report`` for it.
     """
     plane = overrides.pop("plane", None)
-    fields = dict(_checked(options).to_dict() if options is not None else {}, **overrides)
+    fields = dict(require_run_options(options).to_dict() if options is not None else {}, **overrides)
     if scale is not None:
         fields["scale"] = scale
     if isinstance(plane, str):
@@ -130,15 +130,15 @@ def super_resolve_report(
     ``ensemble_checkpoint``, a second checkpoint such as the final weights next to the EMA ones).
     ``progress(done, total)`` counts slices over all passes.
     """
-    options = _checked(options)  # ``uncertainty`` given: the options ask for it, under their rules (FA-GAN in-plane only)
+    options = require_run_options(options)  # ``uncertainty`` given: the options ask for it, under their rules (FA-GAN in-plane only)
     options = options.validate() if uncertainty is None else options.replace(uncertainty=uncertainty)
-    _check_resolver(resolver, options)
+    check_resolver(resolver, options)
     if ensemble_checkpoint is not None and not options.uncertainty:
         raise InputError("ensemble_checkpoint is used only by the uncertainty map (uncertainty=True)")
     return run_validated(image, options, resolver, progress, consistency, options.uncertainty, ensemble_checkpoint, axes)
 
 
-def _checked(options: Any) -> RunOptions:
+def require_run_options(options: Any) -> RunOptions:
     """``options`` when it is a ``RunOptions``; InputError otherwise (a dict: ``RunOptions.from_dict``)."""
     if not isinstance(options, RunOptions):
         raise InputError(f"options must be a RunOptions (RunOptions.from_dict builds one from a dict), got {type(options).__name__}")
@@ -162,11 +162,13 @@ RESOLVER_FIELDS = ("mode", "method", "scale", "acquisition", "checkpoint", "untr
 the report's identity (built from ``options``) describes."""
 
 
-def _check_resolver(resolver: Optional[SuperResolver], options: RunOptions) -> None:
+def check_resolver(resolver: Optional[SuperResolver], options: RunOptions) -> None:
     """InputError (one line) when ``resolver`` was built for options that differ from ``options`` in a ``RESOLVER_FIELDS``."""
-    built = getattr(resolver, "options", None)
-    if built is None:
+    if resolver is None:
         return
+    built = getattr(resolver, "options", None)
+    if not isinstance(built, RunOptions):  # "x", or another object: an AttributeError deep in the run
+        raise InputError(f"resolver must be a SuperResolver (inference.resolver) or None, got {type(resolver).__name__}")
     mine, theirs = options.to_dict(), built.to_dict()
     differing = next((field for field in RESOLVER_FIELDS if mine.get(field) != theirs.get(field)), None)
     if differing is not None:

@@ -32,7 +32,7 @@ Without a profile:
   ×2: 0.001–0.009) and a 1.5-px Gaussian PSF also read low and warn: their real resolution is
   coarser than their voxels too, which the line says. FA-GAN ×2 outputs (0.018–0.021) have a
   near-native spectrum and are *not* detected (docs/decisions.md, "Trust maps").
-- **pixel shape**: in-plane pixels more than ``MAX_PIXEL_ASPECT`` = 1.5 times longer than wide (a plane across thick
+- **pixel shape**: in-plane pixels more than ``MAX_PIXEL_ASPECT`` = 2 times longer than wide (a plane across thick
   slices): training rescales each slice by one factor, so the networks have seen square pixels only.
 - **label map**: at most ``MAX_LABELS`` = 32 distinct whole-number values (a segmentation loaded as a volume; the
   histogram check catches near-binary maps only): super-resolution would blend its labels into fractions.
@@ -59,7 +59,7 @@ NOISE_FACTOR = 1.25
 NOISE_MARGIN = 0.02
 HISTOGRAM_DISTANCE = 0.40
 UPSAMPLED_RATIO = 0.015
-MAX_PIXEL_ASPECT = 1.5
+MAX_PIXEL_ASPECT = 2.0
 """In-plane pixels longer than this many times their width are called far from square."""
 MAX_LABELS = 32
 """An input of at most this many distinct whole-number values is taken for a label map."""
