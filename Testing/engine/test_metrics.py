@@ -72,3 +72,16 @@ def test_volume_metrics_follow_the_documented_mask_and_crop():
     assert got["psnr"] == pytest.approx(psnr(ref, out, 1.0, mask), rel=1e-9)
     assert got["ssim"] == pytest.approx(float(ssim_map(ref, out, 1.0)[mask].mean()), rel=1e-9)
     assert got["psnr_all"] == pytest.approx(psnr(ref, out, 1.0, None), rel=1e-9)
+
+
+def test_psnr_of_arrays_of_other_shapes_is_refused_not_broadcast() -> None:
+    """A (32, 32) slice against a (4, 32, 32) stack read 9.11 dB where slice 0 alone is 40 dB."""
+    import numpy as np
+    import pytest
+
+    from fagan_engine.mri.metrics import psnr
+
+    with pytest.raises(ValueError, match="one shape"):
+        psnr(np.zeros((32, 32)), np.zeros((4, 32, 32)))
+    with pytest.raises(ValueError, match="mask"):
+        psnr(np.zeros((4, 4)), np.ones((4, 4)), mask=np.ones((2, 2), bool))

@@ -494,3 +494,21 @@ def test_out_of_memory_is_recognised_where_libraries_raise_no_memory_error() -> 
     assert is_out_of_memory(OSError(12, "Cannot allocate memory")) and is_out_of_memory(RuntimeError("CUDNN_STATUS_ALLOC_FAILED"))
     assert is_out_of_memory(MemoryError()) and not is_out_of_memory(RuntimeError("size mismatch"))
     assert not is_out_of_memory(KeyError("out of memory"))
+
+
+def test_a_plan_from_another_volume_or_options_of_another_mode_are_refused_before_any_work(monkeypatch) -> None:
+    """Another volume's plan failed deep in torch after the work began; a target spacing beside a plan was ignored; an
+    in-plane RunOptions started the through-plane fit."""
+    from fagan_engine.through_plane.plan import plan_through_plane
+    from fagan_engine.through_plane.run import through_plane_from_options
+
+    image = _oblique(size=(16, 16, 4), spacing=(1.0, 1.0, 4.0))
+    other = _oblique(size=(16, 16, 6), spacing=(1.0, 1.0, 4.0))
+    with monkeypatch.context() as patched:
+        _no_work(patched)
+        with pytest.raises(InputError, match="plan was made for another volume"):
+            super_resolve_through_plane(image, iterations=0, device="cpu", plan=plan_through_plane(other))
+        with pytest.raises(InputError, match="target_spacing 2 differs from the plan's 1"):
+            super_resolve_through_plane(image, target_spacing=2.0, iterations=0, device="cpu", plan=plan_through_plane(image))
+        with pytest.raises(InputError, match="takes RunOptions.mode='through-plane'"):
+            through_plane_from_options(image, RunOptions(scale=2, method="lanczos"))

@@ -18,7 +18,11 @@ from fagan_engine.util.config import NormalizationConfig
 
 
 def psnr(reference: np.ndarray, test: np.ndarray, data_range: float = 1.0, mask: Optional[np.ndarray] = None) -> float:
-    """Peak signal-to-noise ratio in dB; ``inf`` for identical inputs."""
+    """Peak signal-to-noise ratio in dB; ``inf`` for identical inputs. ValueError for arrays (or a mask) of other shapes,
+    which numpy would broadcast into a wrong figure."""
+    if np.shape(reference) != np.shape(test) or (mask is not None and np.shape(mask) != np.shape(reference)):
+        raise ValueError(f"psnr compares arrays of one shape, got {np.shape(reference)} and {np.shape(test)}"
+                         + (f" with a mask of {np.shape(mask)}" if mask is not None else ""))
     diff = (reference.astype(np.float64) - test.astype(np.float64)) ** 2
     mse = float(diff[mask].mean() if mask is not None else diff.mean())
     return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)

@@ -17,6 +17,7 @@ before every iteration and inference before every batch, raising ``FitCancelled`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -127,6 +128,8 @@ def super_resolve_through_plane(
     note = integer_output_note(image, output_dtype)  # raises when the type would leave one value
     if plan is None:
         plan = plan_through_plane(image, target_spacing, slice_thickness, edge_sigma)
+    else:
+        _check_plan(plan, image, target_spacing, slice_thickness)
     check_memory(image, plan)
     if note is not None:
         (on_note or warn)(note)
@@ -230,6 +233,18 @@ def fit_to_scan(
         return fit(model, sampler, cfg, device, progress, stop, held_out=HeldOutPairs(held, cfg, device).score)
 
 
+def _check_plan(plan: ThroughPlanePlan, image: sitk.Image, target_spacing: Optional[float], slice_thickness: Optional[float]) -> None:
+    """InputError when a given plan is not this image's (another volume's plan failed deep in torch) or contradicts the
+    target spacing or thickness also given (the plan's were used silently)."""
+    if plan.axis not in (0, 1, 2) or image.GetSize()[plan.axis] != plan.n_in or not math.isclose(
+            image.GetSpacing()[plan.axis], plan.input_spacing, rel_tol=1e-6):
+        raise InputError("plan was made for another volume (its slice axis, count or spacing differ): make it with "
+                         "plan_through_plane(image, ...) of this image")
+    for name, given, planned in (("target_spacing", target_spacing, plan.target_spacing), ("slice_thickness", slice_thickness, plan.thickness)):
+        if given is not None and not math.isclose(given, planned, rel_tol=1e-6):
+            raise InputError(f"{name} {given:g} differs from the plan's {planned:g}: give the plan, or the {name}, not both")
+
+
 def through_plane_from_options(
     image: sitk.Image,
     options: RunOptions,
@@ -245,6 +260,9 @@ def through_plane_from_options(
     (``project`` overrides the last: ``pipeline.report`` projects itself, after measuring what the projection removes).
     ``plan``: the image's plan from these options, when the caller has made it already. ``on_note``: receives the
     integer-output note instead of a warning (a caller that reports ``integer_output_note`` itself)."""
+    if not isinstance(options, RunOptions) or options.mode != "through-plane":  # an in-plane one ran the fit all the same
+        raise InputError("through_plane_from_options takes RunOptions(mode='through-plane', ...), got "
+                         f"{options.mode + ' mode' if isinstance(options, RunOptions) else type(options).__name__}")
     return super_resolve_through_plane(
         image, options.target_spacing, options.slice_thickness, options.fit_iterations, options.device, progress,
         stop=stop, nan_policy=options.nan_policy, output_dtype=options.output_dtype,
