@@ -591,3 +591,15 @@ def test_a_manifest_series_folder_named_like_a_file_keeps_its_slash(tmp_path: Pa
     code, _, err = run(["--manifest", tmp_path / "m.csv", *BICUBIC, "--progress", "none"], capsys)
     assert code == 0, err
     assert (tmp_path / "scan.nrrd").is_dir() and len(list((tmp_path / "scan.nrrd").iterdir())) == 4
+
+
+def test_cases_from_inputs_refuses_misuse_in_one_line(tmp_path: Path) -> None:
+    """A str made one case per character, an upper-case format a KeyError, an unknown map kind a map never written."""
+    from fagan_engine.pipeline.batch import cases_from_inputs
+    from fagan_engine.util.options import RunOptions
+
+    options = RunOptions(scale=2, method="bicubic")
+    for inputs, output_format, maps, words in (("scans", None, (), "a list of paths"), (["scans"], "NIFTI", (), "output_format must be"),
+                                               (["scans"], None, ["bogus"], "maps are among")):
+        with pytest.raises(InputError, match=words):
+            cases_from_inputs(inputs, str(tmp_path / "out"), options, output_format, maps)

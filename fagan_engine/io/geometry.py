@@ -164,5 +164,5 @@ def explicit_axes(axes: Sequence[int]) -> Tuple[int, int]:
         pair = ()
     if len(pair) != 2 or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in pair) \
             or pair[0] == pair[1] or not set(pair) <= {0, 1, 2}:
-        raise InputError(f"in-plane axes must be two different axes among 0, 1, 2 (or a plane name); got {axes!r}")
+        raise InputError(f"in-plane axes must be two different axes among 0, 1, 2; got {axes!r}")
     return int(pair[0]), int(pair[1])

@@ -201,6 +201,13 @@ def cases_from_inputs(
     compress: bool = True,
 ) -> List[Case]:
     """The cases of command-line inputs, with outputs under ``output_dir`` (``compress``: see ``output_name``)."""
+    if isinstance(inputs, (str, os.PathLike)):  # a str is a sequence too: one case per character
+        raise InputError(f"inputs must be a list of paths, got one path {str(inputs)!r}: give [{str(inputs)!r}]")
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
+        raise InputError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)} or None, got {output_format!r}")
+    unknown = [kind for kind in maps if kind not in MAP_KINDS]
+    if unknown:
+        raise InputError(f"maps are among {', '.join(MAP_KINDS)}, got {unknown[0]!r}")
     check_output_dir(inputs, output_dir)
     cases = []
     for path, relative, _ in discover(inputs):
