@@ -446,3 +446,16 @@ def test_a_written_nifti_is_checked_without_nibabel(tmp_path, monkeypatch, name)
     cut = raw[:-8]
     path.write_bytes(gzip.compress(cut) if name.endswith(".gz") else cut)
     assert not nifti_complete(path)
+
+
+def test_an_unknown_dicom_gap_policy_is_refused_for_a_file_too(tmp_path) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from fagan_engine.io.volume_io import read_volume
+    from fagan_engine.util.errors import ConfigError
+
+    path = tmp_path / "v.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 4, 4), np.float32)), str(path))
+    with pytest.raises(ConfigError, match="DICOM gap policy must be one of"):
+        read_volume(str(path), dicom_gaps="bogus")

@@ -34,7 +34,7 @@ from fagan_engine.io.text_header_checks import check_metaimage, check_nrrd
 from fagan_engine.util.atomic import fsync_dir, fsync_file, process_alive, publish_files, write_error
 from fagan_engine.util.errors import ConfigError, InputError, OutputError, warn
 from fagan_engine.util.failures import interrupts_deferred
-from fagan_engine.util.options import NAN_POLICIES, check_flags
+from fagan_engine.util.options import GAP_POLICIES, NAN_POLICIES, check_flags
 from fagan_engine.util.stdio_capture import captured_stderr
 
 SUPPORTED_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -84,6 +84,8 @@ def read_volume(
     interpolates a series with missing slices onto a uniform grid instead of refusing it.
     """
     _check_nan_policy(nan_policy)
+    if dicom_gaps not in GAP_POLICIES:  # checked for files too, where it is not used: a typo is not silently taken
+        raise ConfigError(f"DICOM gap policy must be one of {', '.join(GAP_POLICIES)}; got {dicom_gaps!r}")
     path = path_text(path, "input")
     source = Path(path)
     if not os.path.lexists(source):
