@@ -357,17 +357,21 @@ def test_a_header_rounded_shear_is_written_as_dicom_and_a_real_one_is_refused_be
     assert err.strip().splitlines()[-1].startswith("error: a DICOM series cannot store a sheared")
 
 
-def test_a_derived_series_keeps_the_lossy_flag_and_declares_unicode_it_writes(tmp_path: Path) -> None:
-    """An image derived from a lossily compressed one must say so (PS3.3 C.7.6.1.1.5); a checkpoint named in other letters
-    was written as Latin-1 bytes and '?' with no SpecificCharacterSet."""
+def derived_with_a_foreign_checkpoint_name(tmp_path: Path, tags: dict) -> pydicom.Dataset:
+    """The first file of the series derived from a source with ``tags`` by a checkpoint named ``modèle_日本``."""
     from engine_helpers import save_untrained_checkpoint
 
-    source = write_mr_series(oblique_image(size=(12, 10, 4)), tmp_path / "in",
-                             tags={"LossyImageCompression": "01", "LossyImageCompressionRatio": "8.5"})
+    source = write_mr_series(oblique_image(size=(12, 10, 4)), tmp_path / "in", tags=tags)
     checkpoint = save_untrained_checkpoint(tmp_path / "modèle_日本.safetensors", 2)
     assert main([str(source), str(tmp_path / "out"), "--scale", "2", "--checkpoint", str(checkpoint), "--adapt", "0",
                  "--progress", "none"]) == 0
-    ds = pydicom.dcmread(str(sorted((tmp_path / "out").iterdir())[0]))
+    return pydicom.dcmread(str(sorted((tmp_path / "out").iterdir())[0]))
+
+
+def test_a_derived_series_keeps_the_lossy_flag_and_declares_unicode_it_writes(tmp_path: Path) -> None:
+    """An image derived from a lossily compressed one must say so (PS3.3 C.7.6.1.1.5); a checkpoint named in other letters
+    was written as Latin-1 bytes and '?' with no SpecificCharacterSet."""
+    ds = derived_with_a_foreign_checkpoint_name(tmp_path, {"LossyImageCompression": "01", "LossyImageCompressionRatio": "8.5"})
     assert ds.LossyImageCompression == "01" and float(ds.LossyImageCompressionRatio) == 8.5
     assert ds.SpecificCharacterSet == "ISO_IR 192" and "modèle_日本.safetensors" in ds.DerivationDescription
 
@@ -401,13 +405,6 @@ def test_an_uneven_step_among_positions_written_without_trailing_zeros_is_a_gap(
 
 
 def test_a_checkpoint_name_the_source_character_set_cannot_hold_switches_the_series_to_utf8(tmp_path: Path) -> None:
-    from engine_helpers import save_untrained_checkpoint
-
-    source = write_mr_series(oblique_image(size=(12, 10, 4)), tmp_path / "in",
-                             tags={"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Müller^Jörg"})
-    checkpoint = save_untrained_checkpoint(tmp_path / "modèle_日本.safetensors", 2)
-    assert main([str(source), str(tmp_path / "out"), "--scale", "2", "--checkpoint", str(checkpoint), "--adapt", "0",
-                 "--progress", "none"]) == 0
-    ds = pydicom.dcmread(str(sorted((tmp_path / "out").iterdir())[0]))
+    ds = derived_with_a_foreign_checkpoint_name(tmp_path, {"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Müller^Jörg"})
     assert ds.SpecificCharacterSet == "ISO_IR 192" and "modèle_日本.safetensors" in ds.DerivationDescription
     assert str(ds.PatientName) == "Müller^Jörg"
