@@ -603,3 +603,21 @@ def test_cases_from_inputs_refuses_misuse_in_one_line(tmp_path: Path) -> None:
                                                (["scans"], None, ["bogus"], "maps are among")):
         with pytest.raises(InputError, match=words):
             cases_from_inputs(inputs, str(tmp_path / "out"), options, output_format, maps)
+
+
+def test_a_report_temporary_left_by_a_kill_is_removed_by_the_next_batch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The report is written after every case, so a kill -9 can land inside its atomic write: its temporary stayed."""
+    import os
+    import time
+
+    source = tmp_path / "in"
+    source.mkdir()
+    sitk.WriteImage(oblique_image(), str(source / "a.nii.gz"))
+    out = tmp_path / "out"
+    out.mkdir()
+    orphan, other = out / ".batch-report.csv.abc123.tmp", out / ".someone-else.csv.xyz.tmp"
+    for path in (orphan, other):
+        path.write_text("partial")
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    code, _, _ = run([source, "--output-dir", out, *BICUBIC, "--progress", "none"], capsys)
+    assert code == 0 and not orphan.exists() and other.exists()  # only the temporaries of the report it locks

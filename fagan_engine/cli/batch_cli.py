@@ -27,6 +27,7 @@ from fagan_engine.pipeline.batch import (
 )
 from fagan_engine.pipeline.batch_runner import BatchEvents, BatchRunner, CaseRecord
 from fagan_engine.pipeline.validation import check_batch_run
+from fagan_engine.util.atomic import remove_stale_temp_files
 from fagan_engine.util.errors import InputError
 from fagan_engine.util.locking import RunFolderLock
 from fagan_engine.util.options import MAP_FLAGS
@@ -67,7 +68,8 @@ def run_batch(args: argparse.Namespace) -> int:
         report_extra={"shard": f"{shard[0]}/{shard[1]}", "all_cases": len(cases)}, compress=not args.no_compression,
     )
     try:
-        with batch_lock(report):
+        with batch_lock(report) as lock:  # the report is written after every case: a kill -9 mid-write left its temporary
+            remove_stale_temp_files(Path(report).parent, lock.acquired_at, Path(report).name)
             records = runner.run()
     finally:
         events.close()

@@ -233,13 +233,15 @@ def _unpublish(paths: List[Path]) -> None:
         _remove_quietly(path)
 
 
-def remove_stale_temp_files(folder: Path, older_than: float) -> None:
+def remove_stale_temp_files(folder: Path, older_than: float, target: Optional[str] = None) -> None:
     """Remove ``atomic_path`` temporaries (``.<name>.<random>.tmp*``) in ``folder`` last modified
-    before ``older_than`` (a time.time()); the caller holds the folder's lock, so they are orphans."""
+    before ``older_than`` (a time.time()); the caller holds the folder's lock (``target``: only those of that file name,
+    whose lock the caller holds), so they are orphans."""
     if not Path(folder).is_dir():
         return
+    prefix = f".{target}." if target is not None else "."
     for entry in Path(folder).iterdir():
-        if entry.name.startswith(".") and ".tmp" in entry.name and entry.is_file():
+        if entry.name.startswith(prefix) and ".tmp" in entry.name and entry.is_file():
             with contextlib.suppress(OSError):
                 if entry.stat().st_mtime < older_than:
                     entry.unlink()
