@@ -528,6 +528,11 @@ def clipping_note(clipped: int, total: int, output_dtype: str) -> Optional[str]:
             f"[{info.min}, {info.max}]; float32 keeps them")
 
 
+def result_clipping_note(values: np.ndarray, output_dtype: str) -> Optional[str]:
+    """``clipping_note`` of a whole float32 result (a result cast at once; a streamed one adds up ``clipped_voxels``)."""
+    return clipping_note(clipped_voxels(values, output_dtype), values.size, output_dtype)
+
+
 def cast_array(array: np.ndarray, output_dtype: str) -> np.ndarray:
     """Cast the float32 result, rounding and clipping for integer outputs."""
     dtype = np.dtype(output_dtype)

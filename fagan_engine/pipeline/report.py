@@ -25,7 +25,14 @@ from fagan_engine.inference.memory_check import BYTES_PER_OUTPUT_VOXEL, check_ou
 from fagan_engine.inference.resolver import SuperResolver
 from fagan_engine.inference.slices import Progress, SlabGather, SlabStream
 from fagan_engine.io.geometry import SliceLayout, explicit_axes, plane_axes
-from fagan_engine.io.volume_io import cast_array, clipped_voxels, clipping_note, integer_output_note, validate_image
+from fagan_engine.io.volume_io import (
+    cast_array,
+    clipped_voxels,
+    clipping_note,
+    integer_output_note,
+    result_clipping_note,
+    validate_image,
+)
 from fagan_engine.models.checkpoint import read_through_plane
 from fagan_engine.mri.forward_model import project_onto_data
 from fagan_engine.mri.noise_estimate import foreground
@@ -332,8 +339,7 @@ def _through_plane(image: sitk.Image, options: RunOptions, progress: Optional[Pr
         on_fit=lambda o: fits.append(o.summary()), plan=plan, on_note=notes.append,
     )
     result = enforce_through_plane(image, network, plan) if options.project else network
-    values = sitk.GetArrayViewFromImage(result)
-    clip_note = clipping_note(clipped_voxels(values, options.output_dtype), values.size, options.output_dtype)
+    clip_note = result_clipping_note(sitk.GetArrayViewFromImage(result), options.output_dtype)
     notes += [clip_note] if clip_note else []
     sr = _cast(result, options.output_dtype)
     maps = through_plane_consistency(image, network, plan) if consistency else None

@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from fagan_engine.inference.batching import MAX_OUTPUT_PIXELS
 from fagan_engine.inference.memory_check import check_through_plane_fits
 from fagan_engine.inference.runners import resolve_device
-from fagan_engine.io.volume_io import cast_array, clipped_voxels, clipping_note, integer_output_note, validate_image
+from fagan_engine.io.volume_io import cast_array, integer_output_note, result_clipping_note, validate_image
 from fagan_engine.mri.normalization import IntensityNormalizer
 from fagan_engine.through_plane.fit import (
     MIN_DIRECTION_RATIO,
@@ -162,7 +162,7 @@ def super_resolve_through_plane(
     if project:
         result = project_onto_slices(result, volume01, plan)
     values = normalizer.inverse(result)
-    clip_note = clipping_note(clipped_voxels(values, output_dtype), values.size, output_dtype)
+    clip_note = result_clipping_note(values, output_dtype)
     if clip_note:
         (on_note or warn)(clip_note)
     out = sitk.GetImageFromArray(cast_array(values, output_dtype))
